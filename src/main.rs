@@ -1,0 +1,416 @@
+//! The `rdmig` command line.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use rdmig::lab::perftest::{PerftestOptions, PerftestReport};
+use rdmig::lab::proto::{ExecSpec, NodeStatus};
+use rdmig::lab::{Accel, Lab, Output, UpOptions, DEFAULT_BASE};
+
+#[derive(Parser)]
+#[command(
+    name = "rdmig",
+    version,
+    about = "Live migration of unmodified RDMA (SoftRoCE) applications between hosts",
+    long_about = "rdmig moves a running RDMA application from one host to another while its peers \
+                  keep running. `rdmig lab` gives you SoftRoCE hosts to try it on: virtual machines \
+                  on this machine, no RDMA hardware needed."
+)]
+struct Cli {
+    /// Log filter (error, warn, info, debug, trace, or a tracing directive such as rdmig=debug).
+    #[arg(long, global = true, env = "RDMIG_LOG", default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// A lab of SoftRoCE nodes in virtual machines (root needed).
+    Lab(LabArgs),
+    /// SoftRoCE facts on this host (or inside a lab node).
+    Rxe {
+        #[command(subcommand)]
+        cmd: RxeCmd,
+    },
+}
+
+#[derive(Args)]
+struct LabArgs {
+    /// Lab name, so several labs can exist side by side (1 to 8 lowercase letters or digits).
+    #[arg(long, global = true, env = "RDMIG_LAB", default_value = "lab")]
+    name: String,
+    /// Where labs keep their state, consoles and node shares.
+    #[arg(long, global = true, env = "RDMIG_LAB_DIR", default_value = DEFAULT_BASE)]
+    dir: PathBuf,
+    #[command(subcommand)]
+    cmd: LabCmd,
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Boot the lab's nodes in parallel (cleans up a stale lab of the same name first).
+    Up {
+        /// Number of nodes (node1 .. nodeN).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Memory of each node, MiB.
+        #[arg(long, default_value_t = 1024)]
+        memory: u32,
+        /// Virtual CPUs of each node.
+        #[arg(long, default_value_t = 1)]
+        cpus: u32,
+        /// Accelerator: auto uses KVM only where it is known to work.
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: Accel,
+        /// Kernel release to boot (default: the newest installed Debian 6.1 kernel).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// Give up if a node is not ready after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        boot_timeout: u64,
+        /// Leave a lab that failed to start as it is, for inspection (`rdmig lab logs`).
+        #[arg(long)]
+        keep_on_failure: bool,
+        /// Load this module instead of the stock rdma_rxe (repeat, in load order; absolute paths).
+        #[arg(long = "rxe-module")]
+        rxe_modules: Vec<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop every node and remove the lab's namespace, devices and directory.
+    Down {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each node: qemu running, set-up status, agent reachable.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command on a node; its output streams back and its exit code becomes ours.
+    Exec {
+        /// Node name (node1, node2, ...).
+        node: String,
+        /// Kill the command after this many seconds (exit code 124).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Extra environment variables, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        /// Working directory on the node.
+        #[arg(long)]
+        cwd: Option<String>,
+        /// Capture the output and print {node, code, signal, timed_out, stdout, stderr} as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The command and its arguments (after --).
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Print the last lines of a node's console and agent logs.
+    Logs {
+        node: String,
+        #[arg(long, default_value_t = 100)]
+        lines: usize,
+    },
+    /// Extra overlay ("container") addresses such as 10.0.1.7 that can move between nodes.
+    Addr {
+        #[command(subcommand)]
+        cmd: AddrCmd,
+    },
+    /// Run perftest between two nodes over overlay addresses and report both sides.
+    Perftest {
+        #[arg(long, default_value = "node1")]
+        server: String,
+        #[arg(long, default_value = "node2")]
+        client: String,
+        /// perftest program: ib_send_bw, ib_write_bw, ib_read_bw, ib_send_lat, ...
+        #[arg(long, default_value = "ib_send_bw")]
+        test: String,
+        /// Overlay address the server uses (default: its node's own).
+        #[arg(long)]
+        server_addr: Option<Ipv4Addr>,
+        #[arg(long)]
+        client_addr: Option<Ipv4Addr>,
+        /// Iterations (perftest -n).
+        #[arg(short = 'n', long, default_value_t = 1000)]
+        iters: u64,
+        /// Message size in bytes (perftest -s).
+        #[arg(short = 's', long, default_value_t = 65536)]
+        size: u64,
+        /// Bidirectional (perftest -b).
+        #[arg(short = 'b', long)]
+        bidirectional: bool,
+        /// Queue pairs (perftest -q).
+        #[arg(short = 'q', long, default_value_t = 1)]
+        qps: u32,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// (inside a node) The guest agent, started by the node's init.
+    #[command(hide = true)]
+    GuestAgent {
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum AddrCmd {
+    /// Add an extra overlay address to a node and announce it (gratuitous ARP).
+    Add { node: String, addr: Ipv4Addr },
+    /// Remove an extra overlay address from a node.
+    Del { node: String, addr: Ipv4Addr },
+    /// Move an extra overlay address to another node.
+    Move {
+        addr: Ipv4Addr,
+        #[arg(long)]
+        to: String,
+    },
+    /// List the extra overlay addresses of every node.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RxeCmd {
+    /// Print the GID index of an IPv4 address's RoCE v2 GID (what perftest's -x wants).
+    GidIndex {
+        #[arg(long, default_value = "rxe0")]
+        device: String,
+        #[arg(long)]
+        ip: Ipv4Addr,
+    },
+    /// List a device's GIDs.
+    Gids {
+        #[arg(long, default_value = "rxe0")]
+        device: String,
+    },
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("{s:?} has an empty KEY"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let guest = matches!(&cli.cmd, Cmd::Lab(LabArgs { cmd: LabCmd::GuestAgent { .. }, .. }));
+    let filter = if guest { "info".to_string() } else { cli.log.clone() };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Lab(args) => lab(args).await,
+        Cmd::Rxe { cmd } => {
+            match cmd {
+                RxeCmd::GidIndex { device, ip } => println!("{}", rdmig::rxe::gid_index(&device, ip)?),
+                RxeCmd::Gids { device } => {
+                    for g in rdmig::rxe::gid_table(&device, 1)? {
+                        println!("{:>3} {} {}", g.index, g.gid, g.kind);
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn lab(args: LabArgs) -> Result<ExitCode> {
+    let lab = Lab::new(&args.dir, &args.name)?;
+    match args.cmd {
+        LabCmd::GuestAgent { config } => {
+            rdmig::lab::guest::run(&config).await?;
+        }
+        LabCmd::Up { nodes, memory, cpus, accel, kernel, boot_timeout, keep_on_failure, rxe_modules, json } => {
+            let o = UpOptions {
+                nodes,
+                memory_mb: memory,
+                cpus,
+                accel,
+                kernel,
+                boot_timeout: Duration::from_secs(boot_timeout),
+                keep_on_failure,
+                rxe_modules,
+                progress: !json,
+            };
+            if !json {
+                eprintln!("starting lab {:?}: {nodes} nodes, {memory} MiB each", lab.name);
+            }
+            let r = lab.up(&o).await.context("lab up")?;
+            if json {
+                print_json(&r)?;
+            } else {
+                if r.cleaned_stale {
+                    println!("removed a stale lab of the same name first");
+                }
+                println!("lab {:?} is up in {:.1} s (kernel {}, {:?}: {})", r.lab, r.total_ms as f64 / 1000.0, r.kernel, r.accel, r.accel_reason);
+                for n in &r.nodes {
+                    println!("  {:6} underlay {:12} overlay {:12} ready in {:.1} s", n.node, n.underlay_ip.to_string(), n.overlay_ip.to_string(), n.boot_ms as f64 / 1000.0);
+                }
+                println!("try: rdmig lab exec node1 -- ibv_devinfo -d rxe0");
+            }
+        }
+        LabCmd::Down { json } => {
+            let r = lab.down().context("lab down")?;
+            if json {
+                print_json(&r)?;
+            } else if r.stopped_pids.is_empty() && !r.netns_deleted && !r.dir_removed {
+                println!("lab {:?} was not up; nothing to remove", lab.name);
+            } else {
+                println!(
+                    "lab {:?} is down: stopped {} VM(s){}{}",
+                    lab.name,
+                    r.stopped_pids.len(),
+                    if r.netns_deleted { ", removed its network namespace" } else { "" },
+                    if r.dir_removed { ", removed its directory" } else { "" }
+                );
+            }
+        }
+        LabCmd::Status { json } => {
+            let r = lab.status().await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("lab {:?} in {} (kernel {}, {:?})", r.lab, r.dir.display(), r.kernel, r.accel);
+                for n in &r.nodes {
+                    let st = match &n.status {
+                        Some(NodeStatus::Ready { rxe_active, .. }) => format!("ready, rxe0 {}", if *rxe_active { "ACTIVE" } else { "not active" }),
+                        Some(NodeStatus::SettingUp { step }) => format!("setting up ({step})"),
+                        Some(NodeStatus::Failed { step, error }) => format!("FAILED at {step}: {error}"),
+                        None => "booting".into(),
+                    };
+                    println!(
+                        "  {:6} pid {:>7} {:8} {:12} {:12} {} {}",
+                        n.node,
+                        n.pid.map(|p| p.to_string()).unwrap_or("-".into()),
+                        if n.running { "running" } else { "stopped" },
+                        n.underlay_ip.to_string(),
+                        n.overlay_ip.to_string(),
+                        st,
+                        if n.reachable { "" } else { "(agent unreachable)" }
+                    );
+                }
+                if r.nodes.iter().any(|n| !n.running || !n.reachable) {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        LabCmd::Exec { node, timeout, env, cwd, json, argv } => {
+            let spec = ExecSpec {
+                argv,
+                env: env.into_iter().collect::<BTreeMap<_, _>>(),
+                cwd,
+                timeout_ms: timeout.map(|s| s * 1000),
+            };
+            let out = lab.exec(&node, spec, if json { Output::Capture } else { Output::Forward }).await?;
+            if json {
+                print_json(&out)?;
+            } else if out.timed_out {
+                eprintln!("rdmig: the command timed out on {node} and was killed");
+            }
+            return Ok(ExitCode::from(out.shell_code().clamp(0, 255) as u8));
+        }
+        LabCmd::Logs { node, lines } => print!("{}", lab.logs(&node, lines)?),
+        LabCmd::Addr { cmd } => match cmd {
+            AddrCmd::Add { node, addr } => {
+                lab.addr_add(&node, addr).await?;
+                println!("{addr} is on {node}");
+            }
+            AddrCmd::Del { node, addr } => {
+                lab.addr_del(&node, addr).await?;
+                println!("{addr} removed from {node}");
+            }
+            AddrCmd::Move { addr, to } => {
+                let from = lab.addr_move(addr, &to).await?;
+                println!("{addr} moved from {from} to {to}");
+            }
+            AddrCmd::List { json } => {
+                let m = lab.overlay_addrs().await?;
+                if json {
+                    print_json(&m)?;
+                } else {
+                    for (n, a) in m {
+                        let a: Vec<String> = a.iter().map(|x| x.to_string()).collect();
+                        println!("{n:6} {}", if a.is_empty() { "-".into() } else { a.join(" ") });
+                    }
+                }
+            }
+        },
+        LabCmd::Perftest { server, client, test, server_addr, client_addr, iters, size, bidirectional, qps, timeout, json } => {
+            let o = PerftestOptions {
+                test,
+                server,
+                client,
+                server_addr,
+                client_addr,
+                iters,
+                size,
+                bidirectional,
+                qps,
+                timeout: Duration::from_secs(timeout),
+            };
+            let r = lab.perftest(&o).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                print_perftest(&r);
+            }
+            if !r.complete() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_perftest(r: &PerftestReport) {
+    println!("{} {} x {} bytes ({:.1} s wall)", r.test, r.iters, r.size, r.wall_ms as f64 / 1000.0);
+    for (role, s) in [("server", &r.server), ("client", &r.client)] {
+        let res = match &s.result {
+            Some(row) => row.0.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("  "),
+            None => "no result table".into(),
+        };
+        println!("  {role} {} ({}, gid {}): exit {}  {res}", s.node, s.addr, s.gid_index, s.exit_code);
+        if s.exit_code != 0 {
+            for l in s.output.lines().chain(s.stderr.lines()).rev().take(10).collect::<Vec<_>>().into_iter().rev() {
+                println!("    | {l}");
+            }
+        }
+    }
+    println!("{}", if r.complete() { "complete: both sides ran every iteration" } else { "INCOMPLETE" });
+}
