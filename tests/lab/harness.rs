@@ -1,0 +1,124 @@
+//! A tiny test harness for lab scenarios: ordered, sharing one lab, with a summary line that CI
+//! reads ("N passed, N failed") and the nodes' logs printed when something fails.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Output};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use rdmig::lab::Lab;
+
+/// Lab name and directory of the tests, apart from a user's own lab.
+pub const LAB_NAME: &str = "citest";
+pub const LAB_BASE: &str = "/run/rdmig-test";
+
+pub struct Ctx {
+    pub bin: PathBuf,
+    pub lab: Lab,
+    pub rt: tokio::runtime::Runtime,
+}
+
+pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
+
+impl Ctx {
+    /// Runs `rdmig lab <args>` for the test lab and returns its output (any exit code).
+    pub fn rdmig(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.bin)
+            .args(["lab", "--name", LAB_NAME, "--dir", LAB_BASE])
+            .args(args)
+            .output()
+            .with_context(|| format!("run rdmig lab {}", args.join(" ")))
+    }
+
+    /// Like `rdmig`, but an error unless it exits 0; returns stdout.
+    pub fn rdmig_ok(&self, args: &[&str]) -> Result<String> {
+        let o = self.rdmig(args)?;
+        if !o.status.success() {
+            bail!(
+                "`rdmig lab {}` failed ({}):\n{}{}",
+                args.join(" "),
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// `rdmig lab exec NODE -- argv`, an error unless it exits 0; returns stdout.
+    pub fn exec_ok(&self, node: &str, argv: &[&str]) -> Result<String> {
+        let mut a = vec!["exec", node, "--timeout", "120", "--"];
+        a.extend_from_slice(argv);
+        self.rdmig_ok(&a)
+    }
+
+    pub fn dump_logs(&self) {
+        for n in ["node1", "node2", "node3"] {
+            if let Ok(o) = self.rdmig(&["logs", n, "--lines", "40"]) {
+                eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+            }
+        }
+    }
+}
+
+pub fn main(all: &[Scenario]) -> ExitCode {
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_rdmig"));
+    let ctx = Ctx {
+        bin,
+        lab: Lab::new(LAB_BASE, LAB_NAME).expect("valid lab name"),
+        rt: tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime"),
+    };
+    // `up` and the final `down` always run: the others need the lab, and nothing may be left.
+    let selected: Vec<&Scenario> = all
+        .iter()
+        .filter(|(name, _)| {
+            filters.is_empty() || *name == "up" || *name == "down_leaves_nothing" || filters.iter().any(|f| name.contains(f.as_str()))
+        })
+        .collect();
+    println!("running {} lab scenarios", selected.len());
+    let t0 = Instant::now();
+    let (mut passed, mut failed) = (0, 0);
+    let mut failures = vec![];
+    for (name, f) in selected {
+        let t = Instant::now();
+        let r = catch_unwind(AssertUnwindSafe(|| f(&ctx)));
+        let secs = t.elapsed().as_secs_f64();
+        match r {
+            Ok(Ok(())) => {
+                passed += 1;
+                println!("lab {name} ... ok ({secs:.1} s)");
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                println!("lab {name} ... FAILED ({secs:.1} s)\n  {e:#}");
+                failures.push(*name);
+                ctx.dump_logs();
+            }
+            Err(_) => {
+                failed += 1;
+                println!("lab {name} ... FAILED ({secs:.1} s): panicked");
+                failures.push(*name);
+                ctx.dump_logs();
+            }
+        }
+    }
+    // Whatever happened, leave nothing behind.
+    if !ctx.lab.leftovers().is_empty() {
+        if let Err(e) = ctx.lab.down() {
+            println!("final teardown failed: {e}");
+            failed += 1;
+        }
+    }
+    println!("lab scenarios took {:.1} s", t0.elapsed().as_secs_f64());
+    if !failures.is_empty() {
+        println!("failed: {}", failures.join(", "));
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
