@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::harness::{Ctx, Scenario, LAB_BASE};
 
 pub const ALL: &[Scenario] = &[
+    ("refusals_before_boot", refusals_before_boot),
     ("up", up),
     ("status_reports_every_node_ready", status_reports_every_node_ready),
     ("exec_returns_output_and_exit_code", exec_returns_output_and_exit_code),
@@ -25,6 +26,33 @@ pub const ALL: &[Scenario] = &[
     ("up_cleans_a_stale_lab", up_cleans_a_stale_lab),
     ("down_leaves_nothing", down_leaves_nothing),
 ];
+
+/// What a new user hits first is refused before anything starts, naming the fix.
+fn refusals_before_boot(c: &Ctx) -> Result<()> {
+    // Not root.
+    let o = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&c.bin)
+        .args(["lab", "--name", crate::harness::LAB_NAME, "--dir", "/tmp/rdmig-nonroot", "up", "--nodes", "1"])
+        .output()?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(!o.status.success() && err.contains("needs root"), "not root: {err}");
+    // A kernel that is not installed.
+    let o = c.rdmig(&["up", "--nodes", "1", "--kernel", "6.1.0-0-none"])?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(!o.status.success() && err.contains("apt-get install linux-image-6.1.0-0-none"), "kernel: {err}");
+    ensure!(c.rdmig(&["up", "--nodes", "0"])?.stderr.ends_with(b"1 to 16 nodes, not 0\n"));
+    // A network namespace of the lab's name that rdmig did not make is not deleted but refused.
+    let ns = c.lab.netns();
+    std::process::Command::new("ip").args(["netns", "add", &ns]).status()?;
+    let o = c.rdmig(&["up", "--nodes", "1"]);
+    std::process::Command::new("ip").args(["netns", "delete", &ns]).status()?;
+    let o = o?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(!o.status.success() && err.contains("was not made by rdmig"), "foreign namespace: {err}");
+    ensure!(c.lab.leftovers().qemu_pids.is_empty(), "a VM was started");
+    Ok(())
+}
 
 fn json(s: &str) -> Result<Value> {
     serde_json::from_str(s).with_context(|| format!("not JSON: {s}"))
