@@ -6,3 +6,4 @@
 
 pub mod lab;
 pub mod rxe;
+pub mod verbs;

@@ -1,0 +1,373 @@
+//! Reliable-connected queue pairs over libibverbs (through `sideway`), as rdmig's tools and
+//! transfer layer need them: one device context, PD, CQ with a completion channel, and an RC QP
+//! per `RcQp`; page-aligned registered regions; send, receive and RDMA WRITE; blocking polls that
+//! sleep on the completion channel instead of spinning (lab nodes have one virtual CPU).
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use serde::{Deserialize, Serialize};
+use sideway::ibverbs::address::{AddressHandleAttribute, Gid};
+use sideway::ibverbs::completion::{BasicCompletionQueue, CompletionChannel, CompletionQueue, GenericCompletionQueue};
+use sideway::ibverbs::device::{DeviceInfo, DeviceList};
+use sideway::ibverbs::device_context::{DeviceContext, Mtu};
+use sideway::ibverbs::memory_region::MemoryRegion;
+use sideway::ibverbs::protection_domain::ProtectionDomain;
+use sideway::ibverbs::queue_pair::{
+    BasicQueuePair, PostSendGuard, QueuePair, QueuePairAttribute, QueuePairState, SetScatterGatherEntry,
+    WorkRequestFlags,
+};
+use sideway::ibverbs::AccessFlags;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VerbsError {
+    #[error("RDMA device {0:?} not found (devices: {1})")]
+    NoDevice(String, String),
+    #[error("{what}: {source}")]
+    Op {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn op<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> VerbsError {
+    move |e| VerbsError::Op { what, source: Box::new(e) }
+}
+
+fn errno(what: &'static str, ret: i32) -> Result<(), VerbsError> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        let e = if ret > 0 { ret } else { std::io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO) };
+        Err(VerbsError::Op { what, source: Box::new(std::io::Error::from_raw_os_error(e)) })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RcConfig {
+    pub device: String,
+    pub port: u8,
+    pub gid_index: u32,
+    pub mtu: Mtu,
+    pub max_send_wr: u32,
+    pub max_recv_wr: u32,
+}
+
+impl Default for RcConfig {
+    fn default() -> Self {
+        Self { device: "rxe0".into(), port: 1, gid_index: 1, mtu: Mtu::Mtu4096, max_send_wr: 128, max_recv_wr: 256 }
+    }
+}
+
+/// What a peer needs to connect its QP to ours.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub qpn: u32,
+    pub psn: u32,
+    pub gid: Gid,
+}
+
+/// One completion, copied out of the CQ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    pub wr_id: u64,
+    /// `ibv_wc_status`: 0 is success.
+    pub status: u32,
+    pub opcode: u32,
+    pub byte_len: u32,
+}
+
+impl Completion {
+    pub fn ok(&self) -> bool {
+        self.status == 0
+    }
+}
+
+/// Page-aligned anonymous memory registered with the PD. The MR is released before the memory.
+pub struct Region {
+    mr: std::mem::ManuallyDrop<Arc<MemoryRegion>>,
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Region {
+    pub fn lkey(&self) -> u32 {
+        self.mr.lkey()
+    }
+    pub fn rkey(&self) -> u32 {
+        self.mr.rkey()
+    }
+    pub fn addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: ptr is a live mapping of len bytes owned by self. The NIC may write into it
+        // concurrently (that is what RDMA is); callers read only what a completion announced.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and &mut self keeps other Rust references away.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // Deregister first, then unmap: the NIC must not write into memory that is gone.
+        // SAFETY: mr is dropped exactly once, here; the range is the one mapped in `RcQp::region`.
+        unsafe {
+            std::mem::ManuallyDrop::drop(&mut self.mr);
+            let _ = nix::sys::mman::munmap(self.ptr.cast(), self.len);
+        }
+    }
+}
+
+pub struct RcQp {
+    // Field order is drop order: QP, CQ, channel, PD, context.
+    qp: BasicQueuePair,
+    cq: Arc<BasicCompletionQueue>,
+    channel: Arc<CompletionChannel>,
+    pd: Arc<ProtectionDomain>,
+    ctx: Arc<DeviceContext>,
+    cfg: RcConfig,
+    psn: u32,
+    gid: Gid,
+}
+
+impl RcQp {
+    pub fn open(cfg: RcConfig) -> Result<Self, VerbsError> {
+        let list = DeviceList::new().map_err(op("list RDMA devices"))?;
+        let names: Vec<String> = list.iter().map(|d| d.name()).collect();
+        let dev = list
+            .iter()
+            .find(|d| d.name() == cfg.device)
+            .ok_or_else(|| VerbsError::NoDevice(cfg.device.clone(), if names.is_empty() { "none".into() } else { names.join(", ") }))?;
+        let ctx = dev.open().map_err(op("open device"))?;
+        let gid = ctx.query_gid(cfg.port, cfg.gid_index).map_err(op("query GID"))?;
+        let pd = ctx.alloc_pd().map_err(op("allocate PD"))?;
+        let channel = CompletionChannel::new(&ctx).map_err(op("create completion channel"))?;
+        channel.set_nonblocking(true).map_err(op("make completion channel non-blocking"))?;
+        let cq = ctx
+            .create_cq_builder()
+            .setup_cqe(cfg.max_send_wr + cfg.max_recv_wr)
+            .setup_comp_channel(&channel, 0)
+            .build()
+            .map_err(op("create CQ"))?;
+        let generic = GenericCompletionQueue::from(Arc::clone(&cq));
+        let qp = pd
+            .create_qp_builder()
+            .setup_max_send_wr(cfg.max_send_wr)
+            .setup_max_recv_wr(cfg.max_recv_wr)
+            .setup_max_send_sge(1)
+            .setup_max_recv_sge(1)
+            .setup_send_cq(generic.clone())
+            .setup_recv_cq(generic)
+            .build()
+            .map_err(op("create RC QP"))?;
+        let psn = random_psn();
+        let mut me = Self { qp, cq, channel, pd, ctx, cfg, psn, gid };
+        // INIT right away: rxe accepts receive work requests only from INIT on, and receives
+        // must be posted before the peer can send.
+        let access = AccessFlags::LocalWrite | AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
+        let mut a = QueuePairAttribute::new();
+        a.setup_state(QueuePairState::Init).setup_pkey_index(0).setup_port(me.cfg.port).setup_access_flags(access);
+        me.qp.modify(&a).map_err(op("QP to INIT"))?;
+        Ok(me)
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { qpn: self.qp.qp_number(), psn: self.psn, gid: self.gid }
+    }
+
+    pub fn qp_number(&self) -> u32 {
+        self.qp.qp_number()
+    }
+
+    pub fn context(&self) -> &Arc<DeviceContext> {
+        &self.ctx
+    }
+
+    /// Moves the QP (in INIT since `open`) through RTR and RTS towards `remote`. Retries are unlimited (7) so a
+    /// peer that is briefly away (a migration) does not push the QP into the error state.
+    pub fn connect(&mut self, remote: &Endpoint) -> Result<(), VerbsError> {
+        let mut av = AddressHandleAttribute::new();
+        av.setup_dest_lid(0)
+            .setup_port(self.cfg.port)
+            .setup_service_level(0)
+            .setup_grh_src_gid_index(self.cfg.gid_index as u8)
+            .setup_grh_dest_gid(&remote.gid)
+            .setup_grh_hop_limit(64);
+        let mut a = QueuePairAttribute::new();
+        a.setup_state(QueuePairState::ReadyToReceive)
+            .setup_path_mtu(self.cfg.mtu)
+            .setup_dest_qp_num(remote.qpn)
+            .setup_rq_psn(remote.psn)
+            .setup_max_dest_read_atomic(1)
+            .setup_min_rnr_timer(12)
+            .setup_address_vector(&av);
+        self.qp.modify(&a).map_err(op("QP to RTR"))?;
+
+        let mut a = QueuePairAttribute::new();
+        a.setup_state(QueuePairState::ReadyToSend)
+            .setup_sq_psn(self.psn)
+            .setup_timeout(14)
+            .setup_retry_cnt(7)
+            .setup_rnr_retry(7)
+            .setup_max_read_atomic(1);
+        self.qp.modify(&a).map_err(op("QP to RTS"))?;
+        Ok(())
+    }
+
+    /// Maps `len` bytes (rounded up to pages) and registers them.
+    pub fn region(&self, len: usize, remote_write: bool) -> Result<Region, VerbsError> {
+        let page = 4096;
+        let len = len.max(1).div_ceil(page) * page;
+        // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
+        let ptr = unsafe {
+            nix::sys::mman::mmap_anonymous(
+                None,
+                std::num::NonZeroUsize::new(len).expect("non-zero"),
+                nix::sys::mman::ProtFlags::PROT_READ | nix::sys::mman::ProtFlags::PROT_WRITE,
+                nix::sys::mman::MapFlags::MAP_PRIVATE,
+            )
+        }
+        .map_err(op("map memory"))?;
+        let mut access = AccessFlags::LocalWrite;
+        if remote_write {
+            access |= AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
+        }
+        // SAFETY: the mapping lives as long as the Region, which deregisters before unmapping.
+        let mr = match unsafe { self.pd.reg_mr(ptr.as_ptr() as usize, len, access) } {
+            Ok(mr) => mr,
+            Err(e) => {
+                // SAFETY: just mapped above.
+                unsafe {
+                    let _ = nix::sys::mman::munmap(ptr, len);
+                }
+                return Err(op("register memory region")(e));
+            }
+        };
+        Ok(Region { mr: std::mem::ManuallyDrop::new(mr), ptr: ptr.cast(), len })
+    }
+
+    fn check_range(r: &Region, off: usize, len: usize) -> Result<(), VerbsError> {
+        if off.checked_add(len).is_none_or(|end| end > r.len) {
+            return Err(VerbsError::Invalid(format!("range {off}+{len} outside a region of {} bytes", r.len)));
+        }
+        Ok(())
+    }
+
+    pub fn post_recv(&mut self, wr_id: u64, r: &Region, off: usize, len: usize) -> Result<(), VerbsError> {
+        Self::check_range(r, off, len)?;
+        let mut g = self.qp.start_post_recv();
+        let h = g.construct_wr(wr_id);
+        // SAFETY: the range was checked against a live registered region.
+        unsafe { h.setup_sge(r.lkey(), r.addr() + off as u64, len as u32) };
+        g.post().map_err(op("post receive"))
+    }
+
+    pub fn post_send(&mut self, wr_id: u64, r: &Region, off: usize, len: usize) -> Result<(), VerbsError> {
+        Self::check_range(r, off, len)?;
+        let mut g = self.qp.start_post_send();
+        let h = g.construct_wr(wr_id, WorkRequestFlags::Signaled).setup_send();
+        // SAFETY: as in post_recv.
+        unsafe { h.setup_sge(r.lkey(), r.addr() + off as u64, len as u32) };
+        g.post().map_err(op("post send"))
+    }
+
+    pub fn post_write(
+        &mut self,
+        wr_id: u64,
+        r: &Region,
+        off: usize,
+        len: usize,
+        rkey: u32,
+        raddr: u64,
+    ) -> Result<(), VerbsError> {
+        Self::check_range(r, off, len)?;
+        let mut g = self.qp.start_post_send();
+        let h = g.construct_wr(wr_id, WorkRequestFlags::Signaled).setup_write(rkey, raddr);
+        // SAFETY: as in post_recv.
+        unsafe { h.setup_sge(r.lkey(), r.addr() + off as u64, len as u32) };
+        g.post().map_err(op("post RDMA WRITE"))
+    }
+
+    /// Appends whatever completions are ready to `out`; never blocks.
+    pub fn poll(&self, out: &mut Vec<Completion>) -> usize {
+        let before = out.len();
+        if let Ok(mut p) = self.cq.start_poll() {
+            while let Some(wc) = p.next() {
+                out.push(Completion { wr_id: wc.wr_id(), status: wc.status(), opcode: wc.opcode(), byte_len: wc.byte_len() });
+            }
+        }
+        out.len() - before
+    }
+
+    /// Like `poll`, but sleeps on the completion channel for up to `timeout` when nothing is
+    /// ready. Returns the number of completions appended (0 on timeout).
+    pub fn poll_wait(&self, out: &mut Vec<Completion>, timeout: Duration) -> Result<usize, VerbsError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.poll(out) > 0 {
+                return Ok(out.len());
+            }
+            // SAFETY: the CQ is alive for as long as self.
+            errno("arm CQ", unsafe { rdma_mummy_sys::ibv_req_notify_cq(self.cq.cq().as_ptr(), 0) })?;
+            // A completion that arrived before arming raised no event: look once more.
+            let n = self.poll(out);
+            if n > 0 {
+                return Ok(n);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(0);
+            }
+            // SAFETY: the channel's fd is open for as long as self.
+            let fd = unsafe { BorrowedFd::borrow_raw(self.channel.as_raw_fd()) };
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
+                Ok(0) => return Ok(0),
+                Ok(_) => self.take_events()?,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(op("wait for completions")(e)),
+            }
+        }
+    }
+
+    /// Reads and acknowledges every pending completion event (the channel is non-blocking).
+    fn take_events(&self) -> Result<(), VerbsError> {
+        loop {
+            let mut cq: *mut rdma_mummy_sys::ibv_cq = std::ptr::null_mut();
+            let mut ctx: *mut libc::c_void = std::ptr::null_mut();
+            // SAFETY: channel and out-pointers are valid.
+            let r = unsafe { rdma_mummy_sys::ibv_get_cq_event(self.channel.comp_channel().as_ptr(), &mut cq, &mut ctx) };
+            if r != 0 {
+                return Ok(()); // EAGAIN: drained
+            }
+            // SAFETY: cq came from the event just read; acknowledging it keeps destroy_cq from waiting.
+            unsafe { rdma_mummy_sys::ibv_ack_cq_events(cq, 1) };
+        }
+    }
+}
+
+fn random_psn() -> u32 {
+    let mut b = [0u8; 4];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1);
+        b = t.to_le_bytes();
+    }
+    u32::from_le_bytes(b) & 0x00ff_ffff
+}
