@@ -64,4 +64,7 @@ src_v=$(deb_version linux-source-6.1)
 
 command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
 
+# rdmig's rdma_rxe for the lab kernel (softroce/): quick when already built.
+"$(dirname "$0")/build-softroce.sh" --kver "$kabi" >/dev/null || die "building softroce failed (see softroce/build/build-$kabi.log)"
+
 log "ready: kernel $kabi ($img_v), $(qemu-system-x86_64 --version | head -n1), $(criu --version | head -n1)"

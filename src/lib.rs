@@ -1,9 +1,13 @@
 //! rdmig: live migration of unmodified RDMA (SoftRoCE) applications between hosts.
 //!
-//! The crate is organised by what each part does: `lab` runs a lab of SoftRoCE virtual machines
-//! for users (and tests) without RDMA hardware; `rxe` reads SoftRoCE facts from sysfs.
+//! The crate is organised by what each part does: `agent` (the per-node daemon that receives
+//! migrations), `migrate` (the source side), `criu` (driving CRIU), `timeline` (phases and
+//! downtime), `lab` (SoftRoCE virtual machines for users and tests without RDMA hardware), `rxe`
+//! (SoftRoCE facts from sysfs) and `verbs` (RC queue pairs).
 //! See docs/ARCHITECTURE.md for how the pieces fit together.
 
+pub mod agent;
+pub mod criu;
 pub mod lab;
 pub mod rxe;
 pub mod verbs;

@@ -12,7 +12,13 @@ use serde::Serialize;
 
 use rdmig::lab::perftest::{PerftestOptions, PerftestReport};
 use rdmig::lab::proto::{ExecSpec, NodeStatus};
-use rdmig::lab::{Accel, Lab, Output, UpOptions, DEFAULT_BASE};
+use rdmig::lab::{Accel, Lab, Output, RxeChoice, UpOptions, DEFAULT_BASE};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RxeArg {
+    Rdmig,
+    Stock,
+}
 
 #[derive(Parser)]
 #[command(
@@ -35,6 +41,22 @@ struct Cli {
 enum Cmd {
     /// A lab of SoftRoCE nodes in virtual machines (root needed).
     Lab(LabArgs),
+    /// Receive migrations on this node: the per-node daemon (root). It binds only where it is
+    /// told and talks only to peers holding the cluster secret.
+    Agent {
+        /// Address to listen on, e.g. 10.99.0.2:7800 (no default: bind where you mean to).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// File with the cluster's shared secret (at least 32 bytes, mode 0600).
+        #[arg(long)]
+        secret_file: PathBuf,
+        /// Where incoming images are kept until the migration is committed.
+        #[arg(long, default_value = "/var/lib/rdmig/incoming")]
+        work_dir: PathBuf,
+        /// Keep images after a committed migration (for inspection).
+        #[arg(long)]
+        keep_images: bool,
+    },
     /// SoftRoCE facts on this host (or inside a lab node).
     Rxe {
         #[command(subcommand)]
@@ -79,8 +101,11 @@ enum LabCmd {
         /// Leave a lab that failed to start as it is, for inspection (`rdmig lab logs`).
         #[arg(long)]
         keep_on_failure: bool,
-        /// Load this module instead of the stock rdma_rxe (repeat, in load order; absolute paths).
-        #[arg(long = "rxe-module")]
+        /// Which rdma_rxe the nodes load: rdmig (ours, from scripts/build-softroce.sh) or stock.
+        #[arg(long, value_enum, default_value = "rdmig")]
+        rxe: RxeArg,
+        /// Load these module files instead (repeat, in load order; absolute paths).
+        #[arg(long = "rxe-module", conflicts_with = "rxe")]
         rxe_modules: Vec<PathBuf>,
         /// Print the result as JSON.
         #[arg(long)]
@@ -158,6 +183,20 @@ enum LabCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Start a detached process on a node (own session, stdio to /dev/null or --log); prints its
+    /// pid. This is how to start an application you want to migrate.
+    Spawn {
+        node: String,
+        /// Append the program's output to this file on the node (e.g. under /mnt/lab).
+        #[arg(long)]
+        output: Option<String>,
+        #[arg(long = "env", value_parser = parse_env)]
+        env: Vec<(String, String)>,
+        #[arg(long)]
+        cwd: Option<String>,
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
     /// (inside a node) The guest agent, started by the node's init.
     #[command(hide = true)]
     GuestAgent {
@@ -216,7 +255,7 @@ fn print_json<T: Serialize>(v: &T) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let guest = matches!(&cli.cmd, Cmd::Lab(LabArgs { cmd: LabCmd::GuestAgent { .. }, .. }));
+    let guest = matches!(&cli.cmd, Cmd::Lab(LabArgs { cmd: LabCmd::GuestAgent { .. }, .. }) | Cmd::Agent { .. });
     let filter = if guest { "info".to_string() } else { cli.log.clone() };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|_| "warn".into()))
@@ -237,6 +276,18 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Lab(args) => lab(args).await,
+        Cmd::Agent { listen, secret_file, work_dir, keep_images } => {
+            let secret = rdmig::agent::wire::Secret::load(&secret_file)?;
+            rdmig::agent::serve(rdmig::agent::AgentConfig {
+                listen,
+                secret,
+                work_dir,
+                keep_images,
+                restore_timeout: Duration::from_secs(600),
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Rxe { cmd } => {
             match cmd {
                 RxeCmd::GidIndex { device, ip } => println!("{}", rdmig::rxe::gid_index(&device, ip)?),
@@ -257,7 +308,14 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
         LabCmd::GuestAgent { config } => {
             rdmig::lab::guest::run(&config).await?;
         }
-        LabCmd::Up { nodes, memory, cpus, accel, kernel, boot_timeout, keep_on_failure, rxe_modules, json } => {
+        LabCmd::Up { nodes, memory, cpus, accel, kernel, boot_timeout, keep_on_failure, rxe, rxe_modules, json } => {
+            let rxe = if !rxe_modules.is_empty() {
+                RxeChoice::Modules(rxe_modules)
+            } else if rxe == RxeArg::Stock {
+                RxeChoice::Stock
+            } else {
+                RxeChoice::Rdmig
+            };
             let o = UpOptions {
                 nodes,
                 memory_mb: memory,
@@ -266,7 +324,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
                 kernel,
                 boot_timeout: Duration::from_secs(boot_timeout),
                 keep_on_failure,
-                rxe_modules,
+                rxe,
                 progress: !json,
             };
             if !json {
@@ -280,6 +338,10 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
                     println!("removed a stale lab of the same name first");
                 }
                 println!("lab {:?} is up in {:.1} s (kernel {}, {:?}: {})", r.lab, r.total_ms as f64 / 1000.0, r.kernel, r.accel, r.accel_reason);
+                match r.rxe.as_slice() {
+                    [] => println!("  rdma_rxe: Debian's stock module"),
+                    m => println!("  rdma_rxe: {}", m.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+                }
                 for n in &r.nodes {
                     println!("  {:6} underlay {:12} overlay {:12} ready in {:.1} s", n.node, n.underlay_ip.to_string(), n.overlay_ip.to_string(), n.boot_ms as f64 / 1000.0);
                 }
@@ -347,6 +409,10 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
             return Ok(ExitCode::from(out.shell_code().clamp(0, 255) as u8));
         }
         LabCmd::Logs { node, lines } => print!("{}", lab.logs(&node, lines)?),
+        LabCmd::Spawn { node, output, env, cwd, argv } => {
+            let spec = rdmig::lab::proto::SpawnSpec { argv, env: env.into_iter().collect(), cwd, log: output };
+            println!("{}", lab.spawn(&node, spec).await?);
+        }
         LabCmd::Addr { cmd } => match cmd {
             AddrCmd::Add { node, addr } => {
                 lab.addr_add(&node, addr).await?;

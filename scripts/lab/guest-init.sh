@@ -18,6 +18,9 @@ if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 nodeshare /mnt/no
 	echo "rdmig guest-init: cannot mount the node share (9p tag nodeshare)" >/dev/console
 	exec /bin/bash
 fi
+mkdir -p /mnt/lab
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 labshare /mnt/lab \
+	|| echo "rdmig guest-init: cannot mount the lab share (9p tag labshare)" >/dev/console
 bin=$(sed -n 's/.*rdmig\.bin=\([^ ]*\).*/\1/p' /proc/cmdline)
 if [ ! -x "$bin" ]; then
 	echo "rdmig guest-init: rdmig binary '$bin' is not visible in the guest" | tee /mnt/node/init-error >/dev/console

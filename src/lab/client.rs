@@ -8,7 +8,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 
 use super::host::connect_in_netns;
-use super::proto::{read_frame, read_json, write_json, ExecSpec, FrameKind, NodeStatus, Op, ProtoError, Reply, Request, PROTO_VERSION};
+use super::proto::{read_frame, read_json, write_json, ExecSpec, FrameKind, NodeStatus, Op, ProtoError, Reply, Request, SpawnSpec, PROTO_VERSION};
 use super::LabError;
 
 /// What to do with a command's output as it arrives.
@@ -99,6 +99,17 @@ impl NodeClient {
         tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| self.err(ProtoError::Io(std::io::ErrorKind::TimedOut.into())))?
+    }
+
+    /// Starts a detached process on the node; returns its pid there.
+    pub async fn spawn(&self, spec: SpawnSpec) -> Result<u32, LabError> {
+        let mut s = self.connect(Duration::from_secs(10)).await?;
+        self.send(&mut s, Op::Spawn(spec)).await?;
+        match read_json(&mut s).await.map_err(|e| self.err(e))? {
+            Reply::Spawned { pid } => Ok(pid),
+            Reply::Refused(r) => Err(LabError::Refused { node: self.node.clone(), reason: r }),
+            other => Err(LabError::Invalid(format!("{}: unexpected reply {other:?}", self.node))),
+        }
     }
 
     pub async fn exec(&self, spec: ExecSpec, output: Output) -> Result<ExecOutcome, LabError> {

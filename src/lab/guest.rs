@@ -38,6 +38,12 @@ pub struct GuestConfig {
 }
 
 pub const STATUS_FILE: &str = "status.json";
+/// The migration agent's secret, in the node's share (written by the host, mode 0600).
+pub const AGENT_SECRET_FILE: &str = "agent.secret";
+/// Port of the migration agent (`rdmig agent`) on the underlay.
+pub const MIGRATION_PORT: u16 = 7800;
+/// Work directory of the migration agent inside a node (tmpfs).
+pub const MIGRATION_WORK_DIR: &str = "/tmp/rdmig-agent";
 
 /// Publishes the node's status where the host can read it without a network.
 struct StatusBoard {
@@ -80,6 +86,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             board.set(NodeStatus::Failed { step: step_name.clone(), error: format!("{e:#}") });
         }
     }
+    if result.is_ok() {
+        tokio::spawn(supervise_migration_agent(cfg.node.underlay_ip, share.to_path_buf()));
+    }
     // Serve even after a failed set-up, as long as the underlay address exists: `lab exec` is
     // how a user finds out what went wrong.
     let addr = SocketAddr::from((cfg.node.underlay_ip, cfg.agent_port));
@@ -95,6 +104,30 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
                 warn!(%peer, "request failed: {e:#}");
             }
         });
+    }
+}
+
+/// Runs `rdmig agent` on the underlay and restarts it when it exits, as a service manager would:
+/// a killed agent (a test does that) is back within a second.
+async fn supervise_migration_agent(ip: Ipv4Addr, share: PathBuf) {
+    let Ok(bin) = std::env::current_exe() else { return };
+    let log = share.join("migration-agent.log");
+    loop {
+        let out = fs::OpenOptions::new().create(true).append(true).open(&log);
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.args(["agent", "--listen", &format!("{ip}:{MIGRATION_PORT}"), "--work-dir", MIGRATION_WORK_DIR, "--secret-file"])
+            .arg(share.join(AGENT_SECRET_FILE))
+            .stdin(Stdio::null());
+        if let Ok(f) = out {
+            if let Ok(f2) = f.try_clone() {
+                cmd.stdout(f).stderr(f2);
+            }
+        }
+        match cmd.status().await {
+            Ok(st) => warn!("migration agent exited ({st}); restarting"),
+            Err(e) => warn!("cannot start the migration agent: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -141,6 +174,9 @@ fn setup(cfg: &GuestConfig, mut step: impl FnMut(&str)) -> anyhow::Result<()> {
     let n = &cfg.node;
     step("hostname");
     nix::unistd::sethostname(&n.name)?;
+    // CRIU restores a process with its own pid, so processes of different nodes must not share
+    // pids: every node hands out pids from its own range (node N from N*10000 on).
+    std::fs::write("/proc/sys/kernel/ns_last_pid", (n.index * 10_000).to_string())?;
     sh("ip", &["link", "set", "lo", "up"])?;
 
     step("underlay");
@@ -170,7 +206,7 @@ fn setup(cfg: &GuestConfig, mut step: impl FnMut(&str)) -> anyhow::Result<()> {
     } else {
         // Our modules replace the stock ones: load their stock dependencies first, then ours,
         // before anything can pull in the stock rdma_rxe.
-        sh("modprobe", &["-a", "ib_core", "ip6_udp_tunnel", "udp_tunnel"])?;
+        sh("modprobe", &["-a", "ib_core", "ib_uverbs", "ip6_udp_tunnel", "udp_tunnel"])?;
         for m in &cfg.rxe_modules {
             sh("insmod", &[&m.display().to_string()])?;
         }
@@ -210,6 +246,13 @@ async fn serve(sock: TcpStream, cfg: &GuestConfig, status: Arc<Mutex<NodeStatus>
             write_json(&mut wr, &Reply::Pong(s)).await?;
         }
         Op::Exec(spec) => exec(spec, rd, wr).await?,
+        Op::Spawn(spec) => {
+            let reply = match spawn_detached(&spec) {
+                Ok(pid) => Reply::Spawned { pid },
+                Err(e) => Reply::Refused(format!("cannot start {}: {e}", spec.argv.first().map(String::as_str).unwrap_or("?"))),
+            };
+            write_json(&mut wr, &reply).await?;
+        }
     }
     Ok(())
 }
@@ -226,6 +269,39 @@ async fn pump<R: AsyncRead + Unpin>(mut r: R, kind: FrameKind, tx: mpsc::Sender<
             }
         }
     }
+}
+
+/// Starts a process in its own session with stdio on /dev/null (or a log file), not tied to any
+/// connection: what a migratable application looks like (CRIU cannot take pipes to us along).
+fn spawn_detached(spec: &super::proto::SpawnSpec) -> std::io::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let prog = spec.argv.first().ok_or_else(|| std::io::Error::other("empty command"))?;
+    let mut cmd = std::process::Command::new(prog);
+    cmd.args(&spec.argv[1..]).envs(&spec.env).stdin(Stdio::null());
+    match &spec.log {
+        Some(p) => {
+            let f = fs::OpenOptions::new().create(true).append(true).open(p)?;
+            cmd.stdout(f.try_clone()?).stderr(f);
+        }
+        None => {
+            cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        }
+    }
+    if let Some(d) = &spec.cwd {
+        cmd.current_dir(d);
+    }
+    // SAFETY: setsid(2) is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    // Reap it whenever it ends (if it ever ends here: a migrated process leaves by SIGKILL).
+    std::thread::spawn(move || {
+        let mut child = child;
+        let _ = child.wait();
+    });
+    Ok(pid)
 }
 
 fn kill_group(pgid: Option<u32>) {

@@ -11,7 +11,8 @@
 //! initrd.cpio          the guests' initramfs (see initramfs.rs)
 //! <node>/console.log   the serial console
 //! <node>/qemu.pid, qmp.sock
-//! <node>/share/        the node's /mnt/node: node.json, status.json, agent.log, results
+//! <node>/share/        the node's /mnt/node: node.json, status.json, agent.log, agent.secret
+//! shared/              every node's /mnt/lab (same path everywhere, like a cluster file system)
 //! ```
 
 pub mod client;
@@ -39,9 +40,9 @@ use tracing::{info, warn};
 
 pub use client::{ExecOutcome, NodeClient, Output};
 pub use error::LabError;
-use guest::{GuestConfig, STATUS_FILE};
+use guest::{GuestConfig, AGENT_SECRET_FILE, MIGRATION_PORT, STATUS_FILE};
 use plan::{LabPlan, OVERLAY_DEV, OVERLAY_PREFIX_LEN};
-use proto::{ExecSpec, NodeStatus};
+use proto::{ExecSpec, NodeStatus, SpawnSpec};
 pub use vm::Accel;
 
 pub const DEFAULT_BASE: &str = "/run/rdmig";
@@ -60,10 +61,41 @@ pub struct UpOptions {
     pub kernel: Option<String>,
     pub boot_timeout: Duration,
     pub keep_on_failure: bool,
-    /// Out-of-tree rxe modules to load in every node instead of the stock one.
-    pub rxe_modules: Vec<PathBuf>,
+    /// Which rdma_rxe the nodes load.
+    pub rxe: RxeChoice,
     /// Draw progress bars (a terminal) or print a line per step (logs, CI).
     pub progress: bool,
+}
+
+/// Which rdma_rxe the lab's nodes load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RxeChoice {
+    /// Debian's own module.
+    Stock,
+    /// Ours: softroce/ patches, built by scripts/build-softroce.sh for the lab's kernel.
+    Rdmig,
+    /// These module files, in load order.
+    Modules(Vec<PathBuf>),
+}
+
+/// Our rdma_rxe.ko for `kver`, found next to the rdmig binary's checkout (or under
+/// $RDMIG_SOFTROCE_DIR): `softroce/build/out/<kver>/rdma_rxe.ko`.
+pub fn find_rdmig_rxe(kver: &str) -> Result<PathBuf, LabError> {
+    let rel = PathBuf::from("build/out").join(kver).join("rdma_rxe.ko");
+    let mut candidates = vec![];
+    if let Some(d) = std::env::var_os("RDMIG_SOFTROCE_DIR") {
+        candidates.push(PathBuf::from(d).join(&rel));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        for dir in exe.ancestors().skip(1) {
+            candidates.push(dir.join("softroce").join(&rel));
+        }
+    }
+    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| LabError::Missing {
+        what: format!("rdmig's rdma_rxe.ko for {kver}"),
+        fix: "run scripts/build-softroce.sh (or start the lab with --rxe stock)".into(),
+    })
 }
 
 /// What `up` created, persisted so every later command (and `down` after a crash) finds it.
@@ -100,6 +132,7 @@ pub struct UpReport {
     pub kernel: String,
     pub accel: Accel,
     pub accel_reason: String,
+    pub rxe: Vec<PathBuf>,
     pub cleaned_stale: bool,
     pub nodes: Vec<NodeUp>,
     pub total_ms: u64,
@@ -363,7 +396,12 @@ impl Lab {
         host::run("ip", &["-V"])?;
         initramfs::find_busybox()?;
         let kernel = find_kernel(o.kernel.as_deref())?;
-        for m in &o.rxe_modules {
+        let rxe_modules = match &o.rxe {
+            RxeChoice::Stock => vec![],
+            RxeChoice::Rdmig => vec![find_rdmig_rxe(&kernel)?],
+            RxeChoice::Modules(m) => m.clone(),
+        };
+        for m in &rxe_modules {
             if !m.is_absolute() || !m.is_file() {
                 return Err(LabError::Invalid(format!("rxe module {} is not an existing absolute path", m.display())));
             }
@@ -406,7 +444,7 @@ impl Lab {
         }
         mkdir_private(&dir)?;
 
-        let result = self.boot(o, &plan, accel, &kernel, &rdmig_bin, t0).await;
+        let result = self.boot(o, &plan, accel, &kernel, &rdmig_bin, &rxe_modules, t0).await;
         match result {
             Ok(nodes) => Ok(UpReport {
                 lab: self.name.clone(),
@@ -414,6 +452,7 @@ impl Lab {
                 kernel,
                 accel,
                 accel_reason: accel_reason.to_string(),
+                rxe: rxe_modules.clone(),
                 cleaned_stale: stale,
                 nodes,
                 total_ms: t0.elapsed().as_millis() as u64,
@@ -436,6 +475,7 @@ impl Lab {
         accel: Accel,
         kernel: &str,
         rdmig_bin: &Path,
+        rxe_modules: &[PathBuf],
         t0: Instant,
     ) -> Result<Vec<NodeUp>, LabError> {
         let dir = self.dir();
@@ -463,6 +503,10 @@ impl Lab {
         host::create_netns(&state.netns, plan)?;
 
         let kernel_img = PathBuf::from(format!("/boot/vmlinuz-{kernel}"));
+        let lab_share = dir.join("shared");
+        fs::create_dir_all(&lab_share).map_err(|e| LabError::io(format!("create {}", lab_share.display()), e))?;
+        // One secret for the lab's migration agents ("the cluster"), readable by root only.
+        let agent_secret = random_token()?;
         let mut started = BTreeMap::new();
         for node in &plan.nodes {
             let ndir = self.node_dir(&node.name);
@@ -473,14 +517,16 @@ impl Lab {
                 peers: plan.nodes.iter().filter(|n| n.name != node.name).map(|n| n.underlay_ip).collect(),
                 token: token.clone(),
                 agent_port: AGENT_PORT,
-                rxe_modules: o.rxe_modules.clone(),
+                rxe_modules: rxe_modules.to_vec(),
             };
             write_private(&share.join("node.json"), &serde_json::to_vec_pretty(&cfg).expect("serializes"))?;
+            write_private(&share.join(AGENT_SECRET_FILE), agent_secret.as_bytes())?;
             let spec = vm::VmSpec {
                 lab: &self.name,
                 node,
                 dir: &ndir,
                 share: &share,
+                lab_share: &lab_share,
                 kernel: &kernel_img,
                 initrd: &initrd,
                 rdmig_bin,
@@ -619,6 +665,20 @@ impl Lab {
         let st = self.load()?;
         self.client(&st, node)?.exec(spec, output).await
     }
+
+    /// Starts a detached process on `node` (see `SpawnSpec`); returns its pid there.
+    pub async fn spawn(&self, node: &str, spec: SpawnSpec) -> Result<u32, LabError> {
+        let st = self.load()?;
+        self.client(&st, node)?.spawn(spec).await
+    }
+
+    /// Where `node`'s migration agent listens (on the underlay).
+    pub fn agent_addr(&self, st: &LabState, node: &str) -> Result<SocketAddr, LabError> {
+        Ok(SocketAddr::from((st.plan.node(node)?.underlay_ip, MIGRATION_PORT)))
+    }
+
+    /// The agent secret's path inside every node.
+    pub const NODE_AGENT_SECRET: &'static str = "/mnt/node/agent.secret";
 
     /// Runs `argv` on `node`, capturing output; an error if it does not exit 0.
     pub async fn run_ok(&self, node: &str, argv: &[&str]) -> Result<String, LabError> {

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub const MAX_FRAME: usize = 4 << 20;
 /// Bumped whenever a message changes shape, so a guest running an older binary is refused
 /// clearly instead of misparsing.
-pub const PROTO_VERSION: u32 = 1;
+pub const PROTO_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -63,6 +63,20 @@ pub enum Op {
     Ping,
     /// Run a program (no shell unless argv asks for one) and stream its output.
     Exec(ExecSpec),
+    /// Start a program detached (own session, stdio on /dev/null or a log file); reply its pid.
+    Spawn(SpawnSpec),
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SpawnSpec {
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// Append stdout and stderr to this file on the node (default: /dev/null).
+    #[serde(default)]
+    pub log: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -86,6 +100,9 @@ pub enum Reply {
         code: Option<i32>,
         signal: Option<i32>,
         timed_out: bool,
+    },
+    Spawned {
+        pid: u32,
     },
     Refused(String),
 }

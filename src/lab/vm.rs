@@ -62,6 +62,7 @@ pub struct VmSpec<'a> {
     pub node: &'a NodePlan,
     pub dir: &'a Path,
     pub share: &'a Path,
+    pub lab_share: &'a Path,
     pub kernel: &'a Path,
     pub initrd: &'a Path,
     pub rdmig_bin: &'a Path,
@@ -119,6 +120,12 @@ impl VmSpec<'_> {
         ));
         push("-device");
         push("virtio-9p-pci,fsdev=share,mount_tag=nodeshare");
+        // The lab-wide share, at the same path on every node (like a cluster's shared file
+        // system): where migrated applications keep files that must exist wherever they run.
+        push("-fsdev");
+        push(&format!("local,id=lab,path={},security_model=none,multidevs=remap", self.lab_share.display()));
+        push("-device");
+        push("virtio-9p-pci,fsdev=lab,mount_tag=labshare");
         push("-netdev");
         push(&format!("tap,id=u0,ifname={},script=no,downscript=no", self.node.tap));
         push("-device");

@@ -1,0 +1,298 @@
+//! `rdmig agent`: the per-node daemon that receives migrations.
+//!
+//! It binds only where it is told, talks only to holders of the cluster secret (see `wire`),
+//! validates every message (see `msg`), keeps each migration's images in its own directory under
+//! the work directory, restores with CRIU when asked, and removes images once the source commits.
+
+pub mod msg;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{info, warn};
+
+use crate::criu;
+use msg::{HostFacts, MigState, MigrationId, Reply, Request};
+use wire::{Channel, Secret};
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub listen: SocketAddr,
+    pub secret: Secret,
+    pub work_dir: PathBuf,
+    pub keep_images: bool,
+    pub restore_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("work directory {path}: {source}")]
+    WorkDir { path: String, source: std::io::Error },
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock every timeline event of this host uses.
+pub fn now_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC exists");
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .unwrap_or(0)
+        * 1024
+}
+
+fn disk_available(p: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(p).map(|s| s.blocks_available() as u64 * s.fragment_size() as u64).unwrap_or(0)
+}
+
+/// Which rdma_rxe is loaded: ours exposes /proc/sys/net/rdma_rxe.
+pub fn rxe_flavour() -> Option<String> {
+    if !Path::new("/sys/module/rdma_rxe").exists() {
+        None
+    } else if Path::new("/proc/sys/net/rdma_rxe").exists() {
+        Some("rdmig".into())
+    } else {
+        Some("stock".into())
+    }
+}
+
+pub async fn host_facts(work_dir: &Path, pid: Option<i32>) -> HostFacts {
+    HostFacts {
+        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+        rdmig_version: env!("CARGO_PKG_VERSION").to_string(),
+        criu_version: criu::version().await.ok(),
+        kernel: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        mem_available: mem_available(),
+        disk_available: disk_available(work_dir),
+        pid_free: pid.map(|p| !Path::new(&format!("/proc/{p}")).exists()),
+        rxe: rxe_flavour(),
+    }
+}
+
+struct Migration {
+    dir: PathBuf,
+    state: MigState,
+}
+
+type Table = Arc<Mutex<HashMap<String, Migration>>>;
+
+pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&cfg.work_dir).map_err(|e| AgentError::WorkDir { path: cfg.work_dir.display().to_string(), source: e })?;
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| AgentError::Bind { addr: cfg.listen, source: e })?;
+    info!(listen = %cfg.listen, work = %cfg.work_dir.display(), "agent listening");
+    let cfg = Arc::new(cfg);
+    let table: Table = Arc::default();
+    loop {
+        let (sock, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let (cfg, table) = (cfg.clone(), table.clone());
+        tokio::spawn(async move {
+            match connection(sock, &cfg, &table).await {
+                Ok(()) => {}
+                Err(e) => warn!(%peer, "connection ended: {e}"),
+            }
+        });
+    }
+}
+
+async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result<(), msg::MsgError> {
+    sock.set_nodelay(true).ok();
+    let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let mut ch = tokio::time::timeout(Duration::from_secs(10), Channel::server(sock, &cfg.secret))
+        .await
+        .map_err(|_| wire::WireError::Io(std::io::ErrorKind::TimedOut.into()))??;
+    loop {
+        let req: Request = match ch.recv_msg().await {
+            Ok(r) => r,
+            Err(msg::MsgError::Wire(wire::WireError::Closed)) => return Ok(()),
+            Err(e) => {
+                warn!(%peer, "refused: {e}");
+                return Err(e);
+            }
+        };
+        if let Err(e) = req.validate() {
+            warn!(%peer, "refused an invalid request: {e}");
+            ch.send_msg(&Reply::Failed(e.to_string())).await?;
+            return Err(e);
+        }
+        let reply = handle(req, &mut ch, cfg, table).await?;
+        ch.send_msg(&reply).await?;
+    }
+}
+
+fn dir_of(table: &Table, id: &MigrationId) -> Result<PathBuf, String> {
+    let t = table.lock().expect("table lock");
+    match t.get(id.as_str()) {
+        Some(m) if m.state == MigState::Receiving => Ok(m.dir.clone()),
+        Some(m) => Err(format!("migration {id} is {:?}, not receiving", m.state)),
+        None => Err(format!("no migration {id} here (agent restarted?)")),
+    }
+}
+
+async fn handle(req: Request, ch: &mut Channel<TcpStream>, cfg: &AgentConfig, table: &Table) -> Result<Reply, msg::MsgError> {
+    Ok(match req {
+        Request::Facts { pid } => Reply::Facts(host_facts(&cfg.work_dir, pid).await),
+        Request::Time => {
+            let t1 = now_ns();
+            Reply::Time { t1_ns: t1, t2_ns: now_ns() }
+        }
+        Request::CpuCheck { image } => {
+            let dir = cfg.work_dir.join(format!("cpucheck-{}", std::process::id()));
+            let r = async {
+                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+                std::fs::write(dir.join("cpuinfo.img"), &image).map_err(|e| e.to_string())?;
+                criu::cpuinfo_check(&dir).await.map_err(|e| e.to_string())
+            }
+            .await;
+            let _ = std::fs::remove_dir_all(&dir);
+            match r {
+                Ok(()) => Reply::Ack,
+                Err(e) => Reply::Failed(format!("CPU not compatible with the source: {e}")),
+            }
+        }
+        Request::Begin { id } => {
+            let dir = cfg.work_dir.join(id.as_str());
+            let mut t = table.lock().expect("table lock");
+            if t.contains_key(id.as_str()) || dir.exists() {
+                Reply::Failed(format!("migration {id} already exists here"))
+            } else if let Err(e) = std::fs::create_dir(&dir) {
+                Reply::Failed(format!("cannot create {}: {e}", dir.display()))
+            } else {
+                info!(%id, "migration begins");
+                t.insert(id.as_str().to_string(), Migration { dir, state: MigState::Receiving });
+                Reply::Ack
+            }
+        }
+        Request::PutFile { id, rel, len } => {
+            // The data frames follow whatever happens, so they are always consumed.
+            let target = dir_of(table, &id).map(|d| d.join(rel.as_str()));
+            let mut file = match &target {
+                Ok(p) => {
+                    if let Some(parent) = p.parent() {
+                        let _ = std::fs::create_dir_all(parent);
+                    }
+                    tokio::fs::OpenOptions::new().write(true).create_new(true).open(p).await.map_err(|e| format!("{}: {e}", p.display()))
+                }
+                Err(e) => Err(e.clone()),
+            };
+            let mut hasher = crc32fast::Hasher::new();
+            let mut got = 0u64;
+            while got < len {
+                let chunk = ch.recv_raw().await?;
+                got += chunk.len() as u64;
+                if got > len {
+                    return Err(msg::MsgError::Decode(format!("file {} sent more than its {len} bytes", rel.as_str())));
+                }
+                hasher.update(&chunk);
+                if let Ok(f) = &mut file {
+                    if let Err(e) = f.write_all(&chunk).await {
+                        file = Err(e.to_string());
+                    }
+                }
+            }
+            let trailer = ch.recv_raw().await?;
+            let sent_crc = <[u8; 4]>::try_from(trailer.as_slice())
+                .map(u32::from_le_bytes)
+                .map_err(|_| msg::MsgError::Decode("file trailer is not a 4-byte CRC".into()))?;
+            let ok_hash = hasher.finalize() == sent_crc;
+            match (file, ok_hash) {
+                (Ok(mut f), true) => match f.flush().await {
+                    Ok(()) => Reply::Ack,
+                    Err(e) => Reply::Failed(e.to_string()),
+                },
+                (Ok(_), false) => {
+                    if let Ok(p) = &target {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    Reply::Failed(format!("{}: checksum mismatch", rel.as_str()))
+                }
+                (Err(e), _) => Reply::Failed(e),
+            }
+        }
+        Request::PutSymlink { id, rel, target } => match dir_of(table, &id) {
+            Ok(d) => {
+                let p = d.join(rel.as_str());
+                if let Some(parent) = p.parent() {
+                    let _ = std::fs::create_dir_all(parent);
+                }
+                match std::os::unix::fs::symlink(&target, &p) {
+                    Ok(()) => Reply::Ack,
+                    Err(e) => Reply::Failed(format!("{}: {e}", p.display())),
+                }
+            }
+            Err(e) => Reply::Failed(e),
+        },
+        Request::Restore { id, dir } => match dir_of(table, &id) {
+            Ok(d) => {
+                let start = now_ns();
+                info!(%id, "restoring");
+                match criu::restore(&d.join(dir.as_str()), cfg.restore_timeout).await {
+                    Ok(pid) => {
+                        let end = now_ns();
+                        info!(%id, pid, ms = (end - start) / 1_000_000, "restored");
+                        if let Some(m) = table.lock().expect("table lock").get_mut(id.as_str()) {
+                            m.state = MigState::Restored { pid };
+                        }
+                        Reply::Restored { pid, start_ns: start, end_ns: end }
+                    }
+                    Err(e) => {
+                        warn!(%id, "restore failed: {e}");
+                        Reply::Failed(e.to_string())
+                    }
+                }
+            }
+            Err(e) => Reply::Failed(e),
+        },
+        Request::Commit { id } => {
+            let mut t = table.lock().expect("table lock");
+            match t.get_mut(id.as_str()) {
+                Some(m) if matches!(m.state, MigState::Restored { .. }) => {
+                    m.state = MigState::Committed;
+                    if !cfg.keep_images {
+                        let _ = std::fs::remove_dir_all(&m.dir);
+                    }
+                    info!(%id, "committed");
+                    Reply::Ack
+                }
+                Some(m) => Reply::Failed(format!("migration {id} is {:?}; only a restored one can be committed", m.state)),
+                None => Reply::Failed(format!("no migration {id} here")),
+            }
+        }
+        Request::Abort { id } => {
+            let mut t = table.lock().expect("table lock");
+            match t.get_mut(id.as_str()) {
+                Some(m) if m.state == MigState::Committed => Reply::Failed(format!("migration {id} is committed: the process lives here now")),
+                Some(m) => {
+                    // A restored copy that the source disowns must not keep running: the source
+                    // resumes its own.
+                    if let MigState::Restored { pid } = m.state {
+                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    }
+                    m.state = MigState::Aborted;
+                    let _ = std::fs::remove_dir_all(&m.dir);
+                    info!(%id, "aborted");
+                    Reply::Ack
+                }
+                None => Reply::Ack,
+            }
+        }
+        Request::Status { id } => Reply::State(table.lock().expect("table lock").get(id.as_str()).map(|m| m.state).unwrap_or(MigState::Unknown)),
+    })
+}

@@ -1,0 +1,251 @@
+//! Messages between the migration source and a destination agent, and their validation.
+//!
+//! Everything a peer sends is checked before use: identifiers and relative paths against strict
+//! patterns (they become file names on a root-owned host), sizes against limits.
+
+use serde::{Deserialize, Serialize};
+
+use super::wire::{Channel, WireError};
+
+/// Largest image file the agent accepts (a migrated process' memory is larger in total, but
+/// CRIU splits it into several page files only per process; keep a generous bound).
+pub const MAX_FILE: u64 = 64 << 30;
+/// Data chunk size on the wire.
+pub const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MsgError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("malformed message: {0}")]
+    Decode(String),
+    #[error("invalid {what} {value:?}: {why}")]
+    Invalid { what: &'static str, value: String, why: &'static str },
+}
+
+/// A migration's identifier: becomes a directory name on the destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationId(String);
+
+impl MigrationId {
+    pub fn new(s: &str) -> Result<Self, MsgError> {
+        let ok = !s.is_empty() && s.len() <= 48 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(MsgError::Invalid { what: "migration id", value: s.into(), why: "use 1-48 of [a-z0-9-]" });
+        }
+        Ok(Self(s.to_string()))
+    }
+    /// Re-validates after deserialisation: serde does not run `new`.
+    pub fn validate(&self) -> Result<(), MsgError> {
+        Self::new(&self.0).map(|_| ())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MigrationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A path inside a migration's directory: one or two plain components.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelPath(String);
+
+impl RelPath {
+    pub fn new(s: &str) -> Result<Self, MsgError> {
+        let bad = |why| Err(MsgError::Invalid { what: "path", value: s.into(), why });
+        if s.is_empty() || s.len() > 200 {
+            return bad("length must be 1-200");
+        }
+        let parts: Vec<&str> = s.split('/').collect();
+        if parts.len() > 2 {
+            return bad("at most two components");
+        }
+        for p in parts {
+            if p.is_empty() || p == "." || p == ".." || p.starts_with('.') {
+                return bad("empty, dot or dot-dot component");
+            }
+            if !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+                return bad("only [A-Za-z0-9._-] allowed");
+            }
+        }
+        Ok(Self(s.to_string()))
+    }
+    pub fn validate(&self) -> Result<(), MsgError> {
+        Self::new(&self.0).map(|_| ())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Facts about a host, compared before anything is frozen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub rdmig_version: String,
+    pub criu_version: Option<String>,
+    pub kernel: String,
+    pub mem_available: u64,
+    pub disk_available: u64,
+    /// Whether the PID asked about is free here (CRIU restores a process with its own PID).
+    pub pid_free: Option<bool>,
+    /// Loaded rdma_rxe flavour, if any ("stock", "rdmig"), for RDMA processes.
+    pub rxe: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    Facts { pid: Option<i32> },
+    /// CRIU's `cpuinfo dump` image of the source, checked with `cpuinfo check` here.
+    CpuCheck { image: Vec<u8> },
+    /// Clock sample: the reply carries the receive and send times on this host's monotonic clock.
+    Time,
+    Begin { id: MigrationId },
+    /// Followed by raw frames carrying exactly `len` bytes and one raw frame with the file's
+    /// CRC-32 (4 bytes, little endian), then an `Ack` or `Failed` reply. Every frame is already
+    /// authenticated; the CRC checks the file end to end (order, completeness, the disk write).
+    PutFile { id: MigrationId, rel: RelPath, len: u64 },
+    PutSymlink { id: MigrationId, rel: RelPath, target: String },
+    Restore { id: MigrationId, dir: RelPath },
+    Commit { id: MigrationId },
+    Abort { id: MigrationId },
+    Status { id: MigrationId },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MigState {
+    Receiving,
+    Restored { pid: i32 },
+    Committed,
+    Aborted,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    Facts(HostFacts),
+    Ack,
+    Time { t1_ns: u64, t2_ns: u64 },
+    /// Restore finished: the process runs here now. Times on this host's monotonic clock.
+    Restored { pid: i32, start_ns: u64, end_ns: u64 },
+    State(MigState),
+    Failed(String),
+}
+
+fn cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint, bincode::config::Limit<{ 16 << 20 }>> {
+    bincode::config::standard().with_limit::<{ 16 << 20 }>()
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, cfg()).expect("messages always encode")
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, MsgError> {
+    let (v, n) = bincode::serde::decode_from_slice(b, cfg()).map_err(|e| MsgError::Decode(e.to_string()))?;
+    if n != b.len() {
+        return Err(MsgError::Decode(format!("{} trailing bytes", b.len() - n)));
+    }
+    Ok(v)
+}
+
+impl Request {
+    /// Checks every field that becomes a path, a size or a process identity.
+    pub fn validate(&self) -> Result<(), MsgError> {
+        match self {
+            Request::Facts { pid } => {
+                if let Some(p) = pid {
+                    if *p <= 1 {
+                        return Err(MsgError::Invalid { what: "pid", value: p.to_string(), why: "must be above 1" });
+                    }
+                }
+            }
+            Request::CpuCheck { image } => {
+                if image.is_empty() || image.len() > 1 << 20 {
+                    return Err(MsgError::Invalid { what: "cpuinfo image", value: format!("{} bytes", image.len()), why: "1 byte to 1 MiB" });
+                }
+            }
+            Request::Time => {}
+            Request::Begin { id } | Request::Commit { id } | Request::Abort { id } | Request::Status { id } => id.validate()?,
+            Request::PutFile { id, rel, len, .. } => {
+                id.validate()?;
+                rel.validate()?;
+                if *len > MAX_FILE {
+                    return Err(MsgError::Invalid { what: "file length", value: len.to_string(), why: "over the limit" });
+                }
+            }
+            Request::PutSymlink { id, rel, target } => {
+                id.validate()?;
+                rel.validate()?;
+                // CRIU's only links are "parent" -> "../<previous round>".
+                let ok = target.strip_prefix("../").is_some_and(|t| RelPath::new(t).is_ok() && !t.contains('/'));
+                if !ok {
+                    return Err(MsgError::Invalid { what: "symlink target", value: target.clone(), why: "must be ../<dir>" });
+                }
+            }
+            Request::Restore { id, dir } => {
+                id.validate()?;
+                dir.validate()?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Channel<S> {
+    pub async fn send_msg<T: Serialize>(&mut self, v: &T) -> Result<(), MsgError> {
+        Ok(self.send_raw(&encode(v)).await?)
+    }
+    pub async fn recv_msg<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, MsgError> {
+        decode(&self.recv_raw().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_paths_are_strict() {
+        assert!(MigrationId::new("m-20261122-1").is_ok());
+        for bad in ["", "A", "../x", "a/b", "a b", &"x".repeat(49)] {
+            assert!(MigrationId::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(RelPath::new("pre-1/pages-1.img").is_ok());
+        assert!(RelPath::new("final").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a/b/c", ".hidden", "a//b", "a/.", "x y", "a\\b"] {
+            assert!(RelPath::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn requests_round_trip_and_validate() {
+        let r = Request::PutFile { id: MigrationId::new("m1").unwrap(), rel: RelPath::new("pre-1/pagemap-5.img").unwrap(), len: 10 };
+        let back: Request = decode(&encode(&r)).unwrap();
+        back.validate().unwrap();
+        assert!(matches!(back, Request::PutFile { len: 10, .. }));
+    }
+
+    #[test]
+    fn forged_fields_fail_validation_after_decoding() {
+        // A peer can put anything on the wire: serde does not run the constructors.
+        let evil = Request::PutFile { id: MigrationId("../../etc".into()), rel: RelPath("x".into()), len: 1 };
+        assert!(decode::<Request>(&encode(&evil)).unwrap().validate().is_err());
+        let evil = Request::PutSymlink { id: MigrationId::new("m").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "/etc".into() };
+        assert!(evil.validate().is_err());
+        let ok = Request::PutSymlink { id: MigrationId::new("m").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "../pre-1".into() };
+        assert!(ok.validate().is_ok());
+        assert!(Request::Facts { pid: Some(1) }.validate().is_err());
+    }
+
+    #[test]
+    fn garbage_does_not_decode() {
+        assert!(decode::<Request>(&[0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        let mut b = encode(&Request::Time);
+        b.push(0);
+        assert!(decode::<Request>(&b).is_err());
+    }
+}

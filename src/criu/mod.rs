@@ -1,0 +1,190 @@
+//! Driving the `criu` binary: version, pre-dump, dump, restore, cpuinfo; with the log's last
+//! errors in every failure, because "criu failed" alone tells a user nothing.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::process::Command;
+
+pub const CRIU: &str = "criu";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriuError {
+    #[error("criu is not installed (apt-get install criu)")]
+    Missing,
+    #[error("criu {action} failed ({status}); from {log}:\n{tail}")]
+    Failed { action: String, status: String, log: String, tail: String },
+    #[error("criu {action}: {source}")]
+    Io {
+        action: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("criu {action} did not finish within {secs} s")]
+    Timeout { action: String, secs: u64 },
+}
+
+/// The error lines of a CRIU log (or its last lines when none is marked as an error).
+pub fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("Warn")).collect();
+    let lines: Vec<&str> = if errors.is_empty() { text.lines().collect() } else { errors };
+    lines[lines.len().saturating_sub(12)..].join("\n")
+}
+
+async fn run(action: &str, args: &[String], log: &Path, timeout: Duration) -> Result<(), CriuError> {
+    let mut cmd = Command::new(CRIU);
+    cmd.args(args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
+    let child = cmd.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => CriuError::Missing,
+        _ => CriuError::Io { action: action.into(), source: e },
+    })?;
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| CriuError::Timeout { action: action.into(), secs: timeout.as_secs() })?
+        .map_err(|e| CriuError::Io { action: action.into(), source: e })?;
+    if !out.status.success() {
+        let mut tail = log_tail(log);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !stderr.trim().is_empty() {
+            tail.push_str(&format!("\n(stderr) {}", stderr.trim()));
+        }
+        return Err(CriuError::Failed { action: action.into(), status: out.status.to_string(), log: log.display().to_string(), tail });
+    }
+    Ok(())
+}
+
+fn s(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// `criu --version` → "3.17.1".
+pub async fn version() -> Result<String, CriuError> {
+    let out = Command::new(CRIU).arg("--version").output().await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => CriuError::Missing,
+        _ => CriuError::Io { action: "--version".into(), source: e },
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("Version:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| text.trim().to_string()))
+}
+
+/// How one dump step relates to the previous ones.
+#[derive(Debug, Clone)]
+pub struct DumpSpec {
+    pub pid: i32,
+    pub dir: PathBuf,
+    /// Previous round's directory, relative to `dir` (CRIU writes a `parent` link to it).
+    pub parent: Option<String>,
+    pub timeout: Duration,
+}
+
+impl DumpSpec {
+    fn common(&self) -> Vec<String> {
+        let mut a = vec!["-t".into(), self.pid.to_string(), "-D".into(), s(&self.dir), "--track-mem".into(), "-v2".into()];
+        if let Some(p) = &self.parent {
+            a.extend(["--prev-images-dir".into(), p.clone()]);
+        }
+        a
+    }
+}
+
+/// Iterative pre-dump: memory pages only, the process keeps running.
+pub async fn pre_dump(d: &DumpSpec) -> Result<(), CriuError> {
+    let log = d.dir.join("pre-dump.log");
+    let mut a = vec!["pre-dump".to_string()];
+    a.extend(d.common());
+    a.extend(["-o".into(), s(&log)]);
+    run("pre-dump", &a, &log, d.timeout).await
+}
+
+/// Final dump. The process is frozen from the start and left stopped afterwards (not killed), so
+/// it can be resumed here if the destination fails and killed only once the destination confirms.
+/// On a failed dump CRIU resumes the process itself.
+pub async fn dump_leave_stopped(d: &DumpSpec) -> Result<(), CriuError> {
+    let log = d.dir.join("dump.log");
+    let mut a = vec!["dump".to_string()];
+    a.extend(d.common());
+    a.extend(["--leave-stopped".into(), "-o".into(), s(&log)]);
+    run("dump", &a, &log, d.timeout).await
+}
+
+/// Restores a dump detached from criu; returns the restored root task's pid.
+pub async fn restore(dir: &Path, timeout: Duration) -> Result<i32, CriuError> {
+    let log = dir.join("restore.log");
+    let pidfile = dir.join("restored.pid");
+    let a = vec!["restore".into(), "-D".into(), s(dir), "-d".into(), "-v2".into(), "--pidfile".into(), s(&pidfile), "-o".into(), s(&log)];
+    run("restore", &a, &log, timeout).await?;
+    let text = std::fs::read_to_string(&pidfile).map_err(|e| CriuError::Io { action: "restore (pid file)".into(), source: e })?;
+    text.trim().parse().map_err(|_| CriuError::Failed {
+        action: "restore".into(),
+        status: "bad pid file".into(),
+        log: s(&log),
+        tail: text,
+    })
+}
+
+/// `criu cpuinfo dump` into `dir`; returns the image's bytes.
+pub async fn cpuinfo_dump(dir: &Path) -> Result<Vec<u8>, CriuError> {
+    let log = dir.join("cpuinfo.log");
+    run("cpuinfo dump", &["cpuinfo".into(), "dump".into(), "-D".into(), s(dir), "-o".into(), s(&log)], &log, Duration::from_secs(30)).await?;
+    std::fs::read(dir.join("cpuinfo.img")).map_err(|e| CriuError::Io { action: "cpuinfo dump".into(), source: e })
+}
+
+/// `criu cpuinfo check` of a source's image in `dir` against this CPU.
+pub async fn cpuinfo_check(dir: &Path) -> Result<(), CriuError> {
+    let log = dir.join("cpuinfo-check.log");
+    run("cpuinfo check", &["cpuinfo".into(), "check".into(), "-D".into(), s(dir), "-o".into(), s(&log)], &log, Duration::from_secs(30)).await
+}
+
+/// Bytes of memory pages a dump directory holds (CRIU writes them to `pages-*.img`).
+pub fn page_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| {
+                    let n = e.file_name();
+                    let n = n.to_string_lossy();
+                    n.starts_with("pages-") && n.ends_with(".img")
+                })
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_tail_prefers_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("l");
+        std::fs::write(&p, "a\nb\n(00.1) Error (criu/x.c:1): boom\nc\n").unwrap();
+        assert_eq!(log_tail(&p), "(00.1) Error (criu/x.c:1): boom");
+        std::fs::write(&p, "one\ntwo\n").unwrap();
+        assert_eq!(log_tail(&p), "one\ntwo");
+    }
+
+    #[test]
+    fn page_bytes_counts_only_page_images() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("pages-1.img"), vec![0u8; 8192]).unwrap();
+        std::fs::write(d.path().join("pages-2.img"), vec![0u8; 4096]).unwrap();
+        std::fs::write(d.path().join("pagemap-1.img"), vec![0u8; 100]).unwrap();
+        assert_eq!(page_bytes(d.path()), 12288);
+    }
+
+    #[test]
+    fn dump_args_chain_rounds() {
+        let d = DumpSpec { pid: 42, dir: "/w/pre-2".into(), parent: Some("../pre-1".into()), timeout: Duration::from_secs(1) };
+        let a = d.common();
+        assert!(a.windows(2).any(|w| w == ["--prev-images-dir", "../pre-1"]));
+        assert!(a.windows(2).any(|w| w == ["-t", "42"]));
+    }
+}
