@@ -9,5 +9,8 @@
 pub mod agent;
 pub mod criu;
 pub mod lab;
+pub mod migrate;
 pub mod rxe;
+pub mod softroce;
 pub mod verbs;
+pub mod timeline;

@@ -57,11 +57,70 @@ enum Cmd {
         #[arg(long)]
         keep_images: bool,
     },
+    /// Move a running process to another node: checks, pre-copy, freeze, transfer, restore,
+    /// resume; or roll back so it keeps running here. Exit codes: 0 migrated, 2 refused before
+    /// anything was touched, 3 rolled back (runs here again), 4 in doubt (left stopped here).
+    Migrate(MigrateArgs),
+    /// rdmig's rdma_rxe: number control, reservations, dirty pages (needs our module; root).
+    Softroce {
+        #[command(subcommand)]
+        cmd: SoftroceCmd,
+    },
     /// SoftRoCE facts on this host (or inside a lab node).
     Rxe {
         #[command(subcommand)]
         cmd: RxeCmd,
     },
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// The process to move.
+    pid: i32,
+    /// Destination agent, HOST:PORT; with --from, a lab node name.
+    #[arg(long)]
+    to: String,
+    /// (lab) Run the migration on this lab node, the source (from the host).
+    #[arg(long)]
+    from: Option<String>,
+    /// Lab name and directory, with --from.
+    #[arg(long, default_value = "lab", env = "RDMIG_LAB")]
+    lab: String,
+    #[arg(long, default_value = DEFAULT_BASE, env = "RDMIG_LAB_DIR")]
+    lab_dir: PathBuf,
+    /// The cluster secret shared with the agents (default in a lab node: its agent secret).
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "precopy")]
+    strategy: rdmig::migrate::Strategy,
+    /// Pre-copy rounds at most.
+    #[arg(long, default_value_t = 8)]
+    max_rounds: u32,
+    /// Pre-copy has converged when a round carries no more than this many MiB.
+    #[arg(long, default_value_t = 4)]
+    converge_mib: u64,
+    /// Where the source keeps images while they are sent.
+    #[arg(long, default_value = "/tmp/rdmig-migrate")]
+    work_dir: PathBuf,
+    /// Commands run with the migration's facts in RDMIG_* environment variables: before
+    /// (failure refuses), after success, after failure.
+    #[arg(long)]
+    hook_pre: Option<String>,
+    #[arg(long)]
+    hook_post: Option<String>,
+    #[arg(long)]
+    hook_fail: Option<String>,
+    /// Seconds a CRIU dump may take.
+    #[arg(long, default_value_t = 600)]
+    dump_timeout: u64,
+    #[arg(long)]
+    allow_kernel_mismatch: bool,
+    /// Write the timeline (JSON) and its chart (PNG) next to this path: X.json, X.png.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
+    /// Print the report as JSON (the timeline included).
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -225,6 +284,61 @@ enum AddrCmd {
 }
 
 #[derive(Subcommand)]
+enum SoftroceCmd {
+    /// Control interface version, sysctls, reservations, pending requests and every QP, MR, MW
+    /// and AH with its number and owning process.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read or set the MigrOS-compatible sysctls (the next search starts at VALUE + minimum).
+    Sysctl {
+        #[arg(long)]
+        last_qpn: Option<u32>,
+        #[arg(long)]
+        last_mrn: Option<u32>,
+    },
+    /// Reserve an index range so the normal allocator never hands it out (persistent until
+    /// `drop`, since this command exits).
+    Reserve {
+        #[arg(value_enum)]
+        obj: rdmig::softroce::Obj,
+        first: u32,
+        last: u32,
+    },
+    /// The next OBJ created by process PID gets exactly INDEX (and key byte KEY for MR/MW);
+    /// that creation fails with EBUSY if the number is taken. Persistent until consumed or dropped.
+    Expect {
+        #[arg(value_enum)]
+        obj: rdmig::softroce::Obj,
+        index: u32,
+        #[arg(long)]
+        pid: i32,
+        #[arg(long)]
+        key: Option<u8>,
+        #[arg(long, default_value = "")]
+        device: String,
+    },
+    /// Drop a reservation or request by id, or --all of everybody's.
+    Drop {
+        id: Option<u32>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
+    /// Pages of MR INDEX (lkey >> 8) that rxe wrote since the last read; reading clears them
+    /// unless --keep.
+    Dirty {
+        index: u32,
+        #[arg(long, default_value = "rxe0")]
+        device: String,
+        #[arg(long)]
+        keep: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum RxeCmd {
     /// Print the GID index of an IPv4 address's RoCE v2 GID (what perftest's -x wants).
     GidIndex {
@@ -288,6 +402,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Softroce { cmd } => softroce(cmd),
+        Cmd::Migrate(args) => migrate(args).await,
         Cmd::Rxe { cmd } => {
             match cmd {
                 RxeCmd::GidIndex { device, ip } => println!("{}", rdmig::rxe::gid_index(&device, ip)?),
@@ -459,6 +575,137 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
             }
             if !r.complete() {
                 return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
+    use rdmig::migrate::{Hooks, MigrateOptions, Outcome};
+    if let Some(from) = &a.from {
+        // Lab mode: run this same command on the source node, pointed at the destination
+        // node's agent, and let its output and exit code through.
+        let lab = Lab::new(&a.lab_dir, &a.lab)?;
+        let st = lab.load()?;
+        let to = lab.agent_addr(&st, &a.to)?;
+        let mut argv: Vec<String> = vec![st.rdmig_bin.display().to_string(), "migrate".into(), a.pid.to_string(), "--to".into(), to.to_string()];
+        argv.extend(["--secret-file".into(), Lab::NODE_AGENT_SECRET.into()]);
+        argv.extend(["--strategy".into(), format!("{:?}", a.strategy).to_lowercase().replace("stopandcopy", "stop-and-copy")]);
+        argv.extend(["--max-rounds".into(), a.max_rounds.to_string(), "--converge-mib".into(), a.converge_mib.to_string()]);
+        argv.extend(["--work-dir".into(), a.work_dir.display().to_string(), "--dump-timeout".into(), a.dump_timeout.to_string()]);
+        for (flag, v) in [("--hook-pre", &a.hook_pre), ("--hook-post", &a.hook_post), ("--hook-fail", &a.hook_fail)] {
+            if let Some(v) = v {
+                argv.extend([flag.to_string(), v.clone()]);
+            }
+        }
+        if let Some(t) = &a.timeline {
+            argv.extend(["--timeline".into(), t.display().to_string()]);
+        }
+        if a.allow_kernel_mismatch {
+            argv.push("--allow-kernel-mismatch".into());
+        }
+        if a.json {
+            argv.push("--json".into());
+        }
+        let out = lab.exec(from, ExecSpec { argv, ..Default::default() }, Output::Forward).await?;
+        return Ok(ExitCode::from(out.shell_code().clamp(0, 255) as u8));
+    }
+    let to: std::net::SocketAddr = a
+        .to
+        .parse()
+        .with_context(|| format!("--to {:?} is not HOST:PORT (a lab node name needs --from)", a.to))?;
+    let secret_file = a.secret_file.clone().context("--secret-file is required (the cluster secret shared with the agents)")?;
+    let o = MigrateOptions {
+        pid: a.pid,
+        to,
+        secret: rdmig::agent::wire::Secret::load(&secret_file)?,
+        strategy: a.strategy,
+        max_rounds: a.max_rounds,
+        converge_bytes: a.converge_mib << 20,
+        work_dir: a.work_dir.clone(),
+        hooks: Hooks { pre: a.hook_pre.clone(), post: a.hook_post.clone(), fail: a.hook_fail.clone() },
+        dump_timeout: Duration::from_secs(a.dump_timeout),
+        allow_kernel_mismatch: a.allow_kernel_mismatch,
+        progress: !a.json,
+    };
+    let r = rdmig::migrate::migrate(&o).await;
+    if let Some(t) = &a.timeline {
+        r.timeline.write_json(&t.with_extension("json"))?;
+        if let Some(s) = &r.summary {
+            if let Err(e) = rdmig::timeline::plot_png(&r.timeline, s, &t.with_extension("png")) {
+                eprintln!("rdmig: chart not written: {e}");
+            }
+        }
+    }
+    if a.json {
+        print_json(&r)?;
+    } else {
+        match &r.outcome {
+            Outcome::Migrated { restored_pid } => println!("migrated pid {} to {} (pid {restored_pid} there)", r.pid, a.to),
+            Outcome::Refused { reason } => println!("REFUSED, nothing was touched: {reason}"),
+            Outcome::RolledBack { reason } => println!("ROLLED BACK, pid {} runs here again: {reason}", r.pid),
+            Outcome::InDoubt { reason } => println!("IN DOUBT: {reason}"),
+        }
+        if let Some(s) = &r.summary {
+            print!("{}", s.render_text());
+        }
+    }
+    Ok(ExitCode::from(match r.outcome {
+        Outcome::Migrated { .. } => 0,
+        Outcome::Refused { .. } => 2,
+        Outcome::RolledBack { .. } => 3,
+        Outcome::InDoubt { .. } => 4,
+    }))
+}
+
+fn softroce(cmd: SoftroceCmd) -> Result<ExitCode> {
+    use rdmig::softroce as sr;
+    match cmd {
+        SoftroceCmd::Status { json } => {
+            let records = sr::status()?;
+            if json {
+                print_json(&records)?;
+            } else {
+                for r in records {
+                    let f: Vec<String> = r.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    println!("{:8} {}", r.kind, f.join(" "));
+                }
+            }
+        }
+        SoftroceCmd::Sysctl { last_qpn, last_mrn } => {
+            if let Some(v) = last_qpn {
+                sr::sysctl_set("last_qpn", v)?;
+            }
+            if let Some(v) = last_mrn {
+                sr::sysctl_set("last_mrn", v)?;
+            }
+            println!("last_qpn={} last_mrn={}", sr::sysctl_get("last_qpn")?, sr::sysctl_get("last_mrn")?);
+        }
+        SoftroceCmd::Reserve { obj, first, last } => {
+            let (id, busy) = sr::Ctl::open()?.reserve(obj, first, last, true)?;
+            println!("reservation {id}: {obj:?} {first}-{last} ({busy} already in use)");
+        }
+        SoftroceCmd::Expect { obj, index, pid, key, device } => {
+            let id = sr::Ctl::open()?.expect(obj, pid, index, key, &device, true)?;
+            println!("request {id}: the next {obj:?} of pid {pid} gets {index}");
+        }
+        SoftroceCmd::Drop { id, all } => {
+            let ctl = sr::Ctl::open()?;
+            let n = match (id, all) {
+                (Some(id), _) => ctl.drop_id(id)?,
+                (None, true) => ctl.drop_all()?,
+                (None, false) => anyhow::bail!("give an id or --all"),
+            };
+            println!("dropped {n}");
+        }
+        SoftroceCmd::Dirty { index, device, keep, json } => {
+            let d = sr::Ctl::open()?.dirty(&device, index, !keep)?;
+            if json {
+                print_json(&d)?;
+            } else {
+                let p: Vec<String> = d.pages.iter().map(u64::to_string).collect();
+                println!("MR {index} (lkey {:#x}, {} pages at {:#x}): {} dirty: {}", d.lkey, d.mr_pages, d.va, d.pages.len(), p.join(","));
             }
         }
     }

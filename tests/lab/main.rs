@@ -8,6 +8,7 @@
 //! Run one scenario or a few: `cargo test --test lab -- exec criu` (substring match).
 
 mod harness;
+mod migration;
 mod scenarios;
 
 fn main() -> std::process::ExitCode {

@@ -24,6 +24,10 @@ pub const ALL: &[Scenario] = &[
     ("verbs_test_program_checks_traffic", verbs_test_program_checks_traffic),
     ("overlay_address_moves_between_nodes", overlay_address_moves_between_nodes),
     ("bad_input_is_refused_clearly", bad_input_is_refused_clearly),
+    ("precheck_refuses_destination_without_criu", crate::migration::precheck_refuses_destination_without_criu),
+    ("agent_refuses_unauthenticated_and_tampered", crate::migration::agent_refuses_unauthenticated_and_tampered),
+    ("migrate_256mib_precopy_vs_stop_and_copy", crate::migration::migrate_256mib_precopy_vs_stop_and_copy),
+    ("destination_agent_killed_mid_transfer", crate::migration::destination_agent_killed_mid_transfer),
     ("up_cleans_a_stale_lab", up_cleans_a_stale_lab),
     ("down_leaves_nothing", down_leaves_nothing),
 ];
@@ -63,7 +67,8 @@ fn json(s: &str) -> Result<Value> {
 /// (a target, measured here, not asserted: a slow machine is not a broken lab).
 fn up(c: &Ctx) -> Result<()> {
     let t = Instant::now();
-    let out = c.rdmig_ok(&["up", "--nodes", "3", "--json"])?;
+    // 1.5 GiB per node: migration scenarios hold a 256 MiB workload plus its images.
+    let out = c.rdmig_ok(&["up", "--nodes", "3", "--memory", "1536", "--json"])?;
     let secs = t.elapsed().as_secs_f64();
     let r = json(&out)?;
     let nodes = r["nodes"].as_array().context("nodes")?;

@@ -1,0 +1,62 @@
+//! Sending a CRIU image directory to the destination agent over the authenticated channel.
+//! (Issue 7 puts the page stream on RDMA; this is the TCP path every migration can fall back to.)
+
+use std::path::Path;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+use super::Step;
+use crate::agent::msg::{MigrationId, RelPath, Reply, Request, CHUNK};
+use crate::agent::wire::Channel;
+
+/// Sends `<root>/<name>` (files and CRIU's `parent` link); returns the bytes sent.
+pub(super) async fn send_dir(ch: &mut Channel<TcpStream>, id: &MigrationId, root: &Path, name: &str) -> Result<u64, Step> {
+    let dir = root.join(name);
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| Step::Fail(format!("{}: {e}", dir.display())))?
+        .flatten()
+        .collect();
+    entries.sort_by_key(|e| e.file_name());
+    let mut total = 0u64;
+    for e in entries {
+        let fname = e.file_name().to_string_lossy().into_owned();
+        // Our own logs stay here; they are not part of the image.
+        if fname.ends_with(".log") {
+            continue;
+        }
+        let rel = RelPath::new(&format!("{name}/{fname}")).map_err(|err| Step::Fail(format!("image file {fname:?}: {err}")))?;
+        let ft = e.file_type().map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
+        if ft.is_symlink() {
+            let target = std::fs::read_link(e.path()).map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
+            let req = Request::PutSymlink { id: id.clone(), rel, target: target.to_string_lossy().into_owned() };
+            ch.send_msg(&req).await?;
+            super::expect_ack(ch.recv_msg().await?, &format!("link {fname}"))?;
+            continue;
+        }
+        if !ft.is_file() {
+            return Err(Step::Fail(format!("unexpected entry {fname} in {}", dir.display())));
+        }
+        let mut f = tokio::fs::File::open(e.path()).await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
+        let len = f.metadata().await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?.len();
+        ch.send_msg(&Request::PutFile { id: id.clone(), rel, len }).await?;
+        let mut crc = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut left = len;
+        while left > 0 {
+            let want = (left as usize).min(CHUNK);
+            f.read_exact(&mut buf[..want]).await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
+            crc.update(&buf[..want]);
+            ch.send_raw(&buf[..want]).await.map_err(|err| Step::Fail(format!("destination: {err}")))?;
+            left -= want as u64;
+        }
+        ch.send_raw(&crc.finalize().to_le_bytes()).await.map_err(|err| Step::Fail(format!("destination: {err}")))?;
+        match ch.recv_msg().await? {
+            Reply::Ack => {}
+            Reply::Failed(err) => return Err(Step::Fail(format!("destination refused {fname}: {err}"))),
+            other => return Err(Step::Fail(format!("{fname}: unexpected reply {other:?}"))),
+        }
+        total += len;
+    }
+    Ok(total)
+}

@@ -1,0 +1,50 @@
+//! The downtime timeline of a migration: what happened, on which node, when, and how sure we
+//! are of each number.
+//!
+//! Each node records `Event`s with a `Recorder`, stamped with its own CLOCK_MONOTONIC (which
+//! NTP steps cannot move, unlike wall-clock time). Times of two nodes are only comparable
+//! through an offset measured with NTP-style probes (`ClockSample`, `estimate_offset`), and
+//! that offset carries an uncertainty. `Timeline::merge` puts every event on the reference
+//! (local) node's clock; `Summary` derives the numbers:
+//!
+//! - a phase's duration (its Start and End are on one node): exact, no clock uncertainty;
+//! - downtime, from Freeze Start to Resume End (the application is stopped in between): when
+//!   these are on different nodes, ± the offset's uncertainty;
+//! - total time, first to last event, likewise.
+//!
+//! Inconsistent timelines (an End without Start, no Freeze or Resume, a negative duration)
+//! are errors, never silently repaired numbers.
+//!
+//! JSON: `Phase` is `"check"`, `"freeze"`, ... for steps without data, `{"precopy_round": 3}`
+//! and `{"other": "name"}` for the others; `Edge` is `"start"`, `"end"` or `"instant"`.
+//! A pre-copy round's End (or Start) carries its work in the attributes `"pages"` and
+//! `"bytes"`.
+
+mod clock;
+mod error;
+mod event;
+mod merge;
+mod plot;
+mod summary;
+mod text;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use clock::{estimate_offset, ClockSample, OffsetEstimate};
+pub use error::TimelineError;
+pub use event::{attrs, monotonic_ns, Attrs, Edge, Event, Phase, Recorder};
+pub use merge::{NodeClock, TimedEvent, Timeline};
+pub use plot::plot_png;
+pub use summary::{human_bytes, PrecopyRound, Span, Stop, Summary};
+
+/// Writes through a temporary file and a rename, so a reader never sees half a file.
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TimelineError> {
+    let io = |e| TimelineError::Io { path: path.display().to_string(), source: e };
+    let name = path.file_name().ok_or_else(|| io(std::io::Error::other("no file name")))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}
