@@ -62,7 +62,8 @@ impl Ctx {
     }
 }
 
-pub fn main(all: &[Scenario]) -> ExitCode {
+pub fn main(groups: &[&[Scenario]]) -> ExitCode {
+    let all: Vec<Scenario> = groups.iter().flat_map(|g| g.iter().copied()).collect();
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_rdmig"));
     let ctx = Ctx {

@@ -9,8 +9,10 @@
 
 mod harness;
 mod migration;
+mod plugin;
+mod qp;
 mod scenarios;
 
 fn main() -> std::process::ExitCode {
-    harness::main(scenarios::ALL)
+    harness::main(&[scenarios::ALL, qp::SCENARIOS, plugin::SCENARIOS, scenarios::LAST])
 }

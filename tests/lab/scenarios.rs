@@ -28,6 +28,10 @@ pub const ALL: &[Scenario] = &[
     ("agent_refuses_unauthenticated_and_tampered", crate::migration::agent_refuses_unauthenticated_and_tampered),
     ("migrate_256mib_precopy_vs_stop_and_copy", crate::migration::migrate_256mib_precopy_vs_stop_and_copy),
     ("destination_agent_killed_mid_transfer", crate::migration::destination_agent_killed_mid_transfer),
+];
+
+/// Run last: they replace and then remove the lab.
+pub const LAST: &[Scenario] = &[
     ("up_cleans_a_stale_lab", up_cleans_a_stale_lab),
     ("down_leaves_nothing", down_leaves_nothing),
 ];
