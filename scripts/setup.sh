@@ -66,5 +66,6 @@ command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain 
 
 # rdmig's rdma_rxe for the lab kernel (softroce/): quick when already built.
 "$(dirname "$0")/build-softroce.sh" --kver "$kabi" >/dev/null || die "building softroce failed (see softroce/build/build-$kabi.log)"
+make -s -C "$(dirname "$0")/../softroce/tools" KVER="$kabi" >/dev/null || die "building the softroce smoke test failed"
 
 log "ready: kernel $kabi ($img_v), $(qemu-system-x86_64 --version | head -n1), $(criu --version | head -n1)"

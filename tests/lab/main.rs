@@ -12,7 +12,8 @@ mod migration;
 mod plugin;
 mod qp;
 mod scenarios;
+mod softroce;
 
 fn main() -> std::process::ExitCode {
-    harness::main(&[scenarios::ALL, qp::SCENARIOS, plugin::SCENARIOS, scenarios::LAST])
+    harness::main(&[scenarios::ALL, softroce::SCENARIOS, qp::SCENARIOS, plugin::SCENARIOS, scenarios::LAST])
 }
