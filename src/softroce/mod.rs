@@ -17,6 +17,20 @@ const F_PERSIST: u32 = 1;
 const F_KEY: u32 = 2;
 const DROP_F_ALL: u32 = 1;
 const DIRTY_F_CLEAR: u32 = 1;
+/// `rxe_ctl_version.features` bit of the QP migration commands (patch 0006).
+pub const FEAT_QPMIG: u32 = 8;
+/// QP_RESTORE: also restore the CQ rings of the QP.
+pub const QP_F_CQ: u32 = 1;
+/// QP_RESTORE: also restore the SRQ ring of the QP.
+pub const QP_F_SRQ: u32 = 2;
+/// QP_RESUME: resume without sending RESUME (rollback of a QP that did not move, loopback).
+pub const QP_F_LOCAL: u32 = 4;
+/// QP_RESUME: the first RESUME packet is counted but not sent (fault injection for tests).
+pub const QP_F_DROP_FIRST: u32 = 8;
+pub const QP_S_STOPPED: u32 = 1;
+pub const QP_S_RESUMING: u32 = 2;
+pub const QP_S_PAUSED: u32 = 4;
+pub const QP_S_REQ_HELD: u32 = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -115,12 +129,50 @@ const _: () = assert!(std::mem::size_of::<Reserve>() == 24);
 const _: () = assert!(std::mem::size_of::<Expect>() == 88);
 const _: () = assert!(std::mem::size_of::<Drop_>() == 8);
 const _: () = assert!(std::mem::size_of::<Dirty>() == 136);
+const _: () = assert!(std::mem::size_of::<QpCtl>() == 120);
 
 nix::ioctl_read!(ioc_version, MAGIC, 0x00, Version);
 nix::ioctl_readwrite!(ioc_reserve, MAGIC, 0x01, Reserve);
 nix::ioctl_readwrite!(ioc_expect, MAGIC, 0x02, Expect);
 nix::ioctl_write_ptr!(ioc_drop, MAGIC, 0x03, Drop_);
 nix::ioctl_readwrite!(ioc_dirty, MAGIC, 0x04, Dirty);
+nix::ioctl_readwrite!(ioc_qp_stop, MAGIC, 0x05, QpCtl);
+nix::ioctl_readwrite!(ioc_qp_dump, MAGIC, 0x06, QpCtl);
+nix::ioctl_readwrite!(ioc_qp_restore, MAGIC, 0x07, QpCtl);
+nix::ioctl_readwrite!(ioc_qp_resume, MAGIC, 0x08, QpCtl);
+nix::ioctl_readwrite!(ioc_qp_query, MAGIC, 0x09, QpCtl);
+
+/// `struct rxe_ctl_qp`, shared by the QP_* commands.
+#[repr(C)]
+struct QpCtl {
+    ibdev: [u8; 64],
+    qpn: u32,
+    flags: u32,
+    buf: u64,
+    len: u64,
+    state: u32,
+    qp_state: u32,
+    pauses_sent: u32,
+    pauses_rcvd: u32,
+    resumes_sent: u32,
+    resumes_rcvd: u32,
+    resume_acks: u32,
+    reserved: u32,
+}
+
+/// Migration state and protocol counters of one QP (`RXE_CTL_IOC_QP_QUERY`).
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct QpMigState {
+    /// `QP_S_*` bits.
+    pub state: u32,
+    /// `enum ib_qp_state` (3 = RTR, 4 = RTS).
+    pub qp_state: u32,
+    pub pauses_sent: u32,
+    pub pauses_rcvd: u32,
+    pub resumes_sent: u32,
+    pub resumes_rcvd: u32,
+    pub resume_acks: u32,
+}
 
 fn devname(dev: &str) -> Result<[u8; 64], CtlError> {
     let mut b = [0u8; 64];
@@ -142,7 +194,9 @@ fn hint(e: nix::errno::Errno) -> &'static str {
         ENODATA => "the MR has no dirty log (not a user MR, or registered with dirty_log=0)",
         ENOSPC => "too many entries",
         ESRCH => "no such process",
-        EINVAL => "invalid argument",
+        EINVAL => "invalid argument (or the QP is in the wrong state for this command)",
+        EOPNOTSUPP => "not an RC QP",
+        E2BIG => "state image too large",
         _ => "see softroce/README.md",
     }
 }
@@ -279,6 +333,105 @@ impl Ctl {
     }
 }
 
+impl Ctl {
+    fn qp_ioctl(
+        &self,
+        f: unsafe fn(i32, *mut QpCtl) -> nix::Result<i32>,
+        dev: &str,
+        qpn: u32,
+        flags: u32,
+        buf: u64,
+        len: u64,
+    ) -> Result<(QpCtl, Result<(), nix::errno::Errno>), CtlError> {
+        let mut q = QpCtl {
+            ibdev: devname(dev)?,
+            qpn,
+            flags,
+            buf,
+            len,
+            state: 0,
+            qp_state: 0,
+            pauses_sent: 0,
+            pauses_rcvd: 0,
+            resumes_sent: 0,
+            resumes_rcvd: 0,
+            resume_acks: 0,
+            reserved: 0,
+        };
+        // SAFETY: q matches the kernel's struct (size asserted above); buf/len describe memory
+        // the caller keeps alive for the call.
+        let r = unsafe { f(self.file.as_raw_fd(), &mut q) }.map(|_| ());
+        Ok((q, r))
+    }
+
+    fn qp_state(q: &QpCtl) -> QpMigState {
+        QpMigState {
+            state: q.state,
+            qp_state: q.qp_state,
+            pauses_sent: q.pauses_sent,
+            pauses_rcvd: q.pauses_rcvd,
+            resumes_sent: q.resumes_sent,
+            resumes_rcvd: q.resumes_rcvd,
+            resume_acks: q.resume_acks,
+        }
+    }
+
+    fn qp_simple(
+        &self,
+        what: &str,
+        f: unsafe fn(i32, *mut QpCtl) -> nix::Result<i32>,
+        dev: &str,
+        qpn: u32,
+        flags: u32,
+    ) -> Result<QpMigState, CtlError> {
+        let (q, r) = self.qp_ioctl(f, dev, qpn, flags, 0, 0)?;
+        r.map_err(Self::err(format!("{what} of QP {qpn} on {dev}")))?;
+        Ok(Self::qp_state(&q))
+    }
+
+    /// Stops RC QP `qpn` for migration: it sends nothing more and answers its peer with PAUSE.
+    pub fn qp_stop(&self, dev: &str, qpn: u32) -> Result<QpMigState, CtlError> {
+        self.qp_simple("QP_STOP", ioc_qp_stop, dev, qpn, 0)
+    }
+
+    /// The state image of a stopped QP (opaque; for `qp_restore` with the same module build).
+    pub fn qp_dump(&self, dev: &str, qpn: u32) -> Result<Vec<u8>, CtlError> {
+        loop {
+            let (q, r) = self.qp_ioctl(ioc_qp_dump, dev, qpn, 0, 0, 0)?;
+            r.map_err(Self::err(format!("QP_DUMP (size) of QP {qpn} on {dev}")))?;
+            let mut buf = vec![0u8; q.len as usize];
+            let (q2, r) = self.qp_ioctl(ioc_qp_dump, dev, qpn, 0, buf.as_mut_ptr() as u64, buf.len() as u64)?;
+            match r {
+                Ok(()) => {
+                    buf.truncate(q2.len as usize);
+                    return Ok(buf);
+                }
+                Err(nix::errno::Errno::ENOSPC) => continue, // the queues were resized meanwhile
+                Err(e) => return Err(Self::err(format!("QP_DUMP of QP {qpn} on {dev}"))(e)),
+            }
+        }
+    }
+
+    /// Writes a state image into QP `qpn` (same number, RTR or RTS, nothing posted yet). The QP
+    /// stays stopped until `qp_resume`. `flags`: `QP_F_CQ`, `QP_F_SRQ`.
+    pub fn qp_restore(&self, dev: &str, qpn: u32, image: &[u8], flags: u32) -> Result<QpMigState, CtlError> {
+        let (q, r) = self.qp_ioctl(ioc_qp_restore, dev, qpn, flags, image.as_ptr() as u64, image.len() as u64)?;
+        r.map_err(Self::err(format!("QP_RESTORE of QP {qpn} on {dev}")))?;
+        Ok(Self::qp_state(&q))
+    }
+
+    /// Resumes a stopped or restored QP: it sends RESUME (carrying its address) until the peer
+    /// acknowledges. `flags`: `QP_F_LOCAL`, `QP_F_DROP_FIRST`.
+    pub fn qp_resume(&self, dev: &str, qpn: u32, flags: u32) -> Result<QpMigState, CtlError> {
+        self.qp_simple("QP_RESUME", ioc_qp_resume, dev, qpn, flags)
+    }
+
+    /// Migration state and counters of QP `qpn`.
+    pub fn qp_query(&self, dev: &str, qpn: u32) -> Result<QpMigState, CtlError> {
+        self.qp_simple("QP_QUERY", ioc_qp_query, dev, qpn, 0)
+    }
+}
+
 /// Reads a MigrOS-compatible sysctl (`last_qpn` or `last_mrn`).
 pub fn sysctl_get(name: &str) -> Result<u32, CtlError> {
     let p = Path::new(SYSCTL_DIR).join(name);
@@ -332,6 +485,8 @@ mod tests {
         assert_eq!(nix::request_code_readwrite!(MAGIC, 0x02, std::mem::size_of::<Expect>()) as u32, 0xc058b802);
         assert_eq!(nix::request_code_write!(MAGIC, 0x03, std::mem::size_of::<Drop_>()) as u32, 0x4008b803);
         assert_eq!(nix::request_code_readwrite!(MAGIC, 0x04, std::mem::size_of::<Dirty>()) as u32, 0xc088b804);
+        assert_eq!(nix::request_code_readwrite!(MAGIC, 0x05, std::mem::size_of::<QpCtl>()) as u32, 0xc078b805);
+        assert_eq!(nix::request_code_readwrite!(MAGIC, 0x09, std::mem::size_of::<QpCtl>()) as u32, 0xc078b809);
     }
 
     #[test]
