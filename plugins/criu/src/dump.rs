@@ -1,0 +1,374 @@
+//! Dump side: runs in the criu master, single threaded, while the tasks are frozen.
+//!
+//! DUMP_EXT_FILE hands us CRIU's copy of one fd (drained from the task) and a file id, not the
+//! task: the owner is found by comparing the file with every fd of every process (`kcmp`). The
+//! uverbs file's objects are listed with UVERBS_METHOD_INFO_HANDLES, MRs and QPs are queried,
+//! the numbers rxe gave them come from /dev/rxe_ctl's status (which names the creating pid), and
+//! the queue rings are read from the task's memory.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::RawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
+use crate::ctl::{self, Record};
+use crate::image::{self, Ah, Context, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QueueVma};
+use crate::log::{debug, info};
+use crate::uverbs;
+
+pub const UVERBS_MAJOR: u32 = 231;
+pub const EVENT_LINK: &str = "anon_inode:[infinibandevent]";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("{what}: {source}")]
+    Sys { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Image(#[from] image::ImageError),
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DumpError {
+    let what = what.into();
+    move |source| DumpError::Sys { what, source }
+}
+
+/// What DUMP_EXT_FILE is looking at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    Uverbs { major: u32, minor: u32 },
+    EventFile,
+}
+
+/// Whether a file (CRIU's copy of it) is ours: a uverbs char device or an infiniband event file.
+pub fn classify(fd: RawFd) -> Option<Claim> {
+    // SAFETY: fstat writes into the zeroed stat buffer we own.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; fd is a valid descriptor passed by CRIU.
+    if unsafe { libc::fstat(fd, &mut st) } == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFCHR {
+        let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+        return (major == UVERBS_MAJOR).then_some(Claim::Uverbs { major, minor });
+    }
+    let link = fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+    (link.as_os_str() == EVENT_LINK).then_some(Claim::EventFile)
+}
+
+/// Context files dumped so far in this criu run, by owner pid: (file id, completion channels).
+static CONTEXTS: Mutex<BTreeMap<i32, (u32, u32)>> = Mutex::new(BTreeMap::new());
+
+pub fn reset() {
+    CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+}
+
+/// Every (pid, fd) in the system whose open file is the same `struct file` as our `fd`.
+fn owners(fd: RawFd) -> Vec<(i32, i32)> {
+    let me = std::process::id() as i32;
+    let Ok(link) = fs::read_link(format!("/proc/self/fd/{fd}")) else { return vec![] };
+    let mut found = vec![];
+    let Ok(procs) = fs::read_dir("/proc") else { return vec![] };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else { continue };
+        for f in fds.flatten() {
+            let Some(n) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            if fs::read_link(f.path()).ok().as_ref() != Some(&link) {
+                continue;
+            }
+            // SAFETY: kcmp only compares kernel objects; the arguments are plain integers.
+            let r = unsafe { libc::syscall(libc::SYS_kcmp, me, pid, 0 /* KCMP_FILE */, fd, n) };
+            if r == 0 {
+                found.push((pid, n));
+            }
+        }
+    }
+    found.sort_unstable();
+    found
+}
+
+fn comm(pid: i32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into())
+}
+
+fn fd_flags(fd: RawFd) -> i32 {
+    // SAFETY: F_GETFL on a valid fd has no memory effects.
+    unsafe { libc::fcntl(fd, libc::F_GETFL) }
+}
+
+/// Which owner to describe: the first (lowest pid) one. Several owners happen after fork; CRIU
+/// restores the sharing itself, the verbs state belongs to the file.
+fn owner(fd: RawFd, what: &str) -> Result<(i32, i32), DumpError> {
+    owners(fd)
+        .into_iter()
+        .next()
+        .ok_or_else(|| DumpError::Unsupported(format!("{what}: no process holding this file was found (kcmp)")))
+}
+
+/// DUMP_EXT_FILE. `Ok(false)`: not ours. `Ok(true)`: saved. `Err`: ours but it cannot be saved.
+pub fn dump_file(fd: RawFd, id: u32, dir: RawFd) -> Result<bool, DumpError> {
+    match classify(fd) {
+        None => Ok(false),
+        Some(Claim::Uverbs { major, minor }) => {
+            dump_context(fd, id, dir, major, minor)?;
+            Ok(true)
+        }
+        Some(Claim::EventFile) => {
+            dump_event_file(fd, id, dir)?;
+            Ok(true)
+        }
+    }
+}
+
+fn write_image(dir: RawFd, img: &FileImage, blob: &[u8]) -> Result<(), DumpError> {
+    let name = image::file_name(img.id);
+    let c = CString::new(name.clone()).expect("no NUL");
+    // SAFETY: openat with a NUL-terminated relative name on CRIU's images dir fd.
+    let f = unsafe { libc::openat(dir, c.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o600) };
+    if f < 0 {
+        return Err(sys(format!("create {name} in the images directory"))(std::io::Error::last_os_error()));
+    }
+    // SAFETY: f was just opened and is owned by this File from here on.
+    let file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(f) };
+    let bytes = image::encode(img, blob);
+    file.write_all_at(&bytes, 0).map_err(sys(format!("write {name}")))?;
+    file.sync_all().map_err(sys(format!("sync {name}")))?;
+    Ok(())
+}
+
+/// Object types rxe user contexts can hold that this plugin does not save.
+const UNSUPPORTED_TYPES: &[(u16, &str)] = &[
+    (uverbs::OBJ_FLOW, "flow"),
+    (uverbs::OBJ_XRCD, "XRC domain"),
+    (uverbs::OBJ_RWQ_IND_TBL, "RWQ indirection table"),
+    (uverbs::OBJ_WQ, "work queue (WQ)"),
+    (uverbs::OBJ_FLOW_ACTION, "flow action"),
+    (uverbs::OBJ_DM, "device memory"),
+    (uverbs::OBJ_COUNTERS, "counters"),
+];
+
+fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Result<(), DumpError> {
+    let (pid, pfd) = owner(fd, &format!("uverbs file {major}:{minor} (file id {id})"))?;
+    let path = fs::read_link(format!("/proc/self/fd/{fd}")).map_err(sys("readlink of the uverbs fd"))?;
+    let path = path.display().to_string();
+    let who = format!("process {pid} ({}), {path} fd {pfd}", comm(pid));
+    let unsupported = |why: String| DumpError::Unsupported(format!("{who}: {why}"));
+
+    // One verbs context per process: the status names objects by process, not by file.
+    let others: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(sys(format!("list /proc/{pid}/fd")))?
+        .flatten()
+        .filter_map(|f| {
+            let n: i32 = f.file_name().to_str()?.parse().ok()?;
+            let l = fs::read_link(f.path()).ok()?;
+            let s = l.to_str()?.to_string();
+            // SAFETY: kcmp compares kernel objects only.
+            let same = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, 0, pfd, n) } == 0;
+            (s.starts_with("/dev/infiniband/uverbs") && !same).then_some(n)
+        })
+        .collect();
+    if !others.is_empty() {
+        return Err(unsupported(format!(
+            "the process has more uverbs files (fds {others:?}); only one verbs context per process is supported"
+        )));
+    }
+
+    let uv = path.rsplit('/').next().unwrap_or("");
+    let ibdev = fs::read_to_string(format!("/sys/class/infiniband_verbs/{uv}/ibdev"))
+        .map(|s| s.trim().to_string())
+        .map_err(sys(format!("read /sys/class/infiniband_verbs/{uv}/ibdev")))?;
+    let status = ctl::read().map_err(sys(format!("read {}", ctl::CTL_DEV)))?.ok_or_else(|| {
+        unsupported(format!(
+            "{} is missing: this is not rdmig's rdma_rxe, so the QP numbers and MR keys could not be recreated on restore",
+            ctl::CTL_DEV
+        ))
+    })?;
+    if !status.iter().any(|r| r.kind == "dev" && r.get("name") == Some(ibdev.as_str())) {
+        return Err(unsupported(format!("device {ibdev} is not an rxe device ({} does not list it)", ctl::CTL_DEV)));
+    }
+
+    let handles = |obj: u16, name: &str| {
+        uverbs::info_handles(fd, obj).map_err(sys(format!("{who}: list the {name} handles (UVERBS_METHOD_INFO_HANDLES)")))
+    };
+    // PD first: every verbs device has PDs, so an error here is a real one (a type the device
+    // does not implement at all answers EINVAL/EOPNOTSUPP, and then it holds none of them).
+    let pds = handles(uverbs::OBJ_PD, "PD")?.into_iter().map(|handle| Handle { handle }).collect();
+    for (obj, name) in UNSUPPORTED_TYPES {
+        let h = match uverbs::info_handles(fd, *obj) {
+            Ok(h) => h,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | libc::ENOMSG | libc::ENOENT)) => {
+                debug!("{who}: {name} objects: {e}: the device has no such type");
+                vec![]
+            }
+            Err(e) => return Err(sys(format!("{who}: list the {name} handles (UVERBS_METHOD_INFO_HANDLES)"))(e)),
+        };
+        if !h.is_empty() {
+            return Err(unsupported(format!("holds {} {name} object(s) (handles {h:?}), which this plugin cannot save", h.len())));
+        }
+    }
+
+    // QPs: handles in creation order pair with the process's QPNs in creation order.
+    let qp_handles = handles(uverbs::OBJ_QP, "QP")?;
+    let qp_recs = ctl::owned(&status, "qp", pid, &ibdev);
+    if qp_recs.len() != qp_handles.len() {
+        return Err(unsupported(format!(
+            "has {} QP handles but {} lists {} QPs of the process on {ibdev}; cannot tell their numbers",
+            qp_handles.len(),
+            ctl::CTL_DEV,
+            qp_recs.len()
+        )));
+    }
+    let mut qps = vec![];
+    for (h, rec) in qp_handles.iter().zip(&qp_recs) {
+        let qpn = rec.num("qpn").unwrap_or(0) as u32;
+        let qp_type = rec.get("type").unwrap_or("?").to_string();
+        if !matches!(qp_type.as_str(), "rc" | "ud") {
+            return Err(unsupported(format!("QP handle {h} (QPN {qpn}) is of type {qp_type}; only RC and UD QPs are supported")));
+        }
+        // The driver's own record says the state: refuse a connected QP before asking uverbs
+        // anything about it.
+        let ctl_state = rec.get("state").unwrap_or("?");
+        if !matches!(ctl_state, "reset" | "init") {
+            return Err(unsupported(format!(
+                "QP handle {h} (QPN {qpn}, {qp_type}) is in state {}: a QP past INIT carries protocol state \
+                 (PSNs in flight, responder resources, queue indices) that this plugin cannot save yet \
+                 (the driver's QP state dump is not wired into it); dump before the QP is connected",
+                ctl_state.to_uppercase()
+            )));
+        }
+        let attr = uverbs::query_qp(fd, *h).map_err(sys(format!("{who}: query QP handle {h}")))?;
+        let state = image::qp_state_name(attr.state);
+        if attr.state > 1 {
+            return Err(unsupported(format!("QP handle {h} (QPN {qpn}, {qp_type}) is in state {state} although the driver said {ctl_state}")));
+        }
+        qps.push(Qp {
+            handle: *h,
+            qpn,
+            qpn_source: if qp_handles.len() == 1 { "only QP of the process".into() } else { "creation order".into() },
+            qp_type,
+            attr,
+        });
+    }
+
+    let mr_recs = ctl::owned(&status, "mr", pid, &ibdev);
+    let mut mrs = vec![];
+    for h in handles(uverbs::OBJ_MR, "MR")? {
+        let (lkey, rkey, length, iova) = uverbs::query_mr(fd, h).map_err(sys(format!("{who}: query MR handle {h}")))?;
+        let access = mr_recs.iter().find(|r| r.num("lkey") == Some(lkey as u64)).and_then(|r| r.num("access")).map(|a| a as u32);
+        mrs.push(Mr { handle: h, lkey, rkey, iova, length, access });
+    }
+
+    let by_order = |recs: Vec<&Record>, hs: &[u32], key: &str| -> Vec<Option<u32>> {
+        if recs.len() == hs.len() {
+            recs.iter().map(|r| r.num(key).map(|v| v as u32)).collect()
+        } else {
+            vec![None; hs.len()]
+        }
+    };
+    let mw_h = handles(uverbs::OBJ_MW, "MW")?;
+    let mws = mw_h.iter().zip(by_order(ctl::owned(&status, "mw", pid, &ibdev), &mw_h, "rkey")).map(|(h, rkey)| Mw { handle: *h, rkey }).collect();
+    let ah_h = handles(uverbs::OBJ_AH, "AH")?;
+    let ahs = ah_h.iter().zip(by_order(ctl::owned(&status, "ah", pid, &ibdev), &ah_h, "index")).map(|(h, ah_num)| Ah { handle: *h, ah_num }).collect();
+    let cqs = handles(uverbs::OBJ_CQ, "CQ")?.into_iter().map(|handle| Handle { handle }).collect();
+    let srqs = handles(uverbs::OBJ_SRQ, "SRQ")?.into_iter().map(|handle| Handle { handle }).collect();
+    let comp_channels = handles(uverbs::OBJ_COMP_CHANNEL, "completion channel")?.len() as u32;
+    let async_event_files = handles(uverbs::OBJ_ASYNC_EVENT, "async event file")?.len() as u32;
+
+    // The queue rings: the process's mappings of the uverbs file, contents from its memory.
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(sys(format!("read /proc/{pid}/maps")))?;
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(sys(format!("open /proc/{pid}/mem")))?;
+    let mut queues = vec![];
+    let mut blob = vec![];
+    for l in maps.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() < 6 || f[5] != path {
+            continue;
+        }
+        let (s, e) = f[0].split_once('-').unwrap_or(("0", "0"));
+        let start = u64::from_str_radix(s, 16).unwrap_or(0);
+        let end = u64::from_str_radix(e, 16).unwrap_or(0);
+        let off = u64::from_str_radix(f[2], 16).unwrap_or(0);
+        let len = end.saturating_sub(start);
+        let mut buf = vec![0u8; len as usize];
+        mem.read_exact_at(&mut buf, start).map_err(|e| {
+            DumpError::Unsupported(format!("{who}: cannot read the queue mapping {start:#x}-{end:#x} from /proc/{pid}/mem: {e}"))
+        })?;
+        queues.push(QueueVma { start, end, pgoff: off / 4096, prot: f[1].to_string(), blob_offset: blob.len() as u64, len });
+        blob.extend_from_slice(&buf);
+    }
+
+    let ctx = Context {
+        path: path.clone(),
+        rdev_major: major,
+        rdev_minor: minor,
+        ibdev,
+        flags: fd_flags(fd),
+        pds,
+        cqs,
+        srqs,
+        qps,
+        mrs,
+        mws,
+        ahs,
+        comp_channels,
+        async_event_files,
+        queues,
+    };
+    let summary = format!(
+        "{} PD, {} CQ, {} QP, {} SRQ, {} MR, {} MW, {} AH, {} completion channel(s), {} queue mapping(s) ({} bytes)",
+        ctx.pds.len(),
+        ctx.cqs.len(),
+        ctx.qps.len(),
+        ctx.srqs.len(),
+        ctx.mrs.len(),
+        ctx.mws.len(),
+        ctx.ahs.len(),
+        ctx.comp_channels,
+        ctx.queues.len(),
+        blob.len()
+    );
+    let img = FileImage { id, pid, fd: pfd, kind: FileKind::Context(Box::new(ctx)) };
+    write_image(dir, &img, &blob)?;
+    CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, (id, comp_channels));
+    info!("{who}: saved verbs context as {}: {summary}", image::file_name(id));
+    Ok(())
+}
+
+fn dump_event_file(fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {
+    let (pid, pfd) = owner(fd, &format!("infiniband event file (file id {id})"))?;
+    let who = format!("process {pid} ({}), event file fd {pfd}", comm(pid));
+    // The process's event fds, lowest first.
+    let mut event_fds: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(sys(format!("list /proc/{pid}/fd")))?
+        .flatten()
+        .filter_map(|f| {
+            let n: i32 = f.file_name().to_str()?.parse().ok()?;
+            (fs::read_link(f.path()).ok()?.as_os_str() == EVENT_LINK).then_some(n)
+        })
+        .collect();
+    event_fds.sort_unstable();
+    let ctx = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).get(&pid).copied();
+    let (role, role_source) = match ctx {
+        Some((_, 0)) => ("async", "the process's context has no completion channel"),
+        _ if event_fds.first() == Some(&pfd) => ("async", "lowest event fd of the process (libibverbs opens it with the device)"),
+        _ => ("comp_channel", "not the lowest event fd of the process"),
+    };
+    let img = FileImage {
+        id,
+        pid,
+        fd: pfd,
+        kind: FileKind::EventFile(EventFile {
+            context_id: ctx.map(|c| c.0),
+            role: role.into(),
+            role_source: role_source.into(),
+            flags: fd_flags(fd),
+        }),
+    };
+    write_image(dir, &img, &[])?;
+    info!("{who}: saved as {} ({role})", image::file_name(id));
+    Ok(())
+}

@@ -1,0 +1,329 @@
+//! The plugin's own image files, written next to CRIU's images (CRIU only records an
+//! `ExtFileEntry{id}` for a file a plugin dumped; everything else is here).
+//!
+//! One file per dumped file id: `rdmig-rxe-<id>.img`. Layout (all integers little endian):
+//!
+//! | offset | size | what |
+//! |---|---|---|
+//! | 0 | 8 | magic `RDMIGRXE` |
+//! | 8 | 4 | format version ([`FORMAT_VERSION`]) |
+//! | 12 | 4 | flags (0) |
+//! | 16 | 8 | length J of the JSON header |
+//! | 24 | J | JSON: one [`FileImage`] |
+//! | 24+J | rest | blob: saved queue contents, addressed by [`QueueVma::blob_offset`] |
+//!
+//! A reader refuses another magic or a newer version; unknown JSON keys are ignored, so fields
+//! can be added without a version bump (a removed or re-meant field needs one).
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const MAGIC: &[u8; 8] = b"RDMIGRXE";
+pub const FORMAT_VERSION: u32 = 1;
+pub const FILE_PREFIX: &str = "rdmig-rxe-";
+pub const FILE_SUFFIX: &str = ".img";
+
+/// Name of the image file of CRIU file id `id`.
+pub fn file_name(id: u32) -> String {
+    format!("{FILE_PREFIX}{id}{FILE_SUFFIX}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not an rdmig verbs image (bad magic)")]
+    Magic { path: PathBuf },
+    #[error("{path}: format version {found}, this build reads up to {FORMAT_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    #[error("{path}: truncated ({what})")]
+    Truncated { path: PathBuf, what: &'static str },
+    #[error("{path}: bad JSON header: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
+}
+
+/// What one image file describes: the CRIU file it belongs to, and its verbs state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileImage {
+    /// CRIU's file id (the `id` of DUMP_EXT_FILE / RESTORE_EXT_FILE).
+    pub id: u32,
+    /// The process that held the file, and its fd number there (as seen by CRIU at dump).
+    pub pid: i32,
+    pub fd: i32,
+    pub kind: FileKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FileKind {
+    /// A `/dev/infiniband/uverbsN` file with its user context and every object on it.
+    Context(Box<Context>),
+    /// An `anon_inode:[infinibandevent]` file: the async event file or a completion channel.
+    EventFile(EventFile),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    /// Path of the uverbs device, e.g. `/dev/infiniband/uverbs0`, and its char device number.
+    pub path: String,
+    pub rdev_major: u32,
+    pub rdev_minor: u32,
+    /// The rxe device (`rxe0`), from sysfs.
+    pub ibdev: String,
+    /// File status flags (O_RDWR, O_CLOEXEC is per fd and kept by CRIU).
+    pub flags: i32,
+    pub pds: Vec<Handle>,
+    pub cqs: Vec<Handle>,
+    pub srqs: Vec<Handle>,
+    pub qps: Vec<Qp>,
+    pub mrs: Vec<Mr>,
+    pub mws: Vec<Mw>,
+    pub ahs: Vec<Ah>,
+    /// Number of completion channels and async event files the context has (fd objects: the
+    /// kernel gives them no handle, they are dumped as their own event files).
+    pub comp_channels: u32,
+    pub async_event_files: u32,
+    /// The process's mappings of this uverbs file (rxe queues: CQ, SQ, RQ, SRQ rings).
+    pub queues: Vec<QueueVma>,
+}
+
+/// An object known only by its uverbs handle (no query exists for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handle {
+    pub handle: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Qp {
+    pub handle: u32,
+    /// QPN from /dev/rxe_ctl's status; `qpn_source` says how it was matched to the handle.
+    pub qpn: u32,
+    pub qpn_source: String,
+    /// `rc`, `ud`, ... (status).
+    pub qp_type: String,
+    /// From QUERY_QP (live values on rxe).
+    pub attr: QpAttr,
+}
+
+/// The fields of `ib_uverbs_query_qp_resp` that matter for a restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QpAttr {
+    pub state: u8,
+    pub path_mtu: u8,
+    pub qkey: u32,
+    pub rq_psn: u32,
+    pub sq_psn: u32,
+    pub dest_qp_num: u32,
+    pub access_flags: u32,
+    pub pkey_index: u16,
+    pub port_num: u8,
+    pub max_send_wr: u32,
+    pub max_recv_wr: u32,
+    pub max_send_sge: u32,
+    pub max_recv_sge: u32,
+    pub max_inline_data: u32,
+    pub max_rd_atomic: u8,
+    pub max_dest_rd_atomic: u8,
+    pub min_rnr_timer: u8,
+    pub timeout: u8,
+    pub retry_cnt: u8,
+    pub rnr_retry: u8,
+    pub sq_sig_all: u8,
+    pub dgid: [u8; 16],
+    pub sgid_index: u8,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    pub flow_label: u32,
+    pub is_global: u8,
+}
+
+/// IB QP states as numbered by the uverbs ABI.
+pub fn qp_state_name(s: u8) -> &'static str {
+    match s {
+        0 => "RESET",
+        1 => "INIT",
+        2 => "RTR",
+        3 => "RTS",
+        4 => "SQD",
+        5 => "SQE",
+        6 => "ERR",
+        _ => "unknown",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mr {
+    pub handle: u32,
+    pub lkey: u32,
+    pub rkey: u32,
+    pub iova: u64,
+    pub length: u64,
+    /// From the status: user address and access flags (`None` if the status lacked the MR).
+    pub access: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mw {
+    pub handle: u32,
+    /// From the status, matched by creation order when there are several.
+    pub rkey: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ah {
+    pub handle: u32,
+    /// rxe's `ah_num` (status), matched by creation order when there are several.
+    pub ah_num: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueVma {
+    pub start: u64,
+    pub end: u64,
+    /// Page offset of the mapping in the uverbs file (rxe's mmap cookie >> page shift).
+    pub pgoff: u64,
+    pub prot: String,
+    /// Where the saved contents are in the blob, and how many bytes (end - start).
+    pub blob_offset: u64,
+    pub len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventFile {
+    /// The CRIU file id of the uverbs file of the same process, when there is exactly one.
+    pub context_id: Option<u32>,
+    /// `async` or `comp_channel`, and how that was decided.
+    pub role: String,
+    pub role_source: String,
+    pub flags: i32,
+}
+
+/// A loaded image file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub version: u32,
+    pub image: FileImage,
+    pub blob: Vec<u8>,
+}
+
+/// Encodes an image file: header, JSON, blob.
+pub fn encode(img: &FileImage, blob: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(img).expect("image types always serialize");
+    let mut out = Vec::with_capacity(24 + json.len() + blob.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(blob);
+    out
+}
+
+/// Decodes an image file's bytes (`path` only names it in errors).
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
+    let p = || path.to_path_buf();
+    if bytes.len() < 8 || &bytes[..8] != MAGIC {
+        return Err(ImageError::Magic { path: p() });
+    }
+    if bytes.len() < 24 {
+        return Err(ImageError::Truncated { path: p(), what: "header" });
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    if version == 0 || version > FORMAT_VERSION {
+        return Err(ImageError::Version { path: p(), found: version });
+    }
+    let jlen = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
+    let jend = 24u64.checked_add(jlen).filter(|&e| e <= bytes.len() as u64).ok_or(ImageError::Truncated { path: p(), what: "JSON header" })?
+        as usize;
+    let image: FileImage = serde_json::from_slice(&bytes[24..jend]).map_err(|e| ImageError::Json { path: p(), source: e })?;
+    let blob = bytes[jend..].to_vec();
+    if let FileKind::Context(c) = &image.kind {
+        for q in &c.queues {
+            if q.blob_offset.checked_add(q.len).is_none_or(|e| e > blob.len() as u64) {
+                return Err(ImageError::Truncated { path: p(), what: "queue contents" });
+            }
+        }
+    }
+    Ok(Loaded { path: p(), version, image, blob })
+}
+
+pub fn read_file(path: &Path) -> Result<Loaded, ImageError> {
+    let mut bytes = vec![];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| ImageError::Io { path: path.to_path_buf(), source: e })?;
+    decode(path, &bytes)
+}
+
+pub fn write_file(path: &Path, img: &FileImage, blob: &[u8]) -> Result<(), ImageError> {
+    std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(&encode(img, blob)))
+        .map_err(|e| ImageError::Io { path: path.to_path_buf(), source: e })
+}
+
+/// Every image file of ours in a CRIU image directory, sorted by file id.
+pub fn read_dir(dir: &Path) -> Result<Vec<Loaded>, ImageError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| ImageError::Io { path: dir.to_path_buf(), source: e })?;
+    let mut ids = vec![];
+    for e in rd {
+        let e = e.map_err(|e| ImageError::Io { path: dir.to_path_buf(), source: e })?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_prefix(FILE_PREFIX).and_then(|r| r.strip_suffix(FILE_SUFFIX)).and_then(|n| n.parse::<u32>().ok()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids.iter().map(|id| read_file(&dir.join(file_name(*id)))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> FileImage {
+        FileImage {
+            id: 7,
+            pid: 42,
+            fd: 3,
+            kind: FileKind::Context(Box::new(Context {
+                path: "/dev/infiniband/uverbs0".into(),
+                rdev_major: 231,
+                rdev_minor: 192,
+                ibdev: "rxe0".into(),
+                flags: 2,
+                pds: vec![Handle { handle: 0 }],
+                cqs: vec![Handle { handle: 2 }],
+                srqs: vec![],
+                qps: vec![],
+                mrs: vec![Mr { handle: 1, lkey: 0x1234, rkey: 0x1234, iova: 0x7000, length: 4096, access: Some(7) }],
+                mws: vec![],
+                ahs: vec![],
+                comp_channels: 0,
+                async_event_files: 1,
+                queues: vec![QueueVma { start: 0x1000, end: 0x2000, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4 }],
+            })),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&sample(), &[1, 2, 3, 4]);
+        let l = decode(Path::new("x"), &bytes).unwrap();
+        assert_eq!(l.image, sample());
+        assert_eq!(l.blob, vec![1, 2, 3, 4]);
+        assert_eq!(l.version, FORMAT_VERSION);
+    }
+
+    #[test]
+    fn refuses_bad_magic_newer_version_and_truncation() {
+        let mut bytes = encode(&sample(), &[1, 2, 3, 4]);
+        assert!(matches!(decode(Path::new("x"), &bytes[..bytes.len() - 1]), Err(ImageError::Truncated { .. })));
+        bytes[8] = 2;
+        assert!(matches!(decode(Path::new("x"), &bytes), Err(ImageError::Version { found: 2, .. })));
+        bytes[0] = b'X';
+        assert!(matches!(decode(Path::new("x"), &bytes), Err(ImageError::Magic { .. })));
+    }
+}

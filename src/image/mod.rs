@@ -1,0 +1,187 @@
+//! `rdmig image show DIR`: prints the verbs objects that rdmig's CRIU plugin saved in a CRIU
+//! image directory (its `rdmig-rxe-<id>.img` files), like CRIU's `crit show` does for CRIU's own
+//! images. The format is defined in the plugin crate (`rdmig_criu::image`).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context as _, Result};
+use rdmig_criu::image::{self, FileKind, Loaded};
+use serde_json::{json, Value};
+
+pub use rdmig_criu::image::{FileImage, FORMAT_VERSION};
+
+/// Reads every plugin image in `dir`; an error if there is none (a directory without our images
+/// is either not a CRIU image dir or a process without verbs state: both worth saying).
+pub fn load(dir: &Path) -> Result<Vec<Loaded>> {
+    let all = image::read_dir(dir).with_context(|| format!("reading rdmig verbs images in {}", dir.display()))?;
+    anyhow::ensure!(
+        !all.is_empty(),
+        "{}: no rdmig verbs images ({}<id>{}): the dump held no verbs state, or was not made with rdmig's CRIU plugin",
+        dir.display(),
+        image::FILE_PREFIX,
+        image::FILE_SUFFIX
+    );
+    Ok(all)
+}
+
+fn hex_preview(b: &[u8]) -> String {
+    b.iter().take(16).map(|x| format!("{x:02x}")).collect::<Vec<_>>().join("")
+}
+
+/// Human-readable listing of the saved verbs objects.
+pub fn show(dir: &Path) -> Result<String> {
+    let mut out = String::new();
+    for l in load(dir)? {
+        let name = l.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let i = &l.image;
+        match &i.kind {
+            FileKind::Context(c) => {
+                let _ = writeln!(
+                    out,
+                    "{name} (format {}): file id {}, verbs context on {} ({}, chr {}:{}), pid {} fd {}",
+                    l.version, i.id, c.ibdev, c.path, c.rdev_major, c.rdev_minor, i.pid, i.fd
+                );
+                for h in &c.pds {
+                    let _ = writeln!(out, "  pd   handle {}", h.handle);
+                }
+                for h in &c.cqs {
+                    let _ = writeln!(out, "  cq   handle {}", h.handle);
+                }
+                for h in &c.srqs {
+                    let _ = writeln!(out, "  srq  handle {}", h.handle);
+                }
+                for q in &c.qps {
+                    let a = &q.attr;
+                    let _ = writeln!(
+                        out,
+                        "  qp   handle {} qpn {} ({}) {} {} sq_psn {:#x} rq_psn {:#x} dest_qpn {} caps send {}x{} recv {}x{} inline {}",
+                        q.handle,
+                        q.qpn,
+                        q.qpn_source,
+                        q.qp_type,
+                        image::qp_state_name(a.state),
+                        a.sq_psn,
+                        a.rq_psn,
+                        a.dest_qp_num,
+                        a.max_send_wr,
+                        a.max_send_sge,
+                        a.max_recv_wr,
+                        a.max_recv_sge,
+                        a.max_inline_data
+                    );
+                }
+                for m in &c.mrs {
+                    let access = m.access.map(|a| format!("{a:#x}")).unwrap_or_else(|| "?".into());
+                    let _ = writeln!(
+                        out,
+                        "  mr   handle {} lkey {:#010x} rkey {:#010x} iova {:#x} length {} access {access}",
+                        m.handle, m.lkey, m.rkey, m.iova, m.length
+                    );
+                }
+                for m in &c.mws {
+                    let rkey = m.rkey.map(|k| format!("{k:#010x}")).unwrap_or_else(|| "?".into());
+                    let _ = writeln!(out, "  mw   handle {} rkey {rkey}", m.handle);
+                }
+                for a in &c.ahs {
+                    let n = a.ah_num.map(|k| k.to_string()).unwrap_or_else(|| "?".into());
+                    let _ = writeln!(out, "  ah   handle {} ah_num {n}", a.handle);
+                }
+                let _ = writeln!(out, "  completion channels {}, async event files {}", c.comp_channels, c.async_event_files);
+                for q in &c.queues {
+                    let data = &l.blob[q.blob_offset as usize..(q.blob_offset + q.len) as usize];
+                    let _ = writeln!(
+                        out,
+                        "  vma  {:#x}-{:#x} {} pgoff {:#x}: {} bytes saved ({}...)",
+                        q.start,
+                        q.end,
+                        q.prot,
+                        q.pgoff,
+                        q.len,
+                        hex_preview(data)
+                    );
+                }
+            }
+            FileKind::EventFile(e) => {
+                let ctx = e.context_id.map(|c| format!("context file id {c}")).unwrap_or_else(|| "context unknown".into());
+                let _ = writeln!(
+                    out,
+                    "{name} (format {}): file id {}, infiniband event file, pid {} fd {}: {} ({}), {ctx}",
+                    l.version, i.id, i.pid, i.fd, e.role, e.role_source
+                );
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The same as JSON: `{"dir", "images": [{"file", "format", ...the saved image...}]}` (queue
+/// contents are summarised by length, not included).
+pub fn show_json(dir: &Path) -> Result<Value> {
+    let mut images = vec![];
+    for l in load(dir)? {
+        let mut v = serde_json::to_value(&l.image).context("serialising an image")?;
+        if let Some(o) = v.as_object_mut() {
+            o.insert("file".into(), json!(l.path.file_name().map(|n| n.to_string_lossy().into_owned())));
+            o.insert("format".into(), json!(l.version));
+            o.insert("blob_bytes".into(), json!(l.blob.len()));
+        }
+        images.push(v);
+    }
+    Ok(json!({ "dir": dir.display().to_string(), "images": images }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdmig_criu::image::{Context, EventFile, Handle, Mr, Qp, QpAttr, QueueVma};
+
+    #[test]
+    fn shows_what_the_plugin_wrote() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(show(d.path()).unwrap_err().to_string().contains("no rdmig verbs images"));
+        let ctx = FileImage {
+            id: 9,
+            pid: 100,
+            fd: 3,
+            kind: FileKind::Context(Box::new(Context {
+                path: "/dev/infiniband/uverbs0".into(),
+                rdev_major: 231,
+                rdev_minor: 192,
+                ibdev: "rxe0".into(),
+                flags: 2,
+                pds: vec![Handle { handle: 0 }],
+                cqs: vec![Handle { handle: 2 }],
+                srqs: vec![],
+                qps: vec![Qp { handle: 3, qpn: 17, qpn_source: "only QP of the process".into(), qp_type: "rc".into(), attr: QpAttr { state: 1, ..Default::default() } }],
+                mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7f00_0000, length: 65536, access: Some(0xf) }],
+                mws: vec![],
+                ahs: vec![],
+                comp_channels: 0,
+                async_event_files: 1,
+                queues: vec![QueueVma { start: 0x1000, end: 0x1004, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4 }],
+            })),
+        };
+        image::write_file(&d.path().join(image::file_name(9)), &ctx, &[0xde, 0xad, 0xbe, 0xef]).unwrap();
+        let ev = FileImage {
+            id: 10,
+            pid: 100,
+            fd: 4,
+            kind: FileKind::EventFile(EventFile { context_id: Some(9), role: "async".into(), role_source: "x".into(), flags: 2 }),
+        };
+        image::write_file(&d.path().join(image::file_name(10)), &ev, &[]).unwrap();
+        let s = show(d.path()).unwrap();
+        assert!(s.contains("qp   handle 3 qpn 17"), "{s}");
+        assert!(s.contains("INIT"), "{s}");
+        assert!(s.contains("lkey 0x00000105"), "{s}");
+        assert!(s.contains("deadbeef"), "{s}");
+        assert!(s.contains("infiniband event file, pid 100 fd 4: async"), "{s}");
+        let j = show_json(d.path()).unwrap();
+        assert_eq!(j["images"][0]["kind"]["qps"][0]["qpn"], 17);
+        assert_eq!(j["images"][1]["kind"]["role"], "async");
+        // A damaged image is an error naming the file, not a partial listing.
+        std::fs::write(d.path().join(image::file_name(11)), b"RDMIGRXE\x09\0\0\0").unwrap();
+        let e = format!("{:#}", show(d.path()).unwrap_err());
+        assert!(e.contains("rdmig-rxe-11.img") && e.contains("truncated"), "{e}");
+    }
+}
