@@ -8,9 +8,11 @@
 
 pub mod agent;
 pub mod criu;
+pub mod image;
 pub mod lab;
 pub mod migrate;
 pub mod rxe;
 pub mod softroce;
 pub mod verbs;
 pub mod timeline;
+pub mod transport;

@@ -56,11 +56,27 @@ enum Cmd {
         /// Keep images after a committed migration (for inspection).
         #[arg(long)]
         keep_images: bool,
+        /// Local address whose RoCE v2 GID carries migration data over RDMA (none: TCP only).
+        #[arg(long)]
+        rdma_addr: Option<std::net::Ipv4Addr>,
+        #[arg(long, default_value = "rxe0")]
+        rdma_device: String,
     },
     /// Move a running process to another node: checks, pre-copy, freeze, transfer, restore,
     /// resume; or roll back so it keeps running here. Exit codes: 0 migrated, 2 refused before
     /// anything was touched, 3 rolled back (runs here again), 4 in doubt (left stopped here).
     Migrate(MigrateArgs),
+    /// Inspect checkpoint images: `image show DIR` lists the verbs objects rdmig's CRIU plugin
+    /// saved there (like CRIU's crit does for its own images).
+    Image {
+        #[command(subcommand)]
+        cmd: ImageCmd,
+    },
+    /// Measure things: `bench transfer` moves data to an agent over TCP and over RDMA.
+    Bench {
+        #[command(subcommand)]
+        cmd: BenchCmd,
+    },
     /// rdmig's rdma_rxe: number control, reservations, dirty pages (needs our module; root).
     Softroce {
         #[command(subcommand)]
@@ -115,6 +131,14 @@ struct MigrateArgs {
     dump_timeout: u64,
     #[arg(long)]
     allow_kernel_mismatch: bool,
+    /// How memory images travel: rdma, tcp, or auto (measure both briefly, keep the faster).
+    #[arg(long, value_enum, default_value = "auto")]
+    transport: rdmig::transport::TransportChoice,
+    /// Local address whose RoCE v2 GID carries RDMA data (with --from: the source node's own).
+    #[arg(long)]
+    rdma_addr: Option<std::net::Ipv4Addr>,
+    #[arg(long, default_value = "rxe0")]
+    rdma_device: String,
     /// Write the timeline (JSON) and its chart (PNG) next to this path: X.json, X.png.
     #[arg(long)]
     timeline: Option<PathBuf>,
@@ -284,6 +308,46 @@ enum AddrCmd {
 }
 
 #[derive(Subcommand)]
+enum ImageCmd {
+    /// Print the verbs objects saved in a CRIU image directory.
+    Show {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Send SIZE MiB to a destination agent over each transport and report MB/s.
+    Transfer {
+        /// Destination agent HOST:PORT, or with --from a lab node name.
+        #[arg(long)]
+        to: String,
+        /// (lab) Run it on this lab node.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, default_value = "lab", env = "RDMIG_LAB")]
+        lab: String,
+        #[arg(long, default_value = DEFAULT_BASE, env = "RDMIG_LAB_DIR")]
+        lab_dir: PathBuf,
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        #[arg(long)]
+        rdma_addr: Option<std::net::Ipv4Addr>,
+        #[arg(long, default_value = "rxe0")]
+        rdma_device: String,
+        #[arg(long, default_value_t = 256)]
+        size_mib: u64,
+        /// Transports to measure, in order (default both).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "tcp,rdma")]
+        transports: Vec<rdmig::transport::TransportChoice>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum SoftroceCmd {
     /// Control interface version, sysctls, reservations, pending requests and every QP, MR, MW
     /// and AH with its number and owning process.
@@ -390,10 +454,12 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Lab(args) => lab(args).await,
-        Cmd::Agent { listen, secret_file, work_dir, keep_images } => {
+        Cmd::Agent { listen, secret_file, work_dir, keep_images, rdma_addr, rdma_device } => {
             let secret = rdmig::agent::wire::Secret::load(&secret_file)?;
             rdmig::agent::serve(rdmig::agent::AgentConfig {
                 listen,
+                rdma_addr,
+                rdma_device,
                 secret,
                 work_dir,
                 keep_images,
@@ -404,6 +470,42 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Softroce { cmd } => softroce(cmd),
         Cmd::Migrate(args) => migrate(args).await,
+        Cmd::Image { cmd: ImageCmd::Show { dir, json } } => {
+            if json {
+                print_json(&rdmig::image::show_json(&dir)?)?;
+            } else {
+                print!("{}", rdmig::image::show(&dir)?);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Bench { cmd: BenchCmd::Transfer { to, from, lab, lab_dir, secret_file, rdma_addr, rdma_device, size_mib, transports, json } } => {
+            if let Some(from) = from {
+                let labh = Lab::new(&lab_dir, &lab)?;
+                let st = labh.load()?;
+                let to = labh.agent_addr(&st, &to)?;
+                let rdma_addr = rdma_addr.unwrap_or(st.plan.node(&from)?.overlay_ip);
+                let ts: Vec<String> = transports.iter().map(|t| format!("{t:?}").to_lowercase()).collect();
+                let mut argv: Vec<String> = vec![st.rdmig_bin.display().to_string(), "bench".into(), "transfer".into(), "--to".into(), to.to_string()];
+                argv.extend(["--secret-file".into(), Lab::NODE_AGENT_SECRET.into(), "--rdma-addr".into(), rdma_addr.to_string()]);
+                argv.extend(["--size-mib".into(), size_mib.to_string(), "--transports".into(), ts.join(",")]);
+                if json {
+                    argv.push("--json".into());
+                }
+                let out = labh.exec(&from, ExecSpec { argv, ..Default::default() }, Output::Forward).await?;
+                return Ok(ExitCode::from(out.shell_code().clamp(0, 255) as u8));
+            }
+            let to: std::net::SocketAddr = to.parse().with_context(|| format!("--to {to:?} is not HOST:PORT (a lab node name needs --from)"))?;
+            let secret = rdmig::agent::wire::Secret::load(&secret_file.context("--secret-file is required")?)?;
+            let r = rdmig::migrate::bench_transfer(to, &secret, rdma_addr, &rdma_device, size_mib << 20, &transports).await?;
+            if json {
+                print_json(&r)?;
+            } else {
+                for row in &r {
+                    println!("{:5} {:>8.1} MB/s  ({} MiB in {:.2} s)", row.transport, row.mb_s, row.bytes >> 20, row.secs);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Rxe { cmd } => {
             match cmd {
                 RxeCmd::GidIndex { device, ip } => println!("{}", rdmig::rxe::gid_index(&device, ip)?),
@@ -605,6 +707,8 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         if a.allow_kernel_mismatch {
             argv.push("--allow-kernel-mismatch".into());
         }
+        let rdma_addr = a.rdma_addr.unwrap_or(st.plan.node(from)?.overlay_ip);
+        argv.extend(["--transport".into(), format!("{:?}", a.transport).to_lowercase(), "--rdma-addr".into(), rdma_addr.to_string()]);
         if a.json {
             argv.push("--json".into());
         }
@@ -627,6 +731,9 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         hooks: Hooks { pre: a.hook_pre.clone(), post: a.hook_post.clone(), fail: a.hook_fail.clone() },
         dump_timeout: Duration::from_secs(a.dump_timeout),
         allow_kernel_mismatch: a.allow_kernel_mismatch,
+        transport: a.transport,
+        rdma_addr: a.rdma_addr,
+        rdma_device: a.rdma_device.clone(),
         progress: !a.json,
     };
     let r = rdmig::migrate::migrate(&o).await;

@@ -13,17 +13,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
 use crate::criu;
+use crate::transport::rdma::RdmaReceiver;
 use msg::{HostFacts, MigState, MigrationId, Reply, Request};
 use wire::{Channel, Secret};
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub listen: SocketAddr,
+    /// The local address whose RoCE v2 GID (on `rdma_device`) carries RDMA data; None: TCP only.
+    pub rdma_addr: Option<std::net::Ipv4Addr>,
+    pub rdma_device: String,
     pub secret: Secret,
     pub work_dir: PathBuf,
     pub keep_images: bool,
@@ -118,6 +121,7 @@ async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result
     let mut ch = tokio::time::timeout(Duration::from_secs(10), Channel::server(sock, &cfg.secret))
         .await
         .map_err(|_| wire::WireError::Io(std::io::ErrorKind::TimedOut.into()))??;
+    let mut rdma: Option<RdmaReceiver> = None;
     loop {
         let req: Request = match ch.recv_msg().await {
             Ok(r) => r,
@@ -132,7 +136,7 @@ async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result
             ch.send_msg(&Reply::Failed(e.to_string())).await?;
             return Err(e);
         }
-        let reply = handle(req, &mut ch, cfg, table).await?;
+        let reply = handle(req, &mut ch, &mut rdma, cfg, table).await?;
         ch.send_msg(&reply).await?;
     }
 }
@@ -146,7 +150,59 @@ fn dir_of(table: &Table, id: &MigrationId) -> Result<PathBuf, String> {
     }
 }
 
-async fn handle(req: Request, ch: &mut Channel<TcpStream>, cfg: &AgentConfig, table: &Table) -> Result<Reply, msg::MsgError> {
+/// Reads `len` bytes of a file or probe from where they travel, feeding `sink` (which may fail:
+/// the data is consumed anyway, so the stream stays in step), then the CRC trailer. Returns
+/// whether the CRC matched.
+async fn receive_data(
+    ch: &mut Channel<TcpStream>,
+    rdma: &mut Option<RdmaReceiver>,
+    via_rdma: bool,
+    len: u64,
+    mut sink: impl FnMut(&[u8]) -> Result<(), String>,
+) -> Result<Result<(), String>, msg::MsgError> {
+    let mut crc = crc32fast::Hasher::new();
+    let mut got = 0u64;
+    let mut sink_err: Option<String> = None;
+    while got < len {
+        let chunk = if via_rdma {
+            let r = rdma.as_mut().ok_or_else(|| msg::MsgError::Decode("data over RDMA, but no RDMA path was set up".into()))?;
+            match tokio::time::timeout(Duration::from_secs(30), r.chunks.recv()).await {
+                Ok(Some(Ok(c))) => c,
+                Ok(Some(Err(e))) => return Err(msg::MsgError::Decode(e.to_string())),
+                Ok(None) | Err(_) => return Err(msg::MsgError::Decode("RDMA data path stalled or closed".into())),
+            }
+        } else {
+            ch.recv_raw().await?
+        };
+        got += chunk.len() as u64;
+        if got > len {
+            return Err(msg::MsgError::Decode(format!("{} bytes announced, more sent", len)));
+        }
+        crc.update(&chunk);
+        if sink_err.is_none() {
+            if let Err(e) = sink(&chunk) {
+                sink_err = Some(e);
+            }
+        }
+    }
+    let trailer = ch.recv_raw().await?;
+    let sent = <[u8; 4]>::try_from(trailer.as_slice())
+        .map(u32::from_le_bytes)
+        .map_err(|_| msg::MsgError::Decode("trailer is not a 4-byte CRC".into()))?;
+    Ok(match sink_err {
+        Some(e) => Err(e),
+        None if crc.finalize() != sent => Err("checksum mismatch".into()),
+        None => Ok(()),
+    })
+}
+
+async fn handle(
+    req: Request,
+    ch: &mut Channel<TcpStream>,
+    rdma: &mut Option<RdmaReceiver>,
+    cfg: &AgentConfig,
+    table: &Table,
+) -> Result<Reply, msg::MsgError> {
     Ok(match req {
         Request::Facts { pid } => Reply::Facts(host_facts(&cfg.work_dir, pid).await),
         Request::Time => {
@@ -180,50 +236,55 @@ async fn handle(req: Request, ch: &mut Channel<TcpStream>, cfg: &AgentConfig, ta
                 Reply::Ack
             }
         }
-        Request::PutFile { id, rel, len } => {
-            // The data frames follow whatever happens, so they are always consumed.
+        Request::PutFile { id, rel, len, via_rdma } => {
             let target = dir_of(table, &id).map(|d| d.join(rel.as_str()));
             let mut file = match &target {
                 Ok(p) => {
                     if let Some(parent) = p.parent() {
                         let _ = std::fs::create_dir_all(parent);
                     }
-                    tokio::fs::OpenOptions::new().write(true).create_new(true).open(p).await.map_err(|e| format!("{}: {e}", p.display()))
+                    std::fs::OpenOptions::new().write(true).create_new(true).open(p).map_err(|e| format!("{}: {e}", p.display()))
                 }
                 Err(e) => Err(e.clone()),
             };
-            let mut hasher = crc32fast::Hasher::new();
-            let mut got = 0u64;
-            while got < len {
-                let chunk = ch.recv_raw().await?;
-                got += chunk.len() as u64;
-                if got > len {
-                    return Err(msg::MsgError::Decode(format!("file {} sent more than its {len} bytes", rel.as_str())));
+            let r = receive_data(ch, rdma, via_rdma, len, |chunk| {
+                use std::io::Write;
+                match &mut file {
+                    Ok(f) => f.write_all(chunk).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.clone()),
                 }
-                hasher.update(&chunk);
-                if let Ok(f) = &mut file {
-                    if let Err(e) = f.write_all(&chunk).await {
-                        file = Err(e.to_string());
-                    }
-                }
-            }
-            let trailer = ch.recv_raw().await?;
-            let sent_crc = <[u8; 4]>::try_from(trailer.as_slice())
-                .map(u32::from_le_bytes)
-                .map_err(|_| msg::MsgError::Decode("file trailer is not a 4-byte CRC".into()))?;
-            let ok_hash = hasher.finalize() == sent_crc;
-            match (file, ok_hash) {
-                (Ok(mut f), true) => match f.flush().await {
-                    Ok(()) => Reply::Ack,
-                    Err(e) => Reply::Failed(e.to_string()),
-                },
-                (Ok(_), false) => {
-                    if let Ok(p) = &target {
+            })
+            .await?;
+            match r {
+                Ok(()) => Reply::Ack,
+                Err(e) => {
+                    if let (Ok(p), Ok(_)) = (&target, &file) {
                         let _ = std::fs::remove_file(p);
                     }
-                    Reply::Failed(format!("{}: checksum mismatch", rel.as_str()))
+                    Reply::Failed(format!("{}: {e}", rel.as_str()))
                 }
-                (Err(e), _) => Reply::Failed(e),
+            }
+        }
+        Request::Probe { len, via_rdma } => match receive_data(ch, rdma, via_rdma, len, |_| Ok(())).await? {
+            Ok(()) => Reply::Ack,
+            Err(e) => Reply::Failed(e),
+        },
+        Request::RdmaSetup { ep } => {
+            let Some(addr) = cfg.rdma_addr else {
+                return Ok(Reply::Failed("this agent has no RDMA address (--rdma-addr): TCP only".into()));
+            };
+            let gid = match crate::rxe::gid_index(&cfg.rdma_device, addr) {
+                Ok(g) => g,
+                Err(e) => return Ok(Reply::Failed(e.to_string())),
+            };
+            *rdma = None;
+            match RdmaReceiver::start(&cfg.rdma_device, gid, ep).await {
+                Ok(r) => {
+                    let info = r.info;
+                    *rdma = Some(r);
+                    Reply::RdmaReady(info)
+                }
+                Err(e) => Reply::Failed(e.to_string()),
             }
         }
         Request::PutSymlink { id, rel, target } => match dir_of(table, &id) {

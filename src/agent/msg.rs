@@ -108,7 +108,12 @@ pub enum Request {
     /// Followed by raw frames carrying exactly `len` bytes and one raw frame with the file's
     /// CRC-32 (4 bytes, little endian), then an `Ack` or `Failed` reply. Every frame is already
     /// authenticated; the CRC checks the file end to end (order, completeness, the disk write).
-    PutFile { id: MigrationId, rel: RelPath, len: u64 },
+    PutFile { id: MigrationId, rel: RelPath, len: u64, via_rdma: bool },
+    /// Open the RDMA data path of this connection towards the sender's QP.
+    RdmaSetup { ep: crate::verbs::Endpoint },
+    /// `len` bytes of throw-away data (over RDMA or as raw frames), then a CRC trailer as for a
+    /// file: to measure a transport.
+    Probe { len: u64, via_rdma: bool },
     PutSymlink { id: MigrationId, rel: RelPath, target: String },
     Restore { id: MigrationId, dir: RelPath },
     Commit { id: MigrationId },
@@ -132,6 +137,7 @@ pub enum Reply {
     Time { t1_ns: u64, t2_ns: u64 },
     /// Restore finished: the process runs here now. Times on this host's monotonic clock.
     Restored { pid: i32, start_ns: u64, end_ns: u64 },
+    RdmaReady(crate::transport::rdma::RingInfo),
     State(MigState),
     Failed(String),
 }
@@ -170,6 +176,12 @@ impl Request {
             }
             Request::Time => {}
             Request::Begin { id } | Request::Commit { id } | Request::Abort { id } | Request::Status { id } => id.validate()?,
+            Request::RdmaSetup { .. } => {}
+            Request::Probe { len, .. } => {
+                if *len > 1 << 30 {
+                    return Err(MsgError::Invalid { what: "probe length", value: len.to_string(), why: "at most 1 GiB" });
+                }
+            }
             Request::PutFile { id, rel, len, .. } => {
                 id.validate()?;
                 rel.validate()?;
@@ -223,7 +235,7 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_validate() {
-        let r = Request::PutFile { id: MigrationId::new("m1").unwrap(), rel: RelPath::new("pre-1/pagemap-5.img").unwrap(), len: 10 };
+        let r = Request::PutFile { id: MigrationId::new("m1").unwrap(), rel: RelPath::new("pre-1/pagemap-5.img").unwrap(), len: 10, via_rdma: false };
         let back: Request = decode(&encode(&r)).unwrap();
         back.validate().unwrap();
         assert!(matches!(back, Request::PutFile { len: 10, .. }));
@@ -232,7 +244,7 @@ mod tests {
     #[test]
     fn forged_fields_fail_validation_after_decoding() {
         // A peer can put anything on the wire: serde does not run the constructors.
-        let evil = Request::PutFile { id: MigrationId("../../etc".into()), rel: RelPath("x".into()), len: 1 };
+        let evil = Request::PutFile { id: MigrationId("../../etc".into()), rel: RelPath("x".into()), len: 1, via_rdma: false };
         assert!(decode::<Request>(&encode(&evil)).unwrap().validate().is_err());
         let evil = Request::PutSymlink { id: MigrationId::new("m").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "/etc".into() };
         assert!(evil.validate().is_err());

@@ -87,7 +87,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     }
     if result.is_ok() {
-        tokio::spawn(supervise_migration_agent(cfg.node.underlay_ip, share.to_path_buf()));
+        tokio::spawn(supervise_migration_agent(cfg.node.underlay_ip, cfg.node.overlay_ip, share.to_path_buf()));
     }
     // Serve even after a failed set-up, as long as the underlay address exists: `lab exec` is
     // how a user finds out what went wrong.
@@ -109,13 +109,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
 /// Runs `rdmig agent` on the underlay and restarts it when it exits, as a service manager would:
 /// a killed agent (a test does that) is back within a second.
-async fn supervise_migration_agent(ip: Ipv4Addr, share: PathBuf) {
+async fn supervise_migration_agent(ip: Ipv4Addr, rdma_ip: Ipv4Addr, share: PathBuf) {
     let Ok(bin) = std::env::current_exe() else { return };
     let log = share.join("migration-agent.log");
     loop {
         let out = fs::OpenOptions::new().create(true).append(true).open(&log);
         let mut cmd = tokio::process::Command::new(&bin);
-        cmd.args(["agent", "--listen", &format!("{ip}:{MIGRATION_PORT}"), "--work-dir", MIGRATION_WORK_DIR, "--secret-file"])
+        cmd.args(["agent", "--listen", &format!("{ip}:{MIGRATION_PORT}"), "--rdma-addr", &rdma_ip.to_string(), "--work-dir", MIGRATION_WORK_DIR, "--secret-file"])
             .arg(share.join(AGENT_SECRET_FILE))
             .stdin(Stdio::null());
         if let Ok(f) = out {

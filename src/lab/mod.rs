@@ -46,6 +46,8 @@ use proto::{ExecSpec, NodeStatus, SpawnSpec};
 pub use vm::Accel;
 
 pub const DEFAULT_BASE: &str = "/run/rdmig";
+/// Where every node mounts the lab-wide share.
+pub const LAB_SHARE_IN_NODE: &str = "/mnt/lab";
 const STATE_VERSION: u32 = 1;
 /// Port of the guest agents, on the underlay only.
 pub const AGENT_PORT: u16 = 7700;
@@ -110,6 +112,7 @@ pub struct LabState {
     pub cpus: u32,
     pub agent_port: u16,
     pub token: String,
+    /// The rdmig binary as the nodes see it (a snapshot in the lab share).
     pub rdmig_bin: PathBuf,
     pub plan: LabPlan,
     pub pids: BTreeMap<String, u32>,
@@ -444,6 +447,18 @@ impl Lab {
         }
         mkdir_private(&dir)?;
 
+        // The guests run rdmig (and its sibling tools) from a copy in the lab directory: a
+        // rebuild on the host rewrites target/debug/rdmig in place, and a guest executing it
+        // over 9p would then read torn pages (the host cannot refuse with ETXTBSY for them).
+        // The copy lives in the lab-wide share, which every node mounts at /mnt/lab (the host's
+        // /run, where the lab directory is, is not visible in the nodes).
+        let rdmig_bin = match snapshot_binaries(&rdmig_bin, &dir.join("shared").join("bin")) {
+            Ok(_) => PathBuf::from(LAB_SHARE_IN_NODE).join("bin").join("rdmig"),
+            Err(e) => {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+        };
         let result = self.boot(o, &plan, accel, &kernel, &rdmig_bin, &rxe_modules, t0).await;
         match result {
             Ok(nodes) => Ok(UpReport {
@@ -604,6 +619,10 @@ impl Lab {
                 let pid = st.pids[&n.name];
                 if !vm::alive(pid) {
                     return Err(self.boot_error(&n.name, format!("qemu (pid {pid}) exited")));
+                }
+                let init_error = self.share_dir(&n.name).join("init-error");
+                if let Ok(msg) = fs::read_to_string(&init_error) {
+                    return Err(self.boot_error(&n.name, format!("the node's init failed: {}", msg.trim())));
                 }
                 let step = match self.read_status(&n.name) {
                     None => "booting".to_string(),
@@ -802,6 +821,22 @@ impl Lab {
         }
         Ok(holder)
     }
+}
+
+/// Copies `rdmig` and the `rdmig-*` tools beside it into `dest`; returns the copy of `rdmig`.
+fn snapshot_binaries(rdmig: &Path, dest: &Path) -> Result<PathBuf, LabError> {
+    fs::create_dir_all(dest).map_err(|e| LabError::io(format!("create {}", dest.display()), e))?;
+    let dir = rdmig.parent().unwrap_or(Path::new("."));
+    let rd = fs::read_dir(dir).map_err(|e| LabError::io(format!("read {}", dir.display()), e))?;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let n = name.to_string_lossy();
+        let is_tool = n == "rdmig" || (n.starts_with("rdmig-") && !n.contains('.'));
+        if is_tool && e.file_type().map(|t| t.is_file()).unwrap_or(false) {
+            fs::copy(e.path(), dest.join(&name)).map_err(|err| LabError::io(format!("copy {}", e.path().display()), err))?;
+        }
+    }
+    Ok(dest.join("rdmig"))
 }
 
 /// IPv4 addresses from `ip -o -4 addr show` output.

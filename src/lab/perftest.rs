@@ -76,18 +76,35 @@ impl PerftestReport {
     }
 }
 
+/// Splits perftest's header into column names. Names may contain a space ("BW peak[MB/sec]",
+/// "99% percentile[usec]") while columns may be one space apart ("#bytes #iterations"): a
+/// token starting with '#' is a name of its own, other tokens run up to one ending in ']'.
+fn header_columns(line: &str) -> Vec<String> {
+    let mut cols = vec![];
+    let mut cur: Vec<&str> = vec![];
+    for tok in line.split_whitespace() {
+        if tok.starts_with('#') && cur.is_empty() {
+            cols.push(tok.to_string());
+            continue;
+        }
+        cur.push(tok);
+        if tok.ends_with(']') {
+            cols.push(cur.join(" "));
+            cur.clear();
+        }
+    }
+    if !cur.is_empty() {
+        cols.push(cur.join(" "));
+    }
+    cols
+}
+
 /// Parses perftest's result table: a header line naming the columns (starting `#bytes`), then
-/// one line of numbers. Column names have no spaces ("BW average[MB/sec]" is split by two or more
-/// spaces in perftest's output, so split the header on runs of 2+ spaces).
+/// one line of numbers.
 pub fn parse_result(output: &str) -> Option<ResultRow> {
     let lines: Vec<&str> = output.lines().collect();
     let hi = lines.iter().position(|l| l.trim_start().starts_with("#bytes"))?;
-    let header: Vec<String> = lines[hi]
-        .split("  ")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect();
+    let header = header_columns(lines[hi]);
     let values: Vec<f64> = lines[hi + 1..]
         .iter()
         .find(|l| !l.trim().is_empty())?
@@ -95,7 +112,7 @@ pub fn parse_result(output: &str) -> Option<ResultRow> {
         .map(str::parse)
         .collect::<Result<_, _>>()
         .ok()?;
-    if values.len() < 2 {
+    if values.len() < 2 || values.len() != header.len() {
         return None;
     }
     Some(ResultRow(header.into_iter().zip(values).collect()))
@@ -229,6 +246,16 @@ mod tests {
         assert_eq!(r.bw_avg_mb_s(), Some(7.69));
         assert_eq!(r.0.get("#bytes"), Some(&65536.0));
         assert_eq!(r.0.get("MsgRate[Mpps]"), Some(&0.000123));
+    }
+
+    #[test]
+    fn parses_lat_table() {
+        let t = " #bytes #iterations    t_min[usec]    t_max[usec]  t_typical[usec]    t_avg[usec]    t_stdev[usec]   99% percentile[usec]   99.9% percentile[usec] \n 8       200          200.00         9286.22      321.58          988.15         1751.78         1585.18                 6509.66\n";
+        let r = parse_result(t).unwrap();
+        assert_eq!(r.iterations(), Some(200));
+        assert_eq!(r.0.get("t_typical[usec]"), Some(&321.58));
+        assert_eq!(r.0.get("99.9% percentile[usec]"), Some(&6509.66));
+        assert_eq!(r.0.len(), 9);
     }
 
     #[test]

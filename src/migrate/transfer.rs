@@ -7,11 +7,13 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::Step;
+use crate::transport::rdma::RdmaSender;
 use crate::agent::msg::{MigrationId, RelPath, Reply, Request, CHUNK};
 use crate::agent::wire::Channel;
 
-/// Sends `<root>/<name>` (files and CRIU's `parent` link); returns the bytes sent.
-pub(super) async fn send_dir(ch: &mut Channel<TcpStream>, id: &MigrationId, root: &Path, name: &str) -> Result<u64, Step> {
+/// Sends `<root>/<name>` (files and CRIU's `parent` link); returns the bytes sent. File data goes
+/// over `rdma` when given, else as frames on the channel.
+pub(super) async fn send_dir(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>, id: &MigrationId, root: &Path, name: &str) -> Result<u64, Step> {
     let dir = root.join(name);
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
         .map_err(|e| Step::Fail(format!("{}: {e}", dir.display())))?
@@ -39,7 +41,7 @@ pub(super) async fn send_dir(ch: &mut Channel<TcpStream>, id: &MigrationId, root
         }
         let mut f = tokio::fs::File::open(e.path()).await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
         let len = f.metadata().await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?.len();
-        ch.send_msg(&Request::PutFile { id: id.clone(), rel, len }).await?;
+        ch.send_msg(&Request::PutFile { id: id.clone(), rel, len, via_rdma: rdma.is_some() }).await?;
         let mut crc = crc32fast::Hasher::new();
         let mut buf = vec![0u8; CHUNK];
         let mut left = len;
@@ -47,7 +49,7 @@ pub(super) async fn send_dir(ch: &mut Channel<TcpStream>, id: &MigrationId, root
             let want = (left as usize).min(CHUNK);
             f.read_exact(&mut buf[..want]).await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
             crc.update(&buf[..want]);
-            ch.send_raw(&buf[..want]).await.map_err(|err| Step::Fail(format!("destination: {err}")))?;
+            send_chunk(ch, rdma, &buf[..want]).await?;
             left -= want as u64;
         }
         ch.send_raw(&crc.finalize().to_le_bytes()).await.map_err(|err| Step::Fail(format!("destination: {err}")))?;
@@ -59,4 +61,30 @@ pub(super) async fn send_dir(ch: &mut Channel<TcpStream>, id: &MigrationId, root
         total += len;
     }
     Ok(total)
+}
+
+async fn send_chunk(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>, data: &[u8]) -> Result<(), Step> {
+    match rdma {
+        Some(r) => r.send(data.to_vec()).await.map_err(|e| Step::Fail(format!("{e}"))),
+        None => ch.send_raw(data).await.map_err(|e| Step::Fail(format!("destination: {e}"))),
+    }
+}
+
+/// Sends `len` bytes of probe data over the chosen path; returns the seconds it took, reply
+/// included (so the data really arrived).
+pub(super) async fn probe(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>, len: u64) -> Result<f64, Step> {
+    let t = std::time::Instant::now();
+    ch.send_msg(&Request::Probe { len, via_rdma: rdma.is_some() }).await?;
+    let buf = vec![0x5au8; CHUNK];
+    let mut crc = crc32fast::Hasher::new();
+    let mut left = len;
+    while left > 0 {
+        let want = (left as usize).min(CHUNK);
+        crc.update(&buf[..want]);
+        send_chunk(ch, rdma, &buf[..want]).await?;
+        left -= want as u64;
+    }
+    ch.send_raw(&crc.finalize().to_le_bytes()).await.map_err(|err| Step::Fail(format!("destination: {err}")))?;
+    super::expect_ack(ch.recv_msg().await?, "probe")?;
+    Ok(t.elapsed().as_secs_f64())
 }

@@ -81,6 +81,8 @@ pub struct Completion {
     pub status: u32,
     pub opcode: u32,
     pub byte_len: u32,
+    /// Immediate data of a RECV (SEND or RDMA WRITE with immediate), as the sender gave it.
+    pub imm: u32,
 }
 
 impl Completion {
@@ -202,6 +204,17 @@ impl RcQp {
     /// Moves the QP (in INIT since `open`) through RTR and RTS towards `remote`. Retries are unlimited (7) so a
     /// peer that is briefly away (a migration) does not push the QP into the error state.
     pub fn connect(&mut self, remote: &Endpoint) -> Result<(), VerbsError> {
+        self.connect_with(remote, 14, 7)
+    }
+
+    /// Like `connect`, with the local ACK timeout (4.096 us * 2^timeout) and the retry count chosen.
+    pub fn connect_with(&mut self, remote: &Endpoint, timeout: u8, retry_cnt: u8) -> Result<(), VerbsError> {
+        self.connect_rtr(remote)?;
+        self.to_rts(timeout, retry_cnt)
+    }
+
+    /// Only the INIT -> RTR half of `connect`.
+    pub fn connect_rtr(&mut self, remote: &Endpoint) -> Result<(), VerbsError> {
         let mut av = AddressHandleAttribute::new();
         av.setup_dest_lid(0)
             .setup_port(self.cfg.port)
@@ -218,16 +231,69 @@ impl RcQp {
             .setup_min_rnr_timer(12)
             .setup_address_vector(&av);
         self.qp.modify(&a).map_err(op("QP to RTR"))?;
+        Ok(())
+    }
 
+    /// The RTR -> RTS half of `connect`; RNR retries stay unlimited.
+    pub fn to_rts(&mut self, timeout: u8, retry_cnt: u8) -> Result<(), VerbsError> {
         let mut a = QueuePairAttribute::new();
         a.setup_state(QueuePairState::ReadyToSend)
             .setup_sq_psn(self.psn)
-            .setup_timeout(14)
-            .setup_retry_cnt(7)
+            .setup_timeout(timeout)
+            .setup_retry_cnt(retry_cnt)
             .setup_rnr_retry(7)
             .setup_max_read_atomic(1);
         self.qp.modify(&a).map_err(op("QP to RTS"))?;
         Ok(())
+    }
+
+    /// The configuration the QP was opened with.
+    pub fn config(&self) -> &RcConfig {
+        &self.cfg
+    }
+
+    /// Like `region`, but mapped exactly at `addr` (which must be free and page aligned), so that
+    /// a restored process gets its buffers, and the addresses in its queued work requests, back.
+    pub fn region_at(&self, addr: u64, len: usize, remote_write: bool) -> Result<Region, VerbsError> {
+        let page = 4096;
+        let len = len.max(1).div_ceil(page) * page;
+        if addr == 0 || addr % page as u64 != 0 {
+            return Err(VerbsError::Invalid(format!("address {addr:#x} is not a page-aligned address")));
+        }
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; nothing refers to the new one.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED || p as u64 != addr {
+            let e = std::io::Error::last_os_error();
+            if p != libc::MAP_FAILED {
+                // SAFETY: an old kernel placed it elsewhere: undo that mapping.
+                unsafe { libc::munmap(p, len) };
+            }
+            return Err(VerbsError::Invalid(format!("cannot map {len} bytes at {addr:#x}: {e}")));
+        }
+        let ptr = NonNull::new(p as *mut u8).expect("non-null mapping");
+        let mut access = AccessFlags::LocalWrite;
+        if remote_write {
+            access |= AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
+        }
+        // SAFETY: the mapping lives as long as the Region, which deregisters before unmapping.
+        let mr = match unsafe { self.pd.reg_mr(ptr.as_ptr() as usize, len, access) } {
+            Ok(mr) => mr,
+            Err(e) => {
+                // SAFETY: just mapped above.
+                unsafe { libc::munmap(p, len) };
+                return Err(op("register memory region")(e));
+            }
+        };
+        Ok(Region { mr: std::mem::ManuallyDrop::new(mr), ptr, len })
     }
 
     /// Maps `len` bytes (rounded up to pages) and registers them.
@@ -304,12 +370,32 @@ impl RcQp {
         g.post().map_err(op("post RDMA WRITE"))
     }
 
+    /// RDMA WRITE with immediate data: the peer gets a receive completion carrying `imm`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn post_write_imm(
+        &mut self,
+        wr_id: u64,
+        r: &Region,
+        off: usize,
+        len: usize,
+        rkey: u32,
+        raddr: u64,
+        imm: u32,
+    ) -> Result<(), VerbsError> {
+        Self::check_range(r, off, len)?;
+        let mut g = self.qp.start_post_send();
+        let h = g.construct_wr(wr_id, WorkRequestFlags::Signaled).setup_write_imm(rkey, raddr, imm);
+        // SAFETY: as in post_recv.
+        unsafe { h.setup_sge(r.lkey(), r.addr() + off as u64, len as u32) };
+        g.post().map_err(op("post RDMA WRITE with immediate"))
+    }
+
     /// Appends whatever completions are ready to `out`; never blocks.
     pub fn poll(&self, out: &mut Vec<Completion>) -> usize {
         let before = out.len();
         if let Ok(mut p) = self.cq.start_poll() {
             while let Some(wc) = p.next() {
-                out.push(Completion { wr_id: wc.wr_id(), status: wc.status(), opcode: wc.opcode(), byte_len: wc.byte_len() });
+                out.push(Completion { wr_id: wc.wr_id(), status: wc.status(), opcode: wc.opcode(), byte_len: wc.byte_len(), imm: wc.imm_data() });
             }
         }
         out.len() - before

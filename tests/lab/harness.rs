@@ -22,6 +22,12 @@ pub struct Ctx {
 pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
 
 impl Ctx {
+    /// A tool of the lab's snapshot (what the nodes run), e.g. "rdmig-vtest".
+    pub fn lab_tool(&self, name: &str) -> String {
+        let st = self.lab.load().expect("the lab is up");
+        st.rdmig_bin.with_file_name(name).display().to_string()
+    }
+
     /// Runs `rdmig lab <args>` for the test lab and returns its output (any exit code).
     pub fn rdmig(&self, args: &[&str]) -> Result<Output> {
         Command::new(&self.bin)

@@ -16,7 +16,7 @@ fn lab_share() -> PathBuf {
 }
 
 fn workload_bin(c: &Ctx) -> String {
-    c.bin.with_file_name("rdmig-workload").display().to_string()
+    c.lab_tool("rdmig-workload")
 }
 
 fn read_report(name: &str) -> Option<Value> {
@@ -111,7 +111,7 @@ pub fn migrate_256mib_precopy_vs_stop_and_copy(c: &Ctx) -> Result<()> {
     kill(c, "node2", pid);
 
     let pid2 = start_workload(c, "node1", "256M", "4M", "w-sc.json")?;
-    let (code, s) = migrate(c, pid2, "node1", "node3", &["--strategy", "stop-and-copy"])?;
+    let (code, s) = migrate(c, pid2, "node1", "node3", &["--strategy", "stop-and-copy", "--transport", "tcp"])?;
     ensure!(code == 0 && s["outcome"]["outcome"] == "migrated", "stop-and-copy migration: exit {code}, {}", s["outcome"]);
     ensure!(s["rounds"].as_array().is_some_and(|a| a.is_empty()), "stop-and-copy ran pre-copy rounds");
     let v = verify_workload(c, "node3", pid2, "w-sc.json")?;
@@ -129,6 +129,81 @@ pub fn migrate_256mib_precopy_vs_stop_and_copy(c: &Ctx) -> Result<()> {
         sf as f64 / (1 << 20) as f64,
         pd / sd
     );
+    Ok(())
+}
+
+fn span_ms(r: &Value, phase: &str, node_is_source: bool) -> f64 {
+    let src = r["source"]["hostname"].as_str().unwrap_or("");
+    r["summary"]["spans"]
+        .as_array()
+        .and_then(|spans| {
+            spans.iter().find(|sp| sp["phase"] == phase && (sp["node"].as_str() == Some(src)) == node_is_source)
+        })
+        .and_then(|sp| sp["duration_ns"].as_f64())
+        .unwrap_or(f64::NAN)
+        / 1e6
+}
+
+/// Pages over RDMA: the same 256 MiB workload moves with stop-and-copy over RDMA and over TCP,
+/// both verify every page, and the report says which transport carried the images.
+pub fn migrate_256mib_over_rdma_and_tcp(c: &Ctx) -> Result<()> {
+    let mut times = vec![];
+    for (transport, to) in [("rdma", "node2"), ("tcp", "node3")] {
+        let report = format!("w-{transport}.json");
+        let pid = start_workload(c, "node1", "256M", "0", &report)?;
+        let (code, r) = migrate(c, pid, "node1", to, &["--strategy", "stop-and-copy", "--transport", transport])?;
+        ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "{transport}: exit {code}, {}", r["outcome"]);
+        ensure!(r["transport"]["used"] == transport, "{transport}: the report says {}", r["transport"]);
+        let v = verify_workload(c, to, pid, &report)?;
+        ensure!(v["ok"] == true && v["verified_pages"] == 65536, "{transport}: memory after migration: {v}");
+        kill(c, to, pid);
+        times.push((transport, span_ms(&r, "transfer", true), r["final_bytes"].as_u64().unwrap_or(0), downtime_ms(&r)));
+    }
+    for (t, ms, bytes, down) in &times {
+        println!("  stop-and-copy of 256 MiB over {t}: images {:.0} MiB in {ms:.0} ms ({:.1} MB/s), downtime {down:.0} ms", *bytes as f64 / 1048576.0, *bytes as f64 / ms / 1e3);
+    }
+    Ok(())
+}
+
+/// The RDMA path breaks mid-transfer (the destination's overlay drops every packet it sends, so
+/// its ACKs and credits stop while the control channel on the underlay lives): the migration rolls back and the process keeps running
+/// at the source, intact.
+pub fn rdma_path_broken_mid_transfer_rolls_back(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "192M", "0", "w-rdmabreak.json")?;
+    let breaker = {
+        let bin = c.bin.clone();
+        thread::spawn(move || -> Result<bool> {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while Instant::now() < deadline {
+                let o = std::process::Command::new(&bin)
+                    .args(["lab", "--name", LAB_NAME, "--dir", LAB_BASE, "exec", "node2", "--", "sh", "-c", "du -sm /tmp/rdmig-agent 2>/dev/null | cut -f1"])
+                    .output()?;
+                let mb: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0);
+                if mb >= 24 {
+                    std::process::Command::new(&bin)
+                        .args(["lab", "--name", LAB_NAME, "--dir", LAB_BASE, "exec", "node2", "--", "tc", "qdisc", "add", "dev", "vxlan0", "root", "netem", "loss", "100%"])
+                        .status()?;
+                    return Ok(true);
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            Ok(false)
+        })
+    };
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "rdma"]);
+    let broke = breaker.join().map_err(|_| anyhow::anyhow!("breaker thread panicked"))?;
+    // Whatever happened, heal the overlay for the scenarios after this one.
+    c.exec_ok("node2", &["sh", "-c", "tc qdisc del dev vxlan0 root 2>/dev/null; true"])?;
+    ensure!(broke?, "the transfer never reached 24 MiB at node2, so the link was not broken");
+    let (code, r) = res?;
+    ensure!(code == 3 && r["outcome"]["outcome"] == "rolled_back", "expected a rollback: exit {code}, {}", r["outcome"]);
+    ensure!(r["outcome"]["reason"].as_str().unwrap_or("").contains("RDMA"), "the reason does not name RDMA: {}", r["outcome"]);
+    let st = proc_state(c, "node1", pid)?.context("the process is gone from the source")?;
+    ensure!(!st.starts_with('T'), "the source copy is left stopped ({st})");
+    ensure!(proc_state(c, "node2", pid)?.is_none(), "a copy runs at the destination");
+    let v = verify_workload(c, "node1", pid, "w-rdmabreak.json")?;
+    ensure!(v["ok"] == true, "memory after the rollback: {v}");
+    kill(c, "node1", pid);
     Ok(())
 }
 

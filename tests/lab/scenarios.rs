@@ -28,6 +28,8 @@ pub const ALL: &[Scenario] = &[
     ("agent_refuses_unauthenticated_and_tampered", crate::migration::agent_refuses_unauthenticated_and_tampered),
     ("migrate_256mib_precopy_vs_stop_and_copy", crate::migration::migrate_256mib_precopy_vs_stop_and_copy),
     ("destination_agent_killed_mid_transfer", crate::migration::destination_agent_killed_mid_transfer),
+    ("migrate_256mib_over_rdma_and_tcp", crate::migration::migrate_256mib_over_rdma_and_tcp),
+    ("rdma_path_broken_mid_transfer_rolls_back", crate::migration::rdma_path_broken_mid_transfer_rolls_back),
 ];
 
 /// Run last: they replace and then remove the lab.
@@ -193,7 +195,7 @@ pub fn vtest(c: &Ctx, server: &str, client: &str, server_args: &[&str], client_a
     let caddr = st.plan.node(client)?.overlay_ip.to_string();
     let sgid = c.exec_ok(server, &[&st_bin(c)?, "rxe", "gid-index", "--ip", &saddr])?;
     let cgid = c.exec_ok(client, &[&st_bin(c)?, "rxe", "gid-index", "--ip", &caddr])?;
-    let vt = c.bin.with_file_name("rdmig-vtest").display().to_string();
+    let vt = c.lab_tool("rdmig-vtest");
     let listen = format!("{saddr}:9100");
     let mut sargv: Vec<String> = ["exec", server, "--timeout", "300", "--", &vt, "server", "--listen", &listen, "--gid-index", sgid.trim()]
         .iter().map(|s| s.to_string()).collect();

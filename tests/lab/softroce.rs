@@ -125,7 +125,7 @@ fn softroce_exact_qpn_for_an_unmodified_process(c: &Ctx) -> Result<()> {
 fn softroce_remote_writes_mark_exactly_their_pages(c: &Ctx) -> Result<()> {
     let st = c.lab.load()?;
     let b = bin(c)?;
-    let vt = c.bin.with_file_name("rdmig-vtest").display().to_string();
+    let vt = c.lab_tool("rdmig-vtest");
     let saddr = st.plan.node("node1")?.overlay_ip.to_string();
     let caddr = st.plan.node("node2")?.overlay_ip.to_string();
     let sgid = c.exec_ok("node1", &[&b, "rxe", "gid-index", "--ip", &saddr])?;
