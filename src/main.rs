@@ -89,14 +89,13 @@ enum Cmd {
     },
 }
 
+/// Where the destination agent is and how to reach it; shared by `migrate` and `bench transfer`.
 #[derive(Args)]
-struct MigrateArgs {
-    /// The process to move.
-    pid: i32,
+struct PeerArgs {
     /// Destination agent, HOST:PORT; with --from, a lab node name.
     #[arg(long)]
     to: String,
-    /// (lab) Run the migration on this lab node, the source (from the host).
+    /// (lab) Run the command on this lab node, the source (from the host).
     #[arg(long)]
     from: Option<String>,
     /// Lab name and directory, with --from.
@@ -107,6 +106,46 @@ struct MigrateArgs {
     /// The cluster secret shared with the agents (default in a lab node: its agent secret).
     #[arg(long)]
     secret_file: Option<PathBuf>,
+    /// Local address whose RoCE v2 GID carries RDMA data (with --from: the source node's own).
+    #[arg(long)]
+    rdma_addr: Option<std::net::Ipv4Addr>,
+    #[arg(long, default_value = "rxe0")]
+    rdma_device: String,
+}
+
+impl PeerArgs {
+    fn addr(&self) -> Result<std::net::SocketAddr> {
+        self.to.parse().with_context(|| format!("--to {:?} is not HOST:PORT (a lab node name needs --from)", self.to))
+    }
+
+    fn secret(&self) -> Result<rdmig::agent::wire::Secret> {
+        let f = self.secret_file.as_ref().context("--secret-file is required (the cluster secret shared with the agents)")?;
+        Ok(rdmig::agent::wire::Secret::load(f)?)
+    }
+
+    /// Lab mode: runs `rdmig ARGS --to <agent> --secret-file .. --rdma-addr .. REST` on node `from`,
+    /// pointed at the destination node's agent; its output and exit code come through.
+    async fn run_on_lab_node(&self, from: &str, args: &[String], rest: Vec<String>) -> Result<ExitCode> {
+        let lab = Lab::new(&self.lab_dir, &self.lab)?;
+        let st = lab.load()?;
+        let to = lab.agent_addr(&st, &self.to)?;
+        let rdma_addr = self.rdma_addr.unwrap_or(st.plan.node(from)?.overlay_ip);
+        let mut argv: Vec<String> = vec![st.rdmig_bin.display().to_string()];
+        argv.extend_from_slice(args);
+        argv.extend(["--to".into(), to.to_string(), "--secret-file".into(), Lab::NODE_AGENT_SECRET.into()]);
+        argv.extend(["--rdma-addr".into(), rdma_addr.to_string(), "--rdma-device".into(), self.rdma_device.clone()]);
+        argv.extend(rest);
+        let out = lab.exec(from, ExecSpec { argv, ..Default::default() }, Output::Forward).await?;
+        Ok(ExitCode::from(out.shell_code().clamp(0, 255) as u8))
+    }
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// The process to move.
+    pid: i32,
+    #[command(flatten)]
+    peer: PeerArgs,
     #[arg(long, value_enum, default_value = "precopy")]
     strategy: rdmig::migrate::Strategy,
     /// Pre-copy rounds at most.
@@ -134,11 +173,6 @@ struct MigrateArgs {
     /// How memory images travel: rdma, tcp, or auto (measure both briefly, keep the faster).
     #[arg(long, value_enum, default_value = "auto")]
     transport: rdmig::transport::TransportChoice,
-    /// Local address whose RoCE v2 GID carries RDMA data (with --from: the source node's own).
-    #[arg(long)]
-    rdma_addr: Option<std::net::Ipv4Addr>,
-    #[arg(long, default_value = "rxe0")]
-    rdma_device: String,
     /// Write the timeline (JSON) and its chart (PNG) next to this path: X.json, X.png.
     #[arg(long)]
     timeline: Option<PathBuf>,
@@ -321,22 +355,8 @@ enum ImageCmd {
 enum BenchCmd {
     /// Send SIZE MiB to a destination agent over each transport and report MB/s.
     Transfer {
-        /// Destination agent HOST:PORT, or with --from a lab node name.
-        #[arg(long)]
-        to: String,
-        /// (lab) Run it on this lab node.
-        #[arg(long)]
-        from: Option<String>,
-        #[arg(long, default_value = "lab", env = "RDMIG_LAB")]
-        lab: String,
-        #[arg(long, default_value = DEFAULT_BASE, env = "RDMIG_LAB_DIR")]
-        lab_dir: PathBuf,
-        #[arg(long)]
-        secret_file: Option<PathBuf>,
-        #[arg(long)]
-        rdma_addr: Option<std::net::Ipv4Addr>,
-        #[arg(long, default_value = "rxe0")]
-        rdma_device: String,
+        #[command(flatten)]
+        peer: PeerArgs,
         #[arg(long, default_value_t = 256)]
         size_mib: u64,
         /// Transports to measure, in order (default both).
@@ -478,24 +498,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Bench { cmd: BenchCmd::Transfer { to, from, lab, lab_dir, secret_file, rdma_addr, rdma_device, size_mib, transports, json } } => {
-            if let Some(from) = from {
-                let labh = Lab::new(&lab_dir, &lab)?;
-                let st = labh.load()?;
-                let to = labh.agent_addr(&st, &to)?;
-                let rdma_addr = rdma_addr.unwrap_or(st.plan.node(&from)?.overlay_ip);
+        Cmd::Bench { cmd: BenchCmd::Transfer { peer, size_mib, transports, json } } => {
+            if let Some(from) = &peer.from {
                 let ts: Vec<String> = transports.iter().map(|t| format!("{t:?}").to_lowercase()).collect();
-                let mut argv: Vec<String> = vec![st.rdmig_bin.display().to_string(), "bench".into(), "transfer".into(), "--to".into(), to.to_string()];
-                argv.extend(["--secret-file".into(), Lab::NODE_AGENT_SECRET.into(), "--rdma-addr".into(), rdma_addr.to_string()]);
-                argv.extend(["--size-mib".into(), size_mib.to_string(), "--transports".into(), ts.join(",")]);
+                let mut rest = vec!["--size-mib".into(), size_mib.to_string(), "--transports".into(), ts.join(",")];
                 if json {
-                    argv.push("--json".into());
+                    rest.push("--json".into());
                 }
-                let out = labh.exec(&from, ExecSpec { argv, ..Default::default() }, Output::Forward).await?;
-                return Ok(ExitCode::from(out.shell_code().clamp(0, 255) as u8));
+                return peer.run_on_lab_node(from, &["bench".into(), "transfer".into()], rest).await;
             }
-            let to: std::net::SocketAddr = to.parse().with_context(|| format!("--to {to:?} is not HOST:PORT (a lab node name needs --from)"))?;
-            let secret = rdmig::agent::wire::Secret::load(&secret_file.context("--secret-file is required")?)?;
+            let (to, secret) = (peer.addr()?, peer.secret()?);
+            let (rdma_addr, rdma_device) = (peer.rdma_addr, peer.rdma_device);
             let r = rdmig::migrate::bench_transfer(to, &secret, rdma_addr, &rdma_device, size_mib << 20, &transports).await?;
             if json {
                 print_json(&r)?;
@@ -685,45 +698,31 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
 
 async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
     use rdmig::migrate::{Hooks, MigrateOptions, Outcome};
-    if let Some(from) = &a.from {
-        // Lab mode: run this same command on the source node, pointed at the destination
-        // node's agent, and let its output and exit code through.
-        let lab = Lab::new(&a.lab_dir, &a.lab)?;
-        let st = lab.load()?;
-        let to = lab.agent_addr(&st, &a.to)?;
-        let mut argv: Vec<String> = vec![st.rdmig_bin.display().to_string(), "migrate".into(), a.pid.to_string(), "--to".into(), to.to_string()];
-        argv.extend(["--secret-file".into(), Lab::NODE_AGENT_SECRET.into()]);
-        argv.extend(["--strategy".into(), format!("{:?}", a.strategy).to_lowercase().replace("stopandcopy", "stop-and-copy")]);
-        argv.extend(["--max-rounds".into(), a.max_rounds.to_string(), "--converge-mib".into(), a.converge_mib.to_string()]);
-        argv.extend(["--work-dir".into(), a.work_dir.display().to_string(), "--dump-timeout".into(), a.dump_timeout.to_string()]);
+    if let Some(from) = &a.peer.from {
+        let mut rest: Vec<String> = vec!["--strategy".into(), format!("{:?}", a.strategy).to_lowercase().replace("stopandcopy", "stop-and-copy")];
+        rest.extend(["--max-rounds".into(), a.max_rounds.to_string(), "--converge-mib".into(), a.converge_mib.to_string()]);
+        rest.extend(["--work-dir".into(), a.work_dir.display().to_string(), "--dump-timeout".into(), a.dump_timeout.to_string()]);
+        rest.extend(["--transport".into(), format!("{:?}", a.transport).to_lowercase()]);
         for (flag, v) in [("--hook-pre", &a.hook_pre), ("--hook-post", &a.hook_post), ("--hook-fail", &a.hook_fail)] {
             if let Some(v) = v {
-                argv.extend([flag.to_string(), v.clone()]);
+                rest.extend([flag.to_string(), v.clone()]);
             }
         }
         if let Some(t) = &a.timeline {
-            argv.extend(["--timeline".into(), t.display().to_string()]);
+            rest.extend(["--timeline".into(), t.display().to_string()]);
         }
         if a.allow_kernel_mismatch {
-            argv.push("--allow-kernel-mismatch".into());
+            rest.push("--allow-kernel-mismatch".into());
         }
-        let rdma_addr = a.rdma_addr.unwrap_or(st.plan.node(from)?.overlay_ip);
-        argv.extend(["--transport".into(), format!("{:?}", a.transport).to_lowercase(), "--rdma-addr".into(), rdma_addr.to_string()]);
         if a.json {
-            argv.push("--json".into());
+            rest.push("--json".into());
         }
-        let out = lab.exec(from, ExecSpec { argv, ..Default::default() }, Output::Forward).await?;
-        return Ok(ExitCode::from(out.shell_code().clamp(0, 255) as u8));
+        return a.peer.run_on_lab_node(from, &["migrate".into(), a.pid.to_string()], rest).await;
     }
-    let to: std::net::SocketAddr = a
-        .to
-        .parse()
-        .with_context(|| format!("--to {:?} is not HOST:PORT (a lab node name needs --from)", a.to))?;
-    let secret_file = a.secret_file.clone().context("--secret-file is required (the cluster secret shared with the agents)")?;
     let o = MigrateOptions {
         pid: a.pid,
-        to,
-        secret: rdmig::agent::wire::Secret::load(&secret_file)?,
+        to: a.peer.addr()?,
+        secret: a.peer.secret()?,
         strategy: a.strategy,
         max_rounds: a.max_rounds,
         converge_bytes: a.converge_mib << 20,
@@ -732,8 +731,8 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         dump_timeout: Duration::from_secs(a.dump_timeout),
         allow_kernel_mismatch: a.allow_kernel_mismatch,
         transport: a.transport,
-        rdma_addr: a.rdma_addr,
-        rdma_device: a.rdma_device.clone(),
+        rdma_addr: a.peer.rdma_addr,
+        rdma_device: a.peer.rdma_device.clone(),
         progress: !a.json,
     };
     let r = rdmig::migrate::migrate(&o).await;
@@ -749,7 +748,7 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         print_json(&r)?;
     } else {
         match &r.outcome {
-            Outcome::Migrated { restored_pid } => println!("migrated pid {} to {} (pid {restored_pid} there)", r.pid, a.to),
+            Outcome::Migrated { restored_pid } => println!("migrated pid {} to {} (pid {restored_pid} there)", r.pid, a.peer.to),
             Outcome::Refused { reason } => println!("REFUSED, nothing was touched: {reason}"),
             Outcome::RolledBack { reason } => println!("ROLLED BACK, pid {} runs here again: {reason}", r.pid),
             Outcome::InDoubt { reason } => println!("IN DOUBT: {reason}"),

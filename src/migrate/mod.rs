@@ -185,6 +185,27 @@ fn run_hook(cmd: &Option<String>, env: &[(&str, String)]) -> Result<(), String> 
     }
 }
 
+impl<'a> Run<'a> {
+    fn new(o: &'a MigrateOptions, id: MigrationId, dir: PathBuf, node: &str) -> Self {
+        Run {
+            o,
+            id,
+            dir,
+            rec: Recorder::new(node),
+            rounds: vec![],
+            bytes_total: 0,
+            final_bytes: 0,
+            stop_reason: None,
+            src: None,
+            dst: None,
+            clock: vec![],
+            rdma: None,
+            transport: None,
+            remote_events: vec![],
+        }
+    }
+}
+
 impl Run<'_> {
     /// The process runs at the source again after a freeze: its stop ends here.
     fn resumed_here(&mut self) {
@@ -464,22 +485,7 @@ pub async fn migrate(o: &MigrateOptions) -> MigrationReport {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let id = MigrationId::new(&format!("m{secs}-{}", o.pid)).expect("valid id");
     let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "source".into());
-    let mut run = Run {
-        o,
-        dir: o.work_dir.join(id.as_str()),
-        id,
-        rec: Recorder::new(&hostname),
-        rounds: vec![],
-        bytes_total: 0,
-        final_bytes: 0,
-        stop_reason: None,
-        src: None,
-        dst: None,
-        clock: vec![],
-        rdma: None,
-        transport: None,
-        remote_events: vec![],
-    };
+    let mut run = Run::new(o, id.clone(), o.work_dir.join(id.as_str()), &hostname);
     let outcome = run.go().await;
     if let Outcome::Migrated { restored_pid } = &outcome {
         if let Err(e) = run_hook(&o.hooks.post, &run.hook_env("post", &[("RDMIG_RESTORED_PID", restored_pid.to_string())])) {
@@ -715,22 +721,7 @@ pub async fn bench_transfer(
         progress: false,
     };
     let mut ch = connect(&o).await.map_err(anyhow::Error::msg)?;
-    let run = Run {
-        o: &o,
-        id: MigrationId::new("bench").expect("valid"),
-        dir: std::env::temp_dir(),
-        rec: Recorder::new("bench"),
-        rounds: vec![],
-        bytes_total: 0,
-        final_bytes: 0,
-        stop_reason: None,
-        src: None,
-        dst: None,
-        clock: vec![],
-        rdma: None,
-        transport: None,
-        remote_events: vec![],
-    };
+    let run = Run::new(&o, MigrationId::new("bench").expect("valid"), std::env::temp_dir(), "bench");
     let mut rows = vec![];
     for t in transports {
         let (name, secs) = match t {

@@ -68,6 +68,13 @@ impl Ctx {
     }
 }
 
+/// The process state letter on a node (R, S, T...), None if there is no such process.
+pub fn proc_state(c: &Ctx, node: &str, pid: i32) -> Result<Option<String>> {
+    let o = c.rdmig(&["exec", node, "--", "ps", "-o", "stat=", "-p", &pid.to_string()])?;
+    let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    Ok((!s.is_empty()).then_some(s))
+}
+
 pub fn main(groups: &[&[Scenario]]) -> ExitCode {
     let all: Vec<Scenario> = groups.iter().flat_map(|g| g.iter().copied()).collect();
     let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context as _, Result};
 use serde_json::Value;
 
-use crate::harness::{Ctx, LAB_BASE, LAB_NAME};
+use crate::harness::{proc_state, Ctx, LAB_BASE, LAB_NAME};
 
 fn lab_share() -> PathBuf {
     PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
@@ -53,11 +53,23 @@ fn verify_workload(c: &Ctx, node: &str, pid: i32, report: &str) -> Result<Value>
     wait_report(report, Duration::from_secs(180), |r| r["reports"].as_u64().unwrap_or(0) > before && r["phase"] == "verify")
 }
 
-/// The process state letter on a node (R, S, T...), None if there is no such process.
-fn proc_state(c: &Ctx, node: &str, pid: i32) -> Result<Option<String>> {
-    let o = c.rdmig(&["exec", node, "--", "ps", "-o", "stat=", "-p", &pid.to_string()])?;
-    let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    Ok((!s.is_empty()).then_some(s))
+/// Runs `action` on node2 once the destination agent holds at least `mib` MiB of images, in a
+/// thread (the migration runs meanwhile); its result says whether that point was reached.
+fn when_destination_holds(c: &Ctx, mib: u64, action: &'static [&'static str]) -> thread::JoinHandle<Result<bool>> {
+    let bin = c.bin.clone();
+    thread::spawn(move || -> Result<bool> {
+        let lab = ["lab", "--name", LAB_NAME, "--dir", LAB_BASE, "exec", "node2", "--"];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let o = std::process::Command::new(&bin).args(lab).args(["sh", "-c", "du -sm /tmp/rdmig-agent 2>/dev/null | cut -f1"]).output()?;
+            if String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().unwrap_or(0) >= mib {
+                std::process::Command::new(&bin).args(lab).args(action).status()?;
+                return Ok(true);
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(false)
+    })
 }
 
 fn kill(c: &Ctx, node: &str, pid: i32) {
@@ -170,26 +182,7 @@ pub fn migrate_256mib_over_rdma_and_tcp(c: &Ctx) -> Result<()> {
 /// at the source, intact.
 pub fn rdma_path_broken_mid_transfer_rolls_back(c: &Ctx) -> Result<()> {
     let pid = start_workload(c, "node1", "192M", "0", "w-rdmabreak.json")?;
-    let breaker = {
-        let bin = c.bin.clone();
-        thread::spawn(move || -> Result<bool> {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while Instant::now() < deadline {
-                let o = std::process::Command::new(&bin)
-                    .args(["lab", "--name", LAB_NAME, "--dir", LAB_BASE, "exec", "node2", "--", "sh", "-c", "du -sm /tmp/rdmig-agent 2>/dev/null | cut -f1"])
-                    .output()?;
-                let mb: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0);
-                if mb >= 24 {
-                    std::process::Command::new(&bin)
-                        .args(["lab", "--name", LAB_NAME, "--dir", LAB_BASE, "exec", "node2", "--", "tc", "qdisc", "add", "dev", "vxlan0", "root", "netem", "loss", "100%"])
-                        .status()?;
-                    return Ok(true);
-                }
-                thread::sleep(Duration::from_millis(100));
-            }
-            Ok(false)
-        })
-    };
+    let breaker = when_destination_holds(c, 24, &["tc", "qdisc", "add", "dev", "vxlan0", "root", "netem", "loss", "100%"]);
     let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "rdma"]);
     let broke = breaker.join().map_err(|_| anyhow::anyhow!("breaker thread panicked"))?;
     // Whatever happened, heal the overlay for the scenarios after this one.
@@ -212,26 +205,7 @@ pub fn rdma_path_broken_mid_transfer_rolls_back(c: &Ctx) -> Result<()> {
 /// migration succeeds.
 pub fn destination_agent_killed_mid_transfer(c: &Ctx) -> Result<()> {
     let pid = start_workload(c, "node1", "192M", "0", "w-kill.json")?;
-    let killer = {
-        let (bin,) = (c.bin.clone(),);
-        thread::spawn(move || -> Result<bool> {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while Instant::now() < deadline {
-                let o = std::process::Command::new(&bin)
-                    .args(["lab", "--name", LAB_NAME, "--dir", LAB_BASE, "exec", "node2", "--", "sh", "-c", "du -sm /tmp/rdmig-agent 2>/dev/null | cut -f1"])
-                    .output()?;
-                let mb: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(0);
-                if mb >= 24 {
-                    std::process::Command::new(&bin)
-                        .args(["lab", "--name", LAB_NAME, "--dir", LAB_BASE, "exec", "node2", "--", "pkill", "-9", "-f", "rdmig agent --listen"])
-                        .status()?;
-                    return Ok(true);
-                }
-                thread::sleep(Duration::from_millis(100));
-            }
-            Ok(false)
-        })
-    };
+    let killer = when_destination_holds(c, 24, &["pkill", "-9", "-f", "rdmig agent --listen"]);
     let (code, r) = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy"])?;
     let killed = killer.join().map_err(|_| anyhow::anyhow!("killer thread panicked"))??;
     ensure!(killed, "the transfer never reached 24 MiB at node2, so the agent was not killed");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 
-use crate::harness::{Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{proc_state, Ctx, Scenario, LAB_BASE, LAB_NAME};
 
 pub const SCENARIOS: &[Scenario] = &[
     ("plugin_loads_and_plain_process_dumps_and_restores", plugin_loads_and_plain_process_dumps_and_restores),
@@ -60,13 +60,6 @@ fn spawn(c: &Ctx, node: &str, output: Option<&str>, argv: &[&str]) -> Result<i32
     a.extend_from_slice(argv);
     let out = c.rdmig_ok(&a)?;
     out.trim().parse().with_context(|| format!("spawn printed {out:?}"))
-}
-
-/// `ps` state letters of a process on a node, None if it is gone.
-fn proc_state(c: &Ctx, node: &str, pid: i32) -> Result<Option<String>> {
-    let o = c.rdmig(&["exec", node, "--", "ps", "-o", "stat=", "-p", &pid.to_string()])?;
-    let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
-    Ok((!s.is_empty()).then_some(s))
 }
 
 fn kill(c: &Ctx, node: &str, pid: i32) {
