@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --locked
+cargo build --workspace --locked
 rdmig=target/debug/rdmig
 if [ "${KEEP_LAB:-0}" != 1 ]; then
 	trap '"$rdmig" lab down >/dev/null || true' EXIT

@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --all-targets --locked
-cargo test --all-targets --locked
+cargo build --workspace --all-targets --locked
+cargo test --workspace --all-targets --locked
