@@ -210,7 +210,10 @@ async fn handle(
             Reply::Time { t1_ns: t1, t2_ns: now_ns() }
         }
         Request::CpuCheck { image } => {
-            let dir = cfg.work_dir.join(format!("cpucheck-{}", std::process::id()));
+            // One directory per request: two sources may check at the same time.
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dir = cfg.work_dir.join(format!("cpucheck-{}-{n}", std::process::id()));
             let r = async {
                 std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
                 std::fs::write(dir.join("cpuinfo.img"), &image).map_err(|e| e.to_string())?;
