@@ -452,8 +452,12 @@ impl Lab {
         // over 9p would then read torn pages (the host cannot refuse with ETXTBSY for them).
         // The copy lives in the lab-wide share, which every node mounts at /mnt/lab (the host's
         // /run, where the lab directory is, is not visible in the nodes).
-        let rdmig_bin = match snapshot_binaries(&rdmig_bin, &dir.join("shared").join("bin")) {
-            Ok(_) => PathBuf::from(LAB_SHARE_IN_NODE).join("bin").join("rdmig"),
+        // Likewise the rxe modules: the nodes mount tmpfs over /tmp, /run and /root, so a
+        // checkout there is invisible to them; the share is visible wherever the repo lives.
+        let staged = snapshot_binaries(&rdmig_bin, &dir.join("shared").join("bin"))
+            .and_then(|_| stage_files(&rxe_modules, &dir.join("shared").join("modules"), "modules"));
+        let (rdmig_bin, rxe_modules) = match staged {
+            Ok(mods) => (PathBuf::from(LAB_SHARE_IN_NODE).join("bin").join("rdmig"), mods),
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e);
@@ -837,6 +841,23 @@ fn snapshot_binaries(rdmig: &Path, dest: &Path) -> Result<PathBuf, LabError> {
         }
     }
     Ok(dest.join("rdmig"))
+}
+
+/// Copies `files` into `dest` (a directory of the lab share, `sub` inside it); returns their
+/// paths as the nodes see them, in the same order.
+fn stage_files(files: &[PathBuf], dest: &Path, sub: &str) -> Result<Vec<PathBuf>, LabError> {
+    if files.is_empty() {
+        return Ok(vec![]);
+    }
+    fs::create_dir_all(dest).map_err(|e| LabError::io(format!("create {}", dest.display()), e))?;
+    files
+        .iter()
+        .map(|f| {
+            let name = f.file_name().ok_or_else(|| LabError::Invalid(format!("{} has no file name", f.display())))?;
+            fs::copy(f, dest.join(name)).map_err(|e| LabError::io(format!("copy {}", f.display()), e))?;
+            Ok(PathBuf::from(LAB_SHARE_IN_NODE).join(sub).join(name))
+        })
+        .collect()
 }
 
 /// IPv4 addresses from `ip -o -4 addr show` output.

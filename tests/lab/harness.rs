@@ -28,6 +28,16 @@ impl Ctx {
         st.rdmig_bin.with_file_name(name).display().to_string()
     }
 
+    /// Copies a host file into the lab share and returns its path in the nodes: the nodes cannot
+    /// see host paths under /tmp, /run or /root (their own tmpfs is mounted there).
+    pub fn stage(&self, host: &std::path::Path) -> Result<String> {
+        let name = host.file_name().context("staged file has no name")?;
+        let dir = std::path::PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared/staged");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(host, dir.join(name)).with_context(|| format!("copy {}", host.display()))?;
+        Ok(format!("/mnt/lab/staged/{}", name.to_string_lossy()))
+    }
+
     /// Runs `rdmig lab <args>` for the test lab and returns its output (any exit code).
     pub fn rdmig(&self, args: &[&str]) -> Result<Output> {
         Command::new(&self.bin)

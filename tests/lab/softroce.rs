@@ -44,7 +44,8 @@ fn perftest(c: &Ctx, server: &str, client: &str, test: &str) -> Result<Value> {
 fn softroce_smoke_test_passes(c: &Ctx) -> Result<()> {
     let smoke = c.bin.ancestors().nth(3).context("repo root")?.join("softroce/tools/rxe-ctl-smoke");
     ensure!(smoke.is_file(), "{} is not built (scripts/test.sh builds it: make -C softroce/tools)", smoke.display());
-    let o = c.rdmig(&["exec", "node3", "--timeout", "120", "--", &smoke.display().to_string(), "-d", "rxe0", "-g", "1"])?;
+    let smoke = c.stage(&smoke)?;
+    let o = c.rdmig(&["exec", "node3", "--timeout", "120", "--", &smoke, "-d", "rxe0", "-g", "1"])?;
     let out = String::from_utf8_lossy(&o.stdout);
     let summary = out.lines().rev().find(|l| l.contains(" passed, ")).unwrap_or("");
     ensure!(o.status.success() && summary.ends_with(" 0 failed"), "smoke test: {summary}\n{out}{}", String::from_utf8_lossy(&o.stderr));
