@@ -12,6 +12,8 @@ set -euo pipefail
 
 ROOT=$(CDPATH='' cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 SOFTROCE=$ROOT/softroce
+# shellcheck source=../softroce/lib.sh
+. "$SOFTROCE/lib.sh"
 
 kver=${KVER:-}
 out=
@@ -46,11 +48,7 @@ for tool in make gcc nm modinfo; do
 done
 
 if [ -z "$kver" ]; then
-	kver=$(for d in /lib/modules/*/build; do
-		[ -d "$d" ] || continue
-		v=${d#/lib/modules/}
-		echo "${v%/build}"
-	done | sort -V | tail -n 1)
+	kver=$(newest_kver)
 	[ -n "$kver" ] ||
 		die "no kernel headers in /lib/modules/*/build: apt-get install linux-headers-\$(uname -r), or pass --kver"
 fi

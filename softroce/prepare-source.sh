@@ -16,6 +16,8 @@
 set -eu
 
 SOFTROCE_DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
+# shellcheck source=lib.sh
+. "$SOFTROCE_DIR/lib.sh"
 PATCH_DIR=$SOFTROCE_DIR/patches
 STAMP_NAME=.rdmig-stamp
 RXE_PATH=drivers/infiniband/sw/rxe
@@ -74,11 +76,7 @@ done
 
 # The kernel: explicit, else the newest one with headers.
 if [ -z "$kver" ]; then
-	kver=$(for d in /lib/modules/*/build; do
-		[ -d "$d" ] || continue
-		v=${d#/lib/modules/}
-		echo "${v%/build}"
-	done | sort -V | tail -n 1)
+	kver=$(newest_kver)
 	[ -n "$kver" ] ||
 		die "no kernel headers in /lib/modules/*/build: apt-get install linux-headers-\$(uname -r), or pass --kver"
 fi

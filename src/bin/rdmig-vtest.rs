@@ -149,16 +149,7 @@ struct Report {
     ok: bool,
 }
 
-fn pattern(seed: u64, buf: &mut [u8]) {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    for chunk in buf.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
-        chunk.copy_from_slice(&b[..chunk.len()]);
-    }
-}
+use rdmig::verbs::fill_pattern as pattern;
 
 fn put_header(buf: &mut [u8], kind: Kind, seq: u64, slot: u32, len: u32, crc: u32) {
     buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());

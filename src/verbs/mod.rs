@@ -449,6 +449,19 @@ impl RcQp {
     }
 }
 
+/// Fills `buf` with a pseudo-random pattern determined by `seed` alone (xorshift64), so a
+/// receiver can regenerate what a sender wrote and compare: the test programs' payloads.
+pub fn fill_pattern(seed: u64, buf: &mut [u8]) {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for chunk in buf.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let b = x.to_le_bytes();
+        chunk.copy_from_slice(&b[..chunk.len()]);
+    }
+}
+
 fn random_psn() -> u32 {
     let mut b = [0u8; 4];
     if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
