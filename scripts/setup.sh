@@ -18,8 +18,8 @@ PACKAGES=(
 	qemu-system-x86 busybox-static kmod iproute2 iputils-ping iputils-arping python3
 	# RDMA user space and the reference application
 	rdma-core ibverbs-utils ibverbs-providers libibverbs-dev perftest iperf3
-	# checkpoint/restore
-	criu
+	# checkpoint/restore (CRIU locks established TCP connections with iptables)
+	criu iptables
 	# building rdmig (sideway/rdma-mummy-sys need cmake and libclang) and kernel modules
 	build-essential pkg-config cmake libclang-dev bc flex bison libelf-dev xz-utils dkms
 )

@@ -134,7 +134,7 @@ pub fn show_json(dir: &Path) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdmig_criu::image::{Context, EventFile, Handle, Mr, Qp, QpAttr, QueueVma};
+    use rdmig_criu::image::{Context, Cq, EventFile, Handle, Mr, Qp, QpAttr, QueueVma};
 
     #[test]
     fn shows_what_the_plugin_wrote() {
@@ -151,9 +151,9 @@ mod tests {
                 ibdev: "rxe0".into(),
                 flags: 2,
                 pds: vec![Handle { handle: 0 }],
-                cqs: vec![Handle { handle: 2 }],
+                cqs: vec![Cq { handle: 2, pgoff: None, cqe: None }],
                 srqs: vec![],
-                qps: vec![Qp { handle: 3, qpn: 17, qpn_source: "only QP of the process".into(), qp_type: "rc".into(), attr: QpAttr { state: 1, ..Default::default() } }],
+                qps: vec![Qp { handle: 3, qpn: 17, qpn_source: "only QP of the process".into(), qp_type: "rc".into(), attr: QpAttr { state: 1, ..Default::default() }, ..Default::default() }],
                 mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7f00_0000, length: 65536, access: Some(0xf) }],
                 mws: vec![],
                 ahs: vec![],

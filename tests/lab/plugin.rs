@@ -1,7 +1,8 @@
 //! CRIU plugin scenarios (issue 5): Debian's stock CRIU loads rdmig's plugin, other processes are
-//! dumped and restored as before, a verbs process that the plugin can save is saved (and keeps
-//! running with --leave-running), one it cannot save is refused with a message naming the object
-//! and keeps running, and a restore of verbs state (not implemented yet) fails clearly.
+//! dumped and restored as before, a verbs process is saved (and keeps running with
+//! --leave-running, its stopped QPs resumed), dumped mid-run, killed and restored with every
+//! iteration delivered exactly once, and one the plugin cannot save is refused with a message
+//! naming the object and keeps running.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -15,9 +16,15 @@ use crate::harness::{proc_state, Ctx, Scenario, LAB_BASE, LAB_NAME};
 pub const SCENARIOS: &[Scenario] = &[
     ("plugin_loads_and_plain_process_dumps_and_restores", plugin_loads_and_plain_process_dumps_and_restores),
     ("plugin_saves_waiting_ib_send_bw_with_leave_running", plugin_saves_waiting_ib_send_bw_with_leave_running),
-    ("plugin_refuses_connected_qp_and_process_keeps_running", plugin_refuses_connected_qp_and_process_keeps_running),
-    ("plugin_restore_of_verbs_state_fails_clearly", plugin_restore_of_verbs_state_fails_clearly),
+    ("plugin_refuses_completion_channel_and_process_keeps_running", plugin_refuses_completion_channel_and_process_keeps_running),
+    ("plugin_restores_waiting_ib_send_bw", plugin_restores_waiting_ib_send_bw),
+    ("plugin_leave_running_mid_run_resumes_the_qp", plugin_leave_running_mid_run_resumes_the_qp),
+    ("plugin_ib_send_bw_dump_kill_restore_same_node", plugin_ib_send_bw_dump_kill_restore_same_node),
+    ("plugin_ib_send_bw_restored_on_another_node", plugin_ib_send_bw_restored_on_another_node),
 ];
+
+/// The address that moves with the restored server in the cross-node scenario.
+const MOVING_ADDR: &str = "10.0.1.7";
 
 /// The lab's shared directory on the host; /mnt/lab in the nodes.
 fn share() -> PathBuf {
@@ -124,8 +131,15 @@ fn gids(c: &Ctx) -> Result<Gids> {
 
 /// Starts an ib_send_bw server on node1 (output to /mnt/lab/<log>) and waits until it listens.
 fn send_bw_server(c: &Ctx, g: &Gids, iters: &str, log: &str) -> Result<i32> {
+    send_bw_server_with(c, g, &["-n", iters], log)
+}
+
+/// The same with other perftest options (`-n N` among them).
+fn send_bw_server_with(c: &Ctx, g: &Gids, opts: &[&str], log: &str) -> Result<i32> {
     let _ = std::fs::remove_file(share().join(log));
-    let pid = spawn(c, "node1", Some(&format!("/mnt/lab/{log}")), &["ib_send_bw", "-d", "rxe0", "-x", &g.server, "-n", iters, "-s", "4096"])?;
+    let mut argv = vec!["ib_send_bw", "-d", "rxe0", "-x", &g.server, "-s", "4096"];
+    argv.extend_from_slice(opts);
+    let pid = spawn(c, "node1", Some(&format!("/mnt/lab/{log}")), &argv)?;
     wait_until("ib_send_bw to listen", Duration::from_secs(30), || {
         Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty())
     })?;
@@ -170,60 +184,173 @@ fn plugin_saves_waiting_ib_send_bw_with_leave_running(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// (b) ib_send_bw mid-run has a connected RC QP (RTR at a one-way server), which cannot be saved without a kernel QP state
-/// dump: `criu dump` fails with a message naming the QP and its state, the server is thawed and
-/// keeps running, and both sides finish with every iteration.
-fn plugin_refuses_connected_qp_and_process_keeps_running(c: &Ctx) -> Result<()> {
+/// (b) A process the plugin cannot save (ib_send_bw -e has a completion channel, and the kernel
+/// does not say which CQ it serves) is refused with a message naming the object and the reason;
+/// nothing is stopped, the server keeps running and then serves a client to the last iteration.
+fn plugin_refuses_completion_channel_and_process_keeps_running(c: &Ctx) -> Result<()> {
     let plugins = plugin_dir(c)?;
     let g = gids(c)?;
-    let dir = image_dir("plugin-conn")?;
-    // Long enough (about a minute here) that the dump lands mid-transfer, not at the end.
-    let iters = "250000";
-    let srv = send_bw_server(c, &g, iters, "plugin-conn-server.log")?;
-    let _ = std::fs::remove_file(share().join("plugin-conn-client.log"));
-    let cli = spawn(c, "node2", Some("/mnt/lab/plugin-conn-client.log"), &["ib_send_bw", "-d", "rxe0", "-x", &g.client, "-n", iters, "-s", "4096", "10.0.1.11"])?;
+    let dir = image_dir("plugin-refuse")?;
+    // perftest creates its objects (the channel among them) once a client connects; the run must
+    // outlast CRIU's start-up, which is slow here while the node is busy with events (~15 s).
+    let iters = 250000;
+    let (srv, cli) = send_bw_pair_running(c, &g, &["-n", &iters.to_string(), "-e"], "plugin-refuse")?;
+    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
+    let log = log_of("plugin-refuse", "dump.log");
+    ensure!(!o.status.success(), "dump of a process with a completion channel succeeded:\n{log}");
+    let line = log.lines().find(|l| l.contains("rdmig_criu: cannot dump verbs state")).with_context(|| format!("no plugin error in the log:\n{log}"))?;
+    println!("  {line}");
+    ensure!(line.contains(&format!("process {srv} (ib_send_bw)")) && line.contains("completion channel"), "{line}");
+    ensure!(!log.contains("stopped QP"), "a QP was stopped although the process was refused:\n{log}");
+    let st = proc_state(c, "node1", srv)?;
+    ensure!(st.as_deref().is_some_and(|s| !s.starts_with('T')), "server after the refused dump: {st:?}");
+    both_finish(c, srv, cli, iters, "plugin-refuse")
+}
+
+/// Starts an ib_send_bw pair (server node1, client node2) with perftest options `opts` (both
+/// sides) and waits until the server's QP is connected; returns (server pid, client pid).
+fn send_bw_pair_running(c: &Ctx, g: &Gids, opts: &[&str], tag: &str) -> Result<(i32, i32)> {
+    let srv = send_bw_server_with(c, g, opts, &format!("{tag}-server.log"))?;
+    let _ = std::fs::remove_file(share().join(format!("{tag}-client.log")));
+    let mut argv = vec!["ib_send_bw", "-d", "rxe0", "-x", &g.client, "-s", "4096"];
+    argv.extend_from_slice(opts);
+    argv.push("10.0.1.11");
+    let cli = spawn(c, "node2", Some(&format!("/mnt/lab/{tag}-client.log")), &argv)?;
     // perftest's output is block-buffered into its log, so it says nothing until the end; the
-    // driver's status shows the server's QP connected (RTR: a one-way server only receives).
+    // driver's status shows the server's QP connected.
     let bin = c.lab_tool("rdmig");
     wait_until("the transfer to start", Duration::from_secs(60), || {
         let st = c.exec_ok("node1", &[&bin, "softroce", "status"])?;
-        Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={srv}")) && (l.contains("state=rtr") || l.contains("state=rts"))))
+        Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={srv}")) && (l.contains("state=rts") || l.contains("state=rtr"))))
     })?;
-    thread::sleep(Duration::from_secs(1));
-    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "-v4", "-o", "dump.log"])?;
-    let log = log_of("plugin-conn", "dump.log");
-    ensure!(!o.status.success(), "dump of a connected QP succeeded:\n{log}");
-    let line = log.lines().find(|l| l.contains("rdmig_criu: cannot dump verbs state")).with_context(|| format!("no plugin error in the log:\n{log}"))?;
-    println!("  {line}");
-    ensure!(line.contains(&format!("process {srv} (ib_send_bw)")) && line.contains("QP handle") && (line.contains("in state RTR") || line.contains("in state RTS")), "{line}");
-    let st = proc_state(c, "node1", srv)?;
-    ensure!(st.as_deref().is_some_and(|s| !s.starts_with('T')), "server after the failed dump: {st:?}");
+    thread::sleep(Duration::from_secs(2));
+    Ok((srv, cli))
+}
+
+/// Waits for both sides and checks that each reports exactly `iters` iterations.
+fn both_finish(c: &Ctx, srv: i32, cli: i32, iters: u64, tag: &str) -> Result<()> {
     wait_exit(c, "node1", srv, Duration::from_secs(400))?;
     wait_exit(c, "node2", cli, Duration::from_secs(60))?;
-    let so = std::fs::read_to_string(share().join("plugin-conn-server.log"))?;
-    let co = std::fs::read_to_string(share().join("plugin-conn-client.log"))?;
-    ensure!(iterations(&so) == Some(250000) && iterations(&co) == Some(250000), "after the refused dump:\nserver: {so}\nclient: {co}");
+    let so = std::fs::read_to_string(share().join(format!("{tag}-server.log")))?;
+    let co = std::fs::read_to_string(share().join(format!("{tag}-client.log")))?;
+    ensure!(iterations(&so) == Some(iters) && iterations(&co) == Some(iters), "after the dump:\nserver: {so}\nclient: {co}");
+    for (who, out) in [("server", &so), ("client", &co)] {
+        ensure!(!out.to_lowercase().contains("error") && !out.contains("Couldn't"), "{who} reported an error:\n{out}");
+    }
+    println!("  both sides finished {iters} iterations");
     Ok(())
 }
 
-/// Restoring verbs state is not implemented yet: restoring the saved waiting server fails with
-/// the plugin's explanation, leaves no process, and no verbs object of it on the device.
-fn plugin_restore_of_verbs_state_fails_clearly(c: &Ctx) -> Result<()> {
+/// `criu dump --leave-running` of a bidirectional ib_send_bw server mid-run: the plugin stops the
+/// connected QP, saves it with the driver's state image, and resumes it when the dump is done;
+/// the peer, paused meanwhile, continues, and both sides finish every iteration.
+fn plugin_leave_running_mid_run_resumes_the_qp(c: &Ctx) -> Result<()> {
+    let plugins = plugin_dir(c)?;
+    let g = gids(c)?;
+    let dir = image_dir("plugin-lr")?;
+    let iters = 100000;
+    let (srv, cli) = send_bw_pair_running(c, &g, &["-n", &iters.to_string(), "-b"], "plugin-lr")?;
+    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--leave-running", "--tcp-established", "-v4", "-o", "dump.log"])?;
+    let log = log_of("plugin-lr", "dump.log");
+    ensure!(o.status.success(), "dump --leave-running mid-run failed: {}\n{log}", text(&o));
+    ensure!(log.contains("and saved its driver state") && log.contains("resumed"), "the plugin did not stop, save and resume the QP:\n{log}");
+    both_finish(c, srv, cli, iters, "plugin-lr")
+}
+
+/// A waiting ib_send_bw server (QP created, not connected) is dumped, killed and restored on the
+/// same node; the restored server then serves a client: both finish every iteration.
+fn plugin_restores_waiting_ib_send_bw(c: &Ctx) -> Result<()> {
     let plugins = plugin_dir(c)?;
     let g = gids(c)?;
     let dir = image_dir("plugin-restore")?;
-    let srv = send_bw_server(c, &g, "100", "plugin-restore-server.log")?;
+    let srv = send_bw_server(c, &g, "500", "plugin-restore-server.log")?;
     let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "-v4", "-o", "dump.log"])?;
     ensure!(o.status.success(), "dump failed: {}\n{}", text(&o), log_of("plugin-restore", "dump.log"));
     ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
     let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "-v4", "-o", "restore.log"])?;
     let log = log_of("plugin-restore", "restore.log");
-    ensure!(!o.status.success(), "restore succeeded although verbs restore is not implemented:\n{log}");
-    let line = log.lines().find(|l| l.contains("rdmig_criu: cannot restore")).with_context(|| format!("no plugin error in the log:\n{log}"))?;
-    println!("  {line}");
-    ensure!(line.contains("not implemented") && line.contains("nothing was created"), "{line}");
-    ensure!(proc_state(c, "node1", srv)?.is_none(), "a half-restored process is left");
-    let status = c.exec_ok("node1", &["cat", "/dev/rxe_ctl"])?;
-    ensure!(!status.lines().any(|l| l.ends_with(&format!(" pid={srv}")) || l.contains(&format!(" pid={srv} "))), "objects left on the device:\n{status}");
+    ensure!(o.status.success(), "restore failed: {}\n{log}", text(&o));
+    ensure!(log.contains("recreated") && log.contains("pinned on the restored pages"), "the plugin did not rebuild the context:\n{log}");
+    ensure!(proc_state(c, "node1", srv)?.is_some(), "the restored server is not running");
+    let co = c.rdmig(&["exec", "node2", "--timeout", "120", "--", "ib_send_bw", "-d", "rxe0", "-x", &g.client, "-n", "500", "-s", "4096", "10.0.1.11"])?;
+    ensure!(co.status.success() && iterations(&String::from_utf8_lossy(&co.stdout)) == Some(500), "client: {}", text(&co));
+    wait_exit(c, "node1", srv, Duration::from_secs(30))?;
+    let so = std::fs::read_to_string(share().join("plugin-restore-server.log"))?;
+    ensure!(iterations(&so) == Some(500), "restored server: {so}");
     Ok(())
 }
+
+/// The issue's test: an unmodified bidirectional `ib_send_bw -n N` server is dumped mid-run,
+/// killed, and restored on the same node; its peer is paused meanwhile and continues after the
+/// restored QP's RESUME; both sides finish with exactly N iterations and no error.
+fn plugin_ib_send_bw_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
+    let plugins = plugin_dir(c)?;
+    let g = gids(c)?;
+    let dir = image_dir("plugin-mid")?;
+    let iters = 100000;
+    let (srv, cli) = send_bw_pair_running(c, &g, &["-n", &iters.to_string(), "-b"], "plugin-mid")?;
+    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
+    let log = log_of("plugin-mid", "dump.log");
+    ensure!(o.status.success(), "dump mid-run failed: {}\n{log}", text(&o));
+    ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+    let shown = rdmig::image::show(&share().join("plugin-mid"))?;
+    println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    let t0 = Instant::now();
+    let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
+    let log = log_of("plugin-mid", "restore.log");
+    ensure!(o.status.success(), "restore failed: {}\n{log}", text(&o));
+    println!("  restore took {:?}", t0.elapsed());
+    ensure!(log.contains("QP(s) resumed"), "the plugin did not resume the QP:\n{log}");
+    both_finish(c, srv, cli, iters, "plugin-mid")
+}
+
+/// The issue's cross-node test: the ib_send_bw server runs on node1 on the overlay address
+/// 10.0.1.7; mid-run it is dumped and killed, the address moves to node3, and the server is
+/// restored there (QPN, keys and TCP connection included). The client on node2 is paused
+/// meanwhile, learns the new place from the restored QP's RESUME, and both sides finish with
+/// exactly N iterations.
+fn plugin_ib_send_bw_restored_on_another_node(c: &Ctx) -> Result<()> {
+    let plugins = plugin_dir(c)?;
+    let bin = c.lab.load()?.rdmig_bin.display().to_string();
+    let dir = image_dir("plugin-x")?;
+    for n in ["node1", "node2", "node3"] {
+        let _ = c.rdmig(&["addr", "del", n, MOVING_ADDR]);
+    }
+    c.rdmig_ok(&["addr", "add", "node1", MOVING_ADDR])?;
+    let gid = |n: &str, ip: &str| -> Result<String> { Ok(c.exec_ok(n, &[&bin, "rxe", "gid-index", "--ip", ip])?.trim().to_string()) };
+    let (sg, cg) = (gid("node1", MOVING_ADDR)?, gid("node2", "10.0.1.12")?);
+    let iters = 100000u64;
+    let n = iters.to_string();
+    let _ = std::fs::remove_file(share().join("plugin-x-server.log"));
+    let _ = std::fs::remove_file(share().join("plugin-x-client.log"));
+    let srv = spawn(c, "node1", Some("/mnt/lab/plugin-x-server.log"), &["ib_send_bw", "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n, "-b"])?;
+    wait_until("ib_send_bw to listen", Duration::from_secs(30), || {
+        Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty())
+    })?;
+    let cli = spawn(c, "node2", Some("/mnt/lab/plugin-x-client.log"), &["ib_send_bw", "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n, "-b", MOVING_ADDR])?;
+    let tool = c.lab_tool("rdmig");
+    wait_until("the transfer to start", Duration::from_secs(60), || {
+        let st = c.exec_ok("node1", &[&tool, "softroce", "status"])?;
+        Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={srv}")) && l.contains("state=rts")))
+    })?;
+    thread::sleep(Duration::from_secs(2));
+    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
+    ensure!(o.status.success(), "dump mid-run failed: {}\n{}", text(&o), log_of("plugin-x", "dump.log"));
+    ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+    c.rdmig_ok(&["addr", "move", MOVING_ADDR, "--to", "node3"])?;
+    let t0 = Instant::now();
+    let o = criu(c, "node3", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
+    let log = log_of("plugin-x", "restore.log");
+    ensure!(o.status.success(), "restore on node3 failed: {}\n{log}", text(&o));
+    println!("  restore on node3 took {:?}", t0.elapsed());
+    ensure!(proc_state(c, "node3", srv)?.is_some(), "the server does not run on node3");
+    wait_exit(c, "node3", srv, Duration::from_secs(400))?;
+    wait_exit(c, "node2", cli, Duration::from_secs(60))?;
+    let so = std::fs::read_to_string(share().join("plugin-x-server.log"))?;
+    let co = std::fs::read_to_string(share().join("plugin-x-client.log"))?;
+    ensure!(iterations(&so) == Some(iters) && iterations(&co) == Some(iters), "after the move:\nserver: {so}\nclient: {co}");
+    let _ = c.rdmig(&["addr", "del", "node3", MOVING_ADDR]);
+    println!("  both sides finished {iters} iterations, the server on node3");
+    Ok(())
+}
+

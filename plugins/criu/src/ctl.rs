@@ -58,8 +58,233 @@ pub fn owned<'a>(recs: &'a [Record], kind: &str, pid: i32, dev: &str) -> Vec<&'a
     v
 }
 
+/// `_IOWR(0xB8, nr, size)`.
+const fn iowr(nr: u32, size: usize) -> libc::c_ulong {
+    ((3u32 << 30) | ((size as u32) << 16) | (0xB8 << 8) | nr) as libc::c_ulong
+}
+
+pub const OBJ_QP: u32 = 1;
+pub const OBJ_MR: u32 = 2;
+const F_KEY: u32 = 2;
+/// QP_RESTORE: restore the QP's CQ rings too.
+pub const QP_F_CQ: u32 = 1;
+
+#[repr(C)]
+struct Expect {
+    obj: u32,
+    flags: u32,
+    pid: i32,
+    index: u32,
+    key: u32,
+    id: u32,
+    ibdev: [u8; 64],
+}
+
+#[repr(C)]
+struct QpCtl {
+    ibdev: [u8; 64],
+    qpn: u32,
+    flags: u32,
+    buf: u64,
+    len: u64,
+    state: u32,
+    qp_state: u32,
+    counters: [u32; 5],
+    reserved: u32,
+}
+
+#[repr(C)]
+struct MrRepin {
+    ibdev: [u8; 64],
+    index: u32,
+    pid: i32,
+    va: u64,
+    flags: u32,
+    reserved: u32,
+    npages: u64,
+}
+
+#[repr(C)]
+struct Dirty {
+    ibdev: [u8; 64],
+    index: u32,
+    flags: u32,
+    first_page: u64,
+    npages: u64,
+    bitmap: u64,
+    ndirty: u64,
+    mr_pages: u64,
+    va: u64,
+    iova: u64,
+    lkey: u32,
+    page_shift: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Dirty>() == 136);
+const _: () = assert!(std::mem::size_of::<Expect>() == 88);
+const _: () = assert!(std::mem::size_of::<QpCtl>() == 120);
+const _: () = assert!(std::mem::size_of::<MrRepin>() == 96);
+
+const IOC_EXPECT: libc::c_ulong = iowr(0x02, std::mem::size_of::<Expect>());
+const IOC_DIRTY: libc::c_ulong = iowr(0x04, std::mem::size_of::<Dirty>());
+const IOC_QP_STOP: libc::c_ulong = iowr(0x05, std::mem::size_of::<QpCtl>());
+const IOC_QP_DUMP: libc::c_ulong = iowr(0x06, std::mem::size_of::<QpCtl>());
+const IOC_QP_RESTORE: libc::c_ulong = iowr(0x07, std::mem::size_of::<QpCtl>());
+const IOC_QP_RESUME: libc::c_ulong = iowr(0x08, std::mem::size_of::<QpCtl>());
+const IOC_MR_REPIN: libc::c_ulong = iowr(0x0a, std::mem::size_of::<MrRepin>());
+
+fn devname(dev: &str) -> std::io::Result<[u8; 64]> {
+    let mut b = [0u8; 64];
+    if dev.len() >= 64 || dev.as_bytes().contains(&0) {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad rxe device name {dev:?}")));
+    }
+    b[..dev.len()].copy_from_slice(dev.as_bytes());
+    Ok(b)
+}
+
+/// An open `/dev/rxe_ctl`. Expectations made through it are dropped when it is closed.
+pub struct Ctl {
+    file: std::fs::File,
+}
+
+impl Ctl {
+    pub fn open() -> std::io::Result<Ctl> {
+        Ok(Ctl { file: std::fs::OpenOptions::new().read(true).write(true).open(CTL_DEV)? })
+    }
+
+    fn ioctl<T>(&self, req: libc::c_ulong, arg: &mut T) -> std::io::Result<()> {
+        // SAFETY: `arg` is the #[repr(C)] struct whose size is encoded in `req` (asserted above);
+        // pointers inside it describe buffers the caller keeps alive for the call.
+        let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&self.file), req as _, arg as *mut T) };
+        if r < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The next QP (MR) the calling process creates on `dev` gets number `index` (and key byte).
+    pub fn expect(&self, dev: &str, obj: u32, index: u32, key: Option<u8>) -> std::io::Result<()> {
+        let mut e = Expect {
+            obj,
+            flags: if key.is_some() { F_KEY } else { 0 },
+            pid: 0,
+            index,
+            key: key.unwrap_or(0) as u32,
+            id: 0,
+            ibdev: devname(dev)?,
+        };
+        self.ioctl(IOC_EXPECT, &mut e)
+    }
+
+    fn qp(&self, req: libc::c_ulong, dev: &str, qpn: u32, flags: u32, buf: &mut [u8]) -> std::io::Result<u64> {
+        let mut q = QpCtl {
+            ibdev: devname(dev)?,
+            qpn,
+            flags,
+            buf: if buf.is_empty() { 0 } else { buf.as_mut_ptr() as u64 },
+            len: buf.len() as u64,
+            state: 0,
+            qp_state: 0,
+            counters: [0; 5],
+            reserved: 0,
+        };
+        self.ioctl(req, &mut q)?;
+        Ok(q.len)
+    }
+
+    pub fn qp_stop(&self, dev: &str, qpn: u32) -> std::io::Result<()> {
+        self.qp(IOC_QP_STOP, dev, qpn, 0, &mut []).map(|_| ())
+    }
+
+    /// The state image of a stopped QP.
+    pub fn qp_dump(&self, dev: &str, qpn: u32) -> std::io::Result<Vec<u8>> {
+        loop {
+            let n = self.qp(IOC_QP_DUMP, dev, qpn, 0, &mut [])?;
+            let mut buf = vec![0u8; n as usize];
+            match self.qp(IOC_QP_DUMP, dev, qpn, 0, &mut buf) {
+                Ok(len) => {
+                    buf.truncate(len as usize);
+                    return Ok(buf);
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn qp_restore(&self, dev: &str, qpn: u32, image: &[u8], flags: u32) -> std::io::Result<()> {
+        let mut copy = image.to_vec();
+        self.qp(IOC_QP_RESTORE, dev, qpn, flags, &mut copy).map(|_| ())
+    }
+
+    /// Lets a stopped or restored QP send again; it tells its peer with RESUME.
+    pub fn qp_resume(&self, dev: &str, qpn: u32) -> std::io::Result<()> {
+        self.qp(IOC_QP_RESUME, dev, qpn, 0, &mut []).map(|_| ())
+    }
+
+    /// Reads and clears the driver's log of the pages of MR `index` it wrote into: (user address
+    /// of page 0, page size, dirty page numbers).
+    pub fn take_dirty(&self, dev: &str, index: u32) -> std::io::Result<(u64, u64, Vec<u64>)> {
+        let (mut first, mut total, mut va, mut psize, mut pages) = (0u64, u64::MAX, 0u64, 4096u64, vec![]);
+        while first < total {
+            let want = if total == u64::MAX { 1 << 22 } else { (total - first).min(1 << 22) };
+            let mut bitmap = vec![0u64; want.div_ceil(64) as usize];
+            let mut d = Dirty {
+                ibdev: devname(dev)?,
+                index,
+                flags: 1, // RXE_CTL_DIRTY_F_CLEAR
+                first_page: first,
+                npages: want,
+                bitmap: bitmap.as_mut_ptr() as u64,
+                ndirty: 0,
+                mr_pages: 0,
+                va: 0,
+                iova: 0,
+                lkey: 0,
+                page_shift: 0,
+            };
+            self.ioctl(IOC_DIRTY, &mut d)?;
+            total = d.mr_pages;
+            va = d.va;
+            psize = 1u64 << d.page_shift;
+            for (w, word) in bitmap.iter().enumerate() {
+                let mut x = *word;
+                while x != 0 {
+                    let p = first + w as u64 * 64 + x.trailing_zeros() as u64;
+                    if p < first + d.npages {
+                        pages.push(p);
+                    }
+                    x &= x - 1;
+                }
+            }
+            if d.npages == 0 {
+                break;
+            }
+            first += d.npages;
+        }
+        Ok((va, psize, pages))
+    }
+
+    /// Re-pins MR `index` on the pages now at `va` in process `pid`; returns the pages pinned.
+    pub fn mr_repin(&self, dev: &str, index: u32, pid: i32, va: u64) -> std::io::Result<u64> {
+        let mut m = MrRepin { ibdev: devname(dev)?, index, pid, va, flags: 0, reserved: 0, npages: 0 };
+        self.ioctl(IOC_MR_REPIN, &mut m)?;
+        Ok(m.npages)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ioctl_numbers_match_the_abi() {
+        assert_eq!(IOC_EXPECT, 0xc058b802);
+        assert_eq!(IOC_DIRTY, 0xc088b804);
+        assert_eq!(IOC_QP_STOP, 0xc078b805);
+        assert_eq!(IOC_QP_RESUME, 0xc078b808);
+        assert_eq!(IOC_MR_REPIN, 0xc060b80a);
+    }
+
     use super::*;
 
     #[test]

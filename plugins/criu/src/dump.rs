@@ -14,11 +14,33 @@ use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
 use crate::ctl::{self, Record};
-use crate::image::{self, Ah, Context, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QueueVma};
+use crate::image::{self, Ah, BlobRef, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QpLinks, QueueVma};
 use crate::log::{debug, info};
 use crate::uverbs;
 
 pub const UVERBS_MAJOR: u32 = 231;
+const PAGE: u64 = 4096;
+/// Byte offsets in `struct rxe_queue_buf` (rdma_user_rxe.h): index mask, producer, consumer.
+pub const RING_INDEX_MASK: usize = 4;
+pub const RING_PRODUCER: usize = 128;
+pub const RING_CONSUMER: usize = 256;
+
+/// QPs this dump stopped (device, QPN): resumed again if the dump fails or the process is left
+/// running.
+static STOPPED: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
+
+/// Takes the list of QPs stopped by this dump.
+pub fn take_stopped() -> Vec<(String, u32)> {
+    std::mem::take(&mut *STOPPED.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// The GID at `index` of `port` of `ibdev`, and its type, as sysfs shows them.
+pub fn gid(ibdev: &str, port: u8, index: u8) -> std::io::Result<(String, String)> {
+    let base = format!("/sys/class/infiniband/{ibdev}/ports/{port}");
+    let g = fs::read_to_string(format!("{base}/gids/{index}"))?.trim().to_string();
+    let t = fs::read_to_string(format!("{base}/gid_attrs/types/{index}")).map(|s| s.trim().to_string()).unwrap_or_default();
+    Ok((g, t))
+}
 pub const EVENT_LINK: &str = "anon_inode:[infinibandevent]";
 
 #[derive(Debug, thiserror::Error)]
@@ -211,49 +233,6 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         }
     }
 
-    // QPs: handles in creation order pair with the process's QPNs in creation order.
-    let qp_handles = handles(uverbs::OBJ_QP, "QP")?;
-    let qp_recs = ctl::owned(&status, "qp", pid, &ibdev);
-    if qp_recs.len() != qp_handles.len() {
-        return Err(unsupported(format!(
-            "has {} QP handles but {} lists {} QPs of the process on {ibdev}; cannot tell their numbers",
-            qp_handles.len(),
-            ctl::CTL_DEV,
-            qp_recs.len()
-        )));
-    }
-    let mut qps = vec![];
-    for (h, rec) in qp_handles.iter().zip(&qp_recs) {
-        let qpn = rec.num("qpn").unwrap_or(0) as u32;
-        let qp_type = rec.get("type").unwrap_or("?").to_string();
-        if !matches!(qp_type.as_str(), "rc" | "ud") {
-            return Err(unsupported(format!("QP handle {h} (QPN {qpn}) is of type {qp_type}; only RC and UD QPs are supported")));
-        }
-        // The driver's own record says the state: refuse a connected QP before asking uverbs
-        // anything about it.
-        let ctl_state = rec.get("state").unwrap_or("?");
-        if !matches!(ctl_state, "reset" | "init") {
-            return Err(unsupported(format!(
-                "QP handle {h} (QPN {qpn}, {qp_type}) is in state {}: a QP past INIT carries protocol state \
-                 (PSNs in flight, responder resources, queue indices) that this plugin cannot save yet \
-                 (the driver's QP state dump is not wired into it); dump before the QP is connected",
-                ctl_state.to_uppercase()
-            )));
-        }
-        let attr = uverbs::query_qp(fd, *h).map_err(sys(format!("{who}: query QP handle {h}")))?;
-        let state = image::qp_state_name(attr.state);
-        if attr.state > 1 {
-            return Err(unsupported(format!("QP handle {h} (QPN {qpn}, {qp_type}) is in state {state} although the driver said {ctl_state}")));
-        }
-        qps.push(Qp {
-            handle: *h,
-            qpn,
-            qpn_source: if qp_handles.len() == 1 { "only QP of the process".into() } else { "creation order".into() },
-            qp_type,
-            attr,
-        });
-    }
-
     let mr_recs = ctl::owned(&status, "mr", pid, &ibdev);
     let mut mrs = vec![];
     for h in handles(uverbs::OBJ_MR, "MR")? {
@@ -270,19 +249,36 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         }
     };
     let mw_h = handles(uverbs::OBJ_MW, "MW")?;
-    let mws = mw_h.iter().zip(by_order(ctl::owned(&status, "mw", pid, &ibdev), &mw_h, "rkey")).map(|(h, rkey)| Mw { handle: *h, rkey }).collect();
+    let mws: Vec<Mw> = mw_h.iter().zip(by_order(ctl::owned(&status, "mw", pid, &ibdev), &mw_h, "rkey")).map(|(h, rkey)| Mw { handle: *h, rkey }).collect();
     let ah_h = handles(uverbs::OBJ_AH, "AH")?;
-    let ahs = ah_h.iter().zip(by_order(ctl::owned(&status, "ah", pid, &ibdev), &ah_h, "index")).map(|(h, ah_num)| Ah { handle: *h, ah_num }).collect();
-    let cqs = handles(uverbs::OBJ_CQ, "CQ")?.into_iter().map(|handle| Handle { handle }).collect();
-    let srqs = handles(uverbs::OBJ_SRQ, "SRQ")?.into_iter().map(|handle| Handle { handle }).collect();
+    let ahs: Vec<Ah> = ah_h.iter().zip(by_order(ctl::owned(&status, "ah", pid, &ibdev), &ah_h, "index")).map(|(h, ah_num)| Ah { handle: *h, ah_num }).collect();
+    let srqs: Vec<Handle> = handles(uverbs::OBJ_SRQ, "SRQ")?.into_iter().map(|handle| Handle { handle }).collect();
     let comp_channels = handles(uverbs::OBJ_COMP_CHANNEL, "completion channel")?.len() as u32;
     let async_event_files = handles(uverbs::OBJ_ASYNC_EVENT, "async event file")?.len() as u32;
 
-    // The queue rings: the process's mappings of the uverbs file, contents from its memory.
+    // Refuse what cannot be restored before anything is stopped.
+    if mws.len() + ahs.len() > 0 {
+        return Err(unsupported(format!(
+            "holds {} memory window(s) and {} address handle(s), which cannot be restored yet",
+            mws.len(),
+            ahs.len()
+        )));
+    }
+    if let Some(m) = mrs.iter().find(|m| m.access.is_none()) {
+        return Err(unsupported(format!("MR handle {} (lkey {:#x}) is not in {}'s list; its access flags are unknown", m.handle, m.lkey, ctl::CTL_DEV)));
+    }
+    for (n, what) in [(comp_channels, "completion channel"), (srqs.len() as u32, "SRQ")] {
+        if n > 0 {
+            return Err(unsupported(format!(
+                "holds {n} {what}(s): restoring them is not supported yet (the kernel does not say which CQ a \
+                 channel belongs to, and SRQ rings have no migration support in the driver)"
+            )));
+        }
+    }
+
+    // The process's mappings of this uverbs file: the rxe rings (CQ, SQ, RQ), by page offset.
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(sys(format!("read /proc/{pid}/maps")))?;
-    let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(sys(format!("open /proc/{pid}/mem")))?;
-    let mut queues = vec![];
-    let mut blob = vec![];
+    let mut vmas: Vec<(u64, u64, u64, String)> = vec![];
     for l in maps.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
         if f.len() < 6 || f[5] != path {
@@ -292,15 +288,185 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         let start = u64::from_str_radix(s, 16).unwrap_or(0);
         let end = u64::from_str_radix(e, 16).unwrap_or(0);
         let off = u64::from_str_radix(f[2], 16).unwrap_or(0);
-        let len = end.saturating_sub(start);
-        let mut buf = vec![0u8; len as usize];
-        mem.read_exact_at(&mut buf, start).map_err(|e| {
-            DumpError::Unsupported(format!("{who}: cannot read the queue mapping {start:#x}-{end:#x} from /proc/{pid}/mem: {e}"))
-        })?;
-        queues.push(QueueVma { start, end, pgoff: off / 4096, prot: f[1].to_string(), blob_offset: blob.len() as u64, len });
-        blob.extend_from_slice(&buf);
+        vmas.push((start, end, off / PAGE, f[1].to_string()));
+    }
+    vmas.sort_by_key(|v| v.2);
+
+    // QPs: handles in creation order pair with the process's QPNs in creation order.
+    let qp_handles = handles(uverbs::OBJ_QP, "QP")?;
+    let qp_recs = ctl::owned(&status, "qp", pid, &ibdev);
+    if qp_recs.len() != qp_handles.len() {
+        return Err(unsupported(format!(
+            "has {} QP handles but {} lists {} QPs of the process on {ibdev}; cannot tell their numbers",
+            qp_handles.len(),
+            ctl::CTL_DEV,
+            qp_recs.len()
+        )));
+    }
+    let pds: Vec<Handle> = pds;
+    if pds.len() > 1 {
+        return Err(unsupported(format!("holds {} PDs; a restore cannot tell which PD each QP and MR uses, so only one PD is supported", pds.len())));
+    }
+    let mut blob = vec![];
+    let mut qps = vec![];
+    let mut ring_of_qp = vec![]; // (qp index, sq pgoff, rq pgoff, scq pgoff, rcq pgoff)
+    for (h, rec) in qp_handles.iter().zip(&qp_recs) {
+        let qpn = rec.num("qpn").unwrap_or(0) as u32;
+        let qp_type = rec.get("type").unwrap_or("?").to_string();
+        let ctl_state = rec.get("state").unwrap_or("?");
+        let connected = matches!(ctl_state, "rtr" | "rts");
+        if !matches!(qp_type.as_str(), "rc" | "ud") || (connected && qp_type != "rc") {
+            return Err(unsupported(format!(
+                "QP handle {h} (QPN {qpn}) is of type {qp_type} in state {}; only RC QPs (any state up to RTS) and \
+                 UD QPs before RTR can be saved",
+                ctl_state.to_uppercase()
+            )));
+        }
+        if !matches!(ctl_state, "reset" | "init" | "rtr" | "rts") {
+            return Err(unsupported(format!(
+                "QP handle {h} (QPN {qpn}) is in state {}; only QPs in RESET, INIT, RTR or RTS can be saved",
+                ctl_state.to_uppercase()
+            )));
+        }
+        let off = |k: &str| -> Result<Option<u64>, DumpError> {
+            match rec.get(k) {
+                Some("-") => Ok(None),
+                Some(_) => Ok(rec.num(k).map(|o| o / PAGE)),
+                None => Err(unsupported(format!(
+                    "{} does not give the ring offsets of QP {qpn} ({k}): this rdma_rxe lacks rdmig patch 0007",
+                    ctl::CTL_DEV
+                ))),
+            }
+        };
+        let (sq, rq, scq, rcq, srq) = (off("sq_off")?, off("rq_off")?, off("scq_off")?, off("rcq_off")?, off("srq_off")?);
+        if srq.is_some() {
+            return Err(unsupported(format!("QP {qpn} uses an SRQ, which cannot be saved yet")));
+        }
+        let (Some(sq), Some(rq), Some(scq), Some(rcq)) = (sq, rq, scq, rcq) else {
+            return Err(unsupported(format!("QP {qpn} has a ring that is not mapped by the process; cannot save it")));
+        };
+        for r in [sq, rq, scq, rcq] {
+            if !vmas.iter().any(|v| v.2 == r) {
+                return Err(unsupported(format!(
+                    "QP {qpn}: no mapping of {path} at page offset {r:#x} in the process (a ring was unmapped or moved)"
+                )));
+            }
+        }
+        let attr = uverbs::query_qp(fd, *h).map_err(sys(format!("{who}: query QP handle {h}")))?;
+        let port = if attr.port_num == 0 { 1 } else { attr.port_num };
+        let (sgid, sgid_type) = if connected {
+            let g = gid(&ibdev, port, attr.sgid_index).map_err(sys(format!("{who}: read the source GID {} of QP {qpn}", attr.sgid_index)))?;
+            (Some(g.0), Some(g.1))
+        } else {
+            (None, None)
+        };
+        let mig_image = if connected {
+            let c = ctl::Ctl::open().map_err(sys(format!("open {}", ctl::CTL_DEV)))?;
+            c.qp_stop(&ibdev, qpn).map_err(sys(format!("{who}: stop QP {qpn} (RXE_CTL_IOC_QP_STOP)")))?;
+            STOPPED.lock().unwrap_or_else(|e| e.into_inner()).push((ibdev.clone(), qpn));
+            let img = c.qp_dump(&ibdev, qpn).map_err(sys(format!("{who}: dump QP {qpn} (RXE_CTL_IOC_QP_DUMP)")))?;
+            let r = BlobRef { offset: blob.len() as u64, len: img.len() as u64 };
+            blob.extend_from_slice(&img);
+            info!("{who}: stopped QP {qpn} ({}) and saved its driver state ({} bytes)", ctl_state.to_uppercase(), img.len());
+            Some(r)
+        } else {
+            None
+        };
+        ring_of_qp.push((qps.len(), sq, rq, scq, rcq));
+        qps.push(Qp {
+            handle: *h,
+            qpn,
+            qpn_source: if qp_handles.len() == 1 { "only QP of the process".into() } else { "creation order".into() },
+            qp_type,
+            attr,
+            links: None,
+            sgid,
+            sgid_type,
+            mig_image,
+        });
     }
 
+    // Pages rxe wrote into since the driver's dirty log was last cleared (by rdmig before a
+    // pre-dump round): rewritten in place so their soft-dirty bit is set and an incremental
+    // dump (`--track-mem` with a parent) includes them. rxe writes through kernel mappings,
+    // which soft-dirty tracking does not see. Done after the QPs stopped: nothing writes now.
+    if !mrs.is_empty() {
+        let n = mark_rdma_written(pid, &ibdev, &mrs, &who).map_err(|e| unsupported(format!("cannot mark the pages written by RDMA: {e}")))?;
+        if n > 0 {
+            info!("{who}: {n} page(s) written by RDMA since the last dirty-log read marked for this dump");
+        }
+    }
+
+    // The rings, read now that every connected QP is stopped (nothing changes them any more).
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(sys(format!("open /proc/{pid}/mem")))?;
+    let mut queues = vec![];
+    for (start, end, pgoff, prot) in &vmas {
+        let len = end.saturating_sub(*start);
+        let mut buf = vec![0u8; len as usize];
+        mem.read_exact_at(&mut buf, *start).map_err(|e| {
+            DumpError::Unsupported(format!("{who}: cannot read the queue mapping {start:#x}-{end:#x} from /proc/{pid}/mem: {e}"))
+        })?;
+        queues.push(QueueVma { start: *start, end: *end, pgoff: *pgoff, prot: prot.clone(), blob_offset: blob.len() as u64, len });
+        blob.extend_from_slice(&buf);
+    }
+    let ring_u32 = |pgoff: u64, at: usize| -> Option<u32> {
+        let q = queues.iter().find(|q| q.pgoff == pgoff)?;
+        let b = blob.get(q.blob_offset as usize + at..q.blob_offset as usize + at + 4)?;
+        Some(u32::from_ne_bytes(b.try_into().ok()?))
+    };
+
+    // CQs: the rings that are not a QP's SQ or RQ, paired with the CQ handles by creation order.
+    let cq_handles = handles(uverbs::OBJ_CQ, "CQ")?;
+    let qp_rings: Vec<u64> = ring_of_qp.iter().flat_map(|r| [r.1, r.2]).collect();
+    let cq_rings: Vec<u64> = vmas.iter().map(|v| v.2).filter(|o| !qp_rings.contains(o)).collect();
+    if cq_rings.len() != cq_handles.len() {
+        return Err(unsupported(format!(
+            "has {} CQ handles but {} ring mappings that are not send or receive queues of its QPs; cannot pair them",
+            cq_handles.len(),
+            cq_rings.len()
+        )));
+    }
+    let cqs: Vec<Cq> = cq_handles
+        .iter()
+        .zip(&cq_rings)
+        .map(|(h, o)| Cq { handle: *h, pgoff: Some(*o), cqe: ring_u32(*o, RING_INDEX_MASK) })
+        .collect();
+    // The rings the driver's QP images do not carry are copied back as they are; that is exact
+    // only while the driver's private index of the ring is still 0.
+    let covered: Vec<u64> = ring_of_qp
+        .iter()
+        .filter(|r| qps[r.0].mig_image.is_some())
+        .flat_map(|r| [r.1, r.2, r.3, r.4])
+        .collect();
+    for (i, sq, rq, scq, rcq) in &ring_of_qp {
+        let q = &mut qps[*i];
+        let pd = pds.first().map(|p| p.handle).unwrap_or(0);
+        let cq_of = |o: &u64| cqs.iter().find(|c| c.pgoff == Some(*o)).map(|c| c.handle);
+        let (Some(send_cq), Some(recv_cq)) = (cq_of(scq), cq_of(rcq)) else {
+            return Err(unsupported(format!("QP {}: its CQ rings are not among the process's CQ mappings", q.qpn)));
+        };
+        q.links = Some(QpLinks { pd, send_cq, recv_cq, sq_pgoff: *sq, rq_pgoff: *rq });
+        if q.mig_image.is_none() {
+            for (o, what) in [(sq, "send queue"), (rq, "receive queue")] {
+                if ring_u32(*o, RING_CONSUMER) != Some(0) {
+                    return Err(unsupported(format!(
+                        "QP {} ({}) has consumed work requests of its {what} before being connected; its ring cannot be restored",
+                        q.qpn,
+                        image::qp_state_name(q.attr.state)
+                    )));
+                }
+            }
+        }
+    }
+    for c in &cqs {
+        let o = c.pgoff.unwrap_or(0);
+        if !covered.contains(&o) && ring_u32(o, RING_PRODUCER) != Some(0) {
+            return Err(unsupported(format!(
+                "CQ handle {} holds completions but belongs to no connected QP; its ring cannot be restored",
+                c.handle
+            )));
+        }
+    }
     let ctx = Context {
         path: path.clone(),
         rdev_major: major,
@@ -336,6 +502,34 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, (id, comp_channels));
     info!("{who}: saved verbs context as {}: {summary}", image::file_name(id));
     Ok(())
+}
+
+/// Rewrites one byte of every page the driver logged as written by RDMA, through
+/// /proc/PID/mem (a write fault sets the page's soft-dirty bit); returns the pages touched.
+fn mark_rdma_written(pid: i32, ibdev: &str, mrs: &[Mr], who: &str) -> std::io::Result<usize> {
+    let ctl = ctl::Ctl::open()?;
+    let mem = fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem"))?;
+    let mut n = 0;
+    for m in mrs {
+        let (va, psize, pages) = match ctl.take_dirty(ibdev, m.lkey >> 8) {
+            Ok(d) => d,
+            Err(e) => {
+                // No log (the module's dirty_log was off when the MR was registered): a full
+                // dump is still exact; an incremental one may miss pages RDMA wrote.
+                info!("{who}: MR lkey {:#x} has no dirty log ({e}); an incremental dump may miss pages RDMA wrote into it", m.lkey);
+                continue;
+            }
+        };
+        for p in pages {
+            // Page 0 starts at the MR's first byte's page; touch a byte inside the MR.
+            let addr = (va + p * psize).max(m.iova);
+            let mut b = [0u8; 1];
+            mem.read_exact_at(&mut b, addr)?;
+            mem.write_all_at(&b, addr)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 fn dump_event_file(fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {

@@ -75,7 +75,7 @@ pub struct Context {
     /// File status flags (O_RDWR, O_CLOEXEC is per fd and kept by CRIU).
     pub flags: i32,
     pub pds: Vec<Handle>,
-    pub cqs: Vec<Handle>,
+    pub cqs: Vec<Cq>,
     pub srqs: Vec<Handle>,
     pub qps: Vec<Qp>,
     pub mrs: Vec<Mr>,
@@ -95,7 +95,20 @@ pub struct Handle {
     pub handle: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A completion queue: its handle and, when known, its ring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cq {
+    pub handle: u32,
+    /// Page offset of its ring mapping (matched to the handle by creation order: the driver hands
+    /// out ring offsets in increasing order, uverbs handles lowest-free).
+    #[serde(default)]
+    pub pgoff: Option<u64>,
+    /// Capacity (the ring's `index_mask`): what CREATE_CQ must ask for to get the same ring.
+    #[serde(default)]
+    pub cqe: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Qp {
     pub handle: u32,
     /// QPN from /dev/rxe_ctl's status; `qpn_source` says how it was matched to the handle.
@@ -105,6 +118,37 @@ pub struct Qp {
     pub qp_type: String,
     /// From QUERY_QP (live values on rxe).
     pub attr: QpAttr,
+    /// What the QP is attached to (from the driver's ring offsets); absent in images of
+    /// plugins that did not record it, which cannot be restored.
+    #[serde(default)]
+    pub links: Option<QpLinks>,
+    /// The source GID of the QP's address vector (text as in sysfs) and its type, so that a
+    /// restore finds the same GID whatever its index is on the new node.
+    #[serde(default)]
+    pub sgid: Option<String>,
+    #[serde(default)]
+    pub sgid_type: Option<String>,
+    /// The driver's state image of a connected QP (`RXE_CTL_IOC_QP_DUMP`), in the blob.
+    #[serde(default)]
+    pub mig_image: Option<BlobRef>,
+}
+
+/// Handles and ring offsets of what a QP uses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QpLinks {
+    pub pd: u32,
+    pub send_cq: u32,
+    pub recv_cq: u32,
+    /// Page offsets of the send and receive queue rings.
+    pub sq_pgoff: u64,
+    pub rq_pgoff: u64,
+}
+
+/// A byte range of the image's blob.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub offset: u64,
+    pub len: u64,
 }
 
 /// The fields of `ib_uverbs_query_qp_resp` that matter for a restore.
@@ -137,6 +181,8 @@ pub struct QpAttr {
     pub traffic_class: u8,
     pub flow_label: u32,
     pub is_global: u8,
+    #[serde(default)]
+    pub sl: u8,
 }
 
 /// IB QP states as numbered by the uverbs ABI.
@@ -246,6 +292,13 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
                 return Err(ImageError::Truncated { path: p(), what: "queue contents" });
             }
         }
+        for q in &c.qps {
+            if let Some(m) = q.mig_image {
+                if m.offset.checked_add(m.len).is_none_or(|e| e > blob.len() as u64) {
+                    return Err(ImageError::Truncated { path: p(), what: "QP state image" });
+                }
+            }
+        }
     }
     Ok(Loaded { path: p(), version, image, blob })
 }
@@ -295,7 +348,7 @@ mod tests {
                 ibdev: "rxe0".into(),
                 flags: 2,
                 pds: vec![Handle { handle: 0 }],
-                cqs: vec![Handle { handle: 2 }],
+                cqs: vec![Cq { handle: 2, pgoff: Some(1), cqe: Some(15) }],
                 srqs: vec![],
                 qps: vec![],
                 mrs: vec![Mr { handle: 1, lkey: 0x1234, rkey: 0x1234, iova: 0x7000, length: 4096, access: Some(7) }],

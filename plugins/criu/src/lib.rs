@@ -24,10 +24,12 @@
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+pub mod cmd;
 pub mod ctl;
 pub mod dump;
 pub mod image;
 mod log;
+pub mod restore;
 pub mod uverbs;
 
 use log::{debug, error, info};
@@ -41,6 +43,7 @@ const HOOK_DUMP_EXT_FILE: usize = 2;
 const HOOK_RESTORE_EXT_FILE: usize = 3;
 const HOOK_HANDLE_DEVICE_VMA: usize = 7;
 const HOOK_UPDATE_VMA_MAP: usize = 8;
+const HOOK_RESUME_DEVICES_LATE: usize = 9;
 
 // Stages (criu-plugin.h).
 const STAGE_DUMP: c_int = 0;
@@ -68,6 +71,7 @@ const fn hooks() -> [*const c_void; CR_PLUGIN_HOOK_MAX] {
     h[HOOK_RESTORE_EXT_FILE] = restore_ext_file as *const c_void;
     h[HOOK_HANDLE_DEVICE_VMA] = handle_device_vma as *const c_void;
     h[HOOK_UPDATE_VMA_MAP] = update_vma_map as *const c_void;
+    h[HOOK_RESUME_DEVICES_LATE] = resume_devices_late as *const c_void;
     h
 }
 
@@ -119,8 +123,52 @@ unsafe extern "C" fn plugin_init(stage: c_int) -> c_int {
 unsafe extern "C" fn plugin_exit(stage: c_int, ret: c_int) {
     guard("exit", (), || {
         debug!("{} finished with {ret}", stage_name(stage));
+        if stage == STAGE_DUMP {
+            let stopped = dump::take_stopped();
+            let why = if ret != 0 {
+                Some("the dump failed")
+            } else if leave_running() {
+                Some("the process keeps running (--leave-running)")
+            } else {
+                None
+            };
+            match why {
+                Some(why) if !stopped.is_empty() => resume_stopped(&stopped, why),
+                _ if !stopped.is_empty() => info!(
+                    "{} QP(s) stay stopped for the restore: {:?} (their peers are paused until the restored QPs resume)",
+                    stopped.len(),
+                    stopped.iter().map(|s| s.1).collect::<Vec<_>>()
+                ),
+                _ => {}
+            }
+        }
         dump::reset();
     })
+}
+
+/// Whether this criu run leaves the process running after the dump (`--leave-running`/`-R` on
+/// its command line; CRIU does not tell plugins otherwise).
+fn leave_running() -> bool {
+    std::fs::read("/proc/self/cmdline")
+        .map(|c| c.split(|b| *b == 0).any(|a| a == b"--leave-running" || a == b"-R"))
+        .unwrap_or(false)
+}
+
+/// Lets QPs stopped by a dump run again; their peers are told (RESUME) and continue.
+fn resume_stopped(stopped: &[(String, u32)], why: &str) {
+    let ctl = match ctl::Ctl::open() {
+        Ok(c) => c,
+        Err(e) => {
+            error!("{why}, but {} cannot be opened to resume the stopped QPs {stopped:?}: {e}", ctl::CTL_DEV);
+            return;
+        }
+    };
+    for (dev, qpn) in stopped {
+        match ctl.qp_resume(dev, *qpn) {
+            Ok(()) => info!("{why}: QP {qpn} on {dev} resumed"),
+            Err(e) => error!("{why}, but QP {qpn} on {dev} could not be resumed: {e}"),
+        }
+    }
 }
 
 /// HANDLE_DEVICE_VMA(fd, stat): 0 for uverbs mappings, -ENOTSUP otherwise.
@@ -161,40 +209,20 @@ unsafe extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
     })
 }
 
-/// Whether our image for file `id` exists in CRIU's images directory.
-fn have_image(id: u32) -> Option<image::Loaded> {
-    let dir = log::image_dir_fd()?;
-    let path = format!("/proc/self/fd/{dir}/{}", image::file_name(id));
-    image::read_file(std::path::Path::new(&path)).ok()
-}
-
 /// RESTORE_EXT_FILE(id): runs inside the restored task.
 unsafe extern "C" fn restore_ext_file(id: c_int) -> c_int {
-    guard("restore_ext_file", -1, || {
-        let Some(img) = have_image(id as u32) else { return -libc::ENOTSUP };
-        let what = match &img.image.kind {
-            image::FileKind::Context(c) => format!(
-                "uverbs context of {} (fd {} of pid {}: {} QP, {} MR, {} CQ, {} PD)",
-                c.path,
-                img.image.fd,
-                img.image.pid,
-                c.qps.len(),
-                c.mrs.len(),
-                c.cqs.len(),
-                c.pds.len()
-            ),
-            image::FileKind::EventFile(e) => format!("infiniband event file ({}) fd {} of pid {}", e.role, img.image.fd, img.image.pid),
-        };
-        error!(
-            "cannot restore {what} from {}: recreating verbs objects is not implemented in this plugin yet; nothing was created on the device",
-            image::file_name(id as u32)
-        );
-        -1
+    guard("restore_ext_file", -1, || match restore::restore_file(id as u32) {
+        Ok(Some(fd)) => fd,
+        Ok(None) => -libc::ENOTSUP,
+        Err(e) => {
+            error!("cannot restore file id {id}: {e}; nothing is left on the device");
+            -1
+        }
     })
 }
 
 /// UPDATE_VMA_MAP(path, addr, old_pgoff, new_pgoff, plugin_fd): runs inside the restored task.
-unsafe extern "C" fn update_vma_map(path: *const c_char, addr: u64, old_pgoff: u64, _new: *mut u64, _pfd: *mut c_int) -> c_int {
+unsafe extern "C" fn update_vma_map(path: *const c_char, addr: u64, old_pgoff: u64, new: *mut u64, pfd: *mut c_int) -> c_int {
     guard("update_vma_map", -1, || {
         if path.is_null() {
             return -libc::ENOTSUP;
@@ -204,8 +232,37 @@ unsafe extern "C" fn update_vma_map(path: *const c_char, addr: u64, old_pgoff: u
         if !p.trim_start_matches('/').starts_with("dev/infiniband/uverbs") {
             return -libc::ENOTSUP;
         }
-        error!("cannot restore the uverbs mapping at {addr:#x} (pgoff {old_pgoff:#x}) of {p}: no verbs context was restored for it");
-        -1
+        match restore::vma_map(addr, old_pgoff) {
+            Some((new_pgoff, fd)) if !new.is_null() && !pfd.is_null() => {
+                // SAFETY: CRIU passes valid out pointers for the call.
+                unsafe {
+                    *new = new_pgoff;
+                    *pfd = fd;
+                }
+                debug!("ring at {addr:#x}: file offset {old_pgoff:#x} -> {new_pgoff:#x} on fd {fd}");
+                1
+            }
+            _ => {
+                error!("cannot restore the uverbs mapping at {addr:#x} (file offset {old_pgoff:#x}) of {p}: no restored verbs object has this ring");
+                -1
+            }
+        }
+    })
+}
+
+/// RESUME_DEVICES_LATE(pid): criu master, the task is stopped with its final memory layout.
+unsafe extern "C" fn resume_devices_late(pid: c_int) -> c_int {
+    guard("resume_devices_late", -1, || match restore::resume_late(pid) {
+        Ok(0) => -libc::ENOTSUP,
+        Ok(_) => 0,
+        Err(e) => {
+            // CRIU only logs this hook's failure and would let the process run with stopped
+            // QPs and MRs on placeholder pages: kill it instead, so the failure is visible.
+            error!("cannot finish the verbs restore of pid {pid}: {e}; killing it");
+            // SAFETY: kill has no memory effects.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            -1
+        }
     })
 }
 
@@ -221,7 +278,7 @@ mod tests {
         // SAFETY: the name is a static NUL-terminated string.
         assert_eq!(unsafe { CStr::from_ptr(CR_PLUGIN_DESC.name) }.to_str().unwrap(), "rdmig_rxe");
         let set: Vec<usize> = (0..10).filter(|i| !CR_PLUGIN_DESC.hooks[*i].is_null()).collect();
-        assert_eq!(set, vec![2, 3, 7, 8]);
+        assert_eq!(set, vec![2, 3, 7, 8, 9]);
     }
 
     #[test]

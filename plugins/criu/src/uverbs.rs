@@ -37,7 +37,7 @@ const METHOD_INVOKE_WRITE: u16 = 0;
 const METHOD_INFO_HANDLES: u16 = 1;
 const METHOD_QUERY_MR: u16 = 3;
 // IB_USER_VERBS_CMD_QUERY_QP
-const CMD_QUERY_QP: u64 = 24;
+const CMD_QUERY_QP: u64 = 25;
 
 /// `struct ib_uverbs_attr`.
 #[repr(C)]
@@ -142,19 +142,19 @@ struct QueryQpCmd {
 /// `struct ib_uverbs_qp_dest`.
 #[repr(C)]
 #[derive(Default, Clone, Copy)]
-struct QpDest {
-    dgid: [u8; 16],
-    flow_label: u32,
-    dlid: u16,
-    reserved: u16,
-    sgid_index: u8,
-    hop_limit: u8,
-    traffic_class: u8,
-    sl: u8,
-    src_path_bits: u8,
-    static_rate: u8,
-    is_global: u8,
-    port_num: u8,
+pub struct QpDest {
+    pub dgid: [u8; 16],
+    pub flow_label: u32,
+    pub dlid: u16,
+    pub reserved: u16,
+    pub sgid_index: u8,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    pub sl: u8,
+    pub src_path_bits: u8,
+    pub static_rate: u8,
+    pub is_global: u8,
+    pub port_num: u8,
 }
 
 /// `struct ib_uverbs_query_qp_resp`.
@@ -236,6 +236,7 @@ pub fn query_qp(fd: RawFd, handle: u32) -> io::Result<QpAttr> {
         traffic_class: r.dest.traffic_class,
         flow_label: r.dest.flow_label,
         is_global: r.dest.is_global,
+        sl: r.dest.sl,
     })
 }
 

@@ -1,0 +1,500 @@
+//! Restore side. Three steps, in the order CRIU reaches them:
+//!
+//! 1. `RESTORE_EXT_FILE` (inside the restored task, before its memory is in place and before
+//!    its credentials are restored): the first file id of a verbs context (the uverbs file or
+//!    its async event file) rebuilds the whole context on a new uverbs file: PD, CQs, MRs and QPs
+//!    in uverbs handle order (dummy PDs fill handle gaps, so every object gets its old handle),
+//!    QPs and MRs with their old numbers and keys (`/dev/rxe_ctl` EXPECT), QPs moved through
+//!    their states with their old attributes and, when they were connected, loaded with the
+//!    driver's state image (QP_RESTORE: queues, PSNs, responder resources); they stay stopped.
+//!    MRs are registered with their old iova and keys on placeholder pages, because the
+//!    process's pages are not at their final addresses yet. The new files are put at the fd
+//!    numbers the process had, and CRIU keeps them there.
+//! 2. `UPDATE_VMA_MAP` (same task): the rings are mapped at their old addresses from the new
+//!    file, at the page offsets the driver gave the new rings.
+//! 3. `RESUME_DEVICES_LATE` (criu master, task stopped with its final memory): the MRs are
+//!    re-pinned on the process's pages at their old addresses (`RXE_CTL_IOC_MR_REPIN`), rings the
+//!    QP images do not carry are copied back through `/proc/PID/mem`, and the QPs resume (they
+//!    tell their peers, which were paused, where they are now). CRIU ignores this hook's result,
+//!    so when it fails the process is killed rather than left running with dead verbs objects.
+//!
+//! Anything that fails in step 1 closes the new uverbs file, which destroys every object made
+//! on it: nothing is left half-created on the device.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use crate::cmd;
+use crate::ctl::{self, Ctl};
+use crate::image::{self, Context, FileKind, Loaded, Qp};
+use crate::log::{debug, info};
+
+const PAGE: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("{what}: {source}")]
+    Sys { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Refused(String),
+    #[error("{0}")]
+    Image(#[from] image::ImageError),
+}
+
+fn sys(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RestoreError {
+    let what = what.into();
+    move |source| RestoreError::Sys { what, source }
+}
+
+/// A context rebuilt in this task.
+struct Built {
+    ctx_id: u32,
+    /// The fd number the process had for the uverbs file (CRIU keeps the file there).
+    target_fd: RawFd,
+    /// The fds we return for the context's file ids.
+    cmd_fd: RawFd,
+    async_fd: RawFd,
+    /// Old ring page offset -> (new page offset, mapping address).
+    pgoffs: BTreeMap<u64, (u64, u64)>,
+}
+
+static BUILT: Mutex<Vec<Built>> = Mutex::new(Vec::new());
+
+fn images_dir() -> Result<PathBuf, RestoreError> {
+    let fd = crate::log::image_dir_fd().ok_or_else(|| RestoreError::Refused("criu_get_image_dir() gave no directory".into()))?;
+    Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
+}
+
+/// RESTORE_EXT_FILE: `Ok(None)` when the file id is not ours.
+pub fn restore_file(id: u32) -> Result<Option<RawFd>, RestoreError> {
+    let dir = images_dir()?;
+    let path = dir.join(image::file_name(id));
+    if !path.exists() {
+        return Ok(None);
+    }
+    let l = image::read_file(&path)?;
+    match &l.image.kind {
+        FileKind::Context(_) => Ok(Some(ensure_built(id, &dir)?.0)),
+        FileKind::EventFile(e) => {
+            if e.role != "async" {
+                return Err(RestoreError::Refused(format!(
+                    "{}: a completion channel (fd {} of pid {}) cannot be restored yet",
+                    image::file_name(id),
+                    l.image.fd,
+                    l.image.pid
+                )));
+            }
+            let ctx = e.context_id.ok_or_else(|| {
+                RestoreError::Refused(format!("{}: the async event file names no verbs context", image::file_name(id)))
+            })?;
+            Ok(Some(ensure_built(ctx, &dir)?.1))
+        }
+    }
+}
+
+/// (uverbs fd, async event fd) of context `ctx_id`, rebuilding it on first use.
+fn ensure_built(ctx_id: u32, dir: &Path) -> Result<(RawFd, RawFd), RestoreError> {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(b) = built.iter().find(|b| b.ctx_id == ctx_id) {
+        return Ok((b.cmd_fd, b.async_fd));
+    }
+    let b = build(ctx_id, dir)?;
+    let r = (b.cmd_fd, b.async_fd);
+    built.push(b);
+    Ok(r)
+}
+
+/// Moves `fd` to number `target` when that number is free (else leaves it for CRIU to move).
+fn place(fd: OwnedFd, target: RawFd) -> RawFd {
+    let raw = fd.as_raw_fd();
+    if raw == target {
+        return std::os::fd::IntoRawFd::into_raw_fd(fd);
+    }
+    // SAFETY: F_GETFD only queries the descriptor table.
+    let busy = unsafe { libc::fcntl(target, libc::F_GETFD) } != -1;
+    // SAFETY: dup2 onto a number that is free; `fd` is closed when dropped below.
+    if !busy && unsafe { libc::dup2(raw, target) } == target {
+        drop(fd);
+        return target;
+    }
+    std::os::fd::IntoRawFd::into_raw_fd(fd)
+}
+
+fn context_of(l: &Loaded) -> Result<&Context, RestoreError> {
+    match &l.image.kind {
+        FileKind::Context(c) => Ok(c),
+        FileKind::EventFile(_) => Err(RestoreError::Refused(format!("{}: not a verbs context image", l.path.display()))),
+    }
+}
+
+/// The objects of a context in uverbs handle order.
+enum Obj<'a> {
+    Pd(u32),
+    Cq(&'a image::Cq),
+    Mr(&'a image::Mr),
+    Qp(&'a Qp),
+}
+
+impl Obj<'_> {
+    fn handle(&self) -> u32 {
+        match self {
+            Obj::Pd(h) => *h,
+            Obj::Cq(c) => c.handle,
+            Obj::Mr(m) => m.handle,
+            Obj::Qp(q) => q.handle,
+        }
+    }
+}
+
+/// Checks that an image holds only what [`build`] can recreate.
+pub fn check_restorable(c: &Context) -> Result<(), String> {
+    if !c.srqs.is_empty() || !c.mws.is_empty() || !c.ahs.is_empty() || c.comp_channels > 0 {
+        return Err(format!(
+            "holds {} SRQ, {} MW, {} AH and {} completion channel(s), which cannot be restored",
+            c.srqs.len(),
+            c.mws.len(),
+            c.ahs.len(),
+            c.comp_channels
+        ));
+    }
+    if c.pds.len() > 1 {
+        return Err(format!("holds {} PDs; only one is supported", c.pds.len()));
+    }
+    if let Some(q) = c.qps.iter().find(|q| q.links.is_none()) {
+        return Err(format!("QP {} was saved without its CQ and ring links (image of an older plugin)", q.qpn));
+    }
+    if let Some(cq) = c.cqs.iter().find(|cq| cq.pgoff.is_none() || cq.cqe.is_none()) {
+        return Err(format!("CQ handle {} was saved without its ring", cq.handle));
+    }
+    if let Some(m) = c.mrs.iter().find(|m| m.access.is_none()) {
+        return Err(format!("MR lkey {:#x} was saved without its access flags", m.lkey));
+    }
+    Ok(())
+}
+
+fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
+    let l = image::read_file(&dir.join(image::file_name(ctx_id)))?;
+    let c = context_of(&l)?;
+    let who = format!("verbs context of pid {} fd {} ({}, {})", l.image.pid, l.image.fd, c.path, c.ibdev);
+    check_restorable(c).map_err(|e| RestoreError::Refused(format!("{who}: {e}")))?;
+    // The async event file of this context, to put its new fd at the old number.
+    let async_target = image::read_dir(dir)?
+        .into_iter()
+        .find(|e| matches!(&e.image.kind, FileKind::EventFile(ev) if ev.context_id == Some(ctx_id) && ev.role == "async"))
+        .map(|e| e.image.fd);
+
+    let cpath = CString::new(c.path.clone()).map_err(|_| RestoreError::Refused(format!("{who}: bad device path")))?;
+    // SAFETY: open with a NUL-terminated path; the result is owned right below.
+    let raw = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(sys(format!("{who}: open {}", c.path))(std::io::Error::last_os_error()));
+    }
+    // SAFETY: raw is a fresh descriptor nobody else owns. Dropping it (on any error below)
+    // destroys every object created on it.
+    let file = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = file.as_raw_fd();
+    let afd = cmd::get_context(fd).map_err(sys(format!("{who}: GET_CONTEXT")))?;
+    // SAFETY: GET_CONTEXT returned a new descriptor that we own.
+    let afile = unsafe { OwnedFd::from_raw_fd(afd) };
+    let ctl = Ctl::open().map_err(sys(format!("{who}: open {}", ctl::CTL_DEV)))?;
+
+    let mut objs: Vec<Obj> = c.pds.iter().map(|p| Obj::Pd(p.handle)).collect();
+    objs.extend(c.cqs.iter().map(Obj::Cq));
+    objs.extend(c.mrs.iter().map(Obj::Mr));
+    objs.extend(c.qps.iter().map(Obj::Qp));
+    objs.sort_by_key(Obj::handle);
+    let pd = c.pds.first().map(|p| p.handle);
+
+    let vma_len = |pgoff: u64| c.queues.iter().find(|q| q.pgoff == pgoff).map(|q| (q.len, q.start));
+    let mut pgoffs = BTreeMap::new();
+    let mut map_ring = |what: &str, old: u64, mi: &cmd::MmInfo| -> Result<(), RestoreError> {
+        let (len, start) = vma_len(old).ok_or_else(|| RestoreError::Refused(format!("{who}: {what}: no saved mapping at page offset {old:#x}")))?;
+        if (mi.size as u64) < len {
+            return Err(RestoreError::Refused(format!(
+                "{who}: {what}: the new ring has {} bytes, the old mapping {len}: sizes differ",
+                mi.size
+            )));
+        }
+        pgoffs.insert(old, (mi.offset / PAGE, start));
+        Ok(())
+    };
+
+    let mut next = 0u32;
+    let mut fillers = vec![];
+    for o in &objs {
+        while next < o.handle() {
+            let h = cmd::alloc_pd(fd).map_err(sys(format!("{who}: ALLOC_PD (handle filler)")))?;
+            if h != next {
+                return Err(RestoreError::Refused(format!("{who}: the filler for handle {next} got handle {h}")));
+            }
+            fillers.push(h);
+            next += 1;
+        }
+        let (what, got) = match o {
+            Obj::Pd(_) => ("PD".to_string(), cmd::alloc_pd(fd).map_err(sys(format!("{who}: ALLOC_PD")))?),
+            Obj::Cq(cq) => {
+                let cqe = cq.cqe.unwrap_or(0);
+                let r = cmd::create_cq(fd, cqe).map_err(sys(format!("{who}: CREATE_CQ (handle {}, {cqe} entries)", cq.handle)))?;
+                map_ring(&format!("CQ handle {}", cq.handle), cq.pgoff.unwrap_or(0), &r.mi)?;
+                (format!("CQ ({cqe} entries)"), r.cq_handle)
+            }
+            Obj::Mr(m) => (format!("MR lkey {:#x}", m.lkey), reg_mr(fd, &ctl, &c.ibdev, pd, m).map_err(|e| prefix(&who, e))?),
+            Obj::Qp(q) => {
+                let (h, r) = create_qp(fd, &ctl, &c.ibdev, q).map_err(|e| prefix(&who, e))?;
+                let links = q.links.expect("checked");
+                map_ring(&format!("QP {} send queue", q.qpn), links.sq_pgoff, &r.sq_mi)?;
+                map_ring(&format!("QP {} receive queue", q.qpn), links.rq_pgoff, &r.rq_mi)?;
+                (format!("QP {}", q.qpn), h)
+            }
+        };
+        if got != o.handle() {
+            return Err(RestoreError::Refused(format!("{who}: {what} got handle {got} instead of {}", o.handle())));
+        }
+        debug!("{who}: recreated {what} as handle {got}");
+        next += 1;
+    }
+    for h in fillers {
+        cmd::dealloc_pd(fd, h).map_err(sys(format!("{who}: DEALLOC_PD of filler {h}")))?;
+    }
+
+    // Connected QPs get their driver state; CQs shared by several QPs are loaded once.
+    let mut cqs_done: Vec<u32> = vec![];
+    for q in &c.qps {
+        let (Some(m), Some(links)) = (q.mig_image, q.links) else { continue };
+        let img = &l.blob[m.offset as usize..(m.offset + m.len) as usize];
+        let cqs = [links.send_cq, links.recv_cq];
+        let flags = match cqs.iter().filter(|h| cqs_done.contains(h)).count() {
+            0 => ctl::QP_F_CQ,
+            n if n == 2 || (links.send_cq == links.recv_cq) => 0,
+            _ => {
+                return Err(RestoreError::Refused(format!(
+                    "{who}: QP {} shares one of its two CQs with an earlier QP; the driver restores both CQs of a QP or none",
+                    q.qpn
+                )))
+            }
+        };
+        ctl.qp_restore(&c.ibdev, q.qpn, img, flags).map_err(sys(format!("{who}: QP_RESTORE of QP {}", q.qpn)))?;
+        cqs_done.extend(cqs);
+    }
+
+    let target = l.image.fd;
+    let cmd_fd = place(file, target);
+    let async_fd = match async_target {
+        Some(t) => place(afile, t),
+        None => std::os::fd::IntoRawFd::into_raw_fd(afile),
+    };
+    info!(
+        "{who}: recreated {} PD, {} CQ, {} MR, {} QP with their handles, numbers and keys; QPs stay stopped until the process's memory is in place",
+        c.pds.len(),
+        c.cqs.len(),
+        c.mrs.len(),
+        c.qps.len()
+    );
+    Ok(Built { ctx_id, target_fd: target, cmd_fd, async_fd, pgoffs })
+}
+
+fn prefix(who: &str, e: RestoreError) -> RestoreError {
+    match e {
+        RestoreError::Sys { what, source } => RestoreError::Sys { what: format!("{who}: {what}"), source },
+        RestoreError::Refused(m) => RestoreError::Refused(format!("{who}: {m}")),
+        other => other,
+    }
+}
+
+/// Registers MR `m` with its old number, key and iova on placeholder pages (re-pinned to the
+/// process's pages in RESUME_DEVICES_LATE).
+fn reg_mr(fd: RawFd, ctl: &Ctl, ibdev: &str, pd: Option<u32>, m: &image::Mr) -> Result<u32, RestoreError> {
+    let pd = pd.ok_or_else(|| RestoreError::Refused("an MR without a PD".into()))?;
+    ctl.expect(ibdev, ctl::OBJ_MR, m.lkey >> 8, Some((m.lkey & 0xff) as u8))
+        .map_err(sys(format!("EXPECT MR index {} key {:#x}", m.lkey >> 8, m.lkey & 0xff)))?;
+    let in_page = m.iova % PAGE;
+    let len = (in_page + m.length).div_ceil(PAGE) * PAGE;
+    // SAFETY: a fresh private anonymous mapping; nothing else refers to it. It is left mapped:
+    // CRIU's restorer unmaps everything that is not part of the process, and the MR's pin
+    // keeps the pages until the re-pin releases them.
+    let base = unsafe {
+        libc::mmap(std::ptr::null_mut(), len as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    if base == libc::MAP_FAILED {
+        return Err(sys(format!("placeholder pages for MR lkey {:#x} ({len} bytes)", m.lkey))(std::io::Error::last_os_error()));
+    }
+    let r = cmd::reg_mr(fd, pd, base as u64 + in_page, m.length, m.iova, m.access.unwrap_or(0))
+        .map_err(sys(format!("REG_MR lkey {:#x} ({} bytes at iova {:#x})", m.lkey, m.length, m.iova)))?;
+    if r.lkey != m.lkey || r.rkey != m.rkey {
+        return Err(RestoreError::Refused(format!(
+            "MR got lkey {:#x}/rkey {:#x} instead of {:#x}/{:#x}",
+            r.lkey, r.rkey, m.lkey, m.rkey
+        )));
+    }
+    Ok(r.mr_handle)
+}
+
+/// The GID index on this node of the GID a QP used (text and type as in sysfs).
+fn gid_index(ibdev: &str, port: u8, gid: &str, typ: &str) -> Result<u8, RestoreError> {
+    for i in 0..=255u8 {
+        match crate::dump::gid(ibdev, port, i) {
+            Ok((g, t)) if g == gid && (typ.is_empty() || t == typ) => return Ok(i),
+            Ok(_) => {}
+            Err(_) if i > 0 => break,
+            Err(e) => return Err(sys(format!("read the GID table of {ibdev} port {port}"))(e)),
+        }
+    }
+    Err(RestoreError::Refused(format!(
+        "{ibdev} port {port} has no GID {gid} ({typ}) here: the QP's address must move with the process before the restore"
+    )))
+}
+
+fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::CreateQpResp), RestoreError> {
+    let links = q.links.expect("checked");
+    let a = &q.attr;
+    let qp_type = match q.qp_type.as_str() {
+        "rc" => 2,
+        "ud" => 4,
+        t => return Err(RestoreError::Refused(format!("QP {} is of type {t}", q.qpn))),
+    };
+    ctl.expect(ibdev, ctl::OBJ_QP, q.qpn, None).map_err(sys(format!("EXPECT QPN {}", q.qpn)))?;
+    let r = cmd::create_qp(
+        fd,
+        cmd::CreateQp {
+            pd_handle: links.pd,
+            send_cq_handle: links.send_cq,
+            recv_cq_handle: links.recv_cq,
+            max_send_wr: a.max_send_wr,
+            max_recv_wr: a.max_recv_wr,
+            max_send_sge: a.max_send_sge,
+            max_recv_sge: a.max_recv_sge,
+            max_inline_data: a.max_inline_data,
+            sq_sig_all: a.sq_sig_all,
+            qp_type,
+            ..Default::default()
+        },
+    )
+    .map_err(sys(format!("CREATE_QP QPN {}", q.qpn)))?;
+    if r.qpn != q.qpn {
+        return Err(RestoreError::Refused(format!("QP got QPN {} instead of {}", r.qpn, q.qpn)));
+    }
+    let port = if a.port_num == 0 { 1 } else { a.port_num };
+    let modify = |state: u8, mask: u32, f: &dyn Fn(&mut cmd::ModifyQp)| -> Result<(), RestoreError> {
+        let mut m = cmd::ModifyQp { qp_handle: r.qp_handle, attr_mask: cmd::QP_STATE | mask, qp_state: state, ..Default::default() };
+        f(&mut m);
+        cmd::modify_qp(fd, m).map_err(sys(format!("MODIFY_QP QPN {} to {}", q.qpn, image::qp_state_name(state))))
+    };
+    if a.state >= 1 {
+        if qp_type == 2 {
+            modify(1, cmd::QP_PKEY_INDEX | cmd::QP_PORT | cmd::QP_ACCESS_FLAGS, &|m| {
+                m.pkey_index = a.pkey_index;
+                m.port_num = port;
+                m.qp_access_flags = a.access_flags;
+            })?;
+        } else {
+            modify(1, cmd::QP_PKEY_INDEX | cmd::QP_PORT | cmd::QP_QKEY, &|m| {
+                m.pkey_index = a.pkey_index;
+                m.port_num = port;
+                m.qkey = a.qkey;
+            })?;
+        }
+    }
+    if a.state >= 2 {
+        let sgid = gid_index(ibdev, port, q.sgid.as_deref().unwrap_or(""), q.sgid_type.as_deref().unwrap_or(""))?;
+        modify(
+            2,
+            cmd::QP_AV | cmd::QP_PATH_MTU | cmd::QP_DEST_QPN | cmd::QP_RQ_PSN | cmd::QP_MAX_DEST_RD_ATOMIC | cmd::QP_MIN_RNR_TIMER,
+            &|m| {
+                m.dest.dgid = a.dgid;
+                m.dest.flow_label = a.flow_label;
+                m.dest.sgid_index = sgid;
+                m.dest.hop_limit = a.hop_limit;
+                m.dest.traffic_class = a.traffic_class;
+                m.dest.sl = a.sl;
+                m.dest.is_global = 1;
+                m.dest.port_num = port;
+                m.path_mtu = a.path_mtu;
+                m.dest_qp_num = a.dest_qp_num;
+                m.rq_psn = a.rq_psn;
+                m.max_dest_rd_atomic = a.max_dest_rd_atomic;
+                m.min_rnr_timer = a.min_rnr_timer;
+            },
+        )?;
+    }
+    if a.state >= 3 {
+        modify(3, cmd::QP_TIMEOUT | cmd::QP_RETRY_CNT | cmd::QP_RNR_RETRY | cmd::QP_SQ_PSN | cmd::QP_MAX_QP_RD_ATOMIC, &|m| {
+            m.timeout = a.timeout;
+            m.retry_cnt = a.retry_cnt;
+            m.rnr_retry = a.rnr_retry;
+            m.sq_psn = a.sq_psn;
+            m.max_rd_atomic = a.max_rd_atomic;
+        })?;
+    }
+    Ok((r.qp_handle, r))
+}
+
+/// UPDATE_VMA_MAP: the new file offset (CRIU's "pgoff" is in bytes) and the fd to map from, for
+/// a ring we recreated.
+pub fn vma_map(addr: u64, old_offset: u64) -> Option<(u64, RawFd)> {
+    if old_offset % PAGE != 0 {
+        return None;
+    }
+    let built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    built.iter().find_map(|b| {
+        let (new, start) = b.pgoffs.get(&(old_offset / PAGE))?;
+        (*start == addr).then_some((*new * PAGE, b.target_fd))
+    })
+}
+
+/// RESUME_DEVICES_LATE for `pid`: re-pin MRs, copy the rings the QP images do not carry,
+/// resume the QPs. Returns how many contexts were finished.
+pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
+    let dir = crate::log::image_dir_fd().ok_or_else(|| RestoreError::Refused("criu_get_image_dir() gave no directory".into()))?;
+    let all = image::read_dir(Path::new(&format!("/proc/self/fd/{dir}")))?;
+    let mut n = 0;
+    for l in all.iter().filter(|l| l.image.pid == pid) {
+        let FileKind::Context(c) = &l.image.kind else { continue };
+        let who = format!("pid {pid}, verbs context fd {} on {}", l.image.fd, c.ibdev);
+        let ctl = Ctl::open().map_err(sys(format!("{who}: open {}", ctl::CTL_DEV)))?;
+        for m in &c.mrs {
+            let pages = ctl
+                .mr_repin(&c.ibdev, m.lkey >> 8, pid, m.iova)
+                .map_err(sys(format!("{who}: re-pin MR lkey {:#x} on the process's pages at {:#x} (RXE_CTL_IOC_MR_REPIN)", m.lkey, m.iova)))?;
+            debug!("{who}: MR lkey {:#x} pinned on {pages} page(s) at {:#x}", m.lkey, m.iova);
+        }
+        // Rings of QPs that were not connected, and their CQs: copied back as saved (the dump
+        // checked that the driver's private index of each is still 0).
+        let covered: Vec<u64> = c
+            .qps
+            .iter()
+            .filter(|q| q.mig_image.is_some())
+            .filter_map(|q| q.links)
+            .flat_map(|k| {
+                let cq = |h: u32| c.cqs.iter().find(|x| x.handle == h).and_then(|x| x.pgoff).unwrap_or(u64::MAX);
+                [k.sq_pgoff, k.rq_pgoff, cq(k.send_cq), cq(k.recv_cq)]
+            })
+            .collect();
+        let mem = fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem")).map_err(sys(format!("{who}: open /proc/{pid}/mem")))?;
+        for q in c.queues.iter().filter(|q| !covered.contains(&q.pgoff)) {
+            let data = &l.blob[q.blob_offset as usize..(q.blob_offset + q.len) as usize];
+            // The header (element size and index mask) is the driver's: check, do not write; the
+            // rest (indices, elements) is as saved.
+            let mut hdr = [0u8; 8];
+            mem.read_exact_at(&mut hdr, q.start).map_err(sys(format!("{who}: read the ring at {:#x}", q.start)))?;
+            if hdr[..] != data[..8] {
+                return Err(RestoreError::Refused(format!("{who}: the new ring at {:#x} has another element size or capacity", q.start)));
+            }
+            mem.write_all_at(&data[64..], q.start + 64).map_err(sys(format!("{who}: write the ring at {:#x}", q.start)))?;
+        }
+        for q in c.qps.iter().filter(|q| q.mig_image.is_some()) {
+            ctl.qp_resume(&c.ibdev, q.qpn).map_err(sys(format!("{who}: resume QP {} (RXE_CTL_IOC_QP_RESUME)", q.qpn)))?;
+        }
+        info!(
+            "{who}: {} MR(s) pinned on the restored pages, {} QP(s) resumed",
+            c.mrs.len(),
+            c.qps.iter().filter(|q| q.mig_image.is_some()).count()
+        );
+        n += 1;
+    }
+    Ok(n)
+}
