@@ -1,11 +1,11 @@
 #!/bin/bash
-# Build the patched rdma_rxe.ko (softroce/patches) out of tree.
+# Build the patched rdma_rxe.ko and ib_uverbs.ko (softroce/patches) out of tree.
 #
 #   scripts/build-softroce.sh [--kver KVER] [--out DIR] [--no-version-check]
 #
-# KVER defaults to $KVER, else the newest /lib/modules/*/build. The module
-# ends up in DIR (default softroce/build/out/KVER/rdma_rxe.ko). Safe to run
-# again: unchanged sources are not extracted, patched or compiled again.
+# KVER defaults to $KVER, else the newest /lib/modules/*/build. The modules
+# end up in DIR (default softroce/build/out/KVER/). Safe to run again:
+# unchanged sources are not extracted, patched or compiled again.
 # See softroce/README.md.
 
 set -euo pipefail
@@ -58,62 +58,86 @@ kdir=/lib/modules/$kver/build
 [ -n "$out" ] || out=$SOFTROCE/build/out/$kver
 
 src=$SOFTROCE/build/src/$kver
+uvsrc=$src-uverbs
+symvers=$kdir/Module.symvers
 start=$(date +%s)
+nwarn=0
 info "kernel $kver, headers $kdir"
 
-"$SOFTROCE/prepare-source.sh" --kver "$kver" --dest "$src" "${prepare_args[@]}"
+"$SOFTROCE/prepare-source.sh" --kver "$kver" --dest "$src" \
+	--uverbs-dest "$uvsrc" "${prepare_args[@]}"
 
-log=$SOFTROCE/build/build-$kver.log
-info "make -C $kdir M=$src modules (log: $log)"
-if ! make -C "$kdir" M="$src" CONFIG_RDMA_RXE=m -j"$(nproc)" modules \
-	>"$log" 2>&1; then
-	grep -E 'error|Error' "$log" | head -n 30 >&2 || true
-	die "the module build failed, see $log"
-fi
+# build_module NAME DIR LOG [make variables...]: builds DIR/NAME.ko and
+# checks it: no modpost warnings, every undefined symbol exported by the
+# kernel or its modules, the module name and the vermagic of KVER.
+build_module() {
+	local name=$1 dir=$2 log=$3 ko=$2/$1.ko n missing vermagic
+	shift 3
+	info "make -C $kdir M=$dir modules (log: $log)"
+	if ! make -C "$kdir" M="$dir" "$@" -j"$(nproc)" modules >"$log" 2>&1; then
+		grep -E 'error|Error' "$log" | head -n 30 >&2 || true
+		die "the build of $name.ko failed, see $log"
+	fi
 
-# make only prints what it rebuilt, so warnings of an earlier run are gone
-# from the log when nothing changed; the earlier run reported them.
-nwarn=$(grep -c 'warning:' "$log" || true)
-if [ "$nwarn" -gt 0 ]; then
-	grep 'warning:' "$log" >&2
-	info "$nwarn compiler warnings (see $log)"
-fi
-if grep -q 'WARNING: modpost' "$log"; then
-	grep 'WARNING: modpost' "$log" >&2
-	die "modpost reported problems (unresolved symbols?), see $log"
-fi
+	# make only prints what it rebuilt, so warnings of an earlier run are
+	# gone from the log when nothing changed; the earlier run reported them.
+	n=$(grep -c 'warning:' "$log" || true)
+	if [ "$n" -gt 0 ]; then
+		grep 'warning:' "$log" >&2
+		info "$n compiler warnings in $name (see $log)"
+		nwarn=$((nwarn + n))
+	fi
+	if grep -q 'WARNING: modpost' "$log"; then
+		grep 'WARNING: modpost' "$log" >&2
+		die "modpost reported problems with $name (unresolved symbols?), see $log"
+	fi
+	[ -f "$ko" ] || die "make succeeded but $ko is missing"
 
-ko=$src/rdma_rxe.ko
-[ -f "$ko" ] || die "make succeeded but $ko is missing"
+	if [ -f "$symvers" ]; then
+		missing=$(comm -23 <(nm -u "$ko" | awk '{print $2}' | sort -u) \
+			<(awk '{print $2}' "$symvers" | sort -u))
+		[ -z "$missing" ] ||
+			die "$name.ko needs symbols that $kver does not export: $missing"
+	else
+		info "no $symvers, skipping the symbol check"
+	fi
 
-# Every undefined symbol must be exported by the kernel or its modules.
-symvers=$kdir/Module.symvers
+	[ "$(modinfo -F name "$ko")" = "$name" ] ||
+		die "$ko is named '$(modinfo -F name "$ko")', not $name"
+	vermagic=$(modinfo -F vermagic "$ko")
+	case $vermagic in
+	"$kver "*) ;;
+	*) die "$ko has vermagic '$vermagic', not for $kver" ;;
+	esac
+}
+
+build_module rdma_rxe "$src" "$SOFTROCE/build/build-$kver.log" CONFIG_RDMA_RXE=m
+build_module ib_uverbs "$uvsrc" "$SOFTROCE/build/build-uverbs-$kver.log"
+
+# Our ib_uverbs replaces the stock one under the stock ib_core and below
+# modules built against the stock one (our rdma_rxe, rdma_ucm, mlx5_ib...):
+# every symbol it exports must have the CRC of the stock export. modpost
+# took the CRCs of its imports from the headers' Module.symvers already.
 if [ -f "$symvers" ]; then
-	missing=$(comm -23 <(nm -u "$ko" | awk '{print $2}' | sort -u) \
-		<(awk '{print $2}' "$symvers" | sort -u))
-	[ -z "$missing" ] ||
-		die "rdma_rxe.ko needs symbols that $kver does not export: $missing"
-else
-	info "no $symvers, skipping the symbol check"
+	crcdiff=$(diff \
+		<(awk -F'\t' '$3 == "drivers/infiniband/core/ib_uverbs" {print $2, $1, $4, $5}' "$symvers" | sort) \
+		<(awk -F'\t' '{print $2, $1, $4, $5}' "$uvsrc/Module.symvers" | sort)) ||
+		die "the exports of our ib_uverbs.ko differ from the stock ones (symbol, CRC, kind, namespace):
+$crcdiff"
+	info "ib_uverbs.ko: $(wc -l <"$uvsrc/Module.symvers") exports, symbol CRCs equal to the stock module's"
 fi
-
-name=$(modinfo -F name "$ko")
-vermagic=$(modinfo -F vermagic "$ko")
-[ "$name" = rdma_rxe ] || die "$ko is named '$name', not rdma_rxe"
-case $vermagic in
-"$kver "*) ;;
-*) die "$ko has vermagic '$vermagic', not for $kver" ;;
-esac
 
 mkdir -p "$out"
-if cmp -s "$ko" "$out/rdma_rxe.ko"; then
-	info "$out/rdma_rxe.ko is up to date"
-else
-	cp "$ko" "$out/rdma_rxe.ko.tmp"
-	mv "$out/rdma_rxe.ko.tmp" "$out/rdma_rxe.ko"
-	info "installed $out/rdma_rxe.ko"
-fi
-
-info "name=$name depends=$(modinfo -F depends "$ko") vermagic=$vermagic"
-info "sha256 $(sha256sum "$out/rdma_rxe.ko" | cut -d' ' -f1)"
+for ko in "$src/rdma_rxe.ko" "$uvsrc/ib_uverbs.ko"; do
+	base=$(basename -- "$ko")
+	if cmp -s "$ko" "$out/$base"; then
+		info "$out/$base is up to date"
+	else
+		cp "$ko" "$out/$base.tmp"
+		mv "$out/$base.tmp" "$out/$base"
+		info "installed $out/$base"
+	fi
+	info "$base: depends=$(modinfo -F depends "$ko") vermagic=$(modinfo -F vermagic "$ko")"
+	info "$base: sha256 $(sha256sum "$out/$base" | cut -d' ' -f1)"
+done
 info "done in $(($(date +%s) - start)) s, $nwarn warnings"

@@ -1,11 +1,14 @@
 #!/bin/sh
-# Prepare the patched rdma_rxe sources for one kernel.
+# Prepare the patched rdma_rxe and ib_uverbs sources for one kernel.
 #
-# Extracts drivers/infiniband/sw/rxe from the Debian linux-source-X.Y
-# tarball that matches the kernel headers, applies patches/*.patch in
-# order and leaves a tree that builds out of tree with
+# Extracts drivers/infiniband/sw/rxe and drivers/infiniband/core from the
+# Debian linux-source-X.Y tarball that matches the kernel headers, applies
+# patches/*.patch in order (each patch touches rxe or core) and leaves two
+# trees that build out of tree:
 #   make -C /lib/modules/KVER/build M=DEST CONFIG_RDMA_RXE=m modules
-# The headers the driver includes come from the linux-headers package.
+#   make -C /lib/modules/KVER/build M=UVERBS_DEST modules
+# The second builds only ib_uverbs.ko, with uverbs/Kbuild. The headers the
+# sources include come from the linux-headers package.
 #
 # Used by scripts/build-softroce.sh and by DKMS (PRE_BUILD in dkms.conf),
 # so it must only use files under this directory.
@@ -21,9 +24,12 @@ SOFTROCE_DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 PATCH_DIR=$SOFTROCE_DIR/patches
 STAMP_NAME=.rdmig-stamp
 RXE_PATH=drivers/infiniband/sw/rxe
+CORE_PATH=drivers/infiniband/core
+UVERBS_KBUILD=$SOFTROCE_DIR/uverbs/Kbuild
 
 kver=${KVER:-}
 dest=
+uverbs_dest=
 tarball=${LINUX_SOURCE_TARBALL:-}
 version_check=1
 [ "${RDMIG_RXE_NO_VERSION_CHECK:-0}" = 1 ] && version_check=0
@@ -31,13 +37,15 @@ cache=
 
 usage() {
 	cat <<EOF
-usage: $0 [--kver KVER] [--dest DIR] [--source TARBALL] [--cache DIR]
-          [--no-version-check]
+usage: $0 [--kver KVER] [--dest DIR] [--uverbs-dest DIR]
+          [--source TARBALL] [--cache DIR] [--no-version-check]
 
   --kver KVER         kernel release (default: \$KVER, else the newest
                       /lib/modules/*/build)
   --dest DIR          where to put the patched rxe sources
                       (default: $SOFTROCE_DIR/build/src/KVER)
+  --uverbs-dest DIR   where to put the patched ib_uverbs sources
+                      (default: DEST-uverbs)
   --source TARBALL    kernel source tarball (default: \$LINUX_SOURCE_TARBALL,
                       else /usr/src/linux-source-X.Y.tar.xz)
   --cache DIR         where to keep the pristine extracted sources
@@ -61,6 +69,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	--kver) [ $# -ge 2 ] || die "--kver needs an argument"; kver=$2; shift 2 ;;
 	--dest) [ $# -ge 2 ] || die "--dest needs an argument"; dest=$2; shift 2 ;;
+	--uverbs-dest) [ $# -ge 2 ] || die "--uverbs-dest needs an argument"; uverbs_dest=$2; shift 2 ;;
 	--source) [ $# -ge 2 ] || die "--source needs an argument"; tarball=$2; shift 2 ;;
 	--cache) [ $# -ge 2 ] || die "--cache needs an argument"; cache=$2; shift 2 ;;
 	--no-version-check) version_check=0; shift ;;
@@ -114,37 +123,44 @@ if [ -z "$src_ver" ]; then
 fi
 
 [ -n "$dest" ] || dest=$SOFTROCE_DIR/build/src/$kver
+[ -n "$uverbs_dest" ] || uverbs_dest=$dest-uverbs
+[ -f "$UVERBS_KBUILD" ] || die "$UVERBS_KBUILD is missing"
 [ -n "$cache" ] || cache=$(dirname -- "$dest")/pristine
 
 set -- "$PATCH_DIR"/*.patch
 [ -e "$1" ] || die "no patches in $PATCH_DIR"
 
-# The stamp: what the tree in DEST was made from.
+# The stamp: what the trees in DEST and UVERBS_DEST were made from.
 stamp=$( {
 	echo "source $src_pkg $src_ver"
-	for p in "$PATCH_DIR"/*.patch; do
+	for p in "$PATCH_DIR"/*.patch "$UVERBS_KBUILD"; do
 		sha256sum "$p" | sed "s|  .*/|  |"
 	done
 } | sha256sum | cut -d' ' -f1)
 
-if [ -f "$dest/$STAMP_NAME" ] && [ "$(cat "$dest/$STAMP_NAME")" = "$stamp" ] &&
-   [ -f "$dest/Makefile" ]; then
-	info "$dest is up to date ($src_pkg $src_ver, $# patches)"
+up_to_date() {
+	[ -f "$1/$STAMP_NAME" ] && [ "$(cat "$1/$STAMP_NAME")" = "$stamp" ]
+}
+if up_to_date "$dest" && [ -f "$dest/Makefile" ] &&
+   up_to_date "$uverbs_dest" && [ -f "$uverbs_dest/Kbuild" ]; then
+	info "$dest and $uverbs_dest are up to date ($src_pkg $src_ver, $# patches)"
 	exit 0
 fi
 
-# The pristine rxe directory, extracted once per source version.
+# The pristine rxe and core directories, extracted once per source version.
 pristine=$cache/$src_pkg-$src_ver
-if [ ! -f "$pristine/$RXE_PATH/Makefile" ]; then
-	info "extracting $RXE_PATH from $tarball (takes ~15 s)"
+if [ ! -f "$pristine/$RXE_PATH/Makefile" ] ||
+   [ ! -f "$pristine/$CORE_PATH/Makefile" ]; then
+	info "extracting $RXE_PATH and $CORE_PATH from $tarball (takes ~15 s)"
 	rm -rf "$pristine.tmp"
 	mkdir -p "$pristine.tmp"
 	# the tarball has one top directory, linux-source-X.Y/
 	tar -xJf "$tarball" -C "$pristine.tmp" --strip-components=1 \
-		--wildcards "*/$RXE_PATH/*" ||
-		die "cannot extract $RXE_PATH from $tarball"
-	[ -f "$pristine.tmp/$RXE_PATH/Makefile" ] ||
-		die "$tarball has no $RXE_PATH"
+		--wildcards "*/$RXE_PATH/*" "*/$CORE_PATH/*" ||
+		die "cannot extract $RXE_PATH and $CORE_PATH from $tarball"
+	for d in "$RXE_PATH" "$CORE_PATH"; do
+		[ -f "$pristine.tmp/$d/Makefile" ] || die "$tarball has no $d"
+	done
 	rm -rf "$pristine"
 	mv "$pristine.tmp" "$pristine"
 fi
@@ -163,9 +179,13 @@ for p in "$PATCH_DIR"/*.patch; do
 	fi
 done
 
-rm -rf "$dest"
-mkdir -p "$(dirname -- "$dest")"
+cp "$UVERBS_KBUILD" "$work/$CORE_PATH/Kbuild"
+
+rm -rf "$dest" "$uverbs_dest"
+mkdir -p "$(dirname -- "$dest")" "$(dirname -- "$uverbs_dest")"
 mv "$work/$RXE_PATH" "$dest"
+mv "$work/$CORE_PATH" "$uverbs_dest"
 rm -rf "$work"
 echo "$stamp" >"$dest/$STAMP_NAME"
-info "patched sources for $kver in $dest"
+echo "$stamp" >"$uverbs_dest/$STAMP_NAME"
+info "patched sources for $kver in $dest (rdma_rxe) and $uverbs_dest (ib_uverbs)"

@@ -1,0 +1,978 @@
+// SPDX-License-Identifier: GPL-2.0 OR Linux-OpenIB
+/*
+ * Tests of what a restore needs from the kernel (patches 0007 and 0008),
+ * run as root where our rdma_rxe (and for "creds" our ib_uverbs) is loaded:
+ *
+ *   rxe-restore-test offsets [-d rxe0]
+ *	the ring offsets in the qp records of /dev/rxe_ctl match the
+ *	mappings librxe made (/proc/self/maps), also for an SRQ, a resized
+ *	CQ and the kernel's GSI QP, and sig_all is right
+ *   rxe-restore-test repin [-d rxe0] [-g GID_INDEX]
+ *	RXE_CTL_IOC_MR_REPIN moves an MR from buffer A to buffer B: RDMA
+ *	READ, WRITE, SEND and local access use B afterwards, keys, iova and
+ *	dirty log are kept, VmPin is accounted; EBUSY with a bound MW,
+ *	ENOENT, EINVAL, ESRCH, EFAULT, ENODEV
+ *   rxe-restore-test creds [-d rxe0] [-g GID_INDEX] [-s]
+ *	ibv_post_send() (librxe rings the doorbell with write()) works
+ *	after the process changed its credentials to equivalent ones
+ *	(capset, setgroups, PR_SET_SECUREBITS with the same values) and
+ *	fails with EACCES after changes that are not equivalent. With -s
+ *	(stock ib_uverbs) every post after the first change must fail.
+ *
+ * Prints PASS/FAIL lines and "N passed, M failed"; exits 1 if a check
+ * failed, 2 if the test could not run.
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <linux/capability.h>
+#include <infiniband/verbs.h>
+
+#include "rxe_ctl_abi.h"
+
+#define PAGE		4096
+#define MAX_MAPS	256
+
+static int failures, passes;
+static const char *ibdev_name;
+static int gid_index;
+
+#define CHECK(cond, ...)						\
+	do {								\
+		if (cond) {						\
+			passes++;					\
+			printf("PASS ");				\
+		} else {						\
+			failures++;					\
+			printf("FAIL ");				\
+		}							\
+		printf(__VA_ARGS__);					\
+		printf("\n");						\
+		fflush(stdout);						\
+	} while (0)
+
+static void die(const char *what)
+{
+	perror(what);
+	exit(2);
+}
+
+static struct ibv_context *open_device(void)
+{
+	struct ibv_device **list = ibv_get_device_list(NULL);
+	struct ibv_context *ctx = NULL;
+	int i;
+
+	if (!list)
+		die("ibv_get_device_list");
+	for (i = 0; list[i]; i++) {
+		if (ibdev_name && strcmp(ibdev_name, ibv_get_device_name(list[i])))
+			continue;
+		ctx = ibv_open_device(list[i]);
+		ibdev_name = strdup(ibv_get_device_name(list[i]));
+		break;
+	}
+	ibv_free_device_list(list);
+	if (!ctx) {
+		fprintf(stderr, "no rdma device %s\n", ibdev_name ? ibdev_name : "");
+		exit(2);
+	}
+	printf("device %s\n", ibdev_name);
+	return ctx;
+}
+
+/* the whole status text of /dev/rxe_ctl, NUL-terminated */
+static char *read_status(void)
+{
+	size_t len = 0, cap = 65536;
+	char *text = malloc(cap);
+	int fd = open("/dev/rxe_ctl", O_RDONLY);
+	ssize_t n;
+
+	if (fd < 0 || !text)
+		die("/dev/rxe_ctl");
+	for (;;) {
+		if (len + 4096 + 1 > cap) {
+			cap *= 2;
+			text = realloc(text, cap);
+			if (!text)
+				die("realloc");
+		}
+		n = read(fd, text + len, 4096);
+		if (n <= 0)
+			break;
+		len += n;
+	}
+	close(fd);
+	text[len] = 0;
+	return text;
+}
+
+/* copy the status line that starts with @prefix into @line, 0 if found */
+static int status_line(const char *prefix, char *line, size_t size)
+{
+	char *text = read_status(), *p = text;
+	int found = -1;
+
+	while (p && *p) {
+		char *nl = strchr(p, '\n');
+		size_t n = nl ? (size_t)(nl - p) : strlen(p);
+
+		if (!strncmp(p, prefix, strlen(prefix))) {
+			snprintf(line, size, "%.*s", (int)n, p);
+			found = 0;
+			break;
+		}
+		p = nl ? nl + 1 : NULL;
+	}
+	free(text);
+	return found;
+}
+
+/* ----- mappings of the uverbs device in this process ----- */
+
+struct map {
+	unsigned long start, end, offset;
+};
+
+static int uverbs_maps(struct map *maps, int max)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	char line[512];
+	int n = 0;
+
+	if (!f)
+		die("/proc/self/maps");
+	while (fgets(line, sizeof(line), f) && n < max) {
+		unsigned long s, e, off;
+
+		if (!strstr(line, "/dev/infiniband/uverbs"))
+			continue;
+		if (sscanf(line, "%lx-%lx %*s %lx", &s, &e, &off) != 3)
+			continue;
+		maps[n].start = s;
+		maps[n].end = e;
+		maps[n].offset = off;
+		n++;
+	}
+	fclose(f);
+	return n;
+}
+
+/* the mappings in @after that are not in @before, into @out */
+static int new_maps(const struct map *before, int nb, const struct map *after,
+		    int na, struct map *out)
+{
+	int i, j, n = 0;
+
+	for (i = 0; i < na; i++) {
+		for (j = 0; j < nb; j++)
+			if (after[i].start == before[j].start &&
+			    after[i].offset == before[j].offset)
+				break;
+		if (j == nb)
+			out[n++] = after[i];
+	}
+	return n;
+}
+
+struct snap {
+	struct map maps[MAX_MAPS];
+	int n;
+};
+
+static void snap(struct snap *s)
+{
+	s->n = uverbs_maps(s->maps, MAX_MAPS);
+}
+
+static int since(const struct snap *before, struct map *out)
+{
+	struct snap now;
+
+	snap(&now);
+	return new_maps(before->maps, before->n, now.maps, now.n, out);
+}
+
+static void fmt_off(char *buf, size_t size, int have, unsigned long off)
+{
+	if (have)
+		snprintf(buf, size, "0x%lx", off);
+	else
+		snprintf(buf, size, "-");
+}
+
+/* the exact qp record patch 0007 prints */
+static void check_qp_line(struct ibv_qp *qp, const char *what, int has_sq,
+			  unsigned long sq, int has_rq, unsigned long rq,
+			  unsigned long scq, unsigned long rcq, int has_srq,
+			  unsigned long srq, int sig_all)
+{
+	char want[512], line[512], prefix[128], o[5][32];
+
+	fmt_off(o[0], sizeof(o[0]), has_sq, sq);
+	fmt_off(o[1], sizeof(o[1]), has_rq, rq);
+	fmt_off(o[2], sizeof(o[2]), 1, scq);
+	fmt_off(o[3], sizeof(o[3]), 1, rcq);
+	fmt_off(o[4], sizeof(o[4]), has_srq, srq);
+	snprintf(want, sizeof(want),
+		 "qp dev=%s index=%u qpn=%u type=rc state=reset pid=%d sq_off=%s rq_off=%s scq_off=%s rcq_off=%s srq_off=%s sig_all=%d",
+		 ibdev_name, qp->qp_num, qp->qp_num, getpid(), o[0], o[1],
+		 o[2], o[3], o[4], sig_all);
+	snprintf(prefix, sizeof(prefix), "qp dev=%s index=%u ", ibdev_name,
+		 qp->qp_num);
+	if (status_line(prefix, line, sizeof(line)))
+		snprintf(line, sizeof(line), "(no qp record)");
+	CHECK(!strcmp(line, want), "%s: status \"%s\" (want \"%s\")", what,
+	      line, want);
+}
+
+static int test_offsets(void)
+{
+	struct ibv_context *ctx = open_device();
+	struct map m[MAX_MAPS], sqm, rqm;
+	unsigned long scq_off, rcq_off, srq_off, old_rcq_off;
+	struct ibv_qp_init_attr attr;
+	struct ibv_srq_init_attr sattr;
+	struct ibv_cq *scq, *rcq;
+	struct ibv_qp *qp1, *qp2;
+	struct ibv_srq *srq;
+	struct ibv_pd *pd;
+	struct snap s;
+	char line[512], prefix[64];
+	int n;
+
+	pd = ibv_alloc_pd(ctx);
+	if (!pd)
+		die("alloc_pd");
+
+	snap(&s);
+	scq = ibv_create_cq(ctx, 16, NULL, NULL, 0);
+	if (!scq)
+		die("create_cq");
+	n = since(&s, m);
+	CHECK(n == 1, "send CQ: %d new uverbs mapping(s) (want 1)", n);
+	scq_off = m[0].offset;
+
+	snap(&s);
+	rcq = ibv_create_cq(ctx, 64, NULL, NULL, 0);
+	if (!rcq)
+		die("create_cq");
+	n = since(&s, m);
+	CHECK(n == 1 && m[0].offset != scq_off,
+	      "receive CQ: %d new mapping(s), offset %#lx (send CQ %#lx)", n,
+	      m[0].offset, scq_off);
+	rcq_off = m[0].offset;
+
+	/* an RQ much larger than the SQ: the larger new mapping is the RQ */
+	memset(&attr, 0, sizeof(attr));
+	attr.send_cq = scq;
+	attr.recv_cq = rcq;
+	attr.qp_type = IBV_QPT_RC;
+	attr.sq_sig_all = 1;
+	attr.cap.max_send_wr = 4;
+	attr.cap.max_recv_wr = 1024;
+	attr.cap.max_send_sge = 1;
+	attr.cap.max_recv_sge = 1;
+	snap(&s);
+	qp1 = ibv_create_qp(pd, &attr);
+	if (!qp1)
+		die("create_qp");
+	n = since(&s, m);
+	CHECK(n == 2, "QP with its own RQ: %d new mappings (want 2)", n);
+	if (n != 2)
+		return 1;
+	if (m[0].end - m[0].start > m[1].end - m[1].start) {
+		rqm = m[0];
+		sqm = m[1];
+	} else {
+		rqm = m[1];
+		sqm = m[0];
+	}
+	check_qp_line(qp1, "QP 1 (two CQs, own RQ, sig_all)", 1, sqm.offset, 1,
+		      rqm.offset, scq_off, rcq_off, 0, 0, 1);
+
+	memset(&sattr, 0, sizeof(sattr));
+	sattr.attr.max_wr = 64;
+	sattr.attr.max_sge = 1;
+	snap(&s);
+	srq = ibv_create_srq(pd, &sattr);
+	if (!srq)
+		die("create_srq");
+	n = since(&s, m);
+	CHECK(n == 1, "SRQ: %d new mapping(s) (want 1)", n);
+	srq_off = m[0].offset;
+
+	attr.srq = srq;
+	attr.sq_sig_all = 0;
+	snap(&s);
+	qp2 = ibv_create_qp(pd, &attr);
+	if (!qp2)
+		die("create_qp on SRQ");
+	n = since(&s, m);
+	CHECK(n == 1, "QP on the SRQ: %d new mapping(s) (want 1, the SQ)", n);
+	check_qp_line(qp2, "QP 2 (on the SRQ, not sig_all)", 1, m[0].offset,
+		      0, 0, scq_off, rcq_off, 1, srq_off, 0);
+
+	/* a resize maps the CQ ring at a new offset */
+	old_rcq_off = rcq_off;
+	snap(&s);
+	if (ibv_resize_cq(rcq, 256))
+		die("resize_cq");
+	n = since(&s, m);
+	CHECK(n == 1 && m[0].offset != old_rcq_off,
+	      "resized receive CQ: %d new mapping(s) at %#lx (was %#lx)", n,
+	      m[0].offset, old_rcq_off);
+	rcq_off = m[0].offset;
+	check_qp_line(qp1, "QP 1 after the CQ resize", 1, sqm.offset, 1,
+		      rqm.offset, scq_off, rcq_off, 0, 0, 1);
+
+	/* the kernel's GSI QP (QPN 1) has no user mappings */
+	snprintf(prefix, sizeof(prefix), "qp dev=%s index=", ibdev_name);
+	line[0] = 0;
+	{
+		char *text = read_status(), *p = text, *hit = NULL;
+
+		while ((p = strstr(p, prefix))) {
+			char *nl = strchr(p, '\n');
+
+			if (nl)
+				*nl = 0;
+			if (strstr(p, " qpn=1 type=gsi ")) {
+				hit = p;
+				break;
+			}
+			if (!nl)
+				break;
+			p = nl + 1;
+		}
+		if (hit)
+			snprintf(line, sizeof(line), "%s", hit);
+		free(text);
+	}
+	CHECK(strstr(line, " pid=0 sq_off=- rq_off=- scq_off=- rcq_off=- srq_off=- sig_all=") != NULL,
+	      "kernel GSI QP: \"%s\"", line);
+
+	ibv_destroy_qp(qp2);
+	ibv_destroy_qp(qp1);
+	ibv_destroy_srq(srq);
+	ibv_destroy_cq(rcq);
+	ibv_destroy_cq(scq);
+	ibv_dealloc_pd(pd);
+	ibv_close_device(ctx);
+	return 0;
+}
+
+/* ----- a loopback RC connection ----- */
+
+struct conn {
+	struct ibv_context *ctx;
+	struct ibv_pd *pd;
+	struct ibv_cq *cq;
+	struct ibv_qp *qa, *qb;
+};
+
+static struct ibv_qp *create_qp(struct ibv_pd *pd, struct ibv_cq *cq)
+{
+	struct ibv_qp_init_attr attr = {
+		.send_cq = cq,
+		.recv_cq = cq,
+		.qp_type = IBV_QPT_RC,
+		.cap = {
+			.max_send_wr = 32,
+			.max_recv_wr = 32,
+			.max_send_sge = 1,
+			.max_recv_sge = 1,
+		},
+	};
+	struct ibv_qp *qp = ibv_create_qp(pd, &attr);
+
+	if (!qp)
+		die("create_qp");
+	return qp;
+}
+
+static void connect_qp(struct ibv_qp *qp, uint32_t dest, union ibv_gid *gid)
+{
+	struct ibv_qp_attr a;
+
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_INIT;
+	a.port_num = 1;
+	a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ |
+			    IBV_ACCESS_REMOTE_ATOMIC;
+	if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_PKEY_INDEX |
+			  IBV_QP_PORT | IBV_QP_ACCESS_FLAGS))
+		die("modify INIT");
+
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_RTR;
+	a.path_mtu = IBV_MTU_1024;
+	a.dest_qp_num = dest;
+	a.max_dest_rd_atomic = 1;
+	a.min_rnr_timer = 12;
+	a.ah_attr.is_global = 1;
+	a.ah_attr.grh.dgid = *gid;
+	a.ah_attr.grh.sgid_index = gid_index;
+	a.ah_attr.grh.hop_limit = 1;
+	a.ah_attr.port_num = 1;
+	if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU |
+			  IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+			  IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER))
+		die("modify RTR");
+
+	memset(&a, 0, sizeof(a));
+	a.qp_state = IBV_QPS_RTS;
+	a.timeout = 14;
+	a.retry_cnt = 7;
+	a.rnr_retry = 7;
+	a.max_rd_atomic = 1;
+	if (ibv_modify_qp(qp, &a, IBV_QP_STATE | IBV_QP_TIMEOUT |
+			  IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY | IBV_QP_SQ_PSN |
+			  IBV_QP_MAX_QP_RD_ATOMIC))
+		die("modify RTS");
+}
+
+static void conn_open(struct conn *c)
+{
+	union ibv_gid gid;
+
+	c->ctx = open_device();
+	c->pd = ibv_alloc_pd(c->ctx);
+	c->cq = ibv_create_cq(c->ctx, 128, NULL, NULL, 0);
+	if (!c->pd || !c->cq)
+		die("pd/cq");
+	if (ibv_query_gid(c->ctx, 1, gid_index, &gid))
+		die("query_gid");
+	c->qa = create_qp(c->pd, c->cq);
+	c->qb = create_qp(c->pd, c->cq);
+	connect_qp(c->qa, c->qb->qp_num, &gid);
+	connect_qp(c->qb, c->qa->qp_num, &gid);
+}
+
+static void conn_close(struct conn *c)
+{
+	ibv_destroy_qp(c->qa);
+	ibv_destroy_qp(c->qb);
+	ibv_destroy_cq(c->cq);
+	ibv_dealloc_pd(c->pd);
+	ibv_close_device(c->ctx);
+}
+
+/* wait for @n successful completions */
+static int wait_cq(struct ibv_cq *cq, int n)
+{
+	struct ibv_wc wc;
+	long tries = 0;
+
+	while (n > 0) {
+		int got = ibv_poll_cq(cq, 1, &wc);
+
+		if (got < 0)
+			die("poll_cq");
+		if (!got) {
+			if (++tries > 20000000) {
+				fprintf(stderr, "completion timeout\n");
+				return -1;
+			}
+			continue;
+		}
+		if (wc.status != IBV_WC_SUCCESS) {
+			fprintf(stderr, "completion error %s (opcode %d)\n",
+				ibv_wc_status_str(wc.status), wc.opcode);
+			return -1;
+		}
+		n--;
+	}
+	return 0;
+}
+
+/* post one signaled work request; returns ibv_post_send()'s result */
+static int post(struct ibv_qp *qp, enum ibv_wr_opcode op, uint64_t laddr,
+		uint32_t len, uint32_t lkey, uint64_t raddr, uint32_t rkey)
+{
+	struct ibv_sge sge = {
+		.addr = laddr,
+		.length = len,
+		.lkey = lkey,
+	};
+	struct ibv_send_wr wr = {
+		.sg_list = &sge,
+		.num_sge = 1,
+		.opcode = op,
+		.send_flags = IBV_SEND_SIGNALED,
+	}, *bad;
+
+	wr.wr.rdma.remote_addr = raddr;
+	wr.wr.rdma.rkey = rkey;
+	return ibv_post_send(qp, &wr, &bad);
+}
+
+static void post_recv(struct ibv_qp *qp, uint64_t addr, uint32_t len,
+		      uint32_t lkey)
+{
+	struct ibv_sge sge = { .addr = addr, .length = len, .lkey = lkey };
+	struct ibv_recv_wr wr = { .sg_list = &sge, .num_sge = 1 }, *bad;
+
+	if (ibv_post_recv(qp, &wr, &bad))
+		die("post_recv");
+}
+
+/* ----- MR_REPIN ----- */
+
+static void fill(unsigned char *p, size_t len, unsigned int seed)
+{
+	size_t i;
+
+	for (i = 0; i < len; i++)
+		p[i] = (unsigned char)(seed * 131 + i * 7 + (i >> 8));
+}
+
+static long vm_pin_kb(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	long kb = -1;
+
+	if (!f)
+		die("/proc/self/status");
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmPin: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+static int repin(int ctl, const char *dev, uint32_t index, int32_t pid,
+		 uint64_t va, uint32_t flags, uint64_t *npages)
+{
+	struct rxe_ctl_mr_repin req;
+
+	memset(&req, 0, sizeof(req));
+	snprintf(req.ibdev, sizeof(req.ibdev), "%s", dev);
+	req.index = index;
+	req.pid = pid;
+	req.va = va;
+	req.flags = flags;
+	if (ioctl(ctl, RXE_CTL_IOC_MR_REPIN, &req))
+		return -errno;
+	if (npages)
+		*npages = req.npages;
+	return 0;
+}
+
+static void mr_record(struct ibv_mr *mr, char *line, size_t size)
+{
+	char prefix[128];
+
+	snprintf(prefix, sizeof(prefix), "mr dev=%s index=%u ", ibdev_name,
+		 mr->lkey >> 8);
+	if (status_line(prefix, line, size))
+		snprintf(line, size, "(no mr record)");
+}
+
+static const char *err_name(int err)
+{
+	static char buf[32];
+
+	if (!err)
+		return "0";
+	snprintf(buf, sizeof(buf), "%s", strerrorname_np(-err) ?: "?");
+	return buf;
+}
+
+static int test_repin(void)
+{
+	const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+			   IBV_ACCESS_REMOTE_READ | IBV_ACCESS_MW_BIND;
+	const size_t off = 100, len = 3 * PAGE;	/* 4 pages */
+	unsigned char *a, *b, *l, *hole, want[256];
+	struct rxe_ctl_dirty dirty;
+	char before[512], after[512];
+	struct ibv_mr *m, *ml;
+	struct ibv_mw *mw;
+	struct ibv_mw_bind bind;
+	struct rxe_ctl_version ver;
+	uint64_t iova, npages = 0, bits;
+	long pin0, pin1, pin2, pin3;
+	struct conn c;
+	pid_t child;
+	int ctl, ret;
+
+	conn_open(&c);
+	ctl = open("/dev/rxe_ctl", O_RDWR);
+	if (ctl < 0)
+		die("/dev/rxe_ctl");
+	CHECK(!ioctl(ctl, RXE_CTL_IOC_VERSION, &ver) &&
+	      (ver.features & RXE_CTL_FEAT_MR_REPIN),
+	      "VERSION features %#x has RXE_CTL_FEAT_MR_REPIN", ver.features);
+
+	a = mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	b = mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	l = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED || b == MAP_FAILED || l == MAP_FAILED)
+		die("mmap");
+	fill(a, 8 * PAGE, 1);
+	fill(b, 8 * PAGE, 2);
+	memset(l, 0, 4 * PAGE);
+
+	ml = ibv_reg_mr(c.pd, l, 4 * PAGE, IBV_ACCESS_LOCAL_WRITE |
+			IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ);
+	if (!ml)
+		die("reg_mr");
+	pin0 = vm_pin_kb();
+	m = ibv_reg_mr(c.pd, a + off, len, access);
+	if (!m)
+		die("reg_mr");
+	pin1 = vm_pin_kb();
+	iova = (uintptr_t)(a + off);
+	CHECK(pin1 - pin0 == 16, "VmPin %ld kB -> %ld kB after registering 4 pages",
+	      pin0, pin1);
+
+	/* before: the MR reads A */
+	ret = post(c.qa, IBV_WR_RDMA_READ, (uintptr_t)l, 64, ml->lkey,
+		   iova + 10, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(l, a + off + 10, 64),
+	      "RDMA READ from the MR reads buffer A");
+
+	/* a write before the move, its dirty bit must survive */
+	fill(l + PAGE, 8, 3);
+	ret = post(c.qa, IBV_WR_RDMA_WRITE, (uintptr_t)l + PAGE, 8, ml->lkey,
+		   iova + 2 * PAGE - off + 5, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(a + 2 * PAGE + 5, l + PAGE, 8),
+	      "RDMA WRITE to MR page 2 lands in A");
+
+	/* a bound MW holds the MR: EBUSY, and the MR stays usable */
+	mw = ibv_alloc_mw(c.pd, IBV_MW_TYPE_1);
+	if (!mw)
+		die("alloc_mw");
+	memset(&bind, 0, sizeof(bind));
+	bind.wr_id = 7;
+	bind.send_flags = IBV_SEND_SIGNALED;
+	bind.bind_info.mr = m;
+	bind.bind_info.addr = iova;
+	bind.bind_info.length = PAGE;
+	bind.bind_info.mw_access_flags = IBV_ACCESS_REMOTE_READ;
+	ret = ibv_bind_mw(c.qa, mw, &bind);
+	CHECK(!ret && !wait_cq(c.cq, 1), "bind a type 1 MW to the MR");
+	ret = repin(ctl, ibdev_name, m->lkey >> 8, 0, (uintptr_t)(b + off), 0,
+		    NULL);
+	CHECK(ret == -EBUSY, "MR_REPIN with a bound MW -> %s (want EBUSY)",
+	      err_name(ret));
+	memset(l, 0, 64);
+	ret = post(c.qa, IBV_WR_RDMA_READ, (uintptr_t)l, 64, ml->lkey,
+		   iova + 10, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(l, a + off + 10, 64),
+	      "after EBUSY the MR still works and reads A");
+	ibv_dealloc_mw(mw);
+
+	/* errors */
+	ret = repin(ctl, ibdev_name, 500000, 0, (uintptr_t)(b + off), 0, NULL);
+	CHECK(ret == -ENOENT, "MR_REPIN of a missing MR -> %s (want ENOENT)",
+	      err_name(ret));
+	ret = repin(ctl, "nosuchdev", m->lkey >> 8, 0, (uintptr_t)(b + off), 0,
+		    NULL);
+	CHECK(ret == -ENODEV, "MR_REPIN on a missing device -> %s (want ENODEV)",
+	      err_name(ret));
+	ret = repin(ctl, ibdev_name, m->lkey >> 8, 0, (uintptr_t)(b + off + 1),
+		    0, NULL);
+	CHECK(ret == -EINVAL, "MR_REPIN to another offset in the page -> %s (want EINVAL)",
+	      err_name(ret));
+	ret = repin(ctl, ibdev_name, m->lkey >> 8, 0, (uintptr_t)(b + off), 1,
+		    NULL);
+	CHECK(ret == -EINVAL, "MR_REPIN with flags -> %s (want EINVAL)",
+	      err_name(ret));
+	ret = repin(ctl, ibdev_name, m->lkey >> 8, -1, (uintptr_t)(b + off), 0,
+		    NULL);
+	CHECK(ret == -ESRCH, "MR_REPIN for pid -1 -> %s (want ESRCH)",
+	      err_name(ret));
+	ret = repin(ctl, ibdev_name, m->lkey >> 8, 0x3fffffff,
+		    (uintptr_t)(b + off), 0, NULL);
+	CHECK(ret == -ESRCH, "MR_REPIN for a missing pid -> %s (want ESRCH)",
+	      err_name(ret));
+	/* an address range that was just unmapped */
+	hole = mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (hole == MAP_FAILED || munmap(hole, 8 * PAGE))
+		die("mmap");
+	ret = repin(ctl, ibdev_name, m->lkey >> 8, 0, (uintptr_t)(hole + off),
+		    0, NULL);
+	CHECK(ret == -EFAULT, "MR_REPIN to unmapped pages -> %s (want EFAULT)",
+	      err_name(ret));
+	child = fork();
+	if (child < 0)
+		die("fork");
+	if (!child) {
+		pause();
+		_exit(0);
+	}
+	ret = repin(ctl, ibdev_name, m->lkey >> 8, child, (uintptr_t)(b + off),
+		    0, NULL);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	CHECK(ret == -EINVAL, "MR_REPIN to pages of another process -> %s (want EINVAL)",
+	      err_name(ret));
+	CHECK(vm_pin_kb() == pin1, "failed attempts leave VmPin at %ld kB (now %ld)",
+	      pin1, vm_pin_kb());
+
+	/* the move */
+	mr_record(m, before, sizeof(before));
+	ret = repin(ctl, ibdev_name, m->lkey >> 8, 0, (uintptr_t)(b + off), 0,
+		    &npages);
+	CHECK(!ret && npages == 4, "MR_REPIN to buffer B -> %s, %llu pages",
+	      err_name(ret), (unsigned long long)npages);
+	pin2 = vm_pin_kb();
+	CHECK(pin2 == pin1, "VmPin after the move %ld kB (want %ld: old pages released)",
+	      pin2, pin1);
+	mr_record(m, after, sizeof(after));
+	CHECK(!strcmp(before, after) && strstr(after, " pages=4 dirty=1"),
+	      "status record unchanged (keys, iova, length, dirty=1): \"%s\"",
+	      after);
+
+	memset(&dirty, 0, sizeof(dirty));
+	snprintf(dirty.ibdev, sizeof(dirty.ibdev), "%s", ibdev_name);
+	dirty.index = m->lkey >> 8;
+	dirty.npages = 64;
+	dirty.bitmap = (uintptr_t)&bits;
+	ret = ioctl(ctl, RXE_CTL_IOC_DIRTY, &dirty);
+	CHECK(!ret && bits == 1ull << 2 && dirty.va == (uintptr_t)b &&
+	      dirty.iova == (iova & ~(uint64_t)(PAGE - 1)) &&
+	      dirty.lkey == m->lkey && dirty.mr_pages == 4,
+	      "DIRTY after the move: bits %#llx va %#llx (B %p) iova %#llx lkey %#x",
+	      (unsigned long long)bits, (unsigned long long)dirty.va, b,
+	      (unsigned long long)dirty.iova, dirty.lkey);
+
+	/* remote READ now reads B */
+	memset(l, 0, 64);
+	ret = post(c.qa, IBV_WR_RDMA_READ, (uintptr_t)l, 64, ml->lkey,
+		   iova + 10, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(l, b + off + 10, 64),
+	      "RDMA READ with the old rkey %#x reads buffer B", m->rkey);
+
+	/* remote WRITE lands in B, A stays */
+	fill(l + PAGE, 32, 4);
+	memcpy(want, a + off + PAGE, 32);
+	ret = post(c.qa, IBV_WR_RDMA_WRITE, (uintptr_t)l + PAGE, 32, ml->lkey,
+		   iova + PAGE, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(b + off + PAGE, l + PAGE, 32) &&
+	      !memcmp(a + off + PAGE, want, 32),
+	      "RDMA WRITE lands in B, A unchanged");
+
+	/* SEND into a receive buffer of the MR lands in B */
+	post_recv(c.qb, iova + 2 * PAGE, 48, m->lkey);
+	fill(l + 2 * PAGE, 48, 5);
+	ret = post(c.qa, IBV_WR_SEND, (uintptr_t)l + 2 * PAGE, 48, ml->lkey, 0,
+		   0);
+	CHECK(!ret && !wait_cq(c.cq, 2) &&
+	      !memcmp(b + off + 2 * PAGE, l + 2 * PAGE, 48),
+	      "SEND into a receive buffer of the MR (old lkey) lands in B");
+
+	/* the MR as a local source reads B */
+	memset(l + 3 * PAGE, 0, 64);
+	ret = post(c.qa, IBV_WR_RDMA_WRITE, iova + 3 * PAGE - 64, 64, m->lkey,
+		   (uintptr_t)l + 3 * PAGE, ml->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) &&
+	      !memcmp(l + 3 * PAGE, b + off + 3 * PAGE - 64, 64),
+	      "RDMA WRITE from the MR (old lkey) sends the data of B");
+
+	/* and back to A, naming the process explicitly */
+	ret = repin(ctl, ibdev_name, m->lkey >> 8, getpid(),
+		    (uintptr_t)(a + off), 0, &npages);
+	memset(l, 0, 64);
+	if (!ret)
+		ret = post(c.qa, IBV_WR_RDMA_READ, (uintptr_t)l, 64, ml->lkey,
+			   iova + 2 * PAGE - off, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(l, a + 2 * PAGE, 64),
+	      "MR_REPIN back to A with pid = getpid(): READ reads A again");
+	pin3 = vm_pin_kb();
+	CHECK(pin3 == pin1, "VmPin after moving back %ld kB (want %ld)", pin3,
+	      pin1);
+
+	ibv_dereg_mr(m);
+	CHECK(vm_pin_kb() == pin0, "VmPin after deregistering %ld kB (want %ld)",
+	      vm_pin_kb(), pin0);
+
+	ibv_dereg_mr(ml);
+	close(ctl);
+	conn_close(&c);
+	return 0;
+}
+
+/* ----- uverbs write() after credential changes ----- */
+
+static struct __user_cap_header_struct cap_hdr = {
+	.version = _LINUX_CAPABILITY_VERSION_3,
+};
+
+static void caps_get(struct __user_cap_data_struct d[2])
+{
+	if (syscall(SYS_capget, &cap_hdr, d))
+		die("capget");
+}
+
+static void caps_set(struct __user_cap_data_struct d[2])
+{
+	if (syscall(SYS_capset, &cap_hdr, d))
+		die("capset");
+}
+
+struct creds_ctx {
+	struct conn c;
+	struct ibv_mr *mr;
+	char *buf;
+	int pending;	/* posted work requests without completion */
+	int stock;	/* expect stock behaviour */
+	int changed;	/* credentials changed since open */
+};
+
+/* post an RDMA WRITE; on success wait for everything posted so far */
+static int creds_post(struct creds_ctx *x)
+{
+	int ret = post(x->c.qa, IBV_WR_RDMA_WRITE, (uintptr_t)x->buf, 64,
+		       x->mr->lkey, (uintptr_t)x->buf + PAGE, x->mr->rkey);
+
+	/* librxe queues the WQE before it rings the doorbell */
+	x->pending++;
+	if (ret)
+		return ret;
+	if (wait_cq(x->c.cq, x->pending))
+		return -1;
+	x->pending = 0;
+	return 0;
+}
+
+static void creds_expect(struct creds_ctx *x, int equivalent, const char *what)
+{
+	int ret, want_ok = equivalent && !(x->stock && x->changed);
+
+	ret = creds_post(x);
+	/* librxe returns errno of the failed write(), or -1 with errno set */
+	if (ret == -1 && errno == EACCES)
+		ret = EACCES;
+	CHECK(want_ok ? ret == 0 : ret == EACCES,
+	      "%s: ibv_post_send -> %s (want %s)", what,
+	      ret ? (ret > 0 ? strerror(ret) : "completion failed") : "0",
+	      want_ok ? "0" : "EACCES");
+}
+
+static int test_creds(int stock)
+{
+	struct __user_cap_data_struct caps[2], less[2];
+	struct creds_ctx x = { .stock = stock };
+	gid_t groups[64], more[65];
+	int ngroups, bits;
+
+	conn_open(&x.c);
+	x.buf = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (x.buf == MAP_FAILED)
+		die("mmap");
+	x.mr = ibv_reg_mr(x.c.pd, x.buf, 2 * PAGE, IBV_ACCESS_LOCAL_WRITE |
+			  IBV_ACCESS_REMOTE_WRITE);
+	if (!x.mr)
+		die("reg_mr");
+	printf("expecting %s ib_uverbs\n", stock ? "stock" : "rdmig's");
+
+	creds_expect(&x, 1, "credentials of the open");
+
+	caps_get(caps);
+	caps_set(caps);
+	x.changed = 1;
+	creds_expect(&x, 1, "capset() with the same capabilities");
+
+	ngroups = getgroups(64, groups);
+	if (ngroups < 0)
+		die("getgroups");
+	if (setgroups(ngroups, groups))
+		die("setgroups");
+	creds_expect(&x, 1, "setgroups() with the same groups");
+
+	bits = prctl(PR_GET_SECUREBITS);
+	if (bits < 0 || prctl(PR_SET_SECUREBITS, bits))
+		die("PR_SET_SECUREBITS");
+	creds_expect(&x, 1, "PR_SET_SECUREBITS with the same bits");
+
+	memcpy(less, caps, sizeof(less));
+	less[CAP_TO_INDEX(CAP_NET_RAW)].effective &= ~CAP_TO_MASK(CAP_NET_RAW);
+	caps_set(less);
+	creds_expect(&x, 0, "CAP_NET_RAW dropped from the effective set");
+	caps_set(caps);
+	creds_expect(&x, 1, "CAP_NET_RAW back in the effective set");
+
+	memcpy(more, groups, ngroups * sizeof(gid_t));
+	more[ngroups] = 4242;
+	if (setgroups(ngroups + 1, more))
+		die("setgroups");
+	creds_expect(&x, 0, "one more supplementary group");
+	if (setgroups(ngroups, groups))
+		die("setgroups");
+	creds_expect(&x, 1, "the old supplementary groups again");
+
+	/* refused doorbells may leave WQEs behind, destroying the QPs is fine */
+	ibv_dereg_mr(x.mr);
+	conn_close(&x.c);
+	return 0;
+}
+
+static void usage(const char *prog)
+{
+	fprintf(stderr, "usage: %s offsets|repin|creds [-d ibdev] [-g gid_index] [-s]\n",
+		prog);
+	exit(2);
+}
+
+int main(int argc, char **argv)
+{
+	const char *cmd;
+	int opt, stock = 0;
+
+	if (argc < 2)
+		usage(argv[0]);
+	cmd = argv[1];
+	optind = 2;
+	while ((opt = getopt(argc, argv, "d:g:s")) != -1) {
+		switch (opt) {
+		case 'd':
+			ibdev_name = optarg;
+			break;
+		case 'g':
+			gid_index = atoi(optarg);
+			break;
+		case 's':
+			stock = 1;
+			break;
+		default:
+			usage(argv[0]);
+		}
+	}
+	setvbuf(stdout, NULL, _IOLBF, 0);
+
+	if (!strcmp(cmd, "offsets"))
+		test_offsets();
+	else if (!strcmp(cmd, "repin"))
+		test_repin();
+	else if (!strcmp(cmd, "creds"))
+		test_creds(stock);
+	else
+		usage(argv[0]);
+
+	printf("%d passed, %d failed\n", passes, failures);
+	return failures ? 1 : 0;
+}
