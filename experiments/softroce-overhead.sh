@@ -17,7 +17,7 @@ scripts/setup.sh
 cargo build --locked
 R=$PWD/target/debug/rdmig
 kver=$(ls /boot/vmlinuz-6.1.* | sed 's|/boot/vmlinuz-||' | sort -V | tail -n1)
-ko=$PWD/softroce/build/out/$kver/rdma_rxe.ko
+out_dir=$PWD/softroce/build/out/$kver
 lab=(lab --name bench)
 out=experiments/results/softroce-overhead-$(date -u +%Y%m%dT%H%M%SZ).json
 mkdir -p experiments/results
@@ -26,12 +26,12 @@ runs=$(mktemp)
 swap() { # flavour: stock | rdmig | rdmig-nolog
 	local load
 	case $1 in
-	stock) load="modprobe rdma_rxe" ;;
-	rdmig) load="insmod $ko" ;;
-	rdmig-nolog) load="insmod $ko dirty_log=0" ;;
+	stock) load="modprobe rdma_rxe" ;; # pulls in the stock ib_uverbs
+	rdmig) load="insmod $out_dir/ib_uverbs.ko && insmod $out_dir/rdma_rxe.ko" ;;
+	rdmig-nolog) load="insmod $out_dir/ib_uverbs.ko && insmod $out_dir/rdma_rxe.ko dirty_log=0" ;;
 	esac
 	for n in node1 node2; do
-		"$R" "${lab[@]}" exec "$n" -- sh -c "rdma link delete rxe0 2>/dev/null; rmmod rdma_rxe; $load && rdma link add rxe0 type rxe netdev vxlan0 && \
+		"$R" "${lab[@]}" exec "$n" -- sh -c "rdma link delete rxe0 2>/dev/null; rmmod rdma_rxe ib_uverbs; $load && rdma link add rxe0 type rxe netdev vxlan0 && \
 			for i in \$(seq 100); do grep -q ACTIVE /sys/class/infiniband/rxe0/ports/1/state && exit 0; sleep 0.1; done; exit 1" ||
 			{ echo "cannot load $1 on $n" >&2; exit 1; }
 	done

@@ -218,7 +218,8 @@ enum LabCmd {
         /// Leave a lab that failed to start as it is, for inspection (`rdmig lab logs`).
         #[arg(long)]
         keep_on_failure: bool,
-        /// Which rdma_rxe the nodes load: rdmig (ours, from scripts/build-softroce.sh) or stock.
+        /// Which rdma_rxe the nodes load: rdmig (our ib_uverbs and rdma_rxe, from
+        /// scripts/build-softroce.sh) or stock.
         #[arg(long, value_enum, default_value = "rdmig")]
         rxe: RxeArg,
         /// Load these module files instead (repeat, in load order; absolute paths).
@@ -420,6 +421,18 @@ enum SoftroceCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Move user MR INDEX to the pages at VA in process PID (the one that registered it), e.g.
+    /// after a restore registered it on placeholder pages; its QPs must be quiet (stopped).
+    Repin {
+        index: u32,
+        #[arg(long)]
+        pid: i32,
+        /// New address of the MR's first byte (hex with 0x, or decimal).
+        #[arg(long, value_parser = parse_u64_auto)]
+        va: u64,
+        #[arg(long, default_value = "rxe0")]
+        device: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -444,6 +457,15 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
         return Err(format!("{s:?} has an empty KEY"));
     }
     Ok((k.to_string(), v.to_string()))
+}
+
+/// A number in hex (with 0x) or decimal.
+fn parse_u64_auto(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s:?}: {e}"))
 }
 
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
@@ -571,7 +593,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
                 println!("lab {:?} is up in {:.1} s (kernel {}, {:?}: {})", r.lab, r.total_ms as f64 / 1000.0, r.kernel, r.accel, r.accel_reason);
                 match r.rxe.as_slice() {
                     [] => println!("  rdma_rxe: Debian's stock module"),
-                    m => println!("  rdma_rxe: {}", m.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+                    m => println!("  rxe modules: {}", m.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
                 }
                 for n in &r.nodes {
                     println!("  {:6} underlay {:12} overlay {:12} ready in {:.1} s", n.node, n.underlay_ip.to_string(), n.overlay_ip.to_string(), n.boot_ms as f64 / 1000.0);
@@ -804,6 +826,10 @@ fn softroce(cmd: SoftroceCmd) -> Result<ExitCode> {
                 (None, false) => anyhow::bail!("give an id or --all"),
             };
             println!("dropped {n}");
+        }
+        SoftroceCmd::Repin { index, pid, va, device } => {
+            let n = sr::Ctl::open()?.mr_repin(&device, index, pid, va)?;
+            println!("MR {index} on {device} now uses the {n} pages at {va:#x} of pid {pid}");
         }
         SoftroceCmd::Dirty { index, device, keep, json } => {
             let d = sr::Ctl::open()?.dirty(&device, index, !keep)?;

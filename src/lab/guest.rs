@@ -205,8 +205,11 @@ fn setup(cfg: &GuestConfig, mut step: impl FnMut(&str)) -> anyhow::Result<()> {
         sh("modprobe", &["rdma_rxe"])?;
     } else {
         // Our modules replace the stock ones: load their stock dependencies first, then ours,
-        // before anything can pull in the stock rdma_rxe.
-        sh("modprobe", &["-a", "ib_core", "ib_uverbs", "ip6_udp_tunnel", "udp_tunnel"])?;
+        // before anything can pull in the stock rdma_rxe (or ib_uverbs, when we bring our own:
+        // nothing else here loads a module that needs it, e.g. rdma_ucm).
+        let mut args = vec!["-a"];
+        args.extend(stock_deps(&cfg.rxe_modules));
+        sh("modprobe", &args)?;
         for m in &cfg.rxe_modules {
             sh("insmod", &[&m.display().to_string()])?;
         }
@@ -222,6 +225,12 @@ fn setup(cfg: &GuestConfig, mut step: impl FnMut(&str)) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
     Ok(())
+}
+
+/// The stock modules to load before our own `modules`: what rdma_rxe needs, minus what we bring.
+fn stock_deps(modules: &[PathBuf]) -> Vec<&'static str> {
+    let ours = |name: &str| modules.iter().any(|m| m.file_stem().is_some_and(|s| s == name));
+    ["ib_core", "ib_uverbs", "ip6_udp_tunnel", "udp_tunnel"].into_iter().filter(|d| !ours(d)).collect()
 }
 
 async fn serve(sock: TcpStream, cfg: &GuestConfig, status: Arc<Mutex<NodeStatus>>) -> anyhow::Result<()> {
@@ -385,4 +394,17 @@ async fn exec(
         write_json(&mut wr, &reply).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_ib_uverbs_keeps_the_stock_one_out() {
+        let ours = [PathBuf::from("/mnt/lab/modules/ib_uverbs.ko"), PathBuf::from("/mnt/lab/modules/rdma_rxe.ko")];
+        assert_eq!(stock_deps(&ours), ["ib_core", "ip6_udp_tunnel", "udp_tunnel"]);
+        let rxe_only = [PathBuf::from("/x/rdma_rxe.ko")];
+        assert_eq!(stock_deps(&rxe_only), ["ib_core", "ib_uverbs", "ip6_udp_tunnel", "udp_tunnel"]);
+    }
 }

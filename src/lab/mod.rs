@@ -75,16 +75,17 @@ pub struct UpOptions {
 pub enum RxeChoice {
     /// Debian's own module.
     Stock,
-    /// Ours: softroce/ patches, built by scripts/build-softroce.sh for the lab's kernel.
+    /// Ours: softroce/ patches, built by scripts/build-softroce.sh for the lab's kernel: our
+    /// ib_uverbs.ko (on the stock ib_core), then our rdma_rxe.ko.
     Rdmig,
     /// These module files, in load order.
     Modules(Vec<PathBuf>),
 }
 
-/// Our rdma_rxe.ko for `kver`, found next to the rdmig binary's checkout (or under
-/// $RDMIG_SOFTROCE_DIR): `softroce/build/out/<kver>/rdma_rxe.ko`.
-pub fn find_rdmig_rxe(kver: &str) -> Result<PathBuf, LabError> {
-    let rel = PathBuf::from("build/out").join(kver).join("rdma_rxe.ko");
+/// Our modules for `kver` in load order, `ib_uverbs.ko` and `rdma_rxe.ko`, found next to the
+/// rdmig binary's checkout (or under $RDMIG_SOFTROCE_DIR) in `softroce/build/out/<kver>/`.
+pub fn find_rdmig_rxe(kver: &str) -> Result<Vec<PathBuf>, LabError> {
+    let rel = PathBuf::from("build/out").join(kver);
     let mut candidates = vec![];
     if let Some(d) = std::env::var_os("RDMIG_SOFTROCE_DIR") {
         candidates.push(PathBuf::from(d).join(&rel));
@@ -94,10 +95,12 @@ pub fn find_rdmig_rxe(kver: &str) -> Result<PathBuf, LabError> {
             candidates.push(dir.join("softroce").join(&rel));
         }
     }
-    candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| LabError::Missing {
-        what: format!("rdmig's rdma_rxe.ko for {kver}"),
+    let files = ["ib_uverbs.ko", "rdma_rxe.ko"];
+    let dir = candidates.iter().find(|d| files.iter().all(|f| d.join(f).is_file())).ok_or_else(|| LabError::Missing {
+        what: format!("rdmig's ib_uverbs.ko and rdma_rxe.ko for {kver}"),
         fix: "run scripts/build-softroce.sh (or start the lab with --rxe stock)".into(),
-    })
+    })?;
+    Ok(files.iter().map(|f| dir.join(f)).collect())
 }
 
 /// What `up` created, persisted so every later command (and `down` after a crash) finds it.
@@ -401,7 +404,7 @@ impl Lab {
         let kernel = find_kernel(o.kernel.as_deref())?;
         let rxe_modules = match &o.rxe {
             RxeChoice::Stock => vec![],
-            RxeChoice::Rdmig => vec![find_rdmig_rxe(&kernel)?],
+            RxeChoice::Rdmig => find_rdmig_rxe(&kernel)?,
             RxeChoice::Modules(m) => m.clone(),
         };
         for m in &rxe_modules {

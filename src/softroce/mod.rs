@@ -19,6 +19,8 @@ const DROP_F_ALL: u32 = 1;
 const DIRTY_F_CLEAR: u32 = 1;
 /// `rxe_ctl_version.features` bit of the QP migration commands (patch 0006).
 pub const FEAT_QPMIG: u32 = 8;
+/// `rxe_ctl_version.features` bit of MR_REPIN and of the ring offsets in the status (patch 0007).
+pub const FEAT_MR_REPIN: u32 = 16;
 /// QP_RESTORE: also restore the CQ rings of the QP.
 pub const QP_F_CQ: u32 = 1;
 /// QP_RESTORE: also restore the SRQ ring of the QP.
@@ -46,6 +48,17 @@ pub enum CtlError {
     Invalid(String),
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+}
+
+impl From<CtlError> for std::io::Error {
+    fn from(e: CtlError) -> Self {
+        match e {
+            CtlError::Ioctl { errno, .. } => std::io::Error::from_raw_os_error(errno as i32),
+            CtlError::NotLoaded => std::io::Error::new(std::io::ErrorKind::NotFound, e.to_string()),
+            CtlError::Open(e) | CtlError::Io { source: e, .. } => e,
+            e => std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -123,6 +136,18 @@ struct Dirty {
     page_shift: u32,
 }
 
+/// `struct rxe_ctl_mr_repin`.
+#[repr(C)]
+struct MrRepin {
+    ibdev: [u8; 64],
+    index: u32,
+    pid: i32,
+    va: u64,
+    flags: u32,
+    reserved: u32,
+    npages: u64,
+}
+
 // The sizes the kernel encodes in the ioctl numbers; a mismatch would be a silent ABI break.
 const _: () = assert!(std::mem::size_of::<Version>() == 16);
 const _: () = assert!(std::mem::size_of::<Reserve>() == 24);
@@ -130,6 +155,7 @@ const _: () = assert!(std::mem::size_of::<Expect>() == 88);
 const _: () = assert!(std::mem::size_of::<Drop_>() == 8);
 const _: () = assert!(std::mem::size_of::<Dirty>() == 136);
 const _: () = assert!(std::mem::size_of::<QpCtl>() == 120);
+const _: () = assert!(std::mem::size_of::<MrRepin>() == 96);
 
 nix::ioctl_read!(ioc_version, MAGIC, 0x00, Version);
 nix::ioctl_readwrite!(ioc_reserve, MAGIC, 0x01, Reserve);
@@ -141,6 +167,7 @@ nix::ioctl_readwrite!(ioc_qp_dump, MAGIC, 0x06, QpCtl);
 nix::ioctl_readwrite!(ioc_qp_restore, MAGIC, 0x07, QpCtl);
 nix::ioctl_readwrite!(ioc_qp_resume, MAGIC, 0x08, QpCtl);
 nix::ioctl_readwrite!(ioc_qp_query, MAGIC, 0x09, QpCtl);
+nix::ioctl_readwrite!(ioc_mr_repin, MAGIC, 0x0a, MrRepin);
 
 /// `struct rxe_ctl_qp`, shared by the QP_* commands.
 #[repr(C)]
@@ -187,14 +214,15 @@ fn hint(e: nix::errno::Errno) -> &'static str {
     use nix::errno::Errno::*;
     match e {
         EPERM => "needs root (CAP_CHECKPOINT_RESTORE or CAP_SYS_ADMIN)",
-        EBUSY => "the number is taken",
+        EBUSY => "the number is taken (MR_REPIN: a QP or MW uses the MR)",
         ERANGE => "outside the type's index range",
         ENOENT => "no such object or entry",
         ENODEV => "no rxe device of that name",
         ENODATA => "the MR has no dirty log (not a user MR, or registered with dirty_log=0)",
         ENOSPC => "too many entries",
         ESRCH => "no such process",
-        EINVAL => "invalid argument (or the QP is in the wrong state for this command)",
+        EINVAL => "invalid argument (or the QP is in the wrong state for this command, or the MR is not a user MR of that process)",
+        EFAULT => "bad address (MR_REPIN: the pages are not mapped in that process)",
         EOPNOTSUPP => "not an RC QP",
         E2BIG => "state image too large",
         _ => "see softroce/README.md",
@@ -430,6 +458,17 @@ impl Ctl {
     pub fn qp_query(&self, dev: &str, qpn: u32) -> Result<QpMigState, CtlError> {
         self.qp_simple("QP_QUERY", ioc_qp_query, dev, qpn, 0)
     }
+
+    /// Moves user MR `index` to the pages that back `[va, va + length)` in process `pid` (0: the
+    /// caller) now; returns the number of pages pinned. The MR keeps its keys, iova, length,
+    /// access and dirty log. `pid` must be the process that registered the MR, `va` must have the
+    /// MR start's offset within a page, and no QP may use the MR meanwhile (EBUSY).
+    pub fn mr_repin(&self, dev: &str, index: u32, pid: i32, va: u64) -> Result<u64, CtlError> {
+        let mut m = MrRepin { ibdev: devname(dev)?, index, pid, va, flags: 0, reserved: 0, npages: 0 };
+        // SAFETY: m matches the kernel's struct (size asserted above).
+        unsafe { ioc_mr_repin(self.file.as_raw_fd(), &mut m) }.map_err(Self::err(format!("MR_REPIN of MR {index} on {dev} to {va:#x} of pid {pid}")))?;
+        Ok(m.npages)
+    }
 }
 
 /// Reads a MigrOS-compatible sysctl (`last_qpn` or `last_mrn`).
@@ -487,6 +526,29 @@ mod tests {
         assert_eq!(nix::request_code_readwrite!(MAGIC, 0x04, std::mem::size_of::<Dirty>()) as u32, 0xc088b804);
         assert_eq!(nix::request_code_readwrite!(MAGIC, 0x05, std::mem::size_of::<QpCtl>()) as u32, 0xc078b805);
         assert_eq!(nix::request_code_readwrite!(MAGIC, 0x09, std::mem::size_of::<QpCtl>()) as u32, 0xc078b809);
+        assert_eq!(nix::request_code_readwrite!(MAGIC, 0x0a, std::mem::size_of::<MrRepin>()) as u32, 0xc060b80a);
+    }
+
+    #[test]
+    fn mr_repin_struct_offsets() {
+        let m = std::mem::MaybeUninit::<MrRepin>::uninit();
+        let base = m.as_ptr() as usize;
+        // SAFETY: only field addresses are taken.
+        unsafe {
+            assert_eq!(std::ptr::addr_of!((*m.as_ptr()).index) as usize - base, 64);
+            assert_eq!(std::ptr::addr_of!((*m.as_ptr()).pid) as usize - base, 68);
+            assert_eq!(std::ptr::addr_of!((*m.as_ptr()).va) as usize - base, 72);
+            assert_eq!(std::ptr::addr_of!((*m.as_ptr()).flags) as usize - base, 80);
+            assert_eq!(std::ptr::addr_of!((*m.as_ptr()).reserved) as usize - base, 84);
+            assert_eq!(std::ptr::addr_of!((*m.as_ptr()).npages) as usize - base, 88);
+        }
+        assert_eq!(std::mem::size_of::<MrRepin>(), 96);
+    }
+
+    #[test]
+    fn repin_errors_keep_their_errno_as_io_errors() {
+        let e = CtlError::Ioctl { what: "MR_REPIN".into(), errno: nix::errno::Errno::EBUSY, hint: "" };
+        assert_eq!(std::io::Error::from(e).raw_os_error(), Some(nix::errno::Errno::EBUSY as i32));
     }
 
     #[test]
@@ -503,11 +565,13 @@ mod tests {
 
     #[test]
     fn status_parses_and_keeps_unknowns() {
-        let t = "rxe_ctl abi=1 dirty_log=1 page_shift=12\nqp dev=rxe0 index=1000 qpn=1000 type=rc state=rts pid=4242\nfuture x=1\n\n";
+        let t = "rxe_ctl abi=1 dirty_log=1 page_shift=12\nqp dev=rxe0 index=1000 qpn=1000 type=rc state=rts pid=4242 sq_off=0x3000 rq_off=- scq_off=0x1000 rcq_off=0x2000 srq_off=0x5000 sig_all=1\nfuture x=1\n\n";
         let r = parse_status(t);
         assert_eq!(r.len(), 3);
         assert_eq!(r[1].kind, "qp");
         assert_eq!(r[1].fields["pid"], "4242");
+        assert_eq!(r[1].fields["rq_off"], "-");
+        assert_eq!(r[1].fields["srq_off"], "0x5000");
         assert_eq!(r[2].kind, "future");
     }
 

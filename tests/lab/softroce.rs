@@ -1,5 +1,7 @@
 //! softroce part 1 scenarios (issue 3): number control with unmodified perftest, reservations,
-//! exact numbers, and the dirty log of pages that rxe writes, all on our rdma_rxe in the nodes.
+//! exact numbers, and the dirty log of pages that rxe writes, all on our rdma_rxe in the nodes;
+//! and what a restore needs (patches 0007, 0008): ring offsets in the status, MR_REPIN, and our
+//! ib_uverbs accepting write() after an equivalent credential change (stock refusing it).
 
 use std::path::PathBuf;
 use std::thread;
@@ -16,6 +18,9 @@ pub const SCENARIOS: &[Scenario] = &[
     ("softroce_reserved_range_is_never_handed_out", softroce_reserved_range_is_never_handed_out),
     ("softroce_exact_qpn_for_an_unmodified_process", softroce_exact_qpn_for_an_unmodified_process),
     ("softroce_remote_writes_mark_exactly_their_pages", softroce_remote_writes_mark_exactly_their_pages),
+    ("softroce_status_gives_the_ring_offsets_of_qps", softroce_status_gives_the_ring_offsets_of_qps),
+    ("softroce_mr_repin_moves_an_mr_to_other_pages", softroce_mr_repin_moves_an_mr_to_other_pages),
+    ("softroce_uverbs_write_after_equivalent_creds", softroce_uverbs_write_after_equivalent_creds),
 ];
 
 fn bin(c: &Ctx) -> Result<String> {
@@ -149,5 +154,96 @@ fn softroce_remote_writes_mark_exactly_their_pages(c: &Ctx) -> Result<()> {
     ensure!(first["pages"] == serde_json::json!([3, 7, 8]), "dirty pages after writes to 3, 7, 8: {}", first["pages"]);
     ensure!(first["mr_pages"] == 16, "MR size: {first}");
     ensure!(second["pages"] == serde_json::json!([]), "the read did not reset the log: {}", second["pages"]);
+    Ok(())
+}
+
+/// Runs softroce/tools/rxe-restore-test (staged into the lab) on `node` with the GID index of the
+/// node's overlay address; an error unless every check passed and at least `min` ran.
+fn restore_test(c: &Ctx, node: &str, args: &[&str], min: u32) -> Result<String> {
+    let tool = c.bin.ancestors().nth(3).context("repo root")?.join("softroce/tools/rxe-restore-test");
+    ensure!(tool.is_file(), "{} is not built (scripts/setup.sh builds it: make -C softroce/tools)", tool.display());
+    let tool = c.stage(&tool)?;
+    let b = bin(c)?;
+    let ip = c.lab.load()?.plan.node(node)?.overlay_ip.to_string();
+    let gid = c.exec_ok(node, &[&b, "rxe", "gid-index", "--ip", &ip])?;
+    let mut argv = vec!["exec", node, "--timeout", "120", "--", &tool];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["-d", "rxe0", "-g", gid.trim()]);
+    let o = c.rdmig(&argv)?;
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let summary = out.lines().rev().find(|l| l.contains(" passed, ")).unwrap_or("");
+    ensure!(
+        o.status.success() && summary.ends_with(" 0 failed"),
+        "rxe-restore-test {}: {summary}\n{out}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let passed: u32 = summary.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    ensure!(passed >= min, "only {passed} checks of rxe-restore-test {} ran:\n{out}", args.join(" "));
+    Ok(out)
+}
+
+/// The qp records of /dev/rxe_ctl carry the mmap offsets of the SQ, RQ, both CQs and the SRQ,
+/// exactly those of the mappings librxe made (/proc/self/maps), also after a CQ resize; "-" for
+/// what has no user mapping (the RQ of a QP on an SRQ, the kernel's GSI QP); and sig_all.
+fn softroce_status_gives_the_ring_offsets_of_qps(c: &Ctx) -> Result<()> {
+    restore_test(c, "node3", &["offsets"], 10)?;
+    Ok(())
+}
+
+/// MR_REPIN moves a registered MR from buffer A to buffer B of the same process: RDMA READ,
+/// WRITE, SEND and local use with the unchanged keys go to B, the dirty log survives, VmPin
+/// stays balanced; EBUSY while an MW is bound, and ENOENT, ENODEV, EINVAL, ESRCH, EFAULT.
+fn softroce_mr_repin_moves_an_mr_to_other_pages(c: &Ctx) -> Result<()> {
+    restore_test(c, "node3", &["repin"], 27)?;
+    Ok(())
+}
+
+/// The staged copies of our modules, as the nodes see them.
+fn staged_module(name: &str) -> String {
+    format!("{}/modules/{name}", rdmig::lab::LAB_SHARE_IN_NODE)
+}
+
+/// Replaces node3's rxe0 and modules: rdma_rxe is always ours, ib_uverbs ours or Debian's.
+fn swap_uverbs(c: &Ctx, ours: bool) -> Result<()> {
+    let uverbs = if ours { format!("insmod {}", staged_module("ib_uverbs.ko")) } else { "modprobe ib_uverbs".to_string() };
+    let script = format!(
+        "set -e; rdma link delete rxe0; rmmod rdma_rxe ib_uverbs; {uverbs}; insmod {}; \
+         rdma link add rxe0 type rxe netdev vxlan0; \
+         for i in $(seq 200); do grep -q ACTIVE /sys/class/infiniband/rxe0/ports/1/state && exit 0; sleep 0.1; done; \
+         echo rxe0 is not ACTIVE >&2; exit 1",
+        staged_module("rdma_rxe.ko")
+    );
+    c.exec_ok("node3", &["sh", "-c", &script])?;
+    Ok(())
+}
+
+/// Taint flags of a loaded module ("OE" for our out-of-tree, unsigned ones; "" for Debian's).
+fn taint(c: &Ctx, module: &str) -> Result<String> {
+    Ok(c.exec_ok("node3", &["cat", &format!("/sys/module/{module}/taint")])?.trim().to_string())
+}
+
+/// The nodes run our ib_uverbs under our rdma_rxe. After a process changes its credentials to
+/// equivalent ones (capset, setgroups, PR_SET_SECUREBITS with the same values, as CRIU's restorer
+/// does), ibv_post_send (librxe's write() doorbell) still works; after changes that are not
+/// equivalent it fails with EACCES. With Debian's ib_uverbs (node3 switched for the test and
+/// back) the same program gets EACCES after every change: the test sees the difference.
+fn softroce_uverbs_write_after_equivalent_creds(c: &Ctx) -> Result<()> {
+    ensure!(taint(c, "ib_uverbs")?.contains('O'), "node3 does not run our (out-of-tree) ib_uverbs");
+    ensure!(taint(c, "rdma_rxe")?.contains('O'), "node3 does not run our rdma_rxe");
+    let holders = c.exec_ok("node3", &["ls", "/sys/module/ib_uverbs/holders"])?;
+    ensure!(holders.split_whitespace().any(|h| h == "rdma_rxe"), "rdma_rxe is not loaded on our ib_uverbs: {holders}");
+    restore_test(c, "node3", &["creds"], 8)?;
+
+    swap_uverbs(c, false)?;
+    let stock = (|| -> Result<()> {
+        ensure!(taint(c, "ib_uverbs")?.is_empty(), "the stock ib_uverbs did not load");
+        restore_test(c, "node3", &["creds", "-s"], 8)?;
+        Ok(())
+    })();
+    let back = swap_uverbs(c, true);
+    stock.context("with Debian's ib_uverbs")?;
+    back.context("switching node3 back to our ib_uverbs")?;
+    ensure!(taint(c, "ib_uverbs")?.contains('O'), "node3 did not get our ib_uverbs back");
     Ok(())
 }
