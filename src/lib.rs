@@ -11,6 +11,7 @@ pub mod criu;
 pub mod image;
 pub mod lab;
 pub mod migrate;
+pub mod netaddr;
 pub mod rxe;
 pub mod softroce;
 pub mod verbs;

@@ -61,6 +61,11 @@ enum Cmd {
         rdma_addr: Option<std::net::Ipv4Addr>,
         #[arg(long, default_value = "rxe0")]
         rdma_device: String,
+        /// This node's share of the QP and MR numbers, I/N (node I of N): the agent reserves
+        /// the other nodes' shares in rdmig's rdma_rxe, so processes migrated between the N nodes
+        /// always find their numbers free.
+        #[arg(long, value_name = "I/N")]
+        number_range: Option<rdmig::agent::numbers::NumberRange>,
     },
     /// Move a running process to another node: checks, pre-copy, freeze, transfer, restore,
     /// resume; or roll back so it keeps running here. Exit codes: 0 migrated, 2 refused before
@@ -179,6 +184,15 @@ struct MigrateArgs {
     /// Print the report as JSON (the timeline included).
     #[arg(long)]
     json: bool,
+    /// Checkpoint and restore the process's established TCP connections (CRIU's
+    /// --tcp-established); their local addresses must exist at the destination (--move-addr).
+    #[arg(long)]
+    tcp_established: bool,
+    /// An address of the source host that moves with the process (e.g. the overlay address
+    /// its peers use): removed here once the process is frozen, added at the destination
+    /// before the restore, taken back on rollback.
+    #[arg(long, value_name = "IPV4")]
+    move_addr: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Args)]
@@ -496,7 +510,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Lab(args) => lab(args).await,
-        Cmd::Agent { listen, secret_file, work_dir, keep_images, rdma_addr, rdma_device } => {
+        Cmd::Agent { listen, secret_file, work_dir, keep_images, rdma_addr, rdma_device, number_range } => {
             let secret = rdmig::agent::wire::Secret::load(&secret_file)?;
             rdmig::agent::serve(rdmig::agent::AgentConfig {
                 listen,
@@ -506,6 +520,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 work_dir,
                 keep_images,
                 restore_timeout: Duration::from_secs(600),
+                numbers: number_range,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
@@ -739,6 +754,12 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         if a.json {
             rest.push("--json".into());
         }
+        if a.tcp_established {
+            rest.push("--tcp-established".into());
+        }
+        if let Some(m) = a.move_addr {
+            rest.extend(["--move-addr".into(), m.to_string()]);
+        }
         return a.peer.run_on_lab_node(from, &["migrate".into(), a.pid.to_string()], rest).await;
     }
     let o = MigrateOptions {
@@ -756,6 +777,8 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         rdma_addr: a.peer.rdma_addr,
         rdma_device: a.peer.rdma_device.clone(),
         progress: !a.json,
+        tcp_established: a.tcp_established,
+        move_addr: a.move_addr,
     };
     let r = rdmig::migrate::migrate(&o).await;
     if let Some(t) = &a.timeline {

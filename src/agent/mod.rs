@@ -5,6 +5,7 @@
 //! the work directory, restores with CRIU when asked, and removes images once the source commits.
 
 pub mod msg;
+pub mod numbers;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -31,6 +32,8 @@ pub struct AgentConfig {
     pub work_dir: PathBuf,
     pub keep_images: bool,
     pub restore_timeout: Duration,
+    /// This node's share of the QP and MR number spaces (None: leave the driver as it is).
+    pub numbers: Option<numbers::NumberRange>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,8 @@ pub enum AgentError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("work directory {path}: {source}")]
     WorkDir { path: String, source: std::io::Error },
+    #[error("cannot set up this node's QP and MR numbers: {0}")]
+    Numbers(String),
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock every timeline event of this host uses.
@@ -86,6 +91,8 @@ pub async fn host_facts(work_dir: &Path, pid: Option<i32>) -> HostFacts {
 struct Migration {
     dir: PathBuf,
     state: MigState,
+    /// An address added here for the restored process (removed again on abort).
+    moved_addr: Option<crate::agent::msg::MovedAddr>,
 }
 
 type Table = Arc<Mutex<HashMap<String, Migration>>>;
@@ -93,6 +100,18 @@ type Table = Arc<Mutex<HashMap<String, Migration>>>;
 pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
     std::fs::create_dir_all(&cfg.work_dir).map_err(|e| AgentError::WorkDir { path: cfg.work_dir.display().to_string(), source: e })?;
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| AgentError::Bind { addr: cfg.listen, source: e })?;
+    // Held open for the agent's lifetime: the reservations go with it.
+    let _numbers = match cfg.numbers {
+        Some(r) => match r.apply() {
+            Ok(ctl) => {
+                let (q, m) = (r.block(crate::softroce::Obj::Qp), r.block(crate::softroce::Obj::Mr));
+                info!(node = r.node, nodes = r.nodes, "QPNs {}-{} and MR indices {}-{} are this node's; the rest is reserved", q.0, q.1, m.0, m.1);
+                Some(ctl)
+            }
+            Err(e) => return Err(AgentError::Numbers(e.to_string())),
+        },
+        None => None,
+    };
     info!(listen = %cfg.listen, work = %cfg.work_dir.display(), "agent listening");
     let cfg = Arc::new(cfg);
     let table: Table = Arc::default();
@@ -186,9 +205,7 @@ async fn receive_data(
         }
     }
     let trailer = ch.recv_raw().await?;
-    let sent = <[u8; 4]>::try_from(trailer.as_slice())
-        .map(u32::from_le_bytes)
-        .map_err(|_| msg::MsgError::Decode("trailer is not a 4-byte CRC".into()))?;
+    let sent = <[u8; 4]>::try_from(trailer.as_slice()).map(u32::from_le_bytes).map_err(|_| msg::MsgError::Decode("trailer is not a 4-byte CRC".into()))?;
     Ok(match sink_err {
         Some(e) => Err(e),
         None if crc.finalize() != sent => Err("checksum mismatch".into()),
@@ -196,13 +213,7 @@ async fn receive_data(
     })
 }
 
-async fn handle(
-    req: Request,
-    ch: &mut Channel<TcpStream>,
-    rdma: &mut Option<RdmaReceiver>,
-    cfg: &AgentConfig,
-    table: &Table,
-) -> Result<Reply, msg::MsgError> {
+async fn handle(req: Request, ch: &mut Channel<TcpStream>, rdma: &mut Option<RdmaReceiver>, cfg: &AgentConfig, table: &Table) -> Result<Reply, msg::MsgError> {
     Ok(match req {
         Request::Facts { pid } => Reply::Facts(host_facts(&cfg.work_dir, pid).await),
         Request::Time => {
@@ -235,7 +246,7 @@ async fn handle(
                 Reply::Failed(format!("cannot create {}: {e}", dir.display()))
             } else {
                 info!(%id, "migration begins");
-                t.insert(id.as_str().to_string(), Migration { dir, state: MigState::Receiving });
+                t.insert(id.as_str().to_string(), Migration { dir, state: MigState::Receiving, moved_addr: None });
                 Reply::Ack
             }
         }
@@ -303,11 +314,26 @@ async fn handle(
             }
             Err(e) => Reply::Failed(e),
         },
-        Request::Restore { id, dir } => match dir_of(table, &id) {
+        Request::Restore { id, dir, opts } => match dir_of(table, &id) {
             Ok(d) => {
                 let start = now_ns();
-                info!(%id, "restoring");
-                match criu::restore(&d.join(dir.as_str()), cfg.restore_timeout).await {
+                info!(%id, verbs = opts.verbs, tcp = opts.tcp_established, "restoring");
+                let mut copts = criu::Options { plugins: None, tcp_established: opts.tcp_established };
+                if opts.verbs {
+                    match criu::plugin_dir(&cfg.work_dir) {
+                        Ok(p) => copts.plugins = Some(p),
+                        Err(e) => return Ok(Reply::Failed(format!("rdmig's CRIU plugin: {e}"))),
+                    }
+                }
+                if let Some(m) = &opts.move_addr {
+                    if let Err(e) = crate::netaddr::add(m) {
+                        return Ok(Reply::Failed(format!("moving {}/{} to {} here: {e}", m.addr, m.prefix, m.dev)));
+                    }
+                    if let Some(t) = table.lock().expect("table lock").get_mut(id.as_str()) {
+                        t.moved_addr = Some(m.clone());
+                    }
+                }
+                match criu::restore(&d.join(dir.as_str()), cfg.restore_timeout, &copts).await {
                     Ok(pid) => {
                         let end = now_ns();
                         info!(%id, pid, ms = (end - start) / 1_000_000, "restored");
@@ -318,11 +344,38 @@ async fn handle(
                     }
                     Err(e) => {
                         warn!(%id, "restore failed: {e}");
+                        // The address goes back to the source with the process.
+                        if let Some(m) = &opts.move_addr {
+                            let _ = crate::netaddr::del(m);
+                        }
                         Reply::Failed(e.to_string())
                     }
                 }
             }
             Err(e) => Reply::Failed(e),
+        },
+        Request::CheckNumbers { ibdev, qpns, mrs } => match crate::softroce::status() {
+            Ok(recs) => {
+                let taken: Vec<String> = recs
+                    .iter()
+                    .filter(|r| r.fields.get("dev") == Some(&ibdev))
+                    .filter_map(|r| {
+                        let n = |k: &str| r.fields.get(k).and_then(|v| v.parse::<u32>().ok());
+                        let who = r.fields.get("pid").cloned().unwrap_or_default();
+                        match r.kind.as_str() {
+                            "qp" => n("qpn").filter(|q| qpns.contains(q)).map(|q| format!("QPN {q} (pid {who})")),
+                            "mr" => n("index").filter(|m| mrs.contains(m)).map(|m| format!("MR index {m} (pid {who})")),
+                            _ => None,
+                        }
+                    })
+                    .collect();
+                if taken.is_empty() {
+                    Reply::Ack
+                } else {
+                    Reply::Failed(format!("taken on {ibdev} here: {}", taken.join(", ")))
+                }
+            }
+            Err(e) => Reply::Failed(format!("rdmig's rdma_rxe is needed here for a process with verbs state: {e}")),
         },
         Request::Commit { id } => {
             let mut t = table.lock().expect("table lock");
@@ -348,6 +401,9 @@ async fn handle(
                     // resumes its own.
                     if let MigState::Restored { pid } = m.state {
                         let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                    }
+                    if let Some(a) = m.moved_addr.take() {
+                        let _ = crate::netaddr::del(&a);
                     }
                     m.state = MigState::Aborted;
                     let _ = std::fs::remove_dir_all(&m.dir);

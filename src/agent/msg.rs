@@ -82,6 +82,43 @@ impl RelPath {
     }
 }
 
+/// An IPv4 address that moves with the process: removed at the source once it is frozen, added
+/// at the destination before the restore (and back at the source on rollback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedAddr {
+    pub addr: std::net::Ipv4Addr,
+    pub prefix: u8,
+    /// Network device, e.g. `vxlan0`.
+    pub dev: String,
+}
+
+impl MovedAddr {
+    pub fn validate(&self) -> Result<(), MsgError> {
+        let bad = |what, value: String, why| Err(MsgError::Invalid { what, value, why });
+        if self.prefix == 0 || self.prefix > 32 {
+            return bad("prefix length", self.prefix.to_string(), "must be 1-32");
+        }
+        if self.addr.is_unspecified() || self.addr.is_loopback() || self.addr.is_multicast() || self.addr.is_broadcast() {
+            return bad("moved address", self.addr.to_string(), "must be a unicast host address");
+        }
+        // IFNAMSIZ and the characters `ip` accepts without surprises.
+        if self.dev.is_empty() || self.dev.len() > 15 || !self.dev.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+            return bad("device", self.dev.clone(), "must be 1-15 of [A-Za-z0-9._-]");
+        }
+        Ok(())
+    }
+}
+
+/// How the destination restores.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreOpts {
+    /// The process holds verbs state: load rdmig's CRIU plugin.
+    pub verbs: bool,
+    /// Restore established TCP connections.
+    pub tcp_established: bool,
+    pub move_addr: Option<MovedAddr>,
+}
+
 /// Facts about a host, compared before anything is frozen.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostFacts {
@@ -99,26 +136,62 @@ pub struct HostFacts {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Request {
-    Facts { pid: Option<i32> },
+    Facts {
+        pid: Option<i32>,
+    },
     /// CRIU's `cpuinfo dump` image of the source, checked with `cpuinfo check` here.
-    CpuCheck { image: Vec<u8> },
+    CpuCheck {
+        image: Vec<u8>,
+    },
     /// Clock sample: the reply carries the receive and send times on this host's monotonic clock.
     Time,
-    Begin { id: MigrationId },
+    Begin {
+        id: MigrationId,
+    },
     /// Followed by raw frames carrying exactly `len` bytes and one raw frame with the file's
     /// CRC-32 (4 bytes, little endian), then an `Ack` or `Failed` reply. Every frame is already
     /// authenticated; the CRC checks the file end to end (order, completeness, the disk write).
-    PutFile { id: MigrationId, rel: RelPath, len: u64, via_rdma: bool },
+    PutFile {
+        id: MigrationId,
+        rel: RelPath,
+        len: u64,
+        via_rdma: bool,
+    },
     /// Open the RDMA data path of this connection towards the sender's QP.
-    RdmaSetup { ep: crate::verbs::Endpoint },
+    RdmaSetup {
+        ep: crate::verbs::Endpoint,
+    },
     /// `len` bytes of throw-away data (over RDMA or as raw frames), then a CRC trailer as for a
     /// file: to measure a transport.
-    Probe { len: u64, via_rdma: bool },
-    PutSymlink { id: MigrationId, rel: RelPath, target: String },
-    Restore { id: MigrationId, dir: RelPath },
-    Commit { id: MigrationId },
-    Abort { id: MigrationId },
-    Status { id: MigrationId },
+    Probe {
+        len: u64,
+        via_rdma: bool,
+    },
+    PutSymlink {
+        id: MigrationId,
+        rel: RelPath,
+        target: String,
+    },
+    Restore {
+        id: MigrationId,
+        dir: RelPath,
+        opts: RestoreOpts,
+    },
+    /// Are these QP numbers and MR indices free on this node's rxe device `ibdev`?
+    CheckNumbers {
+        ibdev: String,
+        qpns: Vec<u32>,
+        mrs: Vec<u32>,
+    },
+    Commit {
+        id: MigrationId,
+    },
+    Abort {
+        id: MigrationId,
+    },
+    Status {
+        id: MigrationId,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -134,9 +207,16 @@ pub enum MigState {
 pub enum Reply {
     Facts(HostFacts),
     Ack,
-    Time { t1_ns: u64, t2_ns: u64 },
+    Time {
+        t1_ns: u64,
+        t2_ns: u64,
+    },
     /// Restore finished: the process runs here now. Times on this host's monotonic clock.
-    Restored { pid: i32, start_ns: u64, end_ns: u64 },
+    Restored {
+        pid: i32,
+        start_ns: u64,
+        end_ns: u64,
+    },
     RdmaReady(crate::transport::rdma::RingInfo),
     State(MigState),
     Failed(String),
@@ -198,9 +278,20 @@ impl Request {
                     return Err(MsgError::Invalid { what: "symlink target", value: target.clone(), why: "must be ../<dir>" });
                 }
             }
-            Request::Restore { id, dir } => {
+            Request::CheckNumbers { ibdev, qpns, mrs } => {
+                if ibdev.is_empty() || ibdev.len() > 63 || !ibdev.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                    return Err(MsgError::Invalid { what: "rxe device", value: ibdev.clone(), why: "must be 1-63 of [A-Za-z0-9_-]" });
+                }
+                if qpns.len() + mrs.len() > 65536 {
+                    return Err(MsgError::Invalid { what: "number list", value: format!("{} entries", qpns.len() + mrs.len()), why: "at most 65536" });
+                }
+            }
+            Request::Restore { id, dir, opts } => {
                 id.validate()?;
                 dir.validate()?;
+                if let Some(m) = &opts.move_addr {
+                    m.validate()?;
+                }
             }
         }
         Ok(())

@@ -27,7 +27,8 @@ pub enum CriuError {
 /// The error lines of a CRIU log (or its last lines when none is marked as an error).
 pub fn log_tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("Warn")).collect();
+    // rdmig's plugin logs its refusals through CRIU's log without CRIU's "Error" prefix.
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error") || l.contains("Warn") || l.contains("rdmig_criu: cannot")).collect();
     let lines: Vec<&str> = if errors.is_empty() { text.lines().collect() } else { errors };
     lines[lines.len().saturating_sub(12)..].join("\n")
 }
@@ -65,11 +66,30 @@ pub async fn version() -> Result<String, CriuError> {
         _ => CriuError::Io { action: "--version".into(), source: e },
     })?;
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .lines()
-        .find_map(|l| l.strip_prefix("Version:"))
-        .map(|v| v.trim().to_string())
-        .unwrap_or_else(|| text.trim().to_string()))
+    Ok(text.lines().find_map(|l| l.strip_prefix("Version:")).map(|v| v.trim().to_string()).unwrap_or_else(|| text.trim().to_string()))
+}
+
+/// Options every CRIU step of one migration shares.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// A directory holding only rdmig's CRIU plugin (`-L`): for processes with verbs state.
+    pub plugins: Option<PathBuf>,
+    /// Established TCP connections are checkpointed and restored (`--tcp-established`); the
+    /// addresses they use must exist where the process is restored.
+    pub tcp_established: bool,
+}
+
+impl Options {
+    fn args(&self) -> Vec<String> {
+        let mut a = vec![];
+        if let Some(p) = &self.plugins {
+            a.extend(["-L".into(), s(p)]);
+        }
+        if self.tcp_established {
+            a.push("--tcp-established".into());
+        }
+        a
+    }
 }
 
 /// How one dump step relates to the previous ones.
@@ -80,6 +100,7 @@ pub struct DumpSpec {
     /// Previous round's directory, relative to `dir` (CRIU writes a `parent` link to it).
     pub parent: Option<String>,
     pub timeout: Duration,
+    pub opts: Options,
 }
 
 impl DumpSpec {
@@ -88,8 +109,40 @@ impl DumpSpec {
         if let Some(p) = &self.parent {
             a.extend(["--prev-images-dir".into(), p.clone()]);
         }
+        a.extend(self.opts.args());
         a
     }
+}
+
+/// Whether process `pid` holds verbs state (a uverbs file open or mapped).
+pub fn has_verbs(pid: i32) -> bool {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| rd.flatten().any(|f| std::fs::read_link(f.path()).is_ok_and(|l| l.to_string_lossy().starts_with("/dev/infiniband/uverbs"))))
+        .unwrap_or(false);
+    fds || std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|m| m.contains("/dev/infiniband/uverbs"))
+}
+
+/// Name of rdmig's CRIU plugin library.
+pub const PLUGIN_SO: &str = "librdmig_criu.so";
+
+/// Puts a copy of rdmig's CRIU plugin (found next to this executable) alone in `dir`/criu-plugins
+/// (CRIU loads every `*.so` of its plugin directory) and returns that directory.
+pub fn plugin_dir(work: &Path) -> Result<PathBuf, CriuError> {
+    let io = |e| CriuError::Io { action: "plugin".into(), source: e };
+    let exe = std::env::current_exe().map_err(io)?;
+    let so = exe.with_file_name(PLUGIN_SO);
+    if !so.is_file() {
+        return Err(CriuError::Io {
+            action: "plugin".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} is missing (build the workspace: cargo build --workspace)", so.display())),
+        });
+    }
+    let dir = work.join("criu-plugins");
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let tmp = dir.join(format!(".{PLUGIN_SO}.tmp"));
+    std::fs::copy(&so, &tmp).map_err(io)?;
+    std::fs::rename(&tmp, dir.join(PLUGIN_SO)).map_err(io)?;
+    Ok(dir)
 }
 
 /// Iterative pre-dump: memory pages only, the process keeps running.
@@ -113,18 +166,14 @@ pub async fn dump_leave_stopped(d: &DumpSpec) -> Result<(), CriuError> {
 }
 
 /// Restores a dump detached from criu; returns the restored root task's pid.
-pub async fn restore(dir: &Path, timeout: Duration) -> Result<i32, CriuError> {
+pub async fn restore(dir: &Path, timeout: Duration, opts: &Options) -> Result<i32, CriuError> {
     let log = dir.join("restore.log");
     let pidfile = dir.join("restored.pid");
-    let a = vec!["restore".into(), "-D".into(), s(dir), "-d".into(), "-v2".into(), "--pidfile".into(), s(&pidfile), "-o".into(), s(&log)];
+    let mut a = vec!["restore".into(), "-D".into(), s(dir), "-d".into(), "-v2".into(), "--pidfile".into(), s(&pidfile), "-o".into(), s(&log)];
+    a.extend(opts.args());
     run("restore", &a, &log, timeout).await?;
     let text = std::fs::read_to_string(&pidfile).map_err(|e| CriuError::Io { action: "restore (pid file)".into(), source: e })?;
-    text.trim().parse().map_err(|_| CriuError::Failed {
-        action: "restore".into(),
-        status: "bad pid file".into(),
-        log: s(&log),
-        tail: text,
-    })
+    text.trim().parse().map_err(|_| CriuError::Failed { action: "restore".into(), status: "bad pid file".into(), log: s(&log), tail: text })
 }
 
 /// `criu cpuinfo dump` into `dir`; returns the image's bytes.
@@ -182,9 +231,13 @@ mod tests {
 
     #[test]
     fn dump_args_chain_rounds() {
-        let d = DumpSpec { pid: 42, dir: "/w/pre-2".into(), parent: Some("../pre-1".into()), timeout: Duration::from_secs(1) };
+        let mut d = DumpSpec { pid: 42, dir: "/w/pre-2".into(), parent: Some("../pre-1".into()), timeout: Duration::from_secs(1), opts: Options::default() };
         let a = d.common();
         assert!(a.windows(2).any(|w| w == ["--prev-images-dir", "../pre-1"]));
         assert!(a.windows(2).any(|w| w == ["-t", "42"]));
+        assert!(!a.iter().any(|x| x == "-L" || x == "--tcp-established"));
+        d.opts = Options { plugins: Some("/p".into()), tcp_established: true };
+        let a = d.common();
+        assert!(a.windows(2).any(|w| w == ["-L", "/p"]) && a.iter().any(|x| x == "--tcp-established"));
     }
 }

@@ -87,7 +87,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     }
     if result.is_ok() {
-        tokio::spawn(supervise_migration_agent(cfg.node.underlay_ip, cfg.node.overlay_ip, share.to_path_buf()));
+        // With our rdma_rxe every node gets its own share of QP and MR numbers.
+        let numbers = (!cfg.rxe_modules.is_empty()).then(|| format!("{}/{}", cfg.node.index, cfg.peers.len() + 1));
+        tokio::spawn(supervise_migration_agent(cfg.node.underlay_ip, cfg.node.overlay_ip, share.to_path_buf(), numbers));
     }
     // Serve even after a failed set-up, as long as the underlay address exists: `lab exec` is
     // how a user finds out what went wrong.
@@ -109,7 +111,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
 /// Runs `rdmig agent` on the underlay and restarts it when it exits, as a service manager would:
 /// a killed agent (a test does that) is back within a second.
-async fn supervise_migration_agent(ip: Ipv4Addr, rdma_ip: Ipv4Addr, share: PathBuf) {
+async fn supervise_migration_agent(ip: Ipv4Addr, rdma_ip: Ipv4Addr, share: PathBuf, numbers: Option<String>) {
     let Ok(bin) = std::env::current_exe() else { return };
     let log = share.join("migration-agent.log");
     loop {
@@ -118,6 +120,9 @@ async fn supervise_migration_agent(ip: Ipv4Addr, rdma_ip: Ipv4Addr, share: PathB
         cmd.args(["agent", "--listen", &format!("{ip}:{MIGRATION_PORT}"), "--rdma-addr", &rdma_ip.to_string(), "--work-dir", MIGRATION_WORK_DIR, "--secret-file"])
             .arg(share.join(AGENT_SECRET_FILE))
             .stdin(Stdio::null());
+        if let Some(n) = &numbers {
+            cmd.args(["--number-range", n]);
+        }
         if let Ok(f) = out {
             if let Ok(f2) = f.try_clone() {
                 cmd.stdout(f).stderr(f2);

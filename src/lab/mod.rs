@@ -830,7 +830,8 @@ impl Lab {
     }
 }
 
-/// Copies `rdmig` and the `rdmig-*` tools beside it into `dest`; returns the copy of `rdmig`.
+/// Copies `rdmig`, the `rdmig-*` tools and rdmig's CRIU plugin beside it into `dest`; returns
+/// the copy of `rdmig`.
 fn snapshot_binaries(rdmig: &Path, dest: &Path) -> Result<PathBuf, LabError> {
     fs::create_dir_all(dest).map_err(|e| LabError::io(format!("create {}", dest.display()), e))?;
     let dir = rdmig.parent().unwrap_or(Path::new("."));
@@ -838,7 +839,7 @@ fn snapshot_binaries(rdmig: &Path, dest: &Path) -> Result<PathBuf, LabError> {
     for e in rd.flatten() {
         let name = e.file_name();
         let n = name.to_string_lossy();
-        let is_tool = n == "rdmig" || (n.starts_with("rdmig-") && !n.contains('.'));
+        let is_tool = n == "rdmig" || (n.starts_with("rdmig-") && !n.contains('.')) || n == crate::criu::PLUGIN_SO;
         if is_tool && e.file_type().map(|t| t.is_file()).unwrap_or(false) {
             fs::copy(e.path(), dest.join(&name)).map_err(|err| LabError::io(format!("copy {}", e.path().display()), err))?;
         }

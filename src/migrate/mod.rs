@@ -27,13 +27,13 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
-use crate::agent::msg::{HostFacts, MigState, MigrationId, MsgError, RelPath, Reply, Request};
+use crate::agent::msg::{HostFacts, MigState, MigrationId, MovedAddr, MsgError, RelPath, Reply, Request, RestoreOpts};
 use crate::agent::wire::{Channel, Secret, WireError};
 use crate::agent::{host_facts, now_ns};
 use crate::criu::{self, DumpSpec};
+use crate::timeline::{attrs, estimate_offset, ClockSample, Edge, Event, Phase, Recorder, Summary, Timeline};
 use crate::transport::rdma::RdmaSender;
 use crate::transport::{mb_s, TransportChoice, TransportReport, Used};
-use crate::timeline::{attrs, estimate_offset, ClockSample, Edge, Event, Phase, Recorder, Summary, Timeline};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -70,6 +70,10 @@ pub struct MigrateOptions {
     pub rdma_device: String,
     /// Print a line per step on stderr.
     pub progress: bool,
+    /// Checkpoint and restore the process's established TCP connections.
+    pub tcp_established: bool,
+    /// An address of this host that moves with the process (device and prefix as configured).
+    pub move_addr: Option<std::net::Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -141,6 +145,10 @@ struct Run<'a> {
     transport: Option<TransportReport>,
     /// The destination's events, on its clock: (phase, edge, t_ns).
     remote_events: Vec<(Phase, Edge, u64)>,
+    /// CRIU options of this migration (plugin for verbs state, TCP connections).
+    copts: criu::Options,
+    /// The address that moves with the process, once known.
+    moved: Option<crate::agent::msg::MovedAddr>,
 }
 
 fn rss_bytes(pid: i32) -> Option<u64> {
@@ -177,7 +185,8 @@ fn expect_ack(r: Reply, what: &str) -> Result<(), Step> {
 
 fn run_hook(cmd: &Option<String>, env: &[(&str, String)]) -> Result<(), String> {
     let Some(c) = cmd else { return Ok(()) };
-    let st = std::process::Command::new("sh").arg("-c").arg(c).envs(env.iter().map(|(k, v)| (*k, v.as_str()))).status().map_err(|e| format!("hook {c:?}: {e}"))?;
+    let st =
+        std::process::Command::new("sh").arg("-c").arg(c).envs(env.iter().map(|(k, v)| (*k, v.as_str()))).status().map_err(|e| format!("hook {c:?}: {e}"))?;
     if st.success() {
         Ok(())
     } else {
@@ -202,6 +211,8 @@ impl<'a> Run<'a> {
             rdma: None,
             transport: None,
             remote_events: vec![],
+            copts: criu::Options::default(),
+            moved: None,
         }
     }
 }
@@ -308,7 +319,12 @@ impl Run<'_> {
         // Images and the restored process both need room there; pre-copy rounds may resend pages.
         let need_mem = rss + (64 << 20);
         if dst.mem_available < need_mem {
-            return Err(Step::Refuse(format!("{} has {} of memory available, the process needs about {}", dst.hostname, mib(dst.mem_available), mib(need_mem))));
+            return Err(Step::Refuse(format!(
+                "{} has {} of memory available, the process needs about {}",
+                dst.hostname,
+                mib(dst.mem_available),
+                mib(need_mem)
+            )));
         }
         let need_disk = rss * 2 + (16 << 20);
         if dst.disk_available < need_disk || src.disk_available < need_disk {
@@ -319,6 +335,28 @@ impl Run<'_> {
                 dst.hostname,
                 mib(need_disk)
             )));
+        }
+        // Verbs state: the process's QP numbers and MR keys must be free at the destination.
+        if criu::has_verbs(o.pid) {
+            let recs = crate::softroce::status().map_err(|e| Step::Refuse(format!("the process holds verbs state, but {e}")))?;
+            let mine = |kind: &str, key: &str| -> Vec<(String, u32)> {
+                recs.iter()
+                    .filter(|r| r.kind == kind && r.fields.get("pid").is_some_and(|p| *p == o.pid.to_string()))
+                    .filter_map(|r| Some((r.fields.get("dev")?.clone(), r.fields.get(key)?.parse().ok()?)))
+                    .collect()
+            };
+            let (qps, mrs) = (mine("qp", "qpn"), mine("mr", "index"));
+            let mut devs: Vec<String> = qps.iter().chain(&mrs).map(|x| x.0.clone()).collect();
+            devs.dedup();
+            for dev in devs {
+                let pick = |v: &[(String, u32)]| v.iter().filter(|x| x.0 == dev).map(|x| x.1).collect::<Vec<u32>>();
+                let req = Request::CheckNumbers { ibdev: dev.clone(), qpns: pick(&qps), mrs: pick(&mrs) };
+                match call(ch, &req).await? {
+                    Reply::Ack => {}
+                    Reply::Failed(e) => return Err(Step::Refuse(format!("the process's verbs numbers at {}: {e}", dst.hostname))),
+                    other => return Err(Step::Refuse(format!("destination answered {other:?} to a numbers check"))),
+                }
+            }
         }
         // CPU features: CRIU's own comparison, run at the destination on our cpuinfo image.
         let cpu_dir = self.dir.join("cpuinfo");
@@ -383,9 +421,19 @@ impl Run<'_> {
                         match rdma {
                             Some(r) if r >= tcp => {
                                 self.rdma = Some(s);
-                                TransportReport { used: Used::Rdma, reason: format!("faster in a {} probe ({r:.1} vs {tcp:.1} MB/s)", mib(PROBE)), tcp_mb_s: Some(tcp), rdma_mb_s: rdma }
+                                TransportReport {
+                                    used: Used::Rdma,
+                                    reason: format!("faster in a {} probe ({r:.1} vs {tcp:.1} MB/s)", mib(PROBE)),
+                                    tcp_mb_s: Some(tcp),
+                                    rdma_mb_s: rdma,
+                                }
                             }
-                            Some(r) => TransportReport { used: Used::Tcp, reason: format!("faster in a {} probe ({tcp:.1} vs {r:.1} MB/s)", mib(PROBE)), tcp_mb_s: Some(tcp), rdma_mb_s: rdma },
+                            Some(r) => TransportReport {
+                                used: Used::Tcp,
+                                reason: format!("faster in a {} probe ({tcp:.1} vs {r:.1} MB/s)", mib(PROBE)),
+                                tcp_mb_s: Some(tcp),
+                                rdma_mb_s: rdma,
+                            },
                             None => TransportReport { used: Used::Tcp, reason: "the RDMA probe failed".into(), tcp_mb_s: Some(tcp), rdma_mb_s: None },
                         }
                     }
@@ -414,15 +462,21 @@ impl Run<'_> {
             let phase = Phase::PrecopyRound(round);
             self.rec.start(phase.clone());
             let t = Instant::now();
-            criu::pre_dump(&DumpSpec { pid: o.pid, dir: dir.clone(), parent: parent.as_ref().map(|p| format!("../{p}")), timeout: o.dump_timeout })
-                .await
-                .map_err(|e| Step::Fail(e.to_string()))?;
+            if self.copts.plugins.is_some() {
+                // rxe writes into registered memory behind soft-dirty's back: from here on its
+                // dirty log records those pages, and the plugin marks them at the final dump.
+                clear_rdma_dirty_logs(o.pid);
+            }
+            criu::pre_dump(&DumpSpec {
+                pid: o.pid,
+                dir: dir.clone(),
+                parent: parent.as_ref().map(|p| format!("../{p}")),
+                timeout: o.dump_timeout,
+                opts: self.copts.clone(),
+            })
+            .await
+            .map_err(|e| Step::Fail(e.to_string()))?;
             let dump_ms = t.elapsed().as_secs_f64() * 1e3;
-            // Where the softroce dirty log joins pre-copy (RDMA processes, issue 8): soft-dirty
-            // does not see what rxe writes into registered MRs from kernel context, so each
-            // round must also resend the pages `softroce::Ctl::dirty(dev, mr, clear)` reports
-            // for the process' MRs (read-and-clear right after the pre-dump), and the final dump
-            // must carry every page rxe may have written since. Plain processes have no MRs.
             let bytes = criu::page_bytes(&dir);
             let t = Instant::now();
             self.send_dir(ch, &name).await?;
@@ -453,9 +507,58 @@ impl Run<'_> {
     }
 }
 
-/// Sends SIGCONT so a process left stopped by `--leave-stopped` runs again.
+/// Sends SIGCONT so a process left stopped by `--leave-stopped` runs again. QPs of the process
+/// that the CRIU plugin stopped for the dump are resumed first (their peers, paused, continue).
 fn resume_source(pid: i32) -> Result<(), String> {
-    kill(Pid::from_raw(pid), Signal::SIGCONT).map_err(|e| format!("SIGCONT {pid}: {e}"))
+    let qps = resume_stopped_qps(pid);
+    kill(Pid::from_raw(pid), Signal::SIGCONT).map_err(|e| format!("SIGCONT {pid}: {e}"))?;
+    qps
+}
+
+/// Resumes the stopped QPs of process `pid` (none for processes without verbs state).
+fn resume_stopped_qps(pid: i32) -> Result<(), String> {
+    let Ok(recs) = crate::softroce::status() else {
+        return Ok(());
+    };
+    let qps: Vec<(String, u32)> = recs
+        .iter()
+        .filter(|r| r.kind == "qp" && r.fields.get("pid").is_some_and(|p| *p == pid.to_string()))
+        .filter_map(|r| Some((r.fields.get("dev")?.clone(), r.fields.get("qpn")?.parse().ok()?)))
+        .collect();
+    if qps.is_empty() {
+        return Ok(());
+    }
+    let ctl = crate::softroce::Ctl::open().map_err(|e| format!("resume the QPs of {pid}: {e}"))?;
+    let mut errs = vec![];
+    for (dev, qpn) in qps {
+        match ctl.qp_query(&dev, qpn) {
+            Ok(st) if st.state & crate::softroce::QP_S_STOPPED != 0 => match ctl.qp_resume(&dev, qpn, 0) {
+                Ok(_) => info!(pid, qpn, "resumed the stopped QP"),
+                Err(e) => errs.push(format!("QP {qpn}: {e}")),
+            },
+            Ok(_) => {}
+            Err(e) => errs.push(format!("QP {qpn}: {e}")),
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("resuming the stopped QPs of {pid}: {}", errs.join("; ")))
+    }
+}
+
+/// Clears the driver's dirty log of every MR of process `pid`.
+fn clear_rdma_dirty_logs(pid: i32) {
+    let (Ok(recs), Ok(ctl)) = (crate::softroce::status(), crate::softroce::Ctl::open()) else {
+        return;
+    };
+    for r in recs.iter().filter(|r| r.kind == "mr" && r.fields.get("pid").is_some_and(|p| *p == pid.to_string())) {
+        if let (Some(dev), Some(idx)) = (r.fields.get("dev"), r.fields.get("index").and_then(|i| i.parse::<u32>().ok())) {
+            if let Err(e) = ctl.dirty(dev, idx, true) {
+                warn!(pid, mr = idx, "clearing the MR's dirty log: {e}");
+            }
+        }
+    }
 }
 
 /// Asks the destination (on a fresh connection) what became of a migration whose restore reply
@@ -512,6 +615,28 @@ impl Run<'_> {
         if let Err(e) = std::fs::create_dir_all(&self.dir) {
             return Outcome::Refused { reason: format!("work directory {}: {e}", self.dir.display()) };
         }
+        self.copts.tcp_established = o.tcp_established;
+        if criu::has_verbs(o.pid) {
+            match criu::plugin_dir(&o.work_dir) {
+                Ok(p) => {
+                    self.say("the process holds verbs state: rdmig's CRIU plugin saves and restores it");
+                    self.copts.plugins = Some(p);
+                }
+                Err(e) => return Outcome::Refused { reason: format!("the process holds verbs state, but rdmig's CRIU plugin is unavailable: {e}") },
+            }
+        }
+        if let Some(a) = o.move_addr {
+            match crate::netaddr::find(a) {
+                Some((dev, prefix)) => {
+                    let m = MovedAddr { addr: a, prefix, dev };
+                    if let Err(e) = m.validate() {
+                        return Outcome::Refused { reason: format!("--move-addr {a}: {e}") };
+                    }
+                    self.moved = Some(m);
+                }
+                None => return Outcome::Refused { reason: format!("--move-addr {a}: no device here has this address") },
+            }
+        }
         let mut ch = match connect(o).await {
             Ok(c) => c,
             Err(e) => return Outcome::Refused { reason: e },
@@ -544,7 +669,15 @@ impl Run<'_> {
         let final_dir = self.dir.join("final");
         let _ = std::fs::create_dir_all(&final_dir);
         let t = Instant::now();
-        if let Err(e) = criu::dump_leave_stopped(&DumpSpec { pid: o.pid, dir: final_dir.clone(), parent: parent.map(|p| format!("../{p}")), timeout: o.dump_timeout }).await {
+        if let Err(e) = criu::dump_leave_stopped(&DumpSpec {
+            pid: o.pid,
+            dir: final_dir.clone(),
+            parent: parent.map(|p| format!("../{p}")),
+            timeout: o.dump_timeout,
+            opts: self.copts.clone(),
+        })
+        .await
+        {
             // CRIU resumes the process when a dump fails; make sure of it.
             let _ = resume_source(o.pid);
             self.rec.end(Phase::FinalDump);
@@ -558,6 +691,12 @@ impl Run<'_> {
         self.say(&format!("frozen; final dump {} in {:.0} ms", mib(final_bytes), t.elapsed().as_secs_f64() * 1e3));
 
         let rollback = |run: &mut Run, why: String| {
+            let mut why = why;
+            if let Some(m) = &run.moved {
+                if let Err(e) = crate::netaddr::add(m) {
+                    why = format!("{why}; and taking {} back failed: {e}", m.addr);
+                }
+            }
             let why = match resume_source(o.pid) {
                 Ok(()) => why,
                 Err(e) => format!("{why}; and resuming the source failed: {e}"),
@@ -565,6 +704,14 @@ impl Run<'_> {
             run.resumed_here();
             Outcome::RolledBack { reason: why }
         };
+        // The process is frozen: its address leaves with it.
+        if let Some(m) = &self.moved {
+            if let Err(e) = crate::netaddr::del(m) {
+                let out = rollback(self, format!("removing {} here: {e}", m.addr));
+                abort_remote(o, &self.id).await;
+                return out;
+            }
+        }
 
         self.rec.start(Phase::Transfer);
         let t = Instant::now();
@@ -580,7 +727,8 @@ impl Run<'_> {
         self.say(&format!("final images sent in {:.0} ms", t.elapsed().as_secs_f64() * 1e3));
 
         self.rec.start(Phase::Restore);
-        let restored = call(&mut ch, &Request::Restore { id: self.id.clone(), dir: RelPath::new("final").expect("valid") }).await;
+        let ropts = RestoreOpts { verbs: self.copts.plugins.is_some(), tcp_established: o.tcp_established, move_addr: self.moved.clone() };
+        let restored = call(&mut ch, &Request::Restore { id: self.id.clone(), dir: RelPath::new("final").expect("valid"), opts: ropts }).await;
         let restored_pid = match restored {
             Ok(Reply::Restored { pid, start_ns, end_ns }) => {
                 // CRIU (-d) lets the process run at the very end of its restore.
@@ -719,6 +867,8 @@ pub async fn bench_transfer(
         rdma_addr,
         rdma_device: rdma_device.to_string(),
         progress: false,
+        tcp_established: false,
+        move_addr: None,
     };
     let mut ch = connect(&o).await.map_err(anyhow::Error::msg)?;
     let run = Run::new(&o, MigrationId::new("bench").expect("valid"), std::env::temp_dir(), "bench");

@@ -7,6 +7,7 @@
 //!
 //! Run one scenario or a few: `cargo test --test lab -- exec criu` (substring match).
 
+mod e2e;
 mod harness;
 mod migration;
 mod plugin;
@@ -15,5 +16,5 @@ mod scenarios;
 mod softroce;
 
 fn main() -> std::process::ExitCode {
-    harness::main(&[scenarios::ALL, softroce::SCENARIOS, qp::SCENARIOS, plugin::SCENARIOS, scenarios::LAST])
+    harness::main(&[scenarios::ALL, softroce::SCENARIOS, qp::SCENARIOS, plugin::SCENARIOS, e2e::SCENARIOS, scenarios::LAST])
 }

@@ -334,19 +334,27 @@ fn reg_mr(fd: RawFd, ctl: &Ctl, ibdev: &str, pd: Option<u32>, m: &image::Mr) -> 
     Ok(r.mr_handle)
 }
 
-/// The GID index on this node of the GID a QP used (text and type as in sysfs).
+/// The GID index on this node of the GID a QP used (text and type as in sysfs). An address
+/// that was just added reaches the GID table a little later (ib_core updates it from a work
+/// queue), so a missing GID is waited for, briefly.
 fn gid_index(ibdev: &str, port: u8, gid: &str, typ: &str) -> Result<u8, RestoreError> {
-    for i in 0..=255u8 {
-        match crate::dump::gid(ibdev, port, i) {
-            Ok((g, t)) if g == gid && (typ.is_empty() || t == typ) => return Ok(i),
-            Ok(_) => {}
-            Err(_) if i > 0 => break,
-            Err(e) => return Err(sys(format!("read the GID table of {ibdev} port {port}"))(e)),
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        for i in 0..=255u8 {
+            match crate::dump::gid(ibdev, port, i) {
+                Ok((g, t)) if g == gid && (typ.is_empty() || t == typ) => return Ok(i),
+                Ok(_) => {}
+                Err(_) if i > 0 => break,
+                Err(e) => return Err(sys(format!("read the GID table of {ibdev} port {port}"))(e)),
+            }
         }
+        if std::time::Instant::now() >= deadline {
+            return Err(RestoreError::Refused(format!(
+                "{ibdev} port {port} has no GID {gid} ({typ}) here: the QP's address must move with the process before the restore"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    Err(RestoreError::Refused(format!(
-        "{ibdev} port {port} has no GID {gid} ({typ}) here: the QP's address must move with the process before the restore"
-    )))
 }
 
 fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::CreateQpResp), RestoreError> {
