@@ -50,6 +50,10 @@ struct Common {
     /// Size of each RDMA WRITE block.
     #[arg(long, default_value_t = PAGE)]
     write_size: usize,
+    /// Poll the CQ instead of sleeping on a completion channel (no channel is created: a
+    /// process CRIU with rdmig's plugin can checkpoint).
+    #[arg(long)]
+    busy_poll: bool,
 }
 
 #[derive(Subcommand)]
@@ -176,7 +180,7 @@ fn recv_line<T: for<'de> Deserialize<'de>>(r: &mut BufReader<TcpStream>) -> Resu
 fn open(c: &Common) -> Result<RcQp> {
     ensure!(c.msg_size >= HDR + 8, "--msg-size must be at least {}", HDR + 8);
     ensure!(c.write_size > 0, "--write-size must be positive");
-    Ok(RcQp::open(RcConfig { device: c.device.clone(), gid_index: c.gid_index, ..Default::default() })?)
+    Ok(RcQp::open(RcConfig { device: c.device.clone(), gid_index: c.gid_index, events: !c.busy_poll, ..Default::default() })?)
 }
 
 fn main() {

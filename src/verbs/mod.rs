@@ -57,11 +57,15 @@ pub struct RcConfig {
     pub mtu: Mtu,
     pub max_send_wr: u32,
     pub max_recv_wr: u32,
+    /// Sleep on a completion channel while waiting (true), or poll the CQ with short naps and
+    /// have no channel at all (false): a process without a channel can be checkpointed by
+    /// rdmig's CRIU plugin, which cannot restore channels yet.
+    pub events: bool,
 }
 
 impl Default for RcConfig {
     fn default() -> Self {
-        Self { device: "rxe0".into(), port: 1, gid_index: 1, mtu: Mtu::Mtu4096, max_send_wr: 128, max_recv_wr: 256 }
+        Self { device: "rxe0".into(), port: 1, gid_index: 1, mtu: Mtu::Mtu4096, max_send_wr: 128, max_recv_wr: 256, events: true }
     }
 }
 
@@ -140,7 +144,7 @@ pub struct RcQp {
     // Field order is drop order: QP, CQ, channel, PD, context.
     qp: BasicQueuePair,
     cq: Arc<BasicCompletionQueue>,
-    channel: Arc<CompletionChannel>,
+    channel: Option<Arc<CompletionChannel>>,
     pd: Arc<ProtectionDomain>,
     ctx: Arc<DeviceContext>,
     cfg: RcConfig,
@@ -159,14 +163,19 @@ impl RcQp {
         let ctx = dev.open().map_err(op("open device"))?;
         let gid = ctx.query_gid(cfg.port, cfg.gid_index).map_err(op("query GID"))?;
         let pd = ctx.alloc_pd().map_err(op("allocate PD"))?;
-        let channel = CompletionChannel::new(&ctx).map_err(op("create completion channel"))?;
-        channel.set_nonblocking(true).map_err(op("make completion channel non-blocking"))?;
-        let cq = ctx
-            .create_cq_builder()
-            .setup_cqe(cfg.max_send_wr + cfg.max_recv_wr)
-            .setup_comp_channel(&channel, 0)
-            .build()
-            .map_err(op("create CQ"))?;
+        let channel = if cfg.events {
+            let ch = CompletionChannel::new(&ctx).map_err(op("create completion channel"))?;
+            ch.set_nonblocking(true).map_err(op("make completion channel non-blocking"))?;
+            Some(ch)
+        } else {
+            None
+        };
+        let mut cqb = ctx.create_cq_builder();
+        cqb.setup_cqe(cfg.max_send_wr + cfg.max_recv_wr);
+        if let Some(ch) = &channel {
+            cqb.setup_comp_channel(ch, 0);
+        }
+        let cq = cqb.build().map_err(op("create CQ"))?;
         let generic = GenericCompletionQueue::from(Arc::clone(&cq));
         let qp = pd
             .create_qp_builder()
@@ -409,6 +418,14 @@ impl RcQp {
             if self.poll(out) > 0 {
                 return Ok(out.len());
             }
+            let Some(channel) = &self.channel else {
+                // No channel: nap briefly and look again.
+                if Instant::now() >= deadline {
+                    return Ok(0);
+                }
+                std::thread::sleep(Duration::from_micros(200));
+                continue;
+            };
             // SAFETY: the CQ is alive for as long as self.
             errno("arm CQ", unsafe { rdma_mummy_sys::ibv_req_notify_cq(self.cq.cq().as_ptr(), 0) })?;
             // A completion that arrived before arming raised no event: look once more.
@@ -421,7 +438,7 @@ impl RcQp {
                 return Ok(0);
             }
             // SAFETY: the channel's fd is open for as long as self.
-            let fd = unsafe { BorrowedFd::borrow_raw(self.channel.as_raw_fd()) };
+            let fd = unsafe { BorrowedFd::borrow_raw(channel.as_raw_fd()) };
             let ms = left.as_millis().min(i32::MAX as u128) as i32;
             let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
             match poll(&mut fds, PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)) {
@@ -435,11 +452,12 @@ impl RcQp {
 
     /// Reads and acknowledges every pending completion event (the channel is non-blocking).
     fn take_events(&self) -> Result<(), VerbsError> {
+        let Some(channel) = &self.channel else { return Ok(()) };
         loop {
             let mut cq: *mut rdma_mummy_sys::ibv_cq = std::ptr::null_mut();
             let mut ctx: *mut libc::c_void = std::ptr::null_mut();
             // SAFETY: channel and out-pointers are valid.
-            let r = unsafe { rdma_mummy_sys::ibv_get_cq_event(self.channel.comp_channel().as_ptr(), &mut cq, &mut ctx) };
+            let r = unsafe { rdma_mummy_sys::ibv_get_cq_event(channel.comp_channel().as_ptr(), &mut cq, &mut ctx) };
             if r != 0 {
                 return Ok(()); // EAGAIN: drained
             }

@@ -77,6 +77,10 @@ fn start_pair(c: &Ctx, server_node: &str, client_node: &str, opts: &[&str], iter
 /// The same; with `client_addr` the client uses that movable address (for RDMA, and for TCP
 /// through a host route to the server), so that it can move too.
 fn start_pair_from(c: &Ctx, server_node: &str, client_node: &str, client_addr: Option<&str>, opts: &[&str], iters: u64, tag: &str) -> Result<Pair> {
+    // A scenario that failed may have left its pair running, holding QP numbers.
+    for n in ["node1", "node2", "node3"] {
+        let _ = c.rdmig(&["exec", n, "--", "pkill", "-9", "ib_send_bw"]);
+    }
     clear_addrs(c);
     reset_cursors(c)?;
     c.rdmig_ok(&["addr", "add", server_node, SERVICE_ADDR])?;
@@ -195,7 +199,8 @@ fn e2e_migrate_ib_send_bw_client(c: &Ctx) -> Result<()> {
 
 /// Four QPs per side (`-q 4`).
 fn e2e_migrate_ib_send_bw_four_qps(c: &Ctx) -> Result<()> {
-    let p = start_pair(c, "node1", "node2", &["-b", "-q", "4"], 100_000, "e2e-q4")?;
+    // perftest counts iterations per QP: 4 x 30000 messages each way.
+    let p = start_pair(c, "node1", "node2", &["-b", "-q", "4"], 30_000, "e2e-q4")?;
     migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
     finish(c, &p, "node3", "node2")
 }
