@@ -312,6 +312,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn moved_addresses_and_number_checks_are_validated() {
+        let ok = MovedAddr { addr: "10.0.1.7".parse().unwrap(), prefix: 24, dev: "vxlan0".into() };
+        assert!(ok.validate().is_ok());
+        for bad in [
+            MovedAddr { prefix: 0, ..ok.clone() },
+            MovedAddr { prefix: 33, ..ok.clone() },
+            MovedAddr { addr: "0.0.0.0".parse().unwrap(), ..ok.clone() },
+            MovedAddr { addr: "127.0.0.1".parse().unwrap(), ..ok.clone() },
+            MovedAddr { addr: "224.0.0.1".parse().unwrap(), ..ok.clone() },
+            MovedAddr { dev: "".into(), ..ok.clone() },
+            MovedAddr { dev: "eth0; rm -rf /".into(), ..ok.clone() },
+            MovedAddr { dev: "a".repeat(16), ..ok.clone() },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let id = MigrationId::new("m-1").unwrap();
+        let restore = |m: MovedAddr| Request::Restore { id: id.clone(), dir: RelPath::new("final").unwrap(), opts: RestoreOpts { verbs: true, tcp_established: true, move_addr: Some(m) } };
+        assert!(restore(ok.clone()).validate().is_ok());
+        assert!(restore(MovedAddr { dev: "../x".into(), ..ok }).validate().is_err());
+        let check = |dev: &str, n: usize| Request::CheckNumbers { ibdev: dev.into(), qpns: vec![17; n], mrs: vec![] };
+        assert!(check("rxe0", 4).validate().is_ok());
+        assert!(check("rxe0/../x", 1).validate().is_err());
+        assert!(check("", 1).validate().is_err());
+        assert!(check("rxe0", 70000).validate().is_err());
+    }
+
+    #[test]
     fn ids_and_paths_are_strict() {
         assert!(MigrationId::new("m-20261122-1").is_ok());
         for bad in ["", "A", "../x", "a/b", "a b", &"x".repeat(49)] {

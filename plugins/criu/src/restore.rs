@@ -506,3 +506,65 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
     }
     Ok(n)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{Cq, Handle, Mr, QpLinks};
+
+    fn ctx() -> Context {
+        Context {
+            path: "/dev/infiniband/uverbs0".into(),
+            rdev_major: 231,
+            rdev_minor: 192,
+            ibdev: "rxe0".into(),
+            flags: 2,
+            pds: vec![Handle { handle: 0 }],
+            cqs: vec![Cq { handle: 2, pgoff: Some(0x10), cqe: Some(255) }],
+            srqs: vec![],
+            qps: vec![Qp { handle: 3, qpn: 17, links: Some(QpLinks { pd: 0, send_cq: 2, recv_cq: 2, sq_pgoff: 0x20, rq_pgoff: 0x30 }), ..Default::default() }],
+            mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7000, length: 4096, access: Some(7) }],
+            mws: vec![],
+            ahs: vec![],
+            comp_channels: 0,
+            async_event_files: 1,
+            queues: vec![],
+        }
+    }
+
+    #[test]
+    fn only_what_can_be_rebuilt_passes() {
+        assert_eq!(check_restorable(&ctx()), Ok(()));
+        let mut c = ctx();
+        c.comp_channels = 1;
+        assert!(check_restorable(&c).unwrap_err().contains("completion channel"));
+        let mut c = ctx();
+        c.pds.push(Handle { handle: 4 });
+        assert!(check_restorable(&c).unwrap_err().contains("PDs"));
+        let mut c = ctx();
+        c.qps[0].links = None;
+        assert!(check_restorable(&c).unwrap_err().contains("QP 17"));
+        let mut c = ctx();
+        c.cqs[0].cqe = None;
+        assert!(check_restorable(&c).unwrap_err().contains("CQ handle 2"));
+        let mut c = ctx();
+        c.mrs[0].access = None;
+        assert!(check_restorable(&c).unwrap_err().contains("access flags"));
+    }
+
+    #[test]
+    fn vma_offsets_are_bytes_and_page_aligned() {
+        BUILT.lock().unwrap().push(Built {
+            ctx_id: 99,
+            target_fd: 3,
+            cmd_fd: 3,
+            async_fd: 4,
+            pgoffs: BTreeMap::from([(0x4d, (0x99, 0x7f00_0000_0000))]),
+        });
+        assert_eq!(vma_map(0x7f00_0000_0000, 0x4d * PAGE), Some((0x99 * PAGE, 3)));
+        assert_eq!(vma_map(0x7f00_0000_1000, 0x4d * PAGE), None, "another address");
+        assert_eq!(vma_map(0x7f00_0000_0000, 0x4d * PAGE + 1), None, "not page aligned");
+        assert_eq!(vma_map(0x7f00_0000_0000, 0x4e * PAGE), None, "not ours");
+        BUILT.lock().unwrap().retain(|b| b.ctx_id != 99);
+    }
+}
