@@ -13,6 +13,9 @@
 //!   node2: rdmig-qpmig mover --connect 10.0.1.11:9200 --gid-index 1 --count 2000 \
 //!              --stop-after 500 --state /mnt/lab/qp.state
 //!   node3: rdmig-qpmig mover --resume /mnt/lab/qp.state --gid-index 1
+//!
+//! A resumed mover given `--state` stops and dumps again after `--stop-after` messages in all, so
+//! the same QP can migrate any number of times.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use rdmig::softroce::{Ctl, Obj, QpMigState, QP_F_CQ, QP_F_DROP_FIRST};
+use rdmig::softroce::{Ctl, Obj, QpMigState, QP_F_CQ, QP_F_DROP_FIRST, QP_F_LATE_PAUSE};
 use rdmig::verbs::{Completion, Endpoint, RcConfig, RcQp, Region};
 use serde::{Deserialize, Serialize};
 
@@ -90,18 +93,20 @@ enum Role {
         connect: Option<SocketAddr>,
         #[command(flatten)]
         common: Common,
-        /// First life: stop and dump after this many messages were sent (and at least this many
-        /// received, unless the peer is silent: see --stop-recv).
+        /// Stop and dump after this many messages were sent in all (first life: and at least this
+        /// many received, unless the peer is silent: see --stop-recv). A resumed mover only stops
+        /// again if --state is given.
         #[arg(long, default_value_t = 500)]
         stop_after: u64,
         /// First life: also wait for this many received messages before stopping.
         #[arg(long)]
         stop_recv: Option<u64>,
-        /// First life: where to write the state.
+        /// Where to write the state at the stop. With --resume: stop again after --stop-after
+        /// messages and write the state here (another migration of the same QP).
         #[arg(long, required_unless_present = "resume")]
         state: Option<PathBuf>,
         /// Second life: restore from this state file and continue.
-        #[arg(long, conflicts_with_all = ["connect", "state"])]
+        #[arg(long, conflicts_with = "connect")]
         resume: Option<PathBuf>,
         /// Second life: restore into the QP while it is only in RTR, resume, keep receiving for
         /// this many seconds, then move to RTS.
@@ -110,8 +115,21 @@ enum Role {
         /// Second life: the first RESUME packet is not sent (fault injection; it must be retried).
         #[arg(long)]
         drop_first_resume: bool,
+        /// Second life: right after the RESUME_ACK the QP sends one PAUSE of the stop it resumed
+        /// from, which reaches the peer after the RESUME, as a late PAUSE of the old QP would
+        /// (fault injection: the peer must ignore it).
+        #[arg(long)]
+        late_pause: bool,
         #[arg(long, default_value_t = 300)]
         deadline: u64,
+    },
+    /// Print the migration state and protocol counters of a QP (QP_QUERY) as JSON, e.g. to see
+    /// whether the peer is paused while the mover is stopped.
+    Query {
+        #[arg(long, default_value = "rxe0")]
+        device: String,
+        #[arg(long)]
+        qpn: u32,
     },
 }
 
@@ -134,6 +152,9 @@ struct MoverState {
     recv_len: usize,
     progress: Progress,
     stopped_at_ms: u64,
+    /// The life that wrote this state (1: the first; absent in older files).
+    #[serde(default)]
+    life: u32,
 }
 
 #[derive(Serialize, Deserialize, Debug, Default, Clone)]
@@ -462,16 +483,32 @@ fn mover_first(
     let want_recv = stop_recv.unwrap_or(0);
     let count = c.count;
     side.run(count, c.rate, |p| p.next_send < stop_after, |p| p.next_send >= stop_after && p.next_recv >= want_recv, deadline)?;
+    stop_and_save(&ctl, side, c, hello.ep, state, 1, t0, None)
+}
 
+/// Stops the QP of `side`, dumps it, writes the state file for the next life and destroys
+/// everything; reports life `life`.
+#[allow(clippy::too_many_arguments)]
+fn stop_and_save(
+    ctl: &Ctl,
+    side: Side,
+    c: &Common,
+    peer: Endpoint,
+    state: &Path,
+    life: u32,
+    t0: Instant,
+    downtime_ms: Option<u64>,
+) -> Result<Report> {
     // Stop: from here on the kernel neither sends nor completes anything for this QP, and we
     // poll no more, so the QP image, the CQ ring and our own progress agree.
     let qpn = side.qp.qp_number();
     let stopped_at_ms = now_ms();
     ctl.qp_stop(&c.device, qpn)?;
     let image = ctl.qp_dump(&c.device, qpn)?;
+    let peer_qpn = peer.qpn;
     let st = MoverState {
         common: c.clone(),
-        peer: hello.ep,
+        peer,
         qpn,
         send_addr: side.sbuf.addr(),
         send_lkey: side.sbuf.lkey(),
@@ -481,6 +518,7 @@ fn mover_first(
         recv_len: side.rbuf.len(),
         progress: side.p.clone(),
         stopped_at_ms,
+        life,
     };
     write_state(state, &st, &image, side.sbuf.bytes(), side.rbuf.bytes())?;
     let mig = ctl.qp_query(&c.device, qpn)?;
@@ -496,24 +534,42 @@ fn mover_first(
     Ok(Report {
         role: "mover".into(),
         qpn,
-        peer_qpn: hello.ep.qpn,
+        peer_qpn,
         sent: p.sent_done,
         received: p.next_recv,
         bad: p.bad,
         wc_errors: p.wc_errors,
         first_error: p.first_error,
-        life: 1,
+        life,
         mig: Some(mig),
-        downtime_ms: None,
+        downtime_ms,
         elapsed_ms: t0.elapsed().as_millis() as u64,
         ok: p.bad == 0 && p.wc_errors == 0,
     })
 }
 
-fn mover_second(path: &Path, gid_index: u32, rtr_secs: Option<u64>, drop_first: bool, deadline: u64) -> Result<Report> {
+/// What a resumed mover does besides restoring.
+struct ResumeOpts {
+    rtr_secs: Option<u64>,
+    drop_first: bool,
+    late_pause: bool,
+    /// Stop again after this many messages sent in all and write the state here.
+    stop: Option<(u64, PathBuf)>,
+}
+
+fn mover_second(path: &Path, gid_index: u32, o: &ResumeOpts, deadline: u64) -> Result<Report> {
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(deadline);
+    let rtr_secs = o.rtr_secs;
     let (st, image, sbytes, rbytes) = read_state(path)?;
+    let life = st.life.max(1) + 1;
+    if let Some((stop_after, _)) = &o.stop {
+        ensure!(
+            *stop_after > st.progress.next_send && *stop_after < st.common.count,
+            "--stop-after must be above the {} messages already sent and below --count",
+            st.progress.next_send
+        );
+    }
     let mut c = st.common.clone();
     c.gid_index = gid_index;
     let ctl = Ctl::open()?;
@@ -539,7 +595,8 @@ fn mover_second(path: &Path, gid_index: u32, rtr_secs: Option<u64>, drop_first: 
     }
     ctl.qp_restore(&dev, st.qpn, &image, QP_F_CQ).context("restore the QP state")?;
     let resumed_at = Instant::now();
-    ctl.qp_resume(&dev, st.qpn, if drop_first { QP_F_DROP_FIRST } else { 0 })?;
+    let flags = if o.drop_first { QP_F_DROP_FIRST } else { 0 } | if o.late_pause { QP_F_LATE_PAUSE } else { 0 };
+    ctl.qp_resume(&dev, st.qpn, flags)?;
     eprintln!("rdmig-qpmig mover: QP {} restored and resumed ({} since the stop)", st.qpn, now_ms().saturating_sub(st.stopped_at_ms));
 
     let mut side = Side { qp, sbuf, rbuf, msg: c.msg_size, my_dir: 1, p: st.progress.clone(), first_recv_at: None };
@@ -552,15 +609,24 @@ fn mover_second(path: &Path, gid_index: u32, rtr_secs: Option<u64>, drop_first: 
         eprintln!("rdmig-qpmig mover: {received_in_rtr} messages received in RTR; moving to RTS");
         side.qp.to_rts(14, 7)?;
     }
+    let downtime = |side: &Side| {
+        side.first_recv_at.map(|t| {
+            let since_resume = t.duration_since(resumed_at).as_millis() as u64;
+            let stop_to_resume = now_ms().saturating_sub(st.stopped_at_ms).saturating_sub(resumed_at.elapsed().as_millis() as u64);
+            stop_to_resume + since_resume
+        })
+    };
+    if let Some((stop_after, state)) = &o.stop {
+        let stop_after = *stop_after;
+        side.run(count, c.rate, |p| p.next_send < stop_after, |p| p.next_send >= stop_after, deadline)?;
+        let downtime_ms = downtime(&side);
+        return stop_and_save(&ctl, side, &c, st.peer, state, life, t0, downtime_ms);
+    }
     side.run(count, c.rate, |_| true, |p| done(p, count), deadline)?;
     side.linger(c.linger)?;
     let mig = ctl.qp_query(&dev, st.qpn)?;
     let p = &side.p;
-    let downtime_ms = side.first_recv_at.map(|t| {
-        let since_resume = t.duration_since(resumed_at).as_millis() as u64;
-        let stop_to_resume = now_ms().saturating_sub(st.stopped_at_ms).saturating_sub(resumed_at.elapsed().as_millis() as u64);
-        stop_to_resume + since_resume
-    });
+    let downtime_ms = downtime(&side);
     Ok(Report {
         role: "mover".into(),
         qpn: st.qpn,
@@ -570,7 +636,7 @@ fn mover_second(path: &Path, gid_index: u32, rtr_secs: Option<u64>, drop_first: 
         bad: p.bad,
         wc_errors: p.wc_errors,
         first_error: p.first_error.clone(),
-        life: 2,
+        life,
         mig: Some(mig),
         downtime_ms,
         elapsed_ms: t0.elapsed().as_millis() as u64,
@@ -581,12 +647,25 @@ fn mover_second(path: &Path, gid_index: u32, rtr_secs: Option<u64>, drop_first: 
 fn main() {
     let cli = Cli::parse();
     let r = match cli.role {
+        Role::Query { device, qpn } => {
+            match Ctl::open().and_then(|ctl| ctl.qp_query(&device, qpn)) {
+                Ok(st) => println!("{}", serde_json::to_string(&st).unwrap_or_default()),
+                Err(e) => {
+                    eprintln!("rdmig-qpmig: error: {e}");
+                    std::process::exit(2);
+                }
+            }
+            return;
+        }
         Role::Peer { listen, common, timeout, retry_cnt, send_after, deadline } => {
             peer(listen, &common, timeout, retry_cnt, send_after, deadline)
         }
-        Role::Mover { connect, common, stop_after, stop_recv, state, resume, rtr_secs, drop_first_resume, deadline } => {
+        Role::Mover { connect, common, stop_after, stop_recv, state, resume, rtr_secs, drop_first_resume, late_pause, deadline } => {
             match (connect, state, resume) {
-                (_, _, Some(path)) => mover_second(&path, common.gid_index, rtr_secs, drop_first_resume, deadline),
+                (_, state, Some(path)) => {
+                    let o = ResumeOpts { rtr_secs, drop_first: drop_first_resume, late_pause, stop: state.map(|s| (stop_after, s)) };
+                    mover_second(&path, common.gid_index, &o, deadline)
+                }
                 (Some(addr), Some(state), None) => mover_first(addr, &common, stop_after, stop_recv, &state, deadline),
                 _ => Err(anyhow::anyhow!("mover needs --connect and --state, or --resume")),
             }

@@ -21,6 +21,9 @@ const DIRTY_F_CLEAR: u32 = 1;
 pub const FEAT_QPMIG: u32 = 8;
 /// `rxe_ctl_version.features` bit of MR_REPIN and of the ring offsets in the status (patch 0007).
 pub const FEAT_MR_REPIN: u32 = 16;
+/// `rxe_ctl_version.features` bit of the epochs in PAUSE, RESUME and RESUME_ACK: a PAUSE sent
+/// before a RESUME never pauses the peer after it (patch 0009).
+pub const FEAT_QP_EPOCH: u32 = 32;
 /// QP_RESTORE: also restore the CQ rings of the QP.
 pub const QP_F_CQ: u32 = 1;
 /// QP_RESTORE: also restore the SRQ ring of the QP.
@@ -29,6 +32,9 @@ pub const QP_F_SRQ: u32 = 2;
 pub const QP_F_LOCAL: u32 = 4;
 /// QP_RESUME: the first RESUME packet is counted but not sent (fault injection for tests).
 pub const QP_F_DROP_FIRST: u32 = 8;
+/// QP_RESUME: after the RESUME_ACK, send one PAUSE of the stop that the resume ends, which the
+/// peer must ignore (fault injection for tests, patch 0009).
+pub const QP_F_LATE_PAUSE: u32 = 16;
 pub const QP_S_STOPPED: u32 = 1;
 pub const QP_S_RESUMING: u32 = 2;
 pub const QP_S_PAUSED: u32 = 4;
@@ -184,7 +190,8 @@ struct QpCtl {
     resumes_sent: u32,
     resumes_rcvd: u32,
     resume_acks: u32,
-    reserved: u32,
+    /// Out: stale PAUSE NAKs ignored; in: 0.
+    pauses_stale: u32,
 }
 
 /// Migration state and protocol counters of one QP (`RXE_CTL_IOC_QP_QUERY`).
@@ -199,6 +206,9 @@ pub struct QpMigState {
     pub resumes_sent: u32,
     pub resumes_rcvd: u32,
     pub resume_acks: u32,
+    /// PAUSE NAKs ignored because a RESUME of the same or a later stop had come (patch 0009).
+    #[serde(default)]
+    pub pauses_stale: u32,
 }
 
 fn devname(dev: &str) -> Result<[u8; 64], CtlError> {
@@ -384,7 +394,7 @@ impl Ctl {
             resumes_sent: 0,
             resumes_rcvd: 0,
             resume_acks: 0,
-            reserved: 0,
+            pauses_stale: 0,
         };
         // SAFETY: q matches the kernel's struct (size asserted above); buf/len describe memory
         // the caller keeps alive for the call.
@@ -401,6 +411,7 @@ impl Ctl {
             resumes_sent: q.resumes_sent,
             resumes_rcvd: q.resumes_rcvd,
             resume_acks: q.resume_acks,
+            pauses_stale: q.pauses_stale,
         }
     }
 
@@ -449,7 +460,7 @@ impl Ctl {
     }
 
     /// Resumes a stopped or restored QP: it sends RESUME (carrying its address) until the peer
-    /// acknowledges. `flags`: `QP_F_LOCAL`, `QP_F_DROP_FIRST`.
+    /// acknowledges. `flags`: `QP_F_LOCAL`, `QP_F_DROP_FIRST`, `QP_F_LATE_PAUSE`.
     pub fn qp_resume(&self, dev: &str, qpn: u32, flags: u32) -> Result<QpMigState, CtlError> {
         self.qp_simple("QP_RESUME", ioc_qp_resume, dev, qpn, flags)
     }
@@ -527,6 +538,20 @@ mod tests {
         assert_eq!(nix::request_code_readwrite!(MAGIC, 0x05, std::mem::size_of::<QpCtl>()) as u32, 0xc078b805);
         assert_eq!(nix::request_code_readwrite!(MAGIC, 0x09, std::mem::size_of::<QpCtl>()) as u32, 0xc078b809);
         assert_eq!(nix::request_code_readwrite!(MAGIC, 0x0a, std::mem::size_of::<MrRepin>()) as u32, 0xc060b80a);
+    }
+
+    #[test]
+    fn qp_struct_offsets() {
+        let q = std::mem::MaybeUninit::<QpCtl>::uninit();
+        let base = q.as_ptr() as usize;
+        // SAFETY: only field addresses are taken.
+        unsafe {
+            assert_eq!(std::ptr::addr_of!((*q.as_ptr()).qpn) as usize - base, 64);
+            assert_eq!(std::ptr::addr_of!((*q.as_ptr()).buf) as usize - base, 72);
+            assert_eq!(std::ptr::addr_of!((*q.as_ptr()).state) as usize - base, 88);
+            assert_eq!(std::ptr::addr_of!((*q.as_ptr()).resume_acks) as usize - base, 112);
+            assert_eq!(std::ptr::addr_of!((*q.as_ptr()).pauses_stale) as usize - base, 116);
+        }
     }
 
     #[test]

@@ -18,6 +18,8 @@ pub const SCENARIOS: &[Scenario] = &[
     ("qp_resume_from_rtr", qp_resume_from_rtr),
     ("qp_resume_survives_a_lost_resume", qp_resume_survives_a_lost_resume),
     ("qp_silent_peer_reaches_the_new_node", qp_silent_peer_reaches_the_new_node),
+    ("qp_late_pause_after_resume_is_ignored", qp_late_pause_after_resume_is_ignored),
+    ("qp_second_migration_pauses_the_peer_again", qp_second_migration_pauses_the_peer_again),
 ];
 
 const MOVING_ADDR: &str = "10.0.1.8";
@@ -176,6 +178,110 @@ fn qp_resume_survives_a_lost_resume(c: &Ctx) -> Result<()> {
         &Case { name: "lost", port: 9204, count: 1500, stop_after: 500, gap: 1, resume_args: vec!["--drop-first-resume".into()], ..Default::default() },
     )?;
     ensure!(o.second["mig"]["resumes_sent"].as_u64().unwrap_or(0) >= 2, "the dropped RESUME was not retried: {}", o.second);
+    Ok(())
+}
+
+/// A PAUSE of the stopped QP that the peer gets after the RESUME (here: sent by the restored QP
+/// right after the RESUME_ACK, `--late-pause`) must not pause the peer again: before patch 0009
+/// the peer stayed paused for good and the transfer hung (the lab's
+/// `plugin_ib_send_bw_dump_kill_restore_same_node` did so about one run in three, with PAUSE NAKs
+/// queued in the peer's completer while an RNR retry was pending).
+fn qp_late_pause_after_resume_is_ignored(c: &Ctx) -> Result<()> {
+    let o = run(
+        c,
+        &Case {
+            name: "late",
+            port: 9206,
+            count: 1500,
+            stop_after: 500,
+            gap: 1,
+            peer_args: vec!["--deadline".into(), "150".into()],
+            resume_args: vec!["--late-pause".into(), "--deadline".into(), "150".into()],
+        },
+    )?;
+    ensure!(o.second["mig"]["pauses_sent"].as_u64().unwrap_or(0) >= 1, "the restored QP sent no late PAUSE: {}", o.second);
+    ensure!(o.peer["mig"]["pauses_stale"].as_u64().unwrap_or(0) >= 1, "the peer did not drop the late PAUSE as stale: {}", o.peer);
+    ensure!(o.peer["mig"]["state"].as_u64().unwrap_or(0) & PAUSED == 0, "the peer is still paused: {}", o.peer);
+    Ok(())
+}
+
+/// `QP_S_PAUSED` of the QP state.
+const PAUSED: u64 = 4;
+
+/// The peer's QP as its driver sees it (rdmig-qpmig query on node1).
+fn peer_query(c: &Ctx, qpn: &Value) -> Result<Value> {
+    let qpn = qpn.as_u64().context("no peer QPN")?.to_string();
+    parse("rdmig-qpmig query", &c.exec_ok("node1", &[&qpmig_bin(c), "query", "--qpn", &qpn])?)
+}
+
+/// The same QP migrates twice (node2 -> node3 -> node2). A stale PAUSE after the first RESUME
+/// is ignored, yet the second stop pauses the peer again, and the second RESUME ends that pause:
+/// the epochs of patch 0009 tell a late PAUSE from a new one.
+fn qp_second_migration_pauses_the_peer_again(c: &Ctx) -> Result<()> {
+    let (port, count) = (9207u16, 1500u64);
+    for n in ["node1", "node2", "node3"] {
+        let _ = c.rdmig(&["addr", "del", n, MOVING_ADDR]);
+    }
+    c.rdmig_ok(&["addr", "add", "node2", MOVING_ADDR])?;
+    let bin = qpmig_bin(c);
+    let peer_gid = gid_index(c, "node1", PEER_ADDR)?;
+    let listen = format!("{PEER_ADDR}:{port}");
+    let n = count.to_string();
+    let peer_report = "qp-twice-peer.json";
+    let (s1, s2) = ("/mnt/lab/qp-twice-1.state", "/mnt/lab/qp-twice-2.state");
+    let _ = std::fs::remove_file(lab_share().join(peer_report));
+    let peer = format!(
+        "exec {bin} peer --listen {listen} --gid-index {peer_gid} --count {n} --deadline 200 > /mnt/lab/{peer_report} 2> /mnt/lab/{peer_report}.err"
+    );
+    c.rdmig_ok(&["spawn", "node1", "--", "sh", "-c", &peer])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.exec_ok("node1", &["ss", "-Hltn", &format!("sport = :{port}")])?.trim().is_empty() {
+        ensure!(Instant::now() < deadline, "the peer does not listen on node1");
+        thread::sleep(Duration::from_millis(300));
+    }
+
+    // Life 1 on node2, stopped after 400 messages.
+    let g2 = gid_index(c, "node2", MOVING_ADDR)?;
+    let out = c.exec_ok("node2", &[&bin, "mover", "--connect", &listen, "--gid-index", &g2, "--count", &n, "--stop-after", "400", "--state", s1])?;
+    let first = parse("mover life 1 (node2)", &out)?;
+    ensure!(first["ok"] == true && first["life"] == 1, "life 1: {first}");
+    let q1 = peer_query(c, &first["peer_qpn"])?;
+    ensure!(q1["state"].as_u64().unwrap_or(0) & PAUSED != 0, "the first stop did not pause the peer: {q1}");
+
+    // Life 2 on node3: a late PAUSE after the RESUME, then stopped again after 900 messages.
+    c.rdmig_ok(&["addr", "move", MOVING_ADDR, "--to", "node3"])?;
+    let g3 = gid_index(c, "node3", MOVING_ADDR)?;
+    let o = c.rdmig(&[
+        "exec", "node3", "--timeout", "300", "--", &bin, "mover", "--resume", s1, "--gid-index", &g3, "--late-pause", "--stop-after", "900", "--state", s2,
+        "--deadline", "200",
+    ])?;
+    let second = parse("mover life 2 (node3)", &String::from_utf8_lossy(&o.stdout))
+        .with_context(|| format!("stderr: {}", String::from_utf8_lossy(&o.stderr)))?;
+    ensure!(o.status.success() && second["ok"] == true && second["life"] == 2, "life 2: {second}
+{}", String::from_utf8_lossy(&o.stderr));
+    ensure!(second["mig"]["resume_acks"].as_u64().unwrap_or(0) >= 1, "life 2 was never resumed: {second}");
+    let q2 = peer_query(c, &first["peer_qpn"])?;
+    ensure!(q2["pauses_stale"].as_u64().unwrap_or(0) >= 1, "the late PAUSE was not dropped as stale: {q2}");
+    ensure!(q2["state"].as_u64().unwrap_or(0) & PAUSED != 0, "the second stop did not pause the peer: {q2}");
+    ensure!(q2["pauses_rcvd"].as_u64().unwrap_or(0) > q1["pauses_rcvd"].as_u64().unwrap_or(0), "no PAUSE of the second stop was taken: {q1} -> {q2}");
+
+    // Life 3 back on node2, to the end.
+    c.rdmig_ok(&["addr", "move", MOVING_ADDR, "--to", "node2"])?;
+    let g2 = gid_index(c, "node2", MOVING_ADDR)?;
+    let o = c.rdmig(&["exec", "node2", "--timeout", "300", "--", &bin, "mover", "--resume", s2, "--gid-index", &g2, "--deadline", "200"])?;
+    let third = parse("mover life 3 (node2)", &String::from_utf8_lossy(&o.stdout))
+        .with_context(|| format!("stderr: {}", String::from_utf8_lossy(&o.stderr)))?;
+    let peer = wait_file(peer_report, Duration::from_secs(120))?;
+    ensure!(o.status.success() && third["ok"] == true && third["life"] == 3, "life 3: {third}
+{}", String::from_utf8_lossy(&o.stderr));
+    ensure!(peer["ok"] == true, "peer failed: {peer}");
+    for (who, r) in [("peer", &peer), ("mover", &third)] {
+        ensure!(r["sent"] == count && r["received"] == count && r["bad"] == 0 && r["wc_errors"] == 0, "{who}: {r}");
+    }
+    ensure!(first["qpn"] == second["qpn"] && second["qpn"] == third["qpn"], "the QP number changed: {first} -> {second} -> {third}");
+    ensure!(peer["mig"]["resumes_rcvd"].as_u64().unwrap_or(0) >= 2, "the peer did not see both RESUMEs: {peer}");
+    ensure!(peer["mig"]["state"].as_u64().unwrap_or(0) & PAUSED == 0, "the peer ended paused: {peer}");
+    c.rdmig_ok(&["addr", "del", "node2", MOVING_ADDR])?;
     Ok(())
 }
 
