@@ -100,18 +100,11 @@ type Table = Arc<Mutex<HashMap<String, Migration>>>;
 pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
     std::fs::create_dir_all(&cfg.work_dir).map_err(|e| AgentError::WorkDir { path: cfg.work_dir.display().to_string(), source: e })?;
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| AgentError::Bind { addr: cfg.listen, source: e })?;
-    // Held open for the agent's lifetime: the reservations go with it.
-    let _numbers = match cfg.numbers {
-        Some(r) => match r.apply() {
-            Ok(ctl) => {
-                let (q, m) = (r.block(crate::softroce::Obj::Qp), r.block(crate::softroce::Obj::Mr));
-                info!(node = r.node, nodes = r.nodes, "QPNs {}-{} and MR indices {}-{} are this node's; the rest is reserved", q.0, q.1, m.0, m.1);
-                Some(ctl)
-            }
-            Err(e) => return Err(AgentError::Numbers(e.to_string())),
-        },
-        None => None,
-    };
+    if let Some(r) = cfg.numbers {
+        r.apply().map_err(|e| AgentError::Numbers(e.to_string()))?;
+        let (q, m) = (r.block(crate::softroce::Obj::Qp), r.block(crate::softroce::Obj::Mr));
+        info!(node = r.node, nodes = r.nodes, "QPNs {}-{} and MR indices {}-{} are this node's; the rest is reserved", q.0, q.1, m.0, m.1);
+    }
     info!(listen = %cfg.listen, work = %cfg.work_dir.display(), "agent listening");
     let cfg = Arc::new(cfg);
     let table: Table = Arc::default();

@@ -4,8 +4,9 @@
 //! reserves every other block (`/dev/rxe_ctl` RESERVE, which the normal allocator skips) and
 //! points the allocation cursor (`last_qpn`, `last_mrn`) into its own block. A process migrated
 //! in keeps the numbers of its origin's block (exact requests ignore reservations), and no local
-//! allocation can take them. The reservations live as long as the agent holds the control
-//! device open.
+//! allocation can take them. The reservations are persistent (they outlive the agent, so a
+//! restarted agent finds them and adds nothing, and the module can still be unloaded; unloading
+//! drops them).
 //!
 //! The lowest [`MANUAL`] numbers of each space are nobody's block and never reserved: numbers
 //! chosen by hand, MigrOS style (`echo 64 > /proc/sys/net/rdma_rxe/last_qpn`), work on every
@@ -47,24 +48,34 @@ impl NumberRange {
         (first, last)
     }
 
-    /// Reserves the other nodes' blocks of QPNs and MR indices and moves the cursors into ours.
-    /// Keep the returned control device open as long as the reservations must hold.
-    pub fn apply(&self) -> Result<Ctl, softroce::CtlError> {
+    /// Reserves the other nodes' blocks of QPNs and MR indices (unless reserved already) and
+    /// moves the allocation cursors into ours.
+    pub fn apply(&self) -> Result<(), softroce::CtlError> {
         let ctl = Ctl::open()?;
+        let existing = softroce::status()?;
+        let have = |obj: Obj, first: u32, last: u32| {
+            let name = format!("{obj:?}").to_lowercase();
+            existing.iter().any(|r| {
+                r.kind == "reserve"
+                    && r.fields.get("obj") == Some(&name)
+                    && r.fields.get("first").and_then(|v| v.parse().ok()) == Some(first)
+                    && r.fields.get("last").and_then(|v| v.parse().ok()) == Some(last)
+                    && r.fields.get("persist").map(String::as_str) == Some("1")
+            })
+        };
         for obj in [Obj::Qp, Obj::Mr] {
             let (min, max) = obj.range();
             let min = min + MANUAL;
             let (first, last) = self.block(obj);
-            if first > min {
-                ctl.reserve(obj, min, first - 1, false)?;
-            }
-            if last < max {
-                ctl.reserve(obj, last + 1, max, false)?;
+            for (a, b) in [(min, first.saturating_sub(1)), (last + 1, max)] {
+                if a <= b && a >= min && !have(obj, a, b) {
+                    ctl.reserve(obj, a, b, true)?;
+                }
             }
         }
         softroce::sysctl_set("last_qpn", self.block(Obj::Qp).0 - Obj::Qp.range().0)?;
         softroce::sysctl_set("last_mrn", self.block(Obj::Mr).0 - Obj::Mr.range().0)?;
-        Ok(ctl)
+        Ok(())
     }
 }
 
