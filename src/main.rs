@@ -92,6 +92,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RxeCmd,
     },
+    /// Charts: `plot throughput` draws a peer's receive and send rates around a migration.
+    Plot {
+        #[command(subcommand)]
+        cmd: PlotCmd,
+    },
 }
 
 /// Where the destination agent is and how to reach it; shared by `migrate` and `bench transfer`.
@@ -463,6 +468,62 @@ enum RxeCmd {
         #[arg(long, default_value = "rxe0")]
         device: String,
     },
+    /// Record a port's packet counters (hw_counters) at a fixed period into a JSON file, until a
+    /// process exits, a duration is over, or SIGTERM/SIGINT (the file is written in every case).
+    Sample {
+        #[arg(long, default_value = "rxe0")]
+        device: String,
+        #[arg(long, default_value_t = 1)]
+        port: u32,
+        /// Sampling period, µs (100 to 5000).
+        #[arg(long, default_value_t = 2000)]
+        interval_us: u64,
+        #[arg(long)]
+        out: PathBuf,
+        /// Stop when this process exits.
+        #[arg(long, value_name = "PID")]
+        until_exit: Option<i32>,
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "S")]
+        duration_s: Option<f64>,
+        /// Leave the kernel's counter cache lifespan as it is (by default it is set to 0 for the
+        /// run, so readings are at most a jiffy old, and restored afterwards).
+        #[arg(long)]
+        keep_lifespan: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlotCmd {
+    /// Chart a peer's receive and send rates from `rdmig rxe sample`'s file, the longest time it
+    /// received nothing shaded; prints that gap.
+    Throughput {
+        #[arg(long)]
+        samples: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        title: Option<String>,
+        /// What the rates count: messages (completed SENDs: the payload rate, as perftest) or
+        /// packets (ACKs included, each taken as a full message).
+        #[arg(long, value_enum, default_value = "messages")]
+        count: rdmig::timeline::throughput::Count,
+        /// Bytes per counted message or packet (perftest -s).
+        #[arg(long, default_value_t = 4096)]
+        msg_size: u64,
+        /// Width of the moving average, ms.
+        #[arg(long, default_value_t = 50.0)]
+        smooth_ms: f64,
+        /// A labelled vertical line, MS after the first sample (repeatable).
+        #[arg(long = "mark-ms", value_name = "MS:LABEL")]
+        marks: Vec<rdmig::timeline::throughput::Mark>,
+        /// Show only this many ms either side of the longest receive gap.
+        #[arg(long, value_name = "MS")]
+        around_gap_ms: Option<f64>,
+        /// Print the numbers as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -564,6 +625,43 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                         println!("{:>3} {} {}", g.index, g.gid, g.kind);
                     }
                 }
+                RxeCmd::Sample { device, port, interval_us, out, until_exit, duration_s, keep_lifespan } => {
+                    return sample(&device, port, interval_us, &out, until_exit, duration_s, keep_lifespan);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Plot { cmd: PlotCmd::Throughput { samples, out, title, count, msg_size, smooth_ms, marks, around_gap_ms, json } } => {
+            use rdmig::timeline::throughput::{plot_throughput, summarize, ThroughputPlot};
+            let run = rdmig::rxe::sample::SampleRun::read(&samples)?;
+            let mut o = ThroughputPlot::new(title.as_deref().unwrap_or("peer throughput"));
+            o.count = count;
+            o.msg_size = msg_size;
+            o.smooth_ns = (smooth_ms * 1e6) as u64;
+            o.marks = marks;
+            if let Some(w) = around_gap_ms {
+                let s = summarize(&run, count, msg_size);
+                let (a, b) = s.rx_gap_start_s.zip(s.rx_gap_end_s).context("--around-gap-ms: the samples have no receive gap")?;
+                o.x_range_s = Some((a - w / 1e3, b + w / 1e3));
+            }
+            let s = plot_throughput(&run, &o, &out).with_context(|| format!("plot {}", out.display()))?;
+            if json {
+                print_json(&s)?;
+            } else {
+                println!("{} samples over {:.3} s (median interval {} us, {} overruns)", s.samples, s.duration_s, s.median_interval_ns / 1000, s.overruns);
+                println!("mean: received {:.2} MB/s, sent {:.2} MB/s ({count:?} x {msg_size} B)", s.mean_rx_mb_s, s.mean_tx_mb_s);
+                match (s.rx_gap, s.rx_gap_start_s, s.rx_gap_end_s) {
+                    (Some(g), Some(a), Some(b)) => println!(
+                        "longest receive gap: {:.1} ms (+/- {:.1} ms), from {a:.3} s to {b:.3} s",
+                        g.duration_ns as f64 / 1e6,
+                        g.resolution_ns as f64 / 1e6
+                    ),
+                    _ => println!("no receive gap: fewer than two changes of rcvd_pkts"),
+                }
+                if let Some(g) = s.rx_message_gap {
+                    println!("longest time without a message received: {:.1} ms", g.duration_ns as f64 / 1e6);
+                }
+                println!("wrote {}", out.display());
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -865,6 +963,41 @@ fn softroce(cmd: SoftroceCmd) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `rdmig rxe sample`: the file is written however the run ends; a counter that failed to read
+/// mid-run makes the exit code non-zero after that.
+fn sample(device: &str, port: u32, interval_us: u64, out: &std::path::Path, until_exit: Option<i32>, duration_s: Option<f64>, keep_lifespan: bool) -> Result<ExitCode> {
+    use rdmig::rxe::sample::{run, stop_on_signals, SampleOptions, Stop};
+    let mut o = SampleOptions::new(device, port, Duration::from_micros(interval_us));
+    o.until_exit = until_exit;
+    o.duration = duration_s.map(Duration::try_from_secs_f64).transpose().context("--duration-s must be a non-negative number of seconds")?;
+    o.fresh_counters = !keep_lifespan;
+    let stop = stop_on_signals()?;
+    let r = run(&o, stop)?;
+    r.write(out)?;
+    let span = match (r.samples.first(), r.samples.last()) {
+        (Some(a), Some(b)) => (b.t_ns - a.t_ns) as f64 / 1e9,
+        _ => 0.0,
+    };
+    let why = match &r.stop {
+        Stop::PidExited { pid } => format!("pid {pid} exited"),
+        Stop::Duration => "duration reached".into(),
+        Stop::Signal => "signal".into(),
+        Stop::Error { error } => format!("ERROR: {error}"),
+    };
+    println!(
+        "{} samples over {span:.3} s every {interval_us} us: median {} us, p99 {} us, max {} us; {} overruns ({} periods missed); counter lifespan {}; stopped: {why}; wrote {}",
+        r.samples.len(),
+        r.achieved.median_ns / 1000,
+        r.achieved.p99_ns / 1000,
+        r.achieved.max_ns / 1000,
+        r.overruns,
+        r.missed_periods,
+        r.counter_lifespan_ms.map(|l| format!("{l} ms")).unwrap_or("n/a".into()),
+        out.display()
+    );
+    Ok(if matches!(r.stop, Stop::Error { .. }) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn print_perftest(r: &PerftestReport) {

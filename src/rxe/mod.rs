@@ -1,4 +1,7 @@
-//! SoftRoCE (rxe) facts read from sysfs: devices, ports and GID tables.
+//! SoftRoCE (rxe) facts read from sysfs: devices, ports and GID tables; `sample` records a
+//! port's packet counters over time.
+
+pub mod sample;
 
 use std::fs;
 use std::net::Ipv4Addr;

@@ -19,6 +19,9 @@
 //! and `{"other": "name"}` for the others; `Edge` is `"start"`, `"end"` or `"instant"`.
 //! A pre-copy round's End (or Start) carries its work in the attributes `"pages"` and
 //! `"bytes"`.
+//!
+//! `throughput` charts the other side of a migration: a peer's data rates over time, sampled
+//! by `rdmig rxe sample`, with the longest time it received nothing.
 
 mod clock;
 mod error;
@@ -27,6 +30,7 @@ mod merge;
 mod plot;
 mod summary;
 mod text;
+pub mod throughput;
 
 #[cfg(test)]
 mod tests;

@@ -58,14 +58,15 @@ impl XScale {
     }
 }
 
-/// A tick step of 1, 2 or 5 × 10^k ms giving at most about 10 ticks.
-fn tick_step_ms(span_ms: f64) -> f64 {
+/// A tick step of 1, 2 or 5 × 10^k (ms here; any unit for the throughput chart) giving at most
+/// about 10 ticks.
+pub(super) fn tick_step_ms(span_ms: f64) -> f64 {
     let raw = (span_ms / 10.0).max(1e-6);
     let mag = 10f64.powf(raw.log10().floor());
     [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| *s >= raw).unwrap_or(10.0 * mag)
 }
 
-fn tick_label(v: f64, step: f64) -> String {
+pub(super) fn tick_label(v: f64, step: f64) -> String {
     let decimals = if step >= 1.0 { 0 } else { (-step.log10()).ceil() as usize };
     format!("{v:.decimals$}")
 }
