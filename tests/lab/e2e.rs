@@ -5,12 +5,12 @@
 
 use std::path::PathBuf;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 
-use crate::harness::{proc_state, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{perftest_iterations as iterations, proc_state, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
 
 pub const SCENARIOS: &[Scenario] = &[
     ("e2e_migrate_ib_send_bw_server_bidirectional", e2e_migrate_ib_send_bw_server_bidirectional),
@@ -36,29 +36,7 @@ fn gid(c: &Ctx, node: &str, ip: &str) -> Result<String> {
 
 fn spawn(c: &Ctx, node: &str, log: &str, argv: &[&str]) -> Result<i32> {
     let _ = std::fs::remove_file(share().join(log));
-    let out_path = format!("/mnt/lab/{log}");
-    let mut a = vec!["spawn", node, "--output", &out_path, "--"];
-    a.extend_from_slice(argv);
-    let out = c.rdmig_ok(&a)?;
-    out.trim().parse().with_context(|| format!("spawn printed {out:?}"))
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f()? {
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        thread::sleep(Duration::from_millis(300));
-    }
-}
-
-/// The #iterations column of a finished perftest output.
-fn iterations(out: &str) -> Option<u64> {
-    let mut lines = out.lines().skip_while(|l| !l.contains("#iterations"));
-    lines.next()?;
-    lines.next()?.split_whitespace().nth(1)?.parse().ok()
+    crate::harness::spawn(c, node, Some(&format!("/mnt/lab/{log}")), argv)
 }
 
 /// A running ib_send_bw pair: the server listens on SERVICE_ADDR (on `server_node`), the

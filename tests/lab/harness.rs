@@ -79,6 +79,39 @@ impl Ctx {
 }
 
 /// The process state letter on a node (R, S, T...), None if there is no such process.
+/// Polls `f` every 300 ms until it says true; an error naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// The #iterations column of a finished perftest output.
+pub fn perftest_iterations(out: &str) -> Option<u64> {
+    let mut lines = out.lines().skip_while(|l| !l.contains("#iterations"));
+    lines.next()?;
+    lines.next()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `rdmig lab spawn NODE [--output FILE] -- ARGV`: the detached process's pid.
+pub fn spawn(c: &Ctx, node: &str, output: Option<&str>, argv: &[&str]) -> Result<i32> {
+    let mut a = vec!["spawn", node];
+    if let Some(o) = output {
+        a.extend_from_slice(&["--output", o]);
+    }
+    a.push("--");
+    a.extend_from_slice(argv);
+    let out = c.rdmig_ok(&a)?;
+    out.trim().parse().with_context(|| format!("spawn printed {out:?}"))
+}
+
 pub fn proc_state(c: &Ctx, node: &str, pid: i32) -> Result<Option<String>> {
     let o = c.rdmig(&["exec", node, "--", "ps", "-o", "stat=", "-p", &pid.to_string()])?;
     let s = String::from_utf8_lossy(&o.stdout).trim().to_string();

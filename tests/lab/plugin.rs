@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 
-use crate::harness::{proc_state, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{perftest_iterations as iterations, proc_state, spawn, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
 
 pub const SCENARIOS: &[Scenario] = &[
     ("plugin_loads_and_plain_process_dumps_and_restores", plugin_loads_and_plain_process_dumps_and_restores),
@@ -59,30 +59,8 @@ fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-fn spawn(c: &Ctx, node: &str, output: Option<&str>, argv: &[&str]) -> Result<i32> {
-    let mut a = vec!["spawn", node];
-    if let Some(o) = output {
-        a.extend_from_slice(&["--output", o]);
-    }
-    a.push("--");
-    a.extend_from_slice(argv);
-    let out = c.rdmig_ok(&a)?;
-    out.trim().parse().with_context(|| format!("spawn printed {out:?}"))
-}
-
 fn kill(c: &Ctx, node: &str, pid: i32) {
     let _ = c.rdmig(&["exec", node, "--", "kill", "-9", &pid.to_string()]);
-}
-
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if f()? {
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn criu(c: &Ctx, node: &str, args: &[&str]) -> Result<Output> {
@@ -154,13 +132,6 @@ fn send_bw_server_with(c: &Ctx, g: &Gids, opts: &[&str], log: &str) -> Result<i3
         Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty())
     })?;
     Ok(pid)
-}
-
-/// The #iterations column of a finished perftest output.
-fn iterations(out: &str) -> Option<u64> {
-    let mut lines = out.lines().skip_while(|l| !l.contains("#iterations"));
-    lines.next()?;
-    lines.next()?.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn wait_exit(c: &Ctx, node: &str, pid: i32, timeout: Duration) -> Result<()> {
