@@ -310,6 +310,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     let mut blob = vec![];
     let mut qps = vec![];
     let mut ring_of_qp = vec![]; // (qp index, sq pgoff, rq pgoff, scq pgoff, rcq pgoff)
+    let mut to_dump: Vec<(usize, String)> = vec![]; // connected QPs: (qp index, state)
     for (h, rec) in qp_handles.iter().zip(&qp_recs) {
         let qpn = rec.num("qpn").unwrap_or(0) as u32;
         let qp_type = rec.get("type").unwrap_or("?").to_string();
@@ -360,18 +361,15 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         } else {
             (None, None)
         };
-        let mig_image = if connected {
+        // Stopped now, dumped below once every QP is stopped: QPs share CQs, and a QP's image
+        // carries its CQ rings, which other QPs still running would keep filling.
+        if connected {
             let c = ctl::Ctl::open().map_err(sys(format!("open {}", ctl::CTL_DEV)))?;
             c.qp_stop(&ibdev, qpn).map_err(sys(format!("{who}: stop QP {qpn} (RXE_CTL_IOC_QP_STOP)")))?;
             STOPPED.lock().unwrap_or_else(|e| e.into_inner()).push((ibdev.clone(), qpn));
-            let img = c.qp_dump(&ibdev, qpn).map_err(sys(format!("{who}: dump QP {qpn} (RXE_CTL_IOC_QP_DUMP)")))?;
-            let r = BlobRef { offset: blob.len() as u64, len: img.len() as u64 };
-            blob.extend_from_slice(&img);
-            info!("{who}: stopped QP {qpn} ({}) and saved its driver state ({} bytes)", ctl_state.to_uppercase(), img.len());
-            Some(r)
-        } else {
-            None
-        };
+            to_dump.push((qps.len(), ctl_state.to_uppercase()));
+        }
+        let mig_image = None;
         ring_of_qp.push((qps.len(), sq, rq, scq, rcq));
         qps.push(Qp {
             handle: *h,
@@ -384,6 +382,15 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             sgid_type,
             mig_image,
         });
+    }
+
+    for (i, state) in to_dump {
+        let qpn = qps[i].qpn;
+        let c = ctl::Ctl::open().map_err(sys(format!("open {}", ctl::CTL_DEV)))?;
+        let img = c.qp_dump(&ibdev, qpn).map_err(sys(format!("{who}: dump QP {qpn} (RXE_CTL_IOC_QP_DUMP)")))?;
+        qps[i].mig_image = Some(BlobRef { offset: blob.len() as u64, len: img.len() as u64 });
+        blob.extend_from_slice(&img);
+        info!("{who}: stopped QP {qpn} ({state}) and saved its driver state ({} bytes)", img.len());
     }
 
     // Pages rxe wrote into since the driver's dirty log was last cleared (by rdmig before a
