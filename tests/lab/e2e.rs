@@ -177,8 +177,9 @@ fn e2e_migrate_ib_send_bw_client(c: &Ctx) -> Result<()> {
 
 /// Four QPs per side (`-q 4`).
 fn e2e_migrate_ib_send_bw_four_qps(c: &Ctx) -> Result<()> {
-    // perftest counts iterations per QP: 4 x 30000 messages each way.
-    let p = start_pair(c, "node1", "node2", &["-b", "-q", "4"], 30_000, "e2e-q4")?;
+    // perftest's -n is per QP (4 x 30000 messages each way) and it reports the total.
+    let mut p = start_pair(c, "node1", "node2", &["-b", "-q", "4"], 30_000, "e2e-q4")?;
+    p.iters *= 4;
     migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
     finish(c, &p, "node3", "node2")
 }
