@@ -311,6 +311,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     let mut qps = vec![];
     let mut ring_of_qp = vec![]; // (qp index, sq pgoff, rq pgoff, scq pgoff, rcq pgoff)
     let mut to_dump: Vec<(usize, String)> = vec![]; // connected QPs: (qp index, state)
+    let mut qctl: Option<ctl::Ctl> = None; // opened at the first connected QP
     for (h, rec) in qp_handles.iter().zip(&qp_recs) {
         let qpn = rec.num("qpn").unwrap_or(0) as u32;
         let qp_type = rec.get("type").unwrap_or("?").to_string();
@@ -364,7 +365,10 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         // Stopped now, dumped below once every QP is stopped: QPs share CQs, and a QP's image
         // carries its CQ rings, which other QPs still running would keep filling.
         if connected {
-            let c = ctl::Ctl::open().map_err(sys(format!("open {}", ctl::CTL_DEV)))?;
+            if qctl.is_none() {
+                qctl = Some(ctl::Ctl::open().map_err(sys(format!("open {}", ctl::CTL_DEV)))?);
+            }
+            let c = qctl.as_ref().expect("opened just above");
             c.qp_stop(&ibdev, qpn).map_err(sys(format!("{who}: stop QP {qpn} (RXE_CTL_IOC_QP_STOP)")))?;
             STOPPED.lock().unwrap_or_else(|e| e.into_inner()).push((ibdev.clone(), qpn));
             to_dump.push((qps.len(), ctl_state.to_uppercase()));
@@ -386,7 +390,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
 
     for (i, state) in to_dump {
         let qpn = qps[i].qpn;
-        let c = ctl::Ctl::open().map_err(sys(format!("open {}", ctl::CTL_DEV)))?;
+        let c = qctl.as_ref().expect("a QP to dump was stopped through it");
         let img = c.qp_dump(&ibdev, qpn).map_err(sys(format!("{who}: dump QP {qpn} (RXE_CTL_IOC_QP_DUMP)")))?;
         qps[i].mig_image = Some(BlobRef { offset: blob.len() as u64, len: img.len() as u64 });
         blob.extend_from_slice(&img);
