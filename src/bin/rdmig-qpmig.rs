@@ -17,7 +17,7 @@
 //! A resumed mover given `--state` stops and dumps again after `--stop-after` messages in all, so
 //! the same QP can migrate any number of times.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use rdmig::softroce::{Ctl, Obj, QpMigState, QP_F_CQ, QP_F_DROP_FIRST, QP_F_LATE_PAUSE};
+use rdmig::verbs::control::{recv_line, send_line};
 use rdmig::verbs::{Completion, Endpoint, RcConfig, RcQp, Region};
 use serde::{Deserialize, Serialize};
 
@@ -355,19 +356,6 @@ impl Side {
 
 fn cfg(c: &Common) -> RcConfig {
     RcConfig { device: c.device.clone(), gid_index: c.gid_index, ..Default::default() }
-}
-
-fn send_line<T: Serialize>(s: &mut TcpStream, v: &T) -> Result<()> {
-    let mut line = serde_json::to_vec(v)?;
-    line.push(b'\n');
-    s.write_all(&line)?;
-    Ok(())
-}
-
-fn recv_line<T: for<'de> Deserialize<'de>>(r: &mut BufReader<TcpStream>) -> Result<T> {
-    let mut line = String::new();
-    ensure!(r.read_line(&mut line)? > 0, "the other side closed the control connection");
-    serde_json::from_str(&line).with_context(|| format!("bad control message {line:?}"))
 }
 
 fn new_side(c: &Common, my_dir: u32) -> Result<Side> {

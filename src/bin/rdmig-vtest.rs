@@ -9,12 +9,13 @@
 //!   server: rdmig-vtest server --listen 10.0.1.11:9100 --gid-index 1
 //!   client: rdmig-vtest client --connect 10.0.1.11:9100 --gid-index 1 --count 10000
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufReader;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use rdmig::verbs::control::{recv_line, send_line};
 use rdmig::verbs::{Completion, Endpoint, RcConfig, RcQp};
 use serde::{Deserialize, Serialize};
 
@@ -162,19 +163,6 @@ fn put_header(buf: &mut [u8], kind: Kind, seq: u64, slot: u32, len: u32, crc: u3
     buf[16..20].copy_from_slice(&slot.to_le_bytes());
     buf[20..24].copy_from_slice(&len.to_le_bytes());
     buf[24..28].copy_from_slice(&crc.to_le_bytes());
-}
-
-fn send_line<T: Serialize>(s: &mut TcpStream, v: &T) -> Result<()> {
-    let mut line = serde_json::to_vec(v)?;
-    line.push(b'\n');
-    s.write_all(&line)?;
-    Ok(())
-}
-
-fn recv_line<T: for<'de> Deserialize<'de>>(r: &mut BufReader<TcpStream>) -> Result<T> {
-    let mut line = String::new();
-    ensure!(r.read_line(&mut line)? > 0, "peer closed the control connection");
-    serde_json::from_str(&line).with_context(|| format!("bad control message {line:?}"))
 }
 
 fn open(c: &Common) -> Result<RcQp> {

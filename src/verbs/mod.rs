@@ -3,6 +3,8 @@
 //! per `RcQp`; page-aligned registered regions; send, receive and RDMA WRITE; blocking polls that
 //! sleep on the completion channel instead of spinning (lab nodes have one virtual CPU).
 
+pub mod control;
+
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
