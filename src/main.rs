@@ -180,9 +180,18 @@ struct MigrateArgs {
     dump_timeout: u64,
     #[arg(long)]
     allow_kernel_mismatch: bool,
-    /// How memory images travel: rdma, tcp, or auto (measure both briefly, keep the faster).
+    /// How memory images travel: rdma, tcp, or auto (measure both briefly, keep the faster);
+    /// scp copies them over ssh instead (the MigrOS artifact's baseline; needs sshd at the
+    /// destination, see --ssh-host and --ssh-config).
     #[arg(long, value_enum, default_value = "auto")]
     transport: rdmig::transport::TransportChoice,
+    /// With --transport scp: where scp copies to ([user@]host; default: the destination
+    /// agent's address).
+    #[arg(long, value_name = "[USER@]HOST")]
+    ssh_host: Option<String>,
+    /// With --transport scp: an ssh client configuration file (scp -F): key, known hosts, user.
+    #[arg(long, value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
     /// Write the timeline (JSON) and its chart (PNG) next to this path: X.json, X.png.
     #[arg(long)]
     timeline: Option<PathBuf>,
@@ -858,6 +867,15 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         if let Some(m) = a.move_addr {
             rest.extend(["--move-addr".into(), m.to_string()]);
         }
+        if let Some(h) = &a.ssh_host {
+            rest.extend(["--ssh-host".into(), h.clone()]);
+        }
+        // In a lab, scp uses the lab's own keys (the nodes' sshd trusts them) unless told otherwise.
+        match &a.ssh_config {
+            Some(c) => rest.extend(["--ssh-config".into(), c.display().to_string()]),
+            None if a.transport == rdmig::transport::TransportChoice::Scp => rest.extend(["--ssh-config".into(), rdmig::lab::ssh::node_ssh_config()]),
+            None => {}
+        }
         return a.peer.run_on_lab_node(from, &["migrate".into(), a.pid.to_string()], rest).await;
     }
     let o = MigrateOptions {
@@ -877,6 +895,8 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         progress: !a.json,
         tcp_established: a.tcp_established,
         move_addr: a.move_addr,
+        ssh_host: a.ssh_host.clone(),
+        ssh_config: a.ssh_config.clone(),
     };
     let r = rdmig::migrate::migrate(&o).await;
     if let Some(t) = &a.timeline {

@@ -206,6 +206,29 @@ async fn receive_data(
     })
 }
 
+/// What scp delivered into `dir` is exactly `files`: each one a regular file of its length, and
+/// nothing else but CRIU's `parent` link (sent over the channel).
+fn check_scp_delivery(dir: &Path, files: &[msg::ScpFile]) -> Result<(), String> {
+    let mut want: std::collections::HashMap<&str, u64> = files.iter().map(|f| (f.name.as_str(), f.len)).collect();
+    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+        let e = e.map_err(|e| e.to_string())?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let meta = std::fs::symlink_metadata(e.path()).map_err(|err| format!("{name}: {err}"))?;
+        if meta.file_type().is_symlink() && name == "parent" {
+            continue;
+        }
+        match want.remove(name.as_str()) {
+            Some(len) if meta.file_type().is_file() && meta.len() == len => {}
+            Some(len) => return Err(format!("{name}: {} bytes arrived, {len} were sent", meta.len())),
+            None => return Err(format!("{name}: not part of the image")),
+        }
+    }
+    match want.keys().next() {
+        Some(missing) => Err(format!("{missing}: did not arrive")),
+        None => Ok(()),
+    }
+}
+
 async fn handle(req: Request, ch: &mut Channel<TcpStream>, rdma: &mut Option<RdmaReceiver>, cfg: &AgentConfig, table: &Table) -> Result<Reply, msg::MsgError> {
     Ok(match req {
         Request::Facts { pid } => Reply::Facts(host_facts(&cfg.work_dir, pid).await),
@@ -305,6 +328,23 @@ async fn handle(req: Request, ch: &mut Channel<TcpStream>, rdma: &mut Option<Rdm
                     Err(e) => Reply::Failed(format!("{}: {e}", p.display())),
                 }
             }
+            Err(e) => Reply::Failed(e),
+        },
+        Request::ScpDir { id, rel } => match dir_of(table, &id) {
+            Ok(d) => {
+                let p = d.join(rel.as_str());
+                match std::fs::create_dir_all(&p).and_then(|_| p.canonicalize()) {
+                    Ok(abs) => Reply::Dir(abs.to_string_lossy().into_owned()),
+                    Err(e) => Reply::Failed(format!("{}: {e}", p.display())),
+                }
+            }
+            Err(e) => Reply::Failed(e),
+        },
+        Request::ScpDone { id, rel, files } => match dir_of(table, &id) {
+            Ok(d) => match check_scp_delivery(&d.join(rel.as_str()), &files) {
+                Ok(()) => Reply::Ack,
+                Err(e) => Reply::Failed(format!("{}: {e}", rel.as_str())),
+            },
             Err(e) => Reply::Failed(e),
         },
         Request::Restore { id, dir, opts } => match dir_of(table, &id) {
@@ -408,4 +448,26 @@ async fn handle(req: Request, ch: &mut Channel<TcpStream>, rdma: &mut Option<Rdm
         }
         Request::Status { id } => Reply::State(table.lock().expect("table lock").get(id.as_str()).map(|m| m.state).unwrap_or(MigState::Unknown)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scp_delivery_must_match_the_list_exactly() {
+        let d = std::env::temp_dir().join(format!("rdmig-scp-check-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("pages-1.img"), vec![0u8; 8192]).unwrap();
+        std::fs::write(d.join("core-7.img"), b"core").unwrap();
+        std::os::unix::fs::symlink("../pre-1", d.join("parent")).unwrap();
+        let f = |name: &str, len| msg::ScpFile { name: name.into(), len };
+        assert!(check_scp_delivery(&d, &[f("pages-1.img", 8192), f("core-7.img", 4)]).is_ok());
+        // Short, missing, unexpected.
+        assert!(check_scp_delivery(&d, &[f("pages-1.img", 8193), f("core-7.img", 4)]).unwrap_err().contains("8192 bytes arrived"));
+        assert!(check_scp_delivery(&d, &[f("pages-1.img", 8192), f("core-7.img", 4), f("mm-7.img", 1)]).unwrap_err().contains("did not arrive"));
+        assert!(check_scp_delivery(&d, &[f("pages-1.img", 8192)]).unwrap_err().contains("not part of the image"));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
 }

@@ -82,6 +82,13 @@ impl RelPath {
     }
 }
 
+/// A file that `scp` delivered: a plain name (no directory) and its length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScpFile {
+    pub name: String,
+    pub len: u64,
+}
+
 /// An IPv4 address that moves with the process: removed at the source once it is frozen, added
 /// at the destination before the restore (and back at the source on rollback).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +179,19 @@ pub enum Request {
         rel: RelPath,
         target: String,
     },
+    /// `--transport scp`: create image directory `rel` (one component) and say where it is, so
+    /// the source can `scp` its files there (the MigrOS artifact's checkpoint, scp, restore).
+    ScpDir {
+        id: MigrationId,
+        rel: RelPath,
+    },
+    /// `--transport scp`: what scp should have delivered into `rel`; checked before a restore
+    /// may use it (ssh's MAC protected the bytes on the way, so names and lengths are checked).
+    ScpDone {
+        id: MigrationId,
+        rel: RelPath,
+        files: Vec<ScpFile>,
+    },
     Restore {
         id: MigrationId,
         dir: RelPath,
@@ -219,6 +239,8 @@ pub enum Reply {
     },
     RdmaReady(crate::transport::rdma::RingInfo),
     State(MigState),
+    /// An absolute directory on this host (the answer to `ScpDir`).
+    Dir(String),
     Failed(String),
 }
 
@@ -278,6 +300,25 @@ impl Request {
                     return Err(MsgError::Invalid { what: "symlink target", value: target.clone(), why: "must be ../<dir>" });
                 }
             }
+            Request::ScpDir { id, rel } => {
+                id.validate()?;
+                one_component(rel)?;
+            }
+            Request::ScpDone { id, rel, files } => {
+                id.validate()?;
+                one_component(rel)?;
+                if files.len() > 4096 {
+                    return Err(MsgError::Invalid { what: "file list", value: format!("{} entries", files.len()), why: "at most 4096" });
+                }
+                for f in files {
+                    if RelPath::new(&f.name).is_err() || f.name.contains('/') {
+                        return Err(MsgError::Invalid { what: "file name", value: f.name.clone(), why: "must be one plain component" });
+                    }
+                    if f.len > MAX_FILE {
+                        return Err(MsgError::Invalid { what: "file length", value: f.len.to_string(), why: "over the limit" });
+                    }
+                }
+            }
             Request::CheckNumbers { ibdev, qpns, mrs } => {
                 if ibdev.is_empty() || ibdev.len() > 63 || !ibdev.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
                     return Err(MsgError::Invalid { what: "rxe device", value: ibdev.clone(), why: "must be 1-63 of [A-Za-z0-9_-]" });
@@ -296,6 +337,14 @@ impl Request {
         }
         Ok(())
     }
+}
+
+fn one_component(rel: &RelPath) -> Result<(), MsgError> {
+    rel.validate()?;
+    if rel.as_str().contains('/') {
+        return Err(MsgError::Invalid { what: "image directory", value: rel.as_str().into(), why: "must be one component" });
+    }
+    Ok(())
 }
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Channel<S> {
@@ -369,6 +418,22 @@ mod tests {
         let ok = Request::PutSymlink { id: MigrationId::new("m").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "../pre-1".into() };
         assert!(ok.validate().is_ok());
         assert!(Request::Facts { pid: Some(1) }.validate().is_err());
+    }
+
+    #[test]
+    fn scp_requests_name_one_directory_and_plain_files() {
+        let id = MigrationId::new("m").unwrap();
+        let file = |name: &str| ScpFile { name: name.into(), len: 4096 };
+        assert!(Request::ScpDir { id: id.clone(), rel: RelPath::new("final").unwrap() }.validate().is_ok());
+        assert!(Request::ScpDir { id: id.clone(), rel: RelPath::new("final/x").unwrap() }.validate().is_err());
+        let ok = Request::ScpDone { id: id.clone(), rel: RelPath::new("final").unwrap(), files: vec![file("pages-1.img"), file("core-7.img")] };
+        assert!(decode::<Request>(&encode(&ok)).unwrap().validate().is_ok());
+        for bad in ["../x", "a/b", ".hidden", "", "a b"] {
+            let r = Request::ScpDone { id: id.clone(), rel: RelPath::new("final").unwrap(), files: vec![file(bad)] };
+            assert!(decode::<Request>(&encode(&r)).unwrap().validate().is_err(), "{bad:?}");
+        }
+        let huge = Request::ScpDone { id, rel: RelPath::new("final").unwrap(), files: vec![ScpFile { name: "p.img".into(), len: MAX_FILE + 1 }] };
+        assert!(huge.validate().is_err());
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct GuestConfig {
     /// Out-of-tree modules to load instead of the stock `rdma_rxe`, in order (empty: stock).
     #[serde(default)]
     pub rxe_modules: Vec<PathBuf>,
+    /// Start sshd on the underlay (the lab share holds its keys and configuration).
+    #[serde(default)]
+    pub ssh: bool,
 }
 
 pub const STATUS_FILE: &str = "status.json";
@@ -204,6 +207,15 @@ fn setup(cfg: &GuestConfig, mut step: impl FnMut(&str)) -> anyhow::Result<()> {
         "ip",
         &["addr", "add", &format!("{}/{OVERLAY_PREFIX_LEN}", n.overlay_ip), "dev", OVERLAY_DEV],
     )?;
+
+    if cfg.ssh {
+        step("sshd");
+        // Privilege separation needs its empty directory; /run is the node's own tmpfs.
+        std::fs::create_dir_all("/run/sshd")?;
+        let config = super::ssh::node_sshd_config();
+        let listen = format!("ListenAddress={}", n.underlay_ip);
+        sh(super::ssh::SSHD, &["-f", &config, "-o", &listen, "-E", "/mnt/node/sshd.log"])?;
+    }
 
     step("rxe module");
     if cfg.rxe_modules.is_empty() {

@@ -23,6 +23,7 @@ pub mod initramfs;
 pub mod perftest;
 pub mod plan;
 pub mod proto;
+pub mod ssh;
 pub mod vm;
 
 use std::collections::BTreeMap;
@@ -529,6 +530,13 @@ impl Lab {
         fs::create_dir_all(&lab_share).map_err(|e| LabError::io(format!("create {}", lab_share.display()), e))?;
         // One secret for the lab's migration agents ("the cluster"), readable by root only.
         let agent_secret = random_token()?;
+        // sshd in the nodes serves the scp baseline; without it the lab works, that baseline not.
+        let ssh = ssh::available();
+        if ssh {
+            ssh::prepare(&lab_share)?;
+        } else {
+            warn!("{} or ssh-keygen is missing: the nodes run no sshd (`--transport scp` will not work; install openssh-server)", ssh::SSHD);
+        }
         let mut started = BTreeMap::new();
         for node in &plan.nodes {
             let ndir = self.node_dir(&node.name);
@@ -540,6 +548,7 @@ impl Lab {
                 token: token.clone(),
                 agent_port: AGENT_PORT,
                 rxe_modules: rxe_modules.to_vec(),
+                ssh,
             };
             write_private(&share.join("node.json"), &serde_json::to_vec_pretty(&cfg).expect("serializes"))?;
             write_private(&share.join(AGENT_SECRET_FILE), agent_secret.as_bytes())?;

@@ -74,6 +74,10 @@ pub struct MigrateOptions {
     pub tcp_established: bool,
     /// An address of this host that moves with the process (device and prefix as configured).
     pub move_addr: Option<std::net::Ipv4Addr>,
+    /// `--transport scp`: `[user@]host` to copy to (default: the destination agent's address).
+    pub ssh_host: Option<String>,
+    /// `--transport scp`: ssh client configuration (`scp -F`).
+    pub ssh_config: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -142,6 +146,8 @@ struct Run<'a> {
     dst: Option<HostFacts>,
     clock: Vec<ClockSample>,
     rdma: Option<RdmaSender>,
+    /// `--transport scp`: image files go with scp instead of over the channel.
+    scp: Option<transfer::Scp>,
     transport: Option<TransportReport>,
     /// The destination's events, on its clock: (phase, edge, t_ns).
     remote_events: Vec<(Phase, Edge, u64)>,
@@ -209,6 +215,7 @@ impl<'a> Run<'a> {
             dst: None,
             clock: vec![],
             rdma: None,
+            scp: None,
             transport: None,
             remote_events: vec![],
             copts: criu::Options::default(),
@@ -401,6 +408,14 @@ impl Run<'_> {
         const PROBE: u64 = 16 << 20;
         let report = match self.o.transport {
             TransportChoice::Tcp => TransportReport { used: Used::Tcp, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None },
+            TransportChoice::Scp => {
+                let host = self.o.ssh_host.clone().unwrap_or_else(|| self.o.to.ip().to_string());
+                let scp = transfer::Scp::new(&host, self.o.ssh_config.clone()).map_err(Step::Refuse)?;
+                // Refuse now, while the process runs, rather than after freezing it.
+                scp.check().await.map_err(Step::Refuse)?;
+                self.scp = Some(scp);
+                TransportReport { used: Used::Scp, reason: format!("asked for: image files copied with scp to {host} (the MigrOS artifact's procedure)"), tcp_mb_s: None, rdma_mb_s: None }
+            }
             TransportChoice::Rdma => {
                 let s = self.open_rdma(ch).await.map_err(|e| Step::Refuse(format!("RDMA transport: {e}")))?;
                 self.rdma = Some(s);
@@ -446,7 +461,10 @@ impl Run<'_> {
     }
 
     async fn send_dir(&mut self, ch: &mut Channel<TcpStream>, name: &str) -> Result<u64, Step> {
-        let sent = transfer::send_dir(ch, self.rdma.as_ref(), &self.id, &self.dir, name).await?;
+        let sent = match &self.scp {
+            Some(scp) => scp.send_dir(ch, &self.id, &self.dir, name).await?,
+            None => transfer::send_dir(ch, self.rdma.as_ref(), &self.id, &self.dir, name).await?,
+        };
         self.bytes_total += sent;
         Ok(sent)
     }
@@ -869,7 +887,12 @@ pub async fn bench_transfer(
         progress: false,
         tcp_established: false,
         move_addr: None,
+        ssh_host: None,
+        ssh_config: None,
     };
+    if transports.contains(&TransportChoice::Scp) {
+        anyhow::bail!("bench transfer measures rdmig's own transports (rdma, tcp); scp is measured by a migration with --transport scp");
+    }
     let mut ch = connect(&o).await.map_err(anyhow::Error::msg)?;
     let run = Run::new(&o, MigrationId::new("bench").expect("valid"), std::env::temp_dir(), "bench");
     let mut rows = vec![];

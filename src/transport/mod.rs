@@ -2,6 +2,9 @@
 //! RDMA WRITE with immediate, credit-based flow control) or TCP (the authenticated control
 //! channel itself). `auto` measures both at connect time and keeps the faster.
 //!
+//! `scp` is not one of ours: it copies the image files over ssh, as the MigrOS artifact does by
+//! hand, so that downtimes can be compared with that procedure in the same run.
+//!
 //! Control messages always travel on the authenticated TCP channel; so does each file's CRC,
 //! which the destination checks against what arrived over either path.
 
@@ -15,6 +18,9 @@ pub enum TransportChoice {
     Rdma,
     Tcp,
     Auto,
+    /// CRIU's image files copied with `scp` over ssh: the MigrOS artifact's manual procedure
+    /// (checkpoint, scp, restore), kept as a baseline to compare against.
+    Scp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -22,6 +28,7 @@ pub enum TransportChoice {
 pub enum Used {
     Rdma,
     Tcp,
+    Scp,
 }
 
 /// Which transport a migration used and why, for the report.

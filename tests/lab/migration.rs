@@ -337,3 +337,28 @@ mod tamper {
         }
     }
 }
+
+/// `--transport scp` (the MigrOS artifact's baseline: images copied with scp over ssh to the
+/// nodes' sshd): pre-copy rounds and the final dump travel that way, CRIU's parent links
+/// included, and the memory verifies at the destination. A destination where ssh cannot log in
+/// is refused before anything is frozen.
+pub fn migrate_over_scp(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "64M", "256K", "w-scp.json")?;
+    let node2 = c.lab.load()?.plan.nodes.iter().find(|n| n.name == "node2").context("no node2")?.underlay_ip.to_string();
+    let (code, r) = migrate(c, pid, "node1", "node2", &["--transport", "scp", "--ssh-host", &format!("nobody@{node2}")])?;
+    ensure!(code != 0 && r["outcome"]["outcome"] == "refused", "a user ssh cannot log in as: exit {code}, {}", r["outcome"]);
+    ensure!(r["outcome"]["reason"].as_str().unwrap_or("").contains("cannot log in"), "the reason: {}", r["outcome"]);
+    let st = proc_state(c, "node1", pid)?.context("the process is gone from the source")?;
+    ensure!(!st.starts_with('T'), "the source copy is left stopped ({st})");
+
+    let (code, r) = migrate(c, pid, "node1", "node2", &["--transport", "scp", "--max-rounds", "3", "--converge-mib", "0"])?;
+    ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "exit {code}, {}", r["outcome"]);
+    ensure!(r["transport"]["used"] == "scp", "the report says {}", r["transport"]);
+    let rounds = r["rounds"].as_array().map(|a| a.len()).unwrap_or(0);
+    ensure!(rounds >= 2, "expected pre-copy rounds (parent links), got {rounds}");
+    let v = verify_workload(c, "node2", pid, "w-scp.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384, "memory after migration: {v}");
+    kill(c, "node2", pid);
+    println!("  pre-copy over scp: {rounds} rounds, downtime {:.0} ms", downtime_ms(&r));
+    Ok(())
+}

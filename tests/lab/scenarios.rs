@@ -30,6 +30,7 @@ pub const ALL: &[Scenario] = &[
     ("destination_agent_killed_mid_transfer", crate::migration::destination_agent_killed_mid_transfer),
     ("migrate_256mib_over_rdma_and_tcp", crate::migration::migrate_256mib_over_rdma_and_tcp),
     ("rdma_path_broken_mid_transfer_rolls_back", crate::migration::rdma_path_broken_mid_transfer_rolls_back),
+    ("migrate_over_scp", crate::migration::migrate_over_scp),
 ];
 
 /// Run last: they replace and then remove the lab.
