@@ -325,11 +325,54 @@ async fn handle(req: Request, ch: &mut Channel<TcpStream>, rdma: &mut Option<Rdm
                 }
                 match std::os::unix::fs::symlink(&target, &p) {
                     Ok(()) => Reply::Ack,
+                    // The page server made it already (a streamed pre-copy round).
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && std::fs::read_link(&p).is_ok_and(|t| t == Path::new(&target)) => Reply::Ack,
                     Err(e) => Reply::Failed(format!("{}: {e}", p.display())),
                 }
             }
             Err(e) => Reply::Failed(e),
         },
+        Request::PageStream { id, rel, parent, via_rdma } => {
+            let d = match dir_of(table, &id) {
+                Ok(d) => d.join(rel.as_str()),
+                Err(e) => return Ok(Reply::Failed(e)),
+            };
+            if via_rdma && rdma.is_none() {
+                return Ok(Reply::Failed("page stream over RDMA, but no RDMA path was set up".into()));
+            }
+            if let Err(e) = std::fs::create_dir_all(&d) {
+                return Ok(Reply::Failed(format!("{}: {e}", d.display())));
+            }
+            let (ours, theirs) = match std::os::unix::net::UnixStream::pair().and_then(|(a, b)| a.set_nonblocking(true).map(|_| (a, b))) {
+                Ok(p) => p,
+                Err(e) => return Ok(Reply::Failed(format!("socket pair: {e}"))),
+            };
+            let parent_arg = parent.as_ref().map(|p| format!("../{}", p.as_str()));
+            let mut server = match criu::page_server(&d, parent_arg.as_deref(), theirs.into()) {
+                Ok(c) => c,
+                Err(e) => return Ok(Reply::Failed(e.to_string())),
+            };
+            let ours = match tokio::net::UnixStream::from_std(ours) {
+                Ok(s) => s,
+                Err(e) => return Ok(Reply::Failed(format!("socket pair: {e}"))),
+            };
+            ch.send_msg(&Reply::Ack).await?;
+            info!(%id, dir = rel.as_str(), via_rdma, "page stream begins");
+            let relayed = crate::transport::pagestream::destination(ours, ch, if via_rdma { rdma.as_mut() } else { None }, || {
+                let _ = server.start_kill();
+            })
+            .await;
+            let served = criu::page_server_wait(&d, server, Duration::from_secs(60)).await;
+            match (relayed, served) {
+                (Ok(n), Ok(())) => {
+                    let page_bytes = criu::page_bytes(&d);
+                    info!(%id, dir = rel.as_str(), stream_bytes = n, page_bytes, "page stream complete");
+                    Reply::Streamed { page_bytes }
+                }
+                (Err(e), _) => Reply::Failed(format!("page stream into {}: {e}", rel.as_str())),
+                (Ok(_), Err(e)) => Reply::Failed(format!("page stream into {}: {e}", rel.as_str())),
+            }
+        }
         Request::ScpDir { id, rel } => match dir_of(table, &id) {
             Ok(d) => {
                 let p = d.join(rel.as_str());

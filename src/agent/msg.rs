@@ -179,6 +179,16 @@ pub enum Request {
         rel: RelPath,
         target: String,
     },
+    /// CRIU's page stream of one dump into image directory `rel` (one component), whose parent
+    /// round is `parent`: the agent starts `criu page-server` there, answers `Ack`, relays the
+    /// stream (forward over RDMA when `via_rdma`, else as frames; answers as frames), then
+    /// replies `Streamed` or `Failed`.
+    PageStream {
+        id: MigrationId,
+        rel: RelPath,
+        parent: Option<RelPath>,
+        via_rdma: bool,
+    },
     /// `--transport scp`: create image directory `rel` (one component) and say where it is, so
     /// the source can `scp` its files there (the MigrOS artifact's checkpoint, scp, restore).
     ScpDir {
@@ -241,6 +251,10 @@ pub enum Reply {
     State(MigState),
     /// An absolute directory on this host (the answer to `ScpDir`).
     Dir(String),
+    /// A page stream arrived whole: the page images written here total `page_bytes`.
+    Streamed {
+        page_bytes: u64,
+    },
     Failed(String),
 }
 
@@ -298,6 +312,13 @@ impl Request {
                 let ok = target.strip_prefix("../").is_some_and(|t| RelPath::new(t).is_ok() && !t.contains('/'));
                 if !ok {
                     return Err(MsgError::Invalid { what: "symlink target", value: target.clone(), why: "must be ../<dir>" });
+                }
+            }
+            Request::PageStream { id, rel, parent, .. } => {
+                id.validate()?;
+                one_component(rel)?;
+                if let Some(p) = parent {
+                    one_component(p)?;
                 }
             }
             Request::ScpDir { id, rel } => {

@@ -182,37 +182,78 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     }
 
     pub async fn send_raw(&mut self, payload: &[u8]) -> Result<(), WireError> {
-        if payload.len() > MAX_PAYLOAD {
-            return Err(WireError::TooLarge(payload.len()));
-        }
-        let tag = self.send.tag(payload);
-        self.io.write_all(&(payload.len() as u32).to_le_bytes()).await?;
-        self.io.write_all(payload).await?;
-        self.io.write_all(&tag).await?;
-        self.io.flush().await?;
-        Ok(())
+        write_frame(&mut self.io, &mut self.send, payload).await
     }
 
     pub async fn recv_raw(&mut self) -> Result<Vec<u8>, WireError> {
-        let mut len = [0u8; 4];
-        self.io.read_exact(&mut len).await.map_err(|e| match e.kind() {
-            std::io::ErrorKind::UnexpectedEof => WireError::Closed,
-            _ => WireError::Io(e),
-        })?;
-        let len = u32::from_le_bytes(len) as usize;
-        if len > MAX_PAYLOAD {
-            return Err(WireError::TooLarge(len));
-        }
-        let mut buf = vec![0u8; len + TAG];
-        self.io.read_exact(&mut buf).await?;
-        let (payload, tag) = buf.split_at(len);
-        self.recv.verify(payload, tag)?;
-        buf.truncate(len);
-        Ok(buf)
+        read_frame(&mut self.io, &mut self.recv).await
     }
 
     pub fn into_inner(self) -> S {
         self.io
+    }
+}
+
+async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, send: &mut Sealer, payload: &[u8]) -> Result<(), WireError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(WireError::TooLarge(payload.len()));
+    }
+    let tag = send.tag(payload);
+    io.write_all(&(payload.len() as u32).to_le_bytes()).await?;
+    io.write_all(payload).await?;
+    io.write_all(&tag).await?;
+    io.flush().await?;
+    Ok(())
+}
+
+async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, recv: &mut Sealer) -> Result<Vec<u8>, WireError> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => WireError::Closed,
+        _ => WireError::Io(e),
+    })?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_PAYLOAD {
+        return Err(WireError::TooLarge(len));
+    }
+    let mut buf = vec![0u8; len + TAG];
+    io.read_exact(&mut buf).await?;
+    let (payload, tag) = buf.split_at(len);
+    recv.verify(payload, tag)?;
+    buf.truncate(len);
+    Ok(buf)
+}
+
+/// The reading direction of a split channel.
+pub struct FrameReader<'a> {
+    io: tokio::net::tcp::ReadHalf<'a>,
+    recv: &'a mut Sealer,
+}
+
+/// The writing direction of a split channel.
+pub struct FrameWriter<'a> {
+    io: tokio::net::tcp::WriteHalf<'a>,
+    send: &'a mut Sealer,
+}
+
+impl FrameReader<'_> {
+    pub async fn recv_raw(&mut self) -> Result<Vec<u8>, WireError> {
+        read_frame(&mut self.io, self.recv).await
+    }
+}
+
+impl FrameWriter<'_> {
+    pub async fn send_raw(&mut self, payload: &[u8]) -> Result<(), WireError> {
+        write_frame(&mut self.io, self.send, payload).await
+    }
+}
+
+impl Channel<tokio::net::TcpStream> {
+    /// Both directions at once, for a relay that reads and writes concurrently (each keeps its
+    /// own counter and key, as in the unsplit channel).
+    pub fn split(&mut self) -> (FrameReader<'_>, FrameWriter<'_>) {
+        let (r, w) = self.io.split();
+        (FrameReader { io: r, recv: &mut self.recv }, FrameWriter { io: w, send: &mut self.send })
     }
 }
 

@@ -1,6 +1,7 @@
 //! Driving the `criu` binary: version, pre-dump, dump, restore, cpuinfo; with the log's last
 //! errors in every failure, because "criu failed" alone tells a user nothing.
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,12 +35,39 @@ pub fn log_tail(log: &Path) -> String {
 }
 
 async fn run(action: &str, args: &[String], log: &Path, timeout: Duration) -> Result<(), CriuError> {
+    run_with(action, args, log, timeout, None).await
+}
+
+/// The descriptor number a page-stream socket has in criu (`--ps-socket`).
+const PS_FD: i32 = 3;
+
+/// `criu` with `args`; `ps`, when given, becomes its descriptor [`PS_FD`].
+fn spawn(action: &str, args: &[String], ps: Option<&OwnedFd>) -> Result<tokio::process::Child, CriuError> {
     let mut cmd = Command::new(CRIU);
     cmd.args(args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
-    let child = cmd.spawn().map_err(|e| match e.kind() {
+    if let Some(fd) = ps {
+        let raw = fd.as_raw_fd();
+        // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let r = if raw == PS_FD { libc::fcntl(raw, libc::F_SETFD, 0) } else { libc::dup2(raw, PS_FD) };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => CriuError::Missing,
         _ => CriuError::Io { action: action.into(), source: e },
-    })?;
+    })
+}
+
+async fn run_with(action: &str, args: &[String], log: &Path, timeout: Duration, ps: Option<OwnedFd>) -> Result<(), CriuError> {
+    let child = spawn(action, args, ps.as_ref())?;
+    // Our copy of criu's end must close, or the relay would never see criu hang up.
+    drop(ps);
     let out = tokio::time::timeout(timeout, child.wait_with_output())
         .await
         .map_err(|_| CriuError::Timeout { action: action.into(), secs: timeout.as_secs() })?
@@ -152,6 +180,51 @@ pub async fn pre_dump(d: &DumpSpec) -> Result<(), CriuError> {
     a.extend(d.common());
     a.extend(["-o".into(), s(&log)]);
     run("pre-dump", &a, &log, d.timeout).await
+}
+
+/// Like [`pre_dump`], with the pages written into `ps` (CRIU's page-server protocol, relayed
+/// to the destination's page server) instead of local page images.
+pub async fn pre_dump_streamed(d: &DumpSpec, ps: OwnedFd) -> Result<(), CriuError> {
+    let log = d.dir.join("pre-dump.log");
+    let mut a = vec!["pre-dump".to_string()];
+    a.extend(d.common());
+    a.extend(["--page-server".into(), "--ps-socket".into(), PS_FD.to_string(), "-o".into(), s(&log)]);
+    run_with("pre-dump", &a, &log, d.timeout, Some(ps)).await
+}
+
+/// Like [`dump_leave_stopped`], with the pages written into `ps`.
+pub async fn dump_leave_stopped_streamed(d: &DumpSpec, ps: OwnedFd) -> Result<(), CriuError> {
+    let log = d.dir.join("dump.log");
+    let mut a = vec!["dump".to_string()];
+    a.extend(d.common());
+    a.extend(["--leave-stopped".into(), "--page-server".into(), "--ps-socket".into(), PS_FD.to_string(), "-o".into(), s(&log)]);
+    run_with("dump", &a, &log, d.timeout, Some(ps)).await
+}
+
+/// `criu page-server` writing the page images of one dump into `dir` from the stream on `ps`;
+/// `parent` is the previous round's directory relative to `dir` (pre-copy chains).
+pub fn page_server(dir: &Path, parent: Option<&str>, ps: OwnedFd) -> Result<tokio::process::Child, CriuError> {
+    let log = dir.join("page-server.log");
+    let mut a = vec!["page-server".to_string(), "-D".into(), s(dir), "--ps-socket".into(), PS_FD.to_string(), "-v2".into(), "-o".into(), s(&log)];
+    if let Some(p) = parent {
+        a.extend(["--prev-images-dir".into(), p.into()]);
+    }
+    let child = spawn("page-server", &a, Some(&ps));
+    drop(ps);
+    child
+}
+
+/// Waits for a page server started by [`page_server`]; its log's errors when it failed.
+pub async fn page_server_wait(dir: &Path, child: tokio::process::Child, timeout: Duration) -> Result<(), CriuError> {
+    let log = dir.join("page-server.log");
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| CriuError::Timeout { action: "page-server".into(), secs: timeout.as_secs() })?
+        .map_err(|e| CriuError::Io { action: "page-server".into(), source: e })?;
+    if !out.status.success() {
+        return Err(CriuError::Failed { action: "page-server".into(), status: out.status.to_string(), log: log.display().to_string(), tail: log_tail(&log) });
+    }
+    Ok(())
 }
 
 /// Final dump. The process is frozen from the start and left stopped afterwards (not killed), so

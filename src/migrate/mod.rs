@@ -78,6 +78,9 @@ pub struct MigrateOptions {
     pub ssh_host: Option<String>,
     /// `--transport scp`: ssh client configuration (`scp -F`).
     pub ssh_config: Option<PathBuf>,
+    /// Stream CRIU's pages to the destination's page server while dumping (else: local page
+    /// images, sent after each dump).
+    pub page_stream: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -114,6 +117,8 @@ pub struct MigrationReport {
     pub final_bytes: u64,
     pub bytes_total: u64,
     pub transport: Option<TransportReport>,
+    /// The pages went through CRIU's page stream while it dumped (else as image files after).
+    pub pages_streamed: bool,
     pub outcome: Outcome,
     pub timeline: crate::timeline::Timeline,
     pub summary: Option<crate::timeline::Summary>,
@@ -469,8 +474,64 @@ impl Run<'_> {
         Ok(sent)
     }
 
+    /// Pages go through CRIU's page stream to the destination's page server while CRIU dumps,
+    /// rather than into local images sent afterwards (the scp baseline copies files).
+    fn streams_pages(&self) -> bool {
+        self.o.page_stream && self.scp.is_none()
+    }
+
+    /// One dump step (`final_dump` or a pre-dump) with its pages streamed into the destination's
+    /// `name` directory; returns the bytes of page images written there.
+    async fn dump_streamed(&mut self, ch: &mut Channel<TcpStream>, name: &str, parent: Option<&str>, spec: &DumpSpec, final_dump: bool) -> Result<u64, Step> {
+        let rel = RelPath::new(name).map_err(|e| Step::Fail(format!("image directory {name:?}: {e}")))?;
+        let parent = parent.map(RelPath::new).transpose().map_err(|e| Step::Fail(format!("parent directory: {e}")))?;
+        let via_rdma = self.rdma.is_some();
+        ch.send_msg(&Request::PageStream { id: self.id.clone(), rel, parent, via_rdma }).await?;
+        expect_ack(ch.recv_msg().await?, "page stream")?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| Step::Fail(format!("socket pair: {e}")))?;
+        let ours = ours.set_nonblocking(true).and_then(|_| tokio::net::UnixStream::from_std(ours)).map_err(|e| Step::Fail(format!("socket pair: {e}")))?;
+        let dump = async {
+            if final_dump {
+                criu::dump_leave_stopped_streamed(spec, theirs.into()).await
+            } else {
+                criu::pre_dump_streamed(spec, theirs.into()).await
+            }
+        };
+        let relay = crate::transport::pagestream::source(ours, ch, self.rdma.as_ref());
+        let (dumped, relayed) = tokio::join!(dump, relay);
+        // The destination always answers once its page server is done (the channel stays in step).
+        let reply = ch.recv_msg::<Reply>().await;
+        // A broken stream is the cause when both failed (CRIU then only saw its socket close).
+        let sent = match (relayed, dumped) {
+            (Err(e), Err(c)) => return Err(Step::Fail(format!("page stream: {e} (and so: {c})"))),
+            (Err(e), Ok(())) => return Err(Step::Fail(format!("page stream: {e}"))),
+            (Ok(_), Err(c)) => return Err(Step::Fail(c.to_string())),
+            (Ok(n), Ok(())) => n,
+        };
+        match reply? {
+            Reply::Streamed { page_bytes } => {
+                info!(dir = name, stream_bytes = sent, page_bytes, "pages streamed");
+                self.bytes_total += page_bytes;
+                Ok(page_bytes)
+            }
+            Reply::Failed(e) => Err(Step::Fail(format!("destination: {e}"))),
+            other => Err(Step::Fail(format!("destination: unexpected reply {other:?}"))),
+        }
+    }
+
     async fn precopy(&mut self, ch: &mut Channel<TcpStream>) -> Result<Option<String>, Step> {
         let o = self.o;
+        // A round that carries no more than the convergence threshold ends pre-copy; when all of
+        // the process's memory is that small, a round costs (a pre-dump, and a parent image the
+        // final dump and the restore must walk) without saving anything.
+        if let Some(anon) = anonymous_bytes(o.pid) {
+            if anon <= o.converge_bytes {
+                let why = format!("nothing to pre-copy: {} of anonymous memory, within --converge-mib ({})", mib(anon), mib(o.converge_bytes));
+                self.say(&why);
+                self.stop_reason = Some(why);
+                return Ok(None);
+            }
+        }
         let mut parent: Option<String> = None;
         let mut prev_bytes: Option<u64> = None;
         for round in 1..=o.max_rounds.max(1) {
@@ -485,17 +546,14 @@ impl Run<'_> {
                 // dirty log records those pages, and the plugin marks them at the final dump.
                 clear_rdma_dirty_logs(o.pid);
             }
-            criu::pre_dump(&DumpSpec {
-                pid: o.pid,
-                dir: dir.clone(),
-                parent: parent.as_ref().map(|p| format!("../{p}")),
-                timeout: o.dump_timeout,
-                opts: self.copts.clone(),
-            })
-            .await
-            .map_err(|e| Step::Fail(e.to_string()))?;
+            let spec = DumpSpec { pid: o.pid, dir: dir.clone(), parent: parent.as_ref().map(|p| format!("../{p}")), timeout: o.dump_timeout, opts: self.copts.clone() };
+            let bytes = if self.streams_pages() {
+                self.dump_streamed(ch, &name, parent.as_deref(), &spec, false).await?
+            } else {
+                criu::pre_dump(&spec).await.map_err(|e| Step::Fail(e.to_string()))?;
+                criu::page_bytes(&dir)
+            };
             let dump_ms = t.elapsed().as_secs_f64() * 1e3;
-            let bytes = criu::page_bytes(&dir);
             let t = Instant::now();
             self.send_dir(ch, &name).await?;
             let send_ms = t.elapsed().as_secs_f64() * 1e3;
@@ -523,6 +581,23 @@ impl Run<'_> {
         }
         Ok(parent)
     }
+}
+
+/// The process's anonymous memory (resident and swapped), which is what CRIU's page images
+/// carry; `None` when /proc does not tell.
+fn anonymous_bytes(pid: i32) -> Option<u64> {
+    parse_anonymous(&std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?)
+}
+
+fn parse_anonymous(rollup: &str) -> Option<u64> {
+    let mut total = None;
+    for line in rollup.lines() {
+        let mut f = line.split_whitespace();
+        if let (Some("Anonymous:" | "Swap:"), Some(kb), Some("kB")) = (f.next(), f.next(), f.next()) {
+            total = Some(total.unwrap_or(0) + kb.parse::<u64>().ok()? * 1024);
+        }
+    }
+    total
 }
 
 /// Sends SIGCONT so a process left stopped by `--leave-stopped` runs again. QPs of the process
@@ -687,23 +762,24 @@ impl Run<'_> {
         let final_dir = self.dir.join("final");
         let _ = std::fs::create_dir_all(&final_dir);
         let t = Instant::now();
-        if let Err(e) = criu::dump_leave_stopped(&DumpSpec {
-            pid: o.pid,
-            dir: final_dir.clone(),
-            parent: parent.map(|p| format!("../{p}")),
-            timeout: o.dump_timeout,
-            opts: self.copts.clone(),
-        })
-        .await
-        {
-            // CRIU resumes the process when a dump fails; make sure of it.
-            let _ = resume_source(o.pid);
-            self.rec.end(Phase::FinalDump);
-            self.resumed_here();
-            abort_remote(o, &self.id).await;
-            return Outcome::RolledBack { reason: format!("final dump: {e}") };
-        }
-        let final_bytes = criu::page_bytes(&final_dir);
+        let spec = DumpSpec { pid: o.pid, dir: final_dir.clone(), parent: parent.as_ref().map(|p| format!("../{p}")), timeout: o.dump_timeout, opts: self.copts.clone() };
+        let dumped = if self.streams_pages() {
+            self.dump_streamed(&mut ch, "final", parent.as_deref(), &spec, true).await.map(Some)
+        } else {
+            criu::dump_leave_stopped(&spec).await.map(|_| None).map_err(|e| Step::Fail(e.to_string()))
+        };
+        let streamed = match dumped {
+            Ok(b) => b,
+            Err(e) => {
+                // CRIU resumes the process when a dump fails; make sure of it.
+                let _ = resume_source(o.pid);
+                self.rec.end(Phase::FinalDump);
+                self.resumed_here();
+                abort_remote(o, &self.id).await;
+                return Outcome::RolledBack { reason: format!("final dump: {e}") };
+            }
+        };
+        let final_bytes = streamed.unwrap_or_else(|| criu::page_bytes(&final_dir));
         self.final_bytes = final_bytes;
         self.rec.end_with(Phase::FinalDump, attrs([("bytes", final_bytes), ("pages", (final_bytes / 4096))]));
         self.say(&format!("frozen; final dump {} in {:.0} ms", mib(final_bytes), t.elapsed().as_secs_f64() * 1e3));
@@ -834,6 +910,8 @@ impl Run<'_> {
         .or_else(|_| Timeline::single(&local_node, local))
         .expect("a single node's own events always form a timeline");
         let summary = Summary::from_timeline(&timeline).ok();
+        // Once a transport was chosen, every dump of this migration went the same way.
+        let pages_streamed = self.streams_pages() && self.transport.is_some();
         MigrationReport {
             id: self.id.to_string(),
             pid: self.o.pid,
@@ -845,6 +923,7 @@ impl Run<'_> {
             rounds: std::mem::take(&mut self.rounds),
             stop_reason: self.stop_reason.take(),
             transport: self.transport.take(),
+            pages_streamed,
             outcome,
             timeline,
             summary,
@@ -889,6 +968,7 @@ pub async fn bench_transfer(
         move_addr: None,
         ssh_host: None,
         ssh_config: None,
+        page_stream: false,
     };
     if transports.contains(&TransportChoice::Scp) {
         anyhow::bail!("bench transfer measures rdmig's own transports (rdma, tcp); scp is measured by a migration with --transport scp");
@@ -907,4 +987,15 @@ pub async fn bench_transfer(
         rows.push(BenchRow { transport: name.into(), bytes, secs, mb_s: mb_s(bytes, secs) });
     }
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn anonymous_memory_counts_resident_and_swapped() {
+        let rollup = "55d0c8e0a000-7ffd5a1f2000 ---p 00000000 00:00 0    [rollup]\nRss:                2048 kB\nAnonymous:           512 kB\nLazyFree:              0 kB\nAnonHugePages:         0 kB\nSwap:                 64 kB\nSwapPss:              64 kB\n";
+        assert_eq!(super::parse_anonymous(rollup), Some(576 * 1024));
+        assert_eq!(super::parse_anonymous("Rss: 4 kB\n"), None);
+        assert_eq!(super::parse_anonymous("Anonymous: x kB\n"), None);
+    }
 }

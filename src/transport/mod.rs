@@ -8,6 +8,7 @@
 //! Control messages always travel on the authenticated TCP channel; so does each file's CRC,
 //! which the destination checks against what arrived over either path.
 
+pub mod pagestream;
 pub mod rdma;
 
 use serde::Serialize;

@@ -157,14 +157,19 @@ fn clear_addrs(c: &Ctx) {
 /// The README's scenario: `ib_send_bw -b` server on 10.0.1.7 moves from node1 to node3 mid-run.
 fn e2e_migrate_ib_send_bw_server_bidirectional(c: &Ctx) -> Result<()> {
     let p = start_pair(c, "node1", "node2", &["-b"], 100_000, "e2e-b")?;
-    migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
+    // ib_send_bw's memory is below the convergence threshold, so rdmig would skip pre-copy:
+    // force rounds here, so the plugin's pre-dump and the driver's dirty log take part.
+    let r = migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &["--converge-mib", "0"])?;
+    ensure!(r["rounds"].as_array().is_some_and(|a| !a.is_empty()), "no pre-copy round ran: {}", r["stop_reason"]);
     finish(c, &p, "node3", "node2")
 }
 
 /// Without -b the server only receives: its QP is in RTR when it moves (MigrOS needed -b).
 fn e2e_migrate_ib_send_bw_server_one_way_rtr(c: &Ctx) -> Result<()> {
     let p = start_pair(c, "node1", "node2", &[], 200_000, "e2e-rtr")?;
-    migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
+    let r = migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
+    // The default skips pre-copy for a process this small, and says so.
+    ensure!(r["stop_reason"].as_str().is_some_and(|s| s.starts_with("nothing to pre-copy")), "stop reason: {}", r["stop_reason"]);
     finish(c, &p, "node3", "node2")
 }
 
@@ -180,7 +185,8 @@ fn e2e_migrate_ib_send_bw_four_qps(c: &Ctx) -> Result<()> {
     // perftest's -n is per QP (4 x 30000 messages each way) and it reports the total.
     let mut p = start_pair(c, "node1", "node2", &["-b", "-q", "4"], 30_000, "e2e-q4")?;
     p.iters *= 4;
-    migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
+    let r = migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &["--converge-mib", "0"])?;
+    ensure!(r["rounds"].as_array().is_some_and(|a| !a.is_empty()), "no pre-copy round ran: {}", r["stop_reason"]);
     finish(c, &p, "node3", "node2")
 }
 
