@@ -347,6 +347,9 @@ async fn handle(req: Request, ch: &mut Channel<TcpStream>, rdma: &mut Option<Rdm
                 Ok(p) => p,
                 Err(e) => return Ok(Reply::Failed(format!("socket pair: {e}"))),
             };
+            for end in [&ours, &theirs] {
+                crate::transport::pagestream::enlarge_buffers(std::os::fd::AsRawFd::as_raw_fd(end));
+            }
             let parent_arg = parent.as_ref().map(|p| format!("../{}", p.as_str()));
             let mut server = match criu::page_server(&d, parent_arg.as_deref(), theirs.into()) {
                 Ok(c) => c,

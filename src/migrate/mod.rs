@@ -489,6 +489,9 @@ impl Run<'_> {
         ch.send_msg(&Request::PageStream { id: self.id.clone(), rel, parent, via_rdma }).await?;
         expect_ack(ch.recv_msg().await?, "page stream")?;
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| Step::Fail(format!("socket pair: {e}")))?;
+        for end in [&ours, &theirs] {
+            crate::transport::pagestream::enlarge_buffers(std::os::fd::AsRawFd::as_raw_fd(end));
+        }
         let ours = ours.set_nonblocking(true).and_then(|_| tokio::net::UnixStream::from_std(ours)).map_err(|e| Step::Fail(format!("socket pair: {e}")))?;
         let dump = async {
             if final_dump {

@@ -59,6 +59,26 @@ pub fn decode(p: &[u8]) -> Result<Piece<'_>, String> {
     }
 }
 
+/// Socket buffers of a page-stream socket pair, each way. The default (about 200 KiB) makes
+/// CRIU block, and the relay read, in small steps: per-piece costs (a frame's MAC, an RDMA
+/// write, two task switches on one emulated CPU) then add up.
+const SOCK_BUF: libc::c_int = 4 << 20;
+
+/// Enlarges both buffers of one end of a page-stream socket pair (root may exceed the
+/// system's maximum; if even that fails, the defaults only cost speed).
+pub fn enlarge_buffers(fd: std::os::fd::RawFd) {
+    for (force, plain) in [(libc::SO_SNDBUFFORCE, libc::SO_SNDBUF), (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)] {
+        let v = SOCK_BUF;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: setsockopt(2) reads `len` bytes from a live local.
+        unsafe {
+            if libc::setsockopt(fd, libc::SOL_SOCKET, force, &v as *const _ as *const libc::c_void, len) != 0 {
+                libc::setsockopt(fd, libc::SOL_SOCKET, plain, &v as *const _ as *const libc::c_void, len);
+            }
+        }
+    }
+}
+
 /// Makes CRIU's end of the socket fail at once (it may be blocked writing to us).
 fn hang_up(fd: std::os::fd::RawFd) {
     // SAFETY: shutdown(2) on a descriptor the caller keeps open; no memory is involved.
