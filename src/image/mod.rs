@@ -88,6 +88,23 @@ pub fn show(dir: &Path) -> Result<String> {
                     let _ = writeln!(out, "  ah   handle {} ah_num {n}", a.handle);
                 }
                 let _ = writeln!(out, "  completion channels {}, async event files {}", c.comp_channels, c.async_event_files);
+                for ch in &c.channels {
+                    let _ = writeln!(out, "  channel {} fd {}: {} queued event(s) of CQ handles {:?}", ch.token, ch.fd, ch.pending.len(), ch.pending);
+                }
+                for cq in c.cqs.iter().filter(|cq| c.events_saved && (cq.channel.is_some() || cq.user_handle != 0)) {
+                    let _ = writeln!(
+                        out,
+                        "  cq   handle {} user_handle {:#x} channel {} completion events read {} async events read {}",
+                        cq.handle,
+                        cq.user_handle,
+                        cq.channel.as_deref().unwrap_or("-"),
+                        cq.comp_events_reported,
+                        cq.events_reported
+                    );
+                }
+                if !c.async_pending.is_empty() {
+                    let _ = writeln!(out, "  async event file: {} queued event(s)", c.async_pending.len());
+                }
                 for q in &c.queues {
                     let data = &l.blob[q.blob_offset as usize..(q.blob_offset + q.len) as usize];
                     let _ = writeln!(
@@ -106,8 +123,14 @@ pub fn show(dir: &Path) -> Result<String> {
                 let ctx = e.context_id.map(|c| format!("context file id {c}")).unwrap_or_else(|| "context unknown".into());
                 let _ = writeln!(
                     out,
-                    "{name} (format {}): file id {}, infiniband event file, pid {} fd {}: {} ({}), {ctx}",
-                    l.version, i.id, i.pid, i.fd, e.role, e.role_source
+                    "{name} (format {}): file id {}, infiniband event file, pid {} fd {}: {} ({}), {ctx}{}",
+                    l.version,
+                    i.id,
+                    i.pid,
+                    i.fd,
+                    e.role,
+                    e.role_source,
+                    e.channel.as_ref().map(|t| format!(", channel {t}")).unwrap_or_default()
                 );
             }
         }
@@ -151,13 +174,16 @@ mod tests {
                 ibdev: "rxe0".into(),
                 flags: 2,
                 pds: vec![Handle { handle: 0 }],
-                cqs: vec![Cq { handle: 2, pgoff: None, cqe: None }],
+                cqs: vec![Cq { handle: 2, pgoff: None, cqe: None, ..Default::default() }],
                 srqs: vec![],
                 qps: vec![Qp { handle: 3, qpn: 17, qpn_source: "only QP of the process".into(), qp_type: "rc".into(), attr: QpAttr { state: 1, ..Default::default() }, ..Default::default() }],
                 mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7f00_0000, length: 65536, access: Some(0xf) }],
                 mws: vec![],
                 ahs: vec![],
                 comp_channels: 0,
+                events_saved: false,
+                channels: vec![],
+                async_pending: vec![],
                 async_event_files: 1,
                 queues: vec![QueueVma { start: 0x1000, end: 0x1004, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4 }],
             })),
@@ -167,7 +193,7 @@ mod tests {
             id: 10,
             pid: 100,
             fd: 4,
-            kind: FileKind::EventFile(EventFile { context_id: Some(9), role: "async".into(), role_source: "x".into(), flags: 2 }),
+            kind: FileKind::EventFile(EventFile { context_id: Some(9), role: "async".into(), role_source: "x".into(), flags: 2, channel: None }),
         };
         image::write_file(&d.path().join(image::file_name(10)), &ev, &[]).unwrap();
         let s = show(d.path()).unwrap();

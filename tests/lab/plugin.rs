@@ -1,8 +1,8 @@
 //! CRIU plugin scenarios (issue 5): Debian's stock CRIU loads rdmig's plugin, other processes are
 //! dumped and restored as before, a verbs process is saved (and keeps running with
 //! --leave-running, its stopped QPs resumed), dumped mid-run, killed and restored with every
-//! iteration delivered exactly once, and one the plugin cannot save is refused with a message
-//! naming the object and keeps running.
+//! iteration delivered exactly once (also when it sleeps on completion events), and one the
+//! plugin cannot save is refused with a message naming the object and keeps running.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -16,10 +16,11 @@ use crate::harness::{perftest_iterations as iterations, proc_state, spawn, wait_
 pub const SCENARIOS: &[Scenario] = &[
     ("plugin_loads_and_plain_process_dumps_and_restores", plugin_loads_and_plain_process_dumps_and_restores),
     ("plugin_saves_waiting_ib_send_bw_with_leave_running", plugin_saves_waiting_ib_send_bw_with_leave_running),
-    ("plugin_refuses_completion_channel_and_process_keeps_running", plugin_refuses_completion_channel_and_process_keeps_running),
+    ("plugin_refuses_srq_and_process_keeps_running", plugin_refuses_srq_and_process_keeps_running),
     ("plugin_restores_waiting_ib_send_bw", plugin_restores_waiting_ib_send_bw),
     ("plugin_leave_running_mid_run_resumes_the_qp", plugin_leave_running_mid_run_resumes_the_qp),
     ("plugin_ib_send_bw_dump_kill_restore_same_node", plugin_ib_send_bw_dump_kill_restore_same_node),
+    ("plugin_ib_send_bw_events_dump_kill_restore_same_node", plugin_ib_send_bw_events_dump_kill_restore_same_node),
     ("plugin_ib_send_bw_restored_on_another_node", plugin_ib_send_bw_restored_on_another_node),
     ("plugin_vtest_checked_traffic_survives_dump_and_restore", plugin_vtest_checked_traffic_survives_dump_and_restore),
 ];
@@ -165,23 +166,23 @@ fn plugin_saves_waiting_ib_send_bw_with_leave_running(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// (b) A process the plugin cannot save (ib_send_bw -e has a completion channel, and the kernel
-/// does not say which CQ it serves) is refused with a message naming the object and the reason;
-/// nothing is stopped, the server keeps running and then serves a client to the last iteration.
-fn plugin_refuses_completion_channel_and_process_keeps_running(c: &Ctx) -> Result<()> {
+/// (b) A process the plugin cannot save (ib_send_bw --use-srq: the driver cannot migrate SRQ
+/// rings) is refused with a message naming the object and the reason; nothing is stopped, the
+/// server keeps running and then serves its client to the last iteration.
+fn plugin_refuses_srq_and_process_keeps_running(c: &Ctx) -> Result<()> {
     let plugins = plugin_dir(c)?;
     let g = gids(c)?;
     let dir = image_dir("plugin-refuse")?;
-    // perftest creates its objects (the channel among them) once a client connects; the run must
-    // outlast CRIU's start-up, which is slow here while the node is busy with events (~15 s).
-    let iters = 250000;
-    let (srv, cli) = send_bw_pair_running(c, &g, &["-n", &iters.to_string(), "-e"], "plugin-refuse")?;
+    // perftest creates its objects (the SRQ among them) once a client connects; the run must
+    // outlast CRIU's start-up, which is slow here while the nodes are busy (~15 s).
+    let iters = 100000;
+    let (srv, cli) = send_bw_pair_running(c, &g, &["-n", &iters.to_string(), "--use-srq"], "plugin-refuse")?;
     let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
     let log = log_of("plugin-refuse", "dump.log");
-    ensure!(!o.status.success(), "dump of a process with a completion channel succeeded:\n{log}");
+    ensure!(!o.status.success(), "dump of a process with an SRQ succeeded:\n{log}");
     let line = log.lines().find(|l| l.contains("rdmig_criu: cannot dump verbs state")).with_context(|| format!("no plugin error in the log:\n{log}"))?;
     println!("  {line}");
-    ensure!(line.contains(&format!("process {srv} (ib_send_bw)")) && line.contains("completion channel"), "{line}");
+    ensure!(line.contains(&format!("process {srv} (ib_send_bw)")) && line.contains("1 SRQ(s)") && line.contains("not supported"), "{line}");
     ensure!(!log.contains("stopped QP"), "a QP was stopped although the process was refused:\n{log}");
     let st = proc_state(c, "node1", srv)?;
     ensure!(st.as_deref().is_some_and(|s| !s.starts_with('T')), "server after the refused dump: {st:?}");
@@ -285,6 +286,43 @@ fn plugin_ib_send_bw_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
     both_finish(c, srv, cli, iters, "plugin-mid")
 }
 
+/// The same with `ib_send_bw -e`: both sides sleep on a completion channel (ibv_get_cq_event,
+/// ack, re-arm). The image holds the channel, the CQs' user handles and the counts of events
+/// the server had read; the restored CQs deliver to the restored channel with the old user
+/// handles and counters and the same armed state, so the server wakes up, finishes with exactly
+/// N iterations and exits: ibv_destroy_cq did not wait for events the kernel no longer counted.
+fn plugin_ib_send_bw_events_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
+    let plugins = plugin_dir(c)?;
+    let g = gids(c)?;
+    let dir = image_dir("plugin-ev")?;
+    let iters = 100000;
+    let (srv, cli) = send_bw_pair_running(c, &g, &["-n", &iters.to_string(), "-b", "-e"], "plugin-ev")?;
+    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
+    let log = log_of("plugin-ev", "dump.log");
+    ensure!(o.status.success(), "dump of ib_send_bw -e mid-run failed: {}\n{log}", text(&o));
+    ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+    let shown = rdmig::image::show(&share().join("plugin-ev"))?;
+    println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    let j = rdmig::image::show_json(&share().join("plugin-ev"))?;
+    let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
+    let k = &ctx["kind"];
+    ensure!(k["comp_channels"] == 1 && k["channels"].as_array().is_some_and(|c| c.len() == 1), "the channel was not saved: {k}");
+    let token = k["channels"][0]["token"].clone();
+    let cqs = k["cqs"].as_array().context("no CQs")?;
+    ensure!(!cqs.is_empty() && cqs.iter().all(|q| q["channel"] == token && q["user_handle"].as_u64().is_some_and(|u| u != 0)), "CQs without channel or user handle: {k}");
+    // Without restored counters the server would hang in ibv_destroy_cq at exit.
+    ensure!(cqs.iter().any(|q| q["comp_events_reported"].as_u64().is_some_and(|n| n > 0)), "no completion event read before the dump: {k}");
+    ensure!(
+        j["images"].as_array().into_iter().flatten().any(|i| i["kind"]["role"] == "comp_channel" && i["kind"]["channel"] == token),
+        "no event file image of the channel: {j}"
+    );
+    let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
+    let log = log_of("plugin-ev", "restore.log");
+    ensure!(o.status.success(), "restore failed: {}\n{log}", text(&o));
+    ensure!(log.contains("1 completion channel(s)") && log.contains("QP(s) resumed"), "the plugin did not rebuild the channel and resume the QP:\n{log}");
+    both_finish(c, srv, cli, iters, "plugin-ev")
+}
+
 /// The issue's cross-node test: the ib_send_bw server runs on node1 on the overlay address
 /// 10.0.1.7; mid-run it is dumped and killed, the address moves to node3, and the server is
 /// restored there (QPN, keys and TCP connection included). The client on node2 is paused
@@ -338,8 +376,8 @@ fn plugin_ib_send_bw_restored_on_another_node(c: &Ctx) -> Result<()> {
 
 /// The verbs test program (checked SENDs and RDMA WRITEs into the server's MR, every message
 /// and block verified) survives a dump, kill and restore of its server mid-transfer: nothing is
-/// lost, duplicated or corrupted. It polls its CQ (`--busy-poll`): the plugin cannot restore
-/// completion channels yet.
+/// lost, duplicated or corrupted. It polls its CQ (`--busy-poll`); completion channels are
+/// covered by the `ib_send_bw -e` scenario.
 fn plugin_vtest_checked_traffic_survives_dump_and_restore(c: &Ctx) -> Result<()> {
     let plugins = plugin_dir(c)?;
     let bin = c.lab.load()?.rdmig_bin.display().to_string();

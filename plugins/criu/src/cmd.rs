@@ -17,6 +17,7 @@ const CMD_GET_CONTEXT: u32 = 0;
 const CMD_ALLOC_PD: u32 = 3;
 const CMD_DEALLOC_PD: u32 = 4;
 const CMD_REG_MR: u32 = 9;
+const CMD_CREATE_COMP_CHANNEL: u32 = 17;
 const CMD_CREATE_CQ: u32 = 18;
 const CMD_CREATE_QP: u32 = 24;
 const CMD_MODIFY_QP: u32 = 26;
@@ -138,11 +139,52 @@ pub struct CreateCqResp {
     pub mi: MmInfo,
 }
 
-pub fn create_cq(fd: RawFd, cqe: u32) -> io::Result<CreateCqResp> {
+/// CREATE_CQ; `comp_channel` is the fd (in this process) of its completion channel, or -1.
+pub fn create_cq(fd: RawFd, cqe: u32, user_handle: u64, comp_channel: RawFd) -> io::Result<CreateCqResp> {
     let mut r = CreateCqResp::default();
-    let mut c = CreateCq { response: 0, user_handle: 0, cqe, comp_vector: 0, comp_channel: -1, reserved: 0 };
+    let mut c = CreateCq { response: 0, user_handle, cqe, comp_vector: 0, comp_channel, reserved: 0 };
     write_cmd(fd, CMD_CREATE_CQ, &mut c, Some(&mut r))?;
     Ok(r)
+}
+
+/// CREATE_COMP_CHANNEL: returns the new channel's fd (owned by the caller).
+pub fn create_comp_channel(fd: RawFd) -> io::Result<RawFd> {
+    let mut r = U32Resp::default();
+    write_cmd(fd, CMD_CREATE_COMP_CHANNEL, &mut RespOnly::default(), Some(&mut r))?;
+    Ok(r.v as RawFd)
+}
+
+/// `struct rdmig_uverbs_ev_ctl` of softroce patch 0010 (`uverbs_ckpt_abi.h`).
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct EvCtl {
+    pub op: u32,
+    pub object: u32,
+    pub handle: u32,
+    pub event_type: u32,
+    pub element: u64,
+    pub events_reported: u32,
+    pub comp_events_reported: u32,
+    pub reserved: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<EvCtl>() == 40);
+
+/// `_IOW(0xB8, 0x40, struct rdmig_uverbs_ev_ctl)`.
+pub const IOC_EVENTS: libc::c_ulong = ((1u32 << 30) | (40 << 16) | (0xB8 << 8) | 0x40) as libc::c_ulong;
+pub const EV_SET_COUNTERS: u32 = 1;
+pub const EV_QUEUE_COMP: u32 = 2;
+pub const EV_QUEUE_ASYNC: u32 = 3;
+
+/// RDMIG_UVERBS_IOC_EVENTS on a uverbs file: sets an object's event counters or queues an event.
+pub fn events(fd: RawFd, c: &EvCtl) -> io::Result<()> {
+    // SAFETY: `c` is a correctly laid out rdmig_uverbs_ev_ctl (size asserted above) that the
+    // kernel only reads.
+    let r = unsafe { libc::ioctl(fd, IOC_EVENTS as _, c as *const EvCtl) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 #[repr(C)]
@@ -254,5 +296,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<ModifyQp>(), 112);
         assert_eq!(std::mem::size_of::<RegMr>(), 40);
         assert_eq!(std::mem::size_of::<RegMrResp>(), 12);
+        assert_eq!(IOC_EVENTS, 0x4028_b840);
     }
 }

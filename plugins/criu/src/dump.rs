@@ -14,7 +14,8 @@ use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
 use crate::ctl::{self, Record};
-use crate::image::{self, Ah, BlobRef, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QpLinks, QueueVma};
+use crate::fdinfo::{self, EventInfo, UverbsInfo};
+use crate::image::{self, Ah, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QpLinks, QueueVma};
 use crate::log::{debug, info};
 use crate::uverbs;
 
@@ -267,13 +268,22 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     if let Some(m) = mrs.iter().find(|m| m.access.is_none()) {
         return Err(unsupported(format!("MR handle {} (lkey {:#x}) is not in {}'s list; its access flags are unknown", m.handle, m.lkey, ctl::CTL_DEV)));
     }
-    for (n, what) in [(comp_channels, "completion channel"), (srqs.len() as u32, "SRQ")] {
-        if n > 0 {
-            return Err(unsupported(format!(
-                "holds {n} {what}(s): restoring them is not supported yet (the kernel does not say which CQ a \
-                 channel belongs to, and SRQ rings have no migration support in the driver)"
-            )));
-        }
+    if !srqs.is_empty() {
+        return Err(unsupported(format!(
+            "holds {} SRQ(s) (handles {:?}): restoring them is not supported yet (SRQ rings have no migration support in the driver)",
+            srqs.len(),
+            srqs.iter().map(|s| s.handle).collect::<Vec<_>>()
+        )));
+    }
+    // The event state (user handles, event counters, which CQ uses which channel), from the
+    // fdinfo of rdmig's ib_uverbs; a stock ib_uverbs shows none of it.
+    let text = fdinfo::read(0, fd).map_err(sys(format!("{who}: read the fdinfo of the uverbs file")))?;
+    let uvinfo: Option<UverbsInfo> = fdinfo::parse_uverbs(&text).map_err(|e| unsupported(format!("fdinfo of the uverbs file: {e}")))?;
+    if comp_channels > 0 && uvinfo.is_none() {
+        return Err(unsupported(format!(
+            "holds {comp_channels} completion channel(s), but this ib_uverbs does not show which CQ uses which channel nor \
+             the CQs' event counters (it lacks rdmig's softroce patch 0010)"
+        )));
     }
 
     // The process's mappings of this uverbs file: the rxe rings (CQ, SQ, RQ), by page offset.
@@ -374,6 +384,10 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             to_dump.push((qps.len(), ctl_state.to_uppercase()));
         }
         let mig_image = None;
+        let ev = uvinfo.as_ref().and_then(|i| i.obj("qp", *h));
+        if uvinfo.is_some() && ev.is_none() {
+            return Err(unsupported(format!("QP handle {h} (QPN {qpn}) is missing from the fdinfo of the uverbs file")));
+        }
         ring_of_qp.push((qps.len(), sq, rq, scq, rcq));
         qps.push(Qp {
             handle: *h,
@@ -385,6 +399,8 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             sgid,
             sgid_type,
             mig_image,
+            user_handle: ev.map(|e| e.user_handle).unwrap_or(0),
+            events_reported: ev.map(|e| e.events_reported).unwrap_or(0),
         });
     }
 
@@ -437,11 +453,32 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             cq_rings.len()
         )));
     }
-    let cqs: Vec<Cq> = cq_handles
-        .iter()
-        .zip(&cq_rings)
-        .map(|(h, o)| Cq { handle: *h, pgoff: Some(*o), cqe: ring_u32(*o, RING_INDEX_MASK) })
-        .collect();
+    let mut cqs: Vec<Cq> = vec![];
+    for (h, o) in cq_handles.iter().zip(&cq_rings) {
+        let mut cq = Cq { handle: *h, pgoff: Some(*o), cqe: ring_u32(*o, RING_INDEX_MASK), ..Default::default() };
+        if let Some(i) = &uvinfo {
+            let e = i.cq(*h).ok_or_else(|| unsupported(format!("CQ handle {h} is missing from the fdinfo of the uverbs file")))?;
+            cq.user_handle = e.user_handle;
+            cq.channel = e.channel.clone();
+            cq.comp_events_reported = e.comp_events_reported;
+            cq.events_reported = e.events_reported;
+        }
+        cqs.push(cq);
+    }
+    // The completion channels and the events queued on them and on the async event file, read
+    // now that no connected QP completes work any more.
+    let (channels, async_pending) = match &uvinfo {
+        Some(_) => event_files(pid, &who)?,
+        None => (vec![], vec![]),
+    };
+    if channels.len() != comp_channels as usize {
+        return Err(unsupported(format!(
+            "holds {comp_channels} completion channel(s) but has fds for {} of them (fds {:?}); a channel without an fd cannot be restored",
+            channels.len(),
+            channels.iter().map(|c| c.fd).collect::<Vec<_>>()
+        )));
+    }
+    check_events(&cqs, &qps, &channels, &async_pending).map_err(unsupported)?;
     // The rings the driver's QP images do not carry are copied back as they are; that is exact
     // only while the driver's private index of the ring is still 0.
     let covered: Vec<u64> = ring_of_qp
@@ -477,6 +514,15 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
                 c.handle
             )));
         }
+        // Whether the CQ is armed (ibv_req_notify_cq) is the driver's; it is saved with the
+        // image of a connected QP only.
+        if !covered.contains(&o) && c.channel.is_some() {
+            return Err(unsupported(format!(
+                "CQ handle {} delivers to a completion channel but belongs to no connected QP; whether it is armed \
+                 (ibv_req_notify_cq) is only saved with a connected QP's driver state",
+                c.handle
+            )));
+        }
     }
     let ctx = Context {
         path: path.clone(),
@@ -493,6 +539,9 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         ahs,
         comp_channels,
         async_event_files,
+        events_saved: uvinfo.is_some(),
+        channels,
+        async_pending,
         queues,
     };
     let summary = format!(
@@ -513,6 +562,79 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, (id, comp_channels));
     info!("{who}: saved verbs context as {}: {summary}", image::file_name(id));
     Ok(())
+}
+
+/// The process's completion channels (each with its lowest fd and the events queued on it) and
+/// the events queued on its async event file (the one with the lowest fd), from their fdinfo.
+fn event_files(pid: i32, who: &str) -> Result<(Vec<Channel>, Vec<AsyncEvent>), DumpError> {
+    let mut channels: Vec<Channel> = vec![];
+    let mut async_pending: Option<Vec<AsyncEvent>> = None;
+    for n in process_event_fds(pid)? {
+        let text = fdinfo::read(pid, n).map_err(sys(format!("{who}: read /proc/{pid}/fdinfo/{n}")))?;
+        match fdinfo::parse_event_file(&text).map_err(|e| DumpError::Unsupported(format!("{who}: fdinfo of event fd {n}: {e}")))? {
+            EventInfo::CompChannel { token, pending } => {
+                if !channels.iter().any(|c| c.token == token) {
+                    channels.push(Channel { token, fd: n, pending });
+                }
+            }
+            EventInfo::Async { pending } => {
+                async_pending.get_or_insert(pending.into_iter().map(|e| AsyncEvent { event_type: e.event_type, element: e.element, object: e.object, handle: e.handle }).collect());
+            }
+            EventInfo::Unknown => {
+                return Err(DumpError::Unsupported(format!("{who}: event fd {n} shows no rdmig lines in its fdinfo, unlike its uverbs file")))
+            }
+        }
+    }
+    Ok((channels, async_pending.unwrap_or_default()))
+}
+
+/// Checks that the saved event state refers only to objects the image holds: each CQ's channel is
+/// one of the process's channels, each queued completion event is of a CQ, each queued async
+/// event is of a CQ or QP of the image or of the device.
+pub fn check_events(cqs: &[Cq], qps: &[Qp], channels: &[Channel], async_pending: &[AsyncEvent]) -> Result<(), String> {
+    for c in cqs {
+        if let Some(t) = &c.channel {
+            if !channels.iter().any(|ch| &ch.token == t) {
+                return Err(format!("CQ handle {} delivers to completion channel {t}, of which the process holds no fd", c.handle));
+            }
+        }
+    }
+    for ch in channels {
+        for h in &ch.pending {
+            if !cqs.iter().any(|c| c.handle == *h && c.channel.as_ref() == Some(&ch.token)) {
+                return Err(format!("completion channel fd {} holds an event of CQ handle {h}, which does not deliver to it", ch.fd));
+            }
+        }
+    }
+    for e in async_pending {
+        let known = match (e.object as u16, e.handle) {
+            (0, None) => true,
+            (uverbs::OBJ_CQ, Some(h)) => cqs.iter().any(|c| c.handle == h),
+            (uverbs::OBJ_QP, Some(h)) => qps.iter().any(|q| q.handle == h),
+            _ => false,
+        };
+        if !known {
+            return Err(format!(
+                "the async event file holds an unread event (type {}) of object type {} handle {:?}, which cannot be restored",
+                e.event_type, e.object, e.handle
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The process's infiniband event fds, lowest first.
+fn process_event_fds(pid: i32) -> Result<Vec<i32>, DumpError> {
+    let mut event_fds: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(sys(format!("list /proc/{pid}/fd")))?
+        .flatten()
+        .filter_map(|f| {
+            let n: i32 = f.file_name().to_str()?.parse().ok()?;
+            (fs::read_link(f.path()).ok()?.as_os_str() == EVENT_LINK).then_some(n)
+        })
+        .collect();
+    event_fds.sort_unstable();
+    Ok(event_fds)
 }
 
 /// Rewrites one byte of every page the driver logged as written by RDMA, through
@@ -546,21 +668,23 @@ fn mark_rdma_written(pid: i32, ibdev: &str, mrs: &[Mr], who: &str) -> std::io::R
 fn dump_event_file(fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {
     let (pid, pfd) = owner(fd, &format!("infiniband event file (file id {id})"))?;
     let who = format!("process {pid} ({}), event file fd {pfd}", comm(pid));
-    // The process's event fds, lowest first.
-    let mut event_fds: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .map_err(sys(format!("list /proc/{pid}/fd")))?
-        .flatten()
-        .filter_map(|f| {
-            let n: i32 = f.file_name().to_str()?.parse().ok()?;
-            (fs::read_link(f.path()).ok()?.as_os_str() == EVENT_LINK).then_some(n)
-        })
-        .collect();
-    event_fds.sort_unstable();
+    let event_fds = process_event_fds(pid)?;
     let ctx = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).get(&pid).copied();
-    let (role, role_source) = match ctx {
-        Some((_, 0)) => ("async", "the process's context has no completion channel"),
-        _ if event_fds.first() == Some(&pfd) => ("async", "lowest event fd of the process (libibverbs opens it with the device)"),
-        _ => ("comp_channel", "not the lowest event fd of the process"),
+    // rdmig's ib_uverbs says what the file is; otherwise it is guessed.
+    let text = fdinfo::read(0, fd).map_err(sys(format!("{who}: read its fdinfo")))?;
+    let info = fdinfo::parse_event_file(&text).map_err(|e| DumpError::Unsupported(format!("{who}: fdinfo: {e}")))?;
+    let mut channel = None;
+    let (role, role_source) = match info {
+        EventInfo::CompChannel { token, .. } => {
+            channel = Some(token);
+            ("comp_channel", "fdinfo (rdmig's ib_uverbs)")
+        }
+        EventInfo::Async { .. } => ("async", "fdinfo (rdmig's ib_uverbs)"),
+        EventInfo::Unknown => match ctx {
+            Some((_, 0)) => ("async", "the process's context has no completion channel"),
+            _ if event_fds.first() == Some(&pfd) => ("async", "lowest event fd of the process (libibverbs opens it with the device)"),
+            _ => ("comp_channel", "not the lowest event fd of the process"),
+        },
     };
     let img = FileImage {
         id,
@@ -571,6 +695,7 @@ fn dump_event_file(fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {
             role: role.into(),
             role_source: role_source.into(),
             flags: fd_flags(fd),
+            channel,
         }),
     };
     write_image(dir, &img, &[])?;

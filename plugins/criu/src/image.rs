@@ -85,6 +85,16 @@ pub struct Context {
     /// kernel gives them no handle, they are dumped as their own event files).
     pub comp_channels: u32,
     pub async_event_files: u32,
+    /// Whether the event state below (user handles, event counters, channels, queued events)
+    /// was read from rdmig's ib_uverbs (softroce patch 0010); without it user handles are 0.
+    #[serde(default)]
+    pub events_saved: bool,
+    /// The completion channels, with the events queued on them at the dump.
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    /// Events queued on the async event file at the dump, oldest first.
+    #[serde(default)]
+    pub async_pending: Vec<AsyncEvent>,
     /// The process's mappings of this uverbs file (rxe queues: CQ, SQ, RQ, SRQ rings).
     pub queues: Vec<QueueVma>,
 }
@@ -96,7 +106,7 @@ pub struct Handle {
 }
 
 /// A completion queue: its handle and, when known, its ring.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cq {
     pub handle: u32,
     /// Page offset of its ring mapping (matched to the handle by creation order: the driver hands
@@ -106,6 +116,37 @@ pub struct Cq {
     /// Capacity (the ring's `index_mask`): what CREATE_CQ must ask for to get the same ring.
     #[serde(default)]
     pub cqe: Option<u32>,
+    /// What libibverbs gave CREATE_CQ (its `struct ibv_cq *`), returned in every event.
+    #[serde(default)]
+    pub user_handle: u64,
+    /// Token of its completion channel ([`Channel::token`]), `None` without one.
+    #[serde(default)]
+    pub channel: Option<String>,
+    /// Completion and async events the process has read, which DESTROY_CQ reports and
+    /// `ibv_destroy_cq` waits for the process to have acknowledged.
+    #[serde(default)]
+    pub comp_events_reported: u32,
+    #[serde(default)]
+    pub events_reported: u32,
+}
+
+/// A completion channel: its token (the kernel's name for it, valid for the boot of the dump),
+/// the fd the process had for it, and the CQ handles of the events queued on it, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    pub token: String,
+    pub fd: i32,
+    pub pending: Vec<u32>,
+}
+
+/// An event queued on the async event file: its type, and the uverbs object type and handle it
+/// is about (object 0: a device event, `element` is the port).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AsyncEvent {
+    pub event_type: u32,
+    pub element: u64,
+    pub object: u32,
+    pub handle: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -131,6 +172,12 @@ pub struct Qp {
     /// The driver's state image of a connected QP (`RXE_CTL_IOC_QP_DUMP`), in the blob.
     #[serde(default)]
     pub mig_image: Option<BlobRef>,
+    /// What libibverbs gave CREATE_QP (its `struct ibv_qp *`), and the async events of the QP
+    /// the process has read.
+    #[serde(default)]
+    pub user_handle: u64,
+    #[serde(default)]
+    pub events_reported: u32,
 }
 
 /// Handles and ring offsets of what a QP uses.
@@ -244,6 +291,9 @@ pub struct EventFile {
     pub role: String,
     pub role_source: String,
     pub flags: i32,
+    /// A completion channel's token ([`Channel::token`]).
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 /// A loaded image file.
@@ -348,14 +398,17 @@ mod tests {
                 ibdev: "rxe0".into(),
                 flags: 2,
                 pds: vec![Handle { handle: 0 }],
-                cqs: vec![Cq { handle: 2, pgoff: Some(1), cqe: Some(15) }],
+                cqs: vec![Cq { handle: 2, pgoff: Some(1), cqe: Some(15), user_handle: 0x55d0, channel: Some("ab".into()), comp_events_reported: 3, events_reported: 0 }],
                 srqs: vec![],
                 qps: vec![],
                 mrs: vec![Mr { handle: 1, lkey: 0x1234, rkey: 0x1234, iova: 0x7000, length: 4096, access: Some(7) }],
                 mws: vec![],
                 ahs: vec![],
-                comp_channels: 0,
+                comp_channels: 1,
                 async_event_files: 1,
+                events_saved: true,
+                channels: vec![Channel { token: "ab".into(), fd: 5, pending: vec![2] }],
+                async_pending: vec![AsyncEvent { event_type: 18, element: 1, object: 0, handle: None }],
                 queues: vec![QueueVma { start: 0x1000, end: 0x2000, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4 }],
             })),
         }
@@ -368,6 +421,26 @@ mod tests {
         assert_eq!(l.image, sample());
         assert_eq!(l.blob, vec![1, 2, 3, 4]);
         assert_eq!(l.version, FORMAT_VERSION);
+    }
+
+    #[test]
+    fn images_without_the_event_state_read_as_having_none() {
+        // A context and an event file as plugins before the event state wrote them.
+        let mut v = serde_json::to_value(sample()).unwrap();
+        let c = v["kind"].as_object_mut().unwrap();
+        for k in ["events_saved", "channels", "async_pending"] {
+            c.remove(k);
+        }
+        let cq = c["cqs"][0].as_object_mut().unwrap();
+        for k in ["user_handle", "channel", "comp_events_reported", "events_reported"] {
+            cq.remove(k);
+        }
+        let old: FileImage = serde_json::from_value(v).unwrap();
+        let FileKind::Context(c) = old.kind else { panic!("not a context") };
+        assert!(!c.events_saved && c.channels.is_empty() && c.async_pending.is_empty());
+        assert_eq!(c.cqs[0], Cq { handle: 2, pgoff: Some(1), cqe: Some(15), ..Default::default() });
+        let e: EventFile = serde_json::from_str(r#"{"context_id":3,"role":"comp_channel","role_source":"x","flags":2}"#).unwrap();
+        assert_eq!(e.channel, None);
     }
 
     #[test]

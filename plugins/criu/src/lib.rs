@@ -27,6 +27,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 pub mod cmd;
 pub mod ctl;
 pub mod dump;
+pub mod fdinfo;
 pub mod image;
 mod log;
 pub mod restore;

@@ -33,6 +33,7 @@ use crate::cmd;
 use crate::ctl::{self, Ctl};
 use crate::image::{self, Context, FileKind, Loaded, Qp};
 use crate::log::{debug, info};
+use crate::uverbs;
 
 const PAGE: u64 = 4096;
 
@@ -59,6 +60,8 @@ struct Built {
     /// The fds we return for the context's file ids.
     cmd_fd: RawFd,
     async_fd: RawFd,
+    /// Completion channels: (token, fd we return for it).
+    channels: Vec<(String, RawFd)>,
     /// Old ring page offset -> (new page offset, mapping address).
     pgoffs: BTreeMap<u64, (u64, u64)>,
 }
@@ -81,30 +84,46 @@ pub fn restore_file(id: u32) -> Result<Option<RawFd>, RestoreError> {
     match &l.image.kind {
         FileKind::Context(_) => Ok(Some(ensure_built(id, &dir)?.0)),
         FileKind::EventFile(e) => {
-            if e.role != "async" {
-                return Err(RestoreError::Refused(format!(
-                    "{}: a completion channel (fd {} of pid {}) cannot be restored yet",
-                    image::file_name(id),
-                    l.image.fd,
-                    l.image.pid
-                )));
+            let name = image::file_name(id);
+            // The event file may have been dumped before its context was: then its pid names it.
+            let ctx = match e.context_id {
+                Some(c) => c,
+                None => image::read_dir(&dir)?
+                    .into_iter()
+                    .find(|o| o.image.pid == l.image.pid && matches!(o.image.kind, FileKind::Context(_)))
+                    .map(|o| o.image.id)
+                    .ok_or_else(|| RestoreError::Refused(format!("{name}: no verbs context of pid {} in the images", l.image.pid)))?,
+            };
+            if e.role == "async" {
+                return Ok(Some(ensure_built(ctx, &dir)?.1));
             }
-            let ctx = e.context_id.ok_or_else(|| {
-                RestoreError::Refused(format!("{}: the async event file names no verbs context", image::file_name(id)))
+            let token = e.channel.as_ref().ok_or_else(|| {
+                RestoreError::Refused(format!(
+                    "{name}: a completion channel (fd {} of pid {}) saved without its token (dumped with a stock ib_uverbs or an older plugin)",
+                    l.image.fd, l.image.pid
+                ))
             })?;
-            Ok(Some(ensure_built(ctx, &dir)?.1))
+            let (_, _, channels) = ensure_built(ctx, &dir)?;
+            let fd = channels.iter().find(|c| &c.0 == token).map(|c| c.1).ok_or_else(|| {
+                RestoreError::Refused(format!("{name}: completion channel {token} is not among the channels of its verbs context"))
+            })?;
+            Ok(Some(fd))
         }
     }
 }
 
-/// (uverbs fd, async event fd) of context `ctx_id`, rebuilding it on first use.
-fn ensure_built(ctx_id: u32, dir: &Path) -> Result<(RawFd, RawFd), RestoreError> {
+/// The fds we return for a context's files: uverbs file, async event file, completion channels
+/// (token, fd).
+type Fds = (RawFd, RawFd, Vec<(String, RawFd)>);
+
+/// The fds of context `ctx_id`, rebuilding it on first use.
+fn ensure_built(ctx_id: u32, dir: &Path) -> Result<Fds, RestoreError> {
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(b) = built.iter().find(|b| b.ctx_id == ctx_id) {
-        return Ok((b.cmd_fd, b.async_fd));
+        return Ok((b.cmd_fd, b.async_fd, b.channels.clone()));
     }
     let b = build(ctx_id, dir)?;
-    let r = (b.cmd_fd, b.async_fd);
+    let r = (b.cmd_fd, b.async_fd, b.channels.clone());
     built.push(b);
     Ok(r)
 }
@@ -153,15 +172,17 @@ impl Obj<'_> {
 
 /// Checks that an image holds only what [`build`] can recreate.
 pub fn check_restorable(c: &Context) -> Result<(), String> {
-    if !c.srqs.is_empty() || !c.mws.is_empty() || !c.ahs.is_empty() || c.comp_channels > 0 {
+    if !c.srqs.is_empty() || !c.mws.is_empty() || !c.ahs.is_empty() {
+        return Err(format!("holds {} SRQ, {} MW and {} AH, which cannot be restored", c.srqs.len(), c.mws.len(), c.ahs.len()));
+    }
+    if c.comp_channels as usize != c.channels.len() {
         return Err(format!(
-            "holds {} SRQ, {} MW, {} AH and {} completion channel(s), which cannot be restored",
-            c.srqs.len(),
-            c.mws.len(),
-            c.ahs.len(),
-            c.comp_channels
+            "holds {} completion channel(s), {} of them saved with their CQs and events (dumped with a stock ib_uverbs or an older plugin?)",
+            c.comp_channels,
+            c.channels.len()
         ));
     }
+    crate::dump::check_events(&c.cqs, &c.qps, &c.channels, &c.async_pending)?;
     if c.pds.len() > 1 {
         return Err(format!("holds {} PDs; only one is supported", c.pds.len()));
     }
@@ -183,8 +204,9 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     let who = format!("verbs context of pid {} fd {} ({}, {})", l.image.pid, l.image.fd, c.path, c.ibdev);
     check_restorable(c).map_err(|e| RestoreError::Refused(format!("{who}: {e}")))?;
     // The async event file of this context, to put its new fd at the old number.
-    let async_target = image::read_dir(dir)?
-        .into_iter()
+    let ev_images = image::read_dir(dir)?;
+    let async_target = ev_images
+        .iter()
         .find(|e| matches!(&e.image.kind, FileKind::EventFile(ev) if ev.context_id == Some(ctx_id) && ev.role == "async"))
         .map(|e| e.image.fd);
 
@@ -202,6 +224,19 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     // SAFETY: GET_CONTEXT returned a new descriptor that we own.
     let afile = unsafe { OwnedFd::from_raw_fd(afd) };
     let ctl = Ctl::open().map_err(sys(format!("{who}: open {}", ctl::CTL_DEV)))?;
+    // Completion channels first: CREATE_CQ names its channel by fd.
+    let mut chans: Vec<(String, OwnedFd, RawFd)> = vec![];
+    for ch in &c.channels {
+        let cfd = cmd::create_comp_channel(fd).map_err(sys(format!("{who}: CREATE_COMP_CHANNEL (for fd {})", ch.fd)))?;
+        // SAFETY: CREATE_COMP_CHANNEL returned a new descriptor that we own.
+        chans.push((ch.token.clone(), unsafe { OwnedFd::from_raw_fd(cfd) }, ch.fd));
+    }
+    let chan_fd = |t: &Option<String>| -> Result<RawFd, RestoreError> {
+        match t {
+            None => Ok(-1),
+            Some(t) => chans.iter().find(|c| &c.0 == t).map(|c| c.1.as_raw_fd()).ok_or_else(|| RestoreError::Refused(format!("{who}: no channel {t}"))),
+        }
+    };
 
     let mut objs: Vec<Obj> = c.pds.iter().map(|p| Obj::Pd(p.handle)).collect();
     objs.extend(c.cqs.iter().map(Obj::Cq));
@@ -239,7 +274,8 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
             Obj::Pd(_) => ("PD".to_string(), cmd::alloc_pd(fd).map_err(sys(format!("{who}: ALLOC_PD")))?),
             Obj::Cq(cq) => {
                 let cqe = cq.cqe.unwrap_or(0);
-                let r = cmd::create_cq(fd, cqe).map_err(sys(format!("{who}: CREATE_CQ (handle {}, {cqe} entries)", cq.handle)))?;
+                let r = cmd::create_cq(fd, cqe, cq.user_handle, chan_fd(&cq.channel)?)
+                    .map_err(sys(format!("{who}: CREATE_CQ (handle {}, {cqe} entries)", cq.handle)))?;
                 map_ring(&format!("CQ handle {}", cq.handle), cq.pgoff.unwrap_or(0), &r.mi)?;
                 (format!("CQ ({cqe} entries)"), r.cq_handle)
             }
@@ -281,6 +317,28 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         ctl.qp_restore(&c.ibdev, q.qpn, img, flags).map_err(sys(format!("{who}: QP_RESTORE of QP {}", q.qpn)))?;
         cqs_done.extend(cqs);
     }
+    let nev = restore_events(fd, c).map_err(|e| prefix(&who, e))?;
+
+    // File status flags (O_NONBLOCK) of the event files, as the process had set them.
+    let flags_of = |pick: &dyn Fn(&image::EventFile) -> bool| {
+        ev_images.iter().find_map(|l| match &l.image.kind {
+            FileKind::EventFile(e) if pick(e) => Some(e.flags),
+            _ => None,
+        })
+    };
+    let nonblock = |f: &OwnedFd, flags: Option<i32>| -> Result<(), RestoreError> {
+        if flags.is_some_and(|fl| fl & libc::O_NONBLOCK != 0) {
+            // SAFETY: fcntl on a descriptor we own.
+            if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
+                return Err(sys(format!("{who}: set O_NONBLOCK on an event file"))(std::io::Error::last_os_error()));
+            }
+        }
+        Ok(())
+    };
+    nonblock(&afile, flags_of(&|e| e.context_id == Some(ctx_id) && e.role == "async"))?;
+    for (t, f, _) in &chans {
+        nonblock(f, flags_of(&|e| e.channel.as_ref() == Some(t)))?;
+    }
 
     let target = l.image.fd;
     let cmd_fd = place(file, target);
@@ -288,14 +346,50 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         Some(t) => place(afile, t),
         None => std::os::fd::IntoRawFd::into_raw_fd(afile),
     };
+    let channels: Vec<(String, RawFd)> = chans.into_iter().map(|(t, f, target)| (t, place(f, target))).collect();
     info!(
-        "{who}: recreated {} PD, {} CQ, {} MR, {} QP with their handles, numbers and keys; QPs stay stopped until the process's memory is in place",
+        "{who}: recreated {} PD, {} CQ, {} MR, {} QP with their handles, numbers and keys, {} completion channel(s) and {nev} event \
+         counter(s) and queued event(s); QPs stay stopped until the process's memory is in place",
         c.pds.len(),
         c.cqs.len(),
         c.mrs.len(),
-        c.qps.len()
+        c.qps.len(),
+        channels.len()
     );
-    Ok(Built { ctx_id, target_fd: target, cmd_fd, async_fd, pgoffs })
+    Ok(Built { ctx_id, target_fd: target, cmd_fd, async_fd, channels, pgoffs })
+}
+
+/// Gives the recreated CQs and QPs the event counters they had and queues the events that were
+/// queued at the dump, in their order (RDMIG_UVERBS_IOC_EVENTS of softroce patch 0010). Returns
+/// how many calls it made (none when there is nothing to restore, so a context without events
+/// restores on a stock ib_uverbs too).
+fn restore_events(fd: RawFd, c: &Context) -> Result<usize, RestoreError> {
+    let mut calls: Vec<(String, cmd::EvCtl)> = vec![];
+    let ev = |op, object: u16, handle| cmd::EvCtl { op, object: object as u32, handle, ..Default::default() };
+    for cq in c.cqs.iter().filter(|cq| cq.comp_events_reported != 0 || cq.events_reported != 0) {
+        let e = cmd::EvCtl { events_reported: cq.events_reported, comp_events_reported: cq.comp_events_reported, ..ev(cmd::EV_SET_COUNTERS, uverbs::OBJ_CQ, cq.handle) };
+        calls.push((format!("set the event counters of CQ handle {} ({} completion, {} async)", cq.handle, cq.comp_events_reported, cq.events_reported), e));
+    }
+    for q in c.qps.iter().filter(|q| q.events_reported != 0) {
+        let e = cmd::EvCtl { events_reported: q.events_reported, ..ev(cmd::EV_SET_COUNTERS, uverbs::OBJ_QP, q.handle) };
+        calls.push((format!("set the event counter of QP {} ({})", q.qpn, q.events_reported), e));
+    }
+    for ch in &c.channels {
+        for h in &ch.pending {
+            calls.push((format!("queue a completion event of CQ handle {h} on the channel of fd {}", ch.fd), ev(cmd::EV_QUEUE_COMP, uverbs::OBJ_CQ, *h)));
+        }
+    }
+    for a in &c.async_pending {
+        let e = cmd::EvCtl { event_type: a.event_type, element: a.element, ..ev(cmd::EV_QUEUE_ASYNC, a.object as u16, a.handle.unwrap_or(0)) };
+        calls.push((format!("queue async event type {} (object type {} handle {:?})", a.event_type, a.object, a.handle), e));
+    }
+    for (what, e) in &calls {
+        cmd::events(fd, e).map_err(|err| {
+            let hint = if err.raw_os_error() == Some(libc::ENOTTY) { " (this ib_uverbs lacks rdmig's softroce patch 0010)" } else { "" };
+            RestoreError::Refused(format!("{what}: RDMIG_UVERBS_IOC_EVENTS: {err}{hint}"))
+        })?;
+    }
+    Ok(calls.len())
 }
 
 fn prefix(who: &str, e: RestoreError) -> RestoreError {
@@ -379,6 +473,7 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
             max_inline_data: a.max_inline_data,
             sq_sig_all: a.sq_sig_all,
             qp_type,
+            user_handle: q.user_handle,
             ..Default::default()
         },
     )
@@ -510,7 +605,7 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{Cq, Handle, Mr, QpLinks};
+    use crate::image::{AsyncEvent, Channel, Cq, Handle, Mr, QpLinks};
 
     fn ctx() -> Context {
         Context {
@@ -520,7 +615,7 @@ mod tests {
             ibdev: "rxe0".into(),
             flags: 2,
             pds: vec![Handle { handle: 0 }],
-            cqs: vec![Cq { handle: 2, pgoff: Some(0x10), cqe: Some(255) }],
+            cqs: vec![Cq { handle: 2, pgoff: Some(0x10), cqe: Some(255), ..Default::default() }],
             srqs: vec![],
             qps: vec![Qp { handle: 3, qpn: 17, links: Some(QpLinks { pd: 0, send_cq: 2, recv_cq: 2, sq_pgoff: 0x20, rq_pgoff: 0x30 }), ..Default::default() }],
             mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7000, length: 4096, access: Some(7) }],
@@ -528,8 +623,21 @@ mod tests {
             ahs: vec![],
             comp_channels: 0,
             async_event_files: 1,
+            events_saved: true,
+            channels: vec![],
+            async_pending: vec![],
             queues: vec![],
         }
+    }
+
+    /// ctx() with CQ 2 on a completion channel that has one of its events queued.
+    fn ctx_with_channel() -> Context {
+        let mut c = ctx();
+        c.comp_channels = 1;
+        c.channels = vec![Channel { token: "00000000a1b2c3d4".into(), fd: 5, pending: vec![2] }];
+        c.cqs[0].channel = Some("00000000a1b2c3d4".into());
+        c.cqs[0].comp_events_reported = 41;
+        c
     }
 
     #[test]
@@ -537,7 +645,24 @@ mod tests {
         assert_eq!(check_restorable(&ctx()), Ok(()));
         let mut c = ctx();
         c.comp_channels = 1;
-        assert!(check_restorable(&c).unwrap_err().contains("completion channel"));
+        assert!(check_restorable(&c).unwrap_err().contains("1 completion channel(s), 0 of them saved"), "an image of a stock ib_uverbs");
+        assert_eq!(check_restorable(&ctx_with_channel()), Ok(()));
+        let mut c = ctx_with_channel();
+        c.cqs[0].channel = Some("ffff".into());
+        assert!(check_restorable(&c).unwrap_err().contains("CQ handle 2 delivers to completion channel ffff"));
+        let mut c = ctx_with_channel();
+        c.channels[0].pending = vec![2, 7];
+        assert!(check_restorable(&c).unwrap_err().contains("event of CQ handle 7"));
+        let mut c = ctx_with_channel();
+        c.async_pending = vec![AsyncEvent { event_type: 18, element: 1, object: 0, handle: None }];
+        assert_eq!(check_restorable(&c), Ok(()), "a device event");
+        c.async_pending.push(AsyncEvent { event_type: 5, element: 0x10, object: 4, handle: Some(3) });
+        assert_eq!(check_restorable(&c), Ok(()), "an event of QP handle 3");
+        c.async_pending.push(AsyncEvent { event_type: 15, element: 0x10, object: 5, handle: Some(9) });
+        assert!(check_restorable(&c).unwrap_err().contains("object type 5 handle Some(9)"), "an SRQ's event");
+        let mut c = ctx();
+        c.srqs.push(Handle { handle: 9 });
+        assert!(check_restorable(&c).unwrap_err().contains("1 SRQ"));
         let mut c = ctx();
         c.pds.push(Handle { handle: 4 });
         assert!(check_restorable(&c).unwrap_err().contains("PDs"));
@@ -559,6 +684,7 @@ mod tests {
             target_fd: 3,
             cmd_fd: 3,
             async_fd: 4,
+            channels: vec![],
             pgoffs: BTreeMap::from([(0x4d, (0x99, 0x7f00_0000_0000))]),
         });
         assert_eq!(vma_map(0x7f00_0000_0000, 0x4d * PAGE), Some((0x99 * PAGE, 3)));
