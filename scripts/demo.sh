@@ -220,7 +220,7 @@ done
 node3_underlay=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print([n["underlay_ip"] for n in s["plan"]["nodes"] if n["name"]=="node3"][0])' "$RDMIG_LAB_DIR/$LAB/state.json")
 on node1 ssh -F /mnt/lab/ssh/ssh_config "$node3_underlay" true || die "ssh from node1 to node3 ($node3_underlay) does not work: the scp baseline needs it"
 
-flow "" "rdmig pre-copy"
+flow "" "rdmig defaults"
 flow "baseline-" "baseline stop-and-copy over scp" --strategy stop-and-copy --transport scp
 
 mkdir -p "$RESULTS"
