@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CRIU's pages streamed to the destination's page server while it dumps (rdmig's default) against
-# page images written first and sent afterwards (--no-page-stream), same lab, one run.
+# CRIU's pages streamed to the destination's page server while it dumps (--page-stream) against
+# page images written first and sent afterwards (rdmig's default), same lab, one run.
 #
 #   experiments/page-stream.sh [SIZE_MIB] [ROUNDS] [TRANSPORT] [CPUS]   (defaults 256 3 tcp 1; as root)
 #
@@ -36,7 +36,7 @@ trap '"$R" "${lab[@]}" down >/dev/null 2>&1 || true; rm -f "$runs"' EXIT
 
 one() { # one MODE ROUND: MODE is stream or files
 	local mode=$1 round=$2 pid extra=()
-	[ "$mode" = files ] && extra=(--no-page-stream)
+	[ "$mode" = stream ] && extra=(--page-stream)
 	rm -f "$share/w.json"
 	pid=$("$R" "${lab[@]}" spawn node1 -- /mnt/lab/bin/rdmig-workload --mem "${size}M" --dirty-rate 0 --report /mnt/lab/w.json)
 	for _ in $(seq 600); do

@@ -159,8 +159,10 @@ fn e2e_migrate_ib_send_bw_server_bidirectional(c: &Ctx) -> Result<()> {
     let p = start_pair(c, "node1", "node2", &["-b"], 100_000, "e2e-b")?;
     // ib_send_bw's memory is below the convergence threshold, so rdmig would skip pre-copy:
     // force rounds here, so the plugin's pre-dump and the driver's dirty log take part.
-    let r = migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &["--converge-mib", "0"])?;
+    // Pages streamed too (pre-dumps and the final dump of a process with verbs state).
+    let r = migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &["--converge-mib", "0", "--page-stream"])?;
     ensure!(r["rounds"].as_array().is_some_and(|a| !a.is_empty()), "no pre-copy round ran: {}", r["stop_reason"]);
+    ensure!(r["pages_streamed"] == true, "pages were not streamed");
     finish(c, &p, "node3", "node2")
 }
 

@@ -160,14 +160,14 @@ fn span_ms(r: &Value, phase: &str, node_is_source: bool) -> f64 {
 /// both verify every page, and the report says which transport carried the images.
 pub fn migrate_256mib_over_rdma_and_tcp(c: &Ctx) -> Result<()> {
     let mut times = vec![];
-    // Pages stream to the destination's page server while CRIU dumps (the default), over each
-    // transport; then over TCP without the stream (images written, then sent), for comparison.
+    // Pages stream to the destination's page server while CRIU dumps (--page-stream), over each
+    // transport; then over TCP the default way (images written, then sent), for comparison.
     for (transport, to, stream) in [("rdma", "node2", true), ("tcp", "node3", true), ("tcp", "node2", false)] {
         let report = format!("w-{transport}-{stream}.json");
         let pid = start_workload(c, "node1", "256M", "0", &report)?;
         let mut args = vec!["--strategy", "stop-and-copy", "--transport", transport];
-        if !stream {
-            args.push("--no-page-stream");
+        if stream {
+            args.push("--page-stream");
         }
         let (code, r) = migrate(c, pid, "node1", to, &args)?;
         ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "{transport}: exit {code}, {}", r["outcome"]);
@@ -198,7 +198,8 @@ pub fn migrate_256mib_over_rdma_and_tcp(c: &Ctx) -> Result<()> {
 pub fn rdma_path_broken_mid_transfer_rolls_back(c: &Ctx) -> Result<()> {
     let pid = start_workload(c, "node1", "192M", "0", "w-rdmabreak.json")?;
     let breaker = when_destination_holds(c, 24, &["tc", "qdisc", "add", "dev", "vxlan0", "root", "netem", "loss", "100%"]);
-    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "rdma"]);
+    // The break lands in CRIU's page stream (the relay must fail the dump, not hang it).
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "rdma", "--page-stream"]);
     let broke = breaker.join().map_err(|_| anyhow::anyhow!("breaker thread panicked"))?;
     // Whatever happened, heal the overlay for the scenarios after this one.
     c.exec_ok("node2", &["sh", "-c", "tc qdisc del dev vxlan0 root 2>/dev/null; true"])?;
