@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::criu;
 use crate::transport::rdma::RdmaReceiver;
+use crate::transport::DataSum;
 use msg::{HostFacts, MigState, MigrationId, Reply, Request};
 use wire::{Channel, Secret};
 
@@ -163,8 +164,8 @@ fn dir_of(table: &Table, id: &MigrationId) -> Result<PathBuf, String> {
 }
 
 /// Reads `len` bytes of a file or probe from where they travel, feeding `sink` (which may fail:
-/// the data is consumed anyway, so the stream stays in step), then the CRC trailer. Returns
-/// whether the CRC matched.
+/// the data is consumed anyway, so the stream stays in step), then the end-to-end check
+/// (`DataSum`). Returns whether it matched.
 async fn receive_data(
     ch: &mut Channel<TcpStream>,
     rdma: &mut Option<RdmaReceiver>,
@@ -172,36 +173,38 @@ async fn receive_data(
     len: u64,
     mut sink: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<Result<(), String>, msg::MsgError> {
-    let mut crc = crc32fast::Hasher::new();
+    let mut sum = DataSum::new(via_rdma);
     let mut got = 0u64;
     let mut sink_err: Option<String> = None;
     while got < len {
-        let chunk = if via_rdma {
+        let owned;
+        let (chunk, tag) = if via_rdma {
             let r = rdma.as_mut().ok_or_else(|| msg::MsgError::Decode("data over RDMA, but no RDMA path was set up".into()))?;
-            match tokio::time::timeout(Duration::from_secs(30), r.chunks.recv()).await {
+            owned = match tokio::time::timeout(Duration::from_secs(30), r.chunks.recv()).await {
                 Ok(Some(Ok(c))) => c,
                 Ok(Some(Err(e))) => return Err(msg::MsgError::Decode(e.to_string())),
                 Ok(None) | Err(_) => return Err(msg::MsgError::Decode("RDMA data path stalled or closed".into())),
-            }
+            };
+            (&owned[..], None)
         } else {
-            ch.recv_raw().await?
+            let (c, t) = ch.recv_frame().await?;
+            (c, Some(t))
         };
         got += chunk.len() as u64;
         if got > len {
             return Err(msg::MsgError::Decode(format!("{} bytes announced, more sent", len)));
         }
-        crc.update(&chunk);
+        sum.update(chunk, tag.as_ref());
         if sink_err.is_none() {
-            if let Err(e) = sink(&chunk) {
+            if let Err(e) = sink(chunk) {
                 sink_err = Some(e);
             }
         }
     }
     let trailer = ch.recv_raw().await?;
-    let sent = <[u8; 4]>::try_from(trailer.as_slice()).map(u32::from_le_bytes).map_err(|_| msg::MsgError::Decode("trailer is not a 4-byte CRC".into()))?;
     Ok(match sink_err {
         Some(e) => Err(e),
-        None if crc.finalize() != sent => Err("checksum mismatch".into()),
+        None if sum.finish() != trailer => Err("checksum mismatch".into()),
         None => Ok(()),
     })
 }

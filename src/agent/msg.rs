@@ -155,9 +155,9 @@ pub enum Request {
     Begin {
         id: MigrationId,
     },
-    /// Followed by raw frames carrying exactly `len` bytes and one raw frame with the file's
-    /// CRC-32 (4 bytes, little endian), then an `Ack` or `Failed` reply. Every frame is already
-    /// authenticated; the CRC checks the file end to end (order, completeness, the disk write).
+    /// Followed by exactly `len` bytes (raw frames, or over RDMA) and one raw frame with the
+    /// file's end-to-end check (`transport::DataSum`: over RDMA a CRC-32 of the data, over TCP a
+    /// SHA-256 of the data frames' tags), then an `Ack` or `Failed` reply.
     PutFile {
         id: MigrationId,
         rel: RelPath,
@@ -168,7 +168,7 @@ pub enum Request {
     RdmaSetup {
         ep: crate::verbs::Endpoint,
     },
-    /// `len` bytes of throw-away data (over RDMA or as raw frames), then a CRC trailer as for a
+    /// `len` bytes of throw-away data (over RDMA or as raw frames), then the check as for a
     /// file: to measure a transport.
     Probe {
         len: u64,
@@ -370,7 +370,8 @@ fn one_component(rel: &RelPath) -> Result<(), MsgError> {
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Channel<S> {
     pub async fn send_msg<T: Serialize>(&mut self, v: &T) -> Result<(), MsgError> {
-        Ok(self.send_raw(&encode(v)).await?)
+        self.send_raw(&encode(v)).await?;
+        Ok(())
     }
     pub async fn recv_msg<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, MsgError> {
         decode(&self.recv_raw().await?)

@@ -8,6 +8,7 @@ use tokio::net::TcpStream;
 
 use super::Step;
 use crate::transport::rdma::RdmaSender;
+use crate::transport::DataSum;
 use crate::agent::msg::{MigrationId, RelPath, Reply, Request, ScpFile, CHUNK};
 use crate::agent::wire::Channel;
 
@@ -42,17 +43,16 @@ pub(super) async fn send_dir(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSend
         let mut f = tokio::fs::File::open(e.path()).await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
         let len = f.metadata().await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?.len();
         ch.send_msg(&Request::PutFile { id: id.clone(), rel, len, via_rdma: rdma.is_some() }).await?;
-        let mut crc = crc32fast::Hasher::new();
+        let mut sum = DataSum::new(rdma.is_some());
         let mut buf = vec![0u8; CHUNK];
         let mut left = len;
         while left > 0 {
             let want = (left as usize).min(CHUNK);
             f.read_exact(&mut buf[..want]).await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
-            crc.update(&buf[..want]);
-            send_chunk(ch, rdma, &buf[..want]).await?;
+            send_chunk(ch, rdma, &buf[..want], &mut sum).await?;
             left -= want as u64;
         }
-        ch.send_raw(&crc.finalize().to_le_bytes()).await.map_err(|err| Step::Fail(format!("destination: {err}")))?;
+        ch.send_raw(&sum.finish()).await.map_err(|err| Step::Fail(format!("destination: {err}")))?;
         match ch.recv_msg().await? {
             Reply::Ack => {}
             Reply::Failed(err) => return Err(Step::Fail(format!("destination refused {fname}: {err}"))),
@@ -63,10 +63,17 @@ pub(super) async fn send_dir(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSend
     Ok(total)
 }
 
-async fn send_chunk(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>, data: &[u8]) -> Result<(), Step> {
+async fn send_chunk(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>, data: &[u8], sum: &mut DataSum) -> Result<(), Step> {
     match rdma {
-        Some(r) => r.send(data.to_vec()).await.map_err(|e| Step::Fail(format!("{e}"))),
-        None => ch.send_raw(data).await.map_err(|e| Step::Fail(format!("destination: {e}"))),
+        Some(r) => {
+            sum.update(data, None);
+            r.send(data.to_vec()).await.map_err(|e| Step::Fail(format!("{e}")))
+        }
+        None => {
+            let tag = ch.send_raw(data).await.map_err(|e| Step::Fail(format!("destination: {e}")))?;
+            sum.update(data, Some(&tag));
+            Ok(())
+        }
     }
 }
 
@@ -76,15 +83,14 @@ pub(super) async fn probe(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>
     let t = std::time::Instant::now();
     ch.send_msg(&Request::Probe { len, via_rdma: rdma.is_some() }).await?;
     let buf = vec![0x5au8; CHUNK];
-    let mut crc = crc32fast::Hasher::new();
+    let mut sum = DataSum::new(rdma.is_some());
     let mut left = len;
     while left > 0 {
         let want = (left as usize).min(CHUNK);
-        crc.update(&buf[..want]);
-        send_chunk(ch, rdma, &buf[..want]).await?;
+        send_chunk(ch, rdma, &buf[..want], &mut sum).await?;
         left -= want as u64;
     }
-    ch.send_raw(&crc.finalize().to_le_bytes()).await.map_err(|err| Step::Fail(format!("destination: {err}")))?;
+    ch.send_raw(&sum.finish()).await.map_err(|err| Step::Fail(format!("destination: {err}")))?;
     super::expect_ack(ch.recv_msg().await?, "probe")?;
     Ok(t.elapsed().as_secs_f64())
 }

@@ -106,13 +106,17 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
             buf[0] = DATA;
             match rdma {
                 Some(r) => r.send(buf[..=n].to_vec()).await.map_err(|e| e.to_string())?,
-                None => wr.send_raw(&buf[..=n]).await.map_err(|e| format!("destination: {e}"))?,
+                None => {
+                    wr.send_raw(&buf[..=n]).await.map_err(|e| format!("destination: {e}"))?;
+                }
             }
         }
         let end = end_piece(crc.finalize(), len);
         match rdma {
             Some(r) => r.send(end).await.map_err(|e| e.to_string())?,
-            None => wr.send_raw(&end).await.map_err(|e| format!("destination: {e}"))?,
+            None => {
+                wr.send_raw(&end).await.map_err(|e| format!("destination: {e}"))?;
+            }
         }
         Ok::<u64, String>(len)
     };
