@@ -60,7 +60,9 @@ pub struct Side {
 #[derive(Debug, Clone, Serialize)]
 pub struct PerftestReport {
     pub test: String,
+    /// Iterations per QP (perftest's `-n`).
     pub iters: u64,
+    pub qps: u32,
     pub size: u64,
     pub server: Side,
     pub client: Side,
@@ -68,11 +70,11 @@ pub struct PerftestReport {
 }
 
 impl PerftestReport {
-    /// Both sides exited 0 and reported exactly the asked iteration count.
+    /// Both sides exited 0 and reported exactly the asked iteration count (perftest reports
+    /// the total of all QPs: `-n` times `-q`).
     pub fn complete(&self) -> bool {
-        [&self.server, &self.client].iter().all(|s| {
-            s.exit_code == 0 && s.result.as_ref().and_then(ResultRow::iterations) == Some(self.iters)
-        })
+        let want = self.iters * u64::from(self.qps.max(1));
+        [&self.server, &self.client].iter().all(|s| s.exit_code == 0 && s.result.as_ref().and_then(ResultRow::iterations) == Some(want))
     }
 }
 
@@ -217,6 +219,7 @@ impl Lab {
         Ok(PerftestReport {
             test: o.test.clone(),
             iters: o.iters,
+            qps: o.qps,
             size: o.size,
             server: side(&o.server, saddr, sgid, sargv, server),
             client: side(&o.client, caddr, cgid, cargv, client),
@@ -246,6 +249,26 @@ mod tests {
         assert_eq!(r.bw_avg_mb_s(), Some(7.69));
         assert_eq!(r.0.get("#bytes"), Some(&65536.0));
         assert_eq!(r.0.get("MsgRate[Mpps]"), Some(&0.000123));
+    }
+
+    #[test]
+    fn complete_counts_the_iterations_of_every_qp() {
+        let side = |table: &str| Side {
+            node: "node1".into(),
+            addr: "10.0.1.11".parse().unwrap(),
+            gid_index: 1,
+            argv: vec![],
+            exit_code: 0,
+            result: parse_result(table),
+            output: table.into(),
+            stderr: String::new(),
+        };
+        // SAMPLE reports 1000 iterations: -n 250 -q 4, or -n 1000 alone.
+        let r = |iters, qps| PerftestReport { test: "ib_send_bw".into(), iters, qps, size: 65536, server: side(SAMPLE), client: side(SAMPLE), wall_ms: 1 };
+        assert!(r(250, 4).complete());
+        assert!(r(1000, 1).complete());
+        assert!(!r(1000, 4).complete());
+        assert!(!r(250, 1).complete());
     }
 
     #[test]
