@@ -12,36 +12,56 @@ use crate::transport::DataSum;
 use crate::agent::msg::{MigrationId, RelPath, Reply, Request, ScpFile, CHUNK};
 use crate::agent::wire::Channel;
 
+/// What an image directory holds to send, in name order: files (our own logs excepted: they
+/// stay here) and CRIU's `parent` link.
+enum Entry {
+    File { name: String, path: std::path::PathBuf, len: u64 },
+    Link { name: String, target: String },
+}
+
+fn image_entries(dir: &Path) -> Result<Vec<Entry>, Step> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(|e| Step::Fail(format!("{}: {e}", dir.display())))?.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    let mut out = vec![];
+    for e in entries {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".log") {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(e.path()).map_err(|err| Step::Fail(format!("{name}: {err}")))?;
+        if meta.file_type().is_symlink() {
+            let target = std::fs::read_link(e.path()).map_err(|err| Step::Fail(format!("{name}: {err}")))?;
+            out.push(Entry::Link { name, target: target.to_string_lossy().into_owned() });
+        } else if meta.is_file() {
+            out.push(Entry::File { name, path: e.path(), len: meta.len() });
+        } else {
+            return Err(Step::Fail(format!("unexpected entry {name} in {}", dir.display())));
+        }
+    }
+    Ok(out)
+}
+
+/// Recreates link `<dir>/<name>` at the destination.
+async fn put_link(ch: &mut Channel<TcpStream>, id: &MigrationId, dir: &str, name: &str, target: String) -> Result<(), Step> {
+    let rel = RelPath::new(&format!("{dir}/{name}")).map_err(|err| Step::Fail(format!("image file {name:?}: {err}")))?;
+    ch.send_msg(&Request::PutSymlink { id: id.clone(), rel, target }).await?;
+    super::expect_ack(ch.recv_msg().await?, &format!("link {name}"))
+}
+
 /// Sends `<root>/<name>` (files and CRIU's `parent` link); returns the bytes sent. File data goes
 /// over `rdma` when given, else as frames on the channel.
 pub(super) async fn send_dir(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>, id: &MigrationId, root: &Path, name: &str) -> Result<u64, Step> {
-    let dir = root.join(name);
-    let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| Step::Fail(format!("{}: {e}", dir.display())))?
-        .flatten()
-        .collect();
-    entries.sort_by_key(|e| e.file_name());
     let mut total = 0u64;
-    for e in entries {
-        let fname = e.file_name().to_string_lossy().into_owned();
-        // Our own logs stay here; they are not part of the image.
-        if fname.ends_with(".log") {
-            continue;
-        }
+    for entry in image_entries(&root.join(name))? {
+        let (fname, path, len) = match entry {
+            Entry::Link { name: link, target } => {
+                put_link(ch, id, name, &link, target).await?;
+                continue;
+            }
+            Entry::File { name, path, len } => (name, path, len),
+        };
         let rel = RelPath::new(&format!("{name}/{fname}")).map_err(|err| Step::Fail(format!("image file {fname:?}: {err}")))?;
-        let ft = e.file_type().map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
-        if ft.is_symlink() {
-            let target = std::fs::read_link(e.path()).map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
-            let req = Request::PutSymlink { id: id.clone(), rel, target: target.to_string_lossy().into_owned() };
-            ch.send_msg(&req).await?;
-            super::expect_ack(ch.recv_msg().await?, &format!("link {fname}"))?;
-            continue;
-        }
-        if !ft.is_file() {
-            return Err(Step::Fail(format!("unexpected entry {fname} in {}", dir.display())));
-        }
-        let mut f = tokio::fs::File::open(e.path()).await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
-        let len = f.metadata().await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?.len();
+        let mut f = tokio::fs::File::open(&path).await.map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
         ch.send_msg(&Request::PutFile { id: id.clone(), rel, len, via_rdma: rdma.is_some() }).await?;
         let mut sum = DataSum::new(rdma.is_some());
         let mut buf = vec![0u8; CHUNK];
@@ -143,28 +163,16 @@ impl Scp {
     /// Copies `<root>/<name>` to the destination: the files with scp, CRIU's `parent` link as
     /// a message. Returns the bytes copied.
     pub(super) async fn send_dir(&self, ch: &mut Channel<TcpStream>, id: &MigrationId, root: &Path, name: &str) -> Result<u64, Step> {
-        let dir = root.join(name);
         let rel = RelPath::new(name).map_err(|e| Step::Fail(format!("image directory {name:?}: {e}")))?;
         let mut files: Vec<ScpFile> = vec![];
         let mut paths = vec![];
-        let mut entries: Vec<_> = std::fs::read_dir(&dir).map_err(|e| Step::Fail(format!("{}: {e}", dir.display())))?.flatten().collect();
-        entries.sort_by_key(|e| e.file_name());
-        for e in entries {
-            let fname = e.file_name().to_string_lossy().into_owned();
-            if fname.ends_with(".log") {
-                continue;
-            }
-            let meta = std::fs::symlink_metadata(e.path()).map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
-            if meta.file_type().is_symlink() {
-                let target = std::fs::read_link(e.path()).map_err(|err| Step::Fail(format!("{fname}: {err}")))?;
-                let link = RelPath::new(&format!("{name}/{fname}")).map_err(|err| Step::Fail(format!("image file {fname:?}: {err}")))?;
-                ch.send_msg(&Request::PutSymlink { id: id.clone(), rel: link, target: target.to_string_lossy().into_owned() }).await?;
-                super::expect_ack(ch.recv_msg().await?, &format!("link {fname}"))?;
-            } else if meta.is_file() {
-                files.push(ScpFile { name: fname, len: meta.len() });
-                paths.push(e.path());
-            } else {
-                return Err(Step::Fail(format!("unexpected entry {fname} in {}", dir.display())));
+        for entry in image_entries(&root.join(name))? {
+            match entry {
+                Entry::Link { name: link, target } => put_link(ch, id, name, &link, target).await?,
+                Entry::File { name, path, len } => {
+                    files.push(ScpFile { name, len });
+                    paths.push(path);
+                }
             }
         }
         ch.send_msg(&Request::ScpDir { id: id.clone(), rel: rel.clone() }).await?;
