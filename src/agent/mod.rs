@@ -4,6 +4,7 @@
 //! validates every message (see `msg`), keeps each migration's images in its own directory under
 //! the work directory, restores with CRIU when asked, and removes images once the source commits.
 
+pub mod mac;
 pub mod msg;
 pub mod numbers;
 pub mod wire;
