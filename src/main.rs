@@ -121,6 +121,9 @@ struct PeerArgs {
     rdma_addr: Option<std::net::Ipv4Addr>,
     #[arg(long, default_value = "rxe0")]
     rdma_device: String,
+    /// RC QPs ("lanes") the RDMA data path stripes its chunks over (1 to 4).
+    #[arg(long, default_value_t = rdmig::transport::rdma::DEFAULT_LANES, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u8).range(1..=4), usize::from))]
+    rdma_qps: usize,
 }
 
 impl PeerArgs {
@@ -144,6 +147,7 @@ impl PeerArgs {
         argv.extend_from_slice(args);
         argv.extend(["--to".into(), to.to_string(), "--secret-file".into(), Lab::NODE_AGENT_SECRET.into()]);
         argv.extend(["--rdma-addr".into(), rdma_addr.to_string(), "--rdma-device".into(), self.rdma_device.clone()]);
+        argv.extend(["--rdma-qps".into(), self.rdma_qps.to_string()]);
         argv.extend(rest);
         let out = lab.exec(from, ExecSpec { argv, ..Default::default() }, Output::Forward).await?;
         Ok(ExitCode::from(out.shell_code().clamp(0, 255) as u8))
@@ -621,12 +625,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             let (to, secret) = (peer.addr()?, peer.secret()?);
             let (rdma_addr, rdma_device) = (peer.rdma_addr, peer.rdma_device);
-            let r = rdmig::migrate::bench_transfer(to, &secret, rdma_addr, &rdma_device, size_mib << 20, &transports).await?;
+            let r = rdmig::migrate::bench_transfer(to, &secret, rdma_addr, &rdma_device, peer.rdma_qps, size_mib << 20, &transports).await?;
             if json {
                 print_json(&r)?;
             } else {
                 for row in &r {
-                    println!("{:5} {:>8.1} MB/s  ({} MiB in {:.2} s)", row.transport, row.mb_s, row.bytes >> 20, row.secs);
+                    let qps = row.rdma_qps.map(|n| format!(", {n} QP(s)")).unwrap_or_default();
+                    println!("{:5} {:>8.1} MB/s  ({} MiB in {:.2} s{qps})", row.transport, row.mb_s, row.bytes >> 20, row.secs);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -900,6 +905,7 @@ async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
         transport: a.transport,
         rdma_addr: a.peer.rdma_addr,
         rdma_device: a.peer.rdma_device.clone(),
+        rdma_qps: a.peer.rdma_qps,
         progress: !a.json,
         tcp_established: a.tcp_established,
         move_addr: a.move_addr,

@@ -181,7 +181,7 @@ async fn receive_data(
         let owned;
         let (chunk, tag) = if via_rdma {
             let r = rdma.as_mut().ok_or_else(|| msg::MsgError::Decode("data over RDMA, but no RDMA path was set up".into()))?;
-            owned = match tokio::time::timeout(Duration::from_secs(30), r.chunks.recv()).await {
+            owned = match tokio::time::timeout(Duration::from_secs(30), r.recv()).await {
                 Ok(Some(Ok(c))) => c,
                 Ok(Some(Err(e))) => return Err(msg::MsgError::Decode(e.to_string())),
                 Ok(None) | Err(_) => return Err(msg::MsgError::Decode("RDMA data path stalled or closed".into())),
@@ -303,7 +303,7 @@ async fn handle(req: Request, ch: &mut Channel<TcpStream>, rdma: &mut Option<Rdm
             Ok(()) => Reply::Ack,
             Err(e) => Reply::Failed(e),
         },
-        Request::RdmaSetup { ep } => {
+        Request::RdmaSetup { eps } => {
             let Some(addr) = cfg.rdma_addr else {
                 return Ok(Reply::Failed("this agent has no RDMA address (--rdma-addr): TCP only".into()));
             };
@@ -312,9 +312,9 @@ async fn handle(req: Request, ch: &mut Channel<TcpStream>, rdma: &mut Option<Rdm
                 Err(e) => return Ok(Reply::Failed(e.to_string())),
             };
             *rdma = None;
-            match RdmaReceiver::start(&cfg.rdma_device, gid, ep).await {
+            match RdmaReceiver::start(&cfg.rdma_device, gid, &eps).await {
                 Ok(r) => {
-                    let info = r.info;
+                    let info = r.info.clone();
                     *rdma = Some(r);
                     Reply::RdmaReady(info)
                 }

@@ -164,9 +164,9 @@ pub enum Request {
         len: u64,
         via_rdma: bool,
     },
-    /// Open the RDMA data path of this connection towards the sender's QP.
+    /// Open the RDMA data path of this connection towards the sender's QPs, one lane each.
     RdmaSetup {
-        ep: crate::verbs::Endpoint,
+        eps: Vec<crate::verbs::Endpoint>,
     },
     /// `len` bytes of throw-away data (over RDMA or as raw frames), then the check as for a
     /// file: to measure a transport.
@@ -292,7 +292,12 @@ impl Request {
             }
             Request::Time => {}
             Request::Begin { id } | Request::Commit { id } | Request::Abort { id } | Request::Status { id } => id.validate()?,
-            Request::RdmaSetup { .. } => {}
+            Request::RdmaSetup { eps } => {
+                if eps.is_empty() || eps.len() > crate::transport::rdma::MAX_LANES {
+                    const _: () = assert!(crate::transport::rdma::MAX_LANES == 4, "update the message below");
+                    return Err(MsgError::Invalid { what: "RDMA lanes", value: eps.len().to_string(), why: "1 to 4 QPs" });
+                }
+            }
             Request::Probe { len, .. } => {
                 if *len > 1 << 30 {
                     return Err(MsgError::Invalid { what: "probe length", value: len.to_string(), why: "at most 1 GiB" });

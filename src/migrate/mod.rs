@@ -68,6 +68,8 @@ pub struct MigrateOptions {
     /// Local address whose RoCE v2 GID on `rdma_device` carries RDMA data.
     pub rdma_addr: Option<std::net::Ipv4Addr>,
     pub rdma_device: String,
+    /// RDMA lanes (RC QPs) of the data path, 1 to `transport::rdma::MAX_LANES`.
+    pub rdma_qps: usize,
     /// Print a line per step on stderr.
     pub progress: bool,
     /// Checkpoint and restore the process's established TCP connections.
@@ -399,8 +401,8 @@ impl Run<'_> {
         let o = self.o;
         let addr = o.rdma_addr.ok_or("no local RDMA address (--rdma-addr)")?;
         let gid = crate::rxe::gid_index(&o.rdma_device, addr).map_err(|e| e.to_string())?;
-        let mut s = RdmaSender::open(&o.rdma_device, gid).await.map_err(|e| e.to_string())?;
-        match call(ch, &Request::RdmaSetup { ep: s.ep }).await.map_err(|e| e.to_string())? {
+        let mut s = RdmaSender::open(&o.rdma_device, gid, o.rdma_qps).await.map_err(|e| e.to_string())?;
+        match call(ch, &Request::RdmaSetup { eps: s.eps.clone() }).await.map_err(|e| e.to_string())? {
             Reply::RdmaReady(info) => s.connect(info).map_err(|e| e.to_string())?,
             Reply::Failed(e) => return Err(format!("the destination cannot: {e}")),
             other => return Err(format!("unexpected reply {other:?}")),
@@ -412,24 +414,24 @@ impl Run<'_> {
     async fn choose_transport(&mut self, ch: &mut Channel<TcpStream>) -> Result<(), Step> {
         const PROBE: u64 = 16 << 20;
         let report = match self.o.transport {
-            TransportChoice::Tcp => TransportReport { used: Used::Tcp, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None },
+            TransportChoice::Tcp => TransportReport { used: Used::Tcp, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None },
             TransportChoice::Scp => {
                 let host = self.o.ssh_host.clone().unwrap_or_else(|| self.o.to.ip().to_string());
                 let scp = transfer::Scp::new(&host, self.o.ssh_config.clone()).map_err(Step::Refuse)?;
                 // Refuse now, while the process runs, rather than after freezing it.
                 scp.check().await.map_err(Step::Refuse)?;
                 self.scp = Some(scp);
-                TransportReport { used: Used::Scp, reason: format!("asked for: image files copied with scp to {host} (the MigrOS artifact's procedure)"), tcp_mb_s: None, rdma_mb_s: None }
+                TransportReport { used: Used::Scp, reason: format!("asked for: image files copied with scp to {host} (the MigrOS artifact's procedure)"), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None }
             }
             TransportChoice::Rdma => {
                 let s = self.open_rdma(ch).await.map_err(|e| Step::Refuse(format!("RDMA transport: {e}")))?;
                 self.rdma = Some(s);
-                TransportReport { used: Used::Rdma, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None }
+                TransportReport { used: Used::Rdma, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None }
             }
             TransportChoice::Auto => {
                 let tcp = mb_s(PROBE, transfer::probe(ch, None, PROBE).await?);
                 match self.open_rdma(ch).await {
-                    Err(e) => TransportReport { used: Used::Tcp, reason: format!("RDMA unavailable: {e}"), tcp_mb_s: Some(tcp), rdma_mb_s: None },
+                    Err(e) => TransportReport { used: Used::Tcp, reason: format!("RDMA unavailable: {e}"), tcp_mb_s: Some(tcp), rdma_mb_s: None, rdma_qps: None },
                     Ok(s) => {
                         let rdma = match transfer::probe(ch, Some(&s), PROBE).await {
                             Ok(secs) => Some(mb_s(PROBE, secs)),
@@ -446,6 +448,7 @@ impl Run<'_> {
                                     reason: format!("faster in a {} probe ({r:.1} vs {tcp:.1} MB/s)", mib(PROBE)),
                                     tcp_mb_s: Some(tcp),
                                     rdma_mb_s: rdma,
+                                    rdma_qps: None,
                                 }
                             }
                             Some(r) => TransportReport {
@@ -453,14 +456,20 @@ impl Run<'_> {
                                 reason: format!("faster in a {} probe ({tcp:.1} vs {r:.1} MB/s)", mib(PROBE)),
                                 tcp_mb_s: Some(tcp),
                                 rdma_mb_s: rdma,
+                                rdma_qps: None,
                             },
-                            None => TransportReport { used: Used::Tcp, reason: "the RDMA probe failed".into(), tcp_mb_s: Some(tcp), rdma_mb_s: None },
+                            None => TransportReport { used: Used::Tcp, reason: "the RDMA probe failed".into(), tcp_mb_s: Some(tcp), rdma_mb_s: None, rdma_qps: None },
                         }
                     }
                 }
             }
         };
-        self.say(&format!("transport: {:?} ({})", report.used, report.reason));
+        let mut report = report;
+        report.rdma_qps = self.rdma.as_ref().map(|s| s.lanes());
+        match report.rdma_qps {
+            Some(n) => self.say(&format!("transport: {:?} over {n} QP(s) ({})", report.used, report.reason)),
+            None => self.say(&format!("transport: {:?} ({})", report.used, report.reason)),
+        }
         self.transport = Some(report);
         Ok(())
     }
@@ -938,6 +947,8 @@ impl Run<'_> {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchRow {
     pub transport: String,
+    /// RDMA lanes (RC QPs) used; None for TCP.
+    pub rdma_qps: Option<usize>,
     pub bytes: u64,
     pub secs: f64,
     pub mb_s: f64,
@@ -949,6 +960,7 @@ pub async fn bench_transfer(
     secret: &Secret,
     rdma_addr: Option<std::net::Ipv4Addr>,
     rdma_device: &str,
+    rdma_qps: usize,
     bytes: u64,
     transports: &[TransportChoice],
 ) -> anyhow::Result<Vec<BenchRow>> {
@@ -966,6 +978,7 @@ pub async fn bench_transfer(
         transport: TransportChoice::Tcp,
         rdma_addr,
         rdma_device: rdma_device.to_string(),
+        rdma_qps,
         progress: false,
         tcp_established: false,
         move_addr: None,
@@ -987,7 +1000,8 @@ pub async fn bench_transfer(
             }
             _ => ("tcp", transfer::probe(&mut ch, None, bytes).await.map_err(|e| anyhow::anyhow!("{e}"))?),
         };
-        rows.push(BenchRow { transport: name.into(), bytes, secs, mb_s: mb_s(bytes, secs) });
+        let rdma_qps = (name == "rdma").then_some(o.rdma_qps);
+        rows.push(BenchRow { transport: name.into(), rdma_qps, bytes, secs, mb_s: mb_s(bytes, secs) });
     }
     Ok(rows)
 }

@@ -85,6 +85,8 @@ pub struct TransportReport {
     /// Probe results when `auto` measured both, MB/s.
     pub tcp_mb_s: Option<f64>,
     pub rdma_mb_s: Option<f64>,
+    /// RC QPs ("lanes") of the RDMA data path, when RDMA was used.
+    pub rdma_qps: Option<usize>,
 }
 
 /// MB/s (10^6 bytes per second) of `bytes` moved in `secs`.

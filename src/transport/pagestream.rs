@@ -162,7 +162,7 @@ pub async fn destination(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma
         loop {
             let piece = match rdma.as_deref_mut() {
                 Some(r) => tokio::select! {
-                    c = r.chunks.recv() => match c {
+                    c = r.recv() => match c {
                         Some(Ok(c)) => c,
                         Some(Err(e)) => return Err(e.to_string()),
                         None => return Err("the RDMA path closed mid page stream".into()),

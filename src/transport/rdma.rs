@@ -7,7 +7,12 @@
 //! completion says "slot N holds L bytes". Once the receiver has copied a slot out, it SENDs the
 //! slot number back: a credit. The sender never writes into a slot the receiver has not freed.
 //!
-//! Verbs objects are not `Send`, so each side's QP lives in a thread of its own; the async code
+//! A stream can use several such QPs, "lanes", each with its ring and credits: chunk `i` travels
+//! on lane `i mod lanes`, and the receiver takes them back in that order, so the stream stays
+//! one ordered sequence of chunks. The QPs' work then runs in parallel in the rxe driver (one
+//! requester and one responder task per QP).
+//!
+//! Verbs objects are not `Send`, so each lane's QP lives in a thread of its own; the async code
 //! talks to it through channels. Any failed work completion or QP error ends the stream with an
 //! error on both sides, which the migration turns into a rollback.
 
@@ -26,6 +31,10 @@ pub const SLOTS: u32 = 8;
 const CREDIT: usize = 4;
 /// How long a side waits for the other before calling the stream broken.
 const STALL: Duration = Duration::from_secs(20);
+/// Most lanes (QPs) one stream may use; each costs 2 x `SLOTS` x `SLOT` of registered memory.
+pub const MAX_LANES: usize = 4;
+/// Lanes used unless told otherwise (`--rdma-qps`).
+pub const DEFAULT_LANES: usize = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RdmaError {
@@ -35,14 +44,29 @@ pub enum RdmaError {
     Broken(String),
 }
 
-/// What the receiver tells the sender.
+/// One lane's ring at the receiver.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct RingInfo {
+pub struct LaneRing {
     pub ep: Endpoint,
     pub addr: u64,
     pub rkey: u32,
+}
+
+/// What the receiver tells the sender: one ring per lane, in lane order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RingInfo {
+    pub lanes: Vec<LaneRing>,
     pub slots: u32,
     pub slot_size: u32,
+}
+
+/// A lane count asked for by the peer or the user: 1 to `MAX_LANES`.
+pub fn check_lanes(n: usize) -> Result<(), RdmaError> {
+    if (1..=MAX_LANES).contains(&n) {
+        Ok(())
+    } else {
+        broken(format!("{n} RDMA lanes (QPs) asked for; 1 to {MAX_LANES} are possible"))
+    }
 }
 
 fn imm(slot: u32, len: usize) -> u32 {
@@ -64,23 +88,55 @@ fn check(wcs: &[Completion]) -> Result<(), RdmaError> {
     }
 }
 
-/// The receiving end: chunks arrive on `chunks` in order.
+/// The receiving end: `recv` yields the chunks in the order they were sent.
 pub struct RdmaReceiver {
     pub info: RingInfo,
-    pub chunks: mpsc::Receiver<Result<Vec<u8>, RdmaError>>,
+    lanes: Vec<LaneReceiver>,
+    /// The lane the next chunk arrives on.
+    next: usize,
+}
+
+/// One lane's QP thread and what it received, in order.
+struct LaneReceiver {
+    chunks: mpsc::Receiver<Result<Vec<u8>, RdmaError>>,
     stop: smpsc::Sender<()>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl RdmaReceiver {
-    /// Opens a QP on `device` with `gid_index`, connects it to `peer`, and starts receiving.
-    pub async fn start(device: &str, gid_index: u32, peer: Endpoint) -> Result<Self, RdmaError> {
+    /// Opens one QP per sender endpoint on `device` with `gid_index`, connects each to its
+    /// peer, and starts receiving.
+    pub async fn start(device: &str, gid_index: u32, peers: &[Endpoint]) -> Result<Self, RdmaError> {
+        check_lanes(peers.len())?;
+        let mut lanes = Vec::with_capacity(peers.len());
+        let mut rings = Vec::with_capacity(peers.len());
+        for (i, peer) in peers.iter().enumerate() {
+            let (lane, ring) = LaneReceiver::start(device, gid_index, *peer, i).await?;
+            lanes.push(lane);
+            rings.push(ring);
+        }
+        Ok(Self { info: RingInfo { lanes: rings, slots: SLOTS, slot_size: SLOT as u32 }, lanes, next: 0 })
+    }
+
+    /// The next chunk of the stream; None once the stream is closed. Cancel-safe: a chunk is
+    /// taken (and the lane advanced) only when this returns.
+    pub async fn recv(&mut self) -> Option<Result<Vec<u8>, RdmaError>> {
+        let c = self.lanes[self.next].chunks.recv().await;
+        if let Some(Ok(_)) = c {
+            self.next = (self.next + 1) % self.lanes.len();
+        }
+        c
+    }
+}
+
+impl LaneReceiver {
+    async fn start(device: &str, gid_index: u32, peer: Endpoint, lane: usize) -> Result<(Self, LaneRing), RdmaError> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (tx, chunks) = mpsc::channel(SLOTS as usize);
         let (stop, stop_rx) = smpsc::channel();
         let cfg = RcConfig { device: device.into(), gid_index, max_send_wr: SLOTS + 4, max_recv_wr: SLOTS * 2, ..Default::default() };
         let thread = std::thread::Builder::new()
-            .name("rdma-recv".into())
+            .name(format!("rdma-recv-{lane}"))
             .spawn(move || {
                 let setup = (|| -> Result<(RcQp, Region, Region), RdmaError> {
                     let mut qp = RcQp::open(cfg)?;
@@ -100,7 +156,7 @@ impl RdmaReceiver {
                         return;
                     }
                 };
-                let info = RingInfo { ep: qp.endpoint(), addr: ring.addr(), rkey: ring.rkey(), slots: SLOTS, slot_size: SLOT as u32 };
+                let info = LaneRing { ep: qp.endpoint(), addr: ring.addr(), rkey: ring.rkey() };
                 if ready_tx.send(Ok(info)).is_err() {
                     return;
                 }
@@ -110,15 +166,17 @@ impl RdmaReceiver {
                 }
             })
             .map_err(|e| RdmaError::Broken(format!("thread: {e}")))?;
+        let lane = Self { chunks, stop, thread: Some(thread) };
         let info = ready_rx.await.map_err(|_| RdmaError::Broken("receiver thread died".into()))??;
-        Ok(Self { info, chunks, stop, thread: Some(thread) })
+        Ok((lane, info))
     }
 }
 
-impl Drop for RdmaReceiver {
+impl Drop for LaneReceiver {
     fn drop(&mut self) {
         let _ = self.stop.send(());
         // The thread wakes at least every 200 ms; it owns the QP and must tear it down itself.
+        // Closing the channel also fails a send it is blocked in.
         self.chunks.close();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -166,27 +224,109 @@ fn receive_loop(
     }
 }
 
-/// The sending end. `send` queues a chunk (at most `SLOT` bytes); `flush` waits until every
-/// queued chunk has been written and acknowledged by the receiver's credits.
+/// The sending end. `send` queues a chunk (at most `SLOT` bytes) on the next lane; `flush` waits
+/// until every queued chunk has been written and acknowledged by the receiver's credits.
 pub struct RdmaSender {
-    pub ep: Endpoint,
+    /// The lanes' QPs, in lane order, for the receiver to connect to.
+    pub eps: Vec<Endpoint>,
+    lanes: Vec<LaneSender>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+struct LaneSender {
     chunks: Option<smpsc::SyncSender<Vec<u8>>>,
-    connect: Option<smpsc::Sender<RingInfo>>,
+    connect: Option<smpsc::Sender<(LaneRing, u32)>>,
     errors: smpsc::Receiver<RdmaError>,
     idle: smpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl RdmaSender {
-    pub async fn open(device: &str, gid_index: u32) -> Result<Self, RdmaError> {
+    /// Opens `lanes` QPs (1 to `MAX_LANES`) on `device` with `gid_index`.
+    pub async fn open(device: &str, gid_index: u32, lanes: usize) -> Result<Self, RdmaError> {
+        check_lanes(lanes)?;
+        let mut eps = Vec::with_capacity(lanes);
+        let mut ls = Vec::with_capacity(lanes);
+        for i in 0..lanes {
+            let (lane, ep) = LaneSender::open(device, gid_index, i).await?;
+            ls.push(lane);
+            eps.push(ep);
+        }
+        Ok(Self { eps, lanes: ls, next: 0.into() })
+    }
+
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Connects each lane to the receiver's ring for it.
+    pub fn connect(&mut self, info: RingInfo) -> Result<(), RdmaError> {
+        if info.slots == 0 || info.slots > 255 || info.slot_size as usize != SLOT {
+            return broken(format!("receiver offers {} slots of {} bytes", info.slots, info.slot_size));
+        }
+        if info.lanes.len() != self.lanes.len() {
+            return broken(format!("receiver offers {} lanes for our {}", info.lanes.len(), self.lanes.len()));
+        }
+        for (lane, ring) in self.lanes.iter_mut().zip(info.lanes) {
+            let c = lane.connect.take().ok_or_else(|| RdmaError::Broken("already connected".into()))?;
+            c.send((ring, info.slots)).map_err(|_| RdmaError::Broken("sender thread died".into()))?;
+        }
+        Ok(())
+    }
+
+    /// The first error any lane reported.
+    fn error(&self) -> RdmaError {
+        self.lanes.iter().find_map(|l| l.errors.try_recv().ok()).unwrap_or_else(|| RdmaError::Broken("sender thread ended".into()))
+    }
+
+    /// Queues a chunk; blocks (in a blocking section) while its lane's ring is full.
+    pub async fn send(&self, chunk: Vec<u8>) -> Result<(), RdmaError> {
+        if chunk.len() > SLOT {
+            return broken(format!("chunk of {} bytes exceeds a slot", chunk.len()));
+        }
+        // Only empty chunks are special (flush markers); the receiver gets no empty chunks.
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.lanes.len();
+        let tx = self.lanes[i].chunks.clone().ok_or_else(|| RdmaError::Broken("closed".into()))?;
+        match tokio::task::spawn_blocking(move || tx.send(chunk)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(self.error()),
+        }
+    }
+
+    /// Waits until everything queued so far has been received (credited back) on every lane.
+    pub async fn flush(&self) -> Result<(), RdmaError> {
+        // An empty chunk is the flush marker: the thread answers on `idle` once all is credited.
+        for lane in &self.lanes {
+            let tx = lane.chunks.clone().ok_or_else(|| RdmaError::Broken("closed".into()))?;
+            let sent = tokio::task::spawn_blocking(move || tx.send(Vec::new())).await;
+            if !matches!(sent, Ok(Ok(()))) {
+                return Err(self.error());
+            }
+        }
+        for lane in &self.lanes {
+            // SAFETY of blocking: bounded by STALL inside the thread.
+            let idle = tokio::task::block_in_place(|| lane.idle.recv_timeout(STALL + Duration::from_secs(5)));
+            if idle.is_err() {
+                return Err(self.error());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LaneSender {
+    async fn open(device: &str, gid_index: u32, lane: usize) -> Result<(Self, Endpoint), RdmaError> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (chunks, chunk_rx) = smpsc::sync_channel::<Vec<u8>>(SLOTS as usize);
-        let (connect, connect_rx) = smpsc::channel::<RingInfo>();
+        let (connect, connect_rx) = smpsc::channel::<(LaneRing, u32)>();
         let (err_tx, errors) = smpsc::channel();
         let (idle_tx, idle) = smpsc::channel();
         let cfg = RcConfig { device: device.into(), gid_index, max_send_wr: SLOTS * 2 + 4, max_recv_wr: SLOTS * 2, ..Default::default() };
         let thread = std::thread::Builder::new()
-            .name("rdma-send".into())
+            .name(format!("rdma-send-{lane}"))
             .spawn(move || {
                 let setup = (|| -> Result<(RcQp, Region, Region), RdmaError> {
                     let mut qp = RcQp::open(cfg)?;
@@ -208,58 +348,19 @@ impl RdmaSender {
                 if ready_tx.send(Ok(qp.endpoint())).is_err() {
                     return;
                 }
-                let Ok(info) = connect_rx.recv() else { return };
-                if let Err(e) = qp.connect(&info.ep).map_err(RdmaError::from).and_then(|_| send_loop(&mut qp, &mut ring, &credits, &info, &chunk_rx, &idle_tx)) {
+                let Ok((info, slots)) = connect_rx.recv() else { return };
+                if let Err(e) = qp.connect(&info.ep).map_err(RdmaError::from).and_then(|_| send_loop(&mut qp, &mut ring, &credits, &info, slots, &chunk_rx, &idle_tx)) {
                     let _ = err_tx.send(e);
                 }
             })
             .map_err(|e| RdmaError::Broken(format!("thread: {e}")))?;
+        let lane = Self { chunks: Some(chunks), connect: Some(connect), errors, idle, thread: Some(thread) };
         let ep = ready_rx.await.map_err(|_| RdmaError::Broken("sender thread died".into()))??;
-        Ok(Self { ep, chunks: Some(chunks), connect: Some(connect), errors, idle, thread: Some(thread) })
-    }
-
-    /// Connects to the receiver's ring.
-    pub fn connect(&mut self, info: RingInfo) -> Result<(), RdmaError> {
-        if info.slots == 0 || info.slots > 255 || info.slot_size as usize != SLOT {
-            return broken(format!("receiver offers {} slots of {} bytes", info.slots, info.slot_size));
-        }
-        self.connect.take().ok_or_else(|| RdmaError::Broken("already connected".into()))?.send(info).map_err(|_| RdmaError::Broken("sender thread died".into()))
-    }
-
-    fn error(&self) -> RdmaError {
-        self.errors.try_recv().unwrap_or_else(|_| RdmaError::Broken("sender thread ended".into()))
-    }
-
-    /// Queues a chunk; blocks (in a blocking section) while the ring is full.
-    pub async fn send(&self, chunk: Vec<u8>) -> Result<(), RdmaError> {
-        if chunk.len() > SLOT {
-            return broken(format!("chunk of {} bytes exceeds a slot", chunk.len()));
-        }
-        let tx = self.chunks.clone().ok_or_else(|| RdmaError::Broken("closed".into()))?;
-        match tokio::task::spawn_blocking(move || tx.send(chunk)).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(self.error()),
-        }
-    }
-
-    /// Waits until everything queued so far has been received (credited back).
-    pub async fn flush(&self) -> Result<(), RdmaError> {
-        // An empty chunk is the flush marker: the thread answers on `idle` once all is credited.
-        let tx = self.chunks.clone().ok_or_else(|| RdmaError::Broken("closed".into()))?;
-        let sent = tokio::task::spawn_blocking(move || tx.send(Vec::new())).await;
-        if !matches!(sent, Ok(Ok(()))) {
-            return Err(self.error());
-        }
-        // SAFETY of blocking: bounded by STALL inside the thread.
-        let idle = tokio::task::block_in_place(|| self.idle.recv_timeout(STALL + Duration::from_secs(5)));
-        match idle {
-            Ok(()) => Ok(()),
-            Err(_) => Err(self.error()),
-        }
+        Ok((lane, ep))
     }
 }
 
-impl Drop for RdmaSender {
+impl Drop for LaneSender {
     fn drop(&mut self) {
         self.chunks.take();
         self.connect.take();
@@ -273,11 +374,11 @@ fn send_loop(
     qp: &mut RcQp,
     ring: &mut Region,
     credits: &Region,
-    info: &RingInfo,
+    info: &LaneRing,
+    slots: u32,
     chunks: &smpsc::Receiver<Vec<u8>>,
     idle: &smpsc::Sender<()>,
 ) -> Result<(), RdmaError> {
-    let slots = info.slots;
     let mut free: Vec<u32> = (0..slots).rev().collect();
     let mut local = 0u32;
     let mut wcs = Vec::new();

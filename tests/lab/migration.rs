@@ -156,8 +156,9 @@ fn span_ms(r: &Value, phase: &str, node_is_source: bool) -> f64 {
         / 1e6
 }
 
-/// Pages over RDMA: the same 256 MiB workload moves with stop-and-copy over RDMA and over TCP,
-/// both verify every page, and the report says which transport carried the images.
+/// Pages over RDMA: the same 256 MiB workload moves with stop-and-copy over RDMA (striped over
+/// 3 QPs: an odd count, so the lanes' order matters) and over TCP, both verify every page, and
+/// the report says which transport carried the images, on how many QPs.
 pub fn migrate_256mib_over_rdma_and_tcp(c: &Ctx) -> Result<()> {
     let mut times = vec![];
     // Pages stream to the destination's page server while CRIU dumps (--page-stream), over each
@@ -169,9 +170,14 @@ pub fn migrate_256mib_over_rdma_and_tcp(c: &Ctx) -> Result<()> {
         if stream {
             args.push("--page-stream");
         }
+        if transport == "rdma" {
+            args.extend(["--rdma-qps", "3"]);
+        }
         let (code, r) = migrate(c, pid, "node1", to, &args)?;
         ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "{transport}: exit {code}, {}", r["outcome"]);
         ensure!(r["transport"]["used"] == transport, "{transport}: the report says {}", r["transport"]);
+        let qps = if transport == "rdma" { serde_json::json!(3) } else { Value::Null };
+        ensure!(r["transport"]["rdma_qps"] == qps, "{transport}: the report says {} QPs", r["transport"]["rdma_qps"]);
         ensure!(r["pages_streamed"] == stream, "{transport}: pages_streamed is {}, expected {stream}", r["pages_streamed"]);
         let v = verify_workload(c, to, pid, &report)?;
         ensure!(v["ok"] == true && v["verified_pages"] == 65536, "{transport}: memory after migration: {v}");
@@ -198,8 +204,9 @@ pub fn migrate_256mib_over_rdma_and_tcp(c: &Ctx) -> Result<()> {
 pub fn rdma_path_broken_mid_transfer_rolls_back(c: &Ctx) -> Result<()> {
     let pid = start_workload(c, "node1", "192M", "0", "w-rdmabreak.json")?;
     let breaker = when_destination_holds(c, 24, &["tc", "qdisc", "add", "dev", "vxlan0", "root", "netem", "loss", "100%"]);
-    // The break lands in CRIU's page stream (the relay must fail the dump, not hang it).
-    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "rdma", "--page-stream"]);
+    // The break lands in CRIU's page stream (the relay must fail the dump, not hang it), striped
+    // over 2 QPs (every lane must notice, or the stream waits on the one that did not).
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "rdma", "--page-stream", "--rdma-qps", "2"]);
     let broke = breaker.join().map_err(|_| anyhow::anyhow!("breaker thread panicked"))?;
     // Whatever happened, heal the overlay for the scenarios after this one.
     c.exec_ok("node2", &["sh", "-c", "tc qdisc del dev vxlan0 root 2>/dev/null; true"])?;
