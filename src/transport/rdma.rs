@@ -33,8 +33,9 @@ const CREDIT: usize = 4;
 const STALL: Duration = Duration::from_secs(20);
 /// Most lanes (QPs) one stream may use; each costs 2 x `SLOTS` x `SLOT` of registered memory.
 pub const MAX_LANES: usize = 4;
-/// Lanes used unless told otherwise (`--rdma-qps`).
-pub const DEFAULT_LANES: usize = 1;
+/// Lanes used unless told otherwise (`--rdma-qps`): in the lab, 2 QPs moved about 5 % more
+/// than 1 and 4 no more than 2 (`rdmig bench transfer --rdma-qps N`, README).
+pub const DEFAULT_LANES: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RdmaError {
