@@ -156,8 +156,8 @@ pub enum Request {
         id: MigrationId,
     },
     /// Followed by exactly `len` bytes (raw frames, or over RDMA) and one raw frame with the
-    /// file's end-to-end check (`transport::DataSum`: over RDMA a CRC-32 of the data, over TCP a
-    /// SHA-256 of the data frames' tags), then an `Ack` or `Failed` reply.
+    /// file's end-to-end check (`transport::DataSum`: a SHA-256 of the chunks' MAC tags, the
+    /// frames' own over TCP, computed on both ends over RDMA), then an `Ack` or `Failed` reply.
     PutFile {
         id: MigrationId,
         rel: RelPath,

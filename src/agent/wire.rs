@@ -25,7 +25,8 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::mac::{FrameMac, NH_WORDS};
+pub use super::mac::FrameMac;
+use super::mac::NH_WORDS;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -256,6 +257,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     pub fn into_inner(self) -> S {
         self.io
     }
+
+    /// This end's sending MAC, for checks of data sent outside the channel (RDMA).
+    pub fn send_mac(&self) -> FrameMac {
+        self.send.mac.clone()
+    }
+
+    /// The peer's sending MAC (what it tags with), for checking data it sent outside the channel.
+    pub fn recv_mac(&self) -> FrameMac {
+        self.recv.mac.clone()
+    }
 }
 
 async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, send: &mut Sealer, payload: &[u8]) -> Result<Tag, WireError> {
@@ -305,8 +316,13 @@ pub struct FrameWriter<'a> {
 
 impl FrameReader<'_> {
     pub async fn recv_raw(&mut self) -> Result<Vec<u8>, WireError> {
-        let (len, _) = read_frame(&mut self.io, self.recv, self.rbuf).await?;
-        Ok(self.rbuf[..len].to_vec())
+        Ok(self.recv_frame().await?.0.to_vec())
+    }
+
+    /// One verified frame and its tag; the payload lives until the next receive.
+    pub async fn recv_frame(&mut self) -> Result<(&[u8], Tag), WireError> {
+        let (len, tag) = read_frame(&mut self.io, self.recv, self.rbuf).await?;
+        Ok((&self.rbuf[..len], tag))
     }
 }
 

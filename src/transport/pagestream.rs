@@ -8,8 +8,9 @@
 //!
 //! Forward, the stream rides the migration's transport (RDMA ring or the authenticated TCP
 //! channel); backward, always the TCP channel. Each piece is a kind byte and its bytes; the last
-//! piece carries the CRC-32 and length of everything before it, so the destination checks the
-//! stream end to end before the migration may use what the page server wrote.
+//! piece carries the length and the `DataSum` (MAC tags of every piece before it, hashed), so
+//! the destination checks the stream end to end before the migration may use what the page
+//! server wrote.
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::rdma::{RdmaReceiver, RdmaSender, SLOT};
+use super::DataSum;
 use crate::agent::wire::Channel;
 
 const DATA: u8 = 0;
@@ -32,8 +34,12 @@ const IDLE: Duration = Duration::from_secs(120);
 #[derive(Debug, PartialEq, Eq)]
 pub enum Piece<'a> {
     Data(&'a [u8]),
-    End { crc: u32, len: u64 },
+    /// Bytes of data before it and their `DataSum`.
+    End { len: u64, sum: &'a [u8] },
 }
+
+/// Length of a `DataSum` (SHA-256).
+const SUM: usize = 32;
 
 pub fn data_piece(bytes: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(bytes.len() + 1);
@@ -42,19 +48,17 @@ pub fn data_piece(bytes: &[u8]) -> Vec<u8> {
     v
 }
 
-pub fn end_piece(crc: u32, len: u64) -> Vec<u8> {
+pub fn end_piece(len: u64, sum: &[u8]) -> Vec<u8> {
     let mut v = vec![END];
-    v.extend_from_slice(&crc.to_le_bytes());
     v.extend_from_slice(&len.to_le_bytes());
+    v.extend_from_slice(sum);
     v
 }
 
 pub fn decode(p: &[u8]) -> Result<Piece<'_>, String> {
     match p.split_first() {
         Some((&DATA, rest)) if !rest.is_empty() => Ok(Piece::Data(rest)),
-        Some((&END, rest)) if rest.len() == 12 => {
-            Ok(Piece::End { crc: u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")), len: u64::from_le_bytes(rest[4..].try_into().expect("8 bytes")) })
-        }
+        Some((&END, rest)) if rest.len() == 8 + SUM => Ok(Piece::End { len: u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")), sum: &rest[8..] }),
         _ => Err(format!("malformed page-stream piece ({} bytes, kind {:?})", p.len(), p.first())),
     }
 }
@@ -88,12 +92,12 @@ fn hang_up(fd: std::os::fd::RawFd) {
 /// Source side: relays CRIU's page stream (`criu` holds the other end of `sock`) to the
 /// destination until CRIU closes it; returns the bytes relayed.
 pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>) -> Result<u64, String> {
+    let mut sum = if rdma.is_some() { DataSum::rdma(ch.send_mac()) } else { DataSum::tcp() };
     let (mut rd, mut wr) = ch.split();
     // Valid as long as `sock`, which lives until this function returns.
     let fd = sock.as_raw_fd();
     let (mut from_criu, mut to_criu) = sock.split();
     let forward = async {
-        let mut crc = crc32fast::Hasher::new();
         let mut len = 0u64;
         let mut buf = vec![0u8; PIECE + 1];
         loop {
@@ -101,17 +105,21 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
             if n == 0 {
                 break;
             }
-            crc.update(&buf[1..=n]);
             len += n as u64;
             buf[0] = DATA;
+            let piece = &buf[..=n];
             match rdma {
-                Some(r) => r.send(buf[..=n].to_vec()).await.map_err(|e| e.to_string())?,
+                Some(r) => {
+                    sum.update(piece, None);
+                    r.send(piece.to_vec()).await.map_err(|e| e.to_string())?
+                }
                 None => {
-                    wr.send_raw(&buf[..=n]).await.map_err(|e| format!("destination: {e}"))?;
+                    let tag = wr.send_raw(piece).await.map_err(|e| format!("destination: {e}"))?;
+                    sum.update(piece, Some(&tag));
                 }
             }
         }
-        let end = end_piece(crc.finalize(), len);
+        let end = end_piece(len, &sum.finish());
         match rdma {
             Some(r) => r.send(end).await.map_err(|e| e.to_string())?,
             None => {
@@ -152,18 +160,22 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
 /// `sock`) and relays its answers back, until the source's end piece and the server's exit.
 /// `stop_server` is called when the stream breaks: the server would otherwise wait forever.
 pub async fn destination(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Option<&mut RdmaReceiver>, stop_server: impl FnOnce()) -> Result<u64, String> {
+    let mut sum = if rdma.is_some() { DataSum::rdma(ch.recv_mac()) } else { DataSum::tcp() };
     let (mut rd, mut wr) = ch.split();
     let (mut from_server, mut to_server) = sock.split();
     let forward = async {
-        let mut crc = crc32fast::Hasher::new();
         let mut len = 0u64;
         let mut server_gone: Option<String> = None;
         let mut rdma = rdma;
         loop {
-            let piece = match rdma.as_deref_mut() {
+            let owned;
+            let (piece, tag) = match rdma.as_deref_mut() {
                 Some(r) => tokio::select! {
                     c = r.recv() => match c {
-                        Some(Ok(c)) => c,
+                        Some(Ok(c)) => {
+                            owned = c;
+                            (&owned[..], None)
+                        }
                         Some(Err(e)) => return Err(e.to_string()),
                         None => return Err("the RDMA path closed mid page stream".into()),
                     },
@@ -174,15 +186,15 @@ pub async fn destination(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma
                     }),
                     _ = tokio::time::sleep(IDLE) => return Err(format!("no page data for {} s", IDLE.as_secs())),
                 },
-                None => match tokio::time::timeout(IDLE, rd.recv_raw()).await {
-                    Ok(Ok(f)) => f,
+                None => match tokio::time::timeout(IDLE, rd.recv_frame()).await {
+                    Ok(Ok((f, t))) => (f, Some(t)),
                     Ok(Err(e)) => return Err(format!("source: {e}")),
                     Err(_) => return Err(format!("no page data for {} s", IDLE.as_secs())),
                 },
             };
-            match decode(&piece)? {
+            match decode(piece)? {
                 Piece::Data(d) => {
-                    crc.update(d);
+                    sum.update(piece, tag.as_ref());
                     len += d.len() as u64;
                     if server_gone.is_none() {
                         if let Err(e) = to_server.write_all(d).await {
@@ -190,9 +202,9 @@ pub async fn destination(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma
                         }
                     }
                 }
-                Piece::End { crc: want, len: sent } => {
+                Piece::End { len: sent, sum: want } => {
                     let _ = to_server.shutdown().await;
-                    if sent != len || want != crc.finalize() {
+                    if sent != len || want != std::mem::replace(&mut sum, DataSum::tcp()).finish() {
                         return Err(format!("page stream damaged: {len} bytes arrived of {sent}, or their checksum differs"));
                     }
                     return Ok::<u64, String>(len);
@@ -219,7 +231,8 @@ pub async fn destination(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma
             buf[0] = DATA;
             wr.send_raw(&buf[..=n]).await.map_err(|e| format!("source: {e}"))?;
         }
-        wr.send_raw(&end_piece(0, 0)).await.map_err(|e| format!("source: {e}"))
+        // The answers' end: the frames' MACs already protect them; no sum to check.
+        wr.send_raw(&end_piece(0, &[0; SUM])).await.map_err(|e| format!("source: {e}"))
     };
     let (f, b) = tokio::join!(forward, backward);
     b?;
@@ -300,7 +313,7 @@ mod tests {
     #[test]
     fn pieces_round_trip_and_garbage_is_refused() {
         assert_eq!(decode(&data_piece(b"pages")).unwrap(), Piece::Data(b"pages"));
-        assert_eq!(decode(&end_piece(0xdead_beef, 1 << 40)).unwrap(), Piece::End { crc: 0xdead_beef, len: 1 << 40 });
+        assert_eq!(decode(&end_piece(1 << 40, &[9; SUM])).unwrap(), Piece::End { len: 1 << 40, sum: &[9; SUM] });
         for bad in [&b""[..], &[DATA][..], &[END, 1, 2][..], &[7, 1][..]] {
             assert!(decode(bad).is_err(), "{bad:?}");
         }
