@@ -71,6 +71,10 @@ enum Role {
         /// Keep the QP and regions this many seconds after the report (for inspection).
         #[arg(long, default_value_t = 0)]
         linger: u64,
+        /// Use several PDs: two spare PDs before the QP's, and one more page registered on a PD
+        /// of its own with a lower handle than that PD (for checkpoint/restore tests).
+        #[arg(long)]
+        spread_pds: bool,
     },
     /// Connect, send checked traffic, report.
     Client {
@@ -165,16 +169,16 @@ fn put_header(buf: &mut [u8], kind: Kind, seq: u64, slot: u32, len: u32, crc: u3
     buf[24..28].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn open(c: &Common) -> Result<RcQp> {
+fn open(c: &Common, spare_pds: u32) -> Result<RcQp> {
     ensure!(c.msg_size >= HDR + 8, "--msg-size must be at least {}", HDR + 8);
     ensure!(c.write_size > 0, "--write-size must be positive");
-    Ok(RcQp::open(RcConfig { device: c.device.clone(), gid_index: c.gid_index, events: !c.busy_poll, ..Default::default() })?)
+    Ok(RcQp::open(RcConfig { device: c.device.clone(), gid_index: c.gid_index, events: !c.busy_poll, spare_pds, ..Default::default() })?)
 }
 
 fn main() {
     let cli = Cli::parse();
     let r = match cli.role {
-        Role::Server { listen, common, mr_pages, linger } => server(listen, &common, mr_pages, linger),
+        Role::Server { listen, common, mr_pages, linger, spread_pds } => server(listen, &common, mr_pages, linger, spread_pds),
         Role::Client { connect, common, count, write_every, pages, rate, window, faults } => {
             client(connect, &common, count, write_every, &pages, rate, window, &faults)
         }
@@ -191,11 +195,12 @@ fn main() {
     }
 }
 
-fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64) -> Result<Report> {
-    let mut qp = open(c)?;
+fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64, spread_pds: bool) -> Result<Report> {
+    let mut qp = open(c, if spread_pds { 2 } else { 0 })?;
     let rx_depth = 128usize;
     let rx = qp.region(rx_depth * c.msg_size, false)?;
     let target = qp.region(mr_pages * PAGE, true)?;
+    let _side = if spread_pds { Some(qp.region_on_own_pd(PAGE, false)?) } else { None };
     let listener = TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;
     eprintln!("server: QPN {:#x}, MR lkey {:#x} rkey {:#x}, listening on {listen}", qp.qp_number(), target.lkey(), target.rkey());
     let (sock, peer) = listener.accept()?;
@@ -320,7 +325,7 @@ fn client(
     faults: &[Fault],
 ) -> Result<Report> {
     ensure!(window >= 2 && window <= 64, "--window must be 2 to 64");
-    let mut qp = open(c)?;
+    let mut qp = open(c, 0)?;
     let mut tx = qp.region(window * c.msg_size, false)?;
     let mut wsrc = qp.region(window * c.write_size, false)?;
     let sock = TcpStream::connect(connect).with_context(|| format!("connect to {connect}"))?;

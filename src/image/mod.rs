@@ -53,9 +53,10 @@ pub fn show(dir: &Path) -> Result<String> {
                 }
                 for q in &c.qps {
                     let a = &q.attr;
+                    let links = q.links.map(|k| format!(" pd {} cq {}/{}", k.pd, k.send_cq, k.recv_cq)).unwrap_or_default();
                     let _ = writeln!(
                         out,
-                        "  qp   handle {} qpn {} ({}) {} {} sq_psn {:#x} rq_psn {:#x} dest_qpn {} caps send {}x{} recv {}x{} inline {}",
+                        "  qp   handle {}{links} qpn {} ({}) {} {} sq_psn {:#x} rq_psn {:#x} dest_qpn {} caps send {}x{} recv {}x{} inline {}",
                         q.handle,
                         q.qpn,
                         q.qpn_source,
@@ -73,9 +74,10 @@ pub fn show(dir: &Path) -> Result<String> {
                 }
                 for m in &c.mrs {
                     let access = m.access.map(|a| format!("{a:#x}")).unwrap_or_else(|| "?".into());
+                    let pd = m.pd.map(|p| format!(" pd {p}")).unwrap_or_default();
                     let _ = writeln!(
                         out,
-                        "  mr   handle {} lkey {:#010x} rkey {:#010x} iova {:#x} length {} access {access}",
+                        "  mr   handle {}{pd} lkey {:#010x} rkey {:#010x} iova {:#x} length {} access {access}",
                         m.handle, m.lkey, m.rkey, m.iova, m.length
                     );
                 }
@@ -157,7 +159,7 @@ pub fn show_json(dir: &Path) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdmig_criu::image::{Context, Cq, EventFile, Handle, Mr, Qp, QpAttr, QueueVma};
+    use rdmig_criu::image::{Context, Cq, EventFile, Handle, Mr, Qp, QpAttr, QpLinks, QueueVma};
 
     #[test]
     fn shows_what_the_plugin_wrote() {
@@ -173,11 +175,19 @@ mod tests {
                 rdev_minor: 192,
                 ibdev: "rxe0".into(),
                 flags: 2,
-                pds: vec![Handle { handle: 0 }],
+                pds: vec![Handle { handle: 0 }, Handle { handle: 4 }],
                 cqs: vec![Cq { handle: 2, pgoff: None, cqe: None, ..Default::default() }],
                 srqs: vec![],
-                qps: vec![Qp { handle: 3, qpn: 17, qpn_source: "only QP of the process".into(), qp_type: "rc".into(), attr: QpAttr { state: 1, ..Default::default() }, ..Default::default() }],
-                mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7f00_0000, length: 65536, access: Some(0xf) }],
+                qps: vec![Qp {
+                    handle: 3,
+                    qpn: 17,
+                    qpn_source: "only QP of the process".into(),
+                    qp_type: "rc".into(),
+                    attr: QpAttr { state: 1, ..Default::default() },
+                    links: Some(QpLinks { pd: 4, send_cq: 2, recv_cq: 2, sq_pgoff: 0, rq_pgoff: 0 }),
+                    ..Default::default()
+                }],
+                mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7f00_0000, length: 65536, access: Some(0xf), pd: Some(4) }],
                 mws: vec![],
                 ahs: vec![],
                 comp_channels: 0,
@@ -197,7 +207,9 @@ mod tests {
         };
         image::write_file(&d.path().join(image::file_name(10)), &ev, &[]).unwrap();
         let s = show(d.path()).unwrap();
-        assert!(s.contains("qp   handle 3 qpn 17"), "{s}");
+        assert!(s.contains("qp   handle 3 pd 4 cq 2/2 qpn 17"), "{s}");
+        assert!(s.contains("mr   handle 1 pd 4 lkey"), "{s}");
+        assert!(s.contains("pd   handle 4"), "{s}");
         assert!(s.contains("INIT"), "{s}");
         assert!(s.contains("lkey 0x00000105"), "{s}");
         assert!(s.contains("deadbeef"), "{s}");

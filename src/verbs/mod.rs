@@ -63,11 +63,14 @@ pub struct RcConfig {
     /// have no channel at all (false): a process without a channel can be checkpointed by
     /// rdmig's CRIU plugin, which cannot restore channels yet.
     pub events: bool,
+    /// PDs allocated (and left unused) before the QP's own, so that its PD is not the first:
+    /// for tests of checkpoint/restore with several PDs.
+    pub spare_pds: u32,
 }
 
 impl Default for RcConfig {
     fn default() -> Self {
-        Self { device: "rxe0".into(), port: 1, gid_index: 1, mtu: Mtu::Mtu4096, max_send_wr: 128, max_recv_wr: 256, events: true }
+        Self { device: "rxe0".into(), port: 1, gid_index: 1, mtu: Mtu::Mtu4096, max_send_wr: 128, max_recv_wr: 256, events: true, spare_pds: 0 }
     }
 }
 
@@ -148,6 +151,7 @@ pub struct RcQp {
     cq: Arc<BasicCompletionQueue>,
     channel: Option<Arc<CompletionChannel>>,
     pd: Arc<ProtectionDomain>,
+    _spare_pds: Vec<Arc<ProtectionDomain>>,
     ctx: Arc<DeviceContext>,
     cfg: RcConfig,
     psn: u32,
@@ -164,6 +168,7 @@ impl RcQp {
             .ok_or_else(|| VerbsError::NoDevice(cfg.device.clone(), if names.is_empty() { "none".into() } else { names.join(", ") }))?;
         let ctx = dev.open().map_err(op("open device"))?;
         let gid = ctx.query_gid(cfg.port, cfg.gid_index).map_err(op("query GID"))?;
+        let spare_pds = (0..cfg.spare_pds).map(|_| ctx.alloc_pd().map_err(op("allocate a spare PD"))).collect::<Result<Vec<_>, _>>()?;
         let pd = ctx.alloc_pd().map_err(op("allocate PD"))?;
         let channel = if cfg.events {
             let ch = CompletionChannel::new(&ctx).map_err(op("create completion channel"))?;
@@ -190,7 +195,7 @@ impl RcQp {
             .build()
             .map_err(op("create RC QP"))?;
         let psn = random_psn();
-        let mut me = Self { qp, cq, channel, pd, ctx, cfg, psn, gid };
+        let mut me = Self { qp, cq, channel, pd, _spare_pds: spare_pds, ctx, cfg, psn, gid };
         // INIT right away: rxe accepts receive work requests only from INIT on, and receives
         // must be posted before the peer can send.
         let access = AccessFlags::LocalWrite | AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
@@ -309,6 +314,20 @@ impl RcQp {
 
     /// Maps `len` bytes (rounded up to pages) and registers them.
     pub fn region(&self, len: usize, remote_write: bool) -> Result<Region, VerbsError> {
+        Self::region_in(&self.pd, len, remote_write)
+    }
+
+    /// Like `region`, but on a PD of its own (kept as long as the region), not the QP's: for
+    /// tests of checkpoint/restore with several PDs. A PD allocated and freed before it leaves a
+    /// free handle below the new PD's, which the region's MR takes.
+    pub fn region_on_own_pd(&mut self, len: usize, remote_write: bool) -> Result<Region, VerbsError> {
+        let hole = self.ctx.alloc_pd().map_err(op("allocate PD"))?;
+        let pd = self.ctx.alloc_pd().map_err(op("allocate PD"))?;
+        drop(hole);
+        Self::region_in(&pd, len, remote_write)
+    }
+
+    fn region_in(pd: &Arc<ProtectionDomain>, len: usize, remote_write: bool) -> Result<Region, VerbsError> {
         let page = 4096;
         let len = len.max(1).div_ceil(page) * page;
         // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
@@ -326,7 +345,7 @@ impl RcQp {
             access |= AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
         }
         // SAFETY: the mapping lives as long as the Region, which deregisters before unmapping.
-        let mr = match unsafe { self.pd.reg_mr(ptr.as_ptr() as usize, len, access) } {
+        let mr = match unsafe { pd.reg_mr(ptr.as_ptr() as usize, len, access) } {
             Ok(mr) => mr,
             Err(e) => {
                 // SAFETY: just mapped above.

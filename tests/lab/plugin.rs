@@ -23,6 +23,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("plugin_ib_send_bw_events_dump_kill_restore_same_node", plugin_ib_send_bw_events_dump_kill_restore_same_node),
     ("plugin_ib_send_bw_restored_on_another_node", plugin_ib_send_bw_restored_on_another_node),
     ("plugin_vtest_checked_traffic_survives_dump_and_restore", plugin_vtest_checked_traffic_survives_dump_and_restore),
+    ("plugin_vtest_several_pds_dump_kill_restore", plugin_vtest_several_pds_dump_kill_restore),
 ];
 
 /// The address that moves with the restored server in the cross-node scenario.
@@ -379,21 +380,93 @@ fn plugin_ib_send_bw_restored_on_another_node(c: &Ctx) -> Result<()> {
 /// lost, duplicated or corrupted. It polls its CQ (`--busy-poll`); completion channels are
 /// covered by the `ib_send_bw -e` scenario.
 fn plugin_vtest_checked_traffic_survives_dump_and_restore(c: &Ctx) -> Result<()> {
+    let none = |_: i32| -> Result<()> { Ok(()) };
+    vtest_dump_restore(c, "plugin-vt", "", Hooks { before_dump: &none, after_dump: &none, after_restore: &none })
+}
+
+/// The verbs lines of the fdinfo of a process's uverbs files (rdmig's ib_uverbs: one line per
+/// object with its handle, user handle, counters and, with patch 0011, the handles of its PD,
+/// CQs and SRQ), sorted: the order is that of creation, which a restore does not keep.
+fn uverbs_fdinfo(c: &Ctx, node: &str, pid: i32) -> Result<Vec<String>> {
+    let script = format!(
+        "for f in /proc/{pid}/fd/*; do case $(readlink $f) in /dev/infiniband/uverbs*) cat /proc/{pid}/fdinfo/${{f##*/}};; esac; done"
+    );
+    let t = c.exec_ok(node, &["sh", "-c", &script])?;
+    let mut l: Vec<String> = t.lines().filter(|l| ["cq:", "qp:", "srq:", "obj:"].iter().any(|k| l.starts_with(k))).map(str::to_string).collect();
+    l.sort();
+    Ok(l)
+}
+
+/// The vtest server with several PDs (`--spread-pds`: two spare PDs before the QP's, and a page
+/// registered on a PD of its own whose MR has a lower handle than that PD) is dumped mid-transfer,
+/// killed and restored: the image says which PD each MR and QP uses, the restored process has
+/// every object on the same PD as before (the fdinfo of rdmig's ib_uverbs, patch 0011, compared
+/// line by line), and the checked traffic continues with nothing lost, duplicated or corrupted.
+fn plugin_vtest_several_pds_dump_kill_restore(c: &Ctx) -> Result<()> {
+    let before = std::cell::RefCell::new(vec![]);
+    let before_dump = |srv: i32| -> Result<()> {
+        let l = uverbs_fdinfo(c, "node1", srv)?;
+        ensure!(l.iter().any(|l| l.starts_with("obj:\ttype=7") && l.contains(" pd=")), "this ib_uverbs shows no PD of MRs (patch 0011):\n{}", l.join("\n"));
+        *before.borrow_mut() = l;
+        Ok(())
+    };
+    let after_dump = |srv: i32| -> Result<()> {
+        ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+        let shown = rdmig::image::show(&share().join("plugin-pds"))?;
+        println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+        let j = rdmig::image::show_json(&share().join("plugin-pds"))?;
+        let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
+        let k = &ctx["kind"];
+        let pds: Vec<u64> = k["pds"].as_array().context("no PDs")?.iter().filter_map(|p| p["handle"].as_u64()).collect();
+        ensure!(pds.len() == 4, "the server holds 4 PDs, the image {pds:?}: {k}");
+        let mrs = k["mrs"].as_array().context("no MRs")?;
+        let mr_pds: std::collections::BTreeSet<u64> = mrs.iter().filter_map(|m| m["pd"].as_u64()).collect();
+        ensure!(mrs.len() == 3 && mr_pds.len() == 2, "3 MRs on 2 PDs expected: {k}");
+        ensure!(mrs.iter().any(|m| m["pd"].as_u64() > m["handle"].as_u64()), "no MR with a lower handle than its PD: {k}");
+        let qp_pd = k["qps"][0]["links"]["pd"].as_u64().context("QP without a PD")?;
+        ensure!(qp_pd != pds[0] && mrs.iter().filter(|m| m["pd"].as_u64() == Some(qp_pd)).count() == 2, "the QP is not on the PD of its two MRs: {k}");
+        Ok(())
+    };
+    let after_restore = |srv: i32| -> Result<()> {
+        let now = uverbs_fdinfo(c, "node1", srv)?;
+        let was = before.borrow();
+        ensure!(
+            *was == now,
+            "the restored objects differ (handles, user handles, PDs, CQs):\nbefore the dump:\n{}\nafter the restore:\n{}",
+            was.join("\n"),
+            now.join("\n")
+        );
+        println!("  {} verbs objects restored with the same handles, PDs and CQs", now.len());
+        Ok(())
+    };
+    vtest_dump_restore(c, "plugin-pds", "--spread-pds", Hooks { before_dump: &before_dump, after_dump: &after_dump, after_restore: &after_restore })
+}
+
+/// Checks run by [`vtest_dump_restore`] with the server's pid.
+struct Hooks<'a> {
+    before_dump: &'a dyn Fn(i32) -> Result<()>,
+    after_dump: &'a dyn Fn(i32) -> Result<()>,
+    after_restore: &'a dyn Fn(i32) -> Result<()>,
+}
+
+/// Runs the checked vtest traffic (server on node1 with `server_flags`, client on node3), and
+/// dumps, kills and restores the server mid-transfer (image directory and logs named `tag`).
+fn vtest_dump_restore(c: &Ctx, tag: &str, server_flags: &str, hooks: Hooks) -> Result<()> {
     let plugins = plugin_dir(c)?;
     let bin = c.lab.load()?.rdmig_bin.display().to_string();
     let vt = c.lab_tool("rdmig-vtest");
-    let dir = image_dir("plugin-vt")?;
+    let dir = image_dir(tag)?;
     let gid = |n: &str, ip: &str| -> Result<String> { Ok(c.exec_ok(n, &[&bin, "rxe", "gid-index", "--ip", ip])?.trim().to_string()) };
     let (sg, cg) = (gid("node1", "10.0.1.11")?, gid("node3", "10.0.1.13")?);
-    for f in ["plugin-vt-server.json", "plugin-vt-client.json"] {
-        let _ = std::fs::remove_file(share().join(f));
+    for f in ["server.json", "client.json"] {
+        let _ = std::fs::remove_file(share().join(format!("{tag}-{f}")));
     }
     let count = 15000u64;
     let srv = spawn(
         c,
         "node1",
         None,
-        &["sh", "-c", &format!("exec {vt} server --listen 10.0.1.11:9300 --gid-index {sg} --busy-poll > /mnt/lab/plugin-vt-server.json 2> /mnt/lab/plugin-vt-server.err")],
+        &["sh", "-c", &format!("exec {vt} server --listen 10.0.1.11:9300 --gid-index {sg} --busy-poll {server_flags} > /mnt/lab/{tag}-server.json 2> /mnt/lab/{tag}-server.err")],
     )?;
     wait_until("vtest to listen", Duration::from_secs(30), || Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :9300"])?.trim().is_empty()))?;
     let cli = spawn(
@@ -404,7 +477,7 @@ fn plugin_vtest_checked_traffic_survives_dump_and_restore(c: &Ctx) -> Result<()>
             "sh",
             "-c",
             &format!(
-                "exec {vt} client --connect 10.0.1.11:9300 --gid-index {cg} --busy-poll --count {count} --write-every 3 --rate 400 > /mnt/lab/plugin-vt-client.json 2> /mnt/lab/plugin-vt-client.err"
+                "exec {vt} client --connect 10.0.1.11:9300 --gid-index {cg} --busy-poll --count {count} --write-every 3 --rate 400 > /mnt/lab/{tag}-client.json 2> /mnt/lab/{tag}-client.err"
             ),
         ],
     )?;
@@ -414,17 +487,20 @@ fn plugin_vtest_checked_traffic_survives_dump_and_restore(c: &Ctx) -> Result<()>
         Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={srv}")) && l.contains("state=rts")))
     })?;
     thread::sleep(Duration::from_secs(5));
+    (hooks.before_dump)(srv)?;
     let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
-    ensure!(o.status.success(), "dump of the vtest server failed: {}\n{}", text(&o), log_of("plugin-vt", "dump.log"));
+    ensure!(o.status.success(), "dump of the vtest server failed: {}\n{}", text(&o), log_of(tag, "dump.log"));
+    (hooks.after_dump)(srv)?;
     let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
-    ensure!(o.status.success(), "restore of the vtest server failed: {}\n{}", text(&o), log_of("plugin-vt", "restore.log"));
+    ensure!(o.status.success(), "restore of the vtest server failed: {}\n{}", text(&o), log_of(tag, "restore.log"));
+    (hooks.after_restore)(srv)?;
     wait_exit(c, "node1", srv, Duration::from_secs(300))?;
     wait_exit(c, "node3", cli, Duration::from_secs(60))?;
     let read = |f: &str| -> Result<serde_json::Value> {
         let t = std::fs::read_to_string(share().join(f))?;
         serde_json::from_str(&t).with_context(|| format!("{f}: {t}\n{}", std::fs::read_to_string(share().join(f.replace(".json", ".err"))).unwrap_or_default()))
     };
-    let (s, cl) = (read("plugin-vt-server.json")?, read("plugin-vt-client.json")?);
+    let (s, cl) = (read(&format!("{tag}-server.json"))?, read(&format!("{tag}-client.json"))?);
     ensure!(
         s["ok"] == true && s["lost"] == 0 && s["duplicated"] == 0 && s["corrupted"] == 0 && s["writes_bad"] == 0 && s["messages"] == count,
         "server after dump and restore: {s}"

@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
 use crate::ctl::{self, Record};
-use crate::fdinfo::{self, EventInfo, UverbsInfo};
+use crate::fdinfo::{self, EventInfo, Link, UverbsInfo};
 use crate::image::{self, Ah, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QpLinks, QueueVma};
 use crate::log::{debug, info};
 use crate::uverbs;
@@ -219,7 +219,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     };
     // PD first: every verbs device has PDs, so an error here is a real one (a type the device
     // does not implement at all answers EINVAL/EOPNOTSUPP, and then it holds none of them).
-    let pds = handles(uverbs::OBJ_PD, "PD")?.into_iter().map(|handle| Handle { handle }).collect();
+    let pds: Vec<Handle> = handles(uverbs::OBJ_PD, "PD")?.into_iter().map(|handle| Handle { handle }).collect();
     for (obj, name) in UNSUPPORTED_TYPES {
         let h = match uverbs::info_handles(fd, *obj) {
             Ok(h) => h,
@@ -239,7 +239,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     for h in handles(uverbs::OBJ_MR, "MR")? {
         let (lkey, rkey, length, iova) = uverbs::query_mr(fd, h).map_err(sys(format!("{who}: query MR handle {h}")))?;
         let access = mr_recs.iter().find(|r| r.num("lkey") == Some(lkey as u64)).and_then(|r| r.num("access")).map(|a| a as u32);
-        mrs.push(Mr { handle: h, lkey, rkey, iova, length, access });
+        mrs.push(Mr { handle: h, lkey, rkey, iova, length, access, pd: None });
     }
 
     let by_order = |recs: Vec<&Record>, hs: &[u32], key: &str| -> Vec<Option<u32>> {
@@ -286,6 +286,25 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         )));
     }
 
+    // Which PD each MR and QP uses: from the fdinfo of rdmig's ib_uverbs (softroce patch 0011),
+    // or the only PD there is.
+    let pd_of = |type_id: u16, h: u32, what: &str| -> Result<u32, DumpError> {
+        match uvinfo.as_ref().and_then(|i| i.obj_of_type(type_id, h)).and_then(|o| o.pd) {
+            Some(Link::Handle(p)) if pds.iter().any(|x| x.handle == p) => Ok(p),
+            Some(Link::Handle(p)) => Err(unsupported(format!("{what} uses PD handle {p}, which is not among the process's PDs"))),
+            Some(Link::Busy) => Err(unsupported(format!("{what} was being changed or destroyed while its PD was read"))),
+            Some(Link::None) => Err(unsupported(format!("{what} has no PD"))),
+            None if pds.len() == 1 => Ok(pds[0].handle),
+            None => Err(unsupported(format!(
+                "holds {} PDs, and this ib_uverbs does not show which PD {what} uses (it lacks rdmig's softroce patch 0011)",
+                pds.len()
+            ))),
+        }
+    };
+    for m in &mut mrs {
+        m.pd = Some(pd_of(uverbs::OBJ_MR, m.handle, &format!("MR handle {} (lkey {:#x})", m.handle, m.lkey))?);
+    }
+
     // The process's mappings of this uverbs file: the rxe rings (CQ, SQ, RQ), by page offset.
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(sys(format!("read /proc/{pid}/maps")))?;
     let mut vmas: Vec<(u64, u64, u64, String)> = vec![];
@@ -313,11 +332,8 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             qp_recs.len()
         )));
     }
-    let pds: Vec<Handle> = pds;
-    if pds.len() > 1 {
-        return Err(unsupported(format!("holds {} PDs; a restore cannot tell which PD each QP and MR uses, so only one PD is supported", pds.len())));
-    }
     let mut blob = vec![];
+    let mut qp_pds: Vec<u32> = vec![]; // the PD of each QP, by qp index
     let mut qps = vec![];
     let mut ring_of_qp = vec![]; // (qp index, sq pgoff, rq pgoff, scq pgoff, rcq pgoff)
     let mut to_dump: Vec<(usize, String)> = vec![]; // connected QPs: (qp index, state)
@@ -364,6 +380,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
                 )));
             }
         }
+        qp_pds.push(pd_of(uverbs::OBJ_QP, *h, &format!("QP handle {h} (QPN {qpn})"))?);
         let attr = uverbs::query_qp(fd, *h).map_err(sys(format!("{who}: query QP handle {h}")))?;
         let port = if attr.port_num == 0 { 1 } else { attr.port_num };
         let (sgid, sgid_type) = if connected {
@@ -488,11 +505,25 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         .collect();
     for (i, sq, rq, scq, rcq) in &ring_of_qp {
         let q = &mut qps[*i];
-        let pd = pds.first().map(|p| p.handle).unwrap_or(0);
+        let pd = qp_pds[*i];
         let cq_of = |o: &u64| cqs.iter().find(|c| c.pgoff == Some(*o)).map(|c| c.handle);
         let (Some(send_cq), Some(recv_cq)) = (cq_of(scq), cq_of(rcq)) else {
             return Err(unsupported(format!("QP {}: its CQ rings are not among the process's CQ mappings", q.qpn)));
         };
+        // The CQ handles were paired with their rings by creation order; where ib_uverbs names
+        // the QP's CQs (patch 0011), they must agree.
+        if let Some(o) = uvinfo.as_ref().and_then(|u| u.obj_of_type(uverbs::OBJ_QP, q.handle)) {
+            for (what, shown, paired) in [("send", o.send_cq, send_cq), ("receive", o.recv_cq, recv_cq)] {
+                if let Some(Link::Handle(s)) = shown {
+                    if s != paired {
+                        return Err(unsupported(format!(
+                            "QP {}: its {what} CQ is handle {s}, but its ring is the one paired with CQ handle {paired}; cannot tell the CQs' rings apart",
+                            q.qpn
+                        )));
+                    }
+                }
+            }
+        }
         q.links = Some(QpLinks { pd, send_cq, recv_cq, sq_pgoff: *sq, rq_pgoff: *rq });
         if q.mig_image.is_none() {
             for (o, what) in [(sq, "send queue"), (rq, "receive queue")] {

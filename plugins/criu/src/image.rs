@@ -255,6 +255,10 @@ pub struct Mr {
     pub length: u64,
     /// From the status: user address and access flags (`None` if the status lacked the MR).
     pub access: Option<u32>,
+    /// Handle of its PD (from the fdinfo of rdmig's ib_uverbs, softroce patch 0011, or the only
+    /// PD of the context); absent in images of older plugins, which allowed one PD only.
+    #[serde(default)]
+    pub pd: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,7 +405,7 @@ mod tests {
                 cqs: vec![Cq { handle: 2, pgoff: Some(1), cqe: Some(15), user_handle: 0x55d0, channel: Some("ab".into()), comp_events_reported: 3, events_reported: 0 }],
                 srqs: vec![],
                 qps: vec![],
-                mrs: vec![Mr { handle: 1, lkey: 0x1234, rkey: 0x1234, iova: 0x7000, length: 4096, access: Some(7) }],
+                mrs: vec![Mr { handle: 1, lkey: 0x1234, rkey: 0x1234, iova: 0x7000, length: 4096, access: Some(7), pd: Some(0) }],
                 mws: vec![],
                 ahs: vec![],
                 comp_channels: 1,

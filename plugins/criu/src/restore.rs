@@ -2,8 +2,9 @@
 //!
 //! 1. `RESTORE_EXT_FILE` (inside the restored task, before its memory is in place and before
 //!    its credentials are restored): the first file id of a verbs context (the uverbs file or
-//!    its async event file) rebuilds the whole context on a new uverbs file: PD, CQs, MRs and QPs
-//!    in uverbs handle order (dummy PDs fill handle gaps, so every object gets its old handle),
+//!    its async event file) rebuilds the whole context on a new uverbs file: PDs and CQs, then
+//!    MRs and then QPs on their PDs, each in handle order (dummy PDs hold the lower handles that
+//!    are free, so every object gets its old handle),
 //!    QPs and MRs with their old numbers and keys (`/dev/rxe_ctl` EXPECT), QPs moved through
 //!    their states with their old attributes and, when they were connected, loaded with the
 //!    driver's state image (QP_RESTORE: queues, PSNs, responder resources); they stay stopped.
@@ -21,7 +22,7 @@
 //! Anything that fails in step 1 closes the new uverbs file, which destroys every object made
 //! on it: nothing is left half-created on the device.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -183,11 +184,19 @@ pub fn check_restorable(c: &Context) -> Result<(), String> {
         ));
     }
     crate::dump::check_events(&c.cqs, &c.qps, &c.channels, &c.async_pending)?;
-    if c.pds.len() > 1 {
-        return Err(format!("holds {} PDs; only one is supported", c.pds.len()));
-    }
     if let Some(q) = c.qps.iter().find(|q| q.links.is_none()) {
         return Err(format!("QP {} was saved without its CQ and ring links (image of an older plugin)", q.qpn));
+    }
+    let is_pd = |h: u32| c.pds.iter().any(|p| p.handle == h);
+    for m in &c.mrs {
+        match mr_pd(c, m) {
+            Some(p) if is_pd(p) => {}
+            Some(p) => return Err(format!("MR lkey {:#x} uses PD handle {p}, which the image does not hold", m.lkey)),
+            None => return Err(format!("MR lkey {:#x} was saved without its PD, and the image holds {} PDs", m.lkey, c.pds.len())),
+        }
+    }
+    if let Some(q) = c.qps.iter().find(|q| q.links.is_some_and(|l| !is_pd(l.pd))) {
+        return Err(format!("QP {} uses PD handle {}, which the image does not hold", q.qpn, q.links.map(|l| l.pd).unwrap_or(0)));
     }
     if let Some(cq) = c.cqs.iter().find(|cq| cq.pgoff.is_none() || cq.cqe.is_none()) {
         return Err(format!("CQ handle {} was saved without its ring", cq.handle));
@@ -196,6 +205,70 @@ pub fn check_restorable(c: &Context) -> Result<(), String> {
         return Err(format!("MR lkey {:#x} was saved without its access flags", m.lkey));
     }
     Ok(())
+}
+
+/// The PD of an MR: saved with it, or the only PD of an image of an older plugin.
+fn mr_pd(c: &Context, m: &image::Mr) -> Option<u32> {
+    m.pd.or(match c.pds.as_slice() {
+        [p] => Some(p.handle),
+        _ => None,
+    })
+}
+
+/// Creation level of an object: what it needs is made on an earlier level (PDs and CQs, then
+/// MRs on their PDs, then QPs on their PD and CQs).
+fn level(o: &Obj) -> u8 {
+    match o {
+        Obj::Pd(_) | Obj::Cq(_) => 0,
+        Obj::Mr(_) => 1,
+        Obj::Qp(_) => 2,
+    }
+}
+
+/// One step of recreating a context's objects at their handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Allocate a filler PD, which must get this handle.
+    Filler(u32),
+    /// Free the filler PD at this handle.
+    FreeFiller(u32),
+    /// Create the object of this handle.
+    Create(u32),
+}
+
+/// The steps that recreate objects `(handle, level)` at their handles. uverbs gives a new
+/// object the lowest free handle. Objects are made level by level (an object may have a lower
+/// handle than its PD), each level in handle order; before an object is made every lower handle
+/// is taken, by an object made before it or by a filler PD. The fillers on the handles of a
+/// level are freed when the level starts, the others at the end.
+fn plan(objs: &[(u32, u8)]) -> Vec<Step> {
+    let mut order = objs.to_vec();
+    order.sort_by_key(|&(h, l)| (l, h));
+    let mut taken: BTreeSet<u32> = BTreeSet::new();
+    let mut fillers: BTreeSet<u32> = BTreeSet::new();
+    let mut steps = vec![];
+    let mut cur = None;
+    for &(h, l) in &order {
+        if cur != Some(l) {
+            cur = Some(l);
+            for &(p, _) in order.iter().filter(|o| o.1 == l) {
+                if fillers.remove(&p) {
+                    taken.remove(&p);
+                    steps.push(Step::FreeFiller(p));
+                }
+            }
+        }
+        for want in 0..h {
+            if taken.insert(want) {
+                fillers.insert(want);
+                steps.push(Step::Filler(want));
+            }
+        }
+        taken.insert(h);
+        steps.push(Step::Create(h));
+    }
+    steps.extend(fillers.into_iter().map(Step::FreeFiller));
+    steps
 }
 
 fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
@@ -243,7 +316,6 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     objs.extend(c.mrs.iter().map(Obj::Mr));
     objs.extend(c.qps.iter().map(Obj::Qp));
     objs.sort_by_key(Obj::handle);
-    let pd = c.pds.first().map(|p| p.handle);
 
     let vma_len = |pgoff: u64| c.queues.iter().find(|q| q.pgoff == pgoff).map(|q| (q.len, q.start));
     let mut pgoffs = BTreeMap::new();
@@ -259,17 +331,22 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         Ok(())
     };
 
-    let mut next = 0u32;
-    let mut fillers = vec![];
-    for o in &objs {
-        while next < o.handle() {
-            let h = cmd::alloc_pd(fd).map_err(sys(format!("{who}: ALLOC_PD (handle filler)")))?;
-            if h != next {
-                return Err(RestoreError::Refused(format!("{who}: the filler for handle {next} got handle {h}")));
+    for step in plan(&objs.iter().map(|o| (o.handle(), level(o))).collect::<Vec<_>>()) {
+        let h = match step {
+            Step::Filler(want) => {
+                let h = cmd::alloc_pd(fd).map_err(sys(format!("{who}: ALLOC_PD (handle filler)")))?;
+                if h != want {
+                    return Err(RestoreError::Refused(format!("{who}: the filler for handle {want} got handle {h}")));
+                }
+                continue;
             }
-            fillers.push(h);
-            next += 1;
-        }
+            Step::FreeFiller(h) => {
+                cmd::dealloc_pd(fd, h).map_err(sys(format!("{who}: DEALLOC_PD of filler {h}")))?;
+                continue;
+            }
+            Step::Create(h) => h,
+        };
+        let o = objs.iter().find(|o| o.handle() == h).expect("the plan creates only objects of the image");
         let (what, got) = match o {
             Obj::Pd(_) => ("PD".to_string(), cmd::alloc_pd(fd).map_err(sys(format!("{who}: ALLOC_PD")))?),
             Obj::Cq(cq) => {
@@ -279,7 +356,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
                 map_ring(&format!("CQ handle {}", cq.handle), cq.pgoff.unwrap_or(0), &r.mi)?;
                 (format!("CQ ({cqe} entries)"), r.cq_handle)
             }
-            Obj::Mr(m) => (format!("MR lkey {:#x}", m.lkey), reg_mr(fd, &ctl, &c.ibdev, pd, m).map_err(|e| prefix(&who, e))?),
+            Obj::Mr(m) => (format!("MR lkey {:#x}", m.lkey), reg_mr(fd, &ctl, &c.ibdev, mr_pd(c, m), m).map_err(|e| prefix(&who, e))?),
             Obj::Qp(q) => {
                 let (h, r) = create_qp(fd, &ctl, &c.ibdev, q).map_err(|e| prefix(&who, e))?;
                 let links = q.links.expect("checked");
@@ -292,12 +369,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
             return Err(RestoreError::Refused(format!("{who}: {what} got handle {got} instead of {}", o.handle())));
         }
         debug!("{who}: recreated {what} as handle {got}");
-        next += 1;
     }
-    for h in fillers {
-        cmd::dealloc_pd(fd, h).map_err(sys(format!("{who}: DEALLOC_PD of filler {h}")))?;
-    }
-
     // Connected QPs get their driver state; CQs shared by several QPs are loaded once.
     let mut cqs_done: Vec<u32> = vec![];
     for q in &c.qps {
@@ -618,7 +690,7 @@ mod tests {
             cqs: vec![Cq { handle: 2, pgoff: Some(0x10), cqe: Some(255), ..Default::default() }],
             srqs: vec![],
             qps: vec![Qp { handle: 3, qpn: 17, links: Some(QpLinks { pd: 0, send_cq: 2, recv_cq: 2, sq_pgoff: 0x20, rq_pgoff: 0x30 }), ..Default::default() }],
-            mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7000, length: 4096, access: Some(7) }],
+            mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7000, length: 4096, access: Some(7), pd: Some(0) }],
             mws: vec![],
             ahs: vec![],
             comp_channels: 0,
@@ -663,9 +735,21 @@ mod tests {
         let mut c = ctx();
         c.srqs.push(Handle { handle: 9 });
         assert!(check_restorable(&c).unwrap_err().contains("1 SRQ"));
+        // Several PDs: each MR and QP names its own.
         let mut c = ctx();
         c.pds.push(Handle { handle: 4 });
-        assert!(check_restorable(&c).unwrap_err().contains("PDs"));
+        assert_eq!(check_restorable(&c), Ok(()));
+        c.mrs[0].pd = Some(4);
+        c.qps[0].links.as_mut().unwrap().pd = 4;
+        assert_eq!(check_restorable(&c), Ok(()));
+        c.mrs[0].pd = Some(5);
+        assert!(check_restorable(&c).unwrap_err().contains("MR lkey 0x105 uses PD handle 5"));
+        c.mrs[0].pd = None;
+        assert!(check_restorable(&c).unwrap_err().contains("without its PD, and the image holds 2 PDs"));
+        c.pds.pop();
+        assert_eq!(mr_pd(&c, &c.mrs[0]), Some(0), "an older image with one PD");
+        c.qps[0].links.as_mut().unwrap().pd = 4;
+        assert!(check_restorable(&c).unwrap_err().contains("QP 17 uses PD handle 4"));
         let mut c = ctx();
         c.qps[0].links = None;
         assert!(check_restorable(&c).unwrap_err().contains("QP 17"));
@@ -675,6 +759,52 @@ mod tests {
         let mut c = ctx();
         c.mrs[0].access = None;
         assert!(check_restorable(&c).unwrap_err().contains("access flags"));
+    }
+
+    /// Runs a plan against a model of uverbs' lowest-free handle allocation: every step must
+    /// get the handle it expects, and at the end exactly the objects' handles are taken.
+    fn run_plan(objs: &[(u32, u8)]) -> Vec<Step> {
+        let steps = plan(objs);
+        let mut used: BTreeSet<u32> = BTreeSet::new();
+        let mut made: Vec<u32> = vec![];
+        for s in &steps {
+            let lowest = (0..).find(|h| !used.contains(h)).unwrap();
+            match *s {
+                Step::Filler(h) => {
+                    assert_eq!(lowest, h, "{steps:?}");
+                    used.insert(h);
+                }
+                Step::Create(h) => {
+                    assert_eq!(lowest, h, "{steps:?}");
+                    let l = objs.iter().find(|o| o.0 == h).unwrap().1;
+                    assert!(made.iter().all(|m| objs.iter().find(|o| o.0 == *m).unwrap().1 <= l), "levels in order: {steps:?}");
+                    used.insert(h);
+                    made.push(h);
+                }
+                Step::FreeFiller(h) => assert!(used.remove(&h), "{steps:?}"),
+            }
+        }
+        let mut want: Vec<u32> = objs.iter().map(|o| o.0).collect();
+        want.sort_unstable();
+        assert_eq!(used.into_iter().collect::<Vec<_>>(), want, "{steps:?}");
+        steps
+    }
+
+    #[test]
+    fn handles_are_recreated_by_level_with_fillers() {
+        // PD 0, CQ 1, MR 2, QP 3: no filler at all.
+        assert_eq!(run_plan(&[(0, 0), (1, 0), (2, 1), (3, 2)]), vec![Step::Create(0), Step::Create(1), Step::Create(2), Step::Create(3)]);
+        // A hole at 1 (a destroyed object) gets a filler, freed at the end.
+        assert_eq!(run_plan(&[(0, 0), (2, 1)]), vec![Step::Create(0), Step::Filler(1), Step::Create(2), Step::FreeFiller(1)]);
+        // An MR (1) with a lower handle than its PD (2): the PD is made first over a filler at 1.
+        assert_eq!(
+            run_plan(&[(0, 0), (1, 1), (2, 0)]),
+            vec![Step::Create(0), Step::Filler(1), Step::Create(2), Step::FreeFiller(1), Step::Create(1)]
+        );
+        // Several PDs, CQs, MRs, QPs and holes, interleaved.
+        run_plan(&[(0, 0), (1, 0), (2, 0), (3, 2), (4, 1), (5, 1), (7, 0), (8, 1), (9, 1), (12, 2), (13, 0)]);
+        run_plan(&[(3, 2), (1, 1), (6, 0)]);
+        run_plan(&[]);
     }
 
     #[test]
