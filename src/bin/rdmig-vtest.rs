@@ -75,6 +75,10 @@ enum Role {
         /// of its own with a lower handle than that PD (for checkpoint/restore tests).
         #[arg(long)]
         spread_pds: bool,
+        /// Open the device a second time and keep that verbs context (a process rdmig's CRIU
+        /// plugin refuses to save).
+        #[arg(long)]
+        second_context: bool,
     },
     /// Connect, send checked traffic, report.
     Client {
@@ -178,7 +182,9 @@ fn open(c: &Common, spare_pds: u32) -> Result<RcQp> {
 fn main() {
     let cli = Cli::parse();
     let r = match cli.role {
-        Role::Server { listen, common, mr_pages, linger, spread_pds } => server(listen, &common, mr_pages, linger, spread_pds),
+        Role::Server { listen, common, mr_pages, linger, spread_pds, second_context } => {
+            server(listen, &common, mr_pages, linger, spread_pds, second_context)
+        }
         Role::Client { connect, common, count, write_every, pages, rate, window, faults } => {
             client(connect, &common, count, write_every, &pages, rate, window, &faults)
         }
@@ -195,12 +201,13 @@ fn main() {
     }
 }
 
-fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64, spread_pds: bool) -> Result<Report> {
+fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64, spread_pds: bool, second_context: bool) -> Result<Report> {
     let mut qp = open(c, if spread_pds { 2 } else { 0 })?;
     let rx_depth = 128usize;
     let rx = qp.region(rx_depth * c.msg_size, false)?;
     let target = qp.region(mr_pages * PAGE, true)?;
     let _side = if spread_pds { Some(qp.region_on_own_pd(PAGE, false)?) } else { None };
+    let _second = if second_context { Some(qp.open_another_context()?) } else { None };
     let listener = TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;
     eprintln!("server: QPN {:#x}, MR lkey {:#x} rkey {:#x}, listening on {listen}", qp.qp_number(), target.lkey(), target.rkey());
     let (sock, peer) = listener.accept()?;

@@ -48,12 +48,21 @@ pub fn show(dir: &Path) -> Result<String> {
                 for h in &c.cqs {
                     let _ = writeln!(out, "  cq   handle {}", h.handle);
                 }
-                for h in &c.srqs {
-                    let _ = writeln!(out, "  srq  handle {}", h.handle);
+                for q in &c.srqs {
+                    let pd = q.pd.map(|p| format!(" pd {p}")).unwrap_or_default();
+                    let ring = q.pgoff.map(|o| format!(" ring pgoff {o:#x}")).unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "  srq  handle {}{pd} max_wr {} max_sge {} limit {}{ring} user_handle {:#x} async events read {}",
+                        q.handle, q.max_wr, q.max_sge, q.srq_limit, q.user_handle, q.events_reported
+                    );
                 }
                 for q in &c.qps {
                     let a = &q.attr;
-                    let links = q.links.map(|k| format!(" pd {} cq {}/{}", k.pd, k.send_cq, k.recv_cq)).unwrap_or_default();
+                    let links = q
+                        .links
+                        .map(|k| format!(" pd {} cq {}/{}{}", k.pd, k.send_cq, k.recv_cq, k.srq.map(|s| format!(" srq {s}")).unwrap_or_default()))
+                        .unwrap_or_default();
                     let _ = writeln!(
                         out,
                         "  qp   handle {}{links} qpn {} ({}) {} {} sq_psn {:#x} rq_psn {:#x} dest_qpn {} caps send {}x{} recv {}x{} inline {}",
@@ -159,7 +168,7 @@ pub fn show_json(dir: &Path) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdmig_criu::image::{Context, Cq, EventFile, Handle, Mr, Qp, QpAttr, QpLinks, QueueVma};
+    use rdmig_criu::image::{Context, Cq, EventFile, Handle, Mr, Qp, QpAttr, QpLinks, QueueVma, Srq};
 
     #[test]
     fn shows_what_the_plugin_wrote() {
@@ -177,14 +186,14 @@ mod tests {
                 flags: 2,
                 pds: vec![Handle { handle: 0 }, Handle { handle: 4 }],
                 cqs: vec![Cq { handle: 2, pgoff: None, cqe: None, ..Default::default() }],
-                srqs: vec![],
+                srqs: vec![Srq { handle: 5, pd: Some(4), pgoff: Some(0x30), max_wr: 511, max_sge: 1, srq_limit: 16, ..Default::default() }],
                 qps: vec![Qp {
                     handle: 3,
                     qpn: 17,
                     qpn_source: "only QP of the process".into(),
                     qp_type: "rc".into(),
                     attr: QpAttr { state: 1, ..Default::default() },
-                    links: Some(QpLinks { pd: 4, send_cq: 2, recv_cq: 2, sq_pgoff: 0, rq_pgoff: 0 }),
+                    links: Some(QpLinks { pd: 4, send_cq: 2, recv_cq: 2, sq_pgoff: 0, rq_pgoff: 0x30, srq: Some(5) }),
                     ..Default::default()
                 }],
                 mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7f00_0000, length: 65536, access: Some(0xf), pd: Some(4) }],
@@ -207,7 +216,8 @@ mod tests {
         };
         image::write_file(&d.path().join(image::file_name(10)), &ev, &[]).unwrap();
         let s = show(d.path()).unwrap();
-        assert!(s.contains("qp   handle 3 pd 4 cq 2/2 qpn 17"), "{s}");
+        assert!(s.contains("qp   handle 3 pd 4 cq 2/2 srq 5 qpn 17"), "{s}");
+        assert!(s.contains("srq  handle 5 pd 4 max_wr 511 max_sge 1 limit 16 ring pgoff 0x30"), "{s}");
         assert!(s.contains("mr   handle 1 pd 4 lkey"), "{s}");
         assert!(s.contains("pd   handle 4"), "{s}");
         assert!(s.contains("INIT"), "{s}");

@@ -217,6 +217,14 @@ impl RcQp {
         &self.ctx
     }
 
+    /// Opens the QP's device once more: a second verbs context (its own uverbs file), held
+    /// until dropped. For tests of what checkpoint/restore refuses.
+    pub fn open_another_context(&self) -> Result<Arc<DeviceContext>, VerbsError> {
+        let list = DeviceList::new().map_err(op("list RDMA devices"))?;
+        let dev = list.iter().find(|d| d.name() == self.cfg.device).ok_or_else(|| VerbsError::NoDevice(self.cfg.device.clone(), "gone".into()))?;
+        dev.open().map_err(op("open device"))
+    }
+
     /// Moves the QP (in INIT since `open`) through RTR and RTS towards `remote`. Retries are unlimited (7) so a
     /// peer that is briefly away (a migration) does not push the QP into the error state.
     pub fn connect(&mut self, remote: &Endpoint) -> Result<(), VerbsError> {

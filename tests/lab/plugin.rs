@@ -1,8 +1,9 @@
 //! CRIU plugin scenarios (issue 5): Debian's stock CRIU loads rdmig's plugin, other processes are
 //! dumped and restored as before, a verbs process is saved (and keeps running with
 //! --leave-running, its stopped QPs resumed), dumped mid-run, killed and restored with every
-//! iteration delivered exactly once (also when it sleeps on completion events), and one the
-//! plugin cannot save is refused with a message naming the object and keeps running.
+//! iteration delivered exactly once (also when it sleeps on completion events, uses several PDs
+//! or receives from an SRQ), and one the plugin cannot save is refused with a message naming the
+//! object and keeps running.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -16,7 +17,7 @@ use crate::harness::{perftest_iterations as iterations, proc_state, spawn, wait_
 pub const SCENARIOS: &[Scenario] = &[
     ("plugin_loads_and_plain_process_dumps_and_restores", plugin_loads_and_plain_process_dumps_and_restores),
     ("plugin_saves_waiting_ib_send_bw_with_leave_running", plugin_saves_waiting_ib_send_bw_with_leave_running),
-    ("plugin_refuses_srq_and_process_keeps_running", plugin_refuses_srq_and_process_keeps_running),
+    ("plugin_refuses_second_context_and_process_keeps_running", plugin_refuses_second_context_and_process_keeps_running),
     ("plugin_restores_waiting_ib_send_bw", plugin_restores_waiting_ib_send_bw),
     ("plugin_leave_running_mid_run_resumes_the_qp", plugin_leave_running_mid_run_resumes_the_qp),
     ("plugin_ib_send_bw_dump_kill_restore_same_node", plugin_ib_send_bw_dump_kill_restore_same_node),
@@ -24,6 +25,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("plugin_ib_send_bw_restored_on_another_node", plugin_ib_send_bw_restored_on_another_node),
     ("plugin_vtest_checked_traffic_survives_dump_and_restore", plugin_vtest_checked_traffic_survives_dump_and_restore),
     ("plugin_vtest_several_pds_dump_kill_restore", plugin_vtest_several_pds_dump_kill_restore),
+    ("plugin_ib_send_bw_srq_dump_kill_restore_same_node", plugin_ib_send_bw_srq_dump_kill_restore_same_node),
 ];
 
 /// The address that moves with the restored server in the cross-node scenario.
@@ -167,27 +169,56 @@ fn plugin_saves_waiting_ib_send_bw_with_leave_running(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// (b) A process the plugin cannot save (ib_send_bw --use-srq: the driver cannot migrate SRQ
-/// rings) is refused with a message naming the object and the reason; nothing is stopped, the
-/// server keeps running and then serves its client to the last iteration.
-fn plugin_refuses_srq_and_process_keeps_running(c: &Ctx) -> Result<()> {
+/// (b) A process the plugin cannot save (the vtest server holding a second verbs context: the
+/// plugin saves one per process) is refused with a message naming the object and the reason;
+/// nothing is stopped, the server keeps running and its checked traffic arrives intact.
+fn plugin_refuses_second_context_and_process_keeps_running(c: &Ctx) -> Result<()> {
     let plugins = plugin_dir(c)?;
-    let g = gids(c)?;
     let dir = image_dir("plugin-refuse")?;
-    // perftest creates its objects (the SRQ among them) once a client connects; the run must
-    // outlast CRIU's start-up, which is slow here while the nodes are busy (~15 s).
-    let iters = 100000;
-    let (srv, cli) = send_bw_pair_running(c, &g, &["-n", &iters.to_string(), "--use-srq"], "plugin-refuse")?;
+    let (srv, cli, count) = start_vtest(c, "plugin-refuse", "--second-context")?;
     let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
     let log = log_of("plugin-refuse", "dump.log");
-    ensure!(!o.status.success(), "dump of a process with an SRQ succeeded:\n{log}");
+    ensure!(!o.status.success(), "dump of a process with two verbs contexts succeeded:\n{log}");
     let line = log.lines().find(|l| l.contains("rdmig_criu: cannot dump verbs state")).with_context(|| format!("no plugin error in the log:\n{log}"))?;
     println!("  {line}");
-    ensure!(line.contains(&format!("process {srv} (ib_send_bw)")) && line.contains("1 SRQ(s)") && line.contains("not supported"), "{line}");
+    ensure!(line.contains(&format!("process {srv} (rdmig-vtest)")) && line.contains("more uverbs files") && line.contains("only one verbs context"), "{line}");
     ensure!(!log.contains("stopped QP"), "a QP was stopped although the process was refused:\n{log}");
     let st = proc_state(c, "node1", srv)?;
     ensure!(st.as_deref().is_some_and(|s| !s.starts_with('T')), "server after the refused dump: {st:?}");
-    both_finish(c, srv, cli, iters, "plugin-refuse")
+    finish_vtest(c, "plugin-refuse", srv, cli, count)
+}
+
+/// An `ib_send_bw --use-srq -q 2` server (two RC QPs receiving from one SRQ) is dumped mid-run,
+/// killed and restored on the same node: the image holds the SRQ (its ring, limit and PD) and
+/// which QPs use it, the driver's QP images carry the SRQ ring once, and both sides finish with
+/// exactly N iterations per QP and no error.
+fn plugin_ib_send_bw_srq_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
+    let plugins = plugin_dir(c)?;
+    let g = gids(c)?;
+    let dir = image_dir("plugin-srq")?;
+    let iters = 50000u64;
+    let (srv, cli) = send_bw_pair_running(c, &g, &["-n", &iters.to_string(), "--use-srq", "-q", "2"], "plugin-srq")?;
+    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
+    let log = log_of("plugin-srq", "dump.log");
+    ensure!(o.status.success(), "dump of ib_send_bw --use-srq mid-run failed: {}\n{log}", text(&o));
+    ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+    let shown = rdmig::image::show(&share().join("plugin-srq"))?;
+    println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    let j = rdmig::image::show_json(&share().join("plugin-srq"))?;
+    let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
+    let k = &ctx["kind"];
+    let srqs = k["srqs"].as_array().context("no SRQs")?;
+    ensure!(srqs.len() == 1 && srqs[0]["pgoff"].is_u64() && srqs[0]["max_wr"].as_u64().is_some_and(|w| w > 0), "the SRQ was not saved: {k}");
+    let qps = k["qps"].as_array().context("no QPs")?;
+    ensure!(
+        qps.len() == 2 && qps.iter().all(|q| q["links"]["srq"] == srqs[0]["handle"] && q["mig_image"].is_object()),
+        "the QPs are not saved on the SRQ with their driver state: {k}"
+    );
+    let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
+    let log = log_of("plugin-srq", "restore.log");
+    ensure!(o.status.success(), "restore failed: {}\n{log}", text(&o));
+    ensure!(log.contains("1 SRQ") && log.contains("2 QP(s) resumed"), "the plugin did not rebuild the SRQ and resume both QPs:\n{log}");
+    both_finish(c, srv, cli, iters * 2, "plugin-srq")
 }
 
 /// Starts an ib_send_bw pair (server node1, client node2) with perftest options `opts` (both
@@ -449,13 +480,11 @@ struct Hooks<'a> {
     after_restore: &'a dyn Fn(i32) -> Result<()>,
 }
 
-/// Runs the checked vtest traffic (server on node1 with `server_flags`, client on node3), and
-/// dumps, kills and restores the server mid-transfer (image directory and logs named `tag`).
-fn vtest_dump_restore(c: &Ctx, tag: &str, server_flags: &str, hooks: Hooks) -> Result<()> {
-    let plugins = plugin_dir(c)?;
+/// The checked vtest traffic between a server on node1 (with `server_flags`) and a client on
+/// node3, running: (server pid, client pid, messages).
+fn start_vtest(c: &Ctx, tag: &str, server_flags: &str) -> Result<(i32, i32, u64)> {
     let bin = c.lab.load()?.rdmig_bin.display().to_string();
     let vt = c.lab_tool("rdmig-vtest");
-    let dir = image_dir(tag)?;
     let gid = |n: &str, ip: &str| -> Result<String> { Ok(c.exec_ok(n, &[&bin, "rxe", "gid-index", "--ip", ip])?.trim().to_string()) };
     let (sg, cg) = (gid("node1", "10.0.1.11")?, gid("node3", "10.0.1.13")?);
     for f in ["server.json", "client.json"] {
@@ -487,13 +516,11 @@ fn vtest_dump_restore(c: &Ctx, tag: &str, server_flags: &str, hooks: Hooks) -> R
         Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={srv}")) && l.contains("state=rts")))
     })?;
     thread::sleep(Duration::from_secs(5));
-    (hooks.before_dump)(srv)?;
-    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
-    ensure!(o.status.success(), "dump of the vtest server failed: {}\n{}", text(&o), log_of(tag, "dump.log"));
-    (hooks.after_dump)(srv)?;
-    let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
-    ensure!(o.status.success(), "restore of the vtest server failed: {}\n{}", text(&o), log_of(tag, "restore.log"));
-    (hooks.after_restore)(srv)?;
+    Ok((srv, cli, count))
+}
+
+/// Waits for the vtest pair and checks that every message and write arrived intact.
+fn finish_vtest(c: &Ctx, tag: &str, srv: i32, cli: i32, count: u64) -> Result<()> {
     wait_exit(c, "node1", srv, Duration::from_secs(300))?;
     wait_exit(c, "node3", cli, Duration::from_secs(60))?;
     let read = |f: &str| -> Result<serde_json::Value> {
@@ -503,9 +530,25 @@ fn vtest_dump_restore(c: &Ctx, tag: &str, server_flags: &str, hooks: Hooks) -> R
     let (s, cl) = (read(&format!("{tag}-server.json"))?, read(&format!("{tag}-client.json"))?);
     ensure!(
         s["ok"] == true && s["lost"] == 0 && s["duplicated"] == 0 && s["corrupted"] == 0 && s["writes_bad"] == 0 && s["messages"] == count,
-        "server after dump and restore: {s}"
+        "server: {s}"
     );
     ensure!(cl["ok"] == true, "client: {cl}");
-    println!("  {} messages and {} RDMA WRITEs checked across the dump and restore, all intact", s["messages"], s["writes"]);
+    println!("  {} messages and {} RDMA WRITEs checked, all intact", s["messages"], s["writes"]);
     Ok(())
+}
+
+/// Runs the checked vtest traffic and dumps, kills and restores the server mid-transfer (image
+/// directory and logs named `tag`).
+fn vtest_dump_restore(c: &Ctx, tag: &str, server_flags: &str, hooks: Hooks) -> Result<()> {
+    let plugins = plugin_dir(c)?;
+    let dir = image_dir(tag)?;
+    let (srv, cli, count) = start_vtest(c, tag, server_flags)?;
+    (hooks.before_dump)(srv)?;
+    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
+    ensure!(o.status.success(), "dump of the vtest server failed: {}\n{}", text(&o), log_of(tag, "dump.log"));
+    (hooks.after_dump)(srv)?;
+    let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
+    ensure!(o.status.success(), "restore of the vtest server failed: {}\n{}", text(&o), log_of(tag, "restore.log"));
+    (hooks.after_restore)(srv)?;
+    finish_vtest(c, tag, srv, cli, count)
 }

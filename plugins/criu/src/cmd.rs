@@ -21,6 +21,7 @@ const CMD_CREATE_COMP_CHANNEL: u32 = 17;
 const CMD_CREATE_CQ: u32 = 18;
 const CMD_CREATE_QP: u32 = 24;
 const CMD_MODIFY_QP: u32 = 26;
+const CMD_CREATE_SRQ: u32 = 32;
 
 /// `struct mminfo` of rdma_user_rxe.h: where the ring can be mmapped, and its size.
 #[repr(C)]
@@ -152,6 +153,37 @@ pub fn create_comp_channel(fd: RawFd) -> io::Result<RawFd> {
     let mut r = U32Resp::default();
     write_cmd(fd, CMD_CREATE_COMP_CHANNEL, &mut RespOnly::default(), Some(&mut r))?;
     Ok(r.v as RawFd)
+}
+
+#[repr(C)]
+struct CreateSrq {
+    response: u64,
+    user_handle: u64,
+    pd_handle: u32,
+    max_wr: u32,
+    max_sge: u32,
+    srq_limit: u32,
+}
+
+#[repr(C)]
+#[derive(Default, Debug)]
+pub struct CreateSrqResp {
+    pub srq_handle: u32,
+    pub max_wr: u32,
+    pub max_sge: u32,
+    pub srqn: u32,
+    /// rxe's `struct rxe_create_srq_resp`: the ring, the SRQ's number, reserved.
+    pub mi: MmInfo,
+    pub srq_num: u32,
+    pub reserved: u32,
+}
+
+/// CREATE_SRQ (a basic SRQ); `srq_limit` non-zero arms it as ibv_modify_srq(IBV_SRQ_LIMIT) does.
+pub fn create_srq(fd: RawFd, pd: u32, max_wr: u32, max_sge: u32, srq_limit: u32, user_handle: u64) -> io::Result<CreateSrqResp> {
+    let mut r = CreateSrqResp::default();
+    let mut c = CreateSrq { response: 0, user_handle, pd_handle: pd, max_wr, max_sge, srq_limit };
+    write_cmd(fd, CMD_CREATE_SRQ, &mut c, Some(&mut r))?;
+    Ok(r)
 }
 
 /// `struct rdmig_uverbs_ev_ctl` of softroce patch 0010 (`uverbs_ckpt_abi.h`).
@@ -296,6 +328,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<ModifyQp>(), 112);
         assert_eq!(std::mem::size_of::<RegMr>(), 40);
         assert_eq!(std::mem::size_of::<RegMrResp>(), 12);
+        assert_eq!(std::mem::size_of::<CreateSrq>(), 32);
+        assert_eq!(std::mem::size_of::<CreateSrqResp>(), 16 + 24);
         assert_eq!(IOC_EVENTS, 0x4028_b840);
     }
 }

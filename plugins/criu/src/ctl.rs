@@ -68,6 +68,8 @@ pub const OBJ_MR: u32 = 2;
 const F_KEY: u32 = 2;
 /// QP_RESTORE: restore the QP's CQ rings too.
 pub const QP_F_CQ: u32 = 1;
+/// QP_RESTORE: restore the ring of the QP's SRQ too.
+pub const QP_F_SRQ: u32 = 2;
 
 #[repr(C)]
 struct Expect {

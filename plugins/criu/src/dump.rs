@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use crate::ctl::{self, Record};
 use crate::fdinfo::{self, EventInfo, Link, UverbsInfo};
-use crate::image::{self, Ah, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QpLinks, QueueVma};
+use crate::image::{self, Ah, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QpLinks, QueueVma, Srq};
 use crate::log::{debug, info};
 use crate::uverbs;
 
@@ -253,7 +253,11 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     let mws: Vec<Mw> = mw_h.iter().zip(by_order(ctl::owned(&status, "mw", pid, &ibdev), &mw_h, "rkey")).map(|(h, rkey)| Mw { handle: *h, rkey }).collect();
     let ah_h = handles(uverbs::OBJ_AH, "AH")?;
     let ahs: Vec<Ah> = ah_h.iter().zip(by_order(ctl::owned(&status, "ah", pid, &ibdev), &ah_h, "index")).map(|(h, ah_num)| Ah { handle: *h, ah_num }).collect();
-    let srqs: Vec<Handle> = handles(uverbs::OBJ_SRQ, "SRQ")?.into_iter().map(|handle| Handle { handle }).collect();
+    let mut srqs: Vec<Srq> = vec![];
+    for h in handles(uverbs::OBJ_SRQ, "SRQ")? {
+        let a = uverbs::query_srq(fd, h).map_err(sys(format!("{who}: query SRQ handle {h}")))?;
+        srqs.push(Srq { handle: h, max_wr: a.max_wr, max_sge: a.max_sge, srq_limit: a.srq_limit, ..Default::default() });
+    }
     let comp_channels = handles(uverbs::OBJ_COMP_CHANNEL, "completion channel")?.len() as u32;
     let async_event_files = handles(uverbs::OBJ_ASYNC_EVENT, "async event file")?.len() as u32;
 
@@ -267,13 +271,6 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     }
     if let Some(m) = mrs.iter().find(|m| m.access.is_none()) {
         return Err(unsupported(format!("MR handle {} (lkey {:#x}) is not in {}'s list; its access flags are unknown", m.handle, m.lkey, ctl::CTL_DEV)));
-    }
-    if !srqs.is_empty() {
-        return Err(unsupported(format!(
-            "holds {} SRQ(s) (handles {:?}): restoring them is not supported yet (SRQ rings have no migration support in the driver)",
-            srqs.len(),
-            srqs.iter().map(|s| s.handle).collect::<Vec<_>>()
-        )));
     }
     // The event state (user handles, event counters, which CQ uses which channel), from the
     // fdinfo of rdmig's ib_uverbs; a stock ib_uverbs shows none of it.
@@ -303,6 +300,15 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     };
     for m in &mut mrs {
         m.pd = Some(pd_of(uverbs::OBJ_MR, m.handle, &format!("MR handle {} (lkey {:#x})", m.handle, m.lkey))?);
+    }
+    for q in &mut srqs {
+        q.pd = Some(pd_of(uverbs::OBJ_SRQ, q.handle, &format!("SRQ handle {}", q.handle))?);
+        if let Some(e) = uvinfo.as_ref().and_then(|i| i.obj("srq", q.handle)) {
+            q.user_handle = e.user_handle;
+            q.events_reported = e.events_reported;
+        } else if uvinfo.is_some() {
+            return Err(unsupported(format!("SRQ handle {} is missing from the fdinfo of the uverbs file", q.handle)));
+        }
     }
 
     // The process's mappings of this uverbs file: the rxe rings (CQ, SQ, RQ), by page offset.
@@ -334,6 +340,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     }
     let mut blob = vec![];
     let mut qp_pds: Vec<u32> = vec![]; // the PD of each QP, by qp index
+    let mut qp_srqs: Vec<Option<u32>> = vec![]; // the SRQ of each QP, by qp index
     let mut qps = vec![];
     let mut ring_of_qp = vec![]; // (qp index, sq pgoff, rq pgoff, scq pgoff, rcq pgoff)
     let mut to_dump: Vec<(usize, String)> = vec![]; // connected QPs: (qp index, state)
@@ -366,9 +373,29 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
                 ))),
             }
         };
-        let (sq, rq, scq, rcq, srq) = (off("sq_off")?, off("rq_off")?, off("scq_off")?, off("rcq_off")?, off("srq_off")?);
-        if srq.is_some() {
-            return Err(unsupported(format!("QP {qpn} uses an SRQ, which cannot be saved yet")));
+        let (sq, mut rq, scq, rcq, srq_ring) = (off("sq_off")?, off("rq_off")?, off("scq_off")?, off("rcq_off")?, off("srq_off")?);
+        // A QP on an SRQ receives from the SRQ's ring: which SRQ that is, ib_uverbs says (patch
+        // 0011); with one SRQ it can only be that one. The ring names the SRQ's mapping.
+        let mut srq = None;
+        if let Some(ring) = srq_ring {
+            let shown = uvinfo.as_ref().and_then(|i| i.obj_of_type(uverbs::OBJ_QP, *h)).and_then(|o| o.srq);
+            let sh = match shown {
+                Some(Link::Handle(s)) => s,
+                None if srqs.len() == 1 => srqs[0].handle,
+                _ => {
+                    return Err(unsupported(format!(
+                        "QP {qpn} uses an SRQ, and this ib_uverbs does not show which of the {} SRQs (it lacks rdmig's softroce patch 0011)",
+                        srqs.len()
+                    )))
+                }
+            };
+            let s = srqs.iter_mut().find(|s| s.handle == sh).ok_or_else(|| unsupported(format!("QP {qpn} uses SRQ handle {sh}, which the process does not hold")))?;
+            if s.pgoff.is_some_and(|o| o != ring) {
+                return Err(unsupported(format!("SRQ handle {sh}: its QPs name different rings")));
+            }
+            s.pgoff = Some(ring);
+            srq = Some(sh);
+            rq = Some(ring);
         }
         let (Some(sq), Some(rq), Some(scq), Some(rcq)) = (sq, rq, scq, rcq) else {
             return Err(unsupported(format!("QP {qpn} has a ring that is not mapped by the process; cannot save it")));
@@ -389,15 +416,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         } else {
             (None, None)
         };
-        // Stopped now, dumped below once every QP is stopped: QPs share CQs, and a QP's image
-        // carries its CQ rings, which other QPs still running would keep filling.
         if connected {
-            if qctl.is_none() {
-                qctl = Some(ctl::Ctl::open().map_err(sys(format!("open {}", ctl::CTL_DEV)))?);
-            }
-            let c = qctl.as_ref().expect("opened just above");
-            c.qp_stop(&ibdev, qpn).map_err(sys(format!("{who}: stop QP {qpn} (RXE_CTL_IOC_QP_STOP)")))?;
-            STOPPED.lock().unwrap_or_else(|e| e.into_inner()).push((ibdev.clone(), qpn));
             to_dump.push((qps.len(), ctl_state.to_uppercase()));
         }
         let mig_image = None;
@@ -406,6 +425,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             return Err(unsupported(format!("QP handle {h} (QPN {qpn}) is missing from the fdinfo of the uverbs file")));
         }
         ring_of_qp.push((qps.len(), sq, rq, scq, rcq));
+        qp_srqs.push(srq);
         qps.push(Qp {
             handle: *h,
             qpn,
@@ -421,6 +441,23 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         });
     }
 
+    if let Some(s) = srqs.iter().find(|s| s.pgoff.is_none()) {
+        return Err(unsupported(format!(
+            "SRQ handle {} is used by no QP: its ring cannot be told apart from the CQs' rings",
+            s.handle
+        )));
+    }
+    // Every connected QP is stopped, then each is dumped: QPs share CQs (and SRQs), and a QP's
+    // image carries those rings, which other QPs still running would keep filling.
+    for (i, _) in &to_dump {
+        let qpn = qps[*i].qpn;
+        if qctl.is_none() {
+            qctl = Some(ctl::Ctl::open().map_err(sys(format!("open {}", ctl::CTL_DEV)))?);
+        }
+        let c = qctl.as_ref().expect("opened just above");
+        c.qp_stop(&ibdev, qpn).map_err(sys(format!("{who}: stop QP {qpn} (RXE_CTL_IOC_QP_STOP)")))?;
+        STOPPED.lock().unwrap_or_else(|e| e.into_inner()).push((ibdev.clone(), qpn));
+    }
     for (i, state) in to_dump {
         let qpn = qps[i].qpn;
         let c = qctl.as_ref().expect("a QP to dump was stopped through it");
@@ -495,7 +532,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             channels.iter().map(|c| c.fd).collect::<Vec<_>>()
         )));
     }
-    check_events(&cqs, &qps, &channels, &async_pending).map_err(unsupported)?;
+    check_events(&cqs, &qps, &srqs, &channels, &async_pending).map_err(unsupported)?;
     // The rings the driver's QP images do not carry are copied back as they are; that is exact
     // only while the driver's private index of the ring is still 0.
     let covered: Vec<u64> = ring_of_qp
@@ -524,10 +561,10 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
                 }
             }
         }
-        q.links = Some(QpLinks { pd, send_cq, recv_cq, sq_pgoff: *sq, rq_pgoff: *rq });
+        q.links = Some(QpLinks { pd, send_cq, recv_cq, sq_pgoff: *sq, rq_pgoff: *rq, srq: qp_srqs[*i] });
         if q.mig_image.is_none() {
             for (o, what) in [(sq, "send queue"), (rq, "receive queue")] {
-                if ring_u32(*o, RING_CONSUMER) != Some(0) {
+                if !covered.contains(o) && ring_u32(*o, RING_CONSUMER) != Some(0) {
                     return Err(unsupported(format!(
                         "QP {} ({}) has consumed work requests of its {what} before being connected; its ring cannot be restored",
                         q.qpn,
@@ -621,8 +658,8 @@ fn event_files(pid: i32, who: &str) -> Result<(Vec<Channel>, Vec<AsyncEvent>), D
 
 /// Checks that the saved event state refers only to objects the image holds: each CQ's channel is
 /// one of the process's channels, each queued completion event is of a CQ, each queued async
-/// event is of a CQ or QP of the image or of the device.
-pub fn check_events(cqs: &[Cq], qps: &[Qp], channels: &[Channel], async_pending: &[AsyncEvent]) -> Result<(), String> {
+/// event is of a CQ, QP or SRQ of the image or of the device.
+pub fn check_events(cqs: &[Cq], qps: &[Qp], srqs: &[Srq], channels: &[Channel], async_pending: &[AsyncEvent]) -> Result<(), String> {
     for c in cqs {
         if let Some(t) = &c.channel {
             if !channels.iter().any(|ch| &ch.token == t) {
@@ -642,6 +679,7 @@ pub fn check_events(cqs: &[Cq], qps: &[Qp], channels: &[Channel], async_pending:
             (0, None) => true,
             (uverbs::OBJ_CQ, Some(h)) => cqs.iter().any(|c| c.handle == h),
             (uverbs::OBJ_QP, Some(h)) => qps.iter().any(|q| q.handle == h),
+            (uverbs::OBJ_SRQ, Some(h)) => srqs.iter().any(|q| q.handle == h),
             _ => false,
         };
         if !known {

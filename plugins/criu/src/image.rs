@@ -76,7 +76,7 @@ pub struct Context {
     pub flags: i32,
     pub pds: Vec<Handle>,
     pub cqs: Vec<Cq>,
-    pub srqs: Vec<Handle>,
+    pub srqs: Vec<Srq>,
     pub qps: Vec<Qp>,
     pub mrs: Vec<Mr>,
     pub mws: Vec<Mw>,
@@ -103,6 +103,33 @@ pub struct Context {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handle {
     pub handle: u32,
+}
+
+/// A shared receive queue (basic). Images of plugins before SRQ support held only handles (and
+/// were refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Srq {
+    pub handle: u32,
+    /// Handle of its PD.
+    #[serde(default)]
+    pub pd: Option<u32>,
+    /// Page offset of its ring mapping (from the QPs that use it).
+    #[serde(default)]
+    pub pgoff: Option<u64>,
+    /// From QUERY_SRQ: capacity (rxe: the ring's index mask), SGEs per WQE, armed limit (0: not
+    /// armed).
+    #[serde(default)]
+    pub max_wr: u32,
+    #[serde(default)]
+    pub max_sge: u32,
+    #[serde(default)]
+    pub srq_limit: u32,
+    /// What libibverbs gave CREATE_SRQ (its `struct ibv_srq *`), and the async events of the SRQ
+    /// the process has read.
+    #[serde(default)]
+    pub user_handle: u64,
+    #[serde(default)]
+    pub events_reported: u32,
 }
 
 /// A completion queue: its handle and, when known, its ring.
@@ -186,9 +213,12 @@ pub struct QpLinks {
     pub pd: u32,
     pub send_cq: u32,
     pub recv_cq: u32,
-    /// Page offsets of the send and receive queue rings.
+    /// Page offsets of the send and receive queue rings (of a QP on an SRQ: the SRQ's ring).
     pub sq_pgoff: u64,
     pub rq_pgoff: u64,
+    /// The SRQ it receives from.
+    #[serde(default)]
+    pub srq: Option<u32>,
 }
 
 /// A byte range of the image's blob.

@@ -157,6 +157,7 @@ enum Obj<'a> {
     Pd(u32),
     Cq(&'a image::Cq),
     Mr(&'a image::Mr),
+    Srq(&'a image::Srq),
     Qp(&'a Qp),
 }
 
@@ -166,6 +167,7 @@ impl Obj<'_> {
             Obj::Pd(h) => *h,
             Obj::Cq(c) => c.handle,
             Obj::Mr(m) => m.handle,
+            Obj::Srq(q) => q.handle,
             Obj::Qp(q) => q.handle,
         }
     }
@@ -173,8 +175,8 @@ impl Obj<'_> {
 
 /// Checks that an image holds only what [`build`] can recreate.
 pub fn check_restorable(c: &Context) -> Result<(), String> {
-    if !c.srqs.is_empty() || !c.mws.is_empty() || !c.ahs.is_empty() {
-        return Err(format!("holds {} SRQ, {} MW and {} AH, which cannot be restored", c.srqs.len(), c.mws.len(), c.ahs.len()));
+    if !c.mws.is_empty() || !c.ahs.is_empty() {
+        return Err(format!("holds {} MW and {} AH, which cannot be restored", c.mws.len(), c.ahs.len()));
     }
     if c.comp_channels as usize != c.channels.len() {
         return Err(format!(
@@ -183,7 +185,7 @@ pub fn check_restorable(c: &Context) -> Result<(), String> {
             c.channels.len()
         ));
     }
-    crate::dump::check_events(&c.cqs, &c.qps, &c.channels, &c.async_pending)?;
+    crate::dump::check_events(&c.cqs, &c.qps, &c.srqs, &c.channels, &c.async_pending)?;
     if let Some(q) = c.qps.iter().find(|q| q.links.is_none()) {
         return Err(format!("QP {} was saved without its CQ and ring links (image of an older plugin)", q.qpn));
     }
@@ -194,6 +196,18 @@ pub fn check_restorable(c: &Context) -> Result<(), String> {
             Some(p) => return Err(format!("MR lkey {:#x} uses PD handle {p}, which the image does not hold", m.lkey)),
             None => return Err(format!("MR lkey {:#x} was saved without its PD, and the image holds {} PDs", m.lkey, c.pds.len())),
         }
+    }
+    for q in &c.srqs {
+        match q.pd {
+            Some(p) if is_pd(p) => {}
+            _ => return Err(format!("SRQ handle {} was saved without its PD or ring (image of an older plugin?)", q.handle)),
+        }
+        if q.pgoff.is_none() || q.max_wr == 0 {
+            return Err(format!("SRQ handle {} was saved without its ring (image of an older plugin?)", q.handle));
+        }
+    }
+    if let Some(q) = c.qps.iter().find(|q| q.links.and_then(|l| l.srq).is_some_and(|s| !c.srqs.iter().any(|x| x.handle == s))) {
+        return Err(format!("QP {} uses an SRQ the image does not hold", q.qpn));
     }
     if let Some(q) = c.qps.iter().find(|q| q.links.is_some_and(|l| !is_pd(l.pd))) {
         return Err(format!("QP {} uses PD handle {}, which the image does not hold", q.qpn, q.links.map(|l| l.pd).unwrap_or(0)));
@@ -216,11 +230,11 @@ fn mr_pd(c: &Context, m: &image::Mr) -> Option<u32> {
 }
 
 /// Creation level of an object: what it needs is made on an earlier level (PDs and CQs, then
-/// MRs on their PDs, then QPs on their PD and CQs).
+/// MRs and SRQs on their PDs, then QPs on their PD, CQs and SRQ).
 fn level(o: &Obj) -> u8 {
     match o {
         Obj::Pd(_) | Obj::Cq(_) => 0,
-        Obj::Mr(_) => 1,
+        Obj::Mr(_) | Obj::Srq(_) => 1,
         Obj::Qp(_) => 2,
     }
 }
@@ -314,6 +328,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     let mut objs: Vec<Obj> = c.pds.iter().map(|p| Obj::Pd(p.handle)).collect();
     objs.extend(c.cqs.iter().map(Obj::Cq));
     objs.extend(c.mrs.iter().map(Obj::Mr));
+    objs.extend(c.srqs.iter().map(Obj::Srq));
     objs.extend(c.qps.iter().map(Obj::Qp));
     objs.sort_by_key(Obj::handle);
 
@@ -357,11 +372,19 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
                 (format!("CQ ({cqe} entries)"), r.cq_handle)
             }
             Obj::Mr(m) => (format!("MR lkey {:#x}", m.lkey), reg_mr(fd, &ctl, &c.ibdev, mr_pd(c, m), m).map_err(|e| prefix(&who, e))?),
+            Obj::Srq(q) => {
+                let r = cmd::create_srq(fd, q.pd.expect("checked"), q.max_wr, q.max_sge, q.srq_limit, q.user_handle)
+                    .map_err(sys(format!("{who}: CREATE_SRQ (handle {}, {} WRs of {} SGEs)", q.handle, q.max_wr, q.max_sge)))?;
+                map_ring(&format!("SRQ handle {}", q.handle), q.pgoff.expect("checked"), &r.mi)?;
+                (format!("SRQ ({} WRs, limit {})", q.max_wr, q.srq_limit), r.srq_handle)
+            }
             Obj::Qp(q) => {
                 let (h, r) = create_qp(fd, &ctl, &c.ibdev, q).map_err(|e| prefix(&who, e))?;
                 let links = q.links.expect("checked");
                 map_ring(&format!("QP {} send queue", q.qpn), links.sq_pgoff, &r.sq_mi)?;
-                map_ring(&format!("QP {} receive queue", q.qpn), links.rq_pgoff, &r.rq_mi)?;
+                if links.srq.is_none() {
+                    map_ring(&format!("QP {} receive queue", q.qpn), links.rq_pgoff, &r.rq_mi)?;
+                }
                 (format!("QP {}", q.qpn), h)
             }
         };
@@ -370,8 +393,9 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         }
         debug!("{who}: recreated {what} as handle {got}");
     }
-    // Connected QPs get their driver state; CQs shared by several QPs are loaded once.
+    // Connected QPs get their driver state; CQs and SRQs shared by several QPs are loaded once.
     let mut cqs_done: Vec<u32> = vec![];
+    let mut srqs_done: Vec<u32> = vec![];
     for q in &c.qps {
         let (Some(m), Some(links)) = (q.mig_image, q.links) else { continue };
         let img = &l.blob[m.offset as usize..(m.offset + m.len) as usize];
@@ -385,6 +409,13 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
                     q.qpn
                 )))
             }
+        };
+        let flags = match links.srq {
+            Some(s) if !srqs_done.contains(&s) => {
+                srqs_done.push(s);
+                flags | ctl::QP_F_SRQ
+            }
+            _ => flags,
         };
         ctl.qp_restore(&c.ibdev, q.qpn, img, flags).map_err(sys(format!("{who}: QP_RESTORE of QP {}", q.qpn)))?;
         cqs_done.extend(cqs);
@@ -420,11 +451,12 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     };
     let channels: Vec<(String, RawFd)> = chans.into_iter().map(|(t, f, target)| (t, place(f, target))).collect();
     info!(
-        "{who}: recreated {} PD, {} CQ, {} MR, {} QP with their handles, numbers and keys, {} completion channel(s) and {nev} event \
+        "{who}: recreated {} PD, {} CQ, {} MR, {} SRQ, {} QP with their handles, numbers and keys, {} completion channel(s) and {nev} event \
          counter(s) and queued event(s); QPs stay stopped until the process's memory is in place",
         c.pds.len(),
         c.cqs.len(),
         c.mrs.len(),
+        c.srqs.len(),
         c.qps.len(),
         channels.len()
     );
@@ -441,6 +473,10 @@ fn restore_events(fd: RawFd, c: &Context) -> Result<usize, RestoreError> {
     for cq in c.cqs.iter().filter(|cq| cq.comp_events_reported != 0 || cq.events_reported != 0) {
         let e = cmd::EvCtl { events_reported: cq.events_reported, comp_events_reported: cq.comp_events_reported, ..ev(cmd::EV_SET_COUNTERS, uverbs::OBJ_CQ, cq.handle) };
         calls.push((format!("set the event counters of CQ handle {} ({} completion, {} async)", cq.handle, cq.comp_events_reported, cq.events_reported), e));
+    }
+    for q in c.srqs.iter().filter(|q| q.events_reported != 0) {
+        let e = cmd::EvCtl { events_reported: q.events_reported, ..ev(cmd::EV_SET_COUNTERS, uverbs::OBJ_SRQ, q.handle) };
+        calls.push((format!("set the event counter of SRQ handle {} ({})", q.handle, q.events_reported), e));
     }
     for q in c.qps.iter().filter(|q| q.events_reported != 0) {
         let e = cmd::EvCtl { events_reported: q.events_reported, ..ev(cmd::EV_SET_COUNTERS, uverbs::OBJ_QP, q.handle) };
@@ -546,6 +582,8 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
             sq_sig_all: a.sq_sig_all,
             qp_type,
             user_handle: q.user_handle,
+            srq_handle: links.srq.unwrap_or(0),
+            is_srq: links.srq.is_some() as u8,
             ..Default::default()
         },
     )
@@ -677,7 +715,7 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{AsyncEvent, Channel, Cq, Handle, Mr, QpLinks};
+    use crate::image::{AsyncEvent, Channel, Cq, Handle, Mr, QpLinks, Srq};
 
     fn ctx() -> Context {
         Context {
@@ -689,7 +727,7 @@ mod tests {
             pds: vec![Handle { handle: 0 }],
             cqs: vec![Cq { handle: 2, pgoff: Some(0x10), cqe: Some(255), ..Default::default() }],
             srqs: vec![],
-            qps: vec![Qp { handle: 3, qpn: 17, links: Some(QpLinks { pd: 0, send_cq: 2, recv_cq: 2, sq_pgoff: 0x20, rq_pgoff: 0x30 }), ..Default::default() }],
+            qps: vec![Qp { handle: 3, qpn: 17, links: Some(QpLinks { pd: 0, send_cq: 2, recv_cq: 2, sq_pgoff: 0x20, rq_pgoff: 0x30, srq: None }), ..Default::default() }],
             mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7000, length: 4096, access: Some(7), pd: Some(0) }],
             mws: vec![],
             ahs: vec![],
@@ -731,10 +769,25 @@ mod tests {
         c.async_pending.push(AsyncEvent { event_type: 5, element: 0x10, object: 4, handle: Some(3) });
         assert_eq!(check_restorable(&c), Ok(()), "an event of QP handle 3");
         c.async_pending.push(AsyncEvent { event_type: 15, element: 0x10, object: 5, handle: Some(9) });
-        assert!(check_restorable(&c).unwrap_err().contains("object type 5 handle Some(9)"), "an SRQ's event");
+        assert!(check_restorable(&c).unwrap_err().contains("object type 5 handle Some(9)"), "an event of an SRQ it does not hold");
+        c.srqs.push(Srq { handle: 9, pd: Some(0), pgoff: Some(0x40), max_wr: 255, max_sge: 1, ..Default::default() });
+        assert_eq!(check_restorable(&c), Ok(()), "an event of its SRQ");
+        c.async_pending.push(AsyncEvent { event_type: 19, element: 0x10, object: 12, handle: Some(9) });
+        assert!(check_restorable(&c).unwrap_err().contains("object type 12"), "a WQ's event");
+        // SRQs: need their PD and ring; a QP's SRQ must be in the image.
         let mut c = ctx();
-        c.srqs.push(Handle { handle: 9 });
-        assert!(check_restorable(&c).unwrap_err().contains("1 SRQ"));
+        c.srqs.push(Srq { handle: 9, pd: Some(0), pgoff: Some(0x40), max_wr: 255, max_sge: 1, ..Default::default() });
+        c.qps[0].links.as_mut().unwrap().srq = Some(9);
+        assert_eq!(check_restorable(&c), Ok(()));
+        c.qps[0].links.as_mut().unwrap().srq = Some(8);
+        assert!(check_restorable(&c).unwrap_err().contains("QP 17 uses an SRQ"));
+        c.srqs[0].pgoff = None;
+        assert!(check_restorable(&c).unwrap_err().contains("SRQ handle 9"));
+        c.srqs[0] = Srq { handle: 9, ..Default::default() };
+        assert!(check_restorable(&c).unwrap_err().contains("SRQ handle 9 was saved without its PD"), "an older image's SRQ");
+        let mut c = ctx();
+        c.mws.push(crate::image::Mw { handle: 9, rkey: None });
+        assert!(check_restorable(&c).unwrap_err().contains("1 MW"));
         // Several PDs: each MR and QP names its own.
         let mut c = ctx();
         c.pds.push(Handle { handle: 4 });
