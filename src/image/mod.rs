@@ -96,7 +96,19 @@ pub fn show(dir: &Path) -> Result<String> {
                 }
                 for a in &c.ahs {
                     let n = a.ah_num.map(|k| k.to_string()).unwrap_or_else(|| "?".into());
-                    let _ = writeln!(out, "  ah   handle {} ah_num {n}", a.handle);
+                    let pd = a.pd.map(|p| format!(" pd {p}")).unwrap_or_default();
+                    let av = a
+                        .av
+                        .as_ref()
+                        .map(|v| {
+                            let dgid = v.dgid.chunks(2).map(|w| format!("{:02x}{:02x}", w[0], w[1])).collect::<Vec<_>>().join(":");
+                            format!(
+                                " port {} sgid {} ({}) dgid {dgid} hop_limit {} tclass {} flow_label {:#x}",
+                                v.port, v.sgid, v.sgid_type, v.hop_limit, v.traffic_class, v.flow_label
+                            )
+                        })
+                        .unwrap_or_default();
+                    let _ = writeln!(out, "  ah   handle {}{pd} ah_num {n}{av} user_handle {:#x}", a.handle, a.user_handle);
                 }
                 let _ = writeln!(out, "  completion channels {}, async event files {}", c.comp_channels, c.async_event_files);
                 for ch in &c.channels {
@@ -168,7 +180,7 @@ pub fn show_json(dir: &Path) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdmig_criu::image::{Context, Cq, EventFile, Handle, Mr, Qp, QpAttr, QpLinks, QueueVma, Srq};
+    use rdmig_criu::image::{Ah, AhAv, Context, Cq, EventFile, Handle, Mr, Qp, QpAttr, QpLinks, QueueVma, Srq};
 
     #[test]
     fn shows_what_the_plugin_wrote() {
@@ -198,7 +210,13 @@ mod tests {
                 }],
                 mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7f00_0000, length: 65536, access: Some(0xf), pd: Some(4) }],
                 mws: vec![],
-                ahs: vec![],
+                ahs: vec![Ah {
+                    handle: 6,
+                    ah_num: Some(3),
+                    pd: Some(0),
+                    user_handle: 0x55d0,
+                    av: Some(AhAv { port: 1, sgid: "gid1".into(), sgid_type: "RoCE v2".into(), dgid: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], flow_label: 0, hop_limit: 64, traffic_class: 0 }),
+                }],
                 comp_channels: 0,
                 events_saved: false,
                 channels: vec![],
@@ -220,6 +238,7 @@ mod tests {
         assert!(s.contains("srq  handle 5 pd 4 max_wr 511 max_sge 1 limit 16 ring pgoff 0x30"), "{s}");
         assert!(s.contains("mr   handle 1 pd 4 lkey"), "{s}");
         assert!(s.contains("pd   handle 4"), "{s}");
+        assert!(s.contains("ah   handle 6 pd 0 ah_num 3 port 1 sgid gid1 (RoCE v2) dgid fe80:0000:0000:0000:0000:0000:0000:0001 hop_limit 64"), "{s}");
         assert!(s.contains("INIT"), "{s}");
         assert!(s.contains("lkey 0x00000105"), "{s}");
         assert!(s.contains("deadbeef"), "{s}");

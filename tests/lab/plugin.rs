@@ -1,9 +1,9 @@
 //! CRIU plugin scenarios (issue 5): Debian's stock CRIU loads rdmig's plugin, other processes are
 //! dumped and restored as before, a verbs process is saved (and keeps running with
 //! --leave-running, its stopped QPs resumed), dumped mid-run, killed and restored with every
-//! iteration delivered exactly once (also when it sleeps on completion events, uses several PDs
-//! or receives from an SRQ), and one the plugin cannot save is refused with a message naming the
-//! object and keeps running.
+//! iteration delivered exactly once (also when it sleeps on completion events, uses several PDs,
+//! receives from an SRQ, or sends over UD with an AH), and one the plugin cannot save is refused
+//! with a message naming the object and keeps running.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -26,6 +26,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("plugin_vtest_checked_traffic_survives_dump_and_restore", plugin_vtest_checked_traffic_survives_dump_and_restore),
     ("plugin_vtest_several_pds_dump_kill_restore", plugin_vtest_several_pds_dump_kill_restore),
     ("plugin_ib_send_bw_srq_dump_kill_restore_same_node", plugin_ib_send_bw_srq_dump_kill_restore_same_node),
+    ("plugin_ib_send_bw_ud_sender_dump_kill_restore", plugin_ib_send_bw_ud_sender_dump_kill_restore),
 ];
 
 /// The address that moves with the restored server in the cross-node scenario.
@@ -551,4 +552,39 @@ fn vtest_dump_restore(c: &Ctx, tag: &str, server_flags: &str, hooks: Hooks) -> R
     ensure!(o.status.success(), "restore of the vtest server failed: {}\n{}", text(&o), log_of(tag, "restore.log"));
     (hooks.after_restore)(srv)?;
     finish_vtest(c, tag, srv, cli, count)
+}
+
+/// The sender of a UD `ib_send_bw -c UD` (client on node2: a UD QP in RTS and an AH, whose number
+/// librxe puts into every work request) is dumped mid-run, killed and restored on the same node:
+/// the image holds the AH (number, address, PD) and the UD QP's driver state, and both sides
+/// finish with exactly N iterations. The sender is rate-limited (perftest's software limiter):
+/// at full speed UD drops messages in this lab even without a migration, and a UD receiver
+/// that misses one waits forever.
+fn plugin_ib_send_bw_ud_sender_dump_kill_restore(c: &Ctx) -> Result<()> {
+    let plugins = plugin_dir(c)?;
+    let g = gids(c)?;
+    let dir = image_dir("plugin-ud")?;
+    let iters = 40000u64;
+    let opts = ["-n", &iters.to_string(), "-c", "UD", "--rate_limit=1500", "--rate_units=p", "--rate_limit_type=SW"];
+    let (srv, cli) = send_bw_pair_running(c, &g, &opts, "plugin-ud")?;
+    let o = criu(c, "node2", &["dump", "-t", &cli.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
+    let log = log_of("plugin-ud", "dump.log");
+    ensure!(o.status.success(), "dump of the UD sender mid-run failed: {}\n{log}", text(&o));
+    ensure!(proc_state(c, "node2", cli)?.is_none(), "the dumped client still runs");
+    let shown = rdmig::image::show(&share().join("plugin-ud"))?;
+    println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    let j = rdmig::image::show_json(&share().join("plugin-ud"))?;
+    let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
+    let k = &ctx["kind"];
+    let ahs = k["ahs"].as_array().context("no AHs")?;
+    ensure!(ahs.len() == 1 && ahs[0]["ah_num"].is_u64() && ahs[0]["av"]["sgid"].is_string(), "the AH was not saved: {k}");
+    ensure!(
+        k["qps"].as_array().is_some_and(|q| q.len() == 1 && q[0]["qp_type"] == "ud" && q[0]["attr"]["state"] == 3 && q[0]["mig_image"].is_object()),
+        "the UD QP was not saved in RTS with its driver state: {k}"
+    );
+    let o = criu(c, "node2", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
+    let log = log_of("plugin-ud", "restore.log");
+    ensure!(o.status.success(), "restore failed: {}\n{log}", text(&o));
+    ensure!(log.contains("1 AH") && log.contains("1 QP(s) resumed"), "the plugin did not rebuild the AH and resume the QP:\n{log}");
+    both_finish(c, srv, cli, iters, "plugin-ud")
 }

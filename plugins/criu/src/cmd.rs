@@ -15,6 +15,7 @@ use crate::uverbs::QpDest;
 
 const CMD_GET_CONTEXT: u32 = 0;
 const CMD_ALLOC_PD: u32 = 3;
+const CMD_CREATE_AH: u32 = 5;
 const CMD_DEALLOC_PD: u32 = 4;
 const CMD_REG_MR: u32 = 9;
 const CMD_CREATE_COMP_CHANNEL: u32 = 17;
@@ -153,6 +154,51 @@ pub fn create_comp_channel(fd: RawFd) -> io::Result<RawFd> {
     let mut r = U32Resp::default();
     write_cmd(fd, CMD_CREATE_COMP_CHANNEL, &mut RespOnly::default(), Some(&mut r))?;
     Ok(r.v as RawFd)
+}
+
+/// `struct ib_uverbs_ah_attr`.
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct AhAttr {
+    pub dgid: [u8; 16],
+    pub flow_label: u32,
+    pub sgid_index: u8,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    pub reserved: u8,
+    pub dlid: u16,
+    pub sl: u8,
+    pub src_path_bits: u8,
+    pub static_rate: u8,
+    pub is_global: u8,
+    pub port_num: u8,
+    pub reserved2: u8,
+}
+
+#[repr(C)]
+struct CreateAh {
+    response: u64,
+    user_handle: u64,
+    pd_handle: u32,
+    reserved: u32,
+    attr: AhAttr,
+}
+
+#[repr(C)]
+#[derive(Default, Debug)]
+pub struct CreateAhResp {
+    pub ah_handle: u32,
+    /// rxe's `struct rxe_create_ah_resp`.
+    pub ah_num: u32,
+    pub reserved: u32,
+}
+
+/// CREATE_AH on PD `pd`.
+pub fn create_ah(fd: RawFd, pd: u32, attr: AhAttr, user_handle: u64) -> io::Result<CreateAhResp> {
+    let mut r = CreateAhResp::default();
+    let mut c = CreateAh { response: 0, user_handle, pd_handle: pd, reserved: 0, attr };
+    write_cmd(fd, CMD_CREATE_AH, &mut c, Some(&mut r))?;
+    Ok(r)
 }
 
 #[repr(C)]
@@ -329,6 +375,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<RegMr>(), 40);
         assert_eq!(std::mem::size_of::<RegMrResp>(), 12);
         assert_eq!(std::mem::size_of::<CreateSrq>(), 32);
+        assert_eq!(std::mem::size_of::<AhAttr>(), 32);
+        assert_eq!(std::mem::size_of::<CreateAh>(), 56);
+        assert_eq!(std::mem::size_of::<CreateAhResp>(), 12);
         assert_eq!(std::mem::size_of::<CreateSrqResp>(), 16 + 24);
         assert_eq!(IOC_EVENTS, 0x4028_b840);
     }

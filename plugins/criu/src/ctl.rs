@@ -49,6 +49,20 @@ pub fn read() -> std::io::Result<Option<Vec<Record>>> {
 }
 
 /// Records of `kind` created by `pid` on device `dev`, in index order.
+/// A GID as the kernel prints it with %pI6 (and sysfs shows it): eight groups of four hex digits.
+pub fn parse_gid(text: &str) -> Option<[u8; 16]> {
+    let groups: Vec<&str> = text.split(':').collect();
+    if groups.len() != 8 {
+        return None;
+    }
+    let mut g = [0u8; 16];
+    for (i, w) in groups.iter().enumerate() {
+        let v = u16::from_str_radix(w, 16).ok()?;
+        g[2 * i..2 * i + 2].copy_from_slice(&v.to_be_bytes());
+    }
+    Some(g)
+}
+
 pub fn owned<'a>(recs: &'a [Record], kind: &str, pid: i32, dev: &str) -> Vec<&'a Record> {
     let mut v: Vec<&Record> = recs
         .iter()
@@ -65,6 +79,7 @@ const fn iowr(nr: u32, size: usize) -> libc::c_ulong {
 
 pub const OBJ_QP: u32 = 1;
 pub const OBJ_MR: u32 = 2;
+pub const OBJ_AH: u32 = 4;
 const F_KEY: u32 = 2;
 /// QP_RESTORE: restore the QP's CQ rings too.
 pub const QP_F_CQ: u32 = 1;
@@ -303,5 +318,18 @@ mod tests {
         let mr = owned(&r, "mr", 42, "rxe0");
         assert_eq!(mr[0].num("lkey"), Some(0x50a));
         assert!(owned(&r, "qp", 42, "rxe1").is_empty());
+    }
+
+    #[test]
+    fn ah_records_and_gids() {
+        let t = "ah dev=rxe0 index=3 pid=42 handle=5 port=1 sgid_index=1 dgid=0000:0000:0000:0000:0000:ffff:0a00:010b flow_label=0x0 hop_limit=64 tclass=0\n";
+        let r = parse(t);
+        let a = owned(&r, "ah", 42, "rxe0");
+        assert_eq!((a[0].num("handle"), a[0].num("index"), a[0].num("hop_limit")), (Some(5), Some(3), Some(64)));
+        let g = parse_gid(a[0].get("dgid").unwrap()).unwrap();
+        assert_eq!(&g[10..], &[0xff, 0xff, 10, 0, 1, 11]);
+        assert_eq!(parse_gid("fe80:0000:0000:0000:5054:00ff:fe12:3401").unwrap()[0..2], [0xfe, 0x80]);
+        assert!(parse_gid("fe80::1").is_none());
+        assert!(parse_gid("0000:0000:0000:0000:0000:ffff:0a00:zzzz").is_none());
     }
 }

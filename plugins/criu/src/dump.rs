@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use crate::ctl::{self, Record};
 use crate::fdinfo::{self, EventInfo, Link, UverbsInfo};
-use crate::image::{self, Ah, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QpLinks, QueueVma, Srq};
+use crate::image::{self, Ah, AhAv, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QpLinks, QueueVma, Srq};
 use crate::log::{debug, info};
 use crate::uverbs;
 
@@ -251,8 +251,32 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     };
     let mw_h = handles(uverbs::OBJ_MW, "MW")?;
     let mws: Vec<Mw> = mw_h.iter().zip(by_order(ctl::owned(&status, "mw", pid, &ibdev), &mw_h, "rkey")).map(|(h, rkey)| Mw { handle: *h, rkey }).collect();
-    let ah_h = handles(uverbs::OBJ_AH, "AH")?;
-    let ahs: Vec<Ah> = ah_h.iter().zip(by_order(ctl::owned(&status, "ah", pid, &ibdev), &ah_h, "index")).map(|(h, ah_num)| Ah { handle: *h, ah_num }).collect();
+    // AHs: the status names each AH's handle and address vector (softroce patch 0012).
+    let ah_recs = ctl::owned(&status, "ah", pid, &ibdev);
+    let mut ahs: Vec<Ah> = vec![];
+    for h in handles(uverbs::OBJ_AH, "AH")? {
+        let rec = ah_recs.iter().find(|r| r.num("handle") == Some(h as u64)).ok_or_else(|| {
+            unsupported(format!(
+                "AH handle {h} is not in {}'s list with its handle and address (this rdma_rxe lacks rdmig's softroce patch 0012)",
+                ctl::CTL_DEV
+            ))
+        })?;
+        let num = |k: &str| rec.num(k).ok_or_else(|| unsupported(format!("AH handle {h}: {} gives no {k}", ctl::CTL_DEV)));
+        let port = num("port")? as u8;
+        let sgid_index = num("sgid_index")? as u8;
+        let dgid = rec.get("dgid").and_then(ctl::parse_gid).ok_or_else(|| unsupported(format!("AH handle {h}: bad dgid in {}", ctl::CTL_DEV)))?;
+        let (sgid, sgid_type) = gid(&ibdev, port, sgid_index).map_err(sys(format!("{who}: read the source GID {sgid_index} of AH handle {h}")))?;
+        let av = AhAv {
+            port,
+            sgid,
+            sgid_type,
+            dgid,
+            flow_label: num("flow_label")? as u32,
+            hop_limit: num("hop_limit")? as u8,
+            traffic_class: num("tclass")? as u8,
+        };
+        ahs.push(Ah { handle: h, ah_num: Some(num("index")? as u32), av: Some(av), ..Default::default() });
+    }
     let mut srqs: Vec<Srq> = vec![];
     for h in handles(uverbs::OBJ_SRQ, "SRQ")? {
         let a = uverbs::query_srq(fd, h).map_err(sys(format!("{who}: query SRQ handle {h}")))?;
@@ -262,11 +286,11 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     let async_event_files = handles(uverbs::OBJ_ASYNC_EVENT, "async event file")?.len() as u32;
 
     // Refuse what cannot be restored before anything is stopped.
-    if mws.len() + ahs.len() > 0 {
+    if !mws.is_empty() {
         return Err(unsupported(format!(
-            "holds {} memory window(s) and {} address handle(s), which cannot be restored yet",
+            "holds {} memory window(s) (handles {:?}), which cannot be restored yet",
             mws.len(),
-            ahs.len()
+            mws.iter().map(|m| m.handle).collect::<Vec<_>>()
         )));
     }
     if let Some(m) = mrs.iter().find(|m| m.access.is_none()) {
@@ -300,6 +324,10 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     };
     for m in &mut mrs {
         m.pd = Some(pd_of(uverbs::OBJ_MR, m.handle, &format!("MR handle {} (lkey {:#x})", m.handle, m.lkey))?);
+    }
+    for a in &mut ahs {
+        a.pd = Some(pd_of(uverbs::OBJ_AH, a.handle, &format!("AH handle {}", a.handle))?);
+        a.user_handle = uvinfo.as_ref().and_then(|i| i.obj_of_type(uverbs::OBJ_AH, a.handle)).map(|o| o.user_handle).unwrap_or(0);
     }
     for q in &mut srqs {
         q.pd = Some(pd_of(uverbs::OBJ_SRQ, q.handle, &format!("SRQ handle {}", q.handle))?);
@@ -350,10 +378,9 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         let qp_type = rec.get("type").unwrap_or("?").to_string();
         let ctl_state = rec.get("state").unwrap_or("?");
         let connected = matches!(ctl_state, "rtr" | "rts");
-        if !matches!(qp_type.as_str(), "rc" | "ud") || (connected && qp_type != "rc") {
+        if !matches!(qp_type.as_str(), "rc" | "ud") {
             return Err(unsupported(format!(
-                "QP handle {h} (QPN {qpn}) is of type {qp_type} in state {}; only RC QPs (any state up to RTS) and \
-                 UD QPs before RTR can be saved",
+                "QP handle {h} (QPN {qpn}) is of type {qp_type} in state {}; only RC and UD QPs can be saved",
                 ctl_state.to_uppercase()
             )));
         }
@@ -410,7 +437,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         qp_pds.push(pd_of(uverbs::OBJ_QP, *h, &format!("QP handle {h} (QPN {qpn})"))?);
         let attr = uverbs::query_qp(fd, *h).map_err(sys(format!("{who}: query QP handle {h}")))?;
         let port = if attr.port_num == 0 { 1 } else { attr.port_num };
-        let (sgid, sgid_type) = if connected {
+        let (sgid, sgid_type) = if connected && qp_type == "rc" {
             let g = gid(&ibdev, port, attr.sgid_index).map_err(sys(format!("{who}: read the source GID {} of QP {qpn}", attr.sgid_index)))?;
             (Some(g.0), Some(g.1))
         } else {
@@ -455,7 +482,13 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             qctl = Some(ctl::Ctl::open().map_err(sys(format!("open {}", ctl::CTL_DEV)))?);
         }
         let c = qctl.as_ref().expect("opened just above");
-        c.qp_stop(&ibdev, qpn).map_err(sys(format!("{who}: stop QP {qpn} (RXE_CTL_IOC_QP_STOP)")))?;
+        c.qp_stop(&ibdev, qpn).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP) && qps[*i].qp_type == "ud" {
+                unsupported(format!("UD QP {qpn} is past INIT, and this rdma_rxe cannot stop UD QPs (it lacks rdmig's softroce patch 0012)"))
+            } else {
+                sys(format!("{who}: stop QP {qpn} (RXE_CTL_IOC_QP_STOP)"))(e)
+            }
+        })?;
         STOPPED.lock().unwrap_or_else(|e| e.into_inner()).push((ibdev.clone(), qpn));
     }
     for (i, state) in to_dump {

@@ -298,11 +298,34 @@ pub struct Mw {
     pub rkey: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ah {
     pub handle: u32,
-    /// rxe's `ah_num` (status), matched by creation order when there are several.
+    /// rxe's `ah_num` (status, matched by the AH's handle: softroce patch 0012), which librxe
+    /// puts into every UD work request.
     pub ah_num: Option<u32>,
+    /// Handle of its PD.
+    #[serde(default)]
+    pub pd: Option<u32>,
+    /// What libibverbs gave CREATE_AH (its `struct ibv_ah *`).
+    #[serde(default)]
+    pub user_handle: u64,
+    /// The address vector (status): port, source GID (text and type as in sysfs, found again by
+    /// text on restore), destination GID, flow label, hop limit, traffic class. `None`: not saved
+    /// (images of older plugins, which refused AHs).
+    #[serde(default)]
+    pub av: Option<AhAv>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AhAv {
+    pub port: u8,
+    pub sgid: String,
+    pub sgid_type: String,
+    pub dgid: [u8; 16],
+    pub flow_label: u32,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -158,6 +158,7 @@ enum Obj<'a> {
     Cq(&'a image::Cq),
     Mr(&'a image::Mr),
     Srq(&'a image::Srq),
+    Ah(&'a image::Ah),
     Qp(&'a Qp),
 }
 
@@ -168,6 +169,7 @@ impl Obj<'_> {
             Obj::Cq(c) => c.handle,
             Obj::Mr(m) => m.handle,
             Obj::Srq(q) => q.handle,
+            Obj::Ah(a) => a.handle,
             Obj::Qp(q) => q.handle,
         }
     }
@@ -175,8 +177,13 @@ impl Obj<'_> {
 
 /// Checks that an image holds only what [`build`] can recreate.
 pub fn check_restorable(c: &Context) -> Result<(), String> {
-    if !c.mws.is_empty() || !c.ahs.is_empty() {
-        return Err(format!("holds {} MW and {} AH, which cannot be restored", c.mws.len(), c.ahs.len()));
+    if !c.mws.is_empty() {
+        return Err(format!("holds {} MW, which cannot be restored", c.mws.len()));
+    }
+    for a in &c.ahs {
+        if a.ah_num.is_none() || a.av.is_none() || !a.pd.is_some_and(|p| c.pds.iter().any(|x| x.handle == p)) {
+            return Err(format!("AH handle {} was saved without its number, address or PD (image of an older plugin?)", a.handle));
+        }
     }
     if c.comp_channels as usize != c.channels.len() {
         return Err(format!(
@@ -230,11 +237,11 @@ fn mr_pd(c: &Context, m: &image::Mr) -> Option<u32> {
 }
 
 /// Creation level of an object: what it needs is made on an earlier level (PDs and CQs, then
-/// MRs and SRQs on their PDs, then QPs on their PD, CQs and SRQ).
+/// MRs, SRQs and AHs on their PDs, then QPs on their PD, CQs and SRQ).
 fn level(o: &Obj) -> u8 {
     match o {
         Obj::Pd(_) | Obj::Cq(_) => 0,
-        Obj::Mr(_) | Obj::Srq(_) => 1,
+        Obj::Mr(_) | Obj::Srq(_) | Obj::Ah(_) => 1,
         Obj::Qp(_) => 2,
     }
 }
@@ -329,6 +336,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     objs.extend(c.cqs.iter().map(Obj::Cq));
     objs.extend(c.mrs.iter().map(Obj::Mr));
     objs.extend(c.srqs.iter().map(Obj::Srq));
+    objs.extend(c.ahs.iter().map(Obj::Ah));
     objs.extend(c.qps.iter().map(Obj::Qp));
     objs.sort_by_key(Obj::handle);
 
@@ -377,6 +385,10 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
                     .map_err(sys(format!("{who}: CREATE_SRQ (handle {}, {} WRs of {} SGEs)", q.handle, q.max_wr, q.max_sge)))?;
                 map_ring(&format!("SRQ handle {}", q.handle), q.pgoff.expect("checked"), &r.mi)?;
                 (format!("SRQ ({} WRs, limit {})", q.max_wr, q.srq_limit), r.srq_handle)
+            }
+            Obj::Ah(a) => {
+                let h = create_ah(fd, &ctl, &c.ibdev, a).map_err(|e| prefix(&who, e))?;
+                (format!("AH {}", a.ah_num.unwrap_or(0)), h)
             }
             Obj::Qp(q) => {
                 let (h, r) = create_qp(fd, &ctl, &c.ibdev, q).map_err(|e| prefix(&who, e))?;
@@ -451,12 +463,13 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     };
     let channels: Vec<(String, RawFd)> = chans.into_iter().map(|(t, f, target)| (t, place(f, target))).collect();
     info!(
-        "{who}: recreated {} PD, {} CQ, {} MR, {} SRQ, {} QP with their handles, numbers and keys, {} completion channel(s) and {nev} event \
+        "{who}: recreated {} PD, {} CQ, {} MR, {} SRQ, {} AH, {} QP with their handles, numbers and keys, {} completion channel(s) and {nev} event \
          counter(s) and queued event(s); QPs stay stopped until the process's memory is in place",
         c.pds.len(),
         c.cqs.len(),
         c.mrs.len(),
         c.srqs.len(),
+        c.ahs.len(),
         c.qps.len(),
         channels.len()
     );
@@ -559,6 +572,29 @@ fn gid_index(ibdev: &str, port: u8, gid: &str, typ: &str) -> Result<u8, RestoreE
     }
 }
 
+/// Creates AH `a` with its old number (`/dev/rxe_ctl` EXPECT) and address, the source GID found
+/// again by its text; returns its handle.
+fn create_ah(fd: RawFd, ctl: &Ctl, ibdev: &str, a: &image::Ah) -> Result<u32, RestoreError> {
+    let (num, av) = (a.ah_num.expect("checked"), a.av.as_ref().expect("checked"));
+    let sgid_index = gid_index(ibdev, av.port, &av.sgid, &av.sgid_type)?;
+    ctl.expect(ibdev, ctl::OBJ_AH, num, None).map_err(sys(format!("EXPECT AH number {num}")))?;
+    let attr = cmd::AhAttr {
+        dgid: av.dgid,
+        flow_label: av.flow_label,
+        sgid_index,
+        hop_limit: av.hop_limit,
+        traffic_class: av.traffic_class,
+        is_global: 1,
+        port_num: av.port,
+        ..Default::default()
+    };
+    let r = cmd::create_ah(fd, a.pd.expect("checked"), attr, a.user_handle).map_err(sys(format!("CREATE_AH number {num}")))?;
+    if r.ah_num != num {
+        return Err(RestoreError::Refused(format!("AH got number {} instead of {num}", r.ah_num)));
+    }
+    Ok(r.ah_handle)
+}
+
 fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::CreateQpResp), RestoreError> {
     let links = q.links.expect("checked");
     let a = &q.attr;
@@ -611,6 +647,17 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
                 m.qkey = a.qkey;
             })?;
         }
+    }
+    // A UD QP has no peer: RTR and RTS take only the send PSN (the driver's image, loaded
+    // next, overrides it anyway).
+    if qp_type == 4 {
+        if a.state >= 2 {
+            modify(2, 0, &|_| {})?;
+        }
+        if a.state >= 3 {
+            modify(3, cmd::QP_SQ_PSN, &|m| m.sq_psn = a.sq_psn)?;
+        }
+        return Ok((r.qp_handle, r));
     }
     if a.state >= 2 {
         let sgid = gid_index(ibdev, port, q.sgid.as_deref().unwrap_or(""), q.sgid_type.as_deref().unwrap_or(""))?;
@@ -788,6 +835,15 @@ mod tests {
         let mut c = ctx();
         c.mws.push(crate::image::Mw { handle: 9, rkey: None });
         assert!(check_restorable(&c).unwrap_err().contains("1 MW"));
+        // AHs: need their number, address and PD.
+        let mut c = ctx();
+        let av = crate::image::AhAv { port: 1, sgid: "fe80".into(), hop_limit: 64, ..Default::default() };
+        c.ahs.push(crate::image::Ah { handle: 9, ah_num: Some(3), pd: Some(0), user_handle: 0x10, av: Some(av) });
+        assert_eq!(check_restorable(&c), Ok(()));
+        c.ahs[0].pd = Some(7);
+        assert!(check_restorable(&c).unwrap_err().contains("AH handle 9"));
+        c.ahs[0] = crate::image::Ah { handle: 9, ah_num: Some(3), ..Default::default() };
+        assert!(check_restorable(&c).unwrap_err().contains("AH handle 9 was saved without"), "an older image's AH");
         // Several PDs: each MR and QP names its own.
         let mut c = ctx();
         c.pds.push(Handle { handle: 4 });
