@@ -79,6 +79,10 @@ enum Role {
         /// plugin refuses to save).
         #[arg(long)]
         second_context: bool,
+        /// Let the client write through a memory window (type 1, bound to the written region)
+        /// instead of the region's own rkey.
+        #[arg(long)]
+        mw: bool,
     },
     /// Connect, send checked traffic, report.
     Client {
@@ -182,8 +186,8 @@ fn open(c: &Common, spare_pds: u32) -> Result<RcQp> {
 fn main() {
     let cli = Cli::parse();
     let r = match cli.role {
-        Role::Server { listen, common, mr_pages, linger, spread_pds, second_context } => {
-            server(listen, &common, mr_pages, linger, spread_pds, second_context)
+        Role::Server { listen, common, mr_pages, linger, spread_pds, second_context, mw } => {
+            server(listen, &common, mr_pages, linger, Extras { spread_pds, second_context, mw })
         }
         Role::Client { connect, common, count, write_every, pages, rate, window, faults } => {
             client(connect, &common, count, write_every, &pages, rate, window, &faults)
@@ -201,13 +205,20 @@ fn main() {
     }
 }
 
-fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64, spread_pds: bool, second_context: bool) -> Result<Report> {
-    let mut qp = open(c, if spread_pds { 2 } else { 0 })?;
+/// What the server holds beyond its QP and regions (for checkpoint/restore tests).
+struct Extras {
+    spread_pds: bool,
+    second_context: bool,
+    mw: bool,
+}
+
+fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64, x: Extras) -> Result<Report> {
+    let mut qp = open(c, if x.spread_pds { 2 } else { 0 })?;
     let rx_depth = 128usize;
     let rx = qp.region(rx_depth * c.msg_size, false)?;
-    let target = qp.region(mr_pages * PAGE, true)?;
-    let _side = if spread_pds { Some(qp.region_on_own_pd(PAGE, false)?) } else { None };
-    let _second = if second_context { Some(qp.open_another_context()?) } else { None };
+    let target = if x.mw { qp.region_bindable(mr_pages * PAGE)? } else { qp.region(mr_pages * PAGE, true)? };
+    let _side = if x.spread_pds { Some(qp.region_on_own_pd(PAGE, false)?) } else { None };
+    let _second = if x.second_context { Some(qp.open_another_context()?) } else { None };
     let listener = TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;
     eprintln!("server: QPN {:#x}, MR lkey {:#x} rkey {:#x}, listening on {listen}", qp.qp_number(), target.lkey(), target.rkey());
     let (sock, peer) = listener.accept()?;
@@ -217,8 +228,19 @@ fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64, spread_p
     for i in 0..rx_depth {
         qp.post_recv(i as u64, &rx, i * c.msg_size, c.msg_size)?;
     }
-    send_line(&mut sock, &Hello { ep: qp.endpoint(), mr_addr: target.addr(), mr_rkey: target.rkey(), mr_len: target.len() as u64 })?;
-    qp.connect(&hello.ep)?;
+    // With a memory window, the QP must be in RTS to bind it before the client learns its rkey.
+    let mut window = None;
+    if x.mw {
+        qp.connect(&hello.ep)?;
+        let w = qp.bind_window(&target)?;
+        eprintln!("server: memory window rkey {:#x} bound to the MR", w.rkey());
+        window = Some(w);
+    }
+    let rkey = window.as_ref().map(|w| w.rkey()).unwrap_or(target.rkey());
+    send_line(&mut sock, &Hello { ep: qp.endpoint(), mr_addr: target.addr(), mr_rkey: rkey, mr_len: target.len() as u64 })?;
+    if window.is_none() {
+        qp.connect(&hello.ep)?;
+    }
     eprintln!("server: connected to {peer} (QPN {:#x})", hello.ep.qpn);
 
     let mut rep = Report {

@@ -92,7 +92,19 @@ pub fn show(dir: &Path) -> Result<String> {
                 }
                 for m in &c.mws {
                     let rkey = m.rkey.map(|k| format!("{k:#010x}")).unwrap_or_else(|| "?".into());
-                    let _ = writeln!(out, "  mw   handle {} rkey {rkey}", m.handle);
+                    let pd = m.pd.map(|p| format!(" pd {p}")).unwrap_or_default();
+                    let bound = match &m.binding {
+                        Some(b) => format!(
+                            " bound to MR index {} addr {:#x} length {} access {:#x}{}",
+                            b.mr_index,
+                            b.addr,
+                            b.length,
+                            b.access,
+                            b.qpn.map(|q| format!(" QP {q}")).unwrap_or_default()
+                        ),
+                        None => " unbound".into(),
+                    };
+                    let _ = writeln!(out, "  mw   handle {}{pd} type {} rkey {rkey}{bound}", m.handle, m.mw_type);
                 }
                 for a in &c.ahs {
                     let n = a.ah_num.map(|k| k.to_string()).unwrap_or_else(|| "?".into());
@@ -180,7 +192,7 @@ pub fn show_json(dir: &Path) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdmig_criu::image::{Ah, AhAv, Context, Cq, EventFile, Handle, Mr, Qp, QpAttr, QpLinks, QueueVma, Srq};
+    use rdmig_criu::image::{Ah, AhAv, Context, Cq, EventFile, Handle, Mr, Mw, MwBinding, Qp, QpAttr, QpLinks, QueueVma, Srq};
 
     #[test]
     fn shows_what_the_plugin_wrote() {
@@ -209,7 +221,13 @@ mod tests {
                     ..Default::default()
                 }],
                 mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7f00_0000, length: 65536, access: Some(0xf), pd: Some(4) }],
-                mws: vec![],
+                mws: vec![Mw {
+                    handle: 7,
+                    rkey: Some(0x8000_0205),
+                    mw_type: 1,
+                    pd: Some(0),
+                    binding: Some(MwBinding { mr_index: 1, addr: 0x7f00_0000, length: 4096, access: 2, qpn: None }),
+                }],
                 ahs: vec![Ah {
                     handle: 6,
                     ah_num: Some(3),
@@ -238,6 +256,7 @@ mod tests {
         assert!(s.contains("srq  handle 5 pd 4 max_wr 511 max_sge 1 limit 16 ring pgoff 0x30"), "{s}");
         assert!(s.contains("mr   handle 1 pd 4 lkey"), "{s}");
         assert!(s.contains("pd   handle 4"), "{s}");
+        assert!(s.contains("mw   handle 7 pd 0 type 1 rkey 0x80000205 bound to MR index 1 addr 0x7f000000 length 4096 access 0x2"), "{s}");
         assert!(s.contains("ah   handle 6 pd 0 ah_num 3 port 1 sgid gid1 (RoCE v2) dgid fe80:0000:0000:0000:0000:0000:0000:0001 hop_limit 64"), "{s}");
         assert!(s.contains("INIT"), "{s}");
         assert!(s.contains("lkey 0x00000105"), "{s}");

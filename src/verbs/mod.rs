@@ -145,6 +145,25 @@ impl Drop for Region {
     }
 }
 
+/// A type 1 memory window bound by `RcQp::bind_window`; deallocated when dropped.
+pub struct Window {
+    mw: NonNull<rdma_mummy_sys::ibv_mw>,
+}
+
+impl Window {
+    pub fn rkey(&self) -> u32 {
+        // SAFETY: the MW is alive until drop; librxe updated its rkey at the bind.
+        unsafe { self.mw.as_ref().rkey }
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: allocated by ibv_alloc_mw, freed once here.
+        unsafe { rdma_mummy_sys::ibv_dealloc_mw(self.mw.as_ptr()) };
+    }
+}
+
 pub struct RcQp {
     // Field order is drop order: QP, CQ, channel, PD, context.
     qp: BasicQueuePair,
@@ -335,7 +354,58 @@ impl RcQp {
         Self::region_in(&pd, len, remote_write)
     }
 
+    /// Like `region` (remote writes allowed), and memory windows may be bound to it.
+    pub fn region_bindable(&self, len: usize) -> Result<Region, VerbsError> {
+        Self::region_with(&self.pd, len, AccessFlags::LocalWrite | AccessFlags::RemoteWrite | AccessFlags::RemoteRead | AccessFlags::MemoryWindowBind)
+    }
+
+    /// Allocates a type 1 memory window on the QP's PD and binds it to all of `r` for remote
+    /// writes (`ibv_bind_mw`: a work request on this QP, which must be in RTS; its completion is
+    /// waited for here, so nothing else may be in flight). `r` must come from
+    /// `region_bindable`; the window must be dropped before `r`.
+    pub fn bind_window(&mut self, r: &Region) -> Result<Window, VerbsError> {
+        const BIND_WR_ID: u64 = u64::MAX;
+        // SAFETY: the PD is alive (self holds it); alloc_mw only reads it.
+        let mw = unsafe { rdma_mummy_sys::ibv_alloc_mw(self.pd.pd().as_ptr(), rdma_mummy_sys::ibv_mw_type::IBV_MW_TYPE_1) };
+        let mw = NonNull::new(mw).ok_or_else(|| VerbsError::Op { what: "allocate memory window", source: Box::new(std::io::Error::last_os_error()) })?;
+        let w = Window { mw };
+        let mut bind = rdma_mummy_sys::ibv_mw_bind {
+            wr_id: BIND_WR_ID,
+            send_flags: rdma_mummy_sys::ibv_send_flags::IBV_SEND_SIGNALED.0,
+            bind_info: rdma_mummy_sys::ibv_mw_bind_info {
+                // SAFETY: the MR is alive as long as `r`.
+                mr: unsafe { r.mr.mr().as_ptr() },
+                addr: r.addr(),
+                length: r.len() as u64,
+                mw_access_flags: rdma_mummy_sys::ibv_access_flags::IBV_ACCESS_REMOTE_WRITE.0,
+            },
+        };
+        // SAFETY: QP, MW and the bind description are alive for the call.
+        errno("bind memory window", unsafe { rdma_mummy_sys::ibv_bind_mw(self.qp.qp().as_ptr(), mw.as_ptr(), &mut bind) })?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut wcs = vec![];
+        while Instant::now() < deadline {
+            wcs.clear();
+            self.poll_wait(&mut wcs, Duration::from_millis(200))?;
+            if let Some(wc) = wcs.iter().find(|c| c.wr_id == BIND_WR_ID) {
+                if !wc.ok() {
+                    return Err(VerbsError::Invalid(format!("binding the memory window failed with status {}", wc.status)));
+                }
+                return Ok(w);
+            }
+        }
+        Err(VerbsError::Invalid("no completion of the memory window bind".into()))
+    }
+
     fn region_in(pd: &Arc<ProtectionDomain>, len: usize, remote_write: bool) -> Result<Region, VerbsError> {
+        let mut access = AccessFlags::LocalWrite;
+        if remote_write {
+            access |= AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
+        }
+        Self::region_with(pd, len, access)
+    }
+
+    fn region_with(pd: &Arc<ProtectionDomain>, len: usize, access: AccessFlags) -> Result<Region, VerbsError> {
         let page = 4096;
         let len = len.max(1).div_ceil(page) * page;
         // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
@@ -348,10 +418,6 @@ impl RcQp {
             )
         }
         .map_err(op("map memory"))?;
-        let mut access = AccessFlags::LocalWrite;
-        if remote_write {
-            access |= AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
-        }
         // SAFETY: the mapping lives as long as the Region, which deregisters before unmapping.
         let mr = match unsafe { pd.reg_mr(ptr.as_ptr() as usize, len, access) } {
             Ok(mr) => mr,

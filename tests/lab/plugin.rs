@@ -2,8 +2,8 @@
 //! dumped and restored as before, a verbs process is saved (and keeps running with
 //! --leave-running, its stopped QPs resumed), dumped mid-run, killed and restored with every
 //! iteration delivered exactly once (also when it sleeps on completion events, uses several PDs,
-//! receives from an SRQ, or sends over UD with an AH), and one the plugin cannot save is refused
-//! with a message naming the object and keeps running.
+//! receives from an SRQ, sends over UD with an AH, or is written through a memory window), and
+//! one the plugin cannot save is refused with a message naming the object and keeps running.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -27,6 +27,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("plugin_vtest_several_pds_dump_kill_restore", plugin_vtest_several_pds_dump_kill_restore),
     ("plugin_ib_send_bw_srq_dump_kill_restore_same_node", plugin_ib_send_bw_srq_dump_kill_restore_same_node),
     ("plugin_ib_send_bw_ud_sender_dump_kill_restore", plugin_ib_send_bw_ud_sender_dump_kill_restore),
+    ("plugin_vtest_memory_window_dump_kill_restore", plugin_vtest_memory_window_dump_kill_restore),
 ];
 
 /// The address that moves with the restored server in the cross-node scenario.
@@ -472,6 +473,29 @@ fn plugin_vtest_several_pds_dump_kill_restore(c: &Ctx) -> Result<()> {
         Ok(())
     };
     vtest_dump_restore(c, "plugin-pds", "--spread-pds", Hooks { before_dump: &before_dump, after_dump: &after_dump, after_restore: &after_restore })
+}
+
+/// The vtest server lets its client write through a memory window (`--mw`: type 1, bound to the
+/// written region with ibv_bind_mw) and is dumped mid-transfer, killed and restored: the image
+/// holds the MW with its rkey and binding, the restored MW is bound again without a work request
+/// (softroce patch 0013) once the MR is on its final pages, and the client's RDMA WRITEs through
+/// the old rkey keep landing, every block checked.
+fn plugin_vtest_memory_window_dump_kill_restore(c: &Ctx) -> Result<()> {
+    let none = |_: i32| -> Result<()> { Ok(()) };
+    let after_dump = |srv: i32| -> Result<()> {
+        ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+        let shown = rdmig::image::show(&share().join("plugin-mw"))?;
+        println!("  rdmig image show:\n{}", shown.trim_end().lines().filter(|l| !l.contains(" vma ")).map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+        let j = rdmig::image::show_json(&share().join("plugin-mw"))?;
+        let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
+        let k = &ctx["kind"];
+        let mws = k["mws"].as_array().context("no MWs")?;
+        ensure!(mws.len() == 1 && mws[0]["mw_type"] == 1 && mws[0]["binding"]["length"].as_u64().is_some_and(|l| l > 0), "the bound MW was not saved: {k}");
+        let mr = mws[0]["binding"]["mr_index"].as_u64();
+        ensure!(k["mrs"].as_array().is_some_and(|m| m.iter().any(|m| m["lkey"].as_u64().map(|l| l >> 8) == mr)), "the MW's MR is not in the image: {k}");
+        Ok(())
+    };
+    vtest_dump_restore(c, "plugin-mw", "--mw", Hooks { before_dump: &none, after_dump: &after_dump, after_restore: &none })
 }
 
 /// Checks run by [`vtest_dump_restore`] with the server's pid.

@@ -18,6 +18,7 @@ const CMD_ALLOC_PD: u32 = 3;
 const CMD_CREATE_AH: u32 = 5;
 const CMD_DEALLOC_PD: u32 = 4;
 const CMD_REG_MR: u32 = 9;
+const CMD_ALLOC_MW: u32 = 14;
 const CMD_CREATE_COMP_CHANNEL: u32 = 17;
 const CMD_CREATE_CQ: u32 = 18;
 const CMD_CREATE_QP: u32 = 24;
@@ -154,6 +155,29 @@ pub fn create_comp_channel(fd: RawFd) -> io::Result<RawFd> {
     let mut r = U32Resp::default();
     write_cmd(fd, CMD_CREATE_COMP_CHANNEL, &mut RespOnly::default(), Some(&mut r))?;
     Ok(r.v as RawFd)
+}
+
+#[repr(C)]
+struct AllocMw {
+    response: u64,
+    pd_handle: u32,
+    mw_type: u8,
+    reserved: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Default, Debug)]
+pub struct AllocMwResp {
+    pub mw_handle: u32,
+    pub rkey: u32,
+}
+
+/// ALLOC_MW of type `mw_type` (1 or 2) on PD `pd`.
+pub fn alloc_mw(fd: RawFd, pd: u32, mw_type: u8) -> io::Result<AllocMwResp> {
+    let mut r = AllocMwResp::default();
+    let mut c = AllocMw { response: 0, pd_handle: pd, mw_type, reserved: [0; 3] };
+    write_cmd(fd, CMD_ALLOC_MW, &mut c, Some(&mut r))?;
+    Ok(r)
 }
 
 /// `struct ib_uverbs_ah_attr`.
@@ -376,6 +400,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<RegMrResp>(), 12);
         assert_eq!(std::mem::size_of::<CreateSrq>(), 32);
         assert_eq!(std::mem::size_of::<AhAttr>(), 32);
+        assert_eq!(std::mem::size_of::<AllocMw>(), 16);
+        assert_eq!(std::mem::size_of::<AllocMwResp>(), 8);
         assert_eq!(std::mem::size_of::<CreateAh>(), 56);
         assert_eq!(std::mem::size_of::<CreateAhResp>(), 12);
         assert_eq!(std::mem::size_of::<CreateSrqResp>(), 16 + 24);

@@ -79,6 +79,7 @@ const fn iowr(nr: u32, size: usize) -> libc::c_ulong {
 
 pub const OBJ_QP: u32 = 1;
 pub const OBJ_MR: u32 = 2;
+pub const OBJ_MW: u32 = 3;
 pub const OBJ_AH: u32 = 4;
 const F_KEY: u32 = 2;
 /// QP_RESTORE: restore the QP's CQ rings too.
@@ -109,6 +110,22 @@ struct QpCtl {
     counters: [u32; 5],
     reserved: u32,
 }
+
+/// `struct rxe_ctl_mw_bind` (softroce patch 0013).
+#[repr(C)]
+struct MwBind {
+    ibdev: [u8; 64],
+    index: u32,
+    rkey: u32,
+    mr_index: u32,
+    qpn: u32,
+    addr: u64,
+    length: u64,
+    access: u32,
+    flags: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<MwBind>() == 104);
 
 #[repr(C)]
 struct MrRepin {
@@ -149,6 +166,8 @@ const IOC_QP_DUMP: libc::c_ulong = iowr(0x06, std::mem::size_of::<QpCtl>());
 const IOC_QP_RESTORE: libc::c_ulong = iowr(0x07, std::mem::size_of::<QpCtl>());
 const IOC_QP_RESUME: libc::c_ulong = iowr(0x08, std::mem::size_of::<QpCtl>());
 const IOC_MR_REPIN: libc::c_ulong = iowr(0x0a, std::mem::size_of::<MrRepin>());
+/// `_IOW(0xB8, 0x0b, struct rxe_ctl_mw_bind)`.
+const IOC_MW_BIND: libc::c_ulong = ((1u32 << 30) | ((std::mem::size_of::<MwBind>() as u32) << 16) | (0xB8 << 8) | 0x0b) as libc::c_ulong;
 
 fn devname(dev: &str) -> std::io::Result<[u8; 64]> {
     let mut b = [0u8; 64];
@@ -289,6 +308,14 @@ impl Ctl {
         self.ioctl(IOC_MR_REPIN, &mut m)?;
         Ok(m.npages)
     }
+
+    /// Binds the unbound MW `rkey` to MR `mr_index` (and a type 2 MW to QP `qpn`) without a
+    /// work request (RXE_CTL_IOC_MW_BIND).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mw_bind(&self, dev: &str, rkey: u32, mr_index: u32, qpn: u32, addr: u64, length: u64, access: u32) -> std::io::Result<()> {
+        let mut m = MwBind { ibdev: devname(dev)?, index: rkey >> 8, rkey, mr_index, qpn, addr, length, access, flags: 0 };
+        self.ioctl(IOC_MW_BIND, &mut m)
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +327,7 @@ mod tests {
         assert_eq!(IOC_QP_STOP, 0xc078b805);
         assert_eq!(IOC_QP_RESUME, 0xc078b808);
         assert_eq!(IOC_MR_REPIN, 0xc060b80a);
+        assert_eq!(IOC_MW_BIND, 0x4068b80b);
     }
 
     use super::*;

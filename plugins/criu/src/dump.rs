@@ -13,9 +13,9 @@ use std::os::fd::RawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
-use crate::ctl::{self, Record};
+use crate::ctl;
 use crate::fdinfo::{self, EventInfo, Link, UverbsInfo};
-use crate::image::{self, Ah, AhAv, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QpLinks, QueueVma, Srq};
+use crate::image::{self, Ah, AhAv, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, MwBinding, Qp, QpLinks, QueueVma, Srq};
 use crate::log::{debug, info};
 use crate::uverbs;
 
@@ -242,15 +242,30 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         mrs.push(Mr { handle: h, lkey, rkey, iova, length, access, pd: None });
     }
 
-    let by_order = |recs: Vec<&Record>, hs: &[u32], key: &str| -> Vec<Option<u32>> {
-        if recs.len() == hs.len() {
-            recs.iter().map(|r| r.num(key).map(|v| v as u32)).collect()
-        } else {
-            vec![None; hs.len()]
-        }
-    };
-    let mw_h = handles(uverbs::OBJ_MW, "MW")?;
-    let mws: Vec<Mw> = mw_h.iter().zip(by_order(ctl::owned(&status, "mw", pid, &ibdev), &mw_h, "rkey")).map(|(h, rkey)| Mw { handle: *h, rkey }).collect();
+    // MWs: the status names each MW's handle, rkey and binding (softroce patch 0013).
+    let mw_recs = ctl::owned(&status, "mw", pid, &ibdev);
+    let mut mws: Vec<Mw> = vec![];
+    for h in handles(uverbs::OBJ_MW, "MW")? {
+        let rec = mw_recs.iter().find(|r| r.num("handle") == Some(h as u64)).ok_or_else(|| {
+            unsupported(format!(
+                "MW handle {h} is not in {}'s list with its handle and binding (this rdma_rxe lacks rdmig's softroce patch 0013)",
+                ctl::CTL_DEV
+            ))
+        })?;
+        let num = |k: &str| rec.num(k).ok_or_else(|| unsupported(format!("MW handle {h}: {} gives no {k}", ctl::CTL_DEV)));
+        let binding = match rec.get("state") {
+            Some("free") => None,
+            Some("bound") if rec.get("mr") != Some("-") => Some(MwBinding {
+                mr_index: num("mr")? as u32,
+                addr: num("addr")?,
+                length: num("length")?,
+                access: num("access")? as u32,
+                qpn: rec.num("qpn").map(|q| q as u32),
+            }),
+            s => return Err(unsupported(format!("MW handle {h} is in state {s:?} (not free, nor bound to an MR); it cannot be saved"))),
+        };
+        mws.push(Mw { handle: h, rkey: Some(num("rkey")? as u32), mw_type: num("type")? as u32, pd: None, binding });
+    }
     // AHs: the status names each AH's handle and address vector (softroce patch 0012).
     let ah_recs = ctl::owned(&status, "ah", pid, &ibdev);
     let mut ahs: Vec<Ah> = vec![];
@@ -286,12 +301,12 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     let async_event_files = handles(uverbs::OBJ_ASYNC_EVENT, "async event file")?.len() as u32;
 
     // Refuse what cannot be restored before anything is stopped.
-    if !mws.is_empty() {
-        return Err(unsupported(format!(
-            "holds {} memory window(s) (handles {:?}), which cannot be restored yet",
-            mws.len(),
-            mws.iter().map(|m| m.handle).collect::<Vec<_>>()
-        )));
+    for w in &mws {
+        if let Some(b) = &w.binding {
+            if !mrs.iter().any(|m| m.lkey >> 8 == b.mr_index) {
+                return Err(unsupported(format!("MW handle {} is bound to MR index {}, which is not one of the process's MRs", w.handle, b.mr_index)));
+            }
+        }
     }
     if let Some(m) = mrs.iter().find(|m| m.access.is_none()) {
         return Err(unsupported(format!("MR handle {} (lkey {:#x}) is not in {}'s list; its access flags are unknown", m.handle, m.lkey, ctl::CTL_DEV)));
@@ -324,6 +339,9 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     };
     for m in &mut mrs {
         m.pd = Some(pd_of(uverbs::OBJ_MR, m.handle, &format!("MR handle {} (lkey {:#x})", m.handle, m.lkey))?);
+    }
+    for w in &mut mws {
+        w.pd = Some(pd_of(uverbs::OBJ_MW, w.handle, &format!("MW handle {}", w.handle))?);
     }
     for a in &mut ahs {
         a.pd = Some(pd_of(uverbs::OBJ_AH, a.handle, &format!("AH handle {}", a.handle))?);

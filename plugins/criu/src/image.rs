@@ -291,11 +291,30 @@ pub struct Mr {
     pub pd: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mw {
     pub handle: u32,
-    /// From the status, matched by creation order when there are several.
+    /// Its current rkey (status, matched by the MW's handle: softroce patch 0013).
     pub rkey: Option<u32>,
+    /// 1 or 2 (`enum ib_mw_type`); 0 in images of older plugins, which refused MWs.
+    #[serde(default)]
+    pub mw_type: u32,
+    /// Handle of its PD.
+    #[serde(default)]
+    pub pd: Option<u32>,
+    /// Where it is bound; `None` for an unbound MW.
+    #[serde(default)]
+    pub binding: Option<MwBinding>,
+}
+
+/// The binding of an MW: MR (by its index, lkey >> 8), range, access, and for a type 2 MW its QP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MwBinding {
+    pub mr_index: u32,
+    pub addr: u64,
+    pub length: u64,
+    pub access: u32,
+    pub qpn: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

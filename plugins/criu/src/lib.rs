@@ -21,7 +21,7 @@
 //! - `UPDATE_VMA_MAP` (restore; inside the restored task): maps the rings at their old addresses
 //!   from the new file.
 //! - `RESUME_DEVICES_LATE` (restore; once memory is final): re-pins MRs on the restored pages,
-//!   copies rings no QP image carries, restores event counters and queued events, resumes QPs.
+//!   copies rings no QP image carries, binds MWs again, resumes QPs.
 //! - `exit` (the descriptor's exit function): after a failed dump (or with `--leave-running`),
 //!   resumes the QPs the dump stopped.
 //!

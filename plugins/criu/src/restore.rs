@@ -159,6 +159,7 @@ enum Obj<'a> {
     Mr(&'a image::Mr),
     Srq(&'a image::Srq),
     Ah(&'a image::Ah),
+    Mw(&'a image::Mw),
     Qp(&'a Qp),
 }
 
@@ -170,6 +171,7 @@ impl Obj<'_> {
             Obj::Mr(m) => m.handle,
             Obj::Srq(q) => q.handle,
             Obj::Ah(a) => a.handle,
+            Obj::Mw(w) => w.handle,
             Obj::Qp(q) => q.handle,
         }
     }
@@ -177,8 +179,18 @@ impl Obj<'_> {
 
 /// Checks that an image holds only what [`build`] can recreate.
 pub fn check_restorable(c: &Context) -> Result<(), String> {
-    if !c.mws.is_empty() {
-        return Err(format!("holds {} MW, which cannot be restored", c.mws.len()));
+    for w in &c.mws {
+        if w.rkey.is_none() || !matches!(w.mw_type, 1 | 2) || !w.pd.is_some_and(|p| c.pds.iter().any(|x| x.handle == p)) {
+            return Err(format!("MW handle {} was saved without its rkey, type or PD (image of an older plugin?)", w.handle));
+        }
+        if let Some(b) = &w.binding {
+            if !c.mrs.iter().any(|m| m.lkey >> 8 == b.mr_index) {
+                return Err(format!("MW handle {} is bound to MR index {}, which the image does not hold", w.handle, b.mr_index));
+            }
+            if (w.mw_type == 2) != b.qpn.is_some() || b.qpn.is_some_and(|n| !c.qps.iter().any(|q| q.qpn == n)) {
+                return Err(format!("MW handle {} (type {}) is bound to QP {:?}, which the image does not hold", w.handle, w.mw_type, b.qpn));
+            }
+        }
     }
     for a in &c.ahs {
         if a.ah_num.is_none() || a.av.is_none() || !a.pd.is_some_and(|p| c.pds.iter().any(|x| x.handle == p)) {
@@ -237,11 +249,12 @@ fn mr_pd(c: &Context, m: &image::Mr) -> Option<u32> {
 }
 
 /// Creation level of an object: what it needs is made on an earlier level (PDs and CQs, then
-/// MRs, SRQs and AHs on their PDs, then QPs on their PD, CQs and SRQ).
+/// MRs, SRQs, AHs and MWs on their PDs, then QPs on their PD, CQs and SRQ; MWs are bound
+/// once memory is final).
 fn level(o: &Obj) -> u8 {
     match o {
         Obj::Pd(_) | Obj::Cq(_) => 0,
-        Obj::Mr(_) | Obj::Srq(_) | Obj::Ah(_) => 1,
+        Obj::Mr(_) | Obj::Srq(_) | Obj::Ah(_) | Obj::Mw(_) => 1,
         Obj::Qp(_) => 2,
     }
 }
@@ -337,6 +350,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     objs.extend(c.mrs.iter().map(Obj::Mr));
     objs.extend(c.srqs.iter().map(Obj::Srq));
     objs.extend(c.ahs.iter().map(Obj::Ah));
+    objs.extend(c.mws.iter().map(Obj::Mw));
     objs.extend(c.qps.iter().map(Obj::Qp));
     objs.sort_by_key(Obj::handle);
 
@@ -389,6 +403,16 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
             Obj::Ah(a) => {
                 let h = create_ah(fd, &ctl, &c.ibdev, a).map_err(|e| prefix(&who, e))?;
                 (format!("AH {}", a.ah_num.unwrap_or(0)), h)
+            }
+            Obj::Mw(w) => {
+                let rkey = w.rkey.expect("checked");
+                ctl.expect(&c.ibdev, ctl::OBJ_MW, rkey >> 8, Some((rkey & 0xff) as u8))
+                    .map_err(sys(format!("{who}: EXPECT MW index {} key {:#x}", rkey >> 8, rkey & 0xff)))?;
+                let r = cmd::alloc_mw(fd, w.pd.expect("checked"), w.mw_type as u8).map_err(sys(format!("{who}: ALLOC_MW rkey {rkey:#x}")))?;
+                if r.rkey != rkey {
+                    return Err(RestoreError::Refused(format!("{who}: MW got rkey {:#x} instead of {rkey:#x}", r.rkey)));
+                }
+                (format!("MW rkey {rkey:#x}"), r.mw_handle)
             }
             Obj::Qp(q) => {
                 let (h, r) = create_qp(fd, &ctl, &c.ibdev, q).map_err(|e| prefix(&who, e))?;
@@ -463,13 +487,14 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     };
     let channels: Vec<(String, RawFd)> = chans.into_iter().map(|(t, f, target)| (t, place(f, target))).collect();
     info!(
-        "{who}: recreated {} PD, {} CQ, {} MR, {} SRQ, {} AH, {} QP with their handles, numbers and keys, {} completion channel(s) and {nev} event \
+        "{who}: recreated {} PD, {} CQ, {} MR, {} SRQ, {} AH, {} MW, {} QP with their handles, numbers and keys, {} completion channel(s) and {nev} event \
          counter(s) and queued event(s); QPs stay stopped until the process's memory is in place",
         c.pds.len(),
         c.cqs.len(),
         c.mrs.len(),
         c.srqs.len(),
         c.ahs.len(),
+        c.mws.len(),
         c.qps.len(),
         channels.len()
     );
@@ -746,6 +771,15 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
             }
             mem.write_all_at(&data[64..], q.start + 64).map_err(sys(format!("{who}: write the ring at {:#x}", q.start)))?;
         }
+        // MWs are bound once their MRs are on the final pages (MR_REPIN refuses an MR an MW
+        // uses), before any QP can use them.
+        for w in &c.mws {
+            let (Some(b), Some(rkey)) = (&w.binding, w.rkey) else { continue };
+            ctl.mw_bind(&c.ibdev, rkey, b.mr_index, b.qpn.unwrap_or(0), b.addr, b.length, b.access).map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::ENOTTY) { " (this rdma_rxe lacks rdmig's softroce patch 0013)" } else { "" };
+                RestoreError::Refused(format!("{who}: bind MW rkey {rkey:#x} to MR index {} (RXE_CTL_IOC_MW_BIND): {e}{hint}", b.mr_index))
+            })?;
+        }
         for q in c.qps.iter().filter(|q| q.mig_image.is_some()) {
             ctl.qp_resume(&c.ibdev, q.qpn).map_err(sys(format!("{who}: resume QP {} (RXE_CTL_IOC_QP_RESUME)", q.qpn)))?;
         }
@@ -832,9 +866,20 @@ mod tests {
         assert!(check_restorable(&c).unwrap_err().contains("SRQ handle 9"));
         c.srqs[0] = Srq { handle: 9, ..Default::default() };
         assert!(check_restorable(&c).unwrap_err().contains("SRQ handle 9 was saved without its PD"), "an older image's SRQ");
+        // MWs: rkey, type and PD; a binding to an MR (and, type 2, a QP) of the image.
         let mut c = ctx();
-        c.mws.push(crate::image::Mw { handle: 9, rkey: None });
-        assert!(check_restorable(&c).unwrap_err().contains("1 MW"));
+        c.mws.push(crate::image::Mw { handle: 9, rkey: None, ..Default::default() });
+        assert!(check_restorable(&c).unwrap_err().contains("MW handle 9 was saved without"), "an older image's MW");
+        let bound = crate::image::MwBinding { mr_index: 1, addr: 0x7000, length: 4096, access: 2, qpn: None };
+        c.mws[0] = crate::image::Mw { handle: 9, rkey: Some(0x80_0105), mw_type: 1, pd: Some(0), binding: Some(bound.clone()) };
+        assert_eq!(check_restorable(&c), Ok(()));
+        c.mws[0].binding = Some(crate::image::MwBinding { mr_index: 2, ..bound.clone() });
+        assert!(check_restorable(&c).unwrap_err().contains("MR index 2"));
+        c.mws[0].mw_type = 2;
+        c.mws[0].binding = Some(crate::image::MwBinding { qpn: Some(17), ..bound.clone() });
+        assert_eq!(check_restorable(&c), Ok(()), "type 2 on QP 17");
+        c.mws[0].binding = Some(bound);
+        assert!(check_restorable(&c).unwrap_err().contains("type 2"), "type 2 without its QP");
         // AHs: need their number, address and PD.
         let mut c = ctx();
         let av = crate::image::AhAv { port: 1, sgid: "fe80".into(), hop_limit: 64, ..Default::default() };
