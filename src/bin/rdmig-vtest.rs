@@ -75,10 +75,13 @@ enum Role {
         /// of its own with a lower handle than that PD (for checkpoint/restore tests).
         #[arg(long)]
         spread_pds: bool,
-        /// Open the device a second time and keep that verbs context (a process rdmig's CRIU
-        /// plugin refuses to save).
+        /// Open the device a second time and keep that verbs context, with a PD, a CQ, a QP
+        /// (INIT) and a registered page of its own.
         #[arg(long)]
         second_context: bool,
+        /// Hold an SRQ that no QP uses (a process rdmig's CRIU plugin refuses to save).
+        #[arg(long)]
+        idle_srq: bool,
         /// Let the client write through a memory window (type 1, bound to the written region)
         /// instead of the region's own rkey.
         #[arg(long)]
@@ -186,8 +189,8 @@ fn open(c: &Common, spare_pds: u32) -> Result<RcQp> {
 fn main() {
     let cli = Cli::parse();
     let r = match cli.role {
-        Role::Server { listen, common, mr_pages, linger, spread_pds, second_context, mw } => {
-            server(listen, &common, mr_pages, linger, Extras { spread_pds, second_context, mw })
+        Role::Server { listen, common, mr_pages, linger, spread_pds, second_context, idle_srq, mw } => {
+            server(listen, &common, mr_pages, linger, Extras { spread_pds, second_context, idle_srq, mw })
         }
         Role::Client { connect, common, count, write_every, pages, rate, window, faults } => {
             client(connect, &common, count, write_every, &pages, rate, window, &faults)
@@ -209,6 +212,7 @@ fn main() {
 struct Extras {
     spread_pds: bool,
     second_context: bool,
+    idle_srq: bool,
     mw: bool,
 }
 
@@ -218,7 +222,15 @@ fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64, x: Extra
     let rx = qp.region(rx_depth * c.msg_size, false)?;
     let target = if x.mw { qp.region_bindable(mr_pages * PAGE)? } else { qp.region(mr_pages * PAGE, true)? };
     let _side = if x.spread_pds { Some(qp.region_on_own_pd(PAGE, false)?) } else { None };
-    let _second = if x.second_context { Some(qp.open_another_context()?) } else { None };
+    // A second verbs context: its own uverbs file, PD, CQ, QP (INIT, rings mapped) and MR.
+    let _second = if x.second_context {
+        let q = open(c, 0)?;
+        let r = q.region(PAGE, false)?;
+        Some((r, q))
+    } else {
+        None
+    };
+    let _srq = if x.idle_srq { Some(qp.idle_srq()?) } else { None };
     let listener = TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;
     eprintln!("server: QPN {:#x}, MR lkey {:#x} rkey {:#x}, listening on {listen}", qp.qp_number(), target.lkey(), target.rkey());
     let (sock, peer) = listener.accept()?;

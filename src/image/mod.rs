@@ -37,9 +37,10 @@ pub fn show(dir: &Path) -> Result<String> {
         let i = &l.image;
         match &i.kind {
             FileKind::Context(c) => {
+                let token = c.file_token.as_ref().map(|t| format!(", uverbs file {t}")).unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{name} (format {}): file id {}, verbs context on {} ({}, chr {}:{}), pid {} fd {}",
+                    "{name} (format {}): file id {}, verbs context on {} ({}, chr {}:{}), pid {} fd {}{token}",
                     l.version, i.id, c.ibdev, c.path, c.rdev_major, c.rdev_minor, i.pid, i.fd
                 );
                 for h in &c.pds {
@@ -241,6 +242,7 @@ mod tests {
                 async_pending: vec![],
                 async_event_files: 1,
                 queues: vec![QueueVma { start: 0x1000, end: 0x1004, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4 }],
+                file_token: Some("00000000feedf00d".into()),
             })),
         };
         image::write_file(&d.path().join(image::file_name(9)), &ctx, &[0xde, 0xad, 0xbe, 0xef]).unwrap();
@@ -248,7 +250,7 @@ mod tests {
             id: 10,
             pid: 100,
             fd: 4,
-            kind: FileKind::EventFile(EventFile { context_id: Some(9), role: "async".into(), role_source: "x".into(), flags: 2, channel: None }),
+            kind: FileKind::EventFile(EventFile { context_id: Some(9), role: "async".into(), role_source: "x".into(), flags: 2, channel: None, file_token: None }),
         };
         image::write_file(&d.path().join(image::file_name(10)), &ev, &[]).unwrap();
         let s = show(d.path()).unwrap();
@@ -256,6 +258,7 @@ mod tests {
         assert!(s.contains("srq  handle 5 pd 4 max_wr 511 max_sge 1 limit 16 ring pgoff 0x30"), "{s}");
         assert!(s.contains("mr   handle 1 pd 4 lkey"), "{s}");
         assert!(s.contains("pd   handle 4"), "{s}");
+        assert!(s.contains("pid 100 fd 3, uverbs file 00000000feedf00d"), "{s}");
         assert!(s.contains("mw   handle 7 pd 0 type 1 rkey 0x80000205 bound to MR index 1 addr 0x7f000000 length 4096 access 0x2"), "{s}");
         assert!(s.contains("ah   handle 6 pd 0 ah_num 3 port 1 sgid gid1 (RoCE v2) dgid fe80:0000:0000:0000:0000:0000:0000:0001 hop_limit 64"), "{s}");
         assert!(s.contains("INIT"), "{s}");

@@ -145,6 +145,18 @@ impl Drop for Region {
     }
 }
 
+/// An SRQ from `RcQp::idle_srq`.
+pub struct IdleSrq {
+    srq: NonNull<rdma_mummy_sys::ibv_srq>,
+}
+
+impl Drop for IdleSrq {
+    fn drop(&mut self) {
+        // SAFETY: created by ibv_create_srq, destroyed once here.
+        unsafe { rdma_mummy_sys::ibv_destroy_srq(self.srq.as_ptr()) };
+    }
+}
+
 /// A type 1 memory window bound by `RcQp::bind_window`; deallocated when dropped.
 pub struct Window {
     mw: NonNull<rdma_mummy_sys::ibv_mw>,
@@ -236,12 +248,16 @@ impl RcQp {
         &self.ctx
     }
 
-    /// Opens the QP's device once more: a second verbs context (its own uverbs file), held
-    /// until dropped. For tests of what checkpoint/restore refuses.
-    pub fn open_another_context(&self) -> Result<Arc<DeviceContext>, VerbsError> {
-        let list = DeviceList::new().map_err(op("list RDMA devices"))?;
-        let dev = list.iter().find(|d| d.name() == self.cfg.device).ok_or_else(|| VerbsError::NoDevice(self.cfg.device.clone(), "gone".into()))?;
-        dev.open().map_err(op("open device"))
+    /// Creates a shared receive queue on the QP's PD that no QP uses (destroyed when dropped).
+    /// For tests of what checkpoint/restore refuses.
+    pub fn idle_srq(&self) -> Result<IdleSrq, VerbsError> {
+        let mut init = rdma_mummy_sys::ibv_srq_init_attr {
+            srq_context: std::ptr::null_mut(),
+            attr: rdma_mummy_sys::ibv_srq_attr { max_wr: 16, max_sge: 1, srq_limit: 0 },
+        };
+        // SAFETY: the PD is alive (self holds it); init is read during the call.
+        let srq = unsafe { rdma_mummy_sys::ibv_create_srq(self.pd.pd().as_ptr(), &mut init) };
+        NonNull::new(srq).map(|srq| IdleSrq { srq }).ok_or_else(|| VerbsError::Op { what: "create SRQ", source: Box::new(std::io::Error::last_os_error()) })
     }
 
     /// Moves the QP (in INIT since `open`) through RTR and RTS towards `remote`. Retries are unlimited (7) so a

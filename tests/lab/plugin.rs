@@ -2,8 +2,9 @@
 //! dumped and restored as before, a verbs process is saved (and keeps running with
 //! --leave-running, its stopped QPs resumed), dumped mid-run, killed and restored with every
 //! iteration delivered exactly once (also when it sleeps on completion events, uses several PDs,
-//! receives from an SRQ, sends over UD with an AH, or is written through a memory window), and
-//! one the plugin cannot save is refused with a message naming the object and keeps running.
+//! receives from an SRQ, sends over UD with an AH, is written through a memory window, or holds
+//! a second verbs context), and one the plugin cannot save is refused with a message naming the
+//! object and keeps running.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -17,7 +18,7 @@ use crate::harness::{perftest_iterations as iterations, proc_state, spawn, wait_
 pub const SCENARIOS: &[Scenario] = &[
     ("plugin_loads_and_plain_process_dumps_and_restores", plugin_loads_and_plain_process_dumps_and_restores),
     ("plugin_saves_waiting_ib_send_bw_with_leave_running", plugin_saves_waiting_ib_send_bw_with_leave_running),
-    ("plugin_refuses_second_context_and_process_keeps_running", plugin_refuses_second_context_and_process_keeps_running),
+    ("plugin_refuses_idle_srq_and_process_keeps_running", plugin_refuses_idle_srq_and_process_keeps_running),
     ("plugin_restores_waiting_ib_send_bw", plugin_restores_waiting_ib_send_bw),
     ("plugin_leave_running_mid_run_resumes_the_qp", plugin_leave_running_mid_run_resumes_the_qp),
     ("plugin_ib_send_bw_dump_kill_restore_same_node", plugin_ib_send_bw_dump_kill_restore_same_node),
@@ -28,6 +29,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("plugin_ib_send_bw_srq_dump_kill_restore_same_node", plugin_ib_send_bw_srq_dump_kill_restore_same_node),
     ("plugin_ib_send_bw_ud_sender_dump_kill_restore", plugin_ib_send_bw_ud_sender_dump_kill_restore),
     ("plugin_vtest_memory_window_dump_kill_restore", plugin_vtest_memory_window_dump_kill_restore),
+    ("plugin_vtest_two_contexts_dump_kill_restore", plugin_vtest_two_contexts_dump_kill_restore),
 ];
 
 /// The address that moves with the restored server in the cross-node scenario.
@@ -171,23 +173,62 @@ fn plugin_saves_waiting_ib_send_bw_with_leave_running(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// (b) A process the plugin cannot save (the vtest server holding a second verbs context: the
-/// plugin saves one per process) is refused with a message naming the object and the reason;
-/// nothing is stopped, the server keeps running and its checked traffic arrives intact.
-fn plugin_refuses_second_context_and_process_keeps_running(c: &Ctx) -> Result<()> {
+/// (b) A process the plugin cannot save (the vtest server holding an SRQ that no QP uses: its
+/// ring cannot be told from the CQs' rings) is refused with a message naming the object and the
+/// reason; nothing is stopped, the server keeps running and its checked traffic arrives intact.
+fn plugin_refuses_idle_srq_and_process_keeps_running(c: &Ctx) -> Result<()> {
     let plugins = plugin_dir(c)?;
     let dir = image_dir("plugin-refuse")?;
-    let (srv, cli, count) = start_vtest(c, "plugin-refuse", "--second-context")?;
+    let (srv, cli, count) = start_vtest(c, "plugin-refuse", "--idle-srq")?;
     let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
     let log = log_of("plugin-refuse", "dump.log");
-    ensure!(!o.status.success(), "dump of a process with two verbs contexts succeeded:\n{log}");
+    ensure!(!o.status.success(), "dump of a process with an idle SRQ succeeded:\n{log}");
     let line = log.lines().find(|l| l.contains("rdmig_criu: cannot dump verbs state")).with_context(|| format!("no plugin error in the log:\n{log}"))?;
     println!("  {line}");
-    ensure!(line.contains(&format!("process {srv} (rdmig-vtest)")) && line.contains("more uverbs files") && line.contains("only one verbs context"), "{line}");
+    ensure!(line.contains(&format!("process {srv} (rdmig-vtest)")) && line.contains("SRQ handle") && line.contains("used by no QP"), "{line}");
     ensure!(!log.contains("stopped QP"), "a QP was stopped although the process was refused:\n{log}");
     let st = proc_state(c, "node1", srv)?;
     ensure!(st.as_deref().is_some_and(|s| !s.starts_with('T')), "server after the refused dump: {st:?}");
     finish_vtest(c, "plugin-refuse", srv, cli, count)
+}
+
+/// The vtest server with a second verbs context (`--second-context`: another uverbs file of the
+/// same device with its own PD, CQ, QP in INIT with mapped rings, MR and async event file) is
+/// dumped mid-transfer, killed and restored: each context is saved on its own with its event
+/// file (told apart by the uverbs file's token, softroce patch 0014), both come back with the
+/// same objects (the fdinfo of both uverbs files compared line by line, QPNs included), and the
+/// checked traffic on the first continues intact.
+fn plugin_vtest_two_contexts_dump_kill_restore(c: &Ctx) -> Result<()> {
+    let before = std::cell::RefCell::new(vec![]);
+    let before_dump = |srv: i32| -> Result<()> {
+        let l = uverbs_fdinfo(c, "node1", srv)?;
+        ensure!(l.iter().filter(|l| l.starts_with("qp:") && l.contains(" qpn=")).count() == 2, "expected two QPs with their QPNs (patch 0014):\n{}", l.join("\n"));
+        *before.borrow_mut() = l;
+        Ok(())
+    };
+    let after_dump = |srv: i32| -> Result<()> {
+        ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+        let shown = rdmig::image::show(&share().join("plugin-ctx2"))?;
+        println!("  rdmig image show:\n{}", shown.trim_end().lines().filter(|l| !l.contains(" vma ")).map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+        let j = rdmig::image::show_json(&share().join("plugin-ctx2"))?;
+        let imgs = j["images"].as_array().context("no images")?;
+        let ctxs: Vec<&serde_json::Value> = imgs.iter().filter(|i| i["kind"]["type"] == "context").collect();
+        ensure!(ctxs.len() == 2 && ctxs[0]["kind"]["file_token"] != ctxs[1]["kind"]["file_token"], "two contexts with their own tokens expected: {j}");
+        for x in &ctxs {
+            ensure!(x["kind"]["qps"].as_array().is_some_and(|q| q.len() == 1), "each context has one QP: {x}");
+            let asyncs = imgs.iter().filter(|e| e["kind"]["role"] == "async" && (e["kind"]["context_id"] == x["id"] || e["kind"]["file_token"] == x["kind"]["file_token"])).count();
+            ensure!(asyncs == 1, "context {} has {asyncs} async event files: {j}", x["id"]);
+        }
+        Ok(())
+    };
+    let after_restore = |srv: i32| -> Result<()> {
+        let now = uverbs_fdinfo(c, "node1", srv)?;
+        let was = before.borrow();
+        ensure!(*was == now, "the restored objects differ:\nbefore the dump:\n{}\nafter the restore:\n{}", was.join("\n"), now.join("\n"));
+        println!("  {} verbs objects of two contexts restored with the same handles, QPNs, PDs and CQs", now.len());
+        Ok(())
+    };
+    vtest_dump_restore(c, "plugin-ctx2", "--second-context", Hooks { before_dump: &before_dump, after_dump: &after_dump, after_restore: &after_restore })
 }
 
 /// An `ib_send_bw --use-srq -q 2` server (two RC QPs receiving from one SRQ) is dumped mid-run,

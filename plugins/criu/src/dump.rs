@@ -79,8 +79,12 @@ pub fn classify(fd: RawFd) -> Option<Claim> {
     (link.as_os_str() == EVENT_LINK).then_some(Claim::EventFile)
 }
 
-/// Context files dumped so far in this criu run, by owner pid: (file id, completion channels).
-static CONTEXTS: Mutex<BTreeMap<i32, (u32, u32)>> = Mutex::new(BTreeMap::new());
+/// Owner pid and the uverbs file's token (softroce patch 0014; `None` without it).
+type ContextKey = (i32, Option<String>);
+
+/// Context files dumped so far in this criu run, by [`ContextKey`]: (file id, completion
+/// channels).
+static CONTEXTS: Mutex<BTreeMap<ContextKey, (u32, u32)>> = Mutex::new(BTreeMap::new());
 
 pub fn reset() {
     CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -194,11 +198,6 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             (s.starts_with("/dev/infiniband/uverbs") && !same).then_some(n)
         })
         .collect();
-    if !others.is_empty() {
-        return Err(unsupported(format!(
-            "the process has more uverbs files (fds {others:?}); only one verbs context per process is supported"
-        )));
-    }
 
     let uv = path.rsplit('/').next().unwrap_or("");
     let ibdev = fs::read_to_string(format!("/sys/class/infiniband_verbs/{uv}/ibdev"))
@@ -315,6 +314,14 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     // fdinfo of rdmig's ib_uverbs; a stock ib_uverbs shows none of it.
     let text = fdinfo::read(0, fd).map_err(sys(format!("{who}: read the fdinfo of the uverbs file")))?;
     let uvinfo: Option<UverbsInfo> = fdinfo::parse_uverbs(&text).map_err(|e| unsupported(format!("fdinfo of the uverbs file: {e}")))?;
+    // Several uverbs files: which QPs (numbers) and event files are this file's, ib_uverbs says.
+    let file_token = uvinfo.as_ref().and_then(|i| i.file.clone());
+    if !others.is_empty() && file_token.is_none() {
+        return Err(unsupported(format!(
+            "the process has more uverbs files (fds {others:?}); telling their objects and event files apart needs \
+             rdmig's ib_uverbs with softroce patch 0014"
+        )));
+    }
     if comp_channels > 0 && uvinfo.is_none() {
         return Err(unsupported(format!(
             "holds {comp_channels} completion channel(s), but this ib_uverbs does not show which CQ uses which channel nor \
@@ -373,9 +380,26 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     }
     vmas.sort_by_key(|v| v.2);
 
-    // QPs: handles in creation order pair with the process's QPNs in creation order.
+    // QPs: ib_uverbs names each QP's number (patch 0014); without it, handles in creation order
+    // pair with the process's QPNs in creation order.
     let qp_handles = handles(uverbs::OBJ_QP, "QP")?;
-    let qp_recs = ctl::owned(&status, "qp", pid, &ibdev);
+    let all_qp_recs = ctl::owned(&status, "qp", pid, &ibdev);
+    let shown_qpns: Option<Vec<u32>> = qp_handles.iter().map(|h| uvinfo.as_ref().and_then(|i| i.obj_of_type(uverbs::OBJ_QP, *h)).and_then(|o| o.qpn)).collect();
+    let (qp_recs, qpn_source): (Vec<&ctl::Record>, &str) = match &shown_qpns {
+        Some(ns) => {
+            let mut v = vec![];
+            for (h, n) in qp_handles.iter().zip(ns) {
+                v.push(*all_qp_recs.iter().find(|r| r.num("qpn") == Some(*n as u64)).ok_or_else(|| {
+                    unsupported(format!("QP handle {h} has QPN {n}, which {} does not list for the process on {ibdev}", ctl::CTL_DEV))
+                })?);
+            }
+            (v, "ib_uverbs fdinfo")
+        }
+        None if !others.is_empty() => {
+            return Err(unsupported(format!("the process has more uverbs files (fds {others:?}), and this ib_uverbs does not show the QPNs of its QPs (softroce patch 0014)")))
+        }
+        None => (all_qp_recs.clone(), if qp_handles.len() == 1 { "only QP of the process" } else { "creation order" }),
+    };
     if qp_recs.len() != qp_handles.len() {
         return Err(unsupported(format!(
             "has {} QP handles but {} lists {} QPs of the process on {ibdev}; cannot tell their numbers",
@@ -384,6 +408,14 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             qp_recs.len()
         )));
     }
+    // The rings of the process's other uverbs files are not this file's.
+    let foreign: Vec<u64> = all_qp_recs
+        .iter()
+        .filter(|r| !qp_recs.iter().any(|m| m.num("qpn") == r.num("qpn")))
+        .flat_map(|r| ["sq_off", "rq_off", "scq_off", "rcq_off", "srq_off"].map(|k| r.num(k).map(|o| o / PAGE)))
+        .flatten()
+        .collect();
+    vmas.retain(|v| !foreign.contains(&v.2));
     let mut blob = vec![];
     let mut qp_pds: Vec<u32> = vec![]; // the PD of each QP, by qp index
     let mut qp_srqs: Vec<Option<u32>> = vec![]; // the SRQ of each QP, by qp index
@@ -474,7 +506,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         qps.push(Qp {
             handle: *h,
             qpn,
-            qpn_source: if qp_handles.len() == 1 { "only QP of the process".into() } else { "creation order".into() },
+            qpn_source: qpn_source.into(),
             qp_type,
             attr,
             links: None,
@@ -573,7 +605,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     // The completion channels and the events queued on them and on the async event file, read
     // now that no connected QP completes work any more.
     let (channels, async_pending) = match &uvinfo {
-        Some(_) => event_files(pid, &who)?,
+        Some(_) => event_files(pid, file_token.as_deref(), &who)?,
         None => (vec![], vec![]),
     };
     if channels.len() != comp_channels as usize {
@@ -662,6 +694,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         channels,
         async_pending,
         queues,
+        file_token: file_token.clone(),
     };
     let summary = format!(
         "{} PD, {} CQ, {} QP, {} SRQ, {} MR, {} MW, {} AH, {} completion channel(s), {} queue mapping(s) ({} bytes)",
@@ -678,18 +711,22 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     );
     let img = FileImage { id, pid, fd: pfd, kind: FileKind::Context(Box::new(ctx)) };
     write_image(dir, &img, &blob)?;
-    CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, (id, comp_channels));
+    CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).insert((pid, file_token), (id, comp_channels));
     info!("{who}: saved verbs context as {}: {summary}", image::file_name(id));
     Ok(())
 }
 
 /// The process's completion channels (each with its lowest fd and the events queued on it) and
 /// the events queued on its async event file (the one with the lowest fd), from their fdinfo.
-fn event_files(pid: i32, who: &str) -> Result<(Vec<Channel>, Vec<AsyncEvent>), DumpError> {
+/// With `file` (the uverbs file's token), only the event files of that uverbs file.
+fn event_files(pid: i32, file: Option<&str>, who: &str) -> Result<(Vec<Channel>, Vec<AsyncEvent>), DumpError> {
     let mut channels: Vec<Channel> = vec![];
     let mut async_pending: Option<Vec<AsyncEvent>> = None;
     for n in process_event_fds(pid)? {
         let text = fdinfo::read(pid, n).map_err(sys(format!("{who}: read /proc/{pid}/fdinfo/{n}")))?;
+        if file.is_some() && fdinfo::file_token(&text).as_deref() != file {
+            continue;
+        }
         match fdinfo::parse_event_file(&text).map_err(|e| DumpError::Unsupported(format!("{who}: fdinfo of event fd {n}: {e}")))? {
             EventInfo::CompChannel { token, pending } => {
                 if !channels.iter().any(|c| c.token == token) {
@@ -789,9 +826,23 @@ fn dump_event_file(fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {
     let (pid, pfd) = owner(fd, &format!("infiniband event file (file id {id})"))?;
     let who = format!("process {pid} ({}), event file fd {pfd}", comm(pid));
     let event_fds = process_event_fds(pid)?;
-    let ctx = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).get(&pid).copied();
     // rdmig's ib_uverbs says what the file is; otherwise it is guessed.
     let text = fdinfo::read(0, fd).map_err(sys(format!("{who}: read its fdinfo")))?;
+    // Its context: the one of its uverbs file (patch 0014), else the process's only one.
+    let file_token = fdinfo::file_token(&text);
+    let ctx = {
+        let all = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner());
+        match all.get(&(pid, file_token.clone())) {
+            Some(c) => Some(*c),
+            None => {
+                let mine: Vec<_> = all.iter().filter(|((p, _), _)| *p == pid).collect();
+                match mine.as_slice() {
+                    [(_, c)] if file_token.is_none() => Some(**c),
+                    _ => None,
+                }
+            }
+        }
+    };
     let info = fdinfo::parse_event_file(&text).map_err(|e| DumpError::Unsupported(format!("{who}: fdinfo: {e}")))?;
     let mut channel = None;
     let (role, role_source) = match info {
@@ -816,6 +867,7 @@ fn dump_event_file(fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {
             role_source: role_source.into(),
             flags: fd_flags(fd),
             channel,
+            file_token,
         }),
     };
     write_image(dir, &img, &[])?;

@@ -40,6 +40,8 @@ pub struct ObjInfo {
     /// The PD it uses (MR, MW, AH, QP, SRQ, WQ), and a QP's CQs and SRQ; `None` when the line
     /// does not say (an ib_uverbs without patch 0011, or an object without a PD).
     pub pd: Option<Link>,
+    /// A QP's number (softroce patch 0014).
+    pub qpn: Option<u32>,
     pub send_cq: Option<Link>,
     pub recv_cq: Option<Link>,
     pub srq: Option<Link>,
@@ -49,6 +51,8 @@ pub struct ObjInfo {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UverbsInfo {
     pub abi: u32,
+    /// The file's token (softroce patch 0014), the same in the fdinfo of its event files.
+    pub file: Option<String>,
     pub cqs: Vec<CqInfo>,
     pub objs: Vec<ObjInfo>,
 }
@@ -140,6 +144,11 @@ pub fn parse_uverbs(text: &str) -> Result<Option<UverbsInfo>, String> {
         let line = || format!("{key}: {first}...");
         match key {
             "rdmig_uverbs" => info = Some(UverbsInfo { abi: abi(first)?, ..Default::default() }),
+            "rdmig_uverbs_file" => {
+                if let Some(i) = info.as_mut() {
+                    i.file = Some(first.to_string()).filter(|t| !t.is_empty());
+                }
+            }
             "cq" => {
                 let i = info.as_mut().ok_or("cq line before the rdmig_uverbs line")?;
                 let channel = match kv.get("channel") {
@@ -164,6 +173,10 @@ pub fn parse_uverbs(text: &str) -> Result<Option<UverbsInfo>, String> {
                     user_handle: num(&kv, "user_handle", &line())?,
                     events_reported: if key == "obj" { 0 } else { num(&kv, "events_reported", &line())? },
                     pd: link(&kv, "pd", &line())?,
+                    qpn: match kv.get("qpn") {
+                        Some(_) => Some(num(&kv, "qpn", &line())?),
+                        None => None,
+                    },
                     send_cq: link(&kv, "send_cq", &line())?,
                     recv_cq: link(&kv, "recv_cq", &line())?,
                     srq: link(&kv, "srq", &line())?,
@@ -208,6 +221,12 @@ pub fn parse_event_file(text: &str) -> Result<EventInfo, String> {
     Ok(info)
 }
 
+/// The token of the uverbs file an event file (or a uverbs file) belongs to, from its fdinfo
+/// (softroce patch 0014); `None` without one.
+pub fn file_token(text: &str) -> Option<String> {
+    lines(text).find(|(k, _, _)| *k == "rdmig_uverbs_file").map(|(_, first, _)| first.to_string()).filter(|t| !t.is_empty())
+}
+
 /// Reads `/proc/<pid>/fdinfo/<fd>` ("self" for pid 0).
 pub fn read(pid: i32, fd: i32) -> std::io::Result<String> {
     let p = if pid == 0 { format!("/proc/self/fdinfo/{fd}") } else { format!("/proc/{pid}/fdinfo/{fd}") };
@@ -223,7 +242,8 @@ mod tests {
         cq:\thandle=2 user_handle=0x55d0c0de1200 channel=00000000a1b2c3d4 comp_events_reported=41 events_reported=0\n\
         cq:\thandle=1 user_handle=0x55d0c0de1000 channel=- comp_events_reported=0 events_reported=3 future=7\n\
         qp:\thandle=3 user_handle=0x55d0c0de2000 events_reported=1\n\
-        qp:\thandle=8 user_handle=0x55d0c0de3000 events_reported=0 pd=6 send_cq=2 recv_cq=1 srq=-\n\
+        rdmig_uverbs_file:\t00000000feedf00d\n\
+        qp:\thandle=8 user_handle=0x55d0c0de3000 events_reported=0 pd=6 qpn=17 send_cq=2 recv_cq=1 srq=-\n\
         obj:\ttype=6 handle=5 user_handle=0x42\n\
         obj:\ttype=7 handle=7 user_handle=0x0 pd=6\n\
         obj:\ttype=7 handle=9 user_handle=0x0 pd=?\n\
@@ -258,6 +278,11 @@ mod tests {
             (Some(Link::Handle(6)), Some(Link::Handle(2)), Some(Link::Handle(1)), Some(Link::None))
         );
         assert_eq!(i.obj_of_type(crate::uverbs::OBJ_MR, 7).unwrap().pd, Some(Link::Handle(6)));
+        assert_eq!((q.qpn, i.obj("qp", 3).unwrap().qpn), (Some(17), None));
+        assert_eq!(i.file.as_deref(), Some("00000000feedf00d"));
+        assert_eq!(file_token(UVERBS).as_deref(), Some("00000000feedf00d"));
+        assert_eq!(file_token("rdmig_uverbs_comp_channel:\tab\nrdmig_uverbs_file:\tcafe\n").as_deref(), Some("cafe"));
+        assert_eq!(file_token("pos:\t0\n"), None);
         assert_eq!(i.obj_of_type(crate::uverbs::OBJ_MR, 9).unwrap().pd, Some(Link::Busy));
         assert!(i.obj_of_type(crate::uverbs::OBJ_MR, 5).is_none(), "handle 5 is an AH");
         assert!(parse_uverbs("rdmig_uverbs:\t1\nobj:\ttype=7 handle=1 user_handle=0 pd=x\n").unwrap_err().contains("bad pd"));

@@ -97,6 +97,10 @@ pub struct Context {
     pub async_pending: Vec<AsyncEvent>,
     /// The process's mappings of this uverbs file (rxe queues: CQ, SQ, RQ, SRQ rings).
     pub queues: Vec<QueueVma>,
+    /// The file's token in the fdinfo of rdmig's ib_uverbs (softroce patch 0014), which its event
+    /// files name too: with several uverbs files in a process, it tells whose they are.
+    #[serde(default)]
+    pub file_token: Option<String>,
 }
 
 /// An object known only by its uverbs handle (no query exists for it).
@@ -370,6 +374,9 @@ pub struct EventFile {
     /// A completion channel's token ([`Channel::token`]).
     #[serde(default)]
     pub channel: Option<String>,
+    /// The token of the uverbs file it belongs to ([`Context::file_token`]).
+    #[serde(default)]
+    pub file_token: Option<String>,
 }
 
 /// A loaded image file.
@@ -486,6 +493,7 @@ mod tests {
                 channels: vec![Channel { token: "ab".into(), fd: 5, pending: vec![2] }],
                 async_pending: vec![AsyncEvent { event_type: 18, element: 1, object: 0, handle: None }],
                 queues: vec![QueueVma { start: 0x1000, end: 0x2000, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4 }],
+                file_token: Some("f00d".into()),
             })),
         }
     }

@@ -90,8 +90,8 @@ pub fn restore_file(id: u32) -> Result<Option<RawFd>, RestoreError> {
             let ctx = match e.context_id {
                 Some(c) => c,
                 None => image::read_dir(&dir)?
-                    .into_iter()
-                    .find(|o| o.image.pid == l.image.pid && matches!(o.image.kind, FileKind::Context(_)))
+                    .iter()
+                    .find(|o| belongs_to(&l, o))
                     .map(|o| o.image.id)
                     .ok_or_else(|| RestoreError::Refused(format!("{name}: no verbs context of pid {} in the images", l.image.pid)))?,
             };
@@ -110,6 +110,16 @@ pub fn restore_file(id: u32) -> Result<Option<RawFd>, RestoreError> {
             })?;
             Ok(Some(fd))
         }
+    }
+}
+
+/// Whether event file image `ev` belongs to context image `ctx`: as the dump recorded, or, when
+/// the event file was dumped before its context, by pid and the uverbs file's token.
+fn belongs_to(ev: &Loaded, ctx: &Loaded) -> bool {
+    let (FileKind::EventFile(e), FileKind::Context(c)) = (&ev.image.kind, &ctx.image.kind) else { return false };
+    match e.context_id {
+        Some(id) => id == ctx.image.id,
+        None => ev.image.pid == ctx.image.pid && (e.file_token.is_none() || e.file_token == c.file_token),
     }
 }
 
@@ -314,7 +324,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     let ev_images = image::read_dir(dir)?;
     let async_target = ev_images
         .iter()
-        .find(|e| matches!(&e.image.kind, FileKind::EventFile(ev) if ev.context_id == Some(ctx_id) && ev.role == "async"))
+        .find(|e| matches!(&e.image.kind, FileKind::EventFile(ev) if ev.role == "async") && belongs_to(e, &l))
         .map(|e| e.image.fd);
 
     let cpath = CString::new(c.path.clone()).map_err(|_| RestoreError::Refused(format!("{who}: bad device path")))?;
@@ -460,8 +470,8 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
 
     // File status flags (O_NONBLOCK) of the event files, as the process had set them.
     let flags_of = |pick: &dyn Fn(&image::EventFile) -> bool| {
-        ev_images.iter().find_map(|l| match &l.image.kind {
-            FileKind::EventFile(e) if pick(e) => Some(e.flags),
+        ev_images.iter().find_map(|e| match &e.image.kind {
+            FileKind::EventFile(ev) if pick(ev) && belongs_to(e, &l) => Some(ev.flags),
             _ => None,
         })
     };
@@ -474,7 +484,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         }
         Ok(())
     };
-    nonblock(&afile, flags_of(&|e| e.context_id == Some(ctx_id) && e.role == "async"))?;
+    nonblock(&afile, flags_of(&|e| e.role == "async"))?;
     for (t, f, _) in &chans {
         nonblock(f, flags_of(&|e| e.channel.as_ref() == Some(t)))?;
     }
@@ -818,6 +828,7 @@ mod tests {
             channels: vec![],
             async_pending: vec![],
             queues: vec![],
+            file_token: None,
         }
     }
 
