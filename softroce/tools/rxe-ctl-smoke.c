@@ -410,9 +410,14 @@ int main(int argc, char **argv)
 	ah_attr.grh.hop_limit = 1;
 	ah_attr.port_num = 1;
 	ah = ibv_create_ah(pd, &ah_attr);
-	snprintf(line, sizeof(line), "ah dev=%s index=300 pid=%d\n",
+	snprintf(line, sizeof(line), "ah dev=%s index=300 pid=%d handle=",
 		 ibdev_name, getpid());
 	CHECK(ah && status_has(line), "expected AH has index 300");
+	/* patch 12: the address vector, to recreate the AH */
+	snprintf(line, sizeof(line), " port=1 sgid_index=%d dgid=", gid_index);
+	CHECK(ah && status_has(line), "AH status shows its port and GID index");
+	/* ib_core resolves the hop limit of a RoCE AH from the route */
+	CHECK(ah && status_has(" hop_limit="), "AH status shows its hop limit");
 	if (ah)
 		ibv_destroy_ah(ah);
 

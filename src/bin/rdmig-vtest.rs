@@ -71,6 +71,21 @@ enum Role {
         /// Keep the QP and regions this many seconds after the report (for inspection).
         #[arg(long, default_value_t = 0)]
         linger: u64,
+        /// Use several PDs: two spare PDs before the QP's, and one more page registered on a PD
+        /// of its own with a lower handle than that PD (for checkpoint/restore tests).
+        #[arg(long)]
+        spread_pds: bool,
+        /// Open the device a second time and keep that verbs context, with a PD, a CQ, a QP
+        /// (INIT) and a registered page of its own.
+        #[arg(long)]
+        second_context: bool,
+        /// Hold an SRQ that no QP uses (a process rdmig's CRIU plugin refuses to save).
+        #[arg(long)]
+        idle_srq: bool,
+        /// Let the client write through a memory window (type 1, bound to the written region)
+        /// instead of the region's own rkey.
+        #[arg(long)]
+        mw: bool,
     },
     /// Connect, send checked traffic, report.
     Client {
@@ -165,16 +180,18 @@ fn put_header(buf: &mut [u8], kind: Kind, seq: u64, slot: u32, len: u32, crc: u3
     buf[24..28].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn open(c: &Common) -> Result<RcQp> {
+fn open(c: &Common, spare_pds: u32) -> Result<RcQp> {
     ensure!(c.msg_size >= HDR + 8, "--msg-size must be at least {}", HDR + 8);
     ensure!(c.write_size > 0, "--write-size must be positive");
-    Ok(RcQp::open(RcConfig { device: c.device.clone(), gid_index: c.gid_index, events: !c.busy_poll, ..Default::default() })?)
+    Ok(RcQp::open(RcConfig { device: c.device.clone(), gid_index: c.gid_index, events: !c.busy_poll, spare_pds, ..Default::default() })?)
 }
 
 fn main() {
     let cli = Cli::parse();
     let r = match cli.role {
-        Role::Server { listen, common, mr_pages, linger } => server(listen, &common, mr_pages, linger),
+        Role::Server { listen, common, mr_pages, linger, spread_pds, second_context, idle_srq, mw } => {
+            server(listen, &common, mr_pages, linger, Extras { spread_pds, second_context, idle_srq, mw })
+        }
         Role::Client { connect, common, count, write_every, pages, rate, window, faults } => {
             client(connect, &common, count, write_every, &pages, rate, window, &faults)
         }
@@ -191,11 +208,29 @@ fn main() {
     }
 }
 
-fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64) -> Result<Report> {
-    let mut qp = open(c)?;
+/// What the server holds beyond its QP and regions (for checkpoint/restore tests).
+struct Extras {
+    spread_pds: bool,
+    second_context: bool,
+    idle_srq: bool,
+    mw: bool,
+}
+
+fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64, x: Extras) -> Result<Report> {
+    let mut qp = open(c, if x.spread_pds { 2 } else { 0 })?;
     let rx_depth = 128usize;
     let rx = qp.region(rx_depth * c.msg_size, false)?;
-    let target = qp.region(mr_pages * PAGE, true)?;
+    let target = if x.mw { qp.region_bindable(mr_pages * PAGE)? } else { qp.region(mr_pages * PAGE, true)? };
+    let _side = if x.spread_pds { Some(qp.region_on_own_pd(PAGE, false)?) } else { None };
+    // A second verbs context: its own uverbs file, PD, CQ, QP (INIT, rings mapped) and MR.
+    let _second = if x.second_context {
+        let q = open(c, 0)?;
+        let r = q.region(PAGE, false)?;
+        Some((r, q))
+    } else {
+        None
+    };
+    let _srq = if x.idle_srq { Some(qp.idle_srq()?) } else { None };
     let listener = TcpListener::bind(listen).with_context(|| format!("listen on {listen}"))?;
     eprintln!("server: QPN {:#x}, MR lkey {:#x} rkey {:#x}, listening on {listen}", qp.qp_number(), target.lkey(), target.rkey());
     let (sock, peer) = listener.accept()?;
@@ -205,8 +240,19 @@ fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64) -> Resul
     for i in 0..rx_depth {
         qp.post_recv(i as u64, &rx, i * c.msg_size, c.msg_size)?;
     }
-    send_line(&mut sock, &Hello { ep: qp.endpoint(), mr_addr: target.addr(), mr_rkey: target.rkey(), mr_len: target.len() as u64 })?;
-    qp.connect(&hello.ep)?;
+    // With a memory window, the QP must be in RTS to bind it before the client learns its rkey.
+    let mut window = None;
+    if x.mw {
+        qp.connect(&hello.ep)?;
+        let w = qp.bind_window(&target)?;
+        eprintln!("server: memory window rkey {:#x} bound to the MR", w.rkey());
+        window = Some(w);
+    }
+    let rkey = window.as_ref().map(|w| w.rkey()).unwrap_or(target.rkey());
+    send_line(&mut sock, &Hello { ep: qp.endpoint(), mr_addr: target.addr(), mr_rkey: rkey, mr_len: target.len() as u64 })?;
+    if window.is_none() {
+        qp.connect(&hello.ep)?;
+    }
     eprintln!("server: connected to {peer} (QPN {:#x})", hello.ep.qpn);
 
     let mut rep = Report {
@@ -320,7 +366,7 @@ fn client(
     faults: &[Fault],
 ) -> Result<Report> {
     ensure!(window >= 2 && window <= 64, "--window must be 2 to 64");
-    let mut qp = open(c)?;
+    let mut qp = open(c, 0)?;
     let mut tx = qp.region(window * c.msg_size, false)?;
     let mut wsrc = qp.region(window * c.write_size, false)?;
     let sock = TcpStream::connect(connect).with_context(|| format!("connect to {connect}"))?;

@@ -37,9 +37,10 @@ pub fn show(dir: &Path) -> Result<String> {
         let i = &l.image;
         match &i.kind {
             FileKind::Context(c) => {
+                let token = c.file_token.as_ref().map(|t| format!(", uverbs file {t}")).unwrap_or_default();
                 let _ = writeln!(
                     out,
-                    "{name} (format {}): file id {}, verbs context on {} ({}, chr {}:{}), pid {} fd {}",
+                    "{name} (format {}): file id {}, verbs context on {} ({}, chr {}:{}), pid {} fd {}{token}",
                     l.version, i.id, c.ibdev, c.path, c.rdev_major, c.rdev_minor, i.pid, i.fd
                 );
                 for h in &c.pds {
@@ -48,14 +49,24 @@ pub fn show(dir: &Path) -> Result<String> {
                 for h in &c.cqs {
                     let _ = writeln!(out, "  cq   handle {}", h.handle);
                 }
-                for h in &c.srqs {
-                    let _ = writeln!(out, "  srq  handle {}", h.handle);
+                for q in &c.srqs {
+                    let pd = q.pd.map(|p| format!(" pd {p}")).unwrap_or_default();
+                    let ring = q.pgoff.map(|o| format!(" ring pgoff {o:#x}")).unwrap_or_default();
+                    let _ = writeln!(
+                        out,
+                        "  srq  handle {}{pd} max_wr {} max_sge {} limit {}{ring} user_handle {:#x} async events read {}",
+                        q.handle, q.max_wr, q.max_sge, q.srq_limit, q.user_handle, q.events_reported
+                    );
                 }
                 for q in &c.qps {
                     let a = &q.attr;
+                    let links = q
+                        .links
+                        .map(|k| format!(" pd {} cq {}/{}{}", k.pd, k.send_cq, k.recv_cq, k.srq.map(|s| format!(" srq {s}")).unwrap_or_default()))
+                        .unwrap_or_default();
                     let _ = writeln!(
                         out,
-                        "  qp   handle {} qpn {} ({}) {} {} sq_psn {:#x} rq_psn {:#x} dest_qpn {} caps send {}x{} recv {}x{} inline {}",
+                        "  qp   handle {}{links} qpn {} ({}) {} {} sq_psn {:#x} rq_psn {:#x} dest_qpn {} caps send {}x{} recv {}x{} inline {}",
                         q.handle,
                         q.qpn,
                         q.qpn_source,
@@ -73,19 +84,44 @@ pub fn show(dir: &Path) -> Result<String> {
                 }
                 for m in &c.mrs {
                     let access = m.access.map(|a| format!("{a:#x}")).unwrap_or_else(|| "?".into());
+                    let pd = m.pd.map(|p| format!(" pd {p}")).unwrap_or_default();
                     let _ = writeln!(
                         out,
-                        "  mr   handle {} lkey {:#010x} rkey {:#010x} iova {:#x} length {} access {access}",
+                        "  mr   handle {}{pd} lkey {:#010x} rkey {:#010x} iova {:#x} length {} access {access}",
                         m.handle, m.lkey, m.rkey, m.iova, m.length
                     );
                 }
                 for m in &c.mws {
                     let rkey = m.rkey.map(|k| format!("{k:#010x}")).unwrap_or_else(|| "?".into());
-                    let _ = writeln!(out, "  mw   handle {} rkey {rkey}", m.handle);
+                    let pd = m.pd.map(|p| format!(" pd {p}")).unwrap_or_default();
+                    let bound = match &m.binding {
+                        Some(b) => format!(
+                            " bound to MR index {} addr {:#x} length {} access {:#x}{}",
+                            b.mr_index,
+                            b.addr,
+                            b.length,
+                            b.access,
+                            b.qpn.map(|q| format!(" QP {q}")).unwrap_or_default()
+                        ),
+                        None => " unbound".into(),
+                    };
+                    let _ = writeln!(out, "  mw   handle {}{pd} type {} rkey {rkey}{bound}", m.handle, m.mw_type);
                 }
                 for a in &c.ahs {
                     let n = a.ah_num.map(|k| k.to_string()).unwrap_or_else(|| "?".into());
-                    let _ = writeln!(out, "  ah   handle {} ah_num {n}", a.handle);
+                    let pd = a.pd.map(|p| format!(" pd {p}")).unwrap_or_default();
+                    let av = a
+                        .av
+                        .as_ref()
+                        .map(|v| {
+                            let dgid = v.dgid.chunks(2).map(|w| format!("{:02x}{:02x}", w[0], w[1])).collect::<Vec<_>>().join(":");
+                            format!(
+                                " port {} sgid {} ({}) dgid {dgid} hop_limit {} tclass {} flow_label {:#x}",
+                                v.port, v.sgid, v.sgid_type, v.hop_limit, v.traffic_class, v.flow_label
+                            )
+                        })
+                        .unwrap_or_default();
+                    let _ = writeln!(out, "  ah   handle {}{pd} ah_num {n}{av} user_handle {:#x}", a.handle, a.user_handle);
                 }
                 let _ = writeln!(out, "  completion channels {}, async event files {}", c.comp_channels, c.async_event_files);
                 for ch in &c.channels {
@@ -157,7 +193,7 @@ pub fn show_json(dir: &Path) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdmig_criu::image::{Context, Cq, EventFile, Handle, Mr, Qp, QpAttr, QueueVma};
+    use rdmig_criu::image::{Ah, AhAv, Context, Cq, EventFile, Handle, Mr, Mw, MwBinding, Qp, QpAttr, QpLinks, QueueVma, Srq};
 
     #[test]
     fn shows_what_the_plugin_wrote() {
@@ -173,19 +209,40 @@ mod tests {
                 rdev_minor: 192,
                 ibdev: "rxe0".into(),
                 flags: 2,
-                pds: vec![Handle { handle: 0 }],
+                pds: vec![Handle { handle: 0 }, Handle { handle: 4 }],
                 cqs: vec![Cq { handle: 2, pgoff: None, cqe: None, ..Default::default() }],
-                srqs: vec![],
-                qps: vec![Qp { handle: 3, qpn: 17, qpn_source: "only QP of the process".into(), qp_type: "rc".into(), attr: QpAttr { state: 1, ..Default::default() }, ..Default::default() }],
-                mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7f00_0000, length: 65536, access: Some(0xf) }],
-                mws: vec![],
-                ahs: vec![],
+                srqs: vec![Srq { handle: 5, pd: Some(4), pgoff: Some(0x30), max_wr: 511, max_sge: 1, srq_limit: 16, ..Default::default() }],
+                qps: vec![Qp {
+                    handle: 3,
+                    qpn: 17,
+                    qpn_source: "only QP of the process".into(),
+                    qp_type: "rc".into(),
+                    attr: QpAttr { state: 1, ..Default::default() },
+                    links: Some(QpLinks { pd: 4, send_cq: 2, recv_cq: 2, sq_pgoff: 0, rq_pgoff: 0x30, srq: Some(5) }),
+                    ..Default::default()
+                }],
+                mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7f00_0000, length: 65536, access: Some(0xf), pd: Some(4) }],
+                mws: vec![Mw {
+                    handle: 7,
+                    rkey: Some(0x8000_0205),
+                    mw_type: 1,
+                    pd: Some(0),
+                    binding: Some(MwBinding { mr_index: 1, addr: 0x7f00_0000, length: 4096, access: 2, qpn: None }),
+                }],
+                ahs: vec![Ah {
+                    handle: 6,
+                    ah_num: Some(3),
+                    pd: Some(0),
+                    user_handle: 0x55d0,
+                    av: Some(AhAv { port: 1, sgid: "gid1".into(), sgid_type: "RoCE v2".into(), dgid: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], flow_label: 0, hop_limit: 64, traffic_class: 0 }),
+                }],
                 comp_channels: 0,
                 events_saved: false,
                 channels: vec![],
                 async_pending: vec![],
                 async_event_files: 1,
                 queues: vec![QueueVma { start: 0x1000, end: 0x1004, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4 }],
+                file_token: Some("00000000feedf00d".into()),
             })),
         };
         image::write_file(&d.path().join(image::file_name(9)), &ctx, &[0xde, 0xad, 0xbe, 0xef]).unwrap();
@@ -193,11 +250,17 @@ mod tests {
             id: 10,
             pid: 100,
             fd: 4,
-            kind: FileKind::EventFile(EventFile { context_id: Some(9), role: "async".into(), role_source: "x".into(), flags: 2, channel: None }),
+            kind: FileKind::EventFile(EventFile { context_id: Some(9), role: "async".into(), role_source: "x".into(), flags: 2, channel: None, file_token: None }),
         };
         image::write_file(&d.path().join(image::file_name(10)), &ev, &[]).unwrap();
         let s = show(d.path()).unwrap();
-        assert!(s.contains("qp   handle 3 qpn 17"), "{s}");
+        assert!(s.contains("qp   handle 3 pd 4 cq 2/2 srq 5 qpn 17"), "{s}");
+        assert!(s.contains("srq  handle 5 pd 4 max_wr 511 max_sge 1 limit 16 ring pgoff 0x30"), "{s}");
+        assert!(s.contains("mr   handle 1 pd 4 lkey"), "{s}");
+        assert!(s.contains("pd   handle 4"), "{s}");
+        assert!(s.contains("pid 100 fd 3, uverbs file 00000000feedf00d"), "{s}");
+        assert!(s.contains("mw   handle 7 pd 0 type 1 rkey 0x80000205 bound to MR index 1 addr 0x7f000000 length 4096 access 0x2"), "{s}");
+        assert!(s.contains("ah   handle 6 pd 0 ah_num 3 port 1 sgid gid1 (RoCE v2) dgid fe80:0000:0000:0000:0000:0000:0000:0001 hop_limit 64"), "{s}");
         assert!(s.contains("INIT"), "{s}");
         assert!(s.contains("lkey 0x00000105"), "{s}");
         assert!(s.contains("deadbeef"), "{s}");

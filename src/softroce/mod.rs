@@ -233,7 +233,7 @@ fn hint(e: nix::errno::Errno) -> &'static str {
         ESRCH => "no such process",
         EINVAL => "invalid argument (or the QP is in the wrong state for this command, or the MR is not a user MR of that process)",
         EFAULT => "bad address (MR_REPIN: the pages are not mapped in that process)",
-        EOPNOTSUPP => "not an RC QP",
+        EOPNOTSUPP => "not an RC or UD QP",
         E2BIG => "state image too large",
         _ => "see softroce/README.md",
     }

@@ -63,11 +63,14 @@ pub struct RcConfig {
     /// have no channel at all (false): a process without a channel can be checkpointed by
     /// rdmig's CRIU plugin, which cannot restore channels yet.
     pub events: bool,
+    /// PDs allocated (and left unused) before the QP's own, so that its PD is not the first:
+    /// for tests of checkpoint/restore with several PDs.
+    pub spare_pds: u32,
 }
 
 impl Default for RcConfig {
     fn default() -> Self {
-        Self { device: "rxe0".into(), port: 1, gid_index: 1, mtu: Mtu::Mtu4096, max_send_wr: 128, max_recv_wr: 256, events: true }
+        Self { device: "rxe0".into(), port: 1, gid_index: 1, mtu: Mtu::Mtu4096, max_send_wr: 128, max_recv_wr: 256, events: true, spare_pds: 0 }
     }
 }
 
@@ -142,12 +145,44 @@ impl Drop for Region {
     }
 }
 
+/// An SRQ from `RcQp::idle_srq`.
+pub struct IdleSrq {
+    srq: NonNull<rdma_mummy_sys::ibv_srq>,
+}
+
+impl Drop for IdleSrq {
+    fn drop(&mut self) {
+        // SAFETY: created by ibv_create_srq, destroyed once here.
+        unsafe { rdma_mummy_sys::ibv_destroy_srq(self.srq.as_ptr()) };
+    }
+}
+
+/// A type 1 memory window bound by `RcQp::bind_window`; deallocated when dropped.
+pub struct Window {
+    mw: NonNull<rdma_mummy_sys::ibv_mw>,
+}
+
+impl Window {
+    pub fn rkey(&self) -> u32 {
+        // SAFETY: the MW is alive until drop; librxe updated its rkey at the bind.
+        unsafe { self.mw.as_ref().rkey }
+    }
+}
+
+impl Drop for Window {
+    fn drop(&mut self) {
+        // SAFETY: allocated by ibv_alloc_mw, freed once here.
+        unsafe { rdma_mummy_sys::ibv_dealloc_mw(self.mw.as_ptr()) };
+    }
+}
+
 pub struct RcQp {
     // Field order is drop order: QP, CQ, channel, PD, context.
     qp: BasicQueuePair,
     cq: Arc<BasicCompletionQueue>,
     channel: Option<Arc<CompletionChannel>>,
     pd: Arc<ProtectionDomain>,
+    _spare_pds: Vec<Arc<ProtectionDomain>>,
     ctx: Arc<DeviceContext>,
     cfg: RcConfig,
     psn: u32,
@@ -164,6 +199,7 @@ impl RcQp {
             .ok_or_else(|| VerbsError::NoDevice(cfg.device.clone(), if names.is_empty() { "none".into() } else { names.join(", ") }))?;
         let ctx = dev.open().map_err(op("open device"))?;
         let gid = ctx.query_gid(cfg.port, cfg.gid_index).map_err(op("query GID"))?;
+        let spare_pds = (0..cfg.spare_pds).map(|_| ctx.alloc_pd().map_err(op("allocate a spare PD"))).collect::<Result<Vec<_>, _>>()?;
         let pd = ctx.alloc_pd().map_err(op("allocate PD"))?;
         let channel = if cfg.events {
             let ch = CompletionChannel::new(&ctx).map_err(op("create completion channel"))?;
@@ -190,7 +226,7 @@ impl RcQp {
             .build()
             .map_err(op("create RC QP"))?;
         let psn = random_psn();
-        let mut me = Self { qp, cq, channel, pd, ctx, cfg, psn, gid };
+        let mut me = Self { qp, cq, channel, pd, _spare_pds: spare_pds, ctx, cfg, psn, gid };
         // INIT right away: rxe accepts receive work requests only from INIT on, and receives
         // must be posted before the peer can send.
         let access = AccessFlags::LocalWrite | AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
@@ -210,6 +246,18 @@ impl RcQp {
 
     pub fn context(&self) -> &Arc<DeviceContext> {
         &self.ctx
+    }
+
+    /// Creates a shared receive queue on the QP's PD that no QP uses (destroyed when dropped).
+    /// For tests of what checkpoint/restore refuses.
+    pub fn idle_srq(&self) -> Result<IdleSrq, VerbsError> {
+        let mut init = rdma_mummy_sys::ibv_srq_init_attr {
+            srq_context: std::ptr::null_mut(),
+            attr: rdma_mummy_sys::ibv_srq_attr { max_wr: 16, max_sge: 1, srq_limit: 0 },
+        };
+        // SAFETY: the PD is alive (self holds it); init is read during the call.
+        let srq = unsafe { rdma_mummy_sys::ibv_create_srq(self.pd.pd().as_ptr(), &mut init) };
+        NonNull::new(srq).map(|srq| IdleSrq { srq }).ok_or_else(|| VerbsError::Op { what: "create SRQ", source: Box::new(std::io::Error::last_os_error()) })
     }
 
     /// Moves the QP (in INIT since `open`) through RTR and RTS towards `remote`. Retries are unlimited (7) so a
@@ -309,6 +357,71 @@ impl RcQp {
 
     /// Maps `len` bytes (rounded up to pages) and registers them.
     pub fn region(&self, len: usize, remote_write: bool) -> Result<Region, VerbsError> {
+        Self::region_in(&self.pd, len, remote_write)
+    }
+
+    /// Like `region`, but on a PD of its own (kept as long as the region), not the QP's: for
+    /// tests of checkpoint/restore with several PDs. A PD allocated and freed before it leaves a
+    /// free handle below the new PD's, which the region's MR takes.
+    pub fn region_on_own_pd(&mut self, len: usize, remote_write: bool) -> Result<Region, VerbsError> {
+        let hole = self.ctx.alloc_pd().map_err(op("allocate PD"))?;
+        let pd = self.ctx.alloc_pd().map_err(op("allocate PD"))?;
+        drop(hole);
+        Self::region_in(&pd, len, remote_write)
+    }
+
+    /// Like `region` (remote writes allowed), and memory windows may be bound to it.
+    pub fn region_bindable(&self, len: usize) -> Result<Region, VerbsError> {
+        Self::region_with(&self.pd, len, AccessFlags::LocalWrite | AccessFlags::RemoteWrite | AccessFlags::RemoteRead | AccessFlags::MemoryWindowBind)
+    }
+
+    /// Allocates a type 1 memory window on the QP's PD and binds it to all of `r` for remote
+    /// writes (`ibv_bind_mw`: a work request on this QP, which must be in RTS; its completion is
+    /// waited for here, so nothing else may be in flight). `r` must come from
+    /// `region_bindable`; the window must be dropped before `r`.
+    pub fn bind_window(&mut self, r: &Region) -> Result<Window, VerbsError> {
+        const BIND_WR_ID: u64 = u64::MAX;
+        // SAFETY: the PD is alive (self holds it); alloc_mw only reads it.
+        let mw = unsafe { rdma_mummy_sys::ibv_alloc_mw(self.pd.pd().as_ptr(), rdma_mummy_sys::ibv_mw_type::IBV_MW_TYPE_1) };
+        let mw = NonNull::new(mw).ok_or_else(|| VerbsError::Op { what: "allocate memory window", source: Box::new(std::io::Error::last_os_error()) })?;
+        let w = Window { mw };
+        let mut bind = rdma_mummy_sys::ibv_mw_bind {
+            wr_id: BIND_WR_ID,
+            send_flags: rdma_mummy_sys::ibv_send_flags::IBV_SEND_SIGNALED.0,
+            bind_info: rdma_mummy_sys::ibv_mw_bind_info {
+                // SAFETY: the MR is alive as long as `r`.
+                mr: unsafe { r.mr.mr().as_ptr() },
+                addr: r.addr(),
+                length: r.len() as u64,
+                mw_access_flags: rdma_mummy_sys::ibv_access_flags::IBV_ACCESS_REMOTE_WRITE.0,
+            },
+        };
+        // SAFETY: QP, MW and the bind description are alive for the call.
+        errno("bind memory window", unsafe { rdma_mummy_sys::ibv_bind_mw(self.qp.qp().as_ptr(), mw.as_ptr(), &mut bind) })?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut wcs = vec![];
+        while Instant::now() < deadline {
+            wcs.clear();
+            self.poll_wait(&mut wcs, Duration::from_millis(200))?;
+            if let Some(wc) = wcs.iter().find(|c| c.wr_id == BIND_WR_ID) {
+                if !wc.ok() {
+                    return Err(VerbsError::Invalid(format!("binding the memory window failed with status {}", wc.status)));
+                }
+                return Ok(w);
+            }
+        }
+        Err(VerbsError::Invalid("no completion of the memory window bind".into()))
+    }
+
+    fn region_in(pd: &Arc<ProtectionDomain>, len: usize, remote_write: bool) -> Result<Region, VerbsError> {
+        let mut access = AccessFlags::LocalWrite;
+        if remote_write {
+            access |= AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
+        }
+        Self::region_with(pd, len, access)
+    }
+
+    fn region_with(pd: &Arc<ProtectionDomain>, len: usize, access: AccessFlags) -> Result<Region, VerbsError> {
         let page = 4096;
         let len = len.max(1).div_ceil(page) * page;
         // SAFETY: a fresh private anonymous mapping; nothing else refers to it.
@@ -321,12 +434,8 @@ impl RcQp {
             )
         }
         .map_err(op("map memory"))?;
-        let mut access = AccessFlags::LocalWrite;
-        if remote_write {
-            access |= AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
-        }
         // SAFETY: the mapping lives as long as the Region, which deregisters before unmapping.
-        let mr = match unsafe { self.pd.reg_mr(ptr.as_ptr() as usize, len, access) } {
+        let mr = match unsafe { pd.reg_mr(ptr.as_ptr() as usize, len, access) } {
             Ok(mr) => mr,
             Err(e) => {
                 // SAFETY: just mapped above.

@@ -1,8 +1,10 @@
 //! CRIU plugin scenarios (issue 5): Debian's stock CRIU loads rdmig's plugin, other processes are
 //! dumped and restored as before, a verbs process is saved (and keeps running with
 //! --leave-running, its stopped QPs resumed), dumped mid-run, killed and restored with every
-//! iteration delivered exactly once (also when it sleeps on completion events), and one the
-//! plugin cannot save is refused with a message naming the object and keeps running.
+//! iteration delivered exactly once (also when it sleeps on completion events, uses several PDs,
+//! receives from an SRQ, sends over UD with an AH, is written through a memory window, or holds
+//! a second verbs context), and one the plugin cannot save is refused with a message naming the
+//! object and keeps running.
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -16,13 +18,18 @@ use crate::harness::{perftest_iterations as iterations, proc_state, spawn, wait_
 pub const SCENARIOS: &[Scenario] = &[
     ("plugin_loads_and_plain_process_dumps_and_restores", plugin_loads_and_plain_process_dumps_and_restores),
     ("plugin_saves_waiting_ib_send_bw_with_leave_running", plugin_saves_waiting_ib_send_bw_with_leave_running),
-    ("plugin_refuses_srq_and_process_keeps_running", plugin_refuses_srq_and_process_keeps_running),
+    ("plugin_refuses_idle_srq_and_process_keeps_running", plugin_refuses_idle_srq_and_process_keeps_running),
     ("plugin_restores_waiting_ib_send_bw", plugin_restores_waiting_ib_send_bw),
     ("plugin_leave_running_mid_run_resumes_the_qp", plugin_leave_running_mid_run_resumes_the_qp),
     ("plugin_ib_send_bw_dump_kill_restore_same_node", plugin_ib_send_bw_dump_kill_restore_same_node),
     ("plugin_ib_send_bw_events_dump_kill_restore_same_node", plugin_ib_send_bw_events_dump_kill_restore_same_node),
     ("plugin_ib_send_bw_restored_on_another_node", plugin_ib_send_bw_restored_on_another_node),
     ("plugin_vtest_checked_traffic_survives_dump_and_restore", plugin_vtest_checked_traffic_survives_dump_and_restore),
+    ("plugin_vtest_several_pds_dump_kill_restore", plugin_vtest_several_pds_dump_kill_restore),
+    ("plugin_ib_send_bw_srq_dump_kill_restore_same_node", plugin_ib_send_bw_srq_dump_kill_restore_same_node),
+    ("plugin_ib_send_bw_ud_sender_dump_kill_restore", plugin_ib_send_bw_ud_sender_dump_kill_restore),
+    ("plugin_vtest_memory_window_dump_kill_restore", plugin_vtest_memory_window_dump_kill_restore),
+    ("plugin_vtest_two_contexts_dump_kill_restore", plugin_vtest_two_contexts_dump_kill_restore),
 ];
 
 /// The address that moves with the restored server in the cross-node scenario.
@@ -166,27 +173,95 @@ fn plugin_saves_waiting_ib_send_bw_with_leave_running(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// (b) A process the plugin cannot save (ib_send_bw --use-srq: the driver cannot migrate SRQ
-/// rings) is refused with a message naming the object and the reason; nothing is stopped, the
-/// server keeps running and then serves its client to the last iteration.
-fn plugin_refuses_srq_and_process_keeps_running(c: &Ctx) -> Result<()> {
+/// (b) A process the plugin cannot save (the vtest server holding an SRQ that no QP uses: its
+/// ring cannot be told from the CQs' rings) is refused with a message naming the object and the
+/// reason; nothing is stopped, the server keeps running and its checked traffic arrives intact.
+fn plugin_refuses_idle_srq_and_process_keeps_running(c: &Ctx) -> Result<()> {
     let plugins = plugin_dir(c)?;
-    let g = gids(c)?;
     let dir = image_dir("plugin-refuse")?;
-    // perftest creates its objects (the SRQ among them) once a client connects; the run must
-    // outlast CRIU's start-up, which is slow here while the nodes are busy (~15 s).
-    let iters = 100000;
-    let (srv, cli) = send_bw_pair_running(c, &g, &["-n", &iters.to_string(), "--use-srq"], "plugin-refuse")?;
+    let (srv, cli, count) = start_vtest(c, "plugin-refuse", "--idle-srq")?;
     let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
     let log = log_of("plugin-refuse", "dump.log");
-    ensure!(!o.status.success(), "dump of a process with an SRQ succeeded:\n{log}");
+    ensure!(!o.status.success(), "dump of a process with an idle SRQ succeeded:\n{log}");
     let line = log.lines().find(|l| l.contains("rdmig_criu: cannot dump verbs state")).with_context(|| format!("no plugin error in the log:\n{log}"))?;
     println!("  {line}");
-    ensure!(line.contains(&format!("process {srv} (ib_send_bw)")) && line.contains("1 SRQ(s)") && line.contains("not supported"), "{line}");
+    ensure!(line.contains(&format!("process {srv} (rdmig-vtest)")) && line.contains("SRQ handle") && line.contains("used by no QP"), "{line}");
     ensure!(!log.contains("stopped QP"), "a QP was stopped although the process was refused:\n{log}");
     let st = proc_state(c, "node1", srv)?;
     ensure!(st.as_deref().is_some_and(|s| !s.starts_with('T')), "server after the refused dump: {st:?}");
-    both_finish(c, srv, cli, iters, "plugin-refuse")
+    finish_vtest(c, "plugin-refuse", srv, cli, count)
+}
+
+/// The vtest server with a second verbs context (`--second-context`: another uverbs file of the
+/// same device with its own PD, CQ, QP in INIT with mapped rings, MR and async event file) is
+/// dumped mid-transfer, killed and restored: each context is saved on its own with its event
+/// file (told apart by the uverbs file's token, softroce patch 0014), both come back with the
+/// same objects (the fdinfo of both uverbs files compared line by line, QPNs included), and the
+/// checked traffic on the first continues intact.
+fn plugin_vtest_two_contexts_dump_kill_restore(c: &Ctx) -> Result<()> {
+    let before = std::cell::RefCell::new(vec![]);
+    let before_dump = |srv: i32| -> Result<()> {
+        let l = uverbs_fdinfo(c, "node1", srv)?;
+        ensure!(l.iter().filter(|l| l.starts_with("qp:") && l.contains(" qpn=")).count() == 2, "expected two QPs with their QPNs (patch 0014):\n{}", l.join("\n"));
+        *before.borrow_mut() = l;
+        Ok(())
+    };
+    let after_dump = |srv: i32| -> Result<()> {
+        ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+        let shown = rdmig::image::show(&share().join("plugin-ctx2"))?;
+        println!("  rdmig image show:\n{}", shown.trim_end().lines().filter(|l| !l.contains(" vma ")).map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+        let j = rdmig::image::show_json(&share().join("plugin-ctx2"))?;
+        let imgs = j["images"].as_array().context("no images")?;
+        let ctxs: Vec<&serde_json::Value> = imgs.iter().filter(|i| i["kind"]["type"] == "context").collect();
+        ensure!(ctxs.len() == 2 && ctxs[0]["kind"]["file_token"] != ctxs[1]["kind"]["file_token"], "two contexts with their own tokens expected: {j}");
+        for x in &ctxs {
+            ensure!(x["kind"]["qps"].as_array().is_some_and(|q| q.len() == 1), "each context has one QP: {x}");
+            let asyncs = imgs.iter().filter(|e| e["kind"]["role"] == "async" && (e["kind"]["context_id"] == x["id"] || e["kind"]["file_token"] == x["kind"]["file_token"])).count();
+            ensure!(asyncs == 1, "context {} has {asyncs} async event files: {j}", x["id"]);
+        }
+        Ok(())
+    };
+    let after_restore = |srv: i32| -> Result<()> {
+        let now = uverbs_fdinfo(c, "node1", srv)?;
+        let was = before.borrow();
+        ensure!(*was == now, "the restored objects differ:\nbefore the dump:\n{}\nafter the restore:\n{}", was.join("\n"), now.join("\n"));
+        println!("  {} verbs objects of two contexts restored with the same handles, QPNs, PDs and CQs", now.len());
+        Ok(())
+    };
+    vtest_dump_restore(c, "plugin-ctx2", "--second-context", Hooks { before_dump: &before_dump, after_dump: &after_dump, after_restore: &after_restore })
+}
+
+/// An `ib_send_bw --use-srq -q 2` server (two RC QPs receiving from one SRQ) is dumped mid-run,
+/// killed and restored on the same node: the image holds the SRQ (its ring, limit and PD) and
+/// which QPs use it, the driver's QP images carry the SRQ ring once, and both sides finish with
+/// exactly N iterations per QP and no error.
+fn plugin_ib_send_bw_srq_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
+    let plugins = plugin_dir(c)?;
+    let g = gids(c)?;
+    let dir = image_dir("plugin-srq")?;
+    let iters = 50000u64;
+    let (srv, cli) = send_bw_pair_running(c, &g, &["-n", &iters.to_string(), "--use-srq", "-q", "2"], "plugin-srq")?;
+    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
+    let log = log_of("plugin-srq", "dump.log");
+    ensure!(o.status.success(), "dump of ib_send_bw --use-srq mid-run failed: {}\n{log}", text(&o));
+    ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+    let shown = rdmig::image::show(&share().join("plugin-srq"))?;
+    println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    let j = rdmig::image::show_json(&share().join("plugin-srq"))?;
+    let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
+    let k = &ctx["kind"];
+    let srqs = k["srqs"].as_array().context("no SRQs")?;
+    ensure!(srqs.len() == 1 && srqs[0]["pgoff"].is_u64() && srqs[0]["max_wr"].as_u64().is_some_and(|w| w > 0), "the SRQ was not saved: {k}");
+    let qps = k["qps"].as_array().context("no QPs")?;
+    ensure!(
+        qps.len() == 2 && qps.iter().all(|q| q["links"]["srq"] == srqs[0]["handle"] && q["mig_image"].is_object()),
+        "the QPs are not saved on the SRQ with their driver state: {k}"
+    );
+    let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
+    let log = log_of("plugin-srq", "restore.log");
+    ensure!(o.status.success(), "restore failed: {}\n{log}", text(&o));
+    ensure!(log.contains("1 SRQ") && log.contains("2 QP(s) resumed"), "the plugin did not rebuild the SRQ and resume both QPs:\n{log}");
+    both_finish(c, srv, cli, iters * 2, "plugin-srq")
 }
 
 /// Starts an ib_send_bw pair (server node1, client node2) with perftest options `opts` (both
@@ -379,21 +454,114 @@ fn plugin_ib_send_bw_restored_on_another_node(c: &Ctx) -> Result<()> {
 /// lost, duplicated or corrupted. It polls its CQ (`--busy-poll`); completion channels are
 /// covered by the `ib_send_bw -e` scenario.
 fn plugin_vtest_checked_traffic_survives_dump_and_restore(c: &Ctx) -> Result<()> {
-    let plugins = plugin_dir(c)?;
+    let none = |_: i32| -> Result<()> { Ok(()) };
+    vtest_dump_restore(c, "plugin-vt", "", Hooks { before_dump: &none, after_dump: &none, after_restore: &none })
+}
+
+/// The verbs lines of the fdinfo of a process's uverbs files (rdmig's ib_uverbs: one line per
+/// object with its handle, user handle, counters and, with patch 0011, the handles of its PD,
+/// CQs and SRQ), sorted: the order is that of creation, which a restore does not keep.
+fn uverbs_fdinfo(c: &Ctx, node: &str, pid: i32) -> Result<Vec<String>> {
+    let script = format!(
+        "for f in /proc/{pid}/fd/*; do case $(readlink $f) in /dev/infiniband/uverbs*) cat /proc/{pid}/fdinfo/${{f##*/}};; esac; done"
+    );
+    let t = c.exec_ok(node, &["sh", "-c", &script])?;
+    let mut l: Vec<String> = t.lines().filter(|l| ["cq:", "qp:", "srq:", "obj:"].iter().any(|k| l.starts_with(k))).map(str::to_string).collect();
+    l.sort();
+    Ok(l)
+}
+
+/// The vtest server with several PDs (`--spread-pds`: two spare PDs before the QP's, and a page
+/// registered on a PD of its own whose MR has a lower handle than that PD) is dumped mid-transfer,
+/// killed and restored: the image says which PD each MR and QP uses, the restored process has
+/// every object on the same PD as before (the fdinfo of rdmig's ib_uverbs, patch 0011, compared
+/// line by line), and the checked traffic continues with nothing lost, duplicated or corrupted.
+fn plugin_vtest_several_pds_dump_kill_restore(c: &Ctx) -> Result<()> {
+    let before = std::cell::RefCell::new(vec![]);
+    let before_dump = |srv: i32| -> Result<()> {
+        let l = uverbs_fdinfo(c, "node1", srv)?;
+        ensure!(l.iter().any(|l| l.starts_with("obj:\ttype=7") && l.contains(" pd=")), "this ib_uverbs shows no PD of MRs (patch 0011):\n{}", l.join("\n"));
+        *before.borrow_mut() = l;
+        Ok(())
+    };
+    let after_dump = |srv: i32| -> Result<()> {
+        ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+        let shown = rdmig::image::show(&share().join("plugin-pds"))?;
+        println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+        let j = rdmig::image::show_json(&share().join("plugin-pds"))?;
+        let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
+        let k = &ctx["kind"];
+        let pds: Vec<u64> = k["pds"].as_array().context("no PDs")?.iter().filter_map(|p| p["handle"].as_u64()).collect();
+        ensure!(pds.len() == 4, "the server holds 4 PDs, the image {pds:?}: {k}");
+        let mrs = k["mrs"].as_array().context("no MRs")?;
+        let mr_pds: std::collections::BTreeSet<u64> = mrs.iter().filter_map(|m| m["pd"].as_u64()).collect();
+        ensure!(mrs.len() == 3 && mr_pds.len() == 2, "3 MRs on 2 PDs expected: {k}");
+        ensure!(mrs.iter().any(|m| m["pd"].as_u64() > m["handle"].as_u64()), "no MR with a lower handle than its PD: {k}");
+        let qp_pd = k["qps"][0]["links"]["pd"].as_u64().context("QP without a PD")?;
+        ensure!(qp_pd != pds[0] && mrs.iter().filter(|m| m["pd"].as_u64() == Some(qp_pd)).count() == 2, "the QP is not on the PD of its two MRs: {k}");
+        Ok(())
+    };
+    let after_restore = |srv: i32| -> Result<()> {
+        let now = uverbs_fdinfo(c, "node1", srv)?;
+        let was = before.borrow();
+        ensure!(
+            *was == now,
+            "the restored objects differ (handles, user handles, PDs, CQs):\nbefore the dump:\n{}\nafter the restore:\n{}",
+            was.join("\n"),
+            now.join("\n")
+        );
+        println!("  {} verbs objects restored with the same handles, PDs and CQs", now.len());
+        Ok(())
+    };
+    vtest_dump_restore(c, "plugin-pds", "--spread-pds", Hooks { before_dump: &before_dump, after_dump: &after_dump, after_restore: &after_restore })
+}
+
+/// The vtest server lets its client write through a memory window (`--mw`: type 1, bound to the
+/// written region with ibv_bind_mw) and is dumped mid-transfer, killed and restored: the image
+/// holds the MW with its rkey and binding, the restored MW is bound again without a work request
+/// (softroce patch 0013) once the MR is on its final pages, and the client's RDMA WRITEs through
+/// the old rkey keep landing, every block checked.
+fn plugin_vtest_memory_window_dump_kill_restore(c: &Ctx) -> Result<()> {
+    let none = |_: i32| -> Result<()> { Ok(()) };
+    let after_dump = |srv: i32| -> Result<()> {
+        ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+        let shown = rdmig::image::show(&share().join("plugin-mw"))?;
+        println!("  rdmig image show:\n{}", shown.trim_end().lines().filter(|l| !l.contains(" vma ")).map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+        let j = rdmig::image::show_json(&share().join("plugin-mw"))?;
+        let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
+        let k = &ctx["kind"];
+        let mws = k["mws"].as_array().context("no MWs")?;
+        ensure!(mws.len() == 1 && mws[0]["mw_type"] == 1 && mws[0]["binding"]["length"].as_u64().is_some_and(|l| l > 0), "the bound MW was not saved: {k}");
+        let mr = mws[0]["binding"]["mr_index"].as_u64();
+        ensure!(k["mrs"].as_array().is_some_and(|m| m.iter().any(|m| m["lkey"].as_u64().map(|l| l >> 8) == mr)), "the MW's MR is not in the image: {k}");
+        Ok(())
+    };
+    vtest_dump_restore(c, "plugin-mw", "--mw", Hooks { before_dump: &none, after_dump: &after_dump, after_restore: &none })
+}
+
+/// Checks run by [`vtest_dump_restore`] with the server's pid.
+struct Hooks<'a> {
+    before_dump: &'a dyn Fn(i32) -> Result<()>,
+    after_dump: &'a dyn Fn(i32) -> Result<()>,
+    after_restore: &'a dyn Fn(i32) -> Result<()>,
+}
+
+/// The checked vtest traffic between a server on node1 (with `server_flags`) and a client on
+/// node3, running: (server pid, client pid, messages).
+fn start_vtest(c: &Ctx, tag: &str, server_flags: &str) -> Result<(i32, i32, u64)> {
     let bin = c.lab.load()?.rdmig_bin.display().to_string();
     let vt = c.lab_tool("rdmig-vtest");
-    let dir = image_dir("plugin-vt")?;
     let gid = |n: &str, ip: &str| -> Result<String> { Ok(c.exec_ok(n, &[&bin, "rxe", "gid-index", "--ip", ip])?.trim().to_string()) };
     let (sg, cg) = (gid("node1", "10.0.1.11")?, gid("node3", "10.0.1.13")?);
-    for f in ["plugin-vt-server.json", "plugin-vt-client.json"] {
-        let _ = std::fs::remove_file(share().join(f));
+    for f in ["server.json", "client.json"] {
+        let _ = std::fs::remove_file(share().join(format!("{tag}-{f}")));
     }
     let count = 15000u64;
     let srv = spawn(
         c,
         "node1",
         None,
-        &["sh", "-c", &format!("exec {vt} server --listen 10.0.1.11:9300 --gid-index {sg} --busy-poll > /mnt/lab/plugin-vt-server.json 2> /mnt/lab/plugin-vt-server.err")],
+        &["sh", "-c", &format!("exec {vt} server --listen 10.0.1.11:9300 --gid-index {sg} --busy-poll {server_flags} > /mnt/lab/{tag}-server.json 2> /mnt/lab/{tag}-server.err")],
     )?;
     wait_until("vtest to listen", Duration::from_secs(30), || Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :9300"])?.trim().is_empty()))?;
     let cli = spawn(
@@ -404,7 +572,7 @@ fn plugin_vtest_checked_traffic_survives_dump_and_restore(c: &Ctx) -> Result<()>
             "sh",
             "-c",
             &format!(
-                "exec {vt} client --connect 10.0.1.11:9300 --gid-index {cg} --busy-poll --count {count} --write-every 3 --rate 400 > /mnt/lab/plugin-vt-client.json 2> /mnt/lab/plugin-vt-client.err"
+                "exec {vt} client --connect 10.0.1.11:9300 --gid-index {cg} --busy-poll --count {count} --write-every 3 --rate 400 > /mnt/lab/{tag}-client.json 2> /mnt/lab/{tag}-client.err"
             ),
         ],
     )?;
@@ -414,22 +582,74 @@ fn plugin_vtest_checked_traffic_survives_dump_and_restore(c: &Ctx) -> Result<()>
         Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={srv}")) && l.contains("state=rts")))
     })?;
     thread::sleep(Duration::from_secs(5));
-    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
-    ensure!(o.status.success(), "dump of the vtest server failed: {}\n{}", text(&o), log_of("plugin-vt", "dump.log"));
-    let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
-    ensure!(o.status.success(), "restore of the vtest server failed: {}\n{}", text(&o), log_of("plugin-vt", "restore.log"));
+    Ok((srv, cli, count))
+}
+
+/// Waits for the vtest pair and checks that every message and write arrived intact.
+fn finish_vtest(c: &Ctx, tag: &str, srv: i32, cli: i32, count: u64) -> Result<()> {
     wait_exit(c, "node1", srv, Duration::from_secs(300))?;
     wait_exit(c, "node3", cli, Duration::from_secs(60))?;
     let read = |f: &str| -> Result<serde_json::Value> {
         let t = std::fs::read_to_string(share().join(f))?;
         serde_json::from_str(&t).with_context(|| format!("{f}: {t}\n{}", std::fs::read_to_string(share().join(f.replace(".json", ".err"))).unwrap_or_default()))
     };
-    let (s, cl) = (read("plugin-vt-server.json")?, read("plugin-vt-client.json")?);
+    let (s, cl) = (read(&format!("{tag}-server.json"))?, read(&format!("{tag}-client.json"))?);
     ensure!(
         s["ok"] == true && s["lost"] == 0 && s["duplicated"] == 0 && s["corrupted"] == 0 && s["writes_bad"] == 0 && s["messages"] == count,
-        "server after dump and restore: {s}"
+        "server: {s}"
     );
     ensure!(cl["ok"] == true, "client: {cl}");
-    println!("  {} messages and {} RDMA WRITEs checked across the dump and restore, all intact", s["messages"], s["writes"]);
+    println!("  {} messages and {} RDMA WRITEs checked, all intact", s["messages"], s["writes"]);
     Ok(())
+}
+
+/// Runs the checked vtest traffic and dumps, kills and restores the server mid-transfer (image
+/// directory and logs named `tag`).
+fn vtest_dump_restore(c: &Ctx, tag: &str, server_flags: &str, hooks: Hooks) -> Result<()> {
+    let plugins = plugin_dir(c)?;
+    let dir = image_dir(tag)?;
+    let (srv, cli, count) = start_vtest(c, tag, server_flags)?;
+    (hooks.before_dump)(srv)?;
+    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
+    ensure!(o.status.success(), "dump of the vtest server failed: {}\n{}", text(&o), log_of(tag, "dump.log"));
+    (hooks.after_dump)(srv)?;
+    let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
+    ensure!(o.status.success(), "restore of the vtest server failed: {}\n{}", text(&o), log_of(tag, "restore.log"));
+    (hooks.after_restore)(srv)?;
+    finish_vtest(c, tag, srv, cli, count)
+}
+
+/// The sender of a UD `ib_send_bw -c UD` (client on node2: a UD QP in RTS and an AH, whose number
+/// librxe puts into every work request) is dumped mid-run, killed and restored on the same node:
+/// the image holds the AH (number, address, PD) and the UD QP's driver state, and both sides
+/// finish with exactly N iterations. The sender is rate-limited (perftest's software limiter):
+/// at full speed UD drops messages in this lab even without a migration, and a UD receiver
+/// that misses one waits forever.
+fn plugin_ib_send_bw_ud_sender_dump_kill_restore(c: &Ctx) -> Result<()> {
+    let plugins = plugin_dir(c)?;
+    let g = gids(c)?;
+    let dir = image_dir("plugin-ud")?;
+    let iters = 40000u64;
+    let opts = ["-n", &iters.to_string(), "-c", "UD", "--rate_limit=1500", "--rate_units=p", "--rate_limit_type=SW"];
+    let (srv, cli) = send_bw_pair_running(c, &g, &opts, "plugin-ud")?;
+    let o = criu(c, "node2", &["dump", "-t", &cli.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
+    let log = log_of("plugin-ud", "dump.log");
+    ensure!(o.status.success(), "dump of the UD sender mid-run failed: {}\n{log}", text(&o));
+    ensure!(proc_state(c, "node2", cli)?.is_none(), "the dumped client still runs");
+    let shown = rdmig::image::show(&share().join("plugin-ud"))?;
+    println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    let j = rdmig::image::show_json(&share().join("plugin-ud"))?;
+    let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
+    let k = &ctx["kind"];
+    let ahs = k["ahs"].as_array().context("no AHs")?;
+    ensure!(ahs.len() == 1 && ahs[0]["ah_num"].is_u64() && ahs[0]["av"]["sgid"].is_string(), "the AH was not saved: {k}");
+    ensure!(
+        k["qps"].as_array().is_some_and(|q| q.len() == 1 && q[0]["qp_type"] == "ud" && q[0]["attr"]["state"] == 3 && q[0]["mig_image"].is_object()),
+        "the UD QP was not saved in RTS with its driver state: {k}"
+    );
+    let o = criu(c, "node2", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
+    let log = log_of("plugin-ud", "restore.log");
+    ensure!(o.status.success(), "restore failed: {}\n{log}", text(&o));
+    ensure!(log.contains("1 AH") && log.contains("1 QP(s) resumed"), "the plugin did not rebuild the AH and resume the QP:\n{log}");
+    both_finish(c, srv, cli, iters, "plugin-ud")
 }

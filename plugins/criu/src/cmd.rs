@@ -15,12 +15,15 @@ use crate::uverbs::QpDest;
 
 const CMD_GET_CONTEXT: u32 = 0;
 const CMD_ALLOC_PD: u32 = 3;
+const CMD_CREATE_AH: u32 = 5;
 const CMD_DEALLOC_PD: u32 = 4;
 const CMD_REG_MR: u32 = 9;
+const CMD_ALLOC_MW: u32 = 14;
 const CMD_CREATE_COMP_CHANNEL: u32 = 17;
 const CMD_CREATE_CQ: u32 = 18;
 const CMD_CREATE_QP: u32 = 24;
 const CMD_MODIFY_QP: u32 = 26;
+const CMD_CREATE_SRQ: u32 = 32;
 
 /// `struct mminfo` of rdma_user_rxe.h: where the ring can be mmapped, and its size.
 #[repr(C)]
@@ -152,6 +155,105 @@ pub fn create_comp_channel(fd: RawFd) -> io::Result<RawFd> {
     let mut r = U32Resp::default();
     write_cmd(fd, CMD_CREATE_COMP_CHANNEL, &mut RespOnly::default(), Some(&mut r))?;
     Ok(r.v as RawFd)
+}
+
+#[repr(C)]
+struct AllocMw {
+    response: u64,
+    pd_handle: u32,
+    mw_type: u8,
+    reserved: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Default, Debug)]
+pub struct AllocMwResp {
+    pub mw_handle: u32,
+    pub rkey: u32,
+}
+
+/// ALLOC_MW of type `mw_type` (1 or 2) on PD `pd`.
+pub fn alloc_mw(fd: RawFd, pd: u32, mw_type: u8) -> io::Result<AllocMwResp> {
+    let mut r = AllocMwResp::default();
+    let mut c = AllocMw { response: 0, pd_handle: pd, mw_type, reserved: [0; 3] };
+    write_cmd(fd, CMD_ALLOC_MW, &mut c, Some(&mut r))?;
+    Ok(r)
+}
+
+/// `struct ib_uverbs_ah_attr`.
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy)]
+pub struct AhAttr {
+    pub dgid: [u8; 16],
+    pub flow_label: u32,
+    pub sgid_index: u8,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
+    pub reserved: u8,
+    pub dlid: u16,
+    pub sl: u8,
+    pub src_path_bits: u8,
+    pub static_rate: u8,
+    pub is_global: u8,
+    pub port_num: u8,
+    pub reserved2: u8,
+}
+
+#[repr(C)]
+struct CreateAh {
+    response: u64,
+    user_handle: u64,
+    pd_handle: u32,
+    reserved: u32,
+    attr: AhAttr,
+}
+
+#[repr(C)]
+#[derive(Default, Debug)]
+pub struct CreateAhResp {
+    pub ah_handle: u32,
+    /// rxe's `struct rxe_create_ah_resp`.
+    pub ah_num: u32,
+    pub reserved: u32,
+}
+
+/// CREATE_AH on PD `pd`.
+pub fn create_ah(fd: RawFd, pd: u32, attr: AhAttr, user_handle: u64) -> io::Result<CreateAhResp> {
+    let mut r = CreateAhResp::default();
+    let mut c = CreateAh { response: 0, user_handle, pd_handle: pd, reserved: 0, attr };
+    write_cmd(fd, CMD_CREATE_AH, &mut c, Some(&mut r))?;
+    Ok(r)
+}
+
+#[repr(C)]
+struct CreateSrq {
+    response: u64,
+    user_handle: u64,
+    pd_handle: u32,
+    max_wr: u32,
+    max_sge: u32,
+    srq_limit: u32,
+}
+
+#[repr(C)]
+#[derive(Default, Debug)]
+pub struct CreateSrqResp {
+    pub srq_handle: u32,
+    pub max_wr: u32,
+    pub max_sge: u32,
+    pub srqn: u32,
+    /// rxe's `struct rxe_create_srq_resp`: the ring, the SRQ's number, reserved.
+    pub mi: MmInfo,
+    pub srq_num: u32,
+    pub reserved: u32,
+}
+
+/// CREATE_SRQ (a basic SRQ); `srq_limit` non-zero arms it as ibv_modify_srq(IBV_SRQ_LIMIT) does.
+pub fn create_srq(fd: RawFd, pd: u32, max_wr: u32, max_sge: u32, srq_limit: u32, user_handle: u64) -> io::Result<CreateSrqResp> {
+    let mut r = CreateSrqResp::default();
+    let mut c = CreateSrq { response: 0, user_handle, pd_handle: pd, max_wr, max_sge, srq_limit };
+    write_cmd(fd, CMD_CREATE_SRQ, &mut c, Some(&mut r))?;
+    Ok(r)
 }
 
 /// `struct rdmig_uverbs_ev_ctl` of softroce patch 0010 (`uverbs_ckpt_abi.h`).
@@ -296,6 +398,13 @@ mod tests {
         assert_eq!(std::mem::size_of::<ModifyQp>(), 112);
         assert_eq!(std::mem::size_of::<RegMr>(), 40);
         assert_eq!(std::mem::size_of::<RegMrResp>(), 12);
+        assert_eq!(std::mem::size_of::<CreateSrq>(), 32);
+        assert_eq!(std::mem::size_of::<AhAttr>(), 32);
+        assert_eq!(std::mem::size_of::<AllocMw>(), 16);
+        assert_eq!(std::mem::size_of::<AllocMwResp>(), 8);
+        assert_eq!(std::mem::size_of::<CreateAh>(), 56);
+        assert_eq!(std::mem::size_of::<CreateAhResp>(), 12);
+        assert_eq!(std::mem::size_of::<CreateSrqResp>(), 16 + 24);
         assert_eq!(IOC_EVENTS, 0x4028_b840);
     }
 }

@@ -49,6 +49,20 @@ pub fn read() -> std::io::Result<Option<Vec<Record>>> {
 }
 
 /// Records of `kind` created by `pid` on device `dev`, in index order.
+/// A GID as the kernel prints it with %pI6 (and sysfs shows it): eight groups of four hex digits.
+pub fn parse_gid(text: &str) -> Option<[u8; 16]> {
+    let groups: Vec<&str> = text.split(':').collect();
+    if groups.len() != 8 {
+        return None;
+    }
+    let mut g = [0u8; 16];
+    for (i, w) in groups.iter().enumerate() {
+        let v = u16::from_str_radix(w, 16).ok()?;
+        g[2 * i..2 * i + 2].copy_from_slice(&v.to_be_bytes());
+    }
+    Some(g)
+}
+
 pub fn owned<'a>(recs: &'a [Record], kind: &str, pid: i32, dev: &str) -> Vec<&'a Record> {
     let mut v: Vec<&Record> = recs
         .iter()
@@ -65,9 +79,13 @@ const fn iowr(nr: u32, size: usize) -> libc::c_ulong {
 
 pub const OBJ_QP: u32 = 1;
 pub const OBJ_MR: u32 = 2;
+pub const OBJ_MW: u32 = 3;
+pub const OBJ_AH: u32 = 4;
 const F_KEY: u32 = 2;
 /// QP_RESTORE: restore the QP's CQ rings too.
 pub const QP_F_CQ: u32 = 1;
+/// QP_RESTORE: restore the ring of the QP's SRQ too.
+pub const QP_F_SRQ: u32 = 2;
 
 #[repr(C)]
 struct Expect {
@@ -92,6 +110,22 @@ struct QpCtl {
     counters: [u32; 5],
     reserved: u32,
 }
+
+/// `struct rxe_ctl_mw_bind` (softroce patch 0013).
+#[repr(C)]
+struct MwBind {
+    ibdev: [u8; 64],
+    index: u32,
+    rkey: u32,
+    mr_index: u32,
+    qpn: u32,
+    addr: u64,
+    length: u64,
+    access: u32,
+    flags: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<MwBind>() == 104);
 
 #[repr(C)]
 struct MrRepin {
@@ -132,6 +166,8 @@ const IOC_QP_DUMP: libc::c_ulong = iowr(0x06, std::mem::size_of::<QpCtl>());
 const IOC_QP_RESTORE: libc::c_ulong = iowr(0x07, std::mem::size_of::<QpCtl>());
 const IOC_QP_RESUME: libc::c_ulong = iowr(0x08, std::mem::size_of::<QpCtl>());
 const IOC_MR_REPIN: libc::c_ulong = iowr(0x0a, std::mem::size_of::<MrRepin>());
+/// `_IOW(0xB8, 0x0b, struct rxe_ctl_mw_bind)`.
+const IOC_MW_BIND: libc::c_ulong = ((1u32 << 30) | ((std::mem::size_of::<MwBind>() as u32) << 16) | (0xB8 << 8) | 0x0b) as libc::c_ulong;
 
 fn devname(dev: &str) -> std::io::Result<[u8; 64]> {
     let mut b = [0u8; 64];
@@ -272,6 +308,14 @@ impl Ctl {
         self.ioctl(IOC_MR_REPIN, &mut m)?;
         Ok(m.npages)
     }
+
+    /// Binds the unbound MW `rkey` to MR `mr_index` (and a type 2 MW to QP `qpn`) without a
+    /// work request (RXE_CTL_IOC_MW_BIND).
+    #[allow(clippy::too_many_arguments)]
+    pub fn mw_bind(&self, dev: &str, rkey: u32, mr_index: u32, qpn: u32, addr: u64, length: u64, access: u32) -> std::io::Result<()> {
+        let mut m = MwBind { ibdev: devname(dev)?, index: rkey >> 8, rkey, mr_index, qpn, addr, length, access, flags: 0 };
+        self.ioctl(IOC_MW_BIND, &mut m)
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +327,7 @@ mod tests {
         assert_eq!(IOC_QP_STOP, 0xc078b805);
         assert_eq!(IOC_QP_RESUME, 0xc078b808);
         assert_eq!(IOC_MR_REPIN, 0xc060b80a);
+        assert_eq!(IOC_MW_BIND, 0x4068b80b);
     }
 
     use super::*;
@@ -301,5 +346,18 @@ mod tests {
         let mr = owned(&r, "mr", 42, "rxe0");
         assert_eq!(mr[0].num("lkey"), Some(0x50a));
         assert!(owned(&r, "qp", 42, "rxe1").is_empty());
+    }
+
+    #[test]
+    fn ah_records_and_gids() {
+        let t = "ah dev=rxe0 index=3 pid=42 handle=5 port=1 sgid_index=1 dgid=0000:0000:0000:0000:0000:ffff:0a00:010b flow_label=0x0 hop_limit=64 tclass=0\n";
+        let r = parse(t);
+        let a = owned(&r, "ah", 42, "rxe0");
+        assert_eq!((a[0].num("handle"), a[0].num("index"), a[0].num("hop_limit")), (Some(5), Some(3), Some(64)));
+        let g = parse_gid(a[0].get("dgid").unwrap()).unwrap();
+        assert_eq!(&g[10..], &[0xff, 0xff, 10, 0, 1, 11]);
+        assert_eq!(parse_gid("fe80:0000:0000:0000:5054:00ff:fe12:3401").unwrap()[0..2], [0xfe, 0x80]);
+        assert!(parse_gid("fe80::1").is_none());
+        assert!(parse_gid("0000:0000:0000:0000:0000:ffff:0a00:zzzz").is_none());
     }
 }

@@ -13,9 +13,9 @@ use std::os::fd::RawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
-use crate::ctl::{self, Record};
-use crate::fdinfo::{self, EventInfo, UverbsInfo};
-use crate::image::{self, Ah, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, Qp, QpLinks, QueueVma};
+use crate::ctl;
+use crate::fdinfo::{self, EventInfo, Link, UverbsInfo};
+use crate::image::{self, Ah, AhAv, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, MwBinding, Qp, QpLinks, QueueVma, Srq};
 use crate::log::{debug, info};
 use crate::uverbs;
 
@@ -79,8 +79,12 @@ pub fn classify(fd: RawFd) -> Option<Claim> {
     (link.as_os_str() == EVENT_LINK).then_some(Claim::EventFile)
 }
 
-/// Context files dumped so far in this criu run, by owner pid: (file id, completion channels).
-static CONTEXTS: Mutex<BTreeMap<i32, (u32, u32)>> = Mutex::new(BTreeMap::new());
+/// Owner pid and the uverbs file's token (softroce patch 0014; `None` without it).
+type ContextKey = (i32, Option<String>);
+
+/// Context files dumped so far in this criu run, by [`ContextKey`]: (file id, completion
+/// channels).
+static CONTEXTS: Mutex<BTreeMap<ContextKey, (u32, u32)>> = Mutex::new(BTreeMap::new());
 
 pub fn reset() {
     CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -194,11 +198,6 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             (s.starts_with("/dev/infiniband/uverbs") && !same).then_some(n)
         })
         .collect();
-    if !others.is_empty() {
-        return Err(unsupported(format!(
-            "the process has more uverbs files (fds {others:?}); only one verbs context per process is supported"
-        )));
-    }
 
     let uv = path.rsplit('/').next().unwrap_or("");
     let ibdev = fs::read_to_string(format!("/sys/class/infiniband_verbs/{uv}/ibdev"))
@@ -219,7 +218,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     };
     // PD first: every verbs device has PDs, so an error here is a real one (a type the device
     // does not implement at all answers EINVAL/EOPNOTSUPP, and then it holds none of them).
-    let pds = handles(uverbs::OBJ_PD, "PD")?.into_iter().map(|handle| Handle { handle }).collect();
+    let pds: Vec<Handle> = handles(uverbs::OBJ_PD, "PD")?.into_iter().map(|handle| Handle { handle }).collect();
     for (obj, name) in UNSUPPORTED_TYPES {
         let h = match uverbs::info_handles(fd, *obj) {
             Ok(h) => h,
@@ -239,51 +238,130 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     for h in handles(uverbs::OBJ_MR, "MR")? {
         let (lkey, rkey, length, iova) = uverbs::query_mr(fd, h).map_err(sys(format!("{who}: query MR handle {h}")))?;
         let access = mr_recs.iter().find(|r| r.num("lkey") == Some(lkey as u64)).and_then(|r| r.num("access")).map(|a| a as u32);
-        mrs.push(Mr { handle: h, lkey, rkey, iova, length, access });
+        mrs.push(Mr { handle: h, lkey, rkey, iova, length, access, pd: None });
     }
 
-    let by_order = |recs: Vec<&Record>, hs: &[u32], key: &str| -> Vec<Option<u32>> {
-        if recs.len() == hs.len() {
-            recs.iter().map(|r| r.num(key).map(|v| v as u32)).collect()
-        } else {
-            vec![None; hs.len()]
-        }
-    };
-    let mw_h = handles(uverbs::OBJ_MW, "MW")?;
-    let mws: Vec<Mw> = mw_h.iter().zip(by_order(ctl::owned(&status, "mw", pid, &ibdev), &mw_h, "rkey")).map(|(h, rkey)| Mw { handle: *h, rkey }).collect();
-    let ah_h = handles(uverbs::OBJ_AH, "AH")?;
-    let ahs: Vec<Ah> = ah_h.iter().zip(by_order(ctl::owned(&status, "ah", pid, &ibdev), &ah_h, "index")).map(|(h, ah_num)| Ah { handle: *h, ah_num }).collect();
-    let srqs: Vec<Handle> = handles(uverbs::OBJ_SRQ, "SRQ")?.into_iter().map(|handle| Handle { handle }).collect();
+    // MWs: the status names each MW's handle, rkey and binding (softroce patch 0013).
+    let mw_recs = ctl::owned(&status, "mw", pid, &ibdev);
+    let mut mws: Vec<Mw> = vec![];
+    for h in handles(uverbs::OBJ_MW, "MW")? {
+        let rec = mw_recs.iter().find(|r| r.num("handle") == Some(h as u64)).ok_or_else(|| {
+            unsupported(format!(
+                "MW handle {h} is not in {}'s list with its handle and binding (this rdma_rxe lacks rdmig's softroce patch 0013)",
+                ctl::CTL_DEV
+            ))
+        })?;
+        let num = |k: &str| rec.num(k).ok_or_else(|| unsupported(format!("MW handle {h}: {} gives no {k}", ctl::CTL_DEV)));
+        let binding = match rec.get("state") {
+            Some("free") => None,
+            Some("bound") if rec.get("mr") != Some("-") => Some(MwBinding {
+                mr_index: num("mr")? as u32,
+                addr: num("addr")?,
+                length: num("length")?,
+                access: num("access")? as u32,
+                qpn: rec.num("qpn").map(|q| q as u32),
+            }),
+            s => return Err(unsupported(format!("MW handle {h} is in state {s:?} (not free, nor bound to an MR); it cannot be saved"))),
+        };
+        mws.push(Mw { handle: h, rkey: Some(num("rkey")? as u32), mw_type: num("type")? as u32, pd: None, binding });
+    }
+    // AHs: the status names each AH's handle and address vector (softroce patch 0012).
+    let ah_recs = ctl::owned(&status, "ah", pid, &ibdev);
+    let mut ahs: Vec<Ah> = vec![];
+    for h in handles(uverbs::OBJ_AH, "AH")? {
+        let rec = ah_recs.iter().find(|r| r.num("handle") == Some(h as u64)).ok_or_else(|| {
+            unsupported(format!(
+                "AH handle {h} is not in {}'s list with its handle and address (this rdma_rxe lacks rdmig's softroce patch 0012)",
+                ctl::CTL_DEV
+            ))
+        })?;
+        let num = |k: &str| rec.num(k).ok_or_else(|| unsupported(format!("AH handle {h}: {} gives no {k}", ctl::CTL_DEV)));
+        let port = num("port")? as u8;
+        let sgid_index = num("sgid_index")? as u8;
+        let dgid = rec.get("dgid").and_then(ctl::parse_gid).ok_or_else(|| unsupported(format!("AH handle {h}: bad dgid in {}", ctl::CTL_DEV)))?;
+        let (sgid, sgid_type) = gid(&ibdev, port, sgid_index).map_err(sys(format!("{who}: read the source GID {sgid_index} of AH handle {h}")))?;
+        let av = AhAv {
+            port,
+            sgid,
+            sgid_type,
+            dgid,
+            flow_label: num("flow_label")? as u32,
+            hop_limit: num("hop_limit")? as u8,
+            traffic_class: num("tclass")? as u8,
+        };
+        ahs.push(Ah { handle: h, ah_num: Some(num("index")? as u32), av: Some(av), ..Default::default() });
+    }
+    let mut srqs: Vec<Srq> = vec![];
+    for h in handles(uverbs::OBJ_SRQ, "SRQ")? {
+        let a = uverbs::query_srq(fd, h).map_err(sys(format!("{who}: query SRQ handle {h}")))?;
+        srqs.push(Srq { handle: h, max_wr: a.max_wr, max_sge: a.max_sge, srq_limit: a.srq_limit, ..Default::default() });
+    }
     let comp_channels = handles(uverbs::OBJ_COMP_CHANNEL, "completion channel")?.len() as u32;
     let async_event_files = handles(uverbs::OBJ_ASYNC_EVENT, "async event file")?.len() as u32;
 
     // Refuse what cannot be restored before anything is stopped.
-    if mws.len() + ahs.len() > 0 {
-        return Err(unsupported(format!(
-            "holds {} memory window(s) and {} address handle(s), which cannot be restored yet",
-            mws.len(),
-            ahs.len()
-        )));
+    for w in &mws {
+        if let Some(b) = &w.binding {
+            if !mrs.iter().any(|m| m.lkey >> 8 == b.mr_index) {
+                return Err(unsupported(format!("MW handle {} is bound to MR index {}, which is not one of the process's MRs", w.handle, b.mr_index)));
+            }
+        }
     }
     if let Some(m) = mrs.iter().find(|m| m.access.is_none()) {
         return Err(unsupported(format!("MR handle {} (lkey {:#x}) is not in {}'s list; its access flags are unknown", m.handle, m.lkey, ctl::CTL_DEV)));
-    }
-    if !srqs.is_empty() {
-        return Err(unsupported(format!(
-            "holds {} SRQ(s) (handles {:?}): restoring them is not supported yet (SRQ rings have no migration support in the driver)",
-            srqs.len(),
-            srqs.iter().map(|s| s.handle).collect::<Vec<_>>()
-        )));
     }
     // The event state (user handles, event counters, which CQ uses which channel), from the
     // fdinfo of rdmig's ib_uverbs; a stock ib_uverbs shows none of it.
     let text = fdinfo::read(0, fd).map_err(sys(format!("{who}: read the fdinfo of the uverbs file")))?;
     let uvinfo: Option<UverbsInfo> = fdinfo::parse_uverbs(&text).map_err(|e| unsupported(format!("fdinfo of the uverbs file: {e}")))?;
+    // Several uverbs files: which QPs (numbers) and event files are this file's, ib_uverbs says.
+    let file_token = uvinfo.as_ref().and_then(|i| i.file.clone());
+    if !others.is_empty() && file_token.is_none() {
+        return Err(unsupported(format!(
+            "the process has more uverbs files (fds {others:?}); telling their objects and event files apart needs \
+             rdmig's ib_uverbs with softroce patch 0014"
+        )));
+    }
     if comp_channels > 0 && uvinfo.is_none() {
         return Err(unsupported(format!(
             "holds {comp_channels} completion channel(s), but this ib_uverbs does not show which CQ uses which channel nor \
              the CQs' event counters (it lacks rdmig's softroce patch 0010)"
         )));
+    }
+
+    // Which PD each MR and QP uses: from the fdinfo of rdmig's ib_uverbs (softroce patch 0011),
+    // or the only PD there is.
+    let pd_of = |type_id: u16, h: u32, what: &str| -> Result<u32, DumpError> {
+        match uvinfo.as_ref().and_then(|i| i.obj_of_type(type_id, h)).and_then(|o| o.pd) {
+            Some(Link::Handle(p)) if pds.iter().any(|x| x.handle == p) => Ok(p),
+            Some(Link::Handle(p)) => Err(unsupported(format!("{what} uses PD handle {p}, which is not among the process's PDs"))),
+            Some(Link::Busy) => Err(unsupported(format!("{what} was being changed or destroyed while its PD was read"))),
+            Some(Link::None) => Err(unsupported(format!("{what} has no PD"))),
+            None if pds.len() == 1 => Ok(pds[0].handle),
+            None => Err(unsupported(format!(
+                "holds {} PDs, and this ib_uverbs does not show which PD {what} uses (it lacks rdmig's softroce patch 0011)",
+                pds.len()
+            ))),
+        }
+    };
+    for m in &mut mrs {
+        m.pd = Some(pd_of(uverbs::OBJ_MR, m.handle, &format!("MR handle {} (lkey {:#x})", m.handle, m.lkey))?);
+    }
+    for w in &mut mws {
+        w.pd = Some(pd_of(uverbs::OBJ_MW, w.handle, &format!("MW handle {}", w.handle))?);
+    }
+    for a in &mut ahs {
+        a.pd = Some(pd_of(uverbs::OBJ_AH, a.handle, &format!("AH handle {}", a.handle))?);
+        a.user_handle = uvinfo.as_ref().and_then(|i| i.obj_of_type(uverbs::OBJ_AH, a.handle)).map(|o| o.user_handle).unwrap_or(0);
+    }
+    for q in &mut srqs {
+        q.pd = Some(pd_of(uverbs::OBJ_SRQ, q.handle, &format!("SRQ handle {}", q.handle))?);
+        if let Some(e) = uvinfo.as_ref().and_then(|i| i.obj("srq", q.handle)) {
+            q.user_handle = e.user_handle;
+            q.events_reported = e.events_reported;
+        } else if uvinfo.is_some() {
+            return Err(unsupported(format!("SRQ handle {} is missing from the fdinfo of the uverbs file", q.handle)));
+        }
     }
 
     // The process's mappings of this uverbs file: the rxe rings (CQ, SQ, RQ), by page offset.
@@ -302,9 +380,26 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     }
     vmas.sort_by_key(|v| v.2);
 
-    // QPs: handles in creation order pair with the process's QPNs in creation order.
+    // QPs: ib_uverbs names each QP's number (patch 0014); without it, handles in creation order
+    // pair with the process's QPNs in creation order.
     let qp_handles = handles(uverbs::OBJ_QP, "QP")?;
-    let qp_recs = ctl::owned(&status, "qp", pid, &ibdev);
+    let all_qp_recs = ctl::owned(&status, "qp", pid, &ibdev);
+    let shown_qpns: Option<Vec<u32>> = qp_handles.iter().map(|h| uvinfo.as_ref().and_then(|i| i.obj_of_type(uverbs::OBJ_QP, *h)).and_then(|o| o.qpn)).collect();
+    let (qp_recs, qpn_source): (Vec<&ctl::Record>, &str) = match &shown_qpns {
+        Some(ns) => {
+            let mut v = vec![];
+            for (h, n) in qp_handles.iter().zip(ns) {
+                v.push(*all_qp_recs.iter().find(|r| r.num("qpn") == Some(*n as u64)).ok_or_else(|| {
+                    unsupported(format!("QP handle {h} has QPN {n}, which {} does not list for the process on {ibdev}", ctl::CTL_DEV))
+                })?);
+            }
+            (v, "ib_uverbs fdinfo")
+        }
+        None if !others.is_empty() => {
+            return Err(unsupported(format!("the process has more uverbs files (fds {others:?}), and this ib_uverbs does not show the QPNs of its QPs (softroce patch 0014)")))
+        }
+        None => (all_qp_recs.clone(), if qp_handles.len() == 1 { "only QP of the process" } else { "creation order" }),
+    };
     if qp_recs.len() != qp_handles.len() {
         return Err(unsupported(format!(
             "has {} QP handles but {} lists {} QPs of the process on {ibdev}; cannot tell their numbers",
@@ -313,11 +408,17 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             qp_recs.len()
         )));
     }
-    let pds: Vec<Handle> = pds;
-    if pds.len() > 1 {
-        return Err(unsupported(format!("holds {} PDs; a restore cannot tell which PD each QP and MR uses, so only one PD is supported", pds.len())));
-    }
+    // The rings of the process's other uverbs files are not this file's.
+    let foreign: Vec<u64> = all_qp_recs
+        .iter()
+        .filter(|r| !qp_recs.iter().any(|m| m.num("qpn") == r.num("qpn")))
+        .flat_map(|r| ["sq_off", "rq_off", "scq_off", "rcq_off", "srq_off"].map(|k| r.num(k).map(|o| o / PAGE)))
+        .flatten()
+        .collect();
+    vmas.retain(|v| !foreign.contains(&v.2));
     let mut blob = vec![];
+    let mut qp_pds: Vec<u32> = vec![]; // the PD of each QP, by qp index
+    let mut qp_srqs: Vec<Option<u32>> = vec![]; // the SRQ of each QP, by qp index
     let mut qps = vec![];
     let mut ring_of_qp = vec![]; // (qp index, sq pgoff, rq pgoff, scq pgoff, rcq pgoff)
     let mut to_dump: Vec<(usize, String)> = vec![]; // connected QPs: (qp index, state)
@@ -327,10 +428,9 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         let qp_type = rec.get("type").unwrap_or("?").to_string();
         let ctl_state = rec.get("state").unwrap_or("?");
         let connected = matches!(ctl_state, "rtr" | "rts");
-        if !matches!(qp_type.as_str(), "rc" | "ud") || (connected && qp_type != "rc") {
+        if !matches!(qp_type.as_str(), "rc" | "ud") {
             return Err(unsupported(format!(
-                "QP handle {h} (QPN {qpn}) is of type {qp_type} in state {}; only RC QPs (any state up to RTS) and \
-                 UD QPs before RTR can be saved",
+                "QP handle {h} (QPN {qpn}) is of type {qp_type} in state {}; only RC and UD QPs can be saved",
                 ctl_state.to_uppercase()
             )));
         }
@@ -350,9 +450,29 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
                 ))),
             }
         };
-        let (sq, rq, scq, rcq, srq) = (off("sq_off")?, off("rq_off")?, off("scq_off")?, off("rcq_off")?, off("srq_off")?);
-        if srq.is_some() {
-            return Err(unsupported(format!("QP {qpn} uses an SRQ, which cannot be saved yet")));
+        let (sq, mut rq, scq, rcq, srq_ring) = (off("sq_off")?, off("rq_off")?, off("scq_off")?, off("rcq_off")?, off("srq_off")?);
+        // A QP on an SRQ receives from the SRQ's ring: which SRQ that is, ib_uverbs says (patch
+        // 0011); with one SRQ it can only be that one. The ring names the SRQ's mapping.
+        let mut srq = None;
+        if let Some(ring) = srq_ring {
+            let shown = uvinfo.as_ref().and_then(|i| i.obj_of_type(uverbs::OBJ_QP, *h)).and_then(|o| o.srq);
+            let sh = match shown {
+                Some(Link::Handle(s)) => s,
+                None if srqs.len() == 1 => srqs[0].handle,
+                _ => {
+                    return Err(unsupported(format!(
+                        "QP {qpn} uses an SRQ, and this ib_uverbs does not show which of the {} SRQs (it lacks rdmig's softroce patch 0011)",
+                        srqs.len()
+                    )))
+                }
+            };
+            let s = srqs.iter_mut().find(|s| s.handle == sh).ok_or_else(|| unsupported(format!("QP {qpn} uses SRQ handle {sh}, which the process does not hold")))?;
+            if s.pgoff.is_some_and(|o| o != ring) {
+                return Err(unsupported(format!("SRQ handle {sh}: its QPs name different rings")));
+            }
+            s.pgoff = Some(ring);
+            srq = Some(sh);
+            rq = Some(ring);
         }
         let (Some(sq), Some(rq), Some(scq), Some(rcq)) = (sq, rq, scq, rcq) else {
             return Err(unsupported(format!("QP {qpn} has a ring that is not mapped by the process; cannot save it")));
@@ -364,23 +484,16 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
                 )));
             }
         }
+        qp_pds.push(pd_of(uverbs::OBJ_QP, *h, &format!("QP handle {h} (QPN {qpn})"))?);
         let attr = uverbs::query_qp(fd, *h).map_err(sys(format!("{who}: query QP handle {h}")))?;
         let port = if attr.port_num == 0 { 1 } else { attr.port_num };
-        let (sgid, sgid_type) = if connected {
+        let (sgid, sgid_type) = if connected && qp_type == "rc" {
             let g = gid(&ibdev, port, attr.sgid_index).map_err(sys(format!("{who}: read the source GID {} of QP {qpn}", attr.sgid_index)))?;
             (Some(g.0), Some(g.1))
         } else {
             (None, None)
         };
-        // Stopped now, dumped below once every QP is stopped: QPs share CQs, and a QP's image
-        // carries its CQ rings, which other QPs still running would keep filling.
         if connected {
-            if qctl.is_none() {
-                qctl = Some(ctl::Ctl::open().map_err(sys(format!("open {}", ctl::CTL_DEV)))?);
-            }
-            let c = qctl.as_ref().expect("opened just above");
-            c.qp_stop(&ibdev, qpn).map_err(sys(format!("{who}: stop QP {qpn} (RXE_CTL_IOC_QP_STOP)")))?;
-            STOPPED.lock().unwrap_or_else(|e| e.into_inner()).push((ibdev.clone(), qpn));
             to_dump.push((qps.len(), ctl_state.to_uppercase()));
         }
         let mig_image = None;
@@ -389,10 +502,11 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             return Err(unsupported(format!("QP handle {h} (QPN {qpn}) is missing from the fdinfo of the uverbs file")));
         }
         ring_of_qp.push((qps.len(), sq, rq, scq, rcq));
+        qp_srqs.push(srq);
         qps.push(Qp {
             handle: *h,
             qpn,
-            qpn_source: if qp_handles.len() == 1 { "only QP of the process".into() } else { "creation order".into() },
+            qpn_source: qpn_source.into(),
             qp_type,
             attr,
             links: None,
@@ -404,6 +518,29 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         });
     }
 
+    if let Some(s) = srqs.iter().find(|s| s.pgoff.is_none()) {
+        return Err(unsupported(format!(
+            "SRQ handle {} is used by no QP: its ring cannot be told apart from the CQs' rings",
+            s.handle
+        )));
+    }
+    // Every connected QP is stopped, then each is dumped: QPs share CQs (and SRQs), and a QP's
+    // image carries those rings, which other QPs still running would keep filling.
+    for (i, _) in &to_dump {
+        let qpn = qps[*i].qpn;
+        if qctl.is_none() {
+            qctl = Some(ctl::Ctl::open().map_err(sys(format!("open {}", ctl::CTL_DEV)))?);
+        }
+        let c = qctl.as_ref().expect("opened just above");
+        c.qp_stop(&ibdev, qpn).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EOPNOTSUPP) && qps[*i].qp_type == "ud" {
+                unsupported(format!("UD QP {qpn} is past INIT, and this rdma_rxe cannot stop UD QPs (it lacks rdmig's softroce patch 0012)"))
+            } else {
+                sys(format!("{who}: stop QP {qpn} (RXE_CTL_IOC_QP_STOP)"))(e)
+            }
+        })?;
+        STOPPED.lock().unwrap_or_else(|e| e.into_inner()).push((ibdev.clone(), qpn));
+    }
     for (i, state) in to_dump {
         let qpn = qps[i].qpn;
         let c = qctl.as_ref().expect("a QP to dump was stopped through it");
@@ -468,7 +605,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     // The completion channels and the events queued on them and on the async event file, read
     // now that no connected QP completes work any more.
     let (channels, async_pending) = match &uvinfo {
-        Some(_) => event_files(pid, &who)?,
+        Some(_) => event_files(pid, file_token.as_deref(), &who)?,
         None => (vec![], vec![]),
     };
     if channels.len() != comp_channels as usize {
@@ -478,7 +615,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             channels.iter().map(|c| c.fd).collect::<Vec<_>>()
         )));
     }
-    check_events(&cqs, &qps, &channels, &async_pending).map_err(unsupported)?;
+    check_events(&cqs, &qps, &srqs, &channels, &async_pending).map_err(unsupported)?;
     // The rings the driver's QP images do not carry are copied back as they are; that is exact
     // only while the driver's private index of the ring is still 0.
     let covered: Vec<u64> = ring_of_qp
@@ -488,15 +625,29 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         .collect();
     for (i, sq, rq, scq, rcq) in &ring_of_qp {
         let q = &mut qps[*i];
-        let pd = pds.first().map(|p| p.handle).unwrap_or(0);
+        let pd = qp_pds[*i];
         let cq_of = |o: &u64| cqs.iter().find(|c| c.pgoff == Some(*o)).map(|c| c.handle);
         let (Some(send_cq), Some(recv_cq)) = (cq_of(scq), cq_of(rcq)) else {
             return Err(unsupported(format!("QP {}: its CQ rings are not among the process's CQ mappings", q.qpn)));
         };
-        q.links = Some(QpLinks { pd, send_cq, recv_cq, sq_pgoff: *sq, rq_pgoff: *rq });
+        // The CQ handles were paired with their rings by creation order; where ib_uverbs names
+        // the QP's CQs (patch 0011), they must agree.
+        if let Some(o) = uvinfo.as_ref().and_then(|u| u.obj_of_type(uverbs::OBJ_QP, q.handle)) {
+            for (what, shown, paired) in [("send", o.send_cq, send_cq), ("receive", o.recv_cq, recv_cq)] {
+                if let Some(Link::Handle(s)) = shown {
+                    if s != paired {
+                        return Err(unsupported(format!(
+                            "QP {}: its {what} CQ is handle {s}, but its ring is the one paired with CQ handle {paired}; cannot tell the CQs' rings apart",
+                            q.qpn
+                        )));
+                    }
+                }
+            }
+        }
+        q.links = Some(QpLinks { pd, send_cq, recv_cq, sq_pgoff: *sq, rq_pgoff: *rq, srq: qp_srqs[*i] });
         if q.mig_image.is_none() {
             for (o, what) in [(sq, "send queue"), (rq, "receive queue")] {
-                if ring_u32(*o, RING_CONSUMER) != Some(0) {
+                if !covered.contains(o) && ring_u32(*o, RING_CONSUMER) != Some(0) {
                     return Err(unsupported(format!(
                         "QP {} ({}) has consumed work requests of its {what} before being connected; its ring cannot be restored",
                         q.qpn,
@@ -543,6 +694,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         channels,
         async_pending,
         queues,
+        file_token: file_token.clone(),
     };
     let summary = format!(
         "{} PD, {} CQ, {} QP, {} SRQ, {} MR, {} MW, {} AH, {} completion channel(s), {} queue mapping(s) ({} bytes)",
@@ -559,18 +711,22 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     );
     let img = FileImage { id, pid, fd: pfd, kind: FileKind::Context(Box::new(ctx)) };
     write_image(dir, &img, &blob)?;
-    CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).insert(pid, (id, comp_channels));
+    CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).insert((pid, file_token), (id, comp_channels));
     info!("{who}: saved verbs context as {}: {summary}", image::file_name(id));
     Ok(())
 }
 
 /// The process's completion channels (each with its lowest fd and the events queued on it) and
 /// the events queued on its async event file (the one with the lowest fd), from their fdinfo.
-fn event_files(pid: i32, who: &str) -> Result<(Vec<Channel>, Vec<AsyncEvent>), DumpError> {
+/// With `file` (the uverbs file's token), only the event files of that uverbs file.
+fn event_files(pid: i32, file: Option<&str>, who: &str) -> Result<(Vec<Channel>, Vec<AsyncEvent>), DumpError> {
     let mut channels: Vec<Channel> = vec![];
     let mut async_pending: Option<Vec<AsyncEvent>> = None;
     for n in process_event_fds(pid)? {
         let text = fdinfo::read(pid, n).map_err(sys(format!("{who}: read /proc/{pid}/fdinfo/{n}")))?;
+        if file.is_some() && fdinfo::file_token(&text).as_deref() != file {
+            continue;
+        }
         match fdinfo::parse_event_file(&text).map_err(|e| DumpError::Unsupported(format!("{who}: fdinfo of event fd {n}: {e}")))? {
             EventInfo::CompChannel { token, pending } => {
                 if !channels.iter().any(|c| c.token == token) {
@@ -590,8 +746,8 @@ fn event_files(pid: i32, who: &str) -> Result<(Vec<Channel>, Vec<AsyncEvent>), D
 
 /// Checks that the saved event state refers only to objects the image holds: each CQ's channel is
 /// one of the process's channels, each queued completion event is of a CQ, each queued async
-/// event is of a CQ or QP of the image or of the device.
-pub fn check_events(cqs: &[Cq], qps: &[Qp], channels: &[Channel], async_pending: &[AsyncEvent]) -> Result<(), String> {
+/// event is of a CQ, QP or SRQ of the image or of the device.
+pub fn check_events(cqs: &[Cq], qps: &[Qp], srqs: &[Srq], channels: &[Channel], async_pending: &[AsyncEvent]) -> Result<(), String> {
     for c in cqs {
         if let Some(t) = &c.channel {
             if !channels.iter().any(|ch| &ch.token == t) {
@@ -611,6 +767,7 @@ pub fn check_events(cqs: &[Cq], qps: &[Qp], channels: &[Channel], async_pending:
             (0, None) => true,
             (uverbs::OBJ_CQ, Some(h)) => cqs.iter().any(|c| c.handle == h),
             (uverbs::OBJ_QP, Some(h)) => qps.iter().any(|q| q.handle == h),
+            (uverbs::OBJ_SRQ, Some(h)) => srqs.iter().any(|q| q.handle == h),
             _ => false,
         };
         if !known {
@@ -669,9 +826,23 @@ fn dump_event_file(fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {
     let (pid, pfd) = owner(fd, &format!("infiniband event file (file id {id})"))?;
     let who = format!("process {pid} ({}), event file fd {pfd}", comm(pid));
     let event_fds = process_event_fds(pid)?;
-    let ctx = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).get(&pid).copied();
     // rdmig's ib_uverbs says what the file is; otherwise it is guessed.
     let text = fdinfo::read(0, fd).map_err(sys(format!("{who}: read its fdinfo")))?;
+    // Its context: the one of its uverbs file (patch 0014), else the process's only one.
+    let file_token = fdinfo::file_token(&text);
+    let ctx = {
+        let all = CONTEXTS.lock().unwrap_or_else(|e| e.into_inner());
+        match all.get(&(pid, file_token.clone())) {
+            Some(c) => Some(*c),
+            None => {
+                let mine: Vec<_> = all.iter().filter(|((p, _), _)| *p == pid).collect();
+                match mine.as_slice() {
+                    [(_, c)] if file_token.is_none() => Some(**c),
+                    _ => None,
+                }
+            }
+        }
+    };
     let info = fdinfo::parse_event_file(&text).map_err(|e| DumpError::Unsupported(format!("{who}: fdinfo: {e}")))?;
     let mut channel = None;
     let (role, role_source) = match info {
@@ -696,6 +867,7 @@ fn dump_event_file(fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {
             role_source: role_source.into(),
             flags: fd_flags(fd),
             channel,
+            file_token,
         }),
     };
     write_image(dir, &img, &[])?;

@@ -19,6 +19,16 @@ pub struct CqInfo {
     pub events_reported: u32,
 }
 
+/// A handle an object's line names (softroce patch 0011: `pd=`, `send_cq=`, `recv_cq=`, `srq=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// `-`: the object uses none.
+    None,
+    Handle(u32),
+    /// `?`: the object was locked for a change or its destruction when the fdinfo was read.
+    Busy,
+}
+
 /// A QP, SRQ or WQ (`kind`), or another object with a user handle (`kind` "obj", `type_id`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjInfo {
@@ -27,12 +37,22 @@ pub struct ObjInfo {
     pub handle: u32,
     pub user_handle: u64,
     pub events_reported: u32,
+    /// The PD it uses (MR, MW, AH, QP, SRQ, WQ), and a QP's CQs and SRQ; `None` when the line
+    /// does not say (an ib_uverbs without patch 0011, or an object without a PD).
+    pub pd: Option<Link>,
+    /// A QP's number (softroce patch 0014).
+    pub qpn: Option<u32>,
+    pub send_cq: Option<Link>,
+    pub recv_cq: Option<Link>,
+    pub srq: Option<Link>,
 }
 
 /// What the fdinfo of a uverbs file says beyond the usual lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UverbsInfo {
     pub abi: u32,
+    /// The file's token (softroce patch 0014), the same in the fdinfo of its event files.
+    pub file: Option<String>,
     pub cqs: Vec<CqInfo>,
     pub objs: Vec<ObjInfo>,
 }
@@ -44,6 +64,17 @@ impl UverbsInfo {
 
     pub fn obj(&self, kind: &str, handle: u32) -> Option<&ObjInfo> {
         self.objs.iter().find(|o| o.kind == kind && o.handle == handle)
+    }
+
+    /// The object of uverbs type `type_id` (an "obj" line, or a qp/srq/wq line) with `handle`.
+    pub fn obj_of_type(&self, type_id: u16, handle: u32) -> Option<&ObjInfo> {
+        let kind = match type_id {
+            crate::uverbs::OBJ_QP => "qp",
+            crate::uverbs::OBJ_SRQ => "srq",
+            crate::uverbs::OBJ_WQ => "wq",
+            _ => "obj",
+        };
+        self.objs.iter().find(|o| o.kind == kind && o.handle == handle && (kind != "obj" || o.type_id == Some(type_id as u32)))
     }
 }
 
@@ -88,6 +119,16 @@ fn num<T: TryFrom<u64>>(kv: &BTreeMap<&str, &str>, k: &str, line: &str) -> Resul
     n.ok().and_then(|n| T::try_from(n).ok()).ok_or_else(|| format!("fdinfo line {line:?}: bad {k}={v}"))
 }
 
+/// An optional link key: absent, `-`, `?` or a handle.
+fn link(kv: &BTreeMap<&str, &str>, k: &str, line: &str) -> Result<Option<Link>, String> {
+    Ok(match kv.get(k) {
+        None => None,
+        Some(&"-") => Some(Link::None),
+        Some(&"?") => Some(Link::Busy),
+        Some(_) => Some(Link::Handle(num(kv, k, line)?)),
+    })
+}
+
 fn abi(first: &str) -> Result<u32, String> {
     let v: u32 = first.parse().map_err(|_| format!("bad rdmig fdinfo version {first:?}"))?;
     if v != ABI_VERSION {
@@ -103,6 +144,11 @@ pub fn parse_uverbs(text: &str) -> Result<Option<UverbsInfo>, String> {
         let line = || format!("{key}: {first}...");
         match key {
             "rdmig_uverbs" => info = Some(UverbsInfo { abi: abi(first)?, ..Default::default() }),
+            "rdmig_uverbs_file" => {
+                if let Some(i) = info.as_mut() {
+                    i.file = Some(first.to_string()).filter(|t| !t.is_empty());
+                }
+            }
             "cq" => {
                 let i = info.as_mut().ok_or("cq line before the rdmig_uverbs line")?;
                 let channel = match kv.get("channel") {
@@ -126,6 +172,14 @@ pub fn parse_uverbs(text: &str) -> Result<Option<UverbsInfo>, String> {
                     handle: num(&kv, "handle", &line())?,
                     user_handle: num(&kv, "user_handle", &line())?,
                     events_reported: if key == "obj" { 0 } else { num(&kv, "events_reported", &line())? },
+                    pd: link(&kv, "pd", &line())?,
+                    qpn: match kv.get("qpn") {
+                        Some(_) => Some(num(&kv, "qpn", &line())?),
+                        None => None,
+                    },
+                    send_cq: link(&kv, "send_cq", &line())?,
+                    recv_cq: link(&kv, "recv_cq", &line())?,
+                    srq: link(&kv, "srq", &line())?,
                 });
             }
             _ => {}
@@ -167,6 +221,12 @@ pub fn parse_event_file(text: &str) -> Result<EventInfo, String> {
     Ok(info)
 }
 
+/// The token of the uverbs file an event file (or a uverbs file) belongs to, from its fdinfo
+/// (softroce patch 0014); `None` without one.
+pub fn file_token(text: &str) -> Option<String> {
+    lines(text).find(|(k, _, _)| *k == "rdmig_uverbs_file").map(|(_, first, _)| first.to_string()).filter(|t| !t.is_empty())
+}
+
 /// Reads `/proc/<pid>/fdinfo/<fd>` ("self" for pid 0).
 pub fn read(pid: i32, fd: i32) -> std::io::Result<String> {
     let p = if pid == 0 { format!("/proc/self/fdinfo/{fd}") } else { format!("/proc/{pid}/fdinfo/{fd}") };
@@ -182,7 +242,11 @@ mod tests {
         cq:\thandle=2 user_handle=0x55d0c0de1200 channel=00000000a1b2c3d4 comp_events_reported=41 events_reported=0\n\
         cq:\thandle=1 user_handle=0x55d0c0de1000 channel=- comp_events_reported=0 events_reported=3 future=7\n\
         qp:\thandle=3 user_handle=0x55d0c0de2000 events_reported=1\n\
+        rdmig_uverbs_file:\t00000000feedf00d\n\
+        qp:\thandle=8 user_handle=0x55d0c0de3000 events_reported=0 pd=6 qpn=17 send_cq=2 recv_cq=1 srq=-\n\
         obj:\ttype=6 handle=5 user_handle=0x42\n\
+        obj:\ttype=7 handle=7 user_handle=0x0 pd=6\n\
+        obj:\ttype=7 handle=9 user_handle=0x0 pd=?\n\
         newthing:\tx=1\n";
 
     #[test]
@@ -205,6 +269,23 @@ mod tests {
         assert_eq!(i.obj("qp", 3).unwrap().events_reported, 1);
         assert_eq!(i.obj("obj", 5).unwrap().type_id, Some(6));
         assert!(i.obj("qp", 5).is_none());
+        // Links (patch 0011): absent on an older module's lines, "-", "?" or a handle.
+        let q = i.obj("qp", 3).unwrap();
+        assert_eq!((q.pd, q.send_cq, q.srq), (None, None, None));
+        let q = i.obj_of_type(crate::uverbs::OBJ_QP, 8).unwrap();
+        assert_eq!(
+            (q.pd, q.send_cq, q.recv_cq, q.srq),
+            (Some(Link::Handle(6)), Some(Link::Handle(2)), Some(Link::Handle(1)), Some(Link::None))
+        );
+        assert_eq!(i.obj_of_type(crate::uverbs::OBJ_MR, 7).unwrap().pd, Some(Link::Handle(6)));
+        assert_eq!((q.qpn, i.obj("qp", 3).unwrap().qpn), (Some(17), None));
+        assert_eq!(i.file.as_deref(), Some("00000000feedf00d"));
+        assert_eq!(file_token(UVERBS).as_deref(), Some("00000000feedf00d"));
+        assert_eq!(file_token("rdmig_uverbs_comp_channel:\tab\nrdmig_uverbs_file:\tcafe\n").as_deref(), Some("cafe"));
+        assert_eq!(file_token("pos:\t0\n"), None);
+        assert_eq!(i.obj_of_type(crate::uverbs::OBJ_MR, 9).unwrap().pd, Some(Link::Busy));
+        assert!(i.obj_of_type(crate::uverbs::OBJ_MR, 5).is_none(), "handle 5 is an AH");
+        assert!(parse_uverbs("rdmig_uverbs:\t1\nobj:\ttype=7 handle=1 user_handle=0 pd=x\n").unwrap_err().contains("bad pd"));
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub struct Context {
     pub flags: i32,
     pub pds: Vec<Handle>,
     pub cqs: Vec<Cq>,
-    pub srqs: Vec<Handle>,
+    pub srqs: Vec<Srq>,
     pub qps: Vec<Qp>,
     pub mrs: Vec<Mr>,
     pub mws: Vec<Mw>,
@@ -97,12 +97,43 @@ pub struct Context {
     pub async_pending: Vec<AsyncEvent>,
     /// The process's mappings of this uverbs file (rxe queues: CQ, SQ, RQ, SRQ rings).
     pub queues: Vec<QueueVma>,
+    /// The file's token in the fdinfo of rdmig's ib_uverbs (softroce patch 0014), which its event
+    /// files name too: with several uverbs files in a process, it tells whose they are.
+    #[serde(default)]
+    pub file_token: Option<String>,
 }
 
 /// An object known only by its uverbs handle (no query exists for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handle {
     pub handle: u32,
+}
+
+/// A shared receive queue (basic). Images of plugins before SRQ support held only handles (and
+/// were refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Srq {
+    pub handle: u32,
+    /// Handle of its PD.
+    #[serde(default)]
+    pub pd: Option<u32>,
+    /// Page offset of its ring mapping (from the QPs that use it).
+    #[serde(default)]
+    pub pgoff: Option<u64>,
+    /// From QUERY_SRQ: capacity (rxe: the ring's index mask), SGEs per WQE, armed limit (0: not
+    /// armed).
+    #[serde(default)]
+    pub max_wr: u32,
+    #[serde(default)]
+    pub max_sge: u32,
+    #[serde(default)]
+    pub srq_limit: u32,
+    /// What libibverbs gave CREATE_SRQ (its `struct ibv_srq *`), and the async events of the SRQ
+    /// the process has read.
+    #[serde(default)]
+    pub user_handle: u64,
+    #[serde(default)]
+    pub events_reported: u32,
 }
 
 /// A completion queue: its handle and, when known, its ring.
@@ -186,9 +217,12 @@ pub struct QpLinks {
     pub pd: u32,
     pub send_cq: u32,
     pub recv_cq: u32,
-    /// Page offsets of the send and receive queue rings.
+    /// Page offsets of the send and receive queue rings (of a QP on an SRQ: the SRQ's ring).
     pub sq_pgoff: u64,
     pub rq_pgoff: u64,
+    /// The SRQ it receives from.
+    #[serde(default)]
+    pub srq: Option<u32>,
 }
 
 /// A byte range of the image's blob.
@@ -255,20 +289,66 @@ pub struct Mr {
     pub length: u64,
     /// From the status: user address and access flags (`None` if the status lacked the MR).
     pub access: Option<u32>,
+    /// Handle of its PD (from the fdinfo of rdmig's ib_uverbs, softroce patch 0011, or the only
+    /// PD of the context); absent in images of older plugins, which allowed one PD only.
+    #[serde(default)]
+    pub pd: Option<u32>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mw {
     pub handle: u32,
-    /// From the status, matched by creation order when there are several.
+    /// Its current rkey (status, matched by the MW's handle: softroce patch 0013).
     pub rkey: Option<u32>,
+    /// 1 or 2 (`enum ib_mw_type`); 0 in images of older plugins, which refused MWs.
+    #[serde(default)]
+    pub mw_type: u32,
+    /// Handle of its PD.
+    #[serde(default)]
+    pub pd: Option<u32>,
+    /// Where it is bound; `None` for an unbound MW.
+    #[serde(default)]
+    pub binding: Option<MwBinding>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The binding of an MW: MR (by its index, lkey >> 8), range, access, and for a type 2 MW its QP.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MwBinding {
+    pub mr_index: u32,
+    pub addr: u64,
+    pub length: u64,
+    pub access: u32,
+    pub qpn: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ah {
     pub handle: u32,
-    /// rxe's `ah_num` (status), matched by creation order when there are several.
+    /// rxe's `ah_num` (status, matched by the AH's handle: softroce patch 0012), which librxe
+    /// puts into every UD work request.
     pub ah_num: Option<u32>,
+    /// Handle of its PD.
+    #[serde(default)]
+    pub pd: Option<u32>,
+    /// What libibverbs gave CREATE_AH (its `struct ibv_ah *`).
+    #[serde(default)]
+    pub user_handle: u64,
+    /// The address vector (status): port, source GID (text and type as in sysfs, found again by
+    /// text on restore), destination GID, flow label, hop limit, traffic class. `None`: not saved
+    /// (images of older plugins, which refused AHs).
+    #[serde(default)]
+    pub av: Option<AhAv>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AhAv {
+    pub port: u8,
+    pub sgid: String,
+    pub sgid_type: String,
+    pub dgid: [u8; 16],
+    pub flow_label: u32,
+    pub hop_limit: u8,
+    pub traffic_class: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,6 +374,9 @@ pub struct EventFile {
     /// A completion channel's token ([`Channel::token`]).
     #[serde(default)]
     pub channel: Option<String>,
+    /// The token of the uverbs file it belongs to ([`Context::file_token`]).
+    #[serde(default)]
+    pub file_token: Option<String>,
 }
 
 /// A loaded image file.
@@ -401,7 +484,7 @@ mod tests {
                 cqs: vec![Cq { handle: 2, pgoff: Some(1), cqe: Some(15), user_handle: 0x55d0, channel: Some("ab".into()), comp_events_reported: 3, events_reported: 0 }],
                 srqs: vec![],
                 qps: vec![],
-                mrs: vec![Mr { handle: 1, lkey: 0x1234, rkey: 0x1234, iova: 0x7000, length: 4096, access: Some(7) }],
+                mrs: vec![Mr { handle: 1, lkey: 0x1234, rkey: 0x1234, iova: 0x7000, length: 4096, access: Some(7), pd: Some(0) }],
                 mws: vec![],
                 ahs: vec![],
                 comp_channels: 1,
@@ -410,6 +493,7 @@ mod tests {
                 channels: vec![Channel { token: "ab".into(), fd: 5, pending: vec![2] }],
                 async_pending: vec![AsyncEvent { event_type: 18, element: 1, object: 0, handle: None }],
                 queues: vec![QueueVma { start: 0x1000, end: 0x2000, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4 }],
+                file_token: Some("f00d".into()),
             })),
         }
     }

@@ -15,13 +15,13 @@
 //!   or an event file into `rdmig-rxe-<id>.img` (format in [`image`]); refuses, naming the object
 //!   and the reason, what cannot be saved. CRIU then fails the dump and thaws the process.
 //! - `RESTORE_EXT_FILE` (restore; inside the restored task): rebuilds the saved context on a new
-//!   uverbs file (completion channels, PD, CQs, MRs, QPs with their old handles, numbers and
+//!   uverbs file (completion channels, PDs, CQs, MRs, SRQs, QPs with their old handles, numbers and
 //!   keys; QPs loaded with the driver's image and left stopped) and puts the files at their old
 //!   descriptor numbers (see [`restore`]).
 //! - `UPDATE_VMA_MAP` (restore; inside the restored task): maps the rings at their old addresses
 //!   from the new file.
 //! - `RESUME_DEVICES_LATE` (restore; once memory is final): re-pins MRs on the restored pages,
-//!   copies rings no QP image carries, restores event counters and queued events, resumes QPs.
+//!   copies rings no QP image carries, binds MWs again, resumes QPs.
 //! - `exit` (the descriptor's exit function): after a failed dump (or with `--leave-running`),
 //!   resumes the QPs the dump stopped.
 //!

@@ -2,8 +2,9 @@
 //!
 //! 1. `RESTORE_EXT_FILE` (inside the restored task, before its memory is in place and before
 //!    its credentials are restored): the first file id of a verbs context (the uverbs file or
-//!    its async event file) rebuilds the whole context on a new uverbs file: PD, CQs, MRs and QPs
-//!    in uverbs handle order (dummy PDs fill handle gaps, so every object gets its old handle),
+//!    its async event file) rebuilds the whole context on a new uverbs file: PDs and CQs, then
+//!    MRs and then QPs on their PDs, each in handle order (dummy PDs hold the lower handles that
+//!    are free, so every object gets its old handle),
 //!    QPs and MRs with their old numbers and keys (`/dev/rxe_ctl` EXPECT), QPs moved through
 //!    their states with their old attributes and, when they were connected, loaded with the
 //!    driver's state image (QP_RESTORE: queues, PSNs, responder resources); they stay stopped.
@@ -21,7 +22,7 @@
 //! Anything that fails in step 1 closes the new uverbs file, which destroys every object made
 //! on it: nothing is left half-created on the device.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -89,8 +90,8 @@ pub fn restore_file(id: u32) -> Result<Option<RawFd>, RestoreError> {
             let ctx = match e.context_id {
                 Some(c) => c,
                 None => image::read_dir(&dir)?
-                    .into_iter()
-                    .find(|o| o.image.pid == l.image.pid && matches!(o.image.kind, FileKind::Context(_)))
+                    .iter()
+                    .find(|o| belongs_to(&l, o))
                     .map(|o| o.image.id)
                     .ok_or_else(|| RestoreError::Refused(format!("{name}: no verbs context of pid {} in the images", l.image.pid)))?,
             };
@@ -109,6 +110,16 @@ pub fn restore_file(id: u32) -> Result<Option<RawFd>, RestoreError> {
             })?;
             Ok(Some(fd))
         }
+    }
+}
+
+/// Whether event file image `ev` belongs to context image `ctx`: as the dump recorded, or, when
+/// the event file was dumped before its context, by pid and the uverbs file's token.
+fn belongs_to(ev: &Loaded, ctx: &Loaded) -> bool {
+    let (FileKind::EventFile(e), FileKind::Context(c)) = (&ev.image.kind, &ctx.image.kind) else { return false };
+    match e.context_id {
+        Some(id) => id == ctx.image.id,
+        None => ev.image.pid == ctx.image.pid && (e.file_token.is_none() || e.file_token == c.file_token),
     }
 }
 
@@ -156,6 +167,9 @@ enum Obj<'a> {
     Pd(u32),
     Cq(&'a image::Cq),
     Mr(&'a image::Mr),
+    Srq(&'a image::Srq),
+    Ah(&'a image::Ah),
+    Mw(&'a image::Mw),
     Qp(&'a Qp),
 }
 
@@ -165,6 +179,9 @@ impl Obj<'_> {
             Obj::Pd(h) => *h,
             Obj::Cq(c) => c.handle,
             Obj::Mr(m) => m.handle,
+            Obj::Srq(q) => q.handle,
+            Obj::Ah(a) => a.handle,
+            Obj::Mw(w) => w.handle,
             Obj::Qp(q) => q.handle,
         }
     }
@@ -172,8 +189,23 @@ impl Obj<'_> {
 
 /// Checks that an image holds only what [`build`] can recreate.
 pub fn check_restorable(c: &Context) -> Result<(), String> {
-    if !c.srqs.is_empty() || !c.mws.is_empty() || !c.ahs.is_empty() {
-        return Err(format!("holds {} SRQ, {} MW and {} AH, which cannot be restored", c.srqs.len(), c.mws.len(), c.ahs.len()));
+    for w in &c.mws {
+        if w.rkey.is_none() || !matches!(w.mw_type, 1 | 2) || !w.pd.is_some_and(|p| c.pds.iter().any(|x| x.handle == p)) {
+            return Err(format!("MW handle {} was saved without its rkey, type or PD (image of an older plugin?)", w.handle));
+        }
+        if let Some(b) = &w.binding {
+            if !c.mrs.iter().any(|m| m.lkey >> 8 == b.mr_index) {
+                return Err(format!("MW handle {} is bound to MR index {}, which the image does not hold", w.handle, b.mr_index));
+            }
+            if (w.mw_type == 2) != b.qpn.is_some() || b.qpn.is_some_and(|n| !c.qps.iter().any(|q| q.qpn == n)) {
+                return Err(format!("MW handle {} (type {}) is bound to QP {:?}, which the image does not hold", w.handle, w.mw_type, b.qpn));
+            }
+        }
+    }
+    for a in &c.ahs {
+        if a.ah_num.is_none() || a.av.is_none() || !a.pd.is_some_and(|p| c.pds.iter().any(|x| x.handle == p)) {
+            return Err(format!("AH handle {} was saved without its number, address or PD (image of an older plugin?)", a.handle));
+        }
     }
     if c.comp_channels as usize != c.channels.len() {
         return Err(format!(
@@ -182,12 +214,32 @@ pub fn check_restorable(c: &Context) -> Result<(), String> {
             c.channels.len()
         ));
     }
-    crate::dump::check_events(&c.cqs, &c.qps, &c.channels, &c.async_pending)?;
-    if c.pds.len() > 1 {
-        return Err(format!("holds {} PDs; only one is supported", c.pds.len()));
-    }
+    crate::dump::check_events(&c.cqs, &c.qps, &c.srqs, &c.channels, &c.async_pending)?;
     if let Some(q) = c.qps.iter().find(|q| q.links.is_none()) {
         return Err(format!("QP {} was saved without its CQ and ring links (image of an older plugin)", q.qpn));
+    }
+    let is_pd = |h: u32| c.pds.iter().any(|p| p.handle == h);
+    for m in &c.mrs {
+        match mr_pd(c, m) {
+            Some(p) if is_pd(p) => {}
+            Some(p) => return Err(format!("MR lkey {:#x} uses PD handle {p}, which the image does not hold", m.lkey)),
+            None => return Err(format!("MR lkey {:#x} was saved without its PD, and the image holds {} PDs", m.lkey, c.pds.len())),
+        }
+    }
+    for q in &c.srqs {
+        match q.pd {
+            Some(p) if is_pd(p) => {}
+            _ => return Err(format!("SRQ handle {} was saved without its PD or ring (image of an older plugin?)", q.handle)),
+        }
+        if q.pgoff.is_none() || q.max_wr == 0 {
+            return Err(format!("SRQ handle {} was saved without its ring (image of an older plugin?)", q.handle));
+        }
+    }
+    if let Some(q) = c.qps.iter().find(|q| q.links.and_then(|l| l.srq).is_some_and(|s| !c.srqs.iter().any(|x| x.handle == s))) {
+        return Err(format!("QP {} uses an SRQ the image does not hold", q.qpn));
+    }
+    if let Some(q) = c.qps.iter().find(|q| q.links.is_some_and(|l| !is_pd(l.pd))) {
+        return Err(format!("QP {} uses PD handle {}, which the image does not hold", q.qpn, q.links.map(|l| l.pd).unwrap_or(0)));
     }
     if let Some(cq) = c.cqs.iter().find(|cq| cq.pgoff.is_none() || cq.cqe.is_none()) {
         return Err(format!("CQ handle {} was saved without its ring", cq.handle));
@@ -196,6 +248,71 @@ pub fn check_restorable(c: &Context) -> Result<(), String> {
         return Err(format!("MR lkey {:#x} was saved without its access flags", m.lkey));
     }
     Ok(())
+}
+
+/// The PD of an MR: saved with it, or the only PD of an image of an older plugin.
+fn mr_pd(c: &Context, m: &image::Mr) -> Option<u32> {
+    m.pd.or(match c.pds.as_slice() {
+        [p] => Some(p.handle),
+        _ => None,
+    })
+}
+
+/// Creation level of an object: what it needs is made on an earlier level (PDs and CQs, then
+/// MRs, SRQs, AHs and MWs on their PDs, then QPs on their PD, CQs and SRQ; MWs are bound
+/// once memory is final).
+fn level(o: &Obj) -> u8 {
+    match o {
+        Obj::Pd(_) | Obj::Cq(_) => 0,
+        Obj::Mr(_) | Obj::Srq(_) | Obj::Ah(_) | Obj::Mw(_) => 1,
+        Obj::Qp(_) => 2,
+    }
+}
+
+/// One step of recreating a context's objects at their handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// Allocate a filler PD, which must get this handle.
+    Filler(u32),
+    /// Free the filler PD at this handle.
+    FreeFiller(u32),
+    /// Create the object of this handle.
+    Create(u32),
+}
+
+/// The steps that recreate objects `(handle, level)` at their handles. uverbs gives a new
+/// object the lowest free handle. Objects are made level by level (an object may have a lower
+/// handle than its PD), each level in handle order; before an object is made every lower handle
+/// is taken, by an object made before it or by a filler PD. The fillers on the handles of a
+/// level are freed when the level starts, the others at the end.
+fn plan(objs: &[(u32, u8)]) -> Vec<Step> {
+    let mut order = objs.to_vec();
+    order.sort_by_key(|&(h, l)| (l, h));
+    let mut taken: BTreeSet<u32> = BTreeSet::new();
+    let mut fillers: BTreeSet<u32> = BTreeSet::new();
+    let mut steps = vec![];
+    let mut cur = None;
+    for &(h, l) in &order {
+        if cur != Some(l) {
+            cur = Some(l);
+            for &(p, _) in order.iter().filter(|o| o.1 == l) {
+                if fillers.remove(&p) {
+                    taken.remove(&p);
+                    steps.push(Step::FreeFiller(p));
+                }
+            }
+        }
+        for want in 0..h {
+            if taken.insert(want) {
+                fillers.insert(want);
+                steps.push(Step::Filler(want));
+            }
+        }
+        taken.insert(h);
+        steps.push(Step::Create(h));
+    }
+    steps.extend(fillers.into_iter().map(Step::FreeFiller));
+    steps
 }
 
 fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
@@ -207,7 +324,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     let ev_images = image::read_dir(dir)?;
     let async_target = ev_images
         .iter()
-        .find(|e| matches!(&e.image.kind, FileKind::EventFile(ev) if ev.context_id == Some(ctx_id) && ev.role == "async"))
+        .find(|e| matches!(&e.image.kind, FileKind::EventFile(ev) if ev.role == "async") && belongs_to(e, &l))
         .map(|e| e.image.fd);
 
     let cpath = CString::new(c.path.clone()).map_err(|_| RestoreError::Refused(format!("{who}: bad device path")))?;
@@ -241,9 +358,11 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     let mut objs: Vec<Obj> = c.pds.iter().map(|p| Obj::Pd(p.handle)).collect();
     objs.extend(c.cqs.iter().map(Obj::Cq));
     objs.extend(c.mrs.iter().map(Obj::Mr));
+    objs.extend(c.srqs.iter().map(Obj::Srq));
+    objs.extend(c.ahs.iter().map(Obj::Ah));
+    objs.extend(c.mws.iter().map(Obj::Mw));
     objs.extend(c.qps.iter().map(Obj::Qp));
     objs.sort_by_key(Obj::handle);
-    let pd = c.pds.first().map(|p| p.handle);
 
     let vma_len = |pgoff: u64| c.queues.iter().find(|q| q.pgoff == pgoff).map(|q| (q.len, q.start));
     let mut pgoffs = BTreeMap::new();
@@ -259,17 +378,22 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         Ok(())
     };
 
-    let mut next = 0u32;
-    let mut fillers = vec![];
-    for o in &objs {
-        while next < o.handle() {
-            let h = cmd::alloc_pd(fd).map_err(sys(format!("{who}: ALLOC_PD (handle filler)")))?;
-            if h != next {
-                return Err(RestoreError::Refused(format!("{who}: the filler for handle {next} got handle {h}")));
+    for step in plan(&objs.iter().map(|o| (o.handle(), level(o))).collect::<Vec<_>>()) {
+        let h = match step {
+            Step::Filler(want) => {
+                let h = cmd::alloc_pd(fd).map_err(sys(format!("{who}: ALLOC_PD (handle filler)")))?;
+                if h != want {
+                    return Err(RestoreError::Refused(format!("{who}: the filler for handle {want} got handle {h}")));
+                }
+                continue;
             }
-            fillers.push(h);
-            next += 1;
-        }
+            Step::FreeFiller(h) => {
+                cmd::dealloc_pd(fd, h).map_err(sys(format!("{who}: DEALLOC_PD of filler {h}")))?;
+                continue;
+            }
+            Step::Create(h) => h,
+        };
+        let o = objs.iter().find(|o| o.handle() == h).expect("the plan creates only objects of the image");
         let (what, got) = match o {
             Obj::Pd(_) => ("PD".to_string(), cmd::alloc_pd(fd).map_err(sys(format!("{who}: ALLOC_PD")))?),
             Obj::Cq(cq) => {
@@ -279,12 +403,34 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
                 map_ring(&format!("CQ handle {}", cq.handle), cq.pgoff.unwrap_or(0), &r.mi)?;
                 (format!("CQ ({cqe} entries)"), r.cq_handle)
             }
-            Obj::Mr(m) => (format!("MR lkey {:#x}", m.lkey), reg_mr(fd, &ctl, &c.ibdev, pd, m).map_err(|e| prefix(&who, e))?),
+            Obj::Mr(m) => (format!("MR lkey {:#x}", m.lkey), reg_mr(fd, &ctl, &c.ibdev, mr_pd(c, m), m).map_err(|e| prefix(&who, e))?),
+            Obj::Srq(q) => {
+                let r = cmd::create_srq(fd, q.pd.expect("checked"), q.max_wr, q.max_sge, q.srq_limit, q.user_handle)
+                    .map_err(sys(format!("{who}: CREATE_SRQ (handle {}, {} WRs of {} SGEs)", q.handle, q.max_wr, q.max_sge)))?;
+                map_ring(&format!("SRQ handle {}", q.handle), q.pgoff.expect("checked"), &r.mi)?;
+                (format!("SRQ ({} WRs, limit {})", q.max_wr, q.srq_limit), r.srq_handle)
+            }
+            Obj::Ah(a) => {
+                let h = create_ah(fd, &ctl, &c.ibdev, a).map_err(|e| prefix(&who, e))?;
+                (format!("AH {}", a.ah_num.unwrap_or(0)), h)
+            }
+            Obj::Mw(w) => {
+                let rkey = w.rkey.expect("checked");
+                ctl.expect(&c.ibdev, ctl::OBJ_MW, rkey >> 8, Some((rkey & 0xff) as u8))
+                    .map_err(sys(format!("{who}: EXPECT MW index {} key {:#x}", rkey >> 8, rkey & 0xff)))?;
+                let r = cmd::alloc_mw(fd, w.pd.expect("checked"), w.mw_type as u8).map_err(sys(format!("{who}: ALLOC_MW rkey {rkey:#x}")))?;
+                if r.rkey != rkey {
+                    return Err(RestoreError::Refused(format!("{who}: MW got rkey {:#x} instead of {rkey:#x}", r.rkey)));
+                }
+                (format!("MW rkey {rkey:#x}"), r.mw_handle)
+            }
             Obj::Qp(q) => {
                 let (h, r) = create_qp(fd, &ctl, &c.ibdev, q).map_err(|e| prefix(&who, e))?;
                 let links = q.links.expect("checked");
                 map_ring(&format!("QP {} send queue", q.qpn), links.sq_pgoff, &r.sq_mi)?;
-                map_ring(&format!("QP {} receive queue", q.qpn), links.rq_pgoff, &r.rq_mi)?;
+                if links.srq.is_none() {
+                    map_ring(&format!("QP {} receive queue", q.qpn), links.rq_pgoff, &r.rq_mi)?;
+                }
                 (format!("QP {}", q.qpn), h)
             }
         };
@@ -292,14 +438,10 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
             return Err(RestoreError::Refused(format!("{who}: {what} got handle {got} instead of {}", o.handle())));
         }
         debug!("{who}: recreated {what} as handle {got}");
-        next += 1;
     }
-    for h in fillers {
-        cmd::dealloc_pd(fd, h).map_err(sys(format!("{who}: DEALLOC_PD of filler {h}")))?;
-    }
-
-    // Connected QPs get their driver state; CQs shared by several QPs are loaded once.
+    // Connected QPs get their driver state; CQs and SRQs shared by several QPs are loaded once.
     let mut cqs_done: Vec<u32> = vec![];
+    let mut srqs_done: Vec<u32> = vec![];
     for q in &c.qps {
         let (Some(m), Some(links)) = (q.mig_image, q.links) else { continue };
         let img = &l.blob[m.offset as usize..(m.offset + m.len) as usize];
@@ -314,6 +456,13 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
                 )))
             }
         };
+        let flags = match links.srq {
+            Some(s) if !srqs_done.contains(&s) => {
+                srqs_done.push(s);
+                flags | ctl::QP_F_SRQ
+            }
+            _ => flags,
+        };
         ctl.qp_restore(&c.ibdev, q.qpn, img, flags).map_err(sys(format!("{who}: QP_RESTORE of QP {}", q.qpn)))?;
         cqs_done.extend(cqs);
     }
@@ -321,8 +470,8 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
 
     // File status flags (O_NONBLOCK) of the event files, as the process had set them.
     let flags_of = |pick: &dyn Fn(&image::EventFile) -> bool| {
-        ev_images.iter().find_map(|l| match &l.image.kind {
-            FileKind::EventFile(e) if pick(e) => Some(e.flags),
+        ev_images.iter().find_map(|e| match &e.image.kind {
+            FileKind::EventFile(ev) if pick(ev) && belongs_to(e, &l) => Some(ev.flags),
             _ => None,
         })
     };
@@ -335,7 +484,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         }
         Ok(())
     };
-    nonblock(&afile, flags_of(&|e| e.context_id == Some(ctx_id) && e.role == "async"))?;
+    nonblock(&afile, flags_of(&|e| e.role == "async"))?;
     for (t, f, _) in &chans {
         nonblock(f, flags_of(&|e| e.channel.as_ref() == Some(t)))?;
     }
@@ -348,11 +497,14 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     };
     let channels: Vec<(String, RawFd)> = chans.into_iter().map(|(t, f, target)| (t, place(f, target))).collect();
     info!(
-        "{who}: recreated {} PD, {} CQ, {} MR, {} QP with their handles, numbers and keys, {} completion channel(s) and {nev} event \
+        "{who}: recreated {} PD, {} CQ, {} MR, {} SRQ, {} AH, {} MW, {} QP with their handles, numbers and keys, {} completion channel(s) and {nev} event \
          counter(s) and queued event(s); QPs stay stopped until the process's memory is in place",
         c.pds.len(),
         c.cqs.len(),
         c.mrs.len(),
+        c.srqs.len(),
+        c.ahs.len(),
+        c.mws.len(),
         c.qps.len(),
         channels.len()
     );
@@ -369,6 +521,10 @@ fn restore_events(fd: RawFd, c: &Context) -> Result<usize, RestoreError> {
     for cq in c.cqs.iter().filter(|cq| cq.comp_events_reported != 0 || cq.events_reported != 0) {
         let e = cmd::EvCtl { events_reported: cq.events_reported, comp_events_reported: cq.comp_events_reported, ..ev(cmd::EV_SET_COUNTERS, uverbs::OBJ_CQ, cq.handle) };
         calls.push((format!("set the event counters of CQ handle {} ({} completion, {} async)", cq.handle, cq.comp_events_reported, cq.events_reported), e));
+    }
+    for q in c.srqs.iter().filter(|q| q.events_reported != 0) {
+        let e = cmd::EvCtl { events_reported: q.events_reported, ..ev(cmd::EV_SET_COUNTERS, uverbs::OBJ_SRQ, q.handle) };
+        calls.push((format!("set the event counter of SRQ handle {} ({})", q.handle, q.events_reported), e));
     }
     for q in c.qps.iter().filter(|q| q.events_reported != 0) {
         let e = cmd::EvCtl { events_reported: q.events_reported, ..ev(cmd::EV_SET_COUNTERS, uverbs::OBJ_QP, q.handle) };
@@ -451,6 +607,29 @@ fn gid_index(ibdev: &str, port: u8, gid: &str, typ: &str) -> Result<u8, RestoreE
     }
 }
 
+/// Creates AH `a` with its old number (`/dev/rxe_ctl` EXPECT) and address, the source GID found
+/// again by its text; returns its handle.
+fn create_ah(fd: RawFd, ctl: &Ctl, ibdev: &str, a: &image::Ah) -> Result<u32, RestoreError> {
+    let (num, av) = (a.ah_num.expect("checked"), a.av.as_ref().expect("checked"));
+    let sgid_index = gid_index(ibdev, av.port, &av.sgid, &av.sgid_type)?;
+    ctl.expect(ibdev, ctl::OBJ_AH, num, None).map_err(sys(format!("EXPECT AH number {num}")))?;
+    let attr = cmd::AhAttr {
+        dgid: av.dgid,
+        flow_label: av.flow_label,
+        sgid_index,
+        hop_limit: av.hop_limit,
+        traffic_class: av.traffic_class,
+        is_global: 1,
+        port_num: av.port,
+        ..Default::default()
+    };
+    let r = cmd::create_ah(fd, a.pd.expect("checked"), attr, a.user_handle).map_err(sys(format!("CREATE_AH number {num}")))?;
+    if r.ah_num != num {
+        return Err(RestoreError::Refused(format!("AH got number {} instead of {num}", r.ah_num)));
+    }
+    Ok(r.ah_handle)
+}
+
 fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::CreateQpResp), RestoreError> {
     let links = q.links.expect("checked");
     let a = &q.attr;
@@ -474,6 +653,8 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
             sq_sig_all: a.sq_sig_all,
             qp_type,
             user_handle: q.user_handle,
+            srq_handle: links.srq.unwrap_or(0),
+            is_srq: links.srq.is_some() as u8,
             ..Default::default()
         },
     )
@@ -501,6 +682,17 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
                 m.qkey = a.qkey;
             })?;
         }
+    }
+    // A UD QP has no peer: RTR and RTS take only the send PSN (the driver's image, loaded
+    // next, overrides it anyway).
+    if qp_type == 4 {
+        if a.state >= 2 {
+            modify(2, 0, &|_| {})?;
+        }
+        if a.state >= 3 {
+            modify(3, cmd::QP_SQ_PSN, &|m| m.sq_psn = a.sq_psn)?;
+        }
+        return Ok((r.qp_handle, r));
     }
     if a.state >= 2 {
         let sgid = gid_index(ibdev, port, q.sgid.as_deref().unwrap_or(""), q.sgid_type.as_deref().unwrap_or(""))?;
@@ -589,6 +781,15 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
             }
             mem.write_all_at(&data[64..], q.start + 64).map_err(sys(format!("{who}: write the ring at {:#x}", q.start)))?;
         }
+        // MWs are bound once their MRs are on the final pages (MR_REPIN refuses an MR an MW
+        // uses), before any QP can use them.
+        for w in &c.mws {
+            let (Some(b), Some(rkey)) = (&w.binding, w.rkey) else { continue };
+            ctl.mw_bind(&c.ibdev, rkey, b.mr_index, b.qpn.unwrap_or(0), b.addr, b.length, b.access).map_err(|e| {
+                let hint = if e.raw_os_error() == Some(libc::ENOTTY) { " (this rdma_rxe lacks rdmig's softroce patch 0013)" } else { "" };
+                RestoreError::Refused(format!("{who}: bind MW rkey {rkey:#x} to MR index {} (RXE_CTL_IOC_MW_BIND): {e}{hint}", b.mr_index))
+            })?;
+        }
         for q in c.qps.iter().filter(|q| q.mig_image.is_some()) {
             ctl.qp_resume(&c.ibdev, q.qpn).map_err(sys(format!("{who}: resume QP {} (RXE_CTL_IOC_QP_RESUME)", q.qpn)))?;
         }
@@ -605,7 +806,7 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::{AsyncEvent, Channel, Cq, Handle, Mr, QpLinks};
+    use crate::image::{AsyncEvent, Channel, Cq, Handle, Mr, QpLinks, Srq};
 
     fn ctx() -> Context {
         Context {
@@ -617,8 +818,8 @@ mod tests {
             pds: vec![Handle { handle: 0 }],
             cqs: vec![Cq { handle: 2, pgoff: Some(0x10), cqe: Some(255), ..Default::default() }],
             srqs: vec![],
-            qps: vec![Qp { handle: 3, qpn: 17, links: Some(QpLinks { pd: 0, send_cq: 2, recv_cq: 2, sq_pgoff: 0x20, rq_pgoff: 0x30 }), ..Default::default() }],
-            mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7000, length: 4096, access: Some(7) }],
+            qps: vec![Qp { handle: 3, qpn: 17, links: Some(QpLinks { pd: 0, send_cq: 2, recv_cq: 2, sq_pgoff: 0x20, rq_pgoff: 0x30, srq: None }), ..Default::default() }],
+            mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7000, length: 4096, access: Some(7), pd: Some(0) }],
             mws: vec![],
             ahs: vec![],
             comp_channels: 0,
@@ -627,6 +828,7 @@ mod tests {
             channels: vec![],
             async_pending: vec![],
             queues: vec![],
+            file_token: None,
         }
     }
 
@@ -659,13 +861,60 @@ mod tests {
         c.async_pending.push(AsyncEvent { event_type: 5, element: 0x10, object: 4, handle: Some(3) });
         assert_eq!(check_restorable(&c), Ok(()), "an event of QP handle 3");
         c.async_pending.push(AsyncEvent { event_type: 15, element: 0x10, object: 5, handle: Some(9) });
-        assert!(check_restorable(&c).unwrap_err().contains("object type 5 handle Some(9)"), "an SRQ's event");
+        assert!(check_restorable(&c).unwrap_err().contains("object type 5 handle Some(9)"), "an event of an SRQ it does not hold");
+        c.srqs.push(Srq { handle: 9, pd: Some(0), pgoff: Some(0x40), max_wr: 255, max_sge: 1, ..Default::default() });
+        assert_eq!(check_restorable(&c), Ok(()), "an event of its SRQ");
+        c.async_pending.push(AsyncEvent { event_type: 19, element: 0x10, object: 12, handle: Some(9) });
+        assert!(check_restorable(&c).unwrap_err().contains("object type 12"), "a WQ's event");
+        // SRQs: need their PD and ring; a QP's SRQ must be in the image.
         let mut c = ctx();
-        c.srqs.push(Handle { handle: 9 });
-        assert!(check_restorable(&c).unwrap_err().contains("1 SRQ"));
+        c.srqs.push(Srq { handle: 9, pd: Some(0), pgoff: Some(0x40), max_wr: 255, max_sge: 1, ..Default::default() });
+        c.qps[0].links.as_mut().unwrap().srq = Some(9);
+        assert_eq!(check_restorable(&c), Ok(()));
+        c.qps[0].links.as_mut().unwrap().srq = Some(8);
+        assert!(check_restorable(&c).unwrap_err().contains("QP 17 uses an SRQ"));
+        c.srqs[0].pgoff = None;
+        assert!(check_restorable(&c).unwrap_err().contains("SRQ handle 9"));
+        c.srqs[0] = Srq { handle: 9, ..Default::default() };
+        assert!(check_restorable(&c).unwrap_err().contains("SRQ handle 9 was saved without its PD"), "an older image's SRQ");
+        // MWs: rkey, type and PD; a binding to an MR (and, type 2, a QP) of the image.
+        let mut c = ctx();
+        c.mws.push(crate::image::Mw { handle: 9, rkey: None, ..Default::default() });
+        assert!(check_restorable(&c).unwrap_err().contains("MW handle 9 was saved without"), "an older image's MW");
+        let bound = crate::image::MwBinding { mr_index: 1, addr: 0x7000, length: 4096, access: 2, qpn: None };
+        c.mws[0] = crate::image::Mw { handle: 9, rkey: Some(0x80_0105), mw_type: 1, pd: Some(0), binding: Some(bound.clone()) };
+        assert_eq!(check_restorable(&c), Ok(()));
+        c.mws[0].binding = Some(crate::image::MwBinding { mr_index: 2, ..bound.clone() });
+        assert!(check_restorable(&c).unwrap_err().contains("MR index 2"));
+        c.mws[0].mw_type = 2;
+        c.mws[0].binding = Some(crate::image::MwBinding { qpn: Some(17), ..bound.clone() });
+        assert_eq!(check_restorable(&c), Ok(()), "type 2 on QP 17");
+        c.mws[0].binding = Some(bound);
+        assert!(check_restorable(&c).unwrap_err().contains("type 2"), "type 2 without its QP");
+        // AHs: need their number, address and PD.
+        let mut c = ctx();
+        let av = crate::image::AhAv { port: 1, sgid: "fe80".into(), hop_limit: 64, ..Default::default() };
+        c.ahs.push(crate::image::Ah { handle: 9, ah_num: Some(3), pd: Some(0), user_handle: 0x10, av: Some(av) });
+        assert_eq!(check_restorable(&c), Ok(()));
+        c.ahs[0].pd = Some(7);
+        assert!(check_restorable(&c).unwrap_err().contains("AH handle 9"));
+        c.ahs[0] = crate::image::Ah { handle: 9, ah_num: Some(3), ..Default::default() };
+        assert!(check_restorable(&c).unwrap_err().contains("AH handle 9 was saved without"), "an older image's AH");
+        // Several PDs: each MR and QP names its own.
         let mut c = ctx();
         c.pds.push(Handle { handle: 4 });
-        assert!(check_restorable(&c).unwrap_err().contains("PDs"));
+        assert_eq!(check_restorable(&c), Ok(()));
+        c.mrs[0].pd = Some(4);
+        c.qps[0].links.as_mut().unwrap().pd = 4;
+        assert_eq!(check_restorable(&c), Ok(()));
+        c.mrs[0].pd = Some(5);
+        assert!(check_restorable(&c).unwrap_err().contains("MR lkey 0x105 uses PD handle 5"));
+        c.mrs[0].pd = None;
+        assert!(check_restorable(&c).unwrap_err().contains("without its PD, and the image holds 2 PDs"));
+        c.pds.pop();
+        assert_eq!(mr_pd(&c, &c.mrs[0]), Some(0), "an older image with one PD");
+        c.qps[0].links.as_mut().unwrap().pd = 4;
+        assert!(check_restorable(&c).unwrap_err().contains("QP 17 uses PD handle 4"));
         let mut c = ctx();
         c.qps[0].links = None;
         assert!(check_restorable(&c).unwrap_err().contains("QP 17"));
@@ -675,6 +924,52 @@ mod tests {
         let mut c = ctx();
         c.mrs[0].access = None;
         assert!(check_restorable(&c).unwrap_err().contains("access flags"));
+    }
+
+    /// Runs a plan against a model of uverbs' lowest-free handle allocation: every step must
+    /// get the handle it expects, and at the end exactly the objects' handles are taken.
+    fn run_plan(objs: &[(u32, u8)]) -> Vec<Step> {
+        let steps = plan(objs);
+        let mut used: BTreeSet<u32> = BTreeSet::new();
+        let mut made: Vec<u32> = vec![];
+        for s in &steps {
+            let lowest = (0..).find(|h| !used.contains(h)).unwrap();
+            match *s {
+                Step::Filler(h) => {
+                    assert_eq!(lowest, h, "{steps:?}");
+                    used.insert(h);
+                }
+                Step::Create(h) => {
+                    assert_eq!(lowest, h, "{steps:?}");
+                    let l = objs.iter().find(|o| o.0 == h).unwrap().1;
+                    assert!(made.iter().all(|m| objs.iter().find(|o| o.0 == *m).unwrap().1 <= l), "levels in order: {steps:?}");
+                    used.insert(h);
+                    made.push(h);
+                }
+                Step::FreeFiller(h) => assert!(used.remove(&h), "{steps:?}"),
+            }
+        }
+        let mut want: Vec<u32> = objs.iter().map(|o| o.0).collect();
+        want.sort_unstable();
+        assert_eq!(used.into_iter().collect::<Vec<_>>(), want, "{steps:?}");
+        steps
+    }
+
+    #[test]
+    fn handles_are_recreated_by_level_with_fillers() {
+        // PD 0, CQ 1, MR 2, QP 3: no filler at all.
+        assert_eq!(run_plan(&[(0, 0), (1, 0), (2, 1), (3, 2)]), vec![Step::Create(0), Step::Create(1), Step::Create(2), Step::Create(3)]);
+        // A hole at 1 (a destroyed object) gets a filler, freed at the end.
+        assert_eq!(run_plan(&[(0, 0), (2, 1)]), vec![Step::Create(0), Step::Filler(1), Step::Create(2), Step::FreeFiller(1)]);
+        // An MR (1) with a lower handle than its PD (2): the PD is made first over a filler at 1.
+        assert_eq!(
+            run_plan(&[(0, 0), (1, 1), (2, 0)]),
+            vec![Step::Create(0), Step::Filler(1), Step::Create(2), Step::FreeFiller(1), Step::Create(1)]
+        );
+        // Several PDs, CQs, MRs, QPs and holes, interleaved.
+        run_plan(&[(0, 0), (1, 0), (2, 0), (3, 2), (4, 1), (5, 1), (7, 0), (8, 1), (9, 1), (12, 2), (13, 0)]);
+        run_plan(&[(3, 2), (1, 1), (6, 0)]);
+        run_plan(&[]);
     }
 
     #[test]

@@ -240,12 +240,53 @@ pub fn query_qp(fd: RawFd, handle: u32) -> io::Result<QpAttr> {
     })
 }
 
+// IB_USER_VERBS_CMD_QUERY_SRQ
+const CMD_QUERY_SRQ: u64 = 34;
+
+/// `struct ib_uverbs_query_srq` (without the trailing driver data).
+#[repr(C)]
+struct QuerySrqCmd {
+    response: u64,
+    srq_handle: u32,
+    reserved: u32,
+}
+
+/// `struct ib_uverbs_query_srq_resp`.
+#[repr(C)]
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SrqAttr {
+    pub max_wr: u32,
+    pub max_sge: u32,
+    pub srq_limit: u32,
+    reserved: u32,
+}
+
+/// QUERY_SRQ through UVERBS_METHOD_INVOKE_WRITE: capacity (rxe: the ring's index mask), SGEs
+/// per WQE, and the armed limit (0: not armed).
+pub fn query_srq(fd: RawFd, handle: u32) -> io::Result<SrqAttr> {
+    let mut cmd = QuerySrqCmd { response: 0, srq_handle: handle, reserved: 0 };
+    let mut r = SrqAttr::default();
+    invoke(
+        fd,
+        OBJ_DEVICE,
+        METHOD_INVOKE_WRITE,
+        [
+            ptr(0, &mut cmd, std::mem::size_of::<QuerySrqCmd>()),
+            ptr(1, &mut r, std::mem::size_of::<SrqAttr>()),
+            const_in(2, CMD_QUERY_SRQ),
+        ],
+    )?;
+    Ok(r)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn abi_sizes() {
+        assert_eq!(std::mem::size_of::<QuerySrqCmd>(), 16);
+        assert_eq!(std::mem::size_of::<SrqAttr>(), 16);
         assert_eq!(std::mem::size_of::<Attr>(), 16);
         assert_eq!(std::mem::size_of::<Call<3>>(), 24 + 48);
         assert_eq!(std::mem::size_of::<QpDest>(), 32);
