@@ -33,8 +33,8 @@ const CREDIT: usize = 4;
 const STALL: Duration = Duration::from_secs(20);
 /// Most lanes (QPs) one stream may use; each costs 2 x `SLOTS` x `SLOT` of registered memory.
 pub const MAX_LANES: usize = 4;
-/// Lanes used unless told otherwise (`--rdma-qps`): in the lab, 2 QPs moved about 5 % more
-/// than 1 and 4 no more than 2 (`rdmig bench transfer --rdma-qps N`, README).
+/// Lanes used unless told otherwise (`--rdma-qps`): in the lab, 2 QPs moved about 10 % more
+/// than 1, and 4 only 2-3 % more than 2 (experiments/transfer-vs-baselines.sh, README).
 pub const DEFAULT_LANES: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
