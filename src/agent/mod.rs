@@ -174,7 +174,7 @@ async fn receive_data(
     len: u64,
     mut sink: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<Result<(), String>, msg::MsgError> {
-    let mut sum = if via_rdma { DataSum::rdma(ch.recv_mac()) } else { DataSum::tcp() };
+    let mut sum = DataSum::for_receiving(ch, via_rdma);
     let mut got = 0u64;
     let mut sink_err: Option<String> = None;
     while got < len {

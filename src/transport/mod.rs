@@ -14,7 +14,9 @@ pub mod rdma;
 use serde::Serialize;
 use sha2::Digest;
 
-use crate::agent::wire::{FrameMac, Tag};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::agent::wire::{Channel, FrameMac, Tag};
 
 /// The end-to-end check of one file, probe or page stream, sent after its data over the
 /// authenticated channel: a SHA-256 over each chunk's length and MAC tag, in order. Over TCP the
@@ -32,14 +34,33 @@ pub struct DataSum {
 const RDMA_CHUNKS: u64 = 1 << 63;
 
 impl DataSum {
+    /// The check of data this end sends on `ch`'s connection (in its frames, or over RDMA
+    /// tagged with this end's sending MAC).
+    pub fn for_sending<S: AsyncRead + AsyncWrite + Unpin>(ch: &Channel<S>, via_rdma: bool) -> Self {
+        if via_rdma {
+            Self::rdma(ch.send_mac())
+        } else {
+            Self::tcp()
+        }
+    }
+
+    /// The check of data the peer sends on `ch`'s connection (over RDMA tagged with the peer's
+    /// sending MAC, which is this end's receiving one).
+    pub fn for_receiving<S: AsyncRead + AsyncWrite + Unpin>(ch: &Channel<S>, via_rdma: bool) -> Self {
+        if via_rdma {
+            Self::rdma(ch.recv_mac())
+        } else {
+            Self::tcp()
+        }
+    }
+
     /// For data in the channel's frames: `update` gets each frame's tag.
-    pub fn tcp() -> Self {
+    fn tcp() -> Self {
         Self { sha: sha2::Sha256::new(), rdma: None }
     }
 
-    /// For data over RDMA, tagged with `mac`: the sender's own sending MAC, or at the receiver
-    /// the sender's (`Channel::recv_mac`).
-    pub fn rdma(mac: FrameMac) -> Self {
+    /// For data over RDMA, tagged with `mac`.
+    fn rdma(mac: FrameMac) -> Self {
         Self { sha: sha2::Sha256::new(), rdma: Some((mac, 0)) }
     }
 

@@ -92,7 +92,7 @@ fn hang_up(fd: std::os::fd::RawFd) {
 /// Source side: relays CRIU's page stream (`criu` holds the other end of `sock`) to the
 /// destination until CRIU closes it; returns the bytes relayed.
 pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>) -> Result<u64, String> {
-    let mut sum = if rdma.is_some() { DataSum::rdma(ch.send_mac()) } else { DataSum::tcp() };
+    let mut sum = DataSum::for_sending(ch, rdma.is_some());
     let (mut rd, mut wr) = ch.split();
     // Valid as long as `sock`, which lives until this function returns.
     let fd = sock.as_raw_fd();
@@ -160,13 +160,14 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
 /// `sock`) and relays its answers back, until the source's end piece and the server's exit.
 /// `stop_server` is called when the stream breaks: the server would otherwise wait forever.
 pub async fn destination(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Option<&mut RdmaReceiver>, stop_server: impl FnOnce()) -> Result<u64, String> {
-    let mut sum = if rdma.is_some() { DataSum::rdma(ch.recv_mac()) } else { DataSum::tcp() };
+    let sum = DataSum::for_receiving(ch, rdma.is_some());
     let (mut rd, mut wr) = ch.split();
     let (mut from_server, mut to_server) = sock.split();
     let forward = async {
         let mut len = 0u64;
         let mut server_gone: Option<String> = None;
         let mut rdma = rdma;
+        let mut sum = sum;
         loop {
             let owned;
             let (piece, tag) = match rdma.as_deref_mut() {
@@ -204,7 +205,7 @@ pub async fn destination(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma
                 }
                 Piece::End { len: sent, sum: want } => {
                     let _ = to_server.shutdown().await;
-                    if sent != len || want != std::mem::replace(&mut sum, DataSum::tcp()).finish() {
+                    if sent != len || want != sum.finish() {
                         return Err(format!("page stream damaged: {len} bytes arrived of {sent}, or their checksum differs"));
                     }
                     return Ok::<u64, String>(len);
