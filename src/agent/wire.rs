@@ -345,6 +345,14 @@ impl Channel<tokio::net::TcpStream> {
 mod tests {
     use super::*;
 
+    /// A frame as it goes on the wire, made by hand: `payload` with `tag`, whatever it was made over.
+    fn framed(payload: &[u8], tag: &Tag) -> Vec<u8> {
+        let mut f = (payload.len() as u32).to_le_bytes().to_vec();
+        f.extend_from_slice(payload);
+        f.extend_from_slice(tag);
+        f
+    }
+
     fn secret(b: u8) -> Secret {
         Secret::from_bytes(&[b; 40]).unwrap()
     }
@@ -382,10 +390,7 @@ mod tests {
         let (mut c, mut s) = (c.unwrap(), s.unwrap());
         // Seal a frame by hand and flip a payload bit on the way.
         let tag = c.send.tag(b"kill 1");
-        let mut frame = 6u32.to_le_bytes().to_vec();
-        frame.extend_from_slice(b"kill 2");
-        frame.extend_from_slice(&tag);
-        c.io.write_all(&frame).await.unwrap();
+        c.io.write_all(&framed(b"kill 2", &tag)).await.unwrap();
         assert!(matches!(s.recv_raw().await, Err(WireError::BadTag)));
     }
 
@@ -396,9 +401,7 @@ mod tests {
         let (c, s) = tokio::join!(Channel::client(a, &sec), Channel::server(b, &sec));
         let (mut c, mut s) = (c.unwrap(), s.unwrap());
         let tag = c.send.tag(b"abort");
-        let mut frame = 5u32.to_le_bytes().to_vec();
-        frame.extend_from_slice(b"abort");
-        frame.extend_from_slice(&tag);
+        let frame = framed(b"abort", &tag);
         c.io.write_all(&frame).await.unwrap();
         c.io.write_all(&frame).await.unwrap();
         assert_eq!(s.recv_raw().await.unwrap(), b"abort");
@@ -410,10 +413,7 @@ mod tests {
         let sec = secret(6);
         let seal = |c: &mut Channel<tokio::io::DuplexStream>, p: &[u8]| {
             let tag = c.send.tag(p);
-            let mut f = (p.len() as u32).to_le_bytes().to_vec();
-            f.extend_from_slice(p);
-            f.extend_from_slice(&tag);
-            f
+            framed(p, &tag)
         };
         // One flipped tag bit.
         let (c, s) = pair(sec.clone(), sec.clone()).await;
@@ -439,10 +439,7 @@ mod tests {
         let (c, s) = pair(sec.clone(), sec).await;
         let (mut c, mut s) = (c.unwrap(), s.unwrap());
         let tag = s.send.tag(b"ack");
-        let mut f = 3u32.to_le_bytes().to_vec();
-        f.extend_from_slice(b"ack");
-        f.extend_from_slice(&tag);
-        c.io.write_all(&f).await.unwrap();
+        c.io.write_all(&framed(b"ack", &tag)).await.unwrap();
         assert!(matches!(s.recv_raw().await, Err(WireError::BadTag)));
     }
 
