@@ -83,6 +83,17 @@ fn invoke<const N: usize>(fd: RawFd, object_id: u16, method_id: u16, attrs: [Att
     Ok(())
 }
 
+/// A legacy write command `code` through UVERBS_METHOD_INVOKE_WRITE: `cmd` in (attribute
+/// CORE_IN 0), `resp` out (CORE_OUT 1), the command number as WRITE_CMD 2.
+fn invoke_write<C, R>(fd: RawFd, code: u64, cmd: &mut C, resp: &mut R) -> io::Result<()> {
+    invoke(
+        fd,
+        OBJ_DEVICE,
+        METHOD_INVOKE_WRITE,
+        [ptr(0, cmd, std::mem::size_of::<C>()), ptr(1, resp, std::mem::size_of::<R>()), const_in(2, code)],
+    )
+}
+
 fn const_in(id: u16, v: u64) -> Attr {
     Attr { attr_id: id, len: 8, flags: ATTR_F_MANDATORY, reserved: 0, data: v }
 }
@@ -197,17 +208,7 @@ struct QueryQpResp {
 pub fn query_qp(fd: RawFd, handle: u32) -> io::Result<QpAttr> {
     let mut cmd = QueryQpCmd { response: 0, qp_handle: handle, attr_mask: 0x1f_ffff };
     let mut r = QueryQpResp::default();
-    // attrs: CORE_IN 0, CORE_OUT 1, WRITE_CMD 2
-    invoke(
-        fd,
-        OBJ_DEVICE,
-        METHOD_INVOKE_WRITE,
-        [
-            ptr(0, &mut cmd, std::mem::size_of::<QueryQpCmd>()),
-            ptr(1, &mut r, std::mem::size_of::<QueryQpResp>()),
-            const_in(2, CMD_QUERY_QP),
-        ],
-    )?;
+    invoke_write(fd, CMD_QUERY_QP, &mut cmd, &mut r)?;
     Ok(QpAttr {
         state: r.qp_state,
         path_mtu: r.path_mtu,
@@ -266,16 +267,7 @@ pub struct SrqAttr {
 pub fn query_srq(fd: RawFd, handle: u32) -> io::Result<SrqAttr> {
     let mut cmd = QuerySrqCmd { response: 0, srq_handle: handle, reserved: 0 };
     let mut r = SrqAttr::default();
-    invoke(
-        fd,
-        OBJ_DEVICE,
-        METHOD_INVOKE_WRITE,
-        [
-            ptr(0, &mut cmd, std::mem::size_of::<QuerySrqCmd>()),
-            ptr(1, &mut r, std::mem::size_of::<SrqAttr>()),
-            const_in(2, CMD_QUERY_SRQ),
-        ],
-    )?;
+    invoke_write(fd, CMD_QUERY_SRQ, &mut cmd, &mut r)?;
     Ok(r)
 }
 
