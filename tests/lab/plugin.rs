@@ -36,6 +36,20 @@ pub const SCENARIOS: &[Scenario] = &[
 const MOVING_ADDR: &str = "10.0.1.7";
 
 /// The lab's shared directory on the host; /mnt/lab in the nodes.
+/// Prints `rdmig image show` of image directory `name` in the lab share, indented (without its
+/// VMA lines unless `vmas`), and returns the text.
+fn print_image_show(name: &str, vmas: bool) -> Result<String> {
+    let shown = rdmig::image::show(&share().join(name))?;
+    println!("  rdmig image show:\n{}", shown.trim_end().lines().filter(|l| vmas || !l.contains(" vma ")).map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    Ok(shown)
+}
+
+/// The `kind` of the (first) verbs context image in `j`, what `rdmig image show --json` gives.
+fn context_kind(j: &serde_json::Value) -> Result<&serde_json::Value> {
+    let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
+    Ok(&ctx["kind"])
+}
+
 fn share() -> PathBuf {
     PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
 }
@@ -158,8 +172,7 @@ fn plugin_saves_waiting_ib_send_bw_with_leave_running(c: &Ctx) -> Result<()> {
     let log = log_of("plugin-wait", "dump.log");
     ensure!(o.status.success(), "dump --leave-running of a waiting ib_send_bw failed: {}\n{log}", text(&o));
     ensure!(log.contains("saved verbs context"), "the plugin did not save the context:\n{log}");
-    let shown = rdmig::image::show(&share().join("plugin-wait"))?;
-    println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    let shown = print_image_show("plugin-wait", true)?;
     ensure!(shown.contains("verbs context on rxe0 (/dev/infiniband/uverbs0"), "{shown}");
     ensure!(shown.contains("infiniband event file") && shown.contains(": async"), "{shown}");
     let j = rdmig::image::show_json(&share().join("plugin-wait"))?;
@@ -208,8 +221,7 @@ fn plugin_vtest_two_contexts_dump_kill_restore(c: &Ctx) -> Result<()> {
     };
     let after_dump = |srv: i32| -> Result<()> {
         ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
-        let shown = rdmig::image::show(&share().join("plugin-ctx2"))?;
-        println!("  rdmig image show:\n{}", shown.trim_end().lines().filter(|l| !l.contains(" vma ")).map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+        print_image_show("plugin-ctx2", false)?;
         let j = rdmig::image::show_json(&share().join("plugin-ctx2"))?;
         let imgs = j["images"].as_array().context("no images")?;
         let ctxs: Vec<&serde_json::Value> = imgs.iter().filter(|i| i["kind"]["type"] == "context").collect();
@@ -245,11 +257,9 @@ fn plugin_ib_send_bw_srq_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
     let log = log_of("plugin-srq", "dump.log");
     ensure!(o.status.success(), "dump of ib_send_bw --use-srq mid-run failed: {}\n{log}", text(&o));
     ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
-    let shown = rdmig::image::show(&share().join("plugin-srq"))?;
-    println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    print_image_show("plugin-srq", true)?;
     let j = rdmig::image::show_json(&share().join("plugin-srq"))?;
-    let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
-    let k = &ctx["kind"];
+    let k = context_kind(&j)?;
     let srqs = k["srqs"].as_array().context("no SRQs")?;
     ensure!(srqs.len() == 1 && srqs[0]["pgoff"].is_u64() && srqs[0]["max_wr"].as_u64().is_some_and(|w| w > 0), "the SRQ was not saved: {k}");
     let qps = k["qps"].as_array().context("no QPs")?;
@@ -350,8 +360,7 @@ fn plugin_ib_send_bw_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
     let log = log_of("plugin-mid", "dump.log");
     ensure!(o.status.success(), "dump mid-run failed: {}\n{log}", text(&o));
     ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
-    let shown = rdmig::image::show(&share().join("plugin-mid"))?;
-    println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    print_image_show("plugin-mid", true)?;
     let t0 = Instant::now();
     let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
     let log = log_of("plugin-mid", "restore.log");
@@ -376,11 +385,9 @@ fn plugin_ib_send_bw_events_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
     let log = log_of("plugin-ev", "dump.log");
     ensure!(o.status.success(), "dump of ib_send_bw -e mid-run failed: {}\n{log}", text(&o));
     ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
-    let shown = rdmig::image::show(&share().join("plugin-ev"))?;
-    println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    print_image_show("plugin-ev", true)?;
     let j = rdmig::image::show_json(&share().join("plugin-ev"))?;
-    let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
-    let k = &ctx["kind"];
+    let k = context_kind(&j)?;
     ensure!(k["comp_channels"] == 1 && k["channels"].as_array().is_some_and(|c| c.len() == 1), "the channel was not saved: {k}");
     let token = k["channels"][0]["token"].clone();
     let cqs = k["cqs"].as_array().context("no CQs")?;
@@ -486,11 +493,9 @@ fn plugin_vtest_several_pds_dump_kill_restore(c: &Ctx) -> Result<()> {
     };
     let after_dump = |srv: i32| -> Result<()> {
         ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
-        let shown = rdmig::image::show(&share().join("plugin-pds"))?;
-        println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+        print_image_show("plugin-pds", true)?;
         let j = rdmig::image::show_json(&share().join("plugin-pds"))?;
-        let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
-        let k = &ctx["kind"];
+        let k = context_kind(&j)?;
         let pds: Vec<u64> = k["pds"].as_array().context("no PDs")?.iter().filter_map(|p| p["handle"].as_u64()).collect();
         ensure!(pds.len() == 4, "the server holds 4 PDs, the image {pds:?}: {k}");
         let mrs = k["mrs"].as_array().context("no MRs")?;
@@ -525,11 +530,9 @@ fn plugin_vtest_memory_window_dump_kill_restore(c: &Ctx) -> Result<()> {
     let none = |_: i32| -> Result<()> { Ok(()) };
     let after_dump = |srv: i32| -> Result<()> {
         ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
-        let shown = rdmig::image::show(&share().join("plugin-mw"))?;
-        println!("  rdmig image show:\n{}", shown.trim_end().lines().filter(|l| !l.contains(" vma ")).map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+        print_image_show("plugin-mw", false)?;
         let j = rdmig::image::show_json(&share().join("plugin-mw"))?;
-        let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
-        let k = &ctx["kind"];
+        let k = context_kind(&j)?;
         let mws = k["mws"].as_array().context("no MWs")?;
         ensure!(mws.len() == 1 && mws[0]["mw_type"] == 1 && mws[0]["binding"]["length"].as_u64().is_some_and(|l| l > 0), "the bound MW was not saved: {k}");
         let mr = mws[0]["binding"]["mr_index"].as_u64();
@@ -636,11 +639,9 @@ fn plugin_ib_send_bw_ud_sender_dump_kill_restore(c: &Ctx) -> Result<()> {
     let log = log_of("plugin-ud", "dump.log");
     ensure!(o.status.success(), "dump of the UD sender mid-run failed: {}\n{log}", text(&o));
     ensure!(proc_state(c, "node2", cli)?.is_none(), "the dumped client still runs");
-    let shown = rdmig::image::show(&share().join("plugin-ud"))?;
-    println!("  rdmig image show:\n{}", shown.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    print_image_show("plugin-ud", true)?;
     let j = rdmig::image::show_json(&share().join("plugin-ud"))?;
-    let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
-    let k = &ctx["kind"];
+    let k = context_kind(&j)?;
     let ahs = k["ahs"].as_array().context("no AHs")?;
     ensure!(ahs.len() == 1 && ahs[0]["ah_num"].is_u64() && ahs[0]["av"]["sgid"].is_string(), "the AH was not saved: {k}");
     ensure!(
