@@ -122,7 +122,7 @@ struct PeerArgs {
     #[arg(long, default_value = "rxe0")]
     rdma_device: String,
     /// RC QPs ("lanes") the RDMA data path stripes its chunks over (1 to 4).
-    #[arg(long, default_value_t = rdmig::transport::rdma::DEFAULT_LANES, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u8).range(1..=4), usize::from))]
+    #[arg(long, default_value_t = rdmig::transport::rdma::DEFAULT_LANES, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u8).range(1..=rdmig::transport::rdma::MAX_LANES as i64), usize::from))]
     rdma_qps: usize,
 }
 
