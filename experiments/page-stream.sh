@@ -21,9 +21,9 @@ cpus=${4:-1}
 [[ "$transport" == rdma || "$transport" == tcp ]] || { echo "transport: rdma or tcp, not $transport" >&2; exit 2; }
 scripts/setup.sh
 cargo build --workspace --locked
-R=$PWD/target/debug/rdmig
+R=$PWD/target/debug/rdmig-lab # the lab tool; `on NODE -- ARGS` runs the node's rdmig
 name=pstream
-lab=(lab --name "$name")
+lab=(--name "$name")
 share=/run/rdmig/$name/shared
 out=experiments/results/page-stream-$(date -u +%Y%m%dT%H%M%SZ).json
 mkdir -p experiments/results
@@ -43,7 +43,7 @@ one() { # one MODE ROUND: MODE is stream or files
 		python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); sys.exit(0 if r.get("phase")=="filled" else 1)' "$share/w.json" 2>/dev/null && break
 		sleep 0.5
 	done
-	"$R" migrate "$pid" --lab "$name" --from node1 --to node2 --strategy stop-and-copy --transport "$transport" --json "${extra[@]}" >"$share/report.json" || true
+	"$R" "${lab[@]}" on node1 --to-node node2 -- migrate "$pid" --strategy stop-and-copy --transport "$transport" --json "${extra[@]}" >"$share/report.json" || true
 	"$R" "${lab[@]}" exec node2 -- kill -9 "$pid" >/dev/null 2>&1 || true
 	"$R" "${lab[@]}" exec node1 -- kill -9 "$pid" >/dev/null 2>&1 || true
 	python3 - "$mode" "$round" "$share/report.json" <<'EOF'

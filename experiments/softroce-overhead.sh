@@ -15,10 +15,10 @@ cd "$(dirname "$0")/.."
 rounds=${1:-3}
 scripts/setup.sh
 cargo build --locked
-R=$PWD/target/debug/rdmig
+R=$PWD/target/debug/rdmig-lab # the lab tool; `on NODE -- ARGS` runs the node's rdmig
 kver=$(ls /boot/vmlinuz-6.1.* | sed 's|/boot/vmlinuz-||' | sort -V | tail -n1)
 out_dir=$PWD/softroce/build/out/$kver
-lab=(lab --name bench)
+lab=(--name bench)
 out=experiments/results/softroce-overhead-$(date -u +%Y%m%dT%H%M%SZ).json
 mkdir -p experiments/results
 runs=$(mktemp)

@@ -17,8 +17,8 @@ size=${1:-128}
 rounds=${2:-3}
 scripts/setup.sh
 cargo build --locked
-R=$PWD/target/debug/rdmig
-lab=(lab --name xfer)
+R=$PWD/target/debug/rdmig-lab # the lab tool; `on NODE -- ARGS` runs the node's rdmig
+lab=(--name xfer)
 out=experiments/results/transfer-$(date -u +%Y%m%dT%H%M%SZ).json
 mkdir -p experiments/results
 runs=$(mktemp)
@@ -31,16 +31,16 @@ iters=$((size)) # ib_write_bw: SIZE messages of 1 MiB = the same bytes as rdmig 
 
 # Warm-up, not counted: the first run of each tool on fresh nodes reads its binary over 9p and
 # warms the caches (the first round ran at half speed or less before this).
-"$R" bench transfer --lab xfer --from node1 --to node2 --size-mib 16 --transports tcp,rdma --rdma-qps 4 >/dev/null
+"$R" "${lab[@]}" on node1 --to-node node2 -- bench transfer --size-mib 16 --transports tcp,rdma --rdma-qps 4 >/dev/null
 "$R" "${lab[@]}" perftest --test ib_write_bw --server node2 --client node1 -s 1048576 -n 16 --json >/dev/null || true
 "$R" "${lab[@]}" exec node2 -- sh -c 'pkill iperf3; iperf3 -s -1 -B 10.99.0.2 -D' >/dev/null
 sleep 1
 "$R" "${lab[@]}" exec node1 -- iperf3 -c 10.99.0.2 -B 10.99.0.1 -n 16M -J >/dev/null
 
 for r in $(seq "$rounds"); do
-	ours=$("$R" bench transfer --lab xfer --from node1 --to node2 --size-mib "$size" --transports tcp,rdma --rdma-qps 1 --json)
-	ours2=$("$R" bench transfer --lab xfer --from node1 --to node2 --size-mib "$size" --transports rdma --rdma-qps 2 --json)
-	ours4=$("$R" bench transfer --lab xfer --from node1 --to node2 --size-mib "$size" --transports rdma --rdma-qps 4 --json)
+	ours=$("$R" "${lab[@]}" on node1 --to-node node2 -- bench transfer --size-mib "$size" --transports tcp,rdma --rdma-qps 1 --json)
+	ours2=$("$R" "${lab[@]}" on node1 --to-node node2 -- bench transfer --size-mib "$size" --transports rdma --rdma-qps 2 --json)
+	ours4=$("$R" "${lab[@]}" on node1 --to-node node2 -- bench transfer --size-mib "$size" --transports rdma --rdma-qps 4 --json)
 	wbw=$("$R" "${lab[@]}" perftest --test ib_write_bw --server node2 --client node1 -s 1048576 -n "$iters" --json)
 	# `lab perftest` expects -n iterations back, perftest prints those of all QPs: checked below instead.
 	wbw4=$("$R" "${lab[@]}" perftest --test ib_write_bw --server node2 --client node1 -s 1048576 -n $((iters / 4)) -q 4 --json || true)

@@ -36,7 +36,7 @@ usage() {
 usage: $0 [--iterations N] [--keep] [--name LAB] [--migrate-after S] [--out DIR]
   --iterations N     ib_send_bw -n (default $ITERS: about a minute at the lab's 14-15 MB/s,
                      perftest's -b figure, both directions together)
-  --keep             leave the lab running afterwards (then: rdmig lab --name LAB down)
+  --keep             leave the lab running afterwards (then: rdmig-lab --name LAB down)
   --name LAB         lab name (default $LAB), so a user's or the tests' own lab is not touched
   --migrate-after S  seconds of traffic before each migration (default $MIGRATE_AFTER)
   --out DIR          results directory (default experiments/results/demo-<UTC time>)
@@ -64,9 +64,10 @@ done
 scripts/setup.sh
 cargo build --workspace --locked
 rdmig=$PWD/target/debug/rdmig
+labctl=$PWD/target/debug/rdmig-lab # the lab tool: VMs, and `on NODE -- ARGS` runs the node's rdmig
 command -v python3 >/dev/null || die "python3 is missing (scripts/setup.sh installs it)"
 
-export RDMIG_LAB=$LAB # `rdmig lab --name` and `rdmig migrate --lab` both read it
+export RDMIG_LAB=$LAB # `rdmig-lab --name` reads it
 export RDMIG_LAB_DIR=${RDMIG_LAB_DIR:-/run/rdmig}
 SERVICE=10.0.1.7    # the server's movable overlay address
 CLIENT_IP=10.0.1.12 # node2's own overlay address
@@ -103,9 +104,9 @@ cleanup() {
 		mkdir -p "$RESULTS" && cp -a "$HERE/." "$RESULTS/"
 	fi
 	if [ "$KEEP" = 1 ]; then
-		log "lab '$LAB' left running (--keep); results so far in $RESULTS; remove it with: $rdmig lab --name $LAB down"
+		log "lab '$LAB' left running (--keep); results so far in $RESULTS; remove it with: $labctl --name $LAB down"
 	else
-		"$rdmig" lab down >/dev/null 2>&1 || log "warning: '$rdmig lab --name $LAB down' failed; run it by hand"
+		"$labctl" down >/dev/null 2>&1 || log "warning: '$labctl --name $LAB down' failed; run it by hand"
 	fi
 	[ "$rc" -eq 0 ] || log "FAILED (exit $rc); whatever was written is in $RESULTS"
 	exit "$rc"
@@ -114,10 +115,10 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-lab() { "$rdmig" lab "$@"; }
-on() { local node=$1; shift; "$rdmig" lab exec "$node" -- "$@"; }
+lab() { "$labctl" "$@"; }
+on() { local node=$1; shift; "$labctl" exec "$node" -- "$@"; }
 # Starts a detached program on a node with its output appended to a file of the share; prints its pid.
-spawn() { local node=$1 out=$2; shift 2; "$rdmig" lab spawn "$node" --output "$out" -- "$@"; }
+spawn() { local node=$1 out=$2; shift 2; "$labctl" spawn "$node" --output "$out" -- "$@"; }
 # Whether pid $2 runs on node $1 (a zombie has finished). Output is captured before it is
 # matched: `grep -q` closing a pipe early would fail the writer under pipefail.
 running() {
@@ -166,7 +167,7 @@ flow() {
 	sleep "$MIGRATE_AFTER"
 	running node1 "$spid" || die "ib_send_bw finished before the migration: use more --iterations"
 	set +e
-	"$rdmig" migrate "$spid" --from node1 --to node3 --tcp-established --move-addr "$SERVICE" \
+	"$labctl" on node1 --to-node node3 -- migrate "$spid" --tcp-established --move-addr "$SERVICE" \
 		--timeline "$NODE/${p}migration" --json "$@" >"$HERE/${p}migrate-report.json" 2>"$HERE/${p}migrate.stderr"
 	rc=$?
 	set -e

@@ -22,6 +22,10 @@ SOFTROCE_DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
 # shellcheck source=lib.sh
 . "$SOFTROCE_DIR/lib.sh"
 PATCH_DIR=$SOFTROCE_DIR/patches
+# The user ABIs, written once: the patches include them, rdmig-rxe translates them.
+ABI_DIR=$SOFTROCE_DIR/include/uapi/rdma
+RXE_ABI=$ABI_DIR/rxe_ctl_abi.h
+UVERBS_ABI=$ABI_DIR/uverbs_ckpt_abi.h
 STAMP_NAME=.rdmig-stamp
 RXE_PATH=drivers/infiniband/sw/rxe
 CORE_PATH=drivers/infiniband/core
@@ -125,6 +129,7 @@ fi
 [ -n "$dest" ] || dest=$SOFTROCE_DIR/build/src/$kver
 [ -n "$uverbs_dest" ] || uverbs_dest=$dest-uverbs
 [ -f "$UVERBS_KBUILD" ] || die "$UVERBS_KBUILD is missing"
+[ -f "$RXE_ABI" ] && [ -f "$UVERBS_ABI" ] || die "$ABI_DIR must hold rxe_ctl_abi.h and uverbs_ckpt_abi.h"
 [ -n "$cache" ] || cache=$(dirname -- "$dest")/pristine
 
 set -- "$PATCH_DIR"/*.patch
@@ -133,7 +138,7 @@ set -- "$PATCH_DIR"/*.patch
 # The stamp: what the trees in DEST and UVERBS_DEST were made from.
 stamp=$( {
 	echo "source $src_pkg $src_ver"
-	for p in "$PATCH_DIR"/*.patch "$UVERBS_KBUILD"; do
+	for p in "$PATCH_DIR"/*.patch "$UVERBS_KBUILD" "$RXE_ABI" "$UVERBS_ABI"; do
 		sha256sum "$p" | sed "s|  .*/|  |"
 	done
 } | sha256sum | cut -d' ' -f1)
@@ -170,6 +175,9 @@ work=$dest.tmp
 rm -rf "$work"
 mkdir -p "$work"
 cp -R "$pristine/drivers" "$work/"
+# The headers the patches include ("rxe_ctl_abi.h", "uverbs_ckpt_abi.h") go in first.
+cp "$RXE_ABI" "$work/$RXE_PATH/rxe_ctl_abi.h"
+cp "$UVERBS_ABI" "$work/$CORE_PATH/uverbs_ckpt_abi.h"
 for p in "$PATCH_DIR"/*.patch; do
 	info "applying $(basename -- "$p")"
 	if ! patch -p1 -d "$work" --batch --forward --fuzz=0 \

@@ -21,13 +21,13 @@ fi
 mkdir -p /mnt/lab
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 labshare /mnt/lab \
 	|| echo "rdmig guest-init: cannot mount the lab share (9p tag labshare)" >/dev/console
-bin=$(sed -n 's/.*rdmig\.bin=\([^ ]*\).*/\1/p' /proc/cmdline)
+bin=$(sed -n 's/.*rdmig\.lab=\([^ ]*\).*/\1/p' /proc/cmdline)
 if [ ! -x "$bin" ]; then
-	echo "rdmig guest-init: rdmig binary '$bin' is not visible in the guest" | tee /mnt/node/init-error >/dev/console
+	echo "rdmig guest-init: rdmig-lab binary '$bin' is not visible in the guest" | tee /mnt/node/init-error >/dev/console
 	exec /bin/bash
 fi
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
-"$bin" lab guest-agent --config /mnt/node/node.json >>/mnt/node/agent.log 2>&1 &
+"$bin" guest-agent --config /mnt/node/node.json >>/mnt/node/agent.log 2>&1 &
 while true; do
 	wait
 	sleep 1

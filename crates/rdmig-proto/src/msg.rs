@@ -1,0 +1,501 @@
+//! Messages between the migration source and a destination agent, and their validation.
+//!
+//! Everything a peer sends is checked before use: identifiers and relative paths against strict
+//! patterns (they become file names on a root-owned host), sizes against limits.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Channel, WireError};
+
+/// What a peer needs to connect an RC QP to ours (RoCE v2: the GID carries the address).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Endpoint {
+    pub qpn: u32,
+    pub psn: u32,
+    pub gid: [u8; 16],
+}
+
+/// Most RDMA lanes (QPs) one data stream may use.
+pub const MAX_LANES: usize = 4;
+
+/// One lane's ring at the receiver.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct LaneRing {
+    pub ep: Endpoint,
+    pub addr: u64,
+    pub rkey: u32,
+}
+
+/// What the receiver tells the sender: one ring per lane, in lane order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RingInfo {
+    pub lanes: Vec<LaneRing>,
+    pub slots: u32,
+    pub slot_size: u32,
+}
+
+
+/// Largest image file the agent accepts (a migrated process' memory is larger in total, but
+/// CRIU splits it into several page files only per process; keep a generous bound).
+pub const MAX_FILE: u64 = 64 << 30;
+/// Data chunk size on the wire.
+pub const CHUNK: usize = 1 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MsgError {
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("malformed message: {0}")]
+    Decode(String),
+    #[error("invalid {what} {value:?}: {why}")]
+    Invalid { what: &'static str, value: String, why: &'static str },
+}
+
+/// A migration's identifier: becomes a directory name on the destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationId(String);
+
+impl MigrationId {
+    pub fn new(s: &str) -> Result<Self, MsgError> {
+        let ok = !s.is_empty() && s.len() <= 48 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(MsgError::Invalid { what: "migration id", value: s.into(), why: "use 1-48 of [a-z0-9-]" });
+        }
+        Ok(Self(s.to_string()))
+    }
+    /// Re-validates after deserialisation: serde does not run `new`.
+    pub fn validate(&self) -> Result<(), MsgError> {
+        Self::new(&self.0).map(|_| ())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for MigrationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A path inside a migration's directory: one or two plain components.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelPath(String);
+
+impl RelPath {
+    pub fn new(s: &str) -> Result<Self, MsgError> {
+        let bad = |why| Err(MsgError::Invalid { what: "path", value: s.into(), why });
+        if s.is_empty() || s.len() > 200 {
+            return bad("length must be 1-200");
+        }
+        let parts: Vec<&str> = s.split('/').collect();
+        if parts.len() > 2 {
+            return bad("at most two components");
+        }
+        for p in parts {
+            if p.is_empty() || p == "." || p == ".." || p.starts_with('.') {
+                return bad("empty, dot or dot-dot component");
+            }
+            if !p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+                return bad("only [A-Za-z0-9._-] allowed");
+            }
+        }
+        Ok(Self(s.to_string()))
+    }
+    pub fn validate(&self) -> Result<(), MsgError> {
+        Self::new(&self.0).map(|_| ())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A file that `scp` delivered: a plain name (no directory) and its length.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScpFile {
+    pub name: String,
+    pub len: u64,
+}
+
+/// An IPv4 address that moves with the process: removed at the source once it is frozen, added
+/// at the destination before the restore (and back at the source on rollback).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MovedAddr {
+    pub addr: std::net::Ipv4Addr,
+    pub prefix: u8,
+    /// Network device, e.g. `vxlan0`.
+    pub dev: String,
+}
+
+impl MovedAddr {
+    pub fn validate(&self) -> Result<(), MsgError> {
+        let bad = |what, value: String, why| Err(MsgError::Invalid { what, value, why });
+        if self.prefix == 0 || self.prefix > 32 {
+            return bad("prefix length", self.prefix.to_string(), "must be 1-32");
+        }
+        if self.addr.is_unspecified() || self.addr.is_loopback() || self.addr.is_multicast() || self.addr.is_broadcast() {
+            return bad("moved address", self.addr.to_string(), "must be a unicast host address");
+        }
+        // IFNAMSIZ and the characters `ip` accepts without surprises.
+        if self.dev.is_empty() || self.dev.len() > 15 || !self.dev.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
+            return bad("device", self.dev.clone(), "must be 1-15 of [A-Za-z0-9._-]");
+        }
+        Ok(())
+    }
+}
+
+/// How the destination restores.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreOpts {
+    /// The process holds verbs state: load rdmig's CRIU plugin.
+    pub verbs: bool,
+    /// Restore established TCP connections.
+    pub tcp_established: bool,
+    pub move_addr: Option<MovedAddr>,
+}
+
+/// Facts about a host, compared before anything is frozen.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub rdmig_version: String,
+    pub criu_version: Option<String>,
+    pub kernel: String,
+    pub mem_available: u64,
+    pub disk_available: u64,
+    /// Whether the PID asked about is free here (CRIU restores a process with its own PID).
+    pub pid_free: Option<bool>,
+    /// Loaded rdma_rxe flavour, if any ("stock", "rdmig"), for RDMA processes.
+    pub rxe: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    Facts {
+        pid: Option<i32>,
+    },
+    /// CRIU's `cpuinfo dump` image of the source, checked with `cpuinfo check` here.
+    CpuCheck {
+        image: Vec<u8>,
+    },
+    /// Clock sample: the reply carries the receive and send times on this host's monotonic clock.
+    Time,
+    Begin {
+        id: MigrationId,
+    },
+    /// Followed by exactly `len` bytes (raw frames, or over RDMA) and one raw frame with the
+    /// file's end-to-end check (`transport::DataSum`: a SHA-256 of the chunks' MAC tags, the
+    /// frames' own over TCP, computed on both ends over RDMA), then an `Ack` or `Failed` reply.
+    PutFile {
+        id: MigrationId,
+        rel: RelPath,
+        len: u64,
+        via_rdma: bool,
+    },
+    /// Open the RDMA data path of this connection towards the sender's QPs, one lane each.
+    RdmaSetup {
+        eps: Vec<Endpoint>,
+    },
+    /// `len` bytes of throw-away data (over RDMA or as raw frames), then the check as for a
+    /// file: to measure a transport.
+    Probe {
+        len: u64,
+        via_rdma: bool,
+    },
+    PutSymlink {
+        id: MigrationId,
+        rel: RelPath,
+        target: String,
+    },
+    /// CRIU's page stream of one dump into image directory `rel` (one component), whose parent
+    /// round is `parent`: the agent starts `criu page-server` there, answers `Ack`, relays the
+    /// stream (forward over RDMA when `via_rdma`, else as frames; answers as frames), then
+    /// replies `Streamed` or `Failed`.
+    PageStream {
+        id: MigrationId,
+        rel: RelPath,
+        parent: Option<RelPath>,
+        via_rdma: bool,
+    },
+    /// `--transport scp`: create image directory `rel` (one component) and say where it is, so
+    /// the source can `scp` its files there (the MigrOS artifact's checkpoint, scp, restore).
+    ScpDir {
+        id: MigrationId,
+        rel: RelPath,
+    },
+    /// `--transport scp`: what scp should have delivered into `rel`; checked before a restore
+    /// may use it (ssh's MAC protected the bytes on the way, so names and lengths are checked).
+    ScpDone {
+        id: MigrationId,
+        rel: RelPath,
+        files: Vec<ScpFile>,
+    },
+    Restore {
+        id: MigrationId,
+        dir: RelPath,
+        opts: RestoreOpts,
+    },
+    /// Are these QP numbers and MR indices free on this node's rxe device `ibdev`?
+    CheckNumbers {
+        ibdev: String,
+        qpns: Vec<u32>,
+        mrs: Vec<u32>,
+    },
+    Commit {
+        id: MigrationId,
+    },
+    Abort {
+        id: MigrationId,
+    },
+    Status {
+        id: MigrationId,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MigState {
+    Receiving,
+    Restored { pid: i32 },
+    Committed,
+    Aborted,
+    Unknown,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    Facts(HostFacts),
+    Ack,
+    Time {
+        t1_ns: u64,
+        t2_ns: u64,
+    },
+    /// Restore finished: the process runs here now. Times on this host's monotonic clock.
+    Restored {
+        pid: i32,
+        start_ns: u64,
+        end_ns: u64,
+    },
+    RdmaReady(RingInfo),
+    State(MigState),
+    /// An absolute directory on this host (the answer to `ScpDir`).
+    Dir(String),
+    /// A page stream arrived whole: the page images written here total `page_bytes`.
+    Streamed {
+        page_bytes: u64,
+    },
+    Failed(String),
+}
+
+fn cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint, bincode::config::Limit<{ 16 << 20 }>> {
+    bincode::config::standard().with_limit::<{ 16 << 20 }>()
+}
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(v, cfg()).expect("messages always encode")
+}
+
+pub fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, MsgError> {
+    let (v, n) = bincode::serde::decode_from_slice(b, cfg()).map_err(|e| MsgError::Decode(e.to_string()))?;
+    if n != b.len() {
+        return Err(MsgError::Decode(format!("{} trailing bytes", b.len() - n)));
+    }
+    Ok(v)
+}
+
+impl Request {
+    /// Checks every field that becomes a path, a size or a process identity.
+    pub fn validate(&self) -> Result<(), MsgError> {
+        match self {
+            Request::Facts { pid } => {
+                if let Some(p) = pid {
+                    if *p <= 1 {
+                        return Err(MsgError::Invalid { what: "pid", value: p.to_string(), why: "must be above 1" });
+                    }
+                }
+            }
+            Request::CpuCheck { image } => {
+                if image.is_empty() || image.len() > 1 << 20 {
+                    return Err(MsgError::Invalid { what: "cpuinfo image", value: format!("{} bytes", image.len()), why: "1 byte to 1 MiB" });
+                }
+            }
+            Request::Time => {}
+            Request::Begin { id } | Request::Commit { id } | Request::Abort { id } | Request::Status { id } => id.validate()?,
+            Request::RdmaSetup { eps } => {
+                if eps.is_empty() || eps.len() > MAX_LANES {
+                    const _: () = assert!(MAX_LANES == 4, "update the message below");
+                    return Err(MsgError::Invalid { what: "RDMA lanes", value: eps.len().to_string(), why: "1 to 4 QPs" });
+                }
+            }
+            Request::Probe { len, .. } => {
+                if *len > 1 << 30 {
+                    return Err(MsgError::Invalid { what: "probe length", value: len.to_string(), why: "at most 1 GiB" });
+                }
+            }
+            Request::PutFile { id, rel, len, .. } => {
+                id.validate()?;
+                rel.validate()?;
+                if *len > MAX_FILE {
+                    return Err(MsgError::Invalid { what: "file length", value: len.to_string(), why: "over the limit" });
+                }
+            }
+            Request::PutSymlink { id, rel, target } => {
+                id.validate()?;
+                rel.validate()?;
+                // CRIU's only links are "parent" -> "../<previous round>".
+                let ok = target.strip_prefix("../").is_some_and(|t| RelPath::new(t).is_ok() && !t.contains('/'));
+                if !ok {
+                    return Err(MsgError::Invalid { what: "symlink target", value: target.clone(), why: "must be ../<dir>" });
+                }
+            }
+            Request::PageStream { id, rel, parent, .. } => {
+                id.validate()?;
+                one_component(rel)?;
+                if let Some(p) = parent {
+                    one_component(p)?;
+                }
+            }
+            Request::ScpDir { id, rel } => {
+                id.validate()?;
+                one_component(rel)?;
+            }
+            Request::ScpDone { id, rel, files } => {
+                id.validate()?;
+                one_component(rel)?;
+                if files.len() > 4096 {
+                    return Err(MsgError::Invalid { what: "file list", value: format!("{} entries", files.len()), why: "at most 4096" });
+                }
+                for f in files {
+                    if RelPath::new(&f.name).is_err() || f.name.contains('/') {
+                        return Err(MsgError::Invalid { what: "file name", value: f.name.clone(), why: "must be one plain component" });
+                    }
+                    if f.len > MAX_FILE {
+                        return Err(MsgError::Invalid { what: "file length", value: f.len.to_string(), why: "over the limit" });
+                    }
+                }
+            }
+            Request::CheckNumbers { ibdev, qpns, mrs } => {
+                if ibdev.is_empty() || ibdev.len() > 63 || !ibdev.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                    return Err(MsgError::Invalid { what: "rxe device", value: ibdev.clone(), why: "must be 1-63 of [A-Za-z0-9_-]" });
+                }
+                if qpns.len() + mrs.len() > 65536 {
+                    return Err(MsgError::Invalid { what: "number list", value: format!("{} entries", qpns.len() + mrs.len()), why: "at most 65536" });
+                }
+            }
+            Request::Restore { id, dir, opts } => {
+                id.validate()?;
+                dir.validate()?;
+                if let Some(m) = &opts.move_addr {
+                    m.validate()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn one_component(rel: &RelPath) -> Result<(), MsgError> {
+    rel.validate()?;
+    if rel.as_str().contains('/') {
+        return Err(MsgError::Invalid { what: "image directory", value: rel.as_str().into(), why: "must be one component" });
+    }
+    Ok(())
+}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Channel<S> {
+    pub async fn send_msg<T: Serialize>(&mut self, v: &T) -> Result<(), MsgError> {
+        self.send_raw(&encode(v)).await?;
+        Ok(())
+    }
+    pub async fn recv_msg<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, MsgError> {
+        decode(&self.recv_raw().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_addresses_and_number_checks_are_validated() {
+        let ok = MovedAddr { addr: "10.0.1.7".parse().unwrap(), prefix: 24, dev: "vxlan0".into() };
+        assert!(ok.validate().is_ok());
+        for bad in [
+            MovedAddr { prefix: 0, ..ok.clone() },
+            MovedAddr { prefix: 33, ..ok.clone() },
+            MovedAddr { addr: "0.0.0.0".parse().unwrap(), ..ok.clone() },
+            MovedAddr { addr: "127.0.0.1".parse().unwrap(), ..ok.clone() },
+            MovedAddr { addr: "224.0.0.1".parse().unwrap(), ..ok.clone() },
+            MovedAddr { dev: "".into(), ..ok.clone() },
+            MovedAddr { dev: "eth0; rm -rf /".into(), ..ok.clone() },
+            MovedAddr { dev: "a".repeat(16), ..ok.clone() },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        let id = MigrationId::new("m-1").unwrap();
+        let restore = |m: MovedAddr| Request::Restore { id: id.clone(), dir: RelPath::new("final").unwrap(), opts: RestoreOpts { verbs: true, tcp_established: true, move_addr: Some(m) } };
+        assert!(restore(ok.clone()).validate().is_ok());
+        assert!(restore(MovedAddr { dev: "../x".into(), ..ok }).validate().is_err());
+        let check = |dev: &str, n: usize| Request::CheckNumbers { ibdev: dev.into(), qpns: vec![17; n], mrs: vec![] };
+        assert!(check("rxe0", 4).validate().is_ok());
+        assert!(check("rxe0/../x", 1).validate().is_err());
+        assert!(check("", 1).validate().is_err());
+        assert!(check("rxe0", 70000).validate().is_err());
+    }
+
+    #[test]
+    fn ids_and_paths_are_strict() {
+        assert!(MigrationId::new("m-20261122-1").is_ok());
+        for bad in ["", "A", "../x", "a/b", "a b", &"x".repeat(49)] {
+            assert!(MigrationId::new(bad).is_err(), "{bad:?}");
+        }
+        assert!(RelPath::new("pre-1/pages-1.img").is_ok());
+        assert!(RelPath::new("final").is_ok());
+        for bad in ["", "/etc/passwd", "../x", "a/../b", "a/b/c", ".hidden", "a//b", "a/.", "x y", "a\\b"] {
+            assert!(RelPath::new(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn requests_round_trip_and_validate() {
+        let r = Request::PutFile { id: MigrationId::new("m1").unwrap(), rel: RelPath::new("pre-1/pagemap-5.img").unwrap(), len: 10, via_rdma: false };
+        let back: Request = decode(&encode(&r)).unwrap();
+        back.validate().unwrap();
+        assert!(matches!(back, Request::PutFile { len: 10, .. }));
+    }
+
+    #[test]
+    fn forged_fields_fail_validation_after_decoding() {
+        // A peer can put anything on the wire: serde does not run the constructors.
+        let evil = Request::PutFile { id: MigrationId("../../etc".into()), rel: RelPath("x".into()), len: 1, via_rdma: false };
+        assert!(decode::<Request>(&encode(&evil)).unwrap().validate().is_err());
+        let evil = Request::PutSymlink { id: MigrationId::new("m").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "/etc".into() };
+        assert!(evil.validate().is_err());
+        let ok = Request::PutSymlink { id: MigrationId::new("m").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "../pre-1".into() };
+        assert!(ok.validate().is_ok());
+        assert!(Request::Facts { pid: Some(1) }.validate().is_err());
+    }
+
+    #[test]
+    fn scp_requests_name_one_directory_and_plain_files() {
+        let id = MigrationId::new("m").unwrap();
+        let file = |name: &str| ScpFile { name: name.into(), len: 4096 };
+        assert!(Request::ScpDir { id: id.clone(), rel: RelPath::new("final").unwrap() }.validate().is_ok());
+        assert!(Request::ScpDir { id: id.clone(), rel: RelPath::new("final/x").unwrap() }.validate().is_err());
+        let ok = Request::ScpDone { id: id.clone(), rel: RelPath::new("final").unwrap(), files: vec![file("pages-1.img"), file("core-7.img")] };
+        assert!(decode::<Request>(&encode(&ok)).unwrap().validate().is_ok());
+        for bad in ["../x", "a/b", ".hidden", "", "a b"] {
+            let r = Request::ScpDone { id: id.clone(), rel: RelPath::new("final").unwrap(), files: vec![file(bad)] };
+            assert!(decode::<Request>(&encode(&r)).unwrap().validate().is_err(), "{bad:?}");
+        }
+        let huge = Request::ScpDone { id, rel: RelPath::new("final").unwrap(), files: vec![ScpFile { name: "p.img".into(), len: MAX_FILE + 1 }] };
+        assert!(huge.validate().is_err());
+    }
+
+    #[test]
+    fn garbage_does_not_decode() {
+        assert!(decode::<Request>(&[0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
+        let mut b = encode(&Request::Time);
+        b.push(0);
+        assert!(decode::<Request>(&b).is_err());
+    }
+}

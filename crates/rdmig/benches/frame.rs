@@ -1,0 +1,91 @@
+//! Where a TCP transfer's time goes, per 1 MiB frame: the keyed MAC (the channel's NH-then-SipHash,
+//! wire v3, and the candidates it was chosen over, SipHash-2-4 over all bytes being wire v2's), the file checksum, copies, and the whole
+//! authenticated channel (seal, write, read, verify) over an in-memory pipe.
+//!
+//!     cargo bench --bench frame
+//!
+//! The lab's nodes are TCG guests: run the same binary inside one to see what counts there
+//! (`rdmig lab exec node1 -- <bench binary> --bench --warm-up-time 1 --measurement-time 3`).
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+
+const FRAME: usize = 1 << 20;
+
+fn primitives(c: &mut Criterion) {
+    let data: Vec<u8> = (0..FRAME).map(|i| (i * 7 + i / 4096) as u8).collect();
+    let key = [0x42u8; 32];
+    let mut g = c.benchmark_group("per_frame_1MiB");
+    g.throughput(Throughput::Bytes(FRAME as u64));
+    let mut dst = vec![0u8; FRAME];
+    g.bench_function("copy", |b| b.iter(|| dst.copy_from_slice(black_box(&data))));
+    g.bench_function("zeroed_alloc", |b| b.iter(|| black_box(vec![0u8; FRAME])));
+    g.bench_function("crc32fast", |b| b.iter(|| crc32fast::hash(black_box(&data))));
+    g.bench_function("xxh3_64", |b| b.iter(|| xxhash_rust::xxh3::xxh3_64(black_box(&data))));
+    g.bench_function("hmac_sha256", |b| {
+        use hmac::{Hmac, Mac};
+        let m = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+        b.iter(|| {
+            let mut m = m.clone();
+            m.update(black_box(&data));
+            m.finalize().into_bytes()
+        })
+    });
+    g.bench_function("nh_then_siphash24_128 (the channel's MAC, wire v3)", |b| {
+        let m = rdmig_proto::mac::FrameMac::new([0x0123_4567_89ab_cdefu64; rdmig_proto::mac::NH_WORDS], [7u8; 16]);
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            m.tag(n, black_box(&data))
+        })
+    });
+    g.bench_function("siphash24_128 (wire v2's MAC)", |b| {
+        use siphasher::sip128::{Hasher128, SipHasher24};
+        use std::hash::Hasher;
+        b.iter(|| {
+            let mut m = SipHasher24::new_with_key(&[7u8; 16]);
+            m.write(black_box(&data));
+            m.finish128()
+        })
+    });
+    g.bench_function("blake3_keyed", |b| b.iter(|| blake3::keyed_hash(&key, black_box(&data))));
+    g.bench_function("chacha20poly1305_aad_only", |b| {
+        use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+        let a = chacha20poly1305::ChaCha20Poly1305::new(&key.into());
+        let mut n = 0u64;
+        b.iter(|| {
+            n += 1;
+            let mut nonce = [0u8; 12];
+            nonce[..8].copy_from_slice(&n.to_le_bytes());
+            a.encrypt_in_place_detached(&nonce.into(), black_box(&data), &mut []).unwrap()
+        })
+    });
+    g.finish();
+}
+
+fn channel(c: &mut Criterion) {
+    use rdmig_proto::wire::{Channel, Secret};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let secret = Secret::from_bytes(&[b'k'; 40]).unwrap();
+    let (mut tx, mut rx) = rt.block_on(async {
+        let (a, b) = tokio::io::duplex(4 << 20);
+        let (c, s) = tokio::join!(Channel::client(a, &secret), Channel::server(b, &secret));
+        (c.unwrap(), s.unwrap())
+    });
+    let data = vec![0x5au8; FRAME];
+    let mut g = c.benchmark_group("channel");
+    g.throughput(Throughput::Bytes(FRAME as u64));
+    g.bench_function("send_recv_1MiB", |b| {
+        b.iter(|| {
+            rt.block_on(async {
+                let (s, r) = tokio::join!(tx.send_raw(&data), async { rx.recv_frame().await.map(|(p, t)| (p.len(), t)) });
+                s.unwrap();
+                black_box(r.unwrap());
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, primitives, channel);
+criterion_main!(benches);

@@ -1,0 +1,322 @@
+//! CRIU's page stream between the agents, so that dumping, sending and writing at the
+//! destination overlap (issue 7).
+//!
+//! At the source, `criu pre-dump|dump --page-server --ps-socket FD` writes its page-server
+//! protocol into one end of a socket pair; [`source`] relays it to the destination agent, whose
+//! [`destination`] feeds it to `criu page-server --ps-socket FD` writing the page images there.
+//! The page server's few answers (has-parent flags, the final status) travel back the same way.
+//!
+//! Forward, the stream rides the migration's transport (RDMA ring or the authenticated TCP
+//! channel); backward, always the TCP channel. Each piece is a kind byte and its bytes; the last
+//! piece carries the length and the `DataSum` (MAC tags of every piece before it, hashed), so
+//! the destination checks the stream end to end before the migration may use what the page
+//! server wrote.
+
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UnixStream};
+
+use super::rdma::{RdmaReceiver, RdmaSender, SLOT};
+use super::DataSum;
+use rdmig_proto::wire::Channel;
+
+const DATA: u8 = 0;
+const END: u8 = 1;
+/// A piece fits an RDMA slot with its kind byte.
+const PIECE: usize = SLOT - 1;
+/// The destination gives up when the source sends nothing for this long (CRIU pauses between
+/// pages while it freezes and walks the process, but not for minutes).
+const IDLE: Duration = Duration::from_secs(120);
+
+/// One piece of the stream, decoded.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Data(&'a [u8]),
+    /// Bytes of data before it and their `DataSum`.
+    End { len: u64, sum: &'a [u8] },
+}
+
+/// Length of a `DataSum` (SHA-256).
+const SUM: usize = 32;
+
+pub fn data_piece(bytes: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(bytes.len() + 1);
+    v.push(DATA);
+    v.extend_from_slice(bytes);
+    v
+}
+
+pub fn end_piece(len: u64, sum: &[u8]) -> Vec<u8> {
+    let mut v = vec![END];
+    v.extend_from_slice(&len.to_le_bytes());
+    v.extend_from_slice(sum);
+    v
+}
+
+pub fn decode(p: &[u8]) -> Result<Piece<'_>, String> {
+    match p.split_first() {
+        Some((&DATA, rest)) if !rest.is_empty() => Ok(Piece::Data(rest)),
+        Some((&END, rest)) if rest.len() == 8 + SUM => Ok(Piece::End { len: u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")), sum: &rest[8..] }),
+        _ => Err(format!("malformed page-stream piece ({} bytes, kind {:?})", p.len(), p.first())),
+    }
+}
+
+/// Socket buffers of a page-stream socket pair, each way. The default (about 200 KiB) makes
+/// CRIU block, and the relay read, in small steps: per-piece costs (a frame's MAC, an RDMA
+/// write, two task switches on one emulated CPU) then add up.
+const SOCK_BUF: libc::c_int = 4 << 20;
+
+/// Enlarges both buffers of one end of a page-stream socket pair (root may exceed the
+/// system's maximum; if even that fails, the defaults only cost speed).
+pub fn enlarge_buffers(fd: std::os::fd::RawFd) {
+    for (force, plain) in [(libc::SO_SNDBUFFORCE, libc::SO_SNDBUF), (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)] {
+        let v = SOCK_BUF;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: setsockopt(2) reads `len` bytes from a live local.
+        unsafe {
+            if libc::setsockopt(fd, libc::SOL_SOCKET, force, &v as *const _ as *const libc::c_void, len) != 0 {
+                libc::setsockopt(fd, libc::SOL_SOCKET, plain, &v as *const _ as *const libc::c_void, len);
+            }
+        }
+    }
+}
+
+/// Makes CRIU's end of the socket fail at once (it may be blocked writing to us).
+fn hang_up(fd: std::os::fd::RawFd) {
+    // SAFETY: shutdown(2) on a descriptor the caller keeps open; no memory is involved.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// Source side: relays CRIU's page stream (`criu` holds the other end of `sock`) to the
+/// destination until CRIU closes it; returns the bytes relayed.
+pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>) -> Result<u64, String> {
+    let mut sum = DataSum::for_sending(ch, rdma.is_some());
+    let (mut rd, mut wr) = ch.split();
+    // Valid as long as `sock`, which lives until this function returns.
+    let fd = sock.as_raw_fd();
+    let (mut from_criu, mut to_criu) = sock.split();
+    let forward = async {
+        let mut len = 0u64;
+        let mut buf = vec![0u8; PIECE + 1];
+        loop {
+            let n = from_criu.read(&mut buf[1..]).await.map_err(|e| format!("reading CRIU's page stream: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            len += n as u64;
+            buf[0] = DATA;
+            let piece = &buf[..=n];
+            match rdma {
+                Some(r) => {
+                    sum.update(piece, None);
+                    r.send(piece.to_vec()).await.map_err(|e| e.to_string())?
+                }
+                None => {
+                    let tag = wr.send_raw(piece).await.map_err(|e| format!("destination: {e}"))?;
+                    sum.update(piece, Some(&tag));
+                }
+            }
+        }
+        let end = end_piece(len, &sum.finish());
+        match rdma {
+            Some(r) => r.send(end).await.map_err(|e| e.to_string())?,
+            None => {
+                wr.send_raw(&end).await.map_err(|e| format!("destination: {e}"))?;
+            }
+        }
+        Ok::<u64, String>(len)
+    };
+    let forward = async {
+        let r = forward.await;
+        if r.is_err() {
+            hang_up(fd);
+        }
+        r
+    };
+    let backward = async {
+        // The page server's answers; CRIU may be gone (then they are dropped, but read to the
+        // end so the channel stays in step).
+        let mut criu_gone = false;
+        loop {
+            let frame = rd.recv_raw().await.map_err(|e| format!("destination: {e}"))?;
+            match decode(&frame)? {
+                Piece::Data(d) => {
+                    if !criu_gone && to_criu.write_all(d).await.is_err() {
+                        criu_gone = true;
+                    }
+                }
+                Piece::End { .. } => return Ok::<(), String>(()),
+            }
+        }
+    };
+    let (f, b) = tokio::join!(forward, backward);
+    b?;
+    f
+}
+
+/// Destination side: feeds the stream to the page server (`server` holds the other end of
+/// `sock`) and relays its answers back, until the source's end piece and the server's exit.
+/// `stop_server` is called when the stream breaks: the server would otherwise wait forever.
+pub async fn destination(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Option<&mut RdmaReceiver>, stop_server: impl FnOnce()) -> Result<u64, String> {
+    let sum = DataSum::for_receiving(ch, rdma.is_some());
+    let (mut rd, mut wr) = ch.split();
+    let (mut from_server, mut to_server) = sock.split();
+    let forward = async {
+        let mut len = 0u64;
+        let mut server_gone: Option<String> = None;
+        let mut rdma = rdma;
+        let mut sum = sum;
+        loop {
+            let owned;
+            let (piece, tag) = match rdma.as_deref_mut() {
+                Some(r) => tokio::select! {
+                    c = r.recv() => match c {
+                        Some(Ok(c)) => {
+                            owned = c;
+                            (&owned[..], None)
+                        }
+                        Some(Err(e)) => return Err(e.to_string()),
+                        None => return Err("the RDMA path closed mid page stream".into()),
+                    },
+                    // Nothing else may come on the channel until the end piece.
+                    f = rd.recv_raw() => return Err(match f {
+                        Ok(_) => "unexpected message mid page stream".into(),
+                        Err(e) => format!("source: {e}"),
+                    }),
+                    _ = tokio::time::sleep(IDLE) => return Err(format!("no page data for {} s", IDLE.as_secs())),
+                },
+                None => match tokio::time::timeout(IDLE, rd.recv_frame()).await {
+                    Ok(Ok((f, t))) => (f, Some(t)),
+                    Ok(Err(e)) => return Err(format!("source: {e}")),
+                    Err(_) => return Err(format!("no page data for {} s", IDLE.as_secs())),
+                },
+            };
+            match decode(piece)? {
+                Piece::Data(d) => {
+                    sum.update(piece, tag.as_ref());
+                    len += d.len() as u64;
+                    if server_gone.is_none() {
+                        if let Err(e) = to_server.write_all(d).await {
+                            server_gone = Some(e.to_string());
+                        }
+                    }
+                }
+                Piece::End { len: sent, sum: want } => {
+                    let _ = to_server.shutdown().await;
+                    if sent != len || want != sum.finish() {
+                        return Err(format!("page stream damaged: {len} bytes arrived of {sent}, or their checksum differs"));
+                    }
+                    return Ok::<u64, String>(len);
+                }
+            }
+        }
+    };
+    let forward = async {
+        let r = forward.await;
+        if r.is_err() {
+            // The server would wait for the rest forever: stop it, so its answers end too.
+            stop_server();
+        }
+        r
+    };
+    let backward = async {
+        let mut buf = vec![0u8; (64 << 10) + 1];
+        loop {
+            // A read error means the server is gone: the same as its end.
+            let n = from_server.read(&mut buf[1..]).await.unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf[0] = DATA;
+            wr.send_raw(&buf[..=n]).await.map_err(|e| format!("source: {e}"))?;
+        }
+        // The answers' end: the frames' MACs already protect them; no sum to check.
+        wr.send_raw(&end_piece(0, &[0; SUM])).await.map_err(|e| format!("source: {e}"))
+    };
+    let (f, b) = tokio::join!(forward, backward);
+    b?;
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn channels() -> (Channel<TcpStream>, Channel<TcpStream>) {
+        let secret = rdmig_proto::wire::Secret::from_bytes(&[b'k'; 40]).unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(async { Channel::client(TcpStream::connect(addr).await.unwrap(), &secret).await.unwrap() }, async {
+            Channel::server(l.accept().await.unwrap().0, &secret).await.unwrap()
+        });
+        (c, s)
+    }
+
+    fn pair() -> (UnixStream, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        (a, b)
+    }
+
+    /// A stream bigger than a piece goes through whole and in order; the server's answer comes
+    /// back to "CRIU" before it hangs up; both sides count the same bytes.
+    #[tokio::test]
+    async fn stream_and_answers_cross_over_the_channel() {
+        let (mut src_ch, mut dst_ch) = channels().await;
+        let (mut criu, relay_src) = pair();
+        let (mut server, relay_dst) = pair();
+        let data: Vec<u8> = (0..(3 * SLOT + 12345)).map(|i| (i * 7 % 251) as u8).collect();
+        let want = data.clone();
+        let fake_criu = async move {
+            criu.write_all(&data).await.unwrap();
+            let mut answer = [0u8; 4];
+            criu.read_exact(&mut answer).await.unwrap();
+            answer
+        };
+        let fake_server = async move {
+            let mut got = vec![0u8; want.len()];
+            server.read_exact(&mut got).await.unwrap();
+            server.write_all(b"done").await.unwrap();
+            let mut rest = vec![];
+            server.read_to_end(&mut rest).await.unwrap();
+            assert!(rest.is_empty(), "bytes after the stream");
+            assert!(got == want, "the server got other bytes");
+        };
+        let (answer, (), sent, received) =
+            tokio::join!(fake_criu, fake_server, source(relay_src, &mut src_ch, None), destination(relay_dst, &mut dst_ch, None, || panic!("not broken")));
+        assert_eq!(&answer, b"done");
+        assert_eq!(sent.unwrap(), 3 * SLOT as u64 + 12345);
+        assert_eq!(received.unwrap(), 3 * SLOT as u64 + 12345);
+        // The channel is in step afterwards.
+        src_ch.send_raw(b"next").await.unwrap();
+        assert_eq!(dst_ch.recv_raw().await.unwrap(), b"next");
+    }
+
+    /// The source's connection dies mid-stream: the destination stops its server and fails.
+    #[tokio::test]
+    async fn a_dead_source_stops_the_server() {
+        let (mut src_ch, mut dst_ch) = channels().await;
+        let (server, relay_dst) = pair();
+        src_ch.send_raw(&data_piece(b"some pages")).await.unwrap();
+        drop(src_ch);
+        let stopped = std::cell::Cell::new(false);
+        // Stopping the server closes its end of the socket, as its exit does.
+        let r = destination(relay_dst, &mut dst_ch, None, || {
+            drop(server);
+            stopped.set(true);
+        })
+        .await;
+        assert!(r.unwrap_err().contains("source"));
+        assert!(stopped.get());
+    }
+
+    #[test]
+    fn pieces_round_trip_and_garbage_is_refused() {
+        assert_eq!(decode(&data_piece(b"pages")).unwrap(), Piece::Data(b"pages"));
+        assert_eq!(decode(&end_piece(1 << 40, &[9; SUM])).unwrap(), Piece::End { len: 1 << 40, sum: &[9; SUM] });
+        for bad in [&b""[..], &[DATA][..], &[END, 1, 2][..], &[7, 1][..]] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! A tiny test harness for lab scenarios: ordered, sharing one lab, with a summary line that CI
+//! reads ("N passed, N failed") and the nodes' logs printed when something fails.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Output};
+use std::time::Instant;
+
+use anyhow::{bail, Context as _, Result};
+use rdmig_lab::Lab;
+
+/// Lab name and directory of the tests, apart from a user's own lab.
+pub const LAB_NAME: &str = "citest";
+pub const LAB_BASE: &str = "/run/rdmig-test";
+
+pub struct Ctx {
+    pub bin: PathBuf,
+    pub lab: Lab,
+    pub rt: tokio::runtime::Runtime,
+}
+
+pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
+
+impl Ctx {
+    /// A tool of the lab's snapshot (what the nodes run), e.g. "rdmig-vtest".
+    pub fn lab_tool(&self, name: &str) -> String {
+        let st = self.lab.load().expect("the lab is up");
+        st.rdmig_bin.with_file_name(name).display().to_string()
+    }
+
+    /// Copies a host file into the lab share and returns its path in the nodes: the nodes cannot
+    /// see host paths under /tmp, /run or /root (their own tmpfs is mounted there).
+    pub fn stage(&self, host: &std::path::Path) -> Result<String> {
+        let name = host.file_name().context("staged file has no name")?;
+        let dir = std::path::PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared/staged");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::copy(host, dir.join(name)).with_context(|| format!("copy {}", host.display()))?;
+        Ok(format!("/mnt/lab/staged/{}", name.to_string_lossy()))
+    }
+
+    /// Runs `rdmig lab <args>` for the test lab and returns its output (any exit code).
+    pub fn rdmig(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.bin)
+            .args(["--name", LAB_NAME, "--dir", LAB_BASE])
+            .args(args)
+            .output()
+            .with_context(|| format!("run rdmig lab {}", args.join(" ")))
+    }
+
+    /// Like `rdmig`, but an error unless it exits 0; returns stdout.
+    pub fn rdmig_ok(&self, args: &[&str]) -> Result<String> {
+        let o = self.rdmig(args)?;
+        if !o.status.success() {
+            bail!(
+                "`rdmig lab {}` failed ({}):\n{}{}",
+                args.join(" "),
+                o.status,
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    }
+
+    /// `rdmig lab exec NODE -- argv`, an error unless it exits 0; returns stdout.
+    pub fn exec_ok(&self, node: &str, argv: &[&str]) -> Result<String> {
+        let mut a = vec!["exec", node, "--timeout", "120", "--"];
+        a.extend_from_slice(argv);
+        self.rdmig_ok(&a)
+    }
+
+    pub fn dump_logs(&self) {
+        for n in ["node1", "node2", "node3"] {
+            if let Ok(o) = self.rdmig(&["logs", n, "--lines", "40"]) {
+                eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+            }
+        }
+    }
+}
+
+/// The process state letter on a node (R, S, T...), None if there is no such process.
+/// Polls `f` every 300 ms until it says true; an error naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f()? {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
+/// The #iterations column of a finished perftest output.
+pub fn perftest_iterations(out: &str) -> Option<u64> {
+    let mut lines = out.lines().skip_while(|l| !l.contains("#iterations"));
+    lines.next()?;
+    lines.next()?.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// `rdmig lab spawn NODE [--output FILE] -- ARGV`: the detached process's pid.
+pub fn spawn(c: &Ctx, node: &str, output: Option<&str>, argv: &[&str]) -> Result<i32> {
+    let mut a = vec!["spawn", node];
+    if let Some(o) = output {
+        a.extend_from_slice(&["--output", o]);
+    }
+    a.push("--");
+    a.extend_from_slice(argv);
+    let out = c.rdmig_ok(&a)?;
+    out.trim().parse().with_context(|| format!("spawn printed {out:?}"))
+}
+
+pub fn proc_state(c: &Ctx, node: &str, pid: i32) -> Result<Option<String>> {
+    let o = c.rdmig(&["exec", node, "--", "ps", "-o", "stat=", "-p", &pid.to_string()])?;
+    let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    Ok((!s.is_empty()).then_some(s))
+}
+
+pub fn main(groups: &[&[Scenario]]) -> ExitCode {
+    let all: Vec<Scenario> = groups.iter().flat_map(|g| g.iter().copied()).collect();
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_rdmig-lab"));
+    let ctx = Ctx {
+        bin,
+        lab: Lab::new(LAB_BASE, LAB_NAME).expect("valid lab name"),
+        rt: tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime"),
+    };
+    // `up` and the final `down` always run: the others need the lab, and nothing may be left.
+    let selected: Vec<&Scenario> = all
+        .iter()
+        .filter(|(name, _)| {
+            filters.is_empty() || *name == "up" || *name == "down_leaves_nothing" || filters.iter().any(|f| name.contains(f.as_str()))
+        })
+        .collect();
+    println!("running {} lab scenarios", selected.len());
+    let t0 = Instant::now();
+    let (mut passed, mut failed) = (0, 0);
+    let mut failures = vec![];
+    for (name, f) in selected {
+        let t = Instant::now();
+        let r = catch_unwind(AssertUnwindSafe(|| f(&ctx)));
+        let secs = t.elapsed().as_secs_f64();
+        match r {
+            Ok(Ok(())) => {
+                passed += 1;
+                println!("lab {name} ... ok ({secs:.1} s)");
+            }
+            Ok(Err(e)) => {
+                failed += 1;
+                println!("lab {name} ... FAILED ({secs:.1} s)\n  {e:#}");
+                failures.push(*name);
+                ctx.dump_logs();
+            }
+            Err(_) => {
+                failed += 1;
+                println!("lab {name} ... FAILED ({secs:.1} s): panicked");
+                failures.push(*name);
+                ctx.dump_logs();
+            }
+        }
+    }
+    // Whatever happened, leave nothing behind.
+    if !ctx.lab.leftovers().is_empty() {
+        if let Err(e) = ctx.lab.down() {
+            println!("final teardown failed: {e}");
+            failed += 1;
+        }
+    }
+    println!("lab scenarios took {:.1} s", t0.elapsed().as_secs_f64());
+    if !failures.is_empty() {
+        println!("failed: {}", failures.join(", "));
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

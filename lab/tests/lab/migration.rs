@@ -1,0 +1,387 @@
+//! Migration scenarios (issue 6): the runtime moves processes between lab nodes, rolls back when
+//! the destination fails, refuses unauthenticated or tampered requests, and refuses before
+//! freezing when a pre-check fails.
+
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context as _, Result};
+use serde_json::Value;
+
+use crate::harness::{proc_state, Ctx, LAB_BASE, LAB_NAME};
+
+fn lab_share() -> PathBuf {
+    PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
+}
+
+fn workload_bin(c: &Ctx) -> String {
+    c.lab_tool("rdmig-workload")
+}
+
+fn read_report(name: &str) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(lab_share().join(name)).ok()?).ok()
+}
+
+/// Waits for the workload's report `name` to satisfy `pred`.
+fn wait_report(name: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Result<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(r) = read_report(name) {
+            if pred(&r) {
+                return Ok(r);
+            }
+        }
+        ensure!(Instant::now() < deadline, "report {name} not as expected after {:?}: {:?}", timeout, read_report(name));
+        thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Starts the workload detached on `node`; waits until it has filled its memory.
+fn start_workload(c: &Ctx, node: &str, mem: &str, rate: &str, report: &str) -> Result<i32> {
+    let _ = std::fs::remove_file(lab_share().join(report));
+    let out = c.rdmig_ok(&["spawn", node, "--", &workload_bin(c), "--mem", mem, "--dirty-rate", rate, "--report", &format!("/mnt/lab/{report}")])?;
+    let pid: i32 = out.trim().parse().with_context(|| format!("spawn printed {out:?}"))?;
+    wait_report(report, Duration::from_secs(180), |r| r["phase"] == "filled" && r["pid"] == pid)?;
+    Ok(pid)
+}
+
+/// Asks the workload on `node` to verify all of its memory; returns the report.
+fn verify_workload(c: &Ctx, node: &str, pid: i32, report: &str) -> Result<Value> {
+    let before = read_report(report).and_then(|r| r["reports"].as_u64()).unwrap_or(0);
+    c.exec_ok(node, &["kill", "-USR1", &pid.to_string()])?;
+    wait_report(report, Duration::from_secs(180), |r| r["reports"].as_u64().unwrap_or(0) > before && r["phase"] == "verify")
+}
+
+/// Runs `action` on node2 once the destination agent holds at least `mib` MiB of images, in a
+/// thread (the migration runs meanwhile); its result says whether that point was reached.
+fn when_destination_holds(c: &Ctx, mib: u64, action: &'static [&'static str]) -> thread::JoinHandle<Result<bool>> {
+    let bin = c.bin.clone();
+    thread::spawn(move || -> Result<bool> {
+        let lab = ["--name", LAB_NAME, "--dir", LAB_BASE, "exec", "node2", "--"];
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let o = std::process::Command::new(&bin).args(lab).args(["sh", "-c", "du -sm /tmp/rdmig-agent 2>/dev/null | cut -f1"]).output()?;
+            if String::from_utf8_lossy(&o.stdout).trim().parse::<u64>().unwrap_or(0) >= mib {
+                std::process::Command::new(&bin).args(lab).args(action).status()?;
+                return Ok(true);
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        Ok(false)
+    })
+}
+
+fn kill(c: &Ctx, node: &str, pid: i32) {
+    let _ = c.rdmig(&["exec", node, "--", "kill", "-9", &pid.to_string()]);
+}
+
+/// `rdmig-lab on FROM --to-node TO -- migrate PID --json ARGS`; returns (exit code, report).
+fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, args: &[&str]) -> Result<(i32, Value)> {
+    let p = pid.to_string();
+    let mut a = vec!["--name", LAB_NAME, "--dir", LAB_BASE, "on", from, "--to-node", to, "--", "migrate", &p, "--json"];
+    a.extend_from_slice(args);
+    let o = std::process::Command::new(&c.bin).args(&a).output()?;
+    let code = o.status.code().unwrap_or(-1);
+    let r: Value = serde_json::from_slice(&o.stdout).with_context(|| {
+        format!("migrate printed no report (exit {code}):\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    })?;
+    Ok((code, r))
+}
+
+fn downtime_ms(r: &Value) -> f64 {
+    r["summary"]["downtime_ns"].as_f64().unwrap_or(f64::NAN) / 1e6
+}
+
+fn phases(r: &Value) -> Vec<String> {
+    r["timeline"]["events"]
+        .as_array()
+        .map(|evs| evs.iter().map(|e| e["event"]["phase"].to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// The 256 MiB workload migrates with pre-copy and verifies every page afterwards; the same
+/// workload with stop-and-copy too; their downtimes are reported side by side.
+pub fn migrate_256mib_precopy_vs_stop_and_copy(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "256M", "4M", "w-pre.json")?;
+    let (code, r) = migrate(
+        c,
+        pid,
+        "node1",
+        "node2",
+        &["--hook-post", "echo \"$RDMIG_ID $RDMIG_PHASE $RDMIG_PID\" > /mnt/lab/hook-post", "--timeline", "/mnt/lab/precopy"],
+    )?;
+    ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "pre-copy migration: exit {code}, {}", r["outcome"]);
+    ensure!(r["outcome"]["restored_pid"] == pid, "restored with another pid: {}", r["outcome"]);
+    ensure!(r["rounds"].as_array().is_some_and(|a| !a.is_empty()), "no pre-copy round: {}", r["rounds"]);
+    ensure!(proc_state(c, "node1", pid)?.is_none(), "the source copy still exists");
+    let v = verify_workload(c, "node2", pid, "w-pre.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 65536 && v["bad_pages"] == 0, "memory after pre-copy migration: {v}");
+    let hook = std::fs::read_to_string(lab_share().join("hook-post")).context("post hook did not run")?;
+    ensure!(hook.trim() == format!("{} post {pid}", r["id"].as_str().unwrap_or("?")), "post hook saw {hook:?}");
+    ensure!(lab_share().join("precopy.json").exists() && lab_share().join("precopy.png").exists(), "timeline files missing");
+    kill(c, "node2", pid);
+
+    let pid2 = start_workload(c, "node1", "256M", "4M", "w-sc.json")?;
+    let (code, s) = migrate(c, pid2, "node1", "node3", &["--strategy", "stop-and-copy", "--transport", "tcp"])?;
+    ensure!(code == 0 && s["outcome"]["outcome"] == "migrated", "stop-and-copy migration: exit {code}, {}", s["outcome"]);
+    ensure!(s["rounds"].as_array().is_some_and(|a| a.is_empty()), "stop-and-copy ran pre-copy rounds");
+    let v = verify_workload(c, "node3", pid2, "w-sc.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 65536, "memory after stop-and-copy migration: {v}");
+    kill(c, "node3", pid2);
+
+    // What pre-copy is for: the freeze moves a fraction of what stop-and-copy moves.
+    let (pf, sf) = (r["final_bytes"].as_u64().unwrap_or(u64::MAX), s["final_bytes"].as_u64().unwrap_or(0));
+    ensure!(pf * 4 < sf, "pre-copy froze with {pf} bytes left, stop-and-copy with {sf}");
+    let (pd, sd) = (downtime_ms(&r), downtime_ms(&s));
+    println!(
+        "  256 MiB workload dirtying 4 MiB/s: downtime pre-copy {pd:.0} ms ({} rounds, {:.1} MiB at freeze) vs stop-and-copy {sd:.0} ms ({:.1} MiB at freeze): {:.2}x",
+        r["rounds"].as_array().map(|a| a.len()).unwrap_or(0),
+        pf as f64 / (1 << 20) as f64,
+        sf as f64 / (1 << 20) as f64,
+        pd / sd
+    );
+    Ok(())
+}
+
+fn span_ms(r: &Value, phase: &str, node_is_source: bool) -> f64 {
+    let src = r["source"]["hostname"].as_str().unwrap_or("");
+    r["summary"]["spans"]
+        .as_array()
+        .and_then(|spans| {
+            spans.iter().find(|sp| sp["phase"] == phase && (sp["node"].as_str() == Some(src)) == node_is_source)
+        })
+        .and_then(|sp| sp["duration_ns"].as_f64())
+        .unwrap_or(f64::NAN)
+        / 1e6
+}
+
+/// Pages over RDMA: the same 256 MiB workload moves with stop-and-copy over RDMA (striped over
+/// 3 QPs: an odd count, so the lanes' order matters) and over TCP, both verify every page, and
+/// the report says which transport carried the images, on how many QPs.
+pub fn migrate_256mib_over_rdma_and_tcp(c: &Ctx) -> Result<()> {
+    let mut times = vec![];
+    // Pages stream to the destination's page server while CRIU dumps (--page-stream), over each
+    // transport; then over TCP the default way (images written, then sent), for comparison.
+    for (transport, to, stream) in [("rdma", "node2", true), ("tcp", "node3", true), ("tcp", "node2", false)] {
+        let report = format!("w-{transport}-{stream}.json");
+        let pid = start_workload(c, "node1", "256M", "0", &report)?;
+        let mut args = vec!["--strategy", "stop-and-copy", "--transport", transport];
+        if stream {
+            args.push("--page-stream");
+        }
+        if transport == "rdma" {
+            args.extend(["--rdma-qps", "3"]);
+        }
+        let (code, r) = migrate(c, pid, "node1", to, &args)?;
+        ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "{transport}: exit {code}, {}", r["outcome"]);
+        ensure!(r["transport"]["used"] == transport, "{transport}: the report says {}", r["transport"]);
+        let qps = if transport == "rdma" { serde_json::json!(3) } else { Value::Null };
+        ensure!(r["transport"]["rdma_qps"] == qps, "{transport}: the report says {} QPs", r["transport"]["rdma_qps"]);
+        ensure!(r["pages_streamed"] == stream, "{transport}: pages_streamed is {}, expected {stream}", r["pages_streamed"]);
+        let v = verify_workload(c, to, pid, &report)?;
+        ensure!(v["ok"] == true && v["verified_pages"] == 65536, "{transport}: memory after migration: {v}");
+        kill(c, to, pid);
+        // Streamed, the pages move during the final dump; otherwise during the transfer.
+        let moving = span_ms(&r, "final_dump", true) + span_ms(&r, "transfer", true);
+        times.push((transport, stream, moving, r["final_bytes"].as_u64().unwrap_or(0), downtime_ms(&r)));
+    }
+    for (t, stream, ms, bytes, down) in &times {
+        println!(
+            "  stop-and-copy of 256 MiB over {t}, {}: {:.0} MiB dumped and moved in {ms:.0} ms ({:.1} MB/s), downtime {down:.0} ms",
+            if *stream { "pages streamed" } else { "images then sent" },
+            *bytes as f64 / 1048576.0,
+            *bytes as f64 / ms / 1e3
+        );
+    }
+    println!("  downtime over tcp, streamed / images then sent: {:.2}", times[1].4 / times[2].4);
+    Ok(())
+}
+
+/// The RDMA path breaks mid-transfer (the destination's overlay drops every packet it sends, so
+/// its ACKs and credits stop while the control channel on the underlay lives): the migration rolls back and the process keeps running
+/// at the source, intact.
+pub fn rdma_path_broken_mid_transfer_rolls_back(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "192M", "0", "w-rdmabreak.json")?;
+    let breaker = when_destination_holds(c, 24, &["tc", "qdisc", "add", "dev", "vxlan0", "root", "netem", "loss", "100%"]);
+    // The break lands in CRIU's page stream (the relay must fail the dump, not hang it), striped
+    // over 2 QPs (every lane must notice, or the stream waits on the one that did not).
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "rdma", "--page-stream", "--rdma-qps", "2"]);
+    let broke = breaker.join().map_err(|_| anyhow::anyhow!("breaker thread panicked"))?;
+    // Whatever happened, heal the overlay for the scenarios after this one.
+    c.exec_ok("node2", &["sh", "-c", "tc qdisc del dev vxlan0 root 2>/dev/null; true"])?;
+    ensure!(broke?, "the transfer never reached 24 MiB at node2, so the link was not broken");
+    let (code, r) = res?;
+    ensure!(code == 3 && r["outcome"]["outcome"] == "rolled_back", "expected a rollback: exit {code}, {}", r["outcome"]);
+    ensure!(r["outcome"]["reason"].as_str().unwrap_or("").contains("RDMA"), "the reason does not name RDMA: {}", r["outcome"]);
+    let st = proc_state(c, "node1", pid)?.context("the process is gone from the source")?;
+    ensure!(!st.starts_with('T'), "the source copy is left stopped ({st})");
+    ensure!(proc_state(c, "node2", pid)?.is_none(), "a copy runs at the destination");
+    let v = verify_workload(c, "node1", pid, "w-rdmabreak.json")?;
+    ensure!(v["ok"] == true, "memory after the rollback: {v}");
+    kill(c, "node1", pid);
+    Ok(())
+}
+
+/// The destination agent dies while the final images are on their way: the process runs at the
+/// source again, intact; once the agent is back (its supervisor restarts it), a second
+/// migration succeeds.
+pub fn destination_agent_killed_mid_transfer(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "192M", "0", "w-kill.json")?;
+    let killer = when_destination_holds(c, 24, &["pkill", "-9", "-f", "rdmig agent --listen"]);
+    let (code, r) = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy"])?;
+    let killed = killer.join().map_err(|_| anyhow::anyhow!("killer thread panicked"))??;
+    ensure!(killed, "the transfer never reached 24 MiB at node2, so the agent was not killed");
+    ensure!(code == 3 && r["outcome"]["outcome"] == "rolled_back", "expected a rollback: exit {code}, {}", r["outcome"]);
+    let st = proc_state(c, "node1", pid)?.context("the process is gone from the source")?;
+    ensure!(!st.starts_with('T'), "the source copy is left stopped ({st})");
+    ensure!(proc_state(c, "node2", pid)?.is_none(), "a copy runs at the destination too");
+    let v = verify_workload(c, "node1", pid, "w-kill.json")?;
+    ensure!(v["ok"] == true, "memory after the rollback: {v}");
+    // The supervisor restarts the agent; then the same migration goes through.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.exec_ok("node2", &["ss", "-Hltn", "sport = :7800"])?.trim().is_empty() {
+        ensure!(Instant::now() < deadline, "the agent on node2 did not come back");
+        thread::sleep(Duration::from_millis(300));
+    }
+    let (code, r) = migrate(c, pid, "node1", "node2", &[])?;
+    ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "second migration: exit {code}, {}", r["outcome"]);
+    let v = verify_workload(c, "node2", pid, "w-kill.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 49152, "memory after the second migration: {v}");
+    kill(c, "node2", pid);
+    Ok(())
+}
+
+/// A request made without the cluster secret, or a frame altered on the way, is refused by the
+/// agent and changes nothing there.
+pub fn agent_refuses_unauthenticated_and_tampered(c: &Ctx) -> Result<()> {
+    use rdmig_proto::msg::{MigrationId, Reply, Request};
+    use rdmig_proto::wire::{Channel, Secret};
+
+    let pid = start_workload(c, "node1", "8M", "0", "w-auth.json")?;
+    c.exec_ok("node1", &["sh", "-c", "head -c 48 /dev/urandom | base64 > /tmp/wrong.secret && chmod 600 /tmp/wrong.secret"])?;
+    let st = c.lab.load()?;
+    let agent = c.lab.agent_addr(&st, "node2")?;
+    let o = c.rdmig(&["exec", "node1", "--", &st.rdmig_bin.display().to_string(), "migrate", &pid.to_string(), "--to", &agent.to_string(), "--secret-file", "/tmp/wrong.secret", "--json"])?;
+    let r: Value = serde_json::from_slice(&o.stdout).context("migrate printed no report")?;
+    ensure!(o.status.code() == Some(2) && r["outcome"]["outcome"] == "refused", "wrong secret: {}", r["outcome"]);
+    ensure!(r["outcome"]["reason"].as_str().unwrap_or("").contains("secret"), "the refusal does not point at the secret: {}", r["outcome"]);
+    let log = std::fs::read_to_string(PathBuf::from(LAB_BASE).join(LAB_NAME).join("node2/share/migration-agent.log")).unwrap_or_default();
+    ensure!(log.contains("failed authentication"), "the agent did not log the refusal");
+    ensure!(proc_state(c, "node1", pid)?.is_some_and(|s| !s.starts_with('T')), "the process was disturbed");
+
+    // A man in the middle flips one bit of a correctly authenticated Begin: refused, no trace.
+    let secret = Secret::load(&PathBuf::from(LAB_BASE).join(LAB_NAME).join("node2/share/agent.secret"))?;
+    let begin = |id: &str, flip: Option<usize>| -> Result<Option<Reply>> {
+        let sock = rdmig_lab::host::connect_in_netns(&st.netns, agent, Duration::from_secs(5))?;
+        sock.set_nonblocking(true)?;
+        c.rt.block_on(async {
+            let io = tamper::Tamper::new(tokio::net::TcpStream::from_std(sock)?, flip);
+            let mut ch = Channel::client(io, &secret).await?;
+            ch.send_msg(&Request::Begin { id: MigrationId::new(id)? }).await?;
+            Ok(ch.recv_msg::<Reply>().await.ok())
+        })
+    };
+    // Byte 44 + 4 + 2 of the client's stream: inside the first frame's payload.
+    ensure!(begin("tampered", Some(50))?.is_none(), "a tampered frame got an answer");
+    let seen = c.exec_ok("node2", &["sh", "-c", "ls /tmp/rdmig-agent"])?;
+    ensure!(!seen.contains("tampered"), "the tampered request left {seen}");
+    // The same request, untouched, is accepted: the test itself is sound.
+    ensure!(matches!(begin("untampered", None)?, Some(Reply::Ack)), "an honest request was refused");
+    ensure!(c.exec_ok("node2", &["sh", "-c", "ls /tmp/rdmig-agent"])?.contains("untampered"));
+    kill(c, "node1", pid);
+    Ok(())
+}
+
+/// A destination without CRIU is refused before the process is touched: no freeze, no images.
+pub fn precheck_refuses_destination_without_criu(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "8M", "0", "w-nocriu.json")?;
+    c.exec_ok("node3", &["mount", "--bind", "/dev/null", "/usr/sbin/criu"])?;
+    let res = migrate(c, pid, "node1", "node3", &[]);
+    c.exec_ok("node3", &["umount", "/usr/sbin/criu"])?;
+    let (code, r) = res?;
+    ensure!(code == 2 && r["outcome"]["outcome"] == "refused", "expected a refusal: exit {code}, {}", r["outcome"]);
+    ensure!(r["outcome"]["reason"].as_str().unwrap_or("").contains("has no CRIU"), "reason: {}", r["outcome"]);
+    let ph = phases(&r);
+    if ph.iter().any(|p| p.contains("freeze") || p.contains("precopy")) {
+        bail!("the process was dumped or frozen before the refusal: {ph:?}");
+    }
+    ensure!(proc_state(c, "node1", pid)?.is_some_and(|s| !s.starts_with('T')), "the process was disturbed");
+    let left = c.exec_ok("node3", &["sh", "-c", "ls /tmp/rdmig-agent 2>/dev/null | grep -v cpucheck || true"])?;
+    ensure!(left.trim().is_empty(), "images at the destination: {left}");
+    kill(c, "node1", pid);
+    Ok(())
+}
+
+mod tamper {
+    //! A stream that flips one bit of what it writes at a given offset: a man in the middle.
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+    pub struct Tamper<S> {
+        inner: S,
+        flip_at: Option<usize>,
+        written: usize,
+    }
+
+    impl<S> Tamper<S> {
+        pub fn new(inner: S, flip_at: Option<usize>) -> Self {
+            Self { inner, flip_at, written: 0 }
+        }
+    }
+
+    impl<S: AsyncRead + Unpin> AsyncRead for Tamper<S> {
+        fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl<S: AsyncWrite + Unpin> AsyncWrite for Tamper<S> {
+        fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+            let mut data = buf.to_vec();
+            if let Some(at) = self.flip_at {
+                if at >= self.written && at < self.written + data.len() {
+                    data[at - self.written] ^= 0x01;
+                }
+            }
+            let r = Pin::new(&mut self.inner).poll_write(cx, &data);
+            if let Poll::Ready(Ok(n)) = r {
+                self.written += n;
+            }
+            r
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+}
+
+/// `--transport scp` (the MigrOS artifact's baseline: images copied with scp over ssh to the
+/// nodes' sshd): pre-copy rounds and the final dump travel that way, CRIU's parent links
+/// included, and the memory verifies at the destination. A destination where ssh cannot log in
+/// is refused before anything is frozen.
+pub fn migrate_over_scp(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "64M", "256K", "w-scp.json")?;
+    let node2 = c.lab.load()?.plan.nodes.iter().find(|n| n.name == "node2").context("no node2")?.underlay_ip.to_string();
+    let (code, r) = migrate(c, pid, "node1", "node2", &["--transport", "scp", "--ssh-host", &format!("nobody@{node2}")])?;
+    ensure!(code != 0 && r["outcome"]["outcome"] == "refused", "a user ssh cannot log in as: exit {code}, {}", r["outcome"]);
+    ensure!(r["outcome"]["reason"].as_str().unwrap_or("").contains("cannot log in"), "the reason: {}", r["outcome"]);
+    let st = proc_state(c, "node1", pid)?.context("the process is gone from the source")?;
+    ensure!(!st.starts_with('T'), "the source copy is left stopped ({st})");
+
+    let (code, r) = migrate(c, pid, "node1", "node2", &["--transport", "scp", "--max-rounds", "3", "--converge-mib", "0"])?;
+    ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "exit {code}, {}", r["outcome"]);
+    ensure!(r["transport"]["used"] == "scp", "the report says {}", r["transport"]);
+    let rounds = r["rounds"].as_array().map(|a| a.len()).unwrap_or(0);
+    ensure!(rounds >= 2, "expected pre-copy rounds (parent links), got {rounds}");
+    let v = verify_workload(c, "node2", pid, "w-scp.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384, "memory after migration: {v}");
+    kill(c, "node2", pid);
+    println!("  pre-copy over scp: {rounds} rounds, downtime {:.0} ms", downtime_ms(&r));
+    Ok(())
+}

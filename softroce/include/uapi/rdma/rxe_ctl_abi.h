@@ -1,0 +1,201 @@
+/* SPDX-License-Identifier: ((GPL-2.0 WITH Linux-syscall-note) OR Linux-OpenIB) */
+/*
+ * User ABI of /dev/rxe_ctl, the control device of the rdma_rxe driver
+ * with the rdmig patches. read() on the device returns a text status,
+ * the ioctls below change the allocation of rxe object numbers.
+ */
+
+#ifndef RXE_CTL_ABI_H
+#define RXE_CTL_ABI_H
+
+#include <linux/types.h>
+#include <linux/ioctl.h>
+
+#define RXE_CTL_ABI_VERSION	1
+
+/* object types */
+#define RXE_CTL_OBJ_QP		1	/* index = QPN */
+#define RXE_CTL_OBJ_MR		2	/* index = lkey >> 8 */
+#define RXE_CTL_OBJ_MW		3	/* index = rkey >> 8 */
+#define RXE_CTL_OBJ_AH		4	/* index = ah_num */
+
+/* length of the rxe device names below, with the terminating NUL */
+#define RXE_CTL_IBDEV_NAME_MAX	64
+
+/* bits in rxe_ctl_version.features */
+#define RXE_CTL_FEAT_RESERVE	(1U << 0)
+#define RXE_CTL_FEAT_EXPECT	(1U << 1)
+#define RXE_CTL_FEAT_DIRTY	(1U << 2)
+#define RXE_CTL_FEAT_QPMIG	(1U << 3)	/* QP_* commands */
+#define RXE_CTL_FEAT_MR_REPIN	(1U << 4)	/* MR_REPIN, ring offsets */
+#define RXE_CTL_FEAT_QP_EPOCH	(1U << 5)	/* PAUSE/RESUME epochs */
+#define RXE_CTL_FEAT_MW_BIND	(1U << 6)	/* MW_BIND, MW and AH status */
+
+struct rxe_ctl_version {
+	__u32	abi_version;	/* out: RXE_CTL_ABI_VERSION */
+	__u32	features;	/* out: RXE_CTL_FEAT_* */
+	__u32	page_shift;	/* out: log2 of the dirty log page size */
+	__u32	dirty_log;	/* out: 1 if new user MRs get a dirty log */
+};
+
+/* flags of RXE_CTL_IOC_RESERVE and RXE_CTL_IOC_EXPECT */
+#define RXE_CTL_F_PERSIST	(1U << 0)	/* keep after close() */
+#define RXE_CTL_F_KEY		(1U << 1)	/* EXPECT: key is valid */
+
+/*
+ * Reserve the indices first..last of one object type on all rxe devices:
+ * the normal allocator no longer hands them out.
+ */
+struct rxe_ctl_reserve {
+	__u32	obj;		/* in: RXE_CTL_OBJ_QP, _MR or _MW */
+	__u32	flags;		/* in: RXE_CTL_F_PERSIST */
+	__u32	first;		/* in: first index */
+	__u32	last;		/* in: last index, inclusive */
+	__u32	id;		/* out: id for RXE_CTL_IOC_DROP */
+	__u32	nbusy;		/* out: indices of the range now in use */
+};
+
+/*
+ * Expect an object: the next object of type obj that the process pid
+ * creates (with ibv_create_qp, ibv_reg_mr, ibv_alloc_mw or ibv_create_ah)
+ * on rxe device ibdev gets index, and for MRs and MWs the key byte key,
+ * or the creation fails with EBUSY if index is in use. Reservations do
+ * not apply to expected objects.
+ */
+struct rxe_ctl_expect {
+	__u32	obj;		/* in: RXE_CTL_OBJ_* */
+	__u32	flags;		/* in: RXE_CTL_F_PERSIST, RXE_CTL_F_KEY */
+	__s32	pid;		/* in: process (thread group), 0 = caller */
+	__u32	index;		/* in: index of the object */
+	__u32	key;		/* in: key byte 0..255 if RXE_CTL_F_KEY */
+	__u32	id;		/* out: id for RXE_CTL_IOC_DROP */
+	char	ibdev[RXE_CTL_IBDEV_NAME_MAX];	/* in: "" = any device */
+};
+
+/* flags of RXE_CTL_IOC_DROP */
+#define RXE_CTL_DROP_F_ALL	(1U << 0)	/* with id 0: of all owners */
+
+/* Drop the entry id, or with id 0 all entries created through this fd. */
+struct rxe_ctl_drop {
+	__u32	id;		/* in */
+	__u32	flags;		/* in: RXE_CTL_DROP_F_ALL */
+};
+
+/* flags of RXE_CTL_IOC_DIRTY */
+#define RXE_CTL_DIRTY_F_CLEAR	(1U << 0)	/* clear the bits read */
+
+/* pages per RXE_CTL_IOC_DIRTY call with a bitmap, at most */
+#define RXE_CTL_DIRTY_MAX_PAGES	(1U << 22)
+
+/*
+ * Read (and clear) the dirty log of a user MR: bit i of word w of the
+ * bitmap is set if rxe wrote to page first_page + 64 * w + i of the MR
+ * since the bit was last cleared. Page 0 is the page that contains the
+ * start of the MR, at user address va. The kernel works on whole words
+ * of 64 pages; it covers at most RXE_CTL_DIRTY_MAX_PAGES pages per call
+ * if bitmap is set, and any number if bitmap is 0 (count or clear only).
+ */
+struct rxe_ctl_dirty {
+	char	ibdev[RXE_CTL_IBDEV_NAME_MAX];	/* in: rxe device name */
+	__u32	index;		/* in: MR index, lkey >> 8 */
+	__u32	flags;		/* in: RXE_CTL_DIRTY_F_CLEAR */
+	__u64	first_page;	/* in: a multiple of 64 */
+	__u64	npages;		/* in: pages wanted, out: pages covered */
+	__u64	bitmap;		/* in: address of __u64[(npages + 63) / 64] */
+	__u64	ndirty;		/* out: dirty pages among those covered */
+	__u64	mr_pages;	/* out: pages of the MR */
+	__u64	va;		/* out: user address of page 0 */
+	__u64	iova;		/* out: iova of page 0 */
+	__u32	lkey;		/* out: lkey of the MR */
+	__u32	page_shift;	/* out: log2 of the page size */
+};
+
+/* RXE_CTL_IOC_QP_* flags */
+#define RXE_CTL_QP_F_CQ		(1U << 0)	/* RESTORE: also the CQ rings */
+#define RXE_CTL_QP_F_SRQ	(1U << 1)	/* RESTORE: also the SRQ ring */
+#define RXE_CTL_QP_F_LOCAL	(1U << 2)	/* RESUME: no RESUME packet */
+#define RXE_CTL_QP_F_DROP_FIRST	(1U << 3)	/* RESUME: drop the first one */
+#define RXE_CTL_QP_F_LATE_PAUSE	(1U << 4)	/* RESUME: stale PAUSE after ack */
+
+/* rxe_ctl_qp.state bits */
+#define RXE_CTL_QP_S_STOPPED	(1U << 0)	/* stopped or restored */
+#define RXE_CTL_QP_S_RESUMING	(1U << 1)	/* RESUME not acked yet */
+#define RXE_CTL_QP_S_PAUSED	(1U << 2)	/* the peer is paused */
+#define RXE_CTL_QP_S_REQ_HELD	(1U << 3)	/* restored in RTR, until RTS */
+
+/*
+ * RXE_CTL_IOC_QP_STOP, _DUMP, _RESTORE, _RESUME and _QUERY. @buf is only
+ * used by DUMP (out) and RESTORE (in). The state image is opaque, see
+ * softroce/README.md.
+ */
+struct rxe_ctl_qp {
+	char	ibdev[RXE_CTL_IBDEV_NAME_MAX];	/* in:  0 */
+	__u32	qpn;		/* in: 64 */
+	__u32	flags;		/* in: 68: RXE_CTL_QP_F_* */
+	__u64	buf;		/* in: 72: user address, or 0 */
+	__u64	len;		/* in/out: 80: size of buf / of the image */
+	__u32	state;		/* out: 88: RXE_CTL_QP_S_* */
+	__u32	qp_state;	/* out: 92: enum ib_qp_state */
+	__u32	pauses_sent;	/* out: 96: PAUSE NAKs sent */
+	__u32	pauses_rcvd;	/* out: 100: PAUSE NAKs taken (not stale) */
+	__u32	resumes_sent;	/* out: 104: RESUME packets sent (and dropped) */
+	__u32	resumes_rcvd;	/* out: 108: RESUME packets taken */
+	__u32	resume_acks;	/* out: 112: RESUME_ACKs received */
+	__u32	pauses_stale;	/* out: 116: PAUSE NAKs ignored; in: 0 */
+};
+
+/*
+ * Move a user MR to other pages: the MR gets the pages that back
+ * [va, va + length of the MR) in the address space of process pid now,
+ * and keeps its index, keys, iova, length, access and dirty log. va must
+ * have the same offset within a page as the address the MR was
+ * registered at, and pid must be the process that registered it. No QP
+ * may use the MR during the call (e.g. the QPs are stopped, or not
+ * connected yet), else EBUSY or failed requests.
+ */
+struct rxe_ctl_mr_repin {
+	char	ibdev[RXE_CTL_IBDEV_NAME_MAX];	/* in:  0: rxe device name */
+	__u32	index;		/* in: 64: MR index, lkey >> 8 */
+	__s32	pid;		/* in: 68: process, 0 = caller */
+	__u64	va;		/* in: 72: new user address of the MR start */
+	__u32	flags;		/* in: 80: 0 */
+	__u32	reserved;	/* in: 84: 0 */
+	__u64	npages;		/* out: 88: pages pinned */
+};
+
+/*
+ * RXE_CTL_IOC_MW_BIND binds an unbound MW as a bind work request would,
+ * without one: to the MR @mr_index (range @addr, @length, access @access:
+ * IB_ACCESS_REMOTE_* bits), and a type 2 MW to the QP @qpn. For a
+ * restore: the MW was allocated with its old number and key (EXPECT), and
+ * the MR is on its final pages (MR_REPIN refuses an MR that an MW uses).
+ * @rkey must be the MW's rkey. EBUSY if the MW is bound already.
+ */
+struct rxe_ctl_mw_bind {
+	char	ibdev[RXE_CTL_IBDEV_NAME_MAX];	/* in:  0: rxe device name */
+	__u32	index;		/* in: 64: MW index, rkey >> 8 */
+	__u32	rkey;		/* in: 68: the MW's rkey */
+	__u32	mr_index;	/* in: 72: MR index, lkey >> 8 */
+	__u32	qpn;		/* in: 76: type 2: the QP, type 1: 0 */
+	__u64	addr;		/* in: 80 */
+	__u64	length;		/* in: 88 */
+	__u32	access;		/* in: 96 */
+	__u32	flags;		/* in: 100: 0 */
+};
+
+#define RXE_CTL_IOC_MAGIC	0xB8
+
+#define RXE_CTL_IOC_VERSION	_IOR(RXE_CTL_IOC_MAGIC, 0x00, struct rxe_ctl_version)
+#define RXE_CTL_IOC_RESERVE	_IOWR(RXE_CTL_IOC_MAGIC, 0x01, struct rxe_ctl_reserve)
+#define RXE_CTL_IOC_EXPECT	_IOWR(RXE_CTL_IOC_MAGIC, 0x02, struct rxe_ctl_expect)
+#define RXE_CTL_IOC_DROP	_IOW(RXE_CTL_IOC_MAGIC, 0x03, struct rxe_ctl_drop)
+#define RXE_CTL_IOC_DIRTY	_IOWR(RXE_CTL_IOC_MAGIC, 0x04, struct rxe_ctl_dirty)
+#define RXE_CTL_IOC_QP_STOP	_IOWR(RXE_CTL_IOC_MAGIC, 0x05, struct rxe_ctl_qp)
+#define RXE_CTL_IOC_QP_DUMP	_IOWR(RXE_CTL_IOC_MAGIC, 0x06, struct rxe_ctl_qp)
+#define RXE_CTL_IOC_QP_RESTORE	_IOWR(RXE_CTL_IOC_MAGIC, 0x07, struct rxe_ctl_qp)
+#define RXE_CTL_IOC_QP_RESUME	_IOWR(RXE_CTL_IOC_MAGIC, 0x08, struct rxe_ctl_qp)
+#define RXE_CTL_IOC_QP_QUERY	_IOWR(RXE_CTL_IOC_MAGIC, 0x09, struct rxe_ctl_qp)
+#define RXE_CTL_IOC_MR_REPIN	_IOWR(RXE_CTL_IOC_MAGIC, 0x0a, struct rxe_ctl_mr_repin)
+#define RXE_CTL_IOC_MW_BIND	_IOW(RXE_CTL_IOC_MAGIC, 0x0b, struct rxe_ctl_mw_bind)
+
+#endif /* RXE_CTL_ABI_H */
