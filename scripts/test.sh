@@ -1,8 +1,33 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what is missing, builds, runs the unit tests and the lab tests
-# (virtual machines with SoftRoCE). This is what .ci/run runs.
+# The whole test suite: installs what is missing, checks formatting and lints, builds, runs the
+# unit tests and the lab tests (virtual machines with SoftRoCE). This is what .ci/run runs.
+#
+#   scripts/test.sh                     everything
+#   scripts/test.sh --repeat N NAME...  only the lab scenarios whose names contain a NAME, each N
+#                                       times on one lab, with a failure rate per scenario (to
+#                                       find and prove flaky ones)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
+	sed -n '2,8s/^# \{0,1\}//p' "$0"
+	exit 0
+fi
+t0=$(date +%s)
+stage() { printf 'test.sh: %s (%d s so far)\n' "$*" "$(($(date +%s) - t0))"; }
 scripts/setup.sh
+if [ "${1:-}" = "--repeat" ]; then
+	[ $# -ge 3 ] || { echo "test.sh: --repeat needs a count and at least one scenario name" >&2; exit 2; }
+	cargo build --workspace --all-targets --locked
+	exec cargo test -p rdmig-lab --test lab --locked -- --repeat "${@:2}"
+fi
+stage "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+stage "build"
 cargo build --workspace --all-targets --locked
-cargo test --workspace --all-targets --locked
+stage "unit tests"
+cargo test --workspace --all-targets --locked --exclude rdmig-lab
+cargo test -p rdmig-lab --lib --bins --locked
+stage "lab tests"
+cargo test -p rdmig-lab --test lab --locked
+stage "done"

@@ -96,9 +96,7 @@ impl NodeClient {
                 other => Err(LabError::Invalid(format!("{}: unexpected reply {other:?}", self.node))),
             }
         };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| self.err(ProtoError::Io(std::io::ErrorKind::TimedOut.into())))?
+        tokio::time::timeout(timeout, fut).await.map_err(|_| self.err(ProtoError::Io(std::io::ErrorKind::TimedOut.into())))?
     }
 
     /// Starts a detached process on the node; returns its pid there.

@@ -22,18 +22,9 @@ pub enum LabError {
         source: std::io::Error,
     },
     #[error("`{cmd}` failed ({status}): {stderr}")]
-    Command {
-        cmd: String,
-        status: String,
-        stderr: String,
-    },
+    Command { cmd: String, status: String, stderr: String },
     #[error("{node} did not come up: {reason}\n--- last lines of its console ({console}) ---\n{tail}")]
-    Boot {
-        node: String,
-        reason: String,
-        console: String,
-        tail: String,
-    },
+    Boot { node: String, reason: String, console: String, tail: String },
     #[error("{node}: {source}")]
     Node {
         node: String,
@@ -46,9 +37,6 @@ pub enum LabError {
 
 impl LabError {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        Self::Io {
-            context: context.into(),
-            source,
-        }
+        Self::Io { context: context.into(), source }
     }
 }

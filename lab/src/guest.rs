@@ -15,14 +15,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::plan::{
-    NodePlan, OVERLAY_DEV, OVERLAY_MTU, OVERLAY_PREFIX_LEN, RXE_DEV, UNDERLAY_MTU, VXLAN_ID,
-    VXLAN_PORT,
-};
-use super::proto::{
-    read_json, token_matches, write_frame, write_json, ExecSpec, FrameKind, NodeStatus, Op, Reply,
-    Request, PROTO_VERSION,
-};
+use super::plan::{NodePlan, OVERLAY_DEV, OVERLAY_MTU, OVERLAY_PREFIX_LEN, RXE_DEV, UNDERLAY_MTU, VXLAN_ID, VXLAN_PORT};
+use super::proto::{read_json, token_matches, write_frame, write_json, ExecSpec, FrameKind, NodeStatus, Op, Reply, Request, PROTO_VERSION};
 
 /// What the host tells a node about itself, written to `<share>/node.json` before boot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,10 +63,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let started = Instant::now();
     let cfg: GuestConfig = serde_json::from_slice(&fs::read(config_path)?)?;
     let share = config_path.parent().unwrap_or(Path::new("/"));
-    let board = StatusBoard {
-        file: share.join(STATUS_FILE),
-        current: Arc::new(Mutex::new(NodeStatus::SettingUp { step: "start".into() })),
-    };
+    let board = StatusBoard { file: share.join(STATUS_FILE), current: Arc::new(Mutex::new(NodeStatus::SettingUp { step: "start".into() })) };
     info!(node = %cfg.node.name, "guest agent starting");
 
     let mut step_name = String::new();
@@ -121,9 +112,18 @@ async fn supervise_migration_agent(ip: Ipv4Addr, rdma_ip: Ipv4Addr, share: PathB
     loop {
         let out = fs::OpenOptions::new().create(true).append(true).open(&log);
         let mut cmd = tokio::process::Command::new(&bin);
-        cmd.args(["agent", "--listen", &format!("{ip}:{MIGRATION_PORT}"), "--rdma-addr", &rdma_ip.to_string(), "--work-dir", MIGRATION_WORK_DIR, "--secret-file"])
-            .arg(share.join(AGENT_SECRET_FILE))
-            .stdin(Stdio::null());
+        cmd.args([
+            "agent",
+            "--listen",
+            &format!("{ip}:{MIGRATION_PORT}"),
+            "--rdma-addr",
+            &rdma_ip.to_string(),
+            "--work-dir",
+            MIGRATION_WORK_DIR,
+            "--secret-file",
+        ])
+        .arg(share.join(AGENT_SECRET_FILE))
+        .stdin(Stdio::null());
         if let Some(n) = &numbers {
             cmd.args(["--number-range", n]);
         }
@@ -147,20 +147,13 @@ fn uptime_ms() -> Option<u64> {
 }
 
 fn rxe_active() -> bool {
-    fs::read_to_string(format!("/sys/class/infiniband/{RXE_DEV}/ports/1/state"))
-        .map(|s| s.contains("ACTIVE"))
-        .unwrap_or(false)
+    fs::read_to_string(format!("/sys/class/infiniband/{RXE_DEV}/ports/1/state")).map(|s| s.contains("ACTIVE")).unwrap_or(false)
 }
 
 fn sh(prog: &str, args: &[&str]) -> anyhow::Result<()> {
     let out = std::process::Command::new(prog).args(args).output()?;
     if !out.status.success() {
-        anyhow::bail!(
-            "`{prog} {}` failed ({}): {}",
-            args.join(" "),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        anyhow::bail!("`{prog} {}` failed ({}): {}", args.join(" "), out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -195,19 +188,13 @@ fn setup(cfg: &GuestConfig, mut step: impl FnMut(&str)) -> anyhow::Result<()> {
 
     step("overlay");
     let (id, port, local) = (VXLAN_ID.to_string(), VXLAN_PORT.to_string(), n.underlay_ip.to_string());
-    sh(
-        "ip",
-        &["link", "add", OVERLAY_DEV, "type", "vxlan", "id", &id, "dstport", &port, "local", &local, "dev", &nic],
-    )?;
+    sh("ip", &["link", "add", OVERLAY_DEV, "type", "vxlan", "id", &id, "dstport", &port, "local", &local, "dev", &nic])?;
     // Head-end replication: broadcast and unknown frames go to every other node.
     for p in &cfg.peers {
         sh("bridge", &["fdb", "append", "00:00:00:00:00:00", "dev", OVERLAY_DEV, "dst", &p.to_string()])?;
     }
     sh("ip", &["link", "set", "dev", OVERLAY_DEV, "mtu", &OVERLAY_MTU.to_string(), "up"])?;
-    sh(
-        "ip",
-        &["addr", "add", &format!("{}/{OVERLAY_PREFIX_LEN}", n.overlay_ip), "dev", OVERLAY_DEV],
-    )?;
+    sh("ip", &["addr", "add", &format!("{}/{OVERLAY_PREFIX_LEN}", n.overlay_ip), "dev", OVERLAY_DEV])?;
 
     if cfg.ssh {
         step("sshd");
@@ -333,32 +320,19 @@ fn spawn_detached(spec: &super::proto::SpawnSpec) -> std::io::Result<u32> {
 
 fn kill_group(pgid: Option<u32>) {
     if let Some(p) = pgid {
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(p as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(p as i32), nix::sys::signal::Signal::SIGKILL);
     }
 }
 
 /// Runs one command in its own process group, streaming its output. The group is killed when
 /// the timeout passes or the client goes away, so nothing a test started outlives its request.
-async fn exec(
-    spec: ExecSpec,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-) -> anyhow::Result<()> {
+async fn exec(spec: ExecSpec, mut rd: tokio::net::tcp::OwnedReadHalf, mut wr: tokio::net::tcp::OwnedWriteHalf) -> anyhow::Result<()> {
     let Some(prog) = spec.argv.first() else {
         write_json(&mut wr, &Reply::Refused("empty command".into())).await?;
         return Ok(());
     };
     let mut cmd = tokio::process::Command::new(prog);
-    cmd.args(&spec.argv[1..])
-        .envs(&spec.env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    cmd.args(&spec.argv[1..]).envs(&spec.env).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     if let Some(d) = &spec.cwd {
         cmd.current_dir(d);
     }

@@ -18,10 +18,7 @@ pub fn run(prog: &str, args: &[&str]) -> Result<String, LabError> {
     debug!(cmd = %format!("{prog} {}", args.join(" ")), "run");
     let out = Command::new(prog).args(args).output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            LabError::Missing {
-                what: prog.to_string(),
-                fix: "run scripts/setup.sh to install the lab's packages".into(),
-            }
+            LabError::Missing { what: prog.to_string(), fix: "run scripts/setup.sh to install the lab's packages".into() }
         } else {
             LabError::io(format!("cannot run {prog}"), e)
         }
@@ -84,19 +81,13 @@ pub fn delete_netns(ns: &str) -> Result<(), LabError> {
 /// Names of the network devices in the namespace (for leak checks and status).
 pub fn netns_links(ns: &str) -> Result<Vec<String>, LabError> {
     let out = run("ip", &["-n", ns, "-o", "link", "show"])?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split(':').nth(1))
-        .map(|s| s.trim().split('@').next().unwrap_or("").to_string())
-        .collect())
+    Ok(out.lines().filter_map(|l| l.split(':').nth(1)).map(|s| s.trim().split('@').next().unwrap_or("").to_string()).collect())
 }
 
 pub fn open_netns(ns: &str) -> Result<File, LabError> {
     File::open(netns_path(ns)).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            LabError::Invalid(format!(
-                "the lab's network namespace {ns} is gone; run `rdmig lab down` then `rdmig lab up`"
-            ))
+            LabError::Invalid(format!("the lab's network namespace {ns} is gone; run `rdmig lab down` then `rdmig lab up`"))
         } else {
             LabError::io(format!("open network namespace {ns}"), e)
         }

@@ -105,17 +105,11 @@ pub fn module_closure(kver: &str, modules: &[&str]) -> Result<Vec<PathBuf>, LabE
         let o = Command::new("modprobe")
             .args(["-S", kver, "--show-depends", m])
             .output()
-            .map_err(|e| LabError::Missing {
-                what: "modprobe".into(),
-                fix: format!("apt-get install kmod ({e})"),
-            })?;
+            .map_err(|e| LabError::Missing { what: "modprobe".into(), fix: format!("apt-get install kmod ({e})") })?;
         if !o.status.success() {
             return Err(LabError::Missing {
                 what: format!("kernel module {m} for {kver}"),
-                fix: format!(
-                    "install linux-image-{kver} (modprobe said: {})",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                ),
+                fix: format!("install linux-image-{kver} (modprobe said: {})", String::from_utf8_lossy(&o.stderr).trim()),
             });
         }
         for line in String::from_utf8_lossy(&o.stdout).lines() {
@@ -139,10 +133,7 @@ pub fn find_busybox() -> Result<PathBuf, LabError> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .ok_or_else(|| LabError::Missing {
-            what: "busybox".into(),
-            fix: "apt-get install busybox-static (or run scripts/setup.sh)".into(),
-        })
+        .ok_or_else(|| LabError::Missing { what: "busybox".into(), fix: "apt-get install busybox-static (or run scripts/setup.sh)".into() })
 }
 
 /// Builds the lab's initramfs for kernel `kver` at `dest`.
@@ -188,10 +179,7 @@ mod tests {
         let mut off = 0usize;
         loop {
             assert_eq!(&b[..6], b"070701", "magic at offset {off}");
-            let field = |i: usize| {
-                u32::from_str_radix(std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i]).unwrap(), 16)
-                    .unwrap()
-            };
+            let field = |i: usize| u32::from_str_radix(std::str::from_utf8(&b[6 + 8 * i..14 + 8 * i]).unwrap(), 16).unwrap();
             let (mode, size, namesz) = (field(1), field(6) as usize, field(11) as usize);
             let name = String::from_utf8(b[110..110 + namesz - 1].to_vec()).unwrap();
             let data_off = (110 + namesz + 3) & !3;

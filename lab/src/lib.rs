@@ -200,9 +200,7 @@ fn now_unix() -> u64 {
 
 fn random_token() -> Result<String, LabError> {
     let mut b = [0u8; 32];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .map_err(|e| LabError::io("read /dev/urandom", e))?;
+    fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).map_err(|e| LabError::io("read /dev/urandom", e))?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
@@ -221,27 +219,17 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), LabError> {
 }
 
 fn mkdir_private(path: &Path) -> Result<(), LabError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(|e| LabError::io(format!("create {}", path.display()), e))
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|e| LabError::io(format!("create {}", path.display()), e))
 }
 
 /// The newest installed Debian 6.1 kernel with its modules, or the one asked for.
 pub fn find_kernel(asked: Option<&str>) -> Result<String, LabError> {
-    let usable = |k: &str| {
-        Path::new(&format!("/boot/vmlinuz-{k}")).is_file()
-            && Path::new(&format!("/lib/modules/{k}/modules.dep")).is_file()
-    };
+    let usable = |k: &str| Path::new(&format!("/boot/vmlinuz-{k}")).is_file() && Path::new(&format!("/lib/modules/{k}/modules.dep")).is_file();
     if let Some(k) = asked {
         return if usable(k) {
             Ok(k.to_string())
         } else {
-            Err(LabError::Missing {
-                what: format!("kernel {k} (/boot/vmlinuz-{k} and /lib/modules/{k})"),
-                fix: format!("apt-get install linux-image-{k}"),
-            })
+            Err(LabError::Missing { what: format!("kernel {k} (/boot/vmlinuz-{k} and /lib/modules/{k})"), fix: format!("apt-get install linux-image-{k}") })
         };
     }
     let mut found: Vec<String> = fs::read_dir("/boot")
@@ -251,9 +239,7 @@ pub fn find_kernel(asked: Option<&str>) -> Result<String, LabError> {
         .filter(|k| k.starts_with("6.1.") && usable(k))
         .collect();
     // "6.1.0-56-amd64": order by the ABI number, numerically.
-    found.sort_by_key(|k| {
-        k.split(['.', '-']).filter_map(|p| p.parse::<u32>().ok()).collect::<Vec<_>>()
-    });
+    found.sort_by_key(|k| k.split(['.', '-']).filter_map(|p| p.parse::<u32>().ok()).collect::<Vec<_>>());
     found.pop().ok_or_else(|| LabError::Missing {
         what: "Debian's 6.1 kernel (linux-image-6.1.*-amd64 in /boot)".into(),
         fix: "run scripts/setup.sh, or apt-get install linux-image-amd64".into(),
@@ -262,10 +248,7 @@ pub fn find_kernel(asked: Option<&str>) -> Result<String, LabError> {
 
 fn check_qemu(accel: Accel) -> Result<(), LabError> {
     let out = host::run(vm::QEMU, &["-accel", "help"]).map_err(|e| match e {
-        LabError::Missing { .. } => LabError::Missing {
-            what: vm::QEMU.into(),
-            fix: "apt-get install qemu-system-x86 (or run scripts/setup.sh)".into(),
-        },
+        LabError::Missing { .. } => LabError::Missing { what: vm::QEMU.into(), fix: "apt-get install qemu-system-x86 (or run scripts/setup.sh)".into() },
         e => e,
     })?;
     let want = if accel == Accel::Kvm { "kvm" } else { "tcg" };
@@ -286,13 +269,9 @@ fn mem_available_mb() -> Option<u64> {
 
 impl Lab {
     pub fn new(base: impl Into<PathBuf>, name: &str) -> Result<Self, LabError> {
-        let ok = !name.is_empty()
-            && name.len() <= 8
-            && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        let ok = !name.is_empty() && name.len() <= 8 && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if !ok {
-            return Err(LabError::Invalid(format!(
-                "lab name {name:?}: use 1 to 8 lowercase letters or digits"
-            )));
+            return Err(LabError::Invalid(format!("lab name {name:?}: use 1 to 8 lowercase letters or digits")));
         }
         Ok(Self { name: name.to_string(), base: base.into() })
     }
@@ -317,15 +296,8 @@ impl Lab {
     fn lock(&self) -> Result<Flock<fs::File>, LabError> {
         fs::create_dir_all(&self.base).map_err(|e| LabError::io(format!("create {}", self.base.display()), e))?;
         let path = self.base.join(format!("{}.lock", self.name));
-        let f = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| LabError::io(format!("open {}", path.display()), e))?;
-        Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|_| {
-            LabError::InUse(format!("another `rdmig lab up/down` is running for lab {}", self.name))
-        })
+        let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| LabError::io(format!("open {}", path.display()), e))?;
+        Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|_| LabError::InUse(format!("another `rdmig lab up/down` is running for lab {}", self.name)))
     }
 
     pub fn load(&self) -> Result<LabState, LabError> {
@@ -337,24 +309,16 @@ impl Lab {
                 LabError::io(format!("read {}", p.display()), e)
             }
         })?;
-        let st: LabState = serde_json::from_slice(&b)
-            .map_err(|e| LabError::Invalid(format!("{} is corrupt ({e}); run `rdmig lab down`", p.display())))?;
+        let st: LabState = serde_json::from_slice(&b).map_err(|e| LabError::Invalid(format!("{} is corrupt ({e}); run `rdmig lab down`", p.display())))?;
         if st.version != STATE_VERSION {
-            return Err(LabError::Invalid(format!(
-                "{} was written by another rdmig version; run `rdmig lab down` and `up` again",
-                p.display()
-            )));
+            return Err(LabError::Invalid(format!("{} was written by another rdmig version; run `rdmig lab down` and `up` again", p.display())));
         }
         Ok(st)
     }
 
     pub fn leftovers(&self) -> Leftovers {
         let ns = self.netns();
-        Leftovers {
-            qemu_pids: vm::find_lab_qemus(&self.dir()),
-            netns: host::netns_exists(&ns).then_some(ns),
-            dir: self.dir().exists().then(|| self.dir()),
-        }
+        Leftovers { qemu_pids: vm::find_lab_qemus(&self.dir()), netns: host::netns_exists(&ns).then_some(ns), dir: self.dir().exists().then(|| self.dir()) }
     }
 
     /// Stops everything the lab started and removes its namespace and directory. Idempotent, and
@@ -423,10 +387,7 @@ impl Lab {
             )));
         }
         if rdmig_bin.to_string_lossy().chars().any(char::is_whitespace) {
-            return Err(LabError::Invalid(format!(
-                "the rdmig binary's path {} contains white space; the guests cannot be told it",
-                rdmig_bin.display()
-            )));
+            return Err(LabError::Invalid(format!("the rdmig binary's path {} contains white space; the guests cannot be told it", rdmig_bin.display())));
         }
         let need = o.nodes as u64 * (o.memory_mb as u64 + 128);
         if let Some(avail) = mem_available_mb() {
@@ -439,19 +400,14 @@ impl Lab {
         }
 
         let _lock = self.lock()?;
-        let stale = self.state_path().exists()
-            || !vm::find_lab_qemus(&self.dir()).is_empty()
-            || (host::netns_exists(&self.netns()) && self.netns_is_ours());
+        let stale = self.state_path().exists() || !vm::find_lab_qemus(&self.dir()).is_empty() || (host::netns_exists(&self.netns()) && self.netns_is_ours());
         if stale {
             warn!(lab = %self.name, "cleaning up a stale lab");
             self.teardown()?;
         }
         // A namespace of our name that is not ours: refuse rather than delete someone's.
         if host::netns_exists(&self.netns()) {
-            return Err(LabError::InUse(format!(
-                "network namespace {} exists and was not made by rdmig; remove it or use --name",
-                self.netns()
-            )));
+            return Err(LabError::InUse(format!("network namespace {} exists and was not made by rdmig; remove it or use --name", self.netns())));
         }
         let dir = self.dir();
         if dir.exists() {
@@ -499,6 +455,7 @@ impl Lab {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // one call site, each argument a distinct fact of `up`
     async fn boot(
         &self,
         o: &UpOptions,
@@ -602,12 +559,7 @@ impl Lab {
     }
 
     /// Waits until every node reports SoftRoCE active and its agent answers on the underlay.
-    async fn wait_ready(
-        &self,
-        st: &LabState,
-        started: &BTreeMap<String, Instant>,
-        o: &UpOptions,
-    ) -> Result<Vec<NodeUp>, LabError> {
+    async fn wait_ready(&self, st: &LabState, started: &BTreeMap<String, Instant>, o: &UpOptions) -> Result<Vec<NodeUp>, LabError> {
         let tty = o.progress && std::io::stderr().is_terminal();
         let multi = MultiProgress::new();
         let style = ProgressStyle::with_template("{spinner} {prefix:6} {elapsed:>4} {msg}").expect("valid template");
@@ -654,24 +606,19 @@ impl Lab {
                     Some(NodeStatus::Failed { step, error }) => {
                         return Err(self.boot_error(&n.name, format!("set-up step {step:?} failed: {error}")));
                     }
-                    Some(NodeStatus::Ready { .. }) => {
-                        match self.client(st, &n.name)?.ping(Duration::from_secs(3)).await {
-                            Ok(NodeStatus::Ready { .. }) => {
-                                let ms = started[&n.name].elapsed().as_millis() as u64;
-                                let msg = format!("ready in {:.1} s", ms as f64 / 1000.0);
-                                bars[n.name.as_str()].finish_with_message(msg.clone());
-                                if !tty && o.progress {
-                                    eprintln!("{}: {msg}", n.name);
-                                }
-                                done.insert(
-                                    n.name.clone(),
-                                    NodeUp { node: n.name.clone(), underlay_ip: n.underlay_ip, overlay_ip: n.overlay_ip, boot_ms: ms },
-                                );
-                                continue;
+                    Some(NodeStatus::Ready { .. }) => match self.client(st, &n.name)?.ping(Duration::from_secs(3)).await {
+                        Ok(NodeStatus::Ready { .. }) => {
+                            let ms = started[&n.name].elapsed().as_millis() as u64;
+                            let msg = format!("ready in {:.1} s", ms as f64 / 1000.0);
+                            bars[n.name.as_str()].finish_with_message(msg.clone());
+                            if !tty && o.progress {
+                                eprintln!("{}: {msg}", n.name);
                             }
-                            _ => "reaching the agent".to_string(),
+                            done.insert(n.name.clone(), NodeUp { node: n.name.clone(), underlay_ip: n.underlay_ip, overlay_ip: n.overlay_ip, boot_ms: ms });
+                            continue;
                         }
-                    }
+                        _ => "reaching the agent".to_string(),
+                    },
                 };
                 if last.get(&n.name) != Some(&step) {
                     say(&n.name, &step);
@@ -684,10 +631,7 @@ impl Lab {
             if Instant::now() > deadline {
                 let waiting = st.plan.nodes.iter().find(|n| !done.contains_key(&n.name)).expect("one is waiting");
                 let step = last.get(&waiting.name).cloned().unwrap_or_default();
-                return Err(self.boot_error(
-                    &waiting.name,
-                    format!("not ready after {} s (last step: {step})", o.boot_timeout.as_secs()),
-                ));
+                return Err(self.boot_error(&waiting.name, format!("not ready after {} s (last step: {step})", o.boot_timeout.as_secs())));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -696,12 +640,7 @@ impl Lab {
 
     pub fn client(&self, st: &LabState, node: &str) -> Result<NodeClient, LabError> {
         let n = st.plan.node(node)?;
-        Ok(NodeClient {
-            node: n.name.clone(),
-            netns: st.netns.clone(),
-            addr: SocketAddr::from((n.underlay_ip, st.agent_port)),
-            token: st.token.clone(),
-        })
+        Ok(NodeClient { node: n.name.clone(), netns: st.netns.clone(), addr: SocketAddr::from((n.underlay_ip, st.agent_port)), token: st.token.clone() })
     }
 
     pub async fn exec(&self, node: &str, spec: ExecSpec, output: Output) -> Result<ExecOutcome, LabError> {

@@ -219,7 +219,6 @@ enum LabCmd {
     },
 }
 
-
 #[derive(Subcommand)]
 enum AddrCmd {
     /// Add an extra overlay address to a node and announce it (gratuitous ARP).
@@ -293,7 +292,13 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
                     m => println!("  rxe modules: {}", m.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
                 }
                 for n in &r.nodes {
-                    println!("  {:6} underlay {:12} overlay {:12} ready in {:.1} s", n.node, n.underlay_ip.to_string(), n.overlay_ip.to_string(), n.boot_ms as f64 / 1000.0);
+                    println!(
+                        "  {:6} underlay {:12} overlay {:12} ready in {:.1} s",
+                        n.node,
+                        n.underlay_ip.to_string(),
+                        n.overlay_ip.to_string(),
+                        n.boot_ms as f64 / 1000.0
+                    );
                 }
                 println!("try: rdmig lab exec node1 -- ibv_devinfo -d rxe0");
             }
@@ -344,12 +349,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
             }
         }
         LabCmd::Exec { node, timeout, env, cwd, json, argv } => {
-            let spec = ExecSpec {
-                argv,
-                env: env.into_iter().collect::<BTreeMap<_, _>>(),
-                cwd,
-                timeout_ms: timeout.map(|s| s * 1000),
-            };
+            let spec = ExecSpec { argv, env: env.into_iter().collect::<BTreeMap<_, _>>(), cwd, timeout_ms: timeout.map(|s| s * 1000) };
             let out = lab.exec(&node, spec, if json { Output::Capture } else { Output::Forward }).await?;
             if json {
                 print_json(&out)?;
@@ -403,18 +403,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
             }
         },
         LabCmd::Perftest { server, client, test, server_addr, client_addr, iters, size, bidirectional, qps, timeout, json } => {
-            let o = PerftestOptions {
-                test,
-                server,
-                client,
-                server_addr,
-                client_addr,
-                iters,
-                size,
-                bidirectional,
-                qps,
-                timeout: Duration::from_secs(timeout),
-            };
+            let o = PerftestOptions { test, server, client, server_addr, client_addr, iters, size, bidirectional, qps, timeout: Duration::from_secs(timeout) };
             let r = lab.perftest(&o).await?;
             if json {
                 print_json(&r)?;

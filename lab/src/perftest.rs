@@ -12,9 +12,7 @@ use super::{ExecOutcome, Lab, LabError, Output};
 use crate::plan::RXE_DEV;
 
 /// perftest programs this runner knows how to drive (all share the same options we use).
-pub const TESTS: &[&str] = &[
-    "ib_send_bw", "ib_write_bw", "ib_read_bw", "ib_send_lat", "ib_write_lat", "ib_read_lat",
-];
+pub const TESTS: &[&str] = &["ib_send_bw", "ib_write_bw", "ib_read_bw", "ib_send_lat", "ib_write_lat", "ib_read_lat"];
 const PORT: u16 = 18515;
 
 #[derive(Debug, Clone)]
@@ -107,13 +105,7 @@ pub fn parse_result(output: &str) -> Option<ResultRow> {
     let lines: Vec<&str> = output.lines().collect();
     let hi = lines.iter().position(|l| l.trim_start().starts_with("#bytes"))?;
     let header = header_columns(lines[hi]);
-    let values: Vec<f64> = lines[hi + 1..]
-        .iter()
-        .find(|l| !l.trim().is_empty())?
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
+    let values: Vec<f64> = lines[hi + 1..].iter().find(|l| !l.trim().is_empty())?.split_whitespace().map(str::parse).collect::<Result<_, _>>().ok()?;
     if values.len() < 2 || values.len() != header.len() {
         return None;
     }
@@ -125,9 +117,7 @@ impl Lab {
         let st = self.load()?;
         let bin = st.rdmig_bin.display().to_string();
         let out = self.run_ok(node, &[&bin, "rxe", "gid-index", "--device", RXE_DEV, "--ip", &addr.to_string()]).await?;
-        out.trim()
-            .parse()
-            .map_err(|_| LabError::Invalid(format!("{node}: unexpected gid-index output {out:?}")))
+        out.trim().parse().map_err(|_| LabError::Invalid(format!("{node}: unexpected gid-index output {out:?}")))
     }
 
     /// Waits until something listens on `port` on `node`.
@@ -162,11 +152,16 @@ impl Lab {
         let common = |gid: u32| {
             let mut a: Vec<String> = vec![
                 o.test.clone(),
-                "-d".into(), RXE_DEV.into(),
-                "-x".into(), gid.to_string(),
-                "-p".into(), PORT.to_string(),
-                "-s".into(), o.size.to_string(),
-                "-n".into(), o.iters.to_string(),
+                "-d".into(),
+                RXE_DEV.into(),
+                "-x".into(),
+                gid.to_string(),
+                "-p".into(),
+                PORT.to_string(),
+                "-s".into(),
+                o.size.to_string(),
+                "-n".into(),
+                o.iters.to_string(),
                 // TCG guests report odd CPU frequencies; perftest would refuse lat tests.
                 "-F".into(),
             ];

@@ -52,9 +52,7 @@ pub struct LabPlan {
 impl LabPlan {
     pub fn new(count: usize) -> Result<Self, LabError> {
         if count == 0 || count > MAX_NODES {
-            return Err(LabError::Invalid(format!(
-                "a lab has 1 to {MAX_NODES} nodes, not {count}"
-            )));
+            return Err(LabError::Invalid(format!("a lab has 1 to {MAX_NODES} nodes, not {count}")));
         }
         let nodes = (1..=count)
             .map(|i| {
@@ -65,18 +63,8 @@ impl LabPlan {
                     // Locally administered, unicast; the last octet is the node index.
                     mac: format!("52:54:00:99:00:{n:02x}"),
                     tap: format!("rdmtap{i}"),
-                    underlay_ip: Ipv4Addr::new(
-                        UNDERLAY_PREFIX[0],
-                        UNDERLAY_PREFIX[1],
-                        UNDERLAY_PREFIX[2],
-                        n,
-                    ),
-                    overlay_ip: Ipv4Addr::new(
-                        OVERLAY_PREFIX[0],
-                        OVERLAY_PREFIX[1],
-                        OVERLAY_PREFIX[2],
-                        OVERLAY_NODE_BASE + n,
-                    ),
+                    underlay_ip: Ipv4Addr::new(UNDERLAY_PREFIX[0], UNDERLAY_PREFIX[1], UNDERLAY_PREFIX[2], n),
+                    overlay_ip: Ipv4Addr::new(OVERLAY_PREFIX[0], OVERLAY_PREFIX[1], OVERLAY_PREFIX[2], OVERLAY_NODE_BASE + n),
                 }
             })
             .collect();
@@ -84,16 +72,10 @@ impl LabPlan {
     }
 
     pub fn node(&self, name: &str) -> Result<&NodePlan, LabError> {
-        self.nodes
-            .iter()
-            .find(|n| n.name == name)
-            .ok_or_else(|| {
-                let names: Vec<_> = self.nodes.iter().map(|n| n.name.as_str()).collect();
-                LabError::Invalid(format!(
-                    "no node named {name:?}; the lab has {}",
-                    names.join(", ")
-                ))
-            })
+        self.nodes.iter().find(|n| n.name == name).ok_or_else(|| {
+            let names: Vec<_> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            LabError::Invalid(format!("no node named {name:?}; the lab has {}", names.join(", ")))
+        })
     }
 }
 
@@ -108,15 +90,10 @@ pub fn check_extra_overlay_addr(plan: &LabPlan, addr: Ipv4Addr) -> Result<(), La
         )));
     }
     if o[3] == 0 || o[3] == 255 {
-        return Err(LabError::Invalid(format!(
-            "{addr} is the overlay's network or broadcast address"
-        )));
+        return Err(LabError::Invalid(format!("{addr} is the overlay's network or broadcast address")));
     }
     if let Some(n) = plan.nodes.iter().find(|n| n.overlay_ip == addr) {
-        return Err(LabError::Invalid(format!(
-            "{addr} is {}'s own overlay address; extra addresses must be others",
-            n.name
-        )));
+        return Err(LabError::Invalid(format!("{addr} is {}'s own overlay address; extra addresses must be others", n.name)));
     }
     Ok(())
 }

@@ -116,11 +116,7 @@ pub enum NodeStatus {
     Failed { step: String, error: String },
 }
 
-pub async fn write_frame<W: AsyncWriteExt + Unpin>(
-    w: &mut W,
-    kind: FrameKind,
-    payload: &[u8],
-) -> Result<(), ProtoError> {
+pub async fn write_frame<W: AsyncWriteExt + Unpin>(w: &mut W, kind: FrameKind, payload: &[u8]) -> Result<(), ProtoError> {
     if payload.len() > MAX_FRAME {
         return Err(ProtoError::TooLarge(payload.len()));
     }
@@ -132,10 +128,7 @@ pub async fn write_frame<W: AsyncWriteExt + Unpin>(
     Ok(())
 }
 
-pub async fn write_json<W: AsyncWriteExt + Unpin, T: Serialize>(
-    w: &mut W,
-    msg: &T,
-) -> Result<(), ProtoError> {
+pub async fn write_json<W: AsyncWriteExt + Unpin, T: Serialize>(w: &mut W, msg: &T) -> Result<(), ProtoError> {
     let buf = serde_json::to_vec(msg)?;
     write_frame(w, FrameKind::Json, &buf).await?;
     w.flush().await?;
@@ -143,9 +136,7 @@ pub async fn write_json<W: AsyncWriteExt + Unpin, T: Serialize>(
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream between frames.
-pub async fn read_frame<R: AsyncReadExt + Unpin>(
-    r: &mut R,
-) -> Result<Option<(FrameKind, Vec<u8>)>, ProtoError> {
+pub async fn read_frame<R: AsyncReadExt + Unpin>(r: &mut R) -> Result<Option<(FrameKind, Vec<u8>)>, ProtoError> {
     let mut hdr = [0u8; 5];
     match r.read_exact(&mut hdr[..1]).await {
         Ok(_) => {}
@@ -163,9 +154,7 @@ pub async fn read_frame<R: AsyncReadExt + Unpin>(
     Ok(Some((kind, buf)))
 }
 
-pub async fn read_json<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(
-    r: &mut R,
-) -> Result<T, ProtoError> {
+pub async fn read_json<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(r: &mut R) -> Result<T, ProtoError> {
     match read_frame(r).await? {
         Some((FrameKind::Json, buf)) => Ok(serde_json::from_slice(&buf)?),
         Some((k, _)) => Err(ProtoError::BadFrameKind(k as u8)),

@@ -115,10 +115,7 @@ impl VmSpec<'_> {
         push("virtio-9p-pci,fsdev=root,mount_tag=rootfs");
         // The node's writable share: its configuration, status, logs and results.
         push("-fsdev");
-        push(&format!(
-            "local,id=share,path={},security_model=none,multidevs=remap",
-            self.share.display()
-        ));
+        push(&format!("local,id=share,path={},security_model=none,multidevs=remap", self.share.display()));
         push("-device");
         push("virtio-9p-pci,fsdev=share,mount_tag=nodeshare");
         // The lab-wide share, at the same path on every node (like a cluster's shared file
@@ -148,16 +145,11 @@ impl VmSpec<'_> {
         cmd.args(self.args());
         // SAFETY: only setns(2) runs between fork and exec; it is async-signal-safe.
         unsafe {
-            cmd.pre_exec(move || {
-                setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
-            });
+            cmd.pre_exec(move || setns(ns.as_fd(), CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from));
         }
         let out = cmd.output().map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                LabError::Missing {
-                    what: QEMU.into(),
-                    fix: "apt-get install qemu-system-x86 (or run scripts/setup.sh)".into(),
-                }
+                LabError::Missing { what: QEMU.into(), fix: "apt-get install qemu-system-x86 (or run scripts/setup.sh)".into() }
             } else {
                 LabError::io(format!("start {QEMU}"), e)
             }
@@ -165,10 +157,7 @@ impl VmSpec<'_> {
         if !out.status.success() {
             return Err(LabError::Boot {
                 node: self.node.name.clone(),
-                reason: format!(
-                    "{QEMU} failed: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
+                reason: format!("{QEMU} failed: {}", String::from_utf8_lossy(&out.stderr).trim()),
                 console: self.console().display().to_string(),
                 tail: String::new(),
             });
@@ -191,10 +180,7 @@ pub fn read_pid(pidfile: &Path) -> Option<u32> {
 pub fn alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state follows the parenthesised command name, which may itself contain ')'.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|state| state != "Z" && state != "X"),
         Err(_) => false,
     }
 }
@@ -211,10 +197,7 @@ pub fn find_lab_qemus(lab_dir: &Path) -> Vec<u32> {
         };
         let Ok(cmdline) = fs::read(e.path().join("cmdline")) else { continue };
         let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let is_qemu = args
-            .first()
-            .map(|a| a.ends_with(QEMU.as_bytes()))
-            .unwrap_or(false);
+        let is_qemu = args.first().map(|a| a.ends_with(QEMU.as_bytes())).unwrap_or(false);
         if is_qemu && args.iter().any(|a| String::from_utf8_lossy(a).contains(&needle)) {
             pids.push(pid);
         }

@@ -13,10 +13,12 @@ use std::os::fd::RawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
-use crate::rxe;
 use crate::fdinfo::{self, EventInfo, Link, UverbsInfo};
-use crate::image::{self, Ah, AhAv, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, MwBinding, Qp, QpLinks, QueueVma, Srq};
+use crate::image::{
+    self, Ah, AhAv, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, MwBinding, Qp, QpLinks, QueueVma, Srq,
+};
 use crate::log::{debug, info};
+use crate::rxe;
 use crate::uverbs;
 
 pub const UVERBS_MAJOR: u32 = 231;
@@ -108,7 +110,9 @@ fn owners(fd: RawFd) -> Vec<(i32, i32)> {
                 continue;
             }
             // SAFETY: kcmp only compares kernel objects; the arguments are plain integers.
-            let r = unsafe { libc::syscall(libc::SYS_kcmp, me, pid, 0 /* KCMP_FILE */, fd, n) };
+            let r = unsafe {
+                libc::syscall(libc::SYS_kcmp, me, pid, 0 /* KCMP_FILE */, fd, n)
+            };
             if r == 0 {
                 found.push((pid, n));
             }
@@ -130,10 +134,7 @@ fn fd_flags(fd: RawFd) -> i32 {
 /// Which owner to describe: the first (lowest pid) one. Several owners happen after fork; CRIU
 /// restores the sharing itself, the verbs state belongs to the file.
 fn owner(fd: RawFd, what: &str) -> Result<(i32, i32), DumpError> {
-    owners(fd)
-        .into_iter()
-        .next()
-        .ok_or_else(|| DumpError::Unsupported(format!("{what}: no process holding this file was found (kcmp)")))
+    owners(fd).into_iter().next().ok_or_else(|| DumpError::Unsupported(format!("{what}: no process holding this file was found (kcmp)")))
 }
 
 /// DUMP_EXT_FILE. `Ok(false)`: not ours. `Ok(true)`: saved. `Err`: ours but it cannot be saved.
@@ -217,9 +218,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         return Err(unsupported(format!("device {ibdev} is not an rxe device ({} does not list it)", rxe::CTL_DEV)));
     }
 
-    let handles = |obj: u16, name: &str| {
-        uverbs::info_handles(fd, obj).map_err(sys(format!("{who}: list the {name} handles (UVERBS_METHOD_INFO_HANDLES)")))
-    };
+    let handles = |obj: u16, name: &str| uverbs::info_handles(fd, obj).map_err(sys(format!("{who}: list the {name} handles (UVERBS_METHOD_INFO_HANDLES)")));
     // PD first: every verbs device has PDs, so an error here is a real one (a type the device
     // does not implement at all answers EINVAL/EOPNOTSUPP, and then it holds none of them).
     let pds: Vec<Handle> = handles(uverbs::OBJ_PD, "PD")?.into_iter().map(|handle| Handle { handle }).collect();
@@ -393,14 +392,19 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         Some(ns) => {
             let mut v = vec![];
             for (h, n) in qp_handles.iter().zip(ns) {
-                v.push(*all_qp_recs.iter().find(|r| r.num("qpn") == Some(*n as u64)).ok_or_else(|| {
-                    unsupported(format!("QP handle {h} has QPN {n}, which {} does not list for the process on {ibdev}", rxe::CTL_DEV))
-                })?);
+                v.push(
+                    *all_qp_recs
+                        .iter()
+                        .find(|r| r.num("qpn") == Some(*n as u64))
+                        .ok_or_else(|| unsupported(format!("QP handle {h} has QPN {n}, which {} does not list for the process on {ibdev}", rxe::CTL_DEV)))?,
+                );
             }
             (v, "ib_uverbs fdinfo")
         }
         None if !others.is_empty() => {
-            return Err(unsupported(format!("the process has more uverbs files (fds {others:?}), and this ib_uverbs does not show the QPNs of its QPs (softroce patch 0014)")))
+            return Err(unsupported(format!(
+                "the process has more uverbs files (fds {others:?}), and this ib_uverbs does not show the QPNs of its QPs (softroce patch 0014)"
+            )))
         }
         None => (all_qp_recs.clone(), if qp_handles.len() == 1 { "only QP of the process" } else { "creation order" }),
     };
@@ -448,10 +452,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             match rec.get(k) {
                 Some("-") => Ok(None),
                 Some(_) => Ok(rec.num(k).map(|o| o / PAGE)),
-                None => Err(unsupported(format!(
-                    "{} does not give the ring offsets of QP {qpn} ({k}): this rdma_rxe lacks rdmig patch 0007",
-                    rxe::CTL_DEV
-                ))),
+                None => Err(unsupported(format!("{} does not give the ring offsets of QP {qpn} ({k}): this rdma_rxe lacks rdmig patch 0007", rxe::CTL_DEV))),
             }
         };
         let (sq, mut rq, scq, rcq, srq_ring) = (off("sq_off")?, off("rq_off")?, off("scq_off")?, off("rcq_off")?, off("srq_off")?);
@@ -470,7 +471,10 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
                     )))
                 }
             };
-            let s = srqs.iter_mut().find(|s| s.handle == sh).ok_or_else(|| unsupported(format!("QP {qpn} uses SRQ handle {sh}, which the process does not hold")))?;
+            let s = srqs
+                .iter_mut()
+                .find(|s| s.handle == sh)
+                .ok_or_else(|| unsupported(format!("QP {qpn} uses SRQ handle {sh}, which the process does not hold")))?;
             if s.pgoff.is_some_and(|o| o != ring) {
                 return Err(unsupported(format!("SRQ handle {sh}: its QPs name different rings")));
             }
@@ -483,9 +487,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         };
         for r in [sq, rq, scq, rcq] {
             if !vmas.iter().any(|v| v.2 == r) {
-                return Err(unsupported(format!(
-                    "QP {qpn}: no mapping of {path} at page offset {r:#x} in the process (a ring was unmapped or moved)"
-                )));
+                return Err(unsupported(format!("QP {qpn}: no mapping of {path} at page offset {r:#x} in the process (a ring was unmapped or moved)")));
             }
         }
         qp_pds.push(pd_of(uverbs::OBJ_QP, *h, &format!("QP handle {h} (QPN {qpn})"))?);
@@ -523,10 +525,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     }
 
     if let Some(s) = srqs.iter().find(|s| s.pgoff.is_none()) {
-        return Err(unsupported(format!(
-            "SRQ handle {} is used by no QP: its ring cannot be told apart from the CQs' rings",
-            s.handle
-        )));
+        return Err(unsupported(format!("SRQ handle {} is used by no QP: its ring cannot be told apart from the CQs' rings", s.handle)));
     }
     // Every connected QP is stopped, then each is dumped: QPs share CQs (and SRQs), and a QP's
     // image carries those rings, which other QPs still running would keep filling.
@@ -571,9 +570,8 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     for (start, end, pgoff, prot) in &vmas {
         let len = end.saturating_sub(*start);
         let mut buf = vec![0u8; len as usize];
-        mem.read_exact_at(&mut buf, *start).map_err(|e| {
-            DumpError::Unsupported(format!("{who}: cannot read the queue mapping {start:#x}-{end:#x} from /proc/{pid}/mem: {e}"))
-        })?;
+        mem.read_exact_at(&mut buf, *start)
+            .map_err(|e| DumpError::Unsupported(format!("{who}: cannot read the queue mapping {start:#x}-{end:#x} from /proc/{pid}/mem: {e}")))?;
         queues.push(QueueVma { start: *start, end: *end, pgoff: *pgoff, prot: prot.clone(), blob_offset: blob.len() as u64, len });
         blob.extend_from_slice(&buf);
     }
@@ -622,11 +620,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     check_events(&cqs, &qps, &srqs, &channels, &async_pending).map_err(unsupported)?;
     // The rings the driver's QP images do not carry are copied back as they are; that is exact
     // only while the driver's private index of the ring is still 0.
-    let covered: Vec<u64> = ring_of_qp
-        .iter()
-        .filter(|r| qps[r.0].mig_image.is_some())
-        .flat_map(|r| [r.1, r.2, r.3, r.4])
-        .collect();
+    let covered: Vec<u64> = ring_of_qp.iter().filter(|r| qps[r.0].mig_image.is_some()).flat_map(|r| [r.1, r.2, r.3, r.4]).collect();
     for (i, sq, rq, scq, rcq) in &ring_of_qp {
         let q = &mut qps[*i];
         let pd = qp_pds[*i];
@@ -664,10 +658,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     for c in &cqs {
         let o = c.pgoff.unwrap_or(0);
         if !covered.contains(&o) && ring_u32(o, RING_PRODUCER) != Some(0) {
-            return Err(unsupported(format!(
-                "CQ handle {} holds completions but belongs to no connected QP; its ring cannot be restored",
-                c.handle
-            )));
+            return Err(unsupported(format!("CQ handle {} holds completions but belongs to no connected QP; its ring cannot be restored", c.handle)));
         }
         // Whether the CQ is armed (ibv_req_notify_cq) is the driver's; it is saved with the
         // image of a connected QP only.
@@ -738,7 +729,9 @@ fn event_files(pid: i32, file: Option<&str>, who: &str) -> Result<(Vec<Channel>,
                 }
             }
             EventInfo::Async { pending } => {
-                async_pending.get_or_insert(pending.into_iter().map(|e| AsyncEvent { event_type: e.event_type, element: e.element, object: e.object, handle: e.handle }).collect());
+                async_pending.get_or_insert(
+                    pending.into_iter().map(|e| AsyncEvent { event_type: e.event_type, element: e.element, object: e.object, handle: e.handle }).collect(),
+                );
             }
             EventInfo::Unknown => {
                 return Err(DumpError::Unsupported(format!("{who}: event fd {n} shows no rdmig lines in its fdinfo, unlike its uverbs file")))

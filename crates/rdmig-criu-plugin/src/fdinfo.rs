@@ -255,13 +255,7 @@ mod tests {
         assert_eq!(i.abi, 1);
         assert_eq!(
             i.cq(2),
-            Some(&CqInfo {
-                handle: 2,
-                user_handle: 0x55d0_c0de_1200,
-                channel: Some("00000000a1b2c3d4".into()),
-                comp_events_reported: 41,
-                events_reported: 0
-            })
+            Some(&CqInfo { handle: 2, user_handle: 0x55d0_c0de_1200, channel: Some("00000000a1b2c3d4".into()), comp_events_reported: 41, events_reported: 0 })
         );
         assert_eq!(i.cq(1).unwrap().channel, None);
         assert_eq!(i.cq(1).unwrap().events_reported, 3);
@@ -273,10 +267,7 @@ mod tests {
         let q = i.obj("qp", 3).unwrap();
         assert_eq!((q.pd, q.send_cq, q.srq), (None, None, None));
         let q = i.obj_of_type(crate::uverbs::OBJ_QP, 8).unwrap();
-        assert_eq!(
-            (q.pd, q.send_cq, q.recv_cq, q.srq),
-            (Some(Link::Handle(6)), Some(Link::Handle(2)), Some(Link::Handle(1)), Some(Link::None))
-        );
+        assert_eq!((q.pd, q.send_cq, q.recv_cq, q.srq), (Some(Link::Handle(6)), Some(Link::Handle(2)), Some(Link::Handle(1)), Some(Link::None)));
         assert_eq!(i.obj_of_type(crate::uverbs::OBJ_MR, 7).unwrap().pd, Some(Link::Handle(6)));
         assert_eq!((q.qpn, i.obj("qp", 3).unwrap().qpn), (Some(17), None));
         assert_eq!(i.file.as_deref(), Some("00000000feedf00d"));
@@ -292,9 +283,7 @@ mod tests {
     fn stock_module_and_bad_lines() {
         assert_eq!(parse_uverbs("pos:\t0\nflags:\t02\nmnt_id:\t15\n").unwrap(), None);
         assert!(parse_uverbs("rdmig_uverbs:\t2\n").unwrap_err().contains("version 2"));
-        assert!(parse_uverbs("rdmig_uverbs:\t1\ncq:\thandle=2 user_handle=0x1 comp_events_reported=1 events_reported=0\n")
-            .unwrap_err()
-            .contains("no channel"));
+        assert!(parse_uverbs("rdmig_uverbs:\t1\ncq:\thandle=2 user_handle=0x1 comp_events_reported=1 events_reported=0\n").unwrap_err().contains("no channel"));
         assert!(parse_uverbs("rdmig_uverbs:\t1\nqp:\thandle=x user_handle=0x1 events_reported=0\n").unwrap_err().contains("bad handle"));
         assert!(parse_uverbs("cq:\thandle=1\n").is_err(), "a cq line without the header");
         assert!(parse_uverbs("rdmig_uverbs:\t1\nqp:\thandle=4294967296 user_handle=0 events_reported=0\n").is_err(), "handle beyond u32");

@@ -157,9 +157,7 @@ unsafe extern "C" fn plugin_exit(stage: c_int, ret: c_int) {
 /// Whether this criu run leaves the process running after the dump (`--leave-running`/`-R` on
 /// its command line; CRIU does not tell plugins otherwise).
 fn leave_running() -> bool {
-    std::fs::read("/proc/self/cmdline")
-        .map(|c| c.split(|b| *b == 0).any(|a| a == b"--leave-running" || a == b"-R"))
-        .unwrap_or(false)
+    std::fs::read("/proc/self/cmdline").map(|c| c.split(|b| *b == 0).any(|a| a == b"--leave-running" || a == b"-R")).unwrap_or(false)
 }
 
 /// Lets QPs stopped by a dump run again; their peers are told (RESUME) and continue.

@@ -31,10 +31,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::cmd;
-use rdmig_rxe::{self as rxe, Ctl};
 use crate::image::{self, Context, FileKind, Loaded, Qp};
 use crate::log::{debug, info};
 use crate::uverbs;
+use rdmig_rxe::{self as rxe, Ctl};
 
 const PAGE: u64 = 4096;
 
@@ -105,9 +105,11 @@ pub fn restore_file(id: u32) -> Result<Option<RawFd>, RestoreError> {
                 ))
             })?;
             let (_, _, channels) = ensure_built(ctx, &dir)?;
-            let fd = channels.iter().find(|c| &c.0 == token).map(|c| c.1).ok_or_else(|| {
-                RestoreError::Refused(format!("{name}: completion channel {token} is not among the channels of its verbs context"))
-            })?;
+            let fd = channels
+                .iter()
+                .find(|c| &c.0 == token)
+                .map(|c| c.1)
+                .ok_or_else(|| RestoreError::Refused(format!("{name}: completion channel {token} is not among the channels of its verbs context")))?;
             Ok(Some(fd))
         }
     }
@@ -322,10 +324,8 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     check_restorable(c).map_err(|e| RestoreError::Refused(format!("{who}: {e}")))?;
     // The async event file of this context, to put its new fd at the old number.
     let ev_images = image::read_dir(dir)?;
-    let async_target = ev_images
-        .iter()
-        .find(|e| matches!(&e.image.kind, FileKind::EventFile(ev) if ev.role == "async") && belongs_to(e, &l))
-        .map(|e| e.image.fd);
+    let async_target =
+        ev_images.iter().find(|e| matches!(&e.image.kind, FileKind::EventFile(ev) if ev.role == "async") && belongs_to(e, &l)).map(|e| e.image.fd);
 
     let cpath = CString::new(c.path.clone()).map_err(|_| RestoreError::Refused(format!("{who}: bad device path")))?;
     // SAFETY: open with a NUL-terminated path; the result is owned right below.
@@ -369,10 +369,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     let mut map_ring = |what: &str, old: u64, mi: &cmd::MmInfo| -> Result<(), RestoreError> {
         let (len, start) = vma_len(old).ok_or_else(|| RestoreError::Refused(format!("{who}: {what}: no saved mapping at page offset {old:#x}")))?;
         if (mi.size as u64) < len {
-            return Err(RestoreError::Refused(format!(
-                "{who}: {what}: the new ring has {} bytes, the old mapping {len}: sizes differ",
-                mi.size
-            )));
+            return Err(RestoreError::Refused(format!("{who}: {what}: the new ring has {} bytes, the old mapping {len}: sizes differ", mi.size)));
         }
         pgoffs.insert(old, (mi.offset / PAGE, start));
         Ok(())
@@ -416,8 +413,11 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
             }
             Obj::Mw(w) => {
                 let rkey = w.rkey.expect("checked");
-                ctl.expect(rxe::Obj::Mw, 0, rkey >> 8, Some((rkey & 0xff) as u8), &c.ibdev, false)
-                    .map_err(sys(format!("{who}: EXPECT MW index {} key {:#x}", rkey >> 8, rkey & 0xff)))?;
+                ctl.expect(rxe::Obj::Mw, 0, rkey >> 8, Some((rkey & 0xff) as u8), &c.ibdev, false).map_err(sys(format!(
+                    "{who}: EXPECT MW index {} key {:#x}",
+                    rkey >> 8,
+                    rkey & 0xff
+                )))?;
                 let r = cmd::alloc_mw(fd, w.pd.expect("checked"), w.mw_type as u8).map_err(sys(format!("{who}: ALLOC_MW rkey {rkey:#x}")))?;
                 if r.rkey != rkey {
                     return Err(RestoreError::Refused(format!("{who}: MW got rkey {:#x} instead of {rkey:#x}", r.rkey)));
@@ -519,7 +519,11 @@ fn restore_events(fd: RawFd, c: &Context) -> Result<usize, RestoreError> {
     let mut calls: Vec<(String, cmd::EvCtl)> = vec![];
     let ev = |op, object: u16, handle| cmd::EvCtl { op, object: object as u32, handle, ..Default::default() };
     for cq in c.cqs.iter().filter(|cq| cq.comp_events_reported != 0 || cq.events_reported != 0) {
-        let e = cmd::EvCtl { events_reported: cq.events_reported, comp_events_reported: cq.comp_events_reported, ..ev(cmd::EV_SET_COUNTERS, uverbs::OBJ_CQ, cq.handle) };
+        let e = cmd::EvCtl {
+            events_reported: cq.events_reported,
+            comp_events_reported: cq.comp_events_reported,
+            ..ev(cmd::EV_SET_COUNTERS, uverbs::OBJ_CQ, cq.handle)
+        };
         calls.push((format!("set the event counters of CQ handle {} ({} completion, {} async)", cq.handle, cq.comp_events_reported, cq.events_reported), e));
     }
     for q in c.srqs.iter().filter(|q| q.events_reported != 0) {
@@ -560,26 +564,24 @@ fn prefix(who: &str, e: RestoreError) -> RestoreError {
 /// process's pages in RESUME_DEVICES_LATE).
 fn reg_mr(fd: RawFd, ctl: &Ctl, ibdev: &str, pd: Option<u32>, m: &image::Mr) -> Result<u32, RestoreError> {
     let pd = pd.ok_or_else(|| RestoreError::Refused("an MR without a PD".into()))?;
-    ctl.expect(rxe::Obj::Mr, 0, m.lkey >> 8, Some((m.lkey & 0xff) as u8), ibdev, false)
-        .map_err(sys(format!("EXPECT MR index {} key {:#x}", m.lkey >> 8, m.lkey & 0xff)))?;
+    ctl.expect(rxe::Obj::Mr, 0, m.lkey >> 8, Some((m.lkey & 0xff) as u8), ibdev, false).map_err(sys(format!(
+        "EXPECT MR index {} key {:#x}",
+        m.lkey >> 8,
+        m.lkey & 0xff
+    )))?;
     let in_page = m.iova % PAGE;
     let len = (in_page + m.length).div_ceil(PAGE) * PAGE;
     // SAFETY: a fresh private anonymous mapping; nothing else refers to it. It is left mapped:
     // CRIU's restorer unmaps everything that is not part of the process, and the MR's pin
     // keeps the pages until the re-pin releases them.
-    let base = unsafe {
-        libc::mmap(std::ptr::null_mut(), len as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
-    };
+    let base = unsafe { libc::mmap(std::ptr::null_mut(), len as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
     if base == libc::MAP_FAILED {
         return Err(sys(format!("placeholder pages for MR lkey {:#x} ({len} bytes)", m.lkey))(std::io::Error::last_os_error()));
     }
     let r = cmd::reg_mr(fd, pd, base as u64 + in_page, m.length, m.iova, m.access.unwrap_or(0))
         .map_err(sys(format!("REG_MR lkey {:#x} ({} bytes at iova {:#x})", m.lkey, m.length, m.iova)))?;
     if r.lkey != m.lkey || r.rkey != m.rkey {
-        return Err(RestoreError::Refused(format!(
-            "MR got lkey {:#x}/rkey {:#x} instead of {:#x}/{:#x}",
-            r.lkey, r.rkey, m.lkey, m.rkey
-        )));
+        return Err(RestoreError::Refused(format!("MR got lkey {:#x}/rkey {:#x} instead of {:#x}/{:#x}", r.lkey, r.rkey, m.lkey, m.rkey)));
     }
     Ok(r.mr_handle)
 }
@@ -696,25 +698,21 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
     }
     if a.state >= 2 {
         let sgid = gid_index(ibdev, port, q.sgid.as_deref().unwrap_or(""), q.sgid_type.as_deref().unwrap_or(""))?;
-        modify(
-            2,
-            cmd::QP_AV | cmd::QP_PATH_MTU | cmd::QP_DEST_QPN | cmd::QP_RQ_PSN | cmd::QP_MAX_DEST_RD_ATOMIC | cmd::QP_MIN_RNR_TIMER,
-            &|m| {
-                m.dest.dgid = a.dgid;
-                m.dest.flow_label = a.flow_label;
-                m.dest.sgid_index = sgid;
-                m.dest.hop_limit = a.hop_limit;
-                m.dest.traffic_class = a.traffic_class;
-                m.dest.sl = a.sl;
-                m.dest.is_global = 1;
-                m.dest.port_num = port;
-                m.path_mtu = a.path_mtu;
-                m.dest_qp_num = a.dest_qp_num;
-                m.rq_psn = a.rq_psn;
-                m.max_dest_rd_atomic = a.max_dest_rd_atomic;
-                m.min_rnr_timer = a.min_rnr_timer;
-            },
-        )?;
+        modify(2, cmd::QP_AV | cmd::QP_PATH_MTU | cmd::QP_DEST_QPN | cmd::QP_RQ_PSN | cmd::QP_MAX_DEST_RD_ATOMIC | cmd::QP_MIN_RNR_TIMER, &|m| {
+            m.dest.dgid = a.dgid;
+            m.dest.flow_label = a.flow_label;
+            m.dest.sgid_index = sgid;
+            m.dest.hop_limit = a.hop_limit;
+            m.dest.traffic_class = a.traffic_class;
+            m.dest.sl = a.sl;
+            m.dest.is_global = 1;
+            m.dest.port_num = port;
+            m.path_mtu = a.path_mtu;
+            m.dest_qp_num = a.dest_qp_num;
+            m.rq_psn = a.rq_psn;
+            m.max_dest_rd_atomic = a.max_dest_rd_atomic;
+            m.min_rnr_timer = a.min_rnr_timer;
+        })?;
     }
     if a.state >= 3 {
         modify(3, cmd::QP_TIMEOUT | cmd::QP_RETRY_CNT | cmd::QP_RNR_RETRY | cmd::QP_SQ_PSN | cmd::QP_MAX_QP_RD_ATOMIC, &|m| {
@@ -793,11 +791,7 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
         for q in c.qps.iter().filter(|q| q.mig_image.is_some()) {
             ctl.qp_resume(&c.ibdev, q.qpn, 0).map_err(sys(format!("{who}: resume QP {} (RXE_CTL_IOC_QP_RESUME)", q.qpn)))?;
         }
-        info!(
-            "{who}: {} MR(s) pinned on the restored pages, {} QP(s) resumed",
-            c.mrs.len(),
-            c.qps.iter().filter(|q| q.mig_image.is_some()).count()
-        );
+        info!("{who}: {} MR(s) pinned on the restored pages, {} QP(s) resumed", c.mrs.len(), c.qps.iter().filter(|q| q.mig_image.is_some()).count());
         n += 1;
     }
     Ok(n)
@@ -818,7 +812,12 @@ mod tests {
             pds: vec![Handle { handle: 0 }],
             cqs: vec![Cq { handle: 2, pgoff: Some(0x10), cqe: Some(255), ..Default::default() }],
             srqs: vec![],
-            qps: vec![Qp { handle: 3, qpn: 17, links: Some(QpLinks { pd: 0, send_cq: 2, recv_cq: 2, sq_pgoff: 0x20, rq_pgoff: 0x30, srq: None }), ..Default::default() }],
+            qps: vec![Qp {
+                handle: 3,
+                qpn: 17,
+                links: Some(QpLinks { pd: 0, send_cq: 2, recv_cq: 2, sq_pgoff: 0x20, rq_pgoff: 0x30, srq: None }),
+                ..Default::default()
+            }],
             mrs: vec![Mr { handle: 1, lkey: 0x105, rkey: 0x105, iova: 0x7000, length: 4096, access: Some(7), pd: Some(0) }],
             mws: vec![],
             ahs: vec![],
@@ -962,10 +961,7 @@ mod tests {
         // A hole at 1 (a destroyed object) gets a filler, freed at the end.
         assert_eq!(run_plan(&[(0, 0), (2, 1)]), vec![Step::Create(0), Step::Filler(1), Step::Create(2), Step::FreeFiller(1)]);
         // An MR (1) with a lower handle than its PD (2): the PD is made first over a filler at 1.
-        assert_eq!(
-            run_plan(&[(0, 0), (1, 1), (2, 0)]),
-            vec![Step::Create(0), Step::Filler(1), Step::Create(2), Step::FreeFiller(1), Step::Create(1)]
-        );
+        assert_eq!(run_plan(&[(0, 0), (1, 1), (2, 0)]), vec![Step::Create(0), Step::Filler(1), Step::Create(2), Step::FreeFiller(1), Step::Create(1)]);
         // Several PDs, CQs, MRs, QPs and holes, interleaved.
         run_plan(&[(0, 0), (1, 0), (2, 0), (3, 2), (4, 1), (5, 1), (7, 0), (8, 1), (9, 1), (12, 2), (13, 0)]);
         run_plan(&[(3, 2), (1, 1), (6, 0)]);

@@ -64,16 +64,8 @@ struct Call<const N: usize> {
 }
 
 fn invoke<const N: usize>(fd: RawFd, object_id: u16, method_id: u16, attrs: [Attr; N]) -> io::Result<()> {
-    let mut call = Call::<N> {
-        length: (24 + 16 * N) as u16,
-        object_id,
-        method_id,
-        num_attrs: N as u16,
-        reserved1: 0,
-        driver_id: RDMA_DRIVER_RXE,
-        reserved2: 0,
-        attrs,
-    };
+    let mut call =
+        Call::<N> { length: (24 + 16 * N) as u16, object_id, method_id, num_attrs: N as u16, reserved1: 0, driver_id: RDMA_DRIVER_RXE, reserved2: 0, attrs };
     // SAFETY: `call` is a correctly laid out ib_uverbs_ioctl_hdr with N attributes; every pointer
     // attribute the callers put in points to a live buffer of the stated length for this call.
     let r = unsafe { libc::ioctl(fd, RDMA_VERBS_IOCTL as _, &mut call as *mut Call<N>) };
@@ -86,12 +78,7 @@ fn invoke<const N: usize>(fd: RawFd, object_id: u16, method_id: u16, attrs: [Att
 /// A legacy write command `code` through UVERBS_METHOD_INVOKE_WRITE: `cmd` in (attribute
 /// CORE_IN 0), `resp` out (CORE_OUT 1), the command number as WRITE_CMD 2.
 fn invoke_write<C, R>(fd: RawFd, code: u64, cmd: &mut C, resp: &mut R) -> io::Result<()> {
-    invoke(
-        fd,
-        OBJ_DEVICE,
-        METHOD_INVOKE_WRITE,
-        [ptr(0, cmd, std::mem::size_of::<C>()), ptr(1, resp, std::mem::size_of::<R>()), const_in(2, code)],
-    )
+    invoke(fd, OBJ_DEVICE, METHOD_INVOKE_WRITE, [ptr(0, cmd, std::mem::size_of::<C>()), ptr(1, resp, std::mem::size_of::<R>()), const_in(2, code)])
 }
 
 fn const_in(id: u16, v: u64) -> Attr {
@@ -113,12 +100,7 @@ pub fn info_handles(fd: RawFd, obj: u16) -> io::Result<Vec<u32>> {
         let mut list = vec![0u32; cap];
         let mut total: u32 = 0;
         // attrs: INFO_OBJECT_ID 0 (const), INFO_TOTAL_HANDLES 1 (out u32), INFO_HANDLES_LIST 2 (out)
-        invoke(
-            fd,
-            OBJ_DEVICE,
-            METHOD_INFO_HANDLES,
-            [const_in(0, obj as u64), ptr(1, &mut total, 4), ptr(2, list.as_mut_ptr(), cap * 4)],
-        )?;
+        invoke(fd, OBJ_DEVICE, METHOD_INFO_HANDLES, [const_in(0, obj as u64), ptr(1, &mut total, 4), ptr(2, list.as_mut_ptr(), cap * 4)])?;
         let n = total as usize;
         if n < cap || cap >= 16384 {
             list.truncate(n.min(cap));
@@ -133,12 +115,7 @@ pub fn info_handles(fd: RawFd, obj: u16) -> io::Result<Vec<u32>> {
 pub fn query_mr(fd: RawFd, handle: u32) -> io::Result<(u32, u32, u64, u64)> {
     let (mut lkey, mut rkey, mut length, mut iova) = (0u32, 0u32, 0u64, 0u64);
     // attrs: HANDLE 0, LKEY 1, RKEY 2, LENGTH 3, IOVA 4
-    invoke(
-        fd,
-        OBJ_MR,
-        METHOD_QUERY_MR,
-        [idr(0, handle), ptr(1, &mut lkey, 4), ptr(2, &mut rkey, 4), ptr(3, &mut length, 8), ptr(4, &mut iova, 8)],
-    )?;
+    invoke(fd, OBJ_MR, METHOD_QUERY_MR, [idr(0, handle), ptr(1, &mut lkey, 4), ptr(2, &mut rkey, 4), ptr(3, &mut length, 8), ptr(4, &mut iova, 8)])?;
     Ok((lkey, rkey, length, iova))
 }
 

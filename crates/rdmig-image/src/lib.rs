@@ -447,8 +447,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
         bytes
     };
     let jlen = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-    let jend = 24u64.checked_add(jlen).filter(|&e| e <= bytes.len() as u64).ok_or(ImageError::Truncated { path: p(), what: "JSON header" })?
-        as usize;
+    let jend = 24u64.checked_add(jlen).filter(|&e| e <= bytes.len() as u64).ok_or(ImageError::Truncated { path: p(), what: "JSON header" })? as usize;
     let image: FileImage = serde_json::from_slice(&bytes[24..jend]).map_err(|e| ImageError::Json { path: p(), source: e })?;
     let blob = bytes[jend..].to_vec();
     if let FileKind::Context(c) = &image.kind {
@@ -470,16 +469,12 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
 
 pub fn read_file(path: &Path) -> Result<Loaded, ImageError> {
     let mut bytes = vec![];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| ImageError::Io { path: path.to_path_buf(), source: e })?;
+    std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| ImageError::Io { path: path.to_path_buf(), source: e })?;
     decode(path, &bytes)
 }
 
 pub fn write_file(path: &Path, img: &FileImage, blob: &[u8]) -> Result<(), ImageError> {
-    std::fs::File::create(path)
-        .and_then(|mut f| f.write_all(&encode(img, blob)))
-        .map_err(|e| ImageError::Io { path: path.to_path_buf(), source: e })
+    std::fs::File::create(path).and_then(|mut f| f.write_all(&encode(img, blob))).map_err(|e| ImageError::Io { path: path.to_path_buf(), source: e })
 }
 
 /// Every image file of ours in a CRIU image directory, sorted by file id.
@@ -513,7 +508,15 @@ mod tests {
                 ibdev: "rxe0".into(),
                 flags: 2,
                 pds: vec![Handle { handle: 0 }],
-                cqs: vec![Cq { handle: 2, pgoff: Some(1), cqe: Some(15), user_handle: 0x55d0, channel: Some("ab".into()), comp_events_reported: 3, events_reported: 0 }],
+                cqs: vec![Cq {
+                    handle: 2,
+                    pgoff: Some(1),
+                    cqe: Some(15),
+                    user_handle: 0x55d0,
+                    channel: Some("ab".into()),
+                    comp_events_reported: 3,
+                    events_reported: 0,
+                }],
                 srqs: vec![],
                 qps: vec![],
                 mrs: vec![Mr { handle: 1, lkey: 0x1234, rkey: 0x1234, iova: 0x7000, length: 4096, access: Some(7), pd: Some(0) }],

@@ -106,17 +106,16 @@ pub fn show(dir: &Path) -> Result<String> {
                 for a in &c.ahs {
                     let n = a.ah_num.map(|k| k.to_string()).unwrap_or_else(|| "?".into());
                     let pd = a.pd.map(|p| format!(" pd {p}")).unwrap_or_default();
-                    let av = a
-                        .av
-                        .as_ref()
-                        .map(|v| {
-                            let dgid = v.dgid.chunks(2).map(|w| format!("{:02x}{:02x}", w[0], w[1])).collect::<Vec<_>>().join(":");
-                            format!(
-                                " port {} sgid {} ({}) dgid {dgid} hop_limit {} tclass {} flow_label {:#x}",
-                                v.port, v.sgid, v.sgid_type, v.hop_limit, v.traffic_class, v.flow_label
-                            )
-                        })
-                        .unwrap_or_default();
+                    let av =
+                        a.av.as_ref()
+                            .map(|v| {
+                                let dgid = v.dgid.chunks(2).map(|w| format!("{:02x}{:02x}", w[0], w[1])).collect::<Vec<_>>().join(":");
+                                format!(
+                                    " port {} sgid {} ({}) dgid {dgid} hop_limit {} tclass {} flow_label {:#x}",
+                                    v.port, v.sgid, v.sgid_type, v.hop_limit, v.traffic_class, v.flow_label
+                                )
+                            })
+                            .unwrap_or_default();
                     let _ = writeln!(out, "  ah   handle {}{pd} ah_num {n}{av} user_handle {:#x}", a.handle, a.user_handle);
                 }
                 let _ = writeln!(out, "  completion channels {}, async event files {}", c.comp_channels, c.async_event_files);
@@ -139,16 +138,8 @@ pub fn show(dir: &Path) -> Result<String> {
                 }
                 for q in &c.queues {
                     let data = &l.blob[q.blob_offset as usize..(q.blob_offset + q.len) as usize];
-                    let _ = writeln!(
-                        out,
-                        "  vma  {:#x}-{:#x} {} pgoff {:#x}: {} bytes saved ({}...)",
-                        q.start,
-                        q.end,
-                        q.prot,
-                        q.pgoff,
-                        q.len,
-                        hex_preview(data)
-                    );
+                    let _ =
+                        writeln!(out, "  vma  {:#x}-{:#x} {} pgoff {:#x}: {} bytes saved ({}...)", q.start, q.end, q.prot, q.pgoff, q.len, hex_preview(data));
                 }
             }
             FileKind::EventFile(e) => {
@@ -189,7 +180,7 @@ pub fn show_json(dir: &Path) -> Result<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{FileImage, Ah, AhAv, Context, Cq, EventFile, Handle, Mr, Mw, MwBinding, Qp, QpAttr, QpLinks, QueueVma, Srq};
+    use crate::{Ah, AhAv, Context, Cq, EventFile, FileImage, Handle, Mr, Mw, MwBinding, Qp, QpAttr, QpLinks, QueueVma, Srq};
 
     #[test]
     fn shows_what_the_plugin_wrote() {
@@ -230,7 +221,15 @@ mod tests {
                     ah_num: Some(3),
                     pd: Some(0),
                     user_handle: 0x55d0,
-                    av: Some(AhAv { port: 1, sgid: "gid1".into(), sgid_type: "RoCE v2".into(), dgid: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], flow_label: 0, hop_limit: 64, traffic_class: 0 }),
+                    av: Some(AhAv {
+                        port: 1,
+                        sgid: "gid1".into(),
+                        sgid_type: "RoCE v2".into(),
+                        dgid: [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                        flow_label: 0,
+                        hop_limit: 64,
+                        traffic_class: 0,
+                    }),
                 }],
                 comp_channels: 0,
                 events_saved: false,
@@ -246,7 +245,14 @@ mod tests {
             id: 10,
             pid: 100,
             fd: 4,
-            kind: FileKind::EventFile(EventFile { context_id: Some(9), role: "async".into(), role_source: "x".into(), flags: 2, channel: None, file_token: None }),
+            kind: FileKind::EventFile(EventFile {
+                context_id: Some(9),
+                role: "async".into(),
+                role_source: "x".into(),
+                flags: 2,
+                channel: None,
+                file_token: None,
+            }),
         };
         crate::write_file(&d.path().join(crate::file_name(10)), &ev, &[]).unwrap();
         let s = show(d.path()).unwrap();

@@ -34,7 +34,6 @@ pub struct RingInfo {
     pub slot_size: u32,
 }
 
-
 /// Largest image file the agent accepts (a migrated process' memory is larger in total, but
 /// CRIU splits it into several page files only per process; keep a generous bound).
 pub const MAX_FILE: u64 = 64 << 30;
@@ -432,7 +431,11 @@ mod tests {
             assert!(bad.validate().is_err(), "{bad:?}");
         }
         let id = MigrationId::new("m-1").unwrap();
-        let restore = |m: MovedAddr| Request::Restore { id: id.clone(), dir: RelPath::new("final").unwrap(), opts: RestoreOpts { verbs: true, tcp_established: true, move_addr: Some(m) } };
+        let restore = |m: MovedAddr| Request::Restore {
+            id: id.clone(),
+            dir: RelPath::new("final").unwrap(),
+            opts: RestoreOpts { verbs: true, tcp_established: true, move_addr: Some(m) },
+        };
         assert!(restore(ok.clone()).validate().is_ok());
         assert!(restore(MovedAddr { dev: "../x".into(), ..ok }).validate().is_err());
         let check = |dev: &str, n: usize| Request::CheckNumbers { ibdev: dev.into(), qpns: vec![17; n], mrs: vec![] };

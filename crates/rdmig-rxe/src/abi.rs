@@ -387,13 +387,13 @@ mod tests {
     #[test]
     fn ioctl_numbers_are_the_kernels() {
         // As the 6.1 kernel computes _IOWR/_IOW/_IOR(0xB8, nr, struct) on x86_64.
-        assert_eq!(IOC_VERSION as u64, 0x8010b800);
-        assert_eq!(IOC_EXPECT as u64, 0xc058b802);
-        assert_eq!(IOC_DROP as u64, 0x4008b803);
-        assert_eq!(IOC_DIRTY as u64, 0xc088b804);
-        assert_eq!(IOC_QP_STOP as u64, 0xc078b805);
-        assert_eq!(IOC_QP_RESUME as u64, 0xc078b808);
-        assert_eq!(IOC_MR_REPIN as u64, 0xc060b80a);
-        assert_eq!(IOC_MW_BIND as u64, 0x4068b80b);
+        assert_eq!(IOC_VERSION, 0x8010b800);
+        assert_eq!(IOC_EXPECT, 0xc058b802);
+        assert_eq!(IOC_DROP, 0x4008b803);
+        assert_eq!(IOC_DIRTY, 0xc088b804);
+        assert_eq!(IOC_QP_STOP, 0xc078b805);
+        assert_eq!(IOC_QP_RESUME, 0xc078b808);
+        assert_eq!(IOC_MR_REPIN, 0xc060b80a);
+        assert_eq!(IOC_MW_BIND, 0x4068b80b);
     }
 }

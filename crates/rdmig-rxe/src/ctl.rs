@@ -305,14 +305,7 @@ impl Ctl {
         }
     }
 
-    fn qp_simple(
-        &self,
-        what: &str,
-        f: unsafe fn(i32, *mut abi::Qp) -> nix::Result<i32>,
-        dev: &str,
-        qpn: u32,
-        flags: u32,
-    ) -> Result<QpMigState, CtlError> {
+    fn qp_simple(&self, what: &str, f: unsafe fn(i32, *mut abi::Qp) -> nix::Result<i32>, dev: &str, qpn: u32, flags: u32) -> Result<QpMigState, CtlError> {
         let (q, r) = self.qp_ioctl(f, dev, qpn, flags, 0, 0)?;
         r.map_err(Self::err(format!("{what} of QP {qpn} on {dev}")))?;
         Ok(Self::qp_state(&q))

@@ -46,9 +46,7 @@ pub fn gid_table(dev: &str, port: u32) -> Result<Vec<GidEntry>, RxeError> {
         if gid.chars().all(|c| c == '0' || c == ':') {
             continue;
         }
-        let kind = fs::read_to_string(dir.join(format!("gid_attrs/types/{index}")))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_default();
+        let kind = fs::read_to_string(dir.join(format!("gid_attrs/types/{index}"))).map(|s| s.trim().to_string()).unwrap_or_default();
         out.push(GidEntry { index, gid, kind });
     }
     out.sort_by_key(|g| g.index);
@@ -78,10 +76,7 @@ mod tests {
 
     #[test]
     fn mapped_gid_spelling() {
-        assert_eq!(
-            ipv4_mapped_gid(Ipv4Addr::new(10, 0, 1, 11)),
-            "0000:0000:0000:0000:0000:ffff:0a00:010b"
-        );
+        assert_eq!(ipv4_mapped_gid(Ipv4Addr::new(10, 0, 1, 11)), "0000:0000:0000:0000:0000:ffff:0a00:010b");
     }
 
     #[test]

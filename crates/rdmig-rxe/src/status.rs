@@ -53,10 +53,7 @@ pub fn read() -> Result<Vec<Record>, CtlError> {
 
 /// Records of `kind` created by `pid` on device `dev`, in index order.
 pub fn owned<'a>(recs: &'a [Record], kind: &str, pid: i32, dev: &str) -> Vec<&'a Record> {
-    let mut v: Vec<&Record> = recs
-        .iter()
-        .filter(|r| r.kind == kind && r.num("pid") == Some(pid as u64) && r.get("dev") == Some(dev))
-        .collect();
+    let mut v: Vec<&Record> = recs.iter().filter(|r| r.kind == kind && r.num("pid") == Some(pid as u64) && r.get("dev") == Some(dev)).collect();
     v.sort_by_key(|r| r.num("index").unwrap_or(0));
     v
 }

@@ -64,16 +64,12 @@ fn rust_layout_matches_the_c_header() {
         }
     }
     for (name, nr) in IOCTLS {
-        want.insert(format!("ioctl {name}"), *nr as u64);
+        want.insert(format!("ioctl {name}"), *nr);
     }
     for (name, v) in CONSTANTS {
         want.insert(format!("const {name}"), *v);
     }
-    let diff: Vec<String> = want
-        .iter()
-        .filter(|(k, v)| got.get(*k) != Some(v))
-        .map(|(k, v)| format!("{k}: Rust {v}, C {:?}", got.get(k)))
-        .collect();
+    let diff: Vec<String> = want.iter().filter(|(k, v)| got.get(*k) != Some(v)).map(|(k, v)| format!("{k}: Rust {v}, C {:?}", got.get(k))).collect();
     assert!(diff.is_empty(), "rdmig_rxe::abi differs from rxe_ctl_abi.h:\n{}", diff.join("\n"));
     assert_eq!(got.len(), want.len());
 }
@@ -83,10 +79,7 @@ fn rust_layout_matches_the_c_header() {
 #[test]
 fn every_struct_of_the_header_is_translated() {
     let h = std::fs::read_to_string(header_dir().join("rxe_ctl_abi.h")).unwrap();
-    let in_header: std::collections::BTreeSet<&str> = h
-        .lines()
-        .filter_map(|l| l.strip_prefix("struct ")?.strip_suffix(" {"))
-        .collect();
+    let in_header: std::collections::BTreeSet<&str> = h.lines().filter_map(|l| l.strip_prefix("struct ")?.strip_suffix(" {")).collect();
     let in_rust: std::collections::BTreeSet<&str> = LAYOUT.iter().map(|(s, _, _)| *s).collect();
     assert_eq!(in_header, in_rust);
     let ioctls_in_header = h.lines().filter(|l| l.starts_with("#define RXE_CTL_IOC_") && l.contains("(RXE_CTL_IOC_MAGIC,")).count();

@@ -1,6 +1,5 @@
 //! The `rdmig` command line.
 
-
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,8 +8,6 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
-
-
 
 #[derive(Parser)]
 #[command(
@@ -183,7 +180,6 @@ struct MigrateArgs {
     #[arg(long, value_name = "IPV4")]
     move_addr: Option<std::net::Ipv4Addr>,
 }
-
 
 #[derive(Subcommand)]
 enum ImageCmd {
@@ -476,7 +472,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-
 async fn migrate(a: MigrateArgs) -> Result<ExitCode> {
     use rdmig::migrate::{Hooks, MigrateOptions, Outcome};
     let o = MigrateOptions {
@@ -590,7 +585,15 @@ fn softroce(cmd: SoftroceCmd) -> Result<ExitCode> {
 
 /// `rdmig rxe sample`: the file is written however the run ends; a counter that failed to read
 /// mid-run makes the exit code non-zero after that.
-fn sample(device: &str, port: u32, interval_us: u64, out: &std::path::Path, until_exit: Option<i32>, duration_s: Option<f64>, keep_lifespan: bool) -> Result<ExitCode> {
+fn sample(
+    device: &str,
+    port: u32,
+    interval_us: u64,
+    out: &std::path::Path,
+    until_exit: Option<i32>,
+    duration_s: Option<f64>,
+    keep_lifespan: bool,
+) -> Result<ExitCode> {
     use rdmig::sample::{run, stop_on_signals, SampleOptions, Stop};
     let mut o = SampleOptions::new(device, port, Duration::from_micros(interval_us));
     o.until_exit = until_exit;
@@ -622,4 +625,3 @@ fn sample(device: &str, port: u32, interval_us: u64, out: &std::path::Path, unti
     );
     Ok(if matches!(r.stop, Stop::Error { .. }) { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
-

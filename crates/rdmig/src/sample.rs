@@ -64,12 +64,16 @@ pub struct IntervalStats {
 #[serde(rename_all = "snake_case", tag = "stopped_by")]
 pub enum Stop {
     /// The watched process exited (or became a zombie).
-    PidExited { pid: i32 },
+    PidExited {
+        pid: i32,
+    },
     Duration,
     /// SIGTERM or SIGINT (or the caller's stop flag).
     Signal,
     /// Reading a counter failed; the samples before it are kept.
-    Error { error: String },
+    Error {
+        error: String,
+    },
 }
 
 /// A finished run, as written to the output file.
@@ -95,8 +99,7 @@ pub struct SampleRun {
 impl SampleRun {
     pub fn read(path: &Path) -> Result<SampleRun> {
         let f = File::open(path).with_context(|| format!("open samples file {}", path.display()))?;
-        serde_json::from_reader(std::io::BufReader::new(f))
-            .with_context(|| format!("{} is not a samples file of `rdmig rxe sample`", path.display()))
+        serde_json::from_reader(std::io::BufReader::new(f)).with_context(|| format!("{} is not a samples file of `rdmig rxe sample`", path.display()))
     }
 
     /// Writes through a temporary file and a rename, so a reader never sees half a file.
@@ -160,10 +163,7 @@ struct Counters {
 impl Counters {
     fn open(dir: &Path, device: &str) -> Result<Counters> {
         if !dir.is_dir() {
-            bail!(
-                "{} does not exist: no RDMA device {device} with that port here (is rdma_rxe loaded and `rdma link add` done?)",
-                dir.display()
-            );
+            bail!("{} does not exist: no RDMA device {device} with that port here (is rdma_rxe loaded and `rdma link add` done?)", dir.display());
         }
         let files = COUNTERS
             .iter()
@@ -300,9 +300,7 @@ pub fn run(o: &SampleOptions, stop: &AtomicBool) -> Result<SampleRun> {
     let stop_reason = loop {
         let t_ns = monotonic_ns();
         match counters.read() {
-            Ok([rcvd_pkts, sent_pkts, rdma_recvs, rdma_sends]) => {
-                samples.push(Sample { t_ns, rcvd_pkts, sent_pkts, rdma_recvs, rdma_sends })
-            }
+            Ok([rcvd_pkts, sent_pkts, rdma_recvs, rdma_sends]) => samples.push(Sample { t_ns, rcvd_pkts, sent_pkts, rdma_recvs, rdma_sends }),
             Err(e) => break Stop::Error { error: format!("{e:#}") },
         }
         k += 1;

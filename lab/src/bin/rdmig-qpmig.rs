@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use rdmig_rxe::{Ctl, Obj, QpMigState, QP_F_CQ, QP_F_DROP_FIRST, QP_F_LATE_PAUSE};
 use rdmig::verbs::control::{recv_line, send_line};
 use rdmig::verbs::{Completion, Endpoint, RcConfig, RcQp, Region};
+use rdmig_rxe::{Ctl, Obj, QpMigState, QP_F_CQ, QP_F_DROP_FIRST, QP_F_LATE_PAUSE};
 use serde::{Deserialize, Serialize};
 
 const MAGIC: u32 = 0x5150_4d47; // "GMPQ"
@@ -298,29 +298,18 @@ impl Side {
     }
 
     /// Sends (paced) and receives until `until` says stop, or the deadline passes.
-    fn run(
-        &mut self,
-        count: u64,
-        rate: u64,
-        may_send: impl Fn(&Progress) -> bool,
-        until: impl Fn(&Progress) -> bool,
-        deadline: Instant,
-    ) -> Result<()> {
+    fn run(&mut self, count: u64, rate: u64, may_send: impl Fn(&Progress) -> bool, until: impl Fn(&Progress) -> bool, deadline: Instant) -> Result<()> {
         let start = Instant::now();
         let base = self.p.next_send;
         let mut wcs = Vec::new();
         while !until(&self.p) {
             ensure!(Instant::now() < deadline, "deadline passed: {:?}", self.p_summary());
             let due = if rate == 0 { u64::MAX } else { base + start.elapsed().as_millis() as u64 * rate / 1000 + 1 };
-            while self.p.next_send < count
-                && self.p.next_send < due
-                && self.p.in_flight.len() < SEND_SLOTS
-                && may_send(&self.p)
-            {
+            while self.p.next_send < count && self.p.next_send < due && self.p.in_flight.len() < SEND_SLOTS && may_send(&self.p) {
                 self.send_next()?;
             }
             wcs.clear();
-            let wait = if rate == 0 { 200 } else { (1000 / rate).clamp(1, 50) };
+            let wait = 1000u64.checked_div(rate).map_or(200, |w| w.clamp(1, 50));
             self.qp.poll_wait(&mut wcs, Duration::from_millis(wait))?;
             let batch = std::mem::take(&mut wcs);
             self.handle(&batch)?;
@@ -423,7 +412,10 @@ fn write_state(path: &Path, st: &MoverState, image: &[u8], sbuf: &[u8], rbuf: &[
     Ok(())
 }
 
-fn read_state(path: &Path) -> Result<(MoverState, Vec<u8>, Vec<u8>, Vec<u8>)> {
+/// A saved mover: its state and the three byte regions saved beside it.
+type SavedMover = (MoverState, Vec<u8>, Vec<u8>, Vec<u8>);
+
+fn read_state(path: &Path) -> Result<SavedMover> {
     let mut f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
     let mut m = [0u8; 8];
     f.read_exact(&mut m)?;
@@ -450,14 +442,7 @@ fn now_ms() -> u64 {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn mover_first(
-    connect: SocketAddr,
-    c: &Common,
-    stop_after: u64,
-    stop_recv: Option<u64>,
-    state: &Path,
-    deadline: u64,
-) -> Result<Report> {
+fn mover_first(connect: SocketAddr, c: &Common, stop_after: u64, stop_recv: Option<u64>, state: &Path, deadline: u64) -> Result<Report> {
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(deadline);
     ensure!(stop_after < c.count, "--stop-after must be below --count");
@@ -477,16 +462,7 @@ fn mover_first(
 /// Stops the QP of `side`, dumps it, writes the state file for the next life and destroys
 /// everything; reports life `life`.
 #[allow(clippy::too_many_arguments)]
-fn stop_and_save(
-    ctl: &Ctl,
-    side: Side,
-    c: &Common,
-    peer: Endpoint,
-    state: &Path,
-    life: u32,
-    t0: Instant,
-    downtime_ms: Option<u64>,
-) -> Result<Report> {
+fn stop_and_save(ctl: &Ctl, side: Side, c: &Common, peer: Endpoint, state: &Path, life: u32, t0: Instant, downtime_ms: Option<u64>) -> Result<Report> {
     // Stop: from here on the kernel neither sends nor completes anything for this QP, and we
     // poll no more, so the QP image, the CQ ring and our own progress agree.
     let qpn = side.qp.qp_number();
@@ -645,9 +621,7 @@ fn main() {
             }
             return;
         }
-        Role::Peer { listen, common, timeout, retry_cnt, send_after, deadline } => {
-            peer(listen, &common, timeout, retry_cnt, send_after, deadline)
-        }
+        Role::Peer { listen, common, timeout, retry_cnt, send_after, deadline } => peer(listen, &common, timeout, retry_cnt, send_after, deadline),
         Role::Mover { connect, common, stop_after, stop_recv, state, resume, rtr_secs, drop_first_resume, late_pause, deadline } => {
             match (connect, state, resume) {
                 (_, state, Some(path)) => {

@@ -355,17 +355,9 @@ fn server(listen: SocketAddr, c: &Common, mr_pages: usize, linger: u64, x: Extra
     Ok(rep)
 }
 
-fn client(
-    connect: SocketAddr,
-    c: &Common,
-    count: u64,
-    write_every: u64,
-    pages: &[usize],
-    rate: u64,
-    window: usize,
-    faults: &[Fault],
-) -> Result<Report> {
-    ensure!(window >= 2 && window <= 64, "--window must be 2 to 64");
+#[allow(clippy::too_many_arguments)] // the client subcommand's options, passed once from main
+fn client(connect: SocketAddr, c: &Common, count: u64, write_every: u64, pages: &[usize], rate: u64, window: usize, faults: &[Fault]) -> Result<Report> {
+    ensure!((2..=64).contains(&window), "--window must be 2 to 64");
     let mut qp = open(c, 0)?;
     let mut tx = qp.region(window * c.msg_size, false)?;
     let mut wsrc = qp.region(window * c.write_size, false)?;
@@ -385,9 +377,7 @@ fn client(
     let wsize = if pages.is_empty() { c.write_size } else { PAGE };
     ensure!(wsize <= c.write_size, "--write-size must be at least a page in --pages mode");
     let steps: Vec<(u64, Option<usize>)> = if pages.is_empty() {
-        (0..count)
-            .map(|s| (s, (write_every > 0 && s % write_every == 0).then(|| (s / write_every.max(1)) as usize % slots)))
-            .collect()
+        (0..count).map(|s| (s, (write_every > 0 && s % write_every == 0).then(|| (s / write_every.max(1)) as usize % slots))).collect()
     } else {
         pages.iter().enumerate().map(|(i, &p)| (i as u64, Some(p))).collect()
     };

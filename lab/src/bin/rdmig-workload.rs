@@ -136,13 +136,11 @@ impl Region {
     fn new(bytes: usize, huge_pages: bool) -> Result<Self> {
         let len = NonZeroUsize::new(bytes).context("empty region")?;
         // SAFETY: a fresh anonymous mapping at an address of the kernel's choosing aliases nothing.
-        let p =
-            unsafe { mmap_anonymous(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_PRIVATE) }
-                .with_context(|| format!("mmap of {bytes} bytes"))?;
+        let p = unsafe { mmap_anonymous(None, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_PRIVATE) }
+            .with_context(|| format!("mmap of {bytes} bytes"))?;
         if !huge_pages {
             // SAFETY: advice on the mapping just made.
-            unsafe { nix::sys::mman::madvise(p, bytes, nix::sys::mman::MmapAdvise::MADV_NOHUGEPAGE) }
-                .with_context(|| "madvise(MADV_NOHUGEPAGE)")?;
+            unsafe { nix::sys::mman::madvise(p, bytes, nix::sys::mman::MmapAdvise::MADV_NOHUGEPAGE) }.with_context(|| "madvise(MADV_NOHUGEPAGE)")?;
         }
         Ok(Region { ptr: p.cast(), words: bytes / 8 })
     }
@@ -212,15 +210,7 @@ impl Workload {
         let pages = mem_bytes.div_ceil(page_size);
         let bytes = usize::try_from(pages * page_size).context("--mem too large for this machine")?;
         let gens = vec![0u32; usize::try_from(pages).context("too many pages")?];
-        Ok(Workload {
-            mem: Region::new(bytes, huge_pages)?,
-            gens,
-            pages,
-            page_words: (page_size / 8) as usize,
-            seed,
-            step: 0,
-            dirtied_pages: 0,
-        })
+        Ok(Workload { mem: Region::new(bytes, huge_pages)?, gens, pages, page_words: (page_size / 8) as usize, seed, step: 0, dirtied_pages: 0 })
     }
 
     fn page_size(&self) -> u64 {
@@ -263,8 +253,7 @@ impl Workload {
         let expected = self.gens[page as usize];
         let start = page as usize * self.page_words;
         let zero = (0..self.page_words).all(|i| self.mem.read(start + i) == 0);
-        let found_generation =
-            (1..=STALE_LOOKBACK.min(expected)).map(|back| expected - back).find(|&g| self.mismatch(page, g).is_none());
+        let found_generation = (1..=STALE_LOOKBACK.min(expected)).map(|back| expected - back).find(|&g| self.mismatch(page, g).is_none());
         BadPage { page, word: word as u64, expected_generation: expected, found_generation, zero }
     }
 
@@ -517,12 +506,7 @@ fn self_test(seed: u64) -> Result<bool> {
             None => v.bad_pages == 0,
             Some(b) => v.bad_pages == 1 && v.first_bad.as_ref() == Some(b),
         };
-        note(&format!(
-            "self-test {name}: {} ({} bad pages, first {:?})",
-            if good { "ok" } else { "FAILED" },
-            v.bad_pages,
-            v.first_bad
-        ));
+        note(&format!("self-test {name}: {} ({} bad pages, first {:?})", if good { "ok" } else { "FAILED" }, v.bad_pages, v.first_bad));
         caught += usize::from(good);
     };
     check("fill", w.verify(), None);
@@ -534,11 +518,7 @@ fn self_test(seed: u64) -> Result<bool> {
 
     w.debug_flip_bit(17, 100);
     let g = w.gens[17];
-    check(
-        "flipped bit",
-        w.verify(),
-        Some(BadPage { page: 17, word: 100, expected_generation: g, found_generation: None, zero: false }),
-    );
+    check("flipped bit", w.verify(), Some(BadPage { page: 17, word: 100, expected_generation: g, found_generation: None, zero: false }));
     w.write_page(17);
 
     // Make sure the page has an older generation to be mistaken for.
@@ -547,29 +527,17 @@ fn self_test(seed: u64) -> Result<bool> {
     w.write_page(5);
     w.debug_lose_update(5);
     let g = w.gens[5];
-    check(
-        "lost update",
-        w.verify(),
-        Some(BadPage { page: 5, word: 0, expected_generation: g, found_generation: Some(g - 1), zero: false }),
-    );
+    check("lost update", w.verify(), Some(BadPage { page: 5, word: 0, expected_generation: g, found_generation: Some(g - 1), zero: false }));
     w.write_page(5);
 
     w.debug_zero(63);
     let g = w.gens[63];
-    check(
-        "zeroed page",
-        w.verify(),
-        Some(BadPage { page: 63, word: 0, expected_generation: g, found_generation: None, zero: true }),
-    );
+    check("zeroed page", w.verify(), Some(BadPage { page: 63, word: 0, expected_generation: g, found_generation: None, zero: true }));
     w.write_page(63);
 
     w.debug_copy(3, 4);
     let g = w.gens[4];
-    check(
-        "copied page",
-        w.verify(),
-        Some(BadPage { page: 4, word: 0, expected_generation: g, found_generation: None, zero: false }),
-    );
+    check("copied page", w.verify(), Some(BadPage { page: 4, word: 0, expected_generation: g, found_generation: None, zero: false }));
     w.write_page(4);
 
     check("repaired", w.verify(), None);

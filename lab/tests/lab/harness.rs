@@ -40,24 +40,14 @@ impl Ctx {
 
     /// Runs `rdmig lab <args>` for the test lab and returns its output (any exit code).
     pub fn rdmig(&self, args: &[&str]) -> Result<Output> {
-        Command::new(&self.bin)
-            .args(["--name", LAB_NAME, "--dir", LAB_BASE])
-            .args(args)
-            .output()
-            .with_context(|| format!("run rdmig lab {}", args.join(" ")))
+        Command::new(&self.bin).args(["--name", LAB_NAME, "--dir", LAB_BASE]).args(args).output().with_context(|| format!("run rdmig lab {}", args.join(" ")))
     }
 
     /// Like `rdmig`, but an error unless it exits 0; returns stdout.
     pub fn rdmig_ok(&self, args: &[&str]) -> Result<String> {
         let o = self.rdmig(args)?;
         if !o.status.success() {
-            bail!(
-                "`rdmig lab {}` failed ({}):\n{}{}",
-                args.join(" "),
-                o.status,
-                String::from_utf8_lossy(&o.stdout),
-                String::from_utf8_lossy(&o.stderr)
-            );
+            bail!("`rdmig lab {}` failed ({}):\n{}{}", args.join(" "), o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         }
         Ok(String::from_utf8_lossy(&o.stdout).into_owned())
     }
@@ -130,9 +120,7 @@ pub fn main(groups: &[&[Scenario]]) -> ExitCode {
     // `up` and the final `down` always run: the others need the lab, and nothing may be left.
     let selected: Vec<&Scenario> = all
         .iter()
-        .filter(|(name, _)| {
-            filters.is_empty() || *name == "up" || *name == "down_leaves_nothing" || filters.iter().any(|f| name.contains(f.as_str()))
-        })
+        .filter(|(name, _)| filters.is_empty() || *name == "up" || *name == "down_leaves_nothing" || filters.iter().any(|f| name.contains(f.as_str())))
         .collect();
     println!("running {} lab scenarios", selected.len());
     let t0 = Instant::now();

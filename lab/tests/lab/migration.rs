@@ -83,9 +83,8 @@ fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, args: &[&str]) -> Result<(i3
     a.extend_from_slice(args);
     let o = std::process::Command::new(&c.bin).args(&a).output()?;
     let code = o.status.code().unwrap_or(-1);
-    let r: Value = serde_json::from_slice(&o.stdout).with_context(|| {
-        format!("migrate printed no report (exit {code}):\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-    })?;
+    let r: Value = serde_json::from_slice(&o.stdout)
+        .with_context(|| format!("migrate printed no report (exit {code}):\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))?;
     Ok((code, r))
 }
 
@@ -94,10 +93,7 @@ fn downtime_ms(r: &Value) -> f64 {
 }
 
 fn phases(r: &Value) -> Vec<String> {
-    r["timeline"]["events"]
-        .as_array()
-        .map(|evs| evs.iter().map(|e| e["event"]["phase"].to_string()).collect())
-        .unwrap_or_default()
+    r["timeline"]["events"].as_array().map(|evs| evs.iter().map(|e| e["event"]["phase"].to_string()).collect()).unwrap_or_default()
 }
 
 /// The 256 MiB workload migrates with pre-copy and verifies every page afterwards; the same
@@ -148,9 +144,7 @@ fn span_ms(r: &Value, phase: &str, node_is_source: bool) -> f64 {
     let src = r["source"]["hostname"].as_str().unwrap_or("");
     r["summary"]["spans"]
         .as_array()
-        .and_then(|spans| {
-            spans.iter().find(|sp| sp["phase"] == phase && (sp["node"].as_str() == Some(src)) == node_is_source)
-        })
+        .and_then(|spans| spans.iter().find(|sp| sp["phase"] == phase && (sp["node"].as_str() == Some(src)) == node_is_source))
         .and_then(|sp| sp["duration_ns"].as_f64())
         .unwrap_or(f64::NAN)
         / 1e6
@@ -262,7 +256,19 @@ pub fn agent_refuses_unauthenticated_and_tampered(c: &Ctx) -> Result<()> {
     c.exec_ok("node1", &["sh", "-c", "head -c 48 /dev/urandom | base64 > /tmp/wrong.secret && chmod 600 /tmp/wrong.secret"])?;
     let st = c.lab.load()?;
     let agent = c.lab.agent_addr(&st, "node2")?;
-    let o = c.rdmig(&["exec", "node1", "--", &st.rdmig_bin.display().to_string(), "migrate", &pid.to_string(), "--to", &agent.to_string(), "--secret-file", "/tmp/wrong.secret", "--json"])?;
+    let o = c.rdmig(&[
+        "exec",
+        "node1",
+        "--",
+        &st.rdmig_bin.display().to_string(),
+        "migrate",
+        &pid.to_string(),
+        "--to",
+        &agent.to_string(),
+        "--secret-file",
+        "/tmp/wrong.secret",
+        "--json",
+    ])?;
     let r: Value = serde_json::from_slice(&o.stdout).context("migrate printed no report")?;
     ensure!(o.status.code() == Some(2) && r["outcome"]["outcome"] == "refused", "wrong secret: {}", r["outcome"]);
     ensure!(r["outcome"]["reason"].as_str().unwrap_or("").contains("secret"), "the refusal does not point at the secret: {}", r["outcome"]);

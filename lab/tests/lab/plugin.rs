@@ -40,7 +40,10 @@ const MOVING_ADDR: &str = "10.0.1.7";
 /// VMA lines unless `vmas`), and returns the text.
 fn print_image_show(name: &str, vmas: bool) -> Result<String> {
     let shown = rdmig_image::show::show(&share().join(name))?;
-    println!("  rdmig image show:\n{}", shown.trim_end().lines().filter(|l| vmas || !l.contains(" vma ")).map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    println!(
+        "  rdmig image show:\n{}",
+        shown.trim_end().lines().filter(|l| vmas || !l.contains(" vma ")).map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    );
     Ok(shown)
 }
 
@@ -150,9 +153,7 @@ fn send_bw_server_with(c: &Ctx, g: &Gids, opts: &[&str], log: &str) -> Result<i3
     let mut argv = vec!["ib_send_bw", "-d", "rxe0", "-x", &g.server, "-s", "4096"];
     argv.extend_from_slice(opts);
     let pid = spawn(c, "node1", Some(&format!("/mnt/lab/{log}")), &argv)?;
-    wait_until("ib_send_bw to listen", Duration::from_secs(30), || {
-        Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty())
-    })?;
+    wait_until("ib_send_bw to listen", Duration::from_secs(30), || Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty()))?;
     Ok(pid)
 }
 
@@ -215,7 +216,11 @@ fn plugin_vtest_two_contexts_dump_kill_restore(c: &Ctx) -> Result<()> {
     let before = std::cell::RefCell::new(vec![]);
     let before_dump = |srv: i32| -> Result<()> {
         let l = uverbs_fdinfo(c, "node1", srv)?;
-        ensure!(l.iter().filter(|l| l.starts_with("qp:") && l.contains(" qpn=")).count() == 2, "expected two QPs with their QPNs (patch 0014):\n{}", l.join("\n"));
+        ensure!(
+            l.iter().filter(|l| l.starts_with("qp:") && l.contains(" qpn=")).count() == 2,
+            "expected two QPs with their QPNs (patch 0014):\n{}",
+            l.join("\n")
+        );
         *before.borrow_mut() = l;
         Ok(())
     };
@@ -228,7 +233,10 @@ fn plugin_vtest_two_contexts_dump_kill_restore(c: &Ctx) -> Result<()> {
         ensure!(ctxs.len() == 2 && ctxs[0]["kind"]["file_token"] != ctxs[1]["kind"]["file_token"], "two contexts with their own tokens expected: {j}");
         for x in &ctxs {
             ensure!(x["kind"]["qps"].as_array().is_some_and(|q| q.len() == 1), "each context has one QP: {x}");
-            let asyncs = imgs.iter().filter(|e| e["kind"]["role"] == "async" && (e["kind"]["context_id"] == x["id"] || e["kind"]["file_token"] == x["kind"]["file_token"])).count();
+            let asyncs = imgs
+                .iter()
+                .filter(|e| e["kind"]["role"] == "async" && (e["kind"]["context_id"] == x["id"] || e["kind"]["file_token"] == x["kind"]["file_token"]))
+                .count();
             ensure!(asyncs == 1, "context {} has {asyncs} async event files: {j}", x["id"]);
         }
         Ok(())
@@ -391,7 +399,10 @@ fn plugin_ib_send_bw_events_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
     ensure!(k["comp_channels"] == 1 && k["channels"].as_array().is_some_and(|c| c.len() == 1), "the channel was not saved: {k}");
     let token = k["channels"][0]["token"].clone();
     let cqs = k["cqs"].as_array().context("no CQs")?;
-    ensure!(!cqs.is_empty() && cqs.iter().all(|q| q["channel"] == token && q["user_handle"].as_u64().is_some_and(|u| u != 0)), "CQs without channel or user handle: {k}");
+    ensure!(
+        !cqs.is_empty() && cqs.iter().all(|q| q["channel"] == token && q["user_handle"].as_u64().is_some_and(|u| u != 0)),
+        "CQs without channel or user handle: {k}"
+    );
     // Without restored counters the server would hang in ibv_destroy_cq at exit.
     ensure!(cqs.iter().any(|q| q["comp_events_reported"].as_u64().is_some_and(|n| n > 0)), "no completion event read before the dump: {k}");
     ensure!(
@@ -425,9 +436,7 @@ fn plugin_ib_send_bw_restored_on_another_node(c: &Ctx) -> Result<()> {
     let _ = std::fs::remove_file(share().join("plugin-x-server.log"));
     let _ = std::fs::remove_file(share().join("plugin-x-client.log"));
     let srv = spawn(c, "node1", Some("/mnt/lab/plugin-x-server.log"), &["ib_send_bw", "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n, "-b"])?;
-    wait_until("ib_send_bw to listen", Duration::from_secs(30), || {
-        Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty())
-    })?;
+    wait_until("ib_send_bw to listen", Duration::from_secs(30), || Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty()))?;
     let cli = spawn(c, "node2", Some("/mnt/lab/plugin-x-client.log"), &["ib_send_bw", "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n, "-b", MOVING_ADDR])?;
     let tool = c.lab_tool("rdmig");
     wait_until("the transfer to start", Duration::from_secs(60), || {
@@ -455,7 +464,6 @@ fn plugin_ib_send_bw_restored_on_another_node(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
-
 /// The verbs test program (checked SENDs and RDMA WRITEs into the server's MR, every message
 /// and block verified) survives a dump, kill and restore of its server mid-transfer: nothing is
 /// lost, duplicated or corrupted. It polls its CQ (`--busy-poll`); completion channels are
@@ -469,9 +477,7 @@ fn plugin_vtest_checked_traffic_survives_dump_and_restore(c: &Ctx) -> Result<()>
 /// object with its handle, user handle, counters and, with patch 0011, the handles of its PD,
 /// CQs and SRQ), sorted: the order is that of creation, which a restore does not keep.
 fn uverbs_fdinfo(c: &Ctx, node: &str, pid: i32) -> Result<Vec<String>> {
-    let script = format!(
-        "for f in /proc/{pid}/fd/*; do case $(readlink $f) in /dev/infiniband/uverbs*) cat /proc/{pid}/fdinfo/${{f##*/}};; esac; done"
-    );
+    let script = format!("for f in /proc/{pid}/fd/*; do case $(readlink $f) in /dev/infiniband/uverbs*) cat /proc/{pid}/fdinfo/${{f##*/}};; esac; done");
     let t = c.exec_ok(node, &["sh", "-c", &script])?;
     let mut l: Vec<String> = t.lines().filter(|l| ["cq:", "qp:", "srq:", "obj:"].iter().any(|k| l.starts_with(k))).map(str::to_string).collect();
     l.sort();
@@ -597,10 +603,7 @@ fn finish_vtest(c: &Ctx, tag: &str, srv: i32, cli: i32, count: u64) -> Result<()
         serde_json::from_str(&t).with_context(|| format!("{f}: {t}\n{}", std::fs::read_to_string(share().join(f.replace(".json", ".err"))).unwrap_or_default()))
     };
     let (s, cl) = (read(&format!("{tag}-server.json"))?, read(&format!("{tag}-client.json"))?);
-    ensure!(
-        s["ok"] == true && s["lost"] == 0 && s["duplicated"] == 0 && s["corrupted"] == 0 && s["writes_bad"] == 0 && s["messages"] == count,
-        "server: {s}"
-    );
+    ensure!(s["ok"] == true && s["lost"] == 0 && s["duplicated"] == 0 && s["corrupted"] == 0 && s["writes_bad"] == 0 && s["messages"] == count, "server: {s}");
     ensure!(cl["ok"] == true, "client: {cl}");
     println!("  {} messages and {} RDMA WRITEs checked, all intact", s["messages"], s["writes"]);
     Ok(())

@@ -230,9 +230,8 @@ fn qp_second_migration_pauses_the_peer_again(c: &Ctx) -> Result<()> {
     let peer_report = "qp-twice-peer.json";
     let (s1, s2) = ("/mnt/lab/qp-twice-1.state", "/mnt/lab/qp-twice-2.state");
     let _ = std::fs::remove_file(lab_share().join(peer_report));
-    let peer = format!(
-        "exec {bin} peer --listen {listen} --gid-index {peer_gid} --count {n} --deadline 200 > /mnt/lab/{peer_report} 2> /mnt/lab/{peer_report}.err"
-    );
+    let peer =
+        format!("exec {bin} peer --listen {listen} --gid-index {peer_gid} --count {n} --deadline 200 > /mnt/lab/{peer_report} 2> /mnt/lab/{peer_report}.err");
     c.rdmig_ok(&["spawn", "node1", "--", "sh", "-c", &peer])?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while c.exec_ok("node1", &["ss", "-Hltn", &format!("sport = :{port}")])?.trim().is_empty() {
@@ -252,13 +251,33 @@ fn qp_second_migration_pauses_the_peer_again(c: &Ctx) -> Result<()> {
     c.rdmig_ok(&["addr", "move", MOVING_ADDR, "--to", "node3"])?;
     let g3 = gid_index(c, "node3", MOVING_ADDR)?;
     let o = c.rdmig(&[
-        "exec", "node3", "--timeout", "300", "--", &bin, "mover", "--resume", s1, "--gid-index", &g3, "--late-pause", "--stop-after", "900", "--state", s2,
-        "--deadline", "200",
+        "exec",
+        "node3",
+        "--timeout",
+        "300",
+        "--",
+        &bin,
+        "mover",
+        "--resume",
+        s1,
+        "--gid-index",
+        &g3,
+        "--late-pause",
+        "--stop-after",
+        "900",
+        "--state",
+        s2,
+        "--deadline",
+        "200",
     ])?;
-    let second = parse("mover life 2 (node3)", &String::from_utf8_lossy(&o.stdout))
-        .with_context(|| format!("stderr: {}", String::from_utf8_lossy(&o.stderr)))?;
-    ensure!(o.status.success() && second["ok"] == true && second["life"] == 2, "life 2: {second}
-{}", String::from_utf8_lossy(&o.stderr));
+    let second =
+        parse("mover life 2 (node3)", &String::from_utf8_lossy(&o.stdout)).with_context(|| format!("stderr: {}", String::from_utf8_lossy(&o.stderr)))?;
+    ensure!(
+        o.status.success() && second["ok"] == true && second["life"] == 2,
+        "life 2: {second}
+{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     ensure!(second["mig"]["resume_acks"].as_u64().unwrap_or(0) >= 1, "life 2 was never resumed: {second}");
     let q2 = peer_query(c, &first["peer_qpn"])?;
     ensure!(q2["pauses_stale"].as_u64().unwrap_or(0) >= 1, "the late PAUSE was not dropped as stale: {q2}");
@@ -269,11 +288,15 @@ fn qp_second_migration_pauses_the_peer_again(c: &Ctx) -> Result<()> {
     c.rdmig_ok(&["addr", "move", MOVING_ADDR, "--to", "node2"])?;
     let g2 = gid_index(c, "node2", MOVING_ADDR)?;
     let o = c.rdmig(&["exec", "node2", "--timeout", "300", "--", &bin, "mover", "--resume", s2, "--gid-index", &g2, "--deadline", "200"])?;
-    let third = parse("mover life 3 (node2)", &String::from_utf8_lossy(&o.stdout))
-        .with_context(|| format!("stderr: {}", String::from_utf8_lossy(&o.stderr)))?;
+    let third =
+        parse("mover life 3 (node2)", &String::from_utf8_lossy(&o.stdout)).with_context(|| format!("stderr: {}", String::from_utf8_lossy(&o.stderr)))?;
     let peer = wait_file(peer_report, Duration::from_secs(120))?;
-    ensure!(o.status.success() && third["ok"] == true && third["life"] == 3, "life 3: {third}
-{}", String::from_utf8_lossy(&o.stderr));
+    ensure!(
+        o.status.success() && third["ok"] == true && third["life"] == 3,
+        "life 3: {third}
+{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     ensure!(peer["ok"] == true, "peer failed: {peer}");
     for (who, r) in [("peer", &peer), ("mover", &third)] {
         ensure!(r["sent"] == count && r["received"] == count && r["bad"] == 0 && r["wc_errors"] == 0, "{who}: {r}");

@@ -34,10 +34,7 @@ pub const ALL: &[Scenario] = &[
 ];
 
 /// Run last: they replace and then remove the lab.
-pub const LAST: &[Scenario] = &[
-    ("up_cleans_a_stale_lab", up_cleans_a_stale_lab),
-    ("down_leaves_nothing", down_leaves_nothing),
-];
+pub const LAST: &[Scenario] = &[("up_cleans_a_stale_lab", up_cleans_a_stale_lab), ("down_leaves_nothing", down_leaves_nothing)];
 
 /// What a new user hits first is refused before anything starts, naming the fix.
 fn refusals_before_boot(c: &Ctx) -> Result<()> {
@@ -122,12 +119,8 @@ fn exec_timeout_kills_the_command(c: &Ctx) -> Result<()> {
 fn agent_refuses_a_wrong_token(c: &Ctx) -> Result<()> {
     let st = c.lab.load()?;
     let node = st.plan.node("node3")?;
-    let forged = NodeClient {
-        node: "node3".into(),
-        netns: st.netns.clone(),
-        addr: SocketAddr::from((node.underlay_ip, AGENT_PORT)),
-        token: "0".repeat(st.token.len()),
-    };
+    let forged =
+        NodeClient { node: "node3".into(), netns: st.netns.clone(), addr: SocketAddr::from((node.underlay_ip, AGENT_PORT)), token: "0".repeat(st.token.len()) };
     let marker = "/tmp/rdmig-forged";
     let spec = ExecSpec { argv: vec!["touch".into(), marker.into()], ..Default::default() };
     match c.rt.block_on(forged.exec(spec, Output::Capture)) {
@@ -198,14 +191,12 @@ pub fn vtest(c: &Ctx, server: &str, client: &str, server_args: &[&str], client_a
     let cgid = c.exec_ok(client, &[&st_bin(c)?, "rxe", "gid-index", "--ip", &caddr])?;
     let vt = c.lab_tool("rdmig-vtest");
     let listen = format!("{saddr}:9100");
-    let mut sargv: Vec<String> = ["exec", server, "--timeout", "300", "--", &vt, "server", "--listen", &listen, "--gid-index", sgid.trim()]
-        .iter().map(|s| s.to_string()).collect();
+    let mut sargv: Vec<String> =
+        ["exec", server, "--timeout", "300", "--", &vt, "server", "--listen", &listen, "--gid-index", sgid.trim()].iter().map(|s| s.to_string()).collect();
     sargv.extend(server_args.iter().map(|s| s.to_string()));
     let srv = {
         let (bin, args) = (c.bin.clone(), sargv);
-        thread::spawn(move || {
-            std::process::Command::new(bin).args(["--name", crate::harness::LAB_NAME, "--dir", LAB_BASE]).args(args).output()
-        })
+        thread::spawn(move || std::process::Command::new(bin).args(["--name", crate::harness::LAB_NAME, "--dir", LAB_BASE]).args(args).output())
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     while c.exec_ok(server, &["ss", "-Hltn", "sport = :9100"])?.trim().is_empty() {
@@ -231,7 +222,13 @@ fn verbs_test_program_checks_traffic(c: &Ctx) -> Result<()> {
         ensure!(r["ok"] == true && r["lost"] == 0 && r["corrupted"] == 0 && r["writes_bad"] == 0, "clean run: {r}");
     }
     ensure!(s["messages"] == 3000 && s["writes"] == 1000, "server counted {s}");
-    let (s, _) = vtest(c, "node1", "node3", &[], &["--count", "300", "--inject", "skip:5", "--inject", "dup:50", "--inject", "corrupt:101", "--inject", "badwrite:148"])?;
+    let (s, _) = vtest(
+        c,
+        "node1",
+        "node3",
+        &[],
+        &["--count", "300", "--inject", "skip:5", "--inject", "dup:50", "--inject", "corrupt:101", "--inject", "badwrite:148"],
+    )?;
     ensure!(s["ok"] == false, "faults went unnoticed: {s}");
     ensure!(s["lost"] == 1 && s["duplicated"] == 1 && s["corrupted"] == 1 && s["writes_bad"] == 1, "fault counts: {s}");
     Ok(())

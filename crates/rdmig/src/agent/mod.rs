@@ -4,10 +4,7 @@
 //! validates every message (see `msg`), keeps each migration's images in its own directory under
 //! the work directory, restores with CRIU when asked, and removes images once the source commits.
 
-
-
 pub mod numbers;
-
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,9 +18,9 @@ use tracing::{info, warn};
 use crate::criu;
 use crate::transport::rdma::RdmaReceiver;
 use crate::transport::DataSum;
-use rdmig_proto::{msg, wire};
 use rdmig_proto::msg::{HostFacts, MigState, MigrationId, Reply, Request};
 use rdmig_proto::wire::{Channel, Secret};
+use rdmig_proto::{msg, wire};
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -64,7 +61,7 @@ fn mem_available() -> u64 {
 }
 
 fn disk_available(p: &Path) -> u64 {
-    nix::sys::statvfs::statvfs(p).map(|s| s.blocks_available() as u64 * s.fragment_size() as u64).unwrap_or(0)
+    nix::sys::statvfs::statvfs(p).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0)
 }
 
 /// Which rdma_rxe is loaded: ours exposes /proc/sys/net/rdma_rxe.

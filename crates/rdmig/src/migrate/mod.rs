@@ -27,13 +27,13 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
-use rdmig_proto::msg::{HostFacts, MigState, MigrationId, MovedAddr, MsgError, RelPath, Reply, Request, RestoreOpts};
-use rdmig_proto::wire::{Channel, Secret, WireError};
 use crate::agent::{host_facts, now_ns};
 use crate::criu::{self, DumpSpec};
 use crate::timeline::{attrs, estimate_offset, ClockSample, Edge, Event, Phase, Recorder, Summary, Timeline};
 use crate::transport::rdma::RdmaSender;
 use crate::transport::{mb_s, TransportChoice, TransportReport, Used};
+use rdmig_proto::msg::{HostFacts, MigState, MigrationId, MovedAddr, MsgError, RelPath, Reply, Request, RestoreOpts};
+use rdmig_proto::wire::{Channel, Secret, WireError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -421,7 +421,13 @@ impl Run<'_> {
                 // Refuse now, while the process runs, rather than after freezing it.
                 scp.check().await.map_err(Step::Refuse)?;
                 self.scp = Some(scp);
-                TransportReport { used: Used::Scp, reason: format!("asked for: image files copied with scp to {host} (the MigrOS artifact's procedure)"), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None }
+                TransportReport {
+                    used: Used::Scp,
+                    reason: format!("asked for: image files copied with scp to {host} (the MigrOS artifact's procedure)"),
+                    tcp_mb_s: None,
+                    rdma_mb_s: None,
+                    rdma_qps: None,
+                }
             }
             TransportChoice::Rdma => {
                 let s = self.open_rdma(ch).await.map_err(|e| Step::Refuse(format!("RDMA transport: {e}")))?;
@@ -431,7 +437,9 @@ impl Run<'_> {
             TransportChoice::Auto => {
                 let tcp = mb_s(PROBE, transfer::probe(ch, None, PROBE).await?);
                 match self.open_rdma(ch).await {
-                    Err(e) => TransportReport { used: Used::Tcp, reason: format!("RDMA unavailable: {e}"), tcp_mb_s: Some(tcp), rdma_mb_s: None, rdma_qps: None },
+                    Err(e) => {
+                        TransportReport { used: Used::Tcp, reason: format!("RDMA unavailable: {e}"), tcp_mb_s: Some(tcp), rdma_mb_s: None, rdma_qps: None }
+                    }
                     Ok(s) => {
                         let rdma = match transfer::probe(ch, Some(&s), PROBE).await {
                             Ok(secs) => Some(mb_s(PROBE, secs)),
@@ -458,7 +466,13 @@ impl Run<'_> {
                                 rdma_mb_s: rdma,
                                 rdma_qps: None,
                             },
-                            None => TransportReport { used: Used::Tcp, reason: "the RDMA probe failed".into(), tcp_mb_s: Some(tcp), rdma_mb_s: None, rdma_qps: None },
+                            None => TransportReport {
+                                used: Used::Tcp,
+                                reason: "the RDMA probe failed".into(),
+                                tcp_mb_s: Some(tcp),
+                                rdma_mb_s: None,
+                                rdma_qps: None,
+                            },
                         }
                     }
                 }
@@ -558,7 +572,13 @@ impl Run<'_> {
                 // dirty log records those pages, and the plugin marks them at the final dump.
                 clear_rdma_dirty_logs(o.pid);
             }
-            let spec = DumpSpec { pid: o.pid, dir: dir.clone(), parent: parent.as_ref().map(|p| format!("../{p}")), timeout: o.dump_timeout, opts: self.copts.clone() };
+            let spec = DumpSpec {
+                pid: o.pid,
+                dir: dir.clone(),
+                parent: parent.as_ref().map(|p| format!("../{p}")),
+                timeout: o.dump_timeout,
+                opts: self.copts.clone(),
+            };
             let bytes = if self.streams_pages() {
                 self.dump_streamed(ch, &name, parent.as_deref(), &spec, false).await?
             } else {
@@ -774,7 +794,13 @@ impl Run<'_> {
         let final_dir = self.dir.join("final");
         let _ = std::fs::create_dir_all(&final_dir);
         let t = Instant::now();
-        let spec = DumpSpec { pid: o.pid, dir: final_dir.clone(), parent: parent.as_ref().map(|p| format!("../{p}")), timeout: o.dump_timeout, opts: self.copts.clone() };
+        let spec = DumpSpec {
+            pid: o.pid,
+            dir: final_dir.clone(),
+            parent: parent.as_ref().map(|p| format!("../{p}")),
+            timeout: o.dump_timeout,
+            opts: self.copts.clone(),
+        };
         let dumped = if self.streams_pages() {
             self.dump_streamed(&mut ch, "final", parent.as_deref(), &spec, true).await.map(Some)
         } else {

@@ -76,8 +76,7 @@ impl OffsetEstimate {
 pub fn estimate_offset(samples: &[ClockSample]) -> Result<OffsetEstimate, TimelineError> {
     let usable: Vec<(u64, &ClockSample)> = samples.iter().filter_map(|s| Some((s.rtt_ns()?, s))).collect();
     // min_by_key keeps the first of equal round trips, so the choice is deterministic.
-    let &(rtt_ns, best) =
-        usable.iter().min_by_key(|(rtt, _)| *rtt).ok_or(TimelineError::NoClockSamples { given: samples.len() })?;
+    let &(rtt_ns, best) = usable.iter().min_by_key(|(rtt, _)| *rtt).ok_or(TimelineError::NoClockSamples { given: samples.len() })?;
     let offset_ns = best.offset_ns().ok_or(TimelineError::OffsetOutOfRange)?;
     Ok(OffsetEstimate { offset_ns, rtt_ns, uncertainty_ns: rtt_ns.div_ceil(2), samples: usable.len() })
 }

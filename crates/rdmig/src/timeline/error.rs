@@ -36,9 +36,7 @@ pub enum TimelineError {
          clock uncertainty {uncertainty_ns} ns): events out of order or a wrong clock offset"
     )]
     NegativeDuration { what: String, start_ns: u64, end_ns: u64, uncertainty_ns: u64 },
-    #[error(
-        "node {node:?}: {phase} (ending with event {seq}) has a {key:?} attribute that is not an unsigned integer"
-    )]
+    #[error("node {node:?}: {phase} (ending with event {seq}) has a {key:?} attribute that is not an unsigned integer")]
     BadAttr { node: String, phase: Phase, seq: u64, key: String },
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -54,11 +54,7 @@ impl Timeline {
             return Err(TimelineError::SameNode(local_node.to_string()));
         }
         let local = NodeClock { node: local_node.to_string(), offset_ns: 0, uncertainty_ns: 0 };
-        let remote = NodeClock {
-            node: remote_node.to_string(),
-            offset_ns: offset.offset_ns,
-            uncertainty_ns: offset.uncertainty_ns,
-        };
+        let remote = NodeClock { node: remote_node.to_string(), offset_ns: offset.offset_ns, uncertainty_ns: offset.uncertainty_ns };
         let mut out = Vec::with_capacity(local_events.len() + remote_events.len());
         place(&local, local_events, &mut out)?;
         place(&remote, remote_events, &mut out)?;
@@ -115,8 +111,7 @@ fn place(clock: &NodeClock, mut events: Vec<Event>, out: &mut Vec<TimedEvent>) -
             return Err(TimelineError::ClockWentBackwards { node: e.node, seq: e.seq });
         }
         last_t = e.t_ns;
-        let t = u64::try_from(e.t_ns as i128 - clock.offset_ns as i128)
-            .map_err(|_| TimelineError::TimeOutOfRange { node: e.node.clone(), seq: e.seq })?;
+        let t = u64::try_from(e.t_ns as i128 - clock.offset_ns as i128).map_err(|_| TimelineError::TimeOutOfRange { node: e.node.clone(), seq: e.seq })?;
         out.push(TimedEvent { t_ns: t, event: e });
     }
     Ok(())

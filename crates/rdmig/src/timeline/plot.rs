@@ -110,31 +110,16 @@ fn rows(timeline: &Timeline, summary: &Summary) -> Vec<(String, String)> {
     keys.into_iter().map(|(_, n, k)| (n, k)).collect()
 }
 
-fn draw(
-    timeline: &Timeline,
-    summary: &Summary,
-    rows: &[(String, String)],
-    tmp: &Path,
-    height: u32,
-) -> Result<(), TimelineError> {
+fn draw(timeline: &Timeline, summary: &Summary, rows: &[(String, String)], tmp: &Path, height: u32) -> Result<(), TimelineError> {
     let root: Area<'_> = BitMapBackend::new(tmp, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let labels: Vec<String> = rows.iter().map(|(node, kind)| format!("{node} {kind}")).collect();
     let left = (labels.iter().map(|l| text_width(l, LABEL_SCALE)).max().unwrap_or(0) + 24).clamp(LEFT_MIN, LEFT_MAX);
-    let xs = XScale {
-        origin_ns: summary.origin_ns,
-        span_ns: summary.total_ns.max(1),
-        x0: left,
-        x1: WIDTH as i32 - RIGHT_MARGIN,
-    };
+    let xs = XScale { origin_ns: summary.origin_ns, span_ns: summary.total_ns.max(1), x0: left, x1: WIDTH as i32 - RIGHT_MARGIN };
     let rows_bottom = TOP + ROW_H * rows.len() as i32;
-    let row_of =
-        |node: &str, kind: &str| rows.iter().position(|(n, k)| n == node && k == kind).map(|i| TOP + ROW_H * i as i32);
-    let line =
-        |pts: Vec<(i32, i32)>, c: RGBColor| root.draw(&PathElement::new(pts, c.stroke_width(1))).map_err(plot_err);
-    let rect = |x0: i32, y0: i32, x1: i32, y1: i32, c: RGBColor| {
-        root.draw(&Rectangle::new([(x0, y0), (x1, y1)], c.filled())).map_err(plot_err)
-    };
+    let row_of = |node: &str, kind: &str| rows.iter().position(|(n, k)| n == node && k == kind).map(|i| TOP + ROW_H * i as i32);
+    let line = |pts: Vec<(i32, i32)>, c: RGBColor| root.draw(&PathElement::new(pts, c.stroke_width(1))).map_err(plot_err);
+    let rect = |x0: i32, y0: i32, x1: i32, y1: i32, c: RGBColor| root.draw(&Rectangle::new([(x0, y0), (x1, y1)], c.filled())).map_err(plot_err);
 
     // Title: the numbers the chart is about.
     let title = format!(
@@ -170,19 +155,14 @@ fn draw(
     for (i, label) in labels.iter().enumerate() {
         let y = TOP + ROW_H * i as i32;
         let max_chars = ((left - 20) / (CELL * LABEL_SCALE)) as usize;
-        let label = if label.chars().count() > max_chars {
-            label.chars().take(max_chars - 1).collect::<String>() + "~"
-        } else {
-            label.clone()
-        };
+        let label = if label.chars().count() > max_chars { label.chars().take(max_chars - 1).collect::<String>() + "~" } else { label.clone() };
         draw_text(&root, 10, y + (ROW_H - CELL * LABEL_SCALE) / 2, &label, LABEL_SCALE, INK)?;
     }
 
     // The downtime under the bars, so the bars stay readable.
     for s in &summary.stops {
         let (x0, x1) = (xs.x(s.start_ns), xs.x(s.end_ns).max(xs.x(s.start_ns) + 1));
-        root.draw(&Rectangle::new([(x0, TOP - 8), (x1, rows_bottom)], DOWNTIME.mix(0.15).filled()))
-            .map_err(plot_err)?;
+        root.draw(&Rectangle::new([(x0, TOP - 8), (x1, rows_bottom)], DOWNTIME.mix(0.15).filled())).map_err(plot_err)?;
         line(vec![(x0, TOP - 8), (x0, rows_bottom)], DOWNTIME)?;
         line(vec![(x1, TOP - 8), (x1, rows_bottom)], DOWNTIME)?;
         let label = format!("downtime {} ms", super::summary::ms(s.duration_ns));

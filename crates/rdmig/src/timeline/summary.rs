@@ -117,20 +117,9 @@ impl Summary {
         let mut o = String::new();
         let _ = writeln!(o, "migration timeline on {}'s clock", self.reference_node);
         for c in self.clocks.iter().filter(|c| c.node != self.reference_node) {
-            let _ = writeln!(
-                o,
-                "  {} clock: offset {} ms ± {}",
-                c.node,
-                ms_signed(c.offset_ns),
-                uncertainty(c.uncertainty_ns, "µs")
-            );
+            let _ = writeln!(o, "  {} clock: offset {} ms ± {}", c.node, ms_signed(c.offset_ns), uncertainty(c.uncertainty_ns, "µs"));
         }
-        let _ = writeln!(
-            o,
-            "downtime  {:>10} ms ± {}",
-            ms(self.downtime_ns),
-            uncertainty(self.downtime_uncertainty_ns, "µs")
-        );
+        let _ = writeln!(o, "downtime  {:>10} ms ± {}", ms(self.downtime_ns), uncertainty(self.downtime_uncertainty_ns, "µs"));
         if self.stops.len() > 1 {
             for (i, s) in self.stops.iter().enumerate() {
                 let _ = writeln!(
@@ -146,8 +135,7 @@ impl Summary {
         } else if let Some(s) = self.stops.first() {
             let _ = writeln!(o, "  freeze start on {} → resume end on {}", s.freeze_node, s.resume_node);
         }
-        let _ =
-            writeln!(o, "total     {:>10} ms ± {}", ms(self.total_ns), uncertainty(self.total_uncertainty_ns, "µs"));
+        let _ = writeln!(o, "total     {:>10} ms ± {}", ms(self.total_ns), uncertainty(self.total_uncertainty_ns, "µs"));
         if !self.precopy_rounds.is_empty() {
             let _ = writeln!(
                 o,
@@ -161,11 +149,7 @@ impl Summary {
         let _ = writeln!(o);
         let node_w = self.spans.iter().map(|s| s.node.chars().count()).max().unwrap_or(4).max(4);
         let phase_w = self.spans.iter().map(|s| s.phase.to_string().chars().count()).max().unwrap_or(5).max(5);
-        let _ = writeln!(
-            o,
-            "{:<phase_w$}  {:<node_w$}  {:>10}  {:>10}  {:>10}  {:>10}",
-            "phase", "node", "start ms", "dur ms", "pages", "bytes"
-        );
+        let _ = writeln!(o, "{:<phase_w$}  {:<node_w$}  {:>10}  {:>10}  {:>10}  {:>10}", "phase", "node", "start ms", "dur ms", "pages", "bytes");
         for s in &self.spans {
             let pages = s.attrs.get("pages").and_then(|v| v.as_u64()).map(|p| p.to_string()).unwrap_or_default();
             let bytes = s.attrs.get("bytes").and_then(|v| v.as_u64()).map(human_bytes).unwrap_or_default();
@@ -213,28 +197,19 @@ fn spans(tl: &Timeline) -> Result<Vec<Span>, TimelineError> {
                 Edge::Instant => {}
                 Edge::Start => {
                     if open.insert(&e.phase, te).is_some() {
-                        return Err(TimelineError::DuplicateStart {
-                            node: node.into(),
-                            phase: e.phase.clone(),
-                            seq: e.seq,
-                        });
+                        return Err(TimelineError::DuplicateStart { node: node.into(), phase: e.phase.clone(), seq: e.seq });
                     }
                 }
                 Edge::End => {
                     let Some(start) = open.remove(&e.phase) else {
-                        return Err(TimelineError::EndWithoutStart {
-                            node: node.into(),
-                            phase: e.phase.clone(),
-                            seq: e.seq,
-                        });
+                        return Err(TimelineError::EndWithoutStart { node: node.into(), phase: e.phase.clone(), seq: e.seq });
                     };
-                    let duration_ns =
-                        te.t_ns.checked_sub(start.t_ns).ok_or_else(|| TimelineError::NegativeDuration {
-                            what: format!("{} on {node}", e.phase),
-                            start_ns: start.t_ns,
-                            end_ns: te.t_ns,
-                            uncertainty_ns: 0,
-                        })?;
+                    let duration_ns = te.t_ns.checked_sub(start.t_ns).ok_or_else(|| TimelineError::NegativeDuration {
+                        what: format!("{} on {node}", e.phase),
+                        start_ns: start.t_ns,
+                        end_ns: te.t_ns,
+                        uncertainty_ns: 0,
+                    })?;
                     let mut attrs = start.event.attrs.clone();
                     attrs.extend(e.attrs.iter().map(|(k, v)| (k.clone(), v.clone())));
                     out.push(Span {
@@ -264,10 +239,8 @@ fn spans(tl: &Timeline) -> Result<Vec<Span>, TimelineError> {
 /// offset orders them; pairing by rank rather than by scanning for "the next resume" means a
 /// wrong offset shows up as a negative stop instead of a misleading "resume without freeze".
 fn stops(tl: &Timeline) -> Result<Vec<Stop>, TimelineError> {
-    let freezes: Vec<&TimedEvent> =
-        tl.events.iter().filter(|te| te.event.phase == Phase::Freeze && te.event.edge == Edge::Start).collect();
-    let resumes: Vec<&TimedEvent> =
-        tl.events.iter().filter(|te| te.event.phase == Phase::Resume && te.event.edge == Edge::End).collect();
+    let freezes: Vec<&TimedEvent> = tl.events.iter().filter(|te| te.event.phase == Phase::Freeze && te.event.edge == Edge::Start).collect();
+    let resumes: Vec<&TimedEvent> = tl.events.iter().filter(|te| te.event.phase == Phase::Resume && te.event.edge == Edge::End).collect();
     if freezes.is_empty() {
         return Err(TimelineError::MissingFreeze("the application was never frozen (no freeze start event)".into()));
     }
@@ -279,39 +252,22 @@ fn stops(tl: &Timeline) -> Result<Vec<Stop>, TimelineError> {
         )));
     }
     if resumes.len() > freezes.len() {
-        return Err(TimelineError::MissingFreeze(format!(
-            "{} resume end(s) but only {} freeze start(s)",
-            resumes.len(),
-            freezes.len()
-        )));
+        return Err(TimelineError::MissingFreeze(format!("{} resume end(s) but only {} freeze start(s)", resumes.len(), freezes.len())));
     }
     let mut out: Vec<Stop> = Vec::with_capacity(freezes.len());
     for (f, r) in freezes.iter().zip(&resumes) {
         let (fnode, rnode) = (&f.event.node, &r.event.node);
         let uncertainty_ns = tl.uncertainty_between(fnode, rnode);
-        let negative =
-            |start_ns, end_ns, what: String| TimelineError::NegativeDuration { what, start_ns, end_ns, uncertainty_ns };
-        let duration_ns = r.t_ns.checked_sub(f.t_ns).ok_or_else(|| {
-            negative(f.t_ns, r.t_ns, format!("the stop from freeze start on {fnode} to resume end on {rnode}"))
-        })?;
+        let negative = |start_ns, end_ns, what: String| TimelineError::NegativeDuration { what, start_ns, end_ns, uncertainty_ns };
+        let duration_ns =
+            r.t_ns.checked_sub(f.t_ns).ok_or_else(|| negative(f.t_ns, r.t_ns, format!("the stop from freeze start on {fnode} to resume end on {rnode}")))?;
         // A freeze before the previous resume ended would make two stops overlap.
         if let Some(prev) = out.last() {
             if f.t_ns < prev.end_ns {
-                return Err(negative(
-                    prev.end_ns,
-                    f.t_ns,
-                    format!("the run between resume on {} and freeze on {fnode}", prev.resume_node),
-                ));
+                return Err(negative(prev.end_ns, f.t_ns, format!("the run between resume on {} and freeze on {fnode}", prev.resume_node)));
             }
         }
-        out.push(Stop {
-            freeze_node: fnode.clone(),
-            resume_node: rnode.clone(),
-            start_ns: f.t_ns,
-            end_ns: r.t_ns,
-            duration_ns,
-            uncertainty_ns,
-        });
+        out.push(Stop { freeze_node: fnode.clone(), resume_node: rnode.clone(), start_ns: f.t_ns, end_ns: r.t_ns, duration_ns, uncertainty_ns });
     }
     Ok(out)
 }
@@ -321,12 +277,7 @@ fn stops(tl: &Timeline) -> Result<Vec<Stop>, TimelineError> {
 fn count_attr(s: &Span, key: &str) -> Result<Option<u64>, TimelineError> {
     match s.attrs.get(key) {
         None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| TimelineError::BadAttr {
-            node: s.node.clone(),
-            phase: s.phase.clone(),
-            seq: s.end_seq,
-            key: key.into(),
-        }),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| TimelineError::BadAttr { node: s.node.clone(), phase: s.phase.clone(), seq: s.end_seq, key: key.into() }),
     }
 }
 

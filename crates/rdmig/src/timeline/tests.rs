@@ -164,8 +164,7 @@ fn merge_puts_remote_events_on_the_local_clock_in_order() {
     assert_eq!(restore.t_ns, 1390 * MS, "on src's clock");
     assert_eq!(restore.event.t_ns, 6390 * MS, "as recorded");
     // At 1390 ms src's Transfer End (seq 12) and dst's Restore Start (seq 0) tie: seq decides.
-    let at: Vec<(&str, u64)> =
-        tl.events.iter().filter(|te| te.t_ns == 1390 * MS).map(|te| (te.event.node.as_str(), te.event.seq)).collect();
+    let at: Vec<(&str, u64)> = tl.events.iter().filter(|te| te.t_ns == 1390 * MS).map(|te| (te.event.node.as_str(), te.event.seq)).collect();
     assert_eq!(at, vec![("dst", 0), ("src", 12)]);
     assert_eq!(tl.clock("dst").unwrap().offset_ns, TRUE_OFFSET);
     assert_eq!(tl.uncertainty_between("src", "dst"), 20);
@@ -220,14 +219,7 @@ fn summary_numbers() {
     assert_eq!(s.precopy_rounds.len(), 2);
     assert_eq!(
         s.precopy_rounds[0],
-        PrecopyRound {
-            round: 1,
-            node: "src".into(),
-            start_ns: 1002 * MS,
-            duration_ns: 300 * MS,
-            pages: Some(65536),
-            bytes: Some(256 << 20),
-        }
+        PrecopyRound { round: 1, node: "src".into(), start_ns: 1002 * MS, duration_ns: 300 * MS, pages: Some(65536), bytes: Some(256 << 20) }
     );
     assert_eq!(s.precopy_ns, 350 * MS);
     assert_eq!(s.precopy_pages, 65536 + 2048);

@@ -21,14 +21,7 @@ pub(crate) fn text_width(text: &str, scale: i32) -> i32 {
 }
 
 /// Draws `text` with its top-left corner at (x, y). Characters outside ASCII become '?'.
-pub(crate) fn draw_text(
-    area: &Area<'_>,
-    x: i32,
-    y: i32,
-    text: &str,
-    scale: i32,
-    color: RGBColor,
-) -> Result<(), TimelineError> {
+pub(crate) fn draw_text(area: &Area<'_>, x: i32, y: i32, text: &str, scale: i32, color: RGBColor) -> Result<(), TimelineError> {
     for (i, c) in text.chars().enumerate() {
         let code = if c.is_ascii() { c as usize } else { '?' as usize };
         let glyph = font8x8::legacy::BASIC_LEGACY[code];

@@ -35,7 +35,10 @@ const IDLE: Duration = Duration::from_secs(120);
 pub enum Piece<'a> {
     Data(&'a [u8]),
     /// Bytes of data before it and their `DataSum`.
-    End { len: u64, sum: &'a [u8] },
+    End {
+        len: u64,
+        sum: &'a [u8],
+    },
 }
 
 /// Length of a `DataSum` (SHA-256).
@@ -159,7 +162,12 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
 /// Destination side: feeds the stream to the page server (`server` holds the other end of
 /// `sock`) and relays its answers back, until the source's end piece and the server's exit.
 /// `stop_server` is called when the stream breaks: the server would otherwise wait forever.
-pub async fn destination(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Option<&mut RdmaReceiver>, stop_server: impl FnOnce()) -> Result<u64, String> {
+pub async fn destination(
+    mut sock: UnixStream,
+    ch: &mut Channel<TcpStream>,
+    rdma: Option<&mut RdmaReceiver>,
+    stop_server: impl FnOnce(),
+) -> Result<u64, String> {
     let sum = DataSum::for_receiving(ch, rdma.is_some());
     let (mut rd, mut wr) = ch.split();
     let (mut from_server, mut to_server) = sock.split();

@@ -20,7 +20,6 @@ use std::sync::mpsc as smpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-
 use tokio::sync::{mpsc, oneshot};
 
 use crate::verbs::{Completion, Endpoint, RcConfig, RcQp, Region};
@@ -336,7 +335,9 @@ impl LaneSender {
                     return;
                 }
                 let Ok((info, slots)) = connect_rx.recv() else { return };
-                if let Err(e) = qp.connect(&info.ep).map_err(RdmaError::from).and_then(|_| send_loop(&mut qp, &mut ring, &credits, &info, slots, &chunk_rx, &idle_tx)) {
+                if let Err(e) =
+                    qp.connect(&info.ep).map_err(RdmaError::from).and_then(|_| send_loop(&mut qp, &mut ring, &credits, &info, slots, &chunk_rx, &idle_tx))
+                {
                     let _ = err_tx.send(e);
                 }
             })

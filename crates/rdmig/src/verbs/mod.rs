@@ -18,10 +18,7 @@ use sideway::ibverbs::device::{DeviceInfo, DeviceList};
 use sideway::ibverbs::device_context::{DeviceContext, Mtu};
 use sideway::ibverbs::memory_region::MemoryRegion;
 use sideway::ibverbs::protection_domain::ProtectionDomain;
-use sideway::ibverbs::queue_pair::{
-    BasicQueuePair, PostSendGuard, QueuePair, QueuePairAttribute, QueuePairState, SetScatterGatherEntry,
-    WorkRequestFlags,
-};
+use sideway::ibverbs::queue_pair::{BasicQueuePair, PostSendGuard, QueuePair, QueuePairAttribute, QueuePairState, SetScatterGatherEntry, WorkRequestFlags};
 use sideway::ibverbs::AccessFlags;
 
 #[derive(Debug, thiserror::Error)]
@@ -468,15 +465,7 @@ impl RcQp {
         g.post().map_err(op("post send"))
     }
 
-    pub fn post_write(
-        &mut self,
-        wr_id: u64,
-        r: &Region,
-        off: usize,
-        len: usize,
-        rkey: u32,
-        raddr: u64,
-    ) -> Result<(), VerbsError> {
+    pub fn post_write(&mut self, wr_id: u64, r: &Region, off: usize, len: usize, rkey: u32, raddr: u64) -> Result<(), VerbsError> {
         Self::check_range(r, off, len)?;
         let mut g = self.qp.start_post_send();
         let h = g.construct_wr(wr_id, WorkRequestFlags::Signaled).setup_write(rkey, raddr);
@@ -487,16 +476,7 @@ impl RcQp {
 
     /// RDMA WRITE with immediate data: the peer gets a receive completion carrying `imm`.
     #[allow(clippy::too_many_arguments)]
-    pub fn post_write_imm(
-        &mut self,
-        wr_id: u64,
-        r: &Region,
-        off: usize,
-        len: usize,
-        rkey: u32,
-        raddr: u64,
-        imm: u32,
-    ) -> Result<(), VerbsError> {
+    pub fn post_write_imm(&mut self, wr_id: u64, r: &Region, off: usize, len: usize, rkey: u32, raddr: u64, imm: u32) -> Result<(), VerbsError> {
         Self::check_range(r, off, len)?;
         let mut g = self.qp.start_post_send();
         let h = g.construct_wr(wr_id, WorkRequestFlags::Signaled).setup_write_imm(rkey, raddr, imm);
@@ -508,8 +488,8 @@ impl RcQp {
     /// Appends whatever completions are ready to `out`; never blocks.
     pub fn poll(&self, out: &mut Vec<Completion>) -> usize {
         let before = out.len();
-        if let Ok(mut p) = self.cq.start_poll() {
-            while let Some(wc) = p.next() {
+        if let Ok(p) = self.cq.start_poll() {
+            for wc in p {
                 out.push(Completion { wr_id: wc.wr_id(), status: wc.status(), opcode: wc.opcode(), byte_len: wc.byte_len(), imm: wc.imm_data() });
             }
         }
