@@ -108,9 +108,44 @@ pub fn proc_state(c: &Ctx, node: &str, pid: i32) -> Result<Option<String>> {
     Ok((!s.is_empty()).then_some(s))
 }
 
+/// What the command line asks for: every scenario, those whose names contain a filter, or
+/// (`--repeat N FILTER...`) the matching ones N times each with a failure rate.
+struct Plan {
+    filters: Vec<String>,
+    repeat: usize,
+}
+
+fn plan_from_args(args: &[String]) -> Result<Plan, String> {
+    let mut filters = vec![];
+    let mut repeat = 1;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--repeat" => {
+                let n = it.next().ok_or("--repeat needs a count")?;
+                repeat = n.parse().ok().filter(|n| *n >= 1).ok_or_else(|| format!("--repeat {n:?}: not a count of 1 or more"))?;
+            }
+            // cargo test passes its own flags (--nocapture, --test-threads ...): not ours.
+            f if f.starts_with('-') => {}
+            f => filters.push(f.to_string()),
+        }
+    }
+    if repeat > 1 && filters.is_empty() {
+        return Err("--repeat needs the names (or parts of names) of the scenarios to repeat".into());
+    }
+    Ok(Plan { filters, repeat })
+}
+
 pub fn main(groups: &[&[Scenario]]) -> ExitCode {
     let all: Vec<Scenario> = groups.iter().flat_map(|g| g.iter().copied()).collect();
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let plan = match plan_from_args(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("lab tests: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_rdmig-lab"));
     let ctx = Ctx {
         bin,
@@ -118,18 +153,31 @@ pub fn main(groups: &[&[Scenario]]) -> ExitCode {
         rt: tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime"),
     };
     // `up` and the final `down` always run: the others need the lab, and nothing may be left.
-    let selected: Vec<&Scenario> = all
-        .iter()
-        .filter(|(name, _)| filters.is_empty() || *name == "up" || *name == "down_leaves_nothing" || filters.iter().any(|f| name.contains(f.as_str())))
-        .collect();
-    println!("running {} lab scenarios", selected.len());
+    let frame = |name: &str| name == "up" || name == "down_leaves_nothing";
+    // In the suite's order (some scenarios must come before `up`).
+    let mut selected: Vec<&Scenario> = vec![];
+    for s in &all {
+        if frame(s.0) {
+            selected.push(s);
+        } else if plan.filters.is_empty() || plan.filters.iter().any(|f| s.0.contains(f.as_str())) {
+            selected.extend(std::iter::repeat_n(s, plan.repeat));
+        }
+    }
+    println!(
+        "running {} lab scenarios{}",
+        selected.len(),
+        if plan.repeat > 1 { format!(" ({} repeated {} times)", plan.filters.join(", "), plan.repeat) } else { String::new() }
+    );
     let t0 = Instant::now();
     let (mut passed, mut failed) = (0, 0);
     let mut failures = vec![];
+    // Per scenario: runs, failures, seconds.
+    let mut stats: Vec<(&str, usize, usize, f64)> = vec![];
     for (name, f) in selected {
         let t = Instant::now();
         let r = catch_unwind(AssertUnwindSafe(|| f(&ctx)));
         let secs = t.elapsed().as_secs_f64();
+        let ok = matches!(r, Ok(Ok(())));
         match r {
             Ok(Ok(())) => {
                 passed += 1;
@@ -148,6 +196,14 @@ pub fn main(groups: &[&[Scenario]]) -> ExitCode {
                 ctx.dump_logs();
             }
         }
+        match stats.iter_mut().find(|s| s.0 == *name) {
+            Some(s) => {
+                s.1 += 1;
+                s.2 += usize::from(!ok);
+                s.3 += secs;
+            }
+            None => stats.push((name, 1, usize::from(!ok), secs)),
+        }
     }
     // Whatever happened, leave nothing behind.
     if !ctx.lab.leftovers().is_empty() {
@@ -156,7 +212,22 @@ pub fn main(groups: &[&[Scenario]]) -> ExitCode {
             failed += 1;
         }
     }
-    println!("lab scenarios took {:.1} s", t0.elapsed().as_secs_f64());
+    let total = t0.elapsed().as_secs_f64();
+    if plan.repeat > 1 {
+        println!("failure rates:");
+        for (name, runs, fails, _) in stats.iter().filter(|s| !frame(s.0)) {
+            println!("  {name}: {fails} of {runs} runs failed ({:.0} %)", 100.0 * *fails as f64 / *runs as f64);
+        }
+    }
+    // Where the time goes: the slowest scenarios first, with their share of the whole.
+    let mut by_time = stats.clone();
+    by_time.sort_by(|a, b| b.3.total_cmp(&a.3));
+    println!("slowest scenarios:");
+    for (name, runs, _, secs) in by_time.iter().take(10) {
+        let runs = if *runs > 1 { format!(" over {runs} runs") } else { String::new() };
+        println!("  {secs:7.1} s {:4.1} %  {name}{runs}", 100.0 * secs / total.max(1e-9));
+    }
+    println!("lab scenarios took {total:.1} s");
     if !failures.is_empty() {
         println!("failed: {}", failures.join(", "));
     }
