@@ -117,7 +117,7 @@ fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, move_addr: Option<&str>, ext
 /// Waits for both sides on their nodes and checks the exact iteration count and no error.
 fn finish(c: &Ctx, p: &Pair, server_node: &str, client_node: &str) -> Result<()> {
     for (node, pid) in [(server_node, p.server), (client_node, p.client)] {
-        wait_until(&format!("pid {pid} on {node} to finish"), Duration::from_secs(400), || Ok(proc_state(c, node, pid)?.is_none()))?;
+        crate::harness::wait_gone(c, node, pid, Duration::from_secs(400))?;
     }
     let so = std::fs::read_to_string(share().join(format!("{}-server.log", p.tag)))?;
     let co = std::fs::read_to_string(share().join(format!("{}-client.log", p.tag)))?;

@@ -83,6 +83,26 @@ pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() 
     }
 }
 
+/// Waits until process `pid` on `node` has exited, without polling the node from here.
+///
+/// Polling with `ps` every few hundred milliseconds runs a new process in the node each time,
+/// on the node's only vCPU, next to the application being waited for. perftest calibrates its
+/// cycle counter against gettimeofday() when it reports (200 samples, r^2 must reach 0.9): one
+/// sample whose first or last clock read is preempted by such a process for a guest tick (4 ms,
+/// more than the whole 0.1-2.1 ms range sampled) drops r^2 below 0.9 and perftest produces no
+/// report. So one `tail --pid` waits in the node instead, waking only to check the pid.
+pub fn wait_gone(c: &Ctx, node: &str, pid: i32, timeout: std::time::Duration) -> Result<()> {
+    let secs = timeout.as_secs().max(1).to_string();
+    let o = c.rdmig(&["exec", node, "--timeout", &secs, "--", "tail", "--pid", &pid.to_string(), "-s", "1", "-f", "/dev/null"])?;
+    if o.status.code() == Some(124) {
+        bail!("timed out after {timeout:?} waiting for pid {pid} on {node} to finish");
+    }
+    if let Some(st) = proc_state(c, node, pid)? {
+        bail!("pid {pid} on {node} still exists (state {st}) after waiting for it to finish: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(())
+}
+
 /// The #iterations column of a finished perftest output.
 pub fn perftest_iterations(out: &str) -> Option<u64> {
     let mut lines = out.lines().skip_while(|l| !l.contains("#iterations"));

@@ -158,7 +158,7 @@ fn send_bw_server_with(c: &Ctx, g: &Gids, opts: &[&str], log: &str) -> Result<i3
 }
 
 fn wait_exit(c: &Ctx, node: &str, pid: i32, timeout: Duration) -> Result<()> {
-    wait_until(&format!("pid {pid} on {node} to finish"), timeout, || Ok(proc_state(c, node, pid)?.is_none()))
+    crate::harness::wait_gone(c, node, pid, timeout)
 }
 
 /// A waiting ib_send_bw server holds a verbs context and its async event file: the plugin saves
