@@ -43,7 +43,7 @@ pub fn file_name(id: u32) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: not an rdmig verbs image (bad magic)")]
     Magic { path: PathBuf },
@@ -55,7 +55,7 @@ pub enum ImageError {
     Checksum { path: PathBuf, stored: u32, computed: u32 },
     #[error("{path}: no rdmig verbs images ({FILE_PREFIX}<id>{FILE_SUFFIX}): the dump held no verbs state, or was not made with rdmig's CRIU plugin")]
     NoImages { path: PathBuf },
-    #[error("{path}: bad JSON header: {source}")]
+    #[error("{path}: bad JSON header")]
     Json { path: PathBuf, source: serde_json::Error },
 }
 

@@ -1,0 +1,128 @@
+//! `rdmig migrate`: move a running process to another node, or roll back.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{print_json, PeerArgs};
+
+#[derive(Args)]
+pub struct MigrateArgs {
+    /// The process to move.
+    pub(crate) pid: i32,
+    #[command(flatten)]
+    pub(crate) peer: PeerArgs,
+    #[arg(long, value_enum, default_value = "precopy")]
+    pub(crate) strategy: rdmig::migrate::Strategy,
+    /// Pre-copy rounds at most.
+    #[arg(long, default_value_t = 8)]
+    pub(crate) max_rounds: u32,
+    /// Pre-copy has converged when a round carries no more than this many MiB.
+    #[arg(long, default_value_t = 4)]
+    pub(crate) converge_mib: u64,
+    /// Where the source keeps images while they are sent.
+    #[arg(long, default_value = "/tmp/rdmig-migrate")]
+    pub(crate) work_dir: PathBuf,
+    /// Commands run with the migration's facts in RDMIG_* environment variables: before
+    /// (failure refuses), after success, after failure.
+    #[arg(long)]
+    pub(crate) hook_pre: Option<String>,
+    #[arg(long)]
+    pub(crate) hook_post: Option<String>,
+    #[arg(long)]
+    pub(crate) hook_fail: Option<String>,
+    /// Seconds a CRIU dump may take.
+    #[arg(long, default_value_t = 600)]
+    pub(crate) dump_timeout: u64,
+    #[arg(long)]
+    pub(crate) allow_kernel_mismatch: bool,
+    /// How memory images travel: rdma, tcp, or auto (measure both briefly, keep the faster);
+    /// scp copies them over ssh instead (the MigrOS artifact's baseline; needs sshd at the
+    /// destination, see --ssh-host and --ssh-config).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) transport: rdmig::transport::TransportChoice,
+    /// With --transport scp: where scp copies to ([user@]host; default: the destination
+    /// agent's address).
+    #[arg(long, value_name = "[USER@]HOST")]
+    pub(crate) ssh_host: Option<String>,
+    /// With --transport scp: an ssh client configuration file (scp -F): key, known hosts, user.
+    #[arg(long, value_name = "FILE", env = "RDMIG_SSH_CONFIG")]
+    pub(crate) ssh_config: Option<PathBuf>,
+    /// Stream CRIU's pages to the destination's page server while it dumps, instead of writing
+    /// page images here and sending them after each dump. Needs no local room for the pages;
+    /// measured slower in the emulated lab (see README), so not the default. scp never streams.
+    #[arg(long)]
+    pub(crate) page_stream: bool,
+    /// Write the timeline (JSON) and its chart (PNG) next to this path: X.json, X.png.
+    #[arg(long)]
+    pub(crate) timeline: Option<PathBuf>,
+    /// Print the report as JSON (the timeline included).
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Checkpoint and restore the process's established TCP connections (CRIU's
+    /// --tcp-established); their local addresses must exist at the destination (--move-addr).
+    #[arg(long)]
+    pub(crate) tcp_established: bool,
+    /// An address of the source host that moves with the process (e.g. the overlay address
+    /// its peers use): removed here once the process is frozen, added at the destination
+    /// before the restore, taken back on rollback.
+    #[arg(long, value_name = "IPV4")]
+    pub(crate) move_addr: Option<std::net::Ipv4Addr>,
+}
+
+pub async fn run(a: MigrateArgs) -> Result<ExitCode> {
+    use rdmig::migrate::{Hooks, MigrateOptions, Outcome};
+    let o = MigrateOptions {
+        pid: a.pid,
+        to: a.peer.addr()?,
+        secret: a.peer.secret()?,
+        strategy: a.strategy,
+        max_rounds: a.max_rounds,
+        converge_bytes: a.converge_mib << 20,
+        work_dir: a.work_dir.clone(),
+        hooks: Hooks { pre: a.hook_pre.clone(), post: a.hook_post.clone(), fail: a.hook_fail.clone() },
+        dump_timeout: Duration::from_secs(a.dump_timeout),
+        allow_kernel_mismatch: a.allow_kernel_mismatch,
+        transport: a.transport,
+        rdma_addr: a.peer.rdma_addr,
+        rdma_device: a.peer.rdma_device.clone(),
+        rdma_qps: a.peer.rdma_qps,
+        progress: !a.json,
+        tcp_established: a.tcp_established,
+        move_addr: a.move_addr,
+        ssh_host: a.ssh_host.clone(),
+        ssh_config: a.ssh_config.clone(),
+        page_stream: a.page_stream,
+    };
+    let r = rdmig::migrate::migrate(&o).await;
+    if let Some(t) = &a.timeline {
+        r.timeline.write_json(&t.with_extension("json"))?;
+        if let Some(s) = &r.summary {
+            if let Err(e) = rdmig::timeline::plot_png(&r.timeline, s, &t.with_extension("png")) {
+                eprintln!("rdmig: chart not written: {e}");
+            }
+        }
+    }
+    if a.json {
+        print_json(&r)?;
+    } else {
+        match &r.outcome {
+            Outcome::Migrated { restored_pid } => println!("migrated pid {} to {} (pid {restored_pid} there)", r.pid, a.peer.to),
+            Outcome::Refused { reason } => println!("REFUSED, nothing was touched: {reason}"),
+            Outcome::RolledBack { reason } => println!("ROLLED BACK, pid {} runs here again: {reason}", r.pid),
+            Outcome::InDoubt { reason } => println!("IN DOUBT: {reason}"),
+        }
+        if let Some(s) = &r.summary {
+            print!("{}", s.render_text());
+        }
+    }
+    Ok(ExitCode::from(match r.outcome {
+        Outcome::Migrated { .. } => 0,
+        Outcome::Refused { .. } => 2,
+        Outcome::RolledBack { .. } => 3,
+        Outcome::InDoubt { .. } => 4,
+    }))
+}

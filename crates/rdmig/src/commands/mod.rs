@@ -1,0 +1,59 @@
+//! One file per `rdmig` command (as youki keeps its commands); what several share is here.
+
+pub mod agent;
+pub mod bench;
+pub mod image;
+pub mod migrate;
+pub mod plot;
+pub mod rxe;
+pub mod softroce;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+/// Where the destination agent is and how to reach it; shared by `migrate` and `bench transfer`.
+#[derive(Args)]
+pub(crate) struct PeerArgs {
+    /// Destination agent, HOST:PORT.
+    #[arg(long, env = "RDMIG_TO")]
+    pub(crate) to: String,
+    /// The cluster secret shared with the agents.
+    #[arg(long, env = "RDMIG_SECRET_FILE")]
+    pub(crate) secret_file: Option<PathBuf>,
+    /// Local address whose RoCE v2 GID carries RDMA data (none: TCP only).
+    #[arg(long, env = "RDMIG_RDMA_ADDR")]
+    pub(crate) rdma_addr: Option<std::net::Ipv4Addr>,
+    #[arg(long, default_value = "rxe0", env = "RDMIG_RDMA_DEVICE")]
+    pub(crate) rdma_device: String,
+    /// RC QPs ("lanes") the RDMA data path stripes its chunks over (1 to 4).
+    #[arg(long, default_value_t = rdmig::transport::rdma::DEFAULT_LANES, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u8).range(1..=rdmig::transport::rdma::MAX_LANES as i64), usize::from))]
+    pub(crate) rdma_qps: usize,
+}
+
+impl PeerArgs {
+    pub(crate) fn addr(&self) -> Result<std::net::SocketAddr> {
+        self.to.parse().with_context(|| format!("--to {:?} is not HOST:PORT", self.to))
+    }
+
+    pub(crate) fn secret(&self) -> Result<rdmig_proto::wire::Secret> {
+        let f = self.secret_file.as_ref().context("--secret-file is required (the cluster secret shared with the agents)")?;
+        Ok(rdmig_proto::wire::Secret::load(f)?)
+    }
+}
+
+/// A number in hex (with 0x) or decimal.
+pub(crate) fn parse_u64_auto(s: &str) -> Result<u64, String> {
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("{s:?}: {e}"))
+}
+
+pub(crate) fn print_json<T: Serialize>(v: &T) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
