@@ -13,9 +13,9 @@ use std::process::Command;
 use super::LabError;
 
 /// The initramfs' /init: load modules, mount the host root, hand over to the node's PID 1.
-const INIT: &str = include_str!("../../scripts/lab/initramfs-init.sh");
+const INIT: &str = include_str!("../guest/initramfs-init.sh");
 /// The node's PID 1 after switch_root (mounts, then the guest agent).
-pub const GUEST_INIT: &str = include_str!("../../scripts/lab/guest-init.sh");
+pub const GUEST_INIT: &str = include_str!("../guest/guest-init.sh");
 
 /// Modules a guest needs before its root exists: virtio PCI transport, virtio-net (so the NIC
 /// exists early), and the 9p file system over virtio.
