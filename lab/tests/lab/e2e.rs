@@ -46,6 +46,9 @@ struct Pair {
     client: i32,
     iters: u64,
     tag: String,
+    /// When the traffic was seen flowing: the margins (how long it ran before and after the
+    /// migrations) are printed, so that iteration counts can be chosen from measurements.
+    started: std::time::Instant,
 }
 
 fn start_pair(c: &Ctx, server_node: &str, client_node: &str, opts: &[&str], iters: u64, tag: &str) -> Result<Pair> {
@@ -85,8 +88,9 @@ fn start_pair_from(c: &Ctx, server_node: &str, client_node: &str, client_addr: O
         let st = c.exec_ok(server_node, &[&tool, "softroce", "status"])?;
         Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={server}")) && (l.contains("state=rts") || l.contains("state=rtr"))))
     })?;
+    let started = std::time::Instant::now();
     thread::sleep(Duration::from_secs(2));
-    Ok(Pair { server, client, iters, tag: tag.to_string() })
+    Ok(Pair { server, client, iters, tag: tag.to_string(), started })
 }
 
 /// `rdmig-lab on FROM --to-node TO -- migrate PID --json` with the flags an RDMA process with a TCP side
@@ -98,7 +102,9 @@ fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, move_addr: Option<&str>, ext
         a.extend(["--move-addr", m]);
     }
     a.extend_from_slice(extra);
+    let t0 = std::time::Instant::now();
     let o = std::process::Command::new(&c.bin).args(&a).output()?;
+    println!("  `rdmig migrate` {from} -> {to} took {:.1} s", t0.elapsed().as_secs_f64());
     let code = o.status.code().unwrap_or(-1);
     let r: Value = serde_json::from_slice(&o.stdout)
         .with_context(|| format!("migrate printed no report (exit {code}):\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))?;
@@ -125,7 +131,7 @@ fn finish(c: &Ctx, p: &Pair, server_node: &str, client_node: &str) -> Result<()>
         ensure!(iterations(out) == Some(p.iters), "{who} did not finish {} iterations:\n{out}", p.iters);
         ensure!(!out.to_lowercase().contains("error") && !out.contains("Couldn't"), "{who} reported an error:\n{out}");
     }
-    println!("  both sides finished {} iterations", p.iters);
+    println!("  both sides finished {} iterations, {:.0} s after the traffic was seen flowing", p.iters, p.started.elapsed().as_secs_f64());
     clear_addrs(c);
     Ok(())
 }
