@@ -174,7 +174,7 @@ impl Phase {
         }
     }
 
-    /// Whether every event of this phase is synced before `Journal::append` returns,
+    /// Whether every event of this phase is synced before [`crate::Journal::append`] returns,
     /// whatever durability the caller asked for: the steps after which a crash leaves the
     /// application stopped, addressless or in two places unless the journal says so.
     pub fn is_sync_point(self) -> bool {
@@ -234,6 +234,16 @@ impl Outcome {
             _ => None,
         }
     }
+
+    /// Rebuilds an outcome from its stored kind and reason (a reason belongs to `failed` only).
+    pub(crate) fn from_parts(kind: &str, reason: Option<String>) -> Result<Self, UnknownName> {
+        match (kind, reason) {
+            ("started", None) => Ok(Outcome::Started),
+            ("done", None) => Ok(Outcome::Done),
+            ("failed", Some(reason)) => Ok(Outcome::Failed { reason }),
+            (kind, reason) => Err(UnknownName { what: "outcome", value: format!("{kind} (reason {reason:?})") }),
+        }
+    }
 }
 
 impl fmt::Display for Outcome {
@@ -245,7 +255,7 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// How hard `Journal::append` works to keep an event through a crash.
+/// How hard [`crate::Journal::append`] works to keep an event through a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
     /// Committed to the write-ahead log: survives the process dying at any point, may be lost
@@ -359,6 +369,15 @@ mod tests {
         }
         assert!(serde_json::from_str::<NodeName>("\"a/b\"").is_err());
         assert_eq!(serde_json::from_str::<NodeName>("\"node2\"").unwrap().as_str(), "node2");
+    }
+
+    #[test]
+    fn outcomes_rebuild_only_from_consistent_parts() {
+        assert_eq!(Outcome::from_parts("done", None), Ok(Outcome::Done));
+        assert_eq!(Outcome::from_parts("failed", Some("no space".into())), Ok(Outcome::failed("no space")));
+        assert!(Outcome::from_parts("failed", None).is_err());
+        assert!(Outcome::from_parts("done", Some("x".into())).is_err());
+        assert!(Outcome::from_parts("maybe", None).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::error::StreamError;
 use crate::event::{Event, NodeName};
 
 /// A node's events after a sequence number: what a node answers when asked for its events
-/// (`Journal::stream_since`). Every event is the node's, above `after`, ordered by
+/// ([`crate::Journal::stream_since`]). Every event is the node's, above `after`, ordered by
 /// sequence number and without duplicates ([`NodeStream::new`] checks; so does deserialising).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawNodeStream")]
