@@ -13,16 +13,17 @@ use std::os::fd::RawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
+use crate::common::PAGE;
+pub use crate::common::{gid, DumpError, EVENT_LINK, UVERBS_MAJOR};
 use crate::fdinfo::{self, EventInfo, Link, UverbsInfo};
 use crate::image::{
     self, Ah, AhAv, AsyncEvent, BlobRef, Channel, Context, Cq, EventFile, FileImage, FileKind, Handle, Mr, Mw, MwBinding, Qp, QpLinks, QueueVma, Srq,
 };
 use crate::log::{debug, info};
+use crate::procfs::{comm, fd_flags, owner};
 use crate::rxe;
 use crate::uverbs;
 
-pub const UVERBS_MAJOR: u32 = 231;
-const PAGE: u64 = 4096;
 /// Byte offsets in `struct rxe_queue_buf` (rdma_user_rxe.h): index mask, producer, consumer.
 pub const RING_INDEX_MASK: usize = 4;
 pub const RING_PRODUCER: usize = 128;
@@ -35,30 +36,6 @@ static STOPPED: Mutex<Vec<(String, u32)>> = Mutex::new(Vec::new());
 /// Takes the list of QPs stopped by this dump.
 pub fn take_stopped() -> Vec<(String, u32)> {
     std::mem::take(&mut *STOPPED.lock().unwrap_or_else(|e| e.into_inner()))
-}
-
-/// The GID at `index` of `port` of `ibdev`, and its type, as sysfs shows them.
-pub fn gid(ibdev: &str, port: u8, index: u8) -> std::io::Result<(String, String)> {
-    let base = format!("/sys/class/infiniband/{ibdev}/ports/{port}");
-    let g = fs::read_to_string(format!("{base}/gids/{index}"))?.trim().to_string();
-    let t = fs::read_to_string(format!("{base}/gid_attrs/types/{index}")).map(|s| s.trim().to_string()).unwrap_or_default();
-    Ok((g, t))
-}
-pub const EVENT_LINK: &str = "anon_inode:[infinibandevent]";
-
-#[derive(Debug, thiserror::Error)]
-pub enum DumpError {
-    #[error("{what}: {source}")]
-    Sys { what: String, source: std::io::Error },
-    #[error("{0}")]
-    Unsupported(String),
-    #[error("{0}")]
-    Image(#[from] image::ImageError),
-}
-
-fn sys<E: Into<std::io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> DumpError {
-    let what = what.into();
-    move |source| DumpError::Sys { what, source: source.into() }
 }
 
 /// What DUMP_EXT_FILE is looking at.
@@ -92,51 +69,6 @@ pub fn reset() {
     CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
 }
 
-/// Every (pid, fd) in the system whose open file is the same `struct file` as our `fd`.
-fn owners(fd: RawFd) -> Vec<(i32, i32)> {
-    let me = std::process::id() as i32;
-    let Ok(link) = fs::read_link(format!("/proc/self/fd/{fd}")) else { return vec![] };
-    let mut found = vec![];
-    let Ok(procs) = fs::read_dir("/proc") else { return vec![] };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = fs::read_dir(p.path().join("fd")) else { continue };
-        for f in fds.flatten() {
-            let Some(n) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-            if fs::read_link(f.path()).ok().as_ref() != Some(&link) {
-                continue;
-            }
-            // SAFETY: kcmp only compares kernel objects; the arguments are plain integers.
-            let r = unsafe {
-                libc::syscall(libc::SYS_kcmp, me, pid, 0 /* KCMP_FILE */, fd, n)
-            };
-            if r == 0 {
-                found.push((pid, n));
-            }
-        }
-    }
-    found.sort_unstable();
-    found
-}
-
-fn comm(pid: i32) -> String {
-    fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into())
-}
-
-fn fd_flags(fd: RawFd) -> i32 {
-    // SAFETY: F_GETFL on a valid fd has no memory effects.
-    unsafe { libc::fcntl(fd, libc::F_GETFL) }
-}
-
-/// Which owner to describe: the first (lowest pid) one. Several owners happen after fork; CRIU
-/// restores the sharing itself, the verbs state belongs to the file.
-fn owner(fd: RawFd, what: &str) -> Result<(i32, i32), DumpError> {
-    owners(fd).into_iter().next().ok_or_else(|| DumpError::Unsupported(format!("{what}: no process holding this file was found (kcmp)")))
-}
-
 /// DUMP_EXT_FILE. `Ok(false)`: not ours. `Ok(true)`: saved. `Err`: ours but it cannot be saved.
 pub fn dump_file(fd: RawFd, id: u32, dir: RawFd) -> Result<bool, DumpError> {
     match classify(fd) {
@@ -158,13 +90,13 @@ fn write_image(dir: RawFd, img: &FileImage, blob: &[u8]) -> Result<(), DumpError
     // SAFETY: openat with a NUL-terminated relative name on CRIU's images dir fd.
     let f = unsafe { libc::openat(dir, c.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o600) };
     if f < 0 {
-        return Err(sys(format!("create {name} in the images directory"))(std::io::Error::last_os_error()));
+        return Err(DumpError::sys(format!("create {name} in the images directory"))(std::io::Error::last_os_error()));
     }
     // SAFETY: f was just opened and is owned by this File from here on.
     let file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(f) };
     let bytes = image::encode(img, blob);
-    file.write_all_at(&bytes, 0).map_err(sys(format!("write {name}")))?;
-    file.sync_all().map_err(sys(format!("sync {name}")))?;
+    file.write_all_at(&bytes, 0).map_err(DumpError::sys(format!("write {name}")))?;
+    file.sync_all().map_err(DumpError::sys(format!("sync {name}")))?;
     Ok(())
 }
 
@@ -181,29 +113,15 @@ const UNSUPPORTED_TYPES: &[(u16, &str)] = &[
 
 fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Result<(), DumpError> {
     let (pid, pfd) = owner(fd, &format!("uverbs file {major}:{minor} (file id {id})"))?;
-    let path = fs::read_link(format!("/proc/self/fd/{fd}")).map_err(sys("readlink of the uverbs fd"))?;
+    let path = fs::read_link(format!("/proc/self/fd/{fd}")).map_err(DumpError::sys("readlink of the uverbs fd"))?;
     let path = path.display().to_string();
     let who = format!("process {pid} ({}), {path} fd {pfd}", comm(pid));
     let unsupported = |why: String| DumpError::Unsupported(format!("{who}: {why}"));
 
     // One verbs context per process: the status names objects by process, not by file.
-    let others: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .map_err(sys(format!("list /proc/{pid}/fd")))?
-        .flatten()
-        .filter_map(|f| {
-            let n: i32 = f.file_name().to_str()?.parse().ok()?;
-            let l = fs::read_link(f.path()).ok()?;
-            let s = l.to_str()?.to_string();
-            // SAFETY: kcmp compares kernel objects only.
-            let same = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, 0, pfd, n) } == 0;
-            (s.starts_with("/dev/infiniband/uverbs") && !same).then_some(n)
-        })
-        .collect();
+    let others = crate::procfs::other_uverbs_fds(pid, pfd)?;
 
-    let uv = path.rsplit('/').next().unwrap_or("");
-    let ibdev = fs::read_to_string(format!("/sys/class/infiniband_verbs/{uv}/ibdev"))
-        .map(|s| s.trim().to_string())
-        .map_err(sys(format!("read /sys/class/infiniband_verbs/{uv}/ibdev")))?;
+    let ibdev = crate::procfs::ibdev_of(&path)?;
     let status = match rxe::status::read() {
         Ok(s) => s,
         Err(rxe::CtlError::NotLoaded) => {
@@ -212,13 +130,14 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
                 rxe::CTL_DEV
             )))
         }
-        Err(e) => return Err(sys(format!("read {}", rxe::CTL_DEV))(e)),
+        Err(e) => return Err(DumpError::sys(format!("read {}", rxe::CTL_DEV))(e)),
     };
     if !status.iter().any(|r| r.kind == "dev" && r.get("name") == Some(ibdev.as_str())) {
         return Err(unsupported(format!("device {ibdev} is not an rxe device ({} does not list it)", rxe::CTL_DEV)));
     }
 
-    let handles = |obj: u16, name: &str| uverbs::info_handles(fd, obj).map_err(sys(format!("{who}: list the {name} handles (UVERBS_METHOD_INFO_HANDLES)")));
+    let handles =
+        |obj: u16, name: &str| uverbs::info_handles(fd, obj).map_err(DumpError::sys(format!("{who}: list the {name} handles (UVERBS_METHOD_INFO_HANDLES)")));
     // PD first: every verbs device has PDs, so an error here is a real one (a type the device
     // does not implement at all answers EINVAL/EOPNOTSUPP, and then it holds none of them).
     let pds: Vec<Handle> = handles(uverbs::OBJ_PD, "PD")?.into_iter().map(|handle| Handle { handle }).collect();
@@ -229,7 +148,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
                 debug!("{who}: {name} objects: {e}: the device has no such type");
                 vec![]
             }
-            Err(e) => return Err(sys(format!("{who}: list the {name} handles (UVERBS_METHOD_INFO_HANDLES)"))(e)),
+            Err(e) => return Err(DumpError::sys(format!("{who}: list the {name} handles (UVERBS_METHOD_INFO_HANDLES)"))(e)),
         };
         if !h.is_empty() {
             return Err(unsupported(format!("holds {} {name} object(s) (handles {h:?}), which this plugin cannot save", h.len())));
@@ -239,7 +158,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     let mr_recs = rxe::status::owned(&status, "mr", pid, &ibdev);
     let mut mrs = vec![];
     for h in handles(uverbs::OBJ_MR, "MR")? {
-        let (lkey, rkey, length, iova) = uverbs::query_mr(fd, h).map_err(sys(format!("{who}: query MR handle {h}")))?;
+        let (lkey, rkey, length, iova) = uverbs::query_mr(fd, h).map_err(DumpError::sys(format!("{who}: query MR handle {h}")))?;
         let access = mr_recs.iter().find(|r| r.num("lkey") == Some(lkey as u64)).and_then(|r| r.num("access")).map(|a| a as u32);
         mrs.push(Mr { handle: h, lkey, rkey, iova, length, access, pd: None });
     }
@@ -282,7 +201,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         let port = num("port")? as u8;
         let sgid_index = num("sgid_index")? as u8;
         let dgid = rec.get("dgid").and_then(rxe::parse_gid).ok_or_else(|| unsupported(format!("AH handle {h}: bad dgid in {}", rxe::CTL_DEV)))?;
-        let (sgid, sgid_type) = gid(&ibdev, port, sgid_index).map_err(sys(format!("{who}: read the source GID {sgid_index} of AH handle {h}")))?;
+        let (sgid, sgid_type) = gid(&ibdev, port, sgid_index).map_err(DumpError::sys(format!("{who}: read the source GID {sgid_index} of AH handle {h}")))?;
         let av = AhAv {
             port,
             sgid,
@@ -296,7 +215,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     }
     let mut srqs: Vec<Srq> = vec![];
     for h in handles(uverbs::OBJ_SRQ, "SRQ")? {
-        let a = uverbs::query_srq(fd, h).map_err(sys(format!("{who}: query SRQ handle {h}")))?;
+        let a = uverbs::query_srq(fd, h).map_err(DumpError::sys(format!("{who}: query SRQ handle {h}")))?;
         srqs.push(Srq { handle: h, max_wr: a.max_wr, max_sge: a.max_sge, srq_limit: a.srq_limit, ..Default::default() });
     }
     let comp_channels = handles(uverbs::OBJ_COMP_CHANNEL, "completion channel")?.len() as u32;
@@ -315,7 +234,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     }
     // The event state (user handles, event counters, which CQ uses which channel), from the
     // fdinfo of rdmig's ib_uverbs; a stock ib_uverbs shows none of it.
-    let text = fdinfo::read(0, fd).map_err(sys(format!("{who}: read the fdinfo of the uverbs file")))?;
+    let text = fdinfo::read(0, fd).map_err(DumpError::sys(format!("{who}: read the fdinfo of the uverbs file")))?;
     let uvinfo: Option<UverbsInfo> = fdinfo::parse_uverbs(&text).map_err(|e| unsupported(format!("fdinfo of the uverbs file: {e}")))?;
     // Several uverbs files: which QPs (numbers) and event files are this file's, ib_uverbs says.
     let file_token = uvinfo.as_ref().and_then(|i| i.file.clone());
@@ -368,7 +287,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     }
 
     // The process's mappings of this uverbs file: the rxe rings (CQ, SQ, RQ), by page offset.
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(sys(format!("read /proc/{pid}/maps")))?;
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(DumpError::sys(format!("read /proc/{pid}/maps")))?;
     let mut vmas: Vec<(u64, u64, u64, String)> = vec![];
     for l in maps.lines() {
         let f: Vec<&str> = l.split_whitespace().collect();
@@ -491,10 +410,10 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
             }
         }
         qp_pds.push(pd_of(uverbs::OBJ_QP, *h, &format!("QP handle {h} (QPN {qpn})"))?);
-        let attr = uverbs::query_qp(fd, *h).map_err(sys(format!("{who}: query QP handle {h}")))?;
+        let attr = uverbs::query_qp(fd, *h).map_err(DumpError::sys(format!("{who}: query QP handle {h}")))?;
         let port = if attr.port_num == 0 { 1 } else { attr.port_num };
         let (sgid, sgid_type) = if connected && qp_type == "rc" {
-            let g = gid(&ibdev, port, attr.sgid_index).map_err(sys(format!("{who}: read the source GID {} of QP {qpn}", attr.sgid_index)))?;
+            let g = gid(&ibdev, port, attr.sgid_index).map_err(DumpError::sys(format!("{who}: read the source GID {} of QP {qpn}", attr.sgid_index)))?;
             (Some(g.0), Some(g.1))
         } else {
             (None, None)
@@ -532,14 +451,14 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     for (i, _) in &to_dump {
         let qpn = qps[*i].qpn;
         if qctl.is_none() {
-            qctl = Some(rxe::Ctl::open().map_err(sys(format!("open {}", rxe::CTL_DEV)))?);
+            qctl = Some(rxe::Ctl::open().map_err(DumpError::sys(format!("open {}", rxe::CTL_DEV)))?);
         }
         let c = qctl.as_ref().expect("opened just above");
         c.qp_stop(&ibdev, qpn).map_err(|e| {
             if e.raw_os_error() == Some(libc::EOPNOTSUPP) && qps[*i].qp_type == "ud" {
                 unsupported(format!("UD QP {qpn} is past INIT, and this rdma_rxe cannot stop UD QPs (it lacks rdmig's softroce patch 0012)"))
             } else {
-                sys(format!("{who}: stop QP {qpn} (RXE_CTL_IOC_QP_STOP)"))(e)
+                DumpError::sys(format!("{who}: stop QP {qpn} (RXE_CTL_IOC_QP_STOP)"))(e)
             }
         })?;
         STOPPED.lock().unwrap_or_else(|e| e.into_inner()).push((ibdev.clone(), qpn));
@@ -547,7 +466,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     for (i, state) in to_dump {
         let qpn = qps[i].qpn;
         let c = qctl.as_ref().expect("a QP to dump was stopped through it");
-        let img = c.qp_dump(&ibdev, qpn).map_err(sys(format!("{who}: dump QP {qpn} (RXE_CTL_IOC_QP_DUMP)")))?;
+        let img = c.qp_dump(&ibdev, qpn).map_err(DumpError::sys(format!("{who}: dump QP {qpn} (RXE_CTL_IOC_QP_DUMP)")))?;
         qps[i].mig_image = Some(BlobRef { offset: blob.len() as u64, len: img.len() as u64 });
         blob.extend_from_slice(&img);
         info!("{who}: stopped QP {qpn} ({state}) and saved its driver state ({} bytes)", img.len());
@@ -565,7 +484,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     }
 
     // The rings, read now that every connected QP is stopped (nothing changes them any more).
-    let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(sys(format!("open /proc/{pid}/mem")))?;
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).map_err(DumpError::sys(format!("open /proc/{pid}/mem")))?;
     let mut queues = vec![];
     for (start, end, pgoff, prot) in &vmas {
         let len = end.saturating_sub(*start);
@@ -717,8 +636,8 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
 fn event_files(pid: i32, file: Option<&str>, who: &str) -> Result<(Vec<Channel>, Vec<AsyncEvent>), DumpError> {
     let mut channels: Vec<Channel> = vec![];
     let mut async_pending: Option<Vec<AsyncEvent>> = None;
-    for n in process_event_fds(pid)? {
-        let text = fdinfo::read(pid, n).map_err(sys(format!("{who}: read /proc/{pid}/fdinfo/{n}")))?;
+    for n in crate::procfs::event_fds(pid)? {
+        let text = fdinfo::read(pid, n).map_err(DumpError::sys(format!("{who}: read /proc/{pid}/fdinfo/{n}")))?;
         if file.is_some() && fdinfo::file_token(&text).as_deref() != file {
             continue;
         }
@@ -777,20 +696,6 @@ pub fn check_events(cqs: &[Cq], qps: &[Qp], srqs: &[Srq], channels: &[Channel], 
     Ok(())
 }
 
-/// The process's infiniband event fds, lowest first.
-fn process_event_fds(pid: i32) -> Result<Vec<i32>, DumpError> {
-    let mut event_fds: Vec<i32> = fs::read_dir(format!("/proc/{pid}/fd"))
-        .map_err(sys(format!("list /proc/{pid}/fd")))?
-        .flatten()
-        .filter_map(|f| {
-            let n: i32 = f.file_name().to_str()?.parse().ok()?;
-            (fs::read_link(f.path()).ok()?.as_os_str() == EVENT_LINK).then_some(n)
-        })
-        .collect();
-    event_fds.sort_unstable();
-    Ok(event_fds)
-}
-
 /// Rewrites one byte of every page the driver logged as written by RDMA, through
 /// /proc/PID/mem (a write fault sets the page's soft-dirty bit); returns the pages touched.
 fn mark_rdma_written(pid: i32, ibdev: &str, mrs: &[Mr], who: &str) -> std::io::Result<usize> {
@@ -822,9 +727,9 @@ fn mark_rdma_written(pid: i32, ibdev: &str, mrs: &[Mr], who: &str) -> std::io::R
 fn dump_event_file(fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {
     let (pid, pfd) = owner(fd, &format!("infiniband event file (file id {id})"))?;
     let who = format!("process {pid} ({}), event file fd {pfd}", comm(pid));
-    let event_fds = process_event_fds(pid)?;
+    let event_fds = crate::procfs::event_fds(pid)?;
     // rdmig's ib_uverbs says what the file is; otherwise it is guessed.
-    let text = fdinfo::read(0, fd).map_err(sys(format!("{who}: read its fdinfo")))?;
+    let text = fdinfo::read(0, fd).map_err(DumpError::sys(format!("{who}: read its fdinfo")))?;
     // Its context: the one of its uverbs file (patch 0014), else the process's only one.
     let file_token = fdinfo::file_token(&text);
     let ctx = {

@@ -31,9 +31,11 @@ use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 pub mod cmd;
+mod common;
 
 pub mod dump;
 pub mod fdinfo;
+mod procfs;
 pub use rdmig_image as image;
 use rdmig_rxe as rxe;
 mod log;

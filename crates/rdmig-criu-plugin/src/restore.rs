@@ -36,22 +36,8 @@ use crate::log::{debug, info};
 use crate::uverbs;
 use rdmig_rxe::{self as rxe, Ctl};
 
-const PAGE: u64 = 4096;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RestoreError {
-    #[error("{what}: {source}")]
-    Sys { what: String, source: std::io::Error },
-    #[error("{0}")]
-    Refused(String),
-    #[error("{0}")]
-    Image(#[from] image::ImageError),
-}
-
-fn sys<E: Into<std::io::Error>>(what: impl Into<String>) -> impl FnOnce(E) -> RestoreError {
-    let what = what.into();
-    move |source| RestoreError::Sys { what, source: source.into() }
-}
+pub use crate::common::RestoreError;
+use crate::common::{gid_index, PAGE};
 
 /// A context rebuilt in this task.
 struct Built {
@@ -331,20 +317,20 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     // SAFETY: open with a NUL-terminated path; the result is owned right below.
     let raw = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if raw < 0 {
-        return Err(sys(format!("{who}: open {}", c.path))(std::io::Error::last_os_error()));
+        return Err(RestoreError::sys(format!("{who}: open {}", c.path))(std::io::Error::last_os_error()));
     }
     // SAFETY: raw is a fresh descriptor nobody else owns. Dropping it (on any error below)
     // destroys every object created on it.
     let file = unsafe { OwnedFd::from_raw_fd(raw) };
     let fd = file.as_raw_fd();
-    let afd = cmd::get_context(fd).map_err(sys(format!("{who}: GET_CONTEXT")))?;
+    let afd = cmd::get_context(fd).map_err(RestoreError::sys(format!("{who}: GET_CONTEXT")))?;
     // SAFETY: GET_CONTEXT returned a new descriptor that we own.
     let afile = unsafe { OwnedFd::from_raw_fd(afd) };
-    let ctl = Ctl::open().map_err(sys(format!("{who}: open {}", rxe::CTL_DEV)))?;
+    let ctl = Ctl::open().map_err(RestoreError::sys(format!("{who}: open {}", rxe::CTL_DEV)))?;
     // Completion channels first: CREATE_CQ names its channel by fd.
     let mut chans: Vec<(String, OwnedFd, RawFd)> = vec![];
     for ch in &c.channels {
-        let cfd = cmd::create_comp_channel(fd).map_err(sys(format!("{who}: CREATE_COMP_CHANNEL (for fd {})", ch.fd)))?;
+        let cfd = cmd::create_comp_channel(fd).map_err(RestoreError::sys(format!("{who}: CREATE_COMP_CHANNEL (for fd {})", ch.fd)))?;
         // SAFETY: CREATE_COMP_CHANNEL returned a new descriptor that we own.
         chans.push((ch.token.clone(), unsafe { OwnedFd::from_raw_fd(cfd) }, ch.fd));
     }
@@ -378,54 +364,54 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     for step in plan(&objs.iter().map(|o| (o.handle(), level(o))).collect::<Vec<_>>()) {
         let h = match step {
             Step::Filler(want) => {
-                let h = cmd::alloc_pd(fd).map_err(sys(format!("{who}: ALLOC_PD (handle filler)")))?;
+                let h = cmd::alloc_pd(fd).map_err(RestoreError::sys(format!("{who}: ALLOC_PD (handle filler)")))?;
                 if h != want {
                     return Err(RestoreError::Refused(format!("{who}: the filler for handle {want} got handle {h}")));
                 }
                 continue;
             }
             Step::FreeFiller(h) => {
-                cmd::dealloc_pd(fd, h).map_err(sys(format!("{who}: DEALLOC_PD of filler {h}")))?;
+                cmd::dealloc_pd(fd, h).map_err(RestoreError::sys(format!("{who}: DEALLOC_PD of filler {h}")))?;
                 continue;
             }
             Step::Create(h) => h,
         };
         let o = objs.iter().find(|o| o.handle() == h).expect("the plan creates only objects of the image");
         let (what, got) = match o {
-            Obj::Pd(_) => ("PD".to_string(), cmd::alloc_pd(fd).map_err(sys(format!("{who}: ALLOC_PD")))?),
+            Obj::Pd(_) => ("PD".to_string(), cmd::alloc_pd(fd).map_err(RestoreError::sys(format!("{who}: ALLOC_PD")))?),
             Obj::Cq(cq) => {
                 let cqe = cq.cqe.unwrap_or(0);
                 let r = cmd::create_cq(fd, cqe, cq.user_handle, chan_fd(&cq.channel)?)
-                    .map_err(sys(format!("{who}: CREATE_CQ (handle {}, {cqe} entries)", cq.handle)))?;
+                    .map_err(RestoreError::sys(format!("{who}: CREATE_CQ (handle {}, {cqe} entries)", cq.handle)))?;
                 map_ring(&format!("CQ handle {}", cq.handle), cq.pgoff.unwrap_or(0), &r.mi)?;
                 (format!("CQ ({cqe} entries)"), r.cq_handle)
             }
-            Obj::Mr(m) => (format!("MR lkey {:#x}", m.lkey), reg_mr(fd, &ctl, &c.ibdev, mr_pd(c, m), m).map_err(|e| prefix(&who, e))?),
+            Obj::Mr(m) => (format!("MR lkey {:#x}", m.lkey), reg_mr(fd, &ctl, &c.ibdev, mr_pd(c, m), m).map_err(|e| e.within(&who))?),
             Obj::Srq(q) => {
                 let r = cmd::create_srq(fd, q.pd.expect("checked"), q.max_wr, q.max_sge, q.srq_limit, q.user_handle)
-                    .map_err(sys(format!("{who}: CREATE_SRQ (handle {}, {} WRs of {} SGEs)", q.handle, q.max_wr, q.max_sge)))?;
+                    .map_err(RestoreError::sys(format!("{who}: CREATE_SRQ (handle {}, {} WRs of {} SGEs)", q.handle, q.max_wr, q.max_sge)))?;
                 map_ring(&format!("SRQ handle {}", q.handle), q.pgoff.expect("checked"), &r.mi)?;
                 (format!("SRQ ({} WRs, limit {})", q.max_wr, q.srq_limit), r.srq_handle)
             }
             Obj::Ah(a) => {
-                let h = create_ah(fd, &ctl, &c.ibdev, a).map_err(|e| prefix(&who, e))?;
+                let h = create_ah(fd, &ctl, &c.ibdev, a).map_err(|e| e.within(&who))?;
                 (format!("AH {}", a.ah_num.unwrap_or(0)), h)
             }
             Obj::Mw(w) => {
                 let rkey = w.rkey.expect("checked");
-                ctl.expect(rxe::Obj::Mw, 0, rkey >> 8, Some((rkey & 0xff) as u8), &c.ibdev, false).map_err(sys(format!(
+                ctl.expect(rxe::Obj::Mw, 0, rkey >> 8, Some((rkey & 0xff) as u8), &c.ibdev, false).map_err(RestoreError::sys(format!(
                     "{who}: EXPECT MW index {} key {:#x}",
                     rkey >> 8,
                     rkey & 0xff
                 )))?;
-                let r = cmd::alloc_mw(fd, w.pd.expect("checked"), w.mw_type as u8).map_err(sys(format!("{who}: ALLOC_MW rkey {rkey:#x}")))?;
+                let r = cmd::alloc_mw(fd, w.pd.expect("checked"), w.mw_type as u8).map_err(RestoreError::sys(format!("{who}: ALLOC_MW rkey {rkey:#x}")))?;
                 if r.rkey != rkey {
                     return Err(RestoreError::Refused(format!("{who}: MW got rkey {:#x} instead of {rkey:#x}", r.rkey)));
                 }
                 (format!("MW rkey {rkey:#x}"), r.mw_handle)
             }
             Obj::Qp(q) => {
-                let (h, r) = create_qp(fd, &ctl, &c.ibdev, q).map_err(|e| prefix(&who, e))?;
+                let (h, r) = create_qp(fd, &ctl, &c.ibdev, q).map_err(|e| e.within(&who))?;
                 let links = q.links.expect("checked");
                 map_ring(&format!("QP {} send queue", q.qpn), links.sq_pgoff, &r.sq_mi)?;
                 if links.srq.is_none() {
@@ -463,10 +449,10 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
             }
             _ => flags,
         };
-        ctl.qp_restore(&c.ibdev, q.qpn, img, flags).map_err(sys(format!("{who}: QP_RESTORE of QP {}", q.qpn)))?;
+        ctl.qp_restore(&c.ibdev, q.qpn, img, flags).map_err(RestoreError::sys(format!("{who}: QP_RESTORE of QP {}", q.qpn)))?;
         cqs_done.extend(cqs);
     }
-    let nev = restore_events(fd, c).map_err(|e| prefix(&who, e))?;
+    let nev = restore_events(fd, c).map_err(|e| e.within(&who))?;
 
     // File status flags (O_NONBLOCK) of the event files, as the process had set them.
     let flags_of = |pick: &dyn Fn(&image::EventFile) -> bool| {
@@ -479,7 +465,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         if flags.is_some_and(|fl| fl & libc::O_NONBLOCK != 0) {
             // SAFETY: fcntl on a descriptor we own.
             if unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) } != 0 {
-                return Err(sys(format!("{who}: set O_NONBLOCK on an event file"))(std::io::Error::last_os_error()));
+                return Err(RestoreError::sys(format!("{who}: set O_NONBLOCK on an event file"))(std::io::Error::last_os_error()));
             }
         }
         Ok(())
@@ -552,19 +538,11 @@ fn restore_events(fd: RawFd, c: &Context) -> Result<usize, RestoreError> {
     Ok(calls.len())
 }
 
-fn prefix(who: &str, e: RestoreError) -> RestoreError {
-    match e {
-        RestoreError::Sys { what, source } => RestoreError::Sys { what: format!("{who}: {what}"), source },
-        RestoreError::Refused(m) => RestoreError::Refused(format!("{who}: {m}")),
-        other => other,
-    }
-}
-
 /// Registers MR `m` with its old number, key and iova on placeholder pages (re-pinned to the
 /// process's pages in RESUME_DEVICES_LATE).
 fn reg_mr(fd: RawFd, ctl: &Ctl, ibdev: &str, pd: Option<u32>, m: &image::Mr) -> Result<u32, RestoreError> {
     let pd = pd.ok_or_else(|| RestoreError::Refused("an MR without a PD".into()))?;
-    ctl.expect(rxe::Obj::Mr, 0, m.lkey >> 8, Some((m.lkey & 0xff) as u8), ibdev, false).map_err(sys(format!(
+    ctl.expect(rxe::Obj::Mr, 0, m.lkey >> 8, Some((m.lkey & 0xff) as u8), ibdev, false).map_err(RestoreError::sys(format!(
         "EXPECT MR index {} key {:#x}",
         m.lkey >> 8,
         m.lkey & 0xff
@@ -576,37 +554,14 @@ fn reg_mr(fd: RawFd, ctl: &Ctl, ibdev: &str, pd: Option<u32>, m: &image::Mr) -> 
     // keeps the pages until the re-pin releases them.
     let base = unsafe { libc::mmap(std::ptr::null_mut(), len as usize, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
     if base == libc::MAP_FAILED {
-        return Err(sys(format!("placeholder pages for MR lkey {:#x} ({len} bytes)", m.lkey))(std::io::Error::last_os_error()));
+        return Err(RestoreError::sys(format!("placeholder pages for MR lkey {:#x} ({len} bytes)", m.lkey))(std::io::Error::last_os_error()));
     }
     let r = cmd::reg_mr(fd, pd, base as u64 + in_page, m.length, m.iova, m.access.unwrap_or(0))
-        .map_err(sys(format!("REG_MR lkey {:#x} ({} bytes at iova {:#x})", m.lkey, m.length, m.iova)))?;
+        .map_err(RestoreError::sys(format!("REG_MR lkey {:#x} ({} bytes at iova {:#x})", m.lkey, m.length, m.iova)))?;
     if r.lkey != m.lkey || r.rkey != m.rkey {
         return Err(RestoreError::Refused(format!("MR got lkey {:#x}/rkey {:#x} instead of {:#x}/{:#x}", r.lkey, r.rkey, m.lkey, m.rkey)));
     }
     Ok(r.mr_handle)
-}
-
-/// The GID index on this node of the GID a QP used (text and type as in sysfs). An address
-/// that was just added reaches the GID table a little later (ib_core updates it from a work
-/// queue), so a missing GID is waited for, briefly.
-fn gid_index(ibdev: &str, port: u8, gid: &str, typ: &str) -> Result<u8, RestoreError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    loop {
-        for i in 0..=255u8 {
-            match crate::dump::gid(ibdev, port, i) {
-                Ok((g, t)) if g == gid && (typ.is_empty() || t == typ) => return Ok(i),
-                Ok(_) => {}
-                Err(_) if i > 0 => break,
-                Err(e) => return Err(sys(format!("read the GID table of {ibdev} port {port}"))(e)),
-            }
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(RestoreError::Refused(format!(
-                "{ibdev} port {port} has no GID {gid} ({typ}) here: the QP's address must move with the process before the restore"
-            )));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
 }
 
 /// Creates AH `a` with its old number (`/dev/rxe_ctl` EXPECT) and address, the source GID found
@@ -614,7 +569,7 @@ fn gid_index(ibdev: &str, port: u8, gid: &str, typ: &str) -> Result<u8, RestoreE
 fn create_ah(fd: RawFd, ctl: &Ctl, ibdev: &str, a: &image::Ah) -> Result<u32, RestoreError> {
     let (num, av) = (a.ah_num.expect("checked"), a.av.as_ref().expect("checked"));
     let sgid_index = gid_index(ibdev, av.port, &av.sgid, &av.sgid_type)?;
-    ctl.expect(rxe::Obj::Ah, 0, num, None, ibdev, false).map_err(sys(format!("EXPECT AH number {num}")))?;
+    ctl.expect(rxe::Obj::Ah, 0, num, None, ibdev, false).map_err(RestoreError::sys(format!("EXPECT AH number {num}")))?;
     let attr = cmd::AhAttr {
         dgid: av.dgid,
         flow_label: av.flow_label,
@@ -625,7 +580,7 @@ fn create_ah(fd: RawFd, ctl: &Ctl, ibdev: &str, a: &image::Ah) -> Result<u32, Re
         port_num: av.port,
         ..Default::default()
     };
-    let r = cmd::create_ah(fd, a.pd.expect("checked"), attr, a.user_handle).map_err(sys(format!("CREATE_AH number {num}")))?;
+    let r = cmd::create_ah(fd, a.pd.expect("checked"), attr, a.user_handle).map_err(RestoreError::sys(format!("CREATE_AH number {num}")))?;
     if r.ah_num != num {
         return Err(RestoreError::Refused(format!("AH got number {} instead of {num}", r.ah_num)));
     }
@@ -640,7 +595,7 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
         "ud" => 4,
         t => return Err(RestoreError::Refused(format!("QP {} is of type {t}", q.qpn))),
     };
-    ctl.expect(rxe::Obj::Qp, 0, q.qpn, None, ibdev, false).map_err(sys(format!("EXPECT QPN {}", q.qpn)))?;
+    ctl.expect(rxe::Obj::Qp, 0, q.qpn, None, ibdev, false).map_err(RestoreError::sys(format!("EXPECT QPN {}", q.qpn)))?;
     let r = cmd::create_qp(
         fd,
         cmd::CreateQp {
@@ -660,7 +615,7 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
             ..Default::default()
         },
     )
-    .map_err(sys(format!("CREATE_QP QPN {}", q.qpn)))?;
+    .map_err(RestoreError::sys(format!("CREATE_QP QPN {}", q.qpn)))?;
     if r.qpn != q.qpn {
         return Err(RestoreError::Refused(format!("QP got QPN {} instead of {}", r.qpn, q.qpn)));
     }
@@ -668,7 +623,7 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
     let modify = |state: u8, mask: u32, f: &dyn Fn(&mut cmd::ModifyQp)| -> Result<(), RestoreError> {
         let mut m = cmd::ModifyQp { qp_handle: r.qp_handle, attr_mask: cmd::QP_STATE | mask, qp_state: state, ..Default::default() };
         f(&mut m);
-        cmd::modify_qp(fd, m).map_err(sys(format!("MODIFY_QP QPN {} to {}", q.qpn, image::qp_state_name(state))))
+        cmd::modify_qp(fd, m).map_err(RestoreError::sys(format!("MODIFY_QP QPN {} to {}", q.qpn, image::qp_state_name(state))))
     };
     if a.state >= 1 {
         if qp_type == 2 {
@@ -748,11 +703,11 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
     for l in all.iter().filter(|l| l.image.pid == pid) {
         let FileKind::Context(c) = &l.image.kind else { continue };
         let who = format!("pid {pid}, verbs context fd {} on {}", l.image.fd, c.ibdev);
-        let ctl = Ctl::open().map_err(sys(format!("{who}: open {}", rxe::CTL_DEV)))?;
+        let ctl = Ctl::open().map_err(RestoreError::sys(format!("{who}: open {}", rxe::CTL_DEV)))?;
         for m in &c.mrs {
             let pages = ctl
                 .mr_repin(&c.ibdev, m.lkey >> 8, pid, m.iova)
-                .map_err(sys(format!("{who}: re-pin MR lkey {:#x} on the process's pages at {:#x} (RXE_CTL_IOC_MR_REPIN)", m.lkey, m.iova)))?;
+                .map_err(RestoreError::sys(format!("{who}: re-pin MR lkey {:#x} on the process's pages at {:#x} (RXE_CTL_IOC_MR_REPIN)", m.lkey, m.iova)))?;
             debug!("{who}: MR lkey {:#x} pinned on {pages} page(s) at {:#x}", m.lkey, m.iova);
         }
         // Rings of QPs that were not connected, and their CQs: copied back as saved (the dump
@@ -767,17 +722,21 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
                 [k.sq_pgoff, k.rq_pgoff, cq(k.send_cq), cq(k.recv_cq)]
             })
             .collect();
-        let mem = fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem")).map_err(sys(format!("{who}: open /proc/{pid}/mem")))?;
+        let mem = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("/proc/{pid}/mem"))
+            .map_err(RestoreError::sys(format!("{who}: open /proc/{pid}/mem")))?;
         for q in c.queues.iter().filter(|q| !covered.contains(&q.pgoff)) {
             let data = &l.blob[q.blob_offset as usize..(q.blob_offset + q.len) as usize];
             // The header (element size and index mask) is the driver's: check, do not write; the
             // rest (indices, elements) is as saved.
             let mut hdr = [0u8; 8];
-            mem.read_exact_at(&mut hdr, q.start).map_err(sys(format!("{who}: read the ring at {:#x}", q.start)))?;
+            mem.read_exact_at(&mut hdr, q.start).map_err(RestoreError::sys(format!("{who}: read the ring at {:#x}", q.start)))?;
             if hdr[..] != data[..8] {
                 return Err(RestoreError::Refused(format!("{who}: the new ring at {:#x} has another element size or capacity", q.start)));
             }
-            mem.write_all_at(&data[64..], q.start + 64).map_err(sys(format!("{who}: write the ring at {:#x}", q.start)))?;
+            mem.write_all_at(&data[64..], q.start + 64).map_err(RestoreError::sys(format!("{who}: write the ring at {:#x}", q.start)))?;
         }
         // MWs are bound once their MRs are on the final pages (MR_REPIN refuses an MR an MW
         // uses), before any QP can use them.
@@ -789,7 +748,7 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
             })?;
         }
         for q in c.qps.iter().filter(|q| q.mig_image.is_some()) {
-            ctl.qp_resume(&c.ibdev, q.qpn, 0).map_err(sys(format!("{who}: resume QP {} (RXE_CTL_IOC_QP_RESUME)", q.qpn)))?;
+            ctl.qp_resume(&c.ibdev, q.qpn, 0).map_err(RestoreError::sys(format!("{who}: resume QP {} (RXE_CTL_IOC_QP_RESUME)", q.qpn)))?;
         }
         info!("{who}: {} MR(s) pinned on the restored pages, {} QP(s) resumed", c.mrs.len(), c.qps.iter().filter(|q| q.mig_image.is_some()).count());
         n += 1;
