@@ -35,6 +35,7 @@ mod common;
 
 pub mod dump;
 pub mod fdinfo;
+mod handles;
 mod procfs;
 pub use rdmig_image as image;
 use rdmig_rxe as rxe;

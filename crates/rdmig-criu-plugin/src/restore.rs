@@ -22,7 +22,7 @@
 //! Anything that fails in step 1 closes the new uverbs file, which destroys every object made
 //! on it: nothing is left half-created on the device.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::cmd;
+use crate::handles::{self, Obj, Step};
 use crate::image::{self, Context, FileKind, Loaded, Qp};
 use crate::log::{debug, info};
 use crate::uverbs;
@@ -150,31 +151,6 @@ fn context_of(l: &Loaded) -> Result<&Context, RestoreError> {
     }
 }
 
-/// The objects of a context in uverbs handle order.
-enum Obj<'a> {
-    Pd(u32),
-    Cq(&'a image::Cq),
-    Mr(&'a image::Mr),
-    Srq(&'a image::Srq),
-    Ah(&'a image::Ah),
-    Mw(&'a image::Mw),
-    Qp(&'a Qp),
-}
-
-impl Obj<'_> {
-    fn handle(&self) -> u32 {
-        match self {
-            Obj::Pd(h) => *h,
-            Obj::Cq(c) => c.handle,
-            Obj::Mr(m) => m.handle,
-            Obj::Srq(q) => q.handle,
-            Obj::Ah(a) => a.handle,
-            Obj::Mw(w) => w.handle,
-            Obj::Qp(q) => q.handle,
-        }
-    }
-}
-
 /// Checks that an image holds only what [`build`] can recreate.
 pub fn check_restorable(c: &Context) -> Result<(), String> {
     for w in &c.mws {
@@ -246,63 +222,6 @@ fn mr_pd(c: &Context, m: &image::Mr) -> Option<u32> {
     })
 }
 
-/// Creation level of an object: what it needs is made on an earlier level (PDs and CQs, then
-/// MRs, SRQs, AHs and MWs on their PDs, then QPs on their PD, CQs and SRQ; MWs are bound
-/// once memory is final).
-fn level(o: &Obj) -> u8 {
-    match o {
-        Obj::Pd(_) | Obj::Cq(_) => 0,
-        Obj::Mr(_) | Obj::Srq(_) | Obj::Ah(_) | Obj::Mw(_) => 1,
-        Obj::Qp(_) => 2,
-    }
-}
-
-/// One step of recreating a context's objects at their handles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
-    /// Allocate a filler PD, which must get this handle.
-    Filler(u32),
-    /// Free the filler PD at this handle.
-    FreeFiller(u32),
-    /// Create the object of this handle.
-    Create(u32),
-}
-
-/// The steps that recreate objects `(handle, level)` at their handles. uverbs gives a new
-/// object the lowest free handle. Objects are made level by level (an object may have a lower
-/// handle than its PD), each level in handle order; before an object is made every lower handle
-/// is taken, by an object made before it or by a filler PD. The fillers on the handles of a
-/// level are freed when the level starts, the others at the end.
-fn plan(objs: &[(u32, u8)]) -> Vec<Step> {
-    let mut order = objs.to_vec();
-    order.sort_by_key(|&(h, l)| (l, h));
-    let mut taken: BTreeSet<u32> = BTreeSet::new();
-    let mut fillers: BTreeSet<u32> = BTreeSet::new();
-    let mut steps = vec![];
-    let mut cur = None;
-    for &(h, l) in &order {
-        if cur != Some(l) {
-            cur = Some(l);
-            for &(p, _) in order.iter().filter(|o| o.1 == l) {
-                if fillers.remove(&p) {
-                    taken.remove(&p);
-                    steps.push(Step::FreeFiller(p));
-                }
-            }
-        }
-        for want in 0..h {
-            if taken.insert(want) {
-                fillers.insert(want);
-                steps.push(Step::Filler(want));
-            }
-        }
-        taken.insert(h);
-        steps.push(Step::Create(h));
-    }
-    steps.extend(fillers.into_iter().map(Step::FreeFiller));
-    steps
-}
-
 fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     let l = image::read_file(&dir.join(image::file_name(ctx_id)))?;
     let c = context_of(&l)?;
@@ -341,14 +260,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         }
     };
 
-    let mut objs: Vec<Obj> = c.pds.iter().map(|p| Obj::Pd(p.handle)).collect();
-    objs.extend(c.cqs.iter().map(Obj::Cq));
-    objs.extend(c.mrs.iter().map(Obj::Mr));
-    objs.extend(c.srqs.iter().map(Obj::Srq));
-    objs.extend(c.ahs.iter().map(Obj::Ah));
-    objs.extend(c.mws.iter().map(Obj::Mw));
-    objs.extend(c.qps.iter().map(Obj::Qp));
-    objs.sort_by_key(Obj::handle);
+    let objs = Obj::all(c);
 
     let vma_len = |pgoff: u64| c.queues.iter().find(|q| q.pgoff == pgoff).map(|q| (q.len, q.start));
     let mut pgoffs = BTreeMap::new();
@@ -361,7 +273,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         Ok(())
     };
 
-    for step in plan(&objs.iter().map(|o| (o.handle(), level(o))).collect::<Vec<_>>()) {
+    for step in handles::plan_for(&objs) {
         let h = match step {
             Step::Filler(want) => {
                 let h = cmd::alloc_pd(fd).map_err(RestoreError::sys(format!("{who}: ALLOC_PD (handle filler)")))?;
@@ -882,49 +794,6 @@ mod tests {
         let mut c = ctx();
         c.mrs[0].access = None;
         assert!(check_restorable(&c).unwrap_err().contains("access flags"));
-    }
-
-    /// Runs a plan against a model of uverbs' lowest-free handle allocation: every step must
-    /// get the handle it expects, and at the end exactly the objects' handles are taken.
-    fn run_plan(objs: &[(u32, u8)]) -> Vec<Step> {
-        let steps = plan(objs);
-        let mut used: BTreeSet<u32> = BTreeSet::new();
-        let mut made: Vec<u32> = vec![];
-        for s in &steps {
-            let lowest = (0..).find(|h| !used.contains(h)).unwrap();
-            match *s {
-                Step::Filler(h) => {
-                    assert_eq!(lowest, h, "{steps:?}");
-                    used.insert(h);
-                }
-                Step::Create(h) => {
-                    assert_eq!(lowest, h, "{steps:?}");
-                    let l = objs.iter().find(|o| o.0 == h).unwrap().1;
-                    assert!(made.iter().all(|m| objs.iter().find(|o| o.0 == *m).unwrap().1 <= l), "levels in order: {steps:?}");
-                    used.insert(h);
-                    made.push(h);
-                }
-                Step::FreeFiller(h) => assert!(used.remove(&h), "{steps:?}"),
-            }
-        }
-        let mut want: Vec<u32> = objs.iter().map(|o| o.0).collect();
-        want.sort_unstable();
-        assert_eq!(used.into_iter().collect::<Vec<_>>(), want, "{steps:?}");
-        steps
-    }
-
-    #[test]
-    fn handles_are_recreated_by_level_with_fillers() {
-        // PD 0, CQ 1, MR 2, QP 3: no filler at all.
-        assert_eq!(run_plan(&[(0, 0), (1, 0), (2, 1), (3, 2)]), vec![Step::Create(0), Step::Create(1), Step::Create(2), Step::Create(3)]);
-        // A hole at 1 (a destroyed object) gets a filler, freed at the end.
-        assert_eq!(run_plan(&[(0, 0), (2, 1)]), vec![Step::Create(0), Step::Filler(1), Step::Create(2), Step::FreeFiller(1)]);
-        // An MR (1) with a lower handle than its PD (2): the PD is made first over a filler at 1.
-        assert_eq!(run_plan(&[(0, 0), (1, 1), (2, 0)]), vec![Step::Create(0), Step::Filler(1), Step::Create(2), Step::FreeFiller(1), Step::Create(1)]);
-        // Several PDs, CQs, MRs, QPs and holes, interleaved.
-        run_plan(&[(0, 0), (1, 0), (2, 0), (3, 2), (4, 1), (5, 1), (7, 0), (8, 1), (9, 1), (12, 2), (13, 0)]);
-        run_plan(&[(3, 2), (1, 1), (6, 0)]);
-        run_plan(&[]);
     }
 
     #[test]
