@@ -53,6 +53,19 @@ impl<'a> Obj<'a> {
             Obj::Qp(_) => 2,
         }
     }
+
+    /// What the object is, for messages.
+    pub fn what(&self) -> String {
+        match self {
+            Obj::Pd(_) => "PD".to_string(),
+            Obj::Cq(cq) => format!("CQ ({} entries)", cq.cqe.unwrap_or(0)),
+            Obj::Mr(m) => format!("MR lkey {:#x}", m.lkey),
+            Obj::Srq(q) => format!("SRQ ({} WRs, limit {})", q.max_wr, q.srq_limit),
+            Obj::Ah(a) => format!("AH {}", a.ah_num.unwrap_or(0)),
+            Obj::Mw(w) => format!("MW rkey {:#x}", w.rkey.unwrap_or(0)),
+            Obj::Qp(q) => format!("QP {}", q.qpn),
+        }
+    }
 }
 
 /// One step of recreating a context's objects at their handles.
