@@ -474,4 +474,73 @@ mod tests {
         };
         assert_eq!(check_image(&l), Err("not a verbs context image".into()));
     }
+
+    /// A context with one object of every kind (a hole at handle 6 for a filler), connected,
+    /// that passes every check: the image the fuzz target `image_decode` starts from
+    /// (fuzz/corpus/image_decode/context.img; `RDMIG_WRITE_FUZZ_SEEDS=1 cargo test` rewrites it).
+    #[test]
+    fn fuzz_seed_image_is_current() {
+        use crate::common::PAGE;
+        use crate::image::{AhAv, BlobRef, FileImage, Mw, MwBinding, QpAttr, QueueVma};
+        let mut c = ctx_with_channel();
+        c.cqs[0].handle = 1;
+        c.channels[0].pending = vec![1];
+        c.mrs[0].handle = 2;
+        c.srqs = vec![Srq { handle: 4, pd: Some(0), pgoff: Some(0x40), max_wr: 255, max_sge: 1, srq_limit: 16, user_handle: 0x55d0_0400, events_reported: 1 }];
+        let gid = "fe80:0000:0000:0000:5054:00ff:fe12:3401";
+        c.qps[0] = Qp {
+            handle: 3,
+            qpn: 17,
+            qpn_source: "ib_uverbs fdinfo".into(),
+            qp_type: "rc".into(),
+            attr: QpAttr { state: 3, path_mtu: 5, max_send_wr: 255, max_send_sge: 1, timeout: 14, retry_cnt: 7, rnr_retry: 7, rq_psn: 0x1234, sq_psn: 0x5678, dest_qp_num: 18, ..Default::default() },
+            links: Some(QpLinks { pd: 0, send_cq: 1, recv_cq: 1, sq_pgoff: 0x20, rq_pgoff: 0x40, srq: Some(4) }),
+            sgid: Some(gid.into()),
+            sgid_type: Some("RoCE v2".into()),
+            mig_image: Some(BlobRef { offset: 3 * PAGE, len: 64 }),
+            user_handle: 0x55d0_0300,
+            events_reported: 0,
+        };
+        c.mws = vec![Mw { handle: 5, rkey: Some(0x80_0105), mw_type: 1, pd: Some(0), binding: Some(MwBinding { mr_index: 1, addr: 0x7000, length: 4096, access: 2, qpn: None }) }];
+        c.ahs = vec![crate::image::Ah {
+            handle: 7,
+            ah_num: Some(1),
+            pd: Some(0),
+            user_handle: 0x55d0_0700,
+            av: Some(AhAv { port: 1, sgid: gid.into(), sgid_type: "RoCE v2".into(), dgid: [0xfe; 16], flow_label: 0, hop_limit: 64, traffic_class: 0 }),
+        }];
+        c.async_pending = vec![AsyncEvent { event_type: 15, element: 0x55d0_0400, object: uverbs::OBJ_SRQ as u32, handle: Some(4) }];
+        c.queues = [0x10, 0x20, 0x40]
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let start = 0x7f00_0000_0000 + i as u64 * PAGE;
+                QueueVma { start, end: start + PAGE, pgoff: *o, prot: "rw-s".into(), blob_offset: i as u64 * PAGE, len: PAGE }
+            })
+            .collect();
+        c.file_token = Some("00000000feedf00d".into());
+        let mut blob = vec![0u8; 3 * PAGE as usize + 64];
+        blob[4..8].copy_from_slice(&255u32.to_ne_bytes()); // the CQ ring's index mask
+        let img = FileImage { id: 7, pid: 4242, fd: 3, kind: crate::image::FileKind::Context(Box::new(c)) };
+        let bytes = crate::image::encode(&img, &blob);
+        let l = crate::image::decode(std::path::Path::new("seed"), &bytes).unwrap();
+        assert_eq!(check_image(&l), Ok(()));
+        // And the image of its completion channel's event file.
+        let ev = crate::image::EventFile {
+            context_id: Some(7),
+            role: "comp_channel".into(),
+            role_source: "rdmig ib_uverbs fdinfo".into(),
+            flags: 0o4002,
+            channel: Some("00000000a1b2c3d4".into()),
+            file_token: Some("00000000feedf00d".into()),
+        };
+        let ev = crate::image::encode(&FileImage { id: 8, pid: 4242, fd: 5, kind: crate::image::FileKind::EventFile(ev) }, &[]);
+        for (name, bytes) in [("context.img", bytes), ("event_file.img", ev)] {
+            let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/image_decode").join(name);
+            if std::env::var_os("RDMIG_WRITE_FUZZ_SEEDS").is_some() {
+                std::fs::write(&seed, &bytes).unwrap();
+            }
+            assert!(std::fs::read(&seed).is_ok_and(|b| b == bytes), "{} is not the image this test builds: RDMIG_WRITE_FUZZ_SEEDS=1 cargo test rewrites it", seed.display());
+        }
+    }
 }
