@@ -493,7 +493,19 @@ mod tests {
             qpn: 17,
             qpn_source: "ib_uverbs fdinfo".into(),
             qp_type: "rc".into(),
-            attr: QpAttr { state: 3, path_mtu: 5, max_send_wr: 255, max_send_sge: 1, timeout: 14, retry_cnt: 7, rnr_retry: 7, rq_psn: 0x1234, sq_psn: 0x5678, dest_qp_num: 18, ..Default::default() },
+            attr: QpAttr {
+                state: 3,
+                path_mtu: 5,
+                max_send_wr: 255,
+                max_send_sge: 1,
+                timeout: 14,
+                retry_cnt: 7,
+                rnr_retry: 7,
+                rq_psn: 0x1234,
+                sq_psn: 0x5678,
+                dest_qp_num: 18,
+                ..Default::default()
+            },
             links: Some(QpLinks { pd: 0, send_cq: 1, recv_cq: 1, sq_pgoff: 0x20, rq_pgoff: 0x40, srq: Some(4) }),
             sgid: Some(gid.into()),
             sgid_type: Some("RoCE v2".into()),
@@ -501,7 +513,13 @@ mod tests {
             user_handle: 0x55d0_0300,
             events_reported: 0,
         };
-        c.mws = vec![Mw { handle: 5, rkey: Some(0x80_0105), mw_type: 1, pd: Some(0), binding: Some(MwBinding { mr_index: 1, addr: 0x7000, length: 4096, access: 2, qpn: None }) }];
+        c.mws = vec![Mw {
+            handle: 5,
+            rkey: Some(0x80_0105),
+            mw_type: 1,
+            pd: Some(0),
+            binding: Some(MwBinding { mr_index: 1, addr: 0x7000, length: 4096, access: 2, qpn: None }),
+        }];
         c.ahs = vec![crate::image::Ah {
             handle: 7,
             ah_num: Some(1),
@@ -540,7 +558,11 @@ mod tests {
             if std::env::var_os("RDMIG_WRITE_FUZZ_SEEDS").is_some() {
                 std::fs::write(&seed, &bytes).unwrap();
             }
-            assert!(std::fs::read(&seed).is_ok_and(|b| b == bytes), "{} is not the image this test builds: RDMIG_WRITE_FUZZ_SEEDS=1 cargo test rewrites it", seed.display());
+            assert!(
+                std::fs::read(&seed).is_ok_and(|b| b == bytes),
+                "{} is not the image this test builds: RDMIG_WRITE_FUZZ_SEEDS=1 cargo test rewrites it",
+                seed.display()
+            );
         }
     }
 }
