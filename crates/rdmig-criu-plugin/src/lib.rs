@@ -36,6 +36,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 // `cmd`, `uverbs` and `fdinfo` speak the kernel's interfaces.
 pub mod cmd;
 pub mod common;
+pub mod device;
 pub mod dump;
 pub mod fdinfo;
 pub mod handles;

@@ -24,17 +24,17 @@
 //! Anything that fails in step 1 closes the new uverbs file, which destroys every object made
 //! on it: nothing is left half-created on the device.
 
-use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::cmd;
 pub use crate::common::RestoreError;
+use crate::device;
 use crate::handles::{self, Obj, Step};
 use crate::image::{self, Context, FileKind, Loaded};
 use crate::log::{debug, info};
-use crate::objects::{self, ah, cq, events, mr, mw, pd, qp, rings, srq, RestoreCx};
+use crate::objects::{self, ah, cq, events, limits, mr, mw, pd, qp, rings, srq, RestoreCx};
 use rdmig_rxe::{self as rxe, Ctl};
 
 /// A context rebuilt in this task.
@@ -66,10 +66,14 @@ pub fn restore_file(id: u32) -> Result<Option<RawFd>, RestoreError> {
         return Ok(None);
     }
     let l = image::read_file(&path)?;
+    if l.image.id != id {
+        return Err(RestoreError::Refused(format!("{}: holds file id {}, not {id}", path.display(), l.image.id)));
+    }
     match &l.image.kind {
         FileKind::Context(_) => Ok(Some(ensure_built(id, &dir)?.0)),
         FileKind::EventFile(e) => {
             let name = image::file_name(id);
+            limits::check_event_file(&l.image, e).map_err(|why| RestoreError::Refused(format!("{name}: {why}")))?;
             // The event file may have been dumped before its context was: then its pid names it.
             let ctx = match e.context_id {
                 Some(c) => c,
@@ -118,6 +122,9 @@ fn ensure_built(ctx_id: u32, dir: &Path) -> Result<Fds, RestoreError> {
 /// Moves `fd` to number `target` when that number is free (else leaves it for CRIU to move).
 fn place(fd: OwnedFd, target: RawFd) -> RawFd {
     let raw = fd.as_raw_fd();
+    if target < 0 {
+        return std::os::fd::IntoRawFd::into_raw_fd(fd);
+    }
     if raw == target {
         return std::os::fd::IntoRawFd::into_raw_fd(fd);
     }
@@ -144,21 +151,27 @@ fn context_of(l: &Loaded) -> Result<&Context, RestoreError> {
 fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     let l = image::read_file(&dir.join(image::file_name(ctx_id)))?;
     let c = context_of(&l)?;
+    // Nothing of the image is used before it is checked; until then it is named by its file.
+    let name = image::file_name(ctx_id);
+    if l.image.id != ctx_id {
+        return Err(RestoreError::Refused(format!("{name}: holds file id {}, not {ctx_id}", l.image.id)));
+    }
+    objects::check_image(&l).map_err(|e| RestoreError::Refused(format!("{name} (verbs context of pid {}): {e}", l.image.pid)))?;
     let who = format!("verbs context of pid {} fd {} ({}, {})", l.image.pid, l.image.fd, c.path, c.ibdev);
-    objects::check_restorable(c).map_err(|e| RestoreError::Refused(format!("{who}: {e}")))?;
+    mr::check_pinnable(c, ram_bytes()).map_err(|e| RestoreError::Refused(format!("{who}: {e}")))?;
     // The async event file of this context, to put its new fd at the old number.
     let ev_images = image::read_dir(dir)?;
+    for e in &ev_images {
+        if let FileKind::EventFile(ev) = &e.image.kind {
+            if events::belongs_to(e, &l) {
+                limits::check_event_file(&e.image, ev).map_err(|why| RestoreError::Refused(format!("{who}: {}: {why}", image::file_name(e.image.id))))?;
+            }
+        }
+    }
     let async_target = events::async_target(&ev_images, &l);
 
-    let cpath = CString::new(c.path.clone()).map_err(|_| RestoreError::Refused(format!("{who}: bad device path")))?;
-    // SAFETY: open with a NUL-terminated path; the result is owned right below.
-    let raw = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if raw < 0 {
-        return Err(RestoreError::sys(format!("{who}: open {}", c.path))(std::io::Error::last_os_error()));
-    }
-    // SAFETY: raw is a fresh descriptor nobody else owns. Dropping it (on any error below)
-    // destroys every object created on it.
-    let file = unsafe { OwnedFd::from_raw_fd(raw) };
+    // Dropping the file (on any error below) destroys every object created on it.
+    let file = device::open_uverbs(&c.path, c.rdev_major, c.rdev_minor, &c.ibdev).map_err(|e| e.within(&who))?;
     let fd = file.as_raw_fd();
     let afd = cmd::get_context(fd).map_err(RestoreError::sys(format!("{who}: GET_CONTEXT")))?;
     // SAFETY: GET_CONTEXT returned a new descriptor that we own.
@@ -184,7 +197,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
             }
             Step::Create(h) => h,
         };
-        let o = objs.iter().find(|o| o.handle() == h).expect("the plan creates only objects of the image");
+        let o = objs.binary_search_by_key(&h, Obj::handle).map(|i| &objs[i]).expect("the plan creates only objects of the image");
         let got = match o {
             Obj::Pd(_) => pd::create(fd),
             Obj::Cq(q) => cq::create(fd, q, &chans, &mut rings),
@@ -229,6 +242,17 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     Ok(Built { ctx_id, target_fd: target, cmd_fd, async_fd, channels, pgoffs: rings.offsets })
 }
 
+/// This node's memory in bytes (`sysinfo`), the most the MRs' placeholder pages can take.
+fn ram_bytes() -> u64 {
+    // SAFETY: sysinfo fills an owned, zeroed struct.
+    let mut si: libc::sysinfo = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to it.
+    if unsafe { libc::sysinfo(&mut si) } != 0 {
+        return u64::MAX;
+    }
+    (si.totalram as u64).saturating_mul(si.mem_unit.max(1) as u64)
+}
+
 /// UPDATE_VMA_MAP: the new file offset (CRIU's "pgoff" is in bytes) and the fd to map from, for
 /// a ring we recreated.
 pub fn vma_map(addr: u64, old_offset: u64) -> Option<(u64, RawFd)> {
@@ -244,6 +268,8 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
     let mut n = 0;
     for l in all.iter().filter(|l| l.image.pid == pid) {
         let FileKind::Context(c) = &l.image.kind else { continue };
+        // The same checks as when it was rebuilt (that was another process: CRIU's restored task).
+        objects::check_image(l).map_err(|e| RestoreError::Refused(format!("{} (verbs context of pid {pid}): {e}", image::file_name(l.image.id))))?;
         let who = format!("pid {pid}, verbs context fd {} on {}", l.image.fd, c.ibdev);
         let ctl = Ctl::open().map_err(RestoreError::sys(format!("{who}: open {}", rxe::CTL_DEV)))?;
         mr::repin(&ctl, c, pid, &who)?;

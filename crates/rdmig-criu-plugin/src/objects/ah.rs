@@ -2,7 +2,7 @@
 //! patch 0012), the source GID's text from sysfs, PD and user handle from ib_uverbs' fdinfo.
 //! Restore: created with their old number (EXPECT), the source GID found again by its text.
 
-use super::{pd, DumpCx, RestoreCx};
+use super::{limits, pd, DumpCx, RestoreCx};
 use crate::cmd;
 use crate::common::{gid, gid_index, DumpError, RestoreError};
 use crate::fdinfo::UverbsInfo;
@@ -60,6 +60,15 @@ pub fn check_image(c: &Context) -> Result<(), String> {
         if a.ah_num.is_none() || a.av.is_none() || !a.pd.is_some_and(|p| c.pds.iter().any(|x| x.handle == p)) {
             return Err(format!("AH handle {} was saved without its number, address or PD (image of an older plugin?)", a.handle));
         }
+        let (num, av) = (a.ah_num.unwrap_or(0), a.av.as_ref().expect("checked just above"));
+        let what = |f: &str| format!("AH handle {}: {f}", a.handle);
+        limits::range(&what("ah_num"), num, 1, limits::MAX_24BIT)?;
+        limits::range(&what("port"), av.port, 1, 1)?;
+        limits::range(&what("flow_label"), av.flow_label, 0, limits::MAX_FLOW_LABEL)?;
+        if rxe::parse_gid(&av.sgid).is_none() {
+            return Err(format!("{} {:?} is not a GID", what("sgid"), av.sgid.chars().take(80).collect::<String>()));
+        }
+        limits::gid_type(&what("sgid_type"), &av.sgid_type)?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::os::fd::RawFd;
 
 use super::events::{self, NewChannel};
 use super::rings::{self, NewRings, Vma};
-use super::DumpCx;
+use super::{limits, DumpCx};
 use crate::cmd;
 use crate::common::{DumpError, RestoreError};
 use crate::fdinfo::UverbsInfo;
@@ -66,10 +66,13 @@ pub fn refuse_unconnected(cx: &DumpCx, cqs: &[Cq], carried: &[u64], saved: &ring
 
 // ---- image checks ----
 
-/// Each CQ was saved with its ring and size.
+/// Each CQ was saved with its ring and a size rxe can make.
 pub fn check_image(c: &Context) -> Result<(), String> {
-    if let Some(cq) = c.cqs.iter().find(|cq| cq.pgoff.is_none() || cq.cqe.is_none()) {
-        return Err(format!("CQ handle {} was saved without its ring", cq.handle));
+    for cq in &c.cqs {
+        let Some(cqe) = cq.cqe.filter(|_| cq.pgoff.is_some()) else {
+            return Err(format!("CQ handle {} was saved without its ring", cq.handle));
+        };
+        limits::range(&format!("CQ handle {}: cqe", cq.handle), cqe, 1, limits::MAX_WR)?;
     }
     Ok(())
 }

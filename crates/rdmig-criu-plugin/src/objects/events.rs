@@ -8,7 +8,7 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::DumpCx;
+use super::{limits, DumpCx};
 use crate::cmd;
 use crate::common::{DumpError, RestoreError};
 use crate::fdinfo::{self, EventInfo, UverbsInfo};
@@ -158,6 +158,16 @@ pub fn check_image(c: &Context) -> Result<(), String> {
             c.comp_channels,
             c.channels.len()
         ));
+    }
+    for (i, ch) in c.channels.iter().enumerate() {
+        limits::token("completion channel token", &ch.token)?;
+        limits::fd(&format!("completion channel {}", ch.token), ch.fd)?;
+        if c.channels[..i].iter().any(|o| o.token == ch.token || o.fd == ch.fd) {
+            return Err(format!("completion channel {} (fd {}): two channels have this token or fd", ch.token, ch.fd));
+        }
+    }
+    for e in &c.async_pending {
+        limits::range("queued async event: event_type", e.event_type, 0, limits::MAX_EVENT_TYPE)?;
     }
     check(&c.cqs, &c.qps, &c.srqs, &c.channels, &c.async_pending)
 }

@@ -14,6 +14,7 @@
 pub mod ah;
 pub mod cq;
 pub mod events;
+pub mod limits;
 pub mod mr;
 pub mod mw;
 pub mod pd;
@@ -26,7 +27,7 @@ use std::os::fd::RawFd;
 
 use crate::common::DumpError;
 use crate::fdinfo::{self, UverbsInfo};
-use crate::image::Context;
+use crate::image::{Context, FileKind, Loaded};
 use crate::log::debug;
 use crate::procfs;
 use crate::rxe::{self, Ctl};
@@ -155,9 +156,20 @@ pub struct RestoreCx<'a> {
     pub blob: &'a [u8],
 }
 
+/// Checks, before anything of it is used, that context image `l` holds only values the restore
+/// can use: first the counts, handles and places in the blob that bound everything after them
+/// ([`limits::check_context`]), then each object's fields ([`check_restorable`]).
+pub fn check_image(l: &Loaded) -> Result<(), String> {
+    let FileKind::Context(c) = &l.image.kind else { return Err("not a verbs context image".into()) };
+    limits::check_context(&l.image, c, l.blob.len() as u64)?;
+    check_restorable(c)
+}
+
 /// Checks that an image holds only what the restore can recreate (images of older plugins or
-/// of a stock ib_uverbs can lack what is needed).
+/// of a stock ib_uverbs can lack what is needed), with values in range. Call it only on a
+/// context that passed [`limits::check_context`]: its checks compare objects pairwise.
 pub fn check_restorable(c: &Context) -> Result<(), String> {
+    qp::check_image_values(c)?;
     mw::check_image(c)?;
     ah::check_image(c)?;
     events::check_image(c)?;
@@ -187,6 +199,7 @@ mod tests {
             qps: vec![Qp {
                 handle: 3,
                 qpn: 17,
+                qp_type: "rc".into(),
                 links: Some(QpLinks { pd: 0, send_cq: 2, recv_cq: 2, sq_pgoff: 0x20, rq_pgoff: 0x30, srq: None }),
                 ..Default::default()
             }],
@@ -264,7 +277,7 @@ mod tests {
         assert!(check_restorable(&c).unwrap_err().contains("type 2"), "type 2 without its QP");
         // AHs: need their number, address and PD.
         let mut c = ctx();
-        let av = crate::image::AhAv { port: 1, sgid: "fe80".into(), hop_limit: 64, ..Default::default() };
+        let av = crate::image::AhAv { port: 1, sgid: "fe80:0000:0000:0000:5054:00ff:fe12:3401".into(), hop_limit: 64, ..Default::default() };
         c.ahs.push(crate::image::Ah { handle: 9, ah_num: Some(3), pd: Some(0), user_handle: 0x10, av: Some(av) });
         assert_eq!(check_restorable(&c), Ok(()));
         c.ahs[0].pd = Some(7);
@@ -295,5 +308,261 @@ mod tests {
         let mut c = ctx();
         c.mrs[0].access = None;
         assert!(check_restorable(&c).unwrap_err().contains("access flags"));
+    }
+
+    /// Each field the restore hands to the kernel or branches on is refused out of range, with
+    /// its name in the error.
+    #[test]
+    fn out_of_range_values_are_refused_naming_the_field() {
+        let refused = |f: &dyn Fn(&mut Context), want: &str| {
+            let mut c = ctx();
+            f(&mut c);
+            let e = check_restorable(&c).expect_err(want);
+            assert!(e.contains(want), "wanted {want:?} in {e:?}");
+        };
+        // QPs.
+        refused(&|c| c.qps[0].qp_type = "xrc".into(), "QP 17: qp_type \"xrc\" is not rc or ud");
+        refused(&|c| c.qps[0].qpn = 1, "QP handle 3: qpn is 1");
+        refused(&|c| c.qps[0].qpn = 1 << 24, "qpn is 16777216, out of range");
+        refused(&|c| c.qps[0].links.as_mut().unwrap().send_cq = 9, "QP 17: send_cq is handle 9, which is not a CQ");
+        refused(&|c| c.qps[0].links.as_mut().unwrap().recv_cq = 0, "QP 17: recv_cq is handle 0");
+        refused(&|c| c.qps[0].attr.state = 6, "QP 17: state is 6");
+        refused(&|c| c.qps[0].attr.state = 255, "QP 17: state is 255");
+        refused(
+            &|c| {
+                c.qps[0].attr.state = 3;
+                c.qps[0].attr.path_mtu = 5;
+                c.qps[0].sgid = Some("../../x".into());
+            },
+            "QP 17: sgid \"../../x\" is not a GID",
+        );
+        refused(
+            &|c| {
+                c.qps[0].attr.state = 2;
+                c.qps[0].attr.path_mtu = 9;
+            },
+            "QP 17: path_mtu is 9",
+        );
+        refused(&|c| c.qps[0].sgid_type = Some("x\ny".into()), "QP 17: sgid_type");
+        refused(&|c| c.qps[0].attr.port_num = 2, "QP 17: port_num is 2");
+        refused(&|c| c.qps[0].attr.dest_qp_num = u32::MAX, "QP 17: dest_qp_num");
+        refused(&|c| c.qps[0].attr.rq_psn = 1 << 24, "QP 17: rq_psn");
+        refused(&|c| c.qps[0].attr.sq_psn = 1 << 24, "QP 17: sq_psn");
+        refused(&|c| c.qps[0].attr.access_flags = 1 << 31, "QP 17: access_flags 0x80000000 has unknown bits");
+        refused(&|c| c.qps[0].attr.pkey_index = 64, "QP 17: pkey_index");
+        refused(&|c| c.qps[0].attr.max_send_wr = u32::MAX, "QP 17: max_send_wr");
+        refused(&|c| c.qps[0].attr.max_recv_wr = limits::MAX_WR + 1, "QP 17: max_recv_wr");
+        refused(&|c| c.qps[0].attr.max_send_sge = 33, "QP 17: max_send_sge");
+        refused(&|c| c.qps[0].attr.max_recv_sge = 33, "QP 17: max_recv_sge");
+        refused(&|c| c.qps[0].attr.max_inline_data = u32::MAX, "QP 17: max_inline_data");
+        refused(&|c| c.qps[0].attr.timeout = 32, "QP 17: timeout");
+        refused(&|c| c.qps[0].attr.retry_cnt = 8, "QP 17: retry_cnt");
+        refused(&|c| c.qps[0].attr.rnr_retry = 8, "QP 17: rnr_retry");
+        refused(&|c| c.qps[0].attr.min_rnr_timer = 32, "QP 17: min_rnr_timer");
+        refused(&|c| c.qps[0].attr.sq_sig_all = 2, "QP 17: sq_sig_all");
+        refused(&|c| c.qps[0].attr.sl = 16, "QP 17: sl");
+        refused(&|c| c.qps[0].attr.flow_label = 1 << 20, "QP 17: flow_label");
+        let mut c = ctx();
+        c.qps[0].attr = crate::image::QpAttr { state: 3, path_mtu: 5, max_send_wr: 256, max_send_sge: 1, timeout: 14, retry_cnt: 7, ..Default::default() };
+        c.qps[0].sgid = Some("fe80:0000:0000:0000:5054:00ff:fe12:3401".into());
+        c.qps[0].sgid_type = Some("RoCE v2".into());
+        assert_eq!(check_restorable(&c), Ok(()), "a connected RC QP");
+        // CQs.
+        refused(&|c| c.cqs[0].cqe = Some(0), "CQ handle 2: cqe is 0");
+        refused(&|c| c.cqs[0].cqe = Some(u32::MAX), "CQ handle 2: cqe is 4294967295");
+        // SRQs.
+        let srq = Srq { handle: 9, pd: Some(0), pgoff: Some(0x40), max_wr: 255, max_sge: 1, ..Default::default() };
+        let with_srq = |f: fn(&mut Srq)| {
+            let s = srq.clone();
+            move |c: &mut Context| {
+                c.srqs.push(s.clone());
+                f(&mut c.srqs[0]);
+            }
+        };
+        refused(&with_srq(|s| s.max_wr = u32::MAX), "SRQ handle 9: max_wr");
+        refused(&with_srq(|s| s.max_sge = 0), "SRQ handle 9: max_sge is 0");
+        refused(&with_srq(|s| s.max_sge = 1000), "SRQ handle 9: max_sge is 1000");
+        refused(&with_srq(|s| s.srq_limit = 256), "SRQ handle 9: srq_limit is 256");
+        // MRs.
+        refused(&|c| c.mrs[0].access = Some(0x8000_0000), "MR lkey 0x105: access 0x80000000 has unknown bits");
+        refused(&|c| c.mrs[0].length = 0, "MR lkey 0x105: length is 0");
+        refused(&|c| c.mrs[0].length = u64::MAX, "MR lkey 0x105: iova 0x7000 + 0xffffffffffffffff bytes is beyond user space");
+        refused(&|c| c.mrs[0].iova = limits::USER_VA_END, "MR lkey 0x105: iova");
+        refused(
+            &|c| {
+                c.mrs[0].lkey = 0x05;
+                c.mrs[0].rkey = 0x05;
+            },
+            "MR lkey 0x5: lkey has index 0",
+        );
+        let mut c = ctx();
+        assert_eq!(mr::check_pinnable(&c, 1 << 30), Ok(()));
+        c.mrs[0].length = 1 << 40;
+        assert!(mr::check_pinnable(&c, 1 << 30).unwrap_err().contains("more than this node's memory"));
+        // MWs.
+        let bound = crate::image::MwBinding { mr_index: 1, addr: 0x7000, length: 4096, access: 2, qpn: None };
+        let mw = crate::image::Mw { handle: 9, rkey: Some(0x80_0105), mw_type: 1, pd: Some(0), binding: Some(bound) };
+        let with_mw = |f: fn(&mut crate::image::MwBinding)| {
+            let w = mw.clone();
+            move |c: &mut Context| {
+                c.mws.push(w.clone());
+                f(c.mws[0].binding.as_mut().unwrap());
+            }
+        };
+        refused(&with_mw(|b| b.access = 1 << 12), "MW handle 9: binding access 0x1000 has unknown bits");
+        refused(&with_mw(|b| b.length = u64::MAX), "MW handle 9: binding addr");
+        refused(&with_mw(|b| b.qpn = Some(u32::MAX)), "MW handle 9: binding qpn");
+        refused(
+            &|c| {
+                c.mws.push(crate::image::Mw { mw_type: 3, ..mw.clone() });
+            },
+            "MW handle 9 was saved without its rkey, type or PD",
+        );
+        // AHs.
+        let av = crate::image::AhAv { port: 1, sgid: "fe80:0000:0000:0000:5054:00ff:fe12:3401".into(), sgid_type: "RoCE v2".into(), ..Default::default() };
+        let ah = crate::image::Ah { handle: 9, ah_num: Some(3), pd: Some(0), user_handle: 0, av: Some(av) };
+        let with_ah = |f: fn(&mut crate::image::Ah)| {
+            let a = ah.clone();
+            move |c: &mut Context| {
+                c.ahs.push(a.clone());
+                f(&mut c.ahs[0]);
+            }
+        };
+        refused(&with_ah(|a| a.ah_num = Some(0)), "AH handle 9: ah_num is 0");
+        refused(&with_ah(|a| a.av.as_mut().unwrap().port = 2), "AH handle 9: port is 2");
+        refused(&with_ah(|a| a.av.as_mut().unwrap().port = 0), "AH handle 9: port is 0");
+        refused(&with_ah(|a| a.av.as_mut().unwrap().flow_label = u32::MAX), "AH handle 9: flow_label");
+        refused(&with_ah(|a| a.av.as_mut().unwrap().sgid = "fe80::1".into()), "AH handle 9: sgid \"fe80::1\" is not a GID");
+        refused(&with_ah(|a| a.av.as_mut().unwrap().sgid_type = "x".repeat(100)), "AH handle 9: sgid_type");
+        // Completion channels and queued events.
+        let refused_ch = |f: &dyn Fn(&mut Context), want: &str| {
+            refused(
+                &|c| {
+                    *c = ctx_with_channel();
+                    f(c)
+                },
+                want,
+            )
+        };
+        refused_ch(&|c| c.channels[0].fd = -5, "completion channel 00000000a1b2c3d4 is fd -5");
+        refused_ch(&|c| c.channels[0].fd = i32::MAX, "is fd 2147483647");
+        refused_ch(
+            &|c| {
+                c.channels[0].token = "zz/..".into();
+                c.cqs[0].channel = Some("zz/..".into());
+            },
+            "completion channel token \"zz/..\" is not a token",
+        );
+        refused_ch(
+            &|c| {
+                c.comp_channels = 2;
+                c.channels.push(c.channels[0].clone());
+            },
+            "two channels have this token or fd",
+        );
+        refused_ch(&|c| c.async_pending = vec![AsyncEvent { event_type: 20, element: 1, object: 0, handle: None }], "queued async event: event_type is 20");
+    }
+
+    #[test]
+    fn an_event_file_image_is_not_a_context() {
+        let e = crate::image::EventFile { context_id: Some(1), role: "async".into(), role_source: "x".into(), flags: 0, channel: None, file_token: None };
+        let l = Loaded {
+            path: "x".into(),
+            version: crate::image::FORMAT_VERSION,
+            image: crate::image::FileImage { id: 2, pid: 42, fd: 4, kind: FileKind::EventFile(e) },
+            blob: vec![],
+        };
+        assert_eq!(check_image(&l), Err("not a verbs context image".into()));
+    }
+
+    /// A context with one object of every kind (a hole at handle 6 for a filler), connected,
+    /// that passes every check: the image the fuzz target `image_decode` starts from
+    /// (fuzz/corpus/image_decode/context.img; `RDMIG_WRITE_FUZZ_SEEDS=1 cargo test` rewrites it).
+    #[test]
+    fn fuzz_seed_image_is_current() {
+        use crate::common::PAGE;
+        use crate::image::{AhAv, BlobRef, FileImage, Mw, MwBinding, QpAttr, QueueVma};
+        let mut c = ctx_with_channel();
+        c.cqs[0].handle = 1;
+        c.channels[0].pending = vec![1];
+        c.mrs[0].handle = 2;
+        c.srqs = vec![Srq { handle: 4, pd: Some(0), pgoff: Some(0x40), max_wr: 255, max_sge: 1, srq_limit: 16, user_handle: 0x55d0_0400, events_reported: 1 }];
+        let gid = "fe80:0000:0000:0000:5054:00ff:fe12:3401";
+        c.qps[0] = Qp {
+            handle: 3,
+            qpn: 17,
+            qpn_source: "ib_uverbs fdinfo".into(),
+            qp_type: "rc".into(),
+            attr: QpAttr {
+                state: 3,
+                path_mtu: 5,
+                max_send_wr: 255,
+                max_send_sge: 1,
+                timeout: 14,
+                retry_cnt: 7,
+                rnr_retry: 7,
+                rq_psn: 0x1234,
+                sq_psn: 0x5678,
+                dest_qp_num: 18,
+                ..Default::default()
+            },
+            links: Some(QpLinks { pd: 0, send_cq: 1, recv_cq: 1, sq_pgoff: 0x20, rq_pgoff: 0x40, srq: Some(4) }),
+            sgid: Some(gid.into()),
+            sgid_type: Some("RoCE v2".into()),
+            mig_image: Some(BlobRef { offset: 3 * PAGE, len: 64 }),
+            user_handle: 0x55d0_0300,
+            events_reported: 0,
+        };
+        c.mws = vec![Mw {
+            handle: 5,
+            rkey: Some(0x80_0105),
+            mw_type: 1,
+            pd: Some(0),
+            binding: Some(MwBinding { mr_index: 1, addr: 0x7000, length: 4096, access: 2, qpn: None }),
+        }];
+        c.ahs = vec![crate::image::Ah {
+            handle: 7,
+            ah_num: Some(1),
+            pd: Some(0),
+            user_handle: 0x55d0_0700,
+            av: Some(AhAv { port: 1, sgid: gid.into(), sgid_type: "RoCE v2".into(), dgid: [0xfe; 16], flow_label: 0, hop_limit: 64, traffic_class: 0 }),
+        }];
+        c.async_pending = vec![AsyncEvent { event_type: 15, element: 0x55d0_0400, object: uverbs::OBJ_SRQ as u32, handle: Some(4) }];
+        c.queues = [0x10, 0x20, 0x40]
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let start = 0x7f00_0000_0000 + i as u64 * PAGE;
+                QueueVma { start, end: start + PAGE, pgoff: *o, prot: "rw-s".into(), blob_offset: i as u64 * PAGE, len: PAGE }
+            })
+            .collect();
+        c.file_token = Some("00000000feedf00d".into());
+        let mut blob = vec![0u8; 3 * PAGE as usize + 64];
+        blob[4..8].copy_from_slice(&255u32.to_ne_bytes()); // the CQ ring's index mask
+        let img = FileImage { id: 7, pid: 4242, fd: 3, kind: crate::image::FileKind::Context(Box::new(c)) };
+        let bytes = crate::image::encode(&img, &blob);
+        let l = crate::image::decode(std::path::Path::new("seed"), &bytes).unwrap();
+        assert_eq!(check_image(&l), Ok(()));
+        // And the image of its completion channel's event file.
+        let ev = crate::image::EventFile {
+            context_id: Some(7),
+            role: "comp_channel".into(),
+            role_source: "rdmig ib_uverbs fdinfo".into(),
+            flags: 0o4002,
+            channel: Some("00000000a1b2c3d4".into()),
+            file_token: Some("00000000feedf00d".into()),
+        };
+        let ev = crate::image::encode(&FileImage { id: 8, pid: 4242, fd: 5, kind: crate::image::FileKind::EventFile(ev) }, &[]);
+        for (name, bytes) in [("context.img", bytes), ("event_file.img", ev)] {
+            let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/image_decode").join(name);
+            if std::env::var_os("RDMIG_WRITE_FUZZ_SEEDS").is_some() {
+                std::fs::write(&seed, &bytes).unwrap();
+            }
+            assert!(
+                std::fs::read(&seed).is_ok_and(|b| b == bytes),
+                "{} is not the image this test builds: RDMIG_WRITE_FUZZ_SEEDS=1 cargo test rewrites it",
+                seed.display()
+            );
+        }
     }
 }

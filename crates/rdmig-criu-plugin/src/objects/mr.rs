@@ -7,7 +7,7 @@
 use std::fs;
 use std::os::unix::fs::FileExt;
 
-use super::{pd, DumpCx, RestoreCx};
+use super::{limits, pd, DumpCx, RestoreCx};
 use crate::cmd;
 use crate::common::{DumpError, RestoreError, PAGE};
 use crate::fdinfo::UverbsInfo;
@@ -112,10 +112,32 @@ pub fn check_image_pds(c: &Context) -> Result<(), String> {
     Ok(())
 }
 
-/// Each MR was saved with its access flags.
+/// Each MR was saved with access flags the kernel knows, a key with an index, and a length that
+/// stays in user space.
 pub fn check_image_access(c: &Context) -> Result<(), String> {
-    if let Some(m) = c.mrs.iter().find(|m| m.access.is_none()) {
-        return Err(format!("MR lkey {:#x} was saved without its access flags", m.lkey));
+    for m in &c.mrs {
+        let Some(access) = m.access else {
+            return Err(format!("MR lkey {:#x} was saved without its access flags", m.lkey));
+        };
+        let what = |f: &str| format!("MR lkey {:#x}: {f}", m.lkey);
+        limits::access(&what("access"), access)?;
+        if m.lkey >> 8 == 0 {
+            return Err(format!("{} has index 0, which no rxe MR has", what("lkey")));
+        }
+        if m.length == 0 {
+            return Err(what("length is 0"));
+        }
+        limits::user_range(&what("iova"), m.iova, m.length)?;
+    }
+    Ok(())
+}
+
+/// The MRs of context `c` are pinned on placeholder pages until the process's memory is in
+/// place: refuses MRs that together are larger than this node's memory (`ram` bytes).
+pub fn check_pinnable(c: &Context, ram: u64) -> Result<(), String> {
+    let total = c.mrs.iter().fold(0u64, |t, m| t.saturating_add(m.length.saturating_add(PAGE)));
+    if total > ram {
+        return Err(format!("its {} MRs total {total} bytes (length), more than this node's memory ({ram} bytes)", c.mrs.len()));
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! 0013), the PD from ib_uverbs' fdinfo. Restore: allocated with their old rkey (EXPECT), and
 //! bound again (`RXE_CTL_IOC_MW_BIND`) once their MRs are on the process's final pages.
 
-use super::{pd, DumpCx, RestoreCx};
+use super::{limits, pd, DumpCx, RestoreCx};
 use crate::cmd;
 use crate::common::{DumpError, RestoreError};
 use crate::fdinfo::UverbsInfo;
@@ -69,6 +69,12 @@ pub fn check_image(c: &Context) -> Result<(), String> {
             return Err(format!("MW handle {} was saved without its rkey, type or PD (image of an older plugin?)", w.handle));
         }
         if let Some(b) = &w.binding {
+            let what = |f: &str| format!("MW handle {}: binding {f}", w.handle);
+            limits::access(&what("access"), b.access)?;
+            limits::user_range(&what("addr"), b.addr, b.length)?;
+            if let Some(q) = b.qpn {
+                limits::range(&what("qpn"), q, 0, limits::MAX_24BIT)?;
+            }
             if !c.mrs.iter().any(|m| m.lkey >> 8 == b.mr_index) {
                 return Err(format!("MW handle {} is bound to MR index {}, which the image does not hold", w.handle, b.mr_index));
             }

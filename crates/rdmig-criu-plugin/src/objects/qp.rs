@@ -9,7 +9,7 @@
 use std::os::fd::RawFd;
 
 use super::rings::{self, NewRings, Vma};
-use super::{pd, DumpCx, RestoreCx};
+use super::{limits, pd, DumpCx, RestoreCx};
 use crate::cmd;
 use crate::common::{gid, gid_index, DumpError, RestoreError, PAGE};
 use crate::fdinfo::{Link, UverbsInfo};
@@ -306,6 +306,56 @@ pub fn check_image_refs(c: &Context) -> Result<(), String> {
     Ok(())
 }
 
+/// Each QP's type, number, CQs and attributes are ones the restore can give it: the type and
+/// state pick what the restore does, the rest goes to CREATE_QP and MODIFY_QP.
+pub fn check_image_values(c: &Context) -> Result<(), String> {
+    for q in &c.qps {
+        let what = |f: &str| format!("QP {}: {f}", q.qpn);
+        let rc = match q.qp_type.as_str() {
+            "rc" => true,
+            "ud" => false,
+            t => return Err(format!("{} {:?} is not rc or ud", what("qp_type"), t.chars().take(80).collect::<String>())),
+        };
+        limits::range(&format!("QP handle {}: qpn", q.handle), q.qpn, 2, limits::MAX_24BIT)?;
+        if let Some(l) = q.links {
+            for (f, h) in [("send_cq", l.send_cq), ("recv_cq", l.recv_cq)] {
+                if !c.cqs.iter().any(|x| x.handle == h) {
+                    return Err(format!("{} is handle {h}, which is not a CQ of the image", what(f)));
+                }
+            }
+        }
+        let a = &q.attr;
+        let r = |f: &str, v: u32, hi: u32| limits::range(&what(f), v, 0, hi);
+        r("state", a.state.into(), 3)?;
+        if rc && a.state >= 2 {
+            limits::range(&what("path_mtu"), a.path_mtu, 1, 5)?;
+            if q.sgid.as_deref().and_then(rxe::parse_gid).is_none() {
+                return Err(format!("{} {:?} is not a GID", what("sgid"), q.sgid.as_deref().unwrap_or("").chars().take(80).collect::<String>()));
+            }
+        }
+        limits::gid_type(&what("sgid_type"), q.sgid_type.as_deref().unwrap_or(""))?;
+        r("port_num", a.port_num.into(), 1)?;
+        r("dest_qp_num", a.dest_qp_num, limits::MAX_24BIT)?;
+        r("rq_psn", a.rq_psn, limits::MAX_24BIT)?;
+        r("sq_psn", a.sq_psn, limits::MAX_24BIT)?;
+        limits::access(&what("access_flags"), a.access_flags)?;
+        r("pkey_index", a.pkey_index.into(), 63)?;
+        r("max_send_wr", a.max_send_wr, limits::MAX_WR)?;
+        r("max_recv_wr", a.max_recv_wr, limits::MAX_WR)?;
+        r("max_send_sge", a.max_send_sge, limits::MAX_SGE)?;
+        r("max_recv_sge", a.max_recv_sge, limits::MAX_SGE)?;
+        r("max_inline_data", a.max_inline_data, limits::MAX_INLINE)?;
+        r("timeout", a.timeout.into(), 31)?;
+        r("retry_cnt", a.retry_cnt.into(), 7)?;
+        r("rnr_retry", a.rnr_retry.into(), 7)?;
+        r("min_rnr_timer", a.min_rnr_timer.into(), 31)?;
+        r("sq_sig_all", a.sq_sig_all.into(), 1)?;
+        r("sl", a.sl.into(), 15)?;
+        r("flow_label", a.flow_label, limits::MAX_FLOW_LABEL)?;
+    }
+    Ok(())
+}
+
 // ---- restore ----
 
 /// Creates QP `q` and records where its new send queue (and receive queue, without an SRQ) is;
@@ -423,7 +473,7 @@ pub fn load_driver_state(cx: &RestoreCx) -> Result<(), RestoreError> {
     let mut srqs_done: Vec<u32> = vec![];
     for q in &cx.c.qps {
         let (Some(m), Some(links)) = (q.mig_image, q.links) else { continue };
-        let img = &cx.blob[m.offset as usize..(m.offset + m.len) as usize];
+        let img = blob_range(cx.blob, m.offset, m.len).ok_or_else(|| RestoreError::Refused(format!("QP {}: its state image is not within the blob", q.qpn)))?;
         let cqs = [links.send_cq, links.recv_cq];
         let flags = match cqs.iter().filter(|h| cqs_done.contains(h)).count() {
             0 => rxe::QP_F_CQ,
@@ -446,6 +496,12 @@ pub fn load_driver_state(cx: &RestoreCx) -> Result<(), RestoreError> {
         cqs_done.extend(cqs);
     }
     Ok(())
+}
+
+/// Bytes `offset..offset+len` of `blob`, if they are all in it.
+pub fn blob_range(blob: &[u8], offset: u64, len: u64) -> Option<&[u8]> {
+    let start = usize::try_from(offset).ok()?;
+    blob.get(start..start.checked_add(usize::try_from(len).ok()?)?)
 }
 
 /// The page offsets of the rings the QPs' driver images in context `c` carry (queues and CQs of

@@ -17,6 +17,8 @@ use crate::image::{Context, QueueVma};
 pub const RING_INDEX_MASK: usize = 4;
 pub const RING_PRODUCER: usize = 128;
 pub const RING_CONSUMER: usize = 256;
+/// The ring's header (`struct rxe_queue_buf` up to its elements).
+pub const RING_HEADER: usize = 384;
 
 // ---- dump ----
 
@@ -82,7 +84,8 @@ impl Saved<'_> {
     /// The 32-bit word at byte `at` of the ring at page offset `pgoff`.
     pub fn word(&self, pgoff: u64, at: usize) -> Option<u32> {
         let q = self.queues.iter().find(|q| q.pgoff == pgoff)?;
-        let b = self.blob.get(q.blob_offset as usize + at..q.blob_offset as usize + at + 4)?;
+        let start = usize::try_from(q.blob_offset).ok()?.checked_add(at)?;
+        let b = self.blob.get(start..start.checked_add(4)?)?;
         Some(u32::from_ne_bytes(b.try_into().ok()?))
     }
 }
@@ -130,6 +133,15 @@ pub fn new_offset(offsets: &Offsets, addr: u64, old_offset: u64) -> Option<u64> 
     (*start == addr).then_some(*new * PAGE)
 }
 
+/// Whether `/proc/PID/maps` text `maps` has a mapping of exactly `start..end` of a uverbs file.
+pub fn is_uverbs_mapping(maps: &str, start: u64, end: u64) -> bool {
+    maps.lines().any(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let Some((s, e)) = f.first().and_then(|r| r.split_once('-')) else { return false };
+        f.len() >= 6 && f[5].starts_with("/dev/infiniband/uverbs") && u64::from_str_radix(s, 16) == Ok(start) && u64::from_str_radix(e, 16) == Ok(end)
+    })
+}
+
 /// Copies back, through `/proc/PID/mem`, the saved rings of context `c` (image blob `blob`)
 /// other than those at page offsets `carried` (their contents came with a QP's driver image).
 /// The header (element size and index mask) is the driver's: checked, not written; the rest
@@ -137,8 +149,15 @@ pub fn new_offset(offsets: &Offsets, addr: u64, old_offset: u64) -> Option<u64> 
 pub fn copy_back(c: &Context, blob: &[u8], carried: &[u64], pid: i32, who: &str) -> Result<(), RestoreError> {
     let mem =
         fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem")).map_err(RestoreError::sys(format!("{who}: open /proc/{pid}/mem")))?;
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(RestoreError::sys(format!("{who}: read /proc/{pid}/maps")))?;
     for q in c.queues.iter().filter(|q| !carried.contains(&q.pgoff)) {
-        let data = &blob[q.blob_offset as usize..(q.blob_offset + q.len) as usize];
+        let data = super::qp::blob_range(blob, q.blob_offset, q.len)
+            .filter(|d| d.len() >= RING_HEADER)
+            .ok_or_else(|| RestoreError::Refused(format!("{who}: the saved ring at {:#x} is not a whole ring within the blob", q.start)))?;
+        // Written only where the process maps a uverbs file, exactly as saved: the ring.
+        if !is_uverbs_mapping(&maps, q.start, q.end) {
+            return Err(RestoreError::Refused(format!("{who}: {:#x}-{:#x} is not a uverbs ring mapping of the restored process", q.start, q.end)));
+        }
         let mut hdr = [0u8; 8];
         mem.read_exact_at(&mut hdr, q.start).map_err(RestoreError::sys(format!("{who}: read the ring at {:#x}", q.start)))?;
         if hdr[..] != data[..8] {
@@ -147,4 +166,29 @@ pub fn copy_back(c: &Context, blob: &[u8], carried: &[u64], pid: i32, who: &str)
         mem.write_all_at(&data[64..], q.start + 64).map_err(RestoreError::sys(format!("{who}: write the ring at {:#x}", q.start)))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_uverbs_mappings_are_rings() {
+        let maps = "55d0c0de0000-55d0c0de1000 r--p 00000000 08:01 1234 /usr/bin/x\n\
+                    7f0000000000-7f0000002000 rw-s 0004d000 00:06 1064 /dev/infiniband/uverbs0\n\
+                    7f0000002000-7f0000003000 rw-p 00000000 00:00 0\n";
+        assert!(is_uverbs_mapping(maps, 0x7f00_0000_0000, 0x7f00_0000_2000));
+        assert!(!is_uverbs_mapping(maps, 0x7f00_0000_0000, 0x7f00_0000_1000), "part of a mapping");
+        assert!(!is_uverbs_mapping(maps, 0x55d0_c0de_0000, 0x55d0_c0de_1000), "not a uverbs file");
+        assert!(!is_uverbs_mapping(maps, 0x7f00_0000_2000, 0x7f00_0000_3000), "anonymous");
+        assert!(!is_uverbs_mapping("garbage\n\n-\n", 0, 0));
+    }
+
+    #[test]
+    fn saved_words_out_of_the_blob_are_none() {
+        let queues = [QueueVma { start: 0, end: PAGE, pgoff: 1, prot: "rw-s".into(), blob_offset: u64::MAX, len: PAGE }];
+        let saved = Saved { queues: &queues, blob: &[0; 16] };
+        assert_eq!(saved.word(1, RING_PRODUCER), None);
+        assert_eq!(saved.word(2, 0), None);
+    }
 }

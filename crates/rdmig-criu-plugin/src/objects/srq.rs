@@ -6,7 +6,7 @@
 use std::os::fd::RawFd;
 
 use super::rings::NewRings;
-use super::{pd, DumpCx};
+use super::{limits, pd, DumpCx};
 use crate::cmd;
 use crate::common::{DumpError, RestoreError};
 use crate::fdinfo::UverbsInfo;
@@ -60,6 +60,10 @@ pub fn check_image(c: &Context) -> Result<(), String> {
         if q.pgoff.is_none() || q.max_wr == 0 {
             return Err(format!("SRQ handle {} was saved without its ring (image of an older plugin?)", q.handle));
         }
+        let what = |f: &str| format!("SRQ handle {}: {f}", q.handle);
+        limits::range(&what("max_wr"), q.max_wr, 1, limits::MAX_WR)?;
+        limits::range(&what("max_sge"), q.max_sge, 1, limits::MAX_SGE)?;
+        limits::range(&what("srq_limit"), q.srq_limit, 0, q.max_wr)?;
     }
     Ok(())
 }
