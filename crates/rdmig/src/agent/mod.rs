@@ -16,7 +16,7 @@ mod restore;
 mod session;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -67,6 +67,19 @@ struct Migration {
     state: MigState,
     /// An address added here for the restored process (removed again on abort).
     moved_addr: Option<rdmig_proto::msg::MovedAddr>,
+    /// The process it moves: the address its source connects from, and its pid there.
+    source: (IpAddr, i32),
+}
+
+impl Migration {
+    fn new(dir: PathBuf, source: (IpAddr, i32)) -> Self {
+        Migration { dir, state: MigState::Receiving, moved_addr: None, source }
+    }
+
+    /// Still under way: its source may yet commit or abort it.
+    fn in_flight(&self) -> bool {
+        matches!(self.state, MigState::Receiving | MigState::Restored { .. })
+    }
 }
 
 type Table = Arc<Mutex<HashMap<String, Migration>>>;
@@ -103,7 +116,8 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
 
 async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result<(), msg::MsgError> {
     sock.set_nodelay(true).ok();
-    let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+    let peer_addr = sock.peer_addr().map_err(wire::WireError::Io)?;
+    let peer = peer_addr.to_string();
     let mut ch = tokio::time::timeout(Duration::from_secs(10), Channel::server(sock, &cfg.secret))
         .await
         .map_err(|_| wire::WireError::Io(std::io::ErrorKind::TimedOut.into()))??;
@@ -122,19 +136,27 @@ async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result
             ch.send_msg(&Reply::Failed(e.to_string())).await?;
             return Err(e);
         }
-        let reply = handle(req, &mut ch, &mut rdma, cfg, table).await?;
+        let reply = handle(req, &mut ch, &mut rdma, cfg, table, peer_addr.ip()).await?;
         ch.send_msg(&reply).await?;
     }
 }
 
-/// One validated request to the module of its group; the reply to send.
-async fn handle(req: Request, ch: &mut Channel<TcpStream>, rdma: &mut Option<RdmaReceiver>, cfg: &AgentConfig, table: &Table) -> Result<Reply, msg::MsgError> {
+/// One validated request to the module of its group; the reply to send. `peer` is the address
+/// the source connects from.
+async fn handle(
+    req: Request,
+    ch: &mut Channel<TcpStream>,
+    rdma: &mut Option<RdmaReceiver>,
+    cfg: &AgentConfig,
+    table: &Table,
+    peer: IpAddr,
+) -> Result<Reply, msg::MsgError> {
     Ok(match req {
         Request::Facts { pid } => Reply::Facts(host_facts(&cfg.work_dir, pid).await),
         Request::Time => session::time(),
         Request::CpuCheck { image } => session::cpu_check(cfg, &image).await,
         Request::CheckNumbers { ibdev, qpns, mrs } => session::check_numbers(&ibdev, &qpns, &mrs),
-        Request::Begin { id } => session::begin(cfg, table, &id),
+        Request::Begin { id, pid } => session::begin(cfg, table, &id, (peer, pid)),
         Request::Status { id } => session::status(table, &id),
         Request::RdmaSetup { eps } => receive::rdma_setup(cfg, rdma, &eps).await,
         Request::PutFile { id, rel, len, via_rdma } => receive::put_file(ch, rdma, table, &id, &rel, len, via_rdma).await?,
@@ -156,5 +178,46 @@ fn dir_of(table: &Table, id: &MigrationId) -> Result<PathBuf, String> {
         Some(m) if m.state == MigState::Receiving => Ok(m.dir.clone()),
         Some(m) => Err(format!("migration {id} is {:?}, not receiving", m.state)),
         None => Err(format!("no migration {id} here (agent restarted?)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(work: &std::path::Path) -> AgentConfig {
+        AgentConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            rdma_addr: None,
+            rdma_device: "rxe0".into(),
+            secret: Secret::from_bytes(&[b'a'; 40]).unwrap(),
+            work_dir: work.to_path_buf(),
+            keep_images: false,
+            restore_timeout: Duration::from_secs(1),
+            numbers: None,
+        }
+    }
+
+    fn id(s: &str) -> MigrationId {
+        MigrationId::new(s).unwrap()
+    }
+
+    #[test]
+    fn one_migration_of_a_source_process_at_a_time() {
+        let d = tempfile::tempdir().unwrap();
+        let (cfg, table) = (config(d.path()), Table::default());
+        let src: IpAddr = "10.99.0.1".parse().unwrap();
+        assert!(matches!(session::begin(&cfg, &table, &id("m-1"), (src, 4242)), Reply::Ack));
+        match session::begin(&cfg, &table, &id("m-2"), (src, 4242)) {
+            Reply::Failed(e) => assert!(e.contains("pid 4242 of 10.99.0.1 is being migrated here already (migration m-1"), "{e}"),
+            other => panic!("a second migration of the process was let in: {other:?}"),
+        }
+        assert!(!d.path().join("m-2").exists(), "the refused one left a directory");
+        // Another process, or the same pid on another source, are other processes.
+        assert!(matches!(session::begin(&cfg, &table, &id("m-3"), (src, 4243)), Reply::Ack));
+        assert!(matches!(session::begin(&cfg, &table, &id("m-4"), ("10.99.0.3".parse().unwrap(), 4242)), Reply::Ack));
+        // Once the first is over, the process may move again.
+        assert!(matches!(finish::abort(&table, &id("m-1")), Reply::Ack));
+        assert!(matches!(session::begin(&cfg, &table, &id("m-5"), (src, 4242)), Reply::Ack));
     }
 }

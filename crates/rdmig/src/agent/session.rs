@@ -2,6 +2,7 @@
 //! and verbs-number checks, `Begin` (a directory of its own for the migration's images) and
 //! `Status`.
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use tracing::info;
@@ -98,19 +99,26 @@ pub(super) fn check_numbers(ibdev: &str, qpns: &[u32], mrs: &[u32]) -> Reply {
     }
 }
 
-/// A new migration: its own directory under the work directory.
-pub(super) fn begin(cfg: &AgentConfig, table: &Table, id: &MigrationId) -> Reply {
+/// A new migration of process `source` (the address its source connects from, its pid there):
+/// its own directory under the work directory. One migration of a process at a time.
+pub(super) fn begin(cfg: &AgentConfig, table: &Table, id: &MigrationId, source: (IpAddr, i32)) -> Reply {
     let dir = cfg.work_dir.join(id.as_str());
     let mut t = table.lock().expect("table lock");
     if t.contains_key(id.as_str()) || dir.exists() {
-        Reply::Failed(format!("migration {id} already exists here"))
-    } else if let Err(e) = std::fs::create_dir(&dir) {
-        Reply::Failed(format!("cannot create {}: {e}", dir.display()))
-    } else {
-        info!(%id, "migration begins");
-        t.insert(id.as_str().to_string(), Migration { dir, state: MigState::Receiving, moved_addr: None });
-        Reply::Ack
+        return Reply::Failed(format!("migration {id} already exists here"));
     }
+    if let Some((other, m)) = t.iter().find(|(_, m)| m.source == source && m.in_flight()) {
+        return Reply::Failed(format!(
+            "pid {} of {} is being migrated here already (migration {other}, {:?}); one migration of a process at a time",
+            source.1, source.0, m.state
+        ));
+    }
+    if let Err(e) = std::fs::create_dir(&dir) {
+        return Reply::Failed(format!("cannot create {}: {e}", dir.display()));
+    }
+    info!(%id, pid = source.1, source = %source.0, "migration begins");
+    t.insert(id.as_str().to_string(), Migration::new(dir, source));
+    Reply::Ack
 }
 
 pub(super) fn status(table: &Table, id: &MigrationId) -> Reply {

@@ -96,6 +96,7 @@ pub async fn run(a: MigrateArgs) -> Result<ExitCode> {
         ssh_host: a.ssh_host.clone(),
         ssh_config: a.ssh_config.clone(),
         page_stream: a.page_stream,
+        lock_dir: PathBuf::from(rdmig::migrate::LOCK_DIR),
     };
     let r = rdmig::migrate::migrate(&o).await;
     if let Some(t) = &a.timeline {

@@ -54,6 +54,7 @@ pub async fn bench_transfer(
         ssh_host: None,
         ssh_config: None,
         page_stream: false,
+        lock_dir: std::env::temp_dir(),
     };
     if transports.contains(&TransportChoice::Scp) {
         anyhow::bail!("bench transfer measures rdmig's own transports (rdma, tcp); scp is measured by a migration with --transport scp");

@@ -32,7 +32,7 @@ impl Run<'_> {
         let mut ch = connect(self.o).await.map_err(Step::Refuse)?;
         self.check_fit(&mut ch).await?;
         self.choose_transport(&mut ch).await?;
-        call(&mut ch, &Request::Begin { id: self.id.clone() }).await.map_err(Step::from).and_then(|r| expect_ack(r, "begin"))?;
+        call(&mut ch, &Request::Begin { id: self.id.clone(), pid: self.o.pid }).await.map_err(Step::from).and_then(|r| expect_ack(r, "begin"))?;
         Ok(ch)
     }
 

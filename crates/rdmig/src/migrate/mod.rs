@@ -15,6 +15,8 @@
 //! happened; when nobody can tell, the source copy stays stopped ("in doubt") rather than risk two
 //! running copies.
 //!
+//! One migration of a process at a time: the run holds the process's lock (`lock`) throughout.
+//!
 //! The other modules: `remote` (the control channel to the destination agent), `report` (the
 //! timeline's bookkeeping and the final report), `hooks` (the user's commands), `scp` (the
 //! MigrOS-style baseline transport) and `bench` (`rdmig bench transfer`).
@@ -24,6 +26,7 @@ mod checks;
 mod finish;
 mod freeze;
 mod hooks;
+mod lock;
 mod precopy;
 mod remote;
 mod report;
@@ -45,6 +48,7 @@ use crate::transport::{TransportChoice, TransportReport};
 use rdmig_proto::msg::{HostFacts, MigrationId, MsgError};
 
 pub use bench::{bench_transfer, BenchRow};
+pub use lock::LOCK_DIR;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -94,6 +98,8 @@ pub struct MigrateOptions {
     /// Stream CRIU's pages to the destination's page server while dumping (else: local page
     /// images, sent after each dump).
     pub page_stream: bool,
+    /// Where the per-process migration locks are (`LOCK_DIR`).
+    pub lock_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -238,11 +244,21 @@ impl<'a> Run<'a> {
 }
 
 pub async fn migrate(o: &MigrateOptions) -> MigrationReport {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let id = MigrationId::new(&format!("m{secs}-{}", o.pid)).expect("valid id");
     let hostname = nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "source".into());
+    let (id, refused) = match MigrationId::random() {
+        Ok(id) => (id, None),
+        Err(e) => (MigrationId::new("m-unnamed").expect("valid id"), Some(e.to_string())),
+    };
     let mut run = Run::new(o, id.clone(), o.work_dir.join(id.as_str()), &hostname);
-    let outcome = run.go().await;
+    // Held until this function returns: the whole run, clean-up included.
+    let lock = match refused {
+        Some(why) => Err(why),
+        None => lock::MigrationLock::take(&o.lock_dir, o.pid, id.as_str()),
+    };
+    let outcome = match &lock {
+        Ok(_) => run.go().await,
+        Err(why) => Outcome::Refused { reason: why.clone() },
+    };
     if let Outcome::Migrated { restored_pid } = &outcome {
         if let Err(e) = hooks::run_hook(&o.hooks.post, &run.hook_env("post", &[("RDMIG_RESTORED_PID", restored_pid.to_string())])) {
             warn!("{e}");
@@ -258,6 +274,69 @@ pub async fn migrate(o: &MigrateOptions) -> MigrationReport {
             warn!("{e}");
         }
     }
-    let _ = std::fs::remove_dir_all(&run.dir);
-    run.report(outcome)
+    if lock.is_ok() {
+        let _ = std::fs::remove_dir_all(&run.dir);
+    }
+    let report = run.report(outcome);
+    drop(lock);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process to migrate (never frozen by these tests) and options that point at `to`.
+    fn options(pid: i32, to: SocketAddr, dir: &std::path::Path) -> MigrateOptions {
+        MigrateOptions {
+            pid,
+            to,
+            secret: rdmig_proto::wire::Secret::from_bytes(&[b'k'; 40]).unwrap(),
+            strategy: Strategy::Precopy,
+            max_rounds: 1,
+            converge_bytes: 0,
+            work_dir: dir.join("work"),
+            hooks: Hooks::default(),
+            dump_timeout: Duration::from_secs(5),
+            allow_kernel_mismatch: false,
+            transport: TransportChoice::Tcp,
+            rdma_addr: None,
+            rdma_device: "rxe0".into(),
+            rdma_qps: 1,
+            progress: false,
+            tcp_established: false,
+            move_addr: None,
+            ssh_host: None,
+            ssh_config: None,
+            page_stream: false,
+            lock_dir: dir.join("locks"),
+        }
+    }
+
+    fn state(pid: u32) -> char {
+        let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        s.rsplit(") ").next().unwrap().chars().next().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_second_migration_of_a_process_is_refused_before_it_touches_anything() {
+        let d = tempfile::tempdir().unwrap();
+        let mut app = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let o = options(app.id() as i32, "127.0.0.1:9".parse().unwrap(), d.path());
+        let held = lock::MigrationLock::take(&o.lock_dir, o.pid, "m-0123456789abcdef").unwrap();
+        let r = migrate(&o).await;
+        match &r.outcome {
+            Outcome::Refused { reason } => {
+                assert!(reason.contains(&format!("another `rdmig migrate` of pid {} is in progress (migration m-0123456789abcdef", o.pid)), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(r.id.starts_with("m-") && r.id.len() == 18 && MigrationId::new(&r.id).is_ok(), "{}", r.id);
+        assert!(r.timeline.events.is_empty(), "the refused run recorded steps");
+        assert!(!o.work_dir.exists(), "the refused run made a work directory");
+        assert_ne!(state(app.id()), 'T');
+        drop(held);
+        app.kill().unwrap();
+        let _ = app.wait();
+    }
 }
