@@ -261,12 +261,19 @@ pub enum Request {
     Status {
         id: MigrationId,
     },
+    /// The source is alive and busy (a dump, a hook): `Ack`. Keeps the connection, and the
+    /// migrations it began, from being dropped as silent.
+    Ping,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MigState {
     Receiving,
-    Restored { pid: i32 },
+    /// CRIU is restoring it: whether the process will run here is not known yet.
+    Restoring,
+    Restored {
+        pid: i32,
+    },
     Committed,
     Aborted,
     Unknown,
@@ -314,6 +321,29 @@ pub fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, MsgError> {
 }
 
 impl Request {
+    /// The migration the request is about, if any.
+    pub fn id(&self) -> Option<&MigrationId> {
+        match self {
+            Request::Begin { id, .. }
+            | Request::PutFile { id, .. }
+            | Request::PutSymlink { id, .. }
+            | Request::PageStream { id, .. }
+            | Request::ScpDir { id, .. }
+            | Request::ScpDone { id, .. }
+            | Request::Restore { id, .. }
+            | Request::Commit { id }
+            | Request::Abort { id }
+            | Request::Status { id } => Some(id),
+            Request::Facts { .. }
+            | Request::CpuCheck { .. }
+            | Request::Time
+            | Request::RdmaSetup { .. }
+            | Request::Probe { .. }
+            | Request::CheckNumbers { .. }
+            | Request::Ping => None,
+        }
+    }
+
     /// Checks every field that becomes a path, a size or a process identity.
     pub fn validate(&self) -> Result<(), MsgError> {
         match self {
@@ -329,7 +359,7 @@ impl Request {
                     return Err(MsgError::Invalid { what: "cpuinfo image", value: format!("{} bytes", image.len()), why: "1 byte to 1 MiB" });
                 }
             }
-            Request::Time => {}
+            Request::Time | Request::Ping => {}
             Request::Begin { id, pid } => {
                 id.validate()?;
                 if *pid <= 1 {
@@ -528,13 +558,17 @@ mod tests {
     }
 
     #[test]
-    fn begin_names_a_real_process() {
+    fn begin_names_a_real_process_and_requests_name_their_migration() {
         let id = MigrationId::new("m-1").unwrap();
         assert!(Request::Begin { id: id.clone(), pid: 4242 }.validate().is_ok());
         for bad in [1, 0, -7] {
             let r: Request = decode(&encode(&Request::Begin { id: id.clone(), pid: bad })).unwrap();
             assert!(r.validate().is_err(), "{bad}");
         }
+        assert_eq!(Request::Begin { id: id.clone(), pid: 7 }.id(), Some(&id));
+        assert_eq!(Request::Abort { id: id.clone() }.id(), Some(&id));
+        assert_eq!(Request::Ping.id(), None);
+        assert!(decode::<Request>(&encode(&Request::Ping)).unwrap().validate().is_ok());
     }
 
     #[test]

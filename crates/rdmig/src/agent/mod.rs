@@ -6,8 +6,14 @@
 //!
 //! This module accepts connections and dispatches each request to the module of its group:
 //! `session` (facts, clock, checks, begin, status), `receive` (the RDMA path, files, links,
-//! probes, page streams, scp deliveries), `restore`, `finish` (commit, abort); `numbers` is this
-//! node's share of QP and MR numbers.
+//! probes, page streams, scp deliveries), `restore`, `finish` (commit, abort, and dropping the
+//! migrations whose source went silent); `numbers` is this node's share of QP and MR numbers.
+//! (`Ping` needs no module: it only says the source is alive.)
+//!
+//! Nothing pins the agent: each connection has an idle deadline (a source busy with a long dump
+//! sends `Ping`s), its socket keepalive and `TCP_USER_TIMEOUT`, and a migration that no open
+//! connection has named for `orphan_after` is aborted like an `Abort` would (a restored copy that
+//! was never committed is killed, the images go).
 
 mod finish;
 pub mod numbers;
@@ -19,14 +25,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
 use crate::transport::rdma::RdmaReceiver;
 use rdmig_proto::msg::{MigState, MigrationId, Reply, Request};
-use rdmig_proto::wire::{Channel, Secret};
+use rdmig_proto::wire::{Channel, Limits, Secret};
 use rdmig_proto::{msg, wire};
 
 pub use session::{host_facts, rxe_flavour};
@@ -43,7 +49,14 @@ pub struct AgentConfig {
     pub restore_timeout: Duration,
     /// This node's share of the QP and MR number spaces (None: leave the driver as it is).
     pub numbers: Option<numbers::NumberRange>,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A migration no open connection has named for this long is aborted: its source is gone.
+    pub orphan_after: Duration,
 }
+
+/// The hello must come at once.
+const HELLO: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -69,20 +82,68 @@ struct Migration {
     moved_addr: Option<rdmig_proto::msg::MovedAddr>,
     /// The process it moves: the address its source connects from, and its pid there.
     source: (IpAddr, i32),
+    /// Open connections that named it.
+    conns: usize,
+    /// When a request last named it, or the last connection that did closed.
+    last_heard: Instant,
 }
 
 impl Migration {
     fn new(dir: PathBuf, source: (IpAddr, i32)) -> Self {
-        Migration { dir, state: MigState::Receiving, moved_addr: None, source }
+        Migration { dir, state: MigState::Receiving, moved_addr: None, source, conns: 0, last_heard: Instant::now() }
     }
 
     /// Still under way: its source may yet commit or abort it.
     fn in_flight(&self) -> bool {
-        matches!(self.state, MigState::Receiving | MigState::Restored { .. })
+        matches!(self.state, MigState::Receiving | MigState::Restoring | MigState::Restored { .. })
     }
 }
 
 type Table = Arc<Mutex<HashMap<String, Migration>>>;
+
+/// The migrations one connection named: alive while it is open.
+struct Named<'a> {
+    table: &'a Table,
+    ids: Vec<String>,
+}
+
+impl Named<'_> {
+    /// A request named `id` (Begin, a file, Status...): heard from now, and held by this
+    /// connection until it closes.
+    fn touch(&mut self, id: &str) {
+        let mut t = self.table.lock().expect("table lock");
+        if let Some(m) = t.get_mut(id) {
+            m.last_heard = Instant::now();
+            if !self.ids.iter().any(|i| i == id) {
+                m.conns += 1;
+                self.ids.push(id.to_string());
+            }
+        }
+    }
+
+    /// The source pinged: everything this connection holds was heard from.
+    fn touch_all(&self) {
+        let mut t = self.table.lock().expect("table lock");
+        for id in &self.ids {
+            if let Some(m) = t.get_mut(id) {
+                m.last_heard = Instant::now();
+            }
+        }
+    }
+}
+
+impl Drop for Named<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.table.lock() {
+            for id in &self.ids {
+                if let Some(m) = t.get_mut(id) {
+                    m.conns = m.conns.saturating_sub(1);
+                    m.last_heard = Instant::now();
+                }
+            }
+        }
+    }
+}
 
 pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
     std::fs::create_dir_all(&cfg.work_dir).map_err(|e| AgentError::WorkDir { path: cfg.work_dir.display().to_string(), source: e })?;
@@ -92,9 +153,10 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
         let (q, m) = (r.block(rdmig_rxe::Obj::Qp), r.block(rdmig_rxe::Obj::Mr));
         info!(node = r.node, nodes = r.nodes, "QPNs {}-{} and MR indices {}-{} are this node's; the rest is reserved", q.0, q.1, m.0, m.1);
     }
-    info!(listen = %cfg.listen, work = %cfg.work_dir.display(), "agent listening");
+    info!(listen = %cfg.listen, work = %cfg.work_dir.display(), idle_s = cfg.idle_timeout.as_secs(), orphan_s = cfg.orphan_after.as_secs(), "agent listening");
     let cfg = Arc::new(cfg);
     let table: Table = Arc::default();
+    tokio::spawn(finish::reap_orphans(table.clone(), cfg.orphan_after));
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -116,16 +178,24 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
 
 async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result<(), msg::MsgError> {
     sock.set_nodelay(true).ok();
+    if let Err(e) = wire::keepalive(&sock) {
+        warn!("keepalive on an agent socket: {e}");
+    }
     let peer_addr = sock.peer_addr().map_err(wire::WireError::Io)?;
     let peer = peer_addr.to_string();
-    let mut ch = tokio::time::timeout(Duration::from_secs(10), Channel::server(sock, &cfg.secret))
-        .await
-        .map_err(|_| wire::WireError::Io(std::io::ErrorKind::TimedOut.into()))??;
+    let mut ch = Channel::server_within(sock, &cfg.secret, Limits::idle(HELLO.min(cfg.idle_timeout))).await?;
+    // From here on, a source that sends nothing for this long is gone (or stopped).
+    ch.set_limits(Limits::idle(cfg.idle_timeout));
     let mut rdma: Option<RdmaReceiver> = None;
+    let mut named = Named { table, ids: vec![] };
     loop {
         let req: Request = match ch.recv_msg().await {
             Ok(r) => r,
             Err(msg::MsgError::Wire(wire::WireError::Closed)) => return Ok(()),
+            Err(e @ msg::MsgError::Wire(wire::WireError::TimedOut(_))) => {
+                info!(%peer, "closed a silent connection: {e}");
+                return Ok(());
+            }
             Err(e) => {
                 warn!(%peer, "refused: {e}");
                 return Err(e);
@@ -136,7 +206,18 @@ async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result
             ch.send_msg(&Reply::Failed(e.to_string())).await?;
             return Err(e);
         }
+        let id = req.id().map(|i| i.as_str().to_string());
+        if let Some(id) = &id {
+            named.touch(id);
+        }
+        if matches!(req, Request::Ping) {
+            named.touch_all();
+        }
         let reply = handle(req, &mut ch, &mut rdma, cfg, table, peer_addr.ip()).await?;
+        // Begin created it; and a long request (a restore) counts as hearing from the source.
+        if let Some(id) = &id {
+            named.touch(id);
+        }
         ch.send_msg(&reply).await?;
     }
 }
@@ -154,6 +235,7 @@ async fn handle(
     Ok(match req {
         Request::Facts { pid } => Reply::Facts(host_facts(&cfg.work_dir, pid).await),
         Request::Time => session::time(),
+        Request::Ping => Reply::Ack,
         Request::CpuCheck { image } => session::cpu_check(cfg, &image).await,
         Request::CheckNumbers { ibdev, qpns, mrs } => session::check_numbers(&ibdev, &qpns, &mrs),
         Request::Begin { id, pid } => session::begin(cfg, table, &id, (peer, pid)),
@@ -195,6 +277,8 @@ mod tests {
             keep_images: false,
             restore_timeout: Duration::from_secs(1),
             numbers: None,
+            idle_timeout: Duration::from_secs(120),
+            orphan_after: Duration::from_millis(200),
         }
     }
 
@@ -219,5 +303,46 @@ mod tests {
         // Once the first is over, the process may move again.
         assert!(matches!(finish::abort(&table, &id("m-1")), Reply::Ack));
         assert!(matches!(session::begin(&cfg, &table, &id("m-5"), (src, 4242)), Reply::Ack));
+    }
+
+    #[test]
+    fn a_migration_whose_source_went_silent_is_aborted_and_its_copy_killed() {
+        let d = tempfile::tempdir().unwrap();
+        let (cfg, table) = (config(d.path()), Table::default());
+        let src: IpAddr = "10.99.0.1".parse().unwrap();
+        for (m, pid) in [("m-held", 100), ("m-silent", 101), ("m-restored", 102), ("m-committed", 103)] {
+            assert!(matches!(session::begin(&cfg, &table, &id(m), (src, pid)), Reply::Ack));
+        }
+        // A restored copy that was never committed: a real process, to see it killed.
+        let mut copy = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        {
+            let mut t = table.lock().unwrap();
+            t.get_mut("m-restored").unwrap().state = MigState::Restored { pid: copy.id() as i32 };
+            t.get_mut("m-committed").unwrap().state = MigState::Committed;
+        }
+        let mut held = Named { table: &table, ids: vec![] };
+        held.touch("m-held");
+        let mut closed = Named { table: &table, ids: vec![] };
+        closed.touch("m-silent");
+        drop(closed);
+        // Not yet: heard from too recently.
+        assert!(finish::reap(&table, cfg.orphan_after).is_empty());
+        std::thread::sleep(cfg.orphan_after + Duration::from_millis(50));
+        let mut gone = finish::reap(&table, cfg.orphan_after);
+        gone.sort();
+        assert_eq!(gone, ["m-restored", "m-silent"]);
+        let status = copy.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "the uncommitted copy runs on");
+        let t = table.lock().unwrap();
+        assert_eq!(t["m-silent"].state, MigState::Aborted);
+        assert!(!d.path().join("m-silent").exists() && !d.path().join("m-restored").exists(), "images left behind");
+        // An open connection holds its migration; a committed one is the destination's own.
+        assert_eq!(t["m-held"].state, MigState::Receiving);
+        assert!(d.path().join("m-held").exists());
+        assert_eq!(t["m-committed"].state, MigState::Committed);
+        drop(t);
+        drop(held);
+        std::thread::sleep(cfg.orphan_after + Duration::from_millis(50));
+        assert_eq!(finish::reap(&table, cfg.orphan_after), ["m-held"]);
     }
 }

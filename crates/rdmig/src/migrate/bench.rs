@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::remote::connect;
+use super::remote::{connect, IO_WAIT};
 use super::{transfer, Hooks, MigrateOptions, Run, Strategy};
 use crate::transport::{mb_s, TransportChoice};
 use rdmig_proto::msg::MigrationId;
-use rdmig_proto::wire::Secret;
+use rdmig_proto::wire::{Limits, Secret};
 
 /// One row of `rdmig bench transfer`.
 #[derive(Debug, Clone, Serialize)]
@@ -54,12 +54,13 @@ pub async fn bench_transfer(
         ssh_host: None,
         ssh_config: None,
         page_stream: false,
+        deadline: Duration::from_secs(900),
         lock_dir: std::env::temp_dir(),
     };
     if transports.contains(&TransportChoice::Scp) {
         anyhow::bail!("bench transfer measures rdmig's own transports (rdma, tcp); scp is measured by a migration with --transport scp");
     }
-    let mut ch = connect(&o).await.map_err(anyhow::Error::msg)?;
+    let mut ch = connect(o.to, &o.secret, Limits::idle(IO_WAIT)).await.map_err(anyhow::Error::msg)?;
     let run = Run::new(&o, MigrationId::new("bench").expect("valid"), std::env::temp_dir(), "bench");
     let mut rows = vec![];
     for t in transports {

@@ -9,7 +9,7 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tracing::warn;
 
-use super::remote::{call, connect, expect_ack};
+use super::remote::{busy, call, connect, expect_ack, IO_WAIT};
 use super::{hooks, mib, scp, transfer, Run, Step};
 use crate::agent::{host_facts, now_ns};
 use crate::criu;
@@ -17,7 +17,7 @@ use crate::timeline::{attrs, ClockSample, Phase};
 use crate::transport::rdma::RdmaSender;
 use crate::transport::{mb_s, TransportChoice, TransportReport, Used};
 use rdmig_proto::msg::{MovedAddr, MsgError, Reply, Request};
-use rdmig_proto::wire::{Channel, WireError};
+use rdmig_proto::wire::{Channel, Limits, WireError};
 
 fn rss_bytes(pid: i32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -29,7 +29,8 @@ impl Run<'_> {
     /// The whole stage: on success the channel to the destination, where the migration has begun.
     pub(super) async fn checks(&mut self) -> Result<Channel<TcpStream>, Step> {
         self.prepare()?;
-        let mut ch = connect(self.o).await.map_err(Step::Refuse)?;
+        let limits = Limits::idle(IO_WAIT).until(self.stages_end);
+        let mut ch = connect(self.o.to, &self.o.secret, limits).await.map_err(Step::Refuse)?;
         self.check_fit(&mut ch).await?;
         self.choose_transport(&mut ch).await?;
         call(&mut ch, &Request::Begin { id: self.id.clone(), pid: self.o.pid }).await.map_err(Step::from).and_then(|r| expect_ack(r, "begin"))?;
@@ -177,7 +178,11 @@ impl Run<'_> {
                 self.clock.push(ClockSample { t0, t1: t1_ns, t2: t2_ns, t3 });
             }
         }
-        hooks::run_hook(&o.hooks.pre, &self.hook_env("pre", &[])).map_err(Step::Refuse)?;
+        // The hook may take its time: the destination keeps hearing from us meanwhile.
+        let (cmd, env) = (o.hooks.pre.clone(), self.hook_env("pre", &[]));
+        let (hooked, alive) = busy(ch, tokio::task::spawn_blocking(move || hooks::run_hook(&cmd, &env))).await;
+        hooked.map_err(|e| Step::Refuse(format!("pre hook: {e}")))?.map_err(Step::Refuse)?;
+        alive?;
         self.rec.end_with(Phase::Check, attrs([("rss_bytes", rss)]));
         self.say(&format!("checks passed: {} -> {} (CRIU {src_criu}, process RSS {})", src.hostname, dst.hostname, mib(rss)));
         Ok(())

@@ -1,42 +1,73 @@
 //! How a migration ends once it started: commit (the process runs at the destination: the
-//! stopped source copy goes and the destination drops its images), rollback (the process runs
-//! here again: its address back, its stopped QPs resumed, SIGCONT; the destination aborts and
-//! kills any copy it made), or in doubt (only the destination knows, and it cannot be asked:
-//! the source copy stays stopped, never two running copies).
+//! destination commits, then the stopped source copy goes), rollback (the process runs here
+//! again: its address back, its stopped QPs resumed, SIGCONT; the destination aborts and kills
+//! any copy it made), or in doubt (only the destination knows, and it cannot be asked: the
+//! source copy stays stopped, never two running copies).
+//!
+//! The destination commits before the source copy is killed: a destination that does not hear
+//! from its source drops an uncommitted copy, so killing first could lose the process.
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
-use super::remote::{abort_remote, call};
+use super::remote::{abort_remote, call, commit_again};
 use super::{Outcome, Run};
 use crate::timeline::Phase;
-use rdmig_proto::msg::{Reply, Request};
-use rdmig_proto::wire::Channel;
+use rdmig_proto::msg::{MigState, Reply, Request};
+use rdmig_proto::wire::{Channel, Limits};
 
 impl Run<'_> {
-    /// The destination confirmed: the stopped source copy goes, and only then is it committed.
+    /// The destination runs the process: it commits, then the stopped source copy goes.
     pub(super) async fn commit(&mut self, ch: &mut Channel<TcpStream>, restored_pid: i32) -> Outcome {
         let o = self.o;
         self.rec.end(Phase::Freeze);
         self.rec.start(Phase::Cleanup);
+        // The process runs there now: committing may use the clean-up's time too.
+        ch.set_limits(Limits { deadline: Some(self.cleanup_until()), ..ch.limits() });
+        let committed = match call(ch, &Request::Commit { id: self.id.clone() }).await {
+            Ok(Reply::Ack) => Ok(()),
+            other => {
+                warn!("commit at the destination: {other:?}; asking again");
+                commit_again(o.to, &o.secret, &self.id, self.cleanup_until()).await
+            }
+        };
+        match committed {
+            Ok(()) => {}
+            // The destination dropped its copy (the source was silent too long): run it here.
+            Err(Some(MigState::Aborted)) => {
+                return self.rollback(format!("the destination restored pid {restored_pid}, then aborted the migration before it was committed")).await;
+            }
+            Err(state) => {
+                return self.in_doubt(format!(
+                    "the destination restored the process (pid {restored_pid} there) but did not confirm the commit (its state: {state:?}); \
+                     it kills an uncommitted copy once its source has been silent for its --orphan-after. \
+                     Process {} is left stopped here: check the destination, then `kill -CONT {}` here or kill it",
+                    o.pid, o.pid
+                ));
+            }
+        }
         if let Err(e) = kill(Pid::from_raw(o.pid), Signal::SIGKILL) {
             warn!("killing the source copy {}: {e}", o.pid);
-        }
-        match call(ch, &Request::Commit { id: self.id.clone() }).await {
-            Ok(Reply::Ack) => {}
-            other => warn!("commit at the destination: {other:?} (the process runs there; images may remain)"),
         }
         self.rec.end(Phase::Cleanup);
         self.say(&format!("migrated: pid {restored_pid} runs at {}", self.dst.as_ref().map(|d| d.hostname.as_str()).unwrap_or("?")));
         Outcome::Migrated { restored_pid }
     }
 
-    /// Before the freeze: the process never stopped; only the destination is cleaned.
+    /// Before the freeze: the process never stopped; only the destination is cleaned. Once the
+    /// deadline has passed, this is a refusal.
     pub(super) async fn abandon(&mut self, why: String) -> Outcome {
-        abort_remote(self.o, &self.id).await;
-        Outcome::RolledBack { reason: why }
+        let late = self.late();
+        abort_remote(self.o.to, &self.o.secret, &self.id, self.cleanup_until()).await;
+        if late {
+            Outcome::Refused {
+                reason: format!("the deadline (--deadline {} s) passed before the freeze ({why}); the process never stopped", self.o.deadline.as_secs()),
+            }
+        } else {
+            Outcome::RolledBack { reason: why }
+        }
     }
 
     /// The final dump failed: CRIU resumes the process when a dump fails; make sure of it.
@@ -44,7 +75,7 @@ impl Run<'_> {
         let _ = resume_source(self.o.pid);
         self.rec.end(Phase::FinalDump);
         self.resumed_here();
-        abort_remote(self.o, &self.id).await;
+        abort_remote(self.o.to, &self.o.secret, &self.id, self.cleanup_until()).await;
         Outcome::RolledBack { reason: why }
     }
 
@@ -62,7 +93,7 @@ impl Run<'_> {
             Err(e) => format!("{why}; and resuming the source failed: {e}"),
         };
         self.resumed_here();
-        abort_remote(self.o, &self.id).await;
+        abort_remote(self.o.to, &self.o.secret, &self.id, self.cleanup_until()).await;
         Outcome::RolledBack { reason: why }
     }
 

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use tokio::net::TcpStream;
 
+use super::remote::busy;
 use super::{mib, Run, Step};
 use crate::criu::{self, DumpSpec};
 use crate::timeline::{attrs, Phase};
@@ -31,7 +32,10 @@ impl Run<'_> {
         let streamed = if self.streams_pages() {
             Some(self.dump_streamed(ch, "final", parent.as_deref(), &spec, true).await?)
         } else {
-            criu::dump_leave_stopped(&spec).await.map_err(|e| Step::Fail(e.to_string()))?;
+            let (dumped, alive) = busy(ch, criu::dump_leave_stopped(&spec)).await;
+            dumped.map_err(|e| Step::Fail(e.to_string()))?;
+            // Frozen, but the destination is gone: the caller rolls back.
+            alive?;
             None
         };
         let final_bytes = streamed.unwrap_or_else(|| criu::page_bytes(&final_dir));

@@ -15,7 +15,11 @@
 //! happened; when nobody can tell, the source copy stays stopped ("in doubt") rather than risk two
 //! running copies.
 //!
-//! One migration of a process at a time: the run holds the process's lock (`lock`) throughout.
+//! One migration of a process at a time (`lock`), and nothing waits forever: every network wait
+//! is bounded (`remote`), and the run has a deadline (`--deadline`). The stages must be done by
+//! the deadline less a reserve that the clean-up (asking, aborting, rolling back) may use; a
+//! deadline that passes before the freeze refuses, after it rolls back or leaves the outcome in
+//! doubt.
 //!
 //! The other modules: `remote` (the control channel to the destination agent), `report` (the
 //! timeline's bookkeeping and the final report), `hooks` (the user's commands), `scp` (the
@@ -39,6 +43,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::time::Instant;
 use tracing::warn;
 
 use crate::criu;
@@ -98,6 +103,9 @@ pub struct MigrateOptions {
     /// Stream CRIU's pages to the destination's page server while dumping (else: local page
     /// images, sent after each dump).
     pub page_stream: bool,
+    /// The whole migration, clean-up included, ends by then (a CRIU dump under way is not cut
+    /// short: `dump_timeout` bounds it).
+    pub deadline: Duration,
     /// Where the per-process migration locks are (`LOCK_DIR`).
     pub lock_dir: PathBuf,
 }
@@ -181,7 +189,17 @@ struct Run<'a> {
     copts: criu::Options,
     /// The address that moves with the process, once known.
     moved: Option<rdmig_proto::msg::MovedAddr>,
+    /// When the stages must be done: the deadline less the clean-up's reserve.
+    stages_end: Instant,
+    /// The deadline.
+    end: Instant,
 }
+
+/// Of the deadline, what the clean-up after a failed stage may use (asking the destination,
+/// aborting there): a quarter, at most this.
+const CLEANUP_RESERVE: Duration = Duration::from_secs(20);
+/// The clean-up gets this long at least, even after the deadline.
+const CLEANUP_MIN: Duration = Duration::from_secs(3);
 
 fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
@@ -189,6 +207,7 @@ fn mib(b: u64) -> String {
 
 impl<'a> Run<'a> {
     fn new(o: &'a MigrateOptions, id: MigrationId, dir: PathBuf, node: &str) -> Self {
+        let end = Instant::now() + o.deadline;
         Run {
             o,
             id,
@@ -207,7 +226,19 @@ impl<'a> Run<'a> {
             remote_events: vec![],
             copts: criu::Options::default(),
             moved: None,
+            stages_end: end - CLEANUP_RESERVE.min(o.deadline / 4),
+            end,
         }
+    }
+
+    /// Until when the clean-up may wait on the destination.
+    fn cleanup_until(&self) -> Instant {
+        self.end.max(Instant::now() + CLEANUP_MIN)
+    }
+
+    /// The stages' time is up.
+    fn late(&self) -> bool {
+        Instant::now() >= self.stages_end
     }
 
     /// The stages, in order. Each failure ends the run with what the process's state calls for:
@@ -224,6 +255,9 @@ impl<'a> Run<'a> {
             Ok(p) => p,
             Err(e) => return self.abandon(format!("pre-copy: {e}")).await,
         };
+        if self.late() {
+            return self.abandon(format!("after {} pre-copy round(s)", self.rounds.len())).await;
+        }
         // From here until the destination confirms, the process is stopped.
         if let Err(e) = self.freeze(&mut ch, parent).await {
             return self.dump_failed(format!("final dump: {e}")).await;
@@ -287,7 +321,7 @@ mod tests {
     use super::*;
 
     /// A process to migrate (never frozen by these tests) and options that point at `to`.
-    fn options(pid: i32, to: SocketAddr, dir: &std::path::Path) -> MigrateOptions {
+    fn options(pid: i32, to: SocketAddr, dir: &std::path::Path, deadline: Duration) -> MigrateOptions {
         MigrateOptions {
             pid,
             to,
@@ -309,6 +343,7 @@ mod tests {
             ssh_host: None,
             ssh_config: None,
             page_stream: false,
+            deadline,
             lock_dir: dir.join("locks"),
         }
     }
@@ -322,7 +357,7 @@ mod tests {
     async fn a_second_migration_of_a_process_is_refused_before_it_touches_anything() {
         let d = tempfile::tempdir().unwrap();
         let mut app = std::process::Command::new("sleep").arg("30").spawn().unwrap();
-        let o = options(app.id() as i32, "127.0.0.1:9".parse().unwrap(), d.path());
+        let o = options(app.id() as i32, "127.0.0.1:9".parse().unwrap(), d.path(), Duration::from_secs(30));
         let held = lock::MigrationLock::take(&o.lock_dir, o.pid, "m-0123456789abcdef").unwrap();
         let r = migrate(&o).await;
         match &r.outcome {
@@ -336,6 +371,33 @@ mod tests {
         assert!(!o.work_dir.exists(), "the refused run made a work directory");
         assert_ne!(state(app.id()), 'T');
         drop(held);
+        app.kill().unwrap();
+        let _ = app.wait();
+    }
+
+    #[tokio::test]
+    async fn a_silent_destination_is_refused_within_the_deadline() {
+        let d = tempfile::tempdir().unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let to = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut keep = vec![];
+            while let Ok((s, _)) = l.accept().await {
+                keep.push(s);
+            }
+        });
+        let mut app = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let o = options(app.id() as i32, to, d.path(), Duration::from_secs(2));
+        let t = std::time::Instant::now();
+        let r = migrate(&o).await;
+        assert!(t.elapsed() < Duration::from_secs(4), "took {:?}", t.elapsed());
+        match &r.outcome {
+            Outcome::Refused { reason } => assert!(reason.contains("the deadline passed"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_ne!(state(app.id()), 'T');
+        // The lock went with the run.
+        drop(lock::MigrationLock::take(&o.lock_dir, o.pid, "m-next").unwrap());
         app.kill().unwrap();
         let _ = app.wait();
     }

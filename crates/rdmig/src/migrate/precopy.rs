@@ -7,6 +7,7 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tracing::warn;
 
+use super::remote::busy;
 use super::{mib, Round, Run, Step, Strategy};
 use crate::criu::{self, DumpSpec};
 use crate::timeline::{attrs, Phase};
@@ -55,7 +56,9 @@ impl Run<'_> {
             let bytes = if self.streams_pages() {
                 self.dump_streamed(ch, &name, parent.as_deref(), &spec, false).await?
             } else {
-                criu::pre_dump(&spec).await.map_err(|e| Step::Fail(e.to_string()))?;
+                let (dumped, alive) = busy(ch, criu::pre_dump(&spec)).await;
+                dumped.map_err(|e| Step::Fail(e.to_string()))?;
+                alive?;
                 criu::page_bytes(&dir)
             };
             let dump_ms = t.elapsed().as_secs_f64() * 1e3;

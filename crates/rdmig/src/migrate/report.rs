@@ -15,17 +15,20 @@ impl Run<'_> {
         }
     }
 
-    /// The process runs at the source again after a freeze: its stop ends here.
+    /// The process runs at the source again after a freeze: its stop ends here (if the freeze
+    /// span is still open: a rollback after the restore finds it ended).
     pub(super) fn resumed_here(&mut self) {
         self.rec.instant(Phase::Rollback, attrs::<&str, u64>([]));
         self.close_open_spans();
-        self.rec.end(Phase::Freeze);
+        if self.open_spans().contains(&Phase::Freeze) {
+            self.rec.end(Phase::Freeze);
+        }
         self.rec.start(Phase::Resume);
         self.rec.end(Phase::Resume);
     }
 
-    /// Ends any span still open (a failure can leave the one it happened in open).
-    fn close_open_spans(&mut self) {
+    /// The spans started and not ended yet, in the order they started.
+    fn open_spans(&self) -> Vec<Phase> {
         let mut open: Vec<Phase> = vec![];
         for e in self.rec.events() {
             match e.edge {
@@ -34,7 +37,12 @@ impl Run<'_> {
                 Edge::Instant => {}
             }
         }
-        for p in open.into_iter().rev() {
+        open
+    }
+
+    /// Ends any span still open (a failure can leave the one it happened in open).
+    fn close_open_spans(&mut self) {
+        for p in self.open_spans().into_iter().rev() {
             if p != Phase::Freeze {
                 self.rec.end(p);
             }

@@ -1,14 +1,16 @@
 //! The restore stage: the destination restores the final images and the process runs there. If
-//! the reply is lost, the destination is asked (on a fresh connection) whether it restored.
+//! the reply is lost (or late), the destination is asked (on fresh connections) whether it
+//! restored.
 
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::warn;
 
-use super::remote::{ask_state, call};
+use super::remote::{ask_state, call, ASK_WINDOW, RESTORE_WAIT};
 use super::Run;
 use crate::timeline::{Edge, Phase};
 use rdmig_proto::msg::{MigState, RelPath, Reply, Request, RestoreOpts};
-use rdmig_proto::wire::Channel;
+use rdmig_proto::wire::{Channel, Limits};
 
 /// Whether the process runs at the destination now.
 pub(super) enum Restored {
@@ -25,7 +27,11 @@ impl Run<'_> {
         let o = self.o;
         self.rec.start(Phase::Restore);
         let ropts = RestoreOpts { verbs: self.copts.plugins.is_some(), tcp_established: o.tcp_established, move_addr: self.moved.clone() };
+        // CRIU may take long: the reply gets the restore's time, within the deadline.
+        let limits = ch.limits();
+        ch.set_limits(Limits { idle: Some(RESTORE_WAIT), ..limits });
         let restored = call(ch, &Request::Restore { id: self.id.clone(), dir: RelPath::new("final").expect("valid"), opts: ropts }).await;
+        ch.set_limits(limits);
         let pid = match restored {
             Ok(Reply::Restored { pid, start_ns, end_ns }) => {
                 // CRIU (-d) lets the process run at the very end of its restore.
@@ -40,7 +46,8 @@ impl Run<'_> {
             Err(e) => {
                 // Did the restore happen? Only the destination knows.
                 warn!("lost the destination during restore: {e}");
-                match ask_state(o, &self.id).await {
+                let until = self.cleanup_until().min(Instant::now() + ASK_WINDOW);
+                match ask_state(o.to, &o.secret, &self.id, until).await {
                     Some(MigState::Restored { pid }) => {
                         self.say("the destination restored the process although its reply was lost");
                         pid
@@ -51,7 +58,8 @@ impl Run<'_> {
                     other => {
                         return Restored::Unknown(format!(
                             "connection lost during restore ({e}) and the destination's state is {other:?}; \
-                                 process {} left stopped here: check the destination, then `kill -CONT {}` here or kill it",
+                                 process {} left stopped here: check the destination (it kills a copy that is not committed \
+                                 once its source has been silent for its --orphan-after), then `kill -CONT {}` here or kill it",
                             o.pid, o.pid
                         ));
                     }

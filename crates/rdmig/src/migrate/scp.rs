@@ -5,6 +5,7 @@ use std::path::Path;
 
 use tokio::net::TcpStream;
 
+use super::remote::busy;
 use super::transfer::{image_entries, put_link, Entry};
 use super::Step;
 use rdmig_proto::msg::{MigrationId, RelPath, Reply, Request, ScpFile};
@@ -83,7 +84,10 @@ impl Scp {
         if !paths.is_empty() {
             let mut c = self.command("scp");
             c.arg("-q").arg("--").args(&paths).arg(format!("{}:{remote}/", self.host));
-            run(c, "scp").await.map_err(|e| Step::Fail(format!("scp to {}: {e}", self.host)))?;
+            // The destination keeps hearing from us while scp copies.
+            let (copied, alive) = busy(ch, run(c, "scp")).await;
+            copied.map_err(|e| Step::Fail(format!("scp to {}: {e}", self.host)))?;
+            alive?;
         }
         let total = files.iter().map(|f| f.len).sum();
         ch.send_msg(&Request::ScpDone { id: id.clone(), rel, files }).await?;

@@ -94,7 +94,13 @@ async fn send_chunk(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>, data
     match rdma {
         Some(r) => {
             sum.update(data, None);
-            r.send(data.to_vec()).await.map_err(|e| Step::Fail(format!("{e}")))
+            // The lanes give up on a silent receiver by themselves; the deadline holds too.
+            let sent = r.send(data.to_vec());
+            match ch.limits().deadline {
+                Some(at) => tokio::time::timeout_at(at, sent).await.map_err(|_| Step::Fail("RDMA stream: the deadline passed".into()))?,
+                None => sent.await,
+            }
+            .map_err(|e| Step::Fail(format!("{e}")))
         }
         None => {
             let tag = ch.send_raw(data).await.map_err(|e| Step::Fail(format!("destination: {e}")))?;
