@@ -30,6 +30,8 @@ pub(super) const RESTORE_WAIT: Duration = Duration::from_secs(630);
 pub(super) const HEARTBEAT: Duration = Duration::from_secs(20);
 /// How long the source keeps asking what became of a restore whose reply was lost.
 pub(super) const ASK_WINDOW: Duration = Duration::from_secs(15);
+/// How long the source tries to tell the destination to abort (it aborts by itself later).
+const ABORT_WINDOW: Duration = Duration::from_secs(10);
 
 /// Connects to the agent at `to`; the hello and every later wait within `limits`.
 pub(super) async fn connect(to: SocketAddr, secret: &Secret, limits: Limits) -> Result<Channel<TcpStream>, String> {
@@ -106,10 +108,11 @@ pub(super) async fn ask_state(to: SocketAddr, secret: &Secret, id: &MigrationId,
     heard
 }
 
-/// Tells the destination (on a fresh connection, by `until`) to drop the migration: its images,
-/// and any copy it restored. (If it cannot be told, it drops the migration itself once this
-/// source has been silent for its `--orphan-after`.)
+/// Tells the destination (on a fresh connection, by `until` and within [`ABORT_WINDOW`]) to
+/// drop the migration: its images, and any copy it restored. (If it cannot be told, it drops
+/// the migration itself once this source has been silent for its `--orphan-after`.)
 pub(super) async fn abort_remote(to: SocketAddr, secret: &Secret, id: &MigrationId, until: Instant) {
+    let until = until.min(Instant::now() + ABORT_WINDOW);
     match connect(to, secret, Limits::idle(IO_WAIT).until(until)).await {
         Ok(mut ch) => {
             if let Err(e) = call(&mut ch, &Request::Abort { id: id.clone() }).await {
