@@ -193,8 +193,11 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
         // Cut short mid-frame perhaps: the channel is out of step.
         ch.abandon();
     }
+    // A broken forward path is the cause when the answers failed too (their end was not
+    // waited for as long as the destination waits for data).
+    let n = f?;
     b?;
-    f
+    Ok(n)
 }
 
 /// Destination side: feeds the stream to the page server (`server` holds the other end of
