@@ -284,7 +284,7 @@ pub fn agent_refuses_unauthenticated_and_tampered(c: &Ctx) -> Result<()> {
         c.rt.block_on(async {
             let io = tamper::Tamper::new(tokio::net::TcpStream::from_std(sock)?, flip);
             let mut ch = Channel::client(io, &secret).await?;
-            ch.send_msg(&Request::Begin { id: MigrationId::new(id)? }).await?;
+            ch.send_msg(&Request::Begin { id: MigrationId::new(id)?, pid }).await?;
             Ok(ch.recv_msg::<Reply>().await.ok())
         })
     };
