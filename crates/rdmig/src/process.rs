@@ -47,6 +47,19 @@ pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
+/// Whether a CRIU process (a dump, a pre-dump) runs on the tree of process `pid` here: its
+/// command line is `criu ... -t PID ...` (as rdmig starts it) or `--tree PID`.
+pub fn criu_works_on(pid: i32) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return false };
+    let want = pid.to_string();
+    rd.flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).any(|e| {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { return false };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        let is_criu = args.first().is_some_and(|a| a.rsplit(|&b| b == b'/').next() == Some(b"criu"));
+        is_criu && args.windows(2).any(|w| (w[0] == b"-t" || w[0] == b"--tree") && w[1] == want.as_bytes())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,6 +175,10 @@ async fn recover_one(journal: &NodeJournal, m: &MigrationState, o: &RecoverOptio
         Some(Err(e)) => return done(RecoveryOutcome::Busy, e),
         None => None,
     };
+    // A dump that outlived its run still has the process: wait for CRIU to let go.
+    if let Some(pid) = v.pid.filter(|&p| crate::process::criu_works_on(p)) {
+        return done(RecoveryOutcome::Busy, format!("CRIU still works on process {pid}"));
+    }
     let p = plan(&v);
     let r = match p {
         Plan::NothingToUndo => {
