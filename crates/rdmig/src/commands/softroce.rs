@@ -135,7 +135,12 @@ pub fn run(a: SoftroceArgs) -> Result<ExitCode> {
         }
         SoftroceCmd::QpState { qpn, device } => {
             let q = sr::Ctl::open()?.qp_query(&device, qpn)?;
-            let bits = [(rdmig_rxe::QP_S_STOPPED, "stopped"), (rdmig_rxe::QP_S_RESUMING, "resuming"), (rdmig_rxe::QP_S_PAUSED, "paused"), (rdmig_rxe::QP_S_REQ_HELD, "req_held")];
+            let bits = [
+                (rdmig_rxe::QP_S_STOPPED, "stopped"),
+                (rdmig_rxe::QP_S_RESUMING, "resuming"),
+                (rdmig_rxe::QP_S_PAUSED, "paused"),
+                (rdmig_rxe::QP_S_REQ_HELD, "req_held"),
+            ];
             let flags: Vec<&str> = bits.iter().filter(|(b, _)| q.state & b != 0).map(|(_, n)| *n).collect();
             print_json(&serde_json::json!({ "qpn": qpn, "device": device, "flags": flags, "state": q }))?;
         }
