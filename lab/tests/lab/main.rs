@@ -9,6 +9,7 @@
 
 mod e2e;
 mod harness;
+mod installed;
 mod migration;
 mod plugin;
 mod qp;
@@ -16,5 +17,5 @@ mod scenarios;
 mod softroce;
 
 fn main() -> std::process::ExitCode {
-    harness::main(&[scenarios::ALL, softroce::SCENARIOS, qp::SCENARIOS, plugin::SCENARIOS, e2e::SCENARIOS, scenarios::LAST])
+    harness::main(&[scenarios::ALL, softroce::SCENARIOS, qp::SCENARIOS, plugin::SCENARIOS, e2e::SCENARIOS, installed::SCENARIOS, scenarios::LAST])
 }
