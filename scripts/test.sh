@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, checks formatting and lints, builds, runs the
-# unit tests and the lab tests (virtual machines with SoftRoCE). This is what .ci/run runs.
+# unit tests, fuzzes the parsers briefly (fuzz/run.sh) and runs the lab tests (virtual machines
+# with SoftRoCE). This is what .ci/run runs.
 #
 #   scripts/test.sh                     everything
 #   scripts/test.sh --repeat N NAME...  only the lab scenarios whose names contain a NAME, each N
@@ -9,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-	sed -n '2,8s/^# \{0,1\}//p' "$0"
+	sed -n '2,9s/^# \{0,1\}//p' "$0"
 	exit 0
 fi
 t0=$(date +%s)
@@ -28,6 +29,8 @@ cargo build --workspace --all-targets --locked
 stage "unit tests"
 cargo test --workspace --all-targets --locked --exclude rdmig-lab
 cargo test -p rdmig-lab --lib --bins --locked
+stage "fuzz (parsers, 20 s per target)"
+fuzz/run.sh 20
 stage "lab tests"
 cargo test -p rdmig-lab --test lab --locked
 stage "done"

@@ -52,8 +52,17 @@ fn write_cmd<C, R>(fd: RawFd, command: u32, cmd: &mut C, resp: Option<&mut R>) -
     buf.extend_from_slice(unsafe { std::slice::from_raw_parts(cmd as *const C as *const u8, clen) });
     // SAFETY: writes our buffer; the kernel writes the response into `resp`, which outlives the call.
     let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+    written(n, buf.len())
+}
+
+/// The result of a `write()` of `want` bytes that returned `n`: uverbs takes a command whole or
+/// not at all, so a short write is an error too (never taken for success).
+fn written(n: isize, want: usize) -> io::Result<()> {
     if n < 0 {
         return Err(io::Error::last_os_error());
+    }
+    if n as usize != want {
+        return Err(io::Error::new(io::ErrorKind::WriteZero, format!("short write to the uverbs file: {n} of {want} bytes")));
     }
     Ok(())
 }
@@ -388,6 +397,19 @@ pub const QP_DEST_QPN: u32 = 1 << 20;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_writes_are_errors() {
+        assert!(written(24, 24).is_ok());
+        let e = written(8, 24).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::WriteZero);
+        assert!(e.to_string().contains("short write to the uverbs file: 8 of 24 bytes"));
+        assert!(written(0, 24).is_err());
+        // A write that fails is an error, with its errno.
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let e = alloc_pd(std::os::fd::AsRawFd::as_raw_fd(&f)).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+    }
 
     #[test]
     fn abi_sizes() {

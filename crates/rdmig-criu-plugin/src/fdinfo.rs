@@ -112,11 +112,7 @@ fn lines(text: &str) -> impl Iterator<Item = (&str, &str, BTreeMap<&str, &str>)>
 
 fn num<T: TryFrom<u64>>(kv: &BTreeMap<&str, &str>, k: &str, line: &str) -> Result<T, String> {
     let v = kv.get(k).ok_or_else(|| format!("fdinfo line {line:?} has no {k}"))?;
-    let n = match v.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16),
-        None => v.parse(),
-    };
-    n.ok().and_then(|n| T::try_from(n).ok()).ok_or_else(|| format!("fdinfo line {line:?}: bad {k}={v}"))
+    crate::rxe::status::parse_num(v).and_then(|n| T::try_from(n).ok()).ok_or_else(|| format!("fdinfo line {line:?}: bad {k}={v}"))
 }
 
 /// An optional link key: absent, `-`, `?` or a handle.
@@ -287,6 +283,8 @@ mod tests {
         assert!(parse_uverbs("rdmig_uverbs:\t1\nqp:\thandle=x user_handle=0x1 events_reported=0\n").unwrap_err().contains("bad handle"));
         assert!(parse_uverbs("cq:\thandle=1\n").is_err(), "a cq line without the header");
         assert!(parse_uverbs("rdmig_uverbs:\t1\nqp:\thandle=4294967296 user_handle=0 events_reported=0\n").is_err(), "handle beyond u32");
+        assert!(parse_uverbs("rdmig_uverbs:\t1\nqp:\thandle=+3 user_handle=0 events_reported=0\n").unwrap_err().contains("bad handle=+3"), "a sign");
+        assert!(parse_uverbs("rdmig_uverbs:\t1\nqp:\thandle=3 user_handle=0x+1 events_reported=0\n").unwrap_err().contains("bad user_handle"));
     }
 
     #[test]

@@ -30,15 +30,24 @@
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+// The hooks below call into `dump` and `restore`, which only order the work; each kind of verbs
+// object saves and restores itself in `objects`. `common` is what both sides share, `procfs`
+// the dump's look at the owning process, `handles` the restore's plan for the old handles;
+// `cmd`, `uverbs` and `fdinfo` speak the kernel's interfaces.
 pub mod cmd;
-
+pub mod common;
+pub mod device;
 pub mod dump;
 pub mod fdinfo;
-pub use rdmig_image as image;
-use rdmig_rxe as rxe;
+pub mod handles;
 mod log;
+pub mod objects;
+pub mod procfs;
 pub mod restore;
 pub mod uverbs;
+
+pub use rdmig_image as image;
+use rdmig_rxe as rxe;
 
 use log::{debug, error, info};
 
@@ -185,7 +194,7 @@ unsafe extern "C" fn handle_device_vma(_fd: c_int, st: *const libc::stat) -> c_i
         }
         // SAFETY: CRIU passes a valid `struct stat` of the mapping's file for the call.
         let st = unsafe { &*st };
-        if (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && libc::major(st.st_rdev) == dump::UVERBS_MAJOR {
+        if (st.st_mode & libc::S_IFMT) == libc::S_IFCHR && libc::major(st.st_rdev) == common::UVERBS_MAJOR {
             debug!("claiming a uverbs mapping (chr {}:{})", libc::major(st.st_rdev), libc::minor(st.st_rdev));
             0
         } else {

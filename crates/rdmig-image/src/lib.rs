@@ -33,6 +33,9 @@ pub const MAGIC: &[u8; 8] = b"RDMIGRXE";
 pub const FORMAT_VERSION: u32 = 2;
 /// The first version with the CRC-32 trailer.
 const CHECKSUMMED_SINCE: u32 = 2;
+/// The largest image file read: rings and QP state images of one verbs context are far smaller;
+/// a larger file is refused rather than read into memory.
+pub const MAX_FILE_BYTES: u64 = 1 << 31;
 pub const FILE_PREFIX: &str = "rdmig-rxe-";
 pub const FILE_SUFFIX: &str = ".img";
 
@@ -55,6 +58,8 @@ pub enum ImageError {
     Checksum { path: PathBuf, stored: u32, computed: u32 },
     #[error("{path}: no rdmig verbs images ({FILE_PREFIX}<id>{FILE_SUFFIX}): the dump held no verbs state, or was not made with rdmig's CRIU plugin")]
     NoImages { path: PathBuf },
+    #[error("{path}: {len} bytes, more than the {MAX_FILE_BYTES} an image may have")]
+    TooLarge { path: PathBuf, len: u64 },
     #[error("{path}: bad JSON header")]
     Json { path: PathBuf, source: serde_json::Error },
 }
@@ -468,8 +473,17 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
 }
 
 pub fn read_file(path: &Path) -> Result<Loaded, ImageError> {
+    read_file_max(path, MAX_FILE_BYTES)
+}
+
+/// [`read_file`], refusing a file of more than `max` bytes without reading past them.
+fn read_file_max(path: &Path, max: u64) -> Result<Loaded, ImageError> {
     let mut bytes = vec![];
-    std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| ImageError::Io { path: path.to_path_buf(), source: e })?;
+    std::fs::File::open(path).and_then(|f| f.take(max + 1).read_to_end(&mut bytes)).map_err(|e| ImageError::Io { path: path.to_path_buf(), source: e })?;
+    if bytes.len() as u64 > max {
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(bytes.len() as u64);
+        return Err(ImageError::TooLarge { path: path.to_path_buf(), len });
+    }
     decode(path, &bytes)
 }
 
@@ -577,6 +591,16 @@ mod tests {
         assert!(matches!(decode(Path::new("x"), &bytes), Err(ImageError::Version { found: 3, .. })));
         bytes[0] = b'X';
         assert!(matches!(decode(Path::new("x"), &bytes), Err(ImageError::Magic { .. })));
+    }
+
+    #[test]
+    fn files_past_the_limit_are_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(file_name(7));
+        write_file(&p, &sample(), &[0; 100]).unwrap();
+        let len = std::fs::metadata(&p).unwrap().len();
+        assert!(read_file_max(&p, len).is_ok());
+        assert!(matches!(read_file_max(&p, len - 1), Err(ImageError::TooLarge { len: l, .. }) if l == len));
     }
 
     #[test]

@@ -62,6 +62,15 @@ impl MigrationId {
         }
         Ok(Self(s.to_string()))
     }
+    /// A fresh id, `m-` and 16 random hex digits: two migrations never share one (nor their
+    /// image directories), whatever their timing.
+    pub fn random() -> Result<Self, MsgError> {
+        let mut b = [0u8; 8];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+            .map_err(|e| MsgError::Decode(format!("no randomness for a migration id: {e}")))?;
+        Self::new(&format!("m-{:016x}", u64::from_le_bytes(b)))
+    }
     /// Re-validates after deserialisation: serde does not run `new`.
     pub fn validate(&self) -> Result<(), MsgError> {
         Self::new(&self.0).map(|_| ())
@@ -179,8 +188,11 @@ pub enum Request {
     },
     /// Clock sample: the reply carries the receive and send times on this host's monotonic clock.
     Time,
+    /// A migration of the source's process `pid` begins. One at a time per source process: the
+    /// agent refuses a second while one is in flight.
     Begin {
         id: MigrationId,
+        pid: i32,
     },
     /// Followed by exactly `len` bytes (raw frames, or over RDMA) and one raw frame with the
     /// file's end-to-end check (`transport::DataSum`: a SHA-256 of the chunks' MAC tags, the
@@ -249,12 +261,19 @@ pub enum Request {
     Status {
         id: MigrationId,
     },
+    /// The source is alive and busy (a dump, a hook): `Ack`. Keeps the connection, and the
+    /// migrations it began, from being dropped as silent.
+    Ping,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MigState {
     Receiving,
-    Restored { pid: i32 },
+    /// CRIU is restoring it: whether the process will run here is not known yet.
+    Restoring,
+    Restored {
+        pid: i32,
+    },
     Committed,
     Aborted,
     Unknown,
@@ -302,6 +321,29 @@ pub fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, MsgError> {
 }
 
 impl Request {
+    /// The migration the request is about, if any.
+    pub fn id(&self) -> Option<&MigrationId> {
+        match self {
+            Request::Begin { id, .. }
+            | Request::PutFile { id, .. }
+            | Request::PutSymlink { id, .. }
+            | Request::PageStream { id, .. }
+            | Request::ScpDir { id, .. }
+            | Request::ScpDone { id, .. }
+            | Request::Restore { id, .. }
+            | Request::Commit { id }
+            | Request::Abort { id }
+            | Request::Status { id } => Some(id),
+            Request::Facts { .. }
+            | Request::CpuCheck { .. }
+            | Request::Time
+            | Request::RdmaSetup { .. }
+            | Request::Probe { .. }
+            | Request::CheckNumbers { .. }
+            | Request::Ping => None,
+        }
+    }
+
     /// Checks every field that becomes a path, a size or a process identity.
     pub fn validate(&self) -> Result<(), MsgError> {
         match self {
@@ -317,8 +359,14 @@ impl Request {
                     return Err(MsgError::Invalid { what: "cpuinfo image", value: format!("{} bytes", image.len()), why: "1 byte to 1 MiB" });
                 }
             }
-            Request::Time => {}
-            Request::Begin { id } | Request::Commit { id } | Request::Abort { id } | Request::Status { id } => id.validate()?,
+            Request::Time | Request::Ping => {}
+            Request::Begin { id, pid } => {
+                id.validate()?;
+                if *pid <= 1 {
+                    return Err(MsgError::Invalid { what: "pid", value: pid.to_string(), why: "must be above 1" });
+                }
+            }
+            Request::Commit { id } | Request::Abort { id } | Request::Status { id } => id.validate()?,
             Request::RdmaSetup { eps } => {
                 if eps.is_empty() || eps.len() > MAX_LANES {
                     const _: () = assert!(MAX_LANES == 4, "update the message below");
@@ -492,6 +540,35 @@ mod tests {
         }
         let huge = Request::ScpDone { id, rel: RelPath::new("final").unwrap(), files: vec![ScpFile { name: "p.img".into(), len: MAX_FILE + 1 }] };
         assert!(huge.validate().is_err());
+    }
+
+    #[test]
+    fn random_ids_are_valid_and_distinct() {
+        let ids: Vec<MigrationId> = (0..64).map(|_| MigrationId::random().unwrap()).collect();
+        for id in &ids {
+            let s = id.as_str();
+            assert_eq!(s.len(), 18, "{s}");
+            assert!(s.starts_with("m-") && s[2..].bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()), "{s}");
+            assert!(MigrationId::new(s).is_ok());
+        }
+        let mut uniq: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
+        uniq.sort();
+        uniq.dedup();
+        assert_eq!(uniq.len(), ids.len());
+    }
+
+    #[test]
+    fn begin_names_a_real_process_and_requests_name_their_migration() {
+        let id = MigrationId::new("m-1").unwrap();
+        assert!(Request::Begin { id: id.clone(), pid: 4242 }.validate().is_ok());
+        for bad in [1, 0, -7] {
+            let r: Request = decode(&encode(&Request::Begin { id: id.clone(), pid: bad })).unwrap();
+            assert!(r.validate().is_err(), "{bad}");
+        }
+        assert_eq!(Request::Begin { id: id.clone(), pid: 7 }.id(), Some(&id));
+        assert_eq!(Request::Abort { id: id.clone() }.id(), Some(&id));
+        assert_eq!(Request::Ping.id(), None);
+        assert!(decode::<Request>(&encode(&Request::Ping)).unwrap().validate().is_ok());
     }
 
     #[test]

@@ -20,10 +20,19 @@
 //!
 //! The payload is not encrypted (the lab and an HPC cluster's management network are trusted for
 //! confidentiality, not for who may talk); authenticity is what the agent needs to refuse orders.
+//!
+//! Nothing waits forever: a channel's [`Limits`] bound every wait (the hello, each frame read or
+//! written) by an idle time and an absolute deadline. A wait cut short leaves the stream in the
+//! middle of a frame, so the channel is abandoned: every later use fails.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 
 pub use crate::mac::FrameMac;
 use crate::mac::NH_WORDS;
@@ -53,6 +62,59 @@ pub enum WireError {
     TooLarge(usize),
     #[error("peer closed the connection")]
     Closed,
+    #[error("nothing moved for {} s: the peer is stopped, gone or unreachable", .0.as_secs_f64())]
+    TimedOut(Duration),
+    #[error("the deadline passed")]
+    Deadline,
+    #[error("the connection was abandoned after a wait timed out")]
+    Abandoned,
+}
+
+/// How long a channel's waits may take: each one `idle` at most (None: no bound), and none past
+/// `deadline` (None: no deadline).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    pub idle: Option<Duration>,
+    pub deadline: Option<Instant>,
+}
+
+impl Limits {
+    /// Each wait at most `idle`.
+    pub fn idle(idle: Duration) -> Self {
+        Self { idle: Some(idle), deadline: None }
+    }
+
+    /// The same, and nothing past `deadline`.
+    pub fn until(self, deadline: Instant) -> Self {
+        Self { deadline: Some(deadline), ..self }
+    }
+
+    /// When a wait that starts now must end, and whether the deadline (not the idle bound) is
+    /// what ends it.
+    fn end(&self) -> Option<(Instant, bool)> {
+        let idle = self.idle.map(|d| Instant::now() + d);
+        match (idle, self.deadline) {
+            (None, None) => None,
+            (Some(i), None) => Some((i, false)),
+            (None, Some(d)) => Some((d, true)),
+            (Some(i), Some(d)) => Some(if d <= i { (d, true) } else { (i, false) }),
+        }
+    }
+
+    /// Runs `f` within the limits; a wait cut short marks the stream `abandoned`.
+    pub async fn bound<T, F: Future<Output = Result<T, WireError>>>(&self, abandoned: &AtomicBool, f: F) -> Result<T, WireError> {
+        if abandoned.load(Ordering::Relaxed) {
+            return Err(WireError::Abandoned);
+        }
+        let Some((at, by_deadline)) = self.end() else { return f.await };
+        match tokio::time::timeout_at(at, f).await {
+            Ok(r) => r,
+            Err(_) => {
+                abandoned.store(true, Ordering::Relaxed);
+                Err(if by_deadline { WireError::Deadline } else { WireError::TimedOut(self.idle.unwrap_or_default()) })
+            }
+        }
+    }
 }
 
 /// The cluster secret, loaded from a file only root can read.
@@ -169,6 +231,9 @@ pub struct Channel<S> {
     recv: Sealer,
     /// The last received frame (payload and tag), reused: no allocation per frame.
     rbuf: Vec<u8>,
+    limits: Limits,
+    /// A wait was cut short mid-frame: the stream is out of step for good.
+    abandoned: AtomicBool,
 }
 
 async fn write_hello<S: AsyncWrite + Unpin>(io: &mut S, n: &[u8; 32]) -> Result<(), WireError> {
@@ -223,30 +288,68 @@ async fn write_all_vectored<S: AsyncWrite + Unpin>(io: &mut S, parts: [&[u8]; 3]
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
-    /// The connecting side.
-    pub async fn client(mut io: S, secret: &Secret) -> Result<Self, WireError> {
-        let cn = nonce();
-        write_hello(&mut io, &cn).await?;
-        let sn = read_hello(&mut io).await?;
-        Ok(Self { io, send: derive(secret, 0, &cn, &sn), recv: derive(secret, 1, &cn, &sn), rbuf: Vec::new() })
+    /// The connecting side, without limits.
+    pub async fn client(io: S, secret: &Secret) -> Result<Self, WireError> {
+        Self::client_within(io, secret, Limits::default()).await
     }
 
-    /// The accepting side. Nothing the peer sends is trusted until a frame verifies.
-    pub async fn server(mut io: S, secret: &Secret) -> Result<Self, WireError> {
-        let cn = read_hello(&mut io).await?;
+    /// The accepting side, without limits. Nothing the peer sends is trusted until a frame
+    /// verifies.
+    pub async fn server(io: S, secret: &Secret) -> Result<Self, WireError> {
+        Self::server_within(io, secret, Limits::default()).await
+    }
+
+    /// The connecting side; the hello and every later wait within `limits`.
+    pub async fn client_within(mut io: S, secret: &Secret, limits: Limits) -> Result<Self, WireError> {
+        let cn = nonce();
+        let sn = limits
+            .bound(&AtomicBool::new(false), async {
+                write_hello(&mut io, &cn).await?;
+                read_hello(&mut io).await
+            })
+            .await?;
+        Ok(Self::new(io, derive(secret, 0, &cn, &sn), derive(secret, 1, &cn, &sn), limits))
+    }
+
+    /// The accepting side; the hello and every later wait within `limits`.
+    pub async fn server_within(mut io: S, secret: &Secret, limits: Limits) -> Result<Self, WireError> {
         let sn = nonce();
-        write_hello(&mut io, &sn).await?;
-        Ok(Self { io, send: derive(secret, 1, &cn, &sn), recv: derive(secret, 0, &cn, &sn), rbuf: Vec::new() })
+        let cn = limits
+            .bound(&AtomicBool::new(false), async {
+                let cn = read_hello(&mut io).await?;
+                write_hello(&mut io, &sn).await?;
+                Ok(cn)
+            })
+            .await?;
+        Ok(Self::new(io, derive(secret, 1, &cn, &sn), derive(secret, 0, &cn, &sn), limits))
+    }
+
+    fn new(io: S, send: Sealer, recv: Sealer, limits: Limits) -> Self {
+        Self { io, send, recv, rbuf: Vec::new(), limits, abandoned: AtomicBool::new(false) }
+    }
+
+    /// The bounds of every wait from now on.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = limits;
+    }
+
+    /// Gives the channel up (a wait on it was cut short outside it): every later use fails.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Relaxed);
     }
 
     /// Sends one frame (header, payload and tag in one vectored write); returns its tag.
     pub async fn send_raw(&mut self, payload: &[u8]) -> Result<Tag, WireError> {
-        write_frame(&mut self.io, &mut self.send, payload).await
+        self.limits.bound(&self.abandoned, write_frame(&mut self.io, &mut self.send, payload)).await
     }
 
     /// Receives and verifies one frame; the payload lives in the channel until the next receive.
     pub async fn recv_frame(&mut self) -> Result<(&[u8], Tag), WireError> {
-        let (len, tag) = read_frame(&mut self.io, &mut self.recv, &mut self.rbuf).await?;
+        let (len, tag) = self.limits.bound(&self.abandoned, read_frame(&mut self.io, &mut self.recv, &mut self.rbuf)).await?;
         Ok((&self.rbuf[..len], tag))
     }
 
@@ -306,12 +409,16 @@ pub struct FrameReader<'a> {
     io: tokio::net::tcp::ReadHalf<'a>,
     recv: &'a mut Sealer,
     rbuf: &'a mut Vec<u8>,
+    limits: Limits,
+    abandoned: &'a AtomicBool,
 }
 
 /// The writing direction of a split channel.
 pub struct FrameWriter<'a> {
     io: tokio::net::tcp::WriteHalf<'a>,
     send: &'a mut Sealer,
+    limits: Limits,
+    abandoned: &'a AtomicBool,
 }
 
 impl FrameReader<'_> {
@@ -321,24 +428,48 @@ impl FrameReader<'_> {
 
     /// One verified frame and its tag; the payload lives until the next receive.
     pub async fn recv_frame(&mut self) -> Result<(&[u8], Tag), WireError> {
-        let (len, tag) = read_frame(&mut self.io, self.recv, self.rbuf).await?;
+        let (len, tag) = self.limits.bound(self.abandoned, read_frame(&mut self.io, self.recv, self.rbuf)).await?;
         Ok((&self.rbuf[..len], tag))
+    }
+
+    /// This direction's bound on each wait (for a relay whose peer answers only now and then);
+    /// the channel's deadline still holds.
+    pub fn set_idle(&mut self, idle: Option<Duration>) {
+        self.limits.idle = idle;
     }
 }
 
 impl FrameWriter<'_> {
     pub async fn send_raw(&mut self, payload: &[u8]) -> Result<Tag, WireError> {
-        write_frame(&mut self.io, self.send, payload).await
+        self.limits.bound(self.abandoned, write_frame(&mut self.io, self.send, payload)).await
     }
 }
 
 impl Channel<tokio::net::TcpStream> {
     /// Both directions at once, for a relay that reads and writes concurrently (each keeps its
-    /// own counter and key, as in the unsplit channel).
+    /// own counter and key, as in the unsplit channel, and the channel's limits).
     pub fn split(&mut self) -> (FrameReader<'_>, FrameWriter<'_>) {
         let (r, w) = self.io.split();
-        (FrameReader { io: r, recv: &mut self.recv, rbuf: &mut self.rbuf }, FrameWriter { io: w, send: &mut self.send })
+        let (limits, abandoned) = (self.limits, &self.abandoned);
+        (FrameReader { io: r, recv: &mut self.recv, rbuf: &mut self.rbuf, limits, abandoned }, FrameWriter { io: w, send: &mut self.send, limits, abandoned })
     }
+}
+
+/// TCP keepalive probes after this much silence, then every [`KEEPALIVE_INTERVAL`].
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_PROBES: u32 = 3;
+/// Data sent but unacknowledged this long (or a receive window shut this long) ends the
+/// connection (`TCP_USER_TIMEOUT`).
+pub const USER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes a dead or unreachable peer end the connection in the kernel: keepalive probes, and
+/// `TCP_USER_TIMEOUT` for unacknowledged data. (A stopped peer's kernel still answers both:
+/// the channel's [`Limits`] catch that.)
+pub fn keepalive(sock: &tokio::net::TcpStream) -> std::io::Result<()> {
+    let s = socket2::SockRef::from(sock);
+    s.set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(KEEPALIVE_IDLE).with_interval(KEEPALIVE_INTERVAL).with_retries(KEEPALIVE_PROBES))?;
+    s.set_tcp_user_timeout(Some(USER_TIMEOUT))
 }
 
 #[cfg(test)]
@@ -478,6 +609,99 @@ mod tests {
         let (mut a, b) = tokio::io::duplex(1 << 16);
         a.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n....................").await.unwrap();
         assert!(matches!(Channel::server(b, &secret(5)).await, Err(WireError::BadMagic)));
+    }
+
+    /// A listener that accepts and never says a word; returns its address and the sockets it
+    /// keeps open.
+    async fn silent_listener() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let held = tokio::spawn(async move {
+            let mut keep = vec![];
+            while let Ok((s, _)) = l.accept().await {
+                keep.push(s);
+            }
+        });
+        (addr, held)
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_times_the_hello_out() {
+        let (addr, _held) = silent_listener().await;
+        let t = std::time::Instant::now();
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let r = Channel::client_within(sock, &secret(1), Limits::idle(Duration::from_millis(200))).await;
+        assert!(matches!(r, Err(WireError::TimedOut(d)) if d == Duration::from_millis(200)), "{:?}", r.err());
+        assert!(t.elapsed() < Duration::from_secs(3));
+        // The deadline bounds it as well, and says so.
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let limits = Limits { idle: None, deadline: Some(Instant::now() + Duration::from_millis(200)) };
+        assert!(matches!(Channel::client_within(sock, &secret(1), limits).await, Err(WireError::Deadline)));
+        // The earlier of the two ends a wait.
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let limits = Limits::idle(Duration::from_secs(60)).until(Instant::now() + Duration::from_millis(100));
+        assert!(matches!(Channel::client_within(sock, &secret(1), limits).await, Err(WireError::Deadline)));
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_request_times_out_and_the_channel_is_abandoned() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        // A peer that completes the hello, reads, and never answers.
+        let peer = tokio::spawn(async move {
+            let mut ch = Channel::server(l.accept().await.unwrap().0, &secret(2)).await.unwrap();
+            while ch.recv_raw().await.is_ok() {}
+        });
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut ch = Channel::client_within(sock, &secret(2), Limits::idle(Duration::from_millis(200))).await.unwrap();
+        ch.send_raw(b"status?").await.unwrap();
+        let t = std::time::Instant::now();
+        assert!(matches!(ch.recv_raw().await, Err(WireError::TimedOut(_))));
+        assert!(t.elapsed() >= Duration::from_millis(150) && t.elapsed() < Duration::from_secs(3));
+        // Cut short mid-wait, the stream may be mid-frame: nothing more goes over it.
+        assert!(matches!(ch.send_raw(b"again").await, Err(WireError::Abandoned)));
+        assert!(matches!(ch.recv_raw().await, Err(WireError::Abandoned)));
+        peer.abort();
+    }
+
+    #[tokio::test]
+    async fn split_halves_keep_the_limits() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let peer = tokio::spawn(async move {
+            let mut ch = Channel::server(l.accept().await.unwrap().0, &secret(3)).await.unwrap();
+            // One frame after 400 ms, then silence.
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            ch.send_raw(b"late").await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+        });
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut ch = Channel::client_within(sock, &secret(3), Limits::idle(Duration::from_millis(100))).await.unwrap();
+        {
+            let (mut rd, _wr) = ch.split();
+            rd.set_idle(None);
+            // Without its idle bound the reader waits for the late frame...
+            assert_eq!(rd.recv_raw().await.unwrap(), b"late");
+            // ... and with it, it does not wait forever.
+            rd.set_idle(Some(Duration::from_millis(100)));
+            assert!(matches!(rd.recv_raw().await, Err(WireError::TimedOut(_))));
+        }
+        // The channel knows its split half gave up.
+        assert!(matches!(ch.recv_raw().await, Err(WireError::Abandoned)));
+        peer.abort();
+    }
+
+    #[tokio::test]
+    async fn agent_sockets_get_keepalive_and_a_user_timeout() {
+        let (addr, _held) = silent_listener().await;
+        let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        keepalive(&sock).unwrap();
+        let s = socket2::SockRef::from(&sock);
+        assert!(s.keepalive().unwrap());
+        assert_eq!(s.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(s.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        assert_eq!(s.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
     }
 
     #[test]

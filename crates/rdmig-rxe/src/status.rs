@@ -20,14 +20,23 @@ impl Record {
         self.fields.get(k).map(String::as_str)
     }
 
-    /// A numeric field, decimal or `0x` hexadecimal.
+    /// A numeric field, decimal or `0x` hexadecimal: digits only (Rust's parsers would take a
+    /// sign, so `0x+5` or `+5` would read as 5).
     pub fn num(&self, k: &str) -> Option<u64> {
-        let v = self.get(k)?;
-        match v.strip_prefix("0x") {
-            Some(h) => u64::from_str_radix(h, 16).ok(),
-            None => v.parse().ok(),
-        }
+        parse_num(self.get(k)?)
     }
+}
+
+/// A number as the kernel prints it: decimal, or `0x` and hexadecimal digits; nothing else.
+pub fn parse_num(v: &str) -> Option<u64> {
+    let (digits, radix) = match v.strip_prefix("0x") {
+        Some(h) => (h, 16),
+        None => (v, 10),
+    };
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return None;
+    }
+    u64::from_str_radix(digits, radix).ok()
 }
 
 /// Parses the status text.
@@ -61,7 +70,7 @@ pub fn owned<'a>(recs: &'a [Record], kind: &str, pid: i32, dev: &str) -> Vec<&'a
 /// A GID as the kernel prints it with %pI6 (and sysfs shows it): eight groups of four hex digits.
 pub fn parse_gid(text: &str) -> Option<[u8; 16]> {
     let groups: Vec<&str> = text.split(':').collect();
-    if groups.len() != 8 || groups.iter().any(|g| g.len() != 4) {
+    if groups.len() != 8 || groups.iter().any(|g| g.len() != 4 || !g.bytes().all(|b| b.is_ascii_hexdigit())) {
         return None;
     }
     let mut g = [0u8; 16];
@@ -115,5 +124,18 @@ mod tests {
         assert_eq!(parse_gid("fe80:0000:0000:0000:5054:00ff:fe12:3401").unwrap()[0..2], [0xfe, 0x80]);
         assert!(parse_gid("fe80::1").is_none());
         assert!(parse_gid("0000:0000:0000:0000:0000:ffff:0a00:zzzz").is_none());
+        // u16::from_str_radix takes a sign: "+fff" is four characters and would read as 0x0fff.
+        assert!(parse_gid("+fff:0000:0000:0000:0000:ffff:0a00:010b").is_none());
+        assert!(parse_gid("-000:0000:0000:0000:0000:ffff:0a00:010b").is_none());
+    }
+
+    #[test]
+    fn numbers_are_digits_only() {
+        let r = &parse("qp a=17 b=0x1f c=+5 d=0x+5 e=0x f= g=18446744073709551616 h=0X10 i=-1\n")[0];
+        assert_eq!((r.num("a"), r.num("b")), (Some(17), Some(0x1f)));
+        for k in ["c", "d", "e", "f", "g", "h", "i", "missing"] {
+            assert_eq!(r.num(k), None, "{k}");
+        }
+        assert_eq!(parse_num("18446744073709551615"), Some(u64::MAX));
     }
 }

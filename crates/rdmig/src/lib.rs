@@ -15,4 +15,5 @@ pub mod netaddr;
 pub mod sample;
 pub mod timeline;
 pub mod transport;
+pub mod tsc;
 pub mod verbs;

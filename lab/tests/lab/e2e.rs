@@ -46,6 +46,9 @@ struct Pair {
     client: i32,
     iters: u64,
     tag: String,
+    /// When the traffic was seen flowing: the margins (how long it ran before and after the
+    /// migrations) are printed, so that iteration counts can be chosen from measurements.
+    started: std::time::Instant,
 }
 
 fn start_pair(c: &Ctx, server_node: &str, client_node: &str, opts: &[&str], iters: u64, tag: &str) -> Result<Pair> {
@@ -85,8 +88,9 @@ fn start_pair_from(c: &Ctx, server_node: &str, client_node: &str, client_addr: O
         let st = c.exec_ok(server_node, &[&tool, "softroce", "status"])?;
         Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={server}")) && (l.contains("state=rts") || l.contains("state=rtr"))))
     })?;
+    let started = std::time::Instant::now();
     thread::sleep(Duration::from_secs(2));
-    Ok(Pair { server, client, iters, tag: tag.to_string() })
+    Ok(Pair { server, client, iters, tag: tag.to_string(), started })
 }
 
 /// `rdmig-lab on FROM --to-node TO -- migrate PID --json` with the flags an RDMA process with a TCP side
@@ -98,7 +102,9 @@ fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, move_addr: Option<&str>, ext
         a.extend(["--move-addr", m]);
     }
     a.extend_from_slice(extra);
+    let t0 = std::time::Instant::now();
     let o = std::process::Command::new(&c.bin).args(&a).output()?;
+    println!("  `rdmig migrate` {from} -> {to} took {:.1} s", t0.elapsed().as_secs_f64());
     let code = o.status.code().unwrap_or(-1);
     let r: Value = serde_json::from_slice(&o.stdout)
         .with_context(|| format!("migrate printed no report (exit {code}):\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))?;
@@ -125,7 +131,7 @@ fn finish(c: &Ctx, p: &Pair, server_node: &str, client_node: &str) -> Result<()>
         ensure!(iterations(out) == Some(p.iters), "{who} did not finish {} iterations:\n{out}", p.iters);
         ensure!(!out.to_lowercase().contains("error") && !out.contains("Couldn't"), "{who} reported an error:\n{out}");
     }
-    println!("  both sides finished {} iterations", p.iters);
+    println!("  both sides finished {} iterations, {:.0} s after the traffic was seen flowing", p.iters, p.started.elapsed().as_secs_f64());
     clear_addrs(c);
     Ok(())
 }
@@ -168,7 +174,9 @@ fn e2e_migrate_ib_send_bw_server_bidirectional(c: &Ctx) -> Result<()> {
 
 /// Without -b the server only receives: its QP is in RTR when it moves (MigrOS needed -b).
 fn e2e_migrate_ib_send_bw_server_one_way_rtr(c: &Ctx) -> Result<()> {
-    let p = start_pair(c, "node1", "node2", &[], 200_000, "e2e-rtr")?;
+    // Measured (2026-12-04, loaded machine): `rdmig migrate` done 18 s into the traffic, which
+    // runs about 0.5 ms per message: 100000 leave a margin of more than 2x.
+    let p = start_pair(c, "node1", "node2", &[], 100_000, "e2e-rtr")?;
     let r = migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
     // The default skips pre-copy for a process this small, and says so.
     ensure!(r["stop_reason"].as_str().is_some_and(|s| s.starts_with("nothing to pre-copy")), "stop reason: {}", r["stop_reason"]);
@@ -177,15 +185,18 @@ fn e2e_migrate_ib_send_bw_server_one_way_rtr(c: &Ctx) -> Result<()> {
 
 /// The client moves instead, with its own address.
 fn e2e_migrate_ib_send_bw_client(c: &Ctx) -> Result<()> {
-    let p = start_pair_from(c, "node1", "node2", Some(CLIENT_ADDR), &["-b"], 100_000, "e2e-cli")?;
+    // Measured: migrate done 19 s in; -b runs about 0.7 ms per message: 60000 leave 2x.
+    let p = start_pair_from(c, "node1", "node2", Some(CLIENT_ADDR), &["-b"], 60_000, "e2e-cli")?;
     migrate(c, p.client, "node2", "node3", Some(CLIENT_ADDR), &[])?;
     finish(c, &p, "node1", "node3")
 }
 
 /// Four QPs per side (`-q 4`).
 fn e2e_migrate_ib_send_bw_four_qps(c: &Ctx) -> Result<()> {
-    // perftest's -n is per QP (4 x 30000 messages each way) and it reports the total.
-    let mut p = start_pair(c, "node1", "node2", &["-b", "-q", "4"], 30_000, "e2e-q4")?;
+    // perftest's -n is per QP and it reports the total.
+    // Measured: with three pre-copy rounds the freeze comes about 65 s in; 4 x 22500 messages
+    // each way last about 130 s.
+    let mut p = start_pair(c, "node1", "node2", &["-b", "-q", "4"], 22_500, "e2e-q4")?;
     p.iters *= 4;
     let r = migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &["--converge-mib", "0"])?;
     ensure!(r["rounds"].as_array().is_some_and(|a| !a.is_empty()), "no pre-copy round ran: {}", r["stop_reason"]);
@@ -194,7 +205,8 @@ fn e2e_migrate_ib_send_bw_four_qps(c: &Ctx) -> Result<()> {
 
 /// The same server moves twice: node1 -> node3, then back to node1.
 fn e2e_migrate_server_there_and_back(c: &Ctx) -> Result<()> {
-    let p = start_pair(c, "node1", "node2", &["-b"], 200_000, "e2e-back")?;
+    // Measured: the second freeze comes about 55 s in; 120000 messages each way last ~110 s.
+    let p = start_pair(c, "node1", "node2", &["-b"], 120_000, "e2e-back")?;
     migrate(c, p.server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
     thread::sleep(Duration::from_secs(3));
     migrate(c, p.server, "node3", "node1", Some(SERVICE_ADDR), &[])?;

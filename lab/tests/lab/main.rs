@@ -8,6 +8,7 @@
 //! Run one scenario or a few: `cargo test --test lab -- exec criu` (substring match).
 
 mod e2e;
+mod faults;
 mod harness;
 mod installed;
 mod migration;
@@ -17,5 +18,14 @@ mod scenarios;
 mod softroce;
 
 fn main() -> std::process::ExitCode {
-    harness::main(&[scenarios::ALL, softroce::SCENARIOS, qp::SCENARIOS, plugin::SCENARIOS, e2e::SCENARIOS, installed::SCENARIOS, scenarios::LAST])
+    harness::main(&[
+        scenarios::ALL,
+        softroce::SCENARIOS,
+        qp::SCENARIOS,
+        plugin::SCENARIOS,
+        e2e::SCENARIOS,
+        faults::SCENARIOS,
+        installed::SCENARIOS,
+        scenarios::LAST,
+    ])
 }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::harness::{proc_state, Ctx, LAB_BASE, LAB_NAME};
 
-fn lab_share() -> PathBuf {
+pub(crate) fn lab_share() -> PathBuf {
     PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
 }
 
@@ -38,7 +38,7 @@ fn wait_report(name: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> 
 }
 
 /// Starts the workload detached on `node`; waits until it has filled its memory.
-fn start_workload(c: &Ctx, node: &str, mem: &str, rate: &str, report: &str) -> Result<i32> {
+pub(crate) fn start_workload(c: &Ctx, node: &str, mem: &str, rate: &str, report: &str) -> Result<i32> {
     let _ = std::fs::remove_file(lab_share().join(report));
     let out = c.rdmig_ok(&["spawn", node, "--", &workload_bin(c), "--mem", mem, "--dirty-rate", rate, "--report", &format!("/mnt/lab/{report}")])?;
     let pid: i32 = out.trim().parse().with_context(|| format!("spawn printed {out:?}"))?;
@@ -47,7 +47,7 @@ fn start_workload(c: &Ctx, node: &str, mem: &str, rate: &str, report: &str) -> R
 }
 
 /// Asks the workload on `node` to verify all of its memory; returns the report.
-fn verify_workload(c: &Ctx, node: &str, pid: i32, report: &str) -> Result<Value> {
+pub(crate) fn verify_workload(c: &Ctx, node: &str, pid: i32, report: &str) -> Result<Value> {
     let before = read_report(report).and_then(|r| r["reports"].as_u64()).unwrap_or(0);
     c.exec_ok(node, &["kill", "-USR1", &pid.to_string()])?;
     wait_report(report, Duration::from_secs(180), |r| r["reports"].as_u64().unwrap_or(0) > before && r["phase"] == "verify")
@@ -72,12 +72,12 @@ fn when_destination_holds(c: &Ctx, mib: u64, action: &'static [&'static str]) ->
     })
 }
 
-fn kill(c: &Ctx, node: &str, pid: i32) {
+pub(crate) fn kill(c: &Ctx, node: &str, pid: i32) {
     let _ = c.rdmig(&["exec", node, "--", "kill", "-9", &pid.to_string()]);
 }
 
 /// `rdmig-lab on FROM --to-node TO -- migrate PID --json ARGS`; returns (exit code, report).
-fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, args: &[&str]) -> Result<(i32, Value)> {
+pub(crate) fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, args: &[&str]) -> Result<(i32, Value)> {
     let p = pid.to_string();
     let mut a = vec!["--name", LAB_NAME, "--dir", LAB_BASE, "on", from, "--to-node", to, "--", "migrate", &p, "--json"];
     a.extend_from_slice(args);
@@ -92,7 +92,7 @@ fn downtime_ms(r: &Value) -> f64 {
     r["summary"]["downtime_ns"].as_f64().unwrap_or(f64::NAN) / 1e6
 }
 
-fn phases(r: &Value) -> Vec<String> {
+pub(crate) fn phases(r: &Value) -> Vec<String> {
     r["timeline"]["events"].as_array().map(|evs| evs.iter().map(|e| e["event"]["phase"].to_string()).collect()).unwrap_or_default()
 }
 
@@ -284,7 +284,7 @@ pub fn agent_refuses_unauthenticated_and_tampered(c: &Ctx) -> Result<()> {
         c.rt.block_on(async {
             let io = tamper::Tamper::new(tokio::net::TcpStream::from_std(sock)?, flip);
             let mut ch = Channel::client(io, &secret).await?;
-            ch.send_msg(&Request::Begin { id: MigrationId::new(id)? }).await?;
+            ch.send_msg(&Request::Begin { id: MigrationId::new(id)?, pid }).await?;
             Ok(ch.recv_msg::<Reply>().await.ok())
         })
     };

@@ -3,24 +3,39 @@
 //! It binds only where it is told, talks only to holders of the cluster secret (see `wire`),
 //! validates every message (see `msg`), keeps each migration's images in its own directory under
 //! the work directory, restores with CRIU when asked, and removes images once the source commits.
+//!
+//! This module accepts connections and dispatches each request to the module of its group:
+//! `session` (facts, clock, checks, begin, status), `receive` (the RDMA path, files, links,
+//! probes, page streams, scp deliveries), `restore`, `finish` (commit, abort, and dropping the
+//! migrations whose source went silent); `numbers` is this node's share of QP and MR numbers.
+//! (`Ping` needs no module: it only says the source is alive.)
+//!
+//! Nothing pins the agent: each connection has an idle deadline (a source busy with a long dump
+//! sends `Ping`s), its socket keepalive and `TCP_USER_TIMEOUT`, and a migration that no open
+//! connection has named for `orphan_after` is aborted like an `Abort` would (a restored copy that
+//! was never committed is killed, the images go).
 
+mod finish;
 pub mod numbers;
+mod receive;
+mod restore;
+mod session;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
-use crate::criu;
 use crate::transport::rdma::RdmaReceiver;
-use crate::transport::DataSum;
-use rdmig_proto::msg::{HostFacts, MigState, MigrationId, Reply, Request};
-use rdmig_proto::wire::{Channel, Secret};
+use rdmig_proto::msg::{MigState, MigrationId, Reply, Request};
+use rdmig_proto::wire::{Channel, Limits, Secret};
 use rdmig_proto::{msg, wire};
+
+pub use session::{host_facts, rxe_flavour};
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -34,7 +49,14 @@ pub struct AgentConfig {
     pub restore_timeout: Duration,
     /// This node's share of the QP and MR number spaces (None: leave the driver as it is).
     pub numbers: Option<numbers::NumberRange>,
+    /// A connection that sends nothing for this long is closed.
+    pub idle_timeout: Duration,
+    /// A migration no open connection has named for this long is aborted: its source is gone.
+    pub orphan_after: Duration,
 }
+
+/// The hello must come at once.
+const HELLO: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -52,50 +74,76 @@ pub fn now_ns() -> u64 {
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
 }
 
-fn mem_available() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("MemAvailable:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .unwrap_or(0)
-        * 1024
-}
-
-fn disk_available(p: &Path) -> u64 {
-    nix::sys::statvfs::statvfs(p).map(|s| s.blocks_available() * s.fragment_size()).unwrap_or(0)
-}
-
-/// Which rdma_rxe is loaded: ours exposes /proc/sys/net/rdma_rxe.
-pub fn rxe_flavour() -> Option<String> {
-    if !Path::new("/sys/module/rdma_rxe").exists() {
-        None
-    } else if Path::new("/proc/sys/net/rdma_rxe").exists() {
-        Some("rdmig".into())
-    } else {
-        Some("stock".into())
-    }
-}
-
-pub async fn host_facts(work_dir: &Path, pid: Option<i32>) -> HostFacts {
-    HostFacts {
-        hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
-        rdmig_version: env!("CARGO_PKG_VERSION").to_string(),
-        criu_version: criu::version().await.ok(),
-        kernel: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
-        mem_available: mem_available(),
-        disk_available: disk_available(work_dir),
-        pid_free: pid.map(|p| !Path::new(&format!("/proc/{p}")).exists()),
-        rxe: rxe_flavour(),
-    }
-}
-
+/// A migration this agent receives.
 struct Migration {
     dir: PathBuf,
     state: MigState,
     /// An address added here for the restored process (removed again on abort).
     moved_addr: Option<rdmig_proto::msg::MovedAddr>,
+    /// The process it moves: the address its source connects from, and its pid there.
+    source: (IpAddr, i32),
+    /// Open connections that named it.
+    conns: usize,
+    /// When a request last named it, or the last connection that did closed.
+    last_heard: Instant,
+}
+
+impl Migration {
+    fn new(dir: PathBuf, source: (IpAddr, i32)) -> Self {
+        Migration { dir, state: MigState::Receiving, moved_addr: None, source, conns: 0, last_heard: Instant::now() }
+    }
+
+    /// Still under way: its source may yet commit or abort it.
+    fn in_flight(&self) -> bool {
+        matches!(self.state, MigState::Receiving | MigState::Restoring | MigState::Restored { .. })
+    }
 }
 
 type Table = Arc<Mutex<HashMap<String, Migration>>>;
+
+/// The migrations one connection named: alive while it is open.
+struct Named<'a> {
+    table: &'a Table,
+    ids: Vec<String>,
+}
+
+impl Named<'_> {
+    /// A request named `id` (Begin, a file, Status...): heard from now, and held by this
+    /// connection until it closes.
+    fn touch(&mut self, id: &str) {
+        let mut t = self.table.lock().expect("table lock");
+        if let Some(m) = t.get_mut(id) {
+            m.last_heard = Instant::now();
+            if !self.ids.iter().any(|i| i == id) {
+                m.conns += 1;
+                self.ids.push(id.to_string());
+            }
+        }
+    }
+
+    /// The source pinged: everything this connection holds was heard from.
+    fn touch_all(&self) {
+        let mut t = self.table.lock().expect("table lock");
+        for id in &self.ids {
+            if let Some(m) = t.get_mut(id) {
+                m.last_heard = Instant::now();
+            }
+        }
+    }
+}
+
+impl Drop for Named<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.table.lock() {
+            for id in &self.ids {
+                if let Some(m) = t.get_mut(id) {
+                    m.conns = m.conns.saturating_sub(1);
+                    m.last_heard = Instant::now();
+                }
+            }
+        }
+    }
+}
 
 pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
     std::fs::create_dir_all(&cfg.work_dir).map_err(|e| AgentError::WorkDir { path: cfg.work_dir.display().to_string(), source: e })?;
@@ -105,9 +153,10 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
         let (q, m) = (r.block(rdmig_rxe::Obj::Qp), r.block(rdmig_rxe::Obj::Mr));
         info!(node = r.node, nodes = r.nodes, "QPNs {}-{} and MR indices {}-{} are this node's; the rest is reserved", q.0, q.1, m.0, m.1);
     }
-    info!(listen = %cfg.listen, work = %cfg.work_dir.display(), "agent listening");
+    info!(listen = %cfg.listen, work = %cfg.work_dir.display(), idle_s = cfg.idle_timeout.as_secs(), orphan_s = cfg.orphan_after.as_secs(), "agent listening");
     let cfg = Arc::new(cfg);
     let table: Table = Arc::default();
+    tokio::spawn(finish::reap_orphans(table.clone(), cfg.orphan_after));
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -129,15 +178,24 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
 
 async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result<(), msg::MsgError> {
     sock.set_nodelay(true).ok();
-    let peer = sock.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let mut ch = tokio::time::timeout(Duration::from_secs(10), Channel::server(sock, &cfg.secret))
-        .await
-        .map_err(|_| wire::WireError::Io(std::io::ErrorKind::TimedOut.into()))??;
+    if let Err(e) = wire::keepalive(&sock) {
+        warn!("keepalive on an agent socket: {e}");
+    }
+    let peer_addr = sock.peer_addr().map_err(wire::WireError::Io)?;
+    let peer = peer_addr.to_string();
+    let mut ch = Channel::server_within(sock, &cfg.secret, Limits::idle(HELLO.min(cfg.idle_timeout))).await?;
+    // From here on, a source that sends nothing for this long is gone (or stopped).
+    ch.set_limits(Limits::idle(cfg.idle_timeout));
     let mut rdma: Option<RdmaReceiver> = None;
+    let mut named = Named { table, ids: vec![] };
     loop {
         let req: Request = match ch.recv_msg().await {
             Ok(r) => r,
             Err(msg::MsgError::Wire(wire::WireError::Closed)) => return Ok(()),
+            Err(e @ msg::MsgError::Wire(wire::WireError::TimedOut(_))) => {
+                info!(%peer, "closed a silent connection: {e}");
+                return Ok(());
+            }
             Err(e) => {
                 warn!(%peer, "refused: {e}");
                 return Err(e);
@@ -148,11 +206,54 @@ async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result
             ch.send_msg(&Reply::Failed(e.to_string())).await?;
             return Err(e);
         }
-        let reply = handle(req, &mut ch, &mut rdma, cfg, table).await?;
+        let id = req.id().map(|i| i.as_str().to_string());
+        if let Some(id) = &id {
+            named.touch(id);
+        }
+        if matches!(req, Request::Ping) {
+            named.touch_all();
+        }
+        let reply = handle(req, &mut ch, &mut rdma, cfg, table, peer_addr.ip()).await?;
+        // Begin created it; and a long request (a restore) counts as hearing from the source.
+        if let Some(id) = &id {
+            named.touch(id);
+        }
         ch.send_msg(&reply).await?;
     }
 }
 
+/// One validated request to the module of its group; the reply to send. `peer` is the address
+/// the source connects from.
+async fn handle(
+    req: Request,
+    ch: &mut Channel<TcpStream>,
+    rdma: &mut Option<RdmaReceiver>,
+    cfg: &AgentConfig,
+    table: &Table,
+    peer: IpAddr,
+) -> Result<Reply, msg::MsgError> {
+    Ok(match req {
+        Request::Facts { pid } => Reply::Facts(host_facts(&cfg.work_dir, pid).await),
+        Request::Time => session::time(),
+        Request::Ping => Reply::Ack,
+        Request::CpuCheck { image } => session::cpu_check(cfg, &image).await,
+        Request::CheckNumbers { ibdev, qpns, mrs } => session::check_numbers(&ibdev, &qpns, &mrs),
+        Request::Begin { id, pid } => session::begin(cfg, table, &id, (peer, pid)),
+        Request::Status { id } => session::status(table, &id),
+        Request::RdmaSetup { eps } => receive::rdma_setup(cfg, rdma, &eps).await,
+        Request::PutFile { id, rel, len, via_rdma } => receive::put_file(ch, rdma, table, &id, &rel, len, via_rdma).await?,
+        Request::Probe { len, via_rdma } => receive::probe(ch, rdma, len, via_rdma).await?,
+        Request::PutSymlink { id, rel, target } => receive::put_symlink(table, &id, &rel, &target),
+        Request::PageStream { id, rel, parent, via_rdma } => receive::page_stream(ch, rdma, table, &id, &rel, parent.as_ref(), via_rdma).await?,
+        Request::ScpDir { id, rel } => receive::scp_dir(table, &id, &rel),
+        Request::ScpDone { id, rel, files } => receive::scp_done(table, &id, &rel, &files),
+        Request::Restore { id, dir, opts } => restore::restore(cfg, table, &id, &dir, &opts).await,
+        Request::Commit { id } => finish::commit(cfg, table, &id),
+        Request::Abort { id } => finish::abort(table, &id),
+    })
+}
+
+/// The image directory of a migration still receiving.
 fn dir_of(table: &Table, id: &MigrationId) -> Result<PathBuf, String> {
     let t = table.lock().expect("table lock");
     match t.get(id.as_str()) {
@@ -162,360 +263,86 @@ fn dir_of(table: &Table, id: &MigrationId) -> Result<PathBuf, String> {
     }
 }
 
-/// Reads `len` bytes of a file or probe from where they travel, feeding `sink` (which may fail:
-/// the data is consumed anyway, so the stream stays in step), then the end-to-end check
-/// (`DataSum`). Returns whether it matched.
-async fn receive_data(
-    ch: &mut Channel<TcpStream>,
-    rdma: &mut Option<RdmaReceiver>,
-    via_rdma: bool,
-    len: u64,
-    mut sink: impl FnMut(&[u8]) -> Result<(), String>,
-) -> Result<Result<(), String>, msg::MsgError> {
-    let mut sum = DataSum::for_receiving(ch, via_rdma);
-    let mut got = 0u64;
-    let mut sink_err: Option<String> = None;
-    while got < len {
-        let owned;
-        let (chunk, tag) = if via_rdma {
-            let r = rdma.as_mut().ok_or_else(|| msg::MsgError::Decode("data over RDMA, but no RDMA path was set up".into()))?;
-            owned = match tokio::time::timeout(Duration::from_secs(30), r.recv()).await {
-                Ok(Some(Ok(c))) => c,
-                Ok(Some(Err(e))) => return Err(msg::MsgError::Decode(e.to_string())),
-                Ok(None) | Err(_) => return Err(msg::MsgError::Decode("RDMA data path stalled or closed".into())),
-            };
-            (&owned[..], None)
-        } else {
-            let (c, t) = ch.recv_frame().await?;
-            (c, Some(t))
-        };
-        got += chunk.len() as u64;
-        if got > len {
-            return Err(msg::MsgError::Decode(format!("{} bytes announced, more sent", len)));
-        }
-        sum.update(chunk, tag.as_ref());
-        if sink_err.is_none() {
-            if let Err(e) = sink(chunk) {
-                sink_err = Some(e);
-            }
-        }
-    }
-    let trailer = ch.recv_raw().await?;
-    Ok(match sink_err {
-        Some(e) => Err(e),
-        None if sum.finish() != trailer => Err("checksum mismatch".into()),
-        None => Ok(()),
-    })
-}
-
-/// What scp delivered into `dir` is exactly `files`: each one a regular file of its length, and
-/// nothing else but CRIU's `parent` link (sent over the channel).
-fn check_scp_delivery(dir: &Path, files: &[msg::ScpFile]) -> Result<(), String> {
-    let mut want: std::collections::HashMap<&str, u64> = files.iter().map(|f| (f.name.as_str(), f.len)).collect();
-    for e in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
-        let e = e.map_err(|e| e.to_string())?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        let meta = std::fs::symlink_metadata(e.path()).map_err(|err| format!("{name}: {err}"))?;
-        if meta.file_type().is_symlink() && name == "parent" {
-            continue;
-        }
-        match want.remove(name.as_str()) {
-            Some(len) if meta.file_type().is_file() && meta.len() == len => {}
-            Some(len) => return Err(format!("{name}: {} bytes arrived, {len} were sent", meta.len())),
-            None => return Err(format!("{name}: not part of the image")),
-        }
-    }
-    match want.keys().next() {
-        Some(missing) => Err(format!("{missing}: did not arrive")),
-        None => Ok(()),
-    }
-}
-
-async fn handle(req: Request, ch: &mut Channel<TcpStream>, rdma: &mut Option<RdmaReceiver>, cfg: &AgentConfig, table: &Table) -> Result<Reply, msg::MsgError> {
-    Ok(match req {
-        Request::Facts { pid } => Reply::Facts(host_facts(&cfg.work_dir, pid).await),
-        Request::Time => {
-            let t1 = now_ns();
-            Reply::Time { t1_ns: t1, t2_ns: now_ns() }
-        }
-        Request::CpuCheck { image } => {
-            // One directory per request: two sources may check at the same time.
-            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let dir = cfg.work_dir.join(format!("cpucheck-{}-{n}", std::process::id()));
-            let r = async {
-                std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-                std::fs::write(dir.join("cpuinfo.img"), &image).map_err(|e| e.to_string())?;
-                criu::cpuinfo_check(&dir).await.map_err(|e| e.to_string())
-            }
-            .await;
-            let _ = std::fs::remove_dir_all(&dir);
-            match r {
-                Ok(()) => Reply::Ack,
-                Err(e) => Reply::Failed(format!("CPU not compatible with the source: {e}")),
-            }
-        }
-        Request::Begin { id } => {
-            let dir = cfg.work_dir.join(id.as_str());
-            let mut t = table.lock().expect("table lock");
-            if t.contains_key(id.as_str()) || dir.exists() {
-                Reply::Failed(format!("migration {id} already exists here"))
-            } else if let Err(e) = std::fs::create_dir(&dir) {
-                Reply::Failed(format!("cannot create {}: {e}", dir.display()))
-            } else {
-                info!(%id, "migration begins");
-                t.insert(id.as_str().to_string(), Migration { dir, state: MigState::Receiving, moved_addr: None });
-                Reply::Ack
-            }
-        }
-        Request::PutFile { id, rel, len, via_rdma } => {
-            let target = dir_of(table, &id).map(|d| d.join(rel.as_str()));
-            let mut file = match &target {
-                Ok(p) => {
-                    if let Some(parent) = p.parent() {
-                        let _ = std::fs::create_dir_all(parent);
-                    }
-                    std::fs::OpenOptions::new().write(true).create_new(true).open(p).map_err(|e| format!("{}: {e}", p.display()))
-                }
-                Err(e) => Err(e.clone()),
-            };
-            let r = receive_data(ch, rdma, via_rdma, len, |chunk| {
-                use std::io::Write;
-                match &mut file {
-                    Ok(f) => f.write_all(chunk).map_err(|e| e.to_string()),
-                    Err(e) => Err(e.clone()),
-                }
-            })
-            .await?;
-            match r {
-                Ok(()) => Reply::Ack,
-                Err(e) => {
-                    if let (Ok(p), Ok(_)) = (&target, &file) {
-                        let _ = std::fs::remove_file(p);
-                    }
-                    Reply::Failed(format!("{}: {e}", rel.as_str()))
-                }
-            }
-        }
-        Request::Probe { len, via_rdma } => match receive_data(ch, rdma, via_rdma, len, |_| Ok(())).await? {
-            Ok(()) => Reply::Ack,
-            Err(e) => Reply::Failed(e),
-        },
-        Request::RdmaSetup { eps } => {
-            let Some(addr) = cfg.rdma_addr else {
-                return Ok(Reply::Failed("this agent has no RDMA address (--rdma-addr): TCP only".into()));
-            };
-            let gid = match rdmig_rxe::gid_index(&cfg.rdma_device, addr) {
-                Ok(g) => g,
-                Err(e) => return Ok(Reply::Failed(e.to_string())),
-            };
-            *rdma = None;
-            match RdmaReceiver::start(&cfg.rdma_device, gid, &eps).await {
-                Ok(r) => {
-                    let info = r.info.clone();
-                    *rdma = Some(r);
-                    Reply::RdmaReady(info)
-                }
-                Err(e) => Reply::Failed(e.to_string()),
-            }
-        }
-        Request::PutSymlink { id, rel, target } => match dir_of(table, &id) {
-            Ok(d) => {
-                let p = d.join(rel.as_str());
-                if let Some(parent) = p.parent() {
-                    let _ = std::fs::create_dir_all(parent);
-                }
-                match std::os::unix::fs::symlink(&target, &p) {
-                    Ok(()) => Reply::Ack,
-                    // The page server made it already (a streamed pre-copy round).
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && std::fs::read_link(&p).is_ok_and(|t| t == Path::new(&target)) => Reply::Ack,
-                    Err(e) => Reply::Failed(format!("{}: {e}", p.display())),
-                }
-            }
-            Err(e) => Reply::Failed(e),
-        },
-        Request::PageStream { id, rel, parent, via_rdma } => {
-            let d = match dir_of(table, &id) {
-                Ok(d) => d.join(rel.as_str()),
-                Err(e) => return Ok(Reply::Failed(e)),
-            };
-            if via_rdma && rdma.is_none() {
-                return Ok(Reply::Failed("page stream over RDMA, but no RDMA path was set up".into()));
-            }
-            if let Err(e) = std::fs::create_dir_all(&d) {
-                return Ok(Reply::Failed(format!("{}: {e}", d.display())));
-            }
-            let (ours, theirs) = match std::os::unix::net::UnixStream::pair().and_then(|(a, b)| a.set_nonblocking(true).map(|_| (a, b))) {
-                Ok(p) => p,
-                Err(e) => return Ok(Reply::Failed(format!("socket pair: {e}"))),
-            };
-            for end in [&ours, &theirs] {
-                crate::transport::pagestream::enlarge_buffers(std::os::fd::AsRawFd::as_raw_fd(end));
-            }
-            let parent_arg = parent.as_ref().map(|p| format!("../{}", p.as_str()));
-            let mut server = match criu::page_server(&d, parent_arg.as_deref(), theirs.into()) {
-                Ok(c) => c,
-                Err(e) => return Ok(Reply::Failed(e.to_string())),
-            };
-            let ours = match tokio::net::UnixStream::from_std(ours) {
-                Ok(s) => s,
-                Err(e) => return Ok(Reply::Failed(format!("socket pair: {e}"))),
-            };
-            ch.send_msg(&Reply::Ack).await?;
-            info!(%id, dir = rel.as_str(), via_rdma, "page stream begins");
-            let relayed = crate::transport::pagestream::destination(ours, ch, if via_rdma { rdma.as_mut() } else { None }, || {
-                let _ = server.start_kill();
-            })
-            .await;
-            let served = criu::page_server_wait(&d, server, Duration::from_secs(60)).await;
-            match (relayed, served) {
-                (Ok(n), Ok(())) => {
-                    let page_bytes = criu::page_bytes(&d);
-                    info!(%id, dir = rel.as_str(), stream_bytes = n, page_bytes, "page stream complete");
-                    Reply::Streamed { page_bytes }
-                }
-                (Err(e), _) => Reply::Failed(format!("page stream into {}: {e}", rel.as_str())),
-                (Ok(_), Err(e)) => Reply::Failed(format!("page stream into {}: {e}", rel.as_str())),
-            }
-        }
-        Request::ScpDir { id, rel } => match dir_of(table, &id) {
-            Ok(d) => {
-                let p = d.join(rel.as_str());
-                match std::fs::create_dir_all(&p).and_then(|_| p.canonicalize()) {
-                    Ok(abs) => Reply::Dir(abs.to_string_lossy().into_owned()),
-                    Err(e) => Reply::Failed(format!("{}: {e}", p.display())),
-                }
-            }
-            Err(e) => Reply::Failed(e),
-        },
-        Request::ScpDone { id, rel, files } => match dir_of(table, &id) {
-            Ok(d) => match check_scp_delivery(&d.join(rel.as_str()), &files) {
-                Ok(()) => Reply::Ack,
-                Err(e) => Reply::Failed(format!("{}: {e}", rel.as_str())),
-            },
-            Err(e) => Reply::Failed(e),
-        },
-        Request::Restore { id, dir, opts } => match dir_of(table, &id) {
-            Ok(d) => {
-                let start = now_ns();
-                info!(%id, verbs = opts.verbs, tcp = opts.tcp_established, "restoring");
-                let mut copts = criu::Options { plugins: None, tcp_established: opts.tcp_established };
-                if opts.verbs {
-                    match criu::plugin_dir(&cfg.work_dir) {
-                        Ok(p) => copts.plugins = Some(p),
-                        Err(e) => return Ok(Reply::Failed(format!("rdmig's CRIU plugin: {e}"))),
-                    }
-                }
-                if let Some(m) = &opts.move_addr {
-                    if let Err(e) = crate::netaddr::add(m) {
-                        return Ok(Reply::Failed(format!("moving {}/{} to {} here: {e}", m.addr, m.prefix, m.dev)));
-                    }
-                    if let Some(t) = table.lock().expect("table lock").get_mut(id.as_str()) {
-                        t.moved_addr = Some(m.clone());
-                    }
-                }
-                match criu::restore(&d.join(dir.as_str()), cfg.restore_timeout, &copts).await {
-                    Ok(pid) => {
-                        let end = now_ns();
-                        info!(%id, pid, ms = (end - start) / 1_000_000, "restored");
-                        if let Some(m) = table.lock().expect("table lock").get_mut(id.as_str()) {
-                            m.state = MigState::Restored { pid };
-                        }
-                        Reply::Restored { pid, start_ns: start, end_ns: end }
-                    }
-                    Err(e) => {
-                        warn!(%id, "restore failed: {e}");
-                        // The address goes back to the source with the process.
-                        if let Some(m) = &opts.move_addr {
-                            let _ = crate::netaddr::del(m);
-                        }
-                        Reply::Failed(e.to_string())
-                    }
-                }
-            }
-            Err(e) => Reply::Failed(e),
-        },
-        Request::CheckNumbers { ibdev, qpns, mrs } => match rdmig_rxe::status::read() {
-            Ok(recs) => {
-                let taken: Vec<String> = recs
-                    .iter()
-                    .filter(|r| r.fields.get("dev") == Some(&ibdev))
-                    .filter_map(|r| {
-                        let n = |k: &str| r.fields.get(k).and_then(|v| v.parse::<u32>().ok());
-                        let who = r.fields.get("pid").cloned().unwrap_or_default();
-                        match r.kind.as_str() {
-                            "qp" => n("qpn").filter(|q| qpns.contains(q)).map(|q| format!("QPN {q} (pid {who})")),
-                            "mr" => n("index").filter(|m| mrs.contains(m)).map(|m| format!("MR index {m} (pid {who})")),
-                            _ => None,
-                        }
-                    })
-                    .collect();
-                if taken.is_empty() {
-                    Reply::Ack
-                } else {
-                    Reply::Failed(format!("taken on {ibdev} here: {}", taken.join(", ")))
-                }
-            }
-            Err(e) => Reply::Failed(format!("rdmig's rdma_rxe is needed here for a process with verbs state: {e}")),
-        },
-        Request::Commit { id } => {
-            let mut t = table.lock().expect("table lock");
-            match t.get_mut(id.as_str()) {
-                Some(m) if matches!(m.state, MigState::Restored { .. }) => {
-                    m.state = MigState::Committed;
-                    if !cfg.keep_images {
-                        let _ = std::fs::remove_dir_all(&m.dir);
-                    }
-                    info!(%id, "committed");
-                    Reply::Ack
-                }
-                Some(m) => Reply::Failed(format!("migration {id} is {:?}; only a restored one can be committed", m.state)),
-                None => Reply::Failed(format!("no migration {id} here")),
-            }
-        }
-        Request::Abort { id } => {
-            let mut t = table.lock().expect("table lock");
-            match t.get_mut(id.as_str()) {
-                Some(m) if m.state == MigState::Committed => Reply::Failed(format!("migration {id} is committed: the process lives here now")),
-                Some(m) => {
-                    // A restored copy that the source disowns must not keep running: the source
-                    // resumes its own.
-                    if let MigState::Restored { pid } = m.state {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-                    }
-                    if let Some(a) = m.moved_addr.take() {
-                        let _ = crate::netaddr::del(&a);
-                    }
-                    m.state = MigState::Aborted;
-                    let _ = std::fs::remove_dir_all(&m.dir);
-                    info!(%id, "aborted");
-                    Reply::Ack
-                }
-                None => Reply::Ack,
-            }
-        }
-        Request::Status { id } => Reply::State(table.lock().expect("table lock").get(id.as_str()).map(|m| m.state).unwrap_or(MigState::Unknown)),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn config(work: &std::path::Path) -> AgentConfig {
+        AgentConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            rdma_addr: None,
+            rdma_device: "rxe0".into(),
+            secret: Secret::from_bytes(&[b'a'; 40]).unwrap(),
+            work_dir: work.to_path_buf(),
+            keep_images: false,
+            restore_timeout: Duration::from_secs(1),
+            numbers: None,
+            idle_timeout: Duration::from_secs(120),
+            orphan_after: Duration::from_millis(200),
+        }
+    }
+
+    fn id(s: &str) -> MigrationId {
+        MigrationId::new(s).unwrap()
+    }
+
     #[test]
-    fn scp_delivery_must_match_the_list_exactly() {
-        let d = std::env::temp_dir().join(format!("rdmig-scp-check-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("pages-1.img"), vec![0u8; 8192]).unwrap();
-        std::fs::write(d.join("core-7.img"), b"core").unwrap();
-        std::os::unix::fs::symlink("../pre-1", d.join("parent")).unwrap();
-        let f = |name: &str, len| msg::ScpFile { name: name.into(), len };
-        assert!(check_scp_delivery(&d, &[f("pages-1.img", 8192), f("core-7.img", 4)]).is_ok());
-        // Short, missing, unexpected.
-        assert!(check_scp_delivery(&d, &[f("pages-1.img", 8193), f("core-7.img", 4)]).unwrap_err().contains("8192 bytes arrived"));
-        assert!(check_scp_delivery(&d, &[f("pages-1.img", 8192), f("core-7.img", 4), f("mm-7.img", 1)]).unwrap_err().contains("did not arrive"));
-        assert!(check_scp_delivery(&d, &[f("pages-1.img", 8192)]).unwrap_err().contains("not part of the image"));
-        std::fs::remove_dir_all(&d).unwrap();
+    fn one_migration_of_a_source_process_at_a_time() {
+        let d = tempfile::tempdir().unwrap();
+        let (cfg, table) = (config(d.path()), Table::default());
+        let src: IpAddr = "10.99.0.1".parse().unwrap();
+        assert!(matches!(session::begin(&cfg, &table, &id("m-1"), (src, 4242)), Reply::Ack));
+        match session::begin(&cfg, &table, &id("m-2"), (src, 4242)) {
+            Reply::Failed(e) => assert!(e.contains("pid 4242 of 10.99.0.1 is being migrated here already (migration m-1"), "{e}"),
+            other => panic!("a second migration of the process was let in: {other:?}"),
+        }
+        assert!(!d.path().join("m-2").exists(), "the refused one left a directory");
+        // Another process, or the same pid on another source, are other processes.
+        assert!(matches!(session::begin(&cfg, &table, &id("m-3"), (src, 4243)), Reply::Ack));
+        assert!(matches!(session::begin(&cfg, &table, &id("m-4"), ("10.99.0.3".parse().unwrap(), 4242)), Reply::Ack));
+        // Once the first is over, the process may move again.
+        assert!(matches!(finish::abort(&table, &id("m-1")), Reply::Ack));
+        assert!(matches!(session::begin(&cfg, &table, &id("m-5"), (src, 4242)), Reply::Ack));
+    }
+
+    #[test]
+    fn a_migration_whose_source_went_silent_is_aborted_and_its_copy_killed() {
+        let d = tempfile::tempdir().unwrap();
+        let (cfg, table) = (config(d.path()), Table::default());
+        let src: IpAddr = "10.99.0.1".parse().unwrap();
+        for (m, pid) in [("m-held", 100), ("m-silent", 101), ("m-restored", 102), ("m-committed", 103)] {
+            assert!(matches!(session::begin(&cfg, &table, &id(m), (src, pid)), Reply::Ack));
+        }
+        // A restored copy that was never committed: a real process, to see it killed.
+        let mut copy = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        {
+            let mut t = table.lock().unwrap();
+            t.get_mut("m-restored").unwrap().state = MigState::Restored { pid: copy.id() as i32 };
+            t.get_mut("m-committed").unwrap().state = MigState::Committed;
+        }
+        let mut held = Named { table: &table, ids: vec![] };
+        held.touch("m-held");
+        let mut closed = Named { table: &table, ids: vec![] };
+        closed.touch("m-silent");
+        drop(closed);
+        // Not yet: heard from too recently.
+        assert!(finish::reap(&table, cfg.orphan_after).is_empty());
+        std::thread::sleep(cfg.orphan_after + Duration::from_millis(50));
+        let mut gone = finish::reap(&table, cfg.orphan_after);
+        gone.sort();
+        assert_eq!(gone, ["m-restored", "m-silent"]);
+        let status = copy.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(9), "the uncommitted copy runs on");
+        let t = table.lock().unwrap();
+        assert_eq!(t["m-silent"].state, MigState::Aborted);
+        assert!(!d.path().join("m-silent").exists() && !d.path().join("m-restored").exists(), "images left behind");
+        // An open connection holds its migration; a committed one is the destination's own.
+        assert_eq!(t["m-held"].state, MigState::Receiving);
+        assert!(d.path().join("m-held").exists());
+        assert_eq!(t["m-committed"].state, MigState::Committed);
+        drop(t);
+        drop(held);
+        std::thread::sleep(cfg.orphan_after + Duration::from_millis(50));
+        assert_eq!(finish::reap(&table, cfg.orphan_after), ["m-held"]);
     }
 }

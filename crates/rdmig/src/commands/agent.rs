@@ -31,10 +31,18 @@ pub struct AgentArgs {
     /// always find their numbers free.
     #[arg(long, value_name = "I/N")]
     number_range: Option<rdmig::agent::numbers::NumberRange>,
+    /// Seconds a connection may send nothing before it is closed (a busy source pings every
+    /// 20 s).
+    #[arg(long, default_value_t = 120, value_name = "SECS", value_parser = clap::value_parser!(u64).range(5..))]
+    idle_timeout: u64,
+    /// Seconds after its last connection closed that a migration not committed is aborted: a
+    /// copy restored here is killed, the images are removed.
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    orphan_after: u64,
 }
 
 pub async fn run(a: AgentArgs) -> Result<ExitCode> {
-    let AgentArgs { listen, secret_file, work_dir, keep_images, rdma_addr, rdma_device, number_range } = a;
+    let AgentArgs { listen, secret_file, work_dir, keep_images, rdma_addr, rdma_device, number_range, idle_timeout, orphan_after } = a;
     let secret = rdmig_proto::wire::Secret::load(&secret_file)?;
     rdmig::agent::serve(rdmig::agent::AgentConfig {
         listen,
@@ -45,6 +53,8 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         keep_images,
         restore_timeout: Duration::from_secs(600),
         numbers: number_range,
+        idle_timeout: Duration::from_secs(idle_timeout),
+        orphan_after: Duration::from_secs(orphan_after),
     })
     .await?;
     Ok(ExitCode::SUCCESS)

@@ -37,6 +37,12 @@ pub struct MigrateArgs {
     /// Seconds a CRIU dump may take.
     #[arg(long, default_value_t = 600)]
     pub(crate) dump_timeout: u64,
+    /// Seconds the whole migration may take, clean-up included: past it before the freeze,
+    /// the migration is refused; after, the process is taken back (or, if only the destination
+    /// can tell whether it runs there, left stopped: in doubt). Every wait on the network is
+    /// bounded besides.
+    #[arg(long, default_value_t = 900, value_name = "SECS", value_parser = clap::value_parser!(u64).range(10..))]
+    pub(crate) deadline: u64,
     #[arg(long)]
     pub(crate) allow_kernel_mismatch: bool,
     /// How memory images travel: rdma, tcp, or auto (measure both briefly, keep the faster);
@@ -96,6 +102,8 @@ pub async fn run(a: MigrateArgs) -> Result<ExitCode> {
         ssh_host: a.ssh_host.clone(),
         ssh_config: a.ssh_config.clone(),
         page_stream: a.page_stream,
+        deadline: Duration::from_secs(a.deadline),
+        lock_dir: PathBuf::from(rdmig::migrate::LOCK_DIR),
     };
     let r = rdmig::migrate::migrate(&o).await;
     if let Some(t) = &a.timeline {

@@ -1,25 +1,32 @@
-//! Sending a CRIU image directory to the destination agent over the authenticated channel.
-//! (Issue 7 puts the page stream on RDMA; this is the TCP path every migration can fall back to.)
+//! The transfer stage, and how any image directory reaches the destination: files over the
+//! authenticated channel (data as frames, or over the RDMA lanes), CRIU's `parent` link as a
+//! message, or pages streamed to the destination's page server while CRIU dumps. (`scp` copies
+//! them instead with `--transport scp`.)
 
 use std::path::Path;
+use std::time::Instant;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tracing::info;
 
-use super::Step;
+use super::remote::expect_ack;
+use super::{Run, Step};
+use crate::criu::{self, DumpSpec};
+use crate::timeline::{attrs, Phase};
 use crate::transport::rdma::RdmaSender;
 use crate::transport::DataSum;
-use rdmig_proto::msg::{MigrationId, RelPath, Reply, Request, ScpFile, CHUNK};
+use rdmig_proto::msg::{MigrationId, RelPath, Reply, Request, CHUNK};
 use rdmig_proto::wire::Channel;
 
 /// What an image directory holds to send, in name order: files (our own logs excepted: they
 /// stay here) and CRIU's `parent` link.
-enum Entry {
+pub(super) enum Entry {
     File { name: String, path: std::path::PathBuf, len: u64 },
     Link { name: String, target: String },
 }
 
-fn image_entries(dir: &Path) -> Result<Vec<Entry>, Step> {
+pub(super) fn image_entries(dir: &Path) -> Result<Vec<Entry>, Step> {
     let mut entries: Vec<_> = std::fs::read_dir(dir).map_err(|e| Step::Fail(format!("{}: {e}", dir.display())))?.flatten().collect();
     entries.sort_by_key(|e| e.file_name());
     let mut out = vec![];
@@ -42,10 +49,10 @@ fn image_entries(dir: &Path) -> Result<Vec<Entry>, Step> {
 }
 
 /// Recreates link `<dir>/<name>` at the destination.
-async fn put_link(ch: &mut Channel<TcpStream>, id: &MigrationId, dir: &str, name: &str, target: String) -> Result<(), Step> {
+pub(super) async fn put_link(ch: &mut Channel<TcpStream>, id: &MigrationId, dir: &str, name: &str, target: String) -> Result<(), Step> {
     let rel = RelPath::new(&format!("{dir}/{name}")).map_err(|err| Step::Fail(format!("image file {name:?}: {err}")))?;
     ch.send_msg(&Request::PutSymlink { id: id.clone(), rel, target }).await?;
-    super::expect_ack(ch.recv_msg().await?, &format!("link {name}"))
+    expect_ack(ch.recv_msg().await?, &format!("link {name}"))
 }
 
 /// Sends `<root>/<name>` (files and CRIU's `parent` link); returns the bytes sent. File data goes
@@ -87,7 +94,13 @@ async fn send_chunk(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>, data
     match rdma {
         Some(r) => {
             sum.update(data, None);
-            r.send(data.to_vec()).await.map_err(|e| Step::Fail(format!("{e}")))
+            // The lanes give up on a silent receiver by themselves; the deadline holds too.
+            let sent = r.send(data.to_vec());
+            match ch.limits().deadline {
+                Some(at) => tokio::time::timeout_at(at, sent).await.map_err(|_| Step::Fail("RDMA stream: the deadline passed".into()))?,
+                None => sent.await,
+            }
+            .map_err(|e| Step::Fail(format!("{e}")))
         }
         None => {
             let tag = ch.send_raw(data).await.map_err(|e| Step::Fail(format!("destination: {e}")))?;
@@ -111,118 +124,82 @@ pub(super) async fn probe(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>
         left -= want as u64;
     }
     ch.send_raw(&sum.finish()).await.map_err(|err| Step::Fail(format!("destination: {err}")))?;
-    super::expect_ack(ch.recv_msg().await?, "probe")?;
+    expect_ack(ch.recv_msg().await?, "probe")?;
     Ok(t.elapsed().as_secs_f64())
 }
 
-/// `--transport scp`: the image files travel with `scp` over ssh, as in the MigrOS artifact's
-/// procedure; the channel only asks the destination where to put them and has it check what
-/// arrived (ssh's MAC protects the bytes on the way; names and lengths are checked there).
-pub(super) struct Scp {
-    host: String,
-    config: Option<std::path::PathBuf>,
-}
-
-impl Scp {
-    pub(super) fn new(host: &str, config: Option<std::path::PathBuf>) -> Result<Self, String> {
-        // It becomes an argument of scp and ssh: no options, no shell or scp syntax.
-        let ok = !host.is_empty()
-            && host.len() <= 255
-            && !host.starts_with('-')
-            && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"@._-".contains(&b))
-            && host.matches('@').count() <= 1;
-        if !ok {
-            return Err(format!("ssh host {host:?}: expected [user@]host of [A-Za-z0-9._-]"));
-        }
-        if let Some(c) = &config {
-            if !c.is_file() {
-                return Err(format!("ssh config {}: not a readable file", c.display()));
-            }
-        }
-        Ok(Self { host: host.to_string(), config })
+impl Run<'_> {
+    /// The stage: the final images go to the destination (those not already streamed).
+    pub(super) async fn transfer(&mut self, ch: &mut Channel<TcpStream>) -> Result<(), Step> {
+        self.rec.start(Phase::Transfer);
+        let t = Instant::now();
+        let sent = self.send_dir(ch, "final").await?;
+        self.rec.end_with(Phase::Transfer, attrs([("bytes", sent)]));
+        self.say(&format!("final images sent in {:.0} ms", t.elapsed().as_secs_f64() * 1e3));
+        Ok(())
     }
 
-    fn command(&self, prog: &str) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new(prog);
-        // Never prompt: a migration runs unattended.
-        c.args(["-o", "BatchMode=yes"]);
-        if let Some(f) = &self.config {
-            c.arg("-F").arg(f);
-        }
-        c.stdin(std::process::Stdio::null());
-        c
-    }
-
-    /// Can we log in at the destination? Checked before anything is frozen.
-    pub(super) async fn check(&self) -> Result<(), String> {
-        let mut c = self.command("ssh");
-        c.args([self.host.as_str(), "true"]);
-        run(c, "ssh").await.map_err(|e| format!("--transport scp: cannot log in to {} with ssh: {e}", self.host))
-    }
-
-    /// Copies `<root>/<name>` to the destination: the files with scp, CRIU's `parent` link as
-    /// a message. Returns the bytes copied.
-    pub(super) async fn send_dir(&self, ch: &mut Channel<TcpStream>, id: &MigrationId, root: &Path, name: &str) -> Result<u64, Step> {
-        let rel = RelPath::new(name).map_err(|e| Step::Fail(format!("image directory {name:?}: {e}")))?;
-        let mut files: Vec<ScpFile> = vec![];
-        let mut paths = vec![];
-        for entry in image_entries(&root.join(name))? {
-            match entry {
-                Entry::Link { name: link, target } => put_link(ch, id, name, &link, target).await?,
-                Entry::File { name, path, len } => {
-                    files.push(ScpFile { name, len });
-                    paths.push(path);
-                }
-            }
-        }
-        ch.send_msg(&Request::ScpDir { id: id.clone(), rel: rel.clone() }).await?;
-        let remote = match ch.recv_msg().await? {
-            Reply::Dir(d) => d,
-            Reply::Failed(e) => return Err(Step::Fail(format!("destination: {e}"))),
-            other => return Err(Step::Fail(format!("destination: unexpected reply {other:?}"))),
+    pub(super) async fn send_dir(&mut self, ch: &mut Channel<TcpStream>, name: &str) -> Result<u64, Step> {
+        let sent = match &self.scp {
+            Some(scp) => scp.send_dir(ch, &self.id, &self.dir, name).await?,
+            None => send_dir(ch, self.rdma.as_ref(), &self.id, &self.dir, name).await?,
         };
-        // The path comes from an authenticated agent, but it still lands on a command line.
-        if !remote.starts_with('/') || !remote.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
-            return Err(Step::Fail(format!("destination directory {remote:?} is not a plain absolute path")));
+        self.bytes_total += sent;
+        Ok(sent)
+    }
+
+    /// Pages go through CRIU's page stream to the destination's page server while CRIU dumps,
+    /// rather than into local images sent afterwards (the scp baseline copies files).
+    pub(super) fn streams_pages(&self) -> bool {
+        self.o.page_stream && self.scp.is_none()
+    }
+
+    /// One dump step (`final_dump` or a pre-dump) with its pages streamed into the destination's
+    /// `name` directory; returns the bytes of page images written there.
+    pub(super) async fn dump_streamed(
+        &mut self,
+        ch: &mut Channel<TcpStream>,
+        name: &str,
+        parent: Option<&str>,
+        spec: &DumpSpec,
+        final_dump: bool,
+    ) -> Result<u64, Step> {
+        let rel = RelPath::new(name).map_err(|e| Step::Fail(format!("image directory {name:?}: {e}")))?;
+        let parent = parent.map(RelPath::new).transpose().map_err(|e| Step::Fail(format!("parent directory: {e}")))?;
+        let via_rdma = self.rdma.is_some();
+        ch.send_msg(&Request::PageStream { id: self.id.clone(), rel, parent, via_rdma }).await?;
+        expect_ack(ch.recv_msg().await?, "page stream")?;
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().map_err(|e| Step::Fail(format!("socket pair: {e}")))?;
+        for end in [&ours, &theirs] {
+            crate::transport::pagestream::enlarge_buffers(std::os::fd::AsRawFd::as_raw_fd(end));
         }
-        if !paths.is_empty() {
-            let mut c = self.command("scp");
-            c.arg("-q").arg("--").args(&paths).arg(format!("{}:{remote}/", self.host));
-            run(c, "scp").await.map_err(|e| Step::Fail(format!("scp to {}: {e}", self.host)))?;
-        }
-        let total = files.iter().map(|f| f.len).sum();
-        ch.send_msg(&Request::ScpDone { id: id.clone(), rel, files }).await?;
-        match ch.recv_msg().await? {
-            Reply::Ack => Ok(total),
-            Reply::Failed(e) => Err(Step::Fail(format!("destination checked what scp delivered: {e}"))),
+        let ours = ours.set_nonblocking(true).and_then(|_| tokio::net::UnixStream::from_std(ours)).map_err(|e| Step::Fail(format!("socket pair: {e}")))?;
+        let dump = async {
+            if final_dump {
+                criu::dump_leave_stopped_streamed(spec, theirs.into()).await
+            } else {
+                criu::pre_dump_streamed(spec, theirs.into()).await
+            }
+        };
+        let relay = crate::transport::pagestream::source(ours, ch, self.rdma.as_ref());
+        let (dumped, relayed) = tokio::join!(dump, relay);
+        // The destination always answers once its page server is done (the channel stays in step).
+        let reply = ch.recv_msg::<Reply>().await;
+        // A broken stream is the cause when both failed (CRIU then only saw its socket close).
+        let sent = match (relayed, dumped) {
+            (Err(e), Err(c)) => return Err(Step::Fail(format!("page stream: {e} (and so: {c})"))),
+            (Err(e), Ok(())) => return Err(Step::Fail(format!("page stream: {e}"))),
+            (Ok(_), Err(c)) => return Err(Step::Fail(c.to_string())),
+            (Ok(n), Ok(())) => n,
+        };
+        match reply? {
+            Reply::Streamed { page_bytes } => {
+                info!(dir = name, stream_bytes = sent, page_bytes, "pages streamed");
+                self.bytes_total += page_bytes;
+                Ok(page_bytes)
+            }
+            Reply::Failed(e) => Err(Step::Fail(format!("destination: {e}"))),
             other => Err(Step::Fail(format!("destination: unexpected reply {other:?}"))),
         }
-    }
-}
-
-/// Runs `c` to completion; its stderr is the error.
-async fn run(mut c: tokio::process::Command, what: &str) -> Result<(), String> {
-    let out = c.output().await.map_err(|e| format!("cannot run {what}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let err = err.trim();
-        Err(if err.is_empty() { format!("{what} failed ({})", out.status) } else { format!("{} ({})", err.lines().last().unwrap_or(err), out.status) })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Scp;
-
-    #[test]
-    fn scp_hosts_cannot_smuggle_options_or_syntax() {
-        assert!(Scp::new("10.99.0.3", None).is_ok());
-        assert!(Scp::new("root@node3", None).is_ok());
-        for bad in ["", "-oProxyCommand=x", "a b", "h:/tmp", "a@b@c", "x;reboot", "$(id)"] {
-            assert!(Scp::new(bad, None).is_err(), "{bad:?}");
-        }
-        assert!(Scp::new("h", Some("/nonexistent/ssh_config".into())).is_err());
     }
 }

@@ -11,6 +11,11 @@
 //! piece carries the length and the `DataSum` (MAC tags of every piece before it, hashed), so
 //! the destination checks the stream end to end before the migration may use what the page
 //! server wrote.
+//!
+//! Every wait is bounded: the channel's limits hold for its frames, except the page server's
+//! answers while CRIU dumps (they come now and then): those get the channel's idle bound only
+//! once the stream has ended. RDMA chunks are bounded by the lanes' own stall detection and the
+//! channel's deadline.
 
 use std::os::fd::AsRawFd;
 use std::time::Duration;
@@ -92,11 +97,25 @@ fn hang_up(fd: std::os::fd::RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
 }
 
+/// Sends one RDMA piece, within `deadline`.
+async fn send_rdma(r: &RdmaSender, piece: Vec<u8>, deadline: Option<tokio::time::Instant>) -> Result<(), String> {
+    match deadline {
+        Some(at) => tokio::time::timeout_at(at, r.send(piece)).await.map_err(|_| "RDMA stream: the deadline passed".to_string())?,
+        None => r.send(piece).await,
+    }
+    .map_err(|e| e.to_string())
+}
+
 /// Source side: relays CRIU's page stream (`criu` holds the other end of `sock`) to the
 /// destination until CRIU closes it; returns the bytes relayed.
 pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>) -> Result<u64, String> {
     let mut sum = DataSum::for_sending(ch, rdma.is_some());
+    let limits = ch.limits();
     let (mut rd, mut wr) = ch.split();
+    // The answers wait on CRIU's pace: only the deadline bounds them until the stream's end.
+    rd.set_idle(None);
+    let forward_done = tokio::sync::Notify::new();
+    let late_answer = std::sync::atomic::AtomicBool::new(false);
     // Valid as long as `sock`, which lives until this function returns.
     let fd = sock.as_raw_fd();
     let (mut from_criu, mut to_criu) = sock.split();
@@ -114,7 +133,7 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
             match rdma {
                 Some(r) => {
                     sum.update(piece, None);
-                    r.send(piece.to_vec()).await.map_err(|e| e.to_string())?
+                    send_rdma(r, piece.to_vec(), limits.deadline).await?
                 }
                 None => {
                     let tag = wr.send_raw(piece).await.map_err(|e| format!("destination: {e}"))?;
@@ -124,7 +143,7 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
         }
         let end = end_piece(len, &sum.finish());
         match rdma {
-            Some(r) => r.send(end).await.map_err(|e| e.to_string())?,
+            Some(r) => send_rdma(r, end, limits.deadline).await?,
             None => {
                 wr.send_raw(&end).await.map_err(|e| format!("destination: {e}"))?;
             }
@@ -136,6 +155,7 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
         if r.is_err() {
             hang_up(fd);
         }
+        forward_done.notify_one();
         r
     };
     let backward = async {
@@ -154,9 +174,30 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
             }
         }
     };
+    let backward = async {
+        let mut answers = std::pin::pin!(backward);
+        tokio::select! {
+            r = &mut answers => r,
+            _ = forward_done.notified() => match limits.idle {
+                // The stream has ended: the rest of the answers come at once, or never.
+                Some(idle) => tokio::time::timeout(idle, answers).await.unwrap_or_else(|_| {
+                    late_answer.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Err(format!("destination: no answer for {} s after the page stream", idle.as_secs()))
+                }),
+                None => answers.await,
+            },
+        }
+    };
     let (f, b) = tokio::join!(forward, backward);
+    if late_answer.load(std::sync::atomic::Ordering::Relaxed) {
+        // Cut short mid-frame perhaps: the channel is out of step.
+        ch.abandon();
+    }
+    // A broken forward path is the cause when the answers failed too (their end was not
+    // waited for as long as the destination waits for data).
+    let n = f?;
     b?;
-    f
+    Ok(n)
 }
 
 /// Destination side: feeds the stream to the page server (`server` holds the other end of
@@ -170,6 +211,11 @@ pub async fn destination(
 ) -> Result<u64, String> {
     let sum = DataSum::for_receiving(ch, rdma.is_some());
     let (mut rd, mut wr) = ch.split();
+    if rdma.is_some() {
+        // The data comes over RDMA, watched for silence below; the channel carries nothing
+        // until the end (a read of it only notices a source that went away).
+        rd.set_idle(None);
+    }
     let (mut from_server, mut to_server) = sock.split();
     let forward = async {
         let mut len = 0u64;
@@ -317,6 +363,27 @@ mod tests {
         .await;
         assert!(r.unwrap_err().contains("source"));
         assert!(stopped.get());
+    }
+
+    /// The destination takes the stream but never sends the answers' end: the source gives up
+    /// once its idle bound has passed after the stream, and the channel is given up with it.
+    #[tokio::test]
+    async fn a_destination_that_never_answers_does_not_hold_the_source() {
+        let (mut src_ch, mut dst_ch) = channels().await;
+        src_ch.set_limits(rdmig_proto::wire::Limits::idle(Duration::from_millis(300)));
+        let (mut criu, relay_src) = pair();
+        let swallow = tokio::spawn(async move { while dst_ch.recv_raw().await.is_ok() {} });
+        let t = std::time::Instant::now();
+        let fake_criu = async move {
+            // Slower than the idle bound: answers are not expected while CRIU works.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            criu.write_all(b"pages").await.unwrap();
+        };
+        let ((), r) = tokio::join!(fake_criu, source(relay_src, &mut src_ch, None));
+        assert!(r.unwrap_err().contains("no answer"));
+        assert!(t.elapsed() < Duration::from_secs(3));
+        assert!(src_ch.send_raw(b"next").await.is_err(), "the channel is out of step");
+        swallow.abort();
     }
 
     #[test]

@@ -1,0 +1,77 @@
+//! `Restore`: the moved address comes up here, then CRIU restores the process from the
+//! migration's images (with rdmig's plugin for verbs state) and lets it run.
+//!
+//! While CRIU works the migration is `Restoring`: a source that lost its connection and asks
+//! learns that nobody knows yet (not "receiving", which would let it take the process back while
+//! a copy comes up here). A migration aborted meanwhile (by its source, or as silent) does not
+//! keep the copy that comes up: it is killed at once.
+
+use tracing::{info, warn};
+
+use super::{now_ns, AgentConfig, Table};
+use crate::criu;
+use rdmig_proto::msg::{MigState, MigrationId, RelPath, Reply, RestoreOpts};
+
+pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, dir: &RelPath, opts: &RestoreOpts) -> Reply {
+    let d = {
+        let mut t = table.lock().expect("table lock");
+        match t.get_mut(id.as_str()) {
+            Some(m) if m.state == MigState::Receiving => {
+                m.state = MigState::Restoring;
+                m.dir.clone()
+            }
+            Some(m) => return Reply::Failed(format!("migration {id} is {:?}, not receiving", m.state)),
+            None => return Reply::Failed(format!("no migration {id} here (agent restarted?)")),
+        }
+    };
+    let start = now_ns();
+    let restored = run(cfg, table, id, &d.join(dir.as_str()), opts).await;
+    let mut t = table.lock().expect("table lock");
+    let Some(m) = t.get_mut(id.as_str()) else {
+        return Reply::Failed(format!("migration {id} vanished during its restore"));
+    };
+    match restored {
+        Ok(pid) if m.state == MigState::Restoring => {
+            let end = now_ns();
+            info!(%id, pid, ms = (end - start) / 1_000_000, "restored");
+            m.state = MigState::Restored { pid };
+            Reply::Restored { pid, start_ns: start, end_ns: end }
+        }
+        Ok(pid) => {
+            // Aborted while CRIU worked: the source keeps (or takes back) its own copy.
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            if let Some(a) = &opts.move_addr {
+                let _ = crate::netaddr::del(a);
+            }
+            warn!(%id, pid, "aborted during its restore: the restored copy was killed");
+            Reply::Failed(format!("migration {id} was aborted during its restore; the restored copy (pid {pid}) was killed"))
+        }
+        Err(e) => {
+            warn!(%id, "restore failed: {e}");
+            if m.state == MigState::Restoring {
+                m.state = MigState::Receiving;
+            }
+            // The address goes back to the source with the process.
+            if let Some(a) = &opts.move_addr {
+                let _ = crate::netaddr::del(a);
+            }
+            Reply::Failed(e)
+        }
+    }
+}
+
+/// The address, then CRIU; the restored process's pid.
+async fn run(cfg: &AgentConfig, table: &Table, id: &MigrationId, images: &std::path::Path, opts: &RestoreOpts) -> Result<i32, String> {
+    info!(%id, verbs = opts.verbs, tcp = opts.tcp_established, "restoring");
+    let mut copts = criu::Options { plugins: None, tcp_established: opts.tcp_established };
+    if opts.verbs {
+        copts.plugins = Some(criu::plugin_dir(&cfg.work_dir).map_err(|e| format!("rdmig's CRIU plugin: {e}"))?);
+    }
+    if let Some(m) = &opts.move_addr {
+        crate::netaddr::add(m).map_err(|e| format!("moving {}/{} to {} here: {e}", m.addr, m.prefix, m.dev))?;
+        if let Some(t) = table.lock().expect("table lock").get_mut(id.as_str()) {
+            t.moved_addr = Some(m.clone());
+        }
+    }
+    criu::restore(images, cfg.restore_timeout, &copts).await.map_err(|e| e.to_string())
+}

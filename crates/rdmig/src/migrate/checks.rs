@@ -1,0 +1,282 @@
+//! The checks stage: everything that can refuse, before anything is touched. What the process
+//! needs here (CRIU plugin, its moving address), the destination agent's facts against ours,
+//! the clock offset, the pre hook, the transport (measured for `auto`), and the migration begun
+//! at the destination.
+
+use std::path::Path;
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+use tracing::warn;
+
+use super::remote::{busy, call, connect, expect_ack, IO_WAIT};
+use super::{hooks, mib, scp, transfer, Run, Step};
+use crate::agent::{host_facts, now_ns};
+use crate::criu;
+use crate::timeline::{attrs, ClockSample, Phase};
+use crate::transport::rdma::RdmaSender;
+use crate::transport::{mb_s, TransportChoice, TransportReport, Used};
+use rdmig_proto::msg::{MovedAddr, MsgError, Reply, Request};
+use rdmig_proto::wire::{Channel, Limits, WireError};
+
+fn rss_bytes(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+impl Run<'_> {
+    /// The whole stage: on success the channel to the destination, where the migration has begun.
+    pub(super) async fn checks(&mut self) -> Result<Channel<TcpStream>, Step> {
+        self.prepare()?;
+        let limits = Limits::idle(IO_WAIT).until(self.stages_end);
+        let mut ch = connect(self.o.to, &self.o.secret, limits).await.map_err(Step::Refuse)?;
+        self.check_fit(&mut ch).await?;
+        self.choose_transport(&mut ch).await?;
+        call(&mut ch, &Request::Begin { id: self.id.clone(), pid: self.o.pid }).await.map_err(Step::from).and_then(|r| expect_ack(r, "begin"))?;
+        Ok(ch)
+    }
+
+    /// What this side needs: a work directory, the CRIU plugin for verbs state, the device and
+    /// prefix of the address that moves.
+    fn prepare(&mut self) -> Result<(), Step> {
+        let o = self.o;
+        std::fs::create_dir_all(&self.dir).map_err(|e| Step::Refuse(format!("work directory {}: {e}", self.dir.display())))?;
+        self.copts.tcp_established = o.tcp_established;
+        if criu::has_verbs(o.pid) {
+            match criu::plugin_dir(&o.work_dir) {
+                Ok(p) => {
+                    self.say("the process holds verbs state: rdmig's CRIU plugin saves and restores it");
+                    self.copts.plugins = Some(p);
+                }
+                Err(e) => return Err(Step::Refuse(format!("the process holds verbs state, but rdmig's CRIU plugin is unavailable: {e}"))),
+            }
+        }
+        if let Some(a) = o.move_addr {
+            match crate::netaddr::find(a) {
+                Some((dev, prefix)) => {
+                    let m = MovedAddr { addr: a, prefix, dev };
+                    m.validate().map_err(|e| Step::Refuse(format!("--move-addr {a}: {e}")))?;
+                    self.moved = Some(m);
+                }
+                None => return Err(Step::Refuse(format!("--move-addr {a}: no device here has this address"))),
+            }
+        }
+        Ok(())
+    }
+
+    /// Does the process fit the destination? Everything that can refuse, before anything is
+    /// touched: versions, room, free numbers, CPU, then the clock offset and the pre hook.
+    async fn check_fit(&mut self, ch: &mut Channel<TcpStream>) -> Result<(), Step> {
+        let o = self.o;
+        self.rec.start(Phase::Check);
+        if o.pid <= 1 || !Path::new(&format!("/proc/{}", o.pid)).exists() {
+            return Err(Step::Refuse(format!("no process {} here", o.pid)));
+        }
+        if o.pid as u32 == std::process::id() {
+            return Err(Step::Refuse("rdmig cannot migrate itself".into()));
+        }
+        let t = Instant::now();
+        let src = host_facts(&o.work_dir, None).await;
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "local facts");
+        let Some(src_criu) = src.criu_version.clone() else {
+            return Err(Step::Refuse("CRIU is not installed here (apt-get install criu)".into()));
+        };
+        let t = Instant::now();
+        let dst = match call(ch, &Request::Facts { pid: Some(o.pid) }).await {
+            Ok(Reply::Facts(f)) => f,
+            Ok(other) => return Err(Step::Refuse(format!("destination answered {other:?} to a facts request"))),
+            // An agent drops a peer whose first message fails authentication, without a word
+            // (it cannot authenticate an answer to someone who lacks the secret).
+            Err(MsgError::Wire(WireError::Closed | WireError::Io(_))) => {
+                return Err(Step::Refuse(format!(
+                    "the destination agent at {} hung up on the first request: the cluster secrets most likely differ (its log says why)",
+                    o.to
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "destination facts");
+        self.src = Some(src.clone());
+        self.dst = Some(dst.clone());
+        let Some(dst_criu) = dst.criu_version.clone() else {
+            return Err(Step::Refuse(format!("the destination {} has no CRIU (apt-get install criu there)", dst.hostname)));
+        };
+        if src_criu != dst_criu {
+            return Err(Step::Refuse(format!("CRIU versions differ: {src_criu} here, {dst_criu} at {}", dst.hostname)));
+        }
+        if src.rdmig_version != dst.rdmig_version {
+            return Err(Step::Refuse(format!("rdmig versions differ: {} here, {} at {}", src.rdmig_version, dst.rdmig_version, dst.hostname)));
+        }
+        if src.kernel != dst.kernel && !o.allow_kernel_mismatch {
+            return Err(Step::Refuse(format!(
+                "kernels differ: {} here, {} at {} (--allow-kernel-mismatch to try anyway)",
+                src.kernel, dst.kernel, dst.hostname
+            )));
+        }
+        if dst.pid_free != Some(true) {
+            return Err(Step::Refuse(format!("pid {} is in use at {}; CRIU restores a process with its own pid", o.pid, dst.hostname)));
+        }
+        let rss = rss_bytes(o.pid).unwrap_or(0);
+        // Images and the restored process both need room there; pre-copy rounds may resend pages.
+        let need_mem = rss + (64 << 20);
+        if dst.mem_available < need_mem {
+            return Err(Step::Refuse(format!(
+                "{} has {} of memory available, the process needs about {}",
+                dst.hostname,
+                mib(dst.mem_available),
+                mib(need_mem)
+            )));
+        }
+        let need_disk = rss * 2 + (16 << 20);
+        if dst.disk_available < need_disk || src.disk_available < need_disk {
+            return Err(Step::Refuse(format!(
+                "image space: {} free here, {} at {}, about {} needed on each",
+                mib(src.disk_available),
+                mib(dst.disk_available),
+                dst.hostname,
+                mib(need_disk)
+            )));
+        }
+        // Verbs state: the process's QP numbers and MR keys must be free at the destination.
+        if criu::has_verbs(o.pid) {
+            let recs = rdmig_rxe::status::read().map_err(|e| Step::Refuse(format!("the process holds verbs state, but {e}")))?;
+            let mine = |kind: &str, key: &str| -> Vec<(String, u32)> {
+                recs.iter()
+                    .filter(|r| r.kind == kind && r.fields.get("pid").is_some_and(|p| *p == o.pid.to_string()))
+                    .filter_map(|r| Some((r.fields.get("dev")?.clone(), r.fields.get(key)?.parse().ok()?)))
+                    .collect()
+            };
+            let (qps, mrs) = (mine("qp", "qpn"), mine("mr", "index"));
+            let mut devs: Vec<String> = qps.iter().chain(&mrs).map(|x| x.0.clone()).collect();
+            devs.dedup();
+            for dev in devs {
+                let pick = |v: &[(String, u32)]| v.iter().filter(|x| x.0 == dev).map(|x| x.1).collect::<Vec<u32>>();
+                let req = Request::CheckNumbers { ibdev: dev.clone(), qpns: pick(&qps), mrs: pick(&mrs) };
+                match call(ch, &req).await? {
+                    Reply::Ack => {}
+                    Reply::Failed(e) => return Err(Step::Refuse(format!("the process's verbs numbers at {}: {e}", dst.hostname))),
+                    other => return Err(Step::Refuse(format!("destination answered {other:?} to a numbers check"))),
+                }
+            }
+        }
+        // CPU features: CRIU's own comparison, run at the destination on our cpuinfo image.
+        let cpu_dir = self.dir.join("cpuinfo");
+        std::fs::create_dir_all(&cpu_dir).map_err(|e| Step::Refuse(format!("{}: {e}", cpu_dir.display())))?;
+        let t = Instant::now();
+        let image = criu::cpuinfo_dump(&cpu_dir).await.map_err(|e| Step::Refuse(e.to_string()))?;
+        if let Reply::Failed(e) = call(ch, &Request::CpuCheck { image }).await? {
+            return Err(Step::Refuse(e));
+        }
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, "cpu check");
+        // Clock offset: a few round trips, the best one wins (see timeline).
+        for _ in 0..8 {
+            let t0 = now_ns();
+            let r = call(ch, &Request::Time).await?;
+            let t3 = now_ns();
+            if let Reply::Time { t1_ns, t2_ns } = r {
+                self.clock.push(ClockSample { t0, t1: t1_ns, t2: t2_ns, t3 });
+            }
+        }
+        // The hook may take its time: the destination keeps hearing from us meanwhile.
+        let (cmd, env) = (o.hooks.pre.clone(), self.hook_env("pre", &[]));
+        let (hooked, alive) = busy(ch, tokio::task::spawn_blocking(move || hooks::run_hook(&cmd, &env))).await;
+        hooked.map_err(|e| Step::Refuse(format!("pre hook: {e}")))?.map_err(Step::Refuse)?;
+        alive?;
+        self.rec.end_with(Phase::Check, attrs([("rss_bytes", rss)]));
+        self.say(&format!("checks passed: {} -> {} (CRIU {src_criu}, process RSS {})", src.hostname, dst.hostname, mib(rss)));
+        Ok(())
+    }
+
+    /// Opens the RDMA data path to the destination.
+    pub(super) async fn open_rdma(&self, ch: &mut Channel<TcpStream>) -> Result<RdmaSender, String> {
+        let o = self.o;
+        let addr = o.rdma_addr.ok_or("no local RDMA address (--rdma-addr)")?;
+        let gid = rdmig_rxe::gid_index(&o.rdma_device, addr).map_err(|e| e.to_string())?;
+        let mut s = RdmaSender::open(&o.rdma_device, gid, o.rdma_qps).await.map_err(|e| e.to_string())?;
+        match call(ch, &Request::RdmaSetup { eps: s.eps.clone() }).await.map_err(|e| e.to_string())? {
+            Reply::RdmaReady(info) => s.connect(info).map_err(|e| e.to_string())?,
+            Reply::Failed(e) => return Err(format!("the destination cannot: {e}")),
+            other => return Err(format!("unexpected reply {other:?}")),
+        }
+        Ok(s)
+    }
+
+    /// Chooses the transport: as asked, or for `auto` the faster of the two over a short probe.
+    async fn choose_transport(&mut self, ch: &mut Channel<TcpStream>) -> Result<(), Step> {
+        const PROBE: u64 = 16 << 20;
+        let report = match self.o.transport {
+            TransportChoice::Tcp => TransportReport { used: Used::Tcp, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None },
+            TransportChoice::Scp => {
+                let host = self.o.ssh_host.clone().unwrap_or_else(|| self.o.to.ip().to_string());
+                let scp = scp::Scp::new(&host, self.o.ssh_config.clone()).map_err(Step::Refuse)?;
+                // Refuse now, while the process runs, rather than after freezing it.
+                scp.check().await.map_err(Step::Refuse)?;
+                self.scp = Some(scp);
+                TransportReport {
+                    used: Used::Scp,
+                    reason: format!("asked for: image files copied with scp to {host} (the MigrOS artifact's procedure)"),
+                    tcp_mb_s: None,
+                    rdma_mb_s: None,
+                    rdma_qps: None,
+                }
+            }
+            TransportChoice::Rdma => {
+                let s = self.open_rdma(ch).await.map_err(|e| Step::Refuse(format!("RDMA transport: {e}")))?;
+                self.rdma = Some(s);
+                TransportReport { used: Used::Rdma, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None }
+            }
+            TransportChoice::Auto => {
+                let tcp = mb_s(PROBE, transfer::probe(ch, None, PROBE).await?);
+                match self.open_rdma(ch).await {
+                    Err(e) => {
+                        TransportReport { used: Used::Tcp, reason: format!("RDMA unavailable: {e}"), tcp_mb_s: Some(tcp), rdma_mb_s: None, rdma_qps: None }
+                    }
+                    Ok(s) => {
+                        let rdma = match transfer::probe(ch, Some(&s), PROBE).await {
+                            Ok(secs) => Some(mb_s(PROBE, secs)),
+                            Err(e) => {
+                                warn!("RDMA probe failed: {e}");
+                                None
+                            }
+                        };
+                        match rdma {
+                            Some(r) if r >= tcp => {
+                                self.rdma = Some(s);
+                                TransportReport {
+                                    used: Used::Rdma,
+                                    reason: format!("faster in a {} probe ({r:.1} vs {tcp:.1} MB/s)", mib(PROBE)),
+                                    tcp_mb_s: Some(tcp),
+                                    rdma_mb_s: rdma,
+                                    rdma_qps: None,
+                                }
+                            }
+                            Some(r) => TransportReport {
+                                used: Used::Tcp,
+                                reason: format!("faster in a {} probe ({tcp:.1} vs {r:.1} MB/s)", mib(PROBE)),
+                                tcp_mb_s: Some(tcp),
+                                rdma_mb_s: rdma,
+                                rdma_qps: None,
+                            },
+                            None => TransportReport {
+                                used: Used::Tcp,
+                                reason: "the RDMA probe failed".into(),
+                                tcp_mb_s: Some(tcp),
+                                rdma_mb_s: None,
+                                rdma_qps: None,
+                            },
+                        }
+                    }
+                }
+            }
+        };
+        let mut report = report;
+        report.rdma_qps = self.rdma.as_ref().map(|s| s.lanes());
+        match report.rdma_qps {
+            Some(n) => self.say(&format!("transport: {:?} over {n} QP(s) ({})", report.used, report.reason)),
+            None => self.say(&format!("transport: {:?} ({})", report.used, report.reason)),
+        }
+        self.transport = Some(report);
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! The freeze stage: the final dump (`criu dump --leave-stopped`, pages streamed or written
+//! here), after which the process stays stopped until the destination runs it or it is resumed
+//! here; then its address leaves this host.
+
+use std::time::Instant;
+
+use tokio::net::TcpStream;
+
+use super::remote::busy;
+use super::{mib, Run, Step};
+use crate::criu::{self, DumpSpec};
+use crate::timeline::{attrs, Phase};
+use rdmig_proto::wire::Channel;
+
+impl Run<'_> {
+    /// Freezes the process and dumps what pre-copy left (`parent`: the last round). On failure
+    /// the `final_dump` span is left open for `dump_failed`.
+    pub(super) async fn freeze(&mut self, ch: &mut Channel<TcpStream>, parent: Option<String>) -> Result<(), Step> {
+        let o = self.o;
+        self.rec.start(Phase::Freeze);
+        self.rec.start(Phase::FinalDump);
+        let final_dir = self.dir.join("final");
+        let _ = std::fs::create_dir_all(&final_dir);
+        let t = Instant::now();
+        let spec = DumpSpec {
+            pid: o.pid,
+            dir: final_dir.clone(),
+            parent: parent.as_ref().map(|p| format!("../{p}")),
+            timeout: o.dump_timeout,
+            opts: self.copts.clone(),
+        };
+        let streamed = if self.streams_pages() {
+            Some(self.dump_streamed(ch, "final", parent.as_deref(), &spec, true).await?)
+        } else {
+            let (dumped, alive) = busy(ch, criu::dump_leave_stopped(&spec)).await;
+            dumped.map_err(|e| Step::Fail(e.to_string()))?;
+            // Frozen, but the destination is gone: the caller rolls back.
+            alive?;
+            None
+        };
+        let final_bytes = streamed.unwrap_or_else(|| criu::page_bytes(&final_dir));
+        self.final_bytes = final_bytes;
+        self.rec.end_with(Phase::FinalDump, attrs([("bytes", final_bytes), ("pages", (final_bytes / 4096))]));
+        self.say(&format!("frozen; final dump {} in {:.0} ms", mib(final_bytes), t.elapsed().as_secs_f64() * 1e3));
+        Ok(())
+    }
+
+    /// The process is frozen: its address (`--move-addr`) leaves with it.
+    pub(super) fn address_leaves(&self) -> Result<(), String> {
+        if let Some(m) = &self.moved {
+            crate::netaddr::del(m).map_err(|e| format!("removing {} here: {e}", m.addr))?;
+        }
+        Ok(())
+    }
+}

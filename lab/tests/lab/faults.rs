@@ -1,0 +1,161 @@
+//! Fault scenarios (issue 15): a real migration broken at a real point. Whatever fails, the
+//! process must end up running exactly once with its memory intact, and nothing may wait
+//! forever.
+
+use std::path::PathBuf;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _, Result};
+use serde_json::Value;
+
+use crate::harness::{proc_state, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::migration::{kill, migrate, phases, start_workload, verify_workload};
+
+pub const SCENARIOS: &[Scenario] = &[
+    ("fault_destination_agent_stopped_after_the_freeze", fault_destination_agent_stopped_after_the_freeze),
+    ("fault_two_concurrent_migrations_of_one_process", fault_two_concurrent_migrations_of_one_process),
+];
+
+const AGENT: &str = "rdmig agent --listen";
+
+fn agent_log(node: &str) -> String {
+    std::fs::read_to_string(PathBuf::from(LAB_BASE).join(LAB_NAME).join(node).join("share/migration-agent.log")).unwrap_or_default()
+}
+
+/// Whether the agent on `node` still holds images of migration `id`.
+fn holds_images(c: &Ctx, node: &str, id: &str) -> Result<bool> {
+    Ok(c.exec_ok(node, &["sh", "-c", &format!("test -e /tmp/rdmig-agent/{id} && echo yes || true")])?.trim() == "yes")
+}
+
+/// In a thread: waits until process `pid` on `from` is stopped (CRIU's ptrace stop of the
+/// freeze, or the stop it leaves behind), then stops (SIGSTOP) the migration agent on `to`.
+/// Its result says whether that happened.
+fn stop_agent_at_freeze(c: &Ctx, from: &'static str, pid: i32, to: &'static str) -> thread::JoinHandle<Result<bool>> {
+    let bin = c.bin.clone();
+    thread::spawn(move || -> Result<bool> {
+        let lab = |node: &str| {
+            let mut cmd = std::process::Command::new(&bin);
+            cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
+            cmd
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let o = lab(from).args(["ps", "-o", "stat=", "-p", &pid.to_string()]).output()?;
+            if String::from_utf8_lossy(&o.stdout).trim().starts_with(['t', 'T']) {
+                lab(to).args(["pkill", "-STOP", "-f", AGENT]).status()?;
+                return Ok(true);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(false)
+    })
+}
+
+/// The destination agent is stopped (SIGSTOP) right after the freeze of a 64 MiB workload:
+/// `rdmig migrate` gives up within its `--deadline` and takes the process back, which runs at
+/// the source alone with its memory intact. Continued, the agent restores nothing, drops the
+/// migration as silent (its images go), and takes the next migration of the same process.
+fn fault_destination_agent_stopped_after_the_freeze(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "64M", "1M", "w-stopped.json")?;
+    let stopper = stop_agent_at_freeze(c, "node1", pid, "node2");
+    let t = Instant::now();
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "tcp", "--deadline", "60"]);
+    let took = t.elapsed();
+    let stopped = stopper.join().map_err(|_| anyhow::anyhow!("stopper thread panicked"))?;
+    // Whatever happened, the agent runs again for the rest.
+    // (The pattern's brackets keep the shell's own command line from matching.)
+    let stat = c.exec_ok("node2", &["sh", "-c", "ps -eo stat=,args= | grep '[r]dmig agent --listen'"])?;
+    c.exec_ok("node2", &["pkill", "-CONT", "-f", AGENT])?;
+    ensure!(stopped?, "the freeze was never seen at node1, so the agent was not stopped");
+    ensure!(stat.trim().starts_with('T'), "the agent on node2 was not stopped during the migration (state {stat:?})");
+    let (code, r) = res?;
+    println!("  rdmig migrate ended after {:.1} s ({}): {}", took.as_secs_f64(), r["outcome"]["outcome"], r["outcome"]["reason"]);
+    ensure!(took < Duration::from_secs(60 + 10), "rdmig migrate took {took:?} with --deadline 60");
+    ensure!(code == 3 && r["outcome"]["outcome"] == "rolled_back", "expected a rollback: exit {code}, {}", r["outcome"]);
+    ensure!(phases(&r).iter().any(|p| p.contains("freeze")), "the process was not frozen, so the scenario missed its point: {:?}", phases(&r));
+    let st = proc_state(c, "node1", pid)?.context("the process is gone from the source")?;
+    ensure!(!st.starts_with('T'), "the source copy is left stopped ({st})");
+    ensure!(proc_state(c, "node2", pid)?.is_none(), "a copy runs at the destination too");
+
+    // The continued agent hears nothing more from that source: it drops the migration.
+    let id = r["id"].as_str().context("the report has no id")?.to_string();
+    ensure!(id.starts_with("m-") && id.len() == 18, "migration id {id:?} is not a random one");
+    wait_until("node2's agent to drop the silent migration's images", Duration::from_secs(240), || Ok(!holds_images(c, "node2", &id)?))?;
+    ensure!(agent_log("node2").contains("its source was silent"), "the agent did not log why it dropped the migration");
+    ensure!(proc_state(c, "node2", pid)?.is_none(), "the continued agent restored a second copy");
+    let v = verify_workload(c, "node1", pid, "w-stopped.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory after the rollback: {v}");
+
+    // And the agent works: the same process moves now.
+    let (code, r) = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "tcp"])?;
+    ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "migration after the agent was continued: exit {code}, {}", r["outcome"]);
+    ensure!(proc_state(c, "node1", pid)?.is_none(), "the source copy still exists");
+    let v = verify_workload(c, "node2", pid, "w-stopped.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384, "memory after the second migration: {v}");
+    kill(c, "node2", pid);
+    Ok(())
+}
+
+/// Two `rdmig migrate` of one process at once (to two destinations): one migrates it, the other
+/// is refused before it touches anything; the process runs exactly once afterwards, intact. A
+/// destination agent, too, refuses a second migration of a source's process while one is in
+/// flight.
+fn fault_two_concurrent_migrations_of_one_process(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "64M", "1M", "w-twice.json")?;
+    let (first, second) = thread::scope(|s| {
+        let first = s.spawn(|| migrate(c, pid, "node1", "node2", &[]));
+        // Well inside the first one's checks and pre-copy.
+        thread::sleep(Duration::from_secs(2));
+        let second = s.spawn(|| migrate(c, pid, "node1", "node3", &[]));
+        (first.join(), second.join())
+    });
+    let first = first.map_err(|_| anyhow::anyhow!("first migration thread panicked"))??;
+    let second = second.map_err(|_| anyhow::anyhow!("second migration thread panicked"))??;
+    let outcome = |r: &(i32, Value)| format!("exit {}, {}", r.0, r.1["outcome"]);
+    println!("  to node2: {}\n  to node3: {}", outcome(&first), outcome(&second));
+    let ((won, winner), (lost, loser)) = match (first.0, second.0) {
+        (0, _) => (("node2", first), ("node3", second)),
+        (_, 0) => (("node3", second), ("node2", first)),
+        _ => anyhow::bail!("neither migration went through: {} / {}", outcome(&first), outcome(&second)),
+    };
+    ensure!(winner.1["outcome"]["outcome"] == "migrated", "{}", outcome(&winner));
+    ensure!(loser.0 == 2 && loser.1["outcome"]["outcome"] == "refused", "the other one was not refused: {}", outcome(&loser));
+    let reason = loser.1["outcome"]["reason"].as_str().unwrap_or("");
+    ensure!(reason.contains(&format!("another `rdmig migrate` of pid {pid} is in progress")), "refused for another reason: {reason}");
+    ensure!(phases(&loser.1).is_empty(), "the refused one did something: {:?}", phases(&loser.1));
+    ensure!(winner.1["id"] != loser.1["id"], "both runs had the id {}", winner.1["id"]);
+    // Exactly once: at the winner's destination.
+    ensure!(proc_state(c, "node1", pid)?.is_none(), "the source copy still exists");
+    ensure!(proc_state(c, lost, pid)?.is_none(), "a copy runs at {lost} too");
+    let v = verify_workload(c, won, pid, "w-twice.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory after the migration: {v}");
+    kill(c, won, pid);
+
+    // The destination's side of the rule, on the wire: a second Begin for the same source
+    // process is refused while the first is in flight, and let in once it is aborted.
+    use rdmig_proto::msg::{MigrationId, Reply, Request};
+    use rdmig_proto::wire::{Channel, Secret};
+    let st = c.lab.load()?;
+    let agent = c.lab.agent_addr(&st, "node2")?;
+    let secret = Secret::load(&PathBuf::from(LAB_BASE).join(LAB_NAME).join("node2/share/agent.secret"))?;
+    let ask = |req: Request| -> Result<Reply> {
+        let sock = rdmig_lab::host::connect_in_netns(&st.netns, agent, Duration::from_secs(5))?;
+        sock.set_nonblocking(true)?;
+        c.rt.block_on(async {
+            let mut ch = Channel::client(tokio::net::TcpStream::from_std(sock)?, &secret).await?;
+            ch.send_msg(&req).await?;
+            Ok(ch.recv_msg::<Reply>().await?)
+        })
+    };
+    let (a, b) = (MigrationId::random()?, MigrationId::random()?);
+    ensure!(matches!(ask(Request::Begin { id: a.clone(), pid: 4242 })?, Reply::Ack), "the first Begin was refused");
+    match ask(Request::Begin { id: b.clone(), pid: 4242 })? {
+        Reply::Failed(e) => ensure!(e.contains("is being migrated here already"), "refused for another reason: {e}"),
+        other => anyhow::bail!("a second Begin for the same process was answered {other:?}"),
+    }
+    ensure!(matches!(ask(Request::Abort { id: a })?, Reply::Ack));
+    ensure!(matches!(ask(Request::Begin { id: b.clone(), pid: 4242 })?, Reply::Ack), "Begin refused after the first was aborted");
+    ensure!(matches!(ask(Request::Abort { id: b })?, Reply::Ack));
+    Ok(())
+}
