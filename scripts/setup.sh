@@ -66,21 +66,6 @@ src_v=$(deb_version linux-source-6.1)
 
 command -v cargo >/dev/null || die "cargo not found: install the Rust toolchain (rustup) first"
 
-# Packaging (packaging/build-deb.sh) needs cargo-deb: from crates.io when missing (took 4 min 20 s
-# on 2 cores).
-if ! command -v cargo-deb >/dev/null; then
-	log "installing cargo-deb (cargo install cargo-deb --locked, a few minutes)"
-	cargo install cargo-deb --locked >/dev/null 2>&1 || die "cargo install cargo-deb --locked failed (run it by hand to see why)"
-fi
-
-# The rdmig package on this host: the lab's nodes boot with this root, and `rdmig-lab up
-# --installed` (the lab test installed_package_*) runs what dpkg installed here. A release build
-# (minutes the first time, quick when nothing changed). The DKMS package is built but not
-# installed here: it would replace the lab kernel's stock rdma_rxe and ib_uverbs, which lab tests
-# need (the lab loads rdmig's modules itself).
-log "building and installing the rdmig package (packaging/build-deb.sh --install)"
-"$(dirname "$0")/../packaging/build-deb.sh" --install >/dev/null || die "building the rdmig package failed (run packaging/build-deb.sh to see why)"
-
 # rdmig's rdma_rxe for the lab kernel (softroce/): quick when already built.
 "$(dirname "$0")/build-softroce.sh" --kver "$kabi" >/dev/null || die "building softroce failed (see softroce/build/build-$kabi.log)"
 make -s -C "$(dirname "$0")/../softroce/tools" KVER="$kabi" >/dev/null || die "building the softroce smoke test failed"

@@ -131,7 +131,7 @@ pub const AGENT_UNIT: &str = "rdmig-agent.service";
 /// The installed rdmig package: its version, the agent unit (parsed, so a unit the lab cannot
 /// start is refused here), the program and settings file the unit names, and the plugin.
 pub fn find_installed() -> Result<Installed, LabError> {
-    let fix = || "build and install it: packaging/build-deb.sh --install (scripts/setup.sh does)".to_string();
+    let fix = || "build and install it: packaging/build-deb.sh --install (scripts/test.sh installs its own build's)".to_string();
     let out = std::process::Command::new("dpkg-query").args(["-W", "-f=${db:Status-Abbrev} ${Version}", "rdmig"]).output();
     let version = match out {
         Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("ii ") => String::from_utf8_lossy(&o.stdout)[3..].trim().to_string(),
@@ -949,6 +949,31 @@ fn parse_ip_addr_show(text: &str) -> Vec<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `find_installed` looks for is where the rdmig package's file list puts it: the unit in
+    /// a systemd unit directory, its ExecStart program, its EnvironmentFile as a conffile, and the
+    /// plugin in CRIU's directory.
+    #[test]
+    fn the_package_file_list_installs_what_the_lab_looks_for() {
+        let list = include_str!("../../packaging/rdmig/files");
+        let entries: Vec<(&str, &str, Vec<&str>)> = list
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0], f[1], f[3..].to_vec())
+            })
+            .collect();
+        let dest = |d: &str| entries.iter().find(|e| e.1 == d).unwrap_or_else(|| panic!("packaging/rdmig/files installs no {d}"));
+        let unit_src = UNIT_DIRS.iter().map(|d| format!("{d}/{AGENT_UNIT}")).find_map(|d| entries.iter().find(|e| e.1 == d)).expect("the unit").0;
+        assert_eq!(unit_src, "packaging/rdmig/rdmig-agent.service");
+        let svc = unit::Service::parse(Path::new(AGENT_UNIT), include_str!("../../packaging/rdmig/rdmig-agent.service")).unwrap();
+        dest(&svc.program().display().to_string());
+        for (env, _) in &svc.environment_files {
+            assert!(dest(&env.display().to_string()).2.contains(&"conffile"), "{} is not a conffile", env.display());
+        }
+        dest(&format!("{}/{}", rdmig::criu::CRIU_PLUGIN_DIR, rdmig::criu::PLUGIN_SO));
+    }
 
     #[test]
     fn lab_names_are_validated() {

@@ -109,7 +109,8 @@ enum LabCmd {
         /// Run the rdmig package installed on this host, as a site would: its /usr/bin/rdmig, its
         /// CRIU plugin from CRIU's directory, and its agent started as rdmig-agent.service starts
         /// it, with each node's own /etc/rdmig/agent.env (packaging/build-deb.sh --install makes
-        /// and installs the package). Without it the nodes run the build's snapshot (target/).
+        /// and installs the package; scripts/test.sh does for its build). Without it the nodes
+        /// run the build's snapshot (target/).
         #[arg(long)]
         installed: bool,
         /// Print the result as JSON.

@@ -298,9 +298,9 @@ mod tests {
     use super::*;
 
     /// The unit the rdmig package installs.
-    const PACKAGED: &str = include_str!("../../packaging/systemd/rdmig-agent.service");
+    const PACKAGED: &str = include_str!("../../packaging/rdmig/rdmig-agent.service");
     /// The settings file it installs.
-    const PACKAGED_ENV: &str = include_str!("../../packaging/agent.env");
+    const PACKAGED_ENV: &str = include_str!("../../packaging/rdmig/agent.env");
 
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
