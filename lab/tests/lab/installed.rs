@@ -1,14 +1,15 @@
 //! rdmig as a site installs it (issue 21): the lab is brought up again with `--installed`, so the
-//! nodes run the rdmig package installed on the host (`packaging/build-deb.sh --install`): the
-//! agent started as the installed `rdmig-agent.service` starts it, with each node's own
-//! `/etc/rdmig/agent.env`, `/usr/bin/rdmig`, and the CRIU plugin from CRIU's own directory, found
-//! by CRIU without `-L`. An `ib_send_bw` server then migrates mid-run and both sides finish with
-//! exactly the iterations they were asked for.
+//! nodes run the rdmig package installed on the host (this build's, as scripts/test.sh installs
+//! it with `packaging/build-deb.sh --profile dev --install`): the agent started as the installed
+//! `rdmig-agent.service` starts it, with each node's own `/etc/rdmig/agent.env`, `/usr/bin/rdmig`,
+//! and the CRIU plugin from CRIU's own directory, found by CRIU without `-L`. An `ib_send_bw`
+//! server then migrates mid-run and both sides finish with exactly the iterations they were asked
+//! for.
 //!
 //! It replaces the suite's lab, so it runs after the other scenarios (before the last two, which
 //! bring up and remove labs of their own).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::Duration;
 
@@ -26,15 +27,40 @@ fn share() -> PathBuf {
     PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
 }
 
+/// How to install this build's package, as scripts/test.sh does before the lab tests.
+const INSTALL: &str = "cargo build --workspace --all-targets --locked && packaging/build-deb.sh --profile dev --install (scripts/test.sh does)";
+
 /// dpkg's idea of the installed rdmig package: "0.1.0-1".
 fn installed_version() -> Result<String> {
     let o = std::process::Command::new("dpkg-query").args(["-W", "-f=${Version}", "rdmig"]).output()?;
-    ensure!(o.status.success(), "the rdmig package is not installed on this host: run packaging/build-deb.sh --install (scripts/setup.sh does)");
+    ensure!(o.status.success(), "the rdmig package is not installed on this host: {INSTALL}");
     Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// The GNU build ID of an ELF file (`readelf -n`); stripping the package's copy keeps it.
+fn build_id(path: &Path) -> Result<String> {
+    let o = std::process::Command::new("readelf").arg("-n").arg(path).output().context("run readelf (binutils)")?;
+    ensure!(o.status.success(), "readelf -n {}: {}", path.display(), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Build ID: ").map(str::to_string))
+        .with_context(|| format!("{} has no GNU build ID", path.display()))
+}
+
+/// The installed rdmig and plugin are the ones built beside this test's rdmig-lab, so the test
+/// checks this tree's code and not whatever package was installed before.
+fn installed_is_this_build(c: &Ctx) -> Result<()> {
+    let built = c.bin.parent().context("rdmig-lab has no directory")?;
+    for (installed, name) in [("/usr/bin/rdmig", "rdmig"), ("/usr/lib/criu/librdmig_criu.so", "librdmig_criu.so")] {
+        let (i, b) = (build_id(Path::new(installed))?, build_id(&built.join(name))?);
+        ensure!(i == b, "the installed {installed} (build ID {i}) is not this build's {} ({b}): {INSTALL}", built.join(name).display());
+    }
+    Ok(())
 }
 
 fn installed_package_agent_and_plugin_migrate_ib_send_bw(c: &Ctx) -> Result<()> {
     let version = installed_version()?;
+    installed_is_this_build(c)?;
     let r: Value = serde_json::from_str(&c.rdmig_ok(&["up", "--nodes", "3", "--memory", "1536", "--installed", "--json"])?)?;
     ensure!(r["installed"]["version"] == version.as_str(), "up did not use the installed package {version}: {}", r["installed"]);
     ensure!(r["rdmig"] == "/usr/bin/rdmig", "the nodes' rdmig: {}", r["rdmig"]);
