@@ -48,6 +48,9 @@ pub const AGENT_SECRET_FILE: &str = "agent.secret";
 pub const MIGRATION_PORT: u16 = 7800;
 /// Work directory of the migration agent inside a node (tmpfs).
 pub const MIGRATION_WORK_DIR: &str = "/tmp/rdmig-agent";
+/// The node's rdmig journal (the agent's and `rdmig migrate`'s): on the node's own /run, which
+/// lives as long as the node (the default under /var/lib is the host's read-only root here).
+pub const NODE_JOURNAL: &str = "/run/rdmig/journal.db";
 /// The node's settings of the installed agent unit, in its share (`up --installed`).
 pub const AGENT_ENV_FILE: &str = "agent.env";
 /// Where the nodes find things: what systemd gives a system service, and what guest-init.sh sets.
@@ -73,6 +76,8 @@ fn snapshot_agent(cfg: &GuestConfig, share: &Path) -> anyhow::Result<AgentComman
         cfg.node.overlay_ip.to_string(),
         "--work-dir".into(),
         MIGRATION_WORK_DIR.into(),
+        "--journal".into(),
+        NODE_JOURNAL.into(),
         "--secret-file".into(),
         share.join(AGENT_SECRET_FILE).display().to_string(),
     ];

@@ -264,6 +264,12 @@ pub enum Request {
     /// The source is alive and busy (a dump, a hook): `Ack`. Keeps the connection, and the
     /// migrations it began, from being dropped as silent.
     Ping,
+    /// This node's journal events after sequence number `after` (`rdmig events`): `Events`.
+    Events {
+        after: u64,
+    },
+    /// What this node holds (`rdmig status`): `Inventory`.
+    Inventory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -302,6 +308,17 @@ pub enum Reply {
         page_bytes: u64,
     },
     Failed(String),
+    /// The node's journal events asked for, as JSON (`rdmig_journal::NodeStream`; this crate
+    /// does not know the journal's types), and the node's wall clock (ns since the epoch) when it
+    /// answered, for the clock offset.
+    Events {
+        stream_json: String,
+        wall_ns: i64,
+    },
+    /// What the node holds, as JSON (see `rdmig status`).
+    Inventory {
+        json: String,
+    },
 }
 
 fn cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint, bincode::config::Limit<{ 16 << 20 }>> {
@@ -340,6 +357,8 @@ impl Request {
             | Request::RdmaSetup { .. }
             | Request::Probe { .. }
             | Request::CheckNumbers { .. }
+            | Request::Events { .. }
+            | Request::Inventory
             | Request::Ping => None,
         }
     }
@@ -359,7 +378,7 @@ impl Request {
                     return Err(MsgError::Invalid { what: "cpuinfo image", value: format!("{} bytes", image.len()), why: "1 byte to 1 MiB" });
                 }
             }
-            Request::Time | Request::Ping => {}
+            Request::Time | Request::Ping | Request::Events { .. } | Request::Inventory => {}
             Request::Begin { id, pid } => {
                 id.validate()?;
                 if *pid <= 1 {

@@ -39,10 +39,19 @@ pub struct AgentArgs {
     /// copy restored here is killed, the images are removed.
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     orphan_after: u64,
+    /// This node's journal: the agent records each step of the migrations it receives, takes
+    /// up what was under way when it last stopped, and recovers source migrations of this node
+    /// whose `rdmig migrate` died.
+    #[arg(long, value_name = "FILE", env = "RDMIG_JOURNAL", default_value = rdmig::journal::DEFAULT_PATH)]
+    journal: PathBuf,
+    /// Seconds between two checks for source migrations left by a dead `rdmig migrate`.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    reconcile_every: u64,
 }
 
 pub async fn run(a: AgentArgs) -> Result<ExitCode> {
-    let AgentArgs { listen, secret_file, work_dir, keep_images, rdma_addr, rdma_device, number_range, idle_timeout, orphan_after } = a;
+    let AgentArgs { listen, secret_file, work_dir, keep_images, rdma_addr, rdma_device, number_range, idle_timeout, orphan_after, journal, reconcile_every } =
+        a;
     let secret = rdmig_proto::wire::Secret::load(&secret_file)?;
     rdmig::agent::serve(rdmig::agent::AgentConfig {
         listen,
@@ -55,6 +64,9 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         numbers: number_range,
         idle_timeout: Duration::from_secs(idle_timeout),
         orphan_after: Duration::from_secs(orphan_after),
+        journal: Some(journal),
+        lock_dir: PathBuf::from(rdmig::migrate::LOCK_DIR),
+        reconcile_every: Duration::from_secs(reconcile_every),
     })
     .await?;
     Ok(ExitCode::SUCCESS)

@@ -2,11 +2,14 @@
 
 pub mod agent;
 pub mod bench;
+pub mod events;
 pub mod image;
 pub mod migrate;
 pub mod plot;
+pub mod recover;
 pub mod rxe;
 pub mod softroce;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -40,6 +43,28 @@ impl PeerArgs {
 
     pub(crate) fn secret(&self) -> Result<rdmig_proto::wire::Secret> {
         let f = self.secret_file.as_ref().context("--secret-file is required (the cluster secret shared with the agents)")?;
+        Ok(rdmig_proto::wire::Secret::load(f)?)
+    }
+}
+
+/// The agents to ask (`events`, `status`), or this node's journal when none is named.
+#[derive(Args)]
+pub(crate) struct AgentsArgs {
+    /// Agents to ask, HOST:PORT (repeat, or comma-separated in RDMIG_AGENTS). None: read this
+    /// node's journal only.
+    #[arg(long = "agent", value_name = "HOST:PORT", env = "RDMIG_AGENTS", value_delimiter = ',')]
+    pub(crate) agents: Vec<std::net::SocketAddr>,
+    /// The cluster secret shared with the agents.
+    #[arg(long, env = "RDMIG_SECRET_FILE")]
+    pub(crate) secret_file: Option<PathBuf>,
+    /// This node's journal (read when no agent is named).
+    #[arg(long, value_name = "FILE", env = "RDMIG_JOURNAL", default_value = rdmig::journal::DEFAULT_PATH)]
+    pub(crate) journal: PathBuf,
+}
+
+impl AgentsArgs {
+    pub(crate) fn secret(&self) -> Result<rdmig_proto::wire::Secret> {
+        let f = self.secret_file.as_ref().context("--secret-file is required to ask agents (the cluster secret shared with them)")?;
         Ok(rdmig_proto::wire::Secret::load(f)?)
     }
 }

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use super::remote::{abort_remote, call, commit_again};
 use super::{Outcome, Run};
+use crate::journal::{Outcome as JOutcome, Phase as JPhase};
 use crate::timeline::Phase;
 use rdmig_proto::msg::{MigState, Reply, Request};
 use rdmig_proto::wire::{Channel, Limits};
@@ -24,6 +25,11 @@ impl Run<'_> {
         let o = self.o;
         self.rec.end(Phase::Freeze);
         self.rec.start(Phase::Cleanup);
+        // Recovery must know a commit may have reached the destination before it does: without
+        // this record it would resume the copy here.
+        if let Err(e) = self.must_note(JPhase::Commit, Some(serde_json::json!({ "restored_pid": restored_pid }))) {
+            return self.rollback(e).await;
+        }
         // The process runs there now: committing may use the clean-up's time too.
         ch.set_limits(Limits { deadline: Some(self.cleanup_until()), ..ch.limits() });
         let committed = match call(ch, &Request::Commit { id: self.id.clone() }).await {
@@ -51,6 +57,8 @@ impl Run<'_> {
         if let Err(e) = kill(Pid::from_raw(o.pid), Signal::SIGKILL) {
             warn!("killing the source copy {}: {e}", o.pid);
         }
+        // Only now: a run that dies before this leaves recovery to kill the stopped copy.
+        self.note(JPhase::Commit, JOutcome::Done, Some(serde_json::json!({ "killed_source_copy": o.pid })));
         self.rec.end(Phase::Cleanup);
         self.say(&format!("migrated: pid {restored_pid} runs at {}", self.dst.as_ref().map(|d| d.hostname.as_str()).unwrap_or("?")));
         Outcome::Migrated { restored_pid }
@@ -82,6 +90,7 @@ impl Run<'_> {
     /// After the freeze: the process runs here again (address back, QPs resumed, SIGCONT), and
     /// the destination drops the migration.
     pub(super) async fn rollback(&mut self, why: String) -> Outcome {
+        self.note(JPhase::Rollback, JOutcome::Started, Some(serde_json::json!({ "reason": why })));
         let mut why = why;
         if let Some(m) = &self.moved {
             if let Err(e) = crate::netaddr::add(m) {
@@ -101,11 +110,23 @@ impl Run<'_> {
     pub(super) fn in_doubt(&self, why: String) -> Outcome {
         Outcome::InDoubt { reason: why }
     }
+
+    /// How the run ended, in the journal: a rollback (refusals included: the migration is over
+    /// and nothing is left to undo) or in doubt (`rdmig recover` decides). A commit recorded
+    /// itself.
+    pub(super) fn journal_end(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Migrated { .. } => {}
+            Outcome::Refused { reason } => self.note(JPhase::Rollback, JOutcome::Done, Some(serde_json::json!({ "refused": reason }))),
+            Outcome::RolledBack { reason } => self.note(JPhase::Rollback, JOutcome::Done, Some(serde_json::json!({ "reason": reason }))),
+            Outcome::InDoubt { reason } => self.note(JPhase::InDoubt, JOutcome::Done, Some(serde_json::json!({ "reason": reason }))),
+        }
+    }
 }
 
 /// Sends SIGCONT so a process left stopped by `--leave-stopped` runs again. QPs of the process
 /// that the CRIU plugin stopped for the dump are resumed first (their peers, paused, continue).
-fn resume_source(pid: i32) -> Result<(), String> {
+pub(super) fn resume_source(pid: i32) -> Result<(), String> {
     let qps = resume_stopped_qps(pid);
     kill(Pid::from_raw(pid), Signal::SIGCONT).map_err(|e| format!("SIGCONT {pid}: {e}"))?;
     qps

@@ -22,7 +22,7 @@ use rdmig_proto::wire::{self, Channel, Limits, Secret};
 pub(super) const CONNECT: Duration = Duration::from_secs(10);
 /// Longest wait for a reply (or for any frame to move): the agent answers every request but
 /// the restore at once (a page server's end may take it up to a minute).
-pub(super) const IO_WAIT: Duration = Duration::from_secs(90);
+pub(crate) const IO_WAIT: Duration = Duration::from_secs(90);
 /// Longest wait for the restore's reply: the agent gives CRIU 600 s.
 pub(super) const RESTORE_WAIT: Duration = Duration::from_secs(630);
 /// How often a busy source (dumping, running a hook) pings: well within the agent's idle
@@ -34,7 +34,7 @@ pub(super) const ASK_WINDOW: Duration = Duration::from_secs(15);
 const ABORT_WINDOW: Duration = Duration::from_secs(10);
 
 /// Connects to the agent at `to`; the hello and every later wait within `limits`.
-pub(super) async fn connect(to: SocketAddr, secret: &Secret, limits: Limits) -> Result<Channel<TcpStream>, String> {
+pub(crate) async fn connect(to: SocketAddr, secret: &Secret, limits: Limits) -> Result<Channel<TcpStream>, String> {
     let until = limits.deadline.map_or(Instant::now() + CONNECT, |d| d.min(Instant::now() + CONNECT));
     let sock = tokio::time::timeout_at(until, TcpStream::connect(to))
         .await
