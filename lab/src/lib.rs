@@ -177,6 +177,8 @@ fn node_agent_env(installed: &Installed, node: &plan::NodePlan, nodes: usize) ->
                 ("RDMIG_SECRET_FILE", Lab::NODE_AGENT_SECRET.to_string()),
                 // The node's root is the host's, read-only: the work directory is on its tmpfs.
                 ("RDMIG_WORK_DIR", guest::MIGRATION_WORK_DIR.to_string()),
+                // Likewise the journal (the agent reads RDMIG_JOURNAL), where `rdmig-lab on` points.
+                ("RDMIG_JOURNAL", guest::NODE_JOURNAL.to_string()),
             ],
         ))
 }

@@ -340,6 +340,9 @@ mod tests {
                 "/tmp/rdmig-agent",
             ]
         );
+        // The packaged journal is rdmig's default one, in the unit's StateDirectory.
+        assert_eq!(v["RDMIG_JOURNAL"], rdmig::journal::DEFAULT_PATH);
+        assert!(svc.ignored.iter().any(|k| k == "StateDirectory") && PACKAGED.contains("\nStateDirectory=rdmig\n"));
         // Every other line of the packaged file stays, comments included.
         assert!(node.contains("# More `rdmig agent` flags") && node.contains("RDMIG_AGENT_OPTS=\n"));
         // $RDMIG_AGENT_OPTS splits into words.

@@ -111,6 +111,8 @@ fn installed_package_agent_and_plugin_migrate_ib_send_bw(c: &Ctx) -> Result<()> 
         ensure!(argv == want, "{node}'s agent runs {argv:?}, the unit says {want:?}");
         let environ = c.exec_ok(&node, &["cat", &format!("/proc/{pid}/environ")])?;
         ensure!(environ.split('\0').any(|v| v == format!("RDMIG_NUMBER_RANGE={i}/3")), "{node}'s agent environment: {environ:?}");
+        // The journal on the node's own /run (the default, under /var/lib, is the host's, read-only).
+        ensure!(environ.split('\0').any(|v| v == "RDMIG_JOURNAL=/run/rdmig/journal.db"), "{node}'s agent environment: {environ:?}");
         // rdmig itself says which modules run: rdmig's.
         let m = c.exec_ok(&node, &["/usr/bin/rdmig", "softroce", "modules"])?;
         ensure!(m.lines().any(|l| l.starts_with("rdma_rxe") && l.contains("loaded:    rdmig's 0.1.0-rdmig")), "{node}: {m}");
