@@ -60,6 +60,19 @@ pub fn criu_works_on(pid: i32) -> bool {
     })
 }
 
+/// Whether a CRIU process here has `dir` (or a path beneath it) on its command line: a restore
+/// from that directory still running.
+pub fn criu_uses(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return false };
+    let want = dir.as_os_str().as_encoded_bytes();
+    rd.flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).any(|e| {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { return false };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        let is_criu = args.first().is_some_and(|a| a.rsplit(|&b| b == b'/').next() == Some(b"criu"));
+        is_criu && args.iter().any(|a| a.starts_with(want))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("fault_two_concurrent_migrations_of_one_process", fault_two_concurrent_migrations_of_one_process),
     ("fault_migrate_killed_after_the_freeze_then_recover", fault_migrate_killed_after_the_freeze_then_recover),
     ("fault_destination_disk_full", fault_destination_disk_full),
+    ("fault_destination_agent_killed_during_restore", fault_destination_agent_killed_during_restore),
 ];
 
 const AGENT: &str = "rdmig agent --listen";
@@ -300,5 +301,64 @@ fn fault_destination_disk_full(c: &Ctx) -> Result<()> {
     let v = verify_workload(c, "node1", pid, "w-full.json")?;
     ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory after the failure: {v}");
     kill(c, "node1", pid);
+    Ok(())
+}
+
+/// The destination agent is killed (SIGKILL) while CRIU restores a 64 MiB workload there; its
+/// supervisor restarts it, and it takes the migration up from its journal (waiting for the
+/// restore that outlived it). Whatever the source then learns, the process ends up running
+/// exactly once, with its memory intact: migrated (the restarted agent reports the restored
+/// copy and the source commits it), or rolled back (the copy is killed), or in doubt until
+/// `rdmig recover` decides.
+fn fault_destination_agent_killed_during_restore(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "64M", "1M", "w-restore.json")?;
+    let bin = c.bin.clone();
+    let killer = thread::spawn(move || -> Result<bool> {
+        let lab = |node: &str| {
+            let mut cmd = std::process::Command::new(&bin);
+            cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
+            cmd
+        };
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while Instant::now() < deadline {
+            let o = lab("node2").args(["sh", "-c", "pgrep -f '^criu restore' || true"]).output()?;
+            if !String::from_utf8_lossy(&o.stdout).trim().is_empty() {
+                lab("node2").args(["pkill", "-KILL", "-f", AGENT]).status()?;
+                return Ok(true);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(false)
+    });
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "tcp"]);
+    ensure!(killer.join().map_err(|_| anyhow::anyhow!("killer thread panicked"))??, "no CRIU restore was seen at node2, so its agent was not killed");
+    let (code, r) = res?;
+    println!("  rdmig migrate: exit {code}, {} {}", r["outcome"]["outcome"], r["outcome"]["reason"]);
+    ensure!(agent_log("node2").contains("taken up from the journal"), "the restarted agent did not take the migration up from its journal");
+    if code == 4 {
+        // In doubt: recovery on the source decides (the restarted agent knows the answer).
+        let (rc, out) = on(c, "node1", &["recover", "--json"])?;
+        println!("  rdmig recover (exit {rc}): {}", out.trim().replace('\n', " "));
+        ensure!(rc == 0, "rdmig recover left it unfinished (exit {rc}): {out}");
+    } else {
+        ensure!(matches!(code, 0 | 3), "unexpected outcome: exit {code}, {}", r["outcome"]);
+    }
+    // Exactly once, wherever that is; any uncommitted copy is gone within the orphan window.
+    let id = r["id"].as_str().context("no id")?.to_string();
+    wait_until("one copy of the process", Duration::from_secs(120), || {
+        let (src, dst) = (proc_state(c, "node1", pid)?, proc_state(c, "node2", pid)?);
+        Ok(src.is_some() != dst.is_some() && !holds_images(c, "node2", &id)?)
+    })?;
+    let (src, dst) = (proc_state(c, "node1", pid)?, proc_state(c, "node2", pid)?);
+    let (node, st) = match (&src, &dst) {
+        (Some(s), None) => ("node1", s),
+        (None, Some(s)) => ("node2", s),
+        _ => anyhow::bail!("copies: node1 {src:?}, node2 {dst:?}"),
+    };
+    println!("  the process runs at {node} ({st})");
+    ensure!(!st.starts_with(['T', 't']), "the only copy is stopped ({st})");
+    let v = verify_workload(c, node, pid, "w-restore.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory: {v}");
+    kill(c, node, pid);
     Ok(())
 }

@@ -16,6 +16,9 @@ use super::{AgentConfig, Migration, Table};
 use crate::journal::{facts, NodeJournal, Outcome as JOutcome, Phase, Role};
 use rdmig_proto::msg::{MigState, MovedAddr, Reply};
 
+/// How long start-up waits for a CRIU restore that outlived the previous agent.
+const CRIU_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The destination migrations the journal leaves unfinished, as the table's entries: a copy
 /// restored here and never committed is tracked again (the reaper kills it if its source stays
 /// silent; the source may still commit it), the rest is dropped by the reaper in time.
@@ -36,6 +39,13 @@ pub(super) fn adopt(j: &NodeJournal, work_dir: &Path) -> HashMap<String, Migrati
         let (Some(source), Some(pid)) = (f.get("source").and_then(|v| v.as_str()).and_then(|s| s.parse().ok()), get_i32("pid")) else {
             continue;
         };
+        let dir = work_dir.join(id.as_str());
+        // A restore that outlived the agent (CRIU is not its child's child any more) decides
+        // what there is: wait for it to end, within bounds.
+        let until = Instant::now() + CRIU_GRACE;
+        while crate::process::criu_uses(&dir) && Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
         let restore_done = events.iter().any(|e| e.phase == Phase::Restore && e.outcome == JOutcome::Done);
         let restore_started = events.iter().any(|e| e.phase == Phase::Restore);
         let ticks = f.get("start_ticks").and_then(|v| v.as_u64());
@@ -49,7 +59,7 @@ pub(super) fn adopt(j: &NodeJournal, work_dir: &Path) -> HashMap<String, Migrati
             _ => MigState::Receiving,
         };
         // The directory is the migration's own under the work directory, whatever was recorded.
-        let mut mig = Migration::new(work_dir.join(id.as_str()), (source, pid));
+        let mut mig = Migration::new(dir, (source, pid));
         mig.state = state;
         mig.moved_addr = events
             .iter()

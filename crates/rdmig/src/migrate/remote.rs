@@ -108,19 +108,24 @@ pub(super) async fn ask_state(to: SocketAddr, secret: &Secret, id: &MigrationId,
     heard
 }
 
-/// Tells the destination (on a fresh connection, by `until` and within [`ABORT_WINDOW`]) to
-/// drop the migration: its images, and any copy it restored. (If it cannot be told, it drops
-/// the migration itself once this source has been silent for its `--orphan-after`.)
+/// Tells the destination (on fresh connections, by `until` and within [`ABORT_WINDOW`]) to
+/// drop the migration: its images, and any copy it restored. An agent that is restarting is
+/// asked again until the window ends. (If it cannot be told, it drops the migration itself once
+/// this source has been silent for its `--orphan-after`.)
 pub(super) async fn abort_remote(to: SocketAddr, secret: &Secret, id: &MigrationId, until: Instant) {
     let until = until.min(Instant::now() + ABORT_WINDOW);
-    match connect(to, secret, Limits::idle(IO_WAIT).until(until)).await {
-        Ok(mut ch) => {
-            if let Err(e) = call(&mut ch, &Request::Abort { id: id.clone() }).await {
-                warn!("abort at the destination: {e}");
-            }
+    let mut last = String::from("no time left to ask");
+    while Instant::now() < until {
+        match connect(to, secret, Limits::idle(IO_WAIT).until(until)).await {
+            Ok(mut ch) => match call(&mut ch, &Request::Abort { id: id.clone() }).await {
+                Ok(_) => return,
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e,
         }
-        Err(e) => warn!("abort at the destination: {e}"),
+        tokio::time::sleep_until(until.min(Instant::now() + Duration::from_millis(500))).await;
     }
+    warn!("abort at the destination: {last}");
 }
 
 /// Commits on a fresh connection (by `until`), for when the migration's own connection failed:
