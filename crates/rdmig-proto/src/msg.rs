@@ -319,6 +319,11 @@ pub enum Reply {
     Inventory {
         json: String,
     },
+    /// The answer to `Commit`: the restored process was let run (its QPs resumed, SIGCONT) at
+    /// `resumed_ns` on this host's monotonic clock.
+    Committed {
+        resumed_ns: u64,
+    },
 }
 
 fn cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint, bincode::config::Limit<{ 16 << 20 }>> {

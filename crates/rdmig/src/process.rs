@@ -73,6 +73,46 @@ pub fn criu_uses(dir: &Path) -> bool {
     })
 }
 
+/// Lets a process left stopped (`--leave-stopped` of a dump or a restore) run again. QPs of the process
+/// that the CRIU plugin stopped for the dump are resumed first (their peers, paused, continue).
+pub fn resume(pid: i32) -> Result<(), String> {
+    let qps = resume_stopped_qps(pid);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT).map_err(|e| format!("SIGCONT {pid}: {e}"))?;
+    qps
+}
+
+/// Resumes the stopped QPs of process `pid` (none for processes without verbs state).
+fn resume_stopped_qps(pid: i32) -> Result<(), String> {
+    let Ok(recs) = rdmig_rxe::status::read() else {
+        return Ok(());
+    };
+    let qps: Vec<(String, u32)> = recs
+        .iter()
+        .filter(|r| r.kind == "qp" && r.fields.get("pid").is_some_and(|p| *p == pid.to_string()))
+        .filter_map(|r| Some((r.fields.get("dev")?.clone(), r.fields.get("qpn")?.parse().ok()?)))
+        .collect();
+    if qps.is_empty() {
+        return Ok(());
+    }
+    let ctl = rdmig_rxe::Ctl::open().map_err(|e| format!("resume the QPs of {pid}: {e}"))?;
+    let mut errs = vec![];
+    for (dev, qpn) in qps {
+        match ctl.qp_query(&dev, qpn) {
+            Ok(st) if st.state & rdmig_rxe::QP_S_STOPPED != 0 => match ctl.qp_resume(&dev, qpn, 0) {
+                Ok(_) => tracing::info!(pid, qpn, "resumed the stopped QP"),
+                Err(e) => errs.push(format!("QP {qpn}: {e}")),
+            },
+            Ok(_) => {}
+            Err(e) => errs.push(format!("QP {qpn}: {e}")),
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("resuming the stopped QPs of {pid}: {}", errs.join("; ")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,14 +14,23 @@ pub(super) fn commit(cfg: &AgentConfig, table: &Table, id: &MigrationId) -> Repl
     let mut t = table.lock().expect("table lock");
     match t.get_mut(id.as_str()) {
         Some(m) if matches!(m.state, MigState::Restored { .. }) => {
+            let MigState::Restored { pid } = m.state else { unreachable!() };
+            // The held copy runs now: its QPs resume (their peers with them), then SIGCONT.
+            let resumed = crate::process::resume(pid);
+            let resumed_ns = super::now_ns();
             m.state = MigState::Committed;
-            table.note(id.as_str(), Phase::Commit, JOutcome::Done, None);
-            if !cfg.keep_images {
-                let _ = std::fs::remove_dir_all(&m.dir);
-                table.note(id.as_str(), Phase::Cleanup, JOutcome::Done, Some(serde_json::json!({ "removed": m.dir.display().to_string() })));
+            let dir = m.dir.clone();
+            drop(t);
+            if let Err(e) = &resumed {
+                warn!(%id, pid, "letting the committed copy run: {e}");
             }
-            info!(%id, "committed");
-            Reply::Ack
+            table.note(id.as_str(), Phase::Commit, JOutcome::Done, Some(serde_json::json!({ "resumed": resumed.is_ok() })));
+            if !cfg.keep_images {
+                let _ = std::fs::remove_dir_all(&dir);
+                table.note(id.as_str(), Phase::Cleanup, JOutcome::Done, Some(serde_json::json!({ "removed": dir.display().to_string() })));
+            }
+            info!(%id, pid, "committed: the copy runs");
+            Reply::Committed { resumed_ns }
         }
         Some(m) => Reply::Failed(format!("migration {id} is {:?}; only a restored one can be committed", m.state)),
         None => Reply::Failed(format!("no migration {id} here")),

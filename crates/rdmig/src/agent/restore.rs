@@ -1,5 +1,6 @@
 //! `Restore`: the moved address comes up here, then CRIU restores the process from the
-//! migration's images (with rdmig's plugin for verbs state) and lets it run.
+//! migration's images (with rdmig's plugin for verbs state) and leaves it stopped, its QPs
+//! stopped too: it runs once the source commits (`finish`).
 //!
 //! While CRIU works the migration is `Restoring`: a source that lost its connection and asks
 //! learns that nobody knows yet (not "receiving", which would let it take the process back while
@@ -81,7 +82,9 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
 /// The address, then CRIU; the restored process's pid.
 async fn run(cfg: &AgentConfig, table: &Table, id: &MigrationId, images: &std::path::Path, opts: &RestoreOpts) -> Result<i32, String> {
     info!(%id, verbs = opts.verbs, tcp = opts.tcp_established, "restoring");
-    let mut copts = criu::Options { plugins: None, tcp_established: opts.tcp_established };
+    // Held: the copy runs only once its source commits (`finish::commit`), so a copy that is
+    // never committed never ran, whatever fails in between.
+    let mut copts = criu::Options { plugins: None, tcp_established: opts.tcp_established, hold: true };
     if opts.verbs {
         copts.plugins = Some(criu::plugin_dir(&cfg.work_dir).map_err(|e| format!("rdmig's CRIU plugin: {e}"))?);
     }

@@ -10,12 +10,12 @@
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::net::TcpStream;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::remote::{abort_remote, call, commit_again};
 use super::{Outcome, Run};
 use crate::journal::{Outcome as JOutcome, Phase as JPhase};
-use crate::timeline::Phase;
+use crate::timeline::{Edge, Phase};
 use rdmig_proto::msg::{MigState, Reply, Request};
 use rdmig_proto::wire::{Channel, Limits};
 
@@ -33,14 +33,21 @@ impl Run<'_> {
         // The process runs there now: committing may use the clean-up's time too.
         ch.set_limits(Limits { deadline: Some(self.cleanup_until()), ..ch.limits() });
         let committed = match call(ch, &Request::Commit { id: self.id.clone() }).await {
-            Ok(Reply::Ack) => Ok(()),
+            Ok(Reply::Committed { resumed_ns }) => Ok(Some(resumed_ns)),
             other => {
                 warn!("commit at the destination: {other:?}; asking again");
                 commit_again(o.to, &o.secret, &self.id, self.cleanup_until()).await
             }
         };
         match committed {
-            Ok(()) => {}
+            Ok(resumed_ns) => {
+                // The copy ran from the commit's answer on (its time unknown when the answer was
+                // lost: the restore's end, a lower bound).
+                if let Some(r) = self.restored_ns {
+                    self.remote_events.push((Phase::Resume, Edge::Start, r));
+                    self.remote_events.push((Phase::Resume, Edge::End, resumed_ns.unwrap_or(r).max(r)));
+                }
+            }
             // The destination dropped its copy (the source was silent too long): run it here.
             Err(Some(MigState::Aborted)) => {
                 return self.rollback(format!("the destination restored pid {restored_pid}, then aborted the migration before it was committed")).await;
@@ -80,7 +87,7 @@ impl Run<'_> {
 
     /// The final dump failed: CRIU resumes the process when a dump fails; make sure of it.
     pub(super) async fn dump_failed(&mut self, why: String) -> Outcome {
-        let _ = resume_source(self.o.pid);
+        let _ = crate::process::resume(self.o.pid);
         self.rec.end(Phase::FinalDump);
         self.resumed_here();
         abort_remote(self.o.to, &self.o.secret, &self.id, self.cleanup_until()).await;
@@ -97,7 +104,7 @@ impl Run<'_> {
                 why = format!("{why}; and taking {} back failed: {e}", m.addr);
             }
         }
-        let why = match resume_source(self.o.pid) {
+        let why = match crate::process::resume(self.o.pid) {
             Ok(()) => why,
             Err(e) => format!("{why}; and resuming the source failed: {e}"),
         };
@@ -121,45 +128,5 @@ impl Run<'_> {
             Outcome::RolledBack { reason } => self.note(JPhase::Rollback, JOutcome::Done, Some(serde_json::json!({ "reason": reason }))),
             Outcome::InDoubt { reason } => self.note(JPhase::InDoubt, JOutcome::Done, Some(serde_json::json!({ "reason": reason }))),
         }
-    }
-}
-
-/// Sends SIGCONT so a process left stopped by `--leave-stopped` runs again. QPs of the process
-/// that the CRIU plugin stopped for the dump are resumed first (their peers, paused, continue).
-pub(super) fn resume_source(pid: i32) -> Result<(), String> {
-    let qps = resume_stopped_qps(pid);
-    kill(Pid::from_raw(pid), Signal::SIGCONT).map_err(|e| format!("SIGCONT {pid}: {e}"))?;
-    qps
-}
-
-/// Resumes the stopped QPs of process `pid` (none for processes without verbs state).
-fn resume_stopped_qps(pid: i32) -> Result<(), String> {
-    let Ok(recs) = rdmig_rxe::status::read() else {
-        return Ok(());
-    };
-    let qps: Vec<(String, u32)> = recs
-        .iter()
-        .filter(|r| r.kind == "qp" && r.fields.get("pid").is_some_and(|p| *p == pid.to_string()))
-        .filter_map(|r| Some((r.fields.get("dev")?.clone(), r.fields.get("qpn")?.parse().ok()?)))
-        .collect();
-    if qps.is_empty() {
-        return Ok(());
-    }
-    let ctl = rdmig_rxe::Ctl::open().map_err(|e| format!("resume the QPs of {pid}: {e}"))?;
-    let mut errs = vec![];
-    for (dev, qpn) in qps {
-        match ctl.qp_query(&dev, qpn) {
-            Ok(st) if st.state & rdmig_rxe::QP_S_STOPPED != 0 => match ctl.qp_resume(&dev, qpn, 0) {
-                Ok(_) => info!(pid, qpn, "resumed the stopped QP"),
-                Err(e) => errs.push(format!("QP {qpn}: {e}")),
-            },
-            Ok(_) => {}
-            Err(e) => errs.push(format!("QP {qpn}: {e}")),
-        }
-    }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("resuming the stopped QPs of {pid}: {}", errs.join("; ")))
     }
 }

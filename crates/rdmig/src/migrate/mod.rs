@@ -201,6 +201,8 @@ struct Run<'a> {
     end: Instant,
     /// This node's journal (opened before the run starts).
     journal: Option<NodeJournal>,
+    /// When the destination's restore ended (its clock): the held copy's resume starts there.
+    restored_ns: Option<u64>,
 }
 
 /// Of the deadline, what the clean-up after a failed stage may use (asking the destination,
@@ -237,6 +239,7 @@ impl<'a> Run<'a> {
             stages_end: end - CLEANUP_RESERVE.min(o.deadline / 4),
             end,
             journal: None,
+            restored_ns: None,
         }
     }
 

@@ -25,7 +25,6 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::finish::resume_source;
 use super::lock::MigrationLock;
 use super::remote::{ask_state, commit_again, connect, IO_WAIT};
 use crate::journal::{facts, Event, MigrationState, NodeJournal, Outcome as JOutcome, Phase, Role};
@@ -254,7 +253,7 @@ async fn ask_commit(v: &SourceView, id: &MigrationId, o: &RecoverOptions) -> Ste
     match ask_state(to, &o.secret, id, Instant::now() + o.ask).await {
         Some(MigState::Committed) => kill_source(v, format!("{to} committed it")),
         Some(MigState::Restored { pid }) => match commit_again(to, &o.secret, id, Instant::now() + o.ask).await {
-            Ok(()) => kill_source(v, format!("{to} had restored it (pid {pid}) and committed it now")),
+            Ok(_) => kill_source(v, format!("{to} had restored it (pid {pid}) and committed it now")),
             Err(Some(MigState::Aborted)) => resume_unless_there(v, id, o).await,
             Err(s) => Err((RecoveryOutcome::InDoubt, format!("{to} restored it (pid {pid}) but did not commit it (state {s:?})"))),
         },
@@ -288,7 +287,7 @@ fn resume_here(v: &SourceView) -> Result<String, (RecoveryOutcome, String)> {
     }
     match (v.process(), v.pid) {
         (Some(_), Some(pid)) => {
-            resume_source(pid).map_err(|e| (RecoveryOutcome::InDoubt, format!("resuming {pid}: {e}")))?;
+            crate::process::resume(pid).map_err(|e| (RecoveryOutcome::InDoubt, format!("resuming {pid}: {e}")))?;
             done.push(format!("process {pid} resumed"));
         }
         (None, Some(pid)) => done.push(format!("process {pid} is gone (not the one the journal recorded)")),

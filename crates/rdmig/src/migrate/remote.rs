@@ -129,15 +129,16 @@ pub(super) async fn abort_remote(to: SocketAddr, secret: &Secret, id: &Migration
 }
 
 /// Commits on a fresh connection (by `until`), for when the migration's own connection failed:
-/// `Ok` once the destination says it is committed, else its last known state.
-pub(super) async fn commit_again(to: SocketAddr, secret: &Secret, id: &MigrationId, until: Instant) -> Result<(), Option<MigState>> {
+/// `Ok` once the destination says it is committed (with the time it let the copy run, when this
+/// call did it), else its last known state.
+pub(super) async fn commit_again(to: SocketAddr, secret: &Secret, id: &MigrationId, until: Instant) -> Result<Option<u64>, Option<MigState>> {
     while Instant::now() < until {
         if let Ok(mut ch) = connect(to, secret, Limits::idle(IO_WAIT).until(until)).await {
             match call(&mut ch, &Request::Status { id: id.clone() }).await {
-                Ok(Reply::State(MigState::Committed)) => return Ok(()),
+                Ok(Reply::State(MigState::Committed)) => return Ok(None),
                 Ok(Reply::State(MigState::Restored { .. })) => {
-                    if let Ok(Reply::Ack) = call(&mut ch, &Request::Commit { id: id.clone() }).await {
-                        return Ok(());
+                    if let Ok(Reply::Committed { resumed_ns }) = call(&mut ch, &Request::Commit { id: id.clone() }).await {
+                        return Ok(Some(resumed_ns));
                     }
                 }
                 Ok(Reply::State(s)) => return Err(Some(s)),

@@ -34,11 +34,11 @@ impl Run<'_> {
         ch.set_limits(limits);
         let pid = match restored {
             Ok(Reply::Restored { pid, start_ns, end_ns }) => {
-                // CRIU (-d) lets the process run at the very end of its restore.
+                // The copy is held (stopped) until the commit lets it run: its resume spans
+                // from here to the commit's answer (`finish`).
                 self.remote_events.push((Phase::Restore, Edge::Start, start_ns));
                 self.remote_events.push((Phase::Restore, Edge::End, end_ns));
-                self.remote_events.push((Phase::Resume, Edge::Start, end_ns));
-                self.remote_events.push((Phase::Resume, Edge::End, end_ns));
+                self.restored_ns = Some(end_ns);
                 pid
             }
             Ok(Reply::Failed(e)) => return Restored::No(format!("restore at the destination: {e}")),
