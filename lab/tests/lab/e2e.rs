@@ -253,7 +253,8 @@ fn e2e_fault_restore_reply_blackholed_then_recover(c: &Ctx) -> Result<()> {
     c.exec_ok("node3", &["sh", "-c", unhole])?;
     ensure!(holed?, "the restore at node3 was never seen, so the channel was not blackholed");
     let code = o.status.code().unwrap_or(-1);
-    let r: Value = serde_json::from_slice(&o.stdout).with_context(|| format!("migrate printed no report (exit {code}): {}", String::from_utf8_lossy(&o.stderr)))?;
+    let r: Value =
+        serde_json::from_slice(&o.stdout).with_context(|| format!("migrate printed no report (exit {code}): {}", String::from_utf8_lossy(&o.stderr)))?;
     println!("  rdmig migrate: exit {code}, {} {}", r["outcome"]["outcome"], r["outcome"]["reason"]);
     ensure!(code == 4 && r["outcome"]["outcome"] == "in_doubt", "expected in doubt: exit {code}, {}", r["outcome"]);
     let st = proc_state(c, "node1", p.server)?.context("the source copy is gone")?;
