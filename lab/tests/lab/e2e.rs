@@ -277,5 +277,21 @@ fn e2e_fault_restore_reply_blackholed_then_recover(c: &Ctx) -> Result<()> {
     let st = proc_state(c, "node1", p.server)?.context("the source copy is gone after recovery")?;
     ensure!(!st.starts_with('T'), "the source copy is still stopped after recovery ({st})");
     ensure!(proc_state(c, "node3", p.server)?.is_none(), "a copy is left at node3");
+    // What the QPs of both sides say once the source resumed (printed for a failure's reader).
+    let tool = c.lab_tool("rdmig");
+    for _ in 0..2 {
+        thread::sleep(Duration::from_secs(3));
+        for n in ["node1", "node2"] {
+            let st = c.exec_ok(n, &[&tool, "softroce", "status"]).unwrap_or_default();
+            for l in st.lines().filter(|l| l.starts_with("qp") && (l.contains(&format!("pid={}", p.server)) || l.contains(&format!("pid={}", p.client)))) {
+                println!("  {n}: {l}");
+            }
+            for q in st.lines().filter(|l| l.starts_with("qp")).filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("qpn="))) {
+                if let Ok(o) = c.exec_ok(n, &[&tool, "softroce", "qp-state", q]) {
+                    println!("  {n} QP {q}: {}", o.trim().replace('\n', " "));
+                }
+            }
+        }
+    }
     finish(c, &p, "node1", "node2")
 }

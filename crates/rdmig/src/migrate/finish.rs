@@ -54,10 +54,10 @@ impl Run<'_> {
             }
             Err(state) => {
                 return self.in_doubt(format!(
-                    "the destination restored the process (pid {restored_pid} there) but did not confirm the commit (its state: {state:?}); \
-                     it kills an uncommitted copy once its source has been silent for its --orphan-after. \
-                     Process {} is left stopped here: check the destination, then `kill -CONT {}` here or kill it",
-                    o.pid, o.pid
+                    "the destination restored the process (pid {restored_pid} there, held stopped until the commit) but did not confirm \
+                     the commit (its state: {state:?}). Process {} is left stopped here; `rdmig recover` here (or this node's agent, \
+                     within 30 s) asks the destination and resumes it here or finishes the move",
+                    o.pid
                 ));
             }
         }

@@ -57,10 +57,10 @@ impl Run<'_> {
                     }
                     other => {
                         return Restored::Unknown(format!(
-                            "connection lost during restore ({e}) and the destination's state is {other:?}; \
-                                 process {} left stopped here: check the destination (it kills a copy that is not committed \
-                                 once its source has been silent for its --orphan-after), then `kill -CONT {}` here or kill it",
-                            o.pid, o.pid
+                            "connection lost during restore ({e}) and the destination's state is {other:?}; process {} is left \
+                                 stopped here (a copy there stays stopped until a commit); `rdmig recover` here (or this node's agent, \
+                                 within 30 s) asks the destination and resumes it here or finishes the move",
+                            o.pid
                         ));
                     }
                 }
