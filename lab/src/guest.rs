@@ -2,6 +2,7 @@
 //! guest-agent`). It sets up the node's network and SoftRoCE, reports its progress into the node's
 //! share directory, and serves `rdmig lab exec` over the underlay.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -32,6 +33,12 @@ pub struct GuestConfig {
     /// Start sshd on the underlay (the lab share holds its keys and configuration).
     #[serde(default)]
     pub ssh: bool,
+    /// Run the migration agent as this systemd unit starts it (the installed package's
+    /// `rdmig-agent.service`), with the node's [`AGENT_ENV_FILE`] mounted over the unit's
+    /// `EnvironmentFile`, as a site's configuration tool would write it. None: the rdmig of the
+    /// lab's snapshot with the lab's own flags.
+    #[serde(default)]
+    pub agent_unit: Option<PathBuf>,
 }
 
 pub const STATUS_FILE: &str = "status.json";
@@ -44,6 +51,61 @@ pub const MIGRATION_WORK_DIR: &str = "/tmp/rdmig-agent";
 /// The node's rdmig journal (the agent's and `rdmig migrate`'s): on the node's own /run, which
 /// lives as long as the node (the default under /var/lib is the host's read-only root here).
 pub const NODE_JOURNAL: &str = "/run/rdmig/journal.db";
+/// The node's settings of the installed agent unit, in its share (`up --installed`).
+pub const AGENT_ENV_FILE: &str = "agent.env";
+/// Where the nodes find things: what systemd gives a system service, and what guest-init.sh sets.
+const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How the migration agent is started, and restarted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCommand {
+    pub argv: Vec<String>,
+    /// The whole environment (None: the guest agent's own).
+    pub env: Option<BTreeMap<String, String>>,
+}
+
+/// The migration agent of the lab's snapshot: `rdmig` beside this binary, the lab's flags.
+fn snapshot_agent(cfg: &GuestConfig, share: &Path) -> anyhow::Result<AgentCommand> {
+    let bin = std::env::current_exe()?.with_file_name("rdmig");
+    let mut argv = vec![
+        bin.display().to_string(),
+        "agent".into(),
+        "--listen".into(),
+        format!("{}:{MIGRATION_PORT}", cfg.node.underlay_ip),
+        "--rdma-addr".into(),
+        cfg.node.overlay_ip.to_string(),
+        "--work-dir".into(),
+        MIGRATION_WORK_DIR.into(),
+        "--journal".into(),
+        NODE_JOURNAL.into(),
+        "--secret-file".into(),
+        share.join(AGENT_SECRET_FILE).display().to_string(),
+    ];
+    // With our rdma_rxe every node gets its own share of QP and MR numbers.
+    if !cfg.rxe_modules.is_empty() {
+        argv.extend(["--number-range".into(), format!("{}/{}", cfg.node.index, cfg.peers.len() + 1)]);
+    }
+    Ok(AgentCommand { argv, env: None })
+}
+
+/// The migration agent as `unit` starts it: the node's settings file bind-mounted over the unit's
+/// `EnvironmentFile` (the host's root is read-only here), then ExecStart with the unit's
+/// variables, in an environment of only those and PATH, as systemd runs a service.
+fn unit_agent(unit: &Path, share: &Path) -> anyhow::Result<AgentCommand> {
+    let svc = super::unit::Service::load(unit)?;
+    let (target, _) = svc
+        .environment_files
+        .iter()
+        .find(|(_, optional)| !optional)
+        .ok_or_else(|| anyhow::anyhow!("{} has no EnvironmentFile= for the node's settings", unit.display()))?;
+    let source = share.join(AGENT_ENV_FILE);
+    sh("mount", &["--bind", &source.display().to_string(), &target.display().to_string()])?;
+    let mut env = svc.variables()?;
+    let argv = svc.argv(&env);
+    env.entry("PATH".into()).or_insert_with(|| SERVICE_PATH.into());
+    info!(unit = %unit.display(), ?argv, ignored = ?svc.ignored, "the migration agent runs as its unit starts it");
+    Ok(AgentCommand { argv, env: Some(env) })
+}
 
 /// Publishes the node's status where the host can read it without a network.
 struct StatusBoard {
@@ -84,9 +146,19 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         }
     }
     if result.is_ok() {
-        // With our rdma_rxe every node gets its own share of QP and MR numbers.
-        let numbers = (!cfg.rxe_modules.is_empty()).then(|| format!("{}/{}", cfg.node.index, cfg.peers.len() + 1));
-        tokio::spawn(supervise_migration_agent(cfg.node.underlay_ip, cfg.node.overlay_ip, share.to_path_buf(), numbers));
+        let agent = match &cfg.agent_unit {
+            Some(unit) => unit_agent(unit, share),
+            None => snapshot_agent(&cfg, share),
+        };
+        match agent {
+            Ok(cmd) => {
+                tokio::spawn(supervise_migration_agent(cmd, share.join("migration-agent.log")));
+            }
+            Err(e) => {
+                warn!("cannot start the migration agent: {e:#}");
+                board.set(NodeStatus::Failed { step: "migration agent".into(), error: format!("{e:#}") });
+            }
+        }
     }
     // Serve even after a failed set-up, as long as the underlay address exists: `lab exec` is
     // how a user finds out what went wrong.
@@ -106,31 +178,15 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
 }
 
-/// Runs `rdmig agent` on the underlay and restarts it when it exits, as a service manager would:
-/// a killed agent (a test does that) is back within a second.
-async fn supervise_migration_agent(ip: Ipv4Addr, rdma_ip: Ipv4Addr, share: PathBuf, numbers: Option<String>) {
-    // The product binary sits beside this lab binary in the lab's snapshot.
-    let Ok(bin) = std::env::current_exe().map(|e| e.with_file_name("rdmig")) else { return };
-    let log = share.join("migration-agent.log");
+/// Runs the migration agent and restarts it when it exits, as a service manager would: a killed
+/// agent (a test does that) is back within a second.
+async fn supervise_migration_agent(agent: AgentCommand, log: PathBuf) {
     loop {
         let out = fs::OpenOptions::new().create(true).append(true).open(&log);
-        let mut cmd = tokio::process::Command::new(&bin);
-        cmd.args([
-            "agent",
-            "--listen",
-            &format!("{ip}:{MIGRATION_PORT}"),
-            "--rdma-addr",
-            &rdma_ip.to_string(),
-            "--work-dir",
-            MIGRATION_WORK_DIR,
-            "--journal",
-            NODE_JOURNAL,
-            "--secret-file",
-        ])
-        .arg(share.join(AGENT_SECRET_FILE))
-        .stdin(Stdio::null());
-        if let Some(n) = &numbers {
-            cmd.args(["--number-range", n]);
+        let mut cmd = tokio::process::Command::new(&agent.argv[0]);
+        cmd.args(&agent.argv[1..]).stdin(Stdio::null());
+        if let Some(env) = &agent.env {
+            cmd.env_clear().envs(env);
         }
         if let Ok(f) = out {
             if let Ok(f2) = f.try_clone() {

@@ -24,6 +24,7 @@ pub mod perftest;
 pub mod plan;
 pub mod proto;
 pub mod ssh;
+pub mod unit;
 pub mod vm;
 
 use std::collections::BTreeMap;
@@ -68,6 +69,10 @@ pub struct UpOptions {
     pub rxe: RxeChoice,
     /// Draw progress bars (a terminal) or print a line per step (logs, CI).
     pub progress: bool,
+    /// The nodes run the rdmig package installed on this host (see [`find_installed`]): its
+    /// binary, its CRIU plugin from CRIU's directory and its agent as the systemd unit starts it.
+    /// Otherwise (the default, a developer's shortcut) the build's snapshot in the lab share.
+    pub installed: bool,
 }
 
 /// Which rdma_rxe the lab's nodes load.
@@ -104,6 +109,80 @@ pub fn find_rdmig_rxe(kver: &str) -> Result<Vec<PathBuf>, LabError> {
     Ok(files.iter().map(|f| dir.join(f)).collect())
 }
 
+/// The rdmig package installed on this host, which the nodes see (they boot with its root).
+#[derive(Debug, Clone, Serialize)]
+pub struct Installed {
+    /// `dpkg-query` of package `rdmig`, e.g. "0.1.0-1".
+    pub version: String,
+    /// The agent's unit file.
+    pub unit: PathBuf,
+    /// The program its ExecStart runs.
+    pub rdmig: PathBuf,
+    /// The settings file the unit reads (each node gets its own copy mounted over it).
+    pub env_file: PathBuf,
+    /// The CRIU plugin, in CRIU's own plugin directory.
+    pub plugin: PathBuf,
+}
+
+/// Where Debian puts a package's systemd units (/lib is /usr/lib on a merged-/usr system).
+const UNIT_DIRS: [&str; 2] = ["/usr/lib/systemd/system", "/lib/systemd/system"];
+pub const AGENT_UNIT: &str = "rdmig-agent.service";
+
+/// The installed rdmig package: its version, the agent unit (parsed, so a unit the lab cannot
+/// start is refused here), the program and settings file the unit names, and the plugin.
+pub fn find_installed() -> Result<Installed, LabError> {
+    let fix = || "build and install it: packaging/build-deb.sh --install (scripts/test.sh installs its own build's)".to_string();
+    let out = std::process::Command::new("dpkg-query").args(["-W", "-f=${db:Status-Abbrev} ${Version}", "rdmig"]).output();
+    let version = match out {
+        Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("ii ") => String::from_utf8_lossy(&o.stdout)[3..].trim().to_string(),
+        _ => return Err(LabError::Missing { what: "the rdmig package on this host (dpkg-query -W rdmig)".into(), fix: fix() }),
+    };
+    let unit = UNIT_DIRS
+        .iter()
+        .map(|d| Path::new(d).join(AGENT_UNIT))
+        .find(|p| p.is_file())
+        .ok_or_else(|| LabError::Missing { what: format!("{AGENT_UNIT} of the rdmig package {version}"), fix: fix() })?;
+    let svc = unit::Service::load(&unit)?;
+    let rdmig = svc.program().to_path_buf();
+    if !rdmig.is_file() {
+        return Err(LabError::Missing { what: format!("{} (ExecStart of {})", rdmig.display(), unit.display()), fix: fix() });
+    }
+    let env_file = svc
+        .environment_files
+        .iter()
+        .find(|(_, optional)| !optional)
+        .map(|(p, _)| p.clone())
+        .ok_or_else(|| LabError::Invalid(format!("{} has no EnvironmentFile= for a node's settings", unit.display())))?;
+    if !env_file.is_file() {
+        return Err(LabError::Missing { what: format!("{} (EnvironmentFile of {})", env_file.display(), unit.display()), fix: fix() });
+    }
+    let plugin = Path::new(rdmig::criu::CRIU_PLUGIN_DIR).join(rdmig::criu::PLUGIN_SO);
+    if !plugin.is_file() {
+        return Err(LabError::Missing { what: format!("rdmig's CRIU plugin {}", plugin.display()), fix: fix() });
+    }
+    Ok(Installed { version, unit, rdmig, env_file, plugin })
+}
+
+/// A node's copy of the installed settings file, with the node's own values.
+fn node_agent_env(installed: &Installed, node: &plan::NodePlan, nodes: usize) -> Result<String, LabError> {
+    let text = fs::read_to_string(&installed.env_file).map_err(|e| LabError::io(format!("read {}", installed.env_file.display()), e))?;
+    let header = format!("# {} for {} (written by rdmig-lab up --installed)\n", installed.env_file.display(), node.name);
+    Ok(header
+        + &unit::set_in_environment_file(
+            &text,
+            &[
+                ("RDMIG_LISTEN", format!("{}:{MIGRATION_PORT}", node.underlay_ip)),
+                ("RDMIG_RDMA_ADDR", node.overlay_ip.to_string()),
+                ("RDMIG_NUMBER_RANGE", format!("{}/{nodes}", node.index)),
+                ("RDMIG_SECRET_FILE", Lab::NODE_AGENT_SECRET.to_string()),
+                // The node's root is the host's, read-only: the work directory is on its tmpfs.
+                ("RDMIG_WORK_DIR", guest::MIGRATION_WORK_DIR.to_string()),
+                // Likewise the journal (the agent reads RDMIG_JOURNAL), where `rdmig-lab on` points.
+                ("RDMIG_JOURNAL", guest::NODE_JOURNAL.to_string()),
+            ],
+        ))
+}
+
 /// What `up` created, persisted so every later command (and `down` after a crash) finds it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LabState {
@@ -116,8 +195,11 @@ pub struct LabState {
     pub cpus: u32,
     pub agent_port: u16,
     pub token: String,
-    /// The rdmig binary as the nodes see it (a snapshot in the lab share).
+    /// The rdmig binary as the nodes see it (a snapshot in the lab share, or the installed one).
     pub rdmig_bin: PathBuf,
+    /// The version of the installed rdmig package the nodes run (`up --installed`).
+    #[serde(default)]
+    pub installed: Option<String>,
     pub plan: LabPlan,
     pub pids: BTreeMap<String, u32>,
     pub created_unix: u64,
@@ -140,6 +222,10 @@ pub struct UpReport {
     pub accel: Accel,
     pub accel_reason: String,
     pub rxe: Vec<PathBuf>,
+    /// The installed package the nodes run (`--installed`), else None: the build's snapshot.
+    pub installed: Option<Installed>,
+    /// The rdmig the nodes run.
+    pub rdmig: PathBuf,
     pub cleaned_stale: bool,
     pub nodes: Vec<NodeUp>,
     pub total_ms: u64,
@@ -377,10 +463,20 @@ impl Lab {
                 return Err(LabError::Invalid(format!("rxe module {} is not an existing absolute path", m.display())));
             }
         }
+        let installed = if o.installed {
+            if o.rxe == RxeChoice::Stock {
+                return Err(LabError::Invalid(
+                    "--installed runs the packaged agent with a number range, which needs rdmig's rdma_rxe: not with --rxe stock".into(),
+                ));
+            }
+            Some(find_installed()?)
+        } else {
+            None
+        };
         // This lab binary and the product it runs in the nodes are built side by side.
         let lab_bin = std::env::current_exe().map_err(|e| LabError::io("locate the rdmig-lab binary", e))?;
         let rdmig_bin = lab_bin.with_file_name("rdmig");
-        if !rdmig_bin.is_file() {
+        if installed.is_none() && !rdmig_bin.is_file() {
             return Err(LabError::Invalid(format!(
                 "{} is missing: the nodes run the rdmig built beside rdmig-lab (cargo build --workspace)",
                 rdmig_bin.display()
@@ -422,16 +518,20 @@ impl Lab {
         // /run, where the lab directory is, is not visible in the nodes).
         // Likewise the rxe modules: the nodes mount tmpfs over /tmp, /run and /root, so a
         // checkout there is invisible to them; the share is visible wherever the repo lives.
-        let staged = snapshot_binaries(&rdmig_bin, &dir.join("shared").join("bin"))
+        // With --installed the snapshot holds only the lab's own programs: rdmig and its plugin
+        // come from the package (dpkg replaces files by renaming, so nothing is torn there).
+        let staged = snapshot_binaries(&rdmig_bin, &dir.join("shared").join("bin"), installed.is_none())
             .and_then(|_| stage_files(&rxe_modules, &dir.join("shared").join("modules"), "modules"));
+        let snapshot = PathBuf::from(LAB_SHARE_IN_NODE).join("bin");
         let (rdmig_bin, rxe_modules) = match staged {
-            Ok(mods) => (PathBuf::from(LAB_SHARE_IN_NODE).join("bin").join("rdmig"), mods),
+            Ok(mods) => (installed.as_ref().map(|i| i.rdmig.clone()).unwrap_or_else(|| snapshot.join("rdmig")), mods),
             Err(e) => {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e);
             }
         };
-        let result = self.boot(o, &plan, accel, &kernel, &rdmig_bin, &rxe_modules, t0).await;
+        let nodes_bins = NodeBinaries { lab: snapshot.join("rdmig-lab"), rdmig: rdmig_bin.clone(), installed: installed.clone() };
+        let result = self.boot(o, &plan, accel, &kernel, &nodes_bins, &rxe_modules, t0).await;
         match result {
             Ok(nodes) => Ok(UpReport {
                 lab: self.name.clone(),
@@ -440,6 +540,8 @@ impl Lab {
                 accel,
                 accel_reason: accel_reason.to_string(),
                 rxe: rxe_modules.clone(),
+                installed,
+                rdmig: rdmig_bin,
                 cleaned_stale: stale,
                 nodes,
                 total_ms: t0.elapsed().as_millis() as u64,
@@ -462,7 +564,7 @@ impl Lab {
         plan: &LabPlan,
         accel: Accel,
         kernel: &str,
-        rdmig_bin: &Path,
+        bins: &NodeBinaries,
         rxe_modules: &[PathBuf],
         t0: Instant,
     ) -> Result<Vec<NodeUp>, LabError> {
@@ -481,7 +583,8 @@ impl Lab {
             cpus: o.cpus,
             agent_port: AGENT_PORT,
             token: token.clone(),
-            rdmig_bin: rdmig_bin.to_path_buf(),
+            rdmig_bin: bins.rdmig.clone(),
+            installed: bins.installed.as_ref().map(|i| i.version.clone()),
             plan: plan.clone(),
             pids: BTreeMap::new(),
             created_unix: now_unix(),
@@ -514,7 +617,11 @@ impl Lab {
                 agent_port: AGENT_PORT,
                 rxe_modules: rxe_modules.to_vec(),
                 ssh,
+                agent_unit: bins.installed.as_ref().map(|i| i.unit.clone()),
             };
+            if let Some(i) = &bins.installed {
+                write_private(&share.join(guest::AGENT_ENV_FILE), node_agent_env(i, node, plan.nodes.len())?.as_bytes())?;
+            }
             write_private(&share.join("node.json"), &serde_json::to_vec_pretty(&cfg).expect("serializes"))?;
             write_private(&share.join(AGENT_SECRET_FILE), agent_secret.as_bytes())?;
             let spec = vm::VmSpec {
@@ -525,7 +632,7 @@ impl Lab {
                 lab_share: &lab_share,
                 kernel: &kernel_img,
                 initrd: &initrd,
-                rdmig_bin,
+                lab_bin: &bins.lab,
                 memory_mb: o.memory_mb,
                 cpus: o.cpus,
                 accel,
@@ -786,16 +893,26 @@ impl Lab {
     }
 }
 
-/// Copies `rdmig`, the `rdmig-*` tools and rdmig's CRIU plugin beside it into `dest`; returns
-/// the copy of `rdmig`.
-fn snapshot_binaries(rdmig: &Path, dest: &Path) -> Result<PathBuf, LabError> {
+/// What the nodes run, as they see it.
+struct NodeBinaries {
+    /// The guest agent (`rdmig-lab` of the snapshot).
+    lab: PathBuf,
+    /// rdmig: the snapshot's, or the installed one.
+    rdmig: PathBuf,
+    installed: Option<Installed>,
+}
+
+/// Copies the `rdmig-*` tools beside `rdmig` into `dest`, and with `product` `rdmig` and rdmig's
+/// CRIU plugin too; returns the path `rdmig` has (or would have) there.
+fn snapshot_binaries(rdmig: &Path, dest: &Path, product: bool) -> Result<PathBuf, LabError> {
     fs::create_dir_all(dest).map_err(|e| LabError::io(format!("create {}", dest.display()), e))?;
     let dir = rdmig.parent().unwrap_or(Path::new("."));
     let rd = fs::read_dir(dir).map_err(|e| LabError::io(format!("read {}", dir.display()), e))?;
     for e in rd.flatten() {
         let name = e.file_name();
         let n = name.to_string_lossy();
-        let is_tool = n == "rdmig" || (n.starts_with("rdmig-") && !n.contains('.')) || n == rdmig::criu::PLUGIN_SO;
+        let is_product = n == "rdmig" || n == rdmig::criu::PLUGIN_SO;
+        let is_tool = (product && is_product) || (n.starts_with("rdmig-") && !n.contains('.'));
         if is_tool && e.file_type().map(|t| t.is_file()).unwrap_or(false) {
             fs::copy(e.path(), dest.join(&name)).map_err(|err| LabError::io(format!("copy {}", e.path().display()), err))?;
         }
@@ -834,6 +951,31 @@ fn parse_ip_addr_show(text: &str) -> Vec<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `find_installed` looks for is where the rdmig package's file list puts it: the unit in
+    /// a systemd unit directory, its ExecStart program, its EnvironmentFile as a conffile, and the
+    /// plugin in CRIU's directory.
+    #[test]
+    fn the_package_file_list_installs_what_the_lab_looks_for() {
+        let list = include_str!("../../packaging/rdmig/files");
+        let entries: Vec<(&str, &str, Vec<&str>)> = list
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[0], f[1], f[3..].to_vec())
+            })
+            .collect();
+        let dest = |d: &str| entries.iter().find(|e| e.1 == d).unwrap_or_else(|| panic!("packaging/rdmig/files installs no {d}"));
+        let unit_src = UNIT_DIRS.iter().map(|d| format!("{d}/{AGENT_UNIT}")).find_map(|d| entries.iter().find(|e| e.1 == d)).expect("the unit").0;
+        assert_eq!(unit_src, "packaging/rdmig/rdmig-agent.service");
+        let svc = unit::Service::parse(Path::new(AGENT_UNIT), include_str!("../../packaging/rdmig/rdmig-agent.service")).unwrap();
+        dest(&svc.program().display().to_string());
+        for (env, _) in &svc.environment_files {
+            assert!(dest(&env.display().to_string()).2.contains(&"conffile"), "{} is not a conffile", env.display());
+        }
+        dest(&format!("{}/{}", rdmig::criu::CRIU_PLUGIN_DIR, rdmig::criu::PLUGIN_SO));
+    }
 
     #[test]
     fn lab_names_are_validated() {

@@ -106,6 +106,13 @@ enum LabCmd {
         /// Load these module files instead (repeat, in load order; absolute paths).
         #[arg(long = "rxe-module", conflicts_with = "rxe")]
         rxe_modules: Vec<PathBuf>,
+        /// Run the rdmig package installed on this host, as a site would: its /usr/bin/rdmig, its
+        /// CRIU plugin from CRIU's directory, and its agent started as rdmig-agent.service starts
+        /// it, with each node's own /etc/rdmig/agent.env (packaging/build-deb.sh --install makes
+        /// and installs the package; scripts/test.sh does for its build). Without it the nodes
+        /// run the build's snapshot (target/).
+        #[arg(long)]
+        installed: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -258,7 +265,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
         LabCmd::GuestAgent { config } => {
             rdmig_lab::guest::run(&config).await?;
         }
-        LabCmd::Up { nodes, memory, cpus, accel, kernel, boot_timeout, keep_on_failure, rxe, rxe_modules, json } => {
+        LabCmd::Up { nodes, memory, cpus, accel, kernel, boot_timeout, keep_on_failure, rxe, rxe_modules, installed, json } => {
             let rxe = if !rxe_modules.is_empty() {
                 RxeChoice::Modules(rxe_modules)
             } else if rxe == RxeArg::Stock {
@@ -276,6 +283,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
                 keep_on_failure,
                 rxe,
                 progress: !json,
+                installed,
             };
             if !json {
                 eprintln!("starting lab {:?}: {nodes} nodes, {memory} MiB each", lab.name);
@@ -291,6 +299,16 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
                 match r.rxe.as_slice() {
                     [] => println!("  rdma_rxe: Debian's stock module"),
                     m => println!("  rxe modules: {}", m.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")),
+                }
+                match &r.installed {
+                    Some(i) => println!(
+                        "  rdmig: the installed package {} ({}, plugin {}, agent as {} starts it)",
+                        i.version,
+                        i.rdmig.display(),
+                        i.plugin.display(),
+                        i.unit.display()
+                    ),
+                    None => println!("  rdmig: the build's snapshot ({})", r.rdmig.display()),
                 }
                 for n in &r.nodes {
                     println!(

@@ -65,7 +65,8 @@ pub struct VmSpec<'a> {
     pub lab_share: &'a Path,
     pub kernel: &'a Path,
     pub initrd: &'a Path,
-    pub rdmig_bin: &'a Path,
+    /// The guest agent (`rdmig-lab`) as the node sees it.
+    pub lab_bin: &'a Path,
     pub memory_mb: u32,
     pub cpus: u32,
     pub accel: Accel,
@@ -102,12 +103,7 @@ impl VmSpec<'_> {
         push("-initrd");
         push(&self.initrd.display().to_string());
         push("-append");
-        push(&format!(
-            "console=ttyS0 panic=-1 quiet loglevel=4 rdmig.node={} rdmig.lab={}",
-            self.node.name,
-            // The guest agent is the lab binary beside the node's rdmig.
-            self.rdmig_bin.with_file_name("rdmig-lab").display()
-        ));
+        push(&format!("console=ttyS0 panic=-1 quiet loglevel=4 rdmig.node={} rdmig.lab={}", self.node.name, self.lab_bin.display()));
         // The host root, read-only: the guest runs the host's own binaries and kernel modules.
         push("-fsdev");
         push("local,id=root,path=/,security_model=none,readonly=on,multidevs=remap");

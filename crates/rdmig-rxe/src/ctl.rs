@@ -25,7 +25,7 @@ nix::ioctl_write_ptr_bad!(ioc_mw_bind, abi::IOC_MW_BIND, abi::MwBind);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
-    #[error("{CTL_DEV} is missing: rdmig's rdma_rxe is not loaded (stock rdma_rxe has no control interface; see softroce/README.md)")]
+    #[error("{CTL_DEV} is missing: {}", crate::module::missing_ctl_reason())]
     NotLoaded,
     #[error("{CTL_DEV}: {0}")]
     Open(std::io::Error),

@@ -9,10 +9,12 @@
 //! - [`status`]: the device's text status (every user QP, MR, MW and AH with its owner).
 //! - [`sysctl`]: the MigrOS-compatible `last_qpn`/`last_mrn` cursors.
 //! - [`gid`]: GID tables of rxe ports from sysfs.
+//! - [`module`]: which `rdma_rxe` and `ib_uverbs` are loaded and installed, rdmig's or stock.
 
 pub mod abi;
 pub mod ctl;
 pub mod gid;
+pub mod module;
 pub mod status;
 pub mod sysctl;
 

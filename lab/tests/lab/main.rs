@@ -10,6 +10,7 @@
 mod e2e;
 mod faults;
 mod harness;
+mod installed;
 mod migration;
 mod plugin;
 mod qp;
@@ -17,5 +18,14 @@ mod scenarios;
 mod softroce;
 
 fn main() -> std::process::ExitCode {
-    harness::main(&[scenarios::ALL, softroce::SCENARIOS, qp::SCENARIOS, plugin::SCENARIOS, e2e::SCENARIOS, faults::SCENARIOS, scenarios::LAST])
+    harness::main(&[
+        scenarios::ALL,
+        softroce::SCENARIOS,
+        qp::SCENARIOS,
+        plugin::SCENARIOS,
+        e2e::SCENARIOS,
+        faults::SCENARIOS,
+        installed::SCENARIOS,
+        scenarios::LAST,
+    ])
 }

@@ -22,6 +22,16 @@ enum SoftroceCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Which rdma_rxe and ib_uverbs are loaded (/sys/module) and installed (what modprobe would
+    /// load, from modinfo): rdmig's (version 0.1.0-rdmig) or stock. Fails unless rdmig's are
+    /// loaded, or, where none is loaded, installed.
+    Modules {
+        /// Kernel release whose installed modules to show (default: the running kernel).
+        #[arg(long)]
+        kernel: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Read or set the MigrOS-compatible sysctls (the next search starts at VALUE + minimum).
     Sysctl {
         #[arg(long)]
@@ -103,6 +113,7 @@ pub fn run(a: SoftroceArgs) -> Result<ExitCode> {
                 }
             }
         }
+        SoftroceCmd::Modules { kernel, json } => return modules(kernel.as_deref(), json),
         SoftroceCmd::Sysctl { last_qpn, last_mrn } => {
             if let Some(v) = last_qpn {
                 sr::sysctl::set("last_qpn", v)?;
@@ -155,4 +166,58 @@ pub fn run(a: SoftroceArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(serde::Serialize)]
+struct ModuleReport {
+    name: &'static str,
+    loaded: Option<rdmig_rxe::module::ModuleInfo>,
+    installed: Option<rdmig_rxe::module::ModuleInfo>,
+}
+
+fn describe(m: &rdmig_rxe::module::ModuleInfo) -> String {
+    use rdmig_rxe::module::Flavour;
+    let mut s = match m.flavour {
+        Flavour::Rdmig => format!("rdmig's {}", m.version.as_deref().unwrap_or("(no version)")),
+        Flavour::Stock => "stock".to_string(),
+    };
+    if let Some(sv) = &m.srcversion {
+        s.push_str(&format!(" srcversion={sv}"));
+    }
+    if let Some(f) = &m.filename {
+        s.push_str(&format!(" {f}"));
+    }
+    s
+}
+
+/// `rdmig softroce modules`: exit 1 unless rdmig's modules are in use (or would be).
+fn modules(kernel: Option<&str>, json: bool) -> Result<ExitCode> {
+    use rdmig_rxe::module::{self as m, Flavour};
+    let reports: Vec<ModuleReport> =
+        m::MODULES.iter().map(|&name| ModuleReport { name, loaded: m::loaded(name), installed: m::installed(name, kernel) }).collect();
+    let mut stock = vec![];
+    for r in &reports {
+        // What counts: the loaded module, else the one modprobe would load.
+        match r.loaded.as_ref().or(r.installed.as_ref()) {
+            Some(i) if i.flavour == Flavour::Stock => stock.push(format!("stock {} {}", r.name, if r.loaded.is_some() { "loaded" } else { "installed" })),
+            Some(_) => {}
+            None => stock.push(format!("no {} loaded or installed", r.name)),
+        }
+    }
+    if json {
+        print_json(&reports)?;
+    } else {
+        for r in &reports {
+            let loaded = r.loaded.as_ref().map(describe).unwrap_or_else(|| "not loaded".into());
+            let installed = r.installed.as_ref().map(describe).unwrap_or_else(|| "none (modinfo found no module)".into());
+            println!("{:9} loaded:    {loaded}", r.name);
+            println!("{:9} installed: {installed}", "");
+        }
+    }
+    if stock.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{}: {}", stock.join(", "), m::INSTALL_HINT);
+        Ok(ExitCode::FAILURE)
+    }
 }

@@ -128,7 +128,10 @@ impl Options {
     fn args(&self) -> Vec<String> {
         let mut a = vec![];
         if let Some(p) = &self.plugins {
-            a.extend(["-L".into(), s(p)]);
+            // CRIU's own directory needs no -L: CRIU loads the installed plugin by itself.
+            if !is_criu_default_dir(p) {
+                a.extend(["-L".into(), s(p)]);
+            }
         }
         if self.tcp_established {
             a.push("--tcp-established".into());
@@ -173,16 +176,38 @@ pub fn has_verbs(pid: i32) -> bool {
 /// Name of rdmig's CRIU plugin library.
 pub const PLUGIN_SO: &str = "librdmig_criu.so";
 
-/// Puts a copy of rdmig's CRIU plugin (found next to this executable) alone in `dir`/criu-plugins
-/// (CRIU loads every `*.so` of its plugin directory) and returns that directory.
+/// Where CRIU looks for plugins when it is given no `-L` and no `CRIU_LIBS_DIR` (CRIU's
+/// `CR_PLUGIN_DEFAULT`, Debian's criu 3.17 included); the rdmig package installs the plugin here.
+pub const CRIU_PLUGIN_DIR: &str = "/usr/lib/criu";
+
+/// Whether CRIU, given no `-L`, loads its plugins from `dir`.
+fn is_criu_default_dir(dir: &Path) -> bool {
+    dir == Path::new(CRIU_PLUGIN_DIR) && std::env::var_os("CRIU_LIBS_DIR").is_none()
+}
+
+/// The plugin directory for CRIU's `-L`. A build (a `librdmig_criu.so` next to this executable,
+/// as in `target/`): a copy of it alone in `dir`/criu-plugins (CRIU loads every `*.so` of its
+/// plugin directory). An installed rdmig (none next to it): CRIU's own directory, if the package
+/// put the plugin there; CRIU then finds it without `-L`.
 pub fn plugin_dir(work: &Path) -> Result<PathBuf, CriuError> {
     let io = |e| CriuError::Io { action: "plugin".into(), source: e };
     let exe = std::env::current_exe().map_err(io)?;
     let so = exe.with_file_name(PLUGIN_SO);
     if !so.is_file() {
+        let installed = Path::new(CRIU_PLUGIN_DIR).join(PLUGIN_SO);
+        if installed.is_file() {
+            return Ok(PathBuf::from(CRIU_PLUGIN_DIR));
+        }
         return Err(CriuError::Io {
             action: "plugin".into(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("{} is missing (build the workspace: cargo build --workspace)", so.display())),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "neither {} nor {} exists (install the rdmig package, or build the workspace: cargo build --workspace)",
+                    so.display(),
+                    installed.display()
+                ),
+            ),
         });
     }
     let dir = work.join("criu-plugins");
@@ -333,5 +358,8 @@ mod tests {
         d.opts = Options { plugins: Some("/p".into()), tcp_established: true, hold: false };
         let a = d.common();
         assert!(a.windows(2).any(|w| w == ["-L", "/p"]) && a.iter().any(|x| x == "--tcp-established"));
+        // The installed plugin, in CRIU's own directory: CRIU finds it without -L.
+        d.opts = Options { plugins: Some(CRIU_PLUGIN_DIR.into()), tcp_established: false, hold: false };
+        assert_eq!(!d.common().iter().any(|x| x == "-L"), std::env::var_os("CRIU_LIBS_DIR").is_none());
     }
 }
