@@ -32,11 +32,16 @@ pub struct GuestConfig {
     /// Start sshd on the underlay (the lab share holds its keys and configuration).
     #[serde(default)]
     pub ssh: bool,
+    /// The nodes the migration agent lets in (`--allow-peer`): the lab's nodes.
+    #[serde(default)]
+    pub allow_peers: Vec<String>,
 }
 
 pub const STATUS_FILE: &str = "status.json";
-/// The migration agent's secret, in the node's share (written by the host, mode 0600).
-pub const AGENT_SECRET_FILE: &str = "agent.secret";
+/// The node's TLS directory in its share (its certificate of the lab CA; written by the host).
+pub const AGENT_TLS_DIR: &str = "tls";
+/// The overlay subnet on its device: where the lab's agents let moved addresses go.
+pub const MOVE_ADDR_RULE: &str = "vxlan0=10.0.1.0/24";
 /// Port of the migration agent (`rdmig agent`) on the underlay.
 pub const MIGRATION_PORT: u16 = 7800;
 /// Work directory of the migration agent inside a node (tmpfs).
@@ -83,7 +88,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     if result.is_ok() {
         // With our rdma_rxe every node gets its own share of QP and MR numbers.
         let numbers = (!cfg.rxe_modules.is_empty()).then(|| format!("{}/{}", cfg.node.index, cfg.peers.len() + 1));
-        tokio::spawn(supervise_migration_agent(cfg.node.underlay_ip, cfg.node.overlay_ip, share.to_path_buf(), numbers));
+        tokio::spawn(supervise_migration_agent(cfg.node.underlay_ip, cfg.node.overlay_ip, share.to_path_buf(), numbers, cfg.allow_peers.clone()));
     }
     // Serve even after a failed set-up, as long as the underlay address exists: `lab exec` is
     // how a user finds out what went wrong.
@@ -105,7 +110,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
 /// Runs `rdmig agent` on the underlay and restarts it when it exits, as a service manager would:
 /// a killed agent (a test does that) is back within a second.
-async fn supervise_migration_agent(ip: Ipv4Addr, rdma_ip: Ipv4Addr, share: PathBuf, numbers: Option<String>) {
+async fn supervise_migration_agent(ip: Ipv4Addr, rdma_ip: Ipv4Addr, share: PathBuf, numbers: Option<String>, allow_peers: Vec<String>) {
     // The product binary sits beside this lab binary in the lab's snapshot.
     let Ok(bin) = std::env::current_exe().map(|e| e.with_file_name("rdmig")) else { return };
     let log = share.join("migration-agent.log");
@@ -120,10 +125,15 @@ async fn supervise_migration_agent(ip: Ipv4Addr, rdma_ip: Ipv4Addr, share: PathB
             &rdma_ip.to_string(),
             "--work-dir",
             MIGRATION_WORK_DIR,
-            "--secret-file",
+            "--allow-move-addr",
+            MOVE_ADDR_RULE,
+            "--tls-dir",
         ])
-        .arg(share.join(AGENT_SECRET_FILE))
+        .arg(share.join(AGENT_TLS_DIR))
         .stdin(Stdio::null());
+        for p in &allow_peers {
+            cmd.args(["--allow-peer", p]);
+        }
         if let Some(n) = &numbers {
             cmd.args(["--number-range", n]);
         }

@@ -469,7 +469,7 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Channel<S> {
         Ok(())
     }
     pub async fn recv_msg<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, MsgError> {
-        decode(&self.recv_raw().await?)
+        decode(self.recv_frame_max(MAX_MSG).await?)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `rdmig agent`: the per-node daemon that receives migrations.
 //!
-//! It binds only where it is told, talks only to holders of the cluster secret (see `wire`),
-//! validates every message (see `msg`), keeps each migration's images in its own directory under
+//! It binds only where it is told, speaks only mutual TLS with nodes of the cluster CA (see
+//! `wire`), serves only the nodes its policy names (`policy`), validates every message (see `msg`), keeps each migration's images in its own directory under
 //! the work directory, restores with CRIU when asked, and removes images once the source commits.
 //!
 //! This module accepts connections and dispatches each request to the module of its group:
@@ -17,6 +17,7 @@
 
 mod finish;
 pub mod numbers;
+pub mod policy;
 mod receive;
 mod restore;
 mod session;
@@ -32,7 +33,8 @@ use tracing::{info, warn};
 
 use crate::transport::rdma::RdmaReceiver;
 use rdmig_proto::msg::{MigState, MigrationId, Reply, Request};
-use rdmig_proto::wire::{Channel, Limits, Secret};
+use rdmig_proto::tls::ServerTls;
+use rdmig_proto::wire::{Channel, Limits};
 use rdmig_proto::{msg, wire};
 
 pub use session::{host_facts, rxe_flavour};
@@ -43,7 +45,10 @@ pub struct AgentConfig {
     /// The local address whose RoCE v2 GID (on `rdma_device`) carries RDMA data; None: TCP only.
     pub rdma_addr: Option<std::net::Ipv4Addr>,
     pub rdma_device: String,
-    pub secret: Secret,
+    /// This node's TLS server side (its certificate; clients must have one of the cluster CA).
+    pub tls: ServerTls,
+    /// Which nodes may migrate here, and which addresses they may move.
+    pub policy: policy::Policy,
     pub work_dir: PathBuf,
     pub keep_images: bool,
     pub restore_timeout: Duration,
@@ -55,7 +60,7 @@ pub struct AgentConfig {
     pub orphan_after: Duration,
 }
 
-/// The hello must come at once.
+/// The TLS handshake must come at once.
 const HELLO: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +188,9 @@ async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result
     }
     let peer_addr = sock.peer_addr().map_err(wire::WireError::Io)?;
     let peer = peer_addr.to_string();
-    let mut ch = Channel::server_within(sock, &cfg.secret, Limits::idle(HELLO.min(cfg.idle_timeout))).await?;
+    let mut ch = Channel::server_within(sock, &cfg.tls, Limits::idle(HELLO.min(cfg.idle_timeout))).await?;
+    // A node of the cluster that may not migrate here: its first request is answered with why.
+    let refused = cfg.policy.admits(ch.peer()).err();
     // From here on, a source that sends nothing for this long is gone (or stopped).
     ch.set_limits(Limits::idle(cfg.idle_timeout));
     let mut rdma: Option<RdmaReceiver> = None;
@@ -201,10 +208,20 @@ async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result
                 return Err(e);
             }
         };
+        if let Some(why) = refused {
+            warn!(%peer, node = ch.peer(), "refused: {why}");
+            ch.send_msg(&Reply::Failed(why)).await?;
+            return Ok(());
+        }
         if let Err(e) = req.validate() {
             warn!(%peer, "refused an invalid request: {e}");
             ch.send_msg(&Reply::Failed(e.to_string())).await?;
             return Err(e);
+        }
+        if let Err(why) = cfg.policy.allows(&req) {
+            warn!(%peer, node = ch.peer(), "refused a request: {why}");
+            ch.send_msg(&Reply::Failed(why)).await?;
+            continue;
         }
         let id = req.id().map(|i| i.as_str().to_string());
         if let Some(id) = &id {
@@ -267,12 +284,13 @@ fn dir_of(table: &Table, id: &MigrationId) -> Result<PathBuf, String> {
 mod tests {
     use super::*;
 
-    fn config(work: &std::path::Path) -> AgentConfig {
+    pub(super) fn config(work: &std::path::Path) -> AgentConfig {
         AgentConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             rdma_addr: None,
             rdma_device: "rxe0".into(),
-            secret: Secret::from_bytes(&[b'a'; 40]).unwrap(),
+            tls: rdmig_proto::tls::testing::TestCa::new().node("dst", &[]).server().unwrap(),
+            policy: policy::Policy::default(),
             work_dir: work.to_path_buf(),
             keep_images: false,
             restore_timeout: Duration::from_secs(1),

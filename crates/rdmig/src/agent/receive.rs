@@ -197,23 +197,22 @@ async fn receive_data(
     let mut sink_err: Option<String> = None;
     while got < len {
         let owned;
-        let (chunk, tag) = if via_rdma {
+        let chunk = if via_rdma {
             let r = rdma.as_mut().ok_or_else(|| msg::MsgError::Decode("data over RDMA, but no RDMA path was set up".into()))?;
             owned = match tokio::time::timeout(Duration::from_secs(30), r.recv()).await {
                 Ok(Some(Ok(c))) => c,
                 Ok(Some(Err(e))) => return Err(msg::MsgError::Decode(e.to_string())),
                 Ok(None) | Err(_) => return Err(msg::MsgError::Decode("RDMA data path stalled or closed".into())),
             };
-            (&owned[..], None)
+            &owned[..]
         } else {
-            let (c, t) = ch.recv_frame().await?;
-            (c, Some(t))
+            ch.recv_frame().await?
         };
         got += chunk.len() as u64;
         if got > len {
             return Err(msg::MsgError::Decode(format!("{} bytes announced, more sent", len)));
         }
-        sum.update(chunk, tag.as_ref());
+        sum.update(chunk);
         if sink_err.is_none() {
             if let Err(e) = sink(chunk) {
                 sink_err = Some(e);
@@ -223,7 +222,7 @@ async fn receive_data(
     let trailer = ch.recv_raw().await?;
     Ok(match sink_err {
         Some(e) => Err(e),
-        None if sum.finish() != trailer => Err("checksum mismatch".into()),
+        None if !sum.matches(&trailer) => Err("checksum mismatch".into()),
         None => Ok(()),
     })
 }

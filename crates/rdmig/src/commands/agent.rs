@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 #[derive(Args)]
@@ -12,9 +12,18 @@ pub struct AgentArgs {
     /// Address to listen on, e.g. 10.99.0.2:7800 (no default: bind where you mean to).
     #[arg(long)]
     listen: std::net::SocketAddr,
-    /// File with the cluster's shared secret (at least 32 bytes, mode 0600).
-    #[arg(long)]
-    secret_file: PathBuf,
+    /// This node's TLS directory (`rdmig ca issue` makes it): ca.pem, node.pem, node.key.
+    #[arg(long, default_value = "/etc/rdmig/tls")]
+    tls_dir: PathBuf,
+    /// A node (as its certificate names it) that may migrate processes to this agent;
+    /// repeat for each, or `*` for every node of the cluster CA. Nobody without one.
+    #[arg(long = "allow-peer", value_name = "NODE", required = true)]
+    allow_peers: Vec<String>,
+    /// A device and subnet a migrated process's address may be moved onto here
+    /// (`--move-addr` of migrate), e.g. vxlan0=10.0.1.0/24; repeat for each. None: migrations
+    /// that move an address are refused.
+    #[arg(long = "allow-move-addr", value_name = "DEV=NET/PREFIX")]
+    allow_move_addr: Vec<rdmig::agent::policy::AddrRule>,
     /// Where incoming images are kept until the migration is committed.
     #[arg(long, default_value = "/var/lib/rdmig/incoming")]
     work_dir: PathBuf,
@@ -42,13 +51,19 @@ pub struct AgentArgs {
 }
 
 pub async fn run(a: AgentArgs) -> Result<ExitCode> {
-    let AgentArgs { listen, secret_file, work_dir, keep_images, rdma_addr, rdma_device, number_range, idle_timeout, orphan_after } = a;
-    let secret = rdmig_proto::wire::Secret::load(&secret_file)?;
+    let AgentArgs { listen, tls_dir, allow_peers, allow_move_addr, work_dir, keep_images, rdma_addr, rdma_device, number_range, idle_timeout, orphan_after } =
+        a;
+    for p in &allow_peers {
+        anyhow::ensure!(p == "*" || rdmig_proto::ca::valid_node_name(p), "--allow-peer {p:?}: not a node name ([a-z0-9-]) or *");
+    }
+    let id = rdmig_proto::tls::Identity::load(&tls_dir).with_context(|| format!("this node's TLS identity (--tls-dir {})", tls_dir.display()))?;
+    tracing::info!(node = id.name(), peers = ?allow_peers, move_addr = ?allow_move_addr.iter().map(|r| r.to_string()).collect::<Vec<_>>(), "TLS identity and policy");
     rdmig::agent::serve(rdmig::agent::AgentConfig {
         listen,
         rdma_addr,
         rdma_device,
-        secret,
+        tls: id.server()?,
+        policy: rdmig::agent::policy::Policy { peers: allow_peers, move_addr: allow_move_addr },
         work_dir,
         keep_images,
         restore_timeout: Duration::from_secs(600),

@@ -8,9 +8,9 @@
 //!
 //! Forward, the stream rides the migration's transport (RDMA ring or the authenticated TCP
 //! channel); backward, always the TCP channel. Each piece is a kind byte and its bytes; the last
-//! piece carries the length and the `DataSum` (MAC tags of every piece before it, hashed), so
-//! the destination checks the stream end to end before the migration may use what the page
-//! server wrote.
+//! piece carries the length and the `DataSum` (an HMAC under a key of this stream exported from
+//! the TLS session), so the destination checks the stream end to end before the migration may
+//! use what the page server wrote.
 //!
 //! Every wait is bounded: the channel's limits hold for its frames, except the page server's
 //! answers while CRIU dumps (they come now and then): those get the channel's idle bound only
@@ -132,12 +132,12 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
             let piece = &buf[..=n];
             match rdma {
                 Some(r) => {
-                    sum.update(piece, None);
+                    sum.update(piece);
                     send_rdma(r, piece.to_vec(), limits.deadline).await?
                 }
                 None => {
-                    let tag = wr.send_raw(piece).await.map_err(|e| format!("destination: {e}"))?;
-                    sum.update(piece, Some(&tag));
+                    wr.send_raw(piece).await.map_err(|e| format!("destination: {e}"))?;
+                    sum.update(piece);
                 }
             }
         }
@@ -224,12 +224,12 @@ pub async fn destination(
         let mut sum = sum;
         loop {
             let owned;
-            let (piece, tag) = match rdma.as_deref_mut() {
+            let piece = match rdma.as_deref_mut() {
                 Some(r) => tokio::select! {
                     c = r.recv() => match c {
                         Some(Ok(c)) => {
                             owned = c;
-                            (&owned[..], None)
+                            &owned[..]
                         }
                         Some(Err(e)) => return Err(e.to_string()),
                         None => return Err("the RDMA path closed mid page stream".into()),
@@ -242,14 +242,14 @@ pub async fn destination(
                     _ = tokio::time::sleep(IDLE) => return Err(format!("no page data for {} s", IDLE.as_secs())),
                 },
                 None => match tokio::time::timeout(IDLE, rd.recv_frame()).await {
-                    Ok(Ok((f, t))) => (f, Some(t)),
+                    Ok(Ok(f)) => f,
                     Ok(Err(e)) => return Err(format!("source: {e}")),
                     Err(_) => return Err(format!("no page data for {} s", IDLE.as_secs())),
                 },
             };
             match decode(piece)? {
                 Piece::Data(d) => {
-                    sum.update(piece, tag.as_ref());
+                    sum.update(piece);
                     len += d.len() as u64;
                     if server_gone.is_none() {
                         if let Err(e) = to_server.write_all(d).await {
@@ -259,7 +259,7 @@ pub async fn destination(
                 }
                 Piece::End { len: sent, sum: want } => {
                     let _ = to_server.shutdown().await;
-                    if sent != len || want != sum.finish() {
+                    if sent != len || !sum.matches(want) {
                         return Err(format!("page stream damaged: {len} bytes arrived of {sent}, or their checksum differs"));
                     }
                     return Ok::<u64, String>(len);
@@ -286,7 +286,7 @@ pub async fn destination(
             buf[0] = DATA;
             wr.send_raw(&buf[..=n]).await.map_err(|e| format!("source: {e}"))?;
         }
-        // The answers' end: the frames' MACs already protect them; no sum to check.
+        // The answers' end: TLS already protects them; no sum to check.
         wr.send_raw(&end_piece(0, &[0; SUM])).await.map_err(|e| format!("source: {e}"))
     };
     let (f, b) = tokio::join!(forward, backward);
@@ -299,12 +299,15 @@ mod tests {
     use super::*;
 
     async fn channels() -> (Channel<TcpStream>, Channel<TcpStream>) {
-        let secret = rdmig_proto::wire::Secret::from_bytes(&[b'k'; 40]).unwrap();
+        let ca = rdmig_proto::tls::testing::TestCa::new();
+        let (ctls, stls) = (ca.node("src", &[]).client(Some("dst")).unwrap(), ca.node("dst", &[]).server().unwrap());
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let (c, s) = tokio::join!(async { Channel::client(TcpStream::connect(addr).await.unwrap(), &secret).await.unwrap() }, async {
-            Channel::server(l.accept().await.unwrap().0, &secret).await.unwrap()
-        });
+        let limits = rdmig_proto::wire::Limits::default();
+        let (c, s) = tokio::join!(
+            async { Channel::client_within(TcpStream::connect(addr).await.unwrap(), &ctls, ctls.server_name(addr.ip()), limits).await.unwrap() },
+            async { Channel::server_within(l.accept().await.unwrap().0, &stls, limits).await.unwrap() }
+        );
         (c, s)
     }
 
