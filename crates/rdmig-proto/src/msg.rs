@@ -52,15 +52,17 @@ pub enum MsgError {
     Invalid { what: &'static str, value: String, why: &'static str },
 }
 
-/// A migration's identifier: becomes a directory name on the destination.
+/// A migration's identifier: becomes a directory name in the destination agent's work directory,
+/// so it always begins with `m-`: no id can name one of the agent's own directories there
+/// (`criu-plugins`, `cpucheck-*`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationId(String);
 
 impl MigrationId {
     pub fn new(s: &str) -> Result<Self, MsgError> {
-        let ok = !s.is_empty() && s.len() <= 48 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let ok = s.len() > 2 && s.len() <= 48 && s.starts_with("m-") && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !ok {
-            return Err(MsgError::Invalid { what: "migration id", value: s.into(), why: "use 1-48 of [a-z0-9-]" });
+            return Err(MsgError::Invalid { what: "migration id", value: s.into(), why: "use m- and 1-46 of [a-z0-9-]" });
         }
         Ok(Self(s.to_string()))
     }
@@ -403,7 +405,10 @@ impl Request {
             Request::PutSymlink { id, rel, target } => {
                 id.validate()?;
                 rel.validate()?;
-                // CRIU's only links are "parent" -> "../<previous round>".
+                // CRIU's only links are "<round>/parent" -> "../<previous round>".
+                if rel.as_str().split_once('/').is_none_or(|(_, name)| name != "parent") {
+                    return Err(MsgError::Invalid { what: "symlink", value: rel.as_str().into(), why: "must be <dir>/parent" });
+                }
                 let ok = target.strip_prefix("../").is_some_and(|t| RelPath::new(t).is_ok() && !t.contains('/'));
                 if !ok {
                     return Err(MsgError::Invalid { what: "symlink target", value: target.clone(), why: "must be ../<dir>" });
@@ -515,7 +520,8 @@ mod tests {
     #[test]
     fn ids_and_paths_are_strict() {
         assert!(MigrationId::new("m-20261122-1").is_ok());
-        for bad in ["", "A", "../x", "a/b", "a b", &"x".repeat(49)] {
+        // Nothing but `m-...`: the agent's own directories share the work directory.
+        for bad in ["", "m-", "m", "A", "../x", "a/b", "a b", "criu-plugins", "cpucheck-1-0", "bench", "m-A", "m-../x", &format!("m-{}", "x".repeat(47))] {
             assert!(MigrationId::new(bad).is_err(), "{bad:?}");
         }
         assert!(RelPath::new("pre-1/pages-1.img").is_ok());
@@ -527,7 +533,7 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_validate() {
-        let r = Request::PutFile { id: MigrationId::new("m1").unwrap(), rel: RelPath::new("pre-1/pagemap-5.img").unwrap(), len: 10, via_rdma: false };
+        let r = Request::PutFile { id: MigrationId::new("m-1").unwrap(), rel: RelPath::new("pre-1/pagemap-5.img").unwrap(), len: 10, via_rdma: false };
         let back: Request = decode(&enc(&r)).unwrap();
         back.validate().unwrap();
         assert!(matches!(back, Request::PutFile { len: 10, .. }));
@@ -538,16 +544,21 @@ mod tests {
         // A peer can put anything on the wire: serde does not run the constructors.
         let evil = Request::PutFile { id: MigrationId("../../etc".into()), rel: RelPath("x".into()), len: 1, via_rdma: false };
         assert!(decode::<Request>(&enc(&evil)).unwrap().validate().is_err());
-        let evil = Request::PutSymlink { id: MigrationId::new("m").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "/etc".into() };
+        let evil = Request::PutSymlink { id: MigrationId::new("m-x").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "/etc".into() };
         assert!(evil.validate().is_err());
-        let ok = Request::PutSymlink { id: MigrationId::new("m").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "../pre-1".into() };
+        let ok = Request::PutSymlink { id: MigrationId::new("m-x").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "../pre-1".into() };
         assert!(ok.validate().is_ok());
+        // A link anywhere else (the first half of "x -> ../other, then x/f") is refused.
+        for rel in ["x", "d/x", "parent"] {
+            let evil = Request::PutSymlink { id: MigrationId::new("m-x").unwrap(), rel: RelPath::new(rel).unwrap(), target: "../m-other".into() };
+            assert!(evil.validate().is_err(), "{rel}");
+        }
         assert!(Request::Facts { pid: Some(1) }.validate().is_err());
     }
 
     #[test]
     fn scp_requests_name_one_directory_and_plain_files() {
-        let id = MigrationId::new("m").unwrap();
+        let id = MigrationId::new("m-x").unwrap();
         let file = |name: &str| ScpFile { name: name.into(), len: 4096 };
         assert!(Request::ScpDir { id: id.clone(), rel: RelPath::new("final").unwrap() }.validate().is_ok());
         assert!(Request::ScpDir { id: id.clone(), rel: RelPath::new("final/x").unwrap() }.validate().is_err());
@@ -645,7 +656,7 @@ mod tests {
         b.extend_from_slice(&[1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
         assert!(decode::<Request>(&b).is_err());
         // A file list of 2^32 entries in a few bytes: refused, not reserved.
-        let mut l = enc(&Request::ScpDone { id: MigrationId::new("m").unwrap(), rel: RelPath::new("f").unwrap(), files: vec![] });
+        let mut l = enc(&Request::ScpDone { id: MigrationId::new("m-x").unwrap(), rel: RelPath::new("f").unwrap(), files: vec![] });
         l.pop();
         l.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
         assert!(decode::<Request>(&l).is_err());

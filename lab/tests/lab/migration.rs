@@ -308,11 +308,11 @@ pub fn agent_refuses_unauthenticated_and_tampered(c: &Ctx) -> Result<()> {
             Ok(ch.recv_msg::<Reply>().await.ok())
         })
     };
-    ensure!(begin("tampered", true)?.is_none(), "a tampered record got an answer");
-    ensure!(!incoming()?.contains("tampered"), "the tampered request left a directory");
+    ensure!(begin("m-tampered", true)?.is_none(), "a tampered record got an answer");
+    ensure!(!incoming()?.contains("m-tampered"), "the tampered request left a directory");
     // The same request, untouched, is accepted: the test itself is sound.
-    ensure!(matches!(begin("untampered", false)?, Some(Reply::Ack)), "an honest request was refused");
-    ensure!(incoming()?.contains("untampered"));
+    ensure!(matches!(begin("m-untampered", false)?, Some(Reply::Ack)), "an honest request was refused");
+    ensure!(incoming()?.contains("m-untampered"));
     kill(c, "node1", pid);
     Ok(())
 }

@@ -15,6 +15,7 @@
 //! connection has named for `orphan_after` is aborted like an `Abort` would (a restored copy that
 //! was never committed is killed, the images go).
 
+mod confine;
 mod finish;
 pub mod numbers;
 pub mod policy;

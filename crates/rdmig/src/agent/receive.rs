@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::info;
 
+use super::confine::Confined;
 use super::{dir_of, AgentConfig, Table};
 use crate::criu;
 use crate::transport::rdma::RdmaReceiver;
@@ -46,14 +47,10 @@ pub(super) async fn put_file(
     len: u64,
     via_rdma: bool,
 ) -> Result<Reply, msg::MsgError> {
-    let target = dir_of(table, id).map(|d| d.join(rel.as_str()));
-    let mut file = match &target {
-        Ok(p) => {
-            if let Some(parent) = p.parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-            std::fs::OpenOptions::new().write(true).create_new(true).open(p).map_err(|e| format!("{}: {e}", p.display()))
-        }
+    // Beneath the migration's directory only (see `confine`).
+    let dir = dir_of(table, id).and_then(|d| Confined::open(&d).map_err(|e| e.to_string()));
+    let mut file = match &dir {
+        Ok(c) => c.create_new(rel.as_str()).map_err(|e| e.to_string()),
         Err(e) => Err(e.clone()),
     };
     let r = receive_data(ch, rdma, via_rdma, len, |chunk| {
@@ -67,8 +64,8 @@ pub(super) async fn put_file(
     Ok(match r {
         Ok(()) => Reply::Ack,
         Err(e) => {
-            if let (Ok(p), Ok(_)) = (&target, &file) {
-                let _ = std::fs::remove_file(p);
+            if let (Ok(c), Ok(_)) = (&dir, &file) {
+                let _ = c.remove(rel.as_str());
             }
             Reply::Failed(format!("{}: {e}", rel.as_str()))
         }
@@ -85,19 +82,13 @@ pub(super) async fn probe(ch: &mut Channel<TcpStream>, rdma: &mut Option<RdmaRec
 
 /// CRIU's `parent` link of an image directory.
 pub(super) fn put_symlink(table: &Table, id: &MigrationId, rel: &RelPath, target: &str) -> Reply {
-    match dir_of(table, id) {
-        Ok(d) => {
-            let p = d.join(rel.as_str());
-            if let Some(parent) = p.parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-            match std::os::unix::fs::symlink(target, &p) {
-                Ok(()) => Reply::Ack,
-                // The page server made it already (a streamed pre-copy round).
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && std::fs::read_link(&p).is_ok_and(|t| t == Path::new(target)) => Reply::Ack,
-                Err(e) => Reply::Failed(format!("{}: {e}", p.display())),
-            }
-        }
+    // Made beneath the migration's directory; an existing link of the same target is the page
+    // server's (a streamed pre-copy round).
+    match dir_of(table, id).and_then(|d| Confined::open(&d).map_err(|e| e.to_string())) {
+        Ok(c) => match c.symlink(target, rel.as_str()) {
+            Ok(_) => Reply::Ack,
+            Err(e) => Reply::Failed(e.to_string()),
+        },
         Err(e) => Reply::Failed(e),
     }
 }
@@ -113,16 +104,14 @@ pub(super) async fn page_stream(
     parent: Option<&RelPath>,
     via_rdma: bool,
 ) -> Result<Reply, msg::MsgError> {
-    let d = match dir_of(table, id) {
-        Ok(d) => d.join(rel.as_str()),
-        Err(e) => return Ok(Reply::Failed(e)),
-    };
     if via_rdma && rdma.is_none() {
         return Ok(Reply::Failed("page stream over RDMA, but no RDMA path was set up".into()));
     }
-    if let Err(e) = std::fs::create_dir_all(&d) {
-        return Ok(Reply::Failed(format!("{}: {e}", d.display())));
-    }
+    // A real directory beneath the migration's (no link on the way) for the page server.
+    let d = match dir_of(table, id).and_then(|d| Confined::open(&d).and_then(|c| c.dir(rel.as_str())).map_err(|e| e.to_string())) {
+        Ok(d) => d,
+        Err(e) => return Ok(Reply::Failed(e)),
+    };
     let (ours, theirs) = match std::os::unix::net::UnixStream::pair().and_then(|(a, b)| a.set_nonblocking(true).map(|_| (a, b))) {
         Ok(p) => p,
         Err(e) => return Ok(Reply::Failed(format!("socket pair: {e}"))),
@@ -159,22 +148,16 @@ pub(super) async fn page_stream(
 
 /// `--transport scp`: where the source may copy image directory `rel` to.
 pub(super) fn scp_dir(table: &Table, id: &MigrationId, rel: &RelPath) -> Reply {
-    match dir_of(table, id) {
-        Ok(d) => {
-            let p = d.join(rel.as_str());
-            match std::fs::create_dir_all(&p).and_then(|_| p.canonicalize()) {
-                Ok(abs) => Reply::Dir(abs.to_string_lossy().into_owned()),
-                Err(e) => Reply::Failed(format!("{}: {e}", p.display())),
-            }
-        }
+    match dir_of(table, id).and_then(|d| Confined::open(&d).and_then(|c| c.dir(rel.as_str())).and_then(|p| p.canonicalize()).map_err(|e| e.to_string())) {
+        Ok(abs) => Reply::Dir(abs.to_string_lossy().into_owned()),
         Err(e) => Reply::Failed(e),
     }
 }
 
 /// `--transport scp`: did exactly `files` arrive in `rel`?
 pub(super) fn scp_done(table: &Table, id: &MigrationId, rel: &RelPath, files: &[msg::ScpFile]) -> Reply {
-    match dir_of(table, id) {
-        Ok(d) => match check_scp_delivery(&d.join(rel.as_str()), files) {
+    match dir_of(table, id).and_then(|d| Confined::open(&d).and_then(|c| c.dir(rel.as_str())).map_err(|e| e.to_string())) {
+        Ok(d) => match check_scp_delivery(&d, files) {
             Ok(()) => Reply::Ack,
             Err(e) => Reply::Failed(format!("{}: {e}", rel.as_str())),
         },

@@ -62,7 +62,7 @@ pub async fn bench_transfer(
         anyhow::bail!("bench transfer measures rdmig's own transports (rdma, tcp); scp is measured by a migration with --transport scp");
     }
     let mut ch = connect(o.to, &o.tls, Limits::idle(IO_WAIT)).await.map_err(anyhow::Error::msg)?;
-    let run = Run::new(&o, MigrationId::new("bench").expect("valid"), std::env::temp_dir(), "bench");
+    let run = Run::new(&o, MigrationId::new("m-bench").expect("valid"), std::env::temp_dir(), "bench");
     let mut rows = vec![];
     for t in transports {
         let (name, secs) = match t {
