@@ -474,7 +474,11 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Channel<S> {
         Ok(())
     }
     pub async fn recv_msg<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, MsgError> {
-        decode(self.recv_frame_max(MAX_MSG).await?)
+        self.recv_msg_max(MAX_MSG).await
+    }
+    /// A message of at most `max` bytes (a longer frame is refused before it is read).
+    pub async fn recv_msg_max<T: for<'de> Deserialize<'de>>(&mut self, max: usize) -> Result<T, MsgError> {
+        decode(self.recv_frame_max(max.min(MAX_MSG)).await?)
     }
 }
 

@@ -17,6 +17,7 @@
 
 mod confine;
 mod finish;
+mod gate;
 pub mod numbers;
 pub mod policy;
 mod receive;
@@ -38,6 +39,7 @@ use rdmig_proto::tls::ServerTls;
 use rdmig_proto::wire::{Channel, Limits};
 use rdmig_proto::{msg, wire};
 
+pub use gate::MAX_CONNECTIONS;
 pub use session::{host_facts, rxe_flavour};
 
 #[derive(Debug, Clone)]
@@ -59,6 +61,8 @@ pub struct AgentConfig {
     pub idle_timeout: Duration,
     /// A migration no open connection has named for this long is aborted: its source is gone.
     pub orphan_after: Duration,
+    /// Connections open at once (a quarter of them in their TLS handshake); more are closed.
+    pub max_connections: usize,
 }
 
 /// The TLS handshake must come at once.
@@ -163,6 +167,7 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
     let cfg = Arc::new(cfg);
     let table: Table = Arc::default();
     tokio::spawn(finish::reap_orphans(table.clone(), cfg.orphan_after));
+    let gate = gate::Gate::new(cfg.max_connections);
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -172,9 +177,14 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
                 continue;
             }
         };
-        let (cfg, table) = (cfg.clone(), table.clone());
+        let Some(slot) = gate.admit() else {
+            warn!(%peer, "closed: {} connections are open already", cfg.max_connections);
+            continue;
+        };
+        let (cfg, table, gate) = (cfg.clone(), table.clone(), gate.clone());
         tokio::spawn(async move {
-            match connection(sock, &cfg, &table).await {
+            let _slot = slot;
+            match connection(sock, &cfg, &table, &gate).await {
                 Ok(()) => {}
                 Err(e) => warn!(%peer, "connection ended: {e}"),
             }
@@ -182,22 +192,32 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
     }
 }
 
-async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result<(), msg::MsgError> {
+async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table, gate: &gate::Gate) -> Result<(), msg::MsgError> {
     sock.set_nodelay(true).ok();
     if let Err(e) = wire::keepalive(&sock) {
         warn!("keepalive on an agent socket: {e}");
     }
     let peer_addr = sock.peer_addr().map_err(wire::WireError::Io)?;
     let peer = peer_addr.to_string();
-    let mut ch = Channel::server_within(sock, &cfg.tls, Limits::idle(HELLO.min(cfg.idle_timeout))).await?;
+    let Some(handshake) = gate.handshake() else {
+        warn!(%peer, "closed: too many handshakes under way");
+        return Ok(());
+    };
+    // The whole handshake within HELLO (not each wait: a trickle of bytes does not stretch it).
+    let hello = Limits::default().until(tokio::time::Instant::now() + HELLO.min(cfg.idle_timeout));
+    let mut ch = Channel::server_within(sock, &cfg.tls, hello).await?;
+    drop(handshake);
     // A node of the cluster that may not migrate here: its first request is answered with why.
     let refused = cfg.policy.admits(ch.peer()).err();
     // From here on, a source that sends nothing for this long is gone (or stopped).
     ch.set_limits(Limits::idle(cfg.idle_timeout));
     let mut rdma: Option<RdmaReceiver> = None;
     let mut named = Named { table, ids: vec![] };
+    let mut first = true;
     loop {
-        let req: Request = match ch.recv_msg().await {
+        // The first request is small (a peer not yet let in makes the agent read little).
+        let max = if std::mem::take(&mut first) { gate::FIRST_REQUEST } else { msg::MAX_MSG };
+        let req: Request = match ch.recv_msg_max(max).await {
             Ok(r) => r,
             Err(msg::MsgError::Wire(wire::WireError::Closed)) => return Ok(()),
             Err(e @ msg::MsgError::Wire(wire::WireError::TimedOut(_))) => {
@@ -298,6 +318,7 @@ mod tests {
             numbers: None,
             idle_timeout: Duration::from_secs(120),
             orphan_after: Duration::from_millis(200),
+            max_connections: gate::MAX_CONNECTIONS,
         }
     }
 

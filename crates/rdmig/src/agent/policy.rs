@@ -150,10 +150,10 @@ mod tests {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move {
-            let (cfg, table) = (std::sync::Arc::new(cfg), super::super::Table::default());
+            let (cfg, table, gate) = (std::sync::Arc::new(cfg), super::super::Table::default(), super::super::gate::Gate::new(8));
             while let Ok((s, _)) = l.accept().await {
-                let (cfg, table) = (cfg.clone(), table.clone());
-                tokio::spawn(async move { super::super::connection(s, &cfg, &table).await });
+                let (cfg, table, gate) = (cfg.clone(), table.clone(), gate.clone());
+                tokio::spawn(async move { super::super::connection(s, &cfg, &table, &gate).await });
             }
             drop(d);
         });

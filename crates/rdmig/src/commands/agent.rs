@@ -48,11 +48,27 @@ pub struct AgentArgs {
     /// copy restored here is killed, the images are removed.
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     orphan_after: u64,
+    /// Connections open at once (a quarter of them may be in their TLS handshake); more are
+    /// closed at once.
+    #[arg(long, default_value_t = rdmig::agent::MAX_CONNECTIONS, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(4..=4096), |v| v as usize))]
+    max_connections: usize,
 }
 
 pub async fn run(a: AgentArgs) -> Result<ExitCode> {
-    let AgentArgs { listen, tls_dir, allow_peers, allow_move_addr, work_dir, keep_images, rdma_addr, rdma_device, number_range, idle_timeout, orphan_after } =
-        a;
+    let AgentArgs {
+        listen,
+        tls_dir,
+        allow_peers,
+        allow_move_addr,
+        work_dir,
+        keep_images,
+        rdma_addr,
+        rdma_device,
+        number_range,
+        idle_timeout,
+        orphan_after,
+        max_connections,
+    } = a;
     for p in &allow_peers {
         anyhow::ensure!(p == "*" || rdmig_proto::ca::valid_node_name(p), "--allow-peer {p:?}: not a node name ([a-z0-9-]) or *");
     }
@@ -70,6 +86,7 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         numbers: number_range,
         idle_timeout: Duration::from_secs(idle_timeout),
         orphan_after: Duration::from_secs(orphan_after),
+        max_connections,
     })
     .await?;
     Ok(ExitCode::SUCCESS)
