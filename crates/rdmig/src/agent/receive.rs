@@ -12,13 +12,16 @@ use tracing::info;
 use super::confine::Confined;
 use super::{dir_of, AgentConfig, Table};
 use crate::criu;
-use crate::transport::rdma::RdmaReceiver;
+use crate::transport::rdma::{ChunkKey, RdmaReceiver};
 use crate::transport::DataSum;
 use rdmig_proto::msg::{self, Endpoint, MigrationId, RelPath, Reply};
 use rdmig_proto::wire::Channel;
 
-/// Opens this connection's RDMA data path towards the sender's QPs (one ring per lane).
-pub(super) async fn rdma_setup(cfg: &AgentConfig, rdma: &mut Option<RdmaReceiver>, eps: &[Endpoint]) -> Reply {
+/// Opens this connection's RDMA data path towards the sender's QPs (one ring per lane); its
+/// chunks are opened with a key of its own from the TLS session (the source derives it as it
+/// asks, so this end does so first, whatever the answer).
+pub(super) async fn rdma_setup(cfg: &AgentConfig, ch: &Channel<TcpStream>, rdma: &mut Option<RdmaReceiver>, eps: &[Endpoint]) -> Reply {
+    let key = ChunkKey::new(&ch.next_stream_key());
     let Some(addr) = cfg.rdma_addr else {
         return Reply::Failed("this agent has no RDMA address (--rdma-addr): TCP only".into());
     };
@@ -27,7 +30,7 @@ pub(super) async fn rdma_setup(cfg: &AgentConfig, rdma: &mut Option<RdmaReceiver
         Err(e) => return Reply::Failed(e.to_string()),
     };
     *rdma = None;
-    match RdmaReceiver::start(&cfg.rdma_device, gid, eps).await {
+    match RdmaReceiver::start(&cfg.rdma_device, gid, eps, key).await {
         Ok(r) => {
             let info = r.info.clone();
             *rdma = Some(r);
@@ -175,7 +178,7 @@ async fn receive_data(
     len: u64,
     mut sink: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<Result<(), String>, msg::MsgError> {
-    let mut sum = DataSum::for_receiving(ch, via_rdma);
+    let mut sum = DataSum::for_receiving(ch);
     let mut got = 0u64;
     let mut sink_err: Option<String> = None;
     while got < len {

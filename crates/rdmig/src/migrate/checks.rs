@@ -199,8 +199,10 @@ impl Run<'_> {
         let addr = o.rdma_addr.ok_or("no local RDMA address (--rdma-addr)")?;
         let gid = rdmig_rxe::gid_index(&o.rdma_device, addr).map_err(|e| e.to_string())?;
         let mut s = RdmaSender::open(&o.rdma_device, gid, o.rdma_qps).await.map_err(|e| e.to_string())?;
+        // The data path's chunk key, from the TLS session (the agent derives it as it is asked).
+        let key = crate::transport::rdma::ChunkKey::new(&ch.next_stream_key());
         match call(ch, &Request::RdmaSetup { eps: s.eps.clone() }).await.map_err(|e| e.to_string())? {
-            Reply::RdmaReady(info) => s.connect(info).map_err(|e| e.to_string())?,
+            Reply::RdmaReady(info) => s.connect(info, key).map_err(|e| e.to_string())?,
             Reply::Failed(e) => return Err(format!("the destination cannot: {e}")),
             other => return Err(format!("unexpected reply {other:?}")),
         }
