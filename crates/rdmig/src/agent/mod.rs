@@ -1,8 +1,10 @@
 //! `rdmig agent`: the per-node daemon that receives migrations.
 //!
 //! It binds only where it is told, speaks only mutual TLS with nodes of the cluster CA (see
-//! `wire`), serves only the nodes its policy names (`policy`), validates every message (see `msg`), keeps each migration's images in its own directory under
-//! the work directory, restores with CRIU when asked, and removes images once the source commits.
+//! `wire`), serves only the nodes its policy names (`policy`), validates every message (see
+//! `msg`), keeps each migration's images in its own directory under the work directory (every
+//! path resolved beneath it, `confine`), restores with CRIU when asked, and removes images once
+//! the source commits. What an unauthenticated peer can cost it is bounded (`gate`).
 //!
 //! This module accepts connections and dispatches each request to the module of its group:
 //! `session` (facts, clock, checks, begin, status), `receive` (the RDMA path, files, links,

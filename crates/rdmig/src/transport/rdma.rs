@@ -13,7 +13,7 @@
 //! requester and one responder task per QP).
 //!
 //! RDMA is not protected by the control channel's TLS, so every chunk is sealed with
-//! ChaCha20-Poly1305 (RustCrypto) under a key exported from the TLS session for this data path
+//! AES-256-GCM (aws-lc-rs, rustls' provider) under a key exported from the TLS session for this data path
 //! (`ChunkKey`), its nonce the chunk's number in the stream: numbers never restart on a data
 //! path, and a path's key is never used by another. The receiver opens each chunk (from a copy
 //! of its slot, so a later write into the slot cannot change what was checked) before it hands
@@ -28,8 +28,7 @@ use std::sync::mpsc as smpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::ChaCha20Poly1305;
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::verbs::{Completion, Endpoint, RcConfig, RcQp, Region};
@@ -69,26 +68,29 @@ pub fn check_lanes(n: usize) -> Result<(), RdmaError> {
     }
 }
 
-/// The AEAD key of one data path (both ends derive it from their TLS session).
+/// The AEAD key of one data path (both ends derive it from their TLS session). AES-256-GCM:
+/// on this project's machines 13.7 GiB/s per core to seal a 1 MiB chunk, against 1.0 GiB/s for
+/// RustCrypto's ChaCha20-Poly1305 and 2 GiB/s for aws-lc-rs' (benches/frame.rs, "seal").
 #[derive(Clone)]
-pub struct ChunkKey(ChaCha20Poly1305);
+pub struct ChunkKey(std::sync::Arc<LessSafeKey>);
 
 impl ChunkKey {
     pub fn new(key: &[u8; 32]) -> Self {
-        Self(ChaCha20Poly1305::new(key.into()))
+        Self(std::sync::Arc::new(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte key"))))
     }
 
-    fn nonce(n: u64) -> chacha20poly1305::Nonce {
+    /// Chunk `n`'s nonce: numbers never repeat under one key (see the module's notes).
+    fn nonce(n: u64) -> Nonce {
         let mut b = [0u8; 12];
         b[4..].copy_from_slice(&n.to_le_bytes());
-        b.into()
+        Nonce::assume_unique_for_key(b)
     }
 
     /// Seals chunk number `n` in place: `buf` holds the data and room for the tag after it.
     fn seal(&self, n: u64, buf: &mut [u8]) {
         let (data, tag) = buf.split_at_mut(buf.len() - TAG);
-        let t = self.0.encrypt_in_place_detached(&Self::nonce(n), b"", data).expect("a chunk is far below ChaCha20's limit");
-        tag.copy_from_slice(&t);
+        let t = self.0.seal_in_place_separate_tag(Self::nonce(n), Aad::empty(), data).expect("a chunk is far below AES-GCM's limit");
+        tag.copy_from_slice(t.as_ref());
     }
 
     /// Opens chunk number `n` (data and tag, as it arrived); the data, or an error.
@@ -96,12 +98,11 @@ impl ChunkKey {
         if sealed.len() < TAG {
             return broken(format!("chunk {n} of {} bytes is shorter than its tag", sealed.len()));
         }
-        let len = sealed.len() - TAG;
-        let (data, tag) = sealed.split_at_mut(len);
-        let tag = chacha20poly1305::Tag::clone_from_slice(tag);
-        self.0
-            .decrypt_in_place_detached(&Self::nonce(n), b"", data, &tag)
-            .map_err(|_| RdmaError::Broken(format!("chunk {n} failed authentication (altered, injected, reordered or replayed)")))?;
+        let len = self
+            .0
+            .open_in_place(Self::nonce(n), Aad::empty(), &mut sealed)
+            .map_err(|_| RdmaError::Broken(format!("chunk {n} failed authentication (altered, injected, reordered or replayed)")))?
+            .len();
         sealed.truncate(len);
         Ok(sealed)
     }
