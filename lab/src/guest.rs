@@ -46,6 +46,9 @@ pub const MOVE_ADDR_RULE: &str = "vxlan0=10.0.1.0/24";
 pub const MIGRATION_PORT: u16 = 7800;
 /// Work directory of the migration agent inside a node (tmpfs).
 pub const MIGRATION_WORK_DIR: &str = "/tmp/rdmig-agent";
+/// The node's rdmig journal (the agent's and `rdmig migrate`'s): on the node's own /run, which
+/// lives as long as the node (the default under /var/lib is the host's read-only root here).
+pub const NODE_JOURNAL: &str = "/run/rdmig/journal.db";
 
 /// Publishes the node's status where the host can read it without a network.
 struct StatusBoard {
@@ -125,6 +128,8 @@ async fn supervise_migration_agent(ip: Ipv4Addr, rdma_ip: Ipv4Addr, share: PathB
             &rdma_ip.to_string(),
             "--work-dir",
             MIGRATION_WORK_DIR,
+            "--journal",
+            NODE_JOURNAL,
             "--allow-move-addr",
             MOVE_ADDR_RULE,
             "--tls-dir",

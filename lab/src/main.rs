@@ -5,7 +5,7 @@
 //! environment variables `rdmig` reads, its arguments passed through untouched.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -142,7 +142,9 @@ enum LabCmd {
     },
     /// Run the node's own `rdmig` with ARGS, untouched, and the lab's facts in the environment
     /// variables rdmig reads: RDMIG_TO and RDMIG_TO_NAME (the agent of --to-node and its node
-    /// name), RDMIG_TLS_DIR (the node's certificate of the lab CA), RDMIG_RDMA_ADDR (the node's overlay address), RDMIG_SSH_CONFIG (the
+    /// name), RDMIG_TLS_DIR (the node's certificate of the lab CA), RDMIG_RDMA_ADDR (the node's
+    /// overlay address), RDMIG_JOURNAL (the node's journal), RDMIG_AGENTS (every node's agent),
+    /// RDMIG_SSH_CONFIG (the
     /// lab's ssh keys, for --transport scp). Its output and exit code come through. Example:
     /// `rdmig-lab on node1 --to-node node3 -- migrate 10042 --move-addr 10.0.1.7`.
     On {
@@ -364,6 +366,10 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
             env.insert("RDMIG_TLS_DIR".to_string(), Lab::NODE_TLS_DIR.to_string());
             env.insert("RDMIG_RDMA_ADDR".to_string(), st.plan.node(&node)?.overlay_ip.to_string());
             env.insert("RDMIG_SSH_CONFIG".to_string(), rdmig_lab::ssh::node_ssh_config());
+            env.insert("RDMIG_JOURNAL".to_string(), rdmig_lab::guest::NODE_JOURNAL.to_string());
+            // Every node's agent, for `rdmig events` and `rdmig status`.
+            let agents: Vec<String> = st.plan.nodes.iter().map(|n| SocketAddr::from((n.underlay_ip, rdmig_lab::guest::MIGRATION_PORT)).to_string()).collect();
+            env.insert("RDMIG_AGENTS".to_string(), agents.join(","));
             if let Some(d) = &to_node {
                 env.insert("RDMIG_TO".to_string(), lab.agent_addr(&st, d)?.to_string());
                 env.insert("RDMIG_TO_NAME".to_string(), st.plan.node(d)?.name.clone());

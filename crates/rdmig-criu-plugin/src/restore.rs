@@ -24,6 +24,7 @@
 //! Anything that fails in step 1 closes the new uverbs file, which destroys every object made
 //! on it: nothing is left half-created on the device.
 
+use rdmig_image::HOLD_ENV;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -278,6 +279,13 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
         rings::copy_back(c, &l.blob, &qp::carried_rings_of(c), pid, &who)?;
         // MWs are bound once their MRs are on the final pages, before any QP can use them.
         mw::bind(&ctl, c, &who)?;
+        // A held restore (rdmig's agent, until the migration commits): the QPs stay stopped
+        // with the process; whoever restored it resumes both.
+        if std::env::var_os(HOLD_ENV).is_some() {
+            info!("{who}: {} MR(s) pinned on the restored pages, QPs left stopped ({HOLD_ENV})", c.mrs.len());
+            n += 1;
+            continue;
+        }
         let resumed = qp::resume(&ctl, c, &who)?;
         info!("{who}: {} MR(s) pinned on the restored pages, {resumed} QP(s) resumed", c.mrs.len());
         n += 1;

@@ -22,6 +22,11 @@
 //! `show` renders the images for people (`rdmig image show`), as CRIU's `crit show` does for
 //! CRIU's own.
 
+/// The plugin's one setting, an environment variable of CRIU: set (by rdmig's agent, with
+/// `criu restore --leave-stopped`), the restore leaves the QPs stopped with the process, for
+/// whoever restored it to resume both (the agent does when the migration commits).
+pub const HOLD_ENV: &str = "RDMIG_HOLD_QPS";
+
 pub mod show;
 
 use std::io::{Read, Write};

@@ -268,6 +268,12 @@ pub enum Request {
     /// The source is alive and busy (a dump, a hook): `Ack`. Keeps the connection, and the
     /// migrations it began, from being dropped as silent.
     Ping,
+    /// This node's journal events after sequence number `after` (`rdmig events`): `Events`.
+    Events {
+        after: u64,
+    },
+    /// What this node holds (`rdmig status`): `Inventory`.
+    Inventory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -306,6 +312,22 @@ pub enum Reply {
         page_bytes: u64,
     },
     Failed(String),
+    /// The node's journal events asked for, as JSON (`rdmig_journal::NodeStream`; this crate
+    /// does not know the journal's types), and the node's wall clock (ns since the epoch) when it
+    /// answered, for the clock offset.
+    Events {
+        stream_json: String,
+        wall_ns: i64,
+    },
+    /// What the node holds, as JSON (see `rdmig status`).
+    Inventory {
+        json: String,
+    },
+    /// The answer to `Commit`: the restored process was let run (its QPs resumed, SIGCONT) at
+    /// `resumed_ns` on this host's monotonic clock.
+    Committed {
+        resumed_ns: u64,
+    },
 }
 
 /// Largest encoded message (before decoding: a longer frame is refused unread). Well below the
@@ -357,6 +379,8 @@ impl Request {
             | Request::RdmaSetup { .. }
             | Request::Probe { .. }
             | Request::CheckNumbers { .. }
+            | Request::Events { .. }
+            | Request::Inventory
             | Request::Ping => None,
         }
     }
@@ -376,7 +400,7 @@ impl Request {
                     return Err(MsgError::Invalid { what: "cpuinfo image", value: format!("{} bytes", image.len()), why: "1 byte to 1 MiB" });
                 }
             }
-            Request::Time | Request::Ping => {}
+            Request::Time | Request::Ping | Request::Events { .. } | Request::Inventory => {}
             Request::Begin { id, pid } => {
                 id.validate()?;
                 if *pid <= 1 {

@@ -9,9 +9,12 @@
 //! See docs/ARCHITECTURE.md for how the pieces fit together.
 
 pub mod agent;
+pub mod cluster;
 pub mod criu;
+pub mod journal;
 pub mod migrate;
 pub mod netaddr;
+pub mod process;
 pub mod sample;
 pub mod timeline;
 pub mod transport;

@@ -36,6 +36,15 @@ enum Cmd {
     /// resume; or roll back so it keeps running here. Exit codes: 0 migrated, 2 refused before
     /// anything was touched, 3 rolled back (runs here again), 4 in doubt (left stopped here).
     Migrate(commands::migrate::MigrateArgs),
+    /// After a crash: bring every migration this node's journal left unfinished to a final
+    /// state (the process runs here again, or its move is finished). Exit codes: 0 all final,
+    /// 4 some in doubt (left stopped), 5 some not yet (try again).
+    Recover(commands::recover::RecoverArgs),
+    /// The cluster's migration events in order (every node's journal, merged by time and
+    /// sequence; missing events reported as gaps). `--follow` to watch, `--json` for scripts.
+    Events(commands::events::EventsArgs),
+    /// Migrations in flight and what each node holds.
+    Status(commands::status::StatusArgs),
     /// Inspect checkpoint images: `image show DIR` lists the verbs objects rdmig's CRIU plugin
     /// saved there (like CRIU's crit does for its own images).
     Image(commands::image::ImageArgs),
@@ -76,6 +85,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Agent(a) => commands::agent::run(a).await,
         Cmd::Migrate(a) => commands::migrate::run(a).await,
+        Cmd::Recover(a) => commands::recover::run(a).await,
+        Cmd::Events(a) => commands::events::run(a).await,
+        Cmd::Status(a) => commands::status::run(a).await,
         Cmd::Image(a) => commands::image::run(a),
         Cmd::Bench(a) => commands::bench::run(a).await,
         Cmd::Softroce(a) => commands::softroce::run(a),

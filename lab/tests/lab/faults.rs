@@ -15,6 +15,9 @@ use crate::migration::{kill, migrate, phases, start_workload, verify_workload};
 pub const SCENARIOS: &[Scenario] = &[
     ("fault_destination_agent_stopped_after_the_freeze", fault_destination_agent_stopped_after_the_freeze),
     ("fault_two_concurrent_migrations_of_one_process", fault_two_concurrent_migrations_of_one_process),
+    ("fault_migrate_killed_after_the_freeze_then_recover", fault_migrate_killed_after_the_freeze_then_recover),
+    ("fault_destination_disk_full", fault_destination_disk_full),
+    ("fault_destination_agent_killed_during_restore", fault_destination_agent_killed_during_restore),
 ];
 
 const AGENT: &str = "rdmig agent --listen";
@@ -158,5 +161,205 @@ fn fault_two_concurrent_migrations_of_one_process(c: &Ctx) -> Result<()> {
     ensure!(matches!(ask(Request::Abort { id: a })?, Reply::Ack));
     ensure!(matches!(ask(Request::Begin { id: b.clone(), pid: 4242 })?, Reply::Ack), "Begin refused after the first was aborted");
     ensure!(matches!(ask(Request::Abort { id: b })?, Reply::Ack));
+    Ok(())
+}
+
+/// `rdmig-lab on NODE -- ARGS`: (exit code, stdout).
+fn on(c: &Ctx, node: &str, args: &[&str]) -> Result<(i32, String)> {
+    let mut a = vec!["on", node, "--"];
+    a.extend_from_slice(args);
+    let o = c.rdmig(&a)?;
+    if !o.stderr.is_empty() {
+        println!("  {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
+    }
+    Ok((o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned()))
+}
+
+/// The journal's events of migration `id`, merged across every node's agent.
+fn events_of(c: &Ctx, node: &str, id: &str) -> Result<Vec<Value>> {
+    let (code, out) = on(c, node, &["events", "--json", "--migration", id])?;
+    ensure!(code == 0, "rdmig events failed (exit {code}): {out}");
+    out.lines().map(|l| serde_json::from_str::<Value>(l).with_context(|| format!("rdmig events printed {l:?}"))).collect()
+}
+
+/// `node phase outcome` of each event, for messages.
+fn steps(evs: &[Value]) -> Vec<String> {
+    evs.iter()
+        .map(|e| format!("{} {} {}", e["node"].as_str().unwrap_or("?"), e["phase"].as_str().unwrap_or("?"), e["outcome"].as_str().unwrap_or("?")))
+        .collect()
+}
+
+/// `rdmig migrate` is SIGKILLed right after it froze a 64 MiB workload: CRIU finishes its dump
+/// and leaves the process stopped, its destination holds a partial migration. `rdmig recover`
+/// (or the node's agent, whichever comes first) tells the destination to abort and resumes the
+/// process, which runs at the source alone with its memory intact; the journal says so. Then
+/// the same process migrates, and `rdmig events --json` shows that migration's every phase in
+/// order on both nodes, sequence numbers increasing per node.
+fn fault_migrate_killed_after_the_freeze_then_recover(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "64M", "1M", "w-killed.json")?;
+    let bin = c.bin.clone();
+    let killer = thread::spawn(move || -> Result<bool> {
+        let lab = |node: &str| {
+            let mut cmd = std::process::Command::new(&bin);
+            cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
+            cmd
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline {
+            let o = lab("node1").args(["ps", "-o", "stat=", "-p", &pid.to_string()]).output()?;
+            if String::from_utf8_lossy(&o.stdout).trim().starts_with(['t', 'T']) {
+                lab("node1").args(["pkill", "-KILL", "-f", "rdmig migrate"]).status()?;
+                return Ok(true);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(false)
+    });
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "tcp"]);
+    ensure!(killer.join().map_err(|_| anyhow::anyhow!("killer thread panicked"))??, "the freeze was never seen, so rdmig migrate was not killed");
+    ensure!(res.is_err(), "rdmig migrate finished with a report although it was killed: {:?}", res.ok());
+    // CRIU outlives its run; once it is done the process is left stopped: the fault.
+    wait_until("CRIU's dump at node1 to end", Duration::from_secs(120), || Ok(c.exec_ok("node1", &["sh", "-c", "pgrep -x criu || true"])?.trim().is_empty()))?;
+    let st = proc_state(c, "node1", pid)?.context("the process is gone from the source")?;
+    println!("  after the kill, the process is {st:?} at node1");
+
+    let (code, out) = on(c, "node1", &["recover", "--json"])?;
+    println!("  rdmig recover (exit {code}): {}", out.trim().replace('\n', " "));
+    let done: Vec<Value> = serde_json::from_str(&out).with_context(|| format!("recover printed {out:?}"))?;
+    ensure!(code == 0, "rdmig recover exit {code}: {out}");
+    // The agent's periodic check may have come first; either way the journal ends it.
+    let ours: Vec<&Value> = done.iter().filter(|r| r["pid"] == pid).collect();
+    ensure!(ours.iter().all(|r| r["outcome"] == "resumed"), "recovery did not resume the process: {out}");
+    let st = proc_state(c, "node1", pid)?.context("the process is gone from the source after recovery")?;
+    ensure!(!st.starts_with(['T', 't']), "the process is still stopped after recovery ({st})");
+    ensure!(proc_state(c, "node2", pid)?.is_none(), "a copy runs at the destination too");
+    let (code, status) = on(c, "node1", &["status", "--json"])?;
+    ensure!(code == 0, "rdmig status failed: {status}");
+    let nodes: Value = serde_json::from_str(&status)?;
+    let in_flight: usize = nodes.as_array().context("status is no list")?.iter().map(|n| n["migrations"].as_array().map_or(0, |m| m.len())).sum();
+    ensure!(in_flight == 0, "migrations still in flight after recovery: {status}");
+    let v = verify_workload(c, "node1", pid, "w-killed.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory after recovery: {v}");
+
+    // The same process moves now; its events, merged across the nodes, tell every phase.
+    let (code, r) = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "tcp"])?;
+    ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "migration after recovery: exit {code}, {}", r["outcome"]);
+    let id = r["id"].as_str().context("no id")?;
+    let evs = events_of(c, "node1", id)?;
+    let s = steps(&evs);
+    println!("  events of {id}: {}", s.join(", "));
+    let want_src = [
+        "begin started",
+        "checks done",
+        "freeze started",
+        "freeze done",
+        "transfer started",
+        "transfer done",
+        "restore started",
+        "restore done",
+        "commit started",
+        "commit done",
+    ];
+    let src: Vec<String> =
+        evs.iter().filter(|e| e["node"] == "node1").map(|e| format!("{} {}", e["phase"].as_str().unwrap_or(""), e["outcome"].as_str().unwrap_or(""))).collect();
+    ensure!(src == want_src, "the source's events: {src:?}");
+    let dst: Vec<String> =
+        evs.iter().filter(|e| e["node"] == "node2").map(|e| format!("{} {}", e["phase"].as_str().unwrap_or(""), e["outcome"].as_str().unwrap_or(""))).collect();
+    for w in ["begin done", "restore started", "restore done", "commit done"] {
+        ensure!(dst.iter().any(|d| d == w), "the destination's events lack {w:?}: {dst:?}");
+    }
+    for node in ["node1", "node2"] {
+        let seqs: Vec<u64> = evs.iter().filter(|e| e["node"] == node).filter_map(|e| e["seq"].as_u64()).collect();
+        ensure!(seqs.windows(2).all(|w| w[0] < w[1]), "{node}'s sequence numbers do not increase: {seqs:?}");
+    }
+    // Merged in time order: the destination restores after the source froze, and commits
+    // before the source records its commit done.
+    let at = |node: &str, step: &str| s.iter().position(|x| x == &format!("{node} {step}"));
+    ensure!(at("node1", "freeze started") < at("node2", "restore started"), "order: {s:?}");
+    ensure!(at("node2", "commit done") < at("node1", "commit done"), "order: {s:?}");
+    let v = verify_workload(c, "node2", pid, "w-killed.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384, "memory after the migration: {v}");
+    kill(c, "node2", pid);
+    Ok(())
+}
+
+/// The destination's disk is too small for the images (a 16 MiB tmpfs over the agent's work
+/// directory, a 64 MiB workload): the migration is refused or rolled back, the process runs at
+/// the source alone with its memory intact, and nothing is left in the destination's directory.
+fn fault_destination_disk_full(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "64M", "1M", "w-full.json")?;
+    c.exec_ok("node2", &["sh", "-c", "mkdir -p /tmp/rdmig-agent && mount -t tmpfs -o size=16m tmpfs /tmp/rdmig-agent"])?;
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "tcp"]);
+    let left = c.exec_ok("node2", &["sh", "-c", "ls /tmp/rdmig-agent | grep '^m-' || true"]);
+    c.exec_ok("node2", &["umount", "-l", "/tmp/rdmig-agent"])?;
+    let (code, r) = res?;
+    println!("  exit {code}: {} {}", r["outcome"]["outcome"], r["outcome"]["reason"]);
+    ensure!(matches!(code, 2 | 3), "expected a refusal or a rollback: exit {code}, {}", r["outcome"]);
+    let st = proc_state(c, "node1", pid)?.context("the process is gone from the source")?;
+    ensure!(!st.starts_with(['T', 't']), "the source copy is left stopped ({st})");
+    ensure!(proc_state(c, "node2", pid)?.is_none(), "a copy runs at the destination");
+    ensure!(left?.trim().is_empty(), "images left in the full directory");
+    let v = verify_workload(c, "node1", pid, "w-full.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory after the failure: {v}");
+    kill(c, "node1", pid);
+    Ok(())
+}
+
+/// The destination agent is killed (SIGKILL) while CRIU restores a 64 MiB workload there; its
+/// supervisor restarts it, and it takes the migration up from its journal (waiting for the
+/// restore that outlived it). Whatever the source then learns, the process ends up running
+/// exactly once, with its memory intact: migrated (the restarted agent reports the restored
+/// copy and the source commits it), or rolled back (the copy is killed), or in doubt until
+/// `rdmig recover` decides.
+fn fault_destination_agent_killed_during_restore(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "64M", "1M", "w-restore.json")?;
+    let bin = c.bin.clone();
+    let killer = thread::spawn(move || -> Result<bool> {
+        let lab = |node: &str| {
+            let mut cmd = std::process::Command::new(&bin);
+            cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
+            cmd
+        };
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while Instant::now() < deadline {
+            let o = lab("node2").args(["sh", "-c", "pgrep -f '^criu restore' || true"]).output()?;
+            if !String::from_utf8_lossy(&o.stdout).trim().is_empty() {
+                lab("node2").args(["pkill", "-KILL", "-f", AGENT]).status()?;
+                return Ok(true);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(false)
+    });
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "tcp"]);
+    ensure!(killer.join().map_err(|_| anyhow::anyhow!("killer thread panicked"))??, "no CRIU restore was seen at node2, so its agent was not killed");
+    let (code, r) = res?;
+    println!("  rdmig migrate: exit {code}, {} {}", r["outcome"]["outcome"], r["outcome"]["reason"]);
+    ensure!(agent_log("node2").contains("taken up from the journal"), "the restarted agent did not take the migration up from its journal");
+    if code == 4 {
+        // In doubt: recovery on the source decides (the restarted agent knows the answer).
+        let (rc, out) = on(c, "node1", &["recover", "--json"])?;
+        println!("  rdmig recover (exit {rc}): {}", out.trim().replace('\n', " "));
+        ensure!(rc == 0, "rdmig recover left it unfinished (exit {rc}): {out}");
+    } else {
+        ensure!(matches!(code, 0 | 3), "unexpected outcome: exit {code}, {}", r["outcome"]);
+    }
+    // Exactly once, wherever that is; any uncommitted copy is gone within the orphan window.
+    let id = r["id"].as_str().context("no id")?.to_string();
+    wait_until("one copy of the process", Duration::from_secs(120), || {
+        let (src, dst) = (proc_state(c, "node1", pid)?, proc_state(c, "node2", pid)?);
+        Ok(src.is_some() != dst.is_some() && !holds_images(c, "node2", &id)?)
+    })?;
+    let (src, dst) = (proc_state(c, "node1", pid)?, proc_state(c, "node2", pid)?);
+    let (node, st) = match (&src, &dst) {
+        (Some(s), None) => ("node1", s),
+        (None, Some(s)) => ("node2", s),
+        _ => anyhow::bail!("copies: node1 {src:?}, node2 {dst:?}"),
+    };
+    println!("  the process runs at {node} ({st})");
+    ensure!(!st.starts_with(['T', 't']), "the only copy is stopped ({st})");
+    let v = verify_workload(c, node, pid, "w-restore.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory: {v}");
+    kill(c, node, pid);
     Ok(())
 }

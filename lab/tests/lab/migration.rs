@@ -238,6 +238,14 @@ pub fn destination_agent_killed_mid_transfer(c: &Ctx) -> Result<()> {
         ensure!(Instant::now() < deadline, "the agent on node2 did not come back");
         thread::sleep(Duration::from_millis(300));
     }
+    // The restarted agent took the interrupted migration up from its journal, so the source's
+    // abort reached it (or its source's silence will): its images go.
+    let id = r["id"].as_str().context("no id")?.to_string();
+    crate::harness::wait_until("the restarted agent to drop the interrupted migration's images", Duration::from_secs(120), || {
+        Ok(c.exec_ok("node2", &["sh", "-c", &format!("test -e /tmp/rdmig-agent/{id} && echo yes || true")])?.trim().is_empty())
+    })?;
+    let log = std::fs::read_to_string(PathBuf::from(LAB_BASE).join(LAB_NAME).join("node2/share/migration-agent.log")).unwrap_or_default();
+    ensure!(log.contains("taken up from the journal"), "the restarted agent did not take the migration up from its journal");
     let (code, r) = migrate(c, pid, "node1", "node2", &[])?;
     ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "second migration: exit {code}, {}", r["outcome"]);
     let v = verify_workload(c, "node2", pid, "w-kill.json")?;

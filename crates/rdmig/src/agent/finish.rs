@@ -7,18 +7,30 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::{AgentConfig, Migration, Table};
+use crate::journal::{Outcome as JOutcome, Phase};
 use rdmig_proto::msg::{MigState, MigrationId, Reply};
 
 pub(super) fn commit(cfg: &AgentConfig, table: &Table, id: &MigrationId) -> Reply {
     let mut t = table.lock().expect("table lock");
     match t.get_mut(id.as_str()) {
         Some(m) if matches!(m.state, MigState::Restored { .. }) => {
+            let MigState::Restored { pid } = m.state else { unreachable!() };
+            // The held copy runs now: its QPs resume (their peers with them), then SIGCONT.
+            let resumed = crate::process::resume(pid);
+            let resumed_ns = super::now_ns();
             m.state = MigState::Committed;
-            if !cfg.keep_images {
-                let _ = std::fs::remove_dir_all(&m.dir);
+            let dir = m.dir.clone();
+            drop(t);
+            if let Err(e) = &resumed {
+                warn!(%id, pid, "letting the committed copy run: {e}");
             }
-            info!(%id, "committed");
-            Reply::Ack
+            table.note(id.as_str(), Phase::Commit, JOutcome::Done, Some(serde_json::json!({ "resumed": resumed.is_ok() })));
+            if !cfg.keep_images {
+                let _ = std::fs::remove_dir_all(&dir);
+                table.note(id.as_str(), Phase::Cleanup, JOutcome::Done, Some(serde_json::json!({ "removed": dir.display().to_string() })));
+            }
+            info!(%id, pid, "committed: the copy runs");
+            Reply::Committed { resumed_ns }
         }
         Some(m) => Reply::Failed(format!("migration {id} is {:?}; only a restored one can be committed", m.state)),
         None => Reply::Failed(format!("no migration {id} here")),
@@ -29,26 +41,40 @@ pub(super) fn abort(table: &Table, id: &MigrationId) -> Reply {
     let mut t = table.lock().expect("table lock");
     match t.get_mut(id.as_str()) {
         Some(m) if m.state == MigState::Committed => Reply::Failed(format!("migration {id} is committed: the process lives here now")),
+        Some(m) if m.state == MigState::Aborted => Reply::Ack,
         Some(m) => {
-            drop_migration(m);
+            let killed = drop_migration(m);
+            table.note(id.as_str(), Phase::Rollback, JOutcome::Done, Some(serde_json::json!({ "reason": "the source aborted", "killed_copy": killed })));
             info!(%id, "aborted");
             Reply::Ack
         }
-        None => Reply::Ack,
+        None => match table.journal.as_ref().map(|j| j.with(|j| j.last_phase(id))) {
+            // Forgotten here, but the journal says it committed: the process lives here.
+            Some(Ok(Some((Phase::Commit, JOutcome::Done)))) | Some(Ok(Some((Phase::Cleanup, _)))) => {
+                Reply::Failed(format!("migration {id} is committed: the process lives here now"))
+            }
+            _ => Reply::Ack,
+        },
     }
 }
 
 /// Undoes a migration here: a restored copy that the source disowns must not keep running (the
 /// source resumes its own), and the moved address and the images go.
-fn drop_migration(m: &mut Migration) {
-    if let MigState::Restored { pid } = m.state {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-    }
+/// Returns the pid of the copy it killed.
+fn drop_migration(m: &mut Migration) -> Option<i32> {
+    let killed = match m.state {
+        MigState::Restored { pid } => {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            Some(pid)
+        }
+        _ => None,
+    };
     if let Some(a) = m.moved_addr.take() {
         let _ = crate::netaddr::del(&a);
     }
     m.state = MigState::Aborted;
     let _ = std::fs::remove_dir_all(&m.dir);
+    killed
 }
 
 /// Aborts each migration still in flight that no open connection names and none named for
@@ -56,17 +82,26 @@ fn drop_migration(m: &mut Migration) {
 /// their ids.
 pub(super) fn reap(table: &Table, after: Duration) -> Vec<String> {
     let mut t = table.lock().expect("table lock");
-    let mut gone = vec![];
+    let mut gone: Vec<(String, Option<i32>)> = vec![];
     for (id, m) in t.iter_mut().filter(|(_, m)| m.in_flight() && m.conns == 0 && m.last_heard.elapsed() >= after) {
         let restored = match m.state {
             MigState::Restored { pid } => format!("; killed its uncommitted copy, pid {pid}"),
             _ => String::new(),
         };
-        drop_migration(m);
+        let killed = drop_migration(m);
         warn!(%id, "aborted: its source was silent for {} s{restored}", after.as_secs());
-        gone.push(id.clone());
+        gone.push((id.clone(), killed));
     }
-    gone
+    drop(t);
+    for (id, killed) in &gone {
+        table.note(
+            id,
+            Phase::Rollback,
+            JOutcome::Done,
+            Some(serde_json::json!({ "reason": format!("its source was silent for {} s", after.as_secs()), "killed_copy": killed })),
+        );
+    }
+    gone.into_iter().map(|(id, _)| id).collect()
 }
 
 /// Runs `reap` for as long as the agent runs.

@@ -23,6 +23,7 @@ mod gate;
 pub mod numbers;
 pub mod policy;
 mod receive;
+mod reconcile;
 mod restore;
 mod session;
 
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{info, warn};
 
+use crate::journal::{NodeJournal, Outcome as JOutcome, Phase, Role};
 use crate::transport::rdma::RdmaReceiver;
 use rdmig_proto::msg::{MigState, MigrationId, Reply, Request};
 use rdmig_proto::tls::ServerTls;
@@ -52,6 +54,9 @@ pub struct AgentConfig {
     pub rdma_device: String,
     /// This node's TLS server side (its certificate; clients must have one of the cluster CA).
     pub tls: ServerTls,
+    /// The same identity's client side: recovering a source migration of this node, the agent
+    /// asks its destination itself.
+    pub client_tls: rdmig_proto::tls::ClientTls,
     /// Which nodes may migrate here, and which addresses they may move.
     pub policy: policy::Policy,
     pub work_dir: PathBuf,
@@ -65,6 +70,14 @@ pub struct AgentConfig {
     pub orphan_after: Duration,
     /// Connections open at once (a quarter of them in their TLS handshake); more are closed.
     pub max_connections: usize,
+    /// This node's journal (None: nothing is recorded, nothing recovered; tests).
+    pub journal: Option<PathBuf>,
+    /// Where `rdmig migrate` keeps its per-process locks on this node: a source migration whose
+    /// lock is free has no `rdmig migrate` left, and the agent recovers it.
+    pub lock_dir: PathBuf,
+    /// How often the agent reconciles its journal with the node (source migrations left by a
+    /// dead `rdmig migrate`, leftover image directories).
+    pub reconcile_every: Duration,
 }
 
 /// The TLS handshake must come at once.
@@ -78,6 +91,8 @@ pub enum AgentError {
     WorkDir { path: String, source: std::io::Error },
     #[error("cannot set up this node's QP and MR numbers: {0}")]
     Numbers(String),
+    #[error("journal {0}")]
+    Journal(String),
 }
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock every timeline event of this host uses.
@@ -111,7 +126,38 @@ impl Migration {
     }
 }
 
-type Table = Arc<Mutex<HashMap<String, Migration>>>;
+/// The migrations this agent receives, and the node's journal their steps go to.
+#[derive(Default)]
+struct Registry {
+    map: Mutex<HashMap<String, Migration>>,
+    journal: Option<NodeJournal>,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, HashMap<String, Migration>>> {
+        self.map.lock()
+    }
+
+    /// Records a destination step of migration `id` (a failure is logged: the step goes ahead).
+    fn note(&self, id: &str, phase: Phase, outcome: JOutcome, details: Option<serde_json::Value>) {
+        if let (Some(j), Ok(id)) = (&self.journal, MigrationId::new(id)) {
+            j.note(&id, Role::Destination, phase, outcome, details);
+        }
+    }
+
+    /// Records that a step is about to take effect; it must not run unless recorded.
+    fn must_note(&self, id: &MigrationId, phase: Phase, details: Option<serde_json::Value>) -> Result<(), String> {
+        match &self.journal {
+            Some(j) => j
+                .record(id, Role::Destination, phase, JOutcome::Started, details)
+                .map(drop)
+                .map_err(|e| format!("cannot record the {phase} step in the journal: {e}")),
+            None => Ok(()),
+        }
+    }
+}
+
+type Table = Arc<Registry>;
 
 /// The migrations one connection named: alive while it is open.
 struct Named<'a> {
@@ -166,10 +212,22 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
         info!(node = r.node, nodes = r.nodes, "QPNs {}-{} and MR indices {}-{} are this node's; the rest is reserved", q.0, q.1, m.0, m.1);
     }
     info!(listen = %cfg.listen, work = %cfg.work_dir.display(), idle_s = cfg.idle_timeout.as_secs(), orphan_s = cfg.orphan_after.as_secs(), "agent listening");
+    // What the journal says was under way when the agent last stopped is taken up again: an
+    // uncommitted copy is tracked (and dropped if its source stays silent), leftovers go.
+    let (journal, adopted) = match &cfg.journal {
+        Some(path) => {
+            let j = NodeJournal::open(path).map_err(|e| AgentError::Journal(format!("{}: {e}", path.display())))?;
+            let adopted = reconcile::adopt(&j, &cfg.work_dir);
+            (Some(j), adopted)
+        }
+        None => (None, HashMap::new()),
+    };
+    reconcile::remove_leftovers(&cfg.work_dir, &adopted);
     let cfg = Arc::new(cfg);
-    let table: Table = Arc::default();
+    let table: Table = Arc::new(Registry { map: Mutex::new(adopted), journal });
     tokio::spawn(finish::reap_orphans(table.clone(), cfg.orphan_after));
     let gate = gate::Gate::new(cfg.max_connections);
+    tokio::spawn(reconcile::periodically(cfg.clone(), table.clone()));
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -290,6 +348,8 @@ async fn handle(
         Request::Restore { id, dir, opts } => restore::restore(cfg, table, &id, &dir, &opts).await,
         Request::Commit { id } => finish::commit(cfg, table, &id),
         Request::Abort { id } => finish::abort(table, &id),
+        Request::Events { after } => reconcile::events(table, after),
+        Request::Inventory => reconcile::inventory(cfg, table),
     })
 }
 
@@ -313,6 +373,7 @@ mod tests {
             rdma_addr: None,
             rdma_device: "rxe0".into(),
             tls: rdmig_proto::tls::testing::TestCa::new().node("dst", &[]).server().unwrap(),
+            client_tls: rdmig_proto::tls::testing::TestCa::new().node("dst", &[]).client(None).unwrap(),
             policy: policy::Policy::default(),
             work_dir: work.to_path_buf(),
             keep_images: false,
@@ -321,6 +382,9 @@ mod tests {
             idle_timeout: Duration::from_secs(120),
             orphan_after: Duration::from_millis(200),
             max_connections: gate::MAX_CONNECTIONS,
+            journal: None,
+            lock_dir: work.join("locks"),
+            reconcile_every: Duration::from_secs(30),
         }
     }
 
@@ -386,5 +450,49 @@ mod tests {
         drop(held);
         std::thread::sleep(cfg.orphan_after + Duration::from_millis(50));
         assert_eq!(finish::reap(&table, cfg.orphan_after), ["m-held"]);
+    }
+
+    /// An agent that restarts finds in its journal a copy it restored and never committed: it
+    /// tracks it again, drops it once its source stays silent (killing it), and answers a
+    /// source's question about a migration it has forgotten from the journal.
+    #[test]
+    fn a_restarted_agent_takes_up_an_uncommitted_copy_from_its_journal() {
+        use crate::journal::{NodeJournal, NodeName, Outcome as JOutcome, Phase, Role};
+        let d = tempfile::tempdir().unwrap();
+        let cfg = config(d.path());
+        let j = NodeJournal::open_as(&d.path().join("j.db"), &NodeName::new("dst").unwrap()).unwrap();
+        let mut copy = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let pid = copy.id() as i32;
+        let ticks = crate::process::stat(pid).unwrap().start_ticks;
+        let (m, done) = (id("m-00000000000000d1"), id("m-00000000000000d2"));
+        let rec = |id: &MigrationId, p, o, d| j.record(id, Role::Destination, p, o, d).unwrap();
+        rec(&m, Phase::Begin, JOutcome::Done, Some(serde_json::json!({"source": "10.99.0.1", "pid": 4242})));
+        rec(&m, Phase::Restore, JOutcome::Started, Some(serde_json::json!({"pid_free": true})));
+        rec(&m, Phase::Restore, JOutcome::Done, Some(serde_json::json!({"restored_pid": pid, "start_ticks": ticks})));
+        rec(&done, Phase::Begin, JOutcome::Done, Some(serde_json::json!({"source": "10.99.0.1", "pid": 4243})));
+        rec(&done, Phase::Restore, JOutcome::Done, Some(serde_json::json!({"restored_pid": 1, "start_ticks": 1})));
+        rec(&done, Phase::Commit, JOutcome::Done, None);
+        // Leftovers: an unknown migration's images and a CPU check's; the plugin directory stays.
+        for l in ["m-00000000000000ff", "cpucheck-1-2", "criu-plugins"] {
+            std::fs::create_dir_all(d.path().join(l)).unwrap();
+        }
+
+        let adopted = reconcile::adopt(&j, d.path());
+        assert_eq!(adopted.len(), 1, "only the unfinished one");
+        assert_eq!(adopted[m.as_str()].state, MigState::Restored { pid });
+        reconcile::remove_leftovers(d.path(), &adopted);
+        assert!(!d.path().join("m-00000000000000ff").exists() && !d.path().join("cpucheck-1-2").exists());
+        assert!(d.path().join("criu-plugins").exists());
+
+        let table: Table = Arc::new(Registry { map: Mutex::new(adopted), journal: Some(j.clone()) });
+        assert!(matches!(session::status(&table, &done), Reply::State(MigState::Committed)));
+        assert!(matches!(session::status(&table, &m), Reply::State(MigState::Restored { .. })));
+        assert!(matches!(finish::abort(&table, &done), Reply::Failed(e) if e.contains("committed")));
+        std::thread::sleep(cfg.orphan_after + Duration::from_millis(50));
+        assert_eq!(finish::reap(&table, cfg.orphan_after), [m.as_str()]);
+        let st = copy.wait().unwrap();
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(9), "the uncommitted copy runs on");
+        assert_eq!(j.with(|j| j.last_phase(&m)).unwrap().unwrap(), (Phase::Rollback, JOutcome::Done));
+        assert!(j.with(|j| j.migrations_not_final()).unwrap().is_empty());
     }
 }

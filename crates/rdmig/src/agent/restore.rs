@@ -1,5 +1,6 @@
 //! `Restore`: the moved address comes up here, then CRIU restores the process from the
-//! migration's images (with rdmig's plugin for verbs state) and lets it run.
+//! migration's images (with rdmig's plugin for verbs state) and leaves it stopped, its QPs
+//! stopped too: it runs once the source commits (`finish`).
 //!
 //! While CRIU works the migration is `Restoring`: a source that lost its connection and asks
 //! learns that nobody knows yet (not "receiving", which would let it take the process back while
@@ -10,6 +11,7 @@ use tracing::{info, warn};
 
 use super::{now_ns, AgentConfig, Table};
 use crate::criu;
+use crate::journal::{Outcome as JOutcome, Phase};
 use rdmig_proto::msg::{MigState, MigrationId, RelPath, Reply, RestoreOpts};
 
 pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, dir: &RelPath, opts: &RestoreOpts) -> Reply {
@@ -24,6 +26,16 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
             None => return Reply::Failed(format!("no migration {id} here (agent restarted?)")),
         }
     };
+    let source_pid = table.lock().expect("table lock").get(id.as_str()).map(|m| m.source.1);
+    // CRIU restores the process with its own pid: free now, so a process with that pid found
+    // after a crash of this agent is the restored copy.
+    let pid_free = source_pid.map(|p| crate::process::stat(p).is_none());
+    if let Err(e) = table.must_note(id, Phase::Restore, Some(serde_json::json!({ "pid_free": pid_free }))) {
+        if let Some(m) = table.lock().expect("table lock").get_mut(id.as_str()) {
+            m.state = MigState::Receiving;
+        }
+        return Reply::Failed(e);
+    }
     let start = now_ns();
     let restored = run(cfg, table, id, &d.join(dir.as_str()), opts).await;
     let mut t = table.lock().expect("table lock");
@@ -35,6 +47,9 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
             let end = now_ns();
             info!(%id, pid, ms = (end - start) / 1_000_000, "restored");
             m.state = MigState::Restored { pid };
+            drop(t);
+            let start_ticks = crate::process::stat(pid).map(|s| s.start_ticks);
+            table.note(id.as_str(), Phase::Restore, JOutcome::Done, Some(serde_json::json!({ "restored_pid": pid, "start_ticks": start_ticks })));
             Reply::Restored { pid, start_ns: start, end_ns: end }
         }
         Ok(pid) => {
@@ -44,6 +59,8 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
                 let _ = crate::netaddr::del(a);
             }
             warn!(%id, pid, "aborted during its restore: the restored copy was killed");
+            drop(t);
+            table.note(id.as_str(), Phase::Restore, JOutcome::failed(format!("aborted during the restore; copy {pid} killed")), None);
             Reply::Failed(format!("migration {id} was aborted during its restore; the restored copy (pid {pid}) was killed"))
         }
         Err(e) => {
@@ -55,6 +72,8 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
             if let Some(a) = &opts.move_addr {
                 let _ = crate::netaddr::del(a);
             }
+            drop(t);
+            table.note(id.as_str(), Phase::Restore, JOutcome::failed(e.clone()), None);
             Reply::Failed(e)
         }
     }
@@ -63,15 +82,19 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
 /// The address, then CRIU; the restored process's pid.
 async fn run(cfg: &AgentConfig, table: &Table, id: &MigrationId, images: &std::path::Path, opts: &RestoreOpts) -> Result<i32, String> {
     info!(%id, verbs = opts.verbs, tcp = opts.tcp_established, "restoring");
-    let mut copts = criu::Options { plugins: None, tcp_established: opts.tcp_established };
+    // Held: the copy runs only once its source commits (`finish::commit`), so a copy that is
+    // never committed never ran, whatever fails in between.
+    let mut copts = criu::Options { plugins: None, tcp_established: opts.tcp_established, hold: true };
     if opts.verbs {
         copts.plugins = Some(criu::plugin_dir(&cfg.work_dir).map_err(|e| format!("rdmig's CRIU plugin: {e}"))?);
     }
     if let Some(m) = &opts.move_addr {
+        table.must_note(id, Phase::AddrAdd, Some(serde_json::json!({ "move_addr": m })))?;
         crate::netaddr::add(m).map_err(|e| format!("moving {}/{} to {} here: {e}", m.addr, m.prefix, m.dev))?;
         if let Some(t) = table.lock().expect("table lock").get_mut(id.as_str()) {
             t.moved_addr = Some(m.clone());
         }
+        table.note(id.as_str(), Phase::AddrAdd, JOutcome::Done, None);
     }
     criu::restore(images, cfg.restore_timeout, &copts).await.map_err(|e| e.to_string())
 }

@@ -9,6 +9,7 @@ use tracing::info;
 
 use super::{now_ns, AgentConfig, Migration, Table};
 use crate::criu;
+use crate::journal::{Outcome as JOutcome, Phase, Role};
 use rdmig_proto::msg::{HostFacts, MigState, MigrationId, Reply};
 
 fn mem_available() -> u64 {
@@ -118,9 +119,26 @@ pub(super) fn begin(cfg: &AgentConfig, table: &Table, id: &MigrationId, source: 
     }
     info!(%id, pid = source.1, source = %source.0, "migration begins");
     t.insert(id.as_str().to_string(), Migration::new(dir, source));
+    drop(t);
+    table.note(id.as_str(), Phase::Begin, JOutcome::Done, Some(serde_json::json!({ "source": source.0.to_string(), "pid": source.1 })));
     Reply::Ack
 }
 
+/// What became of migration `id` here: the table's state, else how the journal says it ended
+/// (the agent may have restarted since, or forgotten a final migration).
 pub(super) fn status(table: &Table, id: &MigrationId) -> Reply {
-    Reply::State(table.lock().expect("table lock").get(id.as_str()).map(|m| m.state).unwrap_or(MigState::Unknown))
+    if let Some(m) = table.lock().expect("table lock").get(id.as_str()) {
+        return Reply::State(m.state);
+    }
+    let ended = table.journal.as_ref().and_then(|j| j.with(|j| j.events_of(id)).ok()).and_then(|evs| {
+        evs.iter()
+            .rev()
+            .find(|e| e.role == Role::Destination && e.outcome == JOutcome::Done && matches!(e.phase, Phase::Commit | Phase::Rollback))
+            .map(|e| e.phase)
+    });
+    Reply::State(match ended {
+        Some(Phase::Commit) => MigState::Committed,
+        Some(_) => MigState::Aborted,
+        None => MigState::Unknown,
+    })
 }

@@ -52,6 +52,14 @@ pub struct AgentArgs {
     /// closed at once.
     #[arg(long, default_value_t = rdmig::agent::MAX_CONNECTIONS, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(4..=4096), |v| v as usize))]
     max_connections: usize,
+    /// This node's journal: the agent records each step of the migrations it receives, takes
+    /// up what was under way when it last stopped, and recovers source migrations of this node
+    /// whose `rdmig migrate` died.
+    #[arg(long, value_name = "FILE", env = "RDMIG_JOURNAL", default_value = rdmig::journal::DEFAULT_PATH)]
+    journal: PathBuf,
+    /// Seconds between two checks for source migrations left by a dead `rdmig migrate`.
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    reconcile_every: u64,
 }
 
 pub async fn run(a: AgentArgs) -> Result<ExitCode> {
@@ -68,6 +76,8 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         idle_timeout,
         orphan_after,
         max_connections,
+        journal,
+        reconcile_every,
     } = a;
     for p in &allow_peers {
         anyhow::ensure!(p == "*" || rdmig_proto::ca::valid_node_name(p), "--allow-peer {p:?}: not a node name ([a-z0-9-]) or *");
@@ -79,6 +89,8 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         rdma_addr,
         rdma_device,
         tls: id.server()?,
+        // Recovering a source migration of this node, the agent asks its destination itself.
+        client_tls: id.client(None)?,
         policy: rdmig::agent::policy::Policy { peers: allow_peers, move_addr: allow_move_addr },
         work_dir,
         keep_images,
@@ -87,6 +99,9 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         idle_timeout: Duration::from_secs(idle_timeout),
         orphan_after: Duration::from_secs(orphan_after),
         max_connections,
+        journal: Some(journal),
+        lock_dir: PathBuf::from(rdmig::migrate::LOCK_DIR),
+        reconcile_every: Duration::from_secs(reconcile_every),
     })
     .await?;
     Ok(ExitCode::SUCCESS)

@@ -45,6 +45,10 @@ pub struct MigrateArgs {
     pub(crate) deadline: u64,
     #[arg(long)]
     pub(crate) allow_kernel_mismatch: bool,
+    /// This node's journal, where every step is recorded before it takes effect (read by
+    /// `rdmig recover`, `rdmig events` and the agent of this node).
+    #[arg(long, value_name = "FILE", env = "RDMIG_JOURNAL", default_value = rdmig::journal::DEFAULT_PATH)]
+    pub(crate) journal: PathBuf,
     /// How memory images travel: rdma, tcp, or auto (measure both briefly, keep the faster);
     /// scp copies them over ssh instead (the MigrOS artifact's baseline; needs sshd at the
     /// destination, see --ssh-host and --ssh-config).
@@ -104,6 +108,7 @@ pub async fn run(a: MigrateArgs) -> Result<ExitCode> {
         page_stream: a.page_stream,
         deadline: Duration::from_secs(a.deadline),
         lock_dir: PathBuf::from(rdmig::migrate::LOCK_DIR),
+        journal: a.journal.clone(),
     };
     let r = rdmig::migrate::migrate(&o).await;
     if let Some(t) = &a.timeline {

@@ -3,11 +3,14 @@
 pub mod agent;
 pub mod bench;
 pub mod ca;
+pub mod events;
 pub mod image;
 pub mod migrate;
 pub mod plot;
+pub mod recover;
 pub mod rxe;
 pub mod softroce;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -45,9 +48,37 @@ impl PeerArgs {
 
     /// This node's TLS client side, expecting the destination's name (or address).
     pub(crate) fn tls(&self) -> Result<rdmig_proto::tls::ClientTls> {
-        let id = rdmig_proto::tls::Identity::load(&self.tls_dir).with_context(|| format!("this node's TLS identity (--tls-dir {})", self.tls_dir.display()))?;
-        Ok(id.client(self.to_name.as_deref())?)
+        tls_client(&self.tls_dir, self.to_name.as_deref())
     }
+}
+
+/// The agents to ask (`events`, `status`), or this node's journal when none is named.
+#[derive(Args)]
+pub(crate) struct AgentsArgs {
+    /// Agents to ask, HOST:PORT (repeat, or comma-separated in RDMIG_AGENTS). None: read this
+    /// node's journal only.
+    #[arg(long = "agent", value_name = "HOST:PORT", env = "RDMIG_AGENTS", value_delimiter = ',')]
+    pub(crate) agents: Vec<std::net::SocketAddr>,
+    /// This node's TLS directory (`rdmig ca issue` makes it), to ask agents.
+    #[arg(long, env = "RDMIG_TLS_DIR", default_value = "/etc/rdmig/tls")]
+    pub(crate) tls_dir: PathBuf,
+    /// This node's journal (read when no agent is named).
+    #[arg(long, value_name = "FILE", env = "RDMIG_JOURNAL", default_value = rdmig::journal::DEFAULT_PATH)]
+    pub(crate) journal: PathBuf,
+}
+
+impl AgentsArgs {
+    /// This node's TLS client side; agents are checked by the address dialled.
+    pub(crate) fn tls(&self) -> Result<rdmig_proto::tls::ClientTls> {
+        tls_client(&self.tls_dir, None)
+    }
+}
+
+/// The TLS client side of this node's identity in `dir`, expecting `expect` (None: the address
+/// dialled) in the agent's certificate.
+pub(crate) fn tls_client(dir: &std::path::Path, expect: Option<&str>) -> Result<rdmig_proto::tls::ClientTls> {
+    let id = rdmig_proto::tls::Identity::load(dir).with_context(|| format!("this node's TLS identity (--tls-dir {})", dir.display()))?;
+    Ok(id.client(expect)?)
 }
 
 /// A number in hex (with 0x) or decimal.

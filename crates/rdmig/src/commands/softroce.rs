@@ -56,6 +56,13 @@ enum SoftroceCmd {
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },
+    /// The migration state of QP QPN: stopped, resuming, paused (its peer stopped), and its
+    /// PAUSE and RESUME counters (JSON).
+    QpState {
+        qpn: u32,
+        #[arg(long, default_value = "rxe0")]
+        device: String,
+    },
     /// Pages of MR INDEX (lkey >> 8) that rxe wrote since the last read; reading clears them
     /// unless --keep.
     Dirty {
@@ -125,6 +132,17 @@ pub fn run(a: SoftroceArgs) -> Result<ExitCode> {
         SoftroceCmd::Repin { index, pid, va, device } => {
             let n = sr::Ctl::open()?.mr_repin(&device, index, pid, va)?;
             println!("MR {index} on {device} now uses the {n} pages at {va:#x} of pid {pid}");
+        }
+        SoftroceCmd::QpState { qpn, device } => {
+            let q = sr::Ctl::open()?.qp_query(&device, qpn)?;
+            let bits = [
+                (rdmig_rxe::QP_S_STOPPED, "stopped"),
+                (rdmig_rxe::QP_S_RESUMING, "resuming"),
+                (rdmig_rxe::QP_S_PAUSED, "paused"),
+                (rdmig_rxe::QP_S_REQ_HELD, "req_held"),
+            ];
+            let flags: Vec<&str> = bits.iter().filter(|(b, _)| q.state & b != 0).map(|(_, n)| *n).collect();
+            print_json(&serde_json::json!({ "qpn": qpn, "device": device, "flags": flags, "state": q }))?;
         }
         SoftroceCmd::Dirty { index, device, keep, json } => {
             let d = sr::Ctl::open()?.dirty(&device, index, !keep)?;

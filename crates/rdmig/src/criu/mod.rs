@@ -38,12 +38,18 @@ async fn run(action: &str, args: &[String], log: &Path, timeout: Duration) -> Re
     run_with(action, args, log, timeout, None).await
 }
 
+/// `run` with these variables added to criu's environment.
+async fn run_env(action: &str, args: &[String], log: &Path, timeout: Duration, env: &[(&str, &str)]) -> Result<(), CriuError> {
+    run_spawned(action, spawn(action, args, None, env)?, log, timeout).await
+}
+
 /// The descriptor number a page-stream socket has in criu (`--ps-socket`).
 const PS_FD: i32 = 3;
 
 /// `criu` with `args`; `ps`, when given, becomes its descriptor [`PS_FD`].
-fn spawn(action: &str, args: &[String], ps: Option<&OwnedFd>) -> Result<tokio::process::Child, CriuError> {
+fn spawn(action: &str, args: &[String], ps: Option<&OwnedFd>, env: &[(&str, &str)]) -> Result<tokio::process::Child, CriuError> {
     let mut cmd = Command::new(CRIU);
+    cmd.envs(env.iter().copied());
     cmd.args(args).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).kill_on_drop(true);
     if let Some(fd) = ps {
         let raw = fd.as_raw_fd();
@@ -65,9 +71,13 @@ fn spawn(action: &str, args: &[String], ps: Option<&OwnedFd>) -> Result<tokio::p
 }
 
 async fn run_with(action: &str, args: &[String], log: &Path, timeout: Duration, ps: Option<OwnedFd>) -> Result<(), CriuError> {
-    let child = spawn(action, args, ps.as_ref())?;
+    let child = spawn(action, args, ps.as_ref(), &[])?;
     // Our copy of criu's end must close, or the relay would never see criu hang up.
     drop(ps);
+    run_spawned(action, child, log, timeout).await
+}
+
+async fn run_spawned(action: &str, child: tokio::process::Child, log: &Path, timeout: Duration) -> Result<(), CriuError> {
     let out = tokio::time::timeout(timeout, child.wait_with_output())
         .await
         .map_err(|_| CriuError::Timeout { action: action.into(), secs: timeout.as_secs() })?
@@ -105,7 +115,14 @@ pub struct Options {
     /// Established TCP connections are checkpointed and restored (`--tcp-established`); the
     /// addresses they use must exist where the process is restored.
     pub tcp_established: bool,
+    /// Restore only: the process stays stopped (`--leave-stopped`) and rdmig's plugin leaves its
+    /// QPs stopped ([`HOLD_ENV`]) until whoever restored it lets it run (`process::resume`):
+    /// an agent does so when the source commits, so that an uncommitted copy never runs.
+    pub hold: bool,
 }
+
+/// Set in CRIU's environment for a held restore: rdmig's plugin does not resume the QPs.
+pub use rdmig_image::HOLD_ENV;
 
 impl Options {
     fn args(&self) -> Vec<String> {
@@ -115,6 +132,9 @@ impl Options {
         }
         if self.tcp_established {
             a.push("--tcp-established".into());
+        }
+        if self.hold {
+            a.push("--leave-stopped".into());
         }
         a
     }
@@ -209,7 +229,7 @@ pub fn page_server(dir: &Path, parent: Option<&str>, ps: OwnedFd) -> Result<toki
     if let Some(p) = parent {
         a.extend(["--prev-images-dir".into(), p.into()]);
     }
-    let child = spawn("page-server", &a, Some(&ps));
+    let child = spawn("page-server", &a, Some(&ps), &[]);
     drop(ps);
     child
 }
@@ -244,7 +264,8 @@ pub async fn restore(dir: &Path, timeout: Duration, opts: &Options) -> Result<i3
     let pidfile = dir.join("restored.pid");
     let mut a = vec!["restore".into(), "-D".into(), s(dir), "-d".into(), "-v2".into(), "--pidfile".into(), s(&pidfile), "-o".into(), s(&log)];
     a.extend(opts.args());
-    run("restore", &a, &log, timeout).await?;
+    let env: &[(&str, &str)] = if opts.hold { &[(HOLD_ENV, "1")] } else { &[] };
+    run_env("restore", &a, &log, timeout, env).await?;
     let text = std::fs::read_to_string(&pidfile).map_err(|e| CriuError::Io { action: "restore (pid file)".into(), source: e })?;
     text.trim().parse().map_err(|_| CriuError::Failed { action: "restore".into(), status: "bad pid file".into(), log: s(&log), tail: text })
 }
@@ -309,7 +330,7 @@ mod tests {
         assert!(a.windows(2).any(|w| w == ["--prev-images-dir", "../pre-1"]));
         assert!(a.windows(2).any(|w| w == ["-t", "42"]));
         assert!(!a.iter().any(|x| x == "-L" || x == "--tcp-established"));
-        d.opts = Options { plugins: Some("/p".into()), tcp_established: true };
+        d.opts = Options { plugins: Some("/p".into()), tcp_established: true, hold: false };
         let a = d.common();
         assert!(a.windows(2).any(|w| w == ["-L", "/p"]) && a.iter().any(|x| x == "--tcp-established"));
     }

@@ -2,6 +2,7 @@
 //! send it.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -57,6 +58,8 @@ pub async fn bench_transfer(
         page_stream: false,
         deadline: Duration::from_secs(900),
         lock_dir: std::env::temp_dir(),
+        // Nothing is migrated: no journal is opened.
+        journal: PathBuf::new(),
     };
     if transports.contains(&TransportChoice::Scp) {
         anyhow::bail!("bench transfer measures rdmig's own transports (rdma, tcp); scp is measured by a migration with --transport scp");

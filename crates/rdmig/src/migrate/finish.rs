@@ -10,11 +10,12 @@
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::net::TcpStream;
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::remote::{abort_remote, call, commit_again};
 use super::{Outcome, Run};
-use crate::timeline::Phase;
+use crate::journal::{Outcome as JOutcome, Phase as JPhase};
+use crate::timeline::{Edge, Phase};
 use rdmig_proto::msg::{MigState, Reply, Request};
 use rdmig_proto::wire::{Channel, Limits};
 
@@ -24,33 +25,47 @@ impl Run<'_> {
         let o = self.o;
         self.rec.end(Phase::Freeze);
         self.rec.start(Phase::Cleanup);
+        // Recovery must know a commit may have reached the destination before it does: without
+        // this record it would resume the copy here.
+        if let Err(e) = self.must_note(JPhase::Commit, Some(serde_json::json!({ "restored_pid": restored_pid }))) {
+            return self.rollback(e).await;
+        }
         // The process runs there now: committing may use the clean-up's time too.
         ch.set_limits(Limits { deadline: Some(self.cleanup_until()), ..ch.limits() });
         let committed = match call(ch, &Request::Commit { id: self.id.clone() }).await {
-            Ok(Reply::Ack) => Ok(()),
+            Ok(Reply::Committed { resumed_ns }) => Ok(Some(resumed_ns)),
             other => {
                 warn!("commit at the destination: {other:?}; asking again");
                 commit_again(o.to, &o.tls, &self.id, self.cleanup_until()).await
             }
         };
         match committed {
-            Ok(()) => {}
+            Ok(resumed_ns) => {
+                // The copy ran from the commit's answer on (its time unknown when the answer was
+                // lost: the restore's end, a lower bound).
+                if let Some(r) = self.restored_ns {
+                    self.remote_events.push((Phase::Resume, Edge::Start, r));
+                    self.remote_events.push((Phase::Resume, Edge::End, resumed_ns.unwrap_or(r).max(r)));
+                }
+            }
             // The destination dropped its copy (the source was silent too long): run it here.
             Err(Some(MigState::Aborted)) => {
                 return self.rollback(format!("the destination restored pid {restored_pid}, then aborted the migration before it was committed")).await;
             }
             Err(state) => {
                 return self.in_doubt(format!(
-                    "the destination restored the process (pid {restored_pid} there) but did not confirm the commit (its state: {state:?}); \
-                     it kills an uncommitted copy once its source has been silent for its --orphan-after. \
-                     Process {} is left stopped here: check the destination, then `kill -CONT {}` here or kill it",
-                    o.pid, o.pid
+                    "the destination restored the process (pid {restored_pid} there, held stopped until the commit) but did not confirm \
+                     the commit (its state: {state:?}). Process {} is left stopped here; `rdmig recover` here (or this node's agent, \
+                     within 30 s) asks the destination and resumes it here or finishes the move",
+                    o.pid
                 ));
             }
         }
         if let Err(e) = kill(Pid::from_raw(o.pid), Signal::SIGKILL) {
             warn!("killing the source copy {}: {e}", o.pid);
         }
+        // Only now: a run that dies before this leaves recovery to kill the stopped copy.
+        self.note(JPhase::Commit, JOutcome::Done, Some(serde_json::json!({ "killed_source_copy": o.pid })));
         self.rec.end(Phase::Cleanup);
         self.say(&format!("migrated: pid {restored_pid} runs at {}", self.dst.as_ref().map(|d| d.hostname.as_str()).unwrap_or("?")));
         Outcome::Migrated { restored_pid }
@@ -72,7 +87,7 @@ impl Run<'_> {
 
     /// The final dump failed: CRIU resumes the process when a dump fails; make sure of it.
     pub(super) async fn dump_failed(&mut self, why: String) -> Outcome {
-        let _ = resume_source(self.o.pid);
+        let _ = crate::process::resume(self.o.pid);
         self.rec.end(Phase::FinalDump);
         self.resumed_here();
         abort_remote(self.o.to, &self.o.tls, &self.id, self.cleanup_until()).await;
@@ -82,13 +97,14 @@ impl Run<'_> {
     /// After the freeze: the process runs here again (address back, QPs resumed, SIGCONT), and
     /// the destination drops the migration.
     pub(super) async fn rollback(&mut self, why: String) -> Outcome {
+        self.note(JPhase::Rollback, JOutcome::Started, Some(serde_json::json!({ "reason": why })));
         let mut why = why;
         if let Some(m) = &self.moved {
             if let Err(e) = crate::netaddr::add(m) {
                 why = format!("{why}; and taking {} back failed: {e}", m.addr);
             }
         }
-        let why = match resume_source(self.o.pid) {
+        let why = match crate::process::resume(self.o.pid) {
             Ok(()) => why,
             Err(e) => format!("{why}; and resuming the source failed: {e}"),
         };
@@ -101,44 +117,16 @@ impl Run<'_> {
     pub(super) fn in_doubt(&self, why: String) -> Outcome {
         Outcome::InDoubt { reason: why }
     }
-}
 
-/// Sends SIGCONT so a process left stopped by `--leave-stopped` runs again. QPs of the process
-/// that the CRIU plugin stopped for the dump are resumed first (their peers, paused, continue).
-fn resume_source(pid: i32) -> Result<(), String> {
-    let qps = resume_stopped_qps(pid);
-    kill(Pid::from_raw(pid), Signal::SIGCONT).map_err(|e| format!("SIGCONT {pid}: {e}"))?;
-    qps
-}
-
-/// Resumes the stopped QPs of process `pid` (none for processes without verbs state).
-fn resume_stopped_qps(pid: i32) -> Result<(), String> {
-    let Ok(recs) = rdmig_rxe::status::read() else {
-        return Ok(());
-    };
-    let qps: Vec<(String, u32)> = recs
-        .iter()
-        .filter(|r| r.kind == "qp" && r.fields.get("pid").is_some_and(|p| *p == pid.to_string()))
-        .filter_map(|r| Some((r.fields.get("dev")?.clone(), r.fields.get("qpn")?.parse().ok()?)))
-        .collect();
-    if qps.is_empty() {
-        return Ok(());
-    }
-    let ctl = rdmig_rxe::Ctl::open().map_err(|e| format!("resume the QPs of {pid}: {e}"))?;
-    let mut errs = vec![];
-    for (dev, qpn) in qps {
-        match ctl.qp_query(&dev, qpn) {
-            Ok(st) if st.state & rdmig_rxe::QP_S_STOPPED != 0 => match ctl.qp_resume(&dev, qpn, 0) {
-                Ok(_) => info!(pid, qpn, "resumed the stopped QP"),
-                Err(e) => errs.push(format!("QP {qpn}: {e}")),
-            },
-            Ok(_) => {}
-            Err(e) => errs.push(format!("QP {qpn}: {e}")),
+    /// How the run ended, in the journal: a rollback (refusals included: the migration is over
+    /// and nothing is left to undo) or in doubt (`rdmig recover` decides). A commit recorded
+    /// itself.
+    pub(super) fn journal_end(&self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Migrated { .. } => {}
+            Outcome::Refused { reason } => self.note(JPhase::Rollback, JOutcome::Done, Some(serde_json::json!({ "refused": reason }))),
+            Outcome::RolledBack { reason } => self.note(JPhase::Rollback, JOutcome::Done, Some(serde_json::json!({ "reason": reason }))),
+            Outcome::InDoubt { reason } => self.note(JPhase::InDoubt, JOutcome::Done, Some(serde_json::json!({ "reason": reason }))),
         }
-    }
-    if errs.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("resuming the stopped QPs of {pid}: {}", errs.join("; ")))
     }
 }

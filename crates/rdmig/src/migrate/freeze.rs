@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use super::remote::busy;
 use super::{mib, Run, Step};
 use crate::criu::{self, DumpSpec};
+use crate::journal::{Outcome as JOutcome, Phase as JPhase};
 use crate::timeline::{attrs, Phase};
 use rdmig_proto::wire::Channel;
 
@@ -48,7 +49,10 @@ impl Run<'_> {
     /// The process is frozen: its address (`--move-addr`) leaves with it.
     pub(super) fn address_leaves(&self) -> Result<(), String> {
         if let Some(m) = &self.moved {
+            // Recovery puts it back from this record.
+            self.must_note(JPhase::AddrRemove, Some(serde_json::json!({ "move_addr": m })))?;
             crate::netaddr::del(m).map_err(|e| format!("removing {} here: {e}", m.addr))?;
+            self.note(JPhase::AddrRemove, JOutcome::Done, None);
         }
         Ok(())
     }

@@ -32,7 +32,8 @@ mod freeze;
 mod hooks;
 mod lock;
 mod precopy;
-mod remote;
+mod recover;
+pub(crate) mod remote;
 mod report;
 mod restore;
 mod scp;
@@ -47,6 +48,7 @@ use tokio::time::Instant;
 use tracing::warn;
 
 use crate::criu;
+use crate::journal::{NodeJournal, Outcome as JOutcome, Phase as JPhase, Role};
 use crate::timeline::{ClockSample, Edge, Phase, Recorder};
 use crate::transport::rdma::RdmaSender;
 use crate::transport::{TransportChoice, TransportReport};
@@ -54,6 +56,7 @@ use rdmig_proto::msg::{HostFacts, MigrationId, MsgError};
 
 pub use bench::{bench_transfer, BenchRow};
 pub use lock::LOCK_DIR;
+pub use recover::{recover, RecoverOptions, Recovered, RecoveryOutcome, ASK as RECOVER_ASK};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
@@ -109,6 +112,9 @@ pub struct MigrateOptions {
     pub deadline: Duration,
     /// Where the per-process migration locks are (`LOCK_DIR`).
     pub lock_dir: PathBuf,
+    /// This node's journal (`journal::DEFAULT_PATH`): every step is recorded there before it
+    /// takes effect, for `rdmig recover` and `rdmig events`.
+    pub journal: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -194,6 +200,10 @@ struct Run<'a> {
     stages_end: Instant,
     /// The deadline.
     end: Instant,
+    /// This node's journal (opened before the run starts).
+    journal: Option<NodeJournal>,
+    /// When the destination's restore ended (its clock): the held copy's resume starts there.
+    restored_ns: Option<u64>,
 }
 
 /// Of the deadline, what the clean-up after a failed stage may use (asking the destination,
@@ -229,7 +239,40 @@ impl<'a> Run<'a> {
             moved: None,
             stages_end: end - CLEANUP_RESERVE.min(o.deadline / 4),
             end,
+            journal: None,
+            restored_ns: None,
         }
+    }
+
+    /// Records a step in the node's journal; a failure is logged (the step goes ahead).
+    fn note(&self, phase: JPhase, outcome: JOutcome, details: Option<serde_json::Value>) {
+        if let Some(j) = &self.journal {
+            j.note(&self.id, Role::Source, phase, outcome, details);
+        }
+    }
+
+    /// Records that a step is about to take effect; the step must not run unless it is
+    /// recorded (recovery could not tell it happened).
+    fn must_note(&self, phase: JPhase, details: Option<serde_json::Value>) -> Result<(), String> {
+        match &self.journal {
+            Some(j) => j
+                .record(&self.id, Role::Source, phase, JOutcome::Started, details)
+                .map(drop)
+                .map_err(|e| format!("cannot record the {phase} step in the journal: {e}")),
+            None => Err("no journal is open".into()),
+        }
+    }
+
+    /// What recovery needs to find the process and the destination again.
+    fn begin_details(&self) -> serde_json::Value {
+        let o = self.o;
+        serde_json::json!({
+            "pid": o.pid,
+            "start_ticks": crate::process::stat(o.pid).map(|s| s.start_ticks),
+            "boot_id": crate::process::boot_id(),
+            "to": o.to.to_string(),
+            "dir": self.dir.display().to_string(),
+        })
     }
 
     /// Until when the clean-up may wait on the destination.
@@ -246,11 +289,20 @@ impl<'a> Run<'a> {
     /// refused before anything was touched, rolled back once it was, in doubt when only the
     /// destination knows.
     async fn go(&mut self) -> Outcome {
+        // The journal knows of the migration before anything is asked of the destination.
+        if let Err(e) = self.must_note(JPhase::Begin, Some(self.begin_details())) {
+            return Outcome::Refused { reason: e };
+        }
         // Nothing is touched until `begin`: any failure refuses.
         let mut ch = match self.checks().await {
             Ok(ch) => ch,
-            Err(e) => return Outcome::Refused { reason: e.to_string() },
+            Err(e) => {
+                self.note(JPhase::Checks, JOutcome::failed(e.to_string()), None);
+                return Outcome::Refused { reason: e.to_string() };
+            }
         };
+        let dst = self.dst.as_ref().map(|d| d.hostname.clone());
+        self.note(JPhase::Checks, JOutcome::Done, Some(serde_json::json!({ "move_addr": self.moved, "destination": dst })));
         // The process keeps running: a failure only needs the destination cleaned.
         let parent = match self.precopy(&mut ch).await {
             Ok(p) => p,
@@ -259,21 +311,36 @@ impl<'a> Run<'a> {
         if self.late() {
             return self.abandon(format!("after {} pre-copy round(s)", self.rounds.len())).await;
         }
-        // From here until the destination confirms, the process is stopped.
+        // From here until the destination confirms, the process is stopped: on the disk first.
+        if let Err(e) = self.must_note(JPhase::Freeze, None) {
+            return self.abandon(e).await;
+        }
         if let Err(e) = self.freeze(&mut ch, parent).await {
+            self.note(JPhase::Freeze, JOutcome::failed(e.to_string()), None);
             return self.dump_failed(format!("final dump: {e}")).await;
         }
+        self.note(JPhase::Freeze, JOutcome::Done, Some(serde_json::json!({ "final_bytes": self.final_bytes })));
         if let Err(e) = self.address_leaves() {
             return self.rollback(e).await;
         }
+        self.note(JPhase::Transfer, JOutcome::Started, None);
         if let Err(e) = self.transfer(&mut ch).await {
+            self.note(JPhase::Transfer, JOutcome::failed(e.to_string()), None);
             return self.rollback(format!("transfer: {e}")).await;
+        }
+        self.note(JPhase::Transfer, JOutcome::Done, Some(serde_json::json!({ "bytes_total": self.bytes_total })));
+        if let Err(e) = self.must_note(JPhase::Restore, None) {
+            return self.rollback(e).await;
         }
         let restored_pid = match self.restore(&mut ch).await {
             restore::Restored::Yes(pid) => pid,
-            restore::Restored::No(why) => return self.rollback(why).await,
+            restore::Restored::No(why) => {
+                self.note(JPhase::Restore, JOutcome::failed(why.clone()), None);
+                return self.rollback(why).await;
+            }
             restore::Restored::Unknown(why) => return self.in_doubt(why),
         };
+        self.note(JPhase::Restore, JOutcome::Done, Some(serde_json::json!({ "restored_pid": restored_pid })));
         self.commit(&mut ch, restored_pid).await
     }
 }
@@ -291,7 +358,15 @@ pub async fn migrate(o: &MigrateOptions) -> MigrationReport {
         None => lock::MigrationLock::take(&o.lock_dir, o.pid, id.as_str()),
     };
     let outcome = match &lock {
-        Ok(_) => run.go().await,
+        Ok(_) => match crate::journal::NodeJournal::open(&o.journal) {
+            Ok(j) => {
+                run.journal = Some(j);
+                let outcome = run.go().await;
+                run.journal_end(&outcome);
+                outcome
+            }
+            Err(e) => Outcome::Refused { reason: format!("the journal at {}: {e}", o.journal.display()) },
+        },
         Err(why) => Outcome::Refused { reason: why.clone() },
     };
     if let Outcome::Migrated { restored_pid } = &outcome {
@@ -346,6 +421,7 @@ mod tests {
             page_stream: false,
             deadline,
             lock_dir: dir.join("locks"),
+            journal: dir.join("journal.db"),
         }
     }
 

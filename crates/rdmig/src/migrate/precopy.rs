@@ -10,6 +10,7 @@ use tracing::warn;
 use super::remote::busy;
 use super::{mib, Round, Run, Step, Strategy};
 use crate::criu::{self, DumpSpec};
+use crate::journal::{Outcome as JOutcome, Phase as JPhase};
 use crate::timeline::{attrs, Phase};
 use rdmig_proto::wire::Channel;
 
@@ -69,6 +70,7 @@ impl Run<'_> {
             self.rec.end_with(phase, attrs([("bytes", bytes), ("pages", pages)]));
             self.say(&format!("pre-copy round {round}: {} ({pages} pages) dumped in {:.0} ms, sent in {:.0} ms", mib(bytes), dump_ms, send_ms));
             self.rounds.push(Round { round, bytes, pages, dump_ms, send_ms });
+            self.note(JPhase::PrecopyRound, JOutcome::Done, Some(serde_json::json!({ "round": round, "bytes": bytes, "pages": pages })));
             parent = Some(name);
             // Stop rules: the remaining dirty set is small, or it no longer shrinks (the process
             // dirties memory as fast as we copy it), or enough rounds were spent.

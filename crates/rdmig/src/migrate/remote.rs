@@ -23,7 +23,7 @@ use rdmig_proto::wire::{self, Channel, Limits};
 pub(super) const CONNECT: Duration = Duration::from_secs(10);
 /// Longest wait for a reply (or for any frame to move): the agent answers every request but
 /// the restore at once (a page server's end may take it up to a minute).
-pub(super) const IO_WAIT: Duration = Duration::from_secs(90);
+pub(crate) const IO_WAIT: Duration = Duration::from_secs(90);
 /// Longest wait for the restore's reply: the agent gives CRIU 600 s.
 pub(super) const RESTORE_WAIT: Duration = Duration::from_secs(630);
 /// How often a busy source (dumping, running a hook) pings: well within the agent's idle
@@ -35,7 +35,7 @@ pub(super) const ASK_WINDOW: Duration = Duration::from_secs(15);
 const ABORT_WINDOW: Duration = Duration::from_secs(10);
 
 /// Connects to the agent at `to`; the TLS handshake and every later wait within `limits`.
-pub(super) async fn connect(to: SocketAddr, tls: &ClientTls, limits: Limits) -> Result<Channel<TcpStream>, String> {
+pub(crate) async fn connect(to: SocketAddr, tls: &ClientTls, limits: Limits) -> Result<Channel<TcpStream>, String> {
     let until = limits.deadline.map_or(Instant::now() + CONNECT, |d| d.min(Instant::now() + CONNECT));
     let sock = tokio::time::timeout_at(until, TcpStream::connect(to))
         .await
@@ -109,31 +109,37 @@ pub(super) async fn ask_state(to: SocketAddr, tls: &ClientTls, id: &MigrationId,
     heard
 }
 
-/// Tells the destination (on a fresh connection, by `until` and within [`ABORT_WINDOW`]) to
-/// drop the migration: its images, and any copy it restored. (If it cannot be told, it drops
-/// the migration itself once this source has been silent for its `--orphan-after`.)
+/// Tells the destination (on fresh connections, by `until` and within [`ABORT_WINDOW`]) to
+/// drop the migration: its images, and any copy it restored. An agent that is restarting is
+/// asked again until the window ends. (If it cannot be told, it drops the migration itself once
+/// this source has been silent for its `--orphan-after`.)
 pub(super) async fn abort_remote(to: SocketAddr, tls: &ClientTls, id: &MigrationId, until: Instant) {
     let until = until.min(Instant::now() + ABORT_WINDOW);
-    match connect(to, tls, Limits::idle(IO_WAIT).until(until)).await {
-        Ok(mut ch) => {
-            if let Err(e) = call(&mut ch, &Request::Abort { id: id.clone() }).await {
-                warn!("abort at the destination: {e}");
-            }
+    let mut last = String::from("no time left to ask");
+    while Instant::now() < until {
+        match connect(to, tls, Limits::idle(IO_WAIT).until(until)).await {
+            Ok(mut ch) => match call(&mut ch, &Request::Abort { id: id.clone() }).await {
+                Ok(_) => return,
+                Err(e) => last = e.to_string(),
+            },
+            Err(e) => last = e,
         }
-        Err(e) => warn!("abort at the destination: {e}"),
+        tokio::time::sleep_until(until.min(Instant::now() + Duration::from_millis(500))).await;
     }
+    warn!("abort at the destination: {last}");
 }
 
 /// Commits on a fresh connection (by `until`), for when the migration's own connection failed:
-/// `Ok` once the destination says it is committed, else its last known state.
-pub(super) async fn commit_again(to: SocketAddr, tls: &ClientTls, id: &MigrationId, until: Instant) -> Result<(), Option<MigState>> {
+/// `Ok` once the destination says it is committed (with the time it let the copy run, when this
+/// call did it), else its last known state.
+pub(super) async fn commit_again(to: SocketAddr, tls: &ClientTls, id: &MigrationId, until: Instant) -> Result<Option<u64>, Option<MigState>> {
     while Instant::now() < until {
         if let Ok(mut ch) = connect(to, tls, Limits::idle(IO_WAIT).until(until)).await {
             match call(&mut ch, &Request::Status { id: id.clone() }).await {
-                Ok(Reply::State(MigState::Committed)) => return Ok(()),
+                Ok(Reply::State(MigState::Committed)) => return Ok(None),
                 Ok(Reply::State(MigState::Restored { .. })) => {
-                    if let Ok(Reply::Ack) = call(&mut ch, &Request::Commit { id: id.clone() }).await {
-                        return Ok(());
+                    if let Ok(Reply::Committed { resumed_ns }) = call(&mut ch, &Request::Commit { id: id.clone() }).await {
+                        return Ok(Some(resumed_ns));
                     }
                 }
                 Ok(Reply::State(s)) => return Err(Some(s)),

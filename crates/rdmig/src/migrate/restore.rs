@@ -34,11 +34,11 @@ impl Run<'_> {
         ch.set_limits(limits);
         let pid = match restored {
             Ok(Reply::Restored { pid, start_ns, end_ns }) => {
-                // CRIU (-d) lets the process run at the very end of its restore.
+                // The copy is held (stopped) until the commit lets it run: its resume spans
+                // from here to the commit's answer (`finish`).
                 self.remote_events.push((Phase::Restore, Edge::Start, start_ns));
                 self.remote_events.push((Phase::Restore, Edge::End, end_ns));
-                self.remote_events.push((Phase::Resume, Edge::Start, end_ns));
-                self.remote_events.push((Phase::Resume, Edge::End, end_ns));
+                self.restored_ns = Some(end_ns);
                 pid
             }
             Ok(Reply::Failed(e)) => return Restored::No(format!("restore at the destination: {e}")),
@@ -57,10 +57,10 @@ impl Run<'_> {
                     }
                     other => {
                         return Restored::Unknown(format!(
-                            "connection lost during restore ({e}) and the destination's state is {other:?}; \
-                                 process {} left stopped here: check the destination (it kills a copy that is not committed \
-                                 once its source has been silent for its --orphan-after), then `kill -CONT {}` here or kill it",
-                            o.pid, o.pid
+                            "connection lost during restore ({e}) and the destination's state is {other:?}; process {} is left \
+                                 stopped here (a copy there stays stopped until a commit); `rdmig recover` here (or this node's agent, \
+                                 within 30 s) asks the destination and resumes it here or finishes the move",
+                            o.pid
                         ));
                     }
                 }

@@ -1,0 +1,137 @@
+//! Which process a pid names: a pid is reused once its process is gone, so recovery acts on a
+//! pid only while it still names the process the journal recorded (same start time).
+
+use std::path::Path;
+
+/// What `/proc/<pid>/stat` says of a process: its state letter and its start time (clock ticks
+/// since boot; with the boot it identifies the process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub state: char,
+    pub start_ticks: u64,
+}
+
+impl ProcStat {
+    /// Stopped (`T`) or traced (`t`).
+    pub fn stopped(&self) -> bool {
+        matches!(self.state, 'T' | 't')
+    }
+}
+
+/// Parses a `/proc/<pid>/stat` line: the command may hold spaces and parentheses, so the
+/// fields are counted from the last `)`.
+pub fn parse_stat(s: &str) -> Option<ProcStat> {
+    let rest = &s[s.rfind(')')? + 1..];
+    let mut f = rest.split_whitespace();
+    let state = f.next()?.chars().next()?;
+    // After the state: ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime
+    // stime cutime cstime priority nice num_threads itrealvalue, then starttime (field 22).
+    let start_ticks = f.nth(18)?.parse().ok()?;
+    Some(ProcStat { state, start_ticks })
+}
+
+pub fn stat(pid: i32) -> Option<ProcStat> {
+    if pid <= 0 {
+        return None;
+    }
+    parse_stat(&std::fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("stat")).ok()?)
+}
+
+/// The process `pid` if it is still the one that started at `start_ticks`.
+pub fn same(pid: i32, start_ticks: u64) -> Option<ProcStat> {
+    stat(pid).filter(|s| s.start_ticks == start_ticks)
+}
+
+/// This boot's id: start times compare only within one boot.
+pub fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
+/// Whether a CRIU process (a dump, a pre-dump) runs on the tree of process `pid` here: its
+/// command line is `criu ... -t PID ...` (as rdmig starts it) or `--tree PID`.
+pub fn criu_works_on(pid: i32) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return false };
+    let want = pid.to_string();
+    rd.flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).any(|e| {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { return false };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        let is_criu = args.first().is_some_and(|a| a.rsplit(|&b| b == b'/').next() == Some(b"criu"));
+        is_criu && args.windows(2).any(|w| (w[0] == b"-t" || w[0] == b"--tree") && w[1] == want.as_bytes())
+    })
+}
+
+/// Whether a CRIU process here has `dir` (or a path beneath it) on its command line: a restore
+/// from that directory still running.
+pub fn criu_uses(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return false };
+    let want = dir.as_os_str().as_encoded_bytes();
+    rd.flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).any(|e| {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { return false };
+        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
+        let is_criu = args.first().is_some_and(|a| a.rsplit(|&b| b == b'/').next() == Some(b"criu"));
+        is_criu && args.iter().any(|a| a.starts_with(want))
+    })
+}
+
+/// Lets a process left stopped (`--leave-stopped` of a dump or a restore) run again. QPs of the process
+/// that the CRIU plugin stopped for the dump are resumed first (their peers, paused, continue).
+pub fn resume(pid: i32) -> Result<(), String> {
+    let qps = resume_stopped_qps(pid);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT).map_err(|e| format!("SIGCONT {pid}: {e}"))?;
+    qps
+}
+
+/// Resumes the stopped QPs of process `pid` (none for processes without verbs state).
+fn resume_stopped_qps(pid: i32) -> Result<(), String> {
+    let Ok(recs) = rdmig_rxe::status::read() else {
+        return Ok(());
+    };
+    let qps: Vec<(String, u32)> = recs
+        .iter()
+        .filter(|r| r.kind == "qp" && r.fields.get("pid").is_some_and(|p| *p == pid.to_string()))
+        .filter_map(|r| Some((r.fields.get("dev")?.clone(), r.fields.get("qpn")?.parse().ok()?)))
+        .collect();
+    if qps.is_empty() {
+        return Ok(());
+    }
+    let ctl = rdmig_rxe::Ctl::open().map_err(|e| format!("resume the QPs of {pid}: {e}"))?;
+    let mut errs = vec![];
+    for (dev, qpn) in qps {
+        match ctl.qp_query(&dev, qpn) {
+            Ok(st) if st.state & rdmig_rxe::QP_S_STOPPED != 0 => match ctl.qp_resume(&dev, qpn, 0) {
+                Ok(_) => tracing::info!(pid, qpn, "resumed the stopped QP"),
+                Err(e) => errs.push(format!("QP {qpn}: {e}")),
+            },
+            Ok(_) => {}
+            Err(e) => errs.push(format!("QP {qpn}: {e}")),
+        }
+    }
+    if errs.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("resuming the stopped QPs of {pid}: {}", errs.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_command_with_spaces_and_parentheses() {
+        let line = "1234 (a) b (c)) T 1 1234 1234 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 98765 1000 10 18446744073709551615";
+        assert_eq!(parse_stat(line), Some(ProcStat { state: 'T', start_ticks: 98765 }));
+        assert_eq!(parse_stat("garbage"), None);
+        assert_eq!(parse_stat("1 (x) R 1 2"), None);
+    }
+
+    #[test]
+    fn knows_its_own_process_and_not_a_reused_pid() {
+        let me = std::process::id() as i32;
+        let s = stat(me).unwrap();
+        assert!(!s.stopped());
+        assert!(same(me, s.start_ticks).is_some());
+        assert!(same(me, s.start_ticks + 1).is_none());
+        assert!(stat(0).is_none() && stat(-1).is_none());
+    }
+}
