@@ -39,11 +39,16 @@ pub struct GuestConfig {
     /// lab's snapshot with the lab's own flags.
     #[serde(default)]
     pub agent_unit: Option<PathBuf>,
+    /// The nodes the migration agent lets in (`--allow-peer`): the lab's nodes.
+    #[serde(default)]
+    pub allow_peers: Vec<String>,
 }
 
 pub const STATUS_FILE: &str = "status.json";
-/// The migration agent's secret, in the node's share (written by the host, mode 0600).
-pub const AGENT_SECRET_FILE: &str = "agent.secret";
+/// The node's TLS directory in its share (its certificate of the lab CA; written by the host).
+pub const AGENT_TLS_DIR: &str = "tls";
+/// The overlay subnet on its device: where the lab's agents let moved addresses go.
+pub const MOVE_ADDR_RULE: &str = "vxlan0=10.0.1.0/24";
 /// Port of the migration agent (`rdmig agent`) on the underlay.
 pub const MIGRATION_PORT: u16 = 7800;
 /// Work directory of the migration agent inside a node (tmpfs).
@@ -78,9 +83,14 @@ fn snapshot_agent(cfg: &GuestConfig, share: &Path) -> anyhow::Result<AgentComman
         MIGRATION_WORK_DIR.into(),
         "--journal".into(),
         NODE_JOURNAL.into(),
-        "--secret-file".into(),
-        share.join(AGENT_SECRET_FILE).display().to_string(),
+        "--allow-move-addr".into(),
+        MOVE_ADDR_RULE.into(),
+        "--tls-dir".into(),
+        share.join(AGENT_TLS_DIR).display().to_string(),
     ];
+    for p in &cfg.allow_peers {
+        argv.extend(["--allow-peer".into(), p.clone()]);
+    }
     // With our rdma_rxe every node gets its own share of QP and MR numbers.
     if !cfg.rxe_modules.is_empty() {
         argv.extend(["--number-range".into(), format!("{}/{}", cfg.node.index, cfg.peers.len() + 1)]);

@@ -11,7 +11,9 @@
 //! initrd.cpio          the guests' initramfs (see initramfs.rs)
 //! <node>/console.log   the serial console
 //! <node>/qemu.pid, qmp.sock
-//! <node>/share/        the node's /mnt/node: node.json, status.json, agent.log, agent.secret
+//! ca/                  the lab cluster's CA (ca.pem, ca.key; the key never enters a node)
+//! <node>/share/        the node's /mnt/node: node.json, status.json, agent.log, tls/ (its
+//!                      certificate of the lab CA, what its agent and `rdmig migrate` use)
 //! shared/              every node's /mnt/lab (same path everywhere, like a cluster file system)
 //! ```
 
@@ -42,7 +44,7 @@ use tracing::{info, warn};
 
 pub use client::{ExecOutcome, NodeClient, Output};
 pub use error::LabError;
-use guest::{GuestConfig, AGENT_SECRET_FILE, MIGRATION_PORT, STATUS_FILE};
+use guest::{GuestConfig, AGENT_TLS_DIR, MIGRATION_PORT, STATUS_FILE};
 use plan::{LabPlan, OVERLAY_DEV, OVERLAY_PREFIX_LEN};
 use proto::{ExecSpec, NodeStatus, SpawnSpec};
 pub use vm::Accel;
@@ -164,7 +166,7 @@ pub fn find_installed() -> Result<Installed, LabError> {
 }
 
 /// A node's copy of the installed settings file, with the node's own values.
-fn node_agent_env(installed: &Installed, node: &plan::NodePlan, nodes: usize) -> Result<String, LabError> {
+fn node_agent_env(installed: &Installed, node: &plan::NodePlan, nodes: usize, peers: &[String]) -> Result<String, LabError> {
     let text = fs::read_to_string(&installed.env_file).map_err(|e| LabError::io(format!("read {}", installed.env_file.display()), e))?;
     let header = format!("# {} for {} (written by rdmig-lab up --installed)\n", installed.env_file.display(), node.name);
     Ok(header
@@ -174,7 +176,9 @@ fn node_agent_env(installed: &Installed, node: &plan::NodePlan, nodes: usize) ->
                 ("RDMIG_LISTEN", format!("{}:{MIGRATION_PORT}", node.underlay_ip)),
                 ("RDMIG_RDMA_ADDR", node.overlay_ip.to_string()),
                 ("RDMIG_NUMBER_RANGE", format!("{}/{nodes}", node.index)),
-                ("RDMIG_SECRET_FILE", Lab::NODE_AGENT_SECRET.to_string()),
+                ("RDMIG_TLS_DIR", Lab::NODE_TLS_DIR.to_string()),
+                ("RDMIG_ALLOW_PEERS", peers.join(",")),
+                ("RDMIG_ALLOW_MOVE_ADDR", guest::MOVE_ADDR_RULE.to_string()),
                 // The node's root is the host's, read-only: the work directory is on its tmpfs.
                 ("RDMIG_WORK_DIR", guest::MIGRATION_WORK_DIR.to_string()),
                 // Likewise the journal (the agent reads RDMIG_JOURNAL), where `rdmig-lab on` points.
@@ -596,8 +600,10 @@ impl Lab {
         let kernel_img = PathBuf::from(format!("/boot/vmlinuz-{kernel}"));
         let lab_share = dir.join("shared");
         fs::create_dir_all(&lab_share).map_err(|e| LabError::io(format!("create {}", lab_share.display()), e))?;
-        // One secret for the lab's migration agents ("the cluster"), readable by root only.
-        let agent_secret = random_token()?;
+        // The lab cluster's CA (its key stays on the host), and a certificate per node below.
+        let ca_dir = self.ca_dir();
+        let _ = fs::remove_dir_all(&ca_dir);
+        rdmig_proto::ca::init(&ca_dir, &self.name).map_err(|e| LabError::Invalid(format!("the lab's CA: {e}")))?;
         // sshd in the nodes serves the scp baseline; without it the lab works, that baseline not.
         let ssh = ssh::available();
         if ssh {
@@ -618,12 +624,13 @@ impl Lab {
                 rxe_modules: rxe_modules.to_vec(),
                 ssh,
                 agent_unit: bins.installed.as_ref().map(|i| i.unit.clone()),
+                allow_peers: plan.nodes.iter().map(|n| n.name.clone()).collect(),
             };
             if let Some(i) = &bins.installed {
-                write_private(&share.join(guest::AGENT_ENV_FILE), node_agent_env(i, node, plan.nodes.len())?.as_bytes())?;
+                write_private(&share.join(guest::AGENT_ENV_FILE), node_agent_env(i, node, plan.nodes.len(), &cfg.allow_peers)?.as_bytes())?;
             }
             write_private(&share.join("node.json"), &serde_json::to_vec_pretty(&cfg).expect("serializes"))?;
-            write_private(&share.join(AGENT_SECRET_FILE), agent_secret.as_bytes())?;
+            self.issue_cert(&node.name, &[node.underlay_ip.into()], &share.join(AGENT_TLS_DIR))?;
             let spec = vm::VmSpec {
                 lab: &self.name,
                 node,
@@ -766,8 +773,20 @@ impl Lab {
         Ok(SocketAddr::from((st.plan.node(node)?.underlay_ip, MIGRATION_PORT)))
     }
 
-    /// The agent secret's path inside every node.
-    pub const NODE_AGENT_SECRET: &'static str = "/mnt/node/agent.secret";
+    /// Every node's TLS directory (its certificate of the lab CA), inside the node.
+    pub const NODE_TLS_DIR: &'static str = "/mnt/node/tls";
+
+    /// The lab cluster's CA directory (on the host).
+    pub fn ca_dir(&self) -> PathBuf {
+        self.dir().join("ca")
+    }
+
+    /// A certificate of the lab CA for node name `name` (and `ips`) in directory `out` (replaced
+    /// if it exists): what `rdmig ca issue` writes. Tests use it for names that are not nodes.
+    pub fn issue_cert(&self, name: &str, ips: &[std::net::IpAddr], out: &Path) -> Result<(), LabError> {
+        let _ = fs::remove_dir_all(out);
+        rdmig_proto::ca::issue(&self.ca_dir(), name, ips, out).map_err(|e| LabError::Invalid(format!("certificate for {name}: {e}")))
+    }
 
     /// Runs `argv` on `node`, capturing output; an error if it does not exit 0.
     pub async fn run_ok(&self, node: &str, argv: &[&str]) -> Result<String, LabError> {

@@ -1,7 +1,7 @@
 //! `rdmig-lab`: SoftRoCE nodes in qemu virtual machines, for trying and testing rdmig without
 //! RDMA hardware. The product (`rdmig`) knows nothing of it: the nodes run the same `rdmig` a
 //! site would, and `rdmig-lab on NODE -- ARGS` runs it there with the lab's facts (the
-//! destination agent's address, the cluster secret, the node's RDMA address) given as the
+//! destination agent's address and node name, the node's TLS directory, its RDMA address) given as the
 //! environment variables `rdmig` reads, its arguments passed through untouched.
 
 use std::collections::BTreeMap;
@@ -148,9 +148,10 @@ enum LabCmd {
         argv: Vec<String>,
     },
     /// Run the node's own `rdmig` with ARGS, untouched, and the lab's facts in the environment
-    /// variables rdmig reads: RDMIG_TO (the agent of --to-node), RDMIG_SECRET_FILE (the nodes'
-    /// cluster secret), RDMIG_RDMA_ADDR (the node's overlay address), RDMIG_JOURNAL (the node's
-    /// journal), RDMIG_AGENTS (every node's agent), RDMIG_SSH_CONFIG (the
+    /// variables rdmig reads: RDMIG_TO and RDMIG_TO_NAME (the agent of --to-node and its node
+    /// name), RDMIG_TLS_DIR (the node's certificate of the lab CA), RDMIG_RDMA_ADDR (the node's
+    /// overlay address), RDMIG_JOURNAL (the node's journal), RDMIG_AGENTS (every node's agent),
+    /// RDMIG_SSH_CONFIG (the
     /// lab's ssh keys, for --transport scp). Its output and exit code come through. Example:
     /// `rdmig-lab on node1 --to-node node3 -- migrate 10042 --move-addr 10.0.1.7`.
     On {
@@ -380,7 +381,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
         LabCmd::On { node, to_node, args } => {
             let st = lab.load()?;
             let mut env = BTreeMap::new();
-            env.insert("RDMIG_SECRET_FILE".to_string(), Lab::NODE_AGENT_SECRET.to_string());
+            env.insert("RDMIG_TLS_DIR".to_string(), Lab::NODE_TLS_DIR.to_string());
             env.insert("RDMIG_RDMA_ADDR".to_string(), st.plan.node(&node)?.overlay_ip.to_string());
             env.insert("RDMIG_SSH_CONFIG".to_string(), rdmig_lab::ssh::node_ssh_config());
             env.insert("RDMIG_JOURNAL".to_string(), rdmig_lab::guest::NODE_JOURNAL.to_string());
@@ -389,6 +390,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
             env.insert("RDMIG_AGENTS".to_string(), agents.join(","));
             if let Some(d) = &to_node {
                 env.insert("RDMIG_TO".to_string(), lab.agent_addr(&st, d)?.to_string());
+                env.insert("RDMIG_TO_NAME".to_string(), st.plan.node(d)?.name.clone());
             }
             let mut argv = vec![st.rdmig_bin.display().to_string()];
             argv.extend(args);

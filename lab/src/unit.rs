@@ -318,27 +318,15 @@ mod tests {
                 ("RDMIG_LISTEN", "10.99.0.2:7800".into()),
                 ("RDMIG_RDMA_ADDR", "10.0.1.12".into()),
                 ("RDMIG_NUMBER_RANGE", "2/3".into()),
-                ("RDMIG_SECRET_FILE", "/mnt/node/agent.secret".into()),
+                ("RDMIG_TLS_DIR", "/mnt/node/tls".into()),
+                ("RDMIG_ALLOW_PEERS", "node1,node2,node3".into()),
                 ("RDMIG_WORK_DIR", "/tmp/rdmig-agent".into()),
             ],
         );
         let v: BTreeMap<String, String> = parse_environment_file(&node).into_iter().collect();
         assert_eq!(
             svc.argv(&v),
-            [
-                "/usr/bin/rdmig",
-                "agent",
-                "--listen",
-                "10.99.0.2:7800",
-                "--rdma-addr",
-                "10.0.1.12",
-                "--number-range",
-                "2/3",
-                "--secret-file",
-                "/mnt/node/agent.secret",
-                "--work-dir",
-                "/tmp/rdmig-agent",
-            ]
+            ["/usr/bin/rdmig", "agent", "--listen", "10.99.0.2:7800", "--rdma-addr", "10.0.1.12", "--number-range", "2/3", "--work-dir", "/tmp/rdmig-agent",]
         );
         // The packaged journal is rdmig's default one, in the unit's StateDirectory.
         assert_eq!(v["RDMIG_JOURNAL"], rdmig::journal::DEFAULT_PATH);
@@ -348,7 +336,10 @@ mod tests {
         // $RDMIG_AGENT_OPTS splits into words.
         let mut v2 = v.clone();
         v2.insert("RDMIG_AGENT_OPTS".into(), " --keep-images  --rdma-device rxe1 ".into());
-        assert_eq!(svc.argv(&v2)[12..], ["--keep-images", "--rdma-device", "rxe1"]);
+        assert_eq!(svc.argv(&v2)[10..], ["--keep-images", "--rdma-device", "rxe1"]);
+        // The agent reads its TLS directory and peers from the environment the unit gives it.
+        assert_eq!(v["RDMIG_TLS_DIR"], "/mnt/node/tls");
+        assert_eq!(v["RDMIG_ALLOW_PEERS"], "node1,node2,node3");
     }
 
     #[test]

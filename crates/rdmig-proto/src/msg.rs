@@ -46,19 +46,23 @@ pub enum MsgError {
     Wire(#[from] WireError),
     #[error("malformed message: {0}")]
     Decode(String),
+    #[error("message of {0} bytes exceeds the limit of {MAX_MSG}")]
+    TooLarge(usize),
     #[error("invalid {what} {value:?}: {why}")]
     Invalid { what: &'static str, value: String, why: &'static str },
 }
 
-/// A migration's identifier: becomes a directory name on the destination.
+/// A migration's identifier: becomes a directory name in the destination agent's work directory,
+/// so it always begins with `m-`: no id can name one of the agent's own directories there
+/// (`criu-plugins`, `cpucheck-*`, ...).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MigrationId(String);
 
 impl MigrationId {
     pub fn new(s: &str) -> Result<Self, MsgError> {
-        let ok = !s.is_empty() && s.len() <= 48 && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let ok = s.len() > 2 && s.len() <= 48 && s.starts_with("m-") && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !ok {
-            return Err(MsgError::Invalid { what: "migration id", value: s.into(), why: "use 1-48 of [a-z0-9-]" });
+            return Err(MsgError::Invalid { what: "migration id", value: s.into(), why: "use m- and 1-46 of [a-z0-9-]" });
         }
         Ok(Self(s.to_string()))
     }
@@ -326,18 +330,31 @@ pub enum Reply {
     },
 }
 
-fn cfg() -> bincode::config::Configuration<bincode::config::LittleEndian, bincode::config::Varint, bincode::config::Limit<{ 16 << 20 }>> {
-    bincode::config::standard().with_limit::<{ 16 << 20 }>()
+/// Largest encoded message (before decoding: a longer frame is refused unread). Well below the
+/// channel's frame limit (`wire::MAX_PAYLOAD`), above the largest valid request (a 1 MiB
+/// cpuinfo image, or 4096 scp file names of 200 bytes).
+pub const MAX_MSG: usize = 2 << 20;
+
+/// A message in postcard's format (serde, varint lengths). Fails only for a message over
+/// [`MAX_MSG`], which no valid request or reply reaches.
+pub fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, MsgError> {
+    let b = postcard::to_allocvec(v).map_err(|e| MsgError::Decode(format!("cannot encode: {e}")))?;
+    if b.len() > MAX_MSG {
+        return Err(MsgError::TooLarge(b.len()));
+    }
+    Ok(b)
 }
 
-pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(v, cfg()).expect("messages always encode")
-}
-
+/// Decodes one whole message: a longer input than [`MAX_MSG`], a truncated one, trailing bytes
+/// or anything that is not exactly one `T` is refused. Nothing allocates more than the input's
+/// length (postcard reads every length prefix against the bytes that remain).
 pub fn decode<T: for<'de> Deserialize<'de>>(b: &[u8]) -> Result<T, MsgError> {
-    let (v, n) = bincode::serde::decode_from_slice(b, cfg()).map_err(|e| MsgError::Decode(e.to_string()))?;
-    if n != b.len() {
-        return Err(MsgError::Decode(format!("{} trailing bytes", b.len() - n)));
+    if b.len() > MAX_MSG {
+        return Err(MsgError::TooLarge(b.len()));
+    }
+    let (v, rest) = postcard::take_from_bytes(b).map_err(|e| MsgError::Decode(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(MsgError::Decode(format!("{} trailing bytes", rest.len())));
     }
     Ok(v)
 }
@@ -412,7 +429,10 @@ impl Request {
             Request::PutSymlink { id, rel, target } => {
                 id.validate()?;
                 rel.validate()?;
-                // CRIU's only links are "parent" -> "../<previous round>".
+                // CRIU's only links are "<round>/parent" -> "../<previous round>".
+                if rel.as_str().split_once('/').is_none_or(|(_, name)| name != "parent") {
+                    return Err(MsgError::Invalid { what: "symlink", value: rel.as_str().into(), why: "must be <dir>/parent" });
+                }
                 let ok = target.strip_prefix("../").is_some_and(|t| RelPath::new(t).is_ok() && !t.contains('/'));
                 if !ok {
                     return Err(MsgError::Invalid { what: "symlink target", value: target.clone(), why: "must be ../<dir>" });
@@ -474,17 +494,25 @@ fn one_component(rel: &RelPath) -> Result<(), MsgError> {
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Channel<S> {
     pub async fn send_msg<T: Serialize>(&mut self, v: &T) -> Result<(), MsgError> {
-        self.send_raw(&encode(v)).await?;
+        self.send_raw(&encode(v)?).await?;
         Ok(())
     }
     pub async fn recv_msg<T: for<'de> Deserialize<'de>>(&mut self) -> Result<T, MsgError> {
-        decode(&self.recv_raw().await?)
+        self.recv_msg_max(MAX_MSG).await
+    }
+    /// A message of at most `max` bytes (a longer frame is refused before it is read).
+    pub async fn recv_msg_max<T: for<'de> Deserialize<'de>>(&mut self, max: usize) -> Result<T, MsgError> {
+        decode(self.recv_frame_max(max.min(MAX_MSG)).await?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn enc<T: Serialize>(v: &T) -> Vec<u8> {
+        encode(v).unwrap()
+    }
 
     #[test]
     fn moved_addresses_and_number_checks_are_validated() {
@@ -520,7 +548,8 @@ mod tests {
     #[test]
     fn ids_and_paths_are_strict() {
         assert!(MigrationId::new("m-20261122-1").is_ok());
-        for bad in ["", "A", "../x", "a/b", "a b", &"x".repeat(49)] {
+        // Nothing but `m-...`: the agent's own directories share the work directory.
+        for bad in ["", "m-", "m", "A", "../x", "a/b", "a b", "criu-plugins", "cpucheck-1-0", "bench", "m-A", "m-../x", &format!("m-{}", "x".repeat(47))] {
             assert!(MigrationId::new(bad).is_err(), "{bad:?}");
         }
         assert!(RelPath::new("pre-1/pages-1.img").is_ok());
@@ -532,8 +561,8 @@ mod tests {
 
     #[test]
     fn requests_round_trip_and_validate() {
-        let r = Request::PutFile { id: MigrationId::new("m1").unwrap(), rel: RelPath::new("pre-1/pagemap-5.img").unwrap(), len: 10, via_rdma: false };
-        let back: Request = decode(&encode(&r)).unwrap();
+        let r = Request::PutFile { id: MigrationId::new("m-1").unwrap(), rel: RelPath::new("pre-1/pagemap-5.img").unwrap(), len: 10, via_rdma: false };
+        let back: Request = decode(&enc(&r)).unwrap();
         back.validate().unwrap();
         assert!(matches!(back, Request::PutFile { len: 10, .. }));
     }
@@ -542,25 +571,30 @@ mod tests {
     fn forged_fields_fail_validation_after_decoding() {
         // A peer can put anything on the wire: serde does not run the constructors.
         let evil = Request::PutFile { id: MigrationId("../../etc".into()), rel: RelPath("x".into()), len: 1, via_rdma: false };
-        assert!(decode::<Request>(&encode(&evil)).unwrap().validate().is_err());
-        let evil = Request::PutSymlink { id: MigrationId::new("m").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "/etc".into() };
+        assert!(decode::<Request>(&enc(&evil)).unwrap().validate().is_err());
+        let evil = Request::PutSymlink { id: MigrationId::new("m-x").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "/etc".into() };
         assert!(evil.validate().is_err());
-        let ok = Request::PutSymlink { id: MigrationId::new("m").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "../pre-1".into() };
+        let ok = Request::PutSymlink { id: MigrationId::new("m-x").unwrap(), rel: RelPath::new("d/parent").unwrap(), target: "../pre-1".into() };
         assert!(ok.validate().is_ok());
+        // A link anywhere else (the first half of "x -> ../other, then x/f") is refused.
+        for rel in ["x", "d/x", "parent"] {
+            let evil = Request::PutSymlink { id: MigrationId::new("m-x").unwrap(), rel: RelPath::new(rel).unwrap(), target: "../m-other".into() };
+            assert!(evil.validate().is_err(), "{rel}");
+        }
         assert!(Request::Facts { pid: Some(1) }.validate().is_err());
     }
 
     #[test]
     fn scp_requests_name_one_directory_and_plain_files() {
-        let id = MigrationId::new("m").unwrap();
+        let id = MigrationId::new("m-x").unwrap();
         let file = |name: &str| ScpFile { name: name.into(), len: 4096 };
         assert!(Request::ScpDir { id: id.clone(), rel: RelPath::new("final").unwrap() }.validate().is_ok());
         assert!(Request::ScpDir { id: id.clone(), rel: RelPath::new("final/x").unwrap() }.validate().is_err());
         let ok = Request::ScpDone { id: id.clone(), rel: RelPath::new("final").unwrap(), files: vec![file("pages-1.img"), file("core-7.img")] };
-        assert!(decode::<Request>(&encode(&ok)).unwrap().validate().is_ok());
+        assert!(decode::<Request>(&enc(&ok)).unwrap().validate().is_ok());
         for bad in ["../x", "a/b", ".hidden", "", "a b"] {
             let r = Request::ScpDone { id: id.clone(), rel: RelPath::new("final").unwrap(), files: vec![file(bad)] };
-            assert!(decode::<Request>(&encode(&r)).unwrap().validate().is_err(), "{bad:?}");
+            assert!(decode::<Request>(&enc(&r)).unwrap().validate().is_err(), "{bad:?}");
         }
         let huge = Request::ScpDone { id, rel: RelPath::new("final").unwrap(), files: vec![ScpFile { name: "p.img".into(), len: MAX_FILE + 1 }] };
         assert!(huge.validate().is_err());
@@ -586,20 +620,73 @@ mod tests {
         let id = MigrationId::new("m-1").unwrap();
         assert!(Request::Begin { id: id.clone(), pid: 4242 }.validate().is_ok());
         for bad in [1, 0, -7] {
-            let r: Request = decode(&encode(&Request::Begin { id: id.clone(), pid: bad })).unwrap();
+            let r: Request = decode(&enc(&Request::Begin { id: id.clone(), pid: bad })).unwrap();
             assert!(r.validate().is_err(), "{bad}");
         }
         assert_eq!(Request::Begin { id: id.clone(), pid: 7 }.id(), Some(&id));
         assert_eq!(Request::Abort { id: id.clone() }.id(), Some(&id));
         assert_eq!(Request::Ping.id(), None);
-        assert!(decode::<Request>(&encode(&Request::Ping)).unwrap().validate().is_ok());
+        assert!(decode::<Request>(&enc(&Request::Ping)).unwrap().validate().is_ok());
     }
 
     #[test]
     fn garbage_does_not_decode() {
         assert!(decode::<Request>(&[0xff, 0xff, 0xff, 0xff, 0xff]).is_err());
-        let mut b = encode(&Request::Time);
+        assert!(decode::<Request>(&[]).is_err());
+        // A variant number past the last one.
+        assert!(decode::<Request>(&[200]).is_err());
+        let mut b = enc(&Request::Time);
         b.push(0);
+        assert!(matches!(decode::<Request>(&b), Err(MsgError::Decode(e)) if e.contains("trailing")));
+        // A string that is not UTF-8 where an id goes.
+        let mut b = enc(&Request::Abort { id: MigrationId::new("m-1").unwrap() });
+        let last = b.len() - 1;
+        b[last] = 0xff;
         assert!(decode::<Request>(&b).is_err());
+    }
+
+    #[test]
+    fn every_truncation_of_a_message_is_refused() {
+        let msgs = [
+            Request::PutFile { id: MigrationId::new("m-1").unwrap(), rel: RelPath::new("pre-1/pages-1.img").unwrap(), len: 1 << 33, via_rdma: true },
+            Request::CpuCheck { image: vec![7; 3000] },
+            Request::ScpDone {
+                id: MigrationId::new("m-1").unwrap(),
+                rel: RelPath::new("final").unwrap(),
+                files: vec![ScpFile { name: "core-1.img".into(), len: 9 }],
+            },
+        ];
+        for m in msgs {
+            let b = enc(&m);
+            for n in 0..b.len() {
+                assert!(decode::<Request>(&b[..n]).is_err(), "{m:?} cut to {n} of {} bytes decoded", b.len());
+            }
+            assert!(decode::<Request>(&b).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_size_limit_applies_and_is_below_the_frame() {
+        const _: () = assert!(MAX_MSG < crate::wire::MAX_PAYLOAD);
+        // The largest valid request fits.
+        let big_ok = Request::CpuCheck { image: vec![1; 1 << 20] };
+        assert!(big_ok.validate().is_ok());
+        assert!(decode::<Request>(&enc(&big_ok)).is_ok());
+        // One over the limit neither encodes nor decodes, whatever it holds.
+        let over = Request::CpuCheck { image: vec![1; MAX_MSG] };
+        assert!(matches!(encode(&over), Err(MsgError::TooLarge(_))));
+        let mut b = postcard::to_allocvec(&over).unwrap();
+        assert!(b.len() > MAX_MSG);
+        assert!(matches!(decode::<Request>(&b), Err(MsgError::TooLarge(n)) if n == b.len()));
+        // A length prefix claiming far more than the input holds fails without allocating it:
+        // CpuCheck (variant 1) with a varint length of 2^35.
+        b.clear();
+        b.extend_from_slice(&[1, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01]);
+        assert!(decode::<Request>(&b).is_err());
+        // A file list of 2^32 entries in a few bytes: refused, not reserved.
+        let mut l = enc(&Request::ScpDone { id: MigrationId::new("m-x").unwrap(), rel: RelPath::new("f").unwrap(), files: vec![] });
+        l.pop();
+        l.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(decode::<Request>(&l).is_err());
     }
 }

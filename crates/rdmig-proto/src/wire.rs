@@ -1,50 +1,29 @@
-//! The agents' authenticated channel.
+//! The agents' channel: mutual TLS 1.3 (see [`crate::tls`]), then length-prefixed frames.
 //!
-//! Agents run as root and restore processes, so every message must come from a holder of the
-//! cluster's shared secret, unaltered, once, in order:
+//! Agents run as root and restore processes, so every message must come from a node of the
+//! cluster, unaltered, once, in order, and images (a process's whole memory) must not be read on
+//! the way: TLS gives all of that (rustls, TLS 1.3 only, certificates of the cluster CA on both
+//! ends). Each frame is `len: u32 | payload` inside the TLS stream; a frame over [`MAX_PAYLOAD`]
+//! is refused before anything is allocated for it.
 //!
-//! 1. Both ends send a hello with a fresh 32-byte nonce (and the protocol version).
-//! 2. Each direction's keys are expanded from `HMAC-SHA256(secret, "rdmig-agent-v3" | dir | client nonce | server nonce)`,
-//!    so keys are new for every connection and differ per direction.
-//! 3. Every frame is `len: u32 | payload | tag`, with the tag from `mac::FrameMac`: SipHash-2-4-128
-//!    over the frame's counter, length and the NH hashes of its 1 KiB blocks; the per-direction
-//!    counter is kept by both ends: a replayed, reordered, dropped or altered frame fails
-//!    verification, and the connection is closed.
-//!
-//! Version 1 tagged frames with HMAC-SHA256, version 2 with SipHash-2-4-128 over the whole
-//! payload. Image data travels as frames too, so the MAC touches every byte of a TCP transfer on
-//! both ends; inside the lab's TCG nodes (no SHA-NI, AVX2 emulated) HMAC-SHA256 ran at about
-//! 50 MB/s, Poly1305 at 80-360, keyed BLAKE3 at 40-90, SipHash-2-4 at about 1 GB/s
-//! (benches/frame.rs, run inside a node), and SipHash still cost a quarter of the sender's CPU
-//! time in a TCP transfer. NH does one multiplication per 16 bytes (see `mac`).
-//!
-//! The payload is not encrypted (the lab and an HPC cluster's management network are trusted for
-//! confidentiality, not for who may talk); authenticity is what the agent needs to refuse orders.
-//!
-//! Nothing waits forever: a channel's [`Limits`] bound every wait (the hello, each frame read or
-//! written) by an idle time and an absolute deadline. A wait cut short leaves the stream in the
-//! middle of a frame, so the channel is abandoned: every later use fails.
+//! Nothing waits forever: a channel's [`Limits`] bound every wait (the handshake, each frame read
+//! or written) by an idle time and an absolute deadline. A wait cut short leaves the stream in
+//! the middle of a frame, so the channel is abandoned: every later use fails.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
+use tokio_rustls::TlsStream;
 
-pub use crate::mac::FrameMac;
-use crate::mac::NH_WORDS;
+use crate::tls::{peer_name, ClientTls, ServerTls};
 
-type HmacSha256 = Hmac<Sha256>;
+/// Exporter label of data-stream keys (RFC 5705 labels begin with "EXPORTER").
+const STREAM_KEY_LABEL: &[u8] = b"EXPORTER-rdmig-data-stream";
 
-/// 3: NH then SipHash-2-4-128 (2: SipHash-2-4-128 over the whole payload, 1: HMAC-SHA256).
-pub const WIRE_VERSION: u32 = 3;
-const MAGIC: &[u8; 8] = b"RDMIGAG1";
-pub const TAG: usize = 16;
-/// A frame's tag: also what a transfer's end-to-end check is made of (see `transport::DataSum`).
-pub type Tag = [u8; TAG];
 /// Largest payload: image files travel in chunks well below this.
 pub const MAX_PAYLOAD: usize = 8 << 20;
 
@@ -52,12 +31,10 @@ pub const MAX_PAYLOAD: usize = 8 << 20;
 pub enum WireError {
     #[error("connection: {0}")]
     Io(#[from] std::io::Error),
-    #[error("peer is not an rdmig agent (bad magic)")]
-    BadMagic,
-    #[error("protocol version {theirs} is not ours ({WIRE_VERSION})")]
-    Version { theirs: u32 },
-    #[error("message failed authentication (wrong secret, or altered, replayed or reordered)")]
-    BadTag,
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("the peer's certificate names no node")]
+    NoPeerName,
     #[error("frame of {0} bytes exceeds the limit")]
     TooLarge(usize),
     #[error("peer closed the connection")]
@@ -68,6 +45,18 @@ pub enum WireError {
     Deadline,
     #[error("the connection was abandoned after a wait timed out")]
     Abandoned,
+}
+
+/// An I/O error as the channel reports it: TLS failures (a refused certificate, an alert from
+/// the peer, a record that does not authenticate) by name, an early end as `Closed`.
+fn io_err(e: std::io::Error) -> WireError {
+    if let Some(t) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        return WireError::Tls(t.to_string());
+    }
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => WireError::Closed,
+        _ => WireError::Io(e),
+    }
 }
 
 /// How long a channel's waits may take: each one `idle` at most (None: no bound), and none past
@@ -117,215 +106,68 @@ impl Limits {
     }
 }
 
-/// The cluster secret, loaded from a file only root can read.
-#[derive(Clone)]
-pub struct Secret(Vec<u8>);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SecretError {
-    #[error("cannot read secret file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("secret file {path} is readable by others (mode {mode:o}); chmod 600 it")]
-    Permissions { path: String, mode: u32 },
-    #[error("secret file {path} holds {len} bytes; at least 32 are needed")]
-    TooShort { path: String, len: usize },
-}
-
-impl Secret {
-    pub fn from_bytes(b: &[u8]) -> Result<Self, SecretError> {
-        let trimmed = b.trim_ascii();
-        if trimmed.len() < 32 {
-            return Err(SecretError::TooShort { path: "(bytes)".into(), len: trimmed.len() });
-        }
-        Ok(Self(trimmed.to_vec()))
-    }
-
-    pub fn load(path: &std::path::Path) -> Result<Self, SecretError> {
-        use std::os::unix::fs::MetadataExt;
-        let p = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|e| SecretError::Read { path: p.clone(), source: e })?;
-        if meta.mode() & 0o077 != 0 {
-            return Err(SecretError::Permissions { path: p, mode: meta.mode() & 0o777 });
-        }
-        let b = std::fs::read(path).map_err(|e| SecretError::Read { path: p.clone(), source: e })?;
-        Self::from_bytes(&b).map_err(|e| match e {
-            SecretError::TooShort { len, .. } => SecretError::TooShort { path: p, len },
-            e => e,
-        })
-    }
-}
-
-fn derive(secret: &Secret, dir: u8, cn: &[u8; 32], sn: &[u8; 32]) -> Sealer {
-    let mut m = HmacSha256::new_from_slice(&secret.0).expect("HMAC takes any key length");
-    m.update(b"rdmig-agent-v3");
-    m.update(&[dir]);
-    m.update(cn);
-    m.update(sn);
-    let prk = m.finalize().into_bytes();
-    // Expand the connection's direction key into the PRF key and NH's 1 KiB key.
-    let expand = |label: &[u8], i: u8| {
-        let mut m = HmacSha256::new_from_slice(&prk).expect("HMAC takes any key length");
-        m.update(label);
-        m.update(&[i]);
-        m.finalize().into_bytes()
-    };
-    let prf: [u8; 16] = expand(b"prf", 0)[..16].try_into().expect("16 of 32 bytes");
-    let mut nh = [0u64; NH_WORDS];
-    for (i, words) in nh.chunks_mut(4).enumerate() {
-        let block = expand(b"nh", i as u8);
-        for (w, b) in words.iter_mut().zip(block.chunks_exact(8)) {
-            *w = u64::from_le_bytes(b.try_into().expect("8 bytes"));
-        }
-    }
-    Sealer { mac: FrameMac::new(nh, prf), counter: 0 }
-}
-
-fn nonce() -> [u8; 32] {
-    let mut n = [0u8; 32];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut n)).is_err() {
-        // Never reached on Linux; a fixed nonce would still be unique per secret thanks to the
-        // peer's nonce, but refuse to pretend: fall back to time only as a last resort.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        n[..16].copy_from_slice(&t.to_le_bytes());
-    }
-    n
-}
-
-/// One direction of an authenticated connection.
-pub struct Sealer {
-    mac: FrameMac,
-    counter: u64,
-}
-
-impl Sealer {
-    fn compute(&self, payload: &[u8]) -> Tag {
-        self.mac.tag(self.counter, payload)
-    }
-
-    fn tag(&mut self, payload: &[u8]) -> Tag {
-        let t = self.compute(payload);
-        self.counter += 1;
-        t
-    }
-
-    fn verify(&mut self, payload: &[u8], tag: &[u8]) -> Result<Tag, WireError> {
-        let want = self.compute(payload);
-        // Constant-time comparison.
-        if tag.len() != TAG || want.iter().zip(tag).fold(0u8, |acc, (a, b)| acc | (a ^ b)) != 0 {
-            return Err(WireError::BadTag);
-        }
-        self.counter += 1;
-        Ok(want)
-    }
-}
-
 pub struct Channel<S> {
-    io: S,
-    send: Sealer,
-    recv: Sealer,
-    /// The last received frame (payload and tag), reused: no allocation per frame.
+    io: TlsStream<S>,
+    /// The last received frame, reused: no allocation per frame.
     rbuf: Vec<u8>,
     limits: Limits,
     /// A wait was cut short mid-frame: the stream is out of step for good.
     abandoned: AtomicBool,
-}
-
-async fn write_hello<S: AsyncWrite + Unpin>(io: &mut S, n: &[u8; 32]) -> Result<(), WireError> {
-    let mut h = Vec::with_capacity(44);
-    h.extend_from_slice(MAGIC);
-    h.extend_from_slice(&WIRE_VERSION.to_le_bytes());
-    h.extend_from_slice(n);
-    io.write_all(&h).await?;
-    io.flush().await?;
-    Ok(())
-}
-
-async fn read_hello<S: AsyncRead + Unpin>(io: &mut S) -> Result<[u8; 32], WireError> {
-    let mut h = [0u8; 44];
-    io.read_exact(&mut h).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => WireError::Closed,
-        _ => WireError::Io(e),
-    })?;
-    if &h[..8] != MAGIC {
-        return Err(WireError::BadMagic);
-    }
-    let v = u32::from_le_bytes(h[8..12].try_into().expect("4 bytes"));
-    if v != WIRE_VERSION {
-        return Err(WireError::Version { theirs: v });
-    }
-    Ok(h[12..].try_into().expect("32 bytes"))
-}
-
-/// Writes all of `parts` with as few system calls as the stream allows.
-async fn write_all_vectored<S: AsyncWrite + Unpin>(io: &mut S, parts: [&[u8]; 3]) -> Result<(), std::io::Error> {
-    let total: usize = parts.iter().map(|p| p.len()).sum();
-    let mut done = 0;
-    while done < total {
-        let mut skip = done;
-        let mut iov = [std::io::IoSlice::new(&[]); 3];
-        let mut n = 0;
-        for p in parts {
-            if skip >= p.len() {
-                skip -= p.len();
-                continue;
-            }
-            iov[n] = std::io::IoSlice::new(&p[skip..]);
-            skip = 0;
-            n += 1;
-        }
-        match io.write_vectored(&iov[..n]).await? {
-            0 => return Err(std::io::ErrorKind::WriteZero.into()),
-            w => done += w,
-        }
-    }
-    Ok(())
+    /// The node named by the peer's certificate.
+    peer: String,
+    /// Data streams keyed so far ([`Channel::next_stream_key`]).
+    streams: AtomicU64,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
-    /// The connecting side, without limits.
-    pub async fn client(io: S, secret: &Secret) -> Result<Self, WireError> {
-        Self::client_within(io, secret, Limits::default()).await
+    /// The connecting side: a TLS 1.3 handshake within `limits` with the agent, which must prove
+    /// `server` (a node name or the IP address dialled) with a certificate of the cluster CA.
+    pub async fn client_within(io: S, tls: &ClientTls, server: ServerName<'static>, limits: Limits) -> Result<Self, WireError> {
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let io = limits.bound(&AtomicBool::new(false), async { connector.connect(server, io).await.map_err(io_err) }).await?;
+        let peer = io.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(peer_name).ok_or(WireError::NoPeerName)?;
+        Ok(Self::new(TlsStream::Client(io), limits, peer))
     }
 
-    /// The accepting side, without limits. Nothing the peer sends is trusted until a frame
-    /// verifies.
-    pub async fn server(io: S, secret: &Secret) -> Result<Self, WireError> {
-        Self::server_within(io, secret, Limits::default()).await
+    /// The accepting side: a TLS 1.3 handshake within `limits`; the peer must present a
+    /// certificate of the cluster CA naming a node ([`Channel::peer`]). Whether that node may do
+    /// anything here is the caller's decision.
+    pub async fn server_within(io: S, tls: &ServerTls, limits: Limits) -> Result<Self, WireError> {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config.clone());
+        let io = limits.bound(&AtomicBool::new(false), async { acceptor.accept(io).await.map_err(io_err) }).await?;
+        let peer = io.get_ref().1.peer_certificates().and_then(|c| c.first()).and_then(peer_name).ok_or(WireError::NoPeerName)?;
+        Ok(Self::new(TlsStream::Server(io), limits, peer))
     }
 
-    /// The connecting side; the hello and every later wait within `limits`.
-    pub async fn client_within(mut io: S, secret: &Secret, limits: Limits) -> Result<Self, WireError> {
-        let cn = nonce();
-        let sn = limits
-            .bound(&AtomicBool::new(false), async {
-                write_hello(&mut io, &cn).await?;
-                read_hello(&mut io).await
-            })
-            .await?;
-        Ok(Self::new(io, derive(secret, 0, &cn, &sn), derive(secret, 1, &cn, &sn), limits))
+    fn new(io: TlsStream<S>, limits: Limits, peer: String) -> Self {
+        Self { io, rbuf: Vec::new(), limits, abandoned: AtomicBool::new(false), peer, streams: AtomicU64::new(0) }
     }
 
-    /// The accepting side; the hello and every later wait within `limits`.
-    pub async fn server_within(mut io: S, secret: &Secret, limits: Limits) -> Result<Self, WireError> {
-        let sn = nonce();
-        let cn = limits
-            .bound(&AtomicBool::new(false), async {
-                let cn = read_hello(&mut io).await?;
-                write_hello(&mut io, &sn).await?;
-                Ok(cn)
-            })
-            .await?;
-        Ok(Self::new(io, derive(secret, 1, &cn, &sn), derive(secret, 0, &cn, &sn), limits))
+    /// The node the peer's certificate names (verified against the cluster CA).
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 
-    fn new(io: S, send: Sealer, recv: Sealer, limits: Limits) -> Self {
-        Self { io, send, recv, rbuf: Vec::new(), limits, abandoned: AtomicBool::new(false) }
+    /// Keying material for this connection (RFC 8446 section 7.5, TLS exporter): both ends get
+    /// the same bytes for the same `label` and `context`, nobody else can.
+    pub fn export(&self, label: &[u8], context: &[u8], out: &mut [u8]) -> Result<(), WireError> {
+        let r = match &self.io {
+            TlsStream::Client(c) => c.get_ref().1.export_keying_material(out, label, Some(context)).map(|_| ()),
+            TlsStream::Server(s) => s.get_ref().1.export_keying_material(out, label, Some(context)).map(|_| ()),
+        };
+        r.map_err(|e| WireError::Tls(e.to_string()))
+    }
+
+    /// A fresh key for the next data stream of this connection (a file, a probe, a page stream):
+    /// exported from the TLS session with the stream's number as context. Both ends count the
+    /// streams they key, so they agree on every key; no key is used twice in a connection.
+    pub fn next_stream_key(&self) -> [u8; 32] {
+        let n = self.streams.fetch_add(1, Ordering::Relaxed);
+        let mut k = [0u8; 32];
+        // Fails only before the handshake completes (never: a Channel exists after it) or for an
+        // output longer than the hash allows (32 bytes is not).
+        self.export(STREAM_KEY_LABEL, &n.to_le_bytes(), &mut k).expect("TLS exporter after the handshake");
+        k
     }
 
     /// The bounds of every wait from now on.
@@ -342,94 +184,84 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         self.abandoned.store(true, Ordering::Relaxed);
     }
 
-    /// Sends one frame (header, payload and tag in one vectored write); returns its tag.
-    pub async fn send_raw(&mut self, payload: &[u8]) -> Result<Tag, WireError> {
-        self.limits.bound(&self.abandoned, write_frame(&mut self.io, &mut self.send, payload)).await
+    /// Sends one frame.
+    pub async fn send_raw(&mut self, payload: &[u8]) -> Result<(), WireError> {
+        self.limits.bound(&self.abandoned, write_frame(&mut self.io, payload)).await
     }
 
-    /// Receives and verifies one frame; the payload lives in the channel until the next receive.
-    pub async fn recv_frame(&mut self) -> Result<(&[u8], Tag), WireError> {
-        let (len, tag) = self.limits.bound(&self.abandoned, read_frame(&mut self.io, &mut self.recv, &mut self.rbuf)).await?;
-        Ok((&self.rbuf[..len], tag))
+    /// Receives one frame, of at most `max` bytes (a longer one is refused unread); the payload
+    /// lives in the channel until the next receive.
+    pub async fn recv_frame_max(&mut self, max: usize) -> Result<&[u8], WireError> {
+        let len = self.limits.bound(&self.abandoned, read_frame(&mut self.io, &mut self.rbuf, max)).await?;
+        Ok(&self.rbuf[..len])
+    }
+
+    /// Receives one frame; the payload lives in the channel until the next receive.
+    pub async fn recv_frame(&mut self) -> Result<&[u8], WireError> {
+        self.recv_frame_max(MAX_PAYLOAD).await
     }
 
     pub async fn recv_raw(&mut self) -> Result<Vec<u8>, WireError> {
-        Ok(self.recv_frame().await?.0.to_vec())
+        Ok(self.recv_frame().await?.to_vec())
     }
 
-    pub fn into_inner(self) -> S {
-        self.io
-    }
-
-    /// This end's sending MAC, for checks of data sent outside the channel (RDMA).
-    pub fn send_mac(&self) -> FrameMac {
-        self.send.mac.clone()
-    }
-
-    /// The peer's sending MAC (what it tags with), for checking data it sent outside the channel.
-    pub fn recv_mac(&self) -> FrameMac {
-        self.recv.mac.clone()
+    /// Both directions at once, for a relay that reads and writes concurrently (the channel's
+    /// limits hold for each).
+    pub fn split(&mut self) -> (FrameReader<'_, S>, FrameWriter<'_, S>) {
+        let (r, w) = tokio::io::split(&mut self.io);
+        let (limits, abandoned) = (self.limits, &self.abandoned);
+        (FrameReader { io: r, rbuf: &mut self.rbuf, limits, abandoned }, FrameWriter { io: w, limits, abandoned })
     }
 }
 
-async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, send: &mut Sealer, payload: &[u8]) -> Result<Tag, WireError> {
+async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, payload: &[u8]) -> Result<(), WireError> {
     if payload.len() > MAX_PAYLOAD {
         return Err(WireError::TooLarge(payload.len()));
     }
-    let tag = send.tag(payload);
-    let len = (payload.len() as u32).to_le_bytes();
-    write_all_vectored(io, [&len[..], payload, &tag[..]]).await?;
-    io.flush().await?;
-    Ok(tag)
+    io.write_all(&(payload.len() as u32).to_le_bytes()).await.map_err(io_err)?;
+    io.write_all(payload).await.map_err(io_err)?;
+    io.flush().await.map_err(io_err)
 }
 
-/// Reads and verifies one frame into `rbuf` (grown as needed); returns the payload's length.
-async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, recv: &mut Sealer, rbuf: &mut Vec<u8>) -> Result<(usize, Tag), WireError> {
+/// Reads one frame of at most `max` bytes into `rbuf` (grown as needed); returns its length.
+async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, rbuf: &mut Vec<u8>, max: usize) -> Result<usize, WireError> {
     let mut len = [0u8; 4];
-    io.read_exact(&mut len).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => WireError::Closed,
-        _ => WireError::Io(e),
-    })?;
+    io.read_exact(&mut len).await.map_err(io_err)?;
     let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_PAYLOAD {
+    if len > max.min(MAX_PAYLOAD) {
         return Err(WireError::TooLarge(len));
     }
-    if rbuf.len() < len + TAG {
-        rbuf.resize(len + TAG, 0);
+    if rbuf.len() < len {
+        rbuf.resize(len, 0);
     }
-    let buf = &mut rbuf[..len + TAG];
-    io.read_exact(buf).await?;
-    let (payload, tag) = buf.split_at(len);
-    let tag = recv.verify(payload, tag)?;
-    Ok((len, tag))
+    io.read_exact(&mut rbuf[..len]).await.map_err(io_err)?;
+    Ok(len)
 }
 
 /// The reading direction of a split channel.
-pub struct FrameReader<'a> {
-    io: tokio::net::tcp::ReadHalf<'a>,
-    recv: &'a mut Sealer,
+pub struct FrameReader<'a, S> {
+    io: tokio::io::ReadHalf<&'a mut TlsStream<S>>,
     rbuf: &'a mut Vec<u8>,
     limits: Limits,
     abandoned: &'a AtomicBool,
 }
 
 /// The writing direction of a split channel.
-pub struct FrameWriter<'a> {
-    io: tokio::net::tcp::WriteHalf<'a>,
-    send: &'a mut Sealer,
+pub struct FrameWriter<'a, S> {
+    io: tokio::io::WriteHalf<&'a mut TlsStream<S>>,
     limits: Limits,
     abandoned: &'a AtomicBool,
 }
 
-impl FrameReader<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameReader<'_, S> {
     pub async fn recv_raw(&mut self) -> Result<Vec<u8>, WireError> {
-        Ok(self.recv_frame().await?.0.to_vec())
+        Ok(self.recv_frame().await?.to_vec())
     }
 
-    /// One verified frame and its tag; the payload lives until the next receive.
-    pub async fn recv_frame(&mut self) -> Result<(&[u8], Tag), WireError> {
-        let (len, tag) = self.limits.bound(self.abandoned, read_frame(&mut self.io, self.recv, self.rbuf)).await?;
-        Ok((&self.rbuf[..len], tag))
+    /// One frame; the payload lives until the next receive.
+    pub async fn recv_frame(&mut self) -> Result<&[u8], WireError> {
+        let len = self.limits.bound(self.abandoned, read_frame(&mut self.io, self.rbuf, MAX_PAYLOAD)).await?;
+        Ok(&self.rbuf[..len])
     }
 
     /// This direction's bound on each wait (for a relay whose peer answers only now and then);
@@ -439,19 +271,9 @@ impl FrameReader<'_> {
     }
 }
 
-impl FrameWriter<'_> {
-    pub async fn send_raw(&mut self, payload: &[u8]) -> Result<Tag, WireError> {
-        self.limits.bound(self.abandoned, write_frame(&mut self.io, self.send, payload)).await
-    }
-}
-
-impl Channel<tokio::net::TcpStream> {
-    /// Both directions at once, for a relay that reads and writes concurrently (each keeps its
-    /// own counter and key, as in the unsplit channel, and the channel's limits).
-    pub fn split(&mut self) -> (FrameReader<'_>, FrameWriter<'_>) {
-        let (r, w) = self.io.split();
-        let (limits, abandoned) = (self.limits, &self.abandoned);
-        (FrameReader { io: r, recv: &mut self.recv, rbuf: &mut self.rbuf, limits, abandoned }, FrameWriter { io: w, send: &mut self.send, limits, abandoned })
+impl<S: AsyncRead + AsyncWrite + Unpin> FrameWriter<'_, S> {
+    pub async fn send_raw(&mut self, payload: &[u8]) -> Result<(), WireError> {
+        self.limits.bound(self.abandoned, write_frame(&mut self.io, payload)).await
     }
 }
 
@@ -475,28 +297,30 @@ pub fn keepalive(sock: &tokio::net::TcpStream) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::testing::TestCa;
+    use crate::tls::Identity;
+    use tokio::io::DuplexStream;
 
-    /// A frame as it goes on the wire, made by hand: `payload` with `tag`, whatever it was made over.
-    fn framed(payload: &[u8], tag: &Tag) -> Vec<u8> {
-        let mut f = (payload.len() as u32).to_le_bytes().to_vec();
-        f.extend_from_slice(payload);
-        f.extend_from_slice(tag);
-        f
-    }
+    type Pair = (Result<Channel<DuplexStream>, WireError>, Result<Channel<DuplexStream>, WireError>);
 
-    fn secret(b: u8) -> Secret {
-        Secret::from_bytes(&[b; 40]).unwrap()
-    }
-
-    async fn pair(cs: Secret, ss: Secret) -> (Result<Channel<tokio::io::DuplexStream>, WireError>, Result<Channel<tokio::io::DuplexStream>, WireError>) {
+    async fn pair_named(client: &Identity, server: &Identity, name: &str) -> Pair {
         let (a, b) = tokio::io::duplex(1 << 20);
-        tokio::join!(Channel::client(a, &cs), Channel::server(b, &ss))
+        let ctls = client.client(None).unwrap();
+        let sn = ctls.named(name).unwrap();
+        let stls = server.server().unwrap();
+        let limits = Limits::idle(Duration::from_secs(5));
+        tokio::join!(Channel::client_within(a, &ctls, sn, limits), Channel::server_within(b, &stls, limits))
+    }
+
+    async fn ok_pair(ca: &TestCa) -> (Channel<DuplexStream>, Channel<DuplexStream>) {
+        let (c, s) = pair_named(&ca.node("node1", &[]), &ca.node("node2", &[]), "node2").await;
+        (c.unwrap(), s.unwrap())
     }
 
     #[tokio::test]
-    async fn messages_flow_both_ways_in_order() {
-        let (c, s) = pair(secret(7), secret(7)).await;
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+    async fn messages_flow_both_ways_in_order_and_each_end_knows_the_other() {
+        let (mut c, mut s) = ok_pair(&TestCa::new()).await;
+        assert_eq!((c.peer(), s.peer()), ("node2", "node1"));
         c.send_raw(b"one").await.unwrap();
         c.send_raw(b"two").await.unwrap();
         assert_eq!(s.recv_raw().await.unwrap(), b"one");
@@ -506,109 +330,98 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn wrong_secret_is_refused_at_the_first_message() {
-        let (c, s) = pair(secret(1), secret(2)).await;
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
-        c.send_raw(b"restore please").await.unwrap();
-        assert!(matches!(s.recv_raw().await, Err(WireError::BadTag)));
+    async fn a_client_of_another_ca_is_refused_in_the_handshake() {
+        // Another CA of another name, and an impostor CA of our CA's very name.
+        for (theirs, why) in [(TestCa::named("other"), "UnknownIssuer"), (TestCa::new(), "BadSignature")] {
+            let ours = TestCa::new();
+            // The client trusts our CA (so it accepts the agent), but its own certificate is theirs.
+            let ctls = theirs.intruder("node1", &ours);
+            let (a, b) = tokio::io::duplex(1 << 16);
+            let stls = ours.node("node2", &[]).server().unwrap();
+            let (c, s) = tokio::join!(
+                Channel::client_within(a, &ctls, ctls.named("node2").unwrap(), Limits::idle(Duration::from_secs(5))),
+                Channel::server_within(b, &stls, Limits::idle(Duration::from_secs(5)))
+            );
+            let e = s.err().expect("the agent accepted a certificate of another CA");
+            assert!(matches!(&e, WireError::Tls(t) if t.contains(why)), "{e}");
+            // TLS 1.3: the client finishes first and hears of the refusal at its first read.
+            let mut c = c.unwrap();
+            let _ = c.send_raw(b"facts?").await;
+            let e = c.recv_raw().await.unwrap_err();
+            assert!(matches!(&e, WireError::Tls(t) if t.contains("alert")), "{e}");
+        }
     }
 
     #[tokio::test]
-    async fn tampered_frame_is_refused() {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let sec = secret(3);
-        let (c, s) = tokio::join!(Channel::client(a, &sec), Channel::server(b, &sec));
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
-        // Seal a frame by hand and flip a payload bit on the way.
-        let tag = c.send.tag(b"kill 1");
-        c.io.write_all(&framed(b"kill 2", &tag)).await.unwrap();
-        assert!(matches!(s.recv_raw().await, Err(WireError::BadTag)));
+    async fn an_agent_of_another_ca_or_with_another_name_is_refused_by_the_client() {
+        let (ours, theirs, impostor) = (TestCa::new(), TestCa::named("other"), TestCa::new());
+        for (ca, why) in [(&theirs, "UnknownIssuer"), (&impostor, "BadSignature")] {
+            let (c, _) = pair_named(&ours.node("node1", &[]), &ca.node("node2", &[]), "node2").await;
+            assert!(matches!(c.as_ref().err().unwrap(), WireError::Tls(t) if t.contains(why)), "{:?}", c.err());
+        }
+        // Our CA, but not the node we meant to reach.
+        let (c, _) = pair_named(&ours.node("node1", &[]), &ours.node("node3", &[]), "node2").await;
+        assert!(matches!(c.as_ref().err().unwrap(), WireError::Tls(t) if t.contains("not valid for name")), "{:?}", c.err());
+        // Without a name, the address dialled must be in the agent's certificate.
+        for (dialled, ok) in [("10.0.0.2", true), ("10.0.0.3", false)] {
+            let (a, b) = tokio::io::duplex(1 << 16);
+            let ctls = ours.node("node1", &[]).client(None).unwrap();
+            let stls = ours.node("node2", &["10.0.0.2"]).server().unwrap();
+            let sn = ctls.server_name(dialled.parse().unwrap());
+            let (c, _s) = tokio::join!(Channel::client_within(a, &ctls, sn, Limits::default()), Channel::server_within(b, &stls, Limits::default()));
+            assert_eq!(c.is_ok(), ok, "dialled {dialled}");
+        }
     }
 
     #[tokio::test]
-    async fn replayed_frame_is_refused() {
-        let (a, b) = tokio::io::duplex(1 << 20);
-        let sec = secret(4);
-        let (c, s) = tokio::join!(Channel::client(a, &sec), Channel::server(b, &sec));
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
-        let tag = c.send.tag(b"abort");
-        let frame = framed(b"abort", &tag);
-        c.io.write_all(&frame).await.unwrap();
-        c.io.write_all(&frame).await.unwrap();
-        assert_eq!(s.recv_raw().await.unwrap(), b"abort");
-        assert!(matches!(s.recv_raw().await, Err(WireError::BadTag)));
-    }
-
-    #[tokio::test]
-    async fn altered_tag_reordered_and_dropped_frames_are_refused() {
-        let sec = secret(6);
-        let seal = |c: &mut Channel<tokio::io::DuplexStream>, p: &[u8]| {
-            let tag = c.send.tag(p);
-            framed(p, &tag)
-        };
-        // One flipped tag bit.
-        let (c, s) = pair(sec.clone(), sec.clone()).await;
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
-        let mut f = seal(&mut c, b"commit m1");
-        *f.last_mut().unwrap() ^= 1;
-        c.io.write_all(&f).await.unwrap();
-        assert!(matches!(s.recv_raw().await, Err(WireError::BadTag)));
-        // Two frames delivered the other way round.
-        let (c, s) = pair(sec.clone(), sec.clone()).await;
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
-        let (f1, f2) = (seal(&mut c, b"begin"), seal(&mut c, b"restore"));
-        c.io.write_all(&f2).await.unwrap();
-        c.io.write_all(&f1).await.unwrap();
-        assert!(matches!(s.recv_raw().await, Err(WireError::BadTag)));
-        // The first frame dropped.
-        let (c, s) = pair(sec.clone(), sec.clone()).await;
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
-        let (_, f2) = (seal(&mut c, b"chunk 0"), seal(&mut c, b"chunk 1"));
-        c.io.write_all(&f2).await.unwrap();
-        assert!(matches!(s.recv_raw().await, Err(WireError::BadTag)));
-        // A tag made with the other direction's key (a reflected frame).
-        let (c, s) = pair(sec.clone(), sec).await;
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
-        let tag = s.send.tag(b"ack");
-        c.io.write_all(&framed(b"ack", &tag)).await.unwrap();
-        assert!(matches!(s.recv_raw().await, Err(WireError::BadTag)));
+    async fn a_peer_that_does_not_speak_tls_is_refused() {
+        let ca = TestCa::new();
+        let (mut a, b) = tokio::io::duplex(1 << 16);
+        a.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let r = Channel::server_within(b, &ca.node("n", &[]).server().unwrap(), Limits::idle(Duration::from_secs(2))).await;
+        assert!(r.is_err());
     }
 
     #[tokio::test]
     async fn large_frames_flow_and_oversized_ones_are_refused() {
-        let (c, s) = pair(secret(8), secret(8)).await;
-        let (mut c, mut s) = (c.unwrap(), s.unwrap());
+        let (mut c, mut s) = ok_pair(&TestCa::new()).await;
         let big: Vec<u8> = (0..(3 << 20) + 5).map(|i| (i % 251) as u8).collect();
-        let (sent, got) = tokio::join!(c.send_raw(&big), async {
-            let (p, t) = s.recv_frame().await.unwrap();
-            (p.to_vec(), t)
-        });
-        assert_eq!(got.0, big);
-        assert_eq!(sent.unwrap(), got.1, "both ends see the same tag");
+        let (sent, got) = tokio::join!(c.send_raw(&big), s.recv_raw());
+        sent.unwrap();
+        assert_eq!(got.unwrap(), big);
         // A smaller frame after a bigger one reuses the buffer without leaking its tail.
         let (sent, got) = tokio::join!(c.send_raw(b"small"), s.recv_raw());
         sent.unwrap();
         assert_eq!(got.unwrap(), b"small");
         assert!(matches!(c.send_raw(&vec![0u8; MAX_PAYLOAD + 1]).await, Err(WireError::TooLarge(_))));
+        // A receiver's own cap is smaller still; the length alone decides.
+        c.send_raw(&[0u8; 100]).await.unwrap();
+        assert!(matches!(s.recv_frame_max(99).await, Err(WireError::TooLarge(100))));
+        // A length over the limit, sent by hand inside the TLS stream.
+        let (mut c, mut s) = ok_pair(&TestCa::new()).await;
         c.io.write_all(&(MAX_PAYLOAD as u32 + 1).to_le_bytes()).await.unwrap();
+        c.io.flush().await.unwrap();
         assert!(matches!(s.recv_raw().await, Err(WireError::TooLarge(_))));
     }
 
     #[tokio::test]
-    async fn other_protocol_versions_are_refused() {
-        let (mut a, b) = tokio::io::duplex(1 << 16);
-        let mut h = MAGIC.to_vec();
-        h.extend_from_slice(&1u32.to_le_bytes());
-        h.extend_from_slice(&[0u8; 32]);
-        a.write_all(&h).await.unwrap();
-        assert!(matches!(Channel::server(b, &secret(5)).await, Err(WireError::Version { theirs: 1 })));
-    }
-
-    #[tokio::test]
-    async fn non_agents_are_refused() {
-        let (mut a, b) = tokio::io::duplex(1 << 16);
-        a.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n....................").await.unwrap();
-        assert!(matches!(Channel::server(b, &secret(5)).await, Err(WireError::BadMagic)));
+    async fn both_ends_export_the_same_keys_and_only_for_their_connection() {
+        let ca = TestCa::new();
+        let (c, s) = ok_pair(&ca).await;
+        let (c2, _s2) = ok_pair(&ca).await;
+        let get = |ch: &Channel<DuplexStream>, label: &[u8]| {
+            let mut k = [0u8; 32];
+            ch.export(label, b"ctx", &mut k).unwrap();
+            k
+        };
+        assert_eq!(get(&c, b"EXPORTER-rdmig-test"), get(&s, b"EXPORTER-rdmig-test"));
+        assert_ne!(get(&c, b"EXPORTER-rdmig-test"), get(&c, b"EXPORTER-rdmig-other"));
+        assert_ne!(get(&c, b"EXPORTER-rdmig-test"), get(&c2, b"EXPORTER-rdmig-test"));
+        // Stream keys: the same on both ends, in order, never twice.
+        let (k0, k1) = (c.next_stream_key(), c.next_stream_key());
+        assert_ne!(k0, k1);
+        assert_eq!((s.next_stream_key(), s.next_stream_key()), (k0, k1));
+        assert_ne!(c2.next_stream_key(), k0, "another connection, other keys");
     }
 
     /// A listener that accepts and never says a word; returns its address and the sockets it
@@ -626,38 +439,43 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_silent_peer_times_the_hello_out() {
+    async fn a_silent_peer_times_the_handshake_out() {
         let (addr, _held) = silent_listener().await;
+        let ctls = TestCa::new().node("node1", &[]).client(None).unwrap();
+        let sn = ctls.server_name(addr.ip());
         let t = std::time::Instant::now();
         let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let r = Channel::client_within(sock, &secret(1), Limits::idle(Duration::from_millis(200))).await;
+        let r = Channel::client_within(sock, &ctls, sn.clone(), Limits::idle(Duration::from_millis(200))).await;
         assert!(matches!(r, Err(WireError::TimedOut(d)) if d == Duration::from_millis(200)), "{:?}", r.err());
         assert!(t.elapsed() < Duration::from_secs(3));
         // The deadline bounds it as well, and says so.
         let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
         let limits = Limits { idle: None, deadline: Some(Instant::now() + Duration::from_millis(200)) };
-        assert!(matches!(Channel::client_within(sock, &secret(1), limits).await, Err(WireError::Deadline)));
+        assert!(matches!(Channel::client_within(sock, &ctls, sn.clone(), limits).await, Err(WireError::Deadline)));
         // The earlier of the two ends a wait.
         let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
         let limits = Limits::idle(Duration::from_secs(60)).until(Instant::now() + Duration::from_millis(100));
-        assert!(matches!(Channel::client_within(sock, &secret(1), limits).await, Err(WireError::Deadline)));
+        assert!(matches!(Channel::client_within(sock, &ctls, sn, limits).await, Err(WireError::Deadline)));
     }
 
     #[tokio::test]
     async fn an_unanswered_request_times_out_and_the_channel_is_abandoned() {
+        let ca = TestCa::new();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        // A peer that completes the hello, reads, and never answers.
+        let stls = ca.node("node2", &["127.0.0.1"]).server().unwrap();
+        // A peer that completes the handshake, reads, and never answers.
         let peer = tokio::spawn(async move {
-            let mut ch = Channel::server(l.accept().await.unwrap().0, &secret(2)).await.unwrap();
+            let mut ch = Channel::server_within(l.accept().await.unwrap().0, &stls, Limits::default()).await.unwrap();
             while ch.recv_raw().await.is_ok() {}
         });
+        let ctls = ca.node("node1", &[]).client(None).unwrap();
         let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut ch = Channel::client_within(sock, &secret(2), Limits::idle(Duration::from_millis(200))).await.unwrap();
+        let mut ch = Channel::client_within(sock, &ctls, ctls.server_name(addr.ip()), Limits::idle(Duration::from_millis(300))).await.unwrap();
         ch.send_raw(b"status?").await.unwrap();
         let t = std::time::Instant::now();
         assert!(matches!(ch.recv_raw().await, Err(WireError::TimedOut(_))));
-        assert!(t.elapsed() >= Duration::from_millis(150) && t.elapsed() < Duration::from_secs(3));
+        assert!(t.elapsed() >= Duration::from_millis(250) && t.elapsed() < Duration::from_secs(3));
         // Cut short mid-wait, the stream may be mid-frame: nothing more goes over it.
         assert!(matches!(ch.send_raw(b"again").await, Err(WireError::Abandoned)));
         assert!(matches!(ch.recv_raw().await, Err(WireError::Abandoned)));
@@ -666,19 +484,24 @@ mod tests {
 
     #[tokio::test]
     async fn split_halves_keep_the_limits() {
+        let ca = TestCa::new();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
+        let stls = ca.node("node2", &["127.0.0.1"]).server().unwrap();
         let peer = tokio::spawn(async move {
-            let mut ch = Channel::server(l.accept().await.unwrap().0, &secret(3)).await.unwrap();
+            let mut ch = Channel::server_within(l.accept().await.unwrap().0, &stls, Limits::default()).await.unwrap();
             // One frame after 400 ms, then silence.
             tokio::time::sleep(Duration::from_millis(400)).await;
             ch.send_raw(b"late").await.unwrap();
             tokio::time::sleep(Duration::from_secs(30)).await;
         });
+        let ctls = ca.node("node1", &[]).client(None).unwrap();
         let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut ch = Channel::client_within(sock, &secret(3), Limits::idle(Duration::from_millis(100))).await.unwrap();
+        let mut ch = Channel::client_within(sock, &ctls, ctls.server_name(addr.ip()), Limits::idle(Duration::from_millis(100))).await.unwrap();
         {
-            let (mut rd, _wr) = ch.split();
+            let (mut rd, mut wr) = ch.split();
+            // Writing and reading at once.
+            wr.send_raw(b"hello").await.unwrap();
             rd.set_idle(None);
             // Without its idle bound the reader waits for the late frame...
             assert_eq!(rd.recv_raw().await.unwrap(), b"late");
@@ -702,19 +525,5 @@ mod tests {
         assert_eq!(s.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
         assert_eq!(s.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
         assert_eq!(s.tcp_user_timeout().unwrap(), Some(USER_TIMEOUT));
-    }
-
-    #[test]
-    fn secret_files_are_checked() {
-        use std::os::unix::fs::PermissionsExt;
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path().join("s");
-        std::fs::write(&p, "short").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(Secret::load(&p), Err(SecretError::TooShort { .. })));
-        std::fs::write(&p, "x".repeat(64)).unwrap();
-        assert!(Secret::load(&p).is_ok());
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(Secret::load(&p), Err(SecretError::Permissions { .. })));
     }
 }

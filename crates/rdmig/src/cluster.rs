@@ -12,7 +12,8 @@ use crate::journal::{NodeJournal, NodeName};
 use crate::migrate::remote::{connect, IO_WAIT};
 use rdmig_journal::NodeStream;
 use rdmig_proto::msg::{Reply, Request};
-use rdmig_proto::wire::{Limits, Secret};
+use rdmig_proto::tls::ClientTls;
+use rdmig_proto::wire::Limits;
 
 /// How long one agent may take to answer.
 const ASK: Duration = Duration::from_secs(10);
@@ -31,9 +32,9 @@ fn wall_ns() -> i64 {
 /// The events of the agent at `agent` after sequence number `after`. Its clock offset is taken
 /// from the same exchange: its wall clock when it answered against the middle of our request
 /// and its reply (good to half the round trip).
-pub async fn events_of(agent: SocketAddr, secret: &Secret, after: u64) -> Result<NodeEvents, String> {
+pub async fn events_of(agent: SocketAddr, tls: &ClientTls, after: u64) -> Result<NodeEvents, String> {
     let until = Instant::now() + ASK;
-    let mut ch = connect(agent, secret, Limits::idle(IO_WAIT).until(until)).await?;
+    let mut ch = connect(agent, tls, Limits::idle(IO_WAIT).until(until)).await?;
     let t0 = wall_ns();
     ch.send_msg(&Request::Events { after }).await.map_err(|e| format!("{agent}: {e}"))?;
     let reply: Reply = ch.recv_msg().await.map_err(|e| format!("{agent}: {e}"))?;
@@ -61,9 +62,9 @@ pub fn offsets(nodes: &[NodeEvents]) -> BTreeMap<NodeName, i64> {
 }
 
 /// What the agent at `agent` holds (JSON: node, work directory, migrations).
-pub async fn inventory_of(agent: SocketAddr, secret: &Secret) -> Result<serde_json::Value, String> {
+pub async fn inventory_of(agent: SocketAddr, tls: &ClientTls) -> Result<serde_json::Value, String> {
     let until = Instant::now() + ASK;
-    let mut ch = connect(agent, secret, Limits::idle(IO_WAIT).until(until)).await?;
+    let mut ch = connect(agent, tls, Limits::idle(IO_WAIT).until(until)).await?;
     ch.send_msg(&Request::Inventory).await.map_err(|e| format!("{agent}: {e}"))?;
     match ch.recv_msg::<Reply>().await.map_err(|e| format!("{agent}: {e}"))? {
         Reply::Inventory { json } => serde_json::from_str(&json).map_err(|e| format!("{agent}: its inventory does not parse: {e}")),

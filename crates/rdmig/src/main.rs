@@ -29,7 +29,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Receive migrations on this node: the per-node daemon (root). It binds only where it is
-    /// told and talks only to peers holding the cluster secret.
+    /// told, speaks only mutual TLS with nodes of the cluster CA, and lets in only the nodes
+    /// its --allow-peer names.
     Agent(commands::agent::AgentArgs),
     /// Move a running process to another node: checks, pre-copy, freeze, transfer, restore,
     /// resume; or roll back so it keeps running here. Exit codes: 0 migrated, 2 refused before
@@ -53,6 +54,9 @@ enum Cmd {
     Softroce(commands::softroce::SoftroceArgs),
     /// SoftRoCE facts on this host (or inside a lab node).
     Rxe(commands::rxe::RxeArgs),
+    /// The cluster's certificate authority: `ca init DIR`, then `ca issue NODE --dir DIR` for
+    /// each node (its certificate for the mutual TLS between agents).
+    Ca(commands::ca::CaArgs),
     /// Charts: `plot throughput` draws a peer's receive and send rates around a migration.
     Plot(commands::plot::PlotArgs),
 }
@@ -88,6 +92,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Bench(a) => commands::bench::run(a).await,
         Cmd::Softroce(a) => commands::softroce::run(a),
         Cmd::Rxe(a) => commands::rxe::run(a),
+        Cmd::Ca(a) => commands::ca::run(a),
         Cmd::Plot(a) => commands::plot::run(a),
     }
 }

@@ -103,8 +103,6 @@ fn installed_package_agent_and_plugin_migrate_ib_send_bw(c: &Ctx) -> Result<()> 
             format!("10.0.1.{}", 10 + i),
             "--number-range".into(),
             format!("{i}/3"),
-            "--secret-file".into(),
-            "/mnt/node/agent.secret".into(),
             "--work-dir".into(),
             "/tmp/rdmig-agent".into(),
         ];
@@ -113,6 +111,9 @@ fn installed_package_agent_and_plugin_migrate_ib_send_bw(c: &Ctx) -> Result<()> 
         ensure!(environ.split('\0').any(|v| v == format!("RDMIG_NUMBER_RANGE={i}/3")), "{node}'s agent environment: {environ:?}");
         // The journal on the node's own /run (the default, under /var/lib, is the host's, read-only).
         ensure!(environ.split('\0').any(|v| v == "RDMIG_JOURNAL=/run/rdmig/journal.db"), "{node}'s agent environment: {environ:?}");
+        // Its TLS identity and the peers it lets in, from the node's settings file.
+        ensure!(environ.split('\0').any(|v| v == "RDMIG_TLS_DIR=/mnt/node/tls"), "{node}'s agent environment: {environ:?}");
+        ensure!(environ.split('\0').any(|v| v == "RDMIG_ALLOW_PEERS=node1,node2,node3"), "{node}'s agent environment: {environ:?}");
         // rdmig itself says which modules run: rdmig's.
         let m = c.exec_ok(&node, &["/usr/bin/rdmig", "softroce", "modules"])?;
         ensure!(m.lines().any(|l| l.starts_with("rdma_rxe") && l.contains("loaded:    rdmig's 0.1.0-rdmig")), "{node}: {m}");

@@ -254,55 +254,73 @@ pub fn destination_agent_killed_mid_transfer(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
-/// A request made without the cluster secret, or a frame altered on the way, is refused by the
-/// agent and changes nothing there.
+/// Only nodes of the cluster, and only those the agent's policy names, get anything done: a
+/// source whose certificate is not of the lab's CA is refused in the TLS handshake, a node of
+/// the CA that the destination's `--allow-peer` list does not name gets a clear refusal, and a
+/// record altered on the way ends the connection; none of them changes anything there.
 pub fn agent_refuses_unauthenticated_and_tampered(c: &Ctx) -> Result<()> {
     use rdmig_proto::msg::{MigrationId, Reply, Request};
-    use rdmig_proto::wire::{Channel, Secret};
+    use rdmig_proto::wire::{Channel, Limits};
 
     let pid = start_workload(c, "node1", "8M", "0", "w-auth.json")?;
-    c.exec_ok("node1", &["sh", "-c", "head -c 48 /dev/urandom | base64 > /tmp/wrong.secret && chmod 600 /tmp/wrong.secret"])?;
     let st = c.lab.load()?;
     let agent = c.lab.agent_addr(&st, "node2")?;
-    let o = c.rdmig(&[
-        "exec",
-        "node1",
-        "--",
-        &st.rdmig_bin.display().to_string(),
-        "migrate",
-        &pid.to_string(),
-        "--to",
-        &agent.to_string(),
-        "--secret-file",
-        "/tmp/wrong.secret",
-        "--json",
-    ])?;
-    let r: Value = serde_json::from_slice(&o.stdout).context("migrate printed no report")?;
-    ensure!(o.status.code() == Some(2) && r["outcome"]["outcome"] == "refused", "wrong secret: {}", r["outcome"]);
-    ensure!(r["outcome"]["reason"].as_str().unwrap_or("").contains("secret"), "the refusal does not point at the secret: {}", r["outcome"]);
-    let log = std::fs::read_to_string(PathBuf::from(LAB_BASE).join(LAB_NAME).join("node2/share/migration-agent.log")).unwrap_or_default();
-    ensure!(log.contains("failed authentication"), "the agent did not log the refusal");
-    ensure!(proc_state(c, "node1", pid)?.is_some_and(|s| !s.starts_with('T')), "the process was disturbed");
+    let lab_dir = PathBuf::from(LAB_BASE).join(LAB_NAME);
+    let agent_log = || std::fs::read_to_string(lab_dir.join("node2/share/migration-agent.log")).unwrap_or_default();
+    let incoming = || c.exec_ok("node2", &["sh", "-c", "ls -A /tmp/rdmig-agent"]);
+    let before = incoming()?;
+    let untouched = |what: &str| -> Result<()> {
+        ensure!(proc_state(c, "node1", pid)?.is_some_and(|s| !s.starts_with('T')), "{what}: the process was disturbed");
+        ensure!(incoming()? == before, "{what}: the agent's work directory changed");
+        Ok(())
+    };
 
-    // A man in the middle flips one bit of a correctly authenticated Begin: refused, no trace.
-    let secret = Secret::load(&PathBuf::from(LAB_BASE).join(LAB_NAME).join("node2/share/agent.secret"))?;
-    let begin = |id: &str, flip: Option<usize>| -> Result<Option<Reply>> {
+    // A certificate of another CA (made on node1), trusting the lab's CA so that the source
+    // accepts the agent: the agent refuses it, and the source says so.
+    let bin = st.rdmig_bin.display().to_string();
+    c.exec_ok(
+        "node1",
+        &["sh", "-c", &format!("rm -rf /tmp/other-ca && {bin} ca init /tmp/other-ca && {bin} ca issue node1 --dir /tmp/other-ca && cp /mnt/node/tls/ca.pem /tmp/other-ca/node1/ca.pem")],
+    )?;
+    let (code, r) = migrate(c, pid, "node1", "node2", &["--tls-dir", "/tmp/other-ca/node1"])?;
+    ensure!(code == 2 && r["outcome"]["outcome"] == "refused", "a foreign certificate: exit {code}, {}", r["outcome"]);
+    ensure!(
+        r["outcome"]["reason"].as_str().unwrap_or("").contains("refused this node's certificate"),
+        "the refusal does not point at the certificate: {}",
+        r["outcome"]
+    );
+    ensure!(agent_log().contains("invalid peer certificate"), "the agent did not log the refusal");
+    untouched("foreign certificate")?;
+
+    // A certificate of the lab's CA for a node the agents' policy does not name.
+    c.lab.issue_cert("intruder", &[], &lab_dir.join("node1/share/intruder-tls"))?;
+    let (code, r) = migrate(c, pid, "node1", "node2", &["--tls-dir", "/mnt/node/intruder-tls"])?;
+    ensure!(code == 2 && r["outcome"]["outcome"] == "refused", "an unauthorised node: exit {code}, {}", r["outcome"]);
+    let reason = r["outcome"]["reason"].as_str().unwrap_or("");
+    ensure!(reason.contains("node \"intruder\" may not migrate to this agent"), "the refusal does not name the policy: {reason}");
+    ensure!(agent_log().contains("may not migrate to this agent"), "the agent did not log the refusal");
+    untouched("unauthorised node")?;
+
+    // A man in the middle flips one bit of the first record after the handshake (a Begin from
+    // node1's own, valid certificate): the connection ends, no trace.
+    let tls = rdmig_proto::tls::Identity::load(&lab_dir.join("node1/share/tls"))?.client(Some("node2"))?;
+    let begin = |id: &str, tamper: bool| -> Result<Option<Reply>> {
         let sock = rdmig_lab::host::connect_in_netns(&st.netns, agent, Duration::from_secs(5))?;
         sock.set_nonblocking(true)?;
         c.rt.block_on(async {
-            let io = tamper::Tamper::new(tokio::net::TcpStream::from_std(sock)?, flip);
-            let mut ch = Channel::client(io, &secret).await?;
+            let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let io = tamper::Tamper::new(tokio::net::TcpStream::from_std(sock)?, armed.clone());
+            let mut ch = Channel::client_within(io, &tls, tls.named("node2")?, Limits::idle(Duration::from_secs(10))).await?;
+            armed.store(tamper, std::sync::atomic::Ordering::SeqCst);
             ch.send_msg(&Request::Begin { id: MigrationId::new(id)?, pid }).await?;
             Ok(ch.recv_msg::<Reply>().await.ok())
         })
     };
-    // Byte 44 + 4 + 2 of the client's stream: inside the first frame's payload.
-    ensure!(begin("tampered", Some(50))?.is_none(), "a tampered frame got an answer");
-    let seen = c.exec_ok("node2", &["sh", "-c", "ls /tmp/rdmig-agent"])?;
-    ensure!(!seen.contains("tampered"), "the tampered request left {seen}");
+    ensure!(begin("m-tampered", true)?.is_none(), "a tampered record got an answer");
+    ensure!(!incoming()?.contains("m-tampered"), "the tampered request left a directory");
     // The same request, untouched, is accepted: the test itself is sound.
-    ensure!(matches!(begin("untampered", None)?, Some(Reply::Ack)), "an honest request was refused");
-    ensure!(c.exec_ok("node2", &["sh", "-c", "ls /tmp/rdmig-agent"])?.contains("untampered"));
+    ensure!(matches!(begin("m-untampered", false)?, Some(Reply::Ack)), "an honest request was refused");
+    ensure!(incoming()?.contains("m-untampered"));
     kill(c, "node1", pid);
     Ok(())
 }
@@ -328,21 +346,23 @@ pub fn precheck_refuses_destination_without_criu(c: &Ctx) -> Result<()> {
 }
 
 mod tamper {
-    //! A stream that flips one bit of what it writes at a given offset: a man in the middle.
+    //! A stream that, once armed, flips one bit of the next thing it writes (inside a TLS
+    //! record's ciphertext): a man in the middle.
     use std::pin::Pin;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
     use std::task::{Context, Poll};
 
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
     pub struct Tamper<S> {
         inner: S,
-        flip_at: Option<usize>,
-        written: usize,
+        armed: Arc<AtomicBool>,
     }
 
     impl<S> Tamper<S> {
-        pub fn new(inner: S, flip_at: Option<usize>) -> Self {
-            Self { inner, flip_at, written: 0 }
+        pub fn new(inner: S, armed: Arc<AtomicBool>) -> Self {
+            Self { inner, armed }
         }
     }
 
@@ -355,14 +375,15 @@ mod tamper {
     impl<S: AsyncWrite + Unpin> AsyncWrite for Tamper<S> {
         fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
             let mut data = buf.to_vec();
-            if let Some(at) = self.flip_at {
-                if at >= self.written && at < self.written + data.len() {
-                    data[at - self.written] ^= 0x01;
-                }
+            let flip = self.armed.load(Ordering::SeqCst);
+            if flip && !data.is_empty() {
+                // Past the 5-byte record header.
+                let at = 10.min(data.len() - 1);
+                data[at] ^= 0x01;
             }
             let r = Pin::new(&mut self.inner).poll_write(cx, &data);
-            if let Poll::Ready(Ok(n)) = r {
-                self.written += n;
+            if flip && matches!(r, Poll::Ready(Ok(_))) {
+                self.armed.store(false, Ordering::SeqCst);
             }
             r
         }

@@ -1,8 +1,10 @@
 //! `rdmig agent`: the per-node daemon that receives migrations.
 //!
-//! It binds only where it is told, talks only to holders of the cluster secret (see `wire`),
-//! validates every message (see `msg`), keeps each migration's images in its own directory under
-//! the work directory, restores with CRIU when asked, and removes images once the source commits.
+//! It binds only where it is told, speaks only mutual TLS with nodes of the cluster CA (see
+//! `wire`), serves only the nodes its policy names (`policy`), validates every message (see
+//! `msg`), keeps each migration's images in its own directory under the work directory (every
+//! path resolved beneath it, `confine`), restores with CRIU when asked, and removes images once
+//! the source commits. What an unauthenticated peer can cost it is bounded (`gate`).
 //!
 //! This module accepts connections and dispatches each request to the module of its group:
 //! `session` (facts, clock, checks, begin, status), `receive` (the RDMA path, files, links,
@@ -15,8 +17,11 @@
 //! connection has named for `orphan_after` is aborted like an `Abort` would (a restored copy that
 //! was never committed is killed, the images go).
 
+mod confine;
 mod finish;
+mod gate;
 pub mod numbers;
+pub mod policy;
 mod receive;
 mod reconcile;
 mod restore;
@@ -34,9 +39,11 @@ use tracing::{info, warn};
 use crate::journal::{NodeJournal, Outcome as JOutcome, Phase, Role};
 use crate::transport::rdma::RdmaReceiver;
 use rdmig_proto::msg::{MigState, MigrationId, Reply, Request};
-use rdmig_proto::wire::{Channel, Limits, Secret};
+use rdmig_proto::tls::ServerTls;
+use rdmig_proto::wire::{Channel, Limits};
 use rdmig_proto::{msg, wire};
 
+pub use gate::MAX_CONNECTIONS;
 pub use session::{host_facts, rxe_flavour};
 
 #[derive(Debug, Clone)]
@@ -45,7 +52,13 @@ pub struct AgentConfig {
     /// The local address whose RoCE v2 GID (on `rdma_device`) carries RDMA data; None: TCP only.
     pub rdma_addr: Option<std::net::Ipv4Addr>,
     pub rdma_device: String,
-    pub secret: Secret,
+    /// This node's TLS server side (its certificate; clients must have one of the cluster CA).
+    pub tls: ServerTls,
+    /// The same identity's client side: recovering a source migration of this node, the agent
+    /// asks its destination itself.
+    pub client_tls: rdmig_proto::tls::ClientTls,
+    /// Which nodes may migrate here, and which addresses they may move.
+    pub policy: policy::Policy,
     pub work_dir: PathBuf,
     pub keep_images: bool,
     pub restore_timeout: Duration,
@@ -55,6 +68,8 @@ pub struct AgentConfig {
     pub idle_timeout: Duration,
     /// A migration no open connection has named for this long is aborted: its source is gone.
     pub orphan_after: Duration,
+    /// Connections open at once (a quarter of them in their TLS handshake); more are closed.
+    pub max_connections: usize,
     /// This node's journal (None: nothing is recorded, nothing recovered; tests).
     pub journal: Option<PathBuf>,
     /// Where `rdmig migrate` keeps its per-process locks on this node: a source migration whose
@@ -65,7 +80,7 @@ pub struct AgentConfig {
     pub reconcile_every: Duration,
 }
 
-/// The hello must come at once.
+/// The TLS handshake must come at once.
 const HELLO: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +226,7 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
     let cfg = Arc::new(cfg);
     let table: Table = Arc::new(Registry { map: Mutex::new(adopted), journal });
     tokio::spawn(finish::reap_orphans(table.clone(), cfg.orphan_after));
+    let gate = gate::Gate::new(cfg.max_connections);
     tokio::spawn(reconcile::periodically(cfg.clone(), table.clone()));
     loop {
         let (sock, peer) = match listener.accept().await {
@@ -221,9 +237,14 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
                 continue;
             }
         };
-        let (cfg, table) = (cfg.clone(), table.clone());
+        let Some(slot) = gate.admit() else {
+            warn!(%peer, "closed: {} connections are open already", cfg.max_connections);
+            continue;
+        };
+        let (cfg, table, gate) = (cfg.clone(), table.clone(), gate.clone());
         tokio::spawn(async move {
-            match connection(sock, &cfg, &table).await {
+            let _slot = slot;
+            match connection(sock, &cfg, &table, &gate).await {
                 Ok(()) => {}
                 Err(e) => warn!(%peer, "connection ended: {e}"),
             }
@@ -231,20 +252,32 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
     }
 }
 
-async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result<(), msg::MsgError> {
+async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table, gate: &gate::Gate) -> Result<(), msg::MsgError> {
     sock.set_nodelay(true).ok();
     if let Err(e) = wire::keepalive(&sock) {
         warn!("keepalive on an agent socket: {e}");
     }
     let peer_addr = sock.peer_addr().map_err(wire::WireError::Io)?;
     let peer = peer_addr.to_string();
-    let mut ch = Channel::server_within(sock, &cfg.secret, Limits::idle(HELLO.min(cfg.idle_timeout))).await?;
+    let Some(handshake) = gate.handshake() else {
+        warn!(%peer, "closed: too many handshakes under way");
+        return Ok(());
+    };
+    // The whole handshake within HELLO (not each wait: a trickle of bytes does not stretch it).
+    let hello = Limits::default().until(tokio::time::Instant::now() + HELLO.min(cfg.idle_timeout));
+    let mut ch = Channel::server_within(sock, &cfg.tls, hello).await?;
+    drop(handshake);
+    // A node of the cluster that may not migrate here: its first request is answered with why.
+    let refused = cfg.policy.admits(ch.peer()).err();
     // From here on, a source that sends nothing for this long is gone (or stopped).
     ch.set_limits(Limits::idle(cfg.idle_timeout));
     let mut rdma: Option<RdmaReceiver> = None;
     let mut named = Named { table, ids: vec![] };
+    let mut first = true;
     loop {
-        let req: Request = match ch.recv_msg().await {
+        // The first request is small (a peer not yet let in makes the agent read little).
+        let max = if std::mem::take(&mut first) { gate::FIRST_REQUEST } else { msg::MAX_MSG };
+        let req: Request = match ch.recv_msg_max(max).await {
             Ok(r) => r,
             Err(msg::MsgError::Wire(wire::WireError::Closed)) => return Ok(()),
             Err(e @ msg::MsgError::Wire(wire::WireError::TimedOut(_))) => {
@@ -256,10 +289,20 @@ async fn connection(sock: TcpStream, cfg: &AgentConfig, table: &Table) -> Result
                 return Err(e);
             }
         };
+        if let Some(why) = refused {
+            warn!(%peer, node = ch.peer(), "refused: {why}");
+            ch.send_msg(&Reply::Failed(why)).await?;
+            return Ok(());
+        }
         if let Err(e) = req.validate() {
             warn!(%peer, "refused an invalid request: {e}");
             ch.send_msg(&Reply::Failed(e.to_string())).await?;
             return Err(e);
+        }
+        if let Err(why) = cfg.policy.allows(&req) {
+            warn!(%peer, node = ch.peer(), "refused a request: {why}");
+            ch.send_msg(&Reply::Failed(why)).await?;
+            continue;
         }
         let id = req.id().map(|i| i.as_str().to_string());
         if let Some(id) = &id {
@@ -295,7 +338,7 @@ async fn handle(
         Request::CheckNumbers { ibdev, qpns, mrs } => session::check_numbers(&ibdev, &qpns, &mrs),
         Request::Begin { id, pid } => session::begin(cfg, table, &id, (peer, pid)),
         Request::Status { id } => session::status(table, &id),
-        Request::RdmaSetup { eps } => receive::rdma_setup(cfg, rdma, &eps).await,
+        Request::RdmaSetup { eps } => receive::rdma_setup(cfg, ch, rdma, &eps).await,
         Request::PutFile { id, rel, len, via_rdma } => receive::put_file(ch, rdma, table, &id, &rel, len, via_rdma).await?,
         Request::Probe { len, via_rdma } => receive::probe(ch, rdma, len, via_rdma).await?,
         Request::PutSymlink { id, rel, target } => receive::put_symlink(table, &id, &rel, &target),
@@ -324,18 +367,21 @@ fn dir_of(table: &Table, id: &MigrationId) -> Result<PathBuf, String> {
 mod tests {
     use super::*;
 
-    fn config(work: &std::path::Path) -> AgentConfig {
+    pub(super) fn config(work: &std::path::Path) -> AgentConfig {
         AgentConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             rdma_addr: None,
             rdma_device: "rxe0".into(),
-            secret: Secret::from_bytes(&[b'a'; 40]).unwrap(),
+            tls: rdmig_proto::tls::testing::TestCa::new().node("dst", &[]).server().unwrap(),
+            client_tls: rdmig_proto::tls::testing::TestCa::new().node("dst", &[]).client(None).unwrap(),
+            policy: policy::Policy::default(),
             work_dir: work.to_path_buf(),
             keep_images: false,
             restore_timeout: Duration::from_secs(1),
             numbers: None,
             idle_timeout: Duration::from_secs(120),
             orphan_after: Duration::from_millis(200),
+            max_connections: gate::MAX_CONNECTIONS,
             journal: None,
             lock_dir: work.join("locks"),
             reconcile_every: Duration::from_secs(30),

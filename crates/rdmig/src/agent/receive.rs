@@ -9,15 +9,19 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::info;
 
+use super::confine::Confined;
 use super::{dir_of, AgentConfig, Table};
 use crate::criu;
-use crate::transport::rdma::RdmaReceiver;
+use crate::transport::rdma::{ChunkKey, RdmaReceiver};
 use crate::transport::DataSum;
 use rdmig_proto::msg::{self, Endpoint, MigrationId, RelPath, Reply};
 use rdmig_proto::wire::Channel;
 
-/// Opens this connection's RDMA data path towards the sender's QPs (one ring per lane).
-pub(super) async fn rdma_setup(cfg: &AgentConfig, rdma: &mut Option<RdmaReceiver>, eps: &[Endpoint]) -> Reply {
+/// Opens this connection's RDMA data path towards the sender's QPs (one ring per lane); its
+/// chunks are opened with a key of its own from the TLS session (the source derives it as it
+/// asks, so this end does so first, whatever the answer).
+pub(super) async fn rdma_setup(cfg: &AgentConfig, ch: &Channel<TcpStream>, rdma: &mut Option<RdmaReceiver>, eps: &[Endpoint]) -> Reply {
+    let key = ChunkKey::new(&ch.next_stream_key());
     let Some(addr) = cfg.rdma_addr else {
         return Reply::Failed("this agent has no RDMA address (--rdma-addr): TCP only".into());
     };
@@ -26,7 +30,7 @@ pub(super) async fn rdma_setup(cfg: &AgentConfig, rdma: &mut Option<RdmaReceiver
         Err(e) => return Reply::Failed(e.to_string()),
     };
     *rdma = None;
-    match RdmaReceiver::start(&cfg.rdma_device, gid, eps).await {
+    match RdmaReceiver::start(&cfg.rdma_device, gid, eps, key).await {
         Ok(r) => {
             let info = r.info.clone();
             *rdma = Some(r);
@@ -46,14 +50,10 @@ pub(super) async fn put_file(
     len: u64,
     via_rdma: bool,
 ) -> Result<Reply, msg::MsgError> {
-    let target = dir_of(table, id).map(|d| d.join(rel.as_str()));
-    let mut file = match &target {
-        Ok(p) => {
-            if let Some(parent) = p.parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-            std::fs::OpenOptions::new().write(true).create_new(true).open(p).map_err(|e| format!("{}: {e}", p.display()))
-        }
+    // Beneath the migration's directory only (see `confine`).
+    let dir = dir_of(table, id).and_then(|d| Confined::open(&d).map_err(|e| e.to_string()));
+    let mut file = match &dir {
+        Ok(c) => c.create_new(rel.as_str()).map_err(|e| e.to_string()),
         Err(e) => Err(e.clone()),
     };
     let r = receive_data(ch, rdma, via_rdma, len, |chunk| {
@@ -67,8 +67,8 @@ pub(super) async fn put_file(
     Ok(match r {
         Ok(()) => Reply::Ack,
         Err(e) => {
-            if let (Ok(p), Ok(_)) = (&target, &file) {
-                let _ = std::fs::remove_file(p);
+            if let (Ok(c), Ok(_)) = (&dir, &file) {
+                let _ = c.remove(rel.as_str());
             }
             Reply::Failed(format!("{}: {e}", rel.as_str()))
         }
@@ -85,19 +85,13 @@ pub(super) async fn probe(ch: &mut Channel<TcpStream>, rdma: &mut Option<RdmaRec
 
 /// CRIU's `parent` link of an image directory.
 pub(super) fn put_symlink(table: &Table, id: &MigrationId, rel: &RelPath, target: &str) -> Reply {
-    match dir_of(table, id) {
-        Ok(d) => {
-            let p = d.join(rel.as_str());
-            if let Some(parent) = p.parent() {
-                let _ = std::fs::create_dir_all(parent);
-            }
-            match std::os::unix::fs::symlink(target, &p) {
-                Ok(()) => Reply::Ack,
-                // The page server made it already (a streamed pre-copy round).
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && std::fs::read_link(&p).is_ok_and(|t| t == Path::new(target)) => Reply::Ack,
-                Err(e) => Reply::Failed(format!("{}: {e}", p.display())),
-            }
-        }
+    // Made beneath the migration's directory; an existing link of the same target is the page
+    // server's (a streamed pre-copy round).
+    match dir_of(table, id).and_then(|d| Confined::open(&d).map_err(|e| e.to_string())) {
+        Ok(c) => match c.symlink(target, rel.as_str()) {
+            Ok(_) => Reply::Ack,
+            Err(e) => Reply::Failed(e.to_string()),
+        },
         Err(e) => Reply::Failed(e),
     }
 }
@@ -113,16 +107,14 @@ pub(super) async fn page_stream(
     parent: Option<&RelPath>,
     via_rdma: bool,
 ) -> Result<Reply, msg::MsgError> {
-    let d = match dir_of(table, id) {
-        Ok(d) => d.join(rel.as_str()),
-        Err(e) => return Ok(Reply::Failed(e)),
-    };
     if via_rdma && rdma.is_none() {
         return Ok(Reply::Failed("page stream over RDMA, but no RDMA path was set up".into()));
     }
-    if let Err(e) = std::fs::create_dir_all(&d) {
-        return Ok(Reply::Failed(format!("{}: {e}", d.display())));
-    }
+    // A real directory beneath the migration's (no link on the way) for the page server.
+    let d = match dir_of(table, id).and_then(|d| Confined::open(&d).and_then(|c| c.dir(rel.as_str())).map_err(|e| e.to_string())) {
+        Ok(d) => d,
+        Err(e) => return Ok(Reply::Failed(e)),
+    };
     let (ours, theirs) = match std::os::unix::net::UnixStream::pair().and_then(|(a, b)| a.set_nonblocking(true).map(|_| (a, b))) {
         Ok(p) => p,
         Err(e) => return Ok(Reply::Failed(format!("socket pair: {e}"))),
@@ -159,22 +151,16 @@ pub(super) async fn page_stream(
 
 /// `--transport scp`: where the source may copy image directory `rel` to.
 pub(super) fn scp_dir(table: &Table, id: &MigrationId, rel: &RelPath) -> Reply {
-    match dir_of(table, id) {
-        Ok(d) => {
-            let p = d.join(rel.as_str());
-            match std::fs::create_dir_all(&p).and_then(|_| p.canonicalize()) {
-                Ok(abs) => Reply::Dir(abs.to_string_lossy().into_owned()),
-                Err(e) => Reply::Failed(format!("{}: {e}", p.display())),
-            }
-        }
+    match dir_of(table, id).and_then(|d| Confined::open(&d).and_then(|c| c.dir(rel.as_str())).and_then(|p| p.canonicalize()).map_err(|e| e.to_string())) {
+        Ok(abs) => Reply::Dir(abs.to_string_lossy().into_owned()),
         Err(e) => Reply::Failed(e),
     }
 }
 
 /// `--transport scp`: did exactly `files` arrive in `rel`?
 pub(super) fn scp_done(table: &Table, id: &MigrationId, rel: &RelPath, files: &[msg::ScpFile]) -> Reply {
-    match dir_of(table, id) {
-        Ok(d) => match check_scp_delivery(&d.join(rel.as_str()), files) {
+    match dir_of(table, id).and_then(|d| Confined::open(&d).and_then(|c| c.dir(rel.as_str())).map_err(|e| e.to_string())) {
+        Ok(d) => match check_scp_delivery(&d, files) {
             Ok(()) => Reply::Ack,
             Err(e) => Reply::Failed(format!("{}: {e}", rel.as_str())),
         },
@@ -192,28 +178,27 @@ async fn receive_data(
     len: u64,
     mut sink: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<Result<(), String>, msg::MsgError> {
-    let mut sum = DataSum::for_receiving(ch, via_rdma);
+    let mut sum = DataSum::for_receiving(ch);
     let mut got = 0u64;
     let mut sink_err: Option<String> = None;
     while got < len {
         let owned;
-        let (chunk, tag) = if via_rdma {
+        let chunk = if via_rdma {
             let r = rdma.as_mut().ok_or_else(|| msg::MsgError::Decode("data over RDMA, but no RDMA path was set up".into()))?;
             owned = match tokio::time::timeout(Duration::from_secs(30), r.recv()).await {
                 Ok(Some(Ok(c))) => c,
                 Ok(Some(Err(e))) => return Err(msg::MsgError::Decode(e.to_string())),
                 Ok(None) | Err(_) => return Err(msg::MsgError::Decode("RDMA data path stalled or closed".into())),
             };
-            (&owned[..], None)
+            &owned[..]
         } else {
-            let (c, t) = ch.recv_frame().await?;
-            (c, Some(t))
+            ch.recv_frame().await?
         };
         got += chunk.len() as u64;
         if got > len {
             return Err(msg::MsgError::Decode(format!("{} bytes announced, more sent", len)));
         }
-        sum.update(chunk, tag.as_ref());
+        sum.update(chunk);
         if sink_err.is_none() {
             if let Err(e) = sink(chunk) {
                 sink_err = Some(e);
@@ -223,7 +208,7 @@ async fn receive_data(
     let trailer = ch.recv_raw().await?;
     Ok(match sink_err {
         Some(e) => Err(e),
-        None if sum.finish() != trailer => Err("checksum mismatch".into()),
+        None if !sum.matches(&trailer) => Err("checksum mismatch".into()),
         None => Ok(()),
     })
 }

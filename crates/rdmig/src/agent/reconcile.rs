@@ -94,7 +94,7 @@ pub(super) fn remove_leftovers(work_dir: &Path, table: &HashMap<String, Migratio
 pub(super) async fn periodically(cfg: Arc<AgentConfig>, table: Table) {
     let Some(j) = table.journal.clone() else { return };
     let o = crate::migrate::RecoverOptions {
-        secret: cfg.secret.clone(),
+        tls: cfg.client_tls.clone(),
         lock_dir: cfg.lock_dir.clone(),
         orphan_after: cfg.orphan_after,
         wait: false,

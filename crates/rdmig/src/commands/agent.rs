@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 #[derive(Args)]
@@ -12,9 +12,20 @@ pub struct AgentArgs {
     /// Address to listen on, e.g. 10.99.0.2:7800 (no default: bind where you mean to).
     #[arg(long)]
     listen: std::net::SocketAddr,
-    /// File with the cluster's shared secret (at least 32 bytes, mode 0600).
-    #[arg(long)]
-    secret_file: PathBuf,
+    /// This node's TLS directory (`rdmig ca issue` makes it): ca.pem, node.pem, node.key.
+    #[arg(long, env = "RDMIG_TLS_DIR", default_value = "/etc/rdmig/tls")]
+    tls_dir: PathBuf,
+    /// A node (as its certificate names it) that may migrate processes to this agent;
+    /// repeat for each (or comma-separated in RDMIG_ALLOW_PEERS), or `*` for every node of the
+    /// cluster CA. Nobody without one.
+    #[arg(long = "allow-peer", value_name = "NODE", env = "RDMIG_ALLOW_PEERS", value_delimiter = ',', required = true)]
+    allow_peers: Vec<String>,
+    /// A device and subnet a migrated process's address may be moved onto here
+    /// (`--move-addr` of migrate), e.g. vxlan0=10.0.1.0/24; repeat for each (or
+    /// comma-separated in RDMIG_ALLOW_MOVE_ADDR). None: migrations that move an address are
+    /// refused.
+    #[arg(long = "allow-move-addr", value_name = "DEV=NET/PREFIX", env = "RDMIG_ALLOW_MOVE_ADDR", value_delimiter = ',')]
+    allow_move_addr: Vec<rdmig::agent::policy::AddrRule>,
     /// Where incoming images are kept until the migration is committed.
     #[arg(long, default_value = "/var/lib/rdmig/incoming")]
     work_dir: PathBuf,
@@ -39,6 +50,10 @@ pub struct AgentArgs {
     /// copy restored here is killed, the images are removed.
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     orphan_after: u64,
+    /// Connections open at once (a quarter of them may be in their TLS handshake); more are
+    /// closed at once.
+    #[arg(long, default_value_t = rdmig::agent::MAX_CONNECTIONS, value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u64).range(4..=4096), |v| v as usize))]
+    max_connections: usize,
     /// This node's journal: the agent records each step of the migrations it receives, takes
     /// up what was under way when it last stopped, and recovers source migrations of this node
     /// whose `rdmig migrate` died.
@@ -50,20 +65,42 @@ pub struct AgentArgs {
 }
 
 pub async fn run(a: AgentArgs) -> Result<ExitCode> {
-    let AgentArgs { listen, secret_file, work_dir, keep_images, rdma_addr, rdma_device, number_range, idle_timeout, orphan_after, journal, reconcile_every } =
-        a;
-    let secret = rdmig_proto::wire::Secret::load(&secret_file)?;
+    let AgentArgs {
+        listen,
+        tls_dir,
+        allow_peers,
+        allow_move_addr,
+        work_dir,
+        keep_images,
+        rdma_addr,
+        rdma_device,
+        number_range,
+        idle_timeout,
+        orphan_after,
+        max_connections,
+        journal,
+        reconcile_every,
+    } = a;
+    for p in &allow_peers {
+        anyhow::ensure!(p == "*" || rdmig_proto::ca::valid_node_name(p), "--allow-peer {p:?}: not a node name ([a-z0-9-]) or *");
+    }
+    let id = rdmig_proto::tls::Identity::load(&tls_dir).with_context(|| format!("this node's TLS identity (--tls-dir {})", tls_dir.display()))?;
+    tracing::info!(node = id.name(), peers = ?allow_peers, move_addr = ?allow_move_addr.iter().map(|r| r.to_string()).collect::<Vec<_>>(), "TLS identity and policy");
     rdmig::agent::serve(rdmig::agent::AgentConfig {
         listen,
         rdma_addr,
         rdma_device,
-        secret,
+        tls: id.server()?,
+        // Recovering a source migration of this node, the agent asks its destination itself.
+        client_tls: id.client(None)?,
+        policy: rdmig::agent::policy::Policy { peers: allow_peers, move_addr: allow_move_addr },
         work_dir,
         keep_images,
         restore_timeout: Duration::from_secs(600),
         numbers: number_range,
         idle_timeout: Duration::from_secs(idle_timeout),
         orphan_after: Duration::from_secs(orphan_after),
+        max_connections,
         journal: Some(journal),
         lock_dir: PathBuf::from(rdmig::migrate::LOCK_DIR),
         reconcile_every: Duration::from_secs(reconcile_every),

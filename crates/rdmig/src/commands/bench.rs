@@ -31,9 +31,9 @@ enum BenchCmd {
 
 pub async fn run(a: BenchArgs) -> Result<ExitCode> {
     let BenchCmd::Transfer { peer, size_mib, transports, json } = a.cmd;
-    let (to, secret) = (peer.addr()?, peer.secret()?);
+    let (to, tls) = (peer.addr()?, peer.tls()?);
     let (rdma_addr, rdma_device) = (peer.rdma_addr, peer.rdma_device);
-    let r = rdmig::migrate::bench_transfer(to, &secret, rdma_addr, &rdma_device, peer.rdma_qps, size_mib << 20, &transports).await?;
+    let r = rdmig::migrate::bench_transfer(to, &tls, rdma_addr, &rdma_device, peer.rdma_qps, size_mib << 20, &transports).await?;
     if json {
         print_json(&r)?;
     } else {

@@ -33,16 +33,16 @@ pub struct EventsArgs {
 }
 
 pub async fn run(a: EventsArgs) -> Result<ExitCode> {
-    let secret = if a.agents.agents.is_empty() { None } else { Some(a.agents.secret()?) };
+    let tls = if a.agents.agents.is_empty() { None } else { Some(a.agents.tls()?) };
     let mut last: BTreeMap<String, u64> = BTreeMap::new();
     let mut first = true;
     loop {
         let mut nodes: Vec<NodeEvents> = vec![];
         let mut failed = vec![];
-        if let Some(secret) = &secret {
+        if let Some(tls) = &tls {
             for agent in &a.agents.agents {
                 let after = last.get(&agent.to_string()).copied().unwrap_or(0);
-                match cluster::events_of(*agent, secret, after).await {
+                match cluster::events_of(*agent, tls, after).await {
                     Ok(n) => {
                         last.insert(agent.to_string(), n.stream.last_seq().max(after));
                         nodes.push(n);

@@ -88,7 +88,7 @@ pub async fn run(a: MigrateArgs) -> Result<ExitCode> {
     let o = MigrateOptions {
         pid: a.pid,
         to: a.peer.addr()?,
-        secret: a.peer.secret()?,
+        tls: a.peer.tls()?,
         strategy: a.strategy,
         max_rounds: a.max_rounds,
         converge_bytes: a.converge_mib << 20,

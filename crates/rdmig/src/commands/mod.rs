@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod ca;
 pub mod events;
 pub mod image;
 pub mod migrate;
@@ -23,9 +24,13 @@ pub(crate) struct PeerArgs {
     /// Destination agent, HOST:PORT.
     #[arg(long, env = "RDMIG_TO")]
     pub(crate) to: String,
-    /// The cluster secret shared with the agents.
-    #[arg(long, env = "RDMIG_SECRET_FILE")]
-    pub(crate) secret_file: Option<PathBuf>,
+    /// This node's TLS directory (`rdmig ca issue` makes it): ca.pem, node.pem, node.key.
+    #[arg(long, env = "RDMIG_TLS_DIR", default_value = "/etc/rdmig/tls")]
+    pub(crate) tls_dir: PathBuf,
+    /// The destination's node name, which its agent's certificate must carry (default: the
+    /// certificate must name the address of --to).
+    #[arg(long, env = "RDMIG_TO_NAME", value_name = "NODE")]
+    pub(crate) to_name: Option<String>,
     /// Local address whose RoCE v2 GID carries RDMA data (none: TCP only).
     #[arg(long, env = "RDMIG_RDMA_ADDR")]
     pub(crate) rdma_addr: Option<std::net::Ipv4Addr>,
@@ -41,9 +46,9 @@ impl PeerArgs {
         self.to.parse().with_context(|| format!("--to {:?} is not HOST:PORT", self.to))
     }
 
-    pub(crate) fn secret(&self) -> Result<rdmig_proto::wire::Secret> {
-        let f = self.secret_file.as_ref().context("--secret-file is required (the cluster secret shared with the agents)")?;
-        Ok(rdmig_proto::wire::Secret::load(f)?)
+    /// This node's TLS client side, expecting the destination's name (or address).
+    pub(crate) fn tls(&self) -> Result<rdmig_proto::tls::ClientTls> {
+        tls_client(&self.tls_dir, self.to_name.as_deref())
     }
 }
 
@@ -54,19 +59,26 @@ pub(crate) struct AgentsArgs {
     /// node's journal only.
     #[arg(long = "agent", value_name = "HOST:PORT", env = "RDMIG_AGENTS", value_delimiter = ',')]
     pub(crate) agents: Vec<std::net::SocketAddr>,
-    /// The cluster secret shared with the agents.
-    #[arg(long, env = "RDMIG_SECRET_FILE")]
-    pub(crate) secret_file: Option<PathBuf>,
+    /// This node's TLS directory (`rdmig ca issue` makes it), to ask agents.
+    #[arg(long, env = "RDMIG_TLS_DIR", default_value = "/etc/rdmig/tls")]
+    pub(crate) tls_dir: PathBuf,
     /// This node's journal (read when no agent is named).
     #[arg(long, value_name = "FILE", env = "RDMIG_JOURNAL", default_value = rdmig::journal::DEFAULT_PATH)]
     pub(crate) journal: PathBuf,
 }
 
 impl AgentsArgs {
-    pub(crate) fn secret(&self) -> Result<rdmig_proto::wire::Secret> {
-        let f = self.secret_file.as_ref().context("--secret-file is required to ask agents (the cluster secret shared with them)")?;
-        Ok(rdmig_proto::wire::Secret::load(f)?)
+    /// This node's TLS client side; agents are checked by the address dialled.
+    pub(crate) fn tls(&self) -> Result<rdmig_proto::tls::ClientTls> {
+        tls_client(&self.tls_dir, None)
     }
+}
+
+/// The TLS client side of this node's identity in `dir`, expecting `expect` (None: the address
+/// dialled) in the agent's certificate.
+pub(crate) fn tls_client(dir: &std::path::Path, expect: Option<&str>) -> Result<rdmig_proto::tls::ClientTls> {
+    let id = rdmig_proto::tls::Identity::load(dir).with_context(|| format!("this node's TLS identity (--tls-dir {})", dir.display()))?;
+    Ok(id.client(expect)?)
 }
 
 /// A number in hex (with 0x) or decimal.

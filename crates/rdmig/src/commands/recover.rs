@@ -16,9 +16,9 @@ pub struct RecoverArgs {
     /// This node's journal.
     #[arg(long, value_name = "FILE", env = "RDMIG_JOURNAL", default_value = rdmig::journal::DEFAULT_PATH)]
     journal: PathBuf,
-    /// The cluster secret shared with the agents (to ask the destinations).
-    #[arg(long, env = "RDMIG_SECRET_FILE")]
-    secret_file: PathBuf,
+    /// This node's TLS directory (`rdmig ca issue` makes it), to ask the destinations.
+    #[arg(long, env = "RDMIG_TLS_DIR", default_value = "/etc/rdmig/tls")]
+    tls_dir: PathBuf,
     /// The destinations' --orphan-after, in seconds: an unreachable destination has dropped an
     /// uncommitted copy once this (and a margin) has passed since the migration's last step.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
@@ -35,10 +35,10 @@ pub struct RecoverArgs {
 /// only their destination can tell), 5 some not yet (a run still going, a destination still
 /// restoring or within its orphan window).
 pub async fn run(a: RecoverArgs) -> Result<ExitCode> {
-    let secret = rdmig_proto::wire::Secret::load(&a.secret_file)?;
+    let tls = super::tls_client(&a.tls_dir, None)?;
     let journal = rdmig::journal::NodeJournal::open(&a.journal).with_context(|| format!("journal {}", a.journal.display()))?;
     let o = RecoverOptions {
-        secret,
+        tls,
         lock_dir: PathBuf::from(rdmig::migrate::LOCK_DIR),
         orphan_after: Duration::from_secs(a.orphan_after),
         wait: !a.no_wait,

@@ -28,9 +28,9 @@ pub async fn run(a: StatusArgs) -> Result<ExitCode> {
             .collect();
         nodes.push(serde_json::json!({ "node": j.with(|j| j.node().to_string()), "migrations": migrations }));
     } else {
-        let secret = a.agents.secret()?;
+        let tls = a.agents.tls()?;
         for agent in &a.agents.agents {
-            match rdmig::cluster::inventory_of(*agent, &secret).await {
+            match rdmig::cluster::inventory_of(*agent, &tls).await {
                 Ok(mut v) => {
                     v["agent"] = serde_json::json!(agent.to_string());
                     nodes.push(v);

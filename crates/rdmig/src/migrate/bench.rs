@@ -11,7 +11,8 @@ use super::remote::{connect, IO_WAIT};
 use super::{transfer, Hooks, MigrateOptions, Run, Strategy};
 use crate::transport::{mb_s, TransportChoice};
 use rdmig_proto::msg::MigrationId;
-use rdmig_proto::wire::{Limits, Secret};
+use rdmig_proto::tls::ClientTls;
+use rdmig_proto::wire::Limits;
 
 /// One row of `rdmig bench transfer`.
 #[derive(Debug, Clone, Serialize)]
@@ -27,7 +28,7 @@ pub struct BenchRow {
 /// Moves `bytes` of probe data to the agent at `to` over each transport in turn.
 pub async fn bench_transfer(
     to: SocketAddr,
-    secret: &Secret,
+    tls: &ClientTls,
     rdma_addr: Option<std::net::Ipv4Addr>,
     rdma_device: &str,
     rdma_qps: usize,
@@ -37,7 +38,7 @@ pub async fn bench_transfer(
     let o = MigrateOptions {
         pid: 0,
         to,
-        secret: secret.clone(),
+        tls: tls.clone(),
         strategy: Strategy::StopAndCopy,
         max_rounds: 0,
         converge_bytes: 0,
@@ -63,8 +64,8 @@ pub async fn bench_transfer(
     if transports.contains(&TransportChoice::Scp) {
         anyhow::bail!("bench transfer measures rdmig's own transports (rdma, tcp); scp is measured by a migration with --transport scp");
     }
-    let mut ch = connect(o.to, &o.secret, Limits::idle(IO_WAIT)).await.map_err(anyhow::Error::msg)?;
-    let run = Run::new(&o, MigrationId::new("bench").expect("valid"), std::env::temp_dir(), "bench");
+    let mut ch = connect(o.to, &o.tls, Limits::idle(IO_WAIT)).await.map_err(anyhow::Error::msg)?;
+    let run = Run::new(&o, MigrationId::new("m-bench").expect("valid"), std::env::temp_dir(), "bench");
     let mut rows = vec![];
     for t in transports {
         let (name, secs) = match t {

@@ -30,7 +30,7 @@ impl Run<'_> {
     pub(super) async fn checks(&mut self) -> Result<Channel<TcpStream>, Step> {
         self.prepare()?;
         let limits = Limits::idle(IO_WAIT).until(self.stages_end);
-        let mut ch = connect(self.o.to, &self.o.secret, limits).await.map_err(Step::Refuse)?;
+        let mut ch = connect(self.o.to, &self.o.tls, limits).await.map_err(Step::Refuse)?;
         self.check_fit(&mut ch).await?;
         self.choose_transport(&mut ch).await?;
         call(&mut ch, &Request::Begin { id: self.id.clone(), pid: self.o.pid }).await.map_err(Step::from).and_then(|r| expect_ack(r, "begin"))?;
@@ -85,14 +85,19 @@ impl Run<'_> {
         let t = Instant::now();
         let dst = match call(ch, &Request::Facts { pid: Some(o.pid) }).await {
             Ok(Reply::Facts(f)) => f,
+            // The agent's policy: this node may not migrate to it (the reason says which rule).
+            Ok(Reply::Failed(e)) => return Err(Step::Refuse(format!("the destination agent at {} refused: {e}", o.to))),
             Ok(other) => return Err(Step::Refuse(format!("destination answered {other:?} to a facts request"))),
-            // An agent drops a peer whose first message fails authentication, without a word
-            // (it cannot authenticate an answer to someone who lacks the secret).
-            Err(MsgError::Wire(WireError::Closed | WireError::Io(_))) => {
+            // TLS 1.3: an agent that refuses this node's certificate says so after the handshake,
+            // at the first read.
+            Err(MsgError::Wire(WireError::Tls(e))) => {
                 return Err(Step::Refuse(format!(
-                    "the destination agent at {} hung up on the first request: the cluster secrets most likely differ (its log says why)",
+                    "the destination agent at {} refused this node's certificate ({e}): is it of the cluster's CA? (the agent's log says why)",
                     o.to
                 )))
+            }
+            Err(MsgError::Wire(WireError::Closed | WireError::Io(_))) => {
+                return Err(Step::Refuse(format!("the destination agent at {} hung up on the first request (its log says why)", o.to)))
             }
             Err(e) => return Err(e.into()),
         };
@@ -194,8 +199,10 @@ impl Run<'_> {
         let addr = o.rdma_addr.ok_or("no local RDMA address (--rdma-addr)")?;
         let gid = rdmig_rxe::gid_index(&o.rdma_device, addr).map_err(|e| e.to_string())?;
         let mut s = RdmaSender::open(&o.rdma_device, gid, o.rdma_qps).await.map_err(|e| e.to_string())?;
+        // The data path's chunk key, from the TLS session (the agent derives it as it is asked).
+        let key = crate::transport::rdma::ChunkKey::new(&ch.next_stream_key());
         match call(ch, &Request::RdmaSetup { eps: s.eps.clone() }).await.map_err(|e| e.to_string())? {
-            Reply::RdmaReady(info) => s.connect(info).map_err(|e| e.to_string())?,
+            Reply::RdmaReady(info) => s.connect(info, key).map_err(|e| e.to_string())?,
             Reply::Failed(e) => return Err(format!("the destination cannot: {e}")),
             other => return Err(format!("unexpected reply {other:?}")),
         }

@@ -36,7 +36,7 @@ impl Run<'_> {
             Ok(Reply::Committed { resumed_ns }) => Ok(Some(resumed_ns)),
             other => {
                 warn!("commit at the destination: {other:?}; asking again");
-                commit_again(o.to, &o.secret, &self.id, self.cleanup_until()).await
+                commit_again(o.to, &o.tls, &self.id, self.cleanup_until()).await
             }
         };
         match committed {
@@ -75,7 +75,7 @@ impl Run<'_> {
     /// deadline has passed, this is a refusal.
     pub(super) async fn abandon(&mut self, why: String) -> Outcome {
         let late = self.late();
-        abort_remote(self.o.to, &self.o.secret, &self.id, self.cleanup_until()).await;
+        abort_remote(self.o.to, &self.o.tls, &self.id, self.cleanup_until()).await;
         if late {
             Outcome::Refused {
                 reason: format!("the deadline (--deadline {} s) passed before the freeze ({why}); the process never stopped", self.o.deadline.as_secs()),
@@ -90,7 +90,7 @@ impl Run<'_> {
         let _ = crate::process::resume(self.o.pid);
         self.rec.end(Phase::FinalDump);
         self.resumed_here();
-        abort_remote(self.o.to, &self.o.secret, &self.id, self.cleanup_until()).await;
+        abort_remote(self.o.to, &self.o.tls, &self.id, self.cleanup_until()).await;
         Outcome::RolledBack { reason: why }
     }
 
@@ -109,7 +109,7 @@ impl Run<'_> {
             Err(e) => format!("{why}; and resuming the source failed: {e}"),
         };
         self.resumed_here();
-        abort_remote(self.o.to, &self.o.secret, &self.id, self.cleanup_until()).await;
+        abort_remote(self.o.to, &self.o.tls, &self.id, self.cleanup_until()).await;
         Outcome::RolledBack { reason: why }
     }
 

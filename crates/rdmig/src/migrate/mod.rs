@@ -78,7 +78,8 @@ pub struct Hooks {
 pub struct MigrateOptions {
     pub pid: i32,
     pub to: SocketAddr,
-    pub secret: rdmig_proto::wire::Secret,
+    /// This node's TLS client identity (and the agent's expected node name, if given).
+    pub tls: rdmig_proto::tls::ClientTls,
     pub strategy: Strategy,
     pub max_rounds: u32,
     /// Stop pre-copy once a round carries no more than this.
@@ -400,7 +401,7 @@ mod tests {
         MigrateOptions {
             pid,
             to,
-            secret: rdmig_proto::wire::Secret::from_bytes(&[b'k'; 40]).unwrap(),
+            tls: rdmig_proto::tls::testing::TestCa::new().node("src", &[]).client(None).unwrap(),
             strategy: Strategy::Precopy,
             max_rounds: 1,
             converge_bytes: 0,

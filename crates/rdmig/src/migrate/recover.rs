@@ -29,7 +29,8 @@ use super::lock::MigrationLock;
 use super::remote::{ask_state, commit_again, connect, IO_WAIT};
 use crate::journal::{facts, Event, MigrationState, NodeJournal, Outcome as JOutcome, Phase, Role};
 use rdmig_proto::msg::{MigState, MigrationId, MovedAddr, Reply, Request};
-use rdmig_proto::wire::{Limits, Secret};
+use rdmig_proto::tls::ClientTls;
+use rdmig_proto::wire::Limits;
 
 /// Past the destination's `--orphan-after`, this much more before an unreachable destination is
 /// taken to have dropped its copy.
@@ -39,7 +40,8 @@ pub const ASK: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Clone)]
 pub struct RecoverOptions {
-    pub secret: Secret,
+    /// This node's TLS client side (destinations are checked by the address dialled).
+    pub tls: ClientTls,
     /// `rdmig migrate`'s per-process locks (`LOCK_DIR`): a held lock is a run still going.
     pub lock_dir: PathBuf,
     /// The destinations' `--orphan-after`.
@@ -182,7 +184,7 @@ async fn recover_one(journal: &NodeJournal, m: &MigrationState, o: &RecoverOptio
     let r = match p {
         Plan::NothingToUndo => {
             if let Some(to) = v.to {
-                let _ = abort_at(to, &o.secret, &id, o.ask).await;
+                let _ = abort_at(to, &o.tls, &id, o.ask).await;
             }
             done(RecoveryOutcome::NothingToUndo, "never frozen: nothing to undo".into())
         }
@@ -212,7 +214,7 @@ type Step = Result<(RecoveryOutcome, String), (RecoveryOutcome, String)>;
 async fn resume_unless_there(v: &SourceView, id: &MigrationId, o: &RecoverOptions) -> Step {
     let mut how = "the destination aborted it".to_string();
     if let Some(to) = v.to {
-        match abort_at(to, &o.secret, id, o.ask).await {
+        match abort_at(to, &o.tls, id, o.ask).await {
             Ok(()) => {}
             // It says it committed (it can only have heard that from a commit): it runs there.
             Err(Some(e)) if e.contains("committed") => return kill_source(v, format!("the destination says: {e}")),
@@ -232,7 +234,7 @@ async fn resume_unless_there(v: &SourceView, id: &MigrationId, o: &RecoverOption
                     }
                     info!(%id, "the destination {to} cannot be reached; waiting {} s for it to drop its copy", (window - silent).as_secs());
                     tokio::time::sleep(window - silent).await;
-                    if let Err(Some(e)) = abort_at(to, &o.secret, id, o.ask).await {
+                    if let Err(Some(e)) = abort_at(to, &o.tls, id, o.ask).await {
                         if e.contains("committed") {
                             return kill_source(v, format!("the destination says: {e}"));
                         }
@@ -250,9 +252,9 @@ async fn ask_commit(v: &SourceView, id: &MigrationId, o: &RecoverOptions) -> Ste
     let Some(to) = v.to else {
         return Err((RecoveryOutcome::InDoubt, "the journal does not say where the process went".into()));
     };
-    match ask_state(to, &o.secret, id, Instant::now() + o.ask).await {
+    match ask_state(to, &o.tls, id, Instant::now() + o.ask).await {
         Some(MigState::Committed) => kill_source(v, format!("{to} committed it")),
-        Some(MigState::Restored { pid }) => match commit_again(to, &o.secret, id, Instant::now() + o.ask).await {
+        Some(MigState::Restored { pid }) => match commit_again(to, &o.tls, id, Instant::now() + o.ask).await {
             Ok(_) => kill_source(v, format!("{to} had restored it (pid {pid}) and committed it now")),
             Err(Some(MigState::Aborted)) => resume_unless_there(v, id, o).await,
             Err(s) => Err((RecoveryOutcome::InDoubt, format!("{to} restored it (pid {pid}) but did not commit it (state {s:?})"))),
@@ -298,9 +300,9 @@ fn resume_here(v: &SourceView) -> Result<String, (RecoveryOutcome, String)> {
 
 /// Tells the destination to drop the migration: `Ok` once it says so, `Err(Some(why))` if it
 /// refuses, `Err(None)` if it cannot be reached.
-async fn abort_at(to: SocketAddr, secret: &Secret, id: &MigrationId, ask: Duration) -> Result<(), Option<String>> {
+async fn abort_at(to: SocketAddr, tls: &ClientTls, id: &MigrationId, ask: Duration) -> Result<(), Option<String>> {
     let until = Instant::now() + ask;
-    let mut ch = connect(to, secret, Limits::idle(IO_WAIT).until(until)).await.map_err(|_| None)?;
+    let mut ch = connect(to, tls, Limits::idle(IO_WAIT).until(until)).await.map_err(|_| None)?;
     ch.send_msg(&Request::Abort { id: id.clone() }).await.map_err(|_| None)?;
     match ch.recv_msg::<Reply>().await {
         Ok(Reply::Ack) => Ok(()),
@@ -326,7 +328,7 @@ mod tests {
 
     fn opts(d: &std::path::Path) -> RecoverOptions {
         RecoverOptions {
-            secret: Secret::from_bytes(&[b'r'; 40]).unwrap(),
+            tls: rdmig_proto::tls::testing::TestCa::new().node("src", &[]).client(None).unwrap(),
             lock_dir: d.join("locks"),
             orphan_after: Duration::from_secs(60),
             wait: false,

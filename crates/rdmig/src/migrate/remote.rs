@@ -16,7 +16,8 @@ use tracing::warn;
 
 use super::Step;
 use rdmig_proto::msg::{MigState, MigrationId, MsgError, Reply, Request};
-use rdmig_proto::wire::{self, Channel, Limits, Secret};
+use rdmig_proto::tls::ClientTls;
+use rdmig_proto::wire::{self, Channel, Limits};
 
 /// Longest wait for a TCP connection to the agent.
 pub(super) const CONNECT: Duration = Duration::from_secs(10);
@@ -33,8 +34,8 @@ pub(super) const ASK_WINDOW: Duration = Duration::from_secs(15);
 /// How long the source tries to tell the destination to abort (it aborts by itself later).
 const ABORT_WINDOW: Duration = Duration::from_secs(10);
 
-/// Connects to the agent at `to`; the hello and every later wait within `limits`.
-pub(crate) async fn connect(to: SocketAddr, secret: &Secret, limits: Limits) -> Result<Channel<TcpStream>, String> {
+/// Connects to the agent at `to`; the TLS handshake and every later wait within `limits`.
+pub(crate) async fn connect(to: SocketAddr, tls: &ClientTls, limits: Limits) -> Result<Channel<TcpStream>, String> {
     let until = limits.deadline.map_or(Instant::now() + CONNECT, |d| d.min(Instant::now() + CONNECT));
     let sock = tokio::time::timeout_at(until, TcpStream::connect(to))
         .await
@@ -44,7 +45,7 @@ pub(crate) async fn connect(to: SocketAddr, secret: &Secret, limits: Limits) -> 
     if let Err(e) = wire::keepalive(&sock) {
         warn!("keepalive on the connection to {to}: {e}");
     }
-    Channel::client_within(sock, secret, limits).await.map_err(|e| format!("destination agent at {to}: {e}"))
+    Channel::client_within(sock, tls, tls.server_name(to.ip()), limits).await.map_err(|e| format!("destination agent at {to}: {e}"))
 }
 
 pub(super) async fn call(ch: &mut Channel<TcpStream>, req: &Request) -> Result<Reply, MsgError> {
@@ -92,10 +93,10 @@ async fn busy_pinging<T>(ch: &mut Channel<TcpStream>, every: Duration, work: imp
 /// Asks the destination (on fresh connections) what became of a migration whose reply was
 /// lost, until it gives a final answer or `until`. A restore still running is no answer yet:
 /// the last state heard is returned then.
-pub(super) async fn ask_state(to: SocketAddr, secret: &Secret, id: &MigrationId, until: Instant) -> Option<MigState> {
+pub(super) async fn ask_state(to: SocketAddr, tls: &ClientTls, id: &MigrationId, until: Instant) -> Option<MigState> {
     let mut heard = None;
     while Instant::now() < until {
-        if let Ok(mut ch) = connect(to, secret, Limits::idle(IO_WAIT).until(until)).await {
+        if let Ok(mut ch) = connect(to, tls, Limits::idle(IO_WAIT).until(until)).await {
             if let Ok(Reply::State(s)) = call(&mut ch, &Request::Status { id: id.clone() }).await {
                 if s != MigState::Restoring {
                     return Some(s);
@@ -112,11 +113,11 @@ pub(super) async fn ask_state(to: SocketAddr, secret: &Secret, id: &MigrationId,
 /// drop the migration: its images, and any copy it restored. An agent that is restarting is
 /// asked again until the window ends. (If it cannot be told, it drops the migration itself once
 /// this source has been silent for its `--orphan-after`.)
-pub(super) async fn abort_remote(to: SocketAddr, secret: &Secret, id: &MigrationId, until: Instant) {
+pub(super) async fn abort_remote(to: SocketAddr, tls: &ClientTls, id: &MigrationId, until: Instant) {
     let until = until.min(Instant::now() + ABORT_WINDOW);
     let mut last = String::from("no time left to ask");
     while Instant::now() < until {
-        match connect(to, secret, Limits::idle(IO_WAIT).until(until)).await {
+        match connect(to, tls, Limits::idle(IO_WAIT).until(until)).await {
             Ok(mut ch) => match call(&mut ch, &Request::Abort { id: id.clone() }).await {
                 Ok(_) => return,
                 Err(e) => last = e.to_string(),
@@ -131,9 +132,9 @@ pub(super) async fn abort_remote(to: SocketAddr, secret: &Secret, id: &Migration
 /// Commits on a fresh connection (by `until`), for when the migration's own connection failed:
 /// `Ok` once the destination says it is committed (with the time it let the copy run, when this
 /// call did it), else its last known state.
-pub(super) async fn commit_again(to: SocketAddr, secret: &Secret, id: &MigrationId, until: Instant) -> Result<Option<u64>, Option<MigState>> {
+pub(super) async fn commit_again(to: SocketAddr, tls: &ClientTls, id: &MigrationId, until: Instant) -> Result<Option<u64>, Option<MigState>> {
     while Instant::now() < until {
-        if let Ok(mut ch) = connect(to, secret, Limits::idle(IO_WAIT).until(until)).await {
+        if let Ok(mut ch) = connect(to, tls, Limits::idle(IO_WAIT).until(until)).await {
             match call(&mut ch, &Request::Status { id: id.clone() }).await {
                 Ok(Reply::State(MigState::Committed)) => return Ok(None),
                 Ok(Reply::State(MigState::Restored { .. })) => {
@@ -154,8 +155,21 @@ pub(super) async fn commit_again(to: SocketAddr, secret: &Secret, id: &Migration
 mod tests {
     use super::*;
 
-    fn secret() -> Secret {
-        Secret::from_bytes(&[b's'; 40]).unwrap()
+    use rdmig_proto::tls::testing::TestCa;
+    use rdmig_proto::tls::ServerTls;
+
+    /// One CA for all tests here: the source's client side, and an agent on 127.0.0.1.
+    fn ca() -> &'static TestCa {
+        static CA: std::sync::OnceLock<TestCa> = std::sync::OnceLock::new();
+        CA.get_or_init(TestCa::new)
+    }
+
+    fn tls() -> ClientTls {
+        ca().node("src", &[]).client(None).unwrap()
+    }
+
+    fn agent_tls() -> ServerTls {
+        ca().node("dst", &["127.0.0.1"]).server().unwrap()
     }
 
     /// Accepts connections and never says a word.
@@ -175,28 +189,28 @@ mod tests {
     async fn a_silent_agent_cannot_hold_the_source() {
         let to = silent_agent().await;
         let t = std::time::Instant::now();
-        let e = connect(to, &secret(), Limits::idle(Duration::from_millis(300))).await.err().expect("a silent agent cannot complete the hello");
+        let e = connect(to, &tls(), Limits::idle(Duration::from_millis(300))).await.err().expect("a silent agent cannot complete the handshake");
         assert!(e.contains("nothing moved"), "{e}");
         // Asking what became of a migration gives up at its time, with no answer.
         let t1 = std::time::Instant::now();
-        assert_eq!(ask_state(to, &secret(), &MigrationId::new("m-1").unwrap(), Instant::now() + Duration::from_millis(700)).await, None);
+        assert_eq!(ask_state(to, &tls(), &MigrationId::new("m-1").unwrap(), Instant::now() + Duration::from_millis(700)).await, None);
         assert!(t1.elapsed() < Duration::from_secs(3), "{:?}", t1.elapsed());
         let t2 = std::time::Instant::now();
-        abort_remote(to, &secret(), &MigrationId::new("m-1").unwrap(), Instant::now() + Duration::from_millis(500)).await;
+        abort_remote(to, &tls(), &MigrationId::new("m-1").unwrap(), Instant::now() + Duration::from_millis(500)).await;
         assert!(t2.elapsed() < Duration::from_secs(3), "{:?}", t2.elapsed());
-        assert_eq!(commit_again(to, &secret(), &MigrationId::new("m-1").unwrap(), Instant::now() + Duration::from_millis(500)).await, Err(None));
+        assert_eq!(commit_again(to, &tls(), &MigrationId::new("m-1").unwrap(), Instant::now() + Duration::from_millis(500)).await, Err(None));
         assert!(t.elapsed() < Duration::from_secs(8));
     }
 
     #[tokio::test]
-    async fn an_agent_that_hangs_after_the_hello_times_the_call_out() {
+    async fn an_agent_that_hangs_after_the_handshake_times_the_call_out() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let to = l.local_addr().unwrap();
         tokio::spawn(async move {
-            let mut ch = Channel::server(l.accept().await.unwrap().0, &secret()).await.unwrap();
+            let mut ch = Channel::server_within(l.accept().await.unwrap().0, &agent_tls(), Limits::default()).await.unwrap();
             while ch.recv_raw().await.is_ok() {}
         });
-        let mut ch = connect(to, &secret(), Limits::idle(Duration::from_millis(300))).await.unwrap();
+        let mut ch = connect(to, &tls(), Limits::idle(Duration::from_millis(300))).await.unwrap();
         let t = std::time::Instant::now();
         let e = call(&mut ch, &Request::Time).await.unwrap_err();
         assert!(e.to_string().contains("nothing moved"), "{e}");
@@ -209,7 +223,7 @@ mod tests {
         let to = l.local_addr().unwrap();
         // An agent that answers two pings, then stops answering.
         let agent = tokio::spawn(async move {
-            let mut ch = Channel::server(l.accept().await.unwrap().0, &secret()).await.unwrap();
+            let mut ch = Channel::server_within(l.accept().await.unwrap().0, &agent_tls(), Limits::default()).await.unwrap();
             let mut pings = 0;
             while let Ok(Request::Ping) = ch.recv_msg::<Request>().await {
                 pings += 1;
@@ -219,7 +233,7 @@ mod tests {
                 ch.send_msg(&Reply::Ack).await.unwrap();
             }
         });
-        let mut ch = connect(to, &secret(), Limits::idle(Duration::from_millis(300))).await.unwrap();
+        let mut ch = connect(to, &tls(), Limits::idle(Duration::from_millis(300))).await.unwrap();
         let every = Duration::from_millis(100);
         let (v, alive) = busy_pinging(&mut ch, every, async {
             tokio::time::sleep(every * 2 + every / 2).await;

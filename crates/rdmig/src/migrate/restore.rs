@@ -47,7 +47,7 @@ impl Run<'_> {
                 // Did the restore happen? Only the destination knows.
                 warn!("lost the destination during restore: {e}");
                 let until = self.cleanup_until().min(Instant::now() + ASK_WINDOW);
-                match ask_state(o.to, &o.secret, &self.id, until).await {
+                match ask_state(o.to, &o.tls, &self.id, until).await {
                     Some(MigState::Restored { pid }) => {
                         self.say("the destination restored the process although its reply was lost");
                         pid

@@ -8,9 +8,10 @@
 //!
 //! Forward, the stream rides the migration's transport (RDMA ring or the authenticated TCP
 //! channel); backward, always the TCP channel. Each piece is a kind byte and its bytes; the last
-//! piece carries the length and the `DataSum` (MAC tags of every piece before it, hashed), so
-//! the destination checks the stream end to end before the migration may use what the page
-//! server wrote.
+//! piece carries the length and the `DataSum` (an HMAC under a key of this stream exported from
+//! the TLS session) and always travels over TLS, so the destination checks the stream end to
+//! end before the migration may use what the page server wrote. Over RDMA each chunk is opened
+//! (authenticated, `rdma::ChunkKey`) before a byte of it reaches the page server.
 //!
 //! Every wait is bounded: the channel's limits hold for its frames, except the page server's
 //! answers while CRIU dumps (they come now and then): those get the channel's idle bound only
@@ -109,7 +110,7 @@ async fn send_rdma(r: &RdmaSender, piece: Vec<u8>, deadline: Option<tokio::time:
 /// Source side: relays CRIU's page stream (`criu` holds the other end of `sock`) to the
 /// destination until CRIU closes it; returns the bytes relayed.
 pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>) -> Result<u64, String> {
-    let mut sum = DataSum::for_sending(ch, rdma.is_some());
+    let mut sum = DataSum::for_sending(ch);
     let limits = ch.limits();
     let (mut rd, mut wr) = ch.split();
     // The answers wait on CRIU's pace: only the deadline bounds them until the stream's end.
@@ -132,22 +133,17 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
             let piece = &buf[..=n];
             match rdma {
                 Some(r) => {
-                    sum.update(piece, None);
+                    sum.update(piece);
                     send_rdma(r, piece.to_vec(), limits.deadline).await?
                 }
                 None => {
-                    let tag = wr.send_raw(piece).await.map_err(|e| format!("destination: {e}"))?;
-                    sum.update(piece, Some(&tag));
+                    wr.send_raw(piece).await.map_err(|e| format!("destination: {e}"))?;
+                    sum.update(piece);
                 }
             }
         }
-        let end = end_piece(len, &sum.finish());
-        match rdma {
-            Some(r) => send_rdma(r, end, limits.deadline).await?,
-            None => {
-                wr.send_raw(&end).await.map_err(|e| format!("destination: {e}"))?;
-            }
-        }
+        // The end (length and check) always travels over TLS, also after data over RDMA.
+        wr.send_raw(&end_piece(len, &sum.finish())).await.map_err(|e| format!("destination: {e}"))?;
         Ok::<u64, String>(len)
     };
     let forward = async {
@@ -209,7 +205,7 @@ pub async fn destination(
     rdma: Option<&mut RdmaReceiver>,
     stop_server: impl FnOnce(),
 ) -> Result<u64, String> {
-    let sum = DataSum::for_receiving(ch, rdma.is_some());
+    let sum = DataSum::for_receiving(ch);
     let (mut rd, mut wr) = ch.split();
     if rdma.is_some() {
         // The data comes over RDMA, watched for silence below; the channel carries nothing
@@ -222,50 +218,67 @@ pub async fn destination(
         let mut server_gone: Option<String> = None;
         let mut rdma = rdma;
         let mut sum = sum;
-        loop {
+        // Over RDMA the end (length and check) comes over TLS, maybe before the last data.
+        let mut end: Option<(u64, Vec<u8>)> = None;
+        let (sent, want) = loop {
+            if let Some((sent, _)) = &end {
+                if len >= *sent {
+                    break end.take().expect("just seen");
+                }
+            }
             let owned;
-            let (piece, tag) = match rdma.as_deref_mut() {
+            let piece: &[u8] = match rdma.as_deref_mut() {
+                // Each chunk was opened (authenticated) in its lane before it gets here.
                 Some(r) => tokio::select! {
                     c = r.recv() => match c {
                         Some(Ok(c)) => {
                             owned = c;
-                            (&owned[..], None)
+                            &owned[..]
                         }
                         Some(Err(e)) => return Err(e.to_string()),
                         None => return Err("the RDMA path closed mid page stream".into()),
                     },
-                    // Nothing else may come on the channel until the end piece.
-                    f = rd.recv_raw() => return Err(match f {
-                        Ok(_) => "unexpected message mid page stream".into(),
-                        Err(e) => format!("source: {e}"),
-                    }),
+                    // Nothing but the end may come on the channel, once.
+                    f = rd.recv_raw(), if end.is_none() => {
+                        let f = f.map_err(|e| format!("source: {e}"))?;
+                        match decode(&f)? {
+                            Piece::End { len: sent, sum } => {
+                                end = Some((sent, sum.to_vec()));
+                                continue;
+                            }
+                            Piece::Data(_) => return Err("page data on the channel mid RDMA page stream".into()),
+                        }
+                    },
                     _ = tokio::time::sleep(IDLE) => return Err(format!("no page data for {} s", IDLE.as_secs())),
                 },
                 None => match tokio::time::timeout(IDLE, rd.recv_frame()).await {
-                    Ok(Ok((f, t))) => (f, Some(t)),
+                    Ok(Ok(f)) => f,
                     Ok(Err(e)) => return Err(format!("source: {e}")),
                     Err(_) => return Err(format!("no page data for {} s", IDLE.as_secs())),
                 },
             };
             match decode(piece)? {
                 Piece::Data(d) => {
-                    sum.update(piece, tag.as_ref());
+                    sum.update(piece);
                     len += d.len() as u64;
+                    if end.as_ref().is_some_and(|(sent, _)| len > *sent) {
+                        return Err("more page data than the source announced".into());
+                    }
                     if server_gone.is_none() {
                         if let Err(e) = to_server.write_all(d).await {
                             server_gone = Some(e.to_string());
                         }
                     }
                 }
-                Piece::End { len: sent, sum: want } => {
-                    let _ = to_server.shutdown().await;
-                    if sent != len || want != sum.finish() {
-                        return Err(format!("page stream damaged: {len} bytes arrived of {sent}, or their checksum differs"));
-                    }
-                    return Ok::<u64, String>(len);
-                }
+                Piece::End { .. } if rdma.is_some() => return Err("an end piece over RDMA (ends travel over TLS)".into()),
+                Piece::End { len: sent, sum: want } => break (sent, want.to_vec()),
             }
+        };
+        let _ = to_server.shutdown().await;
+        if sent != len || !sum.matches(&want) {
+            return Err(format!("page stream damaged: {len} bytes arrived of {sent}, or their checksum differs"));
         }
+        Ok::<u64, String>(len)
     };
     let forward = async {
         let r = forward.await;
@@ -286,7 +299,7 @@ pub async fn destination(
             buf[0] = DATA;
             wr.send_raw(&buf[..=n]).await.map_err(|e| format!("source: {e}"))?;
         }
-        // The answers' end: the frames' MACs already protect them; no sum to check.
+        // The answers' end: TLS already protects them; no sum to check.
         wr.send_raw(&end_piece(0, &[0; SUM])).await.map_err(|e| format!("source: {e}"))
     };
     let (f, b) = tokio::join!(forward, backward);
@@ -299,12 +312,15 @@ mod tests {
     use super::*;
 
     async fn channels() -> (Channel<TcpStream>, Channel<TcpStream>) {
-        let secret = rdmig_proto::wire::Secret::from_bytes(&[b'k'; 40]).unwrap();
+        let ca = rdmig_proto::tls::testing::TestCa::new();
+        let (ctls, stls) = (ca.node("src", &[]).client(Some("dst")).unwrap(), ca.node("dst", &[]).server().unwrap());
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
-        let (c, s) = tokio::join!(async { Channel::client(TcpStream::connect(addr).await.unwrap(), &secret).await.unwrap() }, async {
-            Channel::server(l.accept().await.unwrap().0, &secret).await.unwrap()
-        });
+        let limits = rdmig_proto::wire::Limits::default();
+        let (c, s) = tokio::join!(
+            async { Channel::client_within(TcpStream::connect(addr).await.unwrap(), &ctls, ctls.server_name(addr.ip()), limits).await.unwrap() },
+            async { Channel::server_within(l.accept().await.unwrap().0, &stls, limits).await.unwrap() }
+        );
         (c, s)
     }
 

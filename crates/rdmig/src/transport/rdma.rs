@@ -12,6 +12,14 @@
 //! one ordered sequence of chunks. The QPs' work then runs in parallel in the rxe driver (one
 //! requester and one responder task per QP).
 //!
+//! RDMA is not protected by the control channel's TLS, so every chunk is sealed with
+//! AES-256-GCM (aws-lc-rs, rustls' provider) under a key exported from the TLS session for this data path
+//! (`ChunkKey`), its nonce the chunk's number in the stream: numbers never restart on a data
+//! path, and a path's key is never used by another. The receiver opens each chunk (from a copy
+//! of its slot, so a later write into the slot cannot change what was checked) before it hands
+//! a byte on: an altered, injected, reordered or replayed chunk ends the stream with an error.
+//! Sealing and opening happen in the lanes' threads, off the async runtime.
+//!
 //! Verbs objects are not `Send`, so each lane's QP lives in a thread of its own; the async code
 //! talks to it through channels. Any failed work completion or QP error ends the stream with an
 //! error on both sides, which the migration turns into a rollback.
@@ -20,12 +28,17 @@ use std::sync::mpsc as smpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::verbs::{Completion, Endpoint, RcConfig, RcQp, Region};
 
-/// Slot size and count of the receive ring.
+/// Data per slot (a chunk), and slot count of the receive ring.
 pub const SLOT: usize = 1 << 20;
+/// A chunk's AEAD tag, after its data in the slot.
+pub const TAG: usize = 16;
+/// Bytes of a slot: a chunk and its tag.
+pub const SLOT_BYTES: usize = SLOT + TAG;
 pub const SLOTS: u32 = 8;
 const CREDIT: usize = 4;
 /// How long a side waits for the other before calling the stream broken.
@@ -52,6 +65,46 @@ pub fn check_lanes(n: usize) -> Result<(), RdmaError> {
         Ok(())
     } else {
         broken(format!("{n} RDMA lanes (QPs) asked for; 1 to {MAX_LANES} are possible"))
+    }
+}
+
+/// The AEAD key of one data path (both ends derive it from their TLS session). AES-256-GCM:
+/// on this project's machines 13.7 GiB/s per core to seal a 1 MiB chunk, against 1.0 GiB/s for
+/// RustCrypto's ChaCha20-Poly1305 and 2 GiB/s for aws-lc-rs' (benches/frame.rs, "seal").
+#[derive(Clone)]
+pub struct ChunkKey(std::sync::Arc<LessSafeKey>);
+
+impl ChunkKey {
+    pub fn new(key: &[u8; 32]) -> Self {
+        Self(std::sync::Arc::new(LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte key"))))
+    }
+
+    /// Chunk `n`'s nonce: numbers never repeat under one key (see the module's notes).
+    fn nonce(n: u64) -> Nonce {
+        let mut b = [0u8; 12];
+        b[4..].copy_from_slice(&n.to_le_bytes());
+        Nonce::assume_unique_for_key(b)
+    }
+
+    /// Seals chunk number `n` in place: `buf` holds the data and room for the tag after it.
+    fn seal(&self, n: u64, buf: &mut [u8]) {
+        let (data, tag) = buf.split_at_mut(buf.len() - TAG);
+        let t = self.0.seal_in_place_separate_tag(Self::nonce(n), Aad::empty(), data).expect("a chunk is far below AES-GCM's limit");
+        tag.copy_from_slice(t.as_ref());
+    }
+
+    /// Opens chunk number `n` (data and tag, as it arrived); the data, or an error.
+    fn open(&self, n: u64, mut sealed: Vec<u8>) -> Result<Vec<u8>, RdmaError> {
+        if sealed.len() < TAG {
+            return broken(format!("chunk {n} of {} bytes is shorter than its tag", sealed.len()));
+        }
+        let len = self
+            .0
+            .open_in_place(Self::nonce(n), Aad::empty(), &mut sealed)
+            .map_err(|_| RdmaError::Broken(format!("chunk {n} failed authentication (altered, injected, reordered or replayed)")))?
+            .len();
+        sealed.truncate(len);
+        Ok(sealed)
     }
 }
 
@@ -92,16 +145,17 @@ struct LaneReceiver {
 impl RdmaReceiver {
     /// Opens one QP per sender endpoint on `device` with `gid_index`, connects each to its
     /// peer, and starts receiving.
-    pub async fn start(device: &str, gid_index: u32, peers: &[Endpoint]) -> Result<Self, RdmaError> {
+    /// Chunks are opened with `key` (see `ChunkKey`).
+    pub async fn start(device: &str, gid_index: u32, peers: &[Endpoint], key: ChunkKey) -> Result<Self, RdmaError> {
         check_lanes(peers.len())?;
         let mut lanes = Vec::with_capacity(peers.len());
         let mut rings = Vec::with_capacity(peers.len());
         for (i, peer) in peers.iter().enumerate() {
-            let (lane, ring) = LaneReceiver::start(device, gid_index, *peer, i).await?;
+            let (lane, ring) = LaneReceiver::start(device, gid_index, *peer, (i, peers.len()), key.clone()).await?;
             lanes.push(lane);
             rings.push(ring);
         }
-        Ok(Self { info: RingInfo { lanes: rings, slots: SLOTS, slot_size: SLOT as u32 }, lanes, next: 0 })
+        Ok(Self { info: RingInfo { lanes: rings, slots: SLOTS, slot_size: SLOT_BYTES as u32 }, lanes, next: 0 })
     }
 
     /// The next chunk of the stream; None once the stream is closed. Cancel-safe: a chunk is
@@ -116,17 +170,18 @@ impl RdmaReceiver {
 }
 
 impl LaneReceiver {
-    async fn start(device: &str, gid_index: u32, peer: Endpoint, lane: usize) -> Result<(Self, LaneRing), RdmaError> {
+    /// Lane `lane.0` of `lane.1`: it carries chunks number lane.0, lane.0 + lane.1, ...
+    async fn start(device: &str, gid_index: u32, peer: Endpoint, lane: (usize, usize), key: ChunkKey) -> Result<(Self, LaneRing), RdmaError> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (tx, chunks) = mpsc::channel(SLOTS as usize);
         let (stop, stop_rx) = smpsc::channel();
         let cfg = RcConfig { device: device.into(), gid_index, max_send_wr: SLOTS + 4, max_recv_wr: SLOTS * 2, ..Default::default() };
         let thread = std::thread::Builder::new()
-            .name(format!("rdma-recv-{lane}"))
+            .name(format!("rdma-recv-{}", lane.0))
             .spawn(move || {
                 let setup = (|| -> Result<(RcQp, Region, Region), RdmaError> {
                     let mut qp = RcQp::open(cfg)?;
-                    let ring = qp.region(SLOTS as usize * SLOT, true)?;
+                    let ring = qp.region(SLOTS as usize * SLOT_BYTES, true)?;
                     let credits = qp.region(SLOTS as usize * CREDIT, false)?;
                     for i in 0..SLOTS * 2 {
                         // Writes with immediate consume a receive; they carry no data into it.
@@ -146,7 +201,7 @@ impl LaneReceiver {
                 if ready_tx.send(Ok(info)).is_err() {
                     return;
                 }
-                let r = receive_loop(&mut qp, &ring, &mut credits, &tx, &stop_rx);
+                let r = receive_loop(&mut qp, &ring, &mut credits, &tx, &stop_rx, &key, lane);
                 if let Err(e) = r {
                     let _ = tx.blocking_send(Err(e));
                 }
@@ -176,9 +231,13 @@ fn receive_loop(
     credits: &mut Region,
     tx: &mpsc::Sender<Result<Vec<u8>, RdmaError>>,
     stop: &smpsc::Receiver<()>,
+    key: &ChunkKey,
+    (lane, lanes): (usize, usize),
 ) -> Result<(), RdmaError> {
     let mut wcs = Vec::new();
     let mut next_credit = 0u32;
+    // The number of the next chunk on this lane.
+    let mut n = lane as u64;
     loop {
         if stop.try_recv().is_ok() || tx.is_closed() {
             return Ok(());
@@ -192,11 +251,13 @@ fn receive_loop(
                 continue;
             }
             let (slot, len) = unimm(wc.imm);
-            if slot >= SLOTS || len > SLOT {
+            if slot >= SLOTS || len > SLOT_BYTES {
                 return broken(format!("peer announced slot {slot} with {len} bytes"));
             }
-            let off = slot as usize * SLOT;
-            let chunk = ring.bytes()[off..off + len].to_vec();
+            let off = slot as usize * SLOT_BYTES;
+            // Checked on a copy: nothing written into the slot later changes it.
+            let chunk = key.open(n, ring.bytes()[off..off + len].to_vec())?;
+            n += lanes as u64;
             qp.post_recv(wc.wr_id, credits, 0, 0)?;
             if tx.blocking_send(Ok(chunk)).is_err() {
                 return Ok(());
@@ -221,7 +282,7 @@ pub struct RdmaSender {
 
 struct LaneSender {
     chunks: Option<smpsc::SyncSender<Vec<u8>>>,
-    connect: Option<smpsc::Sender<(LaneRing, u32)>>,
+    connect: Option<smpsc::Sender<(LaneRing, u32, ChunkKey)>>,
     errors: smpsc::Receiver<RdmaError>,
     idle: smpsc::Receiver<()>,
     thread: Option<JoinHandle<()>>,
@@ -234,7 +295,7 @@ impl RdmaSender {
         let mut eps = Vec::with_capacity(lanes);
         let mut ls = Vec::with_capacity(lanes);
         for i in 0..lanes {
-            let (lane, ep) = LaneSender::open(device, gid_index, i).await?;
+            let (lane, ep) = LaneSender::open(device, gid_index, (i, lanes)).await?;
             ls.push(lane);
             eps.push(ep);
         }
@@ -245,9 +306,9 @@ impl RdmaSender {
         self.lanes.len()
     }
 
-    /// Connects each lane to the receiver's ring for it.
-    pub fn connect(&mut self, info: RingInfo) -> Result<(), RdmaError> {
-        if info.slots == 0 || info.slots > 255 || info.slot_size as usize != SLOT {
+    /// Connects each lane to the receiver's ring for it; chunks are sealed with `key`.
+    pub fn connect(&mut self, info: RingInfo, key: ChunkKey) -> Result<(), RdmaError> {
+        if info.slots == 0 || info.slots > 255 || info.slot_size as usize != SLOT_BYTES {
             return broken(format!("receiver offers {} slots of {} bytes", info.slots, info.slot_size));
         }
         if info.lanes.len() != self.lanes.len() {
@@ -255,7 +316,7 @@ impl RdmaSender {
         }
         for (lane, ring) in self.lanes.iter_mut().zip(info.lanes) {
             let c = lane.connect.take().ok_or_else(|| RdmaError::Broken("already connected".into()))?;
-            c.send((ring, info.slots)).map_err(|_| RdmaError::Broken("sender thread died".into()))?;
+            c.send((ring, info.slots, key.clone())).map_err(|_| RdmaError::Broken("sender thread died".into()))?;
         }
         Ok(())
     }
@@ -304,19 +365,20 @@ impl RdmaSender {
 }
 
 impl LaneSender {
-    async fn open(device: &str, gid_index: u32, lane: usize) -> Result<(Self, Endpoint), RdmaError> {
+    /// Lane `lane.0` of `lane.1`: it carries chunks number lane.0, lane.0 + lane.1, ...
+    async fn open(device: &str, gid_index: u32, lane: (usize, usize)) -> Result<(Self, Endpoint), RdmaError> {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (chunks, chunk_rx) = smpsc::sync_channel::<Vec<u8>>(SLOTS as usize);
-        let (connect, connect_rx) = smpsc::channel::<(LaneRing, u32)>();
+        let (connect, connect_rx) = smpsc::channel::<(LaneRing, u32, ChunkKey)>();
         let (err_tx, errors) = smpsc::channel();
         let (idle_tx, idle) = smpsc::channel();
         let cfg = RcConfig { device: device.into(), gid_index, max_send_wr: SLOTS * 2 + 4, max_recv_wr: SLOTS * 2, ..Default::default() };
         let thread = std::thread::Builder::new()
-            .name(format!("rdma-send-{lane}"))
+            .name(format!("rdma-send-{}", lane.0))
             .spawn(move || {
                 let setup = (|| -> Result<(RcQp, Region, Region), RdmaError> {
                     let mut qp = RcQp::open(cfg)?;
-                    let ring = qp.region(SLOTS as usize * SLOT, false)?;
+                    let ring = qp.region(SLOTS as usize * SLOT_BYTES, false)?;
                     let credits = qp.region(SLOTS as usize * 2 * CREDIT, false)?;
                     // Credit receives carry the top bit in their ids, writes never do.
                     for i in 0..SLOTS * 2 {
@@ -334,9 +396,11 @@ impl LaneSender {
                 if ready_tx.send(Ok(qp.endpoint())).is_err() {
                     return;
                 }
-                let Ok((info, slots)) = connect_rx.recv() else { return };
-                if let Err(e) =
-                    qp.connect(&info.ep).map_err(RdmaError::from).and_then(|_| send_loop(&mut qp, &mut ring, &credits, &info, slots, &chunk_rx, &idle_tx))
+                let Ok((info, slots, key)) = connect_rx.recv() else { return };
+                if let Err(e) = qp
+                    .connect(&info.ep)
+                    .map_err(RdmaError::from)
+                    .and_then(|_| send_loop(&mut qp, &mut ring, &credits, (&info, slots), &chunk_rx, &idle_tx, (&key, lane)))
                 {
                     let _ = err_tx.send(e);
                 }
@@ -362,12 +426,14 @@ fn send_loop(
     qp: &mut RcQp,
     ring: &mut Region,
     credits: &Region,
-    info: &LaneRing,
-    slots: u32,
+    (info, slots): (&LaneRing, u32),
     chunks: &smpsc::Receiver<Vec<u8>>,
     idle: &smpsc::Sender<()>,
+    (key, (lane, lanes)): (&ChunkKey, (usize, usize)),
 ) -> Result<(), RdmaError> {
     let mut free: Vec<u32> = (0..slots).rev().collect();
+    // The number of the next chunk on this lane.
+    let mut n = lane as u64;
     let mut local = 0u32;
     let mut wcs = Vec::new();
     // Reaps completions; returns after `wait` at most. Credits free remote slots.
@@ -417,9 +483,12 @@ fn send_loop(
         let slot = free.pop().expect("a free slot");
         // Our own buffer `local` is reused only after its write completed: at most `slots` writes
         // are in flight because at most `slots` remote slots are taken.
-        let off = (local % slots) as usize * SLOT;
+        let off = (local % slots) as usize * SLOT_BYTES;
+        let len = chunk.len() + TAG;
         ring.bytes_mut()[off..off + chunk.len()].copy_from_slice(&chunk);
-        qp.post_write_imm(local as u64, ring, off, chunk.len(), info.rkey, info.addr + slot as u64 * SLOT as u64, imm(slot, chunk.len()))?;
+        key.seal(n, &mut ring.bytes_mut()[off..off + len]);
+        n += lanes as u64;
+        qp.post_write_imm(local as u64, ring, off, len, info.rkey, info.addr + slot as u64 * SLOT_BYTES as u64, imm(slot, len))?;
         local = local.wrapping_add(1);
         reap(qp, &mut free, Duration::ZERO)?;
     }
@@ -431,8 +500,37 @@ mod tests {
 
     #[test]
     fn immediate_round_trips() {
-        for (s, l) in [(0, 0), (7, SLOT), (255, 0x00ff_ffff)] {
+        for (s, l) in [(0, 0), (7, SLOT_BYTES), (255, 0x00ff_ffff)] {
             assert_eq!(unimm(imm(s, l)), (s, l));
         }
+    }
+
+    fn sealed(key: &ChunkKey, n: u64, data: &[u8]) -> Vec<u8> {
+        let mut b = data.to_vec();
+        b.resize(data.len() + TAG, 0);
+        key.seal(n, &mut b);
+        b
+    }
+
+    #[test]
+    fn chunks_open_only_unaltered_in_their_place_under_their_key() {
+        let (k, other) = (ChunkKey::new(&[1; 32]), ChunkKey::new(&[2; 32]));
+        let data: Vec<u8> = (0..SLOT).map(|i| (i * 13 % 251) as u8).collect();
+        let s = sealed(&k, 5, &data);
+        assert_ne!(&s[..64], &data[..64], "the data goes encrypted");
+        assert_eq!(k.open(5, s.clone()).unwrap(), data);
+        // Another place in the stream (reordered or replayed), another key, one bit, a cut.
+        assert!(k.open(6, s.clone()).is_err());
+        assert!(k.open(4, s.clone()).is_err());
+        assert!(other.open(5, s.clone()).is_err());
+        for at in [0, SLOT / 2, SLOT, SLOT + TAG - 1] {
+            let mut bad = s.clone();
+            bad[at] ^= 1;
+            assert!(k.open(5, bad).is_err(), "bit flipped at {at} went unnoticed");
+        }
+        assert!(k.open(5, s[..s.len() - 1].to_vec()).is_err());
+        assert!(k.open(5, s[..TAG - 1].to_vec()).is_err());
+        // An empty chunk is sealed and opened too (only its tag travels).
+        assert_eq!(k.open(9, sealed(&k, 9, b"")).unwrap(), b"");
     }
 }
