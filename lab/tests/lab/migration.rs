@@ -275,6 +275,9 @@ pub fn agent_refuses_unauthenticated_and_tampered(c: &Ctx) -> Result<()> {
         &agent.to_string(),
         "--secret-file",
         "/tmp/wrong.secret",
+        // The node's journal (its root, with the default under /var/lib, is read-only).
+        "--journal",
+        rdmig_lab::guest::NODE_JOURNAL,
         "--json",
     ])?;
     let r: Value = serde_json::from_slice(&o.stdout).context("migrate printed no report")?;
