@@ -9,7 +9,7 @@ fn ns(clock: ClockId) -> i128 {
 }
 
 /// CLOCK_REALTIME in ns since the Unix epoch (saturating: past the year 2262 it stops).
-pub(crate) fn wall_ns() -> i64 {
+pub fn wall_ns() -> i64 {
     i64::try_from(ns(ClockId::CLOCK_REALTIME)).unwrap_or(i64::MAX)
 }
 

@@ -42,6 +42,7 @@ mod event;
 mod journal;
 mod merge;
 
+pub use clock::wall_ns;
 pub use error::{Error, Result, StreamError};
 pub use event::{Durability, Event, InvalidNodeName, NewEvent, NodeName, Outcome, Phase, Role, UnknownName};
 pub use journal::{Journal, MigrationState, Pruned, Retention, SCHEMA_VERSION};

@@ -25,20 +25,16 @@ pub struct NodeEvents {
     pub offset_ns: i64,
 }
 
-fn wall_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
-}
-
 /// The events of the agent at `agent` after sequence number `after`. Its clock offset is taken
 /// from the same exchange: its wall clock when it answered against the middle of our request
 /// and its reply (good to half the round trip).
 pub async fn events_of(agent: SocketAddr, tls: &ClientTls, after: u64) -> Result<NodeEvents, String> {
     let until = Instant::now() + ASK;
     let mut ch = connect(agent, tls, Limits::idle(IO_WAIT).until(until)).await?;
-    let t0 = wall_ns();
+    let t0 = rdmig_journal::wall_ns();
     ch.send_msg(&Request::Events { after }).await.map_err(|e| format!("{agent}: {e}"))?;
     let reply: Reply = ch.recv_msg().await.map_err(|e| format!("{agent}: {e}"))?;
-    let t3 = wall_ns();
+    let t3 = rdmig_journal::wall_ns();
     match reply {
         Reply::Events { stream_json, wall_ns } => {
             let stream: NodeStream = serde_json::from_str(&stream_json).map_err(|e| format!("{agent}: its events do not parse: {e}"))?;

@@ -47,30 +47,29 @@ pub fn boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
+/// The command lines (arguments, `criu` first) of the CRIU processes running here.
+fn criu_command_lines() -> Vec<Vec<Vec<u8>>> {
+    let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
+    rd.flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|cmd| cmd.split(|&b| b == 0).map(<[u8]>::to_vec).collect::<Vec<_>>())
+        .filter(|args| args.first().is_some_and(|a| a.rsplit(|&b| b == b'/').next() == Some(&b"criu"[..])))
+        .collect()
+}
+
 /// Whether a CRIU process (a dump, a pre-dump) runs on the tree of process `pid` here: its
 /// command line is `criu ... -t PID ...` (as rdmig starts it) or `--tree PID`.
 pub fn criu_works_on(pid: i32) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return false };
     let want = pid.to_string();
-    rd.flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).any(|e| {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { return false };
-        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        let is_criu = args.first().is_some_and(|a| a.rsplit(|&b| b == b'/').next() == Some(b"criu"));
-        is_criu && args.windows(2).any(|w| (w[0] == b"-t" || w[0] == b"--tree") && w[1] == want.as_bytes())
-    })
+    criu_command_lines().iter().any(|args| args.windows(2).any(|w| (w[0] == b"-t" || w[0] == b"--tree") && w[1] == want.as_bytes()))
 }
 
 /// Whether a CRIU process here has `dir` (or a path beneath it) on its command line: a restore
 /// from that directory still running.
 pub fn criu_uses(dir: &Path) -> bool {
-    let Ok(rd) = std::fs::read_dir("/proc") else { return false };
     let want = dir.as_os_str().as_encoded_bytes();
-    rd.flatten().filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit())).any(|e| {
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else { return false };
-        let args: Vec<&[u8]> = cmd.split(|&b| b == 0).collect();
-        let is_criu = args.first().is_some_and(|a| a.rsplit(|&b| b == b'/').next() == Some(b"criu"));
-        is_criu && args.iter().any(|a| a.starts_with(want))
-    })
+    criu_command_lines().iter().any(|args| args.iter().any(|a| a.starts_with(want)))
 }
 
 /// Lets a process left stopped (`--leave-stopped` of a dump or a restore) run again. QPs of the process

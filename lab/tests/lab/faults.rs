@@ -31,10 +31,18 @@ fn holds_images(c: &Ctx, node: &str, id: &str) -> Result<bool> {
     Ok(c.exec_ok(node, &["sh", "-c", &format!("test -e /tmp/rdmig-agent/{id} && echo yes || true")])?.trim() == "yes")
 }
 
-/// In a thread: waits until process `pid` on `from` is stopped (CRIU's ptrace stop of the
-/// freeze, or the stop it leaves behind), then stops (SIGSTOP) the migration agent on `to`.
-/// Its result says whether that happened.
-fn stop_agent_at_freeze(c: &Ctx, from: &'static str, pid: i32, to: &'static str) -> thread::JoinHandle<Result<bool>> {
+/// In a thread: runs the shell command `probe` on `watch` every `every` until it prints
+/// something, then runs `act` on `act_on`. Its result says whether that happened within `within`.
+/// (The migration under test runs meanwhile, in the calling thread.)
+fn when_seen(
+    c: &Ctx,
+    watch: &'static str,
+    probe: String,
+    act_on: &'static str,
+    act: Vec<String>,
+    within: Duration,
+    every: Duration,
+) -> thread::JoinHandle<Result<bool>> {
     let bin = c.bin.clone();
     thread::spawn(move || -> Result<bool> {
         let lab = |node: &str| {
@@ -42,17 +50,31 @@ fn stop_agent_at_freeze(c: &Ctx, from: &'static str, pid: i32, to: &'static str)
             cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
             cmd
         };
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            let o = lab(from).args(["ps", "-o", "stat=", "-p", &pid.to_string()]).output()?;
-            if String::from_utf8_lossy(&o.stdout).trim().starts_with(['t', 'T']) {
-                lab(to).args(["pkill", "-STOP", "-f", AGENT]).status()?;
+            let o = lab(watch).args(["sh", "-c", &probe]).output()?;
+            if !String::from_utf8_lossy(&o.stdout).trim().is_empty() {
+                let st = lab(act_on).args(&act).status()?;
+                ensure!(st.success(), "`{}` on {act_on} failed ({st})", act.join(" "));
                 return Ok(true);
             }
-            thread::sleep(Duration::from_millis(50));
+            thread::sleep(every);
         }
         Ok(false)
     })
+}
+
+/// The shell probe that prints something once process `pid` is stopped (CRIU's ptrace stop of
+/// the freeze, or the stop it leaves behind).
+fn stopped_probe(pid: i32) -> String {
+    format!("ps -o stat= -p {pid} | grep '^ *[tT]' || true")
+}
+
+/// In a thread: once process `pid` on `from` is stopped, stops (SIGSTOP) the migration agent on
+/// `to`.
+fn stop_agent_at_freeze(c: &Ctx, from: &'static str, pid: i32, to: &'static str) -> thread::JoinHandle<Result<bool>> {
+    let act = ["pkill", "-STOP", "-f", AGENT].map(String::from).to_vec();
+    when_seen(c, from, stopped_probe(pid), to, act, Duration::from_secs(120), Duration::from_millis(50))
 }
 
 /// The destination agent is stopped (SIGSTOP) right after the freeze of a 64 MiB workload:
@@ -197,24 +219,8 @@ fn steps(evs: &[Value]) -> Vec<String> {
 /// order on both nodes, sequence numbers increasing per node.
 fn fault_migrate_killed_after_the_freeze_then_recover(c: &Ctx) -> Result<()> {
     let pid = start_workload(c, "node1", "64M", "1M", "w-killed.json")?;
-    let bin = c.bin.clone();
-    let killer = thread::spawn(move || -> Result<bool> {
-        let lab = |node: &str| {
-            let mut cmd = std::process::Command::new(&bin);
-            cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
-            cmd
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while Instant::now() < deadline {
-            let o = lab("node1").args(["ps", "-o", "stat=", "-p", &pid.to_string()]).output()?;
-            if String::from_utf8_lossy(&o.stdout).trim().starts_with(['t', 'T']) {
-                lab("node1").args(["pkill", "-KILL", "-f", "rdmig migrate"]).status()?;
-                return Ok(true);
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-        Ok(false)
-    });
+    let act = ["pkill", "-KILL", "-f", "rdmig migrate"].map(String::from).to_vec();
+    let killer = when_seen(c, "node1", stopped_probe(pid), "node1", act, Duration::from_secs(120), Duration::from_millis(50));
     let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "tcp"]);
     ensure!(killer.join().map_err(|_| anyhow::anyhow!("killer thread panicked"))??, "the freeze was never seen, so rdmig migrate was not killed");
     ensure!(res.is_err(), "rdmig migrate finished with a report although it was killed: {:?}", res.ok());
@@ -313,24 +319,9 @@ fn fault_destination_disk_full(c: &Ctx) -> Result<()> {
 /// `rdmig recover` decides.
 fn fault_destination_agent_killed_during_restore(c: &Ctx) -> Result<()> {
     let pid = start_workload(c, "node1", "64M", "1M", "w-restore.json")?;
-    let bin = c.bin.clone();
-    let killer = thread::spawn(move || -> Result<bool> {
-        let lab = |node: &str| {
-            let mut cmd = std::process::Command::new(&bin);
-            cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
-            cmd
-        };
-        let deadline = Instant::now() + Duration::from_secs(180);
-        while Instant::now() < deadline {
-            let o = lab("node2").args(["sh", "-c", "pgrep -f '^criu restore' || true"]).output()?;
-            if !String::from_utf8_lossy(&o.stdout).trim().is_empty() {
-                lab("node2").args(["pkill", "-KILL", "-f", AGENT]).status()?;
-                return Ok(true);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        Ok(false)
-    });
+    let act = ["pkill", "-KILL", "-f", AGENT].map(String::from).to_vec();
+    let probe = "pgrep -f '^criu restore' || true".to_string();
+    let killer = when_seen(c, "node2", probe, "node2", act, Duration::from_secs(180), Duration::from_millis(20));
     let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "tcp"]);
     ensure!(killer.join().map_err(|_| anyhow::anyhow!("killer thread panicked"))??, "no CRIU restore was seen at node2, so its agent was not killed");
     let (code, r) = res?;

@@ -120,7 +120,7 @@ pub(super) fn events(table: &Table, after: u64) -> Reply {
         return Reply::Failed("this agent keeps no journal (--journal)".into());
     };
     match j.with(|j| j.stream_since(after)).map_err(|e| e.to_string()).and_then(|s| serde_json::to_string(&s).map_err(|e| e.to_string())) {
-        Ok(stream_json) => Reply::Events { stream_json, wall_ns: wall_ns() },
+        Ok(stream_json) => Reply::Events { stream_json, wall_ns: rdmig_journal::wall_ns() },
         Err(e) => Reply::Failed(format!("journal: {e}")),
     }
 }
@@ -170,8 +170,4 @@ pub(super) fn inventory(cfg: &AgentConfig, table: &Table) -> Reply {
     let node = crate::journal::node_name().map(|n| n.to_string()).unwrap_or_default();
     let json = serde_json::json!({ "node": node, "work_dir": cfg.work_dir.display().to_string(), "migrations": held });
     Reply::Inventory { json: json.to_string() }
-}
-
-fn wall_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }

@@ -219,7 +219,7 @@ async fn resume_unless_there(v: &SourceView, id: &MigrationId, o: &RecoverOption
             // It says it committed (it can only have heard that from a commit): it runs there.
             Err(Some(e)) if e.contains("committed") => return kill_source(v, format!("the destination says: {e}")),
             Err(other) => {
-                let silent = Duration::from_nanos(now_wall_ns().saturating_sub(v.last_wall_ns).max(0) as u64);
+                let silent = Duration::from_nanos(rdmig_journal::wall_ns().saturating_sub(v.last_wall_ns).max(0) as u64);
                 let window = o.orphan_after + ORPHAN_MARGIN;
                 if silent < window {
                     if !o.wait {
@@ -310,10 +310,6 @@ async fn abort_at(to: SocketAddr, tls: &ClientTls, id: &MigrationId, ask: Durati
         Ok(other) => Err(Some(format!("unexpected reply {other:?}"))),
         Err(_) => Err(None),
     }
-}
-
-fn now_wall_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 #[cfg(test)]
