@@ -836,12 +836,16 @@ impl Lab {
         st.plan.node(node)?;
         let console = self.node_dir(node).join("console.log");
         let agent = self.share_dir(node).join("agent.log");
+        // The migration agent's own log says why it refused or dropped a connection.
+        let migration = self.share_dir(node).join("migration-agent.log");
         Ok(format!(
-            "=== {node} console ({}) ===\n{}\n=== {node} agent ({}) ===\n{}\n",
+            "=== {node} console ({}) ===\n{}\n=== {node} guest agent ({}) ===\n{}\n=== {node} migration agent ({}) ===\n{}\n",
             console.display(),
             vm::tail(&console, lines),
             agent.display(),
-            vm::tail(&agent, lines)
+            vm::tail(&agent, lines),
+            migration.display(),
+            vm::tail(&migration, lines)
         ))
     }
 

@@ -235,45 +235,35 @@ impl Run<'_> {
             }
             TransportChoice::Auto => {
                 let tcp = mb_s(PROBE, transfer::probe(ch, None, PROBE).await?);
+                let tcp_only = |reason: String, rdma_mb_s| TransportReport { used: Used::Tcp, reason, tcp_mb_s: Some(tcp), rdma_mb_s, rdma_qps: None };
                 match self.open_rdma(ch).await {
-                    Err(e) => {
-                        TransportReport { used: Used::Tcp, reason: format!("RDMA unavailable: {e}"), tcp_mb_s: Some(tcp), rdma_mb_s: None, rdma_qps: None }
-                    }
-                    Ok(s) => {
-                        let rdma = match transfer::probe(ch, Some(&s), PROBE).await {
-                            Ok(secs) => Some(mb_s(PROBE, secs)),
-                            Err(e) => {
-                                warn!("RDMA probe failed: {e}");
-                                None
-                            }
-                        };
-                        match rdma {
-                            Some(r) if r >= tcp => {
-                                self.rdma = Some(s);
-                                TransportReport {
-                                    used: Used::Rdma,
-                                    reason: format!("faster in a {} probe ({r:.1} vs {tcp:.1} MB/s)", mib(PROBE)),
-                                    tcp_mb_s: Some(tcp),
-                                    rdma_mb_s: rdma,
-                                    rdma_qps: None,
-                                }
-                            }
-                            Some(r) => TransportReport {
-                                used: Used::Tcp,
-                                reason: format!("faster in a {} probe ({tcp:.1} vs {r:.1} MB/s)", mib(PROBE)),
+                    Err(e) => tcp_only(format!("RDMA unavailable: {e}"), None),
+                    Ok(s) => match transfer::probe(ch, Some(&s), PROBE).await {
+                        Ok(secs) if mb_s(PROBE, secs) >= tcp => {
+                            let r = mb_s(PROBE, secs);
+                            self.rdma = Some(s);
+                            TransportReport {
+                                used: Used::Rdma,
+                                reason: format!("faster in a {} probe ({r:.1} vs {tcp:.1} MB/s)", mib(PROBE)),
                                 tcp_mb_s: Some(tcp),
-                                rdma_mb_s: rdma,
+                                rdma_mb_s: Some(r),
                                 rdma_qps: None,
-                            },
-                            None => TransportReport {
-                                used: Used::Tcp,
-                                reason: "the RDMA probe failed".into(),
-                                tcp_mb_s: Some(tcp),
-                                rdma_mb_s: None,
-                                rdma_qps: None,
-                            },
+                            }
                         }
-                    }
+                        Ok(secs) => {
+                            let r = mb_s(PROBE, secs);
+                            tcp_only(format!("faster in a {} probe ({tcp:.1} vs {r:.1} MB/s)", mib(PROBE)), Some(r))
+                        }
+                        Err(e) => {
+                            warn!("RDMA probe failed: {e}; going on over TCP, on a new connection");
+                            // The channel is out of step (the destination may still wait for
+                            // probe data, or have hung up over it): nothing has begun there yet,
+                            // so a fresh connection carries on.
+                            drop(s);
+                            *ch = connect(self.o.to, &self.o.tls, ch.limits()).await.map_err(Step::Refuse)?;
+                            tcp_only(format!("the RDMA probe failed ({e})"), None)
+                        }
+                    },
                 }
             }
         };
