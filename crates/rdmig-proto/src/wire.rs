@@ -24,6 +24,9 @@ use crate::tls::{peer_name, ClientTls, ServerTls};
 /// Exporter label of data-stream keys (RFC 5705 labels begin with "EXPORTER").
 const STREAM_KEY_LABEL: &[u8] = b"EXPORTER-rdmig-data-stream";
 
+/// How long a failed write waits for the reason the peer may have sent before hanging up.
+const WHY_CLOSED_WAIT: Duration = Duration::from_secs(1);
+
 /// Largest payload: image files travel in chunks well below this.
 pub const MAX_PAYLOAD: usize = 8 << 20;
 
@@ -186,7 +189,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
 
     /// Sends one frame.
     pub async fn send_raw(&mut self, payload: &[u8]) -> Result<(), WireError> {
-        self.limits.bound(&self.abandoned, write_frame(&mut self.io, payload)).await
+        match self.limits.bound(&self.abandoned, write_frame(&mut self.io, payload)).await {
+            Err(e @ (WireError::Io(_) | WireError::Closed)) => Err(self.why_closed(e).await),
+            r => r,
+        }
+    }
+
+    /// A write failed because the peer hung up: if it said why first, in a TLS alert, that is
+    /// the error. (TLS 1.3 clients learn that an agent refused their certificate only after
+    /// their side of the handshake, and their first request then often meets a broken pipe,
+    /// with the alert unread.)
+    async fn why_closed(&mut self, e: WireError) -> WireError {
+        let mut scratch = Vec::new();
+        match tokio::time::timeout(WHY_CLOSED_WAIT, read_frame(&mut self.io, &mut scratch, MAX_PAYLOAD)).await {
+            Ok(Err(alert @ WireError::Tls(_))) => alert,
+            _ => e,
+        }
     }
 
     /// Receives one frame, of at most `max` bytes (a longer one is refused unread); the payload
@@ -348,6 +366,37 @@ mod tests {
             let mut c = c.unwrap();
             let _ = c.send_raw(b"facts?").await;
             let e = c.recv_raw().await.unwrap_err();
+            assert!(matches!(&e, WireError::Tls(t) if t.contains("alert")), "{e}");
+        }
+    }
+
+    /// Over TCP, a refused client learns of the alert even when its first request meets a
+    /// broken pipe (seen in the lab: "hung up" instead of "refused this node's certificate").
+    #[tokio::test]
+    async fn a_refused_client_reads_the_alert_over_tcp() {
+        let ours = TestCa::new();
+        let theirs = TestCa::named("other");
+        let stls = ours.node("node2", &[]).server().unwrap();
+        let ctls = theirs.intruder("node1", &ours);
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        for wait_ms in [0, 300] {
+            let server = async {
+                let (sock, _) = l.accept().await.unwrap();
+                Channel::server_within(sock, &stls, Limits::idle(Duration::from_secs(5))).await.err().expect("refused")
+            };
+            let client = async {
+                let sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+                let mut c = Channel::client_within(sock, &ctls, ctls.named("node2").unwrap(), Limits::idle(Duration::from_secs(5))).await.unwrap();
+                // The request goes at once, or once the agent has surely hung up (then the
+                // write fails: broken pipe, before the fix).
+                tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                match c.send_raw(&[7u8; 32 << 10]).await {
+                    Err(e) => e,
+                    Ok(()) => c.recv_raw().await.unwrap_err(),
+                }
+            };
+            let (_, e) = tokio::join!(server, client);
             assert!(matches!(&e, WireError::Tls(t) if t.contains("alert")), "{e}");
         }
     }
