@@ -12,3 +12,21 @@ pub mod tls;
 pub mod wire;
 
 pub use msg::Endpoint;
+
+/// Seeds of the fuzz targets (fuzz/corpus/<target>/), built by this crate's tests so that they
+/// follow the format: a test fails when a seed is not what it builds, and
+/// `RDMIG_WRITE_FUZZ_SEEDS=1 cargo test -p rdmig-proto` rewrites them.
+#[cfg(test)]
+pub(crate) fn fuzz_seed(target: &str, name: &str, bytes: &[u8]) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let seed = dir.join(name);
+    if std::env::var_os("RDMIG_WRITE_FUZZ_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&seed, bytes).unwrap();
+    }
+    assert!(
+        std::fs::read(&seed).is_ok_and(|b| b == bytes),
+        "{} is not the seed this test builds: RDMIG_WRITE_FUZZ_SEEDS=1 cargo test -p rdmig-proto rewrites it",
+        seed.display()
+    );
+}

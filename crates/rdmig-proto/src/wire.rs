@@ -256,6 +256,23 @@ async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, rbuf: &mut Vec<u8>, max: u
     Ok(len)
 }
 
+/// The frame layer without TLS under it, for the fuzz target `frame` (fuzz/): a peer's bytes
+/// reach [`read_frame`] only after TLS, which a fuzzer cannot forge its way through. Not an API.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// [`super::read_frame`]: one frame of at most `max` bytes into `rbuf`; its length.
+    pub async fn read_frame<R: AsyncRead + Unpin>(io: &mut R, rbuf: &mut Vec<u8>, max: usize) -> Result<usize, WireError> {
+        super::read_frame(io, rbuf, max).await
+    }
+
+    /// [`super::write_frame`]: one frame.
+    pub async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, payload: &[u8]) -> Result<(), WireError> {
+        super::write_frame(io, payload).await
+    }
+}
+
 /// The reading direction of a split channel.
 pub struct FrameReader<'a, S> {
     io: tokio::io::ReadHalf<&'a mut TlsStream<S>>,
@@ -471,6 +488,36 @@ mod tests {
         assert_ne!(k0, k1);
         assert_eq!((s.next_stream_key(), s.next_stream_key()), (k0, k1));
         assert_ne!(c2.next_stream_key(), k0, "another connection, other keys");
+    }
+
+    /// Streams of frames as they arrive inside TLS: the seeds of the fuzz target `frame`
+    /// (fuzz/corpus/frame/). Each seed is two bytes of the target's own (the duplex buffer
+    /// size and the receiver's cap, see fuzz/fuzz_targets/frame.rs), then the stream.
+    #[tokio::test]
+    async fn fuzz_seeds_are_current() {
+        use crate::msg::{encode, MigrationId, Request};
+        async fn frames(payloads: &[&[u8]]) -> Vec<u8> {
+            let mut v = vec![];
+            for p in payloads {
+                write_frame(&mut v, p).await.unwrap();
+            }
+            v
+        }
+        let ping = encode(&Request::Ping).unwrap();
+        let begin = encode(&Request::Begin { id: MigrationId::new("m-1").unwrap(), pid: 4242 }).unwrap();
+        let data: Vec<u8> = (0..300u32).map(|i| (i * 7 % 251) as u8).collect();
+        // Cap selectors (the second byte): 0 the frame limit, 1 a message's, 2 none but the
+        // frame limit, others a small cap of that many bytes.
+        let seeds = [
+            ("messages", [16, 1], frames(&[&ping, &begin, b""]).await),
+            ("data", [64, 0], frames(&[&data, b"small after big"]).await),
+            ("truncated", [7, 2], frames(&[&data]).await[..100].to_vec()),
+            ("over_cap", [3, 40], frames(&[&ping, &data]).await),
+            ("over_limit", [1, 0], (MAX_PAYLOAD as u32 + 1).to_le_bytes().to_vec()),
+        ];
+        for (name, head, stream) in seeds {
+            crate::fuzz_seed("frame", &format!("{name}.bin"), &[&head[..], &stream].concat());
+        }
     }
 
     /// A listener that accepts and never says a word; returns its address and the sockets it

@@ -17,7 +17,8 @@
 //! connection has named for `orphan_after` is aborted like an `Abort` would (a restored copy that
 //! was never committed is killed, the images go).
 
-mod confine;
+// pub(crate): re-exported for the fuzz targets (`crate::fuzzing`).
+pub(crate) mod confine;
 mod finish;
 mod gate;
 pub mod numbers;

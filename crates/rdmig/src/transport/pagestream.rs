@@ -402,6 +402,31 @@ mod tests {
         swallow.abort();
     }
 
+    /// The pieces the relays send: the seeds of the fuzz target `pagestream_decode`
+    /// (fuzz/corpus/pagestream_decode/; `RDMIG_WRITE_FUZZ_SEEDS=1 cargo test -p rdmig --lib`
+    /// rewrites them).
+    #[test]
+    fn fuzz_seeds_are_current() {
+        let pages: Vec<u8> = (0..200u32).map(|i| (i * 7 % 251) as u8).collect();
+        let seeds = [
+            ("data.bin", data_piece(&pages)),
+            ("data_1.bin", data_piece(b"p")),
+            ("end.bin", end_piece(1 << 33, &[0x5a; SUM])),
+            // The end of the page server's answers (no sum).
+            ("answers_end.bin", end_piece(0, &[0; SUM])),
+        ];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/pagestream_decode");
+        for (name, bytes) in seeds {
+            assert!(decode(&bytes).is_ok());
+            let seed = dir.join(name);
+            if std::env::var_os("RDMIG_WRITE_FUZZ_SEEDS").is_some() {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&seed, &bytes).unwrap();
+            }
+            assert!(std::fs::read(&seed).is_ok_and(|b| b == bytes), "{} is not the seed this test builds", seed.display());
+        }
+    }
+
     #[test]
     fn pieces_round_trip_and_garbage_is_refused() {
         assert_eq!(decode(&data_piece(b"pages")).unwrap(), Piece::Data(b"pages"));
