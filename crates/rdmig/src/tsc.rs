@@ -41,6 +41,9 @@ pub struct TscChange {
     /// How far the counter jumps at the move, in source ticks converted to ns (positive: it
     /// leaps ahead; negative: it goes back, so a process sees time run backwards).
     pub step_ns: i64,
+    /// The same jump in counter ticks: what a process that subtracts two `rdtsc` readings
+    /// taken either side of the move finds added to its difference.
+    pub step_ticks: i64,
     /// destination rate / source rate - 1.
     pub rate_change: f64,
 }
@@ -53,7 +56,7 @@ impl TscChange {
 
     /// A sentence for a person when the change matters to applications that use the TSC.
     pub fn warning(&self) -> Option<String> {
-        let step = self.step_ns.abs() > Self::STEP_TOLERANCE_NS;
+        let step = self.step_ns.unsigned_abs() > Self::STEP_TOLERANCE_NS.unsigned_abs();
         let rate = self.rate_change.abs() > Self::RATE_TOLERANCE;
         (step || rate).then(|| {
             format!(
@@ -111,14 +114,24 @@ pub fn rate_khz(a: &TscSample, b: &TscSample) -> u64 {
 
 /// The change a process sees when it moves from `src` to `dst`, given the destination's
 /// monotonic clock minus the source's (`offset_ns`, from rdmig's clock sync).
+///
+/// The destination's facts come from another host: whatever they say, the arithmetic saturates
+/// rather than overflows.
 pub fn change(src: &TscFacts, dst: &TscFacts, offset_ns: i64) -> TscChange {
     // The destination's sample, on the source's monotonic clock.
     let dst_at = dst.sample.mono_ns as i128 - offset_ns as i128;
     // The source's counter extrapolated to that instant.
-    let src_tsc_then = src.sample.tsc as i128 + (dst_at - src.sample.mono_ns as i128) * src.khz as i128 / 1_000_000;
+    let src_tsc_then = src.sample.tsc as i128 + (dst_at - src.sample.mono_ns as i128).saturating_mul(src.khz as i128) / 1_000_000;
     let step_ticks = dst.sample.tsc as i128 - src_tsc_then;
-    let step_ns = (step_ticks * 1_000_000 / src.khz.max(1) as i128) as i64;
-    TscChange { source_khz: src.khz, destination_khz: dst.khz, step_ns, rate_change: dst.khz as f64 / src.khz.max(1) as f64 - 1.0 }
+    let step_ns = step_ticks.saturating_mul(1_000_000) / src.khz.max(1) as i128;
+    let clamp = |v: i128| v.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+    TscChange {
+        source_khz: src.khz,
+        destination_khz: dst.khz,
+        step_ns: clamp(step_ns),
+        step_ticks: clamp(step_ticks),
+        rate_change: dst.khz as f64 / src.khz.max(1) as f64 - 1.0,
+    }
 }
 
 #[cfg(test)]
@@ -150,12 +163,52 @@ mod tests {
     }
 
     #[test]
+    fn a_known_offset_gives_the_step_in_ns_and_ticks() {
+        // 3 GHz on both. The destination's monotonic clock reads 7 s more than the source's,
+        // and its counter is 2 s (6e9 ticks) ahead of where the source's would be.
+        let khz = 3_000_000;
+        let src = facts_at(50_000_000_000, 40_000_000_000, khz);
+        // 250 ms later on the source's clock: the source's counter would read 50e9 + 0.75e9.
+        let dst = facts_at(50_750_000_000 + 6_000_000_000, 47_250_000_000, khz);
+        let c = change(&src, &dst, 7_000_000_000);
+        assert_eq!((c.step_ns, c.step_ticks), (2_000_000_000, 6_000_000_000));
+        assert_eq!((c.source_khz, c.destination_khz, c.rate_change), (khz, khz, 0.0));
+        // Read with the wrong offset, the same samples put the difference in the step.
+        assert_eq!(change(&src, &dst, 6_999_000_000).step_ns, 2_000_000_000 - 1_000_000);
+        // Within the tolerance: nothing to say.
+        let close = facts_at(50_750_000_000 + 2_999_999, 47_250_000_000, khz);
+        assert_eq!(change(&src, &close, 7_000_000_000).step_ns, 999_999);
+        assert!(change(&src, &close, 7_000_000_000).warning().is_none());
+    }
+
+    #[test]
+    fn absurd_facts_from_a_peer_saturate() {
+        let src = facts_at(0, 0, u64::MAX);
+        let dst = facts_at(u64::MAX, u64::MAX, 0);
+        let c = change(&src, &dst, i64::MIN);
+        assert_eq!(c.destination_khz, 0);
+        let c = change(&dst, &src, i64::MAX);
+        assert_eq!((c.step_ns, c.step_ticks), (i64::MIN, i64::MIN));
+        assert!(c.warning().is_some());
+    }
+
+    #[test]
     fn another_rate_is_reported() {
         let src = facts_at(0, 0, 2_600_000);
         let dst = facts_at(0, 0, 3_000_000);
         let c = change(&src, &dst, 0);
         assert!((c.rate_change - 0.1538).abs() < 1e-3);
         assert!(c.warning().unwrap().contains("faster"));
+    }
+
+    #[test]
+    fn the_report_names_each_number() {
+        // The migration report's `tsc`, as `rdmig migrate --json` prints it.
+        let c = TscChange { source_khz: 2_600_000, destination_khz: 2_600_000, step_ns: -20_000_000_000, step_ticks: -52_000_000_000, rate_change: 0.0 };
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            serde_json::json!({"source_khz": 2_600_000, "destination_khz": 2_600_000, "step_ns": -20_000_000_000i64, "step_ticks": -52_000_000_000i64, "rate_change": 0.0})
+        );
     }
 
     #[cfg(target_arch = "x86_64")]
