@@ -13,25 +13,9 @@
 
 use std::time::Duration;
 
+// The facts travel in the destination's `HostFacts`, so the protocol crate defines them.
+pub use rdmig_proto::msg::{TscFacts, TscSample};
 use serde::{Deserialize, Serialize};
-
-/// One TSC reading and the monotonic time it was taken at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TscSample {
-    pub tsc: u64,
-    /// CLOCK_MONOTONIC, ns: the midpoint of the two reads around `rdtsc`.
-    pub mono_ns: u64,
-    /// Half the gap between those two reads: how far off `mono_ns` can be.
-    pub uncertainty_ns: u64,
-}
-
-/// A host's counter: a sample and the rate measured around it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TscFacts {
-    pub sample: TscSample,
-    /// Counter ticks per millisecond (kHz), measured against CLOCK_MONOTONIC.
-    pub khz: u64,
-}
 
 /// What a process migrated between two hosts will see of its counter.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -68,6 +52,7 @@ impl TscChange {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always readable");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
@@ -132,6 +117,30 @@ pub fn change(src: &TscFacts, dst: &TscFacts, offset_ns: i64) -> TscChange {
         step_ticks: clamp(step_ticks),
         rate_change: dst.khz as f64 / src.khz.max(1) as f64 - 1.0,
     }
+}
+
+/// How long `measure` times the counter: the brackets are a few µs at worst (a busy VM), so
+/// 20 ms puts the rate within about 1e-4, a tenth of `RATE_TOLERANCE`, and the extrapolation
+/// over the checks' fraction of a second well inside `STEP_TOLERANCE_NS`.
+pub const MEASURE_OVER: Duration = Duration::from_millis(20);
+
+/// This host's counter for its `HostFacts`, measured on a blocking thread (it sleeps
+/// `MEASURE_OVER`) so that the agent's other connections go on meanwhile.
+#[cfg(target_arch = "x86_64")]
+pub async fn measure() -> Option<TscFacts> {
+    match tokio::task::spawn_blocking(|| facts(MEASURE_OVER)).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!("measuring the TSC: {e}");
+            None
+        }
+    }
+}
+
+/// No TSC to measure on this architecture.
+#[cfg(not(target_arch = "x86_64"))]
+pub async fn measure() -> Option<TscFacts> {
+    None
 }
 
 #[cfg(test)]
@@ -209,6 +218,24 @@ mod tests {
             serde_json::to_value(c).unwrap(),
             serde_json::json!({"source_khz": 2_600_000, "destination_khz": 2_600_000, "step_ns": -20_000_000_000i64, "step_ticks": -52_000_000_000i64, "rate_change": 0.0})
         );
+    }
+
+    /// What the agent puts into its facts: measured off the runtime's thread, so that a
+    /// one-thread runtime still runs other tasks during the `MEASURE_OVER` it takes.
+    #[cfg(target_arch = "x86_64")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn measure_leaves_the_runtime_free() {
+        let m = measure();
+        tokio::pin!(m);
+        // Had `measure` slept on this thread, its first poll would have returned the facts.
+        let first = tokio::select! {
+            biased;
+            f = &mut m => Some(f),
+            () = tokio::task::yield_now() => None,
+        };
+        assert!(first.is_none(), "measure held the runtime's thread");
+        let f = m.await.expect("x86_64 has a TSC");
+        assert!((500_000..6_000_000).contains(&f.khz), "{} kHz", f.khz);
     }
 
     #[cfg(target_arch = "x86_64")]
