@@ -179,6 +179,28 @@ pub struct HostFacts {
     pub pid_free: Option<bool>,
     /// Loaded rdma_rxe flavour, if any ("stock", "rdmig"), for RDMA processes.
     pub rxe: Option<String>,
+    /// The CPU's time-stamp counter, as the host measured it while answering (None where there
+    /// is no TSC to read: not x86_64). A migrated process reads the destination's counter, so
+    /// the source compares the two (rdmig's `tsc` module).
+    pub tsc: Option<TscFacts>,
+}
+
+/// One TSC reading and the monotonic time it was taken at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TscSample {
+    pub tsc: u64,
+    /// CLOCK_MONOTONIC, ns: the midpoint of the two reads around `rdtsc`.
+    pub mono_ns: u64,
+    /// Half the gap between those two reads: how far off `mono_ns` can be.
+    pub uncertainty_ns: u64,
+}
+
+/// A host's counter: a sample and the rate measured around it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TscFacts {
+    pub sample: TscSample,
+    /// Counter ticks per millisecond (kHz), measured against CLOCK_MONOTONIC.
+    pub khz: u64,
 }
 
 // PartialEq: the fuzz target `msg_decode` compares a request with its re-encoded self.
@@ -628,6 +650,34 @@ mod tests {
         assert_eq!(Request::Abort { id: id.clone() }.id(), Some(&id));
         assert_eq!(Request::Ping.id(), None);
         assert!(decode::<Request>(&enc(&Request::Ping)).unwrap().validate().is_ok());
+    }
+
+    #[test]
+    fn host_facts_round_trip_with_and_without_a_tsc() {
+        // No trailing optional fields in postcard: an older peer's facts would not decode, which
+        // is why the source refuses another rdmig version before it reads further.
+        let without = HostFacts {
+            hostname: "node2".into(),
+            rdmig_version: "0.1.0".into(),
+            criu_version: Some("4.1".into()),
+            kernel: "6.8.0".into(),
+            mem_available: 3 << 30,
+            disk_available: 40 << 30,
+            pid_free: Some(true),
+            rxe: Some("rdmig".into()),
+            tsc: None,
+        };
+        let with = HostFacts {
+            tsc: Some(TscFacts { sample: TscSample { tsc: u64::MAX - 1, mono_ns: 123_456_789_012, uncertainty_ns: 35 }, khz: 2_592_000 }),
+            ..without.clone()
+        };
+        for f in [without, with] {
+            let back = match decode::<Reply>(&enc(&Reply::Facts(f.clone()))).unwrap() {
+                Reply::Facts(back) => back,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(back, f);
+        }
     }
 
     #[test]

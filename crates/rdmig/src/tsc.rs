@@ -13,25 +13,9 @@
 
 use std::time::Duration;
 
+// The facts travel in the destination's `HostFacts`, so the protocol crate defines them.
+pub use rdmig_proto::msg::{TscFacts, TscSample};
 use serde::{Deserialize, Serialize};
-
-/// One TSC reading and the monotonic time it was taken at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TscSample {
-    pub tsc: u64,
-    /// CLOCK_MONOTONIC, ns: the midpoint of the two reads around `rdtsc`.
-    pub mono_ns: u64,
-    /// Half the gap between those two reads: how far off `mono_ns` can be.
-    pub uncertainty_ns: u64,
-}
-
-/// A host's counter: a sample and the rate measured around it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TscFacts {
-    pub sample: TscSample,
-    /// Counter ticks per millisecond (kHz), measured against CLOCK_MONOTONIC.
-    pub khz: u64,
-}
 
 /// What a process migrated between two hosts will see of its counter.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -41,6 +25,9 @@ pub struct TscChange {
     /// How far the counter jumps at the move, in source ticks converted to ns (positive: it
     /// leaps ahead; negative: it goes back, so a process sees time run backwards).
     pub step_ns: i64,
+    /// The same jump in counter ticks: what a process that subtracts two `rdtsc` readings
+    /// taken either side of the move finds added to its difference.
+    pub step_ticks: i64,
     /// destination rate / source rate - 1.
     pub rate_change: f64,
 }
@@ -53,7 +40,7 @@ impl TscChange {
 
     /// A sentence for a person when the change matters to applications that use the TSC.
     pub fn warning(&self) -> Option<String> {
-        let step = self.step_ns.abs() > Self::STEP_TOLERANCE_NS;
+        let step = self.step_ns.unsigned_abs() > Self::STEP_TOLERANCE_NS.unsigned_abs();
         let rate = self.rate_change.abs() > Self::RATE_TOLERANCE;
         (step || rate).then(|| {
             format!(
@@ -65,6 +52,7 @@ impl TscChange {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
 fn monotonic_ns() -> u64 {
     let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always readable");
     t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
@@ -111,14 +99,48 @@ pub fn rate_khz(a: &TscSample, b: &TscSample) -> u64 {
 
 /// The change a process sees when it moves from `src` to `dst`, given the destination's
 /// monotonic clock minus the source's (`offset_ns`, from rdmig's clock sync).
+///
+/// The destination's facts come from another host: whatever they say, the arithmetic saturates
+/// rather than overflows.
 pub fn change(src: &TscFacts, dst: &TscFacts, offset_ns: i64) -> TscChange {
     // The destination's sample, on the source's monotonic clock.
     let dst_at = dst.sample.mono_ns as i128 - offset_ns as i128;
     // The source's counter extrapolated to that instant.
-    let src_tsc_then = src.sample.tsc as i128 + (dst_at - src.sample.mono_ns as i128) * src.khz as i128 / 1_000_000;
+    let src_tsc_then = src.sample.tsc as i128 + (dst_at - src.sample.mono_ns as i128).saturating_mul(src.khz as i128) / 1_000_000;
     let step_ticks = dst.sample.tsc as i128 - src_tsc_then;
-    let step_ns = (step_ticks * 1_000_000 / src.khz.max(1) as i128) as i64;
-    TscChange { source_khz: src.khz, destination_khz: dst.khz, step_ns, rate_change: dst.khz as f64 / src.khz.max(1) as f64 - 1.0 }
+    let step_ns = step_ticks.saturating_mul(1_000_000) / src.khz.max(1) as i128;
+    let clamp = |v: i128| v.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+    TscChange {
+        source_khz: src.khz,
+        destination_khz: dst.khz,
+        step_ns: clamp(step_ns),
+        step_ticks: clamp(step_ticks),
+        rate_change: dst.khz as f64 / src.khz.max(1) as f64 - 1.0,
+    }
+}
+
+/// How long `measure` times the counter: the brackets are a few µs at worst (a busy VM), so
+/// 20 ms puts the rate within about 1e-4, a tenth of `RATE_TOLERANCE`, and the extrapolation
+/// over the checks' fraction of a second well inside `STEP_TOLERANCE_NS`.
+pub const MEASURE_OVER: Duration = Duration::from_millis(20);
+
+/// This host's counter for its `HostFacts`, measured on a blocking thread (it sleeps
+/// `MEASURE_OVER`) so that the agent's other connections go on meanwhile.
+#[cfg(target_arch = "x86_64")]
+pub async fn measure() -> Option<TscFacts> {
+    match tokio::task::spawn_blocking(|| facts(MEASURE_OVER)).await {
+        Ok(f) => Some(f),
+        Err(e) => {
+            tracing::warn!("measuring the TSC: {e}");
+            None
+        }
+    }
+}
+
+/// No TSC to measure on this architecture.
+#[cfg(not(target_arch = "x86_64"))]
+pub async fn measure() -> Option<TscFacts> {
+    None
 }
 
 #[cfg(test)]
@@ -150,12 +172,70 @@ mod tests {
     }
 
     #[test]
+    fn a_known_offset_gives_the_step_in_ns_and_ticks() {
+        // 3 GHz on both. The destination's monotonic clock reads 7 s more than the source's,
+        // and its counter is 2 s (6e9 ticks) ahead of where the source's would be.
+        let khz = 3_000_000;
+        let src = facts_at(50_000_000_000, 40_000_000_000, khz);
+        // 250 ms later on the source's clock: the source's counter would read 50e9 + 0.75e9.
+        let dst = facts_at(50_750_000_000 + 6_000_000_000, 47_250_000_000, khz);
+        let c = change(&src, &dst, 7_000_000_000);
+        assert_eq!((c.step_ns, c.step_ticks), (2_000_000_000, 6_000_000_000));
+        assert_eq!((c.source_khz, c.destination_khz, c.rate_change), (khz, khz, 0.0));
+        // Read with the wrong offset, the same samples put the difference in the step.
+        assert_eq!(change(&src, &dst, 6_999_000_000).step_ns, 2_000_000_000 - 1_000_000);
+        // Within the tolerance: nothing to say.
+        let close = facts_at(50_750_000_000 + 2_999_999, 47_250_000_000, khz);
+        assert_eq!(change(&src, &close, 7_000_000_000).step_ns, 999_999);
+        assert!(change(&src, &close, 7_000_000_000).warning().is_none());
+    }
+
+    #[test]
+    fn absurd_facts_from_a_peer_saturate() {
+        let src = facts_at(0, 0, u64::MAX);
+        let dst = facts_at(u64::MAX, u64::MAX, 0);
+        let c = change(&src, &dst, i64::MIN);
+        assert_eq!(c.destination_khz, 0);
+        let c = change(&dst, &src, i64::MAX);
+        assert_eq!((c.step_ns, c.step_ticks), (i64::MIN, i64::MIN));
+        assert!(c.warning().is_some());
+    }
+
+    #[test]
     fn another_rate_is_reported() {
         let src = facts_at(0, 0, 2_600_000);
         let dst = facts_at(0, 0, 3_000_000);
         let c = change(&src, &dst, 0);
         assert!((c.rate_change - 0.1538).abs() < 1e-3);
         assert!(c.warning().unwrap().contains("faster"));
+    }
+
+    #[test]
+    fn the_report_names_each_number() {
+        // The migration report's `tsc`, as `rdmig migrate --json` prints it.
+        let c = TscChange { source_khz: 2_600_000, destination_khz: 2_600_000, step_ns: -20_000_000_000, step_ticks: -52_000_000_000, rate_change: 0.0 };
+        assert_eq!(
+            serde_json::to_value(c).unwrap(),
+            serde_json::json!({"source_khz": 2_600_000, "destination_khz": 2_600_000, "step_ns": -20_000_000_000i64, "step_ticks": -52_000_000_000i64, "rate_change": 0.0})
+        );
+    }
+
+    /// What the agent puts into its facts: measured off the runtime's thread, so that a
+    /// one-thread runtime still runs other tasks during the `MEASURE_OVER` it takes.
+    #[cfg(target_arch = "x86_64")]
+    #[tokio::test(flavor = "current_thread")]
+    async fn measure_leaves_the_runtime_free() {
+        let m = measure();
+        tokio::pin!(m);
+        // Had `measure` slept on this thread, its first poll would have returned the facts.
+        let first = tokio::select! {
+            biased;
+            f = &mut m => Some(f),
+            () = tokio::task::yield_now() => None,
+        };
+        assert!(first.is_none(), "measure held the runtime's thread");
+        let f = m.await.expect("x86_64 has a TSC");
+        assert!((500_000..6_000_000).contains(&f.khz), "{} kHz", f.khz);
     }
 
     #[cfg(target_arch = "x86_64")]

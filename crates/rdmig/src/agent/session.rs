@@ -35,16 +35,21 @@ pub fn rxe_flavour() -> Option<String> {
     }
 }
 
+/// This host's facts; `pid`: whether that process number is free here.
 pub async fn host_facts(work_dir: &Path, pid: Option<i32>) -> HostFacts {
+    // The TSC's rate takes `tsc::MEASURE_OVER` to measure: it runs while CRIU answers.
+    let (criu_version, tsc) = tokio::join!(criu::version(), crate::tsc::measure());
+    let criu_version = criu_version.ok();
     HostFacts {
         hostname: nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
         rdmig_version: env!("CARGO_PKG_VERSION").to_string(),
-        criu_version: criu::version().await.ok(),
+        criu_version,
         kernel: nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
         mem_available: mem_available(),
         disk_available: disk_available(work_dir),
         pid_free: pid.map(|p| !Path::new(&format!("/proc/{p}")).exists()),
         rxe: rxe_flavour(),
+        tsc,
     }
 }
 

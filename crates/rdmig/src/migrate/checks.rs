@@ -13,9 +13,10 @@ use super::remote::{busy, call, connect, expect_ack, IO_WAIT};
 use super::{hooks, mib, scp, transfer, Run, Step};
 use crate::agent::{host_facts, now_ns};
 use crate::criu;
-use crate::timeline::{attrs, ClockSample, Phase};
+use crate::timeline::{attrs, estimate_offset, ClockSample, Phase};
 use crate::transport::rdma::RdmaSender;
 use crate::transport::{mb_s, TransportChoice, TransportReport, Used};
+use crate::tsc;
 use rdmig_proto::msg::{MovedAddr, MsgError, Reply, Request};
 use rdmig_proto::wire::{Channel, Limits, WireError};
 
@@ -183,6 +184,7 @@ impl Run<'_> {
                 self.clock.push(ClockSample { t0, t1: t1_ns, t2: t2_ns, t3 });
             }
         }
+        self.compare_tsc();
         // The hook may take its time: the destination keeps hearing from us meanwhile.
         let (cmd, env) = (o.hooks.pre.clone(), self.hook_env("pre", &[]));
         let (hooked, alive) = busy(ch, tokio::task::spawn_blocking(move || hooks::run_hook(&cmd, &env))).await;
@@ -191,6 +193,31 @@ impl Run<'_> {
         self.rec.end_with(Phase::Check, attrs([("rss_bytes", rss)]));
         self.say(&format!("checks passed: {} -> {} (CRIU {src_criu}, process RSS {})", src.hostname, dst.hostname, mib(rss)));
         Ok(())
+    }
+
+    /// The counter the process will read at the destination, against this host's: lined up
+    /// with the clock offset just measured (the same estimate the timeline merges with). Linux
+    /// gives a process no TSC offset of its own, so rdmig cannot hide a difference: it reports
+    /// it and says so, and never refuses over it.
+    fn compare_tsc(&mut self) {
+        let (Some(src), Some(dst)) = (self.src.as_ref().and_then(|f| f.tsc), self.dst.as_ref().and_then(|f| f.tsc)) else {
+            tracing::debug!("no TSC comparison: a host has no TSC facts");
+            return;
+        };
+        let offset = match estimate_offset(&self.clock) {
+            Ok(o) => o,
+            Err(e) => {
+                warn!("no TSC comparison: {e}");
+                return;
+            }
+        };
+        let c = tsc::change(&src, &dst, offset.offset_ns);
+        tracing::debug!(step_ns = c.step_ns, step_ticks = c.step_ticks, source_khz = c.source_khz, destination_khz = c.destination_khz, "TSC change");
+        if let Some(w) = c.warning() {
+            warn!("{w}");
+            self.say(&w);
+        }
+        self.tsc = Some(c);
     }
 
     /// Opens the RDMA data path to the destination.

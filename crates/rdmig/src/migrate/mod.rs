@@ -151,6 +151,9 @@ pub struct MigrationReport {
     pub final_bytes: u64,
     pub bytes_total: u64,
     pub transport: Option<TransportReport>,
+    /// How the TSC a migrated process reads changes at the move (None: not measured, on
+    /// either side, or no clock offset to line the samples up with).
+    pub tsc: Option<crate::tsc::TscChange>,
     /// The pages went through CRIU's page stream while it dumped (else as image files after).
     pub pages_streamed: bool,
     pub outcome: Outcome,
@@ -190,6 +193,8 @@ struct Run<'a> {
     /// `--transport scp`: image files go with scp instead of over the channel.
     scp: Option<scp::Scp>,
     transport: Option<TransportReport>,
+    /// The TSC change at the move, once the checks compared the two hosts' counters.
+    tsc: Option<crate::tsc::TscChange>,
     /// The destination's events, on its clock: (phase, edge, t_ns).
     remote_events: Vec<(Phase, Edge, u64)>,
     /// CRIU options of this migration (plugin for verbs state, TCP connections).
@@ -234,6 +239,7 @@ impl<'a> Run<'a> {
             rdma: None,
             scp: None,
             transport: None,
+            tsc: None,
             remote_events: vec![],
             copts: criu::Options::default(),
             moved: None,

@@ -87,6 +87,7 @@ impl Run<'_> {
             rounds: std::mem::take(&mut self.rounds),
             stop_reason: self.stop_reason.take(),
             transport: self.transport.take(),
+            tsc: self.tsc.take(),
             pages_streamed,
             outcome,
             timeline,
