@@ -124,6 +124,7 @@ fn hint(e: nix::errno::Errno) -> &'static str {
         EFAULT => "bad address (MR_REPIN: the pages are not mapped in that process)",
         EOPNOTSUPP => "not an RC or UD QP",
         E2BIG => "state image too large",
+        EADDRNOTAVAIL => "QP_RESUME: the QP's source address is not (yet) in the device's GID table",
         _ => "see softroce/README.md",
     }
 }

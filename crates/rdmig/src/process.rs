@@ -97,8 +97,8 @@ fn resume_stopped_qps(pid: i32) -> Result<(), String> {
     let mut errs = vec![];
     for (dev, qpn) in qps {
         match ctl.qp_query(&dev, qpn) {
-            Ok(st) if st.state & rdmig_rxe::QP_S_STOPPED != 0 => match ctl.qp_resume(&dev, qpn, 0) {
-                Ok(_) => tracing::info!(pid, qpn, "resumed the stopped QP"),
+            Ok(st) if st.state & rdmig_rxe::QP_S_STOPPED != 0 => match resume_qp(&ctl, &dev, qpn) {
+                Ok(()) => tracing::info!(pid, qpn, "resumed the stopped QP"),
                 Err(e) => errs.push(format!("QP {qpn}: {e}")),
             },
             Ok(_) => {}
@@ -109,6 +109,24 @@ fn resume_stopped_qps(pid: i32) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("resuming the stopped QPs of {pid}: {}", errs.join("; ")))
+    }
+}
+
+/// How long a QP may wait for its source address to reach the device's GID table: the kernel
+/// adds the entry shortly after the address (a rollback puts the address back just before it
+/// resumes the QPs).
+const GID_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Resumes one stopped QP, waiting while its source address is not in the GID table yet.
+fn resume_qp(ctl: &rdmig_rxe::Ctl, dev: &str, qpn: u32) -> Result<(), rdmig_rxe::CtlError> {
+    let until = std::time::Instant::now() + GID_WAIT;
+    loop {
+        match ctl.qp_resume(dev, qpn, 0) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) && std::time::Instant::now() < until => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            r => return r.map(drop),
+        }
     }
 }
 
