@@ -117,6 +117,14 @@ fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, move_addr: Option<&str>, ext
         r["rounds"].as_array().map(|a| a.len()).unwrap_or(0),
         r["final_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
     );
+    // What the process's cycle counter does across the move (perftest times itself with it).
+    ensure!(r["tsc"].is_object(), "the report has no TSC change: {}", r["tsc"]);
+    println!(
+        "  its TSC: step {} ms, rate {} -> {} kHz",
+        r["tsc"]["step_ns"].as_i64().unwrap_or(0) / 1_000_000,
+        r["tsc"]["source_khz"],
+        r["tsc"]["destination_khz"]
+    );
     Ok(r)
 }
 
@@ -185,8 +193,9 @@ fn e2e_migrate_ib_send_bw_server_one_way_rtr(c: &Ctx) -> Result<()> {
 
 /// The client moves instead, with its own address.
 fn e2e_migrate_ib_send_bw_client(c: &Ctx) -> Result<()> {
-    // Measured: migrate done 19 s in; -b runs about 0.7 ms per message: 60000 leave 2x.
-    let p = start_pair_from(c, "node1", "node2", Some(CLIENT_ADDR), &["-b"], 60_000, "e2e-cli")?;
+    // Measured: migrate done 19 s in (31 s with TLS, 2026-12-05); -b runs about 0.7 ms per message:
+    // 100000 leave 2x.
+    let p = start_pair_from(c, "node1", "node2", Some(CLIENT_ADDR), &["-b"], 100_000, "e2e-cli")?;
     migrate(c, p.client, "node2", "node3", Some(CLIENT_ADDR), &[])?;
     finish(c, &p, "node1", "node3")
 }
