@@ -72,9 +72,16 @@ pub fn criu_uses(dir: &Path) -> bool {
     criu_command_lines().iter().any(|args| args.iter().any(|a| a.starts_with(want)))
 }
 
-/// Lets a process left stopped (`--leave-stopped` of a dump or a restore) run again. QPs of the process
-/// that the CRIU plugin stopped for the dump are resumed first (their peers, paused, continue).
+/// Lets a process left stopped (`--leave-stopped` of a dump or a restore) run again. TCP
+/// connections CRIU locked for a dump are unlocked and QPs of the process that the CRIU plugin
+/// stopped are resumed first (their peers, paused, continue).
 pub fn resume(pid: i32) -> Result<(), String> {
+    // TCP connections a dump with --tcp-established locked work again (nothing for others).
+    match crate::tcp_unlock::unlock(pid) {
+        Ok(c) if !c.is_empty() => tracing::info!(pid, connections = c.len(), "TCP connections unlocked"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(pid, "unlocking the TCP connections: {e}"),
+    }
     let qps = resume_stopped_qps(pid);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT).map_err(|e| format!("SIGCONT {pid}: {e}"))?;
     qps

@@ -18,6 +18,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("e2e_migrate_ib_send_bw_client", e2e_migrate_ib_send_bw_client),
     ("e2e_migrate_ib_send_bw_four_qps", e2e_migrate_ib_send_bw_four_qps),
     ("e2e_migrate_server_there_and_back", e2e_migrate_server_there_and_back),
+    ("e2e_fault_restore_reply_blackholed_then_recover", e2e_fault_restore_reply_blackholed_then_recover),
 ];
 
 /// The address the migrated process's peers use; it moves with the process.
@@ -220,4 +221,87 @@ fn e2e_migrate_server_there_and_back(c: &Ctx) -> Result<()> {
     thread::sleep(Duration::from_secs(3));
     migrate(c, p.server, "node3", "node1", Some(SERVICE_ADDR), &[])?;
     finish(c, &p, "node1", "node2")
+}
+
+/// Issue 15's fault with perftest: the control channel to the destination agent is blackholed
+/// (iptables DROP on its port at node3) while CRIU restores an `ib_send_bw -b` server there. The
+/// restore's answer never comes: `rdmig migrate` ends in doubt within its `--deadline`, the
+/// source copy stopped, the restored copy held (stopped, QPs stopped) at node3. With the channel
+/// back, `rdmig recover` on node1 has the destination drop its copy (it never ran) and resumes
+/// the source (address back, perftest's TCP connection out of CRIU's lock, QPs resumed with
+/// their source GID found again (patch 0016), SIGCONT); the peer, paused all along, resumes with
+/// it, and both sides finish their exact iteration counts and exchange their reports.
+fn e2e_fault_restore_reply_blackholed_then_recover(c: &Ctx) -> Result<()> {
+    let p = start_pair(c, "node1", "node2", &["-b"], 60_000, "e2e-hole")?;
+    let bin = c.bin.clone();
+    let server = p.server;
+    let holer = thread::spawn(move || -> Result<bool> {
+        let lab = |node: &str| {
+            let mut cmd = std::process::Command::new(&bin);
+            cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
+            cmd
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        while std::time::Instant::now() < deadline {
+            // CRIU gives the restored process its pid early in the restore.
+            let o = lab("node3").args(["ps", "-o", "stat=", "-p", &server.to_string()]).output()?;
+            if !String::from_utf8_lossy(&o.stdout).trim().is_empty() {
+                let rule = "iptables -I INPUT -p tcp --dport 7800 -j DROP && iptables -I OUTPUT -p tcp --sport 7800 -j DROP";
+                let st = lab("node3").args(["sh", "-c", rule]).status()?;
+                anyhow::ensure!(st.success(), "iptables failed at node3 ({st})");
+                return Ok(true);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(false)
+    });
+    let pid = p.server.to_string();
+    let a = ["--name", LAB_NAME, "--dir", LAB_BASE, "on", "node1", "--to-node", "node3", "--", "migrate", &pid, "--json", "--tcp-established"];
+    let o = std::process::Command::new(&c.bin).args(a).args(["--move-addr", SERVICE_ADDR, "--deadline", "60"]).output()?;
+    let holed = holer.join().map_err(|_| anyhow::anyhow!("blackhole thread panicked"))?;
+    let unhole = "iptables -D INPUT -p tcp --dport 7800 -j DROP; iptables -D OUTPUT -p tcp --sport 7800 -j DROP; true";
+    c.exec_ok("node3", &["sh", "-c", unhole])?;
+    ensure!(holed?, "the restore at node3 was never seen, so the channel was not blackholed");
+    let code = o.status.code().unwrap_or(-1);
+    let r: Value =
+        serde_json::from_slice(&o.stdout).with_context(|| format!("migrate printed no report (exit {code}): {}", String::from_utf8_lossy(&o.stderr)))?;
+    println!("  rdmig migrate: exit {code}, {} {}", r["outcome"]["outcome"], r["outcome"]["reason"]);
+    ensure!(code == 4 && r["outcome"]["outcome"] == "in_doubt", "expected in doubt: exit {code}, {}", r["outcome"]);
+    let st = proc_state(c, "node1", p.server)?.context("the source copy is gone")?;
+    if !st.starts_with('T') {
+        // Only node1's agent (its periodic recovery) may have let it run by now.
+        let id = r["id"].as_str().unwrap_or("");
+        let ev = c.rdmig(&["on", "node1", "--", "events", "--json", "--migration", id])?;
+        let ev = String::from_utf8_lossy(&ev.stdout).to_string();
+        ensure!(ev.contains("\"phase\":\"recover\""), "the source copy runs although nothing recovered it ({st}): {ev}");
+        println!("  node1's agent recovered it first");
+    }
+    if let Some(st) = proc_state(c, "node3", p.server)? {
+        ensure!(st.starts_with('T'), "the uncommitted copy at node3 runs ({st})");
+    }
+
+    let out = c.rdmig(&["on", "node1", "--", "recover", "--json"])?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    println!("  rdmig recover (exit {:?}): {}", out.status.code(), text.trim().replace('\n', " "));
+    ensure!(out.status.success(), "rdmig recover failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    let st = proc_state(c, "node1", p.server)?.context("the source copy is gone after recovery")?;
+    ensure!(!st.starts_with('T'), "the source copy is still stopped after recovery ({st})");
+    ensure!(proc_state(c, "node3", p.server)?.is_none(), "a copy is left at node3");
+    let done = finish(c, &p, "node1", "node2");
+    if done.is_err() {
+        // For the reader of a failure: the moved address and the QPs of both sides.
+        let tool = c.lab_tool("rdmig");
+        for n in ["node1", "node2", "node3"] {
+            let neigh =
+                c.exec_ok(n, &["sh", "-c", &format!("ip -4 neigh show {SERVICE_ADDR}; ip -4 -o addr show | grep -c {SERVICE_ADDR}")]).unwrap_or_default();
+            println!("  {n}: neighbour/address of {SERVICE_ADDR}: {}", neigh.trim().replace('\n', " | "));
+            let st = c.exec_ok(n, &[&tool, "softroce", "status"]).unwrap_or_default();
+            for q in st.lines().filter(|l| l.starts_with("qp")).filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("qpn="))) {
+                if let Ok(o) = c.exec_ok(n, &[&tool, "softroce", "qp-state", q]) {
+                    println!("  {n} QP {q}: {}", o.trim().replace('\n', " "));
+                }
+            }
+        }
+    }
+    done
 }
