@@ -2,7 +2,8 @@
 # Builds rdmig's two Debian packages from this workspace with dpkg-deb:
 #   rdmig_VERSION-1_amd64.deb          packaging/rdmig/ (control, files, maintainer scripts)
 #       /usr/bin/rdmig, the CRIU plugin /usr/lib/criu/librdmig_criu.so, the agent's unit
-#       /usr/lib/systemd/system/rdmig-agent.service and its settings /etc/rdmig/agent.env
+#       /usr/lib/systemd/system/rdmig-agent.service and its settings /etc/rdmig/agent.env,
+#       a man page per command in /usr/share/man/man1 (rdmig manpages writes them)
 #   rdmig-rxe-dkms_VERSION-1_all.deb   packaging/rdmig-rxe-dkms/
 #       softroce/ as DKMS source in /usr/src/rdmig-rxe-VERSION (our rdma_rxe and ib_uverbs)
 #
@@ -137,6 +138,16 @@ build() {
 
 log "packaging rdmig ($profile build in $bin)"
 stage rdmig
+# A man page per command (rdmig.1, rdmig-migrate.1, ...), written by the binary being packaged
+# from the definitions its --help prints.
+"$bin/rdmig" manpages "$work/man" >/dev/null || die "$bin/rdmig manpages failed"
+mkdir -p "$work/debian/rdmig/usr/share/man/man1"
+for page in "$work/man"/*.1; do
+	gzip -9n <"$page" >"$work/debian/rdmig/usr/share/man/man1/${page##*/}.gz"
+	chmod 0644 "$work/debian/rdmig/usr/share/man/man1/${page##*/}.gz"
+done
+[ -f "$work/debian/rdmig/usr/share/man/man1/rdmig-migrate.1.gz" ] || die "rdmig manpages wrote no rdmig-migrate.1"
+find "$work/debian/rdmig" -type d -exec chmod 0755 {} +
 # The libraries the binaries link (libc6, libgcc-s1), with the versions their symbols need:
 # dpkg-shlibdeps, run as in a source package (debian/control, the files under debian/rdmig).
 printf 'Source: rdmig\n\nPackage: rdmig\nArchitecture: amd64\n' >"$work/debian/control"

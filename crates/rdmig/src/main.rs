@@ -6,7 +6,7 @@ mod commands;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +59,9 @@ enum Cmd {
     Ca(commands::ca::CaArgs),
     /// Charts: `plot throughput` draws a peer's receive and send rates around a migration.
     Plot(commands::plot::PlotArgs),
+    /// Write a man page per command into DIR (packaging/build-deb.sh installs them).
+    #[command(hide = true)]
+    Manpages(commands::manpages::ManpagesArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,5 +97,32 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Rxe(a) => commands::rxe::run(a),
         Cmd::Ca(a) => commands::ca::run(a),
         Cmd::Plot(a) => commands::plot::run(a),
+        Cmd::Manpages(a) => commands::manpages::run(Cli::command(), a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The pages the package installs: one per visible command, with what `--help` says.
+    #[test]
+    fn man_pages_for_every_command() {
+        let dir = tempfile::tempdir().unwrap();
+        commands::manpages::write_all(Cli::command(), dir.path()).unwrap();
+        for sub in Cli::command().get_subcommands().filter(|s| s.get_name() != "manpages") {
+            let page = dir.path().join(format!("rdmig-{}.1", sub.get_name()));
+            assert!(page.is_file(), "no page {}", page.display());
+        }
+        assert!(!dir.path().join("rdmig-manpages.1").exists(), "the hidden command got a page");
+        let migrate = std::fs::read_to_string(dir.path().join("rdmig-migrate.1")).unwrap();
+        assert!(migrate.contains("4 in doubt"), "the exit codes are missing:\n{migrate}");
+        assert!(migrate.contains("\\-\\-to"), "--to is missing:\n{migrate}");
+        assert!(dir.path().join("rdmig-ca-issue.1").is_file());
     }
 }

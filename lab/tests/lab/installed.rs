@@ -58,9 +58,28 @@ fn installed_is_this_build(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// The package's man pages (issue 21): one per command, as dpkg installed them, each naming
+/// its command.
+fn installed_man_pages() -> Result<()> {
+    let o = std::process::Command::new("dpkg").args(["-L", "rdmig"]).output()?;
+    ensure!(o.status.success(), "dpkg -L rdmig: {}", String::from_utf8_lossy(&o.stderr));
+    let listed = String::from_utf8_lossy(&o.stdout);
+    let pages: Vec<&str> = listed.lines().filter(|l| l.starts_with("/usr/share/man/man1/rdmig") && l.ends_with(".1.gz")).collect();
+    for cmd in ["rdmig", "rdmig-agent", "rdmig-migrate", "rdmig-recover", "rdmig-ca-issue"] {
+        let page = format!("/usr/share/man/man1/{cmd}.1.gz");
+        ensure!(pages.contains(&page.as_str()), "the package has no {page}: {pages:?}");
+        let text = std::process::Command::new("zcat").arg(&page).output()?;
+        ensure!(text.status.success(), "zcat {page}: {}", String::from_utf8_lossy(&text.stderr));
+        ensure!(String::from_utf8_lossy(&text.stdout).contains(&format!(".TH {cmd} 1")), "{page} is not {cmd}'s page");
+    }
+    println!("  {} man pages installed (man rdmig-migrate)", pages.len());
+    Ok(())
+}
+
 fn installed_package_agent_and_plugin_migrate_ib_send_bw(c: &Ctx) -> Result<()> {
     let version = installed_version()?;
     installed_is_this_build(c)?;
+    installed_man_pages()?;
     let r: Value = serde_json::from_str(&c.rdmig_ok(&["up", "--nodes", "3", "--memory", "1536", "--installed", "--json"])?)?;
     ensure!(r["installed"]["version"] == version.as_str(), "up did not use the installed package {version}: {}", r["installed"]);
     ensure!(r["rdmig"] == "/usr/bin/rdmig", "the nodes' rdmig: {}", r["rdmig"]);

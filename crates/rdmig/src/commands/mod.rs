@@ -5,6 +5,7 @@ pub mod bench;
 pub mod ca;
 pub mod events;
 pub mod image;
+pub mod manpages;
 pub mod migrate;
 pub mod plot;
 pub mod recover;
