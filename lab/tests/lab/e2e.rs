@@ -261,8 +261,13 @@ fn e2e_fault_restore_reply_blackholed_then_recover(c: &Ctx) -> Result<()> {
     let holed = holer.join().map_err(|_| anyhow::anyhow!("blackhole thread panicked"))?;
     let unhole = "iptables -D INPUT -p tcp --dport 7800 -j DROP; iptables -D OUTPUT -p tcp --sport 7800 -j DROP; true";
     c.exec_ok("node3", &["sh", "-c", unhole])?;
-    ensure!(holed?, "the restore at node3 was never seen, so the channel was not blackholed");
     let code = o.status.code().unwrap_or(-1);
+    ensure!(
+        holed?,
+        "the restore at node3 was never seen, so the channel was not blackholed; rdmig migrate exited {code}:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     let r: Value =
         serde_json::from_slice(&o.stdout).with_context(|| format!("migrate printed no report (exit {code}): {}", String::from_utf8_lossy(&o.stderr)))?;
     println!("  rdmig migrate: exit {code}, {} {}", r["outcome"]["outcome"], r["outcome"]["reason"]);
