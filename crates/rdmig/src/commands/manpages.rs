@@ -38,7 +38,7 @@ pub fn write_all(mut cmd: clap::Command, dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn page(cmd: &clap::Command, name: &str, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     // The page's title is its file's name, so `man rdmig-migrate` shows "RDMIG-MIGRATE(1)".
-    let cmd = cmd.clone().name(name.to_string());
+    let cmd = cmd.clone().display_name(name.to_string());
     let path = dir.join(format!("{name}.1"));
     let mut buf = Vec::new();
     clap_mangen::Man::new(cmd.clone()).render(&mut buf).with_context(|| format!("render the page of {name}"))?;
