@@ -256,8 +256,11 @@ fn e2e_fault_restore_reply_blackholed_then_recover(c: &Ctx) -> Result<()> {
         Ok(false)
     });
     let pid = p.server.to_string();
+    // The deadline must leave room for what comes before the restore (with TLS the checks alone
+    // took 22 s in the lab; a transport probe another 15, so TCP is named): at 60 s it passed
+    // during the transfer once, and the run rolled back without ever restoring.
     let a = ["--name", LAB_NAME, "--dir", LAB_BASE, "on", "node1", "--to-node", "node3", "--", "migrate", &pid, "--json", "--tcp-established"];
-    let o = std::process::Command::new(&c.bin).args(a).args(["--move-addr", SERVICE_ADDR, "--deadline", "60"]).output()?;
+    let o = std::process::Command::new(&c.bin).args(a).args(["--move-addr", SERVICE_ADDR, "--transport", "tcp", "--deadline", "90"]).output()?;
     let holed = holer.join().map_err(|_| anyhow::anyhow!("blackhole thread panicked"))?;
     let unhole = "iptables -D INPUT -p tcp --dport 7800 -j DROP; iptables -D OUTPUT -p tcp --sport 7800 -j DROP; true";
     c.exec_ok("node3", &["sh", "-c", unhole])?;
