@@ -288,10 +288,20 @@ fn e2e_fault_restore_reply_blackholed_then_recover(c: &Ctx) -> Result<()> {
         ensure!(st.starts_with('T'), "the uncommitted copy at node3 runs ({st})");
     }
 
-    let out = c.rdmig(&["on", "node1", "--", "recover", "--json"])?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    println!("  rdmig recover (exit {:?}): {}", out.status.code(), text.trim().replace('\n', " "));
-    ensure!(out.status.success(), "rdmig recover failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    // Exit 5 means "not yet, try again": node1's agent may be recovering the same migration
+    // at that moment (its periodic recovery holds the process's migration lock).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = c.rdmig(&["on", "node1", "--", "recover", "--json"])?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        println!("  rdmig recover (exit {:?}): {}", out.status.code(), text.trim().replace('\n', " "));
+        if out.status.code() == Some(5) && std::time::Instant::now() < deadline {
+            thread::sleep(Duration::from_secs(3));
+            continue;
+        }
+        ensure!(out.status.success(), "rdmig recover failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+        break;
+    }
     let st = proc_state(c, "node1", p.server)?.context("the source copy is gone after recovery")?;
     ensure!(!st.starts_with('T'), "the source copy is still stopped after recovery ({st})");
     ensure!(proc_state(c, "node3", p.server)?.is_none(), "a copy is left at node3");
