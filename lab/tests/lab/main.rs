@@ -18,14 +18,8 @@ mod scenarios;
 mod softroce;
 
 fn main() -> std::process::ExitCode {
-    harness::main(&[
-        scenarios::ALL,
-        softroce::SCENARIOS,
-        qp::SCENARIOS,
-        plugin::SCENARIOS,
-        e2e::SCENARIOS,
-        faults::SCENARIOS,
-        installed::SCENARIOS,
-        scenarios::LAST,
-    ])
+    harness::main(
+        &[scenarios::ALL, softroce::SCENARIOS, qp::SCENARIOS, plugin::SCENARIOS, e2e::SCENARIOS, faults::SCENARIOS, installed::SCENARIOS, scenarios::LAST],
+        &[(e2e::OPEN_WHY, e2e::OPEN)],
+    )
 }
