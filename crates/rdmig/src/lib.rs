@@ -16,6 +16,7 @@ pub mod migrate;
 pub mod netaddr;
 pub mod process;
 pub mod sample;
+pub mod tcp_hold;
 pub mod tcp_unlock;
 pub mod timeline;
 pub mod transport;

@@ -15,7 +15,11 @@ pub(super) fn commit(cfg: &AgentConfig, table: &Table, id: &MigrationId) -> Repl
     match t.get_mut(id.as_str()) {
         Some(m) if matches!(m.state, MigState::Restored { .. }) => {
             let MigState::Restored { pid } = m.state else { unreachable!() };
-            // The held copy runs now: its QPs resume (their peers with them), then SIGCONT.
+            // Its connections answer again (tcp_hold), then the held copy runs: its QPs resume
+            // (their peers with them), then SIGCONT.
+            if let (true, Some(a)) = (std::mem::take(&mut m.tcp_held), &m.moved_addr) {
+                crate::tcp_hold::release(id.as_str(), a.addr);
+            }
             let resumed = crate::process::resume(pid);
             let resumed_ns = super::now_ns();
             m.state = MigState::Committed;
@@ -43,7 +47,7 @@ pub(super) fn abort(table: &Table, id: &MigrationId) -> Reply {
         Some(m) if m.state == MigState::Committed => Reply::Failed(format!("migration {id} is committed: the process lives here now")),
         Some(m) if m.state == MigState::Aborted => Reply::Ack,
         Some(m) => {
-            let killed = drop_migration(m);
+            let killed = drop_migration(id.as_str(), m);
             table.note(id.as_str(), Phase::Rollback, JOutcome::Done, Some(serde_json::json!({ "reason": "the source aborted", "killed_copy": killed })));
             info!(%id, "aborted");
             Reply::Ack
@@ -61,7 +65,8 @@ pub(super) fn abort(table: &Table, id: &MigrationId) -> Reply {
 /// Undoes a migration here: a restored copy that the source disowns must not keep running (the
 /// source resumes its own), and the moved address and the images go.
 /// Returns the pid of the copy it killed.
-fn drop_migration(m: &mut Migration) -> Option<i32> {
+fn drop_migration(id: &str, m: &mut Migration) -> Option<i32> {
+    let restoring = m.state == MigState::Restoring;
     let killed = match m.state {
         MigState::Restored { pid } => {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
@@ -71,6 +76,15 @@ fn drop_migration(m: &mut Migration) -> Option<i32> {
     };
     if let Some(a) = m.moved_addr.take() {
         let _ = crate::netaddr::del(&a);
+        // Only once the copy is gone: the reset or FIN its closing sockets send must meet the
+        // hold, not the peer, whose connection lives on at the source. While CRIU still
+        // restores, the restore's end does it, once it has killed the copy CRIU made.
+        if !restoring && std::mem::take(&mut m.tcp_held) {
+            if let Some(pid) = killed {
+                super::restore::wait_gone(pid);
+            }
+            crate::tcp_hold::release(id, a.addr);
+        }
     }
     m.state = MigState::Aborted;
     let _ = std::fs::remove_dir_all(&m.dir);
@@ -88,7 +102,7 @@ pub(super) fn reap(table: &Table, after: Duration) -> Vec<String> {
             MigState::Restored { pid } => format!("; killed its uncommitted copy, pid {pid}"),
             _ => String::new(),
         };
-        let killed = drop_migration(m);
+        let killed = drop_migration(id, m);
         warn!(%id, "aborted: its source was silent for {} s{restored}", after.as_secs());
         gone.push((id.clone(), killed));
     }

@@ -108,6 +108,8 @@ struct Migration {
     state: MigState,
     /// An address added here for the restored process (removed again on abort).
     moved_addr: Option<rdmig_proto::msg::MovedAddr>,
+    /// The moved address's TCP connections are held (`tcp_hold`) until the commit or the abort.
+    tcp_held: bool,
     /// The process it moves: the address its source connects from, and its pid there.
     source: (IpAddr, i32),
     /// Open connections that named it.
@@ -118,7 +120,7 @@ struct Migration {
 
 impl Migration {
     fn new(dir: PathBuf, source: (IpAddr, i32)) -> Self {
-        Migration { dir, state: MigState::Receiving, moved_addr: None, source, conns: 0, last_heard: Instant::now() }
+        Migration { dir, state: MigState::Receiving, moved_addr: None, tcp_held: false, source, conns: 0, last_heard: Instant::now() }
     }
 
     /// Still under way: its source may yet commit or abort it.

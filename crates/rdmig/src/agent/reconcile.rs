@@ -65,6 +65,11 @@ pub(super) fn adopt(j: &NodeJournal, work_dir: &Path) -> HashMap<String, Migrati
             .iter()
             .filter(|e| e.phase == Phase::AddrAdd)
             .find_map(|e| serde_json::from_value::<MovedAddr>(e.details.as_ref()?.get("move_addr")?.clone()).ok());
+        // Its hold goes with it at the commit or the abort, as if this agent had not restarted.
+        mig.tcp_held = events
+            .iter()
+            .filter(|e| e.phase == Phase::AddrAdd)
+            .any(|e| e.details.as_ref().and_then(|d| d.get("tcp_hold")).and_then(|v| v.as_bool()) == Some(true));
         mig.last_heard = Instant::now();
         info!(%id, ?state, "taken up from the journal: dropped unless its source commits it");
         j.note(&id, Role::Destination, Phase::Recover, JOutcome::Started, Some(serde_json::json!({ "adopted_as": format!("{state:?}") })));

@@ -57,6 +57,11 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             if let Some(a) = &opts.move_addr {
                 let _ = crate::netaddr::del(a);
+                if std::mem::take(&mut m.tcp_held) {
+                    // The copy is gone (its last packets dropped) and so is the address.
+                    wait_gone(pid);
+                    crate::tcp_hold::release(id.as_str(), a.addr);
+                }
             }
             warn!(%id, pid, "aborted during its restore: the restored copy was killed");
             drop(t);
@@ -71,6 +76,9 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
             // The address goes back to the source with the process.
             if let Some(a) = &opts.move_addr {
                 let _ = crate::netaddr::del(a);
+                if std::mem::take(&mut m.tcp_held) {
+                    crate::tcp_hold::release(id.as_str(), a.addr);
+                }
             }
             drop(t);
             table.note(id.as_str(), Phase::Restore, JOutcome::failed(e.clone()), None);
@@ -89,12 +97,33 @@ async fn run(cfg: &AgentConfig, table: &Table, id: &MigrationId, images: &std::p
         copts.plugins = Some(criu::plugin_dir(&cfg.work_dir).map_err(|e| format!("rdmig's CRIU plugin: {e}"))?);
     }
     if let Some(m) = &opts.move_addr {
-        table.must_note(id, Phase::AddrAdd, Some(serde_json::json!({ "move_addr": m })))?;
-        crate::netaddr::add(m).map_err(|e| format!("moving {}/{} to {} here: {e}", m.addr, m.prefix, m.dev))?;
+        // Restored connections answer nobody until the commit (see tcp_hold).
+        let hold = opts.tcp_established;
+        table.must_note(id, Phase::AddrAdd, Some(serde_json::json!({ "move_addr": m, "tcp_hold": hold })))?;
+        if hold {
+            crate::tcp_hold::hold(id.as_str(), m.addr).map_err(|e| format!("holding the TCP connections of {}: {e}", m.addr))?;
+        }
+        if let Err(e) = crate::netaddr::add(m) {
+            if hold {
+                crate::tcp_hold::release(id.as_str(), m.addr);
+            }
+            return Err(format!("moving {}/{} to {} here: {e}", m.addr, m.prefix, m.dev));
+        }
         if let Some(t) = table.lock().expect("table lock").get_mut(id.as_str()) {
             t.moved_addr = Some(m.clone());
+            t.tcp_held = hold;
         }
         table.note(id.as_str(), Phase::AddrAdd, JOutcome::Done, None);
     }
     criu::restore(images, cfg.restore_timeout, &copts).await.map_err(|e| e.to_string())
+}
+
+/// Waits (2 s at most) until process `pid`, just sent SIGKILL, has exited (gone, or a zombie:
+/// its files are closed by then): its sockets close as it exits, and what they send then must
+/// still meet the hold.
+pub(super) fn wait_gone(pid: i32) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < until && crate::process::stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X')) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
