@@ -18,15 +18,8 @@ pub const SCENARIOS: &[Scenario] = &[
     ("e2e_migrate_ib_send_bw_client", e2e_migrate_ib_send_bw_client),
     ("e2e_migrate_ib_send_bw_four_qps", e2e_migrate_ib_send_bw_four_qps),
     ("e2e_migrate_server_there_and_back", e2e_migrate_server_there_and_back),
+    ("e2e_fault_restore_reply_blackholed_then_recover", e2e_fault_restore_reply_blackholed_then_recover),
 ];
-
-/// Open (issue 15): after the blackholed restore, the in-doubt run and `rdmig recover` (the
-/// destination aborted, the address came back, the source resumed with its TCP connection out
-/// of repair and CRIU's lock rules gone), the ib_send_bw client died without a word (no result,
-/// no error on its stdout or stderr: a signal), and the server waits for it for good. Runs
-/// only when named: `scripts/test.sh --repeat 1 e2e_fault_restore_reply_blackholed_then_recover`.
-pub const OPEN_WHY: &str = "issue 15: the peer dies after an in-doubt run is recovered";
-pub const OPEN: &[Scenario] = &[("e2e_fault_restore_reply_blackholed_then_recover", e2e_fault_restore_reply_blackholed_then_recover)];
 
 /// The address the migrated process's peers use; it moves with the process.
 const SERVICE_ADDR: &str = "10.0.1.7";
@@ -233,7 +226,8 @@ fn e2e_migrate_server_there_and_back(c: &Ctx) -> Result<()> {
 /// Issue 15's fault with perftest: the control channel to the destination agent is blackholed
 /// (iptables DROP on its port at node3) while CRIU restores an `ib_send_bw -b` server there. The
 /// restore's answer never comes: `rdmig migrate` ends in doubt within its `--deadline`, the
-/// source copy stopped, the restored copy held (stopped, QPs stopped) at node3. With the channel
+/// source copy stopped, the restored copy held (stopped, QPs stopped, its TCP connection answering
+/// nobody: tcp_hold; without that the client died when node3 dropped its copy). With the channel
 /// back, `rdmig recover` on node1 has the destination drop its copy (it never ran) and resumes
 /// the source (address back, perftest's TCP connection out of CRIU's lock, QPs resumed with
 /// their source GID found again (patch 0016), SIGCONT); the peer, paused all along, resumes with
