@@ -18,7 +18,7 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use tracing::{info, warn};
+use tracing::info;
 
 /// The rules' tag, which names the migration.
 fn tag(id: &str) -> String {
@@ -34,14 +34,11 @@ pub fn rules(id: &str, addr: Ipv4Addr) -> [Vec<String>; 2] {
     [rule("INPUT", "-d"), rule("OUTPUT", "-s")]
 }
 
-/// Drops every TCP packet to and from `addr` until [`release`]; both rules or neither.
+/// Drops every TCP packet to and from `addr` until [`release`]: both rules in one
+/// `iptables-restore` transaction (both or neither; one program run, as it costs inside the
+/// blackout).
 pub fn hold(id: &str, addr: Ipv4Addr) -> Result<(), String> {
-    let [input, output] = rules(id, addr);
-    iptables("-I", &input)?;
-    if let Err(e) = iptables("-I", &output) {
-        let _ = iptables("-D", &input);
-        return Err(e);
-    }
+    restore(&transaction("-I", &rules(id, addr)))?;
     info!(id, %addr, "holding the TCP connections of the moved address until the commit");
     Ok(())
 }
@@ -49,11 +46,16 @@ pub fn hold(id: &str, addr: Ipv4Addr) -> Result<(), String> {
 /// Removes the rules [`hold`] put in for migration `id` and `addr` (every copy, if a retry left
 /// two); nothing to remove is not an error. Returns how many went.
 pub fn release(id: &str, addr: Ipv4Addr) -> usize {
-    let mut removed = 0;
-    for rule in rules(id, addr) {
-        // A rule is deleted once per copy; -D fails when none is left.
+    let both = rules(id, addr);
+    // The usual case in one transaction; it fails as a whole when a rule is missing, and then
+    // each rule goes on its own, as often as it is there.
+    let mut removed = match restore(&transaction("-D", &both)) {
+        Ok(()) => 2,
+        Err(_) => 0,
+    };
+    for rule in &both {
         for _ in 0..8 {
-            match iptables("-D", &rule) {
+            match restore(&transaction("-D", std::slice::from_ref(rule))) {
                 Ok(()) => removed += 1,
                 Err(_) => break,
             }
@@ -65,19 +67,35 @@ pub fn release(id: &str, addr: Ipv4Addr) -> usize {
     removed
 }
 
-fn iptables(op: &str, rule: &[String]) -> Result<(), String> {
-    let mut args = vec!["-w".to_string(), "-t".into(), "filter".into(), op.into()];
-    args.extend(rule.iter().cloned());
-    match Command::new("iptables").args(&args).output() {
-        Ok(o) if o.status.success() => Ok(()),
-        Ok(o) => {
-            let e = format!("iptables {}: {}", args.join(" "), String::from_utf8_lossy(&o.stderr).trim());
-            if op == "-I" {
-                warn!("{e}");
-            }
-            Err(e)
-        }
-        Err(e) => Err(format!("iptables (needed to hold the moved address's TCP connections): {e}")),
+/// An `iptables-restore --noflush` input that applies `op` (-I or -D) to each rule of the
+/// filter table.
+pub fn transaction(op: &str, rules: &[Vec<String>]) -> String {
+    let mut t = String::from("*filter\n");
+    for r in rules {
+        t.push_str(op);
+        t.push(' ');
+        t.push_str(&r.join(" "));
+        t.push('\n');
+    }
+    t.push_str("COMMIT\n");
+    t
+}
+
+fn restore(input: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = Command::new("iptables-restore")
+        .args(["-w", "--noflush"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("iptables-restore (needed to hold the moved address's TCP connections): {e}"))?;
+    let written = child.stdin.take().map(|mut i| i.write_all(input.as_bytes()));
+    let o = child.wait_with_output().map_err(|e| format!("iptables-restore: {e}"))?;
+    match written {
+        Some(Ok(())) if o.status.success() => Ok(()),
+        Some(Err(e)) => Err(format!("iptables-restore: writing its input: {e}")),
+        _ => Err(format!("iptables-restore ({}): {}", input.trim().replace('\n', "; "), String::from_utf8_lossy(&o.stderr).trim())),
     }
 }
 
@@ -128,5 +146,6 @@ mod tests {
         let [i, o] = rules("m-0123456789abcdef", "10.0.1.7".parse().unwrap());
         assert_eq!(i.join(" "), "INPUT -d 10.0.1.7 -p tcp -m comment --comment rdmig-hold:m-0123456789abcdef -j DROP");
         assert_eq!(o.join(" "), "OUTPUT -s 10.0.1.7 -p tcp -m comment --comment rdmig-hold:m-0123456789abcdef -j DROP");
+        assert_eq!(transaction("-D", &[i]), "*filter\n-D INPUT -d 10.0.1.7 -p tcp -m comment --comment rdmig-hold:m-0123456789abcdef -j DROP\nCOMMIT\n");
     }
 }
