@@ -156,9 +156,7 @@ fn plan_from_args(args: &[String]) -> Result<Plan, String> {
     Ok(Plan { filters, repeat })
 }
 
-/// `groups` run in order; `open` are scenarios that show a bug not fixed yet (named in their
-/// group's comment, with its issue): they run only when named in full, and the suite lists them.
-pub fn main(groups: &[&[Scenario]], open: &[(&str, &[Scenario])]) -> ExitCode {
+pub fn main(groups: &[&[Scenario]]) -> ExitCode {
     let all: Vec<Scenario> = groups.iter().flat_map(|g| g.iter().copied()).collect();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let plan = match plan_from_args(&args) {
@@ -183,19 +181,6 @@ pub fn main(groups: &[&[Scenario]], open: &[(&str, &[Scenario])]) -> ExitCode {
             selected.push(s);
         } else if plan.filters.is_empty() || plan.filters.iter().any(|f| s.0.contains(f.as_str())) {
             selected.extend(std::iter::repeat_n(s, plan.repeat));
-        }
-    }
-    for (why, group) in open {
-        for s in group.iter() {
-            if plan.filters.iter().any(|f| f == s.0) {
-                // Before the final `down`.
-                let at = selected.len().saturating_sub(1);
-                for _ in 0..plan.repeat {
-                    selected.insert(at, s);
-                }
-            } else {
-                println!("not in the suite: {} ({why}); run it by its full name", s.0);
-            }
         }
     }
     println!(

@@ -17,13 +17,15 @@ mod qp;
 mod scenarios;
 mod softroce;
 
-/// Scenarios that show a bug not fixed yet, with why (the issue): the suite lists them and runs
-/// them only when named in full. None now.
-const OPEN: &[(&str, &[harness::Scenario])] = &[];
-
 fn main() -> std::process::ExitCode {
-    harness::main(
-        &[scenarios::ALL, softroce::SCENARIOS, qp::SCENARIOS, plugin::SCENARIOS, e2e::SCENARIOS, faults::SCENARIOS, installed::SCENARIOS, scenarios::LAST],
-        OPEN,
-    )
+    harness::main(&[
+        scenarios::ALL,
+        softroce::SCENARIOS,
+        qp::SCENARIOS,
+        plugin::SCENARIOS,
+        e2e::SCENARIOS,
+        faults::SCENARIOS,
+        installed::SCENARIOS,
+        scenarios::LAST,
+    ])
 }
