@@ -1,7 +1,7 @@
 //! The journal file: SQLite in WAL mode, one per node.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdmig_proto::msg::MigrationId;
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
@@ -130,12 +130,37 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Puts the file in WAL mode and returns the mode it is in. SQLite answers a mode change that
+/// races another handle's first use of the file with SQLITE_BUSY at once, without calling the
+/// busy handler (seen in CI with two handles creating one journal), so busy is retried here for
+/// as long as the busy handler would wait.
+fn switch_to_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let give_up = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)) {
+            Err(err) if err.sqlite_error_code() == Some(ErrorCode::DatabaseBusy) && Instant::now() < give_up => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            done => return done,
+        }
+    }
+}
+
 /// Reads what kind of file this is; refuses foreign and newer ones.
 fn kind(conn: &Connection, path: &Path) -> Result<Kind> {
     let e = |err| db_err(path, err);
-    let app_id: i64 = conn.pragma_query_value(None, "application_id", |r| r.get(0)).map_err(e)?;
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(e)?;
-    let objects: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0)).map_err(e)?;
+    // One statement, so one read snapshot: read one by one, outside a transaction, another
+    // handle's commit of the schema could fall between them (CI saw "application_id 0x0,
+    // user_version 0, 3 schema objects" for a file that was being created).
+    let (app_id, version, objects): (i64, i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT application_id FROM pragma_application_id), \
+                    (SELECT user_version FROM pragma_user_version), \
+                    (SELECT count(*) FROM sqlite_schema)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(e)?;
     match (app_id, version, objects) {
         (0, 0, 0) => Ok(Kind::Empty),
         (APPLICATION_ID, v, _) if v > SCHEMA_VERSION => Err(Error::NewerSchema { path: path.into(), found: v, supported: SCHEMA_VERSION }),
@@ -242,7 +267,7 @@ impl Journal {
 
         // Persistent in the file; a file system without shared memory for the WAL index keeps the
         // rollback journal, which is as durable, only slower.
-        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0)).map_err(e)?;
+        let mode = switch_to_wal(&conn).map_err(e)?;
         if !mode.eq_ignore_ascii_case("wal") {
             warn!(path = %path.display(), %mode, "journal: WAL mode unavailable, using the rollback journal");
         }
