@@ -6,7 +6,7 @@
 
 use std::mem::{offset_of, size_of};
 
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 pub const IOC_MAGIC: u8 = 0xB8;
 pub const IBDEV_NAME_MAX: usize = 64;
 
@@ -29,6 +29,8 @@ pub const FEAT_MR_REPIN: u32 = 1 << 4;
 pub const FEAT_QP_EPOCH: u32 = 1 << 5;
 /// MW_BIND and the MW and AH fields of the status (patches 0012, 0013).
 pub const FEAT_MW_BIND: u32 = 1 << 6;
+/// The module ends a pause that no RESUME ends (`pause_max_sec`, patch 0017).
+pub const FEAT_PAUSE_MAX: u32 = 1 << 7;
 
 /// RESERVE and EXPECT: keep after close().
 pub const F_PERSIST: u32 = 1 << 0;
@@ -138,6 +140,10 @@ pub struct Qp {
     pub resume_acks: u32,
     /// Out: stale PAUSE NAKs ignored; in: 0.
     pub pauses_stale: u32,
+    /// Out: pauses ended by the module's bound (`pause_max_sec`) with no RESUME; in: 0.
+    pub pauses_expired: u32,
+    /// In: 0.
+    pub reserved: u32,
 }
 
 /// `struct rxe_ctl_mr_repin`.
@@ -258,6 +264,8 @@ pub const LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[
             ("resumes_rcvd", offset_of!(Qp, resumes_rcvd)),
             ("resume_acks", offset_of!(Qp, resume_acks)),
             ("pauses_stale", offset_of!(Qp, pauses_stale)),
+            ("pauses_expired", offset_of!(Qp, pauses_expired)),
+            ("reserved", offset_of!(Qp, reserved)),
         ],
     ),
     (
@@ -321,6 +329,7 @@ pub const CONSTANTS: &[(&str, u64)] = &[
     ("RXE_CTL_FEAT_MR_REPIN", FEAT_MR_REPIN as u64),
     ("RXE_CTL_FEAT_QP_EPOCH", FEAT_QP_EPOCH as u64),
     ("RXE_CTL_FEAT_MW_BIND", FEAT_MW_BIND as u64),
+    ("RXE_CTL_FEAT_PAUSE_MAX", FEAT_PAUSE_MAX as u64),
     ("RXE_CTL_F_PERSIST", F_PERSIST as u64),
     ("RXE_CTL_F_KEY", F_KEY as u64),
     ("RXE_CTL_DROP_F_ALL", DROP_F_ALL as u64),
@@ -345,7 +354,7 @@ const _: () = assert!(size_of::<Expect>() == 88 && offset_of!(Expect, id) == 20 
 const _: () = assert!(size_of::<DropEntry>() == 8);
 const _: () = assert!(size_of::<Dirty>() == 136 && offset_of!(Dirty, first_page) == 72 && offset_of!(Dirty, page_shift) == 132);
 const _: () = assert!(
-    size_of::<Qp>() == 120
+    size_of::<Qp>() == 128
         && offset_of!(Qp, qpn) == 64
         && offset_of!(Qp, flags) == 68
         && offset_of!(Qp, buf) == 72
@@ -358,6 +367,8 @@ const _: () = assert!(
         && offset_of!(Qp, resumes_rcvd) == 108
         && offset_of!(Qp, resume_acks) == 112
         && offset_of!(Qp, pauses_stale) == 116
+        && offset_of!(Qp, pauses_expired) == 120
+        && offset_of!(Qp, reserved) == 124
 );
 const _: () = assert!(
     size_of::<MrRepin>() == 96
@@ -391,8 +402,8 @@ mod tests {
         assert_eq!(IOC_EXPECT, 0xc058b802);
         assert_eq!(IOC_DROP, 0x4008b803);
         assert_eq!(IOC_DIRTY, 0xc088b804);
-        assert_eq!(IOC_QP_STOP, 0xc078b805);
-        assert_eq!(IOC_QP_RESUME, 0xc078b808);
+        assert_eq!(IOC_QP_STOP, 0xc080b805);
+        assert_eq!(IOC_QP_RESUME, 0xc080b808);
         assert_eq!(IOC_MR_REPIN, 0xc060b80a);
         assert_eq!(IOC_MW_BIND, 0x4068b80b);
     }

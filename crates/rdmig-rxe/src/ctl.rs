@@ -98,6 +98,9 @@ pub struct QpMigState {
     /// PAUSE NAKs ignored because a RESUME of the same or a later stop had come (patch 0009).
     #[serde(default)]
     pub pauses_stale: u32,
+    /// Pauses that ended because no RESUME came within the module's bound (patch 0017).
+    #[serde(default)]
+    pub pauses_expired: u32,
 }
 
 fn devname(dev: &str) -> Result<[u8; abi::IBDEV_NAME_MAX], CtlError> {
@@ -286,6 +289,8 @@ impl Ctl {
             resumes_rcvd: 0,
             resume_acks: 0,
             pauses_stale: 0,
+            pauses_expired: 0,
+            reserved: 0,
         };
         // SAFETY: q matches the kernel's struct (abi.rs asserts its layout); buf/len describe memory
         // the caller keeps alive for the call.
@@ -303,6 +308,7 @@ impl Ctl {
             resumes_rcvd: q.resumes_rcvd,
             resume_acks: q.resume_acks,
             pauses_stale: q.pauses_stale,
+            pauses_expired: q.pauses_expired,
         }
     }
 

@@ -83,6 +83,10 @@ enum Role {
         /// Send nothing until this many messages arrived from the mover (a silent peer).
         #[arg(long, default_value_t = 0)]
         send_after: u64,
+        /// Stop at the first failed work request and report (a mover that never comes back:
+        /// the QP's retries run out once its pause ends).
+        #[arg(long)]
+        stop_on_error: bool,
         /// Give up when not done after this many seconds.
         #[arg(long, default_value_t = 300)]
         deadline: u64,
@@ -363,7 +367,7 @@ fn done(p: &Progress, count: u64) -> bool {
     p.next_recv >= count && p.sent_done >= count
 }
 
-fn peer(listen: SocketAddr, c: &Common, timeout: u8, retry_cnt: u8, send_after: u64, deadline: u64) -> Result<Report> {
+fn peer(listen: SocketAddr, c: &Common, timeout: u8, retry_cnt: u8, send_after: u64, stop_on_error: bool, deadline: u64) -> Result<Report> {
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(deadline);
     let mut side = new_side(c, 2)?;
@@ -378,7 +382,7 @@ fn peer(listen: SocketAddr, c: &Common, timeout: u8, retry_cnt: u8, send_after: 
     drop(r);
     drop(s);
     let count = c.count;
-    side.run(count, c.rate, |p| p.next_recv >= send_after, |p| done(p, count), deadline)?;
+    side.run(count, c.rate, |p| p.next_recv >= send_after, |p| done(p, count) || (stop_on_error && p.wc_errors > 0), deadline)?;
     side.linger(c.linger)?;
     let p = &side.p;
     Ok(Report {
@@ -621,7 +625,9 @@ fn main() {
             }
             return;
         }
-        Role::Peer { listen, common, timeout, retry_cnt, send_after, deadline } => peer(listen, &common, timeout, retry_cnt, send_after, deadline),
+        Role::Peer { listen, common, timeout, retry_cnt, send_after, stop_on_error, deadline } => {
+            peer(listen, &common, timeout, retry_cnt, send_after, stop_on_error, deadline)
+        }
         Role::Mover { connect, common, stop_after, stop_recv, state, resume, rtr_secs, drop_first_resume, late_pause, deadline } => {
             match (connect, state, resume) {
                 (_, state, Some(path)) => {

@@ -20,6 +20,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("qp_silent_peer_reaches_the_new_node", qp_silent_peer_reaches_the_new_node),
     ("qp_late_pause_after_resume_is_ignored", qp_late_pause_after_resume_is_ignored),
     ("qp_second_migration_pauses_the_peer_again", qp_second_migration_pauses_the_peer_again),
+    ("qp_pause_without_resume_ends_at_the_bound", qp_pause_without_resume_ends_at_the_bound),
 ];
 
 const MOVING_ADDR: &str = "10.0.1.8";
@@ -315,5 +316,73 @@ fn qp_silent_peer_reaches_the_new_node(c: &Ctx) -> Result<()> {
         &Case { name: "silent", port: 9205, count: 1500, stop_after: 500, gap: 1, peer_args: vec!["--send-after".into(), "700".into()], ..Default::default() },
     )?;
     ensure!(o.first["received"] == 0, "the peer was not silent before the migration: {}", o.first);
+    Ok(())
+}
+
+/// The module parameter of patch 0017: how long a PAUSE holds a QP without a RESUME.
+const PAUSE_MAX: &str = "/sys/module/rdma_rxe/parameters/pause_max_sec";
+
+/// A mover that never comes back (stopped, then its host gone with its address, nothing
+/// restored): the peer's pause ends at the module's bound (`pause_max_sec`, 8 s on node1 for
+/// this test, 600 by default) and its QP retries as usual; with 2 retries they run out and the
+/// application gets an error completion instead of waiting for ever (patch 0017).
+fn qp_pause_without_resume_ends_at_the_bound(c: &Ctx) -> Result<()> {
+    const BOUND: u64 = 8;
+    let old = c.exec_ok("node1", &["cat", PAUSE_MAX])?.trim().to_string();
+    ensure!(old == "600", "node1's pause bound is {old} s, not the default 600 s");
+    c.exec_ok("node1", &["sh", "-c", &format!("echo {BOUND} > {PAUSE_MAX}")])?;
+    let r = pause_without_resume(c, BOUND);
+    // The other scenarios run with the default, whatever happened here.
+    c.exec_ok("node1", &["sh", "-c", &format!("echo {old} > {PAUSE_MAX}")])?;
+    r
+}
+
+fn pause_without_resume(c: &Ctx, bound: u64) -> Result<()> {
+    let (port, count) = (9208u16, 1500u64);
+    for n in ["node1", "node2", "node3"] {
+        let _ = c.rdmig(&["addr", "del", n, MOVING_ADDR]);
+    }
+    c.rdmig_ok(&["addr", "add", "node2", MOVING_ADDR])?;
+    let bin = qpmig_bin(c);
+    let peer_gid = gid_index(c, "node1", PEER_ADDR)?;
+    let listen = format!("{PEER_ADDR}:{port}");
+    let n = count.to_string();
+    let peer_report = "qp-gone-peer.json";
+    let _ = std::fs::remove_file(lab_share().join(peer_report));
+    // Retry window: timeout 16 (268 ms), 2 retries: about a second once the pause ends.
+    let peer = format!(
+        "exec {bin} peer --listen {listen} --gid-index {peer_gid} --count {n} --timeout 16 --retry-cnt 2 --stop-on-error --deadline 120 \
+         > /mnt/lab/{peer_report} 2> /mnt/lab/{peer_report}.err"
+    );
+    c.rdmig_ok(&["spawn", "node1", "--", "sh", "-c", &peer])?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.exec_ok("node1", &["ss", "-Hltn", &format!("sport = :{port}")])?.trim().is_empty() {
+        ensure!(Instant::now() < deadline, "the peer does not listen on node1");
+        thread::sleep(Duration::from_millis(300));
+    }
+
+    let g2 = gid_index(c, "node2", MOVING_ADDR)?;
+    let out = c.exec_ok(
+        "node2",
+        &[&bin, "mover", "--connect", &listen, "--gid-index", &g2, "--count", &n, "--stop-after", "500", "--state", "/mnt/lab/qp-gone.state"],
+    )?;
+    let stopped = Instant::now();
+    let first = parse("mover (node2)", &out)?;
+    ensure!(first["ok"] == true && first["life"] == 1, "first life: {first}");
+    let q = peer_query(c, &first["peer_qpn"])?;
+    ensure!(q["state"].as_u64().unwrap_or(0) & PAUSED != 0, "the stop did not pause the peer: {q}");
+    // The mover's host is gone: its address with it, and nobody restores the QP.
+    c.rdmig_ok(&["addr", "del", "node2", MOVING_ADDR])?;
+
+    let peer = wait_file(peer_report, Duration::from_secs(90))?;
+    let waited = stopped.elapsed();
+    let mig = &peer["mig"];
+    ensure!(peer["ok"] == false && peer["wc_errors"].as_u64().unwrap_or(0) >= 1, "the peer did not see its QP fail: {peer}");
+    ensure!(peer["first_error"].as_str().unwrap_or("").contains("status 12"), "not a retry-exceeded completion: {peer}");
+    ensure!(mig["pauses_expired"].as_u64().unwrap_or(0) >= 1, "no pause ended at the bound: {peer}");
+    ensure!(mig["state"].as_u64().unwrap_or(0) & PAUSED == 0, "the peer is still paused: {peer}");
+    // It waited the bound first (with the bound not applied, the retries run out in about a second).
+    ensure!(waited >= Duration::from_secs(bound.saturating_sub(2)), "the peer gave up {waited:?} after the stop, before the {bound} s bound: {peer}");
+    ensure!(peer["bad"] == 0, "corrupted messages: {peer}");
     Ok(())
 }

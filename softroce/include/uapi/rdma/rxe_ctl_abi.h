@@ -11,7 +11,7 @@
 #include <linux/types.h>
 #include <linux/ioctl.h>
 
-#define RXE_CTL_ABI_VERSION	1
+#define RXE_CTL_ABI_VERSION	2
 
 /* object types */
 #define RXE_CTL_OBJ_QP		1	/* index = QPN */
@@ -30,6 +30,7 @@
 #define RXE_CTL_FEAT_MR_REPIN	(1U << 4)	/* MR_REPIN, ring offsets */
 #define RXE_CTL_FEAT_QP_EPOCH	(1U << 5)	/* PAUSE/RESUME epochs */
 #define RXE_CTL_FEAT_MW_BIND	(1U << 6)	/* MW_BIND, MW and AH status */
+#define RXE_CTL_FEAT_PAUSE_MAX	(1U << 7)	/* pauses end (pause_max_sec) */
 
 struct rxe_ctl_version {
 	__u32	abi_version;	/* out: RXE_CTL_ABI_VERSION */
@@ -142,6 +143,8 @@ struct rxe_ctl_qp {
 	__u32	resumes_rcvd;	/* out: 108: RESUME packets taken */
 	__u32	resume_acks;	/* out: 112: RESUME_ACKs received */
 	__u32	pauses_stale;	/* out: 116: PAUSE NAKs ignored; in: 0 */
+	__u32	pauses_expired;	/* out: 120: pauses ended by the bound; in: 0 */
+	__u32	reserved;	/* in: 124: 0 */
 };
 
 /*
