@@ -75,6 +75,15 @@ pub fn criu_uses(dir: &Path) -> bool {
 /// Lets a process left stopped (`--leave-stopped` of a dump or a restore) run again. TCP
 /// connections CRIU locked for a dump are unlocked and QPs of the process that the CRIU plugin
 /// stopped are resumed first (their peers, paused, continue).
+/// Waits (`within` at most) until process `pid`, just sent SIGKILL, has exited: gone, or a
+/// zombie, whose files are closed by then.
+pub fn wait_exited(pid: i32, within: std::time::Duration) {
+    let until = std::time::Instant::now() + within;
+    while std::time::Instant::now() < until && stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X')) {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
 pub fn resume(pid: i32) -> Result<(), String> {
     // TCP connections a dump with --tcp-established locked work again (nothing for others).
     match crate::tcp_unlock::unlock(pid) {

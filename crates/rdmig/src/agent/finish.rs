@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use super::{AgentConfig, Migration, Table};
+use super::{AgentConfig, HoldToEnd, Migration, Table};
 use crate::journal::{Outcome as JOutcome, Phase};
 use rdmig_proto::msg::{MigState, MigrationId, Reply};
 
@@ -17,8 +17,8 @@ pub(super) fn commit(cfg: &AgentConfig, table: &Table, id: &MigrationId) -> Repl
             let MigState::Restored { pid } = m.state else { unreachable!() };
             // Its connections answer again (tcp_hold), then the held copy runs: its QPs resume
             // (their peers with them), then SIGCONT.
-            if let (true, Some(a)) = (std::mem::take(&mut m.tcp_held), &m.moved_addr) {
-                crate::tcp_hold::release(id.as_str(), a.addr);
+            if let Some(hold) = m.moved_addr.as_ref().map(|a| a.addr).and_then(|addr| m.take_tcp_hold(id.as_str(), addr, None)) {
+                hold.end();
             }
             let resumed = crate::process::resume(pid);
             let resumed_ns = super::now_ns();
@@ -47,7 +47,11 @@ pub(super) fn abort(table: &Table, id: &MigrationId) -> Reply {
         Some(m) if m.state == MigState::Committed => Reply::Failed(format!("migration {id} is committed: the process lives here now")),
         Some(m) if m.state == MigState::Aborted => Reply::Ack,
         Some(m) => {
-            let killed = drop_migration(id.as_str(), m);
+            let (killed, hold) = drop_migration(id.as_str(), m);
+            drop(t);
+            if let Some(h) = hold {
+                h.end();
+            }
             table.note(id.as_str(), Phase::Rollback, JOutcome::Done, Some(serde_json::json!({ "reason": "the source aborted", "killed_copy": killed })));
             info!(%id, "aborted");
             Reply::Ack
@@ -64,8 +68,8 @@ pub(super) fn abort(table: &Table, id: &MigrationId) -> Reply {
 
 /// Undoes a migration here: a restored copy that the source disowns must not keep running (the
 /// source resumes its own), and the moved address and the images go.
-/// Returns the pid of the copy it killed.
-fn drop_migration(id: &str, m: &mut Migration) -> Option<i32> {
+/// Returns the pid of the copy it killed, and the TCP hold to end once the table is unlocked.
+fn drop_migration(id: &str, m: &mut Migration) -> (Option<i32>, Option<HoldToEnd>) {
     let restoring = m.state == MigState::Restoring;
     let killed = match m.state {
         MigState::Restored { pid } => {
@@ -74,21 +78,18 @@ fn drop_migration(id: &str, m: &mut Migration) -> Option<i32> {
         }
         _ => None,
     };
+    let mut hold = None;
     if let Some(a) = m.moved_addr.take() {
         let _ = crate::netaddr::del(&a);
-        // Only once the copy is gone: the reset or FIN its closing sockets send must meet the
-        // hold, not the peer, whose connection lives on at the source. While CRIU still
-        // restores, the restore's end does it, once it has killed the copy CRIU made.
-        if !restoring && std::mem::take(&mut m.tcp_held) {
-            if let Some(pid) = killed {
-                super::restore::wait_gone(pid);
-            }
-            crate::tcp_hold::release(id, a.addr);
+        // While CRIU still restores, the restore's end ends the hold, once it has killed the
+        // copy CRIU made.
+        if !restoring {
+            hold = m.take_tcp_hold(id, a.addr, killed);
         }
     }
     m.state = MigState::Aborted;
     let _ = std::fs::remove_dir_all(&m.dir);
-    killed
+    (killed, hold)
 }
 
 /// Aborts each migration still in flight that no open connection names and none named for
@@ -97,16 +98,19 @@ fn drop_migration(id: &str, m: &mut Migration) -> Option<i32> {
 pub(super) fn reap(table: &Table, after: Duration) -> Vec<String> {
     let mut t = table.lock().expect("table lock");
     let mut gone: Vec<(String, Option<i32>)> = vec![];
+    let mut holds = vec![];
     for (id, m) in t.iter_mut().filter(|(_, m)| m.in_flight() && m.conns == 0 && m.last_heard.elapsed() >= after) {
         let restored = match m.state {
             MigState::Restored { pid } => format!("; killed its uncommitted copy, pid {pid}"),
             _ => String::new(),
         };
-        let killed = drop_migration(id, m);
+        let (killed, hold) = drop_migration(id, m);
+        holds.extend(hold);
         warn!(%id, "aborted: its source was silent for {} s{restored}", after.as_secs());
         gone.push((id.clone(), killed));
     }
     drop(t);
+    holds.into_iter().for_each(HoldToEnd::end);
     for (id, killed) in &gone {
         table.note(
             id,

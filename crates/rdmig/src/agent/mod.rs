@@ -29,7 +29,7 @@ mod restore;
 mod session;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -126,6 +126,36 @@ impl Migration {
     /// Still under way: its source may yet commit or abort it.
     fn in_flight(&self) -> bool {
         matches!(self.state, MigState::Receiving | MigState::Restoring | MigState::Restored { .. })
+    }
+
+    /// Takes the TCP hold on `addr` (`tcp_hold`) if this migration has one, to be ended with
+    /// [`HoldToEnd::end`] once the table is unlocked: ending it may first wait for `after_exit_of`,
+    /// a copy just sent SIGKILL.
+    fn take_tcp_hold(&mut self, id: &str, addr: Ipv4Addr, after_exit_of: Option<i32>) -> Option<HoldToEnd> {
+        std::mem::take(&mut self.tcp_held).then(|| HoldToEnd { id: id.to_string(), addr, after_exit_of })
+    }
+}
+
+/// A TCP hold taken off its migration and not ended yet (see [`Migration::take_tcp_hold`]).
+#[must_use = "the moved address's connections stay blackholed until the hold is ended"]
+struct HoldToEnd {
+    id: String,
+    addr: Ipv4Addr,
+    after_exit_of: Option<i32>,
+}
+
+impl HoldToEnd {
+    /// How long a killed copy may take to exit before the hold ends anyway.
+    const EXIT_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+    /// Ends the hold: the moved address's connections answer again. A killed copy's sockets close
+    /// as it exits, and the reset or FIN they send must still meet the hold, not the peer, whose
+    /// connection lives on at the source; so a copy is waited for first.
+    fn end(self) {
+        if let Some(pid) = self.after_exit_of {
+            crate::process::wait_exited(pid, Self::EXIT_WAIT);
+        }
+        crate::tcp_hold::release(&self.id, self.addr);
     }
 }
 

@@ -55,16 +55,15 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
         Ok(pid) => {
             // Aborted while CRIU worked: the source keeps (or takes back) its own copy.
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
-            if let Some(a) = &opts.move_addr {
+            let hold = opts.move_addr.as_ref().and_then(|a| {
                 let _ = crate::netaddr::del(a);
-                if std::mem::take(&mut m.tcp_held) {
-                    // The copy is gone (its last packets dropped) and so is the address.
-                    wait_gone(pid);
-                    crate::tcp_hold::release(id.as_str(), a.addr);
-                }
-            }
+                m.take_tcp_hold(id.as_str(), a.addr, Some(pid))
+            });
             warn!(%id, pid, "aborted during its restore: the restored copy was killed");
             drop(t);
+            if let Some(h) = hold {
+                h.end();
+            }
             table.note(id.as_str(), Phase::Restore, JOutcome::failed(format!("aborted during the restore; copy {pid} killed")), None);
             Reply::Failed(format!("migration {id} was aborted during its restore; the restored copy (pid {pid}) was killed"))
         }
@@ -74,13 +73,14 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
                 m.state = MigState::Receiving;
             }
             // The address goes back to the source with the process.
-            if let Some(a) = &opts.move_addr {
+            let hold = opts.move_addr.as_ref().and_then(|a| {
                 let _ = crate::netaddr::del(a);
-                if std::mem::take(&mut m.tcp_held) {
-                    crate::tcp_hold::release(id.as_str(), a.addr);
-                }
-            }
+                m.take_tcp_hold(id.as_str(), a.addr, None)
+            });
             drop(t);
+            if let Some(h) = hold {
+                h.end();
+            }
             table.note(id.as_str(), Phase::Restore, JOutcome::failed(e.clone()), None);
             Reply::Failed(e)
         }
@@ -116,14 +116,4 @@ async fn run(cfg: &AgentConfig, table: &Table, id: &MigrationId, images: &std::p
         table.note(id.as_str(), Phase::AddrAdd, JOutcome::Done, None);
     }
     criu::restore(images, cfg.restore_timeout, &copts).await.map_err(|e| e.to_string())
-}
-
-/// Waits (2 s at most) until process `pid`, just sent SIGKILL, has exited (gone, or a zombie:
-/// its files are closed by then): its sockets close as it exits, and what they send then must
-/// still meet the hold.
-pub(super) fn wait_gone(pid: i32) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
-    while std::time::Instant::now() < until && crate::process::stat(pid).is_some_and(|s| !matches!(s.state, 'Z' | 'X')) {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
 }
