@@ -371,6 +371,19 @@ fn pause_without_resume(c: &Ctx, bound: u64) -> Result<()> {
     ensure!(first["ok"] == true && first["life"] == 1, "first life: {first}");
     let q = peer_query(c, &first["peer_qpn"])?;
     ensure!(q["state"].as_u64().unwrap_or(0) & PAUSED != 0, "the stop did not pause the peer: {q}");
+    // `rdmig status` shows the paused QP on node1.
+    let o = c.rdmig(&["on", "node1", "--", "status", "--json"])?;
+    let status = String::from_utf8_lossy(&o.stdout).to_string();
+    ensure!(o.status.success(), "rdmig status: {status}{}", String::from_utf8_lossy(&o.stderr));
+    let nodes: Value = serde_json::from_str(&status).with_context(|| format!("rdmig status printed {status:?}"))?;
+    let shown = nodes
+        .as_array()
+        .context("status is no list")?
+        .iter()
+        .filter(|n| n["node"] == "node1")
+        .flat_map(|n| n["qps"].as_array().cloned().unwrap_or_default())
+        .any(|q| q["qpn"] == first["peer_qpn"] && q["paused"] == true);
+    ensure!(shown, "rdmig status does not show node1's paused QP {}: {status}", first["peer_qpn"]);
     // The mover's host is gone: its address with it, and nobody restores the QP.
     c.rdmig_ok(&["addr", "del", "node2", MOVING_ADDR])?;
 
@@ -384,5 +397,21 @@ fn pause_without_resume(c: &Ctx, bound: u64) -> Result<()> {
     // It waited the bound first (with the bound not applied, the retries run out in about a second).
     ensure!(waited >= Duration::from_secs(bound.saturating_sub(2)), "the peer gave up {waited:?} after the stop, before the {bound} s bound: {peer}");
     ensure!(peer["bad"] == 0, "corrupted messages: {peer}");
+    // node1's agent reported the end of the pause (it looks every 5 s).
+    let log = PathBuf::from(LAB_BASE).join(LAB_NAME).join("node1/share/migration-agent.log");
+    let qpn = format!("qpn={}", first["peer_qpn"]);
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().any(|l| l.contains("never resumed it") && l.contains(&qpn)) {
+            break;
+        }
+        ensure!(
+            Instant::now() < until,
+            "node1's agent did not report the pause that ended ({qpn}); its log ends:\n{}",
+            text.lines().rev().take(10).collect::<Vec<_>>().join("\n")
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
     Ok(())
 }

@@ -22,6 +22,7 @@ pub(crate) mod confine;
 mod finish;
 mod gate;
 pub mod numbers;
+pub mod paused;
 pub mod policy;
 mod receive;
 mod reconcile;
@@ -261,6 +262,7 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
     tokio::spawn(finish::reap_orphans(table.clone(), cfg.orphan_after));
     let gate = gate::Gate::new(cfg.max_connections);
     tokio::spawn(reconcile::periodically(cfg.clone(), table.clone()));
+    tokio::spawn(paused::watch(Duration::from_secs(5)));
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,

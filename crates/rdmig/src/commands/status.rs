@@ -11,7 +11,9 @@ use super::{print_json, AgentsArgs};
 pub struct StatusArgs {
     #[command(flatten)]
     agents: AgentsArgs,
-    /// Print JSON: one object per node (node, work_dir, migrations), or {agent, error}.
+    /// Print JSON: one object per node (node, work_dir, migrations, and from agents qps: the QPs
+    /// stopped, resuming or paused by a peer now, or whose pause ended at rxe's bound), or
+    /// {agent, error}.
     #[arg(long)]
     json: bool,
 }
@@ -57,6 +59,21 @@ pub async fn run(a: StatusArgs) -> Result<ExitCode> {
             let pid = m["pid"].as_i64().map(|p| format!(" pid {p}")).unwrap_or_default();
             let src = m["source"].as_str().map(|s| format!(" from {s}")).unwrap_or_default();
             println!("{name}: {} {}{pid}{src}: {}", m["id"].as_str().unwrap_or("?"), m["role"].as_str().unwrap_or("?"), m["state"].as_str().unwrap_or("?"));
+        }
+        for q in n["qps"].as_array().cloned().unwrap_or_default() {
+            let q: rdmig::agent::paused::QpNow = serde_json::from_value(q).context("a QP in the agent's answer")?;
+            let now = [(q.stopped, "stopped"), (q.resuming, "resuming"), (q.paused, "paused by its peer")]
+                .iter()
+                .filter(|(on, _)| *on)
+                .map(|(_, w)| *w)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let pid = q.pid.map(|p| format!(" of pid {p}")).unwrap_or_default();
+            let expired = match q.pauses_expired {
+                0 => String::new(),
+                n => format!(" ({n} pause(s) ended with no RESUME)"),
+            };
+            println!("{name}: QP {} on {}{pid}: {}{expired}", q.qpn, q.dev, if now.is_empty() { "running" } else { &now });
         }
     }
     Ok(ExitCode::SUCCESS)
