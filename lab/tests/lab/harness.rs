@@ -64,6 +64,11 @@ impl Ctx {
             if let Ok(o) = self.rdmig(&["logs", n, "--lines", "40"]) {
                 eprintln!("{}", String::from_utf8_lossy(&o.stdout));
             }
+            // The nodes' consoles show errors only (loglevel=4); rxe's warnings (a responder's
+            // class C error, a pause ended at the bound) are in the kernel's ring buffer.
+            if let Ok(o) = self.rdmig(&["exec", n, "--timeout", "10", "--", "sh", "-c", "dmesg --level=err,warn | tail -n 20"]) {
+                eprintln!("=== {n} kernel warnings (dmesg --level=err,warn) ===\n{}", String::from_utf8_lossy(&o.stdout));
+            }
         }
     }
 }
