@@ -75,6 +75,12 @@ impl NodeClient {
             .await
             .map_err(|e| LabError::io("connect", std::io::Error::other(e)))?
             .map_err(|e| self.err(e.into()))?;
+        // A node that stops answering (its NIC or kernel hung) ends the call within about a
+        // minute, instead of leaving a command that waits for its reply hanging for ever.
+        let sock = socket2::SockRef::from(&std);
+        let ka = socket2::TcpKeepalive::new().with_time(Duration::from_secs(20)).with_interval(Duration::from_secs(5)).with_retries(6);
+        sock.set_tcp_keepalive(&ka).map_err(|e| self.err(e.into()))?;
+        sock.set_tcp_user_timeout(Some(Duration::from_secs(60))).map_err(|e| self.err(e.into()))?;
         std.set_nonblocking(true).map_err(|e| self.err(e.into()))?;
         let s = TcpStream::from_std(std).map_err(|e| self.err(e.into()))?;
         s.set_nodelay(true).map_err(|e| self.err(e.into()))?;
