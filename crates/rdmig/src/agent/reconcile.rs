@@ -174,7 +174,7 @@ pub(super) fn inventory(cfg: &AgentConfig, table: &Table) -> Reply {
     held.sort_by(|a, b| a.id.cmp(&b.id));
     let node = crate::journal::node_name().map(|n| n.to_string()).unwrap_or_default();
     // QPs stopped, resuming or paused now, and any whose pause ended at the bound.
-    let qps: Vec<super::paused::QpNow> = super::paused::snapshot().unwrap_or_default().into_iter().filter(|q| q.held() || q.pauses_expired > 0).collect();
+    let qps: Vec<super::paused::QpNow> = super::paused::snapshot().unwrap_or_default().qps.into_iter().filter(|q| q.held() || q.pauses_expired > 0).collect();
     let json = serde_json::json!({ "node": node, "work_dir": cfg.work_dir.display().to_string(), "migrations": held, "qps": qps });
     Reply::Inventory { json: json.to_string() }
 }
