@@ -18,6 +18,15 @@ use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 
+/// What a directory entry is ([`Confined::list`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Dir,
+    File,
+    /// A link, a socket...: never followed or read.
+    Other,
+}
+
 /// A migration's directory, held open; every operation resolves beneath it.
 pub struct Confined {
     root: OwnedFd,
@@ -98,6 +107,46 @@ impl Confined {
             .mode(Mode::from_bits_truncate(0o600))
             .resolve(resolve());
         openat2(parent.as_fd(), name, how).map(File::from).map_err(|e| err(rel, e))
+    }
+
+    /// Existing file `rel`, for reading (a link there is an error, not followed).
+    pub fn open_read(&self, rel: &str) -> io::Result<File> {
+        split(rel)?;
+        let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC).resolve(resolve());
+        openat2(self.root.as_fd(), rel, how).map(File::from).map_err(|e| err(rel, e))
+    }
+
+    /// The entries of directory `rel` ("" for this one): each name with whether it is a
+    /// directory, a regular file or something else (a link is "something else", never followed).
+    pub fn list(&self, rel: &str) -> io::Result<Vec<(String, Kind)>> {
+        let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).resolve(resolve());
+        let fd = openat2(self.root.as_fd(), if rel.is_empty() { "." } else { rel }, how).map_err(|e| err(rel, e))?;
+        let mut dir = nix::dir::Dir::from_fd(fd).map_err(|e| err(rel, e))?;
+        let mut out = vec![];
+        for e in dir.iter() {
+            let e = e.map_err(|e| err(rel, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            let kind = match e.file_type() {
+                Some(nix::dir::Type::Directory) => Kind::Dir,
+                Some(nix::dir::Type::File) => Kind::File,
+                Some(_) => Kind::Other,
+                // Not told by this filesystem: asked without following a link.
+                None => {
+                    let full = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+                    match std::fs::symlink_metadata(self.path.join(&full)) {
+                        Ok(m) if m.file_type().is_dir() => Kind::Dir,
+                        Ok(m) if m.file_type().is_file() => Kind::File,
+                        _ => Kind::Other,
+                    }
+                }
+            };
+            out.push((name, kind));
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Removes file `rel` (a failed transfer's partial file).

@@ -27,6 +27,7 @@ pub mod policy;
 mod receive;
 mod reconcile;
 mod restore;
+mod seal;
 mod session;
 
 use std::collections::HashMap;
@@ -117,11 +118,22 @@ struct Migration {
     conns: usize,
     /// When a request last named it, or the last connection that did closed.
     last_heard: Instant,
+    /// Each image file as it arrived: checked before CRIU restores from them.
+    seals: seal::Seals,
 }
 
 impl Migration {
     fn new(dir: PathBuf, source: (IpAddr, i32)) -> Self {
-        Migration { dir, state: MigState::Receiving, moved_addr: None, tcp_held: false, source, conns: 0, last_heard: Instant::now() }
+        Migration {
+            dir,
+            state: MigState::Receiving,
+            moved_addr: None,
+            tcp_held: false,
+            source,
+            conns: 0,
+            last_heard: Instant::now(),
+            seals: Default::default(),
+        }
     }
 
     /// Still under way: its source may yet commit or abort it.
@@ -485,6 +497,34 @@ mod tests {
         drop(held);
         std::thread::sleep(cfg.orphan_after + Duration::from_millis(50));
         assert_eq!(finish::reap(&table, cfg.orphan_after), ["m-held"]);
+    }
+
+    /// An image file changed on disk after it arrived (one flipped bit in a pre-copy round): the
+    /// restore is refused before CRIU runs, the migration stays receiving (its source rolls it
+    /// back), and the reason names the file.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_restore_from_a_changed_image_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let (cfg, table) = (config(d.path()), Table::default());
+        let m = id("m-00000000000000f1");
+        assert!(matches!(session::begin(&cfg, &table, &m, ("10.99.0.1".parse().unwrap(), 77)), Reply::Ack));
+        let dir = d.path().join(m.as_str());
+        std::fs::create_dir(dir.join("pre-1")).unwrap();
+        std::fs::write(dir.join("pre-1/pages-1.img"), vec![5u8; 8192]).unwrap();
+        {
+            let c = confine::Confined::open(&dir).unwrap();
+            let mut t = table.lock().unwrap();
+            t.get_mut(m.as_str()).unwrap().seals.seal_dir(&c, "pre-1").unwrap();
+        }
+        let mut b = std::fs::read(dir.join("pre-1/pages-1.img")).unwrap();
+        b[5000] ^= 1;
+        std::fs::write(dir.join("pre-1/pages-1.img"), b).unwrap();
+        let opts = msg::RestoreOpts { verbs: false, tcp_established: false, move_addr: None };
+        match restore::restore(&cfg, &table, &m, &msg::RelPath::new("pre-1").unwrap(), &opts).await {
+            Reply::Failed(e) => assert!(e.contains("images are damaged: pre-1/pages-1.img: its bytes changed"), "{e}"),
+            other => panic!("restored from a changed image: {other:?}"),
+        }
+        assert_eq!(table.lock().unwrap()[m.as_str()].state, MigState::Receiving);
     }
 
     /// An agent that restarts finds in its journal a copy it restored and never committed: it

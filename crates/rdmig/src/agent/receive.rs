@@ -1,7 +1,7 @@
 //! Requests that bring a migration's images here: the RDMA data path (`RdmaSetup`), files and
 //! links (`PutFile`, `PutSymlink`), transport probes (`Probe`), CRIU's page stream into a page
 //! server (`PageStream`), and what `scp` delivered (`ScpDir`, `ScpDone`). Each file or stream is
-//! checked end to end (`DataSum`) before a restore may use it.
+//! checked end to end (`DataSum`) as it arrives, and sealed (`seal`) once it is on disk.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tracing::info;
 
 use super::confine::Confined;
+use super::seal::{Sealing, Seals};
 use super::{dir_of, AgentConfig, Table};
 use crate::criu;
 use crate::transport::rdma::{ChunkKey, RdmaReceiver};
@@ -56,8 +57,10 @@ pub(super) async fn put_file(
         Ok(c) => c.create_new(rel.as_str()).map_err(|e| e.to_string()),
         Err(e) => Err(e.clone()),
     };
+    let mut sealing = Sealing::default();
     let r = receive_data(ch, rdma, via_rdma, len, |chunk| {
         use std::io::Write;
+        sealing.update(chunk);
         match &mut file {
             Ok(f) => f.write_all(chunk).map_err(|e| e.to_string()),
             Err(e) => Err(e.clone()),
@@ -65,7 +68,10 @@ pub(super) async fn put_file(
     })
     .await?;
     Ok(match r {
-        Ok(()) => Reply::Ack,
+        Ok(()) => {
+            seal(table, id, |s| s.add(rel.as_str(), sealing.finish()));
+            Reply::Ack
+        }
         Err(e) => {
             if let (Ok(c), Ok(_)) = (&dir, &file) {
                 let _ = c.remove(rel.as_str());
@@ -140,6 +146,10 @@ pub(super) async fn page_stream(
     let served = criu::page_server_wait(&d, server, Duration::from_secs(60)).await;
     Ok(match (relayed, served) {
         (Ok(n), Ok(())) => {
+            // What the page server wrote is sealed now, read back once (from the page cache).
+            if let Err(e) = seal_written(table, id, rel) {
+                return Ok(Reply::Failed(format!("sealing {}: {e}", rel.as_str())));
+            }
             let page_bytes = criu::page_bytes(&d);
             info!(%id, dir = rel.as_str(), stream_bytes = n, page_bytes, "page stream complete");
             Reply::Streamed { page_bytes }
@@ -147,6 +157,23 @@ pub(super) async fn page_stream(
         (Err(e), _) => Reply::Failed(format!("page stream into {}: {e}", rel.as_str())),
         (Ok(_), Err(e)) => Reply::Failed(format!("page stream into {}: {e}", rel.as_str())),
     })
+}
+
+/// Adds to migration `id`'s seals (gone meanwhile: nothing to seal for).
+fn seal(table: &Table, id: &MigrationId, add: impl FnOnce(&mut Seals)) {
+    if let Some(m) = table.lock().expect("table lock").get_mut(id.as_str()) {
+        add(&mut m.seals);
+    }
+}
+
+/// Seals what a tool wrote into directory `rel` by path (CRIU's page server, scp).
+fn seal_written(table: &Table, id: &MigrationId, rel: &RelPath) -> Result<(), String> {
+    let c = dir_of(table, id).and_then(|d| Confined::open(&d).map_err(|e| e.to_string()))?;
+    // Read outside the table's lock; files that arrived there earlier keep their first seal.
+    let mut fresh = Seals::default();
+    tokio::task::block_in_place(|| fresh.seal_dir(&c, rel.as_str())).map_err(|e| e.to_string())?;
+    seal(table, id, |s| s.merge(fresh));
+    Ok(())
 }
 
 /// `--transport scp`: where the source may copy image directory `rel` to.
@@ -160,7 +187,7 @@ pub(super) fn scp_dir(table: &Table, id: &MigrationId, rel: &RelPath) -> Reply {
 /// `--transport scp`: did exactly `files` arrive in `rel`?
 pub(super) fn scp_done(table: &Table, id: &MigrationId, rel: &RelPath, files: &[msg::ScpFile]) -> Reply {
     match dir_of(table, id).and_then(|d| Confined::open(&d).and_then(|c| c.dir(rel.as_str())).map_err(|e| e.to_string())) {
-        Ok(d) => match check_scp_delivery(&d, files) {
+        Ok(d) => match check_scp_delivery(&d, files).and_then(|()| seal_written(table, id, rel)) {
             Ok(()) => Reply::Ack,
             Err(e) => Reply::Failed(format!("{}: {e}", rel.as_str())),
         },

@@ -1,6 +1,7 @@
 //! `Restore`: the moved address comes up here, then CRIU restores the process from the
 //! migration's images (with rdmig's plugin for verbs state) and leaves it stopped, its QPs
-//! stopped too: it runs once the source commits (`finish`).
+//! stopped too: it runs once the source commits (`finish`). Before CRIU reads anything, every
+//! image file is checked against its seal (`seal`): damaged images are refused, not restored.
 //!
 //! While CRIU works the migration is `Restoring`: a source that lost its connection and asks
 //! learns that nobody knows yet (not "receiving", which would let it take the process back while
@@ -9,6 +10,7 @@
 
 use tracing::{info, warn};
 
+use super::confine::Confined;
 use super::{now_ns, AgentConfig, Table};
 use crate::criu;
 use crate::journal::{Outcome as JOutcome, Phase};
@@ -26,6 +28,16 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
             None => return Reply::Failed(format!("no migration {id} here (agent restarted?)")),
         }
     };
+    // Restoring: nothing more arrives, so what CRIU will read is what is checked here.
+    let start = now_ns();
+    if let Err(e) = check_seals(table, id, &d) {
+        warn!(%id, "restore refused: {e}");
+        if let Some(m) = table.lock().expect("table lock").get_mut(id.as_str()) {
+            m.state = MigState::Receiving;
+        }
+        table.note(id.as_str(), Phase::Restore, JOutcome::failed(format!("images damaged: {e}")), None);
+        return Reply::Failed(format!("restore refused: the images are damaged: {e}"));
+    }
     let source_pid = table.lock().expect("table lock").get(id.as_str()).map(|m| m.source.1);
     // CRIU restores the process with its own pid: free now, so a process with that pid found
     // after a crash of this agent is the restored copy.
@@ -36,7 +48,6 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
         }
         return Reply::Failed(e);
     }
-    let start = now_ns();
     let restored = run(cfg, table, id, &d.join(dir.as_str()), opts).await;
     let mut t = table.lock().expect("table lock");
     let Some(m) = t.get_mut(id.as_str()) else {
@@ -85,6 +96,16 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
             Reply::Failed(e)
         }
     }
+}
+
+/// Every image file of migration `id` (all rounds of the chain) is as it arrived (`seal`).
+fn check_seals(table: &Table, id: &MigrationId, dir: &std::path::Path) -> Result<(), String> {
+    let seals = table.lock().expect("table lock").get(id.as_str()).map(|m| m.seals.clone()).unwrap_or_default();
+    let t = std::time::Instant::now();
+    let c = Confined::open(dir).map_err(|e| e.to_string())?;
+    let checked = tokio::task::block_in_place(|| seals.check(&c))?;
+    info!(%id, files = checked.files, bytes = checked.bytes, ms = t.elapsed().as_millis() as u64, "images checked against their seals");
+    Ok(())
 }
 
 /// The address, then CRIU; the restored process's pid.
