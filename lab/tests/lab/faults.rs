@@ -18,6 +18,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("fault_migrate_killed_after_the_freeze_then_recover", fault_migrate_killed_after_the_freeze_then_recover),
     ("fault_destination_disk_full", fault_destination_disk_full),
     ("fault_destination_agent_killed_during_restore", fault_destination_agent_killed_during_restore),
+    ("fault_image_byte_flipped_on_the_destination_disk", fault_image_byte_flipped_on_the_destination_disk),
 ];
 
 const AGENT: &str = "rdmig agent --listen";
@@ -352,5 +353,43 @@ fn fault_destination_agent_killed_during_restore(c: &Ctx) -> Result<()> {
     let v = verify_workload(c, node, pid, "w-restore.json")?;
     ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory: {v}");
     kill(c, node, pid);
+    Ok(())
+}
+
+/// One byte of an image is flipped on the destination's disk after it arrived: the first
+/// pre-copy round's page image, once the second round is under way (so the first is complete and
+/// sealed), long before the restore. The agent finds it when it checks the images against their
+/// seals before CRIU reads them, refuses the restore, and the migration rolls back: the process
+/// runs at the source alone with every page intact, and the damaged images are gone.
+fn fault_image_byte_flipped_on_the_destination_disk(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "64M", "1M", "w-flip.json")?;
+    let probe = "ls -d /tmp/rdmig-agent/m-*/pre-2 2>/dev/null || true".to_string();
+    // The largest page image of round 1; the byte in its middle is XORed with 1.
+    let flip = r#"f=$(ls -S /tmp/rdmig-agent/m-*/pre-1/pages-*.img | head -n1)
+off=$(( $(stat -c %s "$f") / 2 ))
+b=$(dd if="$f" bs=1 skip=$off count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
+printf "$(printf '\\%03o' $(( b ^ 1 )))" | dd of="$f" bs=1 seek=$off conv=notrunc 2>/dev/null
+echo "$f at $off: $b -> $(dd if="$f" bs=1 skip=$off count=1 2>/dev/null | od -An -tu1 | tr -d ' ')" > /mnt/lab/flipped"#;
+    let _ = std::fs::remove_file(PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared/flipped"));
+    let act = vec!["sh".to_string(), "-c".to_string(), flip.to_string()];
+    let flipper = when_seen(c, "node2", probe, "node2", act, Duration::from_secs(180), Duration::from_millis(100));
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "precopy", "--transport", "tcp", "--max-rounds", "4"]);
+    ensure!(flipper.join().map_err(|_| anyhow::anyhow!("flipper thread panicked"))??, "no second pre-copy round was seen at node2, so no byte was flipped");
+    let flipped = std::fs::read_to_string(PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared/flipped")).unwrap_or_default();
+    println!("  flipped {}", flipped.trim());
+    let (code, r) = res?;
+    println!("  rdmig migrate: exit {code}, {} {}", r["outcome"]["outcome"], r["outcome"]["reason"]);
+    ensure!(code == 3 && r["outcome"]["outcome"] == "rolled_back", "expected a rollback: exit {code}, {}", r["outcome"]);
+    let reason = r["outcome"]["reason"].as_str().unwrap_or_default();
+    ensure!(reason.contains("damaged") && reason.contains("pages-"), "the rollback does not say the page image was damaged: {reason}");
+    ensure!(agent_log("node2").contains("its bytes changed since they arrived"), "node2's agent did not log which file changed");
+    let st = proc_state(c, "node1", pid)?.context("the process is gone from the source")?;
+    ensure!(!st.starts_with(['T', 't']), "the source copy is left stopped ({st})");
+    ensure!(proc_state(c, "node2", pid)?.is_none(), "a copy runs at the destination");
+    let id = r["id"].as_str().context("the report has no id")?.to_string();
+    wait_until("node2's agent to drop the damaged images", Duration::from_secs(60), || Ok(!holds_images(c, "node2", &id)?))?;
+    let v = verify_workload(c, "node1", pid, "w-flip.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory after the rollback: {v}");
+    kill(c, "node1", pid);
     Ok(())
 }
