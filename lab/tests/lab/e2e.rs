@@ -19,6 +19,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("e2e_migrate_ib_send_bw_four_qps", e2e_migrate_ib_send_bw_four_qps),
     ("e2e_migrate_server_there_and_back", e2e_migrate_server_there_and_back),
     ("e2e_fault_restore_reply_blackholed_then_recover", e2e_fault_restore_reply_blackholed_then_recover),
+    ("e2e_fault_source_agent_restarted_with_a_frozen_server", e2e_fault_source_agent_restarted_with_a_frozen_server),
 ];
 
 /// The address the migrated process's peers use; it moves with the process.
@@ -323,4 +324,70 @@ fn e2e_fault_restore_reply_blackholed_then_recover(c: &Ctx) -> Result<()> {
         }
     }
     done
+}
+
+/// Issue 15's leftovers after an agent restart: `rdmig migrate` and the source's agent are both
+/// killed (SIGKILL) as soon as the `ib_send_bw -b` server is frozen. CRIU's dump ends and leaves
+/// it stopped with its QPs stopped in rxe, its address gone and its peer paused: nobody is left
+/// who knows. The agent's supervisor restarts it; from its journal alone (no `rdmig recover`)
+/// the new agent finds the source migration whose `rdmig migrate` is gone, has the destination
+/// drop what it received, and resumes the server (address back, TCP connection out of CRIU's
+/// lock, QPs resumed, SIGCONT); both sides finish their exact iteration counts.
+fn e2e_fault_source_agent_restarted_with_a_frozen_server(c: &Ctx) -> Result<()> {
+    let p = start_pair(c, "node1", "node2", &["-b"], 60_000, "e2e-agent")?;
+    let log_before = agent_log_len(c, "node1");
+    let bin = c.bin.clone();
+    let server = p.server;
+    let killer = thread::spawn(move || -> Result<bool> {
+        let lab = |node: &str| {
+            let mut cmd = std::process::Command::new(&bin);
+            cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
+            cmd
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        while std::time::Instant::now() < deadline {
+            let o = lab("node1").args(["ps", "-o", "stat=", "-p", &server.to_string()]).output()?;
+            if String::from_utf8_lossy(&o.stdout).trim().starts_with(['t', 'T']) {
+                // (The patterns' brackets keep the shell's own command line from matching.)
+                let st = lab("node1").args(["sh", "-c", "pkill -KILL -f '[r]dmig migrate'; pkill -KILL -f '[r]dmig agent --listen'"]).status()?;
+                anyhow::ensure!(st.code().is_some(), "pkill at node1 failed ({st})");
+                return Ok(true);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        Ok(false)
+    });
+    let pid = p.server.to_string();
+    let a = ["--name", LAB_NAME, "--dir", LAB_BASE, "on", "node1", "--to-node", "node3", "--", "migrate", &pid, "--json", "--tcp-established"];
+    let o = std::process::Command::new(&c.bin).args(a).args(["--move-addr", SERVICE_ADDR, "--transport", "tcp", "--strategy", "stop-and-copy"]).output()?;
+    ensure!(killer.join().map_err(|_| anyhow::anyhow!("killer thread panicked"))??, "the freeze was never seen, so nothing was killed");
+    ensure!(!o.status.success(), "rdmig migrate finished although it was killed: {}", String::from_utf8_lossy(&o.stdout));
+    wait_until("CRIU's dump at node1 to end", Duration::from_secs(120), || Ok(c.exec_ok("node1", &["sh", "-c", "pgrep -x criu || true"])?.trim().is_empty()))?;
+    println!("  after the kills the server is {:?} at node1", proc_state(c, "node1", p.server)?);
+
+    // The restarted agent recovers it at start-up, or on its next round if CRIU was still busy.
+    wait_until("node1's restarted agent to resume the server", Duration::from_secs(150), || {
+        Ok(proc_state(c, "node1", p.server)?.is_some_and(|st| !st.starts_with(['T', 't'])))
+    })?;
+    let log = agent_log_since(c, "node1", log_before);
+    ensure!(log.contains("agent listening"), "node1's agent was not restarted:\n{log}");
+    let recovered = log.lines().find(|l| l.contains("source recovery") && l.contains("Resumed")).map(str::to_string);
+    println!("  {}", recovered.as_deref().unwrap_or("(no recovery line)"));
+    ensure!(recovered.is_some(), "node1's restarted agent did not say it resumed the server:\n{log}");
+    ensure!(proc_state(c, "node3", p.server)?.is_none(), "a copy runs at node3 too");
+    finish(c, &p, "node1", "node2")
+}
+
+fn agent_log_path(node: &str) -> PathBuf {
+    PathBuf::from(LAB_BASE).join(LAB_NAME).join(node).join("share/migration-agent.log")
+}
+
+fn agent_log_len(_c: &Ctx, node: &str) -> usize {
+    std::fs::read(agent_log_path(node)).map(|b| b.len()).unwrap_or(0)
+}
+
+/// What node's migration agent logged after byte `from` of its log.
+fn agent_log_since(_c: &Ctx, node: &str, from: usize) -> String {
+    let b = std::fs::read(agent_log_path(node)).unwrap_or_default();
+    String::from_utf8_lossy(b.get(from..).unwrap_or_default()).into_owned()
 }
