@@ -26,9 +26,9 @@ pub const ALL: &[Scenario] = &[
     ("bad_input_is_refused_clearly", bad_input_is_refused_clearly),
     ("precheck_refuses_destination_without_criu", crate::migration::precheck_refuses_destination_without_criu),
     ("agent_refuses_unauthenticated_and_tampered", crate::migration::agent_refuses_unauthenticated_and_tampered),
-    ("migrate_256mib_precopy_vs_stop_and_copy", crate::migration::migrate_256mib_precopy_vs_stop_and_copy),
+    ("migrate_128mib_precopy_vs_stop_and_copy", crate::migration::migrate_128mib_precopy_vs_stop_and_copy),
     ("destination_agent_killed_mid_transfer", crate::migration::destination_agent_killed_mid_transfer),
-    ("migrate_256mib_over_rdma_and_tcp", crate::migration::migrate_256mib_over_rdma_and_tcp),
+    ("migrate_128mib_over_rdma_and_tcp", crate::migration::migrate_128mib_over_rdma_and_tcp),
     ("rdma_path_broken_mid_transfer_rolls_back", crate::migration::rdma_path_broken_mid_transfer_rolls_back),
     ("rdma_blocked_auto_falls_back_to_tcp", crate::migration::rdma_blocked_auto_falls_back_to_tcp),
     ("migrate_over_scp", crate::migration::migrate_over_scp),
@@ -72,7 +72,7 @@ fn json(s: &str) -> Result<Value> {
 /// (a target, measured here, not asserted: a slow machine is not a broken lab).
 fn up(c: &Ctx) -> Result<()> {
     let t = Instant::now();
-    // 1.5 GiB per node: migration scenarios hold a 256 MiB workload plus its images.
+    // 1.5 GiB per node: migration scenarios hold a workload of up to 192 MiB plus its images.
     let out = c.rdmig_ok(&["up", "--nodes", "3", "--memory", "1536", "--json"])?;
     let secs = t.elapsed().as_secs_f64();
     let r = json(&out)?;
