@@ -128,6 +128,21 @@ pub fn migrate_128mib_precopy_vs_stop_and_copy(c: &Ctx) -> Result<()> {
     ensure!(v["ok"] == true && v["verified_pages"] == 32768, "memory after stop-and-copy migration: {v}");
     kill(c, "node3", pid2);
 
+    // The destination checks every image against its seal inside the blackout: what that costs
+    // against the downtime of the same run (the agent logs it for each restore).
+    for (node, run, rep) in [("node2", "pre-copy", &r), ("node3", "stop-and-copy", &s)] {
+        let log = std::fs::read_to_string(PathBuf::from(LAB_BASE).join(LAB_NAME).join(node).join("share/migration-agent.log")).unwrap_or_default();
+        let id = rep["id"].as_str().unwrap_or("?");
+        match log.lines().rev().find(|l| l.contains("images checked against their seals") && l.contains(id)) {
+            Some(l) => {
+                let field = |k: &str| l.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
+                let (ms, bytes) = (field("ms="), field("bytes="));
+                println!("  {run}: seal check of {:.1} MiB took {ms:.0} ms, {:.1} % of its downtime", bytes / 1048576.0, 100.0 * ms / downtime_ms(rep));
+            }
+            None => bail!("{node}'s agent did not log the seal check of {id}"),
+        }
+    }
+
     // What pre-copy is for: the freeze moves a fraction of what stop-and-copy moves.
     let (pf, sf) = (r["final_bytes"].as_u64().unwrap_or(u64::MAX), s["final_bytes"].as_u64().unwrap_or(0));
     ensure!(pf * 4 < sf, "pre-copy froze with {pf} bytes left, stop-and-copy with {sf}");
