@@ -136,8 +136,8 @@ pub fn migrate_128mib_precopy_vs_stop_and_copy(c: &Ctx) -> Result<()> {
         match log.lines().rev().find(|l| l.contains("images checked against their seals") && l.contains(id)) {
             Some(l) => {
                 let field = |k: &str| l.split_whitespace().find_map(|w| w.strip_prefix(k)).and_then(|v| v.parse::<f64>().ok()).unwrap_or(f64::NAN);
-                let (ms, bytes) = (field("ms="), field("bytes="));
-                println!("  {run}: seal check of {:.1} MiB took {ms:.0} ms, {:.1} % of its downtime", bytes / 1048576.0, 100.0 * ms / downtime_ms(rep));
+                let (ms, bytes) = (field("us=") / 1e3, field("bytes="));
+                println!("  {run}: seal check of {:.1} MiB took {ms:.1} ms, {:.2} % of its downtime", bytes / 1048576.0, 100.0 * ms / downtime_ms(rep));
             }
             None => bail!("{node}'s agent did not log the seal check of {id}"),
         }

@@ -516,12 +516,14 @@ mod tests {
             let mut t = table.lock().unwrap();
             t.get_mut(m.as_str()).unwrap().seals.seal_dir(&c, "pre-1").unwrap();
         }
+        // (A tick later: timestamps move in ticks, see `seal`.)
+        std::thread::sleep(Duration::from_millis(20));
         let mut b = std::fs::read(dir.join("pre-1/pages-1.img")).unwrap();
         b[5000] ^= 1;
         std::fs::write(dir.join("pre-1/pages-1.img"), b).unwrap();
         let opts = msg::RestoreOpts { verbs: false, tcp_established: false, move_addr: None };
         match restore::restore(&cfg, &table, &m, &msg::RelPath::new("pre-1").unwrap(), &opts).await {
-            Reply::Failed(e) => assert!(e.contains("images are damaged: pre-1/pages-1.img: its bytes changed"), "{e}"),
+            Reply::Failed(e) => assert!(e.contains("images are damaged: pre-1/pages-1.img: written to or replaced since it arrived"), "{e}"),
             other => panic!("restored from a changed image: {other:?}"),
         }
         assert_eq!(table.lock().unwrap()[m.as_str()].state, MigState::Receiving);

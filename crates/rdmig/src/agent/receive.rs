@@ -68,10 +68,13 @@ pub(super) async fn put_file(
     })
     .await?;
     Ok(match r {
-        Ok(()) => {
-            seal(table, id, |s| s.add(rel.as_str(), sealing.finish()));
-            Reply::Ack
-        }
+        Ok(()) => match file.as_ref().map_err(|e| e.clone()).and_then(|f| sealing.finish(f).map_err(|e| e.to_string())) {
+            Ok(sealed) => {
+                seal(table, id, |s| s.add(rel.as_str(), sealed));
+                Reply::Ack
+            }
+            Err(e) => Reply::Failed(format!("{}: sealing: {e}", rel.as_str())),
+        },
         Err(e) => {
             if let (Ok(c), Ok(_)) = (&dir, &file) {
                 let _ = c.remove(rel.as_str());
@@ -146,7 +149,7 @@ pub(super) async fn page_stream(
     let served = criu::page_server_wait(&d, server, Duration::from_secs(60)).await;
     Ok(match (relayed, served) {
         (Ok(n), Ok(())) => {
-            // What the page server wrote is sealed now, read back once (from the page cache).
+            // What the page server wrote is sealed now (its identity; nothing is read).
             if let Err(e) = seal_written(table, id, rel) {
                 return Ok(Reply::Failed(format!("sealing {}: {e}", rel.as_str())));
             }
@@ -169,9 +172,9 @@ fn seal(table: &Table, id: &MigrationId, add: impl FnOnce(&mut Seals)) {
 /// Seals what a tool wrote into directory `rel` by path (CRIU's page server, scp).
 fn seal_written(table: &Table, id: &MigrationId, rel: &RelPath) -> Result<(), String> {
     let c = dir_of(table, id).and_then(|d| Confined::open(&d).map_err(|e| e.to_string()))?;
-    // Read outside the table's lock; files that arrived there earlier keep their first seal.
+    // Files that arrived there earlier keep their first seal.
     let mut fresh = Seals::default();
-    tokio::task::block_in_place(|| fresh.seal_dir(&c, rel.as_str())).map_err(|e| e.to_string())?;
+    fresh.seal_dir(&c, rel.as_str()).map_err(|e| e.to_string())?;
     seal(table, id, |s| s.merge(fresh));
     Ok(())
 }
