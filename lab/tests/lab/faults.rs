@@ -19,6 +19,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("fault_destination_disk_full", fault_destination_disk_full),
     ("fault_destination_agent_killed_during_restore", fault_destination_agent_killed_during_restore),
     ("fault_image_byte_flipped_on_the_destination_disk", fault_image_byte_flipped_on_the_destination_disk),
+    ("fault_destination_agent_killed_during_precopy", fault_destination_agent_killed_during_precopy),
 ];
 
 const AGENT: &str = "rdmig agent --listen";
@@ -391,6 +392,33 @@ echo "$f at $off: $b -> $(dd if="$f" bs=1 skip=$off count=1 2>/dev/null | od -An
     wait_until("node2's agent to drop the damaged images", Duration::from_secs(60), || Ok(!holds_images(c, "node2", &id)?))?;
     let v = verify_workload(c, "node1", pid, "w-flip.json")?;
     ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory after the rollback: {v}");
+    kill(c, "node1", pid);
+    Ok(())
+}
+
+/// The destination agent is killed (SIGKILL) during pre-copy, once the first round's images are
+/// there: the process was never frozen, so `rdmig migrate` refuses or rolls back and the
+/// workload runs on at the source, alone and intact. The restarted agent (its supervisor starts
+/// it again) takes the half-received migration up from its journal and drops it when its source
+/// stays silent: its images go.
+fn fault_destination_agent_killed_during_precopy(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "64M", "1M", "w-precopy-kill.json")?;
+    let act = ["pkill", "-KILL", "-f", AGENT].map(String::from).to_vec();
+    let probe = "ls /tmp/rdmig-agent/m-*/pre-1/pages-*.img 2>/dev/null || true".to_string();
+    let killer = when_seen(c, "node2", probe, "node2", act, Duration::from_secs(180), Duration::from_millis(100));
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "precopy", "--transport", "tcp"]);
+    ensure!(killer.join().map_err(|_| anyhow::anyhow!("killer thread panicked"))??, "no pre-copy round was seen at node2, so its agent was not killed");
+    let (code, r) = res?;
+    println!("  rdmig migrate: exit {code}, {} {}", r["outcome"]["outcome"], r["outcome"]["reason"]);
+    ensure!(matches!(code, 2 | 3), "expected a refusal or a rollback: exit {code}, {}", r["outcome"]);
+    ensure!(!phases(&r).iter().any(|p| p.contains("restore")), "it went on to a restore: {:?}", phases(&r));
+    let st = proc_state(c, "node1", pid)?.context("the process is gone from the source")?;
+    ensure!(!st.starts_with(['T', 't']), "the source copy is left stopped ({st})");
+    ensure!(proc_state(c, "node2", pid)?.is_none(), "a copy runs at the destination");
+    let id = r["id"].as_str().context("the report has no id")?.to_string();
+    wait_until("node2's restarted agent to drop the half-received images", Duration::from_secs(180), || Ok(!holds_images(c, "node2", &id)?))?;
+    let v = verify_workload(c, "node1", pid, "w-precopy-kill.json")?;
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory after the failure: {v}");
     kill(c, "node1", pid);
     Ok(())
 }
