@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 
+use crate::faults::{agent_log, stopped_probe, when_seen};
 use crate::harness::{perftest_iterations as iterations, proc_state, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -335,28 +336,10 @@ fn e2e_fault_restore_reply_blackholed_then_recover(c: &Ctx) -> Result<()> {
 /// lock, QPs resumed, SIGCONT); both sides finish their exact iteration counts.
 fn e2e_fault_source_agent_restarted_with_a_frozen_server(c: &Ctx) -> Result<()> {
     let p = start_pair(c, "node1", "node2", &["-b"], 60_000, "e2e-agent")?;
-    let log_before = agent_log_len(c, "node1");
-    let bin = c.bin.clone();
-    let server = p.server;
-    let killer = thread::spawn(move || -> Result<bool> {
-        let lab = |node: &str| {
-            let mut cmd = std::process::Command::new(&bin);
-            cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
-            cmd
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(180);
-        while std::time::Instant::now() < deadline {
-            let o = lab("node1").args(["ps", "-o", "stat=", "-p", &server.to_string()]).output()?;
-            if String::from_utf8_lossy(&o.stdout).trim().starts_with(['t', 'T']) {
-                // (The patterns' brackets keep the shell's own command line from matching.)
-                let st = lab("node1").args(["sh", "-c", "pkill -KILL -f '[r]dmig migrate'; pkill -KILL -f '[r]dmig agent --listen'"]).status()?;
-                anyhow::ensure!(st.code().is_some(), "pkill at node1 failed ({st})");
-                return Ok(true);
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        Ok(false)
-    });
+    let log_before = agent_log("node1").len();
+    // (The patterns' brackets keep the shell's own command line from matching.)
+    let act = ["sh", "-c", "pkill -KILL -f '[r]dmig migrate'; pkill -KILL -f '[r]dmig agent --listen'"].map(String::from).to_vec();
+    let killer = when_seen(c, "node1", stopped_probe(p.server), "node1", act, Duration::from_secs(180), Duration::from_millis(20));
     let pid = p.server.to_string();
     let a = ["--name", LAB_NAME, "--dir", LAB_BASE, "on", "node1", "--to-node", "node3", "--", "migrate", &pid, "--json", "--tcp-established"];
     let o = std::process::Command::new(&c.bin).args(a).args(["--move-addr", SERVICE_ADDR, "--transport", "tcp", "--strategy", "stop-and-copy"]).output()?;
@@ -369,25 +352,11 @@ fn e2e_fault_source_agent_restarted_with_a_frozen_server(c: &Ctx) -> Result<()> 
     wait_until("node1's restarted agent to resume the server", Duration::from_secs(150), || {
         Ok(proc_state(c, "node1", p.server)?.is_some_and(|st| !st.starts_with(['T', 't'])))
     })?;
-    let log = agent_log_since(c, "node1", log_before);
+    let log = agent_log("node1").get(log_before..).unwrap_or_default().to_string();
     ensure!(log.contains("agent listening"), "node1's agent was not restarted:\n{log}");
     let recovered = log.lines().find(|l| l.contains("source recovery") && l.contains("Resumed")).map(str::to_string);
     println!("  {}", recovered.as_deref().unwrap_or("(no recovery line)"));
     ensure!(recovered.is_some(), "node1's restarted agent did not say it resumed the server:\n{log}");
     ensure!(proc_state(c, "node3", p.server)?.is_none(), "a copy runs at node3 too");
     finish(c, &p, "node1", "node2")
-}
-
-fn agent_log_path(node: &str) -> PathBuf {
-    PathBuf::from(LAB_BASE).join(LAB_NAME).join(node).join("share/migration-agent.log")
-}
-
-fn agent_log_len(_c: &Ctx, node: &str) -> usize {
-    std::fs::read(agent_log_path(node)).map(|b| b.len()).unwrap_or(0)
-}
-
-/// What node's migration agent logged after byte `from` of its log.
-fn agent_log_since(_c: &Ctx, node: &str, from: usize) -> String {
-    let b = std::fs::read(agent_log_path(node)).unwrap_or_default();
-    String::from_utf8_lossy(b.get(from..).unwrap_or_default()).into_owned()
 }

@@ -24,7 +24,7 @@ pub const SCENARIOS: &[Scenario] = &[
 
 const AGENT: &str = "rdmig agent --listen";
 
-fn agent_log(node: &str) -> String {
+pub(crate) fn agent_log(node: &str) -> String {
     std::fs::read_to_string(PathBuf::from(LAB_BASE).join(LAB_NAME).join(node).join("share/migration-agent.log")).unwrap_or_default()
 }
 
@@ -36,7 +36,7 @@ fn holds_images(c: &Ctx, node: &str, id: &str) -> Result<bool> {
 /// In a thread: runs the shell command `probe` on `watch` every `every` until it prints
 /// something, then runs `act` on `act_on`. Its result says whether that happened within `within`.
 /// (The migration under test runs meanwhile, in the calling thread.)
-fn when_seen(
+pub(crate) fn when_seen(
     c: &Ctx,
     watch: &'static str,
     probe: String,
@@ -68,7 +68,7 @@ fn when_seen(
 
 /// The shell probe that prints something once process `pid` is stopped (CRIU's ptrace stop of
 /// the freeze, or the stop it leaves behind).
-fn stopped_probe(pid: i32) -> String {
+pub(crate) fn stopped_probe(pid: i32) -> String {
     format!("ps -o stat= -p {pid} | grep '^ *[tT]' || true")
 }
 
