@@ -48,23 +48,18 @@ pub struct Seal {
     crc: Option<u32>,
 }
 
-/// The CRC-32 of what `read` yields to its end, and its length.
-fn crc_of(mut read: impl Read) -> std::io::Result<(u64, u32)> {
+/// The CRC-32 of what `read` yields to its end.
+fn crc_of(mut read: impl Read) -> std::io::Result<u32> {
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; 1 << 20];
-    let mut len = 0u64;
     loop {
         match read.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                h.update(&buf[..n]);
-                len += n as u64;
-            }
+            Ok(0) => return Ok(h.finalize()),
+            Ok(n) => h.update(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok((len, h.finalize()))
 }
 
 /// A seal computed as the data streams by (`PutFile` writes and seals in one pass).
@@ -173,7 +168,7 @@ impl Seals {
                         // Written to, or replaced: the same bytes may pass where they are known.
                         match want.crc {
                             Some(crc) => {
-                                let (_, got) = crc_of(f).map_err(|e| format!("{path}: {e}"))?;
+                                let got = crc_of(f).map_err(|e| format!("{path}: {e}"))?;
                                 if got != crc {
                                     return Err(format!("{path}: its bytes changed since they arrived (CRC-32 {got:08x}, was {crc:08x})"));
                                 }
