@@ -15,7 +15,7 @@
 //!
 //! Every wait is bounded: the channel's limits hold for its frames, except the page server's
 //! answers while CRIU dumps (they come now and then): those get the channel's idle bound only
-//! once the stream has ended. RDMA chunks are bounded by the lanes' own stall detection and the
+//! once the stream has ended, and are not waited for at all once it broke. RDMA chunks are bounded by the lanes' own stall detection and the
 //! channel's deadline.
 
 use std::os::fd::AsRawFd;
@@ -116,7 +116,9 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
     // The answers wait on CRIU's pace: only the deadline bounds them until the stream's end.
     rd.set_idle(None);
     let forward_done = tokio::sync::Notify::new();
-    let late_answer = std::sync::atomic::AtomicBool::new(false);
+    let forward_failed = std::sync::atomic::AtomicBool::new(false);
+    // The answers were not read to their end: the channel is out of step.
+    let cut_short = std::sync::atomic::AtomicBool::new(false);
     // Valid as long as `sock`, which lives until this function returns.
     let fd = sock.as_raw_fd();
     let (mut from_criu, mut to_criu) = sock.split();
@@ -150,6 +152,7 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
         let r = forward.await;
         if r.is_err() {
             hang_up(fd);
+            forward_failed.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         forward_done.notify_one();
         r
@@ -175,9 +178,17 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
         tokio::select! {
             r = &mut answers => r,
             _ = forward_done.notified() => match limits.idle {
+                // The stream broke on its way (a dead RDMA lane, say): the destination waits
+                // for the rest until its own bound, and its answers with it. They are not waited
+                // for: the migration fails over the break at once (the process is frozen during
+                // the final dump), and the destination is told to abort on a fresh connection.
+                _ if forward_failed.load(std::sync::atomic::Ordering::Relaxed) => {
+                    cut_short.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Err("destination: its answers were not awaited after the page stream broke".to_string())
+                }
                 // The stream has ended: the rest of the answers come at once, or never.
                 Some(idle) => tokio::time::timeout(idle, answers).await.unwrap_or_else(|_| {
-                    late_answer.store(true, std::sync::atomic::Ordering::Relaxed);
+                    cut_short.store(true, std::sync::atomic::Ordering::Relaxed);
                     Err(format!("destination: no answer for {} s after the page stream", idle.as_secs()))
                 }),
                 None => answers.await,
@@ -185,12 +196,12 @@ pub async fn source(mut sock: UnixStream, ch: &mut Channel<TcpStream>, rdma: Opt
         }
     };
     let (f, b) = tokio::join!(forward, backward);
-    if late_answer.load(std::sync::atomic::Ordering::Relaxed) {
+    if cut_short.load(std::sync::atomic::Ordering::Relaxed) {
         // Cut short mid-frame perhaps: the channel is out of step.
         ch.abandon();
     }
-    // A broken forward path is the cause when the answers failed too (their end was not
-    // waited for as long as the destination waits for data).
+    // A broken forward path is the cause when the answers failed too (they were not waited
+    // for after the break).
     let n = f?;
     b?;
     Ok(n)
@@ -400,6 +411,30 @@ mod tests {
         assert!(t.elapsed() < Duration::from_secs(3));
         assert!(src_ch.send_raw(b"next").await.is_err(), "the channel is out of step");
         swallow.abort();
+    }
+
+    /// The stream breaks on its way (here: the destination stops reading, so a send waits
+    /// past the idle bound): the source fails at once, without waiting for the answers (the
+    /// destination would send them only once its own bound for data has passed), and gives the
+    /// channel up.
+    #[tokio::test]
+    async fn a_broken_stream_does_not_wait_for_the_answers() {
+        let (mut src_ch, dst_ch) = channels().await;
+        let idle = Duration::from_secs(2);
+        src_ch.set_limits(rdmig_proto::wire::Limits::idle(idle));
+        let (mut criu, relay_src) = pair();
+        let t = std::time::Instant::now();
+        let fake_criu = async move {
+            // More than the sockets between the two channels hold; the write fails once the
+            // relay hangs up.
+            let _ = criu.write_all(&vec![7u8; 64 << 20]).await;
+        };
+        let ((), r) = tokio::join!(fake_criu, source(relay_src, &mut src_ch, None));
+        let took = t.elapsed();
+        assert!(r.is_err(), "a stream nobody read was relayed");
+        assert!(took >= idle && took < idle + idle / 2, "the source gave up after {took:?}");
+        assert!(src_ch.send_raw(b"next").await.is_err(), "the channel is out of step");
+        drop(dst_ch);
     }
 
     /// The pieces the relays send: the seeds of the fuzz target `pagestream_decode`
