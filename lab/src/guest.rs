@@ -58,6 +58,10 @@ pub const MIGRATION_WORK_DIR: &str = "/tmp/rdmig-agent";
 pub const NODE_JOURNAL: &str = "/run/rdmig/journal.db";
 /// The node's settings of the installed agent unit, in its share (`up --installed`).
 pub const AGENT_ENV_FILE: &str = "agent.env";
+/// More flags for the migration agent, in the node's share, white-space separated: read each
+/// time the agent is (re)started. A scenario that waits out one of the agent's timeouts (its
+/// `--orphan-after`, say) shortens it so for a while, then restarts the agent without.
+pub const AGENT_FLAGS_FILE: &str = "agent-flags";
 /// Where the nodes find things: what systemd gives a system service, and what guest-init.sh sets.
 const SERVICE_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -162,7 +166,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         };
         match agent {
             Ok(cmd) => {
-                tokio::spawn(supervise_migration_agent(cmd, share.join("migration-agent.log")));
+                tokio::spawn(supervise_migration_agent(cmd, share.join(AGENT_FLAGS_FILE), share.join("migration-agent.log")));
             }
             Err(e) => {
                 warn!("cannot start the migration agent: {e:#}");
@@ -189,12 +193,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 }
 
 /// Runs the migration agent and restarts it when it exits, as a service manager would: a killed
-/// agent (a test does that) is back within a second.
-async fn supervise_migration_agent(agent: AgentCommand, log: PathBuf) {
+/// agent (a test does that) is back within a second, with the flags of `flags` (if any) added.
+async fn supervise_migration_agent(agent: AgentCommand, flags: PathBuf, log: PathBuf) {
     loop {
         let out = fs::OpenOptions::new().create(true).append(true).open(&log);
         let mut cmd = tokio::process::Command::new(&agent.argv[0]);
-        cmd.args(&agent.argv[1..]).stdin(Stdio::null());
+        let extra: Vec<String> = fs::read_to_string(&flags).map(|s| s.split_whitespace().map(String::from).collect()).unwrap_or_default();
+        if !extra.is_empty() {
+            info!(?extra, "the migration agent starts with more flags ({})", flags.display());
+        }
+        cmd.args(&agent.argv[1..]).args(&extra).stdin(Stdio::null());
         if let Some(env) = &agent.env {
             cmd.env_clear().envs(env);
         }
