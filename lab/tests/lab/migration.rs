@@ -217,14 +217,20 @@ pub fn rdma_path_broken_mid_transfer_rolls_back(c: &Ctx) -> Result<()> {
     let breaker = when_destination_holds(c, 24, &["tc", "qdisc", "add", "dev", "vxlan0", "root", "netem", "loss", "100%"]);
     // The break lands in CRIU's page stream (the relay must fail the dump, not hang it), striped
     // over 2 QPs (every lane must notice, or the stream waits on the one that did not).
+    let t = Instant::now();
     let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "rdma", "--page-stream", "--rdma-qps", "2"]);
+    let took = t.elapsed();
     let broke = breaker.join().map_err(|_| anyhow::anyhow!("breaker thread panicked"))?;
     // Whatever happened, heal the overlay for the scenarios after this one.
     c.exec_ok("node2", &["sh", "-c", "tc qdisc del dev vxlan0 root 2>/dev/null; true"])?;
     ensure!(broke?, "the transfer never reached 24 MiB at node2, so the link was not broken");
     let (code, r) = res?;
+    println!("  rdmig migrate ended after {:.1} s ({}): {}", took.as_secs_f64(), r["outcome"]["outcome"], r["outcome"]["reason"]);
     ensure!(code == 3 && r["outcome"]["outcome"] == "rolled_back", "expected a rollback: exit {code}, {}", r["outcome"]);
     ensure!(r["outcome"]["reason"].as_str().unwrap_or("").contains("RDMA"), "the reason does not name RDMA: {}", r["outcome"]);
+    // The lanes call the path broken after 20 s without a credit; the process, frozen
+    // meanwhile, must not wait on for the page server's answers (that took 120 s once).
+    ensure!(took < Duration::from_secs(90), "rdmig migrate took {took:?} to roll back over a broken RDMA path");
     let st = proc_state(c, "node1", pid)?.context("the process is gone from the source")?;
     ensure!(!st.starts_with('T'), "the source copy is left stopped ({st})");
     ensure!(proc_state(c, "node2", pid)?.is_none(), "a copy runs at the destination");
