@@ -268,9 +268,10 @@ pub fn rdma_blocked_auto_falls_back_to_tcp(c: &Ctx) -> Result<()> {
 
 /// The destination agent dies while the final images are on their way: the process runs at the
 /// source again, intact; once the agent is back (its supervisor restarts it), a second
-/// migration succeeds.
+/// migration succeeds. (64 MiB: the agent dies at 24 MiB with 40 still to come, seconds of
+/// transfer in the lab; 192 MiB proved nothing more and cost 20 s.)
 pub fn destination_agent_killed_mid_transfer(c: &Ctx) -> Result<()> {
-    let pid = start_workload(c, "node1", "192M", "0", "w-kill.json")?;
+    let pid = start_workload(c, "node1", "64M", "0", "w-kill.json")?;
     let killer = when_destination_holds(c, 24, &["pkill", "-9", "-f", "rdmig agent --listen"]);
     let (code, r) = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy"])?;
     let killed = killer.join().map_err(|_| anyhow::anyhow!("killer thread panicked"))??;
@@ -298,7 +299,7 @@ pub fn destination_agent_killed_mid_transfer(c: &Ctx) -> Result<()> {
     let (code, r) = migrate(c, pid, "node1", "node2", &[])?;
     ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "second migration: exit {code}, {}", r["outcome"]);
     let v = verify_workload(c, "node2", pid, "w-kill.json")?;
-    ensure!(v["ok"] == true && v["verified_pages"] == 49152, "memory after the second migration: {v}");
+    ensure!(v["ok"] == true && v["verified_pages"] == 16384, "memory after the second migration: {v}");
     kill(c, "node2", pid);
     Ok(())
 }
