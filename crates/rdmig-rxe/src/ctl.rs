@@ -163,6 +163,12 @@ impl Ctl {
             std::io::ErrorKind::NotFound => CtlError::NotLoaded,
             _ => CtlError::Open(e),
         })?;
+        Self::from_file(file)
+    }
+
+    /// The control device opened by the caller (by another path to it than [`CTL_DEV`]): used
+    /// only once it answers VERSION with this rdmig's ABI, which also proves it is rxe_ctl.
+    pub fn from_file(file: File) -> Result<Self, CtlError> {
         let me = Self { file };
         let v = me.version()?;
         if v.abi_version != ABI_VERSION {
