@@ -166,7 +166,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
         ctx.queues.len(),
         blob.len()
     );
-    let img = FileImage { id, pid, fd: pfd, kind: FileKind::Context(Box::new(ctx)) };
+    let img = FileImage { id, pid, fd: pfd, ns_pid: procfs::ns_pid(pid), kind: FileKind::Context(Box::new(ctx)) };
     write_image(dir, &img, &blob)?;
     CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).insert((pid, file_token), (id, comp_channels));
     info!("{who}: saved verbs context as {}: {summary}", image::file_name(id));
@@ -179,7 +179,7 @@ fn dump_event_file(fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {
     let who = format!("process {pid} ({}), event file fd {pfd}", procfs::comm(pid));
     let ev = events::save_file(fd, pid, pfd, &who, |token| dumped_context(pid, token))?;
     let role = ev.role.clone();
-    let img = FileImage { id, pid, fd: pfd, kind: FileKind::EventFile(ev) };
+    let img = FileImage { id, pid, fd: pfd, ns_pid: procfs::ns_pid(pid), kind: FileKind::EventFile(ev) };
     write_image(dir, &img, &[])?;
     info!("{who}: saved as {} ({role})", image::file_name(id));
     Ok(())

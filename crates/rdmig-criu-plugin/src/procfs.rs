@@ -44,6 +44,17 @@ pub fn owner(fd: RawFd, what: &str) -> Result<(i32, i32), DumpError> {
     owners(fd).into_iter().next().ok_or_else(|| DumpError::Unsupported(format!("{what}: no process holding this file was found (kcmp)")))
 }
 
+/// The pid of process `pid` in its own pid namespace: the last of `NSpid` in its status (one
+/// entry per namespace level, the caller's first), which is `pid` itself outside containers.
+pub fn ns_pid(pid: i32) -> Option<i32> {
+    parse_ns_pid(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+fn parse_ns_pid(status: &str) -> Option<i32> {
+    let line = status.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok().filter(|p| *p > 0)
+}
+
 pub fn comm(pid: i32) -> String {
     fs::read_to_string(format!("/proc/{pid}/comm")).map(|s| s.trim().to_string()).unwrap_or_else(|_| "?".into())
 }
@@ -90,4 +101,18 @@ pub fn event_fds(pid: i32) -> Result<Vec<i32>, DumpError> {
         .collect();
     event_fds.sort_unstable();
     Ok(event_fds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ns_pid_is_the_innermost_of_nspid() {
+        assert_eq!(parse_ns_pid("Name:\tib_send_bw\nPid:\t5678\nNSpid:\t5678\t1\n"), Some(1));
+        assert_eq!(parse_ns_pid("Pid:\t42\nNSpid:\t42\n"), Some(42));
+        assert_eq!(parse_ns_pid("Pid:\t42\n"), None, "a kernel without NSpid");
+        assert_eq!(parse_ns_pid("NSpid:\tx\n"), None);
+        assert_eq!(ns_pid(std::process::id() as i32), Some(std::process::id() as i32), "this test runs in the host's namespace");
+    }
 }

@@ -266,8 +266,12 @@ pub fn vma_map(addr: u64, old_offset: u64) -> Option<(u64, RawFd)> {
 pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
     let dir = crate::log::image_dir_fd().ok_or_else(|| RestoreError::Refused("criu_get_image_dir() gave no directory".into()))?;
     let all = image::read_dir(Path::new(&format!("/proc/self/fd/{dir}")))?;
+    // CRIU names the task by its pid on this host; a container's task has another one than at
+    // the dump (its pid in the container's namespace is the same), so images are matched by
+    // the namespace pid when they carry it.
+    let ns_pid = crate::procfs::ns_pid(pid);
     let mut n = 0;
-    for l in all.iter().filter(|l| l.image.pid == pid) {
+    for l in all.iter().filter(|l| restored_as(&l.image, pid, ns_pid)) {
         let FileKind::Context(c) = &l.image.kind else { continue };
         // The same checks as when it was rebuilt (that was another process: CRIU's restored task).
         objects::check_image(l).map_err(|e| RestoreError::Refused(format!("{} (verbs context of pid {pid}): {e}", image::file_name(l.image.id))))?;
@@ -293,9 +297,36 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
     Ok(n)
 }
 
+/// Whether `image` belongs to the restored task CRIU calls `pid` (on this host), whose pid in
+/// its own namespace is `ns_pid`.
+fn restored_as(image: &image::FileImage, pid: i32, ns_pid: Option<i32>) -> bool {
+    match image.ns_pid {
+        Some(p) => Some(p) == ns_pid,
+        None => image.pid == pid,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event_file() -> image::EventFile {
+        image::EventFile { context_id: None, role: "async".into(), role_source: "test".into(), flags: 0, channel: None, file_token: None }
+    }
+
+    #[test]
+    fn a_container_task_is_found_by_its_namespace_pid() {
+        let img = |pid, ns_pid| image::FileImage { id: 1, pid, fd: 3, ns_pid, kind: image::FileKind::EventFile(event_file()) };
+        // Outside containers: the same pid on both sides.
+        assert!(restored_as(&img(700, Some(700)), 700, Some(700)));
+        // A container's task: pid 1 in its namespace, 5678 on the source host, 9012 here.
+        assert!(restored_as(&img(5678, Some(1)), 9012, Some(1)));
+        assert!(!restored_as(&img(5678, Some(1)), 5678, Some(5678)), "another process that happens to have the old host pid");
+        assert!(!restored_as(&img(5678, Some(1)), 9012, Some(2)));
+        // Images of older plugins carry no namespace pid: the host pid, as before.
+        assert!(restored_as(&img(700, None), 700, Some(700)));
+        assert!(!restored_as(&img(700, None), 701, Some(700)));
+    }
     use crate::common::PAGE;
     use std::collections::BTreeMap;
 

@@ -77,6 +77,12 @@ pub struct FileImage {
     /// The process that held the file, and its fd number there (as seen by CRIU at dump).
     pub pid: i32,
     pub fd: i32,
+    /// The process's pid in its own pid namespace (the last of `NSpid` in /proc/PID/status):
+    /// the pid CRIU gives it back at restore. The same as `pid` outside containers; inside one,
+    /// the restored process has another pid on the host, and this is what finds its images.
+    /// Absent in images of plugins before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<i32>,
     pub kind: FileKind,
 }
 
@@ -520,6 +526,7 @@ mod tests {
             id: 7,
             pid: 42,
             fd: 3,
+            ns_pid: None,
             kind: FileKind::Context(Box::new(Context {
                 path: "/dev/infiniband/uverbs0".into(),
                 rdev_major: 231,

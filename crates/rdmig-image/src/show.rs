@@ -190,6 +190,7 @@ mod tests {
             id: 9,
             pid: 100,
             fd: 3,
+            ns_pid: None,
             kind: FileKind::Context(Box::new(Context {
                 path: "/dev/infiniband/uverbs0".into(),
                 rdev_major: 231,
@@ -245,6 +246,7 @@ mod tests {
             id: 10,
             pid: 100,
             fd: 4,
+            ns_pid: None,
             kind: FileKind::EventFile(EventFile {
                 context_id: Some(9),
                 role: "async".into(),

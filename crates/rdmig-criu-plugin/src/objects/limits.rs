@@ -264,7 +264,7 @@ mod tests {
     }
 
     fn img() -> FileImage {
-        FileImage { id: 1, pid: 42, fd: 3, kind: FileKind::Context(Box::new(ctx())) }
+        FileImage { id: 1, pid: 42, fd: 3, ns_pid: None, kind: FileKind::Context(Box::new(ctx())) }
     }
 
     const BLOB: u64 = 3 * PAGE + 100;

@@ -469,7 +469,7 @@ mod tests {
         let l = Loaded {
             path: "x".into(),
             version: crate::image::FORMAT_VERSION,
-            image: crate::image::FileImage { id: 2, pid: 42, fd: 4, kind: FileKind::EventFile(e) },
+            image: crate::image::FileImage { id: 2, pid: 42, fd: 4, ns_pid: None, kind: FileKind::EventFile(e) },
             blob: vec![],
         };
         assert_eq!(check_image(&l), Err("not a verbs context image".into()));
@@ -539,7 +539,7 @@ mod tests {
         c.file_token = Some("00000000feedf00d".into());
         let mut blob = vec![0u8; 3 * PAGE as usize + 64];
         blob[4..8].copy_from_slice(&255u32.to_ne_bytes()); // the CQ ring's index mask
-        let img = FileImage { id: 7, pid: 4242, fd: 3, kind: crate::image::FileKind::Context(Box::new(c)) };
+        let img = FileImage { id: 7, pid: 4242, fd: 3, ns_pid: None, kind: crate::image::FileKind::Context(Box::new(c)) };
         let bytes = crate::image::encode(&img, &blob);
         let l = crate::image::decode(std::path::Path::new("seed"), &bytes).unwrap();
         assert_eq!(check_image(&l), Ok(()));
@@ -552,7 +552,7 @@ mod tests {
             channel: Some("00000000a1b2c3d4".into()),
             file_token: Some("00000000feedf00d".into()),
         };
-        let ev = crate::image::encode(&FileImage { id: 8, pid: 4242, fd: 5, kind: crate::image::FileKind::EventFile(ev) }, &[]);
+        let ev = crate::image::encode(&FileImage { id: 8, pid: 4242, fd: 5, ns_pid: None, kind: crate::image::FileKind::EventFile(ev) }, &[]);
         for (name, bytes) in [("context.img", bytes), ("event_file.img", ev)] {
             let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/image_decode").join(name);
             if std::env::var_os("RDMIG_WRITE_FUZZ_SEEDS").is_some() {
