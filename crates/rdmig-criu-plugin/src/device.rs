@@ -2,13 +2,18 @@
 //! from the image is not trusted: it must be `/dev/infiniband/uverbsN`, this system's `uverbsN`
 //! must have the image's char device number (sysfs), the open follows no symlink
 //! (`openat2` with `RESOLVE_NO_SYMLINKS`, else `O_NOFOLLOW`), and what was opened must be that
-//! character device (`fstat`), or nothing of it is used.
+//! character device (`fstat`), or nothing of it is used. And rxe's control device, which a
+//! container's CRIU borrows from the node's agent ([`open_ctl`]).
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::common::{RestoreError, UVERBS_MAJOR};
+use crate::log::info;
+use std::path::Path;
+
+use rdmig_rxe::{self as rxe, lend, Ctl, CtlError};
 
 /// Where uverbs devices live, and the prefix of their names.
 const DEV_DIR: &str = "/dev/infiniband/";
@@ -109,9 +114,83 @@ pub fn open_uverbs(path: &str, major: u32, minor: u32, ibdev: &str) -> Result<Ow
     open_checked(path, major, minor)
 }
 
+/// rxe's control device: `/dev/rxe_ctl`, or, where CRIU cannot open it (inside a container's
+/// device cgroup and mount namespace), the one the node's agent lends
+/// ([`rdmig_rxe::lend`]). CRIU's master reaches the agent's socket by its path; a restored
+/// task, inside the container's mount namespace, through CRIU's image directory descriptor
+/// (`image_dir`), which CRIU keeps open in the task and which was opened in the host's mount
+/// namespace: going up from it (`..`) leads to the host's root, since the task's own root is
+/// not on that way to stop the walk.
+pub fn open_ctl(image_dir: Option<RawFd>) -> Result<Ctl, RestoreError> {
+    let err = |e: CtlError| RestoreError::sys::<CtlError>(format!("open {}", rxe::CTL_DEV))(e);
+    let cannot = match Ctl::open() {
+        Ok(c) => return Ok(c),
+        // Missing from the container's /dev, or refused by its device cgroup.
+        Err(e @ CtlError::NotLoaded) => e,
+        Err(CtlError::Open(e)) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => CtlError::Open(e),
+        Err(e) => return Err(err(e)),
+    };
+    let socket = Path::new(lend::LEND_SOCKET);
+    let borrowed = match lend::borrow(socket) {
+        Ok(c) => return Ok(c),
+        Err(why) if image_dir.is_none() => Err(why),
+        Err(_) => {
+            let dir = image_dir.expect("checked just above");
+            root_above(&format!("/proc/self/fd/{dir}"))
+                .and_then(|(root, _)| lend::borrow(&Path::new(&root).join(lend::LEND_SOCKET.trim_start_matches('/'))))
+                .map_err(|why| format!("{why} (through CRIU's image directory, from inside the container)"))
+        }
+    };
+    match borrowed {
+        Ok(c) => {
+            info!("borrowed {} from this node's rdmig agent ({cannot})", rxe::CTL_DEV);
+            Ok(c)
+        }
+        Err(why) => Err(RestoreError::Refused(format!("{cannot}; nor could it be borrowed from this node's rdmig agent: {why}"))),
+    }
+}
+
+/// The most `..` steps [`root_above`] takes (a path has fewer components than this).
+const MAX_UP: usize = 256;
+
+/// `start` followed by as many `/..` as lead to the root of its tree (where `..` is the
+/// directory itself), and that number.
+pub fn root_above(start: &str) -> Result<(String, usize), String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut dir = start.to_string();
+    let mut here = fs::metadata(&dir).map_err(|e| format!("{dir}: {e}"))?;
+    for up in 0..=MAX_UP {
+        let parent = format!("{dir}/..");
+        let p = fs::metadata(&parent).map_err(|e| format!("{parent}: {e}"))?;
+        if (p.dev(), p.ino()) == (here.dev(), here.ino()) {
+            return Ok((dir, up));
+        }
+        (dir, here) = (parent, p);
+    }
+    Err(format!("no root within {MAX_UP} levels above {start}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_walk_up_from_a_directory_ends_at_the_root_of_its_tree() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("a/b/c");
+        fs::create_dir_all(&deep).unwrap();
+        let (root, up) = root_above(deep.to_str().unwrap()).unwrap();
+        let (r, slash) = (fs::metadata(&root).unwrap(), fs::metadata("/").unwrap());
+        assert_eq!((r.dev(), r.ino()), (slash.dev(), slash.ino()), "{root}");
+        assert_eq!(up, deep.components().count() - 1, "one `..` per component below /");
+        // And from a descriptor's magic link, as the restore uses it.
+        let f = fs::File::open(&deep).unwrap();
+        let (root, _) = root_above(&format!("/proc/self/fd/{}", f.as_raw_fd())).unwrap();
+        let r = fs::metadata(&root).unwrap();
+        assert_eq!((r.dev(), r.ino()), (slash.dev(), slash.ino()), "{root}");
+        assert!(root_above("/nonexistent/x").unwrap_err().contains("/nonexistent/x"));
+    }
 
     #[test]
     fn only_uverbs_paths_are_accepted() {

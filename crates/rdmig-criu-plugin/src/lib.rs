@@ -33,7 +33,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 // The hooks below call into `dump` and `restore`, which only order the work; each kind of verbs
 // object saves and restores itself in `objects`. `common` is what both sides share, `procfs`
 // the dump's look at the owning process, `handles` the restore's plan for the old handles;
-// `cmd`, `uverbs` and `fdinfo` speak the kernel's interfaces.
+// `cmd`, `uverbs` and `fdinfo` speak the kernel's interfaces; `device` opens the devices.
 pub mod cmd;
 pub mod common;
 pub mod device;
@@ -171,10 +171,10 @@ fn leave_running() -> bool {
 
 /// Lets QPs stopped by a dump run again; their peers are told (RESUME) and continue.
 fn resume_stopped(stopped: &[(String, u32)], why: &str) {
-    let ctl = match rxe::Ctl::open() {
+    let ctl = match device::open_ctl(None) {
         Ok(c) => c,
         Err(e) => {
-            error!("{why}, but {} cannot be opened to resume the stopped QPs {stopped:?}: {e}", rxe::CTL_DEV);
+            error!("{why}, but the stopped QPs {stopped:?} cannot be resumed: {e}");
             return;
         }
     };

@@ -36,7 +36,6 @@ use crate::handles::{self, Obj, Step};
 use crate::image::{self, Context, FileKind, Loaded};
 use crate::log::{debug, info};
 use crate::objects::{self, ah, cq, events, limits, mr, mw, pd, qp, rings, srq, RestoreCx};
-use rdmig_rxe::{self as rxe, Ctl};
 
 /// A context rebuilt in this task.
 struct Built {
@@ -177,7 +176,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     let afd = cmd::get_context(fd).map_err(RestoreError::sys(format!("{who}: GET_CONTEXT")))?;
     // SAFETY: GET_CONTEXT returned a new descriptor that we own.
     let afile = unsafe { OwnedFd::from_raw_fd(afd) };
-    let ctl = Ctl::open().map_err(RestoreError::sys(format!("{who}: open {}", rxe::CTL_DEV)))?;
+    let ctl = device::open_ctl(crate::log::image_dir_fd()).map_err(|e| e.within(&who))?;
     let cx = RestoreCx { fd, ctl: &ctl, c, blob: &l.blob };
 
     // Completion channels first: CREATE_CQ names its channel by fd.
@@ -276,7 +275,7 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
         // The same checks as when it was rebuilt (that was another process: CRIU's restored task).
         objects::check_image(l).map_err(|e| RestoreError::Refused(format!("{} (verbs context of pid {pid}): {e}", image::file_name(l.image.id))))?;
         let who = format!("pid {pid}, verbs context fd {} on {}", l.image.fd, c.ibdev);
-        let ctl = Ctl::open().map_err(RestoreError::sys(format!("{who}: open {}", rxe::CTL_DEV)))?;
+        let ctl = device::open_ctl(None).map_err(|e| e.within(&who))?;
         mr::repin(&ctl, c, pid, &who)?;
         // Rings of QPs that were not connected, and their CQs: copied back as saved (the dump
         // checked that the driver's private index of each is still 0).

@@ -9,11 +9,13 @@
 //! - [`status`]: the device's text status (every user QP, MR, MW and AH with its owner).
 //! - [`sysctl`]: the MigrOS-compatible `last_qpn`/`last_mrn` cursors.
 //! - [`gid`]: GID tables of rxe ports from sysfs.
+//! - [`lend`]: the agent's lending of the control device to CRIU inside containers.
 //! - [`module`]: which `rdma_rxe` and `ib_uverbs` are loaded and installed, rdmig's or stock.
 
 pub mod abi;
 pub mod ctl;
 pub mod gid;
+pub mod lend;
 pub mod module;
 pub mod status;
 pub mod sysctl;

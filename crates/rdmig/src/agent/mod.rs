@@ -21,6 +21,7 @@
 pub(crate) mod confine;
 mod finish;
 mod gate;
+mod lend;
 pub mod numbers;
 pub mod paused;
 pub mod policy;
@@ -81,6 +82,8 @@ pub struct AgentConfig {
     /// How often the agent reconciles its journal with the node (source migrations left by a
     /// dead `rdmig migrate`, leftover image directories).
     pub reconcile_every: Duration,
+    /// Where the agent lends `/dev/rxe_ctl` to CRIU inside containers (None: it does not).
+    pub lend_socket: Option<PathBuf>,
 }
 
 /// The TLS handshake must come at once.
@@ -275,6 +278,13 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
     let gate = gate::Gate::new(cfg.max_connections);
     tokio::spawn(reconcile::periodically(cfg.clone(), table.clone()));
     tokio::spawn(paused::watch(Duration::from_secs(5)));
+    if let Some(path) = &cfg.lend_socket {
+        // Without it a container's checkpoints are restored only where the container was given
+        // /dev/rxe_ctl: worth a warning, not a refusal to serve.
+        if let Err(e) = lend::start(path) {
+            warn!(socket = %path.display(), "cannot lend {} to CRIU inside containers: {e}", rdmig_rxe::CTL_DEV);
+        }
+    }
     loop {
         let (sock, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -432,6 +442,7 @@ mod tests {
             journal: None,
             lock_dir: work.join("locks"),
             reconcile_every: Duration::from_secs(30),
+            lend_socket: None,
         }
     }
 

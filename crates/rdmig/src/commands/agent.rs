@@ -62,6 +62,11 @@ pub struct AgentArgs {
     /// Seconds between two checks for source migrations left by a dead `rdmig migrate`.
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     reconcile_every: u64,
+    /// Where to lend /dev/rxe_ctl to CRIU running inside a container (runc puts CRIU in the
+    /// container's device cgroup, where the device cannot be opened; rdmig's plugin asks here).
+    /// Only root may connect. `none`: do not lend.
+    #[arg(long, value_name = "PATH|none", default_value = rdmig_rxe::lend::LEND_SOCKET)]
+    lend_socket: String,
 }
 
 pub async fn run(a: AgentArgs) -> Result<ExitCode> {
@@ -80,6 +85,7 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         max_connections,
         journal,
         reconcile_every,
+        lend_socket,
     } = a;
     for p in &allow_peers {
         anyhow::ensure!(p == "*" || rdmig_proto::ca::valid_node_name(p), "--allow-peer {p:?}: not a node name ([a-z0-9-]) or *");
@@ -104,6 +110,7 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         journal: Some(journal),
         lock_dir: PathBuf::from(rdmig::migrate::LOCK_DIR),
         reconcile_every: Duration::from_secs(reconcile_every),
+        lend_socket: (lend_socket != "none").then(|| PathBuf::from(lend_socket)),
     })
     .await?;
     Ok(ExitCode::SUCCESS)
