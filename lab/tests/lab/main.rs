@@ -7,6 +7,7 @@
 //!
 //! Run one scenario or a few: `cargo test --test lab -- exec criu` (substring match).
 
+mod containers;
 mod e2e;
 mod faults;
 mod harness;
@@ -26,6 +27,7 @@ fn main() -> std::process::ExitCode {
         e2e::SCENARIOS,
         faults::SCENARIOS,
         installed::SCENARIOS,
+        containers::SCENARIOS,
         scenarios::LAST,
     ])
 }
