@@ -137,20 +137,7 @@ fn run(c: &Ctx) -> Result<()> {
     // The container gets its uverbs device and nothing else of rdma (its restore borrows rxe's
     // control device from the node's agent); memlock as RDMA needs.
     let run_args = |name: &'static str| -> Vec<&'static str> {
-        vec![
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--network",
-            "host",
-            "--device",
-            "/dev/infiniband/uverbs0",
-            "--security-opt",
-            "seccomp=unconfined",
-            "--ulimit",
-            "memlock=-1:-1",
-        ]
+        vec!["run", "-d", "--name", name, "--network", "host", "--device", "/dev/infiniband/uverbs0", "--ulimit", "memlock=-1:-1"]
     };
     let mut a = run_args("ctr-srv");
     a.extend_from_slice(&[IMAGE, "ib_send_bw", "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n, "-b"]);
