@@ -47,10 +47,25 @@ const PODMAN: &[&str] = &[
 
 /// `podman ARGS` on `node`; an error unless it exits 0; its stdout.
 fn podman(c: &Ctx, node: &str, args: &[&str]) -> Result<String> {
-    let mut a = vec!["exec", node, "--timeout", "300", "--"];
+    let o = podman_output(c, node, 300, args)?;
+    ensure!(
+        o.status.success(),
+        "`podman {}` on {node} failed ({}):\n{}{}",
+        args.join(" "),
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// `podman ARGS` on `node` within `secs` seconds, whatever its exit code.
+fn podman_output(c: &Ctx, node: &str, secs: u32, args: &[&str]) -> Result<std::process::Output> {
+    let secs = secs.to_string();
+    let mut a = vec!["exec", node, "--timeout", &secs, "--"];
     a.extend_from_slice(PODMAN);
     a.extend_from_slice(args);
-    c.rdmig_ok(&a)
+    c.rdmig(&a)
 }
 
 /// Podman ready on `node`, with the perftest image (built on the host by
@@ -65,10 +80,7 @@ fn podman_ready(c: &Ctx, node: &str) -> Result<()> {
 /// Removes the scenario's containers everywhere (ends the test's containers whatever happened).
 fn remove_containers(c: &Ctx) {
     for n in ["node1", "node2", "node3"] {
-        let mut a = vec!["exec", n, "--timeout", "60", "--"];
-        a.extend_from_slice(PODMAN);
-        a.extend_from_slice(&["rm", "-f", "--ignore", "ctr-srv", "ctr-cli"]);
-        let _ = c.rdmig(&a);
+        let _ = podman_output(c, n, 60, &["rm", "-f", "--ignore", "ctr-srv", "ctr-cli"]);
     }
 }
 
@@ -97,17 +109,11 @@ fn container_podman_ib_send_bw_server_restored_on_another_node(c: &Ctx) -> Resul
     if r.is_err() {
         // What the containers said, for the failure's report.
         for n in ["node1", "node2", "node3"] {
-            let mut a = vec!["exec", n, "--timeout", "60", "--"];
-            a.extend_from_slice(PODMAN);
-            a.extend_from_slice(&["ps", "-a"]);
-            if let Ok(o) = c.rdmig(&a) {
+            if let Ok(o) = podman_output(c, n, 60, &["ps", "-a"]) {
                 eprintln!("=== {n}: podman ps -a ===\n{}", String::from_utf8_lossy(&o.stdout));
             }
             for name in ["ctr-srv", "ctr-cli"] {
-                let mut a = vec!["exec", n, "--timeout", "60", "--"];
-                a.extend_from_slice(PODMAN);
-                a.extend_from_slice(&["logs", name]);
-                if let Ok(o) = c.rdmig(&a) {
+                if let Ok(o) = podman_output(c, n, 60, &["logs", name]) {
                     if o.status.success() {
                         eprintln!(
                             "=== {n}: podman logs {name} ===\n{}{}",
