@@ -156,6 +156,55 @@ impl MovedAddr {
     }
 }
 
+/// A Podman container's name: what Podman itself accepts (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`), at
+/// most 128 bytes. It becomes an argument of `podman` run as root at the destination, so it can
+/// never look like an option or hold a separator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerName(String);
+
+impl ContainerName {
+    pub fn new(s: &str) -> Result<Self, MsgError> {
+        let ok = !s.is_empty()
+            && s.len() <= 128
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-');
+        if !ok {
+            return Err(MsgError::Invalid { what: "container name", value: s.into(), why: "use [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128" });
+        }
+        Ok(Self(s.to_string()))
+    }
+    pub fn validate(&self) -> Result<(), MsgError> {
+        Self::new(&self.0).map(|_| ())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ContainerName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A container that moves: its name and its full ID (64 lower-case hex digits), both of which
+/// its checkpoint archive carries and the destination must not hold already.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRef {
+    pub name: ContainerName,
+    pub id: String,
+}
+
+impl ContainerRef {
+    pub fn validate(&self) -> Result<(), MsgError> {
+        self.name.validate()?;
+        if self.id.len() != 64 || !self.id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            return Err(MsgError::Invalid { what: "container id", value: self.id.clone(), why: "must be 64 of [0-9a-f]" });
+        }
+        Ok(())
+    }
+}
+
 /// How the destination restores.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreOpts {
@@ -297,6 +346,21 @@ pub enum Request {
     },
     /// What this node holds (`rdmig status`): `Inventory`.
     Inventory,
+    // (New requests go last: postcard numbers the variants, and the fuzz seeds hold them.)
+    /// Can this node take container `container` (`rdmig migrate --container`): Podman here,
+    /// and no container of its name or ID? `Ack` or `Failed` with why.
+    CheckContainer {
+        container: ContainerRef,
+    },
+    /// Restores container `container` from the Podman checkpoint archive `archive` (a file of
+    /// this migration) with `podman container restore --import`, after the moved address came
+    /// up; `Restored` with the container's process, or `Failed` (nothing of it left here).
+    RestoreContainer {
+        id: MigrationId,
+        archive: RelPath,
+        container: ContainerRef,
+        opts: RestoreOpts,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -393,6 +457,7 @@ impl Request {
             | Request::ScpDir { id, .. }
             | Request::ScpDone { id, .. }
             | Request::Restore { id, .. }
+            | Request::RestoreContainer { id, .. }
             | Request::Commit { id }
             | Request::Abort { id }
             | Request::Status { id } => Some(id),
@@ -402,6 +467,7 @@ impl Request {
             | Request::RdmaSetup { .. }
             | Request::Probe { .. }
             | Request::CheckNumbers { .. }
+            | Request::CheckContainer { .. }
             | Request::Events { .. }
             | Request::Inventory
             | Request::Ping => None,
@@ -502,6 +568,15 @@ impl Request {
                     m.validate()?;
                 }
             }
+            Request::CheckContainer { container } => container.validate()?,
+            Request::RestoreContainer { id, archive, container, opts } => {
+                id.validate()?;
+                archive.validate()?;
+                container.validate()?;
+                if let Some(m) = &opts.move_addr {
+                    m.validate()?;
+                }
+            }
         }
         Ok(())
     }
@@ -535,6 +610,34 @@ mod tests {
 
     fn enc<T: Serialize>(v: &T) -> Vec<u8> {
         encode(v).unwrap()
+    }
+
+    /// A container's name and ID become arguments of `podman` run as root at the destination:
+    /// nothing that could read as an option, a path or a second argument gets through.
+    #[test]
+    fn container_names_and_ids_are_validated() {
+        for ok in ["srv", "ctr-srv", "a", "A1_b.c-d", &"x".repeat(128)] {
+            assert!(ContainerName::new(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-srv", "--root=/tmp", ".srv", "_srv", "a b", "a/b", "../x", "a;b", "a\nb", "é", &"x".repeat(129)] {
+            assert!(ContainerName::new(bad).is_err(), "{bad:?}");
+        }
+        let id = "0123456789abcdef".repeat(4);
+        let r = |name: &str, id: &str| ContainerRef { name: ContainerName(name.into()), id: id.into() };
+        assert!(r("srv", &id).validate().is_ok());
+        for bad in [r("srv", &id[1..]), r("srv", &id.to_uppercase()), r("srv", &format!("{}g", &id[1..])), r("--rm", &id)] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+        // Deserialised names are checked again by the request's validation.
+        let req = Request::CheckContainer { container: r("-x", &id) };
+        assert!(decode::<Request>(&enc(&req)).unwrap().validate().is_err());
+        let req = Request::RestoreContainer {
+            id: MigrationId::new("m-1").unwrap(),
+            archive: RelPath("../x".into()),
+            container: r("srv", &id),
+            opts: RestoreOpts::default(),
+        };
+        assert!(decode::<Request>(&enc(&req)).unwrap().validate().is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod criu;
 pub mod journal;
 pub mod migrate;
 pub mod netaddr;
+pub mod podman;
 pub mod process;
 pub mod sample;
 pub mod tcp_hold;

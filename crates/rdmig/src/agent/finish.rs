@@ -20,7 +20,8 @@ pub(super) fn commit(cfg: &AgentConfig, table: &Table, id: &MigrationId) -> Repl
             if let Some(hold) = m.moved_addr.as_ref().map(|a| a.addr).and_then(|addr| m.take_tcp_hold(id.as_str(), addr, None)) {
                 hold.end();
             }
-            let resumed = crate::process::resume(pid);
+            // A container runs since its restore (Podman cannot hold it): nothing to let go.
+            let resumed = if m.container.is_some() { Ok(()) } else { crate::process::resume(pid) };
             let resumed_ns = super::now_ns();
             m.state = MigState::Committed;
             let dir = m.dir.clone();
@@ -47,10 +48,14 @@ pub(super) fn abort(table: &Table, id: &MigrationId) -> Reply {
         Some(m) if m.state == MigState::Committed => Reply::Failed(format!("migration {id} is committed: the process lives here now")),
         Some(m) if m.state == MigState::Aborted => Reply::Ack,
         Some(m) => {
-            let (killed, hold) = drop_migration(id.as_str(), m);
+            let (killed, hold, copy) = drop_migration(id.as_str(), m);
             drop(t);
             if let Some(h) = hold {
                 h.end();
+            }
+            // Gone before the source is told: it restores its own container next.
+            if let Some(Err(e)) = copy.map(|c| c.remove_blocking()) {
+                warn!(%id, "removing the container restored here: {e}");
             }
             table.note(id.as_str(), Phase::Rollback, JOutcome::Done, Some(serde_json::json!({ "reason": "the source aborted", "killed_copy": killed })));
             info!(%id, "aborted");
@@ -68,12 +73,16 @@ pub(super) fn abort(table: &Table, id: &MigrationId) -> Reply {
 
 /// Undoes a migration here: a restored copy that the source disowns must not keep running (the
 /// source resumes its own), and the moved address and the images go.
-/// Returns the pid of the copy it killed, and the TCP hold to end once the table is unlocked.
-fn drop_migration(id: &str, m: &mut Migration) -> (Option<i32>, Option<HoldToEnd>) {
+/// Returns the pid of the copy it killed, the TCP hold to end once the table is unlocked, and a
+/// restored container to remove then (Podman takes seconds: not under the table's lock).
+fn drop_migration(id: &str, m: &mut Migration) -> (Option<i32>, Option<HoldToEnd>, Option<super::container::Restored>) {
     let restoring = m.state == MigState::Restoring;
+    let copy = m.container.take();
     let killed = match m.state {
         MigState::Restored { pid } => {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            if copy.is_none() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
             Some(pid)
         }
         _ => None,
@@ -89,7 +98,7 @@ fn drop_migration(id: &str, m: &mut Migration) -> (Option<i32>, Option<HoldToEnd
     }
     m.state = MigState::Aborted;
     let _ = std::fs::remove_dir_all(&m.dir);
-    (killed, hold)
+    (killed, hold, copy)
 }
 
 /// Aborts each migration still in flight that no open connection names and none named for
@@ -99,18 +108,25 @@ pub(super) fn reap(table: &Table, after: Duration) -> Vec<String> {
     let mut t = table.lock().expect("table lock");
     let mut gone: Vec<(String, Option<i32>)> = vec![];
     let mut holds = vec![];
+    let mut copies = vec![];
     for (id, m) in t.iter_mut().filter(|(_, m)| m.in_flight() && m.conns == 0 && m.last_heard.elapsed() >= after) {
         let restored = match m.state {
             MigState::Restored { pid } => format!("; killed its uncommitted copy, pid {pid}"),
             _ => String::new(),
         };
-        let (killed, hold) = drop_migration(id, m);
+        let (killed, hold, copy) = drop_migration(id, m);
         holds.extend(hold);
+        copies.extend(copy);
         warn!(%id, "aborted: its source was silent for {} s{restored}", after.as_secs());
         gone.push((id.clone(), killed));
     }
     drop(t);
     holds.into_iter().for_each(HoldToEnd::end);
+    for c in copies {
+        if let Err(e) = c.remove_blocking() {
+            warn!(container = %c.id, "removing an uncommitted container: {e}");
+        }
+    }
     for (id, killed) in &gone {
         table.note(
             id,

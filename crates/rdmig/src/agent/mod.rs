@@ -8,7 +8,8 @@
 //!
 //! This module accepts connections and dispatches each request to the module of its group:
 //! `session` (facts, clock, checks, begin, status), `receive` (the RDMA path, files, links,
-//! probes, page streams, scp deliveries), `restore`, `finish` (commit, abort, and dropping the
+//! probes, page streams, scp deliveries), `restore`, `container` (a Podman container's check
+//! and restore), `finish` (commit, abort, and dropping the
 //! migrations whose source went silent); `numbers` is this node's share of QP and MR numbers.
 //! (`Ping` needs no module: it only says the source is alive.)
 //!
@@ -19,6 +20,7 @@
 
 // pub(crate): re-exported for the fuzz targets (`crate::fuzzing`).
 pub(crate) mod confine;
+mod container;
 mod finish;
 mod gate;
 mod lend;
@@ -84,6 +86,8 @@ pub struct AgentConfig {
     pub reconcile_every: Duration,
     /// Where the agent lends `/dev/rxe_ctl` to CRIU inside containers (None: it does not).
     pub lend_socket: Option<PathBuf>,
+    /// How this node runs Podman for container restores (its configuration files).
+    pub podman: crate::podman::Podman,
 }
 
 /// The TLS handshake must come at once.
@@ -123,6 +127,8 @@ struct Migration {
     last_heard: Instant,
     /// Each image file as it arrived: checked before CRIU restores from them.
     seals: seal::Seals,
+    /// The container restored here (`RestoreContainer`), removed if the migration is aborted.
+    container: Option<container::Restored>,
 }
 
 impl Migration {
@@ -136,6 +142,7 @@ impl Migration {
             conns: 0,
             last_heard: Instant::now(),
             seals: Default::default(),
+            container: None,
         }
     }
 
@@ -393,6 +400,7 @@ async fn handle(
         Request::Ping => Reply::Ack,
         Request::CpuCheck { image } => session::cpu_check(cfg, &image).await,
         Request::CheckNumbers { ibdev, qpns, mrs } => session::check_numbers(&ibdev, &qpns, &mrs),
+        Request::CheckContainer { container } => container::check(cfg, &container).await,
         Request::Begin { id, pid } => session::begin(cfg, table, &id, (peer, pid)),
         Request::Status { id } => session::status(table, &id),
         Request::RdmaSetup { eps } => receive::rdma_setup(cfg, ch, rdma, &eps).await,
@@ -403,6 +411,7 @@ async fn handle(
         Request::ScpDir { id, rel } => receive::scp_dir(table, &id, &rel),
         Request::ScpDone { id, rel, files } => receive::scp_done(table, &id, &rel, &files),
         Request::Restore { id, dir, opts } => restore::restore(cfg, table, &id, &dir, &opts).await,
+        Request::RestoreContainer { id, archive, container, opts } => container::restore(cfg, table, &id, &archive, &container, &opts).await,
         Request::Commit { id } => finish::commit(cfg, table, &id),
         Request::Abort { id } => finish::abort(table, &id),
         Request::Events { after } => reconcile::events(table, after),
@@ -443,6 +452,7 @@ mod tests {
             lock_dir: work.join("locks"),
             reconcile_every: Duration::from_secs(30),
             lend_socket: None,
+            podman: Default::default(),
         }
     }
 

@@ -80,7 +80,7 @@ impl Policy {
 
     /// May an admitted peer ask this? (Only what the policy restricts; `validate` did the rest.)
     pub fn allows(&self, req: &Request) -> Result<(), String> {
-        if let Request::Restore { opts, .. } = req {
+        if let Request::Restore { opts, .. } | Request::RestoreContainer { opts, .. } = req {
             if let Some(m) = &opts.move_addr {
                 if !self.move_addr.iter().any(|r| r.admits(m)) {
                     let rules: Vec<String> = self.move_addr.iter().map(|r| r.to_string()).collect();

@@ -99,7 +99,7 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
 }
 
 /// Every image file of migration `id` (all rounds of the chain) is as it arrived (`seal`).
-fn check_seals(table: &Table, id: &MigrationId, dir: &std::path::Path) -> Result<(), String> {
+pub(super) fn check_seals(table: &Table, id: &MigrationId, dir: &std::path::Path) -> Result<(), String> {
     let seals = table.lock().expect("table lock").get(id.as_str()).map(|m| m.seals.clone()).unwrap_or_default();
     let t = std::time::Instant::now();
     let c = Confined::open(dir).map_err(|e| e.to_string())?;
@@ -118,6 +118,13 @@ async fn run(cfg: &AgentConfig, table: &Table, id: &MigrationId, images: &std::p
     if opts.verbs {
         copts.plugins = Some(criu::plugin_dir(&cfg.work_dir).map_err(|e| format!("rdmig's CRIU plugin: {e}"))?);
     }
+    add_moved_address(table, id, opts)?;
+    criu::restore(images, cfg.restore_timeout, &copts).await.map_err(|e| e.to_string())
+}
+
+/// The moved address comes up here (recorded first), its TCP connections held until the commit
+/// when `opts.tcp_established` (see tcp_hold).
+pub(super) fn add_moved_address(table: &Table, id: &MigrationId, opts: &RestoreOpts) -> Result<(), String> {
     if let Some(m) = &opts.move_addr {
         // Restored connections answer nobody until the commit (see tcp_hold).
         let hold = opts.tcp_established;
@@ -137,5 +144,5 @@ async fn run(cfg: &AgentConfig, table: &Table, id: &MigrationId, images: &std::p
         }
         table.note(id.as_str(), Phase::AddrAdd, JOutcome::Done, None);
     }
-    criu::restore(images, cfg.restore_timeout, &copts).await.map_err(|e| e.to_string())
+    Ok(())
 }

@@ -67,6 +67,10 @@ pub struct AgentArgs {
     /// Only root may connect. `none`: do not lend.
     #[arg(long, value_name = "PATH|none", default_value = rdmig_rxe::lend::LEND_SOCKET)]
     lend_socket: String,
+    /// Podman's configuration for restoring containers here (`migrate --container`): the agent
+    /// runs `podman` with these files, never with anything a source sends.
+    #[command(flatten)]
+    podman: super::PodmanArgs,
 }
 
 pub async fn run(a: AgentArgs) -> Result<ExitCode> {
@@ -86,6 +90,7 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         journal,
         reconcile_every,
         lend_socket,
+        podman,
     } = a;
     for p in &allow_peers {
         anyhow::ensure!(p == "*" || rdmig_proto::ca::valid_node_name(p), "--allow-peer {p:?}: not a node name ([a-z0-9-]) or *");
@@ -111,6 +116,7 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         lock_dir: PathBuf::from(rdmig::migrate::LOCK_DIR),
         reconcile_every: Duration::from_secs(reconcile_every),
         lend_socket: (lend_socket != "none").then(|| PathBuf::from(lend_socket)),
+        podman: podman.podman(),
     })
     .await?;
     Ok(ExitCode::SUCCESS)

@@ -77,6 +77,26 @@ impl AgentsArgs {
 
 /// The TLS client side of this node's identity in `dir`, expecting `expect` (None: the address
 /// dialled) in the agent's certificate.
+/// Podman's own configuration files, for `migrate --container` and the agent's container
+/// restores: Podman reads its storage root, cgroup manager, runtime and the rest from them.
+#[derive(Args, Clone)]
+pub(crate) struct PodmanArgs {
+    /// Podman's containers.conf for the podman commands rdmig runs (passed to Podman as its
+    /// CONTAINERS_CONF). Unset: Podman's defaults, or CONTAINERS_CONF from the environment.
+    #[arg(long, value_name = "FILE", env = "CONTAINERS_CONF")]
+    pub(crate) containers_conf: Option<PathBuf>,
+    /// Podman's storage.conf for the podman commands rdmig runs (its CONTAINERS_STORAGE_CONF).
+    /// Unset: Podman's defaults, or CONTAINERS_STORAGE_CONF from the environment.
+    #[arg(long, value_name = "FILE", env = "CONTAINERS_STORAGE_CONF")]
+    pub(crate) containers_storage_conf: Option<PathBuf>,
+}
+
+impl PodmanArgs {
+    pub(crate) fn podman(&self) -> rdmig::podman::Podman {
+        rdmig::podman::Podman { containers_conf: self.containers_conf.clone(), storage_conf: self.containers_storage_conf.clone() }
+    }
+}
+
 pub(crate) fn tls_client(dir: &std::path::Path, expect: Option<&str>) -> Result<rdmig_proto::tls::ClientTls> {
     let id = rdmig_proto::tls::Identity::load(dir).with_context(|| format!("this node's TLS identity (--tls-dir {})", dir.display()))?;
     Ok(id.client(expect)?)

@@ -37,6 +37,8 @@ pub async fn bench_transfer(
 ) -> anyhow::Result<Vec<BenchRow>> {
     let o = MigrateOptions {
         pid: 0,
+        container: None,
+        podman: Default::default(),
         to,
         tls: tls.clone(),
         strategy: Strategy::StopAndCopy,

@@ -34,7 +34,7 @@ impl Run<'_> {
         let mut ch = connect(self.o.to, &self.o.tls, limits).await.map_err(Step::Refuse)?;
         self.check_fit(&mut ch).await?;
         self.choose_transport(&mut ch).await?;
-        call(&mut ch, &Request::Begin { id: self.id.clone(), pid: self.o.pid }).await.map_err(Step::from).and_then(|r| expect_ack(r, "begin"))?;
+        call(&mut ch, &Request::Begin { id: self.id.clone(), pid: self.pid() }).await.map_err(Step::from).and_then(|r| expect_ack(r, "begin"))?;
         Ok(ch)
     }
 
@@ -44,7 +44,8 @@ impl Run<'_> {
         let o = self.o;
         std::fs::create_dir_all(&self.dir).map_err(|e| Step::Refuse(format!("work directory {}: {e}", self.dir.display())))?;
         self.copts.tcp_established = o.tcp_established;
-        if criu::has_verbs(o.pid) {
+        // (A container's CRIU, which runc runs, finds the plugin in CRIU's own directory.)
+        if o.container.is_none() && criu::has_verbs(o.pid) {
             match criu::plugin_dir(&o.work_dir) {
                 Ok(p) => {
                     self.say("the process holds verbs state: rdmig's CRIU plugin saves and restores it");
@@ -71,12 +72,16 @@ impl Run<'_> {
     async fn check_fit(&mut self, ch: &mut Channel<TcpStream>) -> Result<(), Step> {
         let o = self.o;
         self.rec.start(Phase::Check);
-        if o.pid <= 1 || !Path::new(&format!("/proc/{}", o.pid)).exists() {
+        if let Some(name) = &o.container {
+            self.find_container(name).await?;
+        } else if o.pid <= 1 || !Path::new(&format!("/proc/{}", o.pid)).exists() {
             return Err(Step::Refuse(format!("no process {} here", o.pid)));
         }
-        if o.pid as u32 == std::process::id() {
+        if self.pid() as u32 == std::process::id() {
             return Err(Step::Refuse("rdmig cannot migrate itself".into()));
         }
+        // A container's process: its main one (the checks are about it, as a process's are).
+        let pid = self.pid();
         let t = Instant::now();
         let src = host_facts(&o.work_dir, None).await;
         tracing::debug!(ms = t.elapsed().as_millis() as u64, "local facts");
@@ -84,7 +89,9 @@ impl Run<'_> {
             return Err(Step::Refuse("CRIU is not installed here (apt-get install criu)".into()));
         };
         let t = Instant::now();
-        let dst = match call(ch, &Request::Facts { pid: Some(o.pid) }).await {
+        // (A container's process need not have its pid free there: runc gives it a pid
+        // namespace of its own.)
+        let dst = match call(ch, &Request::Facts { pid: o.container.is_none().then_some(pid) }).await {
             Ok(Reply::Facts(f)) => f,
             // The agent's policy: this node may not migrate to it (the reason says which rule).
             Ok(Reply::Failed(e)) => return Err(Step::Refuse(format!("the destination agent at {} refused: {e}", o.to))),
@@ -120,10 +127,13 @@ impl Run<'_> {
                 src.kernel, dst.kernel, dst.hostname
             )));
         }
-        if dst.pid_free != Some(true) {
+        if o.container.is_none() && dst.pid_free != Some(true) {
             return Err(Step::Refuse(format!("pid {} is in use at {}; CRIU restores a process with its own pid", o.pid, dst.hostname)));
         }
-        let rss = rss_bytes(o.pid).unwrap_or(0);
+        if o.container.is_some() {
+            self.container_fits_there(ch).await?;
+        }
+        let rss = rss_bytes(pid).unwrap_or(0);
         // Images and the restored process both need room there; pre-copy rounds may resend pages.
         let need_mem = rss + (64 << 20);
         if dst.mem_available < need_mem {
@@ -145,11 +155,11 @@ impl Run<'_> {
             )));
         }
         // Verbs state: the process's QP numbers and MR keys must be free at the destination.
-        if criu::has_verbs(o.pid) {
+        if criu::has_verbs(pid) {
             let recs = rdmig_rxe::status::read().map_err(|e| Step::Refuse(format!("the process holds verbs state, but {e}")))?;
             let mine = |kind: &str, key: &str| -> Vec<(String, u32)> {
                 recs.iter()
-                    .filter(|r| r.kind == kind && r.fields.get("pid").is_some_and(|p| *p == o.pid.to_string()))
+                    .filter(|r| r.kind == kind && r.fields.get("pid").is_some_and(|p| *p == pid.to_string()))
                     .filter_map(|r| Some((r.fields.get("dev")?.clone(), r.fields.get(key)?.parse().ok()?)))
                     .collect()
             };

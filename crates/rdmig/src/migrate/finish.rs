@@ -52,6 +52,13 @@ impl Run<'_> {
             Err(Some(MigState::Aborted)) => {
                 return self.rollback(format!("the destination restored pid {restored_pid}, then aborted the migration before it was committed")).await;
             }
+            Err(state) if self.ctr.is_some() => {
+                return self.in_doubt(format!(
+                    "the destination restored container {} (it runs there) but did not confirm the commit (its state: {state:?}); \
+                     the container is left checkpointed here (not running), its archive kept",
+                    o.container.as_ref().map(|c| c.to_string()).unwrap_or_default()
+                ));
+            }
             Err(state) => {
                 return self.in_doubt(format!(
                     "the destination restored the process (pid {restored_pid} there, held stopped until the commit) but did not confirm \
@@ -61,11 +68,18 @@ impl Run<'_> {
                 ));
             }
         }
-        if let Err(e) = kill(Pid::from_raw(o.pid), Signal::SIGKILL) {
-            warn!("killing the source copy {}: {e}", o.pid);
+        if self.ctr.is_some() {
+            if let Err(e) = self.remove_source_container().await {
+                warn!("{e}");
+            }
+            self.note(JPhase::Commit, JOutcome::Done, Some(serde_json::json!({ "removed_source_container": o.container })));
+        } else {
+            if let Err(e) = kill(Pid::from_raw(o.pid), Signal::SIGKILL) {
+                warn!("killing the source copy {}: {e}", o.pid);
+            }
+            // Only now: a run that dies before this leaves recovery to kill the stopped copy.
+            self.note(JPhase::Commit, JOutcome::Done, Some(serde_json::json!({ "killed_source_copy": o.pid })));
         }
-        // Only now: a run that dies before this leaves recovery to kill the stopped copy.
-        self.note(JPhase::Commit, JOutcome::Done, Some(serde_json::json!({ "killed_source_copy": o.pid })));
         self.rec.end(Phase::Cleanup);
         self.say(&format!("migrated: pid {restored_pid} runs at {}", self.dst.as_ref().map(|d| d.hostname.as_str()).unwrap_or("?")));
         Outcome::Migrated { restored_pid }
@@ -87,6 +101,13 @@ impl Run<'_> {
 
     /// The final dump failed: CRIU resumes the process when a dump fails; make sure of it.
     pub(super) async fn dump_failed(&mut self, why: String) -> Outcome {
+        if self.ctr.is_some() {
+            let why = self.container_after_failed_checkpoint(why).await;
+            self.rec.end(Phase::FinalDump);
+            self.resumed_here();
+            abort_remote(self.o.to, &self.o.tls, &self.id, self.cleanup_until()).await;
+            return Outcome::RolledBack { reason: why };
+        }
         let _ = crate::process::resume(self.o.pid);
         self.rec.end(Phase::FinalDump);
         self.resumed_here();
@@ -104,6 +125,16 @@ impl Run<'_> {
                 why = format!("{why}; and taking {} back failed: {e}", m.addr);
             }
         }
+        if self.ctr.is_some() {
+            // The destination's copy runs from its restore on: it goes first, then this one runs.
+            abort_remote(self.o.to, &self.o.tls, &self.id, self.cleanup_until()).await;
+            let why = match self.restore_container_here().await {
+                Ok(()) => why,
+                Err(e) => format!("{why}; and {e}"),
+            };
+            self.resumed_here();
+            return Outcome::RolledBack { reason: why };
+        }
         let why = match crate::process::resume(self.o.pid) {
             Ok(()) => why,
             Err(e) => format!("{why}; and resuming the source failed: {e}"),
@@ -114,7 +145,10 @@ impl Run<'_> {
     }
 
     /// Only the destination knows whether the process runs there: the copy here stays stopped.
-    pub(super) fn in_doubt(&self, why: String) -> Outcome {
+    pub(super) fn in_doubt(&mut self, why: String) -> Outcome {
+        if let Some(c) = self.ctr.as_mut() {
+            c.keep_archive = true;
+        }
         Outcome::InDoubt { reason: why }
     }
 

@@ -18,6 +18,9 @@ impl Run<'_> {
     /// the `final_dump` span is left open for `dump_failed`.
     pub(super) async fn freeze(&mut self, ch: &mut Channel<TcpStream>, parent: Option<String>) -> Result<(), Step> {
         let o = self.o;
+        if o.container.is_some() {
+            return self.checkpoint_container(ch).await;
+        }
         self.rec.start(Phase::Freeze);
         self.rec.start(Phase::FinalDump);
         let final_dir = self.dir.join("final");

@@ -18,7 +18,8 @@ impl Run<'_> {
     pub(super) fn hook_env(&self, phase: &str, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
         let mut v = vec![
             ("RDMIG_ID", self.id.to_string()),
-            ("RDMIG_PID", self.o.pid.to_string()),
+            ("RDMIG_PID", self.pid().to_string()),
+            ("RDMIG_CONTAINER", self.o.container.as_ref().map(|c| c.to_string()).unwrap_or_default()),
             ("RDMIG_DESTINATION", self.o.to.to_string()),
             ("RDMIG_SOURCE", self.src.as_ref().map(|s| s.hostname.clone()).unwrap_or_default()),
             ("RDMIG_STRATEGY", format!("{:?}", self.o.strategy).to_lowercase()),

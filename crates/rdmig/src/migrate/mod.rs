@@ -11,6 +11,12 @@
 //! | restore at the destination | `restore` | stopped here | roll back, or in doubt when nobody can tell |
 //! | destination confirms; kill the stopped source copy, commit | `finish` | runs there | (commit failures only leave images behind) |
 //!
+//! A Podman container (`--container`) goes through the same stages, stop-and-copy: its checks,
+//! its freeze (`podman container checkpoint --export`), its restore (`podman container restore
+//! --import` by the destination agent) and what becomes of the source copy are in `container`,
+//! which the stages call; the channel, transfer, journal, timeline, hooks and report are the
+//! process path's.
+//!
 //! If the connection breaks after the restore was asked for, the source asks the destination what
 //! happened; when nobody can tell, the source copy stays stopped ("in doubt") rather than risk two
 //! running copies.
@@ -27,6 +33,7 @@
 
 mod bench;
 mod checks;
+mod container;
 mod finish;
 mod freeze;
 mod hooks;
@@ -76,7 +83,13 @@ pub struct Hooks {
 
 #[derive(Debug, Clone)]
 pub struct MigrateOptions {
+    /// The process to move (unused with `container`).
     pub pid: i32,
+    /// Move this Podman container instead of a process (stop-and-copy: `strategy` must be
+    /// `StopAndCopy`).
+    pub container: Option<rdmig_proto::msg::ContainerName>,
+    /// How Podman runs here (its configuration files).
+    pub podman: crate::podman::Podman,
     pub to: SocketAddr,
     /// This node's TLS client identity (and the agent's expected node name, if given).
     pub tls: rdmig_proto::tls::ClientTls,
@@ -142,7 +155,11 @@ pub enum Outcome {
 #[derive(Debug, Clone, Serialize)]
 pub struct MigrationReport {
     pub id: String,
+    /// The process moved (a container's: its main process here).
     pub pid: i32,
+    /// The Podman container moved, if it was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
     pub strategy: Strategy,
     pub source: Option<HostFacts>,
     pub destination: Option<HostFacts>,
@@ -209,6 +226,8 @@ struct Run<'a> {
     journal: Option<NodeJournal>,
     /// When the destination's restore ended (its clock): the held copy's resume starts there.
     restored_ns: Option<u64>,
+    /// The container moved (`--container`), once the checks found it.
+    ctr: Option<container::Source>,
 }
 
 /// Of the deadline, what the clean-up after a failed stage may use (asking the destination,
@@ -247,7 +266,13 @@ impl<'a> Run<'a> {
             end,
             journal: None,
             restored_ns: None,
+            ctr: None,
         }
+    }
+
+    /// The process that moves: a container's main process once the checks found it.
+    fn pid(&self) -> i32 {
+        self.ctr.as_ref().map_or(self.o.pid, |c| c.pid)
     }
 
     /// Records a step in the node's journal; a failure is logged (the step goes ahead).
@@ -272,6 +297,15 @@ impl<'a> Run<'a> {
     /// What recovery needs to find the process and the destination again.
     fn begin_details(&self) -> serde_json::Value {
         let o = self.o;
+        if let Some(name) = &o.container {
+            // No pid: the container's process is not resumed by a signal (see `recover`).
+            return serde_json::json!({
+                "container": name.as_str(),
+                "boot_id": crate::process::boot_id(),
+                "to": o.to.to_string(),
+                "dir": self.dir.display().to_string(),
+            });
+        }
         serde_json::json!({
             "pid": o.pid,
             "start_ticks": crate::process::stat(o.pid).map(|s| s.start_ticks),
@@ -359,9 +393,13 @@ pub async fn migrate(o: &MigrateOptions) -> MigrationReport {
     };
     let mut run = Run::new(o, id.clone(), o.work_dir.join(id.as_str()), &hostname);
     // Held until this function returns: the whole run, clean-up included.
+    let subject = match &o.container {
+        Some(name) => lock::Subject::Container(name.to_string()),
+        None => lock::Subject::Pid(o.pid),
+    };
     let lock = match refused {
         Some(why) => Err(why),
-        None => lock::MigrationLock::take(&o.lock_dir, o.pid, id.as_str()),
+        None => lock::MigrationLock::take(&o.lock_dir, &subject, id.as_str()),
     };
     let outcome = match &lock {
         Ok(_) => match crate::journal::NodeJournal::open(&o.journal) {
@@ -390,7 +428,7 @@ pub async fn migrate(o: &MigrateOptions) -> MigrationReport {
             warn!("{e}");
         }
     }
-    if lock.is_ok() {
+    if lock.is_ok() && !run.keeps_dir() {
         let _ = std::fs::remove_dir_all(&run.dir);
     }
     let report = run.report(outcome);
@@ -406,6 +444,8 @@ mod tests {
     fn options(pid: i32, to: SocketAddr, dir: &std::path::Path, deadline: Duration) -> MigrateOptions {
         MigrateOptions {
             pid,
+            container: None,
+            podman: Default::default(),
             to,
             tls: rdmig_proto::tls::testing::TestCa::new().node("src", &[]).client(None).unwrap(),
             strategy: Strategy::Precopy,
@@ -441,7 +481,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut app = std::process::Command::new("sleep").arg("30").spawn().unwrap();
         let o = options(app.id() as i32, "127.0.0.1:9".parse().unwrap(), d.path(), Duration::from_secs(30));
-        let held = lock::MigrationLock::take(&o.lock_dir, o.pid, "m-0123456789abcdef").unwrap();
+        let held = lock::MigrationLock::take(&o.lock_dir, &lock::Subject::Pid(o.pid), "m-0123456789abcdef").unwrap();
         let r = migrate(&o).await;
         match &r.outcome {
             Outcome::Refused { reason } => {
@@ -480,7 +520,7 @@ mod tests {
         }
         assert_ne!(state(app.id()), 'T');
         // The lock went with the run.
-        drop(lock::MigrationLock::take(&o.lock_dir, o.pid, "m-next").unwrap());
+        drop(lock::MigrationLock::take(&o.lock_dir, &lock::Subject::Pid(o.pid), "m-next").unwrap());
         app.kill().unwrap();
         let _ = app.wait();
     }

@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::lock::MigrationLock;
+use super::lock::{MigrationLock, Subject};
 use super::remote::{ask_state, commit_again, connect, IO_WAIT};
 use crate::journal::{facts, Event, MigrationState, NodeJournal, Outcome as JOutcome, Phase, Role};
 use rdmig_proto::msg::{MigState, MigrationId, MovedAddr, Reply, Request};
@@ -88,6 +88,8 @@ impl RecoveryOutcome {
 #[derive(Debug, Default, Clone, PartialEq)]
 pub(crate) struct SourceView {
     pub pid: Option<i32>,
+    /// `migrate --container`: the Podman container it moves (then no pid is recorded).
+    pub container: Option<String>,
     pub start_ticks: Option<u64>,
     pub boot_id: Option<String>,
     pub to: Option<SocketAddr>,
@@ -108,6 +110,7 @@ impl SourceView {
         let has = |p: Phase| events.iter().any(|e| e.phase == p);
         SourceView {
             pid: f.get("pid").and_then(|v| v.as_i64()).and_then(|p| i32::try_from(p).ok()),
+            container: f.get("container").and_then(|v| v.as_str()).map(String::from),
             start_ticks: f.get("start_ticks").and_then(|v| v.as_u64()),
             boot_id: f.get("boot_id").and_then(|v| v.as_str()).map(String::from),
             to: f.get("to").and_then(|v| v.as_str()).and_then(|s| s.parse().ok()),
@@ -171,11 +174,28 @@ async fn recover_one(journal: &NodeJournal, m: &MigrationState, o: &RecoverOptio
     let done = |outcome, detail: String| Recovered { id: id.to_string(), pid: v.pid, outcome, detail };
     // A run that still holds the process's lock is alive; holding it here keeps a new run out
     // while this one recovers.
-    let _lock = match v.pid.map(|pid| MigrationLock::take(&o.lock_dir, pid, id.as_str())) {
+    let subject = match (&v.container, v.pid) {
+        (Some(name), _) => Some(Subject::Container(name.clone())),
+        (None, Some(pid)) => Some(Subject::Pid(pid)),
+        (None, None) => None,
+    };
+    let _lock = match subject.map(|s| MigrationLock::take(&o.lock_dir, &s, id.as_str())) {
         Some(Ok(l)) => Some(l),
         Some(Err(e)) => return done(RecoveryOutcome::Busy, e),
         None => None,
     };
+    // A container's checkpoint is Podman's to restore, and whether the destination restored
+    // it is only known there: recovery does not guess (it would risk two running copies).
+    if let (Some(name), true) = (&v.container, v.frozen) {
+        let to = v.to.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
+        return done(
+            RecoveryOutcome::InDoubt,
+            format!(
+                "container {name} was checkpointed here by a `rdmig migrate --container` that ended before its outcome; recovery does \
+                 not restore containers: if it does not run at the destination ({to}), `podman container restore --tcp-established {name}` here"
+            ),
+        );
+    }
     // A dump that outlived its run still has the process: wait for CRIU to let go.
     if let Some(pid) = v.pid.filter(|&p| crate::process::criu_works_on(p)) {
         return done(RecoveryOutcome::Busy, format!("CRIU still works on process {pid}"));
@@ -406,7 +426,7 @@ mod tests {
         j.record(&busy, Role::Source, Phase::Freeze, JOutcome::Started, None).unwrap();
         begin(&j, &idle, 4_000_000, "127.0.0.1:9");
         let o = opts(d.path());
-        let held = MigrationLock::take(&o.lock_dir, pid, busy.as_str()).unwrap();
+        let held = MigrationLock::take(&o.lock_dir, &Subject::Pid(pid), busy.as_str()).unwrap();
         let mut r = recover(&j, &o).await.unwrap();
         r.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(r[0].outcome, RecoveryOutcome::Busy, "{r:?}");

@@ -78,7 +78,8 @@ impl Run<'_> {
         let pages_streamed = self.streams_pages() && self.transport.is_some();
         MigrationReport {
             id: self.id.to_string(),
-            pid: self.o.pid,
+            pid: self.pid(),
+            container: self.o.container.as_ref().map(|c| c.to_string()),
             strategy: self.o.strategy,
             source: self.src.take(),
             destination: self.dst.take(),

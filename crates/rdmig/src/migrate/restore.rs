@@ -30,7 +30,11 @@ impl Run<'_> {
         // CRIU may take long: the reply gets the restore's time, within the deadline.
         let limits = ch.limits();
         ch.set_limits(Limits { idle: Some(RESTORE_WAIT), ..limits });
-        let restored = call(ch, &Request::Restore { id: self.id.clone(), dir: RelPath::new("final").expect("valid"), opts: ropts }).await;
+        let req = match &self.ctr {
+            Some(c) => Request::RestoreContainer { id: self.id.clone(), archive: self.archive_rel(), container: c.reference(), opts: ropts },
+            None => Request::Restore { id: self.id.clone(), dir: RelPath::new("final").expect("valid"), opts: ropts },
+        };
+        let restored = call(ch, &req).await;
         ch.set_limits(limits);
         let pid = match restored {
             Ok(Reply::Restored { pid, start_ns, end_ns }) => {
@@ -54,6 +58,15 @@ impl Run<'_> {
                     }
                     Some(MigState::Receiving) | Some(MigState::Aborted) => {
                         return Restored::No(format!("connection lost during restore ({e}); the destination did not restore"));
+                    }
+                    other if self.ctr.is_some() => {
+                        return Restored::Unknown(format!(
+                            "connection lost during restore ({e}) and the destination's state is {other:?}; container {} is left \
+                             checkpointed here (not running): if it does not run at the destination, `podman container restore \
+                             --tcp-established {}` here",
+                            self.ctr.as_ref().map(|c| c.name.to_string()).unwrap_or_default(),
+                            self.ctr.as_ref().map(|c| c.name.to_string()).unwrap_or_default(),
+                        ));
                     }
                     other => {
                         return Restored::Unknown(format!(
