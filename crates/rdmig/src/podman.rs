@@ -78,11 +78,6 @@ impl Podman {
         Ok(o.stdout)
     }
 
-    /// Podman's version (`podman --version`): whether it is here at all.
-    pub async fn version(&self) -> Result<String, PodmanError> {
-        Ok(self.run(&["--version"], SHORT).await?.trim().to_string())
-    }
-
     /// Whether a container of this name or ID exists here (`podman container exists`: 0 yes,
     /// 1 no, anything else an error).
     pub async fn exists(&self, name_or_id: &str) -> Result<bool, PodmanError> {
@@ -92,6 +87,13 @@ impl Podman {
             Some(1) => Ok(false),
             _ => Err(PodmanError::Spawn { args: format!("container exists {name_or_id}"), source: std::io::Error::other(last_lines(&o.stderr, 8)) }),
         }
+    }
+
+    /// Every container here (`podman container ls --all`): full ID and name of each. One call,
+    /// not one per name: each `podman` takes seconds in an emulated node.
+    pub async fn containers(&self) -> Result<Vec<(String, String)>, PodmanError> {
+        let out = self.run(&["container", "ls", "--all", "--no-trunc", "--format", "{{.ID}} {{.Names}}"], SHORT).await?;
+        Ok(parse_containers(&out))
     }
 
     /// A container's fields (`podman container inspect`): ID, state, main process.
@@ -113,6 +115,11 @@ pub struct Inspected {
     pub status: String,
     /// Its main process on this host (0 when it runs none).
     pub pid: i32,
+}
+
+/// `ID NAME` lines.
+fn parse_containers(out: &str) -> Vec<(String, String)> {
+    out.lines().filter_map(|l| l.trim().split_once(' ')).map(|(id, name)| (id.to_string(), name.trim().to_string())).collect()
 }
 
 /// A query's time: Podman takes seconds in an emulated node, never minutes.
@@ -137,6 +144,13 @@ mod tests {
         assert_eq!(c.get_args().collect::<Vec<_>>(), ["container", "exists", "srv"]);
         let envs: Vec<_> = c.get_envs().collect();
         assert_eq!(envs, [(std::ffi::OsStr::new("CONTAINERS_CONF"), Some(std::ffi::OsStr::new("/etc/rdmig/containers.conf")))]);
+    }
+
+    #[test]
+    fn the_container_list_is_read_as_id_and_name() {
+        let id = "a".repeat(64);
+        assert_eq!(parse_containers(&format!("{id} ctr-srv\n\n{id}b x\n")), [(id.clone(), "ctr-srv".into()), (format!("{id}b"), "x".into())]);
+        assert!(parse_containers("").is_empty());
     }
 
     #[test]

@@ -47,11 +47,11 @@ impl Restored {
 
 /// Whether `c` could be restored here now: Podman runs, and neither its name nor its ID is taken.
 async fn free_here(podman: &Podman, c: &ContainerRef) -> Result<(), String> {
-    let version = podman.version().await.map_err(|e| e.to_string())?;
-    if podman.exists(c.name.as_str()).await.map_err(|e| e.to_string())? {
-        return Err(format!("a container named {} exists here already ({version})", c.name));
+    let all = podman.containers().await.map_err(|e| e.to_string())?;
+    if all.iter().any(|(_, name)| name == c.name.as_str()) {
+        return Err(format!("a container named {} exists here already", c.name));
     }
-    if podman.exists(&c.id).await.map_err(|e| e.to_string())? {
+    if all.iter().any(|(id, _)| *id == c.id) {
         return Err(format!("a container with the ID of {} ({}) exists here already", c.name, &c.id[..12]));
     }
     Ok(())
