@@ -3,6 +3,11 @@
 //! its own directory (`/usr/lib/criu`, the installed package) with no flag from anyone. The
 //! containers are given their uverbs device only, as any RDMA container is.
 //!
+//! Podman's settings for a lab node (storage on the node's /run, cgroups without systemd, runc)
+//! are Podman's own configuration files, written into the lab's share: the scenarios' podman
+//! commands get them as `CONTAINERS_CONF` / `CONTAINERS_STORAGE_CONF`, `rdmig migrate
+//! --container` and the destination's agent as `--containers-conf` / `--containers-storage-conf`.
+//!
 //! Runs on the lab the installed-package scenario brought up, after it.
 
 use std::path::PathBuf;
@@ -10,10 +15,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 
+use serde_json::Value;
+
 use crate::harness::{perftest_iterations, Ctx, Scenario, LAB_BASE, LAB_NAME};
 
-pub const SCENARIOS: &[Scenario] =
-    &[("container_podman_ib_send_bw_server_restored_on_another_node", container_podman_ib_send_bw_server_restored_on_another_node)];
+pub const SCENARIOS: &[Scenario] = &[
+    ("container_podman_ib_send_bw_server_restored_on_another_node", container_podman_ib_send_bw_server_restored_on_another_node),
+    ("container_rdmig_migrate_podman_server_rolled_back_refused_then_moved", container_rdmig_migrate_podman_server_rolled_back_refused_then_moved),
+];
 
 /// The address the server's container listens on, which moves with it.
 const SERVICE_ADDR: &str = "10.0.1.7";
@@ -23,27 +32,25 @@ fn share() -> PathBuf {
     PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
 }
 
+/// Podman's configuration in the nodes (the lab's share, `/mnt/lab` there).
+const CONTAINERS_CONF: &str = "/mnt/lab/podman/containers.conf";
+const STORAGE_CONF: &str = "/mnt/lab/podman/storage.conf";
+
 /// Podman in a lab node: its storage on the node's own /run (the host's root is read-only
-/// there), cgroups without systemd, and runc.
-const PODMAN: &[&str] = &[
-    "podman",
-    "--root",
-    "/run/podman/root",
-    "--runroot",
-    "/run/podman/runroot",
-    "--storage-driver",
-    "vfs",
-    "--cgroup-manager",
-    "cgroupfs",
-    "--events-backend",
-    "file",
-    "--runtime",
-    "/usr/sbin/runc",
-    "--network-config-dir",
-    "/run/podman/net",
-    "--tmpdir",
-    "/run/podman/tmp",
-];
+/// there), cgroups without systemd, file events, runc (Debian's crun cannot checkpoint).
+fn write_podman_conf() -> Result<()> {
+    let dir = share().join("podman");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("containers.conf"),
+        "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nruntime = \"runc\"\ntmp_dir = \"/run/podman/tmp\"\n\n\
+         [engine.runtimes]\nrunc = [\"/usr/sbin/runc\"]\n\n[network]\nnetwork_config_dir = \"/run/podman/net\"\n",
+    )?;
+    std::fs::write(dir.join("storage.conf"), "[storage]\ndriver = \"vfs\"\ngraphroot = \"/run/podman/root\"\nrunroot = \"/run/podman/runroot\"\n")?;
+    Ok(())
+}
+
+const PODMAN: &[&str] = &["env", "CONTAINERS_CONF=/mnt/lab/podman/containers.conf", "CONTAINERS_STORAGE_CONF=/mnt/lab/podman/storage.conf", "podman"];
 
 /// `podman ARGS` on `node`; an error unless it exits 0; its stdout.
 fn podman(c: &Ctx, node: &str, args: &[&str]) -> Result<String> {
@@ -68,12 +75,16 @@ fn podman_output(c: &Ctx, node: &str, secs: u32, args: &[&str]) -> Result<std::p
     c.rdmig(&a)
 }
 
-/// Podman ready on `node`, with the perftest image (built on the host by
-/// lab/images/perftest-image.sh) imported.
-fn podman_ready(c: &Ctx, node: &str) -> Result<()> {
+/// Podman ready on `node`; with the perftest image (built on the host by
+/// lab/images/perftest-image.sh) imported if `image`.
+fn podman_ready(c: &Ctx, node: &str, image: bool) -> Result<()> {
     // The nodes' init mounts no cgroup file system; runc needs cgroup2.
     c.exec_ok(node, &["sh", "-c", "mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup; mkdir -p /run/podman/net /run/podman/tmp"])?;
-    podman(c, node, &["import", "/mnt/lab/rdmig-perftest.tar", IMAGE])?;
+    if image {
+        podman(c, node, &["import", "/mnt/lab/rdmig-perftest.tar", IMAGE])?;
+    } else {
+        let _ = podman_output(c, node, 120, &["image", "rm", "--force", "--ignore", IMAGE]);
+    }
     Ok(())
 }
 
@@ -84,12 +95,9 @@ fn remove_containers(c: &Ctx) {
     }
 }
 
-/// An `ib_send_bw -b` server in a container on node1, on an address of its own, and its client in
-/// a container on node2. Mid-run the server's container is checkpointed with
-/// `podman container checkpoint --export --tcp-established` (the container stops), its address
-/// moves to node3, and `podman container restore --import` starts it there from the archive;
-/// the client's container keeps running throughout. Both finish with the exact iteration count.
-fn container_podman_ib_send_bw_server_restored_on_another_node(c: &Ctx) -> Result<()> {
+/// Sets the nodes up (Podman, the image on `image_on`), runs `body`, says what the containers
+/// said if it failed, and removes them.
+fn with_containers(c: &Ctx, image_on: &[&str], body: impl FnOnce(&Ctx) -> Result<()>) -> Result<()> {
     for tool in ["podman", "runc"] {
         ensure!(
             std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output()?.status.success(),
@@ -98,14 +106,17 @@ fn container_podman_ib_send_bw_server_restored_on_another_node(c: &Ctx) -> Resul
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/images/perftest-image.sh");
     let tar = share().join("rdmig-perftest.tar");
-    let o = std::process::Command::new(script).arg(&tar).output().with_context(|| format!("run {script}"))?;
-    ensure!(o.status.success(), "{script}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    if !tar.exists() {
+        let o = std::process::Command::new(script).arg(&tar).output().with_context(|| format!("run {script}"))?;
+        ensure!(o.status.success(), "{script}: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    }
+    write_podman_conf()?;
     remove_containers(c);
     for n in ["node1", "node2", "node3"] {
-        podman_ready(c, n)?;
+        podman_ready(c, n, image_on.contains(&n))?;
         let _ = c.rdmig(&["addr", "del", n, SERVICE_ADDR]);
     }
-    let r = run(c);
+    let r = body(c);
     if r.is_err() {
         // What the containers said, for the failure's report.
         for n in ["node1", "node2", "node3"] {
@@ -123,22 +134,34 @@ fn container_podman_ib_send_bw_server_restored_on_another_node(c: &Ctx) -> Resul
                     }
                 }
             }
+            let log = c
+                .exec_ok(
+                    n,
+                    &[
+                        "sh",
+                        "-c",
+                        "for f in $(find /run/podman -name restore.log); do echo \"== $f\"; grep -E 'rdmig_criu|Error|rror \\(' $f | tail -n 30; done",
+                    ],
+                )
+                .unwrap_or_default();
+            if !log.trim().is_empty() {
+                eprintln!("=== {n}: CRIU's restore logs ===\n{log}");
+            }
         }
     }
     remove_containers(c);
-    let _ = c.rdmig(&["addr", "del", "node3", SERVICE_ADDR]);
-    let _ = c.rdmig(&["addr", "del", "node1", SERVICE_ADDR]);
+    for n in ["node1", "node3"] {
+        let _ = c.rdmig(&["addr", "del", n, SERVICE_ADDR]);
+    }
     r
 }
 
-fn run(c: &Ctx) -> Result<()> {
+/// An `ib_send_bw` server (`-b`: both ways, if `both_ways`) in container ctr-srv on node1 on
+/// SERVICE_ADDR, its client in ctr-cli on node2, `iters` iterations; returns once traffic runs.
+fn start_benchmark(c: &Ctx, iters: u64, both_ways: bool) -> Result<()> {
     let gid = |node: &str, ip: &str| -> Result<String> { Ok(c.exec_ok(node, &["/usr/bin/rdmig", "rxe", "gid-index", "--ip", ip])?.trim().to_string()) };
     c.rdmig_ok(&["addr", "add", "node1", SERVICE_ADDR])?;
     let (sg, cg) = (gid("node1", SERVICE_ADDR)?, gid("node2", "10.0.1.12")?);
-    // The checkpoint is asked for as soon as the traffic runs; Podman takes seconds before CRIU
-    // freezes the container, and 60000 messages each way (about 30 s in the lab) were over
-    // before it did. 120000 leave a margin.
-    let iters = 120_000u64;
     let n = iters.to_string();
     // The container gets its uverbs device and nothing else of rdma (its restore borrows rxe's
     // control device from the node's agent); memlock as RDMA needs.
@@ -146,51 +169,213 @@ fn run(c: &Ctx) -> Result<()> {
         vec!["run", "-d", "--name", name, "--network", "host", "--device", "/dev/infiniband/uverbs0", "--ulimit", "memlock=-1:-1"]
     };
     let mut a = run_args("ctr-srv");
-    a.extend_from_slice(&[IMAGE, "ib_send_bw", "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n, "-b"]);
+    a.extend_from_slice(&[IMAGE, "ib_send_bw", "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n]);
+    if both_ways {
+        a.push("-b");
+    }
     podman(c, "node1", &a)?;
     crate::harness::wait_until("ib_send_bw to listen in its container", Duration::from_secs(60), || {
         Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty())
     })?;
     let mut a = run_args("ctr-cli");
-    a.extend_from_slice(&[IMAGE, "ib_send_bw", "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n, "-b", SERVICE_ADDR]);
+    a.extend_from_slice(&[IMAGE, "ib_send_bw", "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n]);
+    if both_ways {
+        a.push("-b");
+    }
+    a.push(SERVICE_ADDR);
     podman(c, "node2", &a)?;
     // The server's pid on node1 (podman inspect takes seconds in the lab, the transfer does not
     // wait).
-    let pid: i32 = c.exec_ok("node1", &["pgrep", "-x", "ib_send_bw"])?.trim().parse().context("the server container's ib_send_bw on node1")?;
+    // (One way, perftest leaves the server's QP in RTR: it only receives.)
+    let pid = server_pid(c, "node1")?;
     crate::harness::wait_until("the transfer to start", Duration::from_secs(60), || {
         let st = c.exec_ok("node1", &["/usr/bin/rdmig", "softroce", "status"])?;
-        Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={pid}")) && l.contains("state=rts")))
+        Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={pid}")) && (l.contains("state=rts") || l.contains("state=rtr"))))
     })?;
+    Ok(())
+}
 
-    let t0 = Instant::now();
-    podman(c, "node1", &["container", "checkpoint", "--export", "/mnt/lab/ctr-srv.tar.gz", "--tcp-established", "ctr-srv"])
-        .context("podman container checkpoint of the server's container")?;
-    let checkpoint = t0.elapsed();
-    let st = podman(c, "node1", &["inspect", "-f", "{{.State.Status}}", "ctr-srv"])?;
-    ensure!(st.trim() == "exited", "after the checkpoint the server's container on node1 is {st:?}, not exited");
-    c.rdmig_ok(&["addr", "move", SERVICE_ADDR, "--to", "node3"])?;
-    let t1 = Instant::now();
-    let restored = podman(c, "node3", &["container", "restore", "--import", "/mnt/lab/ctr-srv.tar.gz", "--tcp-established"]);
-    let log = c.exec_ok("node3", &["sh", "-c", "cat $(find /run/podman -name restore.log | head -n1)"]).unwrap_or_default();
-    restored.with_context(|| {
-        let lines: Vec<&str> = log.lines().filter(|l| l.contains("rdmig_criu") || l.contains("Error") || l.contains("rror (")).collect();
-        format!("podman container restore of the server's container on node3; CRIU's restore.log says:\n{}", tail(&lines.join("\n"), 40))
-    })?;
-    println!("  podman checkpoint on node1 {checkpoint:.1?}, restore on node3 {:.1?}", t1.elapsed());
+/// The pid of the server's ib_send_bw on `node`.
+fn server_pid(c: &Ctx, node: &str) -> Result<i32> {
+    c.exec_ok(node, &["pgrep", "-x", "ib_send_bw"])?.trim().parse().with_context(|| format!("the server container's ib_send_bw on {node}"))
+}
 
-    for (node, name) in [("node3", "ctr-srv"), ("node2", "ctr-cli")] {
+/// Both containers end by themselves, the server's on `server_node`, with the exact count.
+fn benchmark_finishes(c: &Ctx, server_node: &str, iters: u64) -> Result<()> {
+    for (node, name) in [(server_node, "ctr-srv"), ("node2", "ctr-cli")] {
         let code = podman(c, node, &["wait", name]).with_context(|| format!("podman wait {name} on {node}"))?;
         let log = podman(c, node, &["logs", name])?;
         ensure!(code.trim() == "0", "{name} on {node} exited with {}:\n{log}", code.trim());
         ensure!(perftest_iterations(&log) == Some(iters), "{name} on {node} did not finish its {iters} iterations:\n{log}");
     }
-    println!("  both containers finished {iters} iterations, the server's on node3");
+    println!("  both containers finished {iters} iterations, the server's on {server_node}");
+    Ok(())
+}
+
+/// The state of container `name` on `node` (None: there is none).
+fn state(c: &Ctx, node: &str, name: &str) -> Result<Option<String>> {
+    let o = podman_output(c, node, 120, &["inspect", "-f", "{{.State.Status}}", name])?;
+    Ok(o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string()))
+}
+
+/// An `ib_send_bw` server in a container on node1, on an address of its own, and its client in
+/// a container on node2, one way (no `-b`: `rdmig migrate --container` covers `-b`). Mid-run the
+/// server's container is checkpointed with `podman container checkpoint --export
+/// --tcp-established` (the container stops), its address moves to node3, and `podman container
+/// restore --import` starts it there from the archive; the client's container keeps running
+/// throughout. Both finish with the exact iteration count.
+fn container_podman_ib_send_bw_server_restored_on_another_node(c: &Ctx) -> Result<()> {
+    with_containers(c, &["node1", "node2", "node3"], plain_podman)
+}
+
+fn plain_podman(c: &Ctx) -> Result<()> {
+    // The checkpoint is asked for as soon as the traffic runs; Podman takes seconds before CRIU
+    // freezes the container, and 60000 messages each way (about 30 s in the lab) were over
+    // before it did. One way, about 1100 messages a second go: 100000 last some 90 s.
+    let iters = 100_000u64;
+    start_benchmark(c, iters, false)?;
+    let t0 = Instant::now();
+    podman(c, "node1", &["container", "checkpoint", "--export", "/mnt/lab/ctr-srv.tar.gz", "--tcp-established", "ctr-srv"])
+        .context("podman container checkpoint of the server's container")?;
+    let checkpoint = t0.elapsed();
+    let st = state(c, "node1", "ctr-srv")?;
+    ensure!(st.as_deref() == Some("exited"), "after the checkpoint the server's container on node1 is {st:?}, not exited");
+    c.rdmig_ok(&["addr", "move", SERVICE_ADDR, "--to", "node3"])?;
+    let t1 = Instant::now();
+    podman(c, "node3", &["container", "restore", "--import", "/mnt/lab/ctr-srv.tar.gz", "--tcp-established"])
+        .context("podman container restore of the server's container on node3")?;
+    println!("  podman checkpoint on node1 {checkpoint:.1?}, restore on node3 {:.1?}", t1.elapsed());
+    benchmark_finishes(c, "node3", iters)?;
     // CRIU, inside the container's device cgroup, could not open /dev/rxe_ctl and borrowed the
     // node agent's.
     let agent = crate::faults::agent_log("node3");
     ensure!(agent.contains("lent /dev/rxe_ctl to CRIU (criu)"), "node3's agent lent CRIU no control device:\n{}", tail(&agent, 20));
     println!("  CRIU on node3 borrowed /dev/rxe_ctl from the node's agent");
     Ok(())
+}
+
+/// `rdmig migrate --container ctr-srv` from node1 to node3; its exit code and report.
+fn migrate_container(c: &Ctx) -> Result<(i32, Value)> {
+    let a = [
+        "--name",
+        LAB_NAME,
+        "--dir",
+        LAB_BASE,
+        "on",
+        "node1",
+        "--to-node",
+        "node3",
+        "--",
+        "migrate",
+        "--container",
+        "ctr-srv",
+        "--json",
+        "--tcp-established",
+        "--move-addr",
+        SERVICE_ADDR,
+        // The archive is small (some 100 KiB): no transport probes.
+        "--transport",
+        "tcp",
+        "--containers-conf",
+        CONTAINERS_CONF,
+        "--containers-storage-conf",
+        STORAGE_CONF,
+    ];
+    let t0 = Instant::now();
+    let o = std::process::Command::new(&c.bin).args(a).output()?;
+    let code = o.status.code().unwrap_or(-1);
+    let r: Value = serde_json::from_slice(&o.stdout)
+        .with_context(|| format!("migrate printed no report (exit {code}):\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))?;
+    let outcome = r["outcome"]["outcome"].as_str().unwrap_or("?");
+    println!("  `rdmig migrate --container` took {:.1} s: exit {code}, {outcome}; {}", t0.elapsed().as_secs_f64(), spans(&r));
+    Ok((code, r))
+}
+
+/// The report's timeline as `phase s` per span, in order (where the time goes).
+fn spans(r: &Value) -> String {
+    let mut open: Vec<(String, f64)> = vec![];
+    let mut out = vec![];
+    for e in r["timeline"]["events"].as_array().into_iter().flatten() {
+        let (phase, edge, t) = (e["event"]["phase"].to_string(), e["event"]["edge"].as_str().unwrap_or(""), e["t_ns"].as_f64().unwrap_or(0.0));
+        match edge {
+            "start" => open.push((phase, t)),
+            "end" => {
+                if let Some(i) = open.iter().position(|(p, _)| *p == phase) {
+                    let (p, t0) = open.remove(i);
+                    out.push(format!("{} {:.1} s", p.trim_matches('"'), (t - t0) / 1e9));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.join(", ")
+}
+
+/// An `ib_send_bw -b` server in Podman container ctr-srv on node1 (its client in a container on
+/// node2) is moved with `rdmig migrate --container` three times while the benchmark runs:
+/// - to node3, where a container named ctr-srv turns up while node1's is being checkpointed:
+///   the checks passed, the checkpoint is taken and sent, the destination refuses to restore
+///   it, and the migration rolls back: the container runs on node1 again, restored from its
+///   checkpoint, its address back, and node3's ctr-srv is left alone;
+/// - to node3 again: refused by the checks (that name is taken there), the container untouched
+///   (the same process runs);
+/// - to node3 once that container is gone: migrated, the stopped copy on node1 removed.
+///
+/// Both containers finish with the exact iteration count.
+fn container_rdmig_migrate_podman_server_rolled_back_refused_then_moved(c: &Ctx) -> Result<()> {
+    // The destination's agent restores with the lab's Podman configuration.
+    let flags = [format!("--containers-conf={CONTAINERS_CONF}"), format!("--containers-storage-conf={STORAGE_CONF}")];
+    let _agent = crate::faults::AgentFlags::set(c, "node3", &flags.iter().map(String::as_str).collect::<Vec<_>>())?;
+    with_containers(c, &["node1", "node2", "node3"], rdmig_migrate_podman)
+}
+
+fn rdmig_migrate_podman(c: &Ctx) -> Result<()> {
+    // The server is stopped twice for some 50 s (its client gives up after 120 s without a
+    // message). Before the last stop the traffic ran for some 100 s, at 900 to 2800 iterations
+    // a second both ways as the host is loaded (and so are the migrations' checks): 250000
+    // were over before it once. 400000 end some 40 s (idle host) to 3 min after the move.
+    let iters = 400_000u64;
+    start_benchmark(c, iters, true)?;
+
+    // The migration begins at node3 once its checks passed; the checkpoint (some 50 s) follows.
+    let begun = || crate::faults::agent_log("node3").matches("migration begins").count();
+    let before = begun();
+    let (code, r) = std::thread::scope(|s| -> Result<(i32, Value)> {
+        let m = s.spawn(|| migrate_container(c));
+        crate::harness::wait_until("the migration to begin at node3", Duration::from_secs(300), || Ok(begun() > before || m.is_finished()))?;
+        podman(c, "node3", &["create", "--name", "ctr-srv", IMAGE, "true"])?;
+        m.join().map_err(|_| anyhow::anyhow!("the migration's thread panicked"))?
+    })?;
+    let reason = r["outcome"]["reason"].as_str().unwrap_or_default();
+    ensure!(code == 3 && r["outcome"]["outcome"] == "rolled_back", "ctr-srv made at node3 during the checkpoint: exit {code}, {}", r["outcome"]);
+    ensure!(reason.contains("a container named ctr-srv exists here already") && !reason.contains("; and "), "the rollback's reason: {reason}");
+    ensure!(r["container"] == "ctr-srv", "the report names no container: {}", r["container"]);
+    ensure!(state(c, "node1", "ctr-srv")?.as_deref() == Some("running"), "after the rollback ctr-srv on node1 is not running");
+    ensure!(state(c, "node3", "ctr-srv")?.as_deref() == Some("created"), "the rollback touched node3's own ctr-srv");
+    ensure!(state(c, "node2", "ctr-cli")?.as_deref() == Some("running"), "the client's container stopped");
+    ensure!(c.exec_ok("node1", &["ip", "-4", "-o", "addr"])?.contains(&format!("{SERVICE_ADDR}/")), "{SERVICE_ADDR} did not come back to node1");
+    println!("  rolled back: ctr-srv runs on node1 again ({reason})");
+
+    let pid = server_pid(c, "node1")?;
+    let (code, r) = migrate_container(c)?;
+    let reason = r["outcome"]["reason"].as_str().unwrap_or_default();
+    ensure!(code == 2 && r["outcome"]["outcome"] == "refused", "to node3 with a ctr-srv there: exit {code}, {}", r["outcome"]);
+    ensure!(reason.contains("a container named ctr-srv exists here already"), "the refusal's reason: {reason}");
+    ensure!(server_pid(c, "node1")? == pid, "the refused migration touched the server's process");
+    println!("  refused: {reason}");
+    podman(c, "node3", &["rm", "ctr-srv"])?;
+
+    let (code, r) = migrate_container(c)?;
+    ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "to node3: exit {code}, {}", r["outcome"]);
+    ensure!(r["strategy"] == "stop-and-copy" && r["final_bytes"].as_u64().unwrap_or(0) > 0, "report: {} {}", r["strategy"], r["final_bytes"]);
+    ensure!(state(c, "node1", "ctr-srv")?.is_none(), "the stopped ctr-srv is left on node1");
+    ensure!(state(c, "node3", "ctr-srv")?.as_deref() == Some("running"), "ctr-srv does not run on node3");
+    println!(
+        "  migrated: downtime {:.1} s, archive {:.0} KiB",
+        r["summary"]["downtime_ns"].as_f64().unwrap_or(f64::NAN) / 1e9,
+        r["final_bytes"].as_f64().unwrap_or(0.0) / 1024.0
+    );
+    benchmark_finishes(c, "node3", iters)
 }
 
 /// The last `n` lines of `text`.

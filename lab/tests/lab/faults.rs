@@ -96,13 +96,13 @@ fn restart_agent(c: &Ctx, node: &str, flags: &[&str]) -> Result<()> {
 }
 
 /// The migration agent on `node` runs with `flags` added for as long as this lives.
-struct AgentFlags<'a> {
+pub(crate) struct AgentFlags<'a> {
     c: &'a Ctx,
     node: &'a str,
 }
 
 impl<'a> AgentFlags<'a> {
-    fn set(c: &'a Ctx, node: &'a str, flags: &[&str]) -> Result<Self> {
+    pub(crate) fn set(c: &'a Ctx, node: &'a str, flags: &[&str]) -> Result<Self> {
         restart_agent(c, node, flags)?;
         Ok(AgentFlags { c, node })
     }
