@@ -130,17 +130,15 @@ pub fn open_ctl(image_dir: Option<RawFd>) -> Result<Ctl, RestoreError> {
         Err(CtlError::Open(e)) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EACCES)) => CtlError::Open(e),
         Err(e) => return Err(err(e)),
     };
-    let socket = Path::new(lend::LEND_SOCKET);
-    let borrowed = match lend::borrow(socket) {
-        Ok(c) => return Ok(c),
-        Err(why) if image_dir.is_none() => Err(why),
-        Err(_) => {
-            let dir = image_dir.expect("checked just above");
-            root_above(&format!("/proc/self/fd/{dir}"))
-                .and_then(|(root, _)| lend::borrow(&Path::new(&root).join(lend::LEND_SOCKET.trim_start_matches('/'))))
-                .map_err(|why| format!("{why} (through CRIU's image directory, from inside the container)"))
-        }
-    };
+    // By path first (CRIU's master and anything else in the node's mount namespace), then, from
+    // a task already inside the container's mount namespace, up from CRIU's image directory
+    // (opened in the node's namespace) to the node's root.
+    let borrowed = lend::borrow(Path::new(lend::LEND_SOCKET)).or_else(|why| match image_dir {
+        None => Err(why),
+        Some(dir) => root_above(&format!("/proc/self/fd/{dir}"))
+            .and_then(|(root, _)| lend::borrow(&Path::new(&root).join(lend::LEND_SOCKET.trim_start_matches('/'))))
+            .map_err(|up| format!("{why}; {up} (through CRIU's image directory, from inside the container)")),
+    });
     match borrowed {
         Ok(c) => {
             info!("borrowed {} from this node's rdmig agent ({cannot})", rxe::CTL_DEV);

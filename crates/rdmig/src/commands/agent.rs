@@ -64,7 +64,8 @@ pub struct AgentArgs {
     reconcile_every: u64,
     /// Where to lend /dev/rxe_ctl to CRIU running inside a container (runc puts CRIU in the
     /// container's device cgroup, where the device cannot be opened; rdmig's plugin asks here).
-    /// Only root may connect. `none`: do not lend.
+    /// Only root may connect. `none`: do not lend. rdmig's plugin knows only the default path:
+    /// an agent lending elsewhere lends to no CRIU (a path for a test, or a second agent).
     #[arg(long, value_name = "PATH|none", default_value = rdmig_rxe::lend::LEND_SOCKET)]
     lend_socket: String,
     /// Podman's configuration for restoring containers here (`migrate --container`): the agent
