@@ -55,7 +55,7 @@ fn exec_ok(c: &Ctx, node: &str, secs: u32, env: &[&str], argv: &[&str]) -> Resul
 }
 
 fn docker_artifact_ib_send_bw_server_restored_on_another_node(c: &Ctx) -> Result<()> {
-    for prog in ["/usr/bin/dockerd", "/usr/bin/containerd", "/usr/bin/docker", "/usr/sbin/runc"] {
+    for prog in ["/usr/sbin/dockerd", "/usr/bin/containerd", "/usr/bin/docker", "/usr/sbin/runc"] {
         ensure!(
             Path::new(prog).is_file(),
             "{prog} is not installed on this host (the nodes run its programs): apt-get install docker.io runc (scripts/setup.sh does)"
