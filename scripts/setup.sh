@@ -20,8 +20,9 @@ PACKAGES=(
 	rdma-core ibverbs-utils ibverbs-providers libibverbs-dev perftest iperf3
 	# checkpoint/restore (CRIU locks established TCP connections with iptables)
 	criu iptables
-	# containers: Podman with runc (Debian's crun cannot checkpoint)
-	podman runc
+	# containers: Podman with runc (Debian's crun cannot checkpoint), and Docker 20.10 for the
+	# MigrOS artifact's procedure (its daemon runs only inside the lab's nodes)
+	podman runc docker.io
 	# the MigrOS-style baseline (--transport scp): sshd in the lab nodes, scp at the source
 	openssh-server openssh-client
 	# building rdmig (sideway/rdma-mummy-sys need cmake and libclang) and kernel modules

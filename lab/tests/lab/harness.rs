@@ -13,6 +13,11 @@ use rdmig_lab::Lab;
 pub const LAB_NAME: &str = "citest";
 pub const LAB_BASE: &str = "/run/rdmig-test";
 
+/// The lab share on this host (the nodes see it as /mnt/lab).
+pub fn share() -> std::path::PathBuf {
+    std::path::PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
+}
+
 pub struct Ctx {
     pub bin: PathBuf,
     pub lab: Lab,

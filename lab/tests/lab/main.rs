@@ -8,6 +8,7 @@
 //! Run one scenario or a few: `cargo test --test lab -- exec criu` (substring match).
 
 mod containers;
+mod docker;
 mod e2e;
 mod faults;
 mod harness;
@@ -28,6 +29,7 @@ fn main() -> std::process::ExitCode {
         faults::SCENARIOS,
         installed::SCENARIOS,
         containers::SCENARIOS,
+        docker::SCENARIOS,
         scenarios::LAST,
     ])
 }
