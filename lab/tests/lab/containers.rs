@@ -10,27 +10,20 @@
 //!
 //! Runs on the lab the installed-package scenario brought up, after it.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 
 use serde_json::Value;
 
-use crate::harness::{perftest_iterations, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{perftest_iterations, share, Ctx, Scenario, LAB_BASE, LAB_NAME};
 
-pub const SCENARIOS: &[Scenario] = &[
-    ("container_podman_ib_send_bw_server_restored_on_another_node", container_podman_ib_send_bw_server_restored_on_another_node),
-    ("container_rdmig_migrate_podman_server_rolled_back_refused_then_moved", container_rdmig_migrate_podman_server_rolled_back_refused_then_moved),
-];
+pub const SCENARIOS: &[Scenario] =
+    &[("container_rdmig_migrate_podman_server_rolled_back_refused_then_moved", container_rdmig_migrate_podman_server_rolled_back_refused_then_moved)];
 
 /// The address the server's container listens on, which moves with it.
 const SERVICE_ADDR: &str = "10.0.1.7";
 const IMAGE: &str = "localhost/rdmig-perftest:lab";
-
-fn share() -> PathBuf {
-    PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
-}
 
 /// Podman's configuration in the nodes (the lab's share, `/mnt/lab` there).
 const CONTAINERS_CONF: &str = "/mnt/lab/podman/containers.conf";
@@ -218,42 +211,6 @@ fn state(c: &Ctx, node: &str, name: &str) -> Result<Option<String>> {
     Ok(o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string()))
 }
 
-/// An `ib_send_bw` server in a container on node1, on an address of its own, and its client in
-/// a container on node2, one way (no `-b`: `rdmig migrate --container` covers `-b`). Mid-run the
-/// server's container is checkpointed with `podman container checkpoint --export
-/// --tcp-established` (the container stops), its address moves to node3, and `podman container
-/// restore --import` starts it there from the archive; the client's container keeps running
-/// throughout. Both finish with the exact iteration count.
-fn container_podman_ib_send_bw_server_restored_on_another_node(c: &Ctx) -> Result<()> {
-    with_containers(c, &["node1", "node2", "node3"], plain_podman)
-}
-
-fn plain_podman(c: &Ctx) -> Result<()> {
-    // The checkpoint is asked for as soon as the traffic runs; Podman takes seconds before CRIU
-    // freezes the container, and 60000 messages each way (about 30 s in the lab) were over
-    // before it did. One way, about 1100 messages a second go: 100000 last some 90 s.
-    let iters = 100_000u64;
-    start_benchmark(c, iters, false)?;
-    let t0 = Instant::now();
-    podman(c, "node1", &["container", "checkpoint", "--export", "/mnt/lab/ctr-srv.tar.gz", "--tcp-established", "ctr-srv"])
-        .context("podman container checkpoint of the server's container")?;
-    let checkpoint = t0.elapsed();
-    let st = state(c, "node1", "ctr-srv")?;
-    ensure!(st.as_deref() == Some("exited"), "after the checkpoint the server's container on node1 is {st:?}, not exited");
-    c.rdmig_ok(&["addr", "move", SERVICE_ADDR, "--to", "node3"])?;
-    let t1 = Instant::now();
-    podman(c, "node3", &["container", "restore", "--import", "/mnt/lab/ctr-srv.tar.gz", "--tcp-established"])
-        .context("podman container restore of the server's container on node3")?;
-    println!("  podman checkpoint on node1 {checkpoint:.1?}, restore on node3 {:.1?}", t1.elapsed());
-    benchmark_finishes(c, "node3", iters)?;
-    // CRIU, inside the container's device cgroup, could not open /dev/rxe_ctl and borrowed the
-    // node agent's.
-    let agent = crate::faults::agent_log("node3");
-    ensure!(agent.contains("lent /dev/rxe_ctl to CRIU (criu)"), "node3's agent lent CRIU no control device:\n{}", tail(&agent, 20));
-    println!("  CRIU on node3 borrowed /dev/rxe_ctl from the node's agent");
-    Ok(())
-}
-
 /// `rdmig migrate --container ctr-srv` from node1 to node3; its exit code and report.
 fn migrate_container(c: &Ctx) -> Result<(i32, Value)> {
     let a = [
@@ -375,6 +332,10 @@ fn rdmig_migrate_podman(c: &Ctx) -> Result<()> {
         r["summary"]["downtime_ns"].as_f64().unwrap_or(f64::NAN) / 1e9,
         r["final_bytes"].as_f64().unwrap_or(0.0) / 1024.0
     );
+    // CRIU, inside the container's device cgroup at node3, could not open /dev/rxe_ctl and
+    // borrowed the node agent's.
+    let agent = crate::faults::agent_log("node3");
+    ensure!(agent.contains("lent /dev/rxe_ctl to CRIU (criu)"), "node3's agent lent CRIU no control device:\n{}", tail(&agent, 20));
     benchmark_finishes(c, "node3", iters)
 }
 

@@ -3,7 +3,6 @@
 //! state, the overlay address moves with the process, the peer is paused and resumed, and both
 //! sides finish with exactly the iterations they were asked for.
 
-use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 
 use crate::faults::{agent_log, stopped_probe, when_seen};
-use crate::harness::{perftest_iterations as iterations, proc_state, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{perftest_iterations as iterations, proc_state, share, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
 
 pub const SCENARIOS: &[Scenario] = &[
     ("e2e_migrate_ib_send_bw_server_bidirectional", e2e_migrate_ib_send_bw_server_bidirectional),
@@ -19,7 +18,6 @@ pub const SCENARIOS: &[Scenario] = &[
     ("e2e_migrate_ib_send_bw_client", e2e_migrate_ib_send_bw_client),
     ("e2e_migrate_ib_send_bw_four_qps", e2e_migrate_ib_send_bw_four_qps),
     ("e2e_migrate_server_there_and_back", e2e_migrate_server_there_and_back),
-    ("e2e_migrate_ib_send_bw_server_onto_its_clients_node", e2e_migrate_ib_send_bw_server_onto_its_clients_node),
     ("e2e_migrate_ib_send_bw_client_onto_its_servers_node", e2e_migrate_ib_send_bw_client_onto_its_servers_node),
     ("e2e_fault_restore_reply_blackholed_then_recover", e2e_fault_restore_reply_blackholed_then_recover),
     ("e2e_fault_source_agent_restarted_with_a_frozen_server", e2e_fault_source_agent_restarted_with_a_frozen_server),
@@ -29,10 +27,6 @@ pub const SCENARIOS: &[Scenario] = &[
 const SERVICE_ADDR: &str = "10.0.1.7";
 /// The client's own movable address, for the scenario that moves the client.
 const CLIENT_ADDR: &str = "10.0.1.8";
-
-fn share() -> PathBuf {
-    PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
-}
 
 fn gid(c: &Ctx, node: &str, ip: &str) -> Result<String> {
     let bin = c.lab.load()?.rdmig_bin.display().to_string();
@@ -227,28 +221,16 @@ fn e2e_migrate_server_there_and_back(c: &Ctx) -> Result<()> {
     finish(c, &p, "node1", "node2")
 }
 
-/// The server (without -b: its QP in RTR) moves onto its client's node: both QPs then share one
-/// rxe device and reach each other over loopback, with the GIDs of the overlay addresses they had
-/// before. The client's QP learns the server's new MAC from the RESUME, though the address is the
-/// same (patch 0020; without it the client sent through the IP stack to what had become a local
-/// address, and retransmitted forever).
-fn e2e_migrate_ib_send_bw_server_onto_its_clients_node(c: &Ctx) -> Result<()> {
-    // Measured (2026-12-05): with 80000 messages `rdmig migrate` took 33 s (9 s of downtime) and
-    // both sides were done 37 s after the traffic was seen flowing: the freeze came near the end.
-    // With 100000 the migration took 35 s and the server had already finished at the final dump.
-    // So the traffic ran at 3000 messages a second or more, and a migration took 24 to 43 s in
-    // these runs: 200000 leave almost 2x (measured with 200000: migrate 43 s, both sides done
-    // 67 s in).
-    let p = start_pair(c, "node1", "node2", &[], 200_000, "e2e-onto")?;
-    migrate(c, p.server, "node1", "node2", Some(SERVICE_ADDR), &[])?;
-    finish(c, &p, "node2", "node2")
-}
-
-/// The reverse: the client (its QP in RTS, the one that sends) moves onto its server's node, with
-/// its own address; now the server's QP must learn the new MAC to answer it.
+/// The client (its QP in RTS, the one that sends) moves onto its server's node, with its own
+/// address: both QPs then share one rxe device and reach each other over loopback, with the GIDs
+/// of the overlay addresses they had before, so the server's QP must learn the client's new MAC
+/// from the RESUME though the address is the same (patch 0020; without it the packets went
+/// through the IP stack to what had become a local address, and were lost). The other way round,
+/// an `ib_send_bw` server restored beside its client, is the Docker scenario (lab/tests/lab/docker.rs).
 fn e2e_migrate_ib_send_bw_client_onto_its_servers_node(c: &Ctx) -> Result<()> {
-    // Measured (2026-12-05, 80000 messages): migrate 24 s with 7.5 s of downtime, both sides
-    // done 33 s in; 200000 as above (migrate 25 s, done 57 s in).
+    // Measured (2026-12-05): with 80000 messages migrate took 24 s with 7.5 s of downtime, both
+    // sides done 33 s in, but traffic can run at 3000 messages a second or more and a migration
+    // took 24 to 43 s in these runs: with 200000, migrate 25 s, done 57 s in.
     let p = start_pair_from(c, "node1", "node2", Some(CLIENT_ADDR), &[], 200_000, "e2e-onto-srv")?;
     migrate(c, p.client, "node2", "node1", Some(CLIENT_ADDR), &[])?;
     finish(c, &p, "node1", "node1")

@@ -9,23 +9,19 @@
 //! It replaces the suite's lab, so it runs after the other scenarios (before the last two, which
 //! bring up and remove labs of their own).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 
-use crate::harness::{perftest_iterations, proc_state, spawn, wait_gone, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{perftest_iterations, proc_state, share, spawn, wait_gone, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
 
 pub const SCENARIOS: &[Scenario] = &[("installed_package_agent_and_plugin_migrate_ib_send_bw", installed_package_agent_and_plugin_migrate_ib_send_bw)];
 
 const SERVICE_ADDR: &str = "10.0.1.7";
 const ITERS: u64 = 100_000;
-
-fn share() -> PathBuf {
-    PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
-}
 
 /// How to install this build's package, as scripts/test.sh does before the lab tests.
 const INSTALL: &str = "cargo build --workspace --all-targets --locked && packaging/build-deb.sh --profile dev --install (scripts/test.sh does)";

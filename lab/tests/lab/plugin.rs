@@ -6,14 +6,13 @@
 //! a second verbs context), and one the plugin cannot save is refused with a message naming the
 //! object and keeps running.
 
-use std::path::PathBuf;
 use std::process::Output;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 
-use crate::harness::{perftest_iterations as iterations, proc_state, spawn, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{perftest_iterations as iterations, proc_state, share, spawn, wait_until, Ctx, Scenario};
 
 pub const SCENARIOS: &[Scenario] = &[
     ("plugin_loads_and_plain_process_dumps_and_restores", plugin_loads_and_plain_process_dumps_and_restores),
@@ -51,10 +50,6 @@ fn print_image_show(name: &str, vmas: bool) -> Result<String> {
 fn context_kind(j: &serde_json::Value) -> Result<&serde_json::Value> {
     let ctx = j["images"].as_array().into_iter().flatten().find(|i| i["kind"]["type"] == "context").with_context(|| format!("no context image: {j}"))?;
     Ok(&ctx["kind"])
-}
-
-fn share() -> PathBuf {
-    PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
 }
 
 /// Copies the built plugin alone into a directory of the share (CRIU loads every *.so of its
