@@ -298,7 +298,7 @@ containers_setup() {
 				mkdir -p /run/podman/net /run/podman/tmp
 				mountpoint -q /usr/lib/criu || mount --bind /mnt/lab/criu-plugins /usr/lib/criu' &&
 				pod "$n" import /mnt/lab/rdmig-perftest.tar "$IMAGE" >/dev/null &&
-				pod "$n" run --rm "${CTR_RUN[@]}" "$IMAGE" true
+				pod "$n" run --rm "${CTR_RUN[@]}" "$IMAGE" sh -c :
 		) >"$HERE/podman-setup-$n.log" 2>&1 &
 		pids+=($!)
 	done
