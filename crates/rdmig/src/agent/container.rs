@@ -15,7 +15,7 @@
 
 use tracing::{info, warn};
 
-use super::restore::{add_moved_address, check_seals};
+use super::restore::{add_moved_address, back_to_receiving, begin, check_seals};
 use super::{now_ns, AgentConfig, Table};
 use crate::journal::{Outcome as JOutcome, Phase};
 use crate::podman::Podman;
@@ -67,30 +67,21 @@ pub(super) async fn check(cfg: &AgentConfig, c: &ContainerRef) -> Reply {
 
 /// `RestoreContainer`: as a process's `Restore` (state, seals, journal, address), with Podman.
 pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, archive: &RelPath, c: &ContainerRef, opts: &RestoreOpts) -> Reply {
-    let d = {
-        let mut t = table.lock().expect("table lock");
-        match t.get_mut(id.as_str()) {
-            Some(m) if m.state == MigState::Receiving => {
-                m.state = MigState::Restoring;
-                m.dir.clone()
-            }
-            Some(m) => return Reply::Failed(format!("migration {id} is {:?}, not receiving", m.state)),
-            None => return Reply::Failed(format!("no migration {id} here (agent restarted?)")),
-        }
+    let d = match begin(table, id) {
+        Ok(d) => d,
+        Err(why) => return Reply::Failed(why),
     };
     let start = now_ns();
-    let back_to_receiving = |why: String| {
-        if let Some(m) = table.lock().expect("table lock").get_mut(id.as_str()) {
-            m.state = MigState::Receiving;
-        }
+    let refuse = |why: String| {
+        back_to_receiving(table, id);
         table.note(id.as_str(), Phase::Restore, JOutcome::failed(why.clone()), None);
         Reply::Failed(why)
     };
     if let Err(e) = check_seals(table, id, &d) {
-        return back_to_receiving(format!("restore refused: the checkpoint archive is damaged: {e}"));
+        return refuse(format!("restore refused: the checkpoint archive is damaged: {e}"));
     }
     if let Err(e) = table.must_note(id, Phase::Restore, Some(serde_json::json!({ "container": c.name.as_str(), "container_id": c.id }))) {
-        return back_to_receiving(e);
+        return refuse(e);
     }
     let restored = run(cfg, table, id, &d.join(archive.as_str()), c, opts).await;
     let mut t = table.lock().expect("table lock");

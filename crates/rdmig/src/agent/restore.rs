@@ -16,25 +16,37 @@ use crate::criu;
 use crate::journal::{Outcome as JOutcome, Phase};
 use rdmig_proto::msg::{MigState, MigrationId, RelPath, Reply, RestoreOpts};
 
-pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, dir: &RelPath, opts: &RestoreOpts) -> Reply {
-    let d = {
-        let mut t = table.lock().expect("table lock");
-        match t.get_mut(id.as_str()) {
-            Some(m) if m.state == MigState::Receiving => {
-                m.state = MigState::Restoring;
-                m.dir.clone()
-            }
-            Some(m) => return Reply::Failed(format!("migration {id} is {:?}, not receiving", m.state)),
-            None => return Reply::Failed(format!("no migration {id} here (agent restarted?)")),
+/// Starts the restore of migration `id` (a process's or a container's): `Receiving` becomes
+/// `Restoring`. Its directory, or why not (another state, or none such).
+pub(super) fn begin(table: &Table, id: &MigrationId) -> Result<std::path::PathBuf, String> {
+    let mut t = table.lock().expect("table lock");
+    match t.get_mut(id.as_str()) {
+        Some(m) if m.state == MigState::Receiving => {
+            m.state = MigState::Restoring;
+            Ok(m.dir.clone())
         }
+        Some(m) => Err(format!("migration {id} is {:?}, not receiving", m.state)),
+        None => Err(format!("no migration {id} here (agent restarted?)")),
+    }
+}
+
+/// A restore that did not get going (refused before anything came up): `Receiving` again.
+pub(super) fn back_to_receiving(table: &Table, id: &MigrationId) {
+    if let Some(m) = table.lock().expect("table lock").get_mut(id.as_str()) {
+        m.state = MigState::Receiving;
+    }
+}
+
+pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, dir: &RelPath, opts: &RestoreOpts) -> Reply {
+    let d = match begin(table, id) {
+        Ok(d) => d,
+        Err(why) => return Reply::Failed(why),
     };
     // Restoring: nothing more arrives, so what CRIU will read is what is checked here.
     let start = now_ns();
     if let Err(e) = check_seals(table, id, &d) {
         warn!(%id, "restore refused: {e}");
-        if let Some(m) = table.lock().expect("table lock").get_mut(id.as_str()) {
-            m.state = MigState::Receiving;
-        }
+        back_to_receiving(table, id);
         table.note(id.as_str(), Phase::Restore, JOutcome::failed(format!("images damaged: {e}")), None);
         return Reply::Failed(format!("restore refused: the images are damaged: {e}"));
     }
@@ -43,9 +55,7 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
     // after a crash of this agent is the restored copy.
     let pid_free = source_pid.map(|p| crate::process::stat(p).is_none());
     if let Err(e) = table.must_note(id, Phase::Restore, Some(serde_json::json!({ "pid_free": pid_free }))) {
-        if let Some(m) = table.lock().expect("table lock").get_mut(id.as_str()) {
-            m.state = MigState::Receiving;
-        }
+        back_to_receiving(table, id);
         return Reply::Failed(e);
     }
     let restored = run(cfg, table, id, &d.join(dir.as_str()), opts).await;
