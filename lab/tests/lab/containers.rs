@@ -47,16 +47,7 @@ const PODMAN: &[&str] = &["env", "CONTAINERS_CONF=/mnt/lab/podman/containers.con
 
 /// `podman ARGS` on `node`; an error unless it exits 0; its stdout.
 fn podman(c: &Ctx, node: &str, args: &[&str]) -> Result<String> {
-    let o = podman_output(c, node, 300, args)?;
-    ensure!(
-        o.status.success(),
-        "`podman {}` on {node} failed ({}):\n{}{}",
-        args.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    crate::harness::stdout_if_ok(&format!("`podman {}` on {node}", args.join(" ")), podman_output(c, node, 300, args)?)
 }
 
 /// `podman ARGS` on `node` within `secs` seconds, whatever its exit code.

@@ -44,16 +44,7 @@ fn exec(c: &Ctx, node: &str, secs: u32, env: &[&str], argv: &[&str]) -> Result<s
 
 /// Like `exec`, but an error unless it exits 0 (with what it printed); its stdout.
 fn exec_ok(c: &Ctx, node: &str, secs: u32, env: &[&str], argv: &[&str]) -> Result<String> {
-    let o = exec(c, node, secs, env, argv)?;
-    ensure!(
-        o.status.success(),
-        "`{}` on {node} failed ({}):\n{}{}",
-        argv.join(" "),
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+    crate::harness::stdout_if_ok(&format!("`{}` on {node}", argv.join(" ")), exec(c, node, secs, env, argv)?)
 }
 
 fn docker_artifact_ib_send_bw_server_restored_on_its_clients_node(c: &Ctx) -> Result<()> {

@@ -18,6 +18,14 @@ pub fn share() -> std::path::PathBuf {
     std::path::PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared")
 }
 
+/// `o`'s stdout if it exited 0; else an error naming `what`, with everything it printed.
+pub fn stdout_if_ok(what: &str, o: Output) -> Result<String> {
+    if !o.status.success() {
+        bail!("{what} failed ({}):\n{}{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
 pub struct Ctx {
     pub bin: PathBuf,
     pub lab: Lab,
@@ -50,11 +58,7 @@ impl Ctx {
 
     /// Like `rdmig`, but an error unless it exits 0; returns stdout.
     pub fn rdmig_ok(&self, args: &[&str]) -> Result<String> {
-        let o = self.rdmig(args)?;
-        if !o.status.success() {
-            bail!("`rdmig lab {}` failed ({}):\n{}{}", args.join(" "), o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        }
-        Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        stdout_if_ok(&format!("`rdmig lab {}`", args.join(" ")), self.rdmig(args)?)
     }
 
     /// `rdmig lab exec NODE -- argv`, an error unless it exits 0; returns stdout.
