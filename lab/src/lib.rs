@@ -47,7 +47,7 @@ pub use error::LabError;
 use guest::{GuestConfig, AGENT_TLS_DIR, MIGRATION_PORT, STATUS_FILE};
 use plan::{LabPlan, OVERLAY_DEV, OVERLAY_PREFIX_LEN};
 use proto::{ExecSpec, NodeStatus, SpawnSpec};
-pub use vm::Accel;
+pub use vm::{Accel, RootCache};
 
 pub const DEFAULT_BASE: &str = "/run/rdmig";
 /// Where every node mounts the lab-wide share.
@@ -75,6 +75,8 @@ pub struct UpOptions {
     /// binary, its CRIU plugin from CRIU's directory and its agent as the systemd unit starts it.
     /// Otherwise (the default, a developer's shortcut) the build's snapshot in the lab share.
     pub installed: bool,
+    /// How the nodes cache the host's root.
+    pub root_cache: RootCache,
 }
 
 /// Which rdma_rxe the lab's nodes load.
@@ -643,6 +645,7 @@ impl Lab {
                 memory_mb: o.memory_mb,
                 cpus: o.cpus,
                 accel,
+                root_cache: o.root_cache,
             };
             let pid = spec.start(&state.netns)?;
             started.insert(node.name.clone(), Instant::now());

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use rdmig_lab::perftest::{PerftestOptions, PerftestReport};
 use rdmig_lab::proto::{ExecSpec, NodeStatus};
-use rdmig_lab::{Accel, Lab, Output, RxeChoice, UpOptions, DEFAULT_BASE};
+use rdmig_lab::{Accel, Lab, Output, RootCache, RxeChoice, UpOptions, DEFAULT_BASE};
 
 #[derive(Parser)]
 #[command(
@@ -113,6 +113,11 @@ enum LabCmd {
         /// run the build's snapshot (target/).
         #[arg(long)]
         installed: bool,
+        /// How the nodes cache the host's root (9p, read-only). loose is much faster under TCG;
+        /// with it, a host file changed while the lab is up may stay stale in the nodes (restart
+        /// the lab, or use none).
+        #[arg(long, value_enum, default_value = "loose")]
+        root_cache: RootCache,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -266,7 +271,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
         LabCmd::GuestAgent { config } => {
             rdmig_lab::guest::run(&config).await?;
         }
-        LabCmd::Up { nodes, memory, cpus, accel, kernel, boot_timeout, keep_on_failure, rxe, rxe_modules, installed, json } => {
+        LabCmd::Up { nodes, memory, cpus, accel, kernel, boot_timeout, keep_on_failure, rxe, rxe_modules, installed, root_cache, json } => {
             let rxe = if !rxe_modules.is_empty() {
                 RxeChoice::Modules(rxe_modules)
             } else if rxe == RxeArg::Stock {
@@ -285,6 +290,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
                 rxe,
                 progress: !json,
                 installed,
+                root_cache,
             };
             if !json {
                 eprintln!("starting lab {:?}: {nodes} nodes, {memory} MiB each", lab.name);
