@@ -1,4 +1,4 @@
-//! A model check of the agent's file confinement (`agent::confine::Confined`): a short sequence
+//! A model check of the agent's file confinement (`rdmig_confine::Confined`): a short sequence
 //! of its operations (open, dir, create_new, remove, symlink) on paths built from a few
 //! components that try every way out (`..`, absolute and empty components, links made by
 //! earlier operations), run in a fresh migration directory of a temporary work directory. After
@@ -24,7 +24,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use libfuzzer_sys::fuzz_target;
-use rdmig::fuzzing::Confined;
+use rdmig_confine::Confined;
 
 /// What paths are made of: names (CRIU's own among them), the ways up, and "/" for an empty
 /// component (or an absolute path when it comes first).

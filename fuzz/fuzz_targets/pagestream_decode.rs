@@ -1,14 +1,11 @@
-//! A piece of CRIU's page stream as the agents decode it (`transport::pagestream::decode`: the
+//! A piece of CRIU's page stream as the agents decode it (`rdmig_proto::pagestream::decode`: the
 //! destination's forward pieces, the source's answers): no panic on any bytes; a piece that
 //! decodes is exactly what `data_piece` / `end_piece` make of its contents; and both of those
 //! decode back to what they were given.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rdmig::transport::pagestream::{data_piece, decode, end_piece, Piece};
-
-/// A `DataSum` is a SHA-256 (pagestream's `SUM`).
-const SUM: usize = 32;
+use rdmig_proto::pagestream::{data_piece, decode, end_piece, Piece, SUM};
 
 fuzz_target!(|data: &[u8]| {
     match decode(data) {

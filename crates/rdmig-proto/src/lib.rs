@@ -3,11 +3,13 @@
 //! - [`tls`]: mutual TLS 1.3 identities (a node's certificate from the cluster CA);
 //! - [`ca`]: the cluster CA and the node certificates it issues (`rdmig ca`);
 //! - [`wire`]: the channel (TLS, then framed messages, every wait bounded);
+//! - [`pagestream`]: the pieces CRIU's page stream is relayed in between the agents;
 //! - [`msg`]: the requests and replies, each checked when it is decoded ([`msg::Request`],
 //!   [`msg::Reply`]), and the plain data types they carry ([`Endpoint`], [`msg::RingInfo`]).
 
 pub mod ca;
 pub mod msg;
+pub mod pagestream;
 pub mod tls;
 pub mod wire;
 

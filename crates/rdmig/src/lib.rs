@@ -23,10 +23,3 @@ pub mod timeline;
 pub mod transport;
 pub mod tsc;
 pub mod verbs;
-
-/// Internals the fuzz targets (fuzz/) drive directly, kept out of the library's API otherwise:
-/// the agent's file confinement (`confine_model`).
-#[doc(hidden)]
-pub mod fuzzing {
-    pub use crate::agent::confine::Confined;
-}

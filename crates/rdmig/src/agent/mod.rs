@@ -3,7 +3,7 @@
 //! It binds only where it is told, speaks only mutual TLS with nodes of the cluster CA (see
 //! `wire`), serves only the nodes its policy names (`policy`), validates every message (see
 //! `msg`), keeps each migration's images in its own directory under the work directory (every
-//! path resolved beneath it, `confine`), restores with CRIU when asked, and removes images once
+//! path resolved beneath it, `rdmig_confine`), restores with CRIU when asked, and removes images once
 //! the source commits. What an unauthenticated peer can cost it is bounded (`gate`).
 //!
 //! This module accepts connections and dispatches each request to the module of its group:
@@ -18,8 +18,6 @@
 //! connection has named for `orphan_after` is aborted like an `Abort` would (a restored copy that
 //! was never committed is killed, the images go).
 
-// pub(crate): re-exported for the fuzz targets (`crate::fuzzing`).
-pub(crate) mod confine;
 mod container;
 mod finish;
 mod gate;
@@ -533,7 +531,7 @@ mod tests {
         std::fs::create_dir(dir.join("pre-1")).unwrap();
         std::fs::write(dir.join("pre-1/pages-1.img"), vec![5u8; 8192]).unwrap();
         {
-            let c = confine::Confined::open(&dir).unwrap();
+            let c = rdmig_confine::Confined::open(&dir).unwrap();
             let mut t = table.lock().unwrap();
             t.get_mut(m.as_str()).unwrap().seals.seal_dir(&c, "pre-1").unwrap();
         }

@@ -9,12 +9,12 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tracing::info;
 
-use super::confine::Confined;
 use super::seal::{Sealing, Seals};
 use super::{dir_of, AgentConfig, Table};
 use crate::criu;
 use crate::transport::rdma::{ChunkKey, RdmaReceiver};
 use crate::transport::DataSum;
+use rdmig_confine::Confined;
 use rdmig_proto::msg::{self, Endpoint, MigrationId, RelPath, Reply};
 use rdmig_proto::wire::Channel;
 
@@ -51,7 +51,7 @@ pub(super) async fn put_file(
     len: u64,
     via_rdma: bool,
 ) -> Result<Reply, msg::MsgError> {
-    // Beneath the migration's directory only (see `confine`).
+    // Beneath the migration's directory only (see `rdmig_confine`).
     let dir = dir_of(table, id).and_then(|d| Confined::open(&d).map_err(|e| e.to_string()));
     let mut file = match &dir {
         Ok(c) => c.create_new(rel.as_str()).map_err(|e| e.to_string()),

@@ -10,10 +10,10 @@
 
 use tracing::{info, warn};
 
-use super::confine::Confined;
 use super::{now_ns, AgentConfig, Table};
 use crate::criu;
 use crate::journal::{Outcome as JOutcome, Phase};
+use rdmig_confine::Confined;
 use rdmig_proto::msg::{MigState, MigrationId, RelPath, Reply, RestoreOpts};
 
 /// Starts the restore of migration `id` (a process's or a container's): `Receiving` becomes

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
-use super::confine::{Confined, Kind};
+use rdmig_confine::{Confined, Kind};
 
 /// A file's identity on its filesystem: what any write, truncation or replacement changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

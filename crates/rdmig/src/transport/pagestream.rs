@@ -26,51 +26,14 @@ use tokio::net::{TcpStream, UnixStream};
 
 use super::rdma::{RdmaReceiver, RdmaSender, SLOT};
 use super::DataSum;
+use rdmig_proto::pagestream::{decode, end_piece, Piece, DATA, SUM};
 use rdmig_proto::wire::Channel;
 
-const DATA: u8 = 0;
-const END: u8 = 1;
 /// A piece fits an RDMA slot with its kind byte.
 const PIECE: usize = SLOT - 1;
 /// The destination gives up when the source sends nothing for this long (CRIU pauses between
 /// pages while it freezes and walks the process, but not for minutes).
 const IDLE: Duration = Duration::from_secs(120);
-
-/// One piece of the stream, decoded.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Piece<'a> {
-    Data(&'a [u8]),
-    /// Bytes of data before it and their `DataSum`.
-    End {
-        len: u64,
-        sum: &'a [u8],
-    },
-}
-
-/// Length of a `DataSum` (SHA-256).
-const SUM: usize = 32;
-
-pub fn data_piece(bytes: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(bytes.len() + 1);
-    v.push(DATA);
-    v.extend_from_slice(bytes);
-    v
-}
-
-pub fn end_piece(len: u64, sum: &[u8]) -> Vec<u8> {
-    let mut v = vec![END];
-    v.extend_from_slice(&len.to_le_bytes());
-    v.extend_from_slice(sum);
-    v
-}
-
-pub fn decode(p: &[u8]) -> Result<Piece<'_>, String> {
-    match p.split_first() {
-        Some((&DATA, rest)) if !rest.is_empty() => Ok(Piece::Data(rest)),
-        Some((&END, rest)) if rest.len() == 8 + SUM => Ok(Piece::End { len: u64::from_le_bytes(rest[..8].try_into().expect("8 bytes")), sum: &rest[8..] }),
-        _ => Err(format!("malformed page-stream piece ({} bytes, kind {:?})", p.len(), p.first())),
-    }
-}
 
 /// Socket buffers of a page-stream socket pair, each way. The default (about 200 KiB) makes
 /// CRIU block, and the relay read, in small steps: per-piece costs (a frame's MAC, an RDMA
@@ -321,6 +284,7 @@ pub async fn destination(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdmig_proto::pagestream::{data_piece, END};
 
     async fn channels() -> (Channel<TcpStream>, Channel<TcpStream>) {
         let ca = rdmig_proto::tls::testing::TestCa::new();
