@@ -198,6 +198,7 @@ fn plugin_refuses_idle_srq_and_process_keeps_running(c: &Ctx) -> Result<()> {
     ensure!(!log.contains("stopped QP"), "a QP was stopped although the process was refused:\n{log}");
     let st = proc_state(c, "node1", srv)?;
     ensure!(st.as_deref().is_some_and(|s| !s.starts_with('T')), "server after the refused dump: {st:?}");
+    traffic_goes_on(c, cli, "refused dump")?;
     finish_vtest(c, "plugin-refuse", srv, cli, count)
 }
 
@@ -564,7 +565,10 @@ fn start_vtest(c: &Ctx, tag: &str, server_flags: &str) -> Result<(i32, i32, u64)
     for f in ["server.json", "client.json"] {
         let _ = std::fs::remove_file(share().join(format!("{tag}-{f}")));
     }
-    let count = 15000u64;
+    // 400 a second: 20 s of traffic. The dump (or its refusal) begins 5 s in and, with the
+    // restore, took 2 to 5 s (2026-12-05): the traffic spans it with a margin of 2 or more, and
+    // `traffic_goes_on` makes a scenario fail rather than test less if it ever does not.
+    let count = 8000u64;
     let srv = spawn(
         c,
         "node1",
@@ -591,6 +595,16 @@ fn start_vtest(c: &Ctx, tag: &str, server_flags: &str) -> Result<(i32, i32, u64)
     })?;
     thread::sleep(Duration::from_secs(5));
     Ok((srv, cli, count))
+}
+
+/// The vtest client on node3 still runs after a dump and restore (or a refused dump) of the
+/// server: the traffic went on across it, which is what the scenario is meant to check.
+fn traffic_goes_on(c: &Ctx, cli: i32, after: &str) -> Result<()> {
+    ensure!(
+        proc_state(c, "node3", cli)?.is_some(),
+        "the vtest client had finished all its messages before the {after} ended: the traffic did not span it (start_vtest's count is too small for this machine)"
+    );
+    Ok(())
 }
 
 /// Waits for the vtest pair and checks that every message and write arrived intact.
@@ -620,6 +634,7 @@ fn vtest_dump_restore(c: &Ctx, tag: &str, server_flags: &str, hooks: Hooks) -> R
     (hooks.after_dump)(srv)?;
     let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
     ensure!(o.status.success(), "restore of the vtest server failed: {}\n{}", text(&o), log_of(tag, "restore.log"));
+    traffic_goes_on(c, cli, "restore")?;
     (hooks.after_restore)(srv)?;
     finish_vtest(c, tag, srv, cli, count)
 }
