@@ -8,8 +8,8 @@
 # so drift does not favour one), times the boot and, on node1, what the lab's scenarios spend
 # their time on: program start-up from the root (500 runs of /bin/true, 50 of `rdmig --version`),
 # `criu check`, `podman --version`, a directory listing with stat (`ls -l` of a large directory),
-# a CPU-bound python loop (a control: it should barely change), then an ib_send_bw between the
-# nodes. Prints each measure's median per mode and the ratio loose/none, and writes every run as
+# a short python loop (mostly the interpreter's start-up: its modules come from the root), then an
+# ib_send_bw between the nodes. Prints each measure's median per mode and the ratio loose/none, and writes every run as
 # JSON to experiments/results/lab-root-cache-<time>.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
