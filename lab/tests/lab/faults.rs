@@ -18,6 +18,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("fault_migrate_killed_after_the_freeze_then_recover", fault_migrate_killed_after_the_freeze_then_recover),
     ("fault_destination_disk_full", fault_destination_disk_full),
     ("fault_destination_agent_killed_during_restore", fault_destination_agent_killed_during_restore),
+    ("fault_destination_agent_killed_after_the_restore_before_the_commit", fault_destination_agent_killed_after_the_restore_before_the_commit),
     ("fault_image_byte_flipped_on_the_destination_disk", fault_image_byte_flipped_on_the_destination_disk),
     ("fault_destination_agent_killed_during_precopy", fault_destination_agent_killed_during_precopy),
 ];
@@ -381,6 +382,14 @@ fn fault_destination_agent_killed_during_restore(c: &Ctx) -> Result<()> {
     let killer = when_seen(c, "node2", probe, "node2", act, Duration::from_secs(180), Duration::from_millis(20));
     let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "tcp"]);
     ensure!(killer.join().map_err(|_| anyhow::anyhow!("killer thread panicked"))??, "no CRIU restore was seen at node2, so its agent was not killed");
+    exactly_once_after_the_agent_restart(c, pid, res, "w-restore.json")
+}
+
+/// After a migration from node1 to node2 whose destination agent was killed and came back:
+/// whatever `rdmig migrate` made of it (moved, rolled back, or in doubt, when `rdmig recover`
+/// on the source must decide), the workload runs exactly once, not stopped, with every page
+/// intact, and node2 holds none of the migration's images.
+fn exactly_once_after_the_agent_restart(c: &Ctx, pid: i32, res: Result<(i32, Value)>, report: &str) -> Result<()> {
     let (code, r) = res?;
     println!("  rdmig migrate: exit {code}, {} {}", r["outcome"]["outcome"], r["outcome"]["reason"]);
     ensure!(agent_log("node2").contains("taken up from the journal"), "the restarted agent did not take the migration up from its journal");
@@ -406,10 +415,62 @@ fn fault_destination_agent_killed_during_restore(c: &Ctx) -> Result<()> {
     };
     println!("  the process runs at {node} ({st})");
     ensure!(!st.starts_with(['T', 't']), "the only copy is stopped ({st})");
-    let v = verify_workload(c, node, pid, "w-restore.json")?;
+    let v = verify_workload(c, node, pid, report)?;
     ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory: {v}");
     kill(c, node, pid);
     Ok(())
+}
+
+/// The destination agent dies after CRIU restored the process at node2 (held stopped there
+/// until the commit) and before the source committed. To put the kill in that window, however
+/// short it is, `rdmig migrate` at node1 is held (SIGSTOP) from the moment CRIU begins to
+/// restore until node2's agent has been killed and is back; then it goes on, towards a
+/// destination whose new agent knows of the restored copy only from its journal. The outcome
+/// may be the move (committed through the new agent), a rollback (the copy at node2 killed), or
+/// in doubt (`rdmig recover` decides): in each the workload runs exactly once with its memory
+/// intact.
+fn fault_destination_agent_killed_after_the_restore_before_the_commit(c: &Ctx) -> Result<()> {
+    let pid = start_workload(c, "node1", "64M", "1M", "w-commit.json")?;
+    let bin = c.bin.clone();
+    let holder = thread::spawn(move || -> Result<()> {
+        let sh = |node: &str, script: &str| -> Result<String> {
+            let o = std::process::Command::new(&bin).args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--", "sh", "-c", script]).output()?;
+            Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let until = |what: &str, within: Duration, f: &dyn Fn() -> Result<bool>| -> Result<()> {
+            let deadline = Instant::now() + within;
+            while !f()? {
+                ensure!(Instant::now() < deadline, "{what}: not within {within:?}");
+                thread::sleep(Duration::from_millis(20));
+            }
+            Ok(())
+        };
+        // `[m]igrate`, `[r]dmig`: the patterns do not match the shell that runs pgrep or pkill.
+        let migrate_run = format!("'[m]igrate {pid} --json'");
+        let agent = "'[r]dmig agent --listen'";
+        until("CRIU restoring at node2", Duration::from_secs(180), &|| Ok(!sh("node2", "pgrep -f '^criu restore' || true")?.is_empty()))?;
+        ensure!(sh("node1", &format!("pkill -STOP -f {migrate_run} && echo held"))? == "held", "no `rdmig migrate {pid}` to hold at node1");
+        // From here on `rdmig migrate` is let go whatever happens.
+        let held = (|| -> Result<()> {
+            until("the restored process, CRIU done, at node2", Duration::from_secs(120), &|| {
+                Ok(sh("node2", &format!("pgrep -f '^criu restore' >/dev/null || ps -o stat= -p {pid}"))?.starts_with(['T', 't']))
+            })?;
+            let old = sh("node2", &format!("pgrep -f {agent}"))?;
+            ensure!(sh("node2", &format!("pkill -KILL -f {agent} && echo killed"))? == "killed", "no agent to kill at node2");
+            until("node2's agent to come back", Duration::from_secs(60), &|| {
+                let now = sh("node2", &format!("pgrep -f {agent} || true"))?;
+                Ok(!now.is_empty() && now != old && !sh("node2", "ss -Hltn 'sport = :7800'")?.is_empty())
+            })
+        })();
+        let resumed = sh("node1", &format!("pkill -CONT -f {migrate_run} && echo resumed"));
+        held?;
+        ensure!(resumed? == "resumed", "`rdmig migrate {pid}` at node1 could not be continued");
+        println!("  node2's agent was killed with the restored copy held stopped, `rdmig migrate` held until it was back");
+        Ok(())
+    });
+    let res = migrate(c, pid, "node1", "node2", &["--strategy", "stop-and-copy", "--transport", "tcp"]);
+    holder.join().map_err(|_| anyhow::anyhow!("the holding thread panicked"))??;
+    exactly_once_after_the_agent_restart(c, pid, res, "w-commit.json")
 }
 
 /// One byte of an image is flipped on the destination's disk after it arrived: the first
