@@ -14,8 +14,8 @@ pub struct MigrateArgs {
     /// The process to move.
     #[arg(required_unless_present = "container", conflicts_with = "container")]
     pub(crate) pid: Option<i32>,
-    /// Move this Podman container (with runc) instead of a process: stop-and-copy, whatever
-    /// --strategy says. `podman container checkpoint --export` here (the container stops), the
+    /// Move this Podman container (with runc) instead of a process: stop-and-copy only
+    /// (`--strategy precopy` is refused). `podman container checkpoint --export` here (the container stops), the
     /// archive goes over rdmig's transport, the destination agent runs `podman container
     /// restore --import` (same name and ID); on failure the container is restored here. After
     /// the move the stopped container here is removed. Podman's settings come from its own
@@ -27,8 +27,10 @@ pub struct MigrateArgs {
     pub(crate) podman: super::PodmanArgs,
     #[command(flatten)]
     pub(crate) peer: PeerArgs,
-    #[arg(long, value_enum, default_value = "precopy")]
-    pub(crate) strategy: rdmig::migrate::Strategy,
+    /// How to move it [default: precopy for a process, stop-and-copy for a container, which
+    /// cannot pre-copy].
+    #[arg(long, value_enum)]
+    pub(crate) strategy: Option<rdmig::migrate::Strategy>,
     /// Pre-copy rounds at most.
     #[arg(long, default_value_t = 8)]
     pub(crate) max_rounds: u32,
@@ -101,14 +103,21 @@ fn parse_container_name(s: &str) -> Result<rdmig_proto::msg::ContainerName, Stri
 
 pub async fn run(a: MigrateArgs) -> Result<ExitCode> {
     use rdmig::migrate::{Hooks, MigrateOptions, Outcome, Strategy};
+    let strategy = match (&a.container, a.strategy) {
+        // Podman's pre-checkpoints are not driven (yet): say so rather than move it otherwise.
+        (Some(c), Some(Strategy::Precopy)) => {
+            anyhow::bail!("--strategy precopy: container {c} can only move stop-and-copy (leave --strategy out, or give stop-and-copy)")
+        }
+        (Some(_), _) => Strategy::StopAndCopy,
+        (None, s) => s.unwrap_or(Strategy::Precopy),
+    };
     let o = MigrateOptions {
         pid: a.pid.unwrap_or(0),
         container: a.container.clone(),
         podman: a.podman.podman(),
         to: a.peer.addr()?,
         tls: a.peer.tls()?,
-        // No pre-copy rounds for a container (yet): Podman's pre-checkpoints are not driven.
-        strategy: if a.container.is_some() { Strategy::StopAndCopy } else { a.strategy },
+        strategy,
         max_rounds: a.max_rounds,
         converge_bytes: a.converge_mib << 20,
         work_dir: a.work_dir.clone(),
