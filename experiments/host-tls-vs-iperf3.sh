@@ -150,7 +150,9 @@ done
 version=$("$RDMIG" --version)
 sha=$(sha256sum "$RDMIG" | cut -d' ' -f1)
 cpu=$(lscpu | sed -n 's/^Model name: *//p' | head -n1)
-python3 - "$runs" "$out" "$size" "$rounds" "$RDMIG" "$version" "$sha" "$built_here" "$(git rev-parse HEAD)" \
+# The binary as the repository names it when it is inside (no machine path in the results).
+bin_rec=$(realpath --relative-base="$PWD" "$RDMIG")
+python3 - "$runs" "$out" "$size" "$rounds" "$bin_rec" "$version" "$sha" "$built_here" "$(git rev-parse HEAD)" \
 	"$(git status --porcelain | wc -l)" "$cpu" "$(nproc)" "$(uname -r)" "$(iperf3 --version | head -n1)" "$mtu" \
 	"$(cut -d' ' -f1-3 /proc/loadavg)" <<'EOF'
 import json, statistics, sys
