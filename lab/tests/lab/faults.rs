@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 
-use crate::harness::{proc_state, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{lab_exec, proc_state, wait_until, wait_until_every, Ctx, Scenario, LAB_BASE, LAB_NAME};
 use crate::migration::{kill, migrate, phases, start_workload, verify_workload};
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -48,16 +48,11 @@ pub(crate) fn when_seen(
 ) -> thread::JoinHandle<Result<bool>> {
     let bin = c.bin.clone();
     thread::spawn(move || -> Result<bool> {
-        let lab = |node: &str| {
-            let mut cmd = std::process::Command::new(&bin);
-            cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
-            cmd
-        };
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            let o = lab(watch).args(["sh", "-c", &probe]).output()?;
+            let o = lab_exec(&bin, watch).args(["sh", "-c", &probe]).output()?;
             if !String::from_utf8_lossy(&o.stdout).trim().is_empty() {
-                let st = lab(act_on).args(&act).status()?;
+                let st = lab_exec(&bin, act_on).args(&act).status()?;
                 ensure!(st.success(), "`{}` on {act_on} failed ({st})", act.join(" "));
                 return Ok(true);
             }
@@ -134,7 +129,8 @@ fn stop_agent_at_freeze(c: &Ctx, from: &'static str, pid: i32, to: &'static str)
 /// stopped, so it is still the stopped agent that makes it give up), and the agent's
 /// `--orphan-after 10` (60 by default) for the silent source.
 fn fault_destination_agent_stopped_after_the_freeze(c: &Ctx) -> Result<()> {
-    const DEADLINE: u64 = 30;
+    // The freeze comes 3-5 s in (the checks); the deadline passes while node2's agent is stopped.
+    const DEADLINE: u64 = 20;
     const ORPHAN_AFTER: u64 = 10;
     let _flags = AgentFlags::set(c, "node2", &["--orphan-after", &ORPHAN_AFTER.to_string()])?;
     let pid = start_workload(c, "node1", "64M", "1M", "w-stopped.json")?;
@@ -434,17 +430,11 @@ fn fault_destination_agent_killed_after_the_restore_before_the_commit(c: &Ctx) -
     let bin = c.bin.clone();
     let holder = thread::spawn(move || -> Result<()> {
         let sh = |node: &str, script: &str| -> Result<String> {
-            let o = std::process::Command::new(&bin).args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--", "sh", "-c", script]).output()?;
+            let o = lab_exec(&bin, node).args(["sh", "-c", script]).output()?;
             Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
         };
-        let until = |what: &str, within: Duration, f: &dyn Fn() -> Result<bool>| -> Result<()> {
-            let deadline = Instant::now() + within;
-            while !f()? {
-                ensure!(Instant::now() < deadline, "{what}: not within {within:?}");
-                thread::sleep(Duration::from_millis(20));
-            }
-            Ok(())
-        };
+        // Every 20 ms: CRIU's restore lasts about a second, and the first wait must not miss it.
+        let until = |what: &str, within: Duration, f: &dyn Fn() -> Result<bool>| wait_until_every(what, within, Duration::from_millis(20), f);
         // `[m]igrate`, `[r]dmig`: the patterns do not match the shell that runs pgrep or pkill.
         let migrate_run = format!("'[m]igrate {pid} --json'");
         let agent = "'[r]dmig agent --listen'";

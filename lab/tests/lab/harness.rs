@@ -82,9 +82,13 @@ impl Ctx {
     }
 }
 
-/// The process state letter on a node (R, S, T...), None if there is no such process.
 /// Polls `f` every 300 ms until it says true; an error naming `what` after `timeout`.
-pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+pub fn wait_until(what: &str, timeout: std::time::Duration, f: impl FnMut() -> Result<bool>) -> Result<()> {
+    wait_until_every(what, timeout, std::time::Duration::from_millis(300), f)
+}
+
+/// The same, polling every `every`: short for windows that last about a second (a restore).
+pub fn wait_until_every(what: &str, timeout: std::time::Duration, every: std::time::Duration, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if f()? {
@@ -93,8 +97,17 @@ pub fn wait_until(what: &str, timeout: std::time::Duration, mut f: impl FnMut() 
         if Instant::now() >= deadline {
             bail!("timed out after {timeout:?} waiting for {what}");
         }
-        std::thread::sleep(std::time::Duration::from_millis(300));
+        std::thread::sleep(every);
     }
+}
+
+/// `rdmig-lab exec NODE --` as a command to complete with the program and its arguments: for
+/// threads that watch or act on nodes while a scenario's migration runs (they hold the lab
+/// tool's path, `Ctx::bin`, not the context).
+pub fn lab_exec(bin: &std::path::Path, node: &str) -> Command {
+    let mut cmd = Command::new(bin);
+    cmd.args(["--name", LAB_NAME, "--dir", LAB_BASE, "exec", node, "--"]);
+    cmd
 }
 
 /// Waits until process `pid` on `node` has exited, without polling the node from here.
@@ -136,6 +149,7 @@ pub fn spawn(c: &Ctx, node: &str, output: Option<&str>, argv: &[&str]) -> Result
     out.trim().parse().with_context(|| format!("spawn printed {out:?}"))
 }
 
+/// The process state letter on a node (R, S, T...), None if there is no such process.
 pub fn proc_state(c: &Ctx, node: &str, pid: i32) -> Result<Option<String>> {
     let o = c.rdmig(&["exec", node, "--", "ps", "-o", "stat=", "-p", &pid.to_string()])?;
     let s = String::from_utf8_lossy(&o.stdout).trim().to_string();

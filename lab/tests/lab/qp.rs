@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 
-use crate::harness::{Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
 
 pub const SCENARIOS: &[Scenario] = &[
     ("qp_rc_pair_migrates_mid_transfer", qp_rc_pair_migrates_mid_transfer),
@@ -79,32 +79,35 @@ fn parse(what: &str, out: &str) -> Result<Value> {
 
 /// Runs one migration: peer on node1, mover on node2 (stopped after `stop_after` messages), the
 /// moving address moved to node3, mover resumed there.
-fn run(c: &Ctx, k: &Case) -> Result<Outcome> {
+/// Every scenario's start: the moving address on node2 alone, and the peer on node1 listening
+/// on PEER_ADDR:`port` for `count` messages each way, with `args` added; its report goes to
+/// `report` in the lab share. Returns the address the peer listens on.
+fn start_peer(c: &Ctx, port: u16, count: u64, args: &[&str], report: &str) -> Result<String> {
     for n in ["node1", "node2", "node3"] {
         let _ = c.rdmig(&["addr", "del", n, MOVING_ADDR]);
     }
     c.rdmig_ok(&["addr", "add", "node2", MOVING_ADDR])?;
     let bin = qpmig_bin(c);
     let peer_gid = gid_index(c, "node1", PEER_ADDR)?;
-    let first_gid = gid_index(c, "node2", MOVING_ADDR)?;
-    let listen = format!("{PEER_ADDR}:{}", k.port);
-    let count = k.count.to_string();
-    let peer_report = format!("qp-{}-peer.json", k.name);
-    let state = format!("/mnt/lab/qp-{}.state", k.name);
-    let _ = std::fs::remove_file(lab_share().join(&peer_report));
-
-    let mut peer = format!("exec {bin} peer --listen {listen} --gid-index {peer_gid} --count {count}");
-    for a in &k.peer_args {
-        peer.push(' ');
-        peer.push_str(a);
-    }
-    peer.push_str(&format!(" > /mnt/lab/{peer_report} 2> /mnt/lab/{peer_report}.err"));
+    let listen = format!("{PEER_ADDR}:{port}");
+    let _ = std::fs::remove_file(lab_share().join(report));
+    let args = args.join(" ");
+    let peer = format!("exec {bin} peer --listen {listen} --gid-index {peer_gid} --count {count} {args} > /mnt/lab/{report} 2> /mnt/lab/{report}.err");
     c.rdmig_ok(&["spawn", "node1", "--", "sh", "-c", &peer])?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c.exec_ok("node1", &["ss", "-Hltn", &format!("sport = :{}", k.port)])?.trim().is_empty() {
-        ensure!(Instant::now() < deadline, "the peer does not listen on node1");
-        thread::sleep(Duration::from_millis(300));
-    }
+    wait_until("the peer to listen on node1", Duration::from_secs(30), || {
+        Ok(!c.exec_ok("node1", &["ss", "-Hltn", &format!("sport = :{port}")])?.trim().is_empty())
+    })?;
+    Ok(listen)
+}
+
+fn run(c: &Ctx, k: &Case) -> Result<Outcome> {
+    let peer_report = format!("qp-{}-peer.json", k.name);
+    let peer_args: Vec<&str> = k.peer_args.iter().map(String::as_str).collect();
+    let listen = start_peer(c, k.port, k.count, &peer_args, &peer_report)?;
+    let bin = qpmig_bin(c);
+    let first_gid = gid_index(c, "node2", MOVING_ADDR)?;
+    let count = k.count.to_string();
+    let state = format!("/mnt/lab/qp-{}.state", k.name);
 
     let stop_after = k.stop_after.to_string();
     let out = c.exec_ok(
@@ -219,26 +222,12 @@ fn peer_query(c: &Ctx, qpn: &Value) -> Result<Value> {
 /// is ignored, yet the second stop pauses the peer again, and the second RESUME ends that pause:
 /// the epochs of patch 0009 tell a late PAUSE from a new one.
 fn qp_second_migration_pauses_the_peer_again(c: &Ctx) -> Result<()> {
-    let (port, count) = (9207u16, 1500u64);
-    for n in ["node1", "node2", "node3"] {
-        let _ = c.rdmig(&["addr", "del", n, MOVING_ADDR]);
-    }
-    c.rdmig_ok(&["addr", "add", "node2", MOVING_ADDR])?;
-    let bin = qpmig_bin(c);
-    let peer_gid = gid_index(c, "node1", PEER_ADDR)?;
-    let listen = format!("{PEER_ADDR}:{port}");
-    let n = count.to_string();
+    let count = 1500u64;
     let peer_report = "qp-twice-peer.json";
+    let listen = start_peer(c, 9207, count, &["--deadline", "200"], peer_report)?;
+    let bin = qpmig_bin(c);
+    let n = count.to_string();
     let (s1, s2) = ("/mnt/lab/qp-twice-1.state", "/mnt/lab/qp-twice-2.state");
-    let _ = std::fs::remove_file(lab_share().join(peer_report));
-    let peer =
-        format!("exec {bin} peer --listen {listen} --gid-index {peer_gid} --count {n} --deadline 200 > /mnt/lab/{peer_report} 2> /mnt/lab/{peer_report}.err");
-    c.rdmig_ok(&["spawn", "node1", "--", "sh", "-c", &peer])?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c.exec_ok("node1", &["ss", "-Hltn", &format!("sport = :{port}")])?.trim().is_empty() {
-        ensure!(Instant::now() < deadline, "the peer does not listen on node1");
-        thread::sleep(Duration::from_millis(300));
-    }
 
     // Life 1 on node2, stopped after 400 messages.
     let g2 = gid_index(c, "node2", MOVING_ADDR)?;
@@ -349,28 +338,13 @@ fn reports(log: &str) -> usize {
 
 fn pause_without_resume(c: &Ctx, bound: u64) -> Result<()> {
     let reported_before = reports(&std::fs::read_to_string(agent_log()).unwrap_or_default());
-    let (port, count) = (9208u16, 1500u64);
-    for n in ["node1", "node2", "node3"] {
-        let _ = c.rdmig(&["addr", "del", n, MOVING_ADDR]);
-    }
-    c.rdmig_ok(&["addr", "add", "node2", MOVING_ADDR])?;
-    let bin = qpmig_bin(c);
-    let peer_gid = gid_index(c, "node1", PEER_ADDR)?;
-    let listen = format!("{PEER_ADDR}:{port}");
-    let n = count.to_string();
+    let count = 1500u64;
     let peer_report = "qp-gone-peer.json";
-    let _ = std::fs::remove_file(lab_share().join(peer_report));
     // Retry window: timeout 16 (268 ms), 2 retries: about a second once the pause ends.
-    let peer = format!(
-        "exec {bin} peer --listen {listen} --gid-index {peer_gid} --count {n} --timeout 16 --retry-cnt 2 --stop-on-error --deadline 120 \
-         > /mnt/lab/{peer_report} 2> /mnt/lab/{peer_report}.err"
-    );
-    c.rdmig_ok(&["spawn", "node1", "--", "sh", "-c", &peer])?;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c.exec_ok("node1", &["ss", "-Hltn", &format!("sport = :{port}")])?.trim().is_empty() {
-        ensure!(Instant::now() < deadline, "the peer does not listen on node1");
-        thread::sleep(Duration::from_millis(300));
-    }
+    let peer_args = ["--timeout", "16", "--retry-cnt", "2", "--stop-on-error", "--deadline", "120"];
+    let listen = start_peer(c, 9208, count, &peer_args, peer_report)?;
+    let bin = qpmig_bin(c);
+    let n = count.to_string();
 
     let g2 = gid_index(c, "node2", MOVING_ADDR)?;
     let out = c.exec_ok(
