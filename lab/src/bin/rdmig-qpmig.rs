@@ -58,8 +58,9 @@ struct Common {
     /// Size of each message, header included.
     #[arg(long, default_value_t = 512)]
     msg_size: usize,
-    /// Messages per second each side sends (0: as fast as possible).
-    #[arg(long, default_value_t = 200)]
+    /// Messages per second each side sends (0: as fast as possible). Paced, so that a stop
+    /// finds messages in flight both ways, at a rate the lab's emulated nodes keep up with.
+    #[arg(long, default_value_t = 400)]
     rate: u64,
     /// Keep the QP this long after finishing, so the last acknowledgements reach the other side.
     #[arg(long, default_value_t = 2)]
