@@ -375,6 +375,93 @@ pub fn agent_refuses_unauthenticated_and_tampered(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Issue 17: a node of the cluster (node1, with its own valid certificate) tries to make node2's
+/// agent write outside a migration's directory. The link that would lead out of it (the old
+/// escape: `PutSymlink x -> ../<other>`, then `PutFile x/f`) and a link two levels up are
+/// refused before anything is made. A link planted in the directory by hand, as some other bug
+/// might leave one, is not followed: a file through it, and a file over it, are refused. Nothing
+/// outside the migration's directory changes: a sibling directory keeps its one file, and no
+/// file of the attempts exists anywhere else under the agent's work directory.
+pub fn agent_confines_a_symlink_escape(c: &Ctx) -> Result<()> {
+    use rdmig_proto::msg::{MigrationId, RelPath, Reply, Request};
+    use rdmig_proto::wire::{Channel, Limits};
+
+    let pid = start_workload(c, "node1", "8M", "0", "w-escape.json")?;
+    let st = c.lab.load()?;
+    let agent = c.lab.agent_addr(&st, "node2")?;
+    let tls = rdmig_proto::tls::Identity::load(&PathBuf::from(LAB_BASE).join(LAB_NAME).join("node1/share/tls"))?.client(Some("node2"))?;
+    // What the attempts aim at: a sibling of the migration's directory, as another migration's.
+    c.exec_ok(
+        "node2",
+        &["sh", "-c", "rm -rf /tmp/rdmig-agent/m-victim && mkdir -p /tmp/rdmig-agent/m-victim && echo untouched > /tmp/rdmig-agent/m-victim/keep"],
+    )?;
+    let victim = || c.exec_ok("node2", &["sh", "-c", "ls -A /tmp/rdmig-agent/m-victim; cat /tmp/rdmig-agent/m-victim/keep"]);
+    let before = victim()?;
+    let id = MigrationId::new("m-escape")?;
+    // Each attempt on its own connection: the agent hangs up after an invalid request.
+    let connect = || -> Result<Channel<tokio::net::TcpStream>> {
+        let sock = rdmig_lab::host::connect_in_netns(&st.netns, agent, Duration::from_secs(5))?;
+        sock.set_nonblocking(true)?;
+        c.rt.block_on(async {
+            Ok(Channel::client_within(tokio::net::TcpStream::from_std(sock)?, &tls, tls.named("node2")?, Limits::idle(Duration::from_secs(10))).await?)
+        })
+    };
+    let ask = |ch: &mut Channel<tokio::net::TcpStream>, req: Request| -> Result<Reply> {
+        c.rt.block_on(async {
+            ch.send_msg(&req).await?;
+            Ok(ch.recv_msg::<Reply>().await?)
+        })
+    };
+    // A small file, sent as `rdmig migrate` sends one over TCP.
+    let put_file = |ch: &mut Channel<tokio::net::TcpStream>, rel: &str| -> Result<Reply> {
+        let data = b"escaped\n";
+        c.rt.block_on(async {
+            ch.send_msg(&Request::PutFile { id: id.clone(), rel: RelPath::new(rel)?, len: data.len() as u64, via_rdma: false }).await?;
+            let mut sum = rdmig::transport::DataSum::for_sending(ch);
+            ch.send_raw(data).await?;
+            sum.update(data);
+            ch.send_raw(&sum.finish()).await?;
+            Ok(ch.recv_msg::<Reply>().await?)
+        })
+    };
+    let refused = |what: &str, r: &Reply, why: &str| -> Result<()> {
+        match r {
+            Reply::Failed(e) if e.contains(why) => {
+                println!("  {what}: refused ({e})");
+                Ok(())
+            }
+            other => bail!("{what}: expected a refusal naming {why:?}, got {other:?}"),
+        }
+    };
+
+    let mut ch = connect()?;
+    ensure!(matches!(ask(&mut ch, Request::Begin { id: id.clone(), pid })?, Reply::Ack), "Begin of the migration was refused");
+    // The old escape's first step: a link at the top of the directory, out to the sibling.
+    let r = ask(&mut connect()?, Request::PutSymlink { id: id.clone(), rel: RelPath::new("x")?, target: "../m-victim".into() })?;
+    refused("link x -> ../m-victim", &r, "must be <dir>/parent")?;
+    // CRIU's link, but two levels up.
+    let r = ask(&mut connect()?, Request::PutSymlink { id: id.clone(), rel: RelPath::new("pre-1/parent")?, target: "../../m-victim".into() })?;
+    refused("link pre-1/parent -> ../../m-victim", &r, "must be ../<dir>")?;
+    // A link that got there some other way is not followed, whatever the request.
+    c.exec_ok("node2", &["ln", "-s", "../m-victim", "/tmp/rdmig-agent/m-escape/y"])?;
+    let r = put_file(&mut ch, "y/f")?;
+    refused("file y/f through a planted link y -> ../m-victim", &r, "")?;
+    let r = put_file(&mut ch, "y")?;
+    refused("file y over that link", &r, "")?;
+    let r = ask(&mut ch, Request::Abort { id: id.clone() })?;
+    ensure!(matches!(r, Reply::Ack), "Abort of the migration: {r:?}");
+
+    ensure!(victim()? == before, "the sibling directory changed: {before:?} -> {:?}", victim()?);
+    let strays = c.exec_ok(
+        "node2",
+        &["sh", "-c", "find /tmp/rdmig-agent -name f -not -path '*/m-escape/*' -print; grep -rl escaped /tmp/rdmig-agent --exclude-dir=m-escape || true"],
+    )?;
+    ensure!(strays.trim().is_empty(), "the attempts wrote outside the migration's directory: {strays}");
+    c.exec_ok("node2", &["rm", "-rf", "/tmp/rdmig-agent/m-victim", "/tmp/rdmig-agent/m-escape"])?;
+    kill(c, "node1", pid);
+    Ok(())
+}
+
 /// A destination without CRIU is refused before the process is touched: no freeze, no images.
 pub fn precheck_refuses_destination_without_criu(c: &Ctx) -> Result<()> {
     let pid = start_workload(c, "node1", "8M", "0", "w-nocriu.json")?;
