@@ -8,8 +8,13 @@
 //!
 //! It is built to be checkpointed by CRIU: one thread, no files kept open, no sockets, no
 //! timers, and a pause of any length (a freeze, a migration) does not make it "catch up".
+//!
+//! With `--rdma-listen` its region is also an RDMA memory region that a peer (`rdmig-workload
+//! peer`, on another node) writes by RDMA WRITE: each write is followed on the same RC QP by a
+//! SEND naming it, so the notice arrives after the data, and the check covers those pages too.
 
-use std::io::Write;
+use std::io::{BufReader, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
@@ -17,10 +22,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, ensure, Context, Result};
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use nix::sys::mman::{mmap_anonymous, munmap, MapFlags, ProtFlags};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-use serde::Serialize;
+use rdmig::verbs::control::{recv_line, send_line};
+use rdmig::verbs::{Completion, Endpoint, RcConfig, RcQp, Registration};
+use serde::{Deserialize, Serialize};
 
 const LONG_ABOUT: &str = "\
 A memory workload for migration tests and experiments.
@@ -50,14 +57,38 @@ CRIU: one thread, no file kept open but stdio (point it at /dev/null), no socket
 sleeps. Sizes take K, M, G, T suffixes (powers of 1024): 256M, 8M, 1G.
 
 --self-test fills a small region, damages it on purpose in several ways (a flipped bit, a lost
-update, a zeroed page, a page copied over another) and exits 0 only if the checker caught each.
+update, a zeroed page, a page copied over another, a lost RDMA WRITE, a lost notice, a peer's
+write count the workload never saw) and exits 0 only if the checker caught each.
+
+RDMA (--rdma-listen ADDR:PORT --gid-index N): the whole region is registered as one memory region
+(remote write), on an RC QP polled from the main loop (no completion channel, so rdmig's CRIU
+plugin can save it). The first --rdma-mem bytes (default half of --mem) belong to the peer: the
+workload's own dirtying never touches them. It listens on ADDR:PORT (TCP) after the fill, takes
+one peer (`rdmig-workload peer --connect ADDR:PORT`), exchanges QP endpoints and the region's
+address and key, and closes both sockets: from then on it holds no socket, and ADDR (an address
+that moves with the process, --move-addr) only matters as the QP's GID. The peer's n-th write
+goes to page n mod P (P = the peer's pages) with generation n div P + 1, and is followed by a
+SEND carrying n; the workload applies notices in order (a gap is an error). A check first applies
+what has arrived, and takes a page that holds its next generation as a write still in flight (RC
+places a WRITE before its notice). After the peer's last write it sends its total; the workload
+then requires that every one of them was applied. The report gets an \"rdma\" object: peer_pages,
+writes_applied, peer_total, peer_end, in_flight_pages, notice_errors, wc_errors, first_error, ok.
+
+The peer (`rdmig-workload peer --connect ADDR:PORT --gid-index N --rate 4M --report PATH`)
+writes --rate bytes per second (whole pages; no catching up after a pause), keeps at most
+--window work requests in flight, and on SIGTERM stops, waits for every completion, sends its
+total and writes its report: writes_posted, writes_completed, wc_errors, max_gap_ms (the longest
+time it waited for a completion: what it saw of a migration), max_gap_end_unix_ms, ok.
 
 Exit status: 0 all pages checked good, 1 a check failed (or the last report could not be
 written), 2 usage or setup error.";
 
 #[derive(Parser, Debug)]
 #[command(name = "rdmig-workload", version, about = "A checkable memory workload for migration tests", long_about = LONG_ABOUT)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
     /// Memory to map and fill (rounded up to whole pages), e.g. 256M.
     #[arg(long, value_parser = parse_size, required_unless_present = "self_test")]
     mem: Option<u64>,
@@ -81,6 +112,46 @@ struct Cli {
     /// second make the whole region dirty every round; turn it on to measure exactly that.
     #[arg(long)]
     huge_pages: bool,
+    /// Register the region for RDMA and take one peer on this TCP address (an address that
+    /// moves with the process), e.g. 10.0.1.7:9400.
+    #[arg(long, requires = "gid_index")]
+    rdma_listen: Option<SocketAddr>,
+    /// GID index of the --rdma-listen address (`rdmig rxe gid-index --ip ADDR`).
+    #[arg(long)]
+    gid_index: Option<u32>,
+    /// RDMA device.
+    #[arg(long, default_value = "rxe0")]
+    device: String,
+    /// Bytes at the start of the region that the peer writes (default: half of --mem).
+    #[arg(long, value_parser = parse_size)]
+    rdma_mem: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Write a workload's pages by RDMA WRITE at a set rate (see --help of the workload).
+    Peer(PeerArgs),
+}
+
+#[derive(Args, Debug)]
+struct PeerArgs {
+    /// The workload's --rdma-listen address.
+    #[arg(long)]
+    connect: SocketAddr,
+    /// GID index of this node's address towards the workload.
+    #[arg(long)]
+    gid_index: u32,
+    #[arg(long, default_value = "rxe0")]
+    device: String,
+    /// Bytes per second to write, whole pages (0: connect, write nothing, wait for SIGTERM).
+    #[arg(long, value_parser = parse_size, default_value = "1M")]
+    rate: u64,
+    /// Work requests in flight at most (a write and its notice are two), even, 2 to 64.
+    #[arg(long, default_value_t = 16)]
+    window: usize,
+    /// Where to write the peer's JSON report.
+    #[arg(long)]
+    report: PathBuf,
 }
 
 /// Parses "4096", "64K", "256M", "1G", "2T" (also "256MiB", "256MB": all powers of 1024).
@@ -185,6 +256,16 @@ struct Verification {
     verified_pages: u64,
     bad_pages: u64,
     first_bad: Option<BadPage>,
+    /// The peer's pages that held the generation of a write whose notice had not arrived yet.
+    in_flight: u64,
+}
+
+/// What a second look at a page that did not match found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    Good,
+    InFlight,
+    Bad,
 }
 
 /// How many older generations to try when explaining a bad page.
@@ -201,6 +282,11 @@ struct Workload {
     /// Counts page choices, so the sequence of dirtied pages is a function of the seed alone.
     step: u64,
     dirtied_pages: u64,
+    /// Pages [0, first_local) belong to the RDMA peer; the workload's own dirtying picks from
+    /// the rest.
+    first_local: u64,
+    /// Peer writes applied (their notices), which bumped generations of the peer's pages.
+    remote_applied: u64,
 }
 
 impl Workload {
@@ -210,7 +296,17 @@ impl Workload {
         let pages = mem_bytes.div_ceil(page_size);
         let bytes = usize::try_from(pages * page_size).context("--mem too large for this machine")?;
         let gens = vec![0u32; usize::try_from(pages).context("too many pages")?];
-        Ok(Workload { mem: Region::new(bytes, huge_pages)?, gens, pages, page_words: (page_size / 8) as usize, seed, step: 0, dirtied_pages: 0 })
+        Ok(Workload {
+            mem: Region::new(bytes, huge_pages)?,
+            gens,
+            pages,
+            page_words: (page_size / 8) as usize,
+            seed,
+            step: 0,
+            dirtied_pages: 0,
+            first_local: 0,
+            remote_applied: 0,
+        })
     }
 
     fn page_size(&self) -> u64 {
@@ -232,9 +328,14 @@ impl Workload {
         }
     }
 
-    /// Dirties the next page of the seeded sequence: a new generation, a new pattern.
+    /// Dirties the next page of the seeded sequence (among the workload's own pages): a new
+    /// generation, a new pattern.
     fn dirty_next(&mut self) {
-        let page = mix(self.seed ^ mix(self.step.wrapping_add(GOLDEN))) % self.pages;
+        let local = self.pages - self.first_local;
+        if local == 0 {
+            return;
+        }
+        let page = self.first_local + mix(self.seed ^ mix(self.step.wrapping_add(GOLDEN))) % local;
         self.step += 1;
         let g = &mut self.gens[page as usize];
         *g = g.wrapping_add(1);
@@ -249,7 +350,8 @@ impl Workload {
         (0..self.page_words).map(|i| (i, self.mem.read(start + i))).find(|&(i, v)| v != word_value(key, i))
     }
 
-    fn explain(&self, page: u64, word: usize) -> BadPage {
+    fn explain(&self, page: u64) -> BadPage {
+        let word = self.mismatch(page, self.gens[page as usize]).map(|(w, _)| w).unwrap_or(0);
         let expected = self.gens[page as usize];
         let start = page as usize * self.page_words;
         let zero = (0..self.page_words).all(|i| self.mem.read(start + i) == 0);
@@ -257,22 +359,40 @@ impl Workload {
         BadPage { page, word: word as u64, expected_generation: expected, found_generation, zero }
     }
 
-    fn verify(&self) -> Verification {
+    fn verify(&mut self) -> Verification {
+        self.verify_with(|_, _| Look::Bad)
+    }
+
+    /// Checks every page; a page that does not match gets a second look from `second_look`
+    /// (the RDMA peer's pages: a write may be in flight, or half placed while it was read).
+    fn verify_with(&mut self, mut second_look: impl FnMut(&mut Workload, u64) -> Look) -> Verification {
         let mut bad_pages = 0;
+        let mut in_flight = 0;
         let mut first_bad = None;
         for p in 0..self.pages {
-            if let Some((word, _)) = self.mismatch(p, self.gens[p as usize]) {
-                bad_pages += 1;
-                if first_bad.is_none() {
-                    first_bad = Some(self.explain(p, word));
+            if self.mismatch(p, self.gens[p as usize]).is_some() {
+                match second_look(self, p) {
+                    Look::Good => {}
+                    Look::InFlight => in_flight += 1,
+                    Look::Bad => {
+                        bad_pages += 1;
+                        if first_bad.is_none() {
+                            first_bad = Some(self.explain(p));
+                        }
+                    }
                 }
             }
         }
-        Verification { verified_pages: self.pages, bad_pages, first_bad }
+        Verification { verified_pages: self.pages, bad_pages, first_bad, in_flight }
     }
 
     fn generations_total(&self) -> u64 {
         self.gens.iter().map(|&g| u64::from(g)).sum()
+    }
+
+    /// Every generation bump is accounted for by the workload's own dirtying or a peer write.
+    fn counters_consistent(&self) -> bool {
+        self.generations_total() == self.dirtied_pages + self.remote_applied
     }
 
     // Debug paths for --self-test: each damages memory the way a faulty migration could.
@@ -365,6 +485,496 @@ fn install_handlers() -> Result<()> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The RDMA peer's writes, as the workload books them
+
+/// A notice, SENT by the peer after each RDMA WRITE (and once at its end), 32 bytes:
+/// magic, kind, sequence number (or total), a check word over the rest.
+const NOTICE: usize = 32;
+const NOTICE_MAGIC: u32 = 0x5244_574b; // "RDWK"
+const KIND_WRITE: u32 = 1;
+const KIND_END: u32 = 2;
+/// Receives the workload keeps posted.
+const RECV_DEPTH: usize = 128;
+/// The peer's --window at most.
+const MAX_WINDOW: usize = 64;
+/// How many writes past the last applied notice may have been placed already: the posted
+/// receives (notices that may sit in the CQ) and the peer's window, with a margin.
+const IN_FLIGHT_MAX: u64 = (RECV_DEPTH + MAX_WINDOW + 2) as u64;
+/// The peer needs at least this many pages, so that no page can be two writes ahead of its
+/// last notice (a second look then knows the one generation it may hold).
+const MIN_PEER_PAGES: u64 = 2 * IN_FLIGHT_MAX;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Notice {
+    Write(u64),
+    End(u64),
+}
+
+impl Notice {
+    fn encode(self) -> [u8; NOTICE] {
+        let (kind, value) = match self {
+            Notice::Write(seq) => (KIND_WRITE, seq),
+            Notice::End(total) => (KIND_END, total),
+        };
+        let mut b = [0u8; NOTICE];
+        b[0..4].copy_from_slice(&NOTICE_MAGIC.to_le_bytes());
+        b[4..8].copy_from_slice(&kind.to_le_bytes());
+        b[8..16].copy_from_slice(&value.to_le_bytes());
+        b[16..24].copy_from_slice(&mix(value ^ u64::from(kind) ^ GOLDEN).to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Result<Notice, String> {
+        if b.len() < NOTICE {
+            return Err(format!("a notice of {} bytes", b.len()));
+        }
+        let word = |r: std::ops::Range<usize>| u64::from_le_bytes(b[r].try_into().expect("8 bytes"));
+        let magic = u32::from_le_bytes(b[0..4].try_into().expect("4 bytes"));
+        let kind = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes"));
+        let value = word(8..16);
+        if magic != NOTICE_MAGIC || word(16..24) != mix(value ^ u64::from(kind) ^ GOLDEN) {
+            return Err(format!("a damaged notice (magic {magic:#x}, kind {kind}, value {value})"));
+        }
+        match kind {
+            KIND_WRITE => Ok(Notice::Write(value)),
+            KIND_END => Ok(Notice::End(value)),
+            k => Err(format!("a notice of unknown kind {k}")),
+        }
+    }
+}
+
+/// Where the peer's write number `seq` goes and which generation it writes there, for `pages`
+/// peer pages: a sweep over them, one generation per sweep.
+fn peer_target(pages: u64, seq: u64) -> (u64, u32) {
+    (seq % pages, (seq / pages + 1) as u32)
+}
+
+/// The words of `page` at `generation`: what the workload's own writes and the peer's put there.
+fn page_words(seed: u64, page: u64, generation: u32, out: &mut [u64]) {
+    let key = page_key(seed, page, generation);
+    for (i, w) in out.iter_mut().enumerate() {
+        *w = word_value(key, i);
+    }
+}
+
+/// The workload's account of the peer's writes: pure, so that --self-test and the unit tests
+/// drive it without a NIC.
+#[derive(Debug, Default, Clone)]
+struct RemoteBook {
+    /// The peer's pages: [0, pages) of the region.
+    pages: u64,
+    /// Notices applied, i.e. the number of the next write expected.
+    next_seq: u64,
+    /// The total the peer sent at its end.
+    peer_total: Option<u64>,
+    notice_errors: u64,
+    first_error: Option<String>,
+}
+
+impl RemoteBook {
+    fn error(&mut self, m: String) {
+        self.notice_errors += 1;
+        if self.first_error.is_none() {
+            note(&m);
+            self.first_error = Some(m);
+        }
+    }
+
+    /// Applies one received notice: the page it names now must hold its new generation.
+    fn apply(&mut self, w: &mut Workload, msg: &[u8]) {
+        match Notice::decode(msg) {
+            Err(e) => self.error(e),
+            Ok(Notice::End(total)) => {
+                if self.peer_total.is_some() {
+                    self.error("a second end notice".into());
+                }
+                self.peer_total = Some(total);
+            }
+            Ok(Notice::Write(seq)) => {
+                if self.peer_total.is_some() {
+                    self.error(format!("write notice {seq} after the end"));
+                }
+                if seq != self.next_seq {
+                    // RC delivers every SEND once, in order: a gap is a lost notice (and its
+                    // write never accounted), a repeat a duplicate.
+                    self.error(format!("write notice {seq} while {} was expected", self.next_seq));
+                    if seq < self.next_seq {
+                        return;
+                    }
+                }
+                // Writes in between (if a notice was lost) moved their pages on as well.
+                for s in self.next_seq..=seq {
+                    let (page, generation) = peer_target(self.pages, s);
+                    w.gens[page as usize] = generation;
+                    w.remote_applied += 1;
+                }
+                self.next_seq = seq + 1;
+            }
+        }
+    }
+
+    /// A second look at a peer page that does not match: it may hold the generation of a write
+    /// whose notice has not been applied yet (RC placed the WRITE, the SEND is still coming).
+    fn in_flight(&self, w: &Workload, page: u64) -> bool {
+        if self.pages == 0 || page >= self.pages {
+            return false;
+        }
+        let ahead = (page + self.pages - self.next_seq % self.pages) % self.pages;
+        if ahead >= IN_FLIGHT_MAX {
+            return false;
+        }
+        let (_, generation) = peer_target(self.pages, self.next_seq + ahead);
+        w.mismatch(page, generation).is_none()
+    }
+
+    /// No damaged, lost or repeated notice, and after the peer's end, every write it made applied.
+    fn ok(&self) -> bool {
+        self.notice_errors == 0 && self.peer_total.is_none_or(|t| t == self.next_seq)
+    }
+}
+
+/// The RDMA side of the workload: its QP, the region's registration, the receive slots.
+struct Remote {
+    qp: RcQp,
+    rx: rdmig::verbs::Region,
+    // Deregistered before the workload's region is unmapped: `Remote` is declared after the
+    // `Workload` in `run`, so it is dropped first.
+    mr: Registration,
+    book: RemoteBook,
+    wc_errors: u64,
+    first_wc_error: Option<String>,
+    wcs: Vec<Completion>,
+}
+
+/// Exchanged over TCP once, before the QPs connect; then the sockets close.
+#[derive(Serialize, Deserialize, Debug)]
+enum Hello {
+    /// Peer -> workload.
+    Peer { ep: Endpoint },
+    /// Workload -> peer: where to write and how to make pages the workload will accept.
+    Offer { ep: Endpoint, addr: u64, rkey: u32, page_size: u64, pages: u64, seed: u64 },
+    /// Peer -> workload: connected, about to write.
+    Ready,
+}
+
+impl Remote {
+    /// Registers the whole region, posts the receives, and listens (non-blocking: `accept`
+    /// polls, so that SIGTERM still ends a workload nobody connects to).
+    fn setup(w: &mut Workload, listen: SocketAddr, gid_index: u32, device: &str, peer_bytes: u64) -> Result<(Remote, TcpListener)> {
+        let pages = peer_bytes.div_ceil(w.page_size()).min(w.pages);
+        ensure!(pages >= MIN_PEER_PAGES, "--rdma-mem must give the peer at least {MIN_PEER_PAGES} pages ({} bytes)", MIN_PEER_PAGES * w.page_size());
+        w.first_local = pages;
+        // No completion channel: rdmig's CRIU plugin cannot restore one yet; the main loop polls.
+        let mut qp = RcQp::open(RcConfig { device: device.into(), gid_index, events: false, ..Default::default() }).context("opening the RDMA device")?;
+        let bytes = w.mem.words * 8;
+        // SAFETY: the workload's region stays mapped for as long as the process runs: `Remote`
+        // (and so this registration) is dropped before the `Workload` that owns the mapping.
+        let mr = unsafe { qp.register(w.mem.ptr.as_ptr().cast(), bytes, true) }.with_context(|| format!("registering {bytes} bytes"))?;
+        let rx = qp.region(RECV_DEPTH * NOTICE, false).context("the receive slots")?;
+        for i in 0..RECV_DEPTH {
+            qp.post_recv(i as u64, &rx, i * NOTICE, NOTICE)?;
+        }
+        let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+        listener.set_nonblocking(true)?;
+        note(&format!("RDMA: {} MiB registered (rkey {:#x}), the peer's first {pages} pages; listening on {listen}", bytes >> 20, mr.rkey()));
+        let book = RemoteBook { pages, ..Default::default() };
+        Ok((Remote { qp, rx, mr, book, wc_errors: 0, first_wc_error: None, wcs: Vec::new() }, listener))
+    }
+
+    /// Takes one peer, connects the QPs, and closes both sockets. Ok(false): asked to stop first.
+    fn accept(&mut self, listener: TcpListener, w: &Workload) -> Result<bool> {
+        let sock = loop {
+            if STOP_REQUESTED.load(Ordering::SeqCst) {
+                return Ok(false);
+            }
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(TICK),
+                Err(e) => return Err(e).context("accepting the peer"),
+            }
+        };
+        drop(listener);
+        sock.set_nonblocking(false)?;
+        sock.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut ctl = BufReader::new(sock.try_clone()?);
+        let mut sock: TcpStream = sock;
+        let Hello::Peer { ep } = recv_line(&mut ctl)? else { bail!("the peer did not start with its endpoint") };
+        self.qp.connect(&ep).context("connecting the QP to the peer")?;
+        let offer =
+            Hello::Offer { ep: self.qp.endpoint(), addr: self.mr.addr(), rkey: self.mr.rkey(), page_size: w.page_size(), pages: self.book.pages, seed: w.seed };
+        send_line(&mut sock, &offer)?;
+        let Hello::Ready = recv_line(&mut ctl)? else { bail!("the peer did not confirm") };
+        note(&format!("RDMA: peer QPN {:#x} connected to QPN {:#x}", ep.qpn, self.qp.qp_number()));
+        Ok(true)
+    }
+
+    /// Applies every notice that has arrived and gives its receive back.
+    fn drain(&mut self, w: &mut Workload) {
+        loop {
+            self.wcs.clear();
+            if self.qp.poll(&mut self.wcs) == 0 {
+                return;
+            }
+            for i in 0..self.wcs.len() {
+                let wc = self.wcs[i];
+                if !wc.ok() {
+                    self.wc_errors += 1;
+                    if self.first_wc_error.is_none() {
+                        let m = format!("receive {} completed with status {}", wc.wr_id, wc.status);
+                        note(&m);
+                        self.first_wc_error = Some(m);
+                    }
+                    continue;
+                }
+                let off = wc.wr_id as usize * NOTICE;
+                let msg = self.rx.bytes()[off..off + (wc.byte_len as usize).min(NOTICE)].to_vec();
+                self.book.apply(w, &msg);
+                if let Err(e) = self.qp.post_recv(wc.wr_id, &self.rx, off, NOTICE) {
+                    self.wc_errors += 1;
+                    if self.first_wc_error.is_none() {
+                        self.first_wc_error = Some(format!("reposting receive {}: {e}", wc.wr_id));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A second look at a page of the peer's that did not match: apply what arrived since, and
+    /// look again a few times (a WRITE placed while the page was being read leaves it torn).
+    fn second_look(&mut self, w: &mut Workload, page: u64) -> Look {
+        if page >= self.book.pages {
+            return Look::Bad;
+        }
+        for _ in 0..20 {
+            self.drain(w);
+            if w.mismatch(page, w.gens[page as usize]).is_none() {
+                return Look::Good;
+            }
+            if self.book.in_flight(w, page) {
+                return Look::InFlight;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Look::Bad
+    }
+}
+
+#[derive(Serialize, Debug)]
+struct RdmaReport {
+    peer_pages: u64,
+    writes_applied: u64,
+    peer_total: Option<u64>,
+    peer_end: bool,
+    in_flight_pages: u64,
+    notice_errors: u64,
+    wc_errors: u64,
+    first_error: Option<String>,
+    ok: bool,
+}
+
+/// Checks every page, the peer's with a second look, and reports what the RDMA side saw.
+fn verify_all(w: &mut Workload, remote: Option<&mut Remote>) -> (Verification, Option<RdmaReport>) {
+    let Some(r) = remote else { return (w.verify(), None) };
+    r.drain(w);
+    let v = w.verify_with(|w, p| r.second_look(w, p));
+    let ok = r.book.ok() && r.wc_errors == 0;
+    let rep = RdmaReport {
+        peer_pages: r.book.pages,
+        writes_applied: r.book.next_seq,
+        peer_total: r.book.peer_total,
+        peer_end: r.book.peer_total.is_some(),
+        in_flight_pages: v.in_flight,
+        notice_errors: r.book.notice_errors,
+        wc_errors: r.wc_errors,
+        first_error: r.book.first_error.clone().or_else(|| r.first_wc_error.clone()),
+        ok,
+    };
+    (v, Some(rep))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The peer
+
+#[derive(Serialize, Debug, Default)]
+struct PeerReport {
+    phase: &'static str,
+    pid: u32,
+    qpn: u32,
+    peer_qpn: u32,
+    rate: u64,
+    page_size: u64,
+    peer_pages: u64,
+    writes_posted: u64,
+    writes_completed: u64,
+    end_sent: bool,
+    wc_errors: u64,
+    first_error: Option<String>,
+    /// The longest time the peer waited for a completion with work in flight.
+    max_gap_ms: f64,
+    /// When that wait ended (wall clock, ms since the epoch).
+    max_gap_end_unix_ms: u64,
+    elapsed_ms: u64,
+    ok: bool,
+}
+
+/// Tracks the longest wait for a completion while work was in flight.
+struct GapMeter {
+    /// The later of the last completion and the first post after the peer was idle.
+    mark: Option<Instant>,
+    max: Duration,
+    max_end: SystemTime,
+}
+
+impl GapMeter {
+    fn posted(&mut self, now: Instant, inflight_before: usize) {
+        if inflight_before == 0 {
+            self.mark = Some(now);
+        }
+    }
+    fn completed(&mut self, now: Instant, inflight_after: usize) {
+        if let Some(m) = self.mark {
+            let gap = now.saturating_duration_since(m);
+            if gap > self.max {
+                self.max = gap;
+                self.max_end = SystemTime::now();
+            }
+        }
+        self.mark = if inflight_after > 0 { Some(now) } else { None };
+    }
+}
+
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The end notice's work request: odd, so it is not counted as a write.
+const END_WR_ID: u64 = u64::MAX;
+
+fn peer(a: &PeerArgs) -> Result<i32> {
+    ensure!(a.window % 2 == 0 && (2..=MAX_WINDOW).contains(&a.window), "--window must be even, 2 to {MAX_WINDOW}");
+    install_handlers()?;
+    let t0 = Instant::now();
+    let mut qp = RcQp::open(RcConfig { device: a.device.clone(), gid_index: a.gid_index, ..Default::default() }).context("opening the RDMA device")?;
+    let sock = TcpStream::connect(a.connect).with_context(|| format!("connecting to the workload at {}", a.connect))?;
+    sock.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut ctl = BufReader::new(sock.try_clone()?);
+    let mut sock = sock;
+    send_line(&mut sock, &Hello::Peer { ep: qp.endpoint() })?;
+    let Hello::Offer { ep, addr, rkey, page_size, pages, seed } = recv_line(&mut ctl)? else { bail!("the workload did not offer its region") };
+    ensure!(page_size % 8 == 0 && page_size >= 64 && pages >= MIN_PEER_PAGES, "the workload offered {pages} pages of {page_size} bytes");
+    qp.connect(&ep).context("connecting the QP to the workload")?;
+    send_line(&mut sock, &Hello::Ready)?;
+    drop((ctl, sock));
+    let ps = page_size as usize;
+    let slots = a.window / 2;
+    let mut src = qp.region(slots * ps, false)?;
+    let mut notes = qp.region(slots * NOTICE, false)?;
+    let mut rep = PeerReport {
+        phase: "connected",
+        pid: std::process::id(),
+        qpn: qp.qp_number(),
+        peer_qpn: ep.qpn,
+        rate: a.rate,
+        page_size,
+        peer_pages: pages,
+        ..Default::default()
+    };
+    write_atomically(&a.report, &serde_json::to_vec_pretty(&rep)?)?;
+    note(&format!("peer: QPN {:#x} connected to {:#x}; writing {} B/s into {pages} pages", qp.qp_number(), ep.qpn, a.rate));
+
+    let mut inflight = 0usize;
+    let mut gaps = GapMeter { mark: None, max: Duration::ZERO, max_end: SystemTime::now() };
+    let mut wcs: Vec<Completion> = Vec::new();
+    let mut reap = |qp: &RcQp, inflight: &mut usize, rep: &mut PeerReport, gaps: &mut GapMeter, wait: Option<Duration>| -> Result<()> {
+        wcs.clear();
+        match wait {
+            Some(t) => qp.poll_wait(&mut wcs, t)?,
+            None => qp.poll(&mut wcs),
+        };
+        let now = Instant::now();
+        for wc in &wcs {
+            *inflight -= 1;
+            gaps.completed(now, *inflight);
+            if !wc.ok() {
+                rep.wc_errors += 1;
+                if rep.first_error.is_none() {
+                    let m = format!("work request {:#x} completed with status {}", wc.wr_id, wc.status);
+                    note(&format!("peer: {m}"));
+                    rep.first_error = Some(m);
+                }
+            } else if wc.wr_id & 1 == 0 {
+                rep.writes_completed += 1; // the notice's completion: RC acknowledged both
+            }
+        }
+        Ok(())
+    };
+    let mut pacer = Pacer::new(a.rate, page_size, Instant::now());
+    let mut words = vec![0u64; ps / 8];
+    let mut seq = 0u64;
+    'run: loop {
+        if STOP_REQUESTED.load(Ordering::SeqCst) || rep.wc_errors > 0 {
+            break;
+        }
+        let due = if a.rate > 0 { pacer.due(Instant::now()) } else { 0 };
+        for _ in 0..due {
+            while inflight + 2 > a.window {
+                if STOP_REQUESTED.load(Ordering::SeqCst) {
+                    break 'run;
+                }
+                reap(&qp, &mut inflight, &mut rep, &mut gaps, Some(Duration::from_millis(200)))?;
+            }
+            // A slot is reused after `slots` steps; fewer than `slots` steps are ever in flight
+            // and RC completes in order, so its previous write is done.
+            let slot = (seq % slots as u64) as usize;
+            let (page, generation) = peer_target(pages, seq);
+            page_words(seed, page, generation, &mut words);
+            for (b, w) in src.bytes_mut()[slot * ps..(slot + 1) * ps].chunks_exact_mut(8).zip(&words) {
+                b.copy_from_slice(&w.to_ne_bytes());
+            }
+            notes.bytes_mut()[slot * NOTICE..(slot + 1) * NOTICE].copy_from_slice(&Notice::Write(seq).encode());
+            let now = Instant::now();
+            gaps.posted(now, inflight);
+            qp.post_write(seq << 1 | 1, &src, slot * ps, ps, rkey, addr + page * page_size)?;
+            qp.post_send(seq << 1, &notes, slot * NOTICE, NOTICE)?;
+            inflight += 2;
+            rep.writes_posted += 1;
+            seq += 1;
+        }
+        if inflight > 0 {
+            reap(&qp, &mut inflight, &mut rep, &mut gaps, Some(TICK))?;
+        } else {
+            std::thread::sleep(TICK);
+        }
+    }
+    // Everything posted must complete before the total is sent (however long a migration of
+    // the workload holds it up: its QP pauses ours).
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while inflight > 0 {
+        ensure!(Instant::now() < deadline, "{inflight} work requests still in flight after 15 min");
+        reap(&qp, &mut inflight, &mut rep, &mut gaps, Some(Duration::from_millis(500)))?;
+    }
+    if rep.wc_errors == 0 {
+        notes.bytes_mut()[..NOTICE].copy_from_slice(&Notice::End(rep.writes_completed).encode());
+        gaps.posted(Instant::now(), 0);
+        qp.post_send(END_WR_ID, &notes, 0, NOTICE)?;
+        inflight = 1;
+        while inflight > 0 {
+            ensure!(Instant::now() < deadline, "the end notice did not complete");
+            reap(&qp, &mut inflight, &mut rep, &mut gaps, Some(Duration::from_millis(500)))?;
+        }
+        rep.end_sent = rep.wc_errors == 0;
+    }
+    rep.phase = "done";
+    rep.max_gap_ms = (gaps.max.as_secs_f64() * 1e6).round() / 1e3;
+    rep.max_gap_end_unix_ms = unix_ms(gaps.max_end);
+    rep.elapsed_ms = t0.elapsed().as_millis() as u64;
+    rep.ok = rep.wc_errors == 0 && rep.end_sent && rep.writes_completed == rep.writes_posted;
+    write_atomically(&a.report, &serde_json::to_vec_pretty(&rep)?)?;
+    note(&format!("peer: {} writes, longest wait {:.1} ms, ok={}", rep.writes_completed, rep.max_gap_ms, rep.ok));
+    Ok(if rep.ok { 0 } else { 1 })
+}
+
+// ---------------------------------------------------------------------------------------------
 // Reports
 
 #[derive(Serialize, Debug)]
@@ -388,6 +998,9 @@ struct Report {
     reports: u64,
     verify_ms: f64,
     uptime_ms: u64,
+    /// With --rdma-listen: what the peer wrote and the workload applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rdma: Option<RdmaReport>,
     ok: bool,
 }
 
@@ -401,13 +1014,13 @@ struct Reporter {
 }
 
 impl Reporter {
-    fn report(&mut self, w: &Workload, phase: &'static str) -> Result<bool> {
+    fn report(&mut self, w: &mut Workload, remote: Option<&mut Remote>, phase: &'static str) -> Result<bool> {
         let t = Instant::now();
-        let v = w.verify();
+        let (v, rdma) = verify_all(w, remote);
         let verify_ms = (t.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         let generations_total = w.generations_total();
-        let counters_consistent = generations_total == w.dirtied_pages;
-        let ok = v.bad_pages == 0 && v.verified_pages == w.pages && counters_consistent;
+        let counters_consistent = w.counters_consistent();
+        let ok = v.bad_pages == 0 && v.verified_pages == w.pages && counters_consistent && rdma.as_ref().is_none_or(|r| r.ok);
         self.written += 1;
         let r = Report {
             phase,
@@ -428,6 +1041,7 @@ impl Reporter {
             reports: self.written,
             verify_ms,
             uptime_ms: SystemTime::now().duration_since(self.started).map(|d| d.as_millis() as u64).unwrap_or(0),
+            rdma,
             ok,
         };
         write_atomically(&self.path, &serde_json::to_vec_pretty(&r)?)?;
@@ -466,13 +1080,28 @@ fn run(cli: &Cli) -> Result<i32> {
     let mut reporter = Reporter { path: report, dirty_rate: cli.dirty_rate, started: SystemTime::now(), written: 0 };
     let mut w = Workload::new(mem, cli.page_size, cli.seed, cli.huge_pages)?;
     w.fill();
+    // Declared after `w`: dropped before it, so the region is deregistered before it is unmapped.
+    let mut remote = None;
+    let mut listener = None;
+    if let Some(listen) = cli.rdma_listen {
+        let gid = cli.gid_index.context("--rdma-listen needs --gid-index")?;
+        let (r, l) = Remote::setup(&mut w, listen, gid, &cli.device, cli.rdma_mem.unwrap_or(mem / 2))?;
+        ensure!(w.first_local < w.pages || cli.dirty_rate == 0, "--rdma-mem leaves the workload no pages of its own to dirty");
+        remote = Some(r);
+        listener = Some(l);
+    }
     // A failure to write the first report is fatal: the test waiting for it would hang.
-    reporter.report(&w, "filled")?;
+    reporter.report(&mut w, remote.as_mut(), "filled")?;
+    if let (Some(r), Some(l)) = (remote.as_mut(), listener.take()) {
+        if r.accept(l, &w)? {
+            reporter.report(&mut w, Some(r), "connected")?;
+        }
+    }
 
     let mut pacer = Pacer::new(cli.dirty_rate, w.page_size(), Instant::now());
     loop {
         if STOP_REQUESTED.load(Ordering::SeqCst) {
-            return match reporter.report(&w, "verify") {
+            return match reporter.report(&mut w, remote.as_mut(), "verify") {
                 Ok(true) => Ok(0),
                 Ok(false) => Ok(1),
                 Err(e) => {
@@ -483,7 +1112,7 @@ fn run(cli: &Cli) -> Result<i32> {
         }
         if VERIFY_REQUESTED.swap(false, Ordering::SeqCst) {
             // Keep running if the report cannot be written: a later SIGUSR1 may succeed.
-            if let Err(e) = reporter.report(&w, "verify") {
+            if let Err(e) = reporter.report(&mut w, remote.as_mut(), "verify") {
                 note(&format!("report: {e:#}"));
             }
         }
@@ -491,6 +1120,9 @@ fn run(cli: &Cli) -> Result<i32> {
             for _ in 0..pacer.due(Instant::now()) {
                 w.dirty_next();
             }
+        }
+        if let Some(r) = remote.as_mut() {
+            r.drain(&mut w);
         }
         std::thread::sleep(TICK);
     }
@@ -514,11 +1146,12 @@ fn self_test(seed: u64) -> Result<bool> {
         w.dirty_next();
     }
     check("dirtying", w.verify(), None);
-    ensure!(w.generations_total() == w.dirtied_pages, "generation counters out of step");
+    ensure!(w.counters_consistent(), "generation counters out of step");
 
     w.debug_flip_bit(17, 100);
     let g = w.gens[17];
-    check("flipped bit", w.verify(), Some(BadPage { page: 17, word: 100, expected_generation: g, found_generation: None, zero: false }));
+    let v = w.verify();
+    check("flipped bit", v, Some(BadPage { page: 17, word: 100, expected_generation: g, found_generation: None, zero: false }));
     w.write_page(17);
 
     // Make sure the page has an older generation to be mistaken for.
@@ -541,14 +1174,110 @@ fn self_test(seed: u64) -> Result<bool> {
     w.write_page(4);
 
     check("repaired", w.verify(), None);
-    let all = caught == 7;
-    note(&format!("self-test: {caught}/7 checks as expected: {}", if all { "ok" } else { "FAILED" }));
+    let (rdma_caught, rdma_checks) = self_test_rdma(seed)?;
+    let (caught, checks) = (caught + rdma_caught, 7 + rdma_checks);
+    let all = caught == checks;
+    note(&format!("self-test: {caught}/{checks} checks as expected: {}", if all { "ok" } else { "FAILED" }));
     Ok(all)
+}
+
+/// The peer's side of the check without a NIC: its writes placed into the region by hand, its
+/// notices applied as the workload applies received ones, and each way a migration could lose
+/// or repeat one. Returns (checks as expected, checks).
+fn self_test_rdma(seed: u64) -> Result<(usize, usize)> {
+    let page_size = 64;
+    let peer_pages = MIN_PEER_PAGES;
+    let mut w = Workload::new((peer_pages + 64) * page_size, page_size, seed, false)?;
+    w.first_local = peer_pages;
+    w.fill();
+    let mut book = RemoteBook { pages: peer_pages, ..Default::default() };
+    let pw = w.page_words;
+    // What the NIC does for the peer's write `seq`.
+    let place = |w: &mut Workload, seq: u64| {
+        let (page, generation) = peer_target(peer_pages, seq);
+        let start = page as usize * pw;
+        page_words(seed, page, generation, &mut w.mem.words_mut()[start..start + pw]);
+    };
+    fn look(book: &RemoteBook) -> impl FnMut(&mut Workload, u64) -> Look + '_ {
+        move |w, p| if book.in_flight(w, p) { Look::InFlight } else { Look::Bad }
+    }
+    let mut results: Vec<(&str, bool)> = Vec::new();
+
+    // Three sweeps of peer writes, the workload dirtying its own pages in between.
+    for seq in 0..3 * peer_pages {
+        place(&mut w, seq);
+        book.apply(&mut w, &Notice::Write(seq).encode());
+        if seq % 7 == 0 {
+            w.dirty_next();
+        }
+    }
+    let v = w.verify_with(look(&book));
+    results.push(("peer writes", v.bad_pages == 0 && v.in_flight == 0 && w.counters_consistent() && book.ok()));
+
+    // A write placed, its notice not applied yet: in flight, not bad.
+    let seq = book.next_seq;
+    place(&mut w, seq);
+    let v = w.verify_with(look(&book));
+    results.push(("write in flight", v.bad_pages == 0 && v.in_flight == 1));
+    book.apply(&mut w, &Notice::Write(seq).encode());
+
+    // A notice applied whose write never reached the page (a page rxe wrote and the migration
+    // did not carry): the page holds the generation before.
+    let seq = book.next_seq;
+    book.apply(&mut w, &Notice::Write(seq).encode());
+    let (page, generation) = peer_target(peer_pages, seq);
+    let v = w.verify_with(look(&book));
+    let want = BadPage { page, word: 0, expected_generation: generation, found_generation: Some(generation - 1), zero: false };
+    results.push(("lost RDMA write", v.bad_pages == 1 && v.first_bad == Some(want)));
+    place(&mut w, seq);
+
+    // A notice that never arrived (its write did): a gap in the sequence.
+    let mut b = book.clone();
+    let seq = b.next_seq;
+    place(&mut w, seq);
+    place(&mut w, seq + 1);
+    b.apply(&mut w, &Notice::Write(seq + 1).encode());
+    results.push(("lost notice", !b.ok() && b.notice_errors == 1 && w.verify_with(look(&b)).bad_pages == 0));
+    // The same notice twice.
+    let mut d = b.clone();
+    d.notice_errors = 0;
+    d.apply(&mut w, &Notice::Write(seq + 1).encode());
+    results.push(("repeated notice", !d.ok() && d.next_seq == seq + 2));
+    book.next_seq = b.next_seq;
+
+    // The peer's end: every write it made applied, or not.
+    let mut e = book.clone();
+    e.apply(&mut w, &Notice::End(book.next_seq + 1).encode());
+    results.push(("peer total not all applied", !e.ok()));
+    let mut e = book.clone();
+    e.apply(&mut w, &Notice::End(book.next_seq).encode());
+    results.push(("peer total all applied", e.ok()));
+
+    // A damaged notice.
+    let mut n = Notice::Write(book.next_seq).encode();
+    n[9] ^= 4;
+    results.push(("damaged notice", Notice::decode(&n).is_err()));
+
+    results.push(("peer pages intact", w.verify_with(look(&book)).bad_pages == 0 && w.counters_consistent()));
+    let mut caught = 0;
+    for (name, good) in &results {
+        note(&format!("self-test rdma {name}: {}", if *good { "ok" } else { "FAILED" }));
+        caught += usize::from(*good);
+    }
+    Ok((caught, results.len()))
 }
 
 fn main() {
     let cli = Cli::parse();
-    let code = if cli.self_test {
+    let code = if let Some(Cmd::Peer(a)) = &cli.cmd {
+        match peer(a) {
+            Ok(c) => c,
+            Err(e) => {
+                note(&format!("peer: error: {e:#}"));
+                2
+            }
+        }
+    } else if cli.self_test {
         match self_test(cli.seed) {
             Ok(true) => 0,
             Ok(false) => 1,
@@ -589,6 +1318,50 @@ mod tests {
     #[test]
     fn checker_catches_damage() {
         assert!(self_test(7).unwrap());
+    }
+
+    #[test]
+    fn checker_catches_lost_peer_writes() {
+        let (caught, checks) = self_test_rdma(3).unwrap();
+        assert_eq!(caught, checks);
+    }
+
+    #[test]
+    fn notices_round_trip_and_peer_sweeps_pages() {
+        for n in [Notice::Write(0), Notice::Write(u64::MAX / 3), Notice::End(12345)] {
+            assert_eq!(Notice::decode(&n.encode()), Ok(n));
+        }
+        assert!(Notice::decode(&[0u8; 8]).is_err());
+        assert_eq!(peer_target(10, 0), (0, 1));
+        assert_eq!(peer_target(10, 9), (9, 1));
+        assert_eq!(peer_target(10, 10), (0, 2));
+        assert_eq!(peer_target(10, 35), (5, 4));
+    }
+
+    #[test]
+    fn own_dirtying_leaves_the_peers_pages_alone() {
+        let mut w = Workload::new(64 * 4096, 4096, 9, false).unwrap();
+        w.first_local = 40;
+        w.fill();
+        for _ in 0..2000 {
+            w.dirty_next();
+        }
+        assert!(w.gens[..40].iter().all(|&g| g == 0));
+        assert!(w.gens[40..].iter().any(|&g| g > 0));
+        assert!(w.counters_consistent());
+    }
+
+    #[test]
+    fn gap_meter_counts_only_waits_with_work_in_flight() {
+        let t0 = Instant::now();
+        let mut g = GapMeter { mark: None, max: Duration::ZERO, max_end: SystemTime::now() };
+        g.posted(t0, 0);
+        g.completed(t0 + Duration::from_millis(5), 0);
+        // Idle for a second: not a gap.
+        g.posted(t0 + Duration::from_secs(1), 0);
+        g.completed(t0 + Duration::from_millis(1003), 1);
+        g.completed(t0 + Duration::from_millis(1300), 0);
+        assert_eq!(g.max, Duration::from_millis(297));
     }
 
     #[test]

@@ -557,3 +557,73 @@ pub fn migrate_over_scp(c: &Ctx) -> Result<()> {
     println!("  pre-copy over scp: {rounds} rounds, downtime {:.0} ms", downtime_ms(&r));
     Ok(())
 }
+
+/// The workload's memory is one RDMA memory region that a peer on node2 writes by RDMA WRITE
+/// (each write named by a SEND after it) while the workload dirties its own half: after a
+/// pre-copy migration node1 -> node3 (its address, its QP's GID, moving with it), the peer
+/// drains and sends its total, and every byte checks at the destination, the peer's pages and
+/// the count of its writes included (issue 18).
+pub fn migrate_workload_written_by_an_rdma_peer(c: &Ctx) -> Result<()> {
+    const ADDR: &str = "10.0.1.7";
+    let (wr, pr) = ("w-rdmapeer.json", "p-rdmapeer.json");
+    for n in ["node1", "node2", "node3"] {
+        let _ = c.rdmig(&["addr", "del", n, ADDR]);
+    }
+    c.rdmig_ok(&["addr", "add", "node1", ADDR])?;
+    let tool = c.lab_tool("rdmig");
+    let sg = c.exec_ok("node1", &[&tool, "rxe", "gid-index", "--ip", ADDR])?.trim().to_string();
+    let peer_ip = c.lab.load()?.plan.node("node2")?.overlay_ip.to_string();
+    let pg = c.exec_ok("node2", &[&tool, "rxe", "gid-index", "--ip", &peer_ip])?.trim().to_string();
+    for f in [wr, pr] {
+        let _ = std::fs::remove_file(lab_share().join(f));
+    }
+    let listen = format!("{ADDR}:9410");
+    let w = workload_bin(c);
+    let out = c.rdmig_ok(&[
+        "spawn",
+        "node1",
+        "--",
+        &w,
+        "--mem",
+        "32M",
+        "--dirty-rate",
+        "512K",
+        "--rdma-listen",
+        &listen,
+        "--gid-index",
+        &sg,
+        "--report",
+        &format!("/mnt/lab/{wr}"),
+    ])?;
+    let pid: i32 = out.trim().parse().with_context(|| format!("spawn printed {out:?}"))?;
+    wait_report(wr, Duration::from_secs(180), |r| r["phase"] == "filled" && r["pid"] == pid)?;
+    let out =
+        c.rdmig_ok(&["spawn", "node2", "--", &w, "peer", "--connect", &listen, "--gid-index", &pg, "--rate", "512K", "--report", &format!("/mnt/lab/{pr}")])?;
+    let peer: i32 = out.trim().parse().with_context(|| format!("spawn printed {out:?}"))?;
+    wait_report(wr, Duration::from_secs(60), |r| r["phase"] == "connected" && r["ok"] == true)?;
+    thread::sleep(Duration::from_secs(3));
+    let (code, r) = migrate(c, pid, "node1", "node3", &["--move-addr", ADDR])?;
+    ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "exit {code}, {}", r["outcome"]);
+    thread::sleep(Duration::from_secs(2));
+    c.exec_ok("node2", &["kill", "-TERM", &peer.to_string()])?;
+    let p = wait_report(pr, Duration::from_secs(120), |r| r["phase"] == "done")?;
+    ensure!(p["ok"] == true && p["writes_completed"].as_u64().unwrap_or(0) > 0, "the peer: {p}");
+    let v = verify_workload(c, "node3", pid, wr)?;
+    kill(c, "node3", pid);
+    let _ = c.rdmig(&["addr", "del", "node3", ADDR]);
+    ensure!(v["ok"] == true && v["rdma"]["peer_end"] == true, "memory after migration: {v}");
+    ensure!(
+        v["rdma"]["writes_applied"] == p["writes_completed"],
+        "the workload applied {} writes, the peer made {}",
+        v["rdma"]["writes_applied"],
+        p["writes_completed"]
+    );
+    println!(
+        "  downtime {:.0} ms, the peer waited at most {} ms; {} peer writes and {} own pages checked",
+        downtime_ms(&r),
+        p["max_gap_ms"],
+        p["writes_completed"],
+        v["dirtied_pages_total"]
+    );
+    Ok(())
+}

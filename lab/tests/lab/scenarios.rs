@@ -33,6 +33,7 @@ pub const ALL: &[Scenario] = &[
     ("rdma_path_broken_mid_transfer_rolls_back", crate::migration::rdma_path_broken_mid_transfer_rolls_back),
     ("rdma_blocked_auto_falls_back_to_tcp", crate::migration::rdma_blocked_auto_falls_back_to_tcp),
     ("migrate_over_scp", crate::migration::migrate_over_scp),
+    ("migrate_workload_written_by_an_rdma_peer", crate::migration::migrate_workload_written_by_an_rdma_peer),
 ];
 
 /// Run last: they replace and then remove the lab.

@@ -1,4 +1,5 @@
-//! `rdmig plot throughput`: a peer's receive and send rates around a migration, as a PNG.
+//! `rdmig plot throughput`: a peer's receive and send rates around a migration, as a PNG;
+//! `rdmig plot series`: an XY chart of an experiment's sweep, from JSON.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -45,10 +46,31 @@ enum PlotCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Chart a few named series of (x, y) points as lines (an experiment's sweep, e.g. downtime
+    /// against memory size). The data file is JSON: {"title", "subtitle" (optional), "x_label",
+    /// "y_label", "series": [{"name", "points": [[x, y], ...]}, ...]}; y starts at zero.
+    Series {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 pub fn run(a: PlotArgs) -> Result<ExitCode> {
-    let PlotCmd::Throughput { samples, out, title, count, msg_size, smooth_ms, marks, around_gap_ms, json } = a.cmd;
+    let (samples, out, title, count, msg_size, smooth_ms, marks, around_gap_ms, json) = match a.cmd {
+        PlotCmd::Throughput { samples, out, title, count, msg_size, smooth_ms, marks, around_gap_ms, json } => {
+            (samples, out, title, count, msg_size, smooth_ms, marks, around_gap_ms, json)
+        }
+        PlotCmd::Series { data, out } => {
+            let text = std::fs::read(&data).with_context(|| format!("reading {}", data.display()))?;
+            let chart: rdmig::timeline::series::SeriesChart =
+                serde_json::from_slice(&text).with_context(|| format!("{} is not a series chart", data.display()))?;
+            rdmig::timeline::series::plot_series(&chart, &out).with_context(|| format!("plot {}", out.display()))?;
+            println!("wrote {}", out.display());
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     use rdmig::timeline::throughput::{plot_throughput, summarize, ThroughputPlot};
     let run = rdmig::sample::SampleRun::read(&samples)?;
     let mut o = ThroughputPlot::new(title.as_deref().unwrap_or("peer throughput"));

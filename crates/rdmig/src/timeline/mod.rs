@@ -20,6 +20,8 @@
 //! A pre-copy round's End (or Start) carries its work in the attributes `"pages"` and
 //! `"bytes"`.
 //!
+//! `series` draws plain XY charts of experiment sweeps (downtime against memory size).
+//!
 //! `throughput` charts the other side of a migration: a peer's data rates over time, sampled
 //! by `rdmig rxe sample`, with the longest time it received nothing.
 
@@ -28,6 +30,7 @@ mod error;
 mod event;
 mod merge;
 mod plot;
+pub mod series;
 mod summary;
 mod text;
 pub mod throughput;

@@ -137,6 +137,32 @@ impl Drop for Region {
     }
 }
 
+/// Memory the caller mapped, registered with the QP's PD by `RcQp::register`: deregistered when
+/// dropped, never unmapped (the caller owns the mapping and must keep it longer than this).
+pub struct Registration {
+    mr: Arc<MemoryRegion>,
+    addr: u64,
+    len: usize,
+}
+
+impl Registration {
+    pub fn lkey(&self) -> u32 {
+        self.mr.lkey()
+    }
+    pub fn rkey(&self) -> u32 {
+        self.mr.rkey()
+    }
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// An SRQ from `RcQp::idle_srq`.
 pub struct IdleSrq {
     srq: NonNull<rdma_mummy_sys::ibv_srq>,
@@ -345,6 +371,23 @@ impl RcQp {
             }
         };
         Ok(Region { mr: std::mem::ManuallyDrop::new(mr), ptr, len })
+    }
+
+    /// Registers memory the caller already mapped (for a program that lays out and advises its
+    /// own memory before the NIC may write it, e.g. without transparent huge pages), remote
+    /// reads and writes allowed when `remote_write`.
+    ///
+    /// # Safety
+    /// `addr..addr + len` must be a mapping of the calling process that stays mapped, readable
+    /// and writable until the returned `Registration` is dropped.
+    pub unsafe fn register(&self, addr: *mut u8, len: usize, remote_write: bool) -> Result<Registration, VerbsError> {
+        let mut access = AccessFlags::LocalWrite;
+        if remote_write {
+            access |= AccessFlags::RemoteWrite | AccessFlags::RemoteRead;
+        }
+        // SAFETY: the caller keeps the range mapped for as long as the Registration lives.
+        let mr = unsafe { self.pd.reg_mr(addr as usize, len, access) }.map_err(op("register memory region"))?;
+        Ok(Registration { mr, addr: addr as u64, len })
     }
 
     /// Maps `len` bytes (rounded up to pages) and registers them.

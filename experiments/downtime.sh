@@ -1,0 +1,370 @@
+#!/usr/bin/env bash
+# Downtime and the peer-observed gap against memory size, against the dirty rate (the process's
+# own CPU writes, and RDMA WRITEs by its peer), rdmig's default migration against the MigrOS-style
+# baseline (stop-and-copy, images copied with scp) in the same run, on the same lab (issue 18).
+#
+#   experiments/downtime.sh [--sizes 64,256,512] [--cpu-rates 1M] [--rdma-rates 1M]
+#                           [--rate-size MIB] [--rounds N] [--node-memory MIB] [--name LAB]
+#                           [--out DIR] [--keep]                                 (as root)
+#
+# The workload is rdmig-workload with --rdma-listen: SIZE MiB of memory, all of it registered as
+# one RDMA memory region; its peer (`rdmig-workload peer`, on node2) RDMA-WRITEs the first half
+# at the RDMA rate, each write followed on the same RC QP by a SEND naming it; the workload
+# dirties the other half itself at the CPU rate. It runs on node1 on the movable overlay address
+# 10.0.1.7 (its QP's GID) and moves to node3 with
+#     rdmig migrate PID --move-addr 10.0.1.7                                  (ours: the defaults)
+#     rdmig migrate PID --move-addr 10.0.1.7 --strategy stop-and-copy --transport scp (baseline)
+# After every migration the peer is stopped (it sends its write count over the QP) and the
+# workload checks every byte at the destination: its own pages, the peer's pages against the
+# notices, and that every write the peer made arrived. A failed check, or a failed migration,
+# fails the run (exit 1); what was measured so far stays in the results directory.
+#
+# Sweeps (each point: ours and the baseline, ROUNDS times, the order alternating per round):
+#   memory:    every --sizes size, at the first CPU rate and the first RDMA rate;
+#   CPU rate:  every --cpu-rates rate, at --rate-size (default: the first size), first RDMA rate;
+#   RDMA rate: every --rdma-rates rate, at --rate-size, first CPU rate.
+# A point shared by two sweeps runs once. Rates take K, M suffixes (bytes per second); sizes are
+# MiB. The nodes get 6 x the largest size + 1024 MiB unless --node-memory: CRIU's images live
+# in the nodes' /tmp (a tmpfs of half their memory), and with the whole region registered every
+# pre-copy round dumps all of it again (measured: 64.1 of 64 MiB at the freeze after 2 rounds),
+# so the source holds about 3 x the size in images. 1-2 GiB need a host with that much memory.
+# Not swept yet: the number of QPs (the workload has one).
+#
+# Measured per migration:
+#   downtime_ms   rdmig's report: freeze start -> resume end (summary.downtime_ns), same
+#                 definition for both strategies;
+#   peer_gap_ms   the longest time the peer waited for a completion with work in flight (its
+#                 QP is paused while the workload's is stopped): what the peer saw;
+#   phases        rdmig's spans in the blackout (final_dump, transfer, restore, resume) and the
+#                 pre-copy rounds before it, and the same under MigrRDMA's (SIGCOMM 2025) names:
+#     DumpRDMA     null: the plugin saves the verbs objects inside CRIU's dump, and rdmig's
+#                  timeline has no span of its own for that part;
+#     DumpOthers   rdmig's final_dump span (CRIU's final dump, the plugin's verbs save included);
+#     Transfer     rdmig's transfer span (the final images; pre-copy rounds are before the freeze);
+#     RestoreRDMA  null: the plugin rebuilds the verbs objects inside CRIU's restore (restore span);
+#     FullRestore  rdmig's restore + resume spans (CRIU's restore at the destination, the commit
+#                  and the SIGCONT that let the process run).
+#
+# Results: experiments/results/downtime-<UTC time>/ (or --out): runs.jsonl (one JSON row per
+# migration), each migration's report (report-N-*.json), env.json (kernel, qemu, CPU, git commit,
+# sizes and rates), summary.json, table.md, and the PNGs (downtime-vs-memory.png, phases-vs-
+# memory.png, and per rate sweep with more than one rate, downtime-vs-cpu-rate.png,
+# downtime-vs-rdma-rate.png), drawn with `rdmig plot series`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SIZES=64,256,512
+CPU_RATES=1M
+RDMA_RATES=1M
+RATE_SIZE=""
+ROUNDS=1
+NODE_MEMORY=""
+LAB=downtime
+OUT=""
+KEEP=0
+LOCK=/tmp/rdmig-lab.lock
+SERVICE=10.0.1.7  # the workload's movable overlay address (its QP's GID)
+PEER_IP=10.0.1.12 # node2's own overlay address
+PORT=9400
+SETTLE=5          # seconds of traffic before each migration, and 3 after it
+
+usage() { sed -n '2,52s/^# \{0,1\}//p' "$0"; }
+log() { printf 'downtime: %s\n' "$*" >&2; }
+die() { printf 'downtime: error: %s\n' "$*" >&2; exit 1; }
+
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--sizes) [ $# -ge 2 ] || die "--sizes needs a list"; SIZES=$2; shift 2 ;;
+	--cpu-rates) [ $# -ge 2 ] || die "--cpu-rates needs a list"; CPU_RATES=$2; shift 2 ;;
+	--rdma-rates) [ $# -ge 2 ] || die "--rdma-rates needs a list"; RDMA_RATES=$2; shift 2 ;;
+	--rate-size) [ $# -ge 2 ] || die "--rate-size needs MiB"; RATE_SIZE=$2; shift 2 ;;
+	--rounds) [ $# -ge 2 ] || die "--rounds needs a number"; ROUNDS=$2; shift 2 ;;
+	--node-memory) [ $# -ge 2 ] || die "--node-memory needs MiB"; NODE_MEMORY=$2; shift 2 ;;
+	--name) [ $# -ge 2 ] || die "--name needs a lab name"; LAB=$2; shift 2 ;;
+	--out) [ $# -ge 2 ] || die "--out needs a directory"; OUT=$2; shift 2 ;;
+	--keep) KEEP=1; shift ;;
+	-h | --help) usage; exit 0 ;;
+	*) usage >&2; die "unknown argument: $1" ;;
+	esac
+done
+IFS=, read -r -a sizes <<<"$SIZES"
+IFS=, read -r -a cpu_rates <<<"$CPU_RATES"
+IFS=, read -r -a rdma_rates <<<"$RDMA_RATES"
+for s in "${sizes[@]}"; do [[ "$s" =~ ^[1-9][0-9]*$ ]] || die "--sizes: '$s' is not a size in MiB"; done
+for r in "${cpu_rates[@]}" "${rdma_rates[@]}"; do [[ "$r" =~ ^[0-9]+[KMG]?$ ]] || die "rates: '$r' is not a rate (e.g. 0, 256K, 4M)"; done
+RATE_SIZE=${RATE_SIZE:-${sizes[0]}}
+[[ "$RATE_SIZE" =~ ^[1-9][0-9]*$ && "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rate-size and --rounds must be positive numbers"
+max=$RATE_SIZE
+for s in "${sizes[@]}"; do [ "$s" -gt "$max" ] && max=$s; done
+NODE_MEMORY=${NODE_MEMORY:-$((max * 6 + 1024))}
+[[ "$NODE_MEMORY" =~ ^[1-9][0-9]*$ ]] || die "--node-memory must be MiB"
+[ "$(id -u)" -eq 0 ] || die "run as root: the lab needs network namespaces and VMs"
+
+scripts/setup.sh
+cargo build --workspace --locked
+rdmig=$PWD/target/debug/rdmig
+labctl=$PWD/target/debug/rdmig-lab # the lab tool; `on NODE -- ARGS` runs the node's rdmig
+export RDMIG_LAB=$LAB # `rdmig-lab --name` reads it
+export RDMIG_LAB_DIR=${RDMIG_LAB_DIR:-/run/rdmig}
+SHARE=$RDMIG_LAB_DIR/$LAB/shared
+HERE=$SHARE/dt   # this run's files, as the host sees them ...
+NODE=/mnt/lab/dt # ... and as the nodes do
+BIN=/mnt/lab/bin # the lab's snapshot of this build
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS=${OUT:-experiments/results/downtime-$STAMP}
+
+# One lab at a time on this machine (as scripts/demo.sh): take the lab lock unless our caller
+# holds it already and passed its descriptor down.
+held=""
+for fd in /proc/$$/fd/*; do
+	if [ "$(readlink "$fd" 2>/dev/null)" = "$LOCK" ] && flock -n "${fd##*/}"; then
+		held=${fd##*/}
+		break
+	fi
+done
+if [ -z "$held" ]; then
+	exec 9>>"$LOCK"
+	log "waiting for $LOCK (labs on this machine take turns) ..."
+	flock -w 3600 9 || die "$LOCK still held by someone else after an hour"
+fi
+
+cleanup() {
+	local rc=$?
+	set +e
+	if [ -d "$HERE" ]; then
+		mkdir -p "$RESULTS" && cp -a "$HERE/." "$RESULTS/"
+	fi
+	if [ "$KEEP" = 1 ]; then
+		log "lab '$LAB' left running (--keep); remove it with: $labctl --name $LAB down"
+	else
+		"$labctl" down >/dev/null 2>&1 || log "warning: '$labctl --name $LAB down' failed; run it by hand"
+	fi
+	[ "$rc" -eq 0 ] || log "FAILED (exit $rc); whatever was measured is in $RESULTS"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+on() { local node=$1; shift; "$labctl" exec "$node" -- "$@"; }
+spawn() { local node=$1 out=$2; shift 2; "$labctl" spawn "$node" --output "$out" -- "$@"; }
+# json_get FILE EXPR: a Python expression over the JSON in FILE (bound to r); empty if unreadable.
+json_get() { python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2" 2>/dev/null || true; }
+# wait_json WHAT SECONDS FILE EXPR: until EXPR over FILE prints True.
+wait_json() {
+	local what=$1 secs=$2 f=$3 expr=$4 t0=$SECONDS
+	until [ "$(json_get "$f" "$expr")" = True ]; do
+		[ $((SECONDS - t0)) -lt "$secs" ] || die "$what: not seen within $secs s (${f##*/}: $(head -c 600 "$f" 2>/dev/null))"
+		sleep 1
+	done
+}
+
+log "starting lab '$LAB' (3 nodes of $NODE_MEMORY MiB)"
+# The lock descriptor is not passed to qemu (it would hold the lock for as long as the VMs run).
+"$labctl" up --nodes 3 --memory "$NODE_MEMORY" 9>&-
+mkdir -p "$HERE"
+# The first run of criu, the plugin and ssh reads them in over 9p: not inside the first downtime.
+for n in node1 node2 node3; do
+	on "$n" sh -c 'criu check >/dev/null 2>&1; cat /mnt/lab/bin/*.so /mnt/lab/bin/rdmig-workload >/dev/null 2>&1; ssh -V 2>/dev/null; true'
+done
+node3_underlay=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print([n["underlay_ip"] for n in s["plan"]["nodes"] if n["name"]=="node3"][0])' "$RDMIG_LAB_DIR/$LAB/state.json")
+on node1 ssh -F /mnt/lab/ssh/ssh_config "$node3_underlay" true || die "ssh from node1 to node3 does not work: the scp baseline needs it"
+
+# The environment, recorded before anything is measured.
+python3 - "$HERE/env.json" "$STAMP" "$NODE_MEMORY" "$SIZES" "$CPU_RATES" "$RDMA_RATES" "$RATE_SIZE" "$ROUNDS" \
+	"$(uname -r)" "$(on node1 uname -r)" "$(qemu-system-x86_64 --version | head -n1)" "$(criu --version 2>/dev/null | head -n1)" \
+	"$(git rev-parse HEAD)" "$(git status --porcelain --untracked-files=no | wc -l)" <<'EOF'
+import json, os, sys
+a = sys.argv[1:]
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+mem = next((int(l.split()[1]) // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), None)
+json.dump({"utc": a[1], "node_memory_mib": int(a[2]), "nodes": 3, "node_vcpus": 1, "sizes_mib": [int(x) for x in a[3].split(",")],
+           "cpu_rates": a[4].split(","), "rdma_rates": a[5].split(","), "rate_size_mib": int(a[6]), "rounds": int(a[7]),
+           "host_kernel": a[8], "node_kernel": a[9], "qemu": a[10], "criu": a[11], "git_commit": a[12],
+           "git_tracked_changes": int(a[13]), "host_cpu": cpu, "host_cpus": os.cpu_count(), "host_memory_mib": mem,
+           "accel": "tcg (rdmig-lab)", "workload": "rdmig-workload --rdma-listen: the whole region one MR, the peer writes its first half",
+           "ours": "rdmig migrate PID --move-addr 10.0.1.7 (defaults: pre-copy, transport auto)",
+           "baseline": "rdmig migrate PID --move-addr 10.0.1.7 --strategy stop-and-copy --transport scp"},
+          open(a[0], "w"), indent=2)
+EOF
+
+# The configurations: (sweeps it belongs to, size, CPU rate, RDMA rate), each once.
+declare -A point_axes=()
+points=()
+add_point() {
+	local key="$2 $3 $4"
+	if [ -z "${point_axes[$key]:-}" ]; then
+		points+=("$key")
+		point_axes[$key]=$1
+	else
+		point_axes[$key]="${point_axes[$key]},$1"
+	fi
+}
+for s in "${sizes[@]}"; do add_point memory "$s" "${cpu_rates[0]}" "${rdma_rates[0]}"; done
+for r in "${cpu_rates[@]}"; do add_point cpu_rate "$RATE_SIZE" "$r" "${rdma_rates[0]}"; done
+for r in "${rdma_rates[@]}"; do add_point rdma_rate "$RATE_SIZE" "${cpu_rates[0]}" "$r"; done
+
+n_run=0
+# one STRATEGY ROUND SIZE CPU_RATE RDMA_RATE AXES: one migration, checked; appends a row.
+one() {
+	local strategy=$1 round=$2 size=$3 cpu=$4 rdma=$5 axes=$6 sgid pgid wpid ppid rc extra=() tag
+	n_run=$((n_run + 1))
+	tag=$n_run-$strategy-${size}M-cpu$cpu-rdma$rdma
+	[ "$strategy" = baseline ] && extra=(--strategy stop-and-copy --transport scp)
+	log "[$tag] round $round: $size MiB, CPU $cpu/s, RDMA $rdma/s, $strategy"
+	for n in node1 node2 node3; do "$labctl" addr del "$n" "$SERVICE" >/dev/null 2>&1 || true; done
+	"$labctl" addr add node1 "$SERVICE" >/dev/null
+	sgid=$(on node1 "$BIN/rdmig" rxe gid-index --ip "$SERVICE") || die "no RoCE v2 GID for $SERVICE on node1"
+	pgid=$(on node2 "$BIN/rdmig" rxe gid-index --ip "$PEER_IP") || die "no RoCE v2 GID for $PEER_IP on node2"
+	rm -f "$HERE/w.json" "$HERE/p.json"
+	wpid=$(spawn node1 "$NODE/workload-$tag.log" "$BIN/rdmig-workload" --mem "${size}M" --dirty-rate "$cpu" \
+		--rdma-listen "$SERVICE:$PORT" --gid-index "$sgid" --report "$NODE/w.json")
+	wait_json "the workload's fill" $((120 + size)) "$HERE/w.json" 'r["phase"] == "filled"'
+	ppid=$(spawn node2 "$NODE/peer-$tag.log" "$BIN/rdmig-workload" peer --connect "$SERVICE:$PORT" --gid-index "$pgid" \
+		--rate "$rdma" --report "$NODE/p.json")
+	wait_json "the peer's connection" $((60 + size / 2)) "$HERE/w.json" 'r["phase"] == "connected" and r["ok"]'
+	sleep "$SETTLE"
+	set +e
+	"$labctl" on node1 --to-node node3 -- migrate "$wpid" --move-addr "$SERVICE" --json "${extra[@]}" \
+		>"$HERE/report-$tag.json" 2>"$HERE/migrate-$tag.stderr"
+	rc=$?
+	set -e
+	[ "$rc" -eq 0 ] || die "[$tag] rdmig migrate exited $rc: $(json_get "$HERE/report-$tag.json" 'r["outcome"]') $(tail -n 5 "$HERE/migrate-$tag.stderr")"
+	sleep 3
+	# The peer stops, waits for its last completions and sends its total; then every byte is
+	# checked at the destination.
+	on node2 kill -TERM "$ppid"
+	wait_json "the peer's end" 300 "$HERE/p.json" 'r["phase"] == "done"'
+	on node3 kill -TERM "$wpid"
+	wait_json "the workload's final check" $((120 + size)) "$HERE/w.json" 'r["phase"] == "verify" and r["reports"] >= 3'
+	for n in node1 node2 node3; do on "$n" sh -c "kill -9 $wpid $ppid 2>/dev/null; true"; done
+	cp "$HERE/w.json" "$HERE/check-$tag.json"
+	cp "$HERE/p.json" "$HERE/peer-$tag.json"
+	python3 - "$HERE" "$tag" "$strategy" "$round" "$size" "$cpu" "$rdma" "$axes" >>"$HERE/runs.jsonl" <<'EOF'
+import json, sys
+d, tag, strategy, rnd, size, cpu, rdma, axes = sys.argv[1:]
+r = json.load(open("%s/report-%s.json" % (d, tag)))
+w = json.load(open("%s/check-%s.json" % (d, tag)))
+p = json.load(open("%s/peer-%s.json" % (d, tag)))
+rate = lambda s: int(s[:-1]) * {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[s[-1]] if s[-1] in "KMG" else int(s)
+s = r["summary"]
+src, dst = r["source"]["hostname"], (r.get("destination") or {}).get("hostname")
+# Each phase on the node that does it: restore and resume at the destination (the source's own
+# restore span only waits for that one), everything else at the source.
+def span(phase):
+    node = dst if phase in ("restore", "resume") else src
+    v = [x["duration_ns"] for x in s["spans"] if x["phase"] == phase and x["node"] == node]
+    return sum(v) / 1e6 if v else None
+precopy = [x["duration_ns"] for x in s["spans"] if isinstance(x["phase"], dict) and "precopy_round" in x["phase"] and x["node"] == src]
+phases = {k: span(k) for k in ("check", "freeze", "final_dump", "transfer", "restore", "resume")}
+phases["precopy"] = sum(precopy) / 1e6 if precopy else 0.0
+full_restore = None if phases["restore"] is None else phases["restore"] + (phases["resume"] or 0.0)
+rd = w.get("rdma") or {}
+check_ok = bool(w["ok"] and rd.get("ok") and rd.get("peer_end") and p["ok"] and rd.get("writes_applied") == p["writes_completed"])
+row = {
+    "tag": tag, "strategy": strategy, "round": int(rnd), "axes": axes.split(","), "size_mib": int(size),
+    "cpu_rate": cpu, "cpu_rate_bytes": rate(cpu), "rdma_rate": rdma, "rdma_rate_bytes": rate(rdma),
+    "outcome": r["outcome"]["outcome"], "strategy_used": r["strategy"], "transport": (r.get("transport") or {}).get("used"),
+    "precopy_rounds": len(r.get("rounds") or []), "final_mib": r.get("final_bytes", 0) / 2**20,
+    "downtime_ms": s["downtime_ns"] / 1e6,
+    "downtime_uncertainty_ms": s["downtime_uncertainty_ns"] / 1e6 if s.get("downtime_uncertainty_ns") is not None else None,
+    "peer_gap_ms": p["max_gap_ms"], "phases_ms": phases,
+    "migrrdma_ms": {"DumpRDMA": None, "DumpOthers": phases["final_dump"], "Transfer": phases["transfer"],
+                    "RestoreRDMA": None, "FullRestore": full_restore},
+    "check": {"ok": check_ok, "pages": w["verified_pages"], "bad_pages": w["bad_pages"], "first_bad": w.get("first_bad"),
+              "own_pages_dirtied": w["dirtied_pages_total"], "peer_writes_applied": rd.get("writes_applied"),
+              "peer_writes_completed": p["writes_completed"], "peer_end": rd.get("peer_end"), "in_flight_pages": rd.get("in_flight_pages"),
+              "notice_errors": rd.get("notice_errors"), "first_error": rd.get("first_error") or p.get("first_error")},
+    "source": src, "destination": dst, "report": "report-%s.json" % tag,
+}
+print(json.dumps(row))
+if not check_ok:
+    sys.exit("the check after migration %s failed: %s" % (tag, json.dumps(row["check"])))
+EOF
+	tail -n1 "$HERE/runs.jsonl" | python3 -c 'import json,sys; r=json.loads(sys.stdin.read()); print("downtime: [%s] downtime %.0f ms, peer gap %.0f ms, %d pre-copy rounds, %.1f MiB at the freeze, check ok (%d peer writes, %d own pages)" % (r["tag"], r["downtime_ms"], r["peer_gap_ms"], r["precopy_rounds"], r["final_mib"], r["check"]["peer_writes_applied"], r["check"]["own_pages_dirtied"]))' >&2
+}
+
+for round in $(seq "$ROUNDS"); do
+	for pt in "${points[@]}"; do
+		read -r size cpu rdma <<<"$pt"
+		if [ $((round % 2)) -eq 1 ]; then order="ours baseline"; else order="baseline ours"; fi
+		for strategy in $order; do
+			one "$strategy" "$round" "$size" "$cpu" "$rdma" "${point_axes[$pt]}"
+		done
+	done
+done
+
+# Medians per point and strategy, the table, the charts.
+python3 - "$HERE" "$RATE_SIZE" "${cpu_rates[0]}" "${rdma_rates[0]}" <<'EOF'
+import json, statistics, sys
+d, rate_size, cpu0, rdma0 = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+rows = [json.loads(l) for l in open(d + "/runs.jsonl")]
+med = lambda v: statistics.median(v) if v else None
+keys = []
+for r in rows:
+    k = (r["size_mib"], r["cpu_rate"], r["rdma_rate"])
+    if k not in keys:
+        keys.append(k)
+points = []
+for k in keys:
+    p = {"size_mib": k[0], "cpu_rate": k[1], "rdma_rate": k[2]}
+    for strat in ("ours", "baseline"):
+        rs = [r for r in rows if (r["size_mib"], r["cpu_rate"], r["rdma_rate"]) == k and r["strategy"] == strat]
+        p["axes"] = rs[0]["axes"] if rs else p.get("axes")
+        p["cpu_rate_bytes"], p["rdma_rate_bytes"] = (rs[0]["cpu_rate_bytes"], rs[0]["rdma_rate_bytes"]) if rs else (None, None)
+        p[strat] = {"runs": len(rs), "downtime_ms": med([r["downtime_ms"] for r in rs]), "peer_gap_ms": med([r["peer_gap_ms"] for r in rs]),
+                    "final_mib": med([r["final_mib"] for r in rs]), "precopy_rounds": med([r["precopy_rounds"] for r in rs]),
+                    "migrrdma_ms": {n: med([r["migrrdma_ms"][n] for r in rs if r["migrrdma_ms"][n] is not None])
+                                    for n in ("DumpRDMA", "DumpOthers", "Transfer", "RestoreRDMA", "FullRestore")}}
+    o, b = p["ours"]["downtime_ms"], p["baseline"]["downtime_ms"]
+    p["downtime_ours_over_baseline"] = o / b if o and b else None
+    og, bg = p["ours"]["peer_gap_ms"], p["baseline"]["peer_gap_ms"]
+    p["peer_gap_ours_over_baseline"] = og / bg if og and bg else None
+    points.append(p)
+json.dump({"points": points, "runs": len(rows), "all_checks_ok": all(r["check"]["ok"] for r in rows)}, open(d + "/summary.json", "w"), indent=2)
+
+f = lambda v, fmt="%.0f": "-" if v is None else fmt % v
+lines = ["| MiB | CPU dirty/s | RDMA writes/s | ours downtime ms | baseline downtime ms | ours/baseline | ours peer gap ms | baseline peer gap ms | ours pre-copy rounds, MiB at freeze | ours DumpOthers / Transfer / FullRestore ms | baseline DumpOthers / Transfer / FullRestore ms | runs |",
+         "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"]
+for p in points:
+    o, b = p["ours"], p["baseline"]
+    m = lambda x: " / ".join(f(x["migrrdma_ms"][n]) for n in ("DumpOthers", "Transfer", "FullRestore"))
+    lines.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s, %s | %s | %s | %d+%d |" % (
+        p["size_mib"], p["cpu_rate"], p["rdma_rate"], f(o["downtime_ms"]), f(b["downtime_ms"]), f(p["downtime_ours_over_baseline"], "%.2f"),
+        f(o["peer_gap_ms"]), f(b["peer_gap_ms"]), f(o["precopy_rounds"]), f(o["final_mib"], "%.1f"), m(o), m(b), o["runs"], b["runs"]))
+lines += ["", "Medians per point (runs: ours+baseline). Every migration's every byte was checked at the destination. "
+          "DumpRDMA and RestoreRDMA are not separable in rdmig's timeline (inside DumpOthers and FullRestore); see experiments/downtime.sh."]
+open(d + "/table.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+
+# Chart data for `rdmig plot series`.
+def chart(name, title, xl, sel, x):
+    ps = sorted([p for p in points if sel(p)], key=x)
+    if len(ps) < 2:
+        return
+    series = []
+    for strat, label in (("ours", "ours"), ("baseline", "baseline stop-and-copy + scp")):
+        series.append({"name": label + ": downtime", "points": [[x(p), p[strat]["downtime_ms"]] for p in ps if p[strat]["downtime_ms"] is not None]})
+        series.append({"name": label + ": peer gap", "points": [[x(p), p[strat]["peer_gap_ms"]] for p in ps if p[strat]["peer_gap_ms"] is not None]})
+    json.dump({"title": title, "subtitle": "rdmig-workload with an RDMA peer, lab (TCG), medians; every byte checked after each migration",
+               "x_label": xl, "y_label": "ms", "series": series}, open("%s/%s.chart.json" % (d, name), "w"), indent=1)
+chart("downtime-vs-memory", "downtime and peer-observed gap against memory (CPU %s/s, RDMA %s/s)" % (cpu0, rdma0), "workload memory, MiB",
+      lambda p: "memory" in p["axes"], lambda p: p["size_mib"])
+chart("downtime-vs-cpu-rate", "downtime against the CPU dirty rate (%d MiB, RDMA %s/s)" % (rate_size, rdma0), "CPU dirty rate, MiB/s",
+      lambda p: "cpu_rate" in p["axes"], lambda p: p["cpu_rate_bytes"] / 2**20)
+chart("downtime-vs-rdma-rate", "downtime against the peer's RDMA write rate (%d MiB, CPU %s/s)" % (rate_size, cpu0), "RDMA write rate, MiB/s",
+      lambda p: "rdma_rate" in p["axes"], lambda p: p["rdma_rate_bytes"] / 2**20)
+mem = sorted([p for p in points if "memory" in p["axes"]], key=lambda p: p["size_mib"])
+if len(mem) >= 2:
+    series = [{"name": "%s %s" % (s, n), "points": [[p["size_mib"], p[s]["migrrdma_ms"][n]] for p in mem if p[s]["migrrdma_ms"][n] is not None]}
+              for s in ("ours", "baseline") for n in ("DumpOthers", "Transfer", "FullRestore")]
+    json.dump({"title": "blackout phases against memory (MigrRDMA's names)", "subtitle": "DumpOthers = final_dump, Transfer = transfer, FullRestore = restore + resume",
+               "x_label": "workload memory, MiB", "y_label": "ms", "series": series}, open(d + "/phases-vs-memory.chart.json", "w"), indent=1)
+EOF
+for c in "$HERE"/*.chart.json; do
+	[ -e "$c" ] || continue
+	"$rdmig" plot series --data "$c" --out "${c%.chart.json}.png" >/dev/null
+done
+mkdir -p "$RESULTS"
+cp -a "$HERE/." "$RESULTS/"
+log "all checks passed; results in $RESULTS"
