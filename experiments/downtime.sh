@@ -238,8 +238,9 @@ one() {
 	on node3 kill -TERM "$wpid"
 	wait_json "the workload's final check" $((120 + size)) "$HERE/w.json" 'r["phase"] == "verify" and r["reports"] >= 3'
 	for n in node1 node2 node3; do on "$n" sh -c "kill -9 $wpid $ppid 2>/dev/null; true"; done
-	cp "$HERE/w.json" "$HERE/check-$tag.json"
-	cp "$HERE/p.json" "$HERE/peer-$tag.json"
+	# The live reports become this run's; no scratch copy is left in the results.
+	mv "$HERE/w.json" "$HERE/check-$tag.json"
+	mv "$HERE/p.json" "$HERE/peer-$tag.json"
 	python3 - "$HERE" "$tag" "$strategy" "$round" "$size" "$cpu" "$rdma" "$axes" >>"$HERE/runs.jsonl" <<'EOF'
 import json, sys
 d, tag, strategy, rnd, size, cpu, rdma, axes = sys.argv[1:]
