@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::text::{draw_text, plot_err, text_width, Area, CELL};
+use super::text::{draw_text, plot_err, text_width, Area, CELL, GRID, INK};
 use super::{Edge, Phase, Summary, Timeline, TimelineError};
 
 const WIDTH: u32 = 1200;
@@ -18,8 +18,6 @@ const ROW_H: i32 = 30;
 const BAR_H: i32 = 20;
 const BOTTOM: i32 = 50;
 
-const INK: RGBColor = RGBColor(30, 30, 30);
-const GRID: RGBColor = RGBColor(225, 225, 225);
 const DOWNTIME: RGBColor = RGBColor(210, 30, 30);
 
 fn color(phase: &Phase, alternate: bool) -> RGBColor {

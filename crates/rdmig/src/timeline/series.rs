@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::plot::{tick_label, tick_step_ms};
-use super::text::{draw_text, plot_err, text_width, Area, CELL};
+use super::text::{draw_text, plot_err, text_width, Area, CELL, GRID, INK};
 use super::TimelineError;
 
 const WIDTH: u32 = 1000;
@@ -17,8 +17,6 @@ const RIGHT: i32 = 30;
 const TOP: i32 = 100;
 const BOTTOM: i32 = 60;
 
-const INK: RGBColor = RGBColor(30, 30, 30);
-const GRID: RGBColor = RGBColor(225, 225, 225);
 /// Colours of the series, in order (then again).
 const PALETTE: [RGBColor; 6] =
     [RGBColor(30, 90, 200), RGBColor(215, 115, 20), RGBColor(40, 150, 60), RGBColor(190, 40, 40), RGBColor(120, 70, 170), RGBColor(90, 90, 90)];

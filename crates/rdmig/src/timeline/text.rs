@@ -16,6 +16,10 @@ pub(crate) type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 /// Glyph cell width and height in pixels at scale 1.
 pub(crate) const CELL: i32 = 8;
 
+/// The charts' text and axes, and their grid lines: one look for every chart.
+pub(crate) const INK: RGBColor = RGBColor(30, 30, 30);
+pub(crate) const GRID: RGBColor = RGBColor(225, 225, 225);
+
 pub(crate) fn text_width(text: &str, scale: i32) -> i32 {
     text.chars().count() as i32 * CELL * scale
 }

@@ -19,7 +19,7 @@ use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::plot::{tick_label, tick_step_ms};
-use super::text::{draw_text, plot_err, text_width, Area, CELL};
+use super::text::{draw_text, plot_err, text_width, Area, CELL, GRID, INK};
 use super::TimelineError;
 use crate::sample::{Sample, SampleRun};
 
@@ -237,8 +237,6 @@ const RIGHT: i32 = 30;
 const TOP: i32 = 110;
 const BOTTOM: i32 = 60;
 
-const INK: RGBColor = RGBColor(30, 30, 30);
-const GRID: RGBColor = RGBColor(225, 225, 225);
 const RX: RGBColor = RGBColor(30, 90, 200);
 const RX_LIGHT: RGBColor = RGBColor(175, 200, 240);
 const TX: RGBColor = RGBColor(215, 115, 20);
