@@ -113,20 +113,9 @@ BIN=/mnt/lab/bin # the lab's snapshot of this build
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS=${OUT:-experiments/results/downtime-$STAMP}
 
-# One lab at a time on this machine (as scripts/demo.sh): take the lab lock unless our caller
-# holds it already and passed its descriptor down.
-held=""
-for fd in /proc/$$/fd/*; do
-	if [ "$(readlink "$fd" 2>/dev/null)" = "$LOCK" ] && flock -n "${fd##*/}"; then
-		held=${fd##*/}
-		break
-	fi
-done
-if [ -z "$held" ]; then
-	exec 9>>"$LOCK"
-	log "waiting for $LOCK (labs on this machine take turns) ..."
-	flock -w 3600 9 || die "$LOCK still held by someone else after an hour"
-fi
+# One lab at a time on this machine (scripts/lab-lock.sh).
+. scripts/lab-lock.sh # (the working directory is the repository)
+take_lab_lock "$LOCK"
 
 cleanup() {
 	local rc=$?

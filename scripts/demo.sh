@@ -109,21 +109,9 @@ RESULTS=${OUT:-experiments/results/demo-$(date -u +%Y%m%dT%H%M%SZ)}
 CHRT=()
 command -v chrt >/dev/null && CHRT=(chrt -f 10)
 
-# One lab at a time on this machine: take the shared lab lock, unless our caller holds it
-# already (`flock /tmp/rdmig-lab.lock scripts/demo.sh` passes its locked descriptor down;
-# locking a second descriptor of the same file here would wait for ourselves).
-held=""
-for fd in /proc/$$/fd/*; do
-	if [ "$(readlink "$fd" 2>/dev/null)" = "$LOCK" ] && flock -n "${fd##*/}"; then
-		held=${fd##*/}
-		break
-	fi
-done
-if [ -z "$held" ]; then
-	exec 9>>"$LOCK"
-	log "waiting for $LOCK (labs on this machine take turns) ..."
-	flock -w 3600 9 || die "$LOCK still held by someone else after an hour"
-fi
+# One lab at a time on this machine (scripts/lab-lock.sh).
+. scripts/lab-lock.sh # (the working directory is the repository)
+take_lab_lock "$LOCK"
 
 cleanup() {
 	local rc=$?
