@@ -16,7 +16,7 @@ use anyhow::{ensure, Context as _, Result};
 
 use serde_json::Value;
 
-use crate::harness::{perftest_iterations, share, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{perftest_iterations, share, spans, Ctx, Scenario, LAB_BASE, LAB_NAME};
 
 pub const SCENARIOS: &[Scenario] =
     &[("container_rdmig_migrate_podman_server_rolled_back_refused_then_moved", container_rdmig_migrate_podman_server_rolled_back_refused_then_moved)];
@@ -237,26 +237,6 @@ fn migrate_container(c: &Ctx) -> Result<(i32, Value)> {
     let outcome = r["outcome"]["outcome"].as_str().unwrap_or("?");
     println!("  `rdmig migrate --container` took {:.1} s: exit {code}, {outcome}; {}", t0.elapsed().as_secs_f64(), spans(&r));
     Ok((code, r))
-}
-
-/// The report's timeline as `phase s` per span, in order (where the time goes).
-fn spans(r: &Value) -> String {
-    let mut open: Vec<(String, f64)> = vec![];
-    let mut out = vec![];
-    for e in r["timeline"]["events"].as_array().into_iter().flatten() {
-        let (phase, edge, t) = (e["event"]["phase"].to_string(), e["event"]["edge"].as_str().unwrap_or(""), e["t_ns"].as_f64().unwrap_or(0.0));
-        match edge {
-            "start" => open.push((phase, t)),
-            "end" => {
-                if let Some(i) = open.iter().position(|(p, _)| *p == phase) {
-                    let (p, t0) = open.remove(i);
-                    out.push(format!("{} {:.1} s", p.trim_matches('"'), (t - t0) / 1e9));
-                }
-            }
-            _ => {}
-        }
-    }
-    out.join(", ")
 }
 
 /// An `ib_send_bw -b` server in Podman container ctr-srv on node1 (its client in a container on

@@ -286,3 +286,23 @@ pub fn main(groups: &[&[Scenario]]) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+/// The report's timeline as `phase s` per span, in order (where the time goes).
+pub fn spans(r: &serde_json::Value) -> String {
+    let mut open: Vec<(String, f64)> = vec![];
+    let mut out = vec![];
+    for e in r["timeline"]["events"].as_array().into_iter().flatten() {
+        let (phase, edge, t) = (e["event"]["phase"].to_string(), e["event"]["edge"].as_str().unwrap_or(""), e["t_ns"].as_f64().unwrap_or(0.0));
+        match edge {
+            "start" => open.push((phase, t)),
+            "end" => {
+                if let Some(i) = open.iter().position(|(p, _)| *p == phase) {
+                    let (p, t0) = open.remove(i);
+                    out.push(format!("{} {:.1} s", p.trim_matches('"'), (t - t0) / 1e9));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.join(", ")
+}

@@ -59,8 +59,33 @@ pub(super) fn time() -> Reply {
     Reply::Time { t1_ns: t1, t2_ns: now_ns() }
 }
 
-/// CRIU's own CPU comparison, on the source's cpuinfo image.
+/// CRIU's own CPU comparison, on the source's cpuinfo image. A pass stands while this agent
+/// runs (the CPU does not change under a running kernel): a source migrating here again, with
+/// the same image, is not checked by another CRIU run. A failure is not kept (it may have been
+/// this node's, a full disk for one).
 pub(super) async fn cpu_check(cfg: &AgentConfig, image: &[u8]) -> Reply {
+    use sha2::Digest as _;
+    static PASSED: std::sync::OnceLock<std::sync::Mutex<std::collections::HashSet<[u8; 32]>>> = std::sync::OnceLock::new();
+    // A few sources, a few CRIU versions each: a bound keeps a misbehaving peer from growing it.
+    const KEEP: usize = 64;
+    let passed = PASSED.get_or_init(Default::default);
+    let digest: [u8; 32] = sha2::Sha256::digest(image).into();
+    if passed.lock().unwrap_or_else(|p| p.into_inner()).contains(&digest) {
+        tracing::debug!("CPU check: this image passed CRIU's check before");
+        return Reply::Ack;
+    }
+    let r = run_cpu_check(cfg, image).await;
+    if matches!(r, Reply::Ack) {
+        let mut p = passed.lock().unwrap_or_else(|p| p.into_inner());
+        if p.len() >= KEEP {
+            p.clear();
+        }
+        p.insert(digest);
+    }
+    r
+}
+
+async fn run_cpu_check(cfg: &AgentConfig, image: &[u8]) -> Reply {
     // One directory per request: two sources may check at the same time.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -68,6 +68,12 @@ pub struct MigrateArgs {
     /// destination, see --ssh-host and --ssh-config).
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) transport: rdmig::transport::TransportChoice,
+    /// With --transport auto: use again a probe towards the same destination if it is at most
+    /// this many seconds old (kept in the work directory's known/); the chosen path is still
+    /// tried with a short probe, and a failed one is measured afresh next time. 0 probes
+    /// every time.
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    pub(crate) probe_max_age: u64,
     /// With --transport scp: where scp copies to ([user@]host; default: the destination
     /// agent's address).
     #[arg(long, value_name = "[USER@]HOST")]
@@ -125,6 +131,7 @@ pub async fn run(a: MigrateArgs) -> Result<ExitCode> {
         dump_timeout: Duration::from_secs(a.dump_timeout),
         allow_kernel_mismatch: a.allow_kernel_mismatch,
         transport: a.transport,
+        probe_max_age: Duration::from_secs(a.probe_max_age),
         rdma_addr: a.peer.rdma_addr,
         rdma_device: a.peer.rdma_device.clone(),
         rdma_qps: a.peer.rdma_qps,

@@ -49,6 +49,7 @@ pub async fn bench_transfer(
         dump_timeout: Duration::from_secs(1),
         allow_kernel_mismatch: false,
         transport: TransportChoice::Tcp,
+        probe_max_age: Duration::ZERO,
         rdma_addr,
         rdma_device: rdma_device.to_string(),
         rdma_qps,

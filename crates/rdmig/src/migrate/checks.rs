@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::net::TcpStream;
 use tracing::warn;
 
+use super::known::{self, ProbeKey, Probed};
 use super::remote::{busy, call, connect, expect_ack, IO_WAIT};
 use super::{hooks, mib, scp, transfer, Run, Step};
 use crate::agent::{host_facts, now_ns};
@@ -28,13 +29,16 @@ fn rss_bytes(pid: i32) -> Option<u64> {
 
 impl Run<'_> {
     /// The whole stage: on success the channel to the destination, where the migration has begun.
+    /// All of it is the timeline's `check` phase: no second before the freeze is in none.
     pub(super) async fn checks(&mut self) -> Result<Channel<TcpStream>, Step> {
+        self.rec.start(Phase::Check);
         self.prepare()?;
         let limits = Limits::idle(IO_WAIT).until(self.stages_end);
         let mut ch = connect(self.o.to, &self.o.tls, limits).await.map_err(Step::Refuse)?;
-        self.check_fit(&mut ch).await?;
+        let rss = self.check_fit(&mut ch).await?;
         self.choose_transport(&mut ch).await?;
         call(&mut ch, &Request::Begin { id: self.id.clone(), pid: self.pid() }).await.map_err(Step::from).and_then(|r| expect_ack(r, "begin"))?;
+        self.rec.end_with(Phase::Check, attrs([("rss_bytes", rss)]));
         Ok(ch)
     }
 
@@ -69,9 +73,9 @@ impl Run<'_> {
 
     /// Does the process fit the destination? Everything that can refuse, before anything is
     /// touched: versions, room, free numbers, CPU, then the clock offset and the pre hook.
-    async fn check_fit(&mut self, ch: &mut Channel<TcpStream>) -> Result<(), Step> {
+    /// Returns the process's resident memory.
+    async fn check_fit(&mut self, ch: &mut Channel<TcpStream>) -> Result<u64, Step> {
         let o = self.o;
-        self.rec.start(Phase::Check);
         if let Some(name) = &o.container {
             self.find_container(name).await?;
         } else if o.pid <= 1 || !Path::new(&format!("/proc/{}", o.pid)).exists() {
@@ -176,15 +180,16 @@ impl Run<'_> {
                 }
             }
         }
-        // CPU features: CRIU's own comparison, run at the destination on our cpuinfo image.
+        // CPU features: CRIU's own comparison, run at the destination on our cpuinfo image
+        // (dumped once per boot here; the agent there keeps its verdict per image).
         let cpu_dir = self.dir.join("cpuinfo");
         std::fs::create_dir_all(&cpu_dir).map_err(|e| Step::Refuse(format!("{}: {e}", cpu_dir.display())))?;
         let t = Instant::now();
-        let image = criu::cpuinfo_dump(&cpu_dir).await.map_err(|e| Step::Refuse(e.to_string()))?;
+        let (image, kept) = known::cpuinfo(&o.work_dir, &src_criu, &cpu_dir).await.map_err(|e| Step::Refuse(e.to_string()))?;
         if let Reply::Failed(e) = call(ch, &Request::CpuCheck { image }).await? {
             return Err(Step::Refuse(e));
         }
-        tracing::debug!(ms = t.elapsed().as_millis() as u64, "cpu check");
+        tracing::debug!(ms = t.elapsed().as_millis() as u64, image_kept = kept, "cpu check");
         // Clock offset: a few round trips, the best one wins (see timeline).
         for _ in 0..8 {
             let t0 = now_ns();
@@ -200,9 +205,8 @@ impl Run<'_> {
         let (hooked, alive) = busy(ch, tokio::task::spawn_blocking(move || hooks::run_hook(&cmd, &env))).await;
         hooked.map_err(|e| Step::Refuse(format!("pre hook: {e}")))?.map_err(Step::Refuse)?;
         alive?;
-        self.rec.end_with(Phase::Check, attrs([("rss_bytes", rss)]));
         self.say(&format!("checks passed: {} -> {} (CRIU {src_criu}, process RSS {})", src.hostname, dst.hostname, mib(rss)));
-        Ok(())
+        Ok(rss)
     }
 
     /// The counter the process will read at the destination, against this host's: lined up
@@ -248,7 +252,6 @@ impl Run<'_> {
 
     /// Chooses the transport: as asked, or for `auto` the faster of the two over a short probe.
     async fn choose_transport(&mut self, ch: &mut Channel<TcpStream>) -> Result<(), Step> {
-        const PROBE: u64 = 16 << 20;
         let report = match self.o.transport {
             TransportChoice::Tcp => TransportReport { used: Used::Tcp, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None },
             TransportChoice::Scp => {
@@ -270,39 +273,7 @@ impl Run<'_> {
                 self.rdma = Some(s);
                 TransportReport { used: Used::Rdma, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None }
             }
-            TransportChoice::Auto => {
-                let tcp = mb_s(PROBE, transfer::probe(ch, None, PROBE).await?);
-                let tcp_only = |reason: String, rdma_mb_s| TransportReport { used: Used::Tcp, reason, tcp_mb_s: Some(tcp), rdma_mb_s, rdma_qps: None };
-                match self.open_rdma(ch).await {
-                    Err(e) => tcp_only(format!("RDMA unavailable: {e}"), None),
-                    Ok(s) => match transfer::probe(ch, Some(&s), PROBE).await {
-                        Ok(secs) if mb_s(PROBE, secs) >= tcp => {
-                            let r = mb_s(PROBE, secs);
-                            self.rdma = Some(s);
-                            TransportReport {
-                                used: Used::Rdma,
-                                reason: format!("faster in a {} probe ({r:.1} vs {tcp:.1} MB/s)", mib(PROBE)),
-                                tcp_mb_s: Some(tcp),
-                                rdma_mb_s: Some(r),
-                                rdma_qps: None,
-                            }
-                        }
-                        Ok(secs) => {
-                            let r = mb_s(PROBE, secs);
-                            tcp_only(format!("faster in a {} probe ({tcp:.1} vs {r:.1} MB/s)", mib(PROBE)), Some(r))
-                        }
-                        Err(e) => {
-                            warn!("RDMA probe failed: {e}; going on over TCP, on a new connection");
-                            // The channel is out of step (the destination may still wait for
-                            // probe data, or have hung up over it): nothing has begun there yet,
-                            // so a fresh connection carries on.
-                            drop(s);
-                            *ch = connect(self.o.to, &self.o.tls, ch.limits()).await.map_err(Step::Refuse)?;
-                            tcp_only(format!("the RDMA probe failed ({e})"), None)
-                        }
-                    },
-                }
-            }
+            TransportChoice::Auto => self.probe_transports(ch).await?,
         };
         let mut report = report;
         report.rdma_qps = self.rdma.as_ref().map(|s| s.lanes());
@@ -311,6 +282,84 @@ impl Run<'_> {
             None => self.say(&format!("transport: {:?} ({})", report.used, report.reason)),
         }
         self.transport = Some(report);
+        Ok(())
+    }
+
+    /// `auto`: the faster of TCP and RDMA over a probe of each, or as a probe towards the same
+    /// destination found within `--probe-max-age` (see `known`). RDMA chosen that way is still
+    /// tried with a short probe: a path that broke since falls back to TCP, as a failed probe
+    /// does, and is measured afresh next time.
+    async fn probe_transports(&mut self, ch: &mut Channel<TcpStream>) -> Result<TransportReport, Step> {
+        const PROBE: u64 = 16 << 20;
+        const TRY: u64 = 1 << 20;
+        let o = self.o;
+        let key = ProbeKey { to: o.to, rdma_device: o.rdma_device.clone(), rdma_addr: o.rdma_addr, rdma_qps: o.rdma_qps };
+        let kept = if o.probe_max_age.is_zero() { None } else { known::probe(&o.work_dir, &key, o.probe_max_age) };
+        let report = |used, reason, tcp: f64, rdma: Option<f64>| TransportReport { used, reason, tcp_mb_s: Some(tcp), rdma_mb_s: rdma, rdma_qps: None };
+        if let Some(k) = kept {
+            let ago = k.age().as_secs();
+            if k.tcp_mb_s > k.rdma_mb_s {
+                let why = format!("faster in a {} probe {ago} s ago ({:.1} vs {:.1} MB/s)", mib(PROBE), k.tcp_mb_s, k.rdma_mb_s);
+                return Ok(report(Used::Tcp, why, k.tcp_mb_s, Some(k.rdma_mb_s)));
+            }
+            let tried = match self.open_rdma(ch).await {
+                Err(e) => Err(format!("RDMA unavailable: {e}")),
+                Ok(s) => match transfer::probe(ch, Some(&s), TRY).await {
+                    Ok(_) => Ok(s),
+                    Err(e) => {
+                        drop(s);
+                        self.reconnect_after_probe(ch, &e).await?;
+                        Err(format!("the RDMA probe failed ({e})"))
+                    }
+                },
+            };
+            return Ok(match tried {
+                Ok(s) => {
+                    self.rdma = Some(s);
+                    let why = format!(
+                        "faster in a {} probe {ago} s ago ({:.1} vs {:.1} MB/s); its path took a {} probe now",
+                        mib(PROBE),
+                        k.rdma_mb_s,
+                        k.tcp_mb_s,
+                        mib(TRY)
+                    );
+                    report(Used::Rdma, why, k.tcp_mb_s, Some(k.rdma_mb_s))
+                }
+                Err(why) => {
+                    known::forget_probe(&o.work_dir, &key);
+                    report(Used::Tcp, why, k.tcp_mb_s, None)
+                }
+            });
+        }
+        let tcp = mb_s(PROBE, transfer::probe(ch, None, PROBE).await?);
+        Ok(match self.open_rdma(ch).await {
+            Err(e) => report(Used::Tcp, format!("RDMA unavailable: {e}"), tcp, None),
+            Ok(s) => match transfer::probe(ch, Some(&s), PROBE).await {
+                Ok(secs) => {
+                    let r = mb_s(PROBE, secs);
+                    known::keep_probe(&o.work_dir, &key, Probed::now(tcp, r));
+                    if r >= tcp {
+                        self.rdma = Some(s);
+                        report(Used::Rdma, format!("faster in a {} probe ({r:.1} vs {tcp:.1} MB/s)", mib(PROBE)), tcp, Some(r))
+                    } else {
+                        report(Used::Tcp, format!("faster in a {} probe ({tcp:.1} vs {r:.1} MB/s)", mib(PROBE)), tcp, Some(r))
+                    }
+                }
+                Err(e) => {
+                    drop(s);
+                    self.reconnect_after_probe(ch, &e).await?;
+                    report(Used::Tcp, format!("the RDMA probe failed ({e})"), tcp, None)
+                }
+            },
+        })
+    }
+
+    /// After a failed RDMA probe the channel is out of step (the destination may still wait for
+    /// probe data, or have hung up over it): nothing has begun there yet, so a fresh connection
+    /// carries on, over TCP.
+    async fn reconnect_after_probe(&self, ch: &mut Channel<TcpStream>, e: &Step) -> Result<(), Step> {
+        warn!("RDMA probe failed: {e}; going on over TCP, on a new connection");
+        *ch = connect(self.o.to, &self.o.tls, ch.limits()).await.map_err(Step::Refuse)?;
         Ok(())
     }
 }

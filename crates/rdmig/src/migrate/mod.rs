@@ -29,7 +29,8 @@
 //!
 //! The other modules: `remote` (the control channel to the destination agent), `report` (the
 //! timeline's bookkeeping and the final report), `hooks` (the user's commands), `scp` (the
-//! MigrOS-style baseline transport) and `bench` (`rdmig bench transfer`).
+//! MigrOS-style baseline transport), `known` (what the checks keep for the next migration) and
+//! `bench` (`rdmig bench transfer`).
 
 mod bench;
 mod checks;
@@ -37,6 +38,7 @@ mod container;
 mod finish;
 mod freeze;
 mod hooks;
+pub mod known;
 mod lock;
 mod precopy;
 mod recover;
@@ -102,6 +104,9 @@ pub struct MigrateOptions {
     pub dump_timeout: Duration,
     pub allow_kernel_mismatch: bool,
     pub transport: TransportChoice,
+    /// `auto`: a probe towards the same destination this recent is used again (its path is
+    /// still tried with a short probe); zero measures every time.
+    pub probe_max_age: Duration,
     /// Local address whose RoCE v2 GID on `rdma_device` carries RDMA data.
     pub rdma_addr: Option<std::net::Ipv4Addr>,
     pub rdma_device: String,
@@ -456,6 +461,7 @@ mod tests {
             dump_timeout: Duration::from_secs(5),
             allow_kernel_mismatch: false,
             transport: TransportChoice::Tcp,
+            probe_max_age: Duration::ZERO,
             rdma_addr: None,
             rdma_device: "rxe0".into(),
             rdma_qps: 1,
