@@ -309,7 +309,7 @@ impl Run<'_> {
                     Err(e) => {
                         drop(s);
                         self.reconnect_after_probe(ch, &e).await?;
-                        Err(format!("the RDMA probe failed ({e})"))
+                        Err(format!("the RDMA probe failed ({e}); a probe {ago} s ago had chosen RDMA"))
                     }
                 },
             };
