@@ -17,6 +17,23 @@ fi
 t0=$(date +%s)
 stage() { printf 'test.sh: %s (%d s so far)\n' "$*" "$(($(date +%s) - t0))"; }
 scripts/setup.sh
+# Clippy lints while the workspace is built, not in a pass of their own: `cargo clippy` is cargo
+# with clippy-driver compiling the workspace's crates, and here that driver compiles them for
+# the build itself (dependencies go to rustc as usual). A fresh machine then compiles the
+# workspace once instead of checking it with `cargo clippy` and building it again (some 140 s).
+# Every cargo command below goes through wcargo, so that none compiles them again.
+clippy_driver=$(command -v clippy-driver) || { echo "test.sh: clippy-driver is missing (rustup component add clippy)" >&2; exit 1; }
+# (CLIPPY_ARGS is how cargo-clippy hands clippy-driver its flags, each ended by the marker.)
+clippy_args="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+wcargo() { RUSTC_WORKSPACE_WRAPPER="$clippy_driver" CLIPPY_ARGS="$clippy_args" cargo "$@"; }
+# The gate itself is checked: a lint must fail a build this way, or the lints would pass unseen.
+lint_guard=$(mktemp -d)
+printf 'pub fn f() -> u32 { let x: u32 = 1; x.clone() }\n' >"$lint_guard/guard.rs"
+if CLIPPY_ARGS="$clippy_args" "$clippy_driver" rustc --edition 2021 --crate-type lib --emit metadata -o "$lint_guard/guard.rmeta" "$lint_guard/guard.rs" 2>/dev/null; then
+	echo "test.sh: clippy-driver let a lint through with CLIPPY_ARGS=$clippy_args: the lint gate would be off" >&2
+	exit 1
+fi
+rm -rf "$lint_guard"
 # The Debian packages of the dev build just made (no second compile; a few seconds), and the rdmig
 # package installed here: the lab test installed_package_* runs what dpkg installed.
 install_package() {
@@ -25,20 +42,20 @@ install_package() {
 }
 if [ "${1:-}" = "--repeat" ]; then
 	[ $# -ge 3 ] || { echo "test.sh: --repeat needs a count and at least one scenario name" >&2; exit 2; }
-	cargo build --workspace --all-targets --test lab --locked
+	wcargo build --workspace --all-targets --test lab --locked
 	install_package
-	exec cargo test --workspace --test lab --locked -- --repeat "${@:2}"
+	wcargo test --workspace --test lab --locked -- --repeat "${@:2}"
+	exit
 fi
-stage "format and lints"
+stage "format"
 cargo fmt --all -- --check
-cargo clippy --workspace --all-targets --test lab --locked -- -D warnings
 # Every cargo command names --workspace: one feature resolution for all of them, so that no
 # stage compiles the crates again with another (a `-p rdmig-lab` did, some 80 s on a fresh
 # machine). The lab test is not among --all-targets (lab/Cargo.toml): it is named.
-stage "build"
-cargo build --workspace --all-targets --test lab --locked
+stage "build, with clippy's lints (-D warnings)"
+wcargo build --workspace --all-targets --test lab --locked
 stage "unit tests"
-cargo test --workspace --all-targets --locked
+wcargo test --workspace --all-targets --locked
 install_package
 # The fuzzing runs beside the lab tests at the lowest CPU priority: the lab leaves a CPU idle
 # for much of its time (its scenarios wait on CRIU, agents and timers; only busy-polling
@@ -55,7 +72,7 @@ fuzz_pid=$!
 trap 'kill -- -"$fuzz_pid" 2>/dev/null || true; rm -f "$fuzz_log"' EXIT
 stage "lab tests"
 lab=0
-cargo test --workspace --test lab --locked || lab=$?
+wcargo test --workspace --test lab --locked || lab=$?
 stage "fuzz (waiting for it to end)"
 fuzz=0
 wait "$fuzz_pid" || fuzz=$?
