@@ -72,7 +72,7 @@ pub struct MigrateArgs {
     /// this many seconds old (kept in the work directory's known/); the chosen path is still
     /// tried with a short probe, and a failed one is measured afresh next time. 0 probes
     /// every time.
-    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
     pub(crate) probe_max_age: u64,
     /// With --transport scp: where scp copies to ([user@]host; default: the destination
     /// agent's address).
