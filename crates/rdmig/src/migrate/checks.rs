@@ -182,10 +182,8 @@ impl Run<'_> {
         }
         // CPU features: CRIU's own comparison, run at the destination on our cpuinfo image
         // (dumped once per boot here; the agent there keeps its verdict per image).
-        let cpu_dir = self.dir.join("cpuinfo");
-        std::fs::create_dir_all(&cpu_dir).map_err(|e| Step::Refuse(format!("{}: {e}", cpu_dir.display())))?;
         let t = Instant::now();
-        let (image, kept) = known::cpuinfo(&o.work_dir, &src_criu, &cpu_dir).await.map_err(|e| Step::Refuse(e.to_string()))?;
+        let (image, kept) = known::cpuinfo(&o.work_dir, &src_criu, &self.dir.join("cpuinfo")).await.map_err(|e| Step::Refuse(e.to_string()))?;
         if let Reply::Failed(e) = call(ch, &Request::CpuCheck { image }).await? {
             return Err(Step::Refuse(e));
         }

@@ -54,8 +54,8 @@ fn name_part(s: &str) -> String {
 }
 
 /// This node's cpuinfo image: kept from an earlier migration of this boot with this CRIU, else
-/// dumped by CRIU into `scratch` (the migration's directory) and kept. Whether it came from the
-/// cache is returned beside it.
+/// dumped by CRIU into `scratch` (made here, in the migration's directory) and kept. Whether it
+/// came from the cache is returned beside it.
 pub async fn cpuinfo(work_dir: &Path, criu_version: &str, scratch: &Path) -> Result<(Vec<u8>, bool), CriuError> {
     let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
     let kept = (!boot.trim().is_empty()).then(|| dir(work_dir).join(format!("cpuinfo-{}-{}.img", name_part(&boot), name_part(criu_version))));
@@ -66,6 +66,7 @@ pub async fn cpuinfo(work_dir: &Path, criu_version: &str, scratch: &Path) -> Res
             return Ok((b, true));
         }
     }
+    std::fs::create_dir_all(scratch).map_err(|e| CriuError::Io { action: format!("cpuinfo dump: {}", scratch.display()), source: e })?;
     let image = criu::cpuinfo_dump(scratch).await?;
     if let Some(p) = kept {
         // Another boot's or CRIU's images are of no further use.
@@ -141,22 +142,22 @@ pub fn keep_probe(work_dir: &Path, key: &ProbeKey, p: Probed) {
     let mut all = read_probes(work_dir);
     all.retain(|_, v| v.age() < Duration::from_secs(86_400));
     all.insert(key.text(), p);
-    let path = dir(work_dir).join(PROBES);
-    match serde_json::to_vec_pretty(&all) {
-        Ok(b) => {
-            if let Err(e) = write_atomic(&path, &b) {
-                warn!("probe result not kept at {}: {e}", path.display());
-            }
-        }
-        Err(e) => warn!("probe result not kept: {e}"),
-    }
+    write_probes(work_dir, &all);
 }
 
 /// Forgets the probe towards `key` (its path failed: the next migration measures again).
 pub fn forget_probe(work_dir: &Path, key: &ProbeKey) {
     let mut all = read_probes(work_dir);
     if all.remove(&key.text()).is_some() {
-        let _ = serde_json::to_vec_pretty(&all).map(|b| write_atomic(&dir(work_dir).join(PROBES), &b));
+        write_probes(work_dir, &all);
+    }
+}
+
+fn write_probes(work_dir: &Path, all: &BTreeMap<String, Probed>) {
+    let path = dir(work_dir).join(PROBES);
+    let written = serde_json::to_vec_pretty(all).map_err(std::io::Error::other).and_then(|b| write_atomic(&path, &b));
+    if let Err(e) = written {
+        warn!("probe results not kept at {}: {e}", path.display());
     }
 }
 
