@@ -9,6 +9,7 @@
 //! See docs/ARCHITECTURE.md for how the pieces fit together.
 
 pub mod agent;
+pub mod atomic_file;
 pub mod cluster;
 pub mod criu;
 pub mod journal;

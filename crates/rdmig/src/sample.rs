@@ -104,13 +104,13 @@ impl SampleRun {
 
     /// Writes through a temporary file and a rename, so a reader never sees half a file.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
-        let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-        let f = File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-        let mut w = BufWriter::new(f);
-        serde_json::to_writer(&mut w, self).with_context(|| format!("write {}", tmp.display()))?;
-        w.write_all(b"\n").and_then(|_| w.flush()).with_context(|| format!("write {}", tmp.display()))?;
-        fs::rename(&tmp, path).with_context(|| format!("rename {} to {}", tmp.display(), path.display()))
+        let io = |e| anyhow::Error::new(e).context(format!("write {}", path.display()));
+        crate::atomic_file::replace_with(path, io, |tmp| {
+            let f = File::create(tmp).with_context(|| format!("create {}", tmp.display()))?;
+            let mut w = BufWriter::new(f);
+            serde_json::to_writer(&mut w, self).with_context(|| format!("write {}", tmp.display()))?;
+            w.write_all(b"\n").and_then(|()| w.flush()).with_context(|| format!("write {}", tmp.display()))
+        })
     }
 }
 

@@ -221,9 +221,7 @@ pub fn plugin_dir(work: &Path) -> Result<PathBuf, CriuError> {
             return Ok(dir);
         }
     }
-    let tmp = dir.join(format!(".{PLUGIN_SO}.tmp"));
-    std::fs::copy(&so, &tmp).map_err(io)?;
-    std::fs::rename(&tmp, dir.join(PLUGIN_SO)).map_err(io)?;
+    crate::atomic_file::replace_with(&dir.join(PLUGIN_SO), io, |tmp| std::fs::copy(&so, tmp).map(drop).map_err(io))?;
     Ok(dir)
 }
 

@@ -49,9 +49,5 @@ pub use summary::{human_bytes, PrecopyRound, Span, Stop, Summary};
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TimelineError> {
-    let io = |e| TimelineError::Io { path: path.display().to_string(), source: e };
-    let name = path.file_name().ok_or_else(|| io(std::io::Error::other("no file name")))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    crate::atomic_file::replace(path, bytes).map_err(|e| TimelineError::Io { path: path.display().to_string(), source: e })
 }

@@ -77,17 +77,8 @@ pub(super) fn tick_label(v: f64, step: f64) -> String {
 pub fn plot_png(timeline: &Timeline, summary: &Summary, path: &Path) -> Result<(), TimelineError> {
     let rows = rows(timeline, summary);
     let height = (TOP + ROW_H * rows.len().max(1) as i32 + BOTTOM) as u32;
-    let name = path.file_name().ok_or_else(|| TimelineError::Plot(format!("{} has no file name", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.tmp.png", name.to_string_lossy()));
-    let drawn = draw(timeline, summary, &rows, &tmp, height);
     let io = |e| TimelineError::Io { path: path.display().to_string(), source: e };
-    match drawn {
-        Ok(()) => std::fs::rename(&tmp, path).map_err(io),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    crate::atomic_file::replace_png(path, io, |tmp| draw(timeline, summary, &rows, tmp, height))
 }
 
 /// Row keys, (node, phase kind), in order of first appearance.

@@ -79,15 +79,8 @@ pub fn plot_series(chart: &SeriesChart, path: &Path) -> Result<(), TimelineError
     if chart.series.iter().map(finite).sum::<usize>() == 0 {
         return Err(TimelineError::Plot("no finite point in any series: nothing to plot".into()));
     }
-    let name = path.file_name().ok_or_else(|| TimelineError::Plot(format!("{} has no file name", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.tmp.png", name.to_string_lossy()));
-    match draw(chart, &tmp) {
-        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| TimelineError::Io { path: path.display().to_string(), source: e }),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    let io = |e| TimelineError::Io { path: path.display().to_string(), source: e };
+    crate::atomic_file::replace_png(path, io, |tmp| draw(chart, tmp))
 }
 
 fn draw(chart: &SeriesChart, tmp: &Path) -> Result<(), TimelineError> {

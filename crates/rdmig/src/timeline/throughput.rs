@@ -252,16 +252,8 @@ pub fn plot_throughput(run: &SampleRun, o: &ThroughputPlot, path: &Path) -> Resu
     if run.samples.len() < 2 {
         return Err(TimelineError::Plot(format!("{} sample(s): nothing to plot", run.samples.len())));
     }
-    let name = path.file_name().ok_or_else(|| TimelineError::Plot(format!("{} has no file name", path.display())))?;
-    let tmp = path.with_file_name(format!(".{}.tmp.png", name.to_string_lossy()));
-    let drawn = draw(run, o, &summary, &tmp);
-    match drawn {
-        Ok(()) => std::fs::rename(&tmp, path).map_err(|e| TimelineError::Io { path: path.display().to_string(), source: e })?,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-    }
+    let io = |e| TimelineError::Io { path: path.display().to_string(), source: e };
+    crate::atomic_file::replace_png(path, io, |tmp| draw(run, o, &summary, tmp))?;
     Ok(summary)
 }
 
