@@ -31,6 +31,7 @@ pub const ALL: &[Scenario] = &[
     ("destination_agent_killed_mid_transfer", crate::migration::destination_agent_killed_mid_transfer),
     ("migrate_128mib_over_rdma_and_tcp", crate::migration::migrate_128mib_over_rdma_and_tcp),
     ("rdma_path_broken_mid_transfer_rolls_back", crate::migration::rdma_path_broken_mid_transfer_rolls_back),
+    ("rdma_page_stream_survives_packet_loss", crate::migration::rdma_page_stream_survives_packet_loss),
     ("rdma_blocked_auto_falls_back_to_tcp", crate::migration::rdma_blocked_auto_falls_back_to_tcp),
     ("migrate_over_scp", crate::migration::migrate_over_scp),
     ("migrate_workload_written_by_an_rdma_peer", crate::migration::migrate_workload_written_by_an_rdma_peer),
