@@ -297,8 +297,7 @@ fn e2e_fault_restore_reply_blackholed_then_recover(c: &Ctx) -> Result<()> {
     if !st.starts_with('T') {
         // Only node1's agent (its periodic recovery) may have let it run by now.
         let id = r["id"].as_str().unwrap_or("");
-        let ev = c.rdmig(&["on", "node1", "--", "events", "--json", "--migration", id])?;
-        let ev = String::from_utf8_lossy(&ev.stdout).to_string();
+        let ev = node1_events(c, id)?;
         ensure!(ev.contains("\"phase\":\"recover\""), "the source copy runs although nothing recovered it ({st}): {ev}");
         println!("  node1's agent recovered it first");
     }
@@ -352,12 +351,16 @@ fn e2e_fault_restore_reply_blackholed_then_recover(c: &Ctx) -> Result<()> {
     done
 }
 
+/// node1's journal events of migration `id`, one JSON object a line.
+fn node1_events(c: &Ctx, id: &str) -> Result<String> {
+    let ev = c.rdmig(&["on", "node1", "--", "events", "--json", "--migration", id])?;
+    Ok(String::from_utf8_lossy(&ev.stdout).into_owned())
+}
+
 /// Whether node1's journal says a recovery of migration `id` finished the move (node1's agent
 /// may have recovered it before `rdmig recover` ran, which then has nothing left to do).
 fn events_say_migrated(c: &Ctx, id: &str) -> Result<bool> {
-    let ev = c.rdmig(&["on", "node1", "--", "events", "--json", "--migration", id])?;
-    let ev = String::from_utf8_lossy(&ev.stdout);
-    Ok(ev.lines().any(|l| l.contains("\"phase\":\"recover\"") && l.contains("\"outcome\":\"migrated\"")))
+    Ok(node1_events(c, id)?.lines().any(|l| l.contains("\"phase\":\"recover\"") && l.contains("\"outcome\":\"migrated\"")))
 }
 
 /// Issue 15's leftovers after an agent restart: `rdmig migrate` and the source's agent are both
