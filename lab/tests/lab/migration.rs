@@ -523,6 +523,71 @@ pub fn agent_confines_a_symlink_escape(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// Issue 17: the agent opens every chunk of the RDMA data path before a byte of it is used.
+/// rdmig-forge on node1, with node1's valid certificate, opens a migration at node2's agent as
+/// `rdmig migrate` does and sends an image file over RDMA on real rxe. Sealed with the session's
+/// key (the control), the file arrives byte for byte. Sealed with any other key, as a chunk
+/// injected by whoever can put RoCE packets on the wire is, the agent refuses the first chunk,
+/// logs why and hangs up, and nothing of the file stays in the migration's directory.
+pub fn agent_refuses_a_forged_rdma_chunk(c: &Ctx) -> Result<()> {
+    use rdmig_proto::msg::{MigrationId, Reply, Request};
+    use rdmig_proto::wire::{Channel, Limits};
+
+    let st = c.lab.load()?;
+    let agent = c.lab.agent_addr(&st, "node2")?;
+    let rdma_addr = st.plan.node("node1")?.overlay_ip.to_string();
+    let forge = c.lab_tool("rdmig-forge");
+    let log = PathBuf::from(LAB_BASE).join(LAB_NAME).join("node2/share/migration-agent.log");
+    let log_len = || std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let log_since = |from: u64| -> String {
+        let all = std::fs::read(&log).unwrap_or_default();
+        String::from_utf8_lossy(all.get(from as usize..).unwrap_or_default()).into_owned()
+    };
+    let send = |id: &str, key: &str| -> Result<Value> {
+        let to = agent.to_string();
+        let argv = [forge.as_str(), "--to", &to, "--to-name", "node2", "--tls-dir", "/mnt/node/tls", "--rdma-addr", &rdma_addr, "--id", id, "--key", key];
+        let out = c.exec_ok("node1", &argv)?;
+        let r: Value = serde_json::from_str(out.trim()).with_context(|| format!("rdmig-forge printed {out:?}"))?;
+        println!("  --key {key}: {}", r);
+        Ok(r)
+    };
+    let file = |id: &str| format!("/tmp/rdmig-agent/{id}/pages-1.img");
+
+    // The control: the path and the tool work, so the refusal below is the key's doing.
+    let r = send("m-forge-session", "session")?;
+    ensure!(r["answer"] == "ack", "sealed with the session's key, the file was not taken: {r}");
+    let kept = c.exec_ok("node2", &["sha256sum", &file("m-forge-session")])?;
+    ensure!(kept.split_whitespace().next() == r["sha256"].as_str(), "the agent kept other bytes than were sent: {kept} against {}", r["sha256"]);
+
+    // The forgery.
+    let from = log_len();
+    let r = send("m-forge-forged", "forged")?;
+    ensure!(r["answer"] == "gone" || r["answer"] == "failed", "a forged chunk was not refused: {r}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log_since(from).contains("failed authentication") {
+        ensure!(Instant::now() < deadline, "node2's agent did not log the failed authentication:\n{}", log_since(from));
+        thread::sleep(Duration::from_millis(200));
+    }
+    let left = c.exec_ok("node2", &["sh", "-c", "find /tmp/rdmig-agent/m-forge-forged -type f -printf '%p %s\\n'"])?;
+    ensure!(left.trim().is_empty(), "the forged file left something behind: {left}");
+    println!("  node2's agent: {}", log_since(from).lines().find(|l| l.contains("failed authentication")).unwrap_or_default().trim());
+
+    // Both migrations are dropped, as a source that gives up would have them dropped.
+    let tls = rdmig_proto::tls::Identity::load(&PathBuf::from(LAB_BASE).join(LAB_NAME).join("node1/share/tls"))?.client(Some("node2"))?;
+    for id in ["m-forge-session", "m-forge-forged"] {
+        let sock = rdmig_lab::host::connect_in_netns(&st.netns, agent, Duration::from_secs(5))?;
+        sock.set_nonblocking(true)?;
+        let r = c.rt.block_on(async {
+            let mut ch =
+                Channel::client_within(tokio::net::TcpStream::from_std(sock)?, &tls, tls.named("node2")?, Limits::idle(Duration::from_secs(10))).await?;
+            ch.send_msg(&Request::Abort { id: MigrationId::new(id)? }).await?;
+            anyhow::Ok(ch.recv_msg::<Reply>().await?)
+        })?;
+        ensure!(matches!(r, Reply::Ack), "Abort of {id}: {r:?}");
+    }
+    Ok(())
+}
+
 /// A destination without CRIU is refused before the process is touched: no freeze, no images.
 pub fn precheck_refuses_destination_without_criu(c: &Ctx) -> Result<()> {
     let pid = start_workload(c, "node1", "8M", "0", "w-nocriu.json")?;

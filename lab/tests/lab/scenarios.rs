@@ -27,6 +27,7 @@ pub const ALL: &[Scenario] = &[
     ("precheck_refuses_destination_without_criu", crate::migration::precheck_refuses_destination_without_criu),
     ("agent_refuses_unauthenticated_and_tampered", crate::migration::agent_refuses_unauthenticated_and_tampered),
     ("agent_confines_a_symlink_escape", crate::migration::agent_confines_a_symlink_escape),
+    ("agent_refuses_a_forged_rdma_chunk", crate::migration::agent_refuses_a_forged_rdma_chunk),
     ("migrate_128mib_precopy_vs_stop_and_copy", crate::migration::migrate_128mib_precopy_vs_stop_and_copy),
     ("destination_agent_killed_mid_transfer", crate::migration::destination_agent_killed_mid_transfer),
     ("migrate_128mib_over_rdma_and_tcp", crate::migration::migrate_128mib_over_rdma_and_tcp),

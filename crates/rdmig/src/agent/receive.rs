@@ -66,19 +66,28 @@ pub(super) async fn put_file(
             Err(e) => Err(e.clone()),
         }
     })
-    .await?;
+    .await;
+    // Whatever ended the file early (a chunk that failed authentication, a broken connection,
+    // a bad check) leaves no part of it behind.
+    let drop_file = || {
+        if let (Ok(c), Ok(_)) = (&dir, &file) {
+            let _ = c.remove(rel.as_str());
+        }
+    };
     Ok(match r {
-        Ok(()) => match file.as_ref().map_err(|e| e.clone()).and_then(|f| sealing.finish(f).map_err(|e| e.to_string())) {
+        Err(e) => {
+            drop_file();
+            return Err(e);
+        }
+        Ok(Ok(())) => match file.as_ref().map_err(|e| e.clone()).and_then(|f| sealing.finish(f).map_err(|e| e.to_string())) {
             Ok(sealed) => {
                 seal(table, id, |s| s.add(rel.as_str(), sealed));
                 Reply::Ack
             }
             Err(e) => Reply::Failed(format!("{}: sealing: {e}", rel.as_str())),
         },
-        Err(e) => {
-            if let (Ok(c), Ok(_)) = (&dir, &file) {
-                let _ = c.remove(rel.as_str());
-            }
+        Ok(Err(e)) => {
+            drop_file();
             Reply::Failed(format!("{}: {e}", rel.as_str()))
         }
     })
