@@ -15,6 +15,8 @@
 # - The benchmark runs without `-b`: a QP restored in RTR resumes too.
 # - `-s 4096`: messages of 4 KiB instead of perftest's 64 KiB, for the lab's slow virtual nodes.
 # - `-x GID`: the RoCE v2 GID index of the container's address (rdmig rxe gid-index --ip ADDR).
+# - `-F`: a failed end-of-run clock calibration (a lab node descheduled by its host) does not
+#   end perftest before it reports its counts (lab/tests/lab/harness.rs, PERFTEST_KEEP_GOING).
 # - The containers use the host's network with an address that moves between nodes (the lab's
 #   overlay) instead of a swarm overlay network; the caller moves the server's address between
 #   `checkpoint` and `restore`, where the reference's overlay network moves it with the container.
@@ -42,14 +44,14 @@ case ${1:-} in
 server)
 	gid=$2 iters=$3
 	$docker rm --force cont-moving > /dev/null 2>&1 || true
-	create cont-moving ib_send_bw -d rxe0 -x "$gid" -s 4096 -n "$iters" > /dev/null
+	create cont-moving ib_send_bw -F -d rxe0 -x "$gid" -s 4096 -n "$iters" > /dev/null
 	$docker start cont-moving
 	;;
 client)
 	gid=$2 iters=$3 server=$4
 	$docker rm --force cont-moving > /dev/null 2>&1 || true
 	$docker rm --force cont-static > /dev/null 2>&1 || true
-	create cont-static ib_send_bw -d rxe0 -x "$gid" -s 4096 -n "$iters" "$server" > /dev/null
+	create cont-static ib_send_bw -F -d rxe0 -x "$gid" -s 4096 -n "$iters" "$server" > /dev/null
 	$docker start cont-static
 	;;
 checkpoint)
@@ -57,7 +59,7 @@ checkpoint)
 	$docker rm cont-moving > /dev/null 2>&1 || true
 	# shellcheck disable=SC2086 # ssh_f is empty or two words
 	ssh $ssh_f "$src" $docker checkpoint create cont-moving ckpt1
-	create cont-moving ib_send_bw -d rxe0 -s 4096 -n "$iters" > /dev/null
+	create cont-moving ib_send_bw -F -d rxe0 -s 4096 -n "$iters" > /dev/null
 	# shellcheck disable=SC2086
 	src_id=$(ssh $ssh_f "$src" $docker inspect --format='{{.Id}}' cont-moving)
 	dest_id=$($docker inspect --format='{{.Id}}' cont-moving)

@@ -16,7 +16,7 @@ use anyhow::{ensure, Context as _, Result};
 
 use serde_json::Value;
 
-use crate::harness::{perftest_iterations, share, spans, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{perftest_calibration, perftest_iterations, share, spans, Ctx, Scenario, LAB_BASE, LAB_NAME, PERFTEST_KEEP_GOING};
 
 pub const SCENARIOS: &[Scenario] =
     &[("container_rdmig_migrate_podman_server_rolled_back_refused_then_moved", container_rdmig_migrate_podman_server_rolled_back_refused_then_moved)];
@@ -153,7 +153,7 @@ fn start_benchmark(c: &Ctx, iters: u64, both_ways: bool) -> Result<()> {
         vec!["run", "-d", "--name", name, "--network", "host", "--device", "/dev/infiniband/uverbs0", "--ulimit", "memlock=-1:-1"]
     };
     let mut a = run_args("ctr-srv");
-    a.extend_from_slice(&[IMAGE, "ib_send_bw", "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n]);
+    a.extend_from_slice(&[IMAGE, "ib_send_bw", PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n]);
     if both_ways {
         a.push("-b");
     }
@@ -162,7 +162,7 @@ fn start_benchmark(c: &Ctx, iters: u64, both_ways: bool) -> Result<()> {
         Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty())
     })?;
     let mut a = run_args("ctr-cli");
-    a.extend_from_slice(&[IMAGE, "ib_send_bw", "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n]);
+    a.extend_from_slice(&[IMAGE, "ib_send_bw", PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n]);
     if both_ways {
         a.push("-b");
     }
@@ -189,6 +189,7 @@ fn benchmark_finishes(c: &Ctx, server_node: &str, iters: u64) -> Result<()> {
     for (node, name) in [(server_node, "ctr-srv"), ("node2", "ctr-cli")] {
         let code = podman(c, node, &["wait", name]).with_context(|| format!("podman wait {name} on {node}"))?;
         let log = podman(c, node, &["logs", name])?;
+        perftest_calibration(&format!("{name} on {node}"), &log);
         ensure!(code.trim() == "0", "{name} on {node} exited with {}:\n{log}", code.trim());
         ensure!(perftest_iterations(&log) == Some(iters), "{name} on {node} did not finish its {iters} iterations:\n{log}");
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 
-use crate::harness::{perftest_iterations, share, Ctx, Scenario};
+use crate::harness::{perftest_calibration, perftest_iterations, share, Ctx, Scenario};
 
 pub const SCENARIOS: &[Scenario] =
     &[("docker_artifact_ib_send_bw_server_restored_on_its_clients_node", docker_artifact_ib_send_bw_server_restored_on_its_clients_node)];
@@ -129,6 +129,7 @@ fn run(c: &Ctx) -> Result<()> {
         let code = exec_ok(c, node, 400, &[], &[DOCKER, "wait", name]).with_context(|| format!("docker wait {name} on {node}"))?;
         let out = exec(c, node, 60, &[], &[DOCKER, "logs", name])?;
         let out = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        perftest_calibration(&format!("{name} on {node}"), &out);
         ensure!(code.trim() == "0", "{name} on {node} exited with {}:\n{out}", code.trim());
         ensure!(perftest_iterations(&out) == Some(iters), "{name} on {node} did not finish its {iters} iterations:\n{out}");
     }

@@ -10,7 +10,9 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 
 use crate::faults::{agent_log, stopped_probe, when_seen};
-use crate::harness::{perftest_iterations as iterations, proc_state, share, spans, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{
+    perftest_calibration, perftest_iterations as iterations, proc_state, share, spans, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME, PERFTEST_KEEP_GOING,
+};
 
 pub const SCENARIOS: &[Scenario] = &[
     ("e2e_migrate_ib_send_bw_server_bidirectional_there_and_back", e2e_migrate_ib_send_bw_server_bidirectional_there_and_back),
@@ -73,11 +75,11 @@ fn start_pair_from(c: &Ctx, server_node: &str, client_node: &str, client_addr: O
     };
     let (sg, cg) = (gid(c, server_node, SERVICE_ADDR)?, gid(c, client_node, &client_ip)?);
     let n = iters.to_string();
-    let mut s = vec!["ib_send_bw", "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n];
+    let mut s = vec!["ib_send_bw", PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n];
     s.extend_from_slice(opts);
     let server = spawn(c, server_node, &format!("{tag}-server.log"), &s)?;
     wait_until("ib_send_bw to listen", Duration::from_secs(30), || Ok(!c.exec_ok(server_node, &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty()))?;
-    let mut cl = vec!["ib_send_bw", "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n];
+    let mut cl = vec!["ib_send_bw", PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n];
     cl.extend_from_slice(opts);
     cl.push(SERVICE_ADDR);
     let client = spawn(c, client_node, &format!("{tag}-client.log"), &cl)?;
@@ -143,6 +145,7 @@ fn finish(c: &Ctx, p: &Pair, server_node: &str, client_node: &str) -> Result<()>
     let so = std::fs::read_to_string(share().join(format!("{}-server.log", p.tag)))?;
     let co = std::fs::read_to_string(share().join(format!("{}-client.log", p.tag)))?;
     for (who, out) in [("server", &so), ("client", &co)] {
+        perftest_calibration(who, out);
         ensure!(iterations(out) == Some(p.iters), "{who} did not finish {} iterations:\n{out}", p.iters);
         ensure!(!out.to_lowercase().contains("error") && !out.contains("Couldn't"), "{who} reported an error:\n{out}");
     }

@@ -153,9 +153,19 @@ fn installed_package_agent_and_plugin_migrate_ib_send_bw(c: &Ctx) -> Result<()> 
     for f in ["inst-server.log", "inst-client.log"] {
         let _ = std::fs::remove_file(share().join(f));
     }
-    let server = spawn(c, "node1", Some("/mnt/lab/inst-server.log"), &["ib_send_bw", "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n, "-b"])?;
+    let server = spawn(
+        c,
+        "node1",
+        Some("/mnt/lab/inst-server.log"),
+        &["ib_send_bw", crate::harness::PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n, "-b"],
+    )?;
     wait_until("ib_send_bw to listen", Duration::from_secs(30), || Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty()))?;
-    let client = spawn(c, "node2", Some("/mnt/lab/inst-client.log"), &["ib_send_bw", "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n, "-b", SERVICE_ADDR])?;
+    let client = spawn(
+        c,
+        "node2",
+        Some("/mnt/lab/inst-client.log"),
+        &["ib_send_bw", crate::harness::PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n, "-b", SERVICE_ADDR],
+    )?;
     wait_until("the transfer to start", Duration::from_secs(60), || {
         let st = c.exec_ok("node1", &["/usr/bin/rdmig", "softroce", "status"])?;
         Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={server}")) && l.contains("state=rts")))

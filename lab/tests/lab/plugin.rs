@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _, Result};
 
-use crate::harness::{perftest_iterations as iterations, proc_state, share, spawn, wait_until, Ctx, Scenario};
+use crate::harness::{perftest_calibration, perftest_iterations as iterations, proc_state, share, spawn, wait_until, Ctx, Scenario, PERFTEST_KEEP_GOING};
 
 pub const SCENARIOS: &[Scenario] = &[
     ("plugin_loads_and_plain_process_dumps_and_restores", plugin_loads_and_plain_process_dumps_and_restores),
@@ -145,7 +145,7 @@ fn send_bw_server(c: &Ctx, g: &Gids, iters: &str, log: &str) -> Result<i32> {
 /// The same with other perftest options (`-n N` among them).
 fn send_bw_server_with(c: &Ctx, g: &Gids, opts: &[&str], log: &str) -> Result<i32> {
     let _ = std::fs::remove_file(share().join(log));
-    let mut argv = vec!["ib_send_bw", "-d", "rxe0", "-x", &g.server, "-s", "4096"];
+    let mut argv = vec!["ib_send_bw", PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &g.server, "-s", "4096"];
     argv.extend_from_slice(opts);
     let pid = spawn(c, "node1", Some(&format!("/mnt/lab/{log}")), &argv)?;
     wait_until("ib_send_bw to listen", Duration::from_secs(30), || Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty()))?;
@@ -174,7 +174,24 @@ fn plugin_saves_waiting_ib_send_bw_with_leave_running(c: &Ctx) -> Result<()> {
     let j = rdmig_image::show::show_json(&share().join("plugin-wait"))?;
     ensure!(j["images"][0]["pid"] == srv, "image of another pid: {j}");
     ensure!(proc_state(c, "node1", srv)?.is_some_and(|s| !s.starts_with('T')), "the server is not running after --leave-running");
-    let co = c.rdmig(&["exec", "node2", "--timeout", "120", "--", "ib_send_bw", "-d", "rxe0", "-x", &g.client, "-n", "500", "-s", "4096", "10.0.1.11"])?;
+    let co = c.rdmig(&[
+        "exec",
+        "node2",
+        "--timeout",
+        "120",
+        "--",
+        "ib_send_bw",
+        PERFTEST_KEEP_GOING,
+        "-d",
+        "rxe0",
+        "-x",
+        &g.client,
+        "-n",
+        "500",
+        "-s",
+        "4096",
+        "10.0.1.11",
+    ])?;
     ensure!(co.status.success() && iterations(&String::from_utf8_lossy(&co.stdout)) == Some(500), "client: {}", text(&co));
     wait_exit(c, "node1", srv, Duration::from_secs(30))?;
     let so = std::fs::read_to_string(share().join("plugin-wait-server.log"))?;
@@ -283,7 +300,7 @@ fn plugin_ib_send_bw_srq_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
 fn send_bw_pair_running(c: &Ctx, g: &Gids, opts: &[&str], tag: &str) -> Result<(i32, i32)> {
     let srv = send_bw_server_with(c, g, opts, &format!("{tag}-server.log"))?;
     let _ = std::fs::remove_file(share().join(format!("{tag}-client.log")));
-    let mut argv = vec!["ib_send_bw", "-d", "rxe0", "-x", &g.client, "-s", "4096"];
+    let mut argv = vec!["ib_send_bw", PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &g.client, "-s", "4096"];
     argv.extend_from_slice(opts);
     argv.push("10.0.1.11");
     let cli = spawn(c, "node2", Some(&format!("/mnt/lab/{tag}-client.log")), &argv)?;
@@ -304,6 +321,8 @@ fn both_finish(c: &Ctx, srv: i32, cli: i32, iters: u64, tag: &str) -> Result<()>
     wait_exit(c, "node2", cli, Duration::from_secs(60))?;
     let so = std::fs::read_to_string(share().join(format!("{tag}-server.log")))?;
     let co = std::fs::read_to_string(share().join(format!("{tag}-client.log")))?;
+    perftest_calibration("server", &so);
+    perftest_calibration("client", &co);
     ensure!(iterations(&so) == Some(iters) && iterations(&co) == Some(iters), "after the dump:\nserver: {so}\nclient: {co}");
     for (who, out) in [("server", &so), ("client", &co)] {
         ensure!(!out.to_lowercase().contains("error") && !out.contains("Couldn't"), "{who} reported an error:\n{out}");
@@ -344,7 +363,24 @@ fn plugin_restores_waiting_ib_send_bw(c: &Ctx) -> Result<()> {
     ensure!(o.status.success(), "restore failed: {}\n{log}", text(&o));
     ensure!(log.contains("recreated") && log.contains("pinned on the restored pages"), "the plugin did not rebuild the context:\n{log}");
     ensure!(proc_state(c, "node1", srv)?.is_some(), "the restored server is not running");
-    let co = c.rdmig(&["exec", "node2", "--timeout", "120", "--", "ib_send_bw", "-d", "rxe0", "-x", &g.client, "-n", "500", "-s", "4096", "10.0.1.11"])?;
+    let co = c.rdmig(&[
+        "exec",
+        "node2",
+        "--timeout",
+        "120",
+        "--",
+        "ib_send_bw",
+        PERFTEST_KEEP_GOING,
+        "-d",
+        "rxe0",
+        "-x",
+        &g.client,
+        "-n",
+        "500",
+        "-s",
+        "4096",
+        "10.0.1.11",
+    ])?;
     ensure!(co.status.success() && iterations(&String::from_utf8_lossy(&co.stdout)) == Some(500), "client: {}", text(&co));
     wait_exit(c, "node1", srv, Duration::from_secs(30))?;
     let so = std::fs::read_to_string(share().join("plugin-restore-server.log"))?;
@@ -435,9 +471,15 @@ fn plugin_ib_send_bw_restored_on_another_node(c: &Ctx) -> Result<()> {
     let n = iters.to_string();
     let _ = std::fs::remove_file(share().join("plugin-x-server.log"));
     let _ = std::fs::remove_file(share().join("plugin-x-client.log"));
-    let srv = spawn(c, "node1", Some("/mnt/lab/plugin-x-server.log"), &["ib_send_bw", "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n, "-b"])?;
+    let srv =
+        spawn(c, "node1", Some("/mnt/lab/plugin-x-server.log"), &["ib_send_bw", PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n, "-b"])?;
     wait_until("ib_send_bw to listen", Duration::from_secs(30), || Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty()))?;
-    let cli = spawn(c, "node2", Some("/mnt/lab/plugin-x-client.log"), &["ib_send_bw", "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n, "-b", MOVING_ADDR])?;
+    let cli = spawn(
+        c,
+        "node2",
+        Some("/mnt/lab/plugin-x-client.log"),
+        &["ib_send_bw", PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n, "-b", MOVING_ADDR],
+    )?;
     let tool = c.lab_tool("rdmig");
     wait_until("the transfer to start", Duration::from_secs(60), || {
         let st = c.exec_ok("node1", &[&tool, "softroce", "status"])?;
