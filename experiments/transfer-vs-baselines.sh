@@ -28,6 +28,11 @@ flock -w 3600 9
 trap '"$R" "${lab[@]}" down >/dev/null 2>&1 || true; rm -f "$runs"' EXIT
 "$R" "${lab[@]}" up --nodes 2 --memory 1536
 iters=$((size)) # ib_write_bw: SIZE messages of 1 MiB = the same bytes as rdmig moves
+# A node is ready before its migration agent listens: wait for node2's.
+for _ in $(seq 60); do
+	[ -n "$("$R" "${lab[@]}" exec node2 -- ss -Hltn 'sport = :7800')" ] && break
+	sleep 1
+done
 
 # Warm-up, not counted: the first run of each tool on fresh nodes reads its binary over 9p and
 # warms the caches (the first round ran at half speed or less before this).
