@@ -46,6 +46,10 @@ pub enum MsgError {
     Wire(#[from] WireError),
     #[error("malformed message: {0}")]
     Decode(String),
+    /// The data that came with a request (a file, a probe, a page stream) broke off or failed
+    /// its checks on the way: the connection cannot go on.
+    #[error("data stream: {0}")]
+    Stream(String),
     #[error("message of {0} bytes exceeds the limit of {MAX_MSG}")]
     TooLarge(usize),
     #[error("invalid {what} {value:?}: {why}")]

@@ -226,8 +226,8 @@ async fn receive_data(
             let r = rdma.as_mut().ok_or_else(|| msg::MsgError::Decode("data over RDMA, but no RDMA path was set up".into()))?;
             owned = match tokio::time::timeout(Duration::from_secs(30), r.recv()).await {
                 Ok(Some(Ok(c))) => c,
-                Ok(Some(Err(e))) => return Err(msg::MsgError::Decode(e.to_string())),
-                Ok(None) | Err(_) => return Err(msg::MsgError::Decode("RDMA data path stalled or closed".into())),
+                Ok(Some(Err(e))) => return Err(msg::MsgError::Stream(e.to_string())),
+                Ok(None) | Err(_) => return Err(msg::MsgError::Stream("RDMA data path stalled or closed".into())),
             };
             &owned[..]
         } else {
@@ -235,7 +235,7 @@ async fn receive_data(
         };
         got += chunk.len() as u64;
         if got > len {
-            return Err(msg::MsgError::Decode(format!("{} bytes announced, more sent", len)));
+            return Err(msg::MsgError::Stream(format!("{} bytes announced, more sent", len)));
         }
         sum.update(chunk);
         if sink_err.is_none() {
