@@ -214,20 +214,7 @@ fn fault_two_concurrent_migrations_of_one_process(c: &Ctx) -> Result<()> {
     // The destination's side of the rule, on the wire: a second Begin for the same source
     // process is refused while the first is in flight, and let in once it is aborted.
     use rdmig_proto::msg::{MigrationId, Reply, Request};
-    use rdmig_proto::wire::{Channel, Limits};
-    let st = c.lab.load()?;
-    let agent = c.lab.agent_addr(&st, "node2")?;
-    let tls = rdmig_proto::tls::Identity::load(&PathBuf::from(LAB_BASE).join(LAB_NAME).join("node1/share/tls"))?.client(Some("node2"))?;
-    let ask = |req: Request| -> Result<Reply> {
-        let sock = rdmig_lab::host::connect_in_netns(&st.netns, agent, Duration::from_secs(5))?;
-        sock.set_nonblocking(true)?;
-        c.rt.block_on(async {
-            let mut ch =
-                Channel::client_within(tokio::net::TcpStream::from_std(sock)?, &tls, tls.named("node2")?, Limits::idle(Duration::from_secs(30))).await?;
-            ch.send_msg(&req).await?;
-            Ok(ch.recv_msg::<Reply>().await?)
-        })
-    };
+    let ask = |req: Request| c.ask_agent("node2", &req, Duration::from_secs(30));
     let (a, b) = (MigrationId::random()?, MigrationId::random()?);
     ensure!(matches!(ask(Request::Begin { id: a.clone(), pid: 4242 })?, Reply::Ack), "the first Begin was refused");
     match ask(Request::Begin { id: b.clone(), pid: 4242 })? {

@@ -8,6 +8,8 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _, Result};
 use rdmig_lab::Lab;
+use rdmig_proto::msg::{Reply, Request};
+use rdmig_proto::wire::{Channel, Limits};
 
 /// Lab name and directory of the tests, apart from a user's own lab.
 pub const LAB_NAME: &str = "citest";
@@ -35,6 +37,27 @@ pub struct Ctx {
 pub type Scenario = (&'static str, fn(&Ctx) -> Result<()>);
 
 impl Ctx {
+    /// A connection from the host to `node`'s migration agent, made as node1's `rdmig migrate`
+    /// makes one (mutual TLS with node1's certificate), `idle` its idle bound: for scenarios
+    /// that speak the agents' protocol themselves.
+    pub fn agent_channel(&self, node: &str, idle: std::time::Duration) -> Result<Channel<tokio::net::TcpStream>> {
+        let st = self.lab.load()?;
+        let agent = self.lab.agent_addr(&st, node)?;
+        let tls = rdmig_proto::tls::Identity::load(&PathBuf::from(LAB_BASE).join(LAB_NAME).join("node1/share/tls"))?.client(Some(node))?;
+        let sock = rdmig_lab::host::connect_in_netns(&st.netns, agent, std::time::Duration::from_secs(5))?;
+        sock.set_nonblocking(true)?;
+        self.rt.block_on(async { Ok(Channel::client_within(tokio::net::TcpStream::from_std(sock)?, &tls, tls.named(node)?, Limits::idle(idle)).await?) })
+    }
+
+    /// `req` to `node`'s agent on a connection of its own (see `agent_channel`); the reply.
+    pub fn ask_agent(&self, node: &str, req: &Request, idle: std::time::Duration) -> Result<Reply> {
+        let mut ch = self.agent_channel(node, idle)?;
+        self.rt.block_on(async {
+            ch.send_msg(req).await?;
+            Ok(ch.recv_msg::<Reply>().await?)
+        })
+    }
+
     /// A tool of the lab's snapshot (what the nodes run), e.g. "rdmig-vtest".
     pub fn lab_tool(&self, name: &str) -> String {
         let st = self.lab.load().expect("the lab is up");

@@ -445,12 +445,9 @@ pub fn agent_refuses_unauthenticated_and_tampered(c: &Ctx) -> Result<()> {
 /// file of the attempts exists anywhere else under the agent's work directory.
 pub fn agent_confines_a_symlink_escape(c: &Ctx) -> Result<()> {
     use rdmig_proto::msg::{MigrationId, RelPath, Reply, Request};
-    use rdmig_proto::wire::{Channel, Limits};
+    use rdmig_proto::wire::Channel;
 
     let pid = start_workload(c, "node1", "8M", "0", "w-escape.json")?;
-    let st = c.lab.load()?;
-    let agent = c.lab.agent_addr(&st, "node2")?;
-    let tls = rdmig_proto::tls::Identity::load(&PathBuf::from(LAB_BASE).join(LAB_NAME).join("node1/share/tls"))?.client(Some("node2"))?;
     // What the attempts aim at: a sibling of the migration's directory, as another migration's.
     c.exec_ok(
         "node2",
@@ -460,13 +457,7 @@ pub fn agent_confines_a_symlink_escape(c: &Ctx) -> Result<()> {
     let before = victim()?;
     let id = MigrationId::new("m-escape")?;
     // Each attempt on its own connection: the agent hangs up after an invalid request.
-    let connect = || -> Result<Channel<tokio::net::TcpStream>> {
-        let sock = rdmig_lab::host::connect_in_netns(&st.netns, agent, Duration::from_secs(5))?;
-        sock.set_nonblocking(true)?;
-        c.rt.block_on(async {
-            Ok(Channel::client_within(tokio::net::TcpStream::from_std(sock)?, &tls, tls.named("node2")?, Limits::idle(Duration::from_secs(10))).await?)
-        })
-    };
+    let connect = || c.agent_channel("node2", Duration::from_secs(10));
     let ask = |ch: &mut Channel<tokio::net::TcpStream>, req: Request| -> Result<Reply> {
         c.rt.block_on(async {
             ch.send_msg(&req).await?;
@@ -531,7 +522,6 @@ pub fn agent_confines_a_symlink_escape(c: &Ctx) -> Result<()> {
 /// logs why and hangs up, and nothing of the file stays in the migration's directory.
 pub fn agent_refuses_a_forged_rdma_chunk(c: &Ctx) -> Result<()> {
     use rdmig_proto::msg::{MigrationId, Reply, Request};
-    use rdmig_proto::wire::{Channel, Limits};
 
     let st = c.lab.load()?;
     let agent = c.lab.agent_addr(&st, "node2")?;
@@ -573,16 +563,8 @@ pub fn agent_refuses_a_forged_rdma_chunk(c: &Ctx) -> Result<()> {
     println!("  node2's agent: {}", log_since(from).lines().find(|l| l.contains("failed authentication")).unwrap_or_default().trim());
 
     // Both migrations are dropped, as a source that gives up would have them dropped.
-    let tls = rdmig_proto::tls::Identity::load(&PathBuf::from(LAB_BASE).join(LAB_NAME).join("node1/share/tls"))?.client(Some("node2"))?;
     for id in ["m-forge-session", "m-forge-forged"] {
-        let sock = rdmig_lab::host::connect_in_netns(&st.netns, agent, Duration::from_secs(5))?;
-        sock.set_nonblocking(true)?;
-        let r = c.rt.block_on(async {
-            let mut ch =
-                Channel::client_within(tokio::net::TcpStream::from_std(sock)?, &tls, tls.named("node2")?, Limits::idle(Duration::from_secs(10))).await?;
-            ch.send_msg(&Request::Abort { id: MigrationId::new(id)? }).await?;
-            anyhow::Ok(ch.recv_msg::<Reply>().await?)
-        })?;
+        let r = c.ask_agent("node2", &Request::Abort { id: MigrationId::new(id)? }, Duration::from_secs(10))?;
         ensure!(matches!(r, Reply::Ack), "Abort of {id}: {r:?}");
     }
     Ok(())

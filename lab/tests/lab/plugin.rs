@@ -152,6 +152,15 @@ fn send_bw_server_with(c: &Ctx, g: &Gids, opts: &[&str], log: &str) -> Result<i3
     Ok(pid)
 }
 
+/// A client on node2 that sends the waiting server on node1 its 500 messages and reports them all.
+fn client_500(c: &Ctx, g: &Gids) -> Result<()> {
+    let argv =
+        ["exec", "node2", "--timeout", "120", "--", "ib_send_bw", PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &g.client, "-n", "500", "-s", "4096", "10.0.1.11"];
+    let co = c.rdmig(&argv)?;
+    ensure!(co.status.success() && iterations(&String::from_utf8_lossy(&co.stdout)) == Some(500), "client: {}", text(&co));
+    Ok(())
+}
+
 fn wait_exit(c: &Ctx, node: &str, pid: i32, timeout: Duration) -> Result<()> {
     crate::harness::wait_gone(c, node, pid, timeout)
 }
@@ -174,25 +183,7 @@ fn plugin_saves_waiting_ib_send_bw_with_leave_running(c: &Ctx) -> Result<()> {
     let j = rdmig_image::show::show_json(&share().join("plugin-wait"))?;
     ensure!(j["images"][0]["pid"] == srv, "image of another pid: {j}");
     ensure!(proc_state(c, "node1", srv)?.is_some_and(|s| !s.starts_with('T')), "the server is not running after --leave-running");
-    let co = c.rdmig(&[
-        "exec",
-        "node2",
-        "--timeout",
-        "120",
-        "--",
-        "ib_send_bw",
-        PERFTEST_KEEP_GOING,
-        "-d",
-        "rxe0",
-        "-x",
-        &g.client,
-        "-n",
-        "500",
-        "-s",
-        "4096",
-        "10.0.1.11",
-    ])?;
-    ensure!(co.status.success() && iterations(&String::from_utf8_lossy(&co.stdout)) == Some(500), "client: {}", text(&co));
+    client_500(c, &g)?;
     wait_exit(c, "node1", srv, Duration::from_secs(30))?;
     let so = std::fs::read_to_string(share().join("plugin-wait-server.log"))?;
     ensure!(iterations(&so) == Some(500), "server after the dump: {so}");
@@ -363,25 +354,7 @@ fn plugin_restores_waiting_ib_send_bw(c: &Ctx) -> Result<()> {
     ensure!(o.status.success(), "restore failed: {}\n{log}", text(&o));
     ensure!(log.contains("recreated") && log.contains("pinned on the restored pages"), "the plugin did not rebuild the context:\n{log}");
     ensure!(proc_state(c, "node1", srv)?.is_some(), "the restored server is not running");
-    let co = c.rdmig(&[
-        "exec",
-        "node2",
-        "--timeout",
-        "120",
-        "--",
-        "ib_send_bw",
-        PERFTEST_KEEP_GOING,
-        "-d",
-        "rxe0",
-        "-x",
-        &g.client,
-        "-n",
-        "500",
-        "-s",
-        "4096",
-        "10.0.1.11",
-    ])?;
-    ensure!(co.status.success() && iterations(&String::from_utf8_lossy(&co.stdout)) == Some(500), "client: {}", text(&co));
+    client_500(c, &g)?;
     wait_exit(c, "node1", srv, Duration::from_secs(30))?;
     let so = std::fs::read_to_string(share().join("plugin-restore-server.log"))?;
     ensure!(iterations(&so) == Some(500), "restored server: {so}");
