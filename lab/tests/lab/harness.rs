@@ -153,16 +153,8 @@ pub fn wait_gone(c: &Ctx, node: &str, pid: i32, timeout: std::time::Duration) ->
     Ok(())
 }
 
-/// perftest's `-F`, which every lab scenario passes: a failed clock calibration does not end the
-/// run. perftest times itself with the TSC and, at its end, calibrates the TSC against
-/// gettimeofday() over about 0.2 s. If the fit is poor (r^2 < 0.9), it prints "Can't produce a
-/// report" and exits 1, unless `-F` is given. A lab node's vCPU is a host thread that shares
-/// this machine's 2 cores with the other nodes: a few milliseconds of host preemption between
-/// a pair of clock reads spoils the fit. That happens to nodes that were never migrated as
-/// well (f22: the client on node2, while node1 and node3 moved a container). With `-F` the run
-/// still ends with its counts; its bandwidth figures are void then (perftest prints 0). The
-/// scenarios check counts, not bandwidth, and `perftest_calibration` says when it happened.
-pub const PERFTEST_KEEP_GOING: &str = "-F";
+/// perftest's `-F`, which every lab scenario passes (see `rdmig_lab::perftest::KEEP_GOING`).
+pub const PERFTEST_KEEP_GOING: &str = rdmig_lab::perftest::KEEP_GOING;
 
 /// perftest's complaint about its clock calibration (see `PERFTEST_KEEP_GOING`), if any; printed
 /// so that a run's void bandwidth figures are not mistaken for measurements.
