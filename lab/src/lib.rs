@@ -47,7 +47,7 @@ pub use error::LabError;
 use guest::{GuestConfig, AGENT_TLS_DIR, MIGRATION_PORT, STATUS_FILE};
 use plan::{LabPlan, OVERLAY_DEV, OVERLAY_PREFIX_LEN};
 use proto::{ExecSpec, NodeStatus, SpawnSpec};
-pub use vm::{Accel, RootCache};
+pub use vm::{Accel, RootCache, TCG_CPU};
 
 pub const DEFAULT_BASE: &str = "/run/rdmig";
 /// Where every node mounts the lab-wide share.
@@ -63,6 +63,8 @@ pub struct UpOptions {
     pub memory_mb: u32,
     pub cpus: u32,
     pub accel: Accel,
+    /// QEMU's `-cpu` under TCG ([`vm::TCG_CPU`] unless an experiment compares others).
+    pub tcg_cpu: String,
     /// Kernel release such as `6.1.0-56-amd64`; None picks the newest installed 6.1.
     pub kernel: Option<String>,
     pub boot_timeout: Duration,
@@ -645,6 +647,7 @@ impl Lab {
                 memory_mb: o.memory_mb,
                 cpus: o.cpus,
                 accel,
+                tcg_cpu: &o.tcg_cpu,
                 root_cache: o.root_cache,
             };
             let pid = spec.start(&state.netns)?;

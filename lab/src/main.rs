@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use rdmig_lab::perftest::{PerftestOptions, PerftestReport};
 use rdmig_lab::proto::{ExecSpec, NodeStatus};
-use rdmig_lab::{Accel, Lab, Output, RootCache, RxeChoice, UpOptions, DEFAULT_BASE};
+use rdmig_lab::{Accel, Lab, Output, RootCache, RxeChoice, UpOptions, DEFAULT_BASE, TCG_CPU};
 
 #[derive(Parser)]
 #[command(
@@ -90,6 +90,11 @@ enum LabCmd {
         /// Accelerator: auto uses KVM only where it is known to work.
         #[arg(long, value_enum, default_value = "auto")]
         accel: Accel,
+        /// QEMU's CPU model under TCG (`qemu-system-x86_64 -cpu help`). The default leaves out
+        /// ERMS, whose string copies TCG emulates a byte at a time: the lab runs much faster
+        /// without it. For experiments that compare models.
+        #[arg(long, default_value = TCG_CPU, value_name = "MODEL")]
+        tcg_cpu: String,
         /// Kernel release to boot (default: the newest installed Debian 6.1 kernel).
         #[arg(long)]
         kernel: Option<String>,
@@ -271,7 +276,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
         LabCmd::GuestAgent { config } => {
             rdmig_lab::guest::run(&config).await?;
         }
-        LabCmd::Up { nodes, memory, cpus, accel, kernel, boot_timeout, keep_on_failure, rxe, rxe_modules, installed, root_cache, json } => {
+        LabCmd::Up { nodes, memory, cpus, accel, tcg_cpu, kernel, boot_timeout, keep_on_failure, rxe, rxe_modules, installed, root_cache, json } => {
             let rxe = if !rxe_modules.is_empty() {
                 RxeChoice::Modules(rxe_modules)
             } else if rxe == RxeArg::Stock {
@@ -284,6 +289,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
                 memory_mb: memory,
                 cpus,
                 accel,
+                tcg_cpu,
                 kernel,
                 boot_timeout: Duration::from_secs(boot_timeout),
                 keep_on_failure,
