@@ -406,12 +406,17 @@ fn exactly_once_after_the_agent_restart(c: &Ctx, pid: i32, res: Result<(i32, Val
 
 /// The destination agent dies after CRIU restored the process at node2 (held stopped there
 /// until the commit) and before the source committed. To put the kill in that window, however
-/// short it is, `rdmig migrate` at node1 is held (SIGSTOP) from the moment CRIU begins to
-/// restore until node2's agent has been killed and is back; then it goes on, towards a
-/// destination whose new agent knows of the restored copy only from its journal. The outcome
-/// may be the move (committed through the new agent), a rollback (the copy at node2 killed), or
-/// in doubt (`rdmig recover` decides): in each the workload runs exactly once with its memory
-/// intact.
+/// short it is, `rdmig migrate` at node1 is held (SIGSTOP) from the time CRIU restores until
+/// node2's agent has been killed and is back; then it goes on, towards a destination whose new
+/// agent knows of the restored copy only from its journal. The outcome may be the move
+/// (committed through the new agent), a rollback (the copy at node2 killed), or in doubt
+/// (`rdmig recover` decides): in each the workload runs exactly once with its memory intact.
+///
+/// `rdmig migrate` cannot be held from here in time by watching node2 alone: seeing CRIU there
+/// and stopping the migration at node1 are two commands in two nodes, and a restore and its
+/// commit took less than those two in a faster lab (f25 of 2026-12-06: "no `rdmig migrate` to
+/// hold"). So a watcher in node2 stops CRIU's main process as soon as it appears, the
+/// migration is held at node1 while the restore cannot end, and CRIU goes on after that.
 fn fault_destination_agent_killed_after_the_restore_before_the_commit(c: &Ctx) -> Result<()> {
     let pid = start_workload(c, "node1", "64M", "1M", "w-commit.json")?;
     let bin = c.bin.clone();
@@ -420,13 +425,18 @@ fn fault_destination_agent_killed_after_the_restore_before_the_commit(c: &Ctx) -
             let o = lab_exec(&bin, node).args(["sh", "-c", script]).output()?;
             Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
         };
-        // Every 20 ms: CRIU's restore lasts about a second, and the first wait must not miss it.
         let until = |what: &str, within: Duration, f: &dyn Fn() -> Result<bool>| wait_until_every(what, within, Duration::from_millis(20), f);
         // `[m]igrate`, `[r]dmig`: the patterns do not match the shell that runs pgrep or pkill.
         let migrate_run = format!("'[m]igrate {pid} --json'");
         let agent = "'[r]dmig agent --listen'";
-        until("CRIU restoring at node2", Duration::from_secs(180), &|| Ok(!sh("node2", "pgrep -f '^criu restore' || true")?.is_empty()))?;
-        ensure!(sh("node1", &format!("pkill -STOP -f {migrate_run} && echo held"))? == "held", "no `rdmig migrate {pid}` to hold at node1");
+        // In node2, every 20 ms for up to 180 s: CRIU's main process (the oldest `criu
+        // restore`; the processes it forks start under the same name) stopped once it is there.
+        let freeze_criu = "for i in $(seq 9000); do c=$(pgrep -o -f '^criu restore') && kill -STOP $c && echo $c && exit 0; sleep 0.02; done";
+        let criu = sh("node2", freeze_criu)?;
+        ensure!(!criu.is_empty(), "CRIU never restored at node2");
+        let held = sh("node1", &format!("pkill -STOP -f {migrate_run} && echo held"));
+        sh("node2", &format!("kill -CONT {criu}"))?;
+        ensure!(held? == "held", "no `rdmig migrate {pid}` to hold at node1 while CRIU restored at node2");
         // From here on `rdmig migrate` is let go whatever happens.
         let held = (|| -> Result<()> {
             until("the restored process, CRIU done, at node2", Duration::from_secs(120), &|| {
