@@ -63,7 +63,6 @@ run() { # model round
 	"$R" "${lab[@]}" on node1 --to-node node2 -- migrate "$pid" --strategy stop-and-copy --transport tcp --json >"$share/report.json" ||
 		{ echo "the migration failed with --tcg-cpu $1:" >&2; cat "$share/report.json" >&2; exit 1; }
 	mig=$(ms_since "$s")
-	"$R" "${lab[@]}" down >/dev/null
 	python3 - "$1" "$2" "$up" "$bw1" "$bw2" "$mig" "$lines" "$share/report.json" >>"$runs" <<'EOF'
 import json, sys
 model, rnd, up, bw1, bw2, mig, lines, report = sys.argv[1], int(sys.argv[2]), *map(int, sys.argv[3:7]), sys.argv[7], sys.argv[8]
@@ -76,6 +75,7 @@ row.update({"ib_send_bw_20000x4k_ms": bw1, "ib_send_bw_20000x4k_both_ways_ms": b
             "migrate_64mib_ms": mig, "migrate_64mib_downtime_ms": round(r["summary"]["downtime_ns"] / 1e6)})
 print(json.dumps(row))
 EOF
+	"$R" "${lab[@]}" down >/dev/null
 	tail -n1 "$runs" >&2
 }
 
