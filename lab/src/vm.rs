@@ -86,9 +86,10 @@ impl Accel {
 /// zeroed page, every packet rxe builds pays for it. Measured side by side in one session on
 /// this 2-core machine (2026-12-06): a pipe of 200 MB through `md5sum` in a node took 4.36 s
 /// with `max` and 1.61 s without ERMS, and 20000 `ib_send_bw` messages of 4 KiB between two
-/// nodes 7.2 s and 4.5-5.0 s (both ways: 9.3 s and 6.5-7.5 s). An Intel vendor string brought
-/// it back (fast strings), `qemu64` with SSE4.2, PCLMUL and AES-NI was a little faster still,
-/// but leaves out features (XSAVE, RDTSCP) that CRIU and applications see.
+/// nodes 7.2 s and 4.5-5.0 s (both ways: 9.3 s and 6.5-7.5 s). With an Intel vendor string it
+/// was as slow as `max` (why was not looked into); `qemu64` with SSE4.2, PCLMUL and AES-NI was a
+/// little faster still, but leaves out features (XSAVE, RDTSCP) that CRIU and applications see.
+/// `experiments/lab-cpu-model.sh` measures models side by side.
 pub const TCG_CPU: &str = "max,-erms";
 
 /// Everything needed to start one node.
