@@ -30,8 +30,8 @@ for t in "${targets[@]}"; do
 	mkdir -p "$scratch/$t"
 	echo "fuzz: $t for ${secs}s" >&2
 	# -timeout: one input taking more than 60 s of wall time is a hang (scripts/test.sh runs
-	# this at nice 19 beside the lab, where a small CPU share must not look like one; inputs
-	# take well under a millisecond); -rss_limit_mb: 2 GiB is a leak.
+	# this at the lowest CPU priority beside the lab, where a small CPU share must not look
+	# like one; inputs take well under a millisecond); -rss_limit_mb: 2 GiB is a leak.
 	if ! cargo fuzz run "${opts[@]}" "$t" "$scratch/$t" "corpus/$t" -- \
 		-max_total_time="$secs" -timeout=60 -rss_limit_mb=2048 -print_final_stats=1 >"$scratch/$t.log" 2>&1; then
 		grep -v '^#[0-9]' "$scratch/$t.log" | tail -60 >&2
