@@ -150,7 +150,7 @@ wait_json() {
 
 log "starting lab '$LAB' (3 nodes of $NODE_MEMORY MiB)"
 # The lock descriptor is not passed to qemu (it would hold the lock for as long as the VMs run).
-"$labctl" up --nodes 3 --memory "$NODE_MEMORY" 9>&-
+"$labctl" up --from-build --nodes 3 --memory "$NODE_MEMORY" 9>&-
 mkdir -p "$HERE"
 # The first run of criu, the plugin and ssh reads them in over 9p: not inside the first downtime.
 for n in node1 node2 node3; do

@@ -44,7 +44,7 @@ ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 run() { # model round
 	local s up lines bw1 bw2 pid mig
 	s=$(date +%s%N)
-	"$R" "${lab[@]}" up --nodes 2 --tcg-cpu "$1" >/dev/null
+	"$R" "${lab[@]}" up --from-build --nodes 2 --tcg-cpu "$1" >/dev/null
 	up=$(ms_since "$s")
 	lines=$("$R" "${lab[@]}" exec node1 -- sh -c "$probe")
 	s=$(date +%s%N)

@@ -36,7 +36,7 @@ t python_loop python3 -c "import json; [json.dumps(list(range(1000))) for _ in r
 run() { # mode round
 	local s e lines pt
 	s=$(date +%s%N)
-	"$R" "${lab[@]}" up --nodes 2 --installed --root-cache "$1" >/dev/null
+	"$R" "${lab[@]}" up --nodes 2 --root-cache "$1" >/dev/null
 	e=$(date +%s%N)
 	lines=$("$R" "${lab[@]}" exec node1 -- sh -c "$probe")
 	s2=$(date +%s%N)

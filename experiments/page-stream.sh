@@ -32,7 +32,7 @@ runs=$(mktemp)
 exec 9>>/tmp/rdmig-lab.lock
 flock -w 3600 9
 trap '"$R" "${lab[@]}" down >/dev/null 2>&1 || true; rm -f "$runs"' EXIT
-"$R" "${lab[@]}" up --nodes 2 --memory $((size * 2 + 1024)) --cpus "$cpus" 9>&-
+"$R" "${lab[@]}" up --from-build --nodes 2 --memory $((size * 2 + 1024)) --cpus "$cpus" 9>&-
 
 one() { # one MODE ROUND: MODE is stream or files
 	local mode=$1 round=$2 pid extra=()

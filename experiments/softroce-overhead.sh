@@ -56,7 +56,7 @@ EOF
 exec 9>/tmp/rdmig-lab.lock
 flock -w 3600 9
 trap '"$R" "${lab[@]}" down >/dev/null 2>&1 || true; rm -f "$runs"' EXIT
-"$R" "${lab[@]}" up --nodes 2 --rxe rdmig
+"$R" "${lab[@]}" up --from-build --nodes 2 --rxe rdmig
 flavours=(stock rdmig rdmig-nolog)
 for r in $(seq "$rounds"); do
 	for i in 0 1 2; do

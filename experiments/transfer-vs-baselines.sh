@@ -26,7 +26,7 @@ runs=$(mktemp)
 exec 9>/tmp/rdmig-lab.lock
 flock -w 3600 9
 trap '"$R" "${lab[@]}" down >/dev/null 2>&1 || true; rm -f "$runs"' EXIT
-"$R" "${lab[@]}" up --nodes 2 --memory 1536
+"$R" "${lab[@]}" up --from-build --nodes 2 --memory 1536
 iters=$((size)) # ib_write_bw: SIZE messages of 1 MiB = the same bytes as rdmig moves
 # A node is ready before its migration agent listens: wait for node2's.
 for _ in $(seq 60); do

@@ -20,7 +20,7 @@ out=experiments/results/tsc-calibration-$(date -u +%Y%m%dT%H%M%SZ).txt
 exec 9>>/tmp/rdmig-lab.lock
 flock 9
 trap '"$L" "${lab[@]}" down >/dev/null 2>&1 || true' EXIT
-"$L" "${lab[@]}" up --nodes 1 9>&-
+"$L" "${lab[@]}" up --from-build --nodes 1 9>&-
 share=/run/rdmig/tsc/shared
 mkdir -p "$share"
 gcc -O2 -o "$share/calib" experiments/tsc-calibration/calib.c

@@ -2,7 +2,9 @@
 # The main job (issue 8): live-migrate one side of a running ib_send_bw while its peer keeps
 # running, measure what the peer saw, and compare with a stop-and-copy baseline in the same run.
 #
-#   1. brings up a 3-node SoftRoCE lab (VMs, our rdma_rxe) under /tmp/rdmig-lab.lock;
+#   1. builds rdmig, packages it and installs the package here (packaging/build-deb.sh), and
+#      brings up a 3-node SoftRoCE lab (VMs, our rdma_rxe) under /tmp/rdmig-lab.lock, whose
+#      nodes run that package as a site would (the agent as its systemd unit starts it);
 #   2. starts `ib_send_bw -d rxe0 -b -n N -s 4096`: server on node1 on the movable overlay address
 #      10.0.1.7, client on node2, and `rdmig rxe sample` on node2 (the peer's packet counters
 #      every 2 ms until the client exits);
@@ -91,6 +93,9 @@ done
 
 scripts/setup.sh
 cargo build --workspace --locked
+# The lab's nodes run the rdmig package installed here, as a site runs it (the agent as its
+# systemd unit starts it, CRIU's plugin from CRIU's own directory): this build's, packaged.
+packaging/build-deb.sh --profile dev --install >/dev/null
 rdmig=$PWD/target/debug/rdmig
 labctl=$PWD/target/debug/rdmig-lab # the lab tool: VMs, and `on NODE -- ARGS` runs the node's rdmig
 command -v python3 >/dev/null || die "python3 is missing (scripts/setup.sh installs it)"
@@ -102,7 +107,7 @@ CLIENT_IP=10.0.1.12 # node2's own overlay address
 SHARE=$RDMIG_LAB_DIR/$LAB/shared
 HERE=$SHARE/demo  # the demo's files, as the host sees them ...
 NODE=/mnt/lab/demo # ... and as the nodes do
-NODE_RDMIG=/mnt/lab/bin/rdmig # the lab's snapshot of rdmig (a rebuild cannot tear it)
+NODE_RDMIG=/usr/bin/rdmig # the installed package, which the nodes run
 RESULTS=${OUT:-experiments/results/demo-$(date -u +%Y%m%dT%H%M%SZ)}
 # The sampler shares node2's one vCPU with a busy-polling ib_send_bw: real-time priority lets it
 # wake on time (it sleeps ~all of each 2 ms period, so it takes almost nothing from the client).
@@ -259,20 +264,15 @@ pod() { pod_t 600 "$@"; }
 now_ns() { date +%s%N; }
 
 # Podman in every node: cgroup2 (the nodes' init mounts none; runc needs it), Podman's
-# directories, the perftest image, and CRIU's plugin directory showing this build's plugin.
-# runc's CRIU takes its plugins from its own directory (/usr/lib/criu), where the host's rdmig
-# package (if any, perhaps another build) put one; the nodes otherwise run this build's snapshot,
-# whose agent lends rxe's control device to that plugin. A bind mount inside each node (its own
-# mount table, gone with it) makes the container path use the snapshot's plugin as well.
+# directories and the perftest image. runc's CRIU takes its plugins from its own directory
+# (/usr/lib/criu), where this build's package, installed above, put rdmig's plugin.
 containers_setup() {
 	local n t pids=() tool
 	for tool in podman runc; do
 		command -v "$tool" >/dev/null || die "$tool is not installed on this host (the nodes run its programs): scripts/setup.sh installs it"
 	done
-	[ -d /usr/lib/criu ] || die "/usr/lib/criu (CRIU's plugin directory) is missing: apt-get install criu"
-	[ -f "$SHARE/bin/librdmig_criu.so" ] || die "the lab's snapshot has no librdmig_criu.so ($SHARE/bin)"
-	mkdir -p "$SHARE/podman" "$SHARE/criu-plugins"
-	cp "$SHARE/bin/librdmig_criu.so" "$SHARE/criu-plugins/"
+	[ -f /usr/lib/criu/librdmig_criu.so ] || die "/usr/lib/criu/librdmig_criu.so is missing: the rdmig package is not installed (packaging/build-deb.sh --install)"
+	mkdir -p "$SHARE/podman"
 	printf '%s\n' '[engine]' 'cgroup_manager = "cgroupfs"' 'events_logger = "file"' 'runtime = "runc"' 'tmp_dir = "/run/podman/tmp"' '' \
 		'[engine.runtimes]' 'runc = ["/usr/sbin/runc"]' '' '[network]' 'network_config_dir = "/run/podman/net"' >"$SHARE/podman/containers.conf"
 	printf '%s\n' '[storage]' 'driver = "vfs"' 'graphroot = "/run/podman/root"' 'runroot = "/run/podman/runroot"' >"$SHARE/podman/storage.conf"
@@ -283,8 +283,7 @@ containers_setup() {
 		# 9p, so that neither flow pays for that.
 		(
 			on "$n" sh -c 'mountpoint -q /sys/fs/cgroup || mount -t cgroup2 none /sys/fs/cgroup
-				mkdir -p /run/podman/net /run/podman/tmp
-				mountpoint -q /usr/lib/criu || mount --bind /mnt/lab/criu-plugins /usr/lib/criu' &&
+				mkdir -p /run/podman/net /run/podman/tmp' &&
 				pod "$n" import /mnt/lab/rdmig-perftest.tar "$IMAGE" >/dev/null &&
 				pod "$n" run --rm "${CTR_RUN[@]}" "$IMAGE" sh -c :
 		) >"$HERE/podman-setup-$n.log" 2>&1 &
@@ -443,7 +442,7 @@ mkdir -p "$HERE"
 # way, so that neither flow (ours runs first) pays that inside its downtime.
 log "warming the nodes' caches and modules (criu, netfilter, plugin, ssh)"
 for n in node1 node2 node3; do
-	on "$n" sh -c 'criu check >/dev/null 2>&1; cat /mnt/lab/bin/*.so >/dev/null 2>&1; ssh -V 2>/dev/null
+	on "$n" sh -c 'criu check >/dev/null 2>&1; cat /usr/bin/rdmig /usr/lib/criu/*.so >/dev/null 2>&1; ssh -V 2>/dev/null
 		for t in "iptables 127.0.0.2 127.0.0.3" "ip6tables ::2 ::3"; do
 			set -- $t
 			printf "*filter\n:RDMIGWARM - [0:0]\n-A RDMIGWARM -p tcp -s %s --sport 1 -d %s --dport 1 -j DROP\n-A RDMIGWARM -m mark --mark 0xC114 -j ACCEPT\nCOMMIT\n" "$2" "$3" |

@@ -56,7 +56,7 @@ pub const MIGRATION_WORK_DIR: &str = "/tmp/rdmig-agent";
 /// The node's rdmig journal (the agent's and `rdmig migrate`'s): on the node's own /run, which
 /// lives as long as the node (the default under /var/lib is the host's read-only root here).
 pub const NODE_JOURNAL: &str = "/run/rdmig/journal.db";
-/// The node's settings of the installed agent unit, in its share (`up --installed`).
+/// The node's settings of the installed agent unit, in its share (`up`, not `--from-build`).
 pub const AGENT_ENV_FILE: &str = "agent.env";
 /// More flags for the migration agent, in the node's share, white-space separated: read each
 /// time the agent is (re)started. A scenario that waits out one of the agent's timeouts (its

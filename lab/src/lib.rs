@@ -57,6 +57,19 @@ const STATE_VERSION: u32 = 1;
 pub const AGENT_PORT: u16 = 7700;
 
 /// Options of `rdmig lab up`.
+/// What of rdmig a lab's nodes run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Product {
+    /// The rdmig package installed on this host (see [`find_installed`]), as a site runs it: its
+    /// binary, its CRIU plugin from CRIU's own directory, and its agent as the systemd unit
+    /// starts it.
+    #[default]
+    Installed,
+    /// A developer's shortcut (`up --from-build`): the rdmig built beside rdmig-lab, copied into
+    /// the lab share, its plugin given to CRIU with `-L`, its agent started with the lab's flags.
+    Build,
+}
+
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub nodes: usize,
@@ -73,10 +86,8 @@ pub struct UpOptions {
     pub rxe: RxeChoice,
     /// Draw progress bars (a terminal) or print a line per step (logs, CI).
     pub progress: bool,
-    /// The nodes run the rdmig package installed on this host (see [`find_installed`]): its
-    /// binary, its CRIU plugin from CRIU's directory and its agent as the systemd unit starts it.
-    /// Otherwise (the default, a developer's shortcut) the build's snapshot in the lab share.
-    pub installed: bool,
+    /// What of rdmig the nodes run.
+    pub product: Product,
     /// How the nodes cache the host's root.
     pub root_cache: RootCache,
 }
@@ -137,7 +148,11 @@ pub const AGENT_UNIT: &str = "rdmig-agent.service";
 /// The installed rdmig package: its version, the agent unit (parsed, so a unit the lab cannot
 /// start is refused here), the program and settings file the unit names, and the plugin.
 pub fn find_installed() -> Result<Installed, LabError> {
-    let fix = || "build and install it: packaging/build-deb.sh --install (scripts/test.sh installs its own build's)".to_string();
+    let fix = || {
+        "build and install it: packaging/build-deb.sh --install (scripts/test.sh and scripts/demo.sh install their own build's); \
+         or run the build's snapshot instead: rdmig-lab up --from-build"
+            .to_string()
+    };
     let out = std::process::Command::new("dpkg-query").args(["-W", "-f=${db:Status-Abbrev} ${Version}", "rdmig"]).output();
     let version = match out {
         Ok(o) if o.status.success() && String::from_utf8_lossy(&o.stdout).starts_with("ii ") => String::from_utf8_lossy(&o.stdout)[3..].trim().to_string(),
@@ -172,7 +187,7 @@ pub fn find_installed() -> Result<Installed, LabError> {
 /// A node's copy of the installed settings file, with the node's own values.
 fn node_agent_env(installed: &Installed, node: &plan::NodePlan, nodes: usize, peers: &[String]) -> Result<String, LabError> {
     let text = fs::read_to_string(&installed.env_file).map_err(|e| LabError::io(format!("read {}", installed.env_file.display()), e))?;
-    let header = format!("# {} for {} (written by rdmig-lab up --installed)\n", installed.env_file.display(), node.name);
+    let header = format!("# {} for {} (written by rdmig-lab up)\n", installed.env_file.display(), node.name);
     Ok(header
         + &unit::set_in_environment_file(
             &text,
@@ -205,7 +220,7 @@ pub struct LabState {
     pub token: String,
     /// The rdmig binary as the nodes see it (a snapshot in the lab share, or the installed one).
     pub rdmig_bin: PathBuf,
-    /// The version of the installed rdmig package the nodes run (`up --installed`).
+    /// The version of the installed rdmig package the nodes run (None: `up --from-build`).
     #[serde(default)]
     pub installed: Option<String>,
     pub plan: LabPlan,
@@ -230,7 +245,7 @@ pub struct UpReport {
     pub accel: Accel,
     pub accel_reason: String,
     pub rxe: Vec<PathBuf>,
-    /// The installed package the nodes run (`--installed`), else None: the build's snapshot.
+    /// The installed package the nodes run, or None: the build's snapshot (`--from-build`).
     pub installed: Option<Installed>,
     /// The rdmig the nodes run.
     pub rdmig: PathBuf,
@@ -471,15 +486,14 @@ impl Lab {
                 return Err(LabError::Invalid(format!("rxe module {} is not an existing absolute path", m.display())));
             }
         }
-        let installed = if o.installed {
-            if o.rxe == RxeChoice::Stock {
-                return Err(LabError::Invalid(
-                    "--installed runs the packaged agent with a number range, which needs rdmig's rdma_rxe: not with --rxe stock".into(),
-                ));
-            }
-            Some(find_installed()?)
-        } else {
-            None
+        if o.product == Product::Installed && o.rxe == RxeChoice::Stock {
+            return Err(LabError::Invalid(
+                "the installed agent runs with a number range, which needs rdmig's rdma_rxe: stock rdma_rxe only with --from-build".into(),
+            ));
+        }
+        let installed = match o.product {
+            Product::Installed => Some(find_installed()?),
+            Product::Build => None,
         };
         // This lab binary and the product it runs in the nodes are built side by side.
         let lab_bin = std::env::current_exe().map_err(|e| LabError::io("locate the rdmig-lab binary", e))?;
@@ -526,8 +540,9 @@ impl Lab {
         // /run, where the lab directory is, is not visible in the nodes).
         // Likewise the rxe modules: the nodes mount tmpfs over /tmp, /run and /root, so a
         // checkout there is invisible to them; the share is visible wherever the repo lives.
-        // With --installed the snapshot holds only the lab's own programs: rdmig and its plugin
-        // come from the package (dpkg replaces files by renaming, so nothing is torn there).
+        // Running the installed package (the default), the snapshot holds only the lab's own
+        // programs: rdmig and its plugin come from the package (dpkg replaces files by
+        // renaming, so nothing is torn there).
         let staged = snapshot_binaries(&rdmig_bin, &dir.join("shared").join("bin"), installed.is_none())
             .and_then(|_| stage_files(&rxe_modules, &dir.join("shared").join("modules"), "modules"));
         let snapshot = PathBuf::from(LAB_SHARE_IN_NODE).join("bin");

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use rdmig_lab::perftest::{PerftestOptions, PerftestReport};
 use rdmig_lab::proto::{ExecSpec, NodeStatus};
-use rdmig_lab::{Accel, Lab, Output, RootCache, RxeChoice, UpOptions, DEFAULT_BASE, TCG_CPU};
+use rdmig_lab::{Accel, Lab, Output, Product, RootCache, RxeChoice, UpOptions, DEFAULT_BASE, TCG_CPU};
 
 #[derive(Parser)]
 #[command(
@@ -25,8 +25,9 @@ use rdmig_lab::{Accel, Lab, Output, RootCache, RxeChoice, UpOptions, DEFAULT_BAS
     about = "A lab of SoftRoCE nodes in virtual machines (root needed), to run rdmig on",
     long_about = "rdmig-lab boots SoftRoCE nodes as qemu virtual machines on this machine (TCG, \
                   Debian's 6.1 kernel, the host's root read-only), joined by a VXLAN overlay in a \
-                  network namespace of their own; each node runs rdmig's agent. Nothing it sends \
-                  leaves this machine."
+                  network namespace of their own; each node runs rdmig's agent, from the rdmig \
+                  package installed on this machine (or, with `up --from-build`, from the build \
+                  beside rdmig-lab). Nothing it sends leaves this machine."
 )]
 struct Cli {
     /// Log filter (error, warn, info, debug, trace, or a tracing directive).
@@ -111,12 +112,17 @@ enum LabCmd {
         /// Load these module files instead (repeat, in load order; absolute paths).
         #[arg(long = "rxe-module", conflicts_with = "rxe")]
         rxe_modules: Vec<PathBuf>,
-        /// Run the rdmig package installed on this host, as a site would: its /usr/bin/rdmig, its
-        /// CRIU plugin from CRIU's directory, and its agent started as rdmig-agent.service starts
-        /// it, with each node's own /etc/rdmig/agent.env (packaging/build-deb.sh --install makes
-        /// and installs the package; scripts/test.sh does for its build). Without it the nodes
-        /// run the build's snapshot (target/).
+        /// Developer's shortcut: the nodes run the rdmig built beside this rdmig-lab (target/),
+        /// copied into the lab, with its plugin given to CRIU by -L. Without it (the default)
+        /// they run the rdmig package installed on this host, as a site would: its
+        /// /usr/bin/rdmig, its CRIU plugin from CRIU's own directory, and its agent started as
+        /// rdmig-agent.service starts it, with each node's own /etc/rdmig/agent.env
+        /// (packaging/build-deb.sh --install makes and installs the package; scripts/test.sh
+        /// and scripts/demo.sh do for their build).
         #[arg(long)]
+        from_build: bool,
+        /// The installed package (the default; for scripts that say so).
+        #[arg(long, hide = true, conflicts_with = "from_build")]
         installed: bool,
         /// How the nodes cache the host's root (9p, read-only). loose is much faster under TCG;
         /// with it, a host file changed while the lab is up may stay stale in the nodes (restart
@@ -276,7 +282,22 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
         LabCmd::GuestAgent { config } => {
             rdmig_lab::guest::run(&config).await?;
         }
-        LabCmd::Up { nodes, memory, cpus, accel, tcg_cpu, kernel, boot_timeout, keep_on_failure, rxe, rxe_modules, installed, root_cache, json } => {
+        LabCmd::Up {
+            nodes,
+            memory,
+            cpus,
+            accel,
+            tcg_cpu,
+            kernel,
+            boot_timeout,
+            keep_on_failure,
+            rxe,
+            rxe_modules,
+            from_build,
+            installed: _,
+            root_cache,
+            json,
+        } => {
             let rxe = if !rxe_modules.is_empty() {
                 RxeChoice::Modules(rxe_modules)
             } else if rxe == RxeArg::Stock {
@@ -295,7 +316,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
                 keep_on_failure,
                 rxe,
                 progress: !json,
-                installed,
+                product: if from_build { Product::Build } else { Product::Installed },
                 root_cache,
             };
             if !json {

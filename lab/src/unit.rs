@@ -1,7 +1,7 @@
 //! The part of systemd's unit syntax that starting a simple service takes: `ExecStart=`,
 //! `EnvironmentFile=` and `Environment=` of `[Service]`, and the expansion of `${VAR}` and `$VAR`
 //! in the command line. The lab's nodes have no systemd (their PID 1 is a shell script), so with
-//! `rdmig-lab up --installed` they start the installed package's `rdmig-agent.service` with this,
+//! `rdmig-lab up` (its default) they start the installed package's `rdmig-agent.service` with this,
 //! as systemd would (systemd.service(5) "Command lines", systemd.exec(5) "Environment").
 //!
 //! Anything this does not understand in those three settings is refused, not guessed: specifiers

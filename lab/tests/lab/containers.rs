@@ -8,7 +8,8 @@
 //! commands get them as `CONTAINERS_CONF` / `CONTAINERS_STORAGE_CONF`, `rdmig migrate
 //! --container` and the destination's agent as `--containers-conf` / `--containers-storage-conf`.
 //!
-//! Runs on the lab the installed-package scenario brought up, after it.
+//! Runs on the suite's lab, whose nodes run the installed package (CRIU finds the plugin
+//! there by itself).
 
 use std::time::{Duration, Instant};
 

@@ -58,10 +58,16 @@ impl Ctx {
         })
     }
 
-    /// A tool of the lab's snapshot (what the nodes run), e.g. "rdmig-vtest".
+    /// A program's path as the nodes see it: "rdmig" (the installed one, or the build's with
+    /// `up --from-build`), or one of the lab's own tools, e.g. "rdmig-vtest" (the snapshot).
     pub fn lab_tool(&self, name: &str) -> String {
         let st = self.lab.load().expect("the lab is up");
-        st.rdmig_bin.with_file_name(name).display().to_string()
+        if name == "rdmig" {
+            // The installed /usr/bin/rdmig, or the build's snapshot (`up --from-build`).
+            return st.rdmig_bin.display().to_string();
+        }
+        // The lab's own programs are in the share's snapshot whatever rdmig the nodes run.
+        std::path::Path::new(rdmig_lab::LAB_SHARE_IN_NODE).join("bin").join(name).display().to_string()
     }
 
     /// Copies a host file into the lab share and returns its path in the nodes: the nodes cannot

@@ -1,33 +1,29 @@
-//! rdmig as a site installs it (issue 21): the lab is brought up again with `--installed`, so the
-//! nodes run the rdmig package installed on the host (this build's, as scripts/test.sh installs
-//! it with `packaging/build-deb.sh --profile dev --install`): the agent started as the installed
-//! `rdmig-agent.service` starts it, with each node's own `/etc/rdmig/agent.env`, `/usr/bin/rdmig`,
-//! and the CRIU plugin from CRIU's own directory, found by CRIU without `-L`. An `ib_send_bw`
-//! server then migrates mid-run and both sides finish with exactly the iterations they were asked
-//! for.
+//! rdmig as a site installs it (issue 21). The suite's lab runs the rdmig package installed on
+//! the host (this build's, as scripts/test.sh installs it with `packaging/build-deb.sh --profile
+//! dev --install`; `up` checks that it is): every node's agent started as the installed
+//! `rdmig-agent.service` starts it, with the node's own `/etc/rdmig/agent.env`, `/usr/bin/rdmig`,
+//! and the CRIU plugin from CRIU's own directory, found by CRIU without `-L`. So every migration
+//! of the suite, the `ib_send_bw` moves of e2e.rs among them, runs what dpkg installed.
 //!
-//! It replaces the suite's lab, so it runs after the other scenarios (before the last two, which
-//! bring up and remove labs of their own).
+//! This scenario checks that, late in the suite: after the fault scenarios have killed and
+//! restarted agents, and after the suite's migrations, none of which may have made a copy of a
+//! plugin for `-L`.
 
 use std::path::Path;
-use std::thread;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
-use serde_json::Value;
 
-use crate::harness::{perftest_iterations, proc_state, share, spawn, wait_gone, wait_until, Ctx, Scenario, LAB_BASE, LAB_NAME};
+use crate::harness::{share, spawn, wait_until, Ctx, Scenario};
+use crate::migration::{kill, migrate, start_workload, verify_workload};
 
-pub const SCENARIOS: &[Scenario] = &[("installed_package_agent_and_plugin_migrate_ib_send_bw", installed_package_agent_and_plugin_migrate_ib_send_bw)];
-
-const SERVICE_ADDR: &str = "10.0.1.7";
-const ITERS: u64 = 100_000;
+pub const SCENARIOS: &[Scenario] = &[("installed_package_agent_and_plugin_on_every_node", installed_package_agent_and_plugin_on_every_node)];
 
 /// How to install this build's package, as scripts/test.sh does before the lab tests.
 const INSTALL: &str = "cargo build --workspace --all-targets --locked && packaging/build-deb.sh --profile dev --install (scripts/test.sh does)";
 
 /// dpkg's idea of the installed rdmig package: "0.1.0-1".
-fn installed_version() -> Result<String> {
+pub(crate) fn installed_version() -> Result<String> {
     let o = std::process::Command::new("dpkg-query").args(["-W", "-f=${Version}", "rdmig"]).output()?;
     ensure!(o.status.success(), "the rdmig package is not installed on this host: {INSTALL}");
     Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
@@ -43,11 +39,12 @@ fn build_id(path: &Path) -> Result<String> {
         .with_context(|| format!("{} has no GNU build ID", path.display()))
 }
 
-/// The installed rdmig and plugin are the ones built beside this test's rdmig-lab, so the test
+/// The installed rdmig and plugin are the ones built beside this test's rdmig-lab, so the suite
 /// checks this tree's code and not whatever package was installed before.
-fn installed_is_this_build(c: &Ctx) -> Result<()> {
+pub(crate) fn installed_is_this_build(c: &Ctx) -> Result<()> {
     let built = c.bin.parent().context("rdmig-lab has no directory")?;
     for (installed, name) in [("/usr/bin/rdmig", "rdmig"), ("/usr/lib/criu/librdmig_criu.so", "librdmig_criu.so")] {
+        ensure!(Path::new(installed).is_file(), "{installed} is missing: the rdmig package is not installed on this host: {INSTALL}");
         let (i, b) = (build_id(Path::new(installed))?, build_id(&built.join(name))?);
         ensure!(i == b, "the installed {installed} (build ID {i}) is not this build's {} ({b}): {INSTALL}", built.join(name).display());
     }
@@ -72,14 +69,14 @@ fn installed_man_pages() -> Result<()> {
     Ok(())
 }
 
-fn installed_package_agent_and_plugin_migrate_ib_send_bw(c: &Ctx) -> Result<()> {
+fn installed_package_agent_and_plugin_on_every_node(c: &Ctx) -> Result<()> {
     let version = installed_version()?;
     installed_is_this_build(c)?;
     installed_man_pages()?;
-    let r: Value = serde_json::from_str(&c.rdmig_ok(&["up", "--nodes", "3", "--memory", "1536", "--installed", "--json"])?)?;
-    ensure!(r["installed"]["version"] == version.as_str(), "up did not use the installed package {version}: {}", r["installed"]);
-    ensure!(r["rdmig"] == "/usr/bin/rdmig", "the nodes' rdmig: {}", r["rdmig"]);
-    let unit = r["installed"]["unit"].as_str().context("no unit")?.to_string();
+    let st = c.lab.load()?;
+    ensure!(st.installed.as_deref() == Some(version.as_str()), "the lab does not run the installed package {version}: {:?}", st.installed);
+    ensure!(st.rdmig_bin == Path::new("/usr/bin/rdmig"), "the nodes' rdmig: {}", st.rdmig_bin.display());
+    let unit = rdmig_lab::find_installed()?.unit.display().to_string();
     println!("  package rdmig {version}, agent unit {unit}");
 
     // The snapshot holds only the lab's own programs, not rdmig or its plugin.
@@ -145,75 +142,26 @@ fn installed_package_agent_and_plugin_migrate_ib_send_bw(c: &Ctx) -> Result<()> 
     ensure!(log.contains("rdmig_rxe") && log.contains("loaded for dump"), "the installed plugin did not load by itself:\n{log}");
     println!("  criu dump without -L loaded rdmig's plugin from /usr/lib/criu");
 
-    // The migration: ib_send_bw -b, server on the movable address on node1, client on node2.
-    let gid = |node: &str, ip: &str| -> Result<String> { Ok(c.exec_ok(node, &["/usr/bin/rdmig", "rxe", "gid-index", "--ip", ip])?.trim().to_string()) };
-    c.rdmig_ok(&["addr", "add", "node1", SERVICE_ADDR])?;
-    let (sg, cg) = (gid("node1", SERVICE_ADDR)?, gid("node2", "10.0.1.12")?);
-    let n = ITERS.to_string();
-    for f in ["inst-server.log", "inst-client.log"] {
-        let _ = std::fs::remove_file(share().join(f));
-    }
-    let server = spawn(
-        c,
-        "node1",
-        Some("/mnt/lab/inst-server.log"),
-        &["ib_send_bw", crate::harness::PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &sg, "-s", "4096", "-n", &n, "-b"],
-    )?;
-    wait_until("ib_send_bw to listen", Duration::from_secs(30), || Ok(!c.exec_ok("node1", &["ss", "-Hltn", "sport = :18515"])?.trim().is_empty()))?;
-    let client = spawn(
-        c,
-        "node2",
-        Some("/mnt/lab/inst-client.log"),
-        &["ib_send_bw", crate::harness::PERFTEST_KEEP_GOING, "-d", "rxe0", "-x", &cg, "-s", "4096", "-n", &n, "-b", SERVICE_ADDR],
-    )?;
-    wait_until("the transfer to start", Duration::from_secs(60), || {
-        let st = c.exec_ok("node1", &["/usr/bin/rdmig", "softroce", "status"])?;
-        Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={server}")) && l.contains("state=rts")))
-    })?;
-    thread::sleep(Duration::from_secs(2));
-
-    let p = server.to_string();
-    let o = std::process::Command::new(&c.bin)
-        .args([
-            "--name",
-            LAB_NAME,
-            "--dir",
-            LAB_BASE,
-            "on",
-            "node1",
-            "--to-node",
-            "node3",
-            "--",
-            "migrate",
-            &p,
-            "--json",
-            "--tcp-established",
-            "--move-addr",
-            SERVICE_ADDR,
-        ])
-        .output()?;
-    let code = o.status.code().unwrap_or(-1);
-    let rep: Value = serde_json::from_slice(&o.stdout)
-        .with_context(|| format!("migrate printed no report (exit {code}):\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))?;
-    ensure!(code == 0 && rep["outcome"]["outcome"] == "migrated", "migration node1 -> node3: exit {code}, {}", rep["outcome"]);
-    ensure!(proc_state(c, "node1", server)?.is_none(), "the source copy still exists on node1");
-    ensure!(proc_state(c, "node3", server)?.is_some(), "pid {server} does not run on node3");
-    println!("  node1 -> node3: downtime {:.0} ms", rep["summary"]["downtime_ns"].as_f64().unwrap_or(f64::NAN) / 1e6);
-    // No copy of a plugin was made for -L on either side: CRIU used the installed one.
-    for (node, dir) in [("node1", "/tmp/rdmig-migrate"), ("node3", "/tmp/rdmig-agent")] {
-        let found = c.rdmig(&["exec", node, "--", "find", dir, "-name", "criu-plugins"])?;
+    // A migration of its own (the suite's ib_send_bw moves came before it): a workload that
+    // checks every byte of its memory, node1 -> node3.
+    let pid = start_workload(c, "node1", "16M", "1M", "inst-workload.json")?;
+    let moved = (|| -> Result<()> {
+        let (code, r) = migrate(c, pid, "node1", "node3", &[])?;
+        ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "migration node1 -> node3: exit {code}, {}", r["outcome"]);
+        let v = verify_workload(c, "node3", pid, "inst-workload.json")?;
+        ensure!(v["ok"] == true && v["verified_pages"] == 4096 && v["bad_pages"] == 0, "the workload's memory at node3: {v}");
+        Ok(())
+    })();
+    kill(c, "node3", pid);
+    kill(c, "node1", pid);
+    moved?;
+    println!("  a workload moved node1 -> node3 with every byte intact");
+    // No copy of a plugin was made for -L on any node, by this migration or any of the suite's:
+    // CRIU used the installed one (a copy, once made, stays in its work directory).
+    for node in ["node1", "node2", "node3"] {
+        let found = c.rdmig(&["exec", node, "--", "find", "/tmp/rdmig-migrate", "/tmp/rdmig-agent", "-name", "criu-plugins"])?;
         ensure!(String::from_utf8_lossy(&found.stdout).trim().is_empty(), "{node} made a plugin directory for -L: {}", String::from_utf8_lossy(&found.stdout));
     }
-
-    for (node, pid) in [("node3", server), ("node2", client)] {
-        wait_gone(c, node, pid, Duration::from_secs(400))?;
-    }
-    for (who, f) in [("server", "inst-server.log"), ("client", "inst-client.log")] {
-        let out = std::fs::read_to_string(share().join(f))?;
-        ensure!(perftest_iterations(&out) == Some(ITERS), "{who} did not finish {ITERS} iterations:\n{out}");
-        ensure!(!out.to_lowercase().contains("error") && !out.contains("Couldn't"), "{who} reported an error:\n{out}");
-    }
-    println!("  both sides finished {ITERS} iterations");
-    let _ = c.rdmig(&["addr", "del", "node3", SERVICE_ADDR]);
+    println!("  no migration on any node made a copy of the plugin for -L");
     Ok(())
 }

@@ -52,9 +52,14 @@ fn context_kind(j: &serde_json::Value) -> Result<&serde_json::Value> {
     Ok(&ctx["kind"])
 }
 
-/// Copies the built plugin alone into a directory of the share (CRIU loads every *.so of its
-/// plugin directory) and returns that directory as the nodes see it.
+/// The plugin directory to give CRIU (`-L`): CRIU's own, where the installed package put the
+/// plugin, when the nodes run that package (the suite's lab); with `up --from-build`, a
+/// directory of the share with a copy of the built plugin alone (CRIU loads every *.so of its
+/// plugin directory).
 fn plugin_dir(c: &Ctx) -> Result<&'static str> {
+    if c.lab.load()?.installed.is_some() {
+        return Ok(rdmig::criu::CRIU_PLUGIN_DIR);
+    }
     let so = c.bin.with_file_name("librdmig_criu.so");
     ensure!(so.exists(), "{} is missing: run `cargo build --workspace` first", so.display());
     let dir = share().join("criu-plugins");

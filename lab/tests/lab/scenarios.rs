@@ -75,11 +75,20 @@ fn json(s: &str) -> Result<Value> {
 /// `rdmig lab up` for 3 nodes: all nodes ready; the time is printed against the 2-minute target
 /// (a target, measured here, not asserted: a slow machine is not a broken lab).
 fn up(c: &Ctx) -> Result<()> {
+    // The nodes run the rdmig package installed on this host (up's default, as a site runs
+    // it): it must be this build's, or the suite would test whatever was installed before.
+    crate::installed::installed_is_this_build(c)?;
     let t = Instant::now();
     // 1.5 GiB per node: migration scenarios hold a workload of up to 192 MiB plus its images.
     let out = c.rdmig_ok(&["up", "--nodes", "3", "--memory", "1536", "--json"])?;
     let secs = t.elapsed().as_secs_f64();
     let r = json(&out)?;
+    ensure!(
+        r["rdmig"] == "/usr/bin/rdmig" && r["installed"]["version"].is_string(),
+        "the nodes do not run the installed package: {} {}",
+        r["rdmig"],
+        r["installed"]
+    );
     let nodes = r["nodes"].as_array().context("nodes")?;
     ensure!(nodes.len() == 3, "expected 3 nodes, got {}", nodes.len());
     for n in nodes {
