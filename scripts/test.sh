@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing, checks formatting and lints, builds, runs the
 # unit tests, packages the build and installs the rdmig package on this machine (the lab's nodes
-# boot with its root), and runs the lab tests (virtual machines with SoftRoCE) while it fuzzes the
-# parsers briefly at low priority beside them (fuzz/run.sh). This is what .ci/run runs.
+# boot with its root and run it), and runs the lab tests (virtual machines with SoftRoCE) while,
+# at low priority beside them, it fuzzes the parsers briefly (fuzz/run.sh) and runs the DKMS
+# install of our modules as softroce/README.md gives it (scripts/check-dkms.sh). This is what
+# .ci/run runs.
 #
 #   scripts/test.sh                     everything
 #   scripts/test.sh --repeat N NAME...  only the lab scenarios whose names contain a NAME, each N
@@ -11,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then
-	sed -n '2,10s/^# \{0,1\}//p' "$0"
+	sed -n '2,12s/^# \{0,1\}//p' "$0"
 	exit 0
 fi
 t0=$(date +%s)
@@ -76,15 +78,27 @@ fuzz_log=$(mktemp)
 # `cargo install cargo-fuzz`) would make it wait for the package cache's lock.
 setsid sh -c "sleep 30; exec $lowest fuzz/run.sh 40" >"$fuzz_log" 2>&1 &
 fuzz_pid=$!
-trap 'kill -- -"$fuzz_pid" 2>/dev/null || true; rm -f "$fuzz_log"' EXIT
+# Likewise softroce/README.md's DKMS steps, run as written for the lab's kernel and checked
+# (scripts/check-dkms.sh): in a mount namespace of their own, so neither this machine's modules
+# nor those the lab's nodes see change.
+stage "DKMS (softroce/README.md's steps, in the background under $lowest: scripts/check-dkms.sh)"
+dkms_log=$(mktemp)
+setsid sh -c "exec $lowest scripts/check-dkms.sh" >"$dkms_log" 2>&1 &
+dkms_pid=$!
+trap 'kill -- -"$fuzz_pid" -"$dkms_pid" 2>/dev/null || true; rm -f "$fuzz_log" "$dkms_log"' EXIT
 stage "lab tests"
 lab=0
 wcargo test --workspace --test lab --locked || lab=$?
-stage "fuzz (waiting for it to end)"
+stage "fuzz and DKMS (waiting for them to end)"
 fuzz=0
 wait "$fuzz_pid" || fuzz=$?
 cat "$fuzz_log"
+dkms=0
+wait "$dkms_pid" || dkms=$?
+# Its commands' output only when it failed; else its verdict.
+if [ "$dkms" -eq 0 ]; then tail -n 1 "$dkms_log"; else cat "$dkms_log"; fi
 [ "$fuzz" -eq 0 ] || echo "test.sh: the fuzzing failed (exit $fuzz): see above" >&2
+[ "$dkms" -eq 0 ] || echo "test.sh: the DKMS check failed (exit $dkms): see above" >&2
 [ "$lab" -eq 0 ] || echo "test.sh: lab tests failed (exit $lab)" >&2
-[ "$lab" -eq 0 ] && [ "$fuzz" -eq 0 ] || exit 1
+[ "$lab" -eq 0 ] && [ "$fuzz" -eq 0 ] && [ "$dkms" -eq 0 ] || exit 1
 stage "done"
