@@ -40,7 +40,7 @@ grep -q '^dkms install ' <<<"$steps" || die "the README's block has no dkms inst
 # extracted kernel sources take some hundreds of MiB).
 scratch=$(mktemp -d /var/tmp/rdmig-check-dkms.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
-mkdir -p /var/lib/dkms 2>/dev/null || true
+[ -d /var/lib/dkms ] || die "/var/lib/dkms is missing: apt-get install dkms (scripts/setup.sh does)"
 i=0
 for d in /usr/src /var/lib/dkms "$(readlink -f "/lib/modules/$kver")"; do
 	i=$((i + 1))

@@ -56,7 +56,6 @@ const STATE_VERSION: u32 = 1;
 /// Port of the guest agents, on the underlay only.
 pub const AGENT_PORT: u16 = 7700;
 
-/// Options of `rdmig lab up`.
 /// What of rdmig a lab's nodes run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Product {
@@ -70,6 +69,7 @@ pub enum Product {
     Build,
 }
 
+/// Options of `rdmig lab up`.
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub nodes: usize,
