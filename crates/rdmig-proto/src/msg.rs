@@ -359,11 +359,14 @@ pub enum Request {
     /// Restores container `container` from the Podman checkpoint archive `archive` (a file of
     /// this migration) with `podman container restore --import`, after the moved address came
     /// up; `Restored` with the container's process, or `Failed` (nothing of it left here).
+    /// `previous`: the pre-checkpoint archive the checkpoint was taken against (pre-copy),
+    /// also a file of this migration (`--import-previous`).
     RestoreContainer {
         id: MigrationId,
         archive: RelPath,
         container: ContainerRef,
         opts: RestoreOpts,
+        previous: Option<RelPath>,
     },
 }
 
@@ -573,9 +576,12 @@ impl Request {
                 }
             }
             Request::CheckContainer { container } => container.validate()?,
-            Request::RestoreContainer { id, archive, container, opts } => {
+            Request::RestoreContainer { id, archive, container, opts, previous } => {
                 id.validate()?;
                 archive.validate()?;
+                if let Some(p) = previous {
+                    p.validate()?;
+                }
                 container.validate()?;
                 if let Some(m) = &opts.move_addr {
                     m.validate()?;
@@ -640,6 +646,15 @@ mod tests {
             archive: RelPath("../x".into()),
             container: r("srv", &id),
             opts: RestoreOpts::default(),
+            previous: None,
+        };
+        assert!(decode::<Request>(&enc(&req)).unwrap().validate().is_err());
+        let req = Request::RestoreContainer {
+            id: MigrationId::new("m-1").unwrap(),
+            archive: RelPath("final/container-checkpoint.tar".into()),
+            container: r("srv", &id),
+            opts: RestoreOpts::default(),
+            previous: Some(RelPath("pre-1/../../x".into())),
         };
         assert!(decode::<Request>(&enc(&req)).unwrap().validate().is_err());
     }

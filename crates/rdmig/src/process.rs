@@ -49,13 +49,28 @@ pub fn boot_id() -> String {
 
 /// The command lines (arguments, `criu` first) of the CRIU processes running here.
 fn criu_command_lines() -> Vec<Vec<Vec<u8>>> {
+    command_lines_of(b"criu")
+}
+
+/// The argument vectors of the processes here whose program is named `prog`.
+fn command_lines_of(prog: &[u8]) -> Vec<Vec<Vec<u8>>> {
     let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
     rd.flatten()
         .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .map(|cmd| cmd.split(|&b| b == 0).map(<[u8]>::to_vec).collect::<Vec<_>>())
-        .filter(|args| args.first().is_some_and(|a| a.rsplit(|&b| b == b'/').next() == Some(&b"criu"[..])))
+        .filter(|args| args.first().is_some_and(|a| a.rsplit(|&b| b == b'/').next() == Some(prog)))
         .collect()
+}
+
+/// Whether a `podman container checkpoint` or `restore` of container `name` (or of its ID) runs
+/// here: a checkpoint that outlived the `rdmig migrate` that started it (CRIU, which runc
+/// starts as `criu swrk`, names no process on its command line).
+pub fn podman_works_on(name: &str, id: Option<&str>) -> bool {
+    command_lines_of(b"podman").iter().any(|args| {
+        let has = |w: &str| args.iter().any(|a| a == w.as_bytes());
+        (has("checkpoint") || has("restore")) && (has(name) || id.is_some_and(has))
+    })
 }
 
 /// Whether a CRIU process (a dump, a pre-dump) runs on the tree of process `pid` here: its

@@ -15,11 +15,11 @@ fn migrate(args: &[&str]) -> std::process::Output {
 }
 
 #[test]
-fn a_container_with_precopy_is_refused_with_the_reason() {
-    let o = migrate(&["--container", "web", "--strategy", "precopy", "--to", "127.0.0.1:1"]);
+fn a_container_with_a_page_stream_is_refused_with_the_reason() {
+    let o = migrate(&["--container", "web", "--page-stream", "--to", "127.0.0.1:1"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "accepted: {err}");
-    assert!(err.contains("container web can only move stop-and-copy"), "{err}");
+    assert!(err.contains("container web's pages travel in Podman's checkpoint archive"), "{err}");
 }
 
 #[test]
@@ -28,4 +28,5 @@ fn help_says_which_strategy_is_the_default() {
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success());
     assert!(out.contains("precopy for a process, stop-and-copy for a container"), "{out}");
+    assert!(out.contains("--pre-checkpoint"), "{out}");
 }

@@ -19,8 +19,13 @@ use serde_json::Value;
 
 use crate::harness::{perftest_calibration, perftest_iterations, share, spans, Ctx, Scenario, LAB_BASE, LAB_NAME, PERFTEST_KEEP_GOING};
 
-pub const SCENARIOS: &[Scenario] =
-    &[("container_rdmig_migrate_podman_server_rolled_back_refused_then_moved", container_rdmig_migrate_podman_server_rolled_back_refused_then_moved)];
+pub const SCENARIOS: &[Scenario] = &[
+    ("container_rdmig_migrate_podman_server_rolled_back_refused_then_moved", container_rdmig_migrate_podman_server_rolled_back_refused_then_moved),
+    (
+        "container_rdmig_migrate_podman_one_way_server_killed_recovered_then_pre_checkpointed",
+        container_rdmig_migrate_podman_one_way_server_killed_recovered_then_pre_checkpointed,
+    ),
+];
 
 /// The address the server's container listens on, which moves with it.
 const SERVICE_ADDR: &str = "10.0.1.7";
@@ -204,9 +209,9 @@ fn state(c: &Ctx, node: &str, name: &str) -> Result<Option<String>> {
     Ok(o.status.success().then(|| String::from_utf8_lossy(&o.stdout).trim().to_string()))
 }
 
-/// `rdmig migrate --container ctr-srv` from node1 to node3; its exit code and report.
-fn migrate_container(c: &Ctx) -> Result<(i32, Value)> {
-    let a = [
+/// `rdmig migrate --container ctr-srv [EXTRA]` from node1 to node3; its exit code and report.
+fn migrate_container(c: &Ctx, extra: &[&str]) -> Result<(i32, Value)> {
+    let mut a = vec![
         "--name",
         LAB_NAME,
         "--dir",
@@ -231,6 +236,7 @@ fn migrate_container(c: &Ctx) -> Result<(i32, Value)> {
         "--containers-storage-conf",
         STORAGE_CONF,
     ];
+    a.extend_from_slice(extra);
     let t0 = Instant::now();
     let o = std::process::Command::new(&c.bin).args(a).output()?;
     let code = o.status.code().unwrap_or(-1);
@@ -271,7 +277,7 @@ fn rdmig_migrate_podman(c: &Ctx) -> Result<()> {
     let begun = || crate::faults::agent_log("node3").matches("migration begins").count();
     let before = begun();
     let (code, r) = std::thread::scope(|s| -> Result<(i32, Value)> {
-        let m = s.spawn(|| migrate_container(c));
+        let m = s.spawn(|| migrate_container(c, &[]));
         crate::harness::wait_until("the migration to begin at node3", Duration::from_secs(300), || Ok(begun() > before || m.is_finished()))?;
         podman(c, "node3", &["create", "--name", "ctr-srv", IMAGE, "true"])?;
         m.join().map_err(|_| anyhow::anyhow!("the migration's thread panicked"))?
@@ -287,7 +293,7 @@ fn rdmig_migrate_podman(c: &Ctx) -> Result<()> {
     println!("  rolled back: ctr-srv runs on node1 again ({reason})");
 
     let pid = server_pid(c, "node1")?;
-    let (code, r) = migrate_container(c)?;
+    let (code, r) = migrate_container(c, &[])?;
     let reason = r["outcome"]["reason"].as_str().unwrap_or_default();
     ensure!(code == 2 && r["outcome"]["outcome"] == "refused", "to node3 with a ctr-srv there: exit {code}, {}", r["outcome"]);
     ensure!(reason.contains("a container named ctr-srv exists here already"), "the refusal's reason: {reason}");
@@ -295,7 +301,7 @@ fn rdmig_migrate_podman(c: &Ctx) -> Result<()> {
     println!("  refused: {reason}");
     podman(c, "node3", &["rm", "ctr-srv"])?;
 
-    let (code, r) = migrate_container(c)?;
+    let (code, r) = migrate_container(c, &[])?;
     let moved = Instant::now();
     ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "to node3: exit {code}, {}", r["outcome"]);
     ensure!(r["strategy"] == "stop-and-copy" && r["final_bytes"].as_u64().unwrap_or(0) > 0, "report: {} {}", r["strategy"], r["final_bytes"]);
@@ -313,6 +319,139 @@ fn rdmig_migrate_podman(c: &Ctx) -> Result<()> {
     benchmark_finishes(c, "node3", iters)?;
     // The margin its count left (what a smaller count would save, and risk).
     println!("  the benchmark ended {:.0} s after the last move", moved.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// An `ib_send_bw` server without `-b` (it only receives: its QP stays in RTR) in container
+/// ctr-srv on node1, its client in a container on node2, moved to node3 twice while the
+/// benchmark runs:
+/// - `rdmig migrate --container` is SIGKILLed during its checkpoint (the freeze): Podman goes
+///   on and leaves the container checkpointed, not running. `rdmig recover` on node1 waits for
+///   Podman, tells node3 to abort, and restores the container on node1 from its checkpoint;
+/// - `--strategy precopy`: Podman pre-checkpoints it while it runs (that archive sent
+///   meanwhile), then checkpoints it `--with-previous`, and node3's agent restores both
+///   archives (`--import-previous`). That agent is killed after the restore, before the commit
+///   (`rdmig migrate` held meanwhile); its next one takes the running container up from its
+///   journal and the source commits it there.
+///
+/// Both containers finish with the exact iteration count.
+fn container_rdmig_migrate_podman_one_way_server_killed_recovered_then_pre_checkpointed(c: &Ctx) -> Result<()> {
+    let flags = [format!("--containers-conf={CONTAINERS_CONF}"), format!("--containers-storage-conf={STORAGE_CONF}")];
+    let _agent = crate::faults::AgentFlags::set(c, "node3", &flags.iter().map(String::as_str).collect::<Vec<_>>())?;
+    with_containers(c, &["node1", "node2", "node3"], |c| {
+        // The server is stopped for some 20 s each time, and the two moves, the recovery and the
+        // agent's restart take some 120 s; one way ran some 2500 iterations a second around one
+        // move (2026-12-06): 400000 leave a margin near 1.5.
+        let iters = 400_000u64;
+        start_benchmark(c, iters, false)?;
+        killed_during_the_checkpoint_then_recovered(c)?;
+
+        let before = crate::faults::agent_log("node3").matches("pre_checkpoint=true").count();
+        let holder = hold_the_commit_while_node3s_agent_restarts(c);
+        let res = migrate_container(c, &["--strategy", "precopy"]);
+        let moved = Instant::now();
+        holder.join().map_err(|_| anyhow::anyhow!("the holding thread panicked"))??;
+        let (code, r) = res?;
+        ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "to node3: exit {code}, {}", r["outcome"]);
+        ensure!(r["strategy"] == "precopy", "report: strategy {}", r["strategy"]);
+        let rounds = r["rounds"].as_array().cloned().unwrap_or_default();
+        ensure!(rounds.len() == 1 && rounds[0]["bytes"].as_u64().unwrap_or(0) > 0, "one pre-checkpoint round with its archive: {rounds:?}");
+        ensure!(r["final_bytes"].as_u64().unwrap_or(0) > 0, "no final archive: {}", r["final_bytes"]);
+        ensure!(state(c, "node1", "ctr-srv")?.is_none(), "the stopped ctr-srv is left on node1");
+        ensure!(state(c, "node3", "ctr-srv")?.as_deref() == Some("running"), "ctr-srv does not run on node3");
+        let log = crate::faults::agent_log("node3");
+        ensure!(log.matches("pre_checkpoint=true").count() > before, "node3's agent did not restore with the pre-checkpoint:\n{}", tail(&log, 20));
+        ensure!(log.contains("taken up from the journal"), "node3's new agent did not take the restored container up:\n{}", tail(&log, 20));
+        println!(
+            "  migrated with a pre-checkpoint: pre-checkpoint archive {:.0} KiB (sent while it ran), final archive {:.0} KiB, downtime {:.1} s",
+            rounds[0]["bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+            r["final_bytes"].as_f64().unwrap_or(0.0) / 1024.0,
+            r["summary"]["downtime_ns"].as_f64().unwrap_or(f64::NAN) / 1e9
+        );
+        benchmark_finishes(c, "node3", iters)?;
+        println!("  the benchmark ended {:.0} s after the last move", moved.elapsed().as_secs_f64());
+        Ok(())
+    })
+}
+
+/// While `rdmig migrate --container ctr-srv` moves it to node3: once Podman restores it there,
+/// the migration at node1 is held (SIGSTOP) until the restore has ended, node3's agent has been
+/// SIGKILLed and its next one listens; then it goes on. The source has lost the restore's
+/// reply, asks node3's new agent, which took the running container up from its journal, and
+/// commits it there.
+fn hold_the_commit_while_node3s_agent_restarts(c: &Ctx) -> std::thread::JoinHandle<Result<()>> {
+    let bin = c.bin.clone();
+    std::thread::spawn(move || -> Result<()> {
+        let sh = |node: &str, script: &str| -> Result<String> {
+            let o = crate::harness::lab_exec(&bin, node).args(["sh", "-c", script]).output()?;
+            Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+        };
+        let every = Duration::from_millis(100);
+        // `[r]`, `[m]`: the patterns do not match the shell that runs pgrep or pkill.
+        let restore = "'container [r]estore --import'";
+        let (migrate_run, agent) = ("'[m]igrate --container ctr-srv'", "'[r]dmig agent --listen'");
+        crate::harness::wait_until_every("Podman to restore ctr-srv at node3", Duration::from_secs(300), every, || {
+            Ok(!sh("node3", &format!("pgrep -f {restore} || true"))?.is_empty())
+        })?;
+        ensure!(sh("node1", &format!("pkill -STOP -f {migrate_run} && echo held"))? == "held", "no `rdmig migrate` to hold at node1");
+        // From here on `rdmig migrate` is let go whatever happens.
+        let restarted = (|| -> Result<()> {
+            crate::harness::wait_until_every("Podman's restore at node3 to end", Duration::from_secs(180), every, || {
+                Ok(sh("node3", &format!("pgrep -f {restore} || true"))?.is_empty())
+            })?;
+            let old = sh("node3", &format!("pgrep -f {agent}"))?;
+            ensure!(sh("node3", &format!("pkill -KILL -f {agent} && echo killed"))? == "killed", "no agent to kill at node3");
+            crate::harness::wait_until_every("node3's agent to come back", Duration::from_secs(120), every, || {
+                let now = sh("node3", &format!("pgrep -f {agent} || true"))?;
+                Ok(!now.is_empty() && now != old && !sh("node3", "ss -Hltn 'sport = :7800'")?.is_empty())
+            })
+        })();
+        let resumed = sh("node1", &format!("pkill -CONT -f {migrate_run} && echo resumed"));
+        restarted?;
+        ensure!(resumed? == "resumed", "`rdmig migrate` at node1 could not be continued");
+        println!("  node3's agent was killed after Podman restored ctr-srv there, `rdmig migrate` held until it was back");
+        Ok(())
+    })
+}
+
+/// `rdmig migrate --container ctr-srv` to node3, SIGKILLed once Podman's (final) checkpoint
+/// runs; then `rdmig recover` on node1 brings the container back there, and node3 holds none.
+fn killed_during_the_checkpoint_then_recovered(c: &Ctx) -> Result<()> {
+    // The final checkpoint's archive is on Podman's command line; `[t]`: not the probe's own.
+    let probe = "pgrep -f 'final/container-checkpoin[t].tar' || true".to_string();
+    let act = ["pkill", "-KILL", "-f", "rdmig migrate"].map(String::from).to_vec();
+    let killer = crate::faults::when_seen(c, "node1", probe, "node1", act, Duration::from_secs(180), Duration::from_millis(200));
+    let res = migrate_container(c, &["--strategy", "stop-and-copy"]);
+    ensure!(killer.join().map_err(|_| anyhow::anyhow!("the killer thread panicked"))??, "the checkpoint was never seen, so rdmig migrate was not killed");
+    ensure!(res.is_err(), "rdmig migrate finished with a report although it was killed: {:?}", res.ok());
+    // Podman outlives the run that started it.
+    crate::harness::wait_until("Podman's checkpoint on node1 to end", Duration::from_secs(180), || {
+        Ok(c.exec_ok("node1", &["sh", "-c", "pgrep -f 'container checkpoin[t]' || true"])?.trim().is_empty())
+    })?;
+    let st = state(c, "node1", "ctr-srv")?;
+    println!("  rdmig migrate killed during the checkpoint; ctr-srv on node1 is {st:?}");
+
+    let t = Instant::now();
+    let o = c.rdmig(&["on", "node1", "--", "recover", "--json"])?;
+    let code = o.status.code().unwrap_or(-1);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    println!("  rdmig recover (exit {code}, {:.1} s): {}", t.elapsed().as_secs_f64(), out.trim().replace('\n', " "));
+    ensure!(code == 0, "rdmig recover exit {code}: {out}{}", String::from_utf8_lossy(&o.stderr));
+    let done: Vec<Value> = serde_json::from_str(&out).with_context(|| format!("recover printed {out:?}"))?;
+    // The agent's periodic check may have come first; either way the journal ends it.
+    ensure!(done.iter().all(|r| r["outcome"] == "resumed"), "recovery did not restore the container here: {out}");
+    ensure!(state(c, "node1", "ctr-srv")?.as_deref() == Some("running"), "after recovery ctr-srv on node1 is not running");
+    ensure!(state(c, "node3", "ctr-srv")?.is_none(), "a ctr-srv is on node3 after recovery");
+    ensure!(c.exec_ok("node1", &["ip", "-4", "-o", "addr"])?.contains(&format!("{SERVICE_ADDR}/")), "{SERVICE_ADDR} is not on node1 after recovery");
+    let (code, status) = (|| -> Result<(i32, String)> {
+        let o = c.rdmig(&["on", "node1", "--", "status", "--json"])?;
+        Ok((o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned()))
+    })()?;
+    ensure!(code == 0, "rdmig status failed: {status}");
+    let nodes: Value = serde_json::from_str(&status)?;
+    let in_flight: usize = nodes.as_array().context("status is no list")?.iter().map(|n| n["migrations"].as_array().map_or(0, |m| m.len())).sum();
+    ensure!(in_flight == 0, "migrations still in flight after recovery: {status}");
+    println!("  recovered: ctr-srv runs on node1 again, node3 holds nothing");
     Ok(())
 }
 

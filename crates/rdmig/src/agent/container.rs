@@ -1,10 +1,11 @@
 //! Containers (`rdmig migrate --container`): `CheckContainer` (can this node take it?) and
 //! `RestoreContainer` (the moved address comes up, then `podman container restore --import` of
-//! the checkpoint archive that arrived as a file of the migration, checked against its seal).
+//! the checkpoint archive that arrived as a file of the migration, checked against its seal,
+//! with `--import-previous` of the pre-checkpoint archive when pre-copy took one).
 //!
 //! The agent runs as root: the only things of the request that reach `podman` are the
-//! container's name and ID (validated by `msg`: nothing that reads as an option) and the path
-//! of the archive, which the agent itself resolves beneath the migration's directory. Podman's
+//! container's name and ID (validated by `msg`: nothing that reads as an option) and the paths
+//! of the archives, which the agent itself resolves beneath the migration's directory. Podman's
 //! own settings come from this agent's configuration (`AgentConfig::podman`).
 //!
 //! Unlike a process, a restored container runs at once (Podman 4.3 cannot restore a container
@@ -33,15 +34,41 @@ impl Restored {
     /// Removes the copy (`podman rm -f`), waiting for it: the source restores its own next.
     /// Blocking (an abort runs under no lock, but in the agent's runtime: it lends the thread).
     pub(super) fn remove_blocking(&self) -> Result<(), String> {
-        let work = || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-            rt.block_on(self.podman.run(&["rm", "--force", "--time", "0", &self.id], crate::podman::SHORT)).map(drop).map_err(|e| e.to_string())
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
-            Ok(_) => std::thread::scope(|s| s.spawn(work).join().unwrap_or_else(|_| Err("panicked".into()))),
-            Err(_) => work(),
+        podman_blocking(&self.podman, &["rm", "--force", "--time", "0", &self.id]).map(drop)
+    }
+
+    /// An agent that starts again with a migration whose container restore had begun takes the
+    /// copy up: a Podman restore that outlived the last agent is waited for (`grace` at most),
+    /// then the container's process if it runs. Either way the copy is tracked by its ID, so
+    /// that an abort (or the source's silence) removes whatever the restore made: a copy the new
+    /// agent did not see running is never left to run beside the one the source restores.
+    /// Blocking, as `remove_blocking`.
+    pub(super) fn adopt(podman: &Podman, name: Option<&str>, id: &str, grace: std::time::Duration) -> (Self, Option<i32>) {
+        let until = std::time::Instant::now() + grace;
+        while crate::process::podman_works_on(name.unwrap_or(id), Some(id)) && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(200));
         }
+        let copy = Restored { podman: podman.clone(), id: id.to_string() };
+        let running = podman_blocking(podman, &["container", "inspect", "--format", "{{.State.Status}} {{.State.Pid}}", id]).ok().and_then(|out| {
+            match out.split_whitespace().collect::<Vec<_>>()[..] {
+                ["running", pid] => pid.parse().ok().filter(|&p: &i32| p > 0),
+                _ => None,
+            }
+        });
+        (copy, running)
+    }
+}
+
+/// `podman ARGS` from synchronous code, whatever runtime (if any) runs it: its stdout.
+fn podman_blocking(podman: &Podman, args: &[&str]) -> Result<String, String> {
+    let work = || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        rt.block_on(podman.run(args, crate::podman::SHORT)).map_err(|e| e.to_string())
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
+        Ok(_) => std::thread::scope(|s| s.spawn(work).join().unwrap_or_else(|_| Err("panicked".into()))),
+        Err(_) => work(),
     }
 }
 
@@ -66,7 +93,15 @@ pub(super) async fn check(cfg: &AgentConfig, c: &ContainerRef) -> Reply {
 }
 
 /// `RestoreContainer`: as a process's `Restore` (state, seals, journal, address), with Podman.
-pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, archive: &RelPath, c: &ContainerRef, opts: &RestoreOpts) -> Reply {
+pub(super) async fn restore(
+    cfg: &AgentConfig,
+    table: &Table,
+    id: &MigrationId,
+    archive: &RelPath,
+    previous: Option<&RelPath>,
+    c: &ContainerRef,
+    opts: &RestoreOpts,
+) -> Reply {
     let d = match begin(table, id) {
         Ok(d) => d,
         Err(why) => return Reply::Failed(why),
@@ -83,7 +118,8 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
     if let Err(e) = table.must_note(id, Phase::Restore, Some(serde_json::json!({ "container": c.name.as_str(), "container_id": c.id }))) {
         return refuse(e);
     }
-    let restored = run(cfg, table, id, &d.join(archive.as_str()), c, opts).await;
+    let previous = previous.map(|p| d.join(p.as_str()));
+    let restored = run(cfg, table, id, &d.join(archive.as_str()), previous.as_deref(), c, opts).await;
     let mut t = table.lock().expect("table lock");
     let Some(m) = t.get_mut(id.as_str()) else {
         return Reply::Failed(format!("migration {id} vanished during its restore"));
@@ -130,7 +166,15 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
 
 /// The address, then Podman; the restored container's main process. On failure nothing the
 /// restore created is left (the address is the caller's).
-async fn run(cfg: &AgentConfig, table: &Table, id: &MigrationId, archive: &std::path::Path, c: &ContainerRef, opts: &RestoreOpts) -> Result<i32, String> {
+async fn run(
+    cfg: &AgentConfig,
+    table: &Table,
+    id: &MigrationId,
+    archive: &std::path::Path,
+    previous: Option<&std::path::Path>,
+    c: &ContainerRef,
+    opts: &RestoreOpts,
+) -> Result<i32, String> {
     let podman = &cfg.podman;
     // Checked again: a container of that name may have come since the checks. Nothing here is
     // touched if so.
@@ -138,9 +182,12 @@ async fn run(cfg: &AgentConfig, table: &Table, id: &MigrationId, archive: &std::
     // The restored container's connections answer at once: it runs from the restore on.
     let no_hold = RestoreOpts { tcp_established: false, ..opts.clone() };
     add_moved_address(table, id, &no_hold)?;
-    info!(%id, container = %c.name, tcp = opts.tcp_established, "restoring a container");
+    info!(%id, container = %c.name, tcp = opts.tcp_established, pre_checkpoint = previous.is_some(), "restoring a container");
     let archive = archive.to_str().ok_or("the archive's path is not UTF-8")?;
     let mut args = vec!["container", "restore", "--import", archive];
+    if let Some(p) = previous {
+        args.extend(["--import-previous", p.to_str().ok_or("the pre-checkpoint archive's path is not UTF-8")?]);
+    }
     if opts.tcp_established {
         args.push("--tcp-established");
     }

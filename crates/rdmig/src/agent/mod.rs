@@ -271,7 +271,7 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
     let (journal, adopted) = match &cfg.journal {
         Some(path) => {
             let j = NodeJournal::open(path).map_err(|e| AgentError::Journal(format!("{}: {e}", path.display())))?;
-            let adopted = reconcile::adopt(&j, &cfg.work_dir);
+            let adopted = reconcile::adopt(&j, &cfg.work_dir, &cfg.podman);
             (Some(j), adopted)
         }
         None => (None, HashMap::new()),
@@ -409,7 +409,9 @@ async fn handle(
         Request::ScpDir { id, rel } => receive::scp_dir(table, &id, &rel),
         Request::ScpDone { id, rel, files } => receive::scp_done(table, &id, &rel, &files),
         Request::Restore { id, dir, opts } => restore::restore(cfg, table, &id, &dir, &opts).await,
-        Request::RestoreContainer { id, archive, container, opts } => container::restore(cfg, table, &id, &archive, &container, &opts).await,
+        Request::RestoreContainer { id, archive, container, opts, previous } => {
+            container::restore(cfg, table, &id, &archive, previous.as_ref(), &container, &opts).await
+        }
         Request::Commit { id } => finish::commit(cfg, table, &id),
         Request::Abort { id } => finish::abort(table, &id),
         Request::Events { after } => reconcile::events(table, after),
@@ -573,7 +575,7 @@ mod tests {
             std::fs::create_dir_all(d.path().join(l)).unwrap();
         }
 
-        let adopted = reconcile::adopt(&j, d.path());
+        let adopted = reconcile::adopt(&j, d.path(), &cfg.podman);
         assert_eq!(adopted.len(), 1, "only the unfinished one");
         assert_eq!(adopted[m.as_str()].state, MigState::Restored { pid });
         reconcile::remove_leftovers(d.path(), &adopted);

@@ -22,7 +22,7 @@ const CRIU_GRACE: std::time::Duration = std::time::Duration::from_secs(120);
 /// The destination migrations the journal leaves unfinished, as the table's entries: a copy
 /// restored here and never committed is tracked again (the reaper kills it if its source stays
 /// silent; the source may still commit it), the rest is dropped by the reaper in time.
-pub(super) fn adopt(j: &NodeJournal, work_dir: &Path) -> HashMap<String, Migration> {
+pub(super) fn adopt(j: &NodeJournal, work_dir: &Path, podman: &crate::podman::Podman) -> HashMap<String, Migration> {
     let open = match j.with(|j| j.migrations_not_final()) {
         Ok(o) => o,
         Err(e) => {
@@ -49,18 +49,29 @@ pub(super) fn adopt(j: &NodeJournal, work_dir: &Path) -> HashMap<String, Migrati
         let restore_done = events.iter().any(|e| e.phase == Phase::Restore && e.outcome == JOutcome::Done);
         let restore_started = events.iter().any(|e| e.phase == Phase::Restore);
         let ticks = f.get("start_ticks").and_then(|v| v.as_u64());
-        let state = match (restore_done, get_i32("restored_pid"), ticks) {
-            (true, Some(rp), Some(t)) if crate::process::same(rp, t).is_some() => MigState::Restored { pid: rp },
-            // The agent died while CRIU restored: a process with the source's pid, which was
-            // free when the restore began, is the copy.
-            (false, ..) if restore_started && f.get("pid_free").and_then(|v| v.as_bool()) == Some(true) && crate::process::stat(pid).is_some() => {
-                MigState::Restored { pid }
+        // A container's restore is Podman's, which runs it at once: the copy is tracked by its ID
+        // whether or not it runs now, so that an abort removes it.
+        let container = f.get("container_id").and_then(|v| v.as_str()).filter(|_| restore_started);
+        let mut copy = None;
+        let state = if let Some(cid) = container {
+            let (c, running) = super::container::Restored::adopt(podman, f.get("container").and_then(|v| v.as_str()), cid, CRIU_GRACE);
+            copy = Some(c);
+            running.map_or(MigState::Receiving, |pid| MigState::Restored { pid })
+        } else {
+            match (restore_done, get_i32("restored_pid"), ticks) {
+                (true, Some(rp), Some(t)) if crate::process::same(rp, t).is_some() => MigState::Restored { pid: rp },
+                // The agent died while CRIU restored: a process with the source's pid, which was
+                // free when the restore began, is the copy.
+                (false, ..) if restore_started && f.get("pid_free").and_then(|v| v.as_bool()) == Some(true) && crate::process::stat(pid).is_some() => {
+                    MigState::Restored { pid }
+                }
+                _ => MigState::Receiving,
             }
-            _ => MigState::Receiving,
         };
         // The directory is the migration's own under the work directory, whatever was recorded.
         let mut mig = Migration::new(dir, (source, pid));
         mig.state = state;
+        mig.container = copy;
         mig.moved_addr = events
             .iter()
             .filter(|e| e.phase == Phase::AddrAdd)

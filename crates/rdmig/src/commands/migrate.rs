@@ -14,24 +14,28 @@ pub struct MigrateArgs {
     /// The process to move.
     #[arg(required_unless_present = "container", conflicts_with = "container")]
     pub(crate) pid: Option<i32>,
-    /// Move this Podman container (with runc) instead of a process: stop-and-copy only
-    /// (`--strategy precopy` is refused). `podman container checkpoint --export` here (the container stops), the
-    /// archive goes over rdmig's transport, the destination agent runs `podman container
-    /// restore --import` (same name and ID); on failure the container is restored here. After
-    /// the move the stopped container here is removed. Podman's settings come from its own
-    /// configuration files (--containers-conf, --containers-storage-conf), here and, for the
-    /// restore, from the destination agent's.
+    /// Move this Podman container (with runc) instead of a process. `podman container
+    /// checkpoint --export` here (the container stops), the archive goes over rdmig's
+    /// transport, the destination agent runs `podman container restore --import` (same name
+    /// and ID); on failure the container is restored here. After the move the stopped
+    /// container here is removed. With `--strategy precopy`, one pre-copy round first: `podman
+    /// container checkpoint --pre-checkpoint` (the container keeps running) and its archive
+    /// sent, then the checkpoint `--with-previous` carries only what changed since (Podman
+    /// keeps one pre-checkpoint per container, so --max-rounds does not apply). Podman's
+    /// settings come from its own configuration files (--containers-conf,
+    /// --containers-storage-conf), here and, for the restore, from the destination agent's.
     #[arg(long, value_name = "NAME", value_parser = parse_container_name)]
     pub(crate) container: Option<rdmig_proto::msg::ContainerName>,
     #[command(flatten)]
     pub(crate) podman: super::PodmanArgs,
     #[command(flatten)]
     pub(crate) peer: PeerArgs,
-    /// How to move it [default: precopy for a process, stop-and-copy for a container, which
-    /// cannot pre-copy].
+    /// How to move it [default: precopy for a process, stop-and-copy for a container (whose
+    /// pre-copy is one Podman pre-checkpoint, a whole CRIU pre-dump: worth it for a container
+    /// with much memory)].
     #[arg(long, value_enum)]
     pub(crate) strategy: Option<rdmig::migrate::Strategy>,
-    /// Pre-copy rounds at most.
+    /// Pre-copy rounds at most (a container's pre-copy is one round).
     #[arg(long, default_value_t = 8)]
     pub(crate) max_rounds: u32,
     /// Pre-copy has converged when a round carries no more than this many MiB.
@@ -109,14 +113,11 @@ fn parse_container_name(s: &str) -> Result<rdmig_proto::msg::ContainerName, Stri
 
 pub async fn run(a: MigrateArgs) -> Result<ExitCode> {
     use rdmig::migrate::{Hooks, MigrateOptions, Outcome, Strategy};
-    let strategy = match (&a.container, a.strategy) {
-        // Podman's pre-checkpoints are not driven (yet): say so rather than move it otherwise.
-        (Some(c), Some(Strategy::Precopy)) => {
-            anyhow::bail!("--strategy precopy: container {c} can only move stop-and-copy (leave --strategy out, or give stop-and-copy)")
-        }
-        (Some(_), _) => Strategy::StopAndCopy,
-        (None, s) => s.unwrap_or(Strategy::Precopy),
-    };
+    if let (Some(c), true) = (&a.container, a.page_stream) {
+        // Podman writes the container's pages into its archive: there is no page stream to use.
+        anyhow::bail!("--page-stream: container {c}'s pages travel in Podman's checkpoint archive, not in a page stream (leave --page-stream out)");
+    }
+    let strategy = a.strategy.unwrap_or(if a.container.is_some() { Strategy::StopAndCopy } else { Strategy::Precopy });
     let o = MigrateOptions {
         pid: a.pid.unwrap_or(0),
         container: a.container.clone(),

@@ -55,7 +55,8 @@ impl Run<'_> {
             Err(state) if self.ctr.is_some() => {
                 return self.in_doubt(format!(
                     "the destination restored container {} (it runs there) but did not confirm the commit (its state: {state:?}); \
-                     the container is left checkpointed here (not running), its archive kept",
+                     the container is left checkpointed here (not running), its archive kept; `rdmig recover` here (or this node's \
+                     agent, within 30 s) asks the destination and removes it here or restores it here",
                     o.container.as_ref().map(|c| c.to_string()).unwrap_or_default()
                 ));
             }

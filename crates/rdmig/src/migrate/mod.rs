@@ -11,9 +11,10 @@
 //! | restore at the destination | `restore` | stopped here | roll back, or in doubt when nobody can tell |
 //! | destination confirms; kill the stopped source copy, commit | `finish` | runs there | (commit failures only leave images behind) |
 //!
-//! A Podman container (`--container`) goes through the same stages, stop-and-copy: its checks,
-//! its freeze (`podman container checkpoint --export`), its restore (`podman container restore
-//! --import` by the destination agent) and what becomes of the source copy are in `container`,
+//! A Podman container (`--container`) goes through the same stages: its checks, its pre-copy
+//! (one `podman container checkpoint --pre-checkpoint`), its freeze (`podman container
+//! checkpoint --export`), its restore (`podman container restore --import` by the destination
+//! agent) and what becomes of the source copy are in `container`,
 //! which the stages call; the channel, transfer, journal, timeline, hooks and report are the
 //! process path's.
 //!
@@ -87,8 +88,8 @@ pub struct Hooks {
 pub struct MigrateOptions {
     /// The process to move (unused with `container`).
     pub pid: i32,
-    /// Move this Podman container instead of a process (stop-and-copy: `strategy` must be
-    /// `StopAndCopy`).
+    /// Move this Podman container instead of a process (`Precopy`: one pre-checkpoint round;
+    /// `page_stream` does not apply).
     pub container: Option<rdmig_proto::msg::ContainerName>,
     /// How Podman runs here (its configuration files).
     pub podman: crate::podman::Podman,
@@ -304,11 +305,15 @@ impl<'a> Run<'a> {
         let o = self.o;
         if let Some(name) = &o.container {
             // No pid: the container's process is not resumed by a signal (see `recover`).
+            // Recovery restores it here as this run would: with its Podman configuration.
             return serde_json::json!({
                 "container": name.as_str(),
                 "boot_id": crate::process::boot_id(),
                 "to": o.to.to_string(),
                 "dir": self.dir.display().to_string(),
+                "tcp_established": o.tcp_established,
+                "containers_conf": o.podman.containers_conf,
+                "storage_conf": o.podman.storage_conf,
             });
         }
         serde_json::json!({
@@ -347,7 +352,13 @@ impl<'a> Run<'a> {
             }
         };
         let dst = self.dst.as_ref().map(|d| d.hostname.clone());
-        self.note(JPhase::Checks, JOutcome::Done, Some(serde_json::json!({ "move_addr": self.moved, "destination": dst })));
+        let mut checked = serde_json::json!({ "move_addr": self.moved, "destination": dst });
+        if let Some(c) = &self.ctr {
+            // What recovery needs to tell the container's checkpoint is done, and to remove it.
+            checked["container_id"] = c.id.clone().into();
+            checked["container_pid"] = c.pid.into();
+        }
+        self.note(JPhase::Checks, JOutcome::Done, Some(checked));
         // The process keeps running: a failure only needs the destination cleaned.
         let parent = match self.precopy(&mut ch).await {
             Ok(p) => p,

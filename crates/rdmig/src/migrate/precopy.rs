@@ -1,6 +1,7 @@
 //! The pre-copy stage: CRIU pre-dumps while the process runs, each round's images sent (or
 //! streamed) to the destination, until a round is small enough, stops shrinking, or the round
-//! limit is reached. A failure here never stopped the process.
+//! limit is reached. A failure here never stopped the process. A container's pre-copy is
+//! Podman's one pre-checkpoint (`container`).
 
 use std::time::Instant;
 
@@ -21,6 +22,11 @@ impl Run<'_> {
         let o = self.o;
         if o.strategy == Strategy::StopAndCopy {
             return Ok(None);
+        }
+        // A container's pre-copy was asked for (it moves stop-and-copy by default), and its
+        // memory is that of all of its processes, not of the one here.
+        if self.ctr.is_some() {
+            return self.precheckpoint_container(ch).await.map(Some);
         }
         // A round that carries no more than the convergence threshold ends pre-copy; when all of
         // the process's memory is that small, a round costs (a pre-dump, and a parent image the
@@ -111,7 +117,7 @@ fn parse_anonymous(rollup: &str) -> Option<u64> {
 }
 
 /// Clears the driver's dirty log of every MR of process `pid`.
-fn clear_rdma_dirty_logs(pid: i32) {
+pub(super) fn clear_rdma_dirty_logs(pid: i32) {
     let (Ok(recs), Ok(ctl)) = (rdmig_rxe::status::read(), rdmig_rxe::Ctl::open()) else {
         return;
     };

@@ -12,6 +12,12 @@
 //! | commit sent | aborted/unknown | resume |
 //! | commit sent | unreachable, or still restoring | in doubt: the copy here stays stopped |
 //!
+//! A container (`migrate --container`) is recovered the same way: "resume" is `podman container
+//! restore` of its checkpoint here (Podman's kept one, else the run's archives), "kill" is
+//! `podman rm` of the stopped copy by its ID, and a Podman checkpoint or restore of it that is
+//! still running (the dead run's) is waited for. Podman runs with the configuration files the
+//! run recorded.
+//!
 //! The commit is recorded before it is sent, so "commit never sent" is a fact, not a guess:
 //! the destination cannot have a committed copy then. A pid is acted on only while it names the
 //! process the journal recorded (same boot, same start time). Each recovered migration ends
@@ -28,6 +34,7 @@ use tracing::{info, warn};
 use super::lock::{MigrationLock, Subject};
 use super::remote::{ask_state, commit_again, connect, IO_WAIT};
 use crate::journal::{facts, Event, MigrationState, NodeJournal, Outcome as JOutcome, Phase, Role};
+use crate::podman::Podman;
 use rdmig_proto::msg::{MigState, MigrationId, MovedAddr, Reply, Request};
 use rdmig_proto::tls::ClientTls;
 use rdmig_proto::wire::Limits;
@@ -90,6 +97,14 @@ pub(crate) struct SourceView {
     pub pid: Option<i32>,
     /// `migrate --container`: the Podman container it moves (then no pid is recorded).
     pub container: Option<String>,
+    /// The container's full ID, as the checks found it.
+    pub container_id: Option<String>,
+    /// Podman as the run used it (its configuration files).
+    pub podman: Podman,
+    /// The container's checkpoint was taken against a pre-checkpoint (its archive is needed too).
+    pub pre_checkpoint: bool,
+    /// The run checkpoints established TCP connections (restore with them).
+    pub tcp_established: bool,
     pub start_ticks: Option<u64>,
     pub boot_id: Option<String>,
     pub to: Option<SocketAddr>,
@@ -111,6 +126,13 @@ impl SourceView {
         SourceView {
             pid: f.get("pid").and_then(|v| v.as_i64()).and_then(|p| i32::try_from(p).ok()),
             container: f.get("container").and_then(|v| v.as_str()).map(String::from),
+            container_id: f.get("container_id").and_then(|v| v.as_str()).map(String::from),
+            podman: Podman {
+                containers_conf: f.get("containers_conf").and_then(|v| v.as_str()).map(PathBuf::from),
+                storage_conf: f.get("storage_conf").and_then(|v| v.as_str()).map(PathBuf::from),
+            },
+            pre_checkpoint: f.get("pre_checkpoint").and_then(|v| v.as_bool()).unwrap_or(false),
+            tcp_established: f.get("tcp_established").and_then(|v| v.as_bool()).unwrap_or(false),
             start_ticks: f.get("start_ticks").and_then(|v| v.as_u64()),
             boot_id: f.get("boot_id").and_then(|v| v.as_str()).map(String::from),
             to: f.get("to").and_then(|v| v.as_str()).and_then(|s| s.parse().ok()),
@@ -184,17 +206,9 @@ async fn recover_one(journal: &NodeJournal, m: &MigrationState, o: &RecoverOptio
         Some(Err(e)) => return done(RecoveryOutcome::Busy, e),
         None => None,
     };
-    // A container's checkpoint is Podman's to restore, and whether the destination restored
-    // it is only known there: recovery does not guess (it would risk two running copies).
-    if let (Some(name), true) = (&v.container, v.frozen) {
-        let to = v.to.map(|t| t.to_string()).unwrap_or_else(|| "?".into());
-        return done(
-            RecoveryOutcome::InDoubt,
-            format!(
-                "container {name} was checkpointed here by a `rdmig migrate --container` that ended before its outcome; recovery does \
-                 not restore containers: if it does not run at the destination ({to}), `podman container restore --tcp-established {name}` here"
-            ),
-        );
+    // A checkpoint that outlived its run (Podman goes on when rdmig dies): wait for it.
+    if let Some(name) = v.container.as_deref().filter(|n| crate::process::podman_works_on(n, v.container_id.as_deref())) {
+        return done(RecoveryOutcome::Busy, format!("Podman still checkpoints or restores container {name}"));
     }
     // A dump that outlived its run still has the process: wait for CRIU to let go.
     if let Some(pid) = v.pid.filter(|&p| crate::process::criu_works_on(p)) {
@@ -237,7 +251,7 @@ async fn resume_unless_there(v: &SourceView, id: &MigrationId, o: &RecoverOption
         match abort_at(to, &o.tls, id, o.ask).await {
             Ok(()) => {}
             // It says it committed (it can only have heard that from a commit): it runs there.
-            Err(Some(e)) if e.contains("committed") => return kill_source(v, format!("the destination says: {e}")),
+            Err(Some(e)) if e.contains("committed") => return kill_source(v, format!("the destination says: {e}")).await,
             Err(other) => {
                 let silent = Duration::from_nanos(rdmig_journal::wall_ns().saturating_sub(v.last_wall_ns).max(0) as u64);
                 let window = o.orphan_after + ORPHAN_MARGIN;
@@ -256,7 +270,7 @@ async fn resume_unless_there(v: &SourceView, id: &MigrationId, o: &RecoverOption
                     tokio::time::sleep(window - silent).await;
                     if let Err(Some(e)) = abort_at(to, &o.tls, id, o.ask).await {
                         if e.contains("committed") {
-                            return kill_source(v, format!("the destination says: {e}"));
+                            return kill_source(v, format!("the destination says: {e}")).await;
                         }
                     }
                 }
@@ -264,7 +278,7 @@ async fn resume_unless_there(v: &SourceView, id: &MigrationId, o: &RecoverOption
             }
         }
     }
-    resume_here(v).map(|d| (RecoveryOutcome::Resumed, format!("{how}; {d}")))
+    resume_here(v).await.map(|d| (RecoveryOutcome::Resumed, format!("{how}; {d}")))
 }
 
 /// The commit was sent: the destination decides.
@@ -273,9 +287,9 @@ async fn ask_commit(v: &SourceView, id: &MigrationId, o: &RecoverOptions) -> Ste
         return Err((RecoveryOutcome::InDoubt, "the journal does not say where the process went".into()));
     };
     match ask_state(to, &o.tls, id, Instant::now() + o.ask).await {
-        Some(MigState::Committed) => kill_source(v, format!("{to} committed it")),
+        Some(MigState::Committed) => kill_source(v, format!("{to} committed it")).await,
         Some(MigState::Restored { pid }) => match commit_again(to, &o.tls, id, Instant::now() + o.ask).await {
-            Ok(_) => kill_source(v, format!("{to} had restored it (pid {pid}) and committed it now")),
+            Ok(_) => kill_source(v, format!("{to} had restored it (pid {pid}) and committed it now")).await,
             Err(Some(MigState::Aborted)) => resume_unless_there(v, id, o).await,
             Err(s) => Err((RecoveryOutcome::InDoubt, format!("{to} restored it (pid {pid}) but did not commit it (state {s:?})"))),
         },
@@ -289,7 +303,10 @@ async fn ask_commit(v: &SourceView, id: &MigrationId, o: &RecoverOptions) -> Ste
 }
 
 /// The process lives at the destination: the stopped copy here goes.
-fn kill_source(v: &SourceView, why: String) -> Step {
+async fn kill_source(v: &SourceView, why: String) -> Step {
+    if let Some(name) = &v.container {
+        return remove_container(v, name, why).await;
+    }
     match (v.process(), v.pid) {
         (Some(_), Some(pid)) => {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
@@ -300,12 +317,51 @@ fn kill_source(v: &SourceView, why: String) -> Step {
     }
 }
 
-/// Address back, QPs resumed, SIGCONT: the process runs here again.
-fn resume_here(v: &SourceView) -> Result<String, (RecoveryOutcome, String)> {
+/// The container lives at the destination: its stopped copy here goes, by its ID (a container
+/// of its name made here since is another one). A running one is not removed (`podman rm`
+/// without --force refuses).
+async fn remove_container(v: &SourceView, name: &str, why: String) -> Step {
+    let Some(id) = v.container_id.as_deref() else {
+        return Err((RecoveryOutcome::InDoubt, format!("{why}, but the journal has no ID of container {name}: remove its stopped copy here by hand")));
+    };
+    match v.podman.exists(id).await {
+        Ok(false) => Ok((RecoveryOutcome::Migrated, format!("{why}; the source copy of container {name} is gone already"))),
+        Ok(true) => match v.podman.run(&["rm", id], crate::podman::SHORT).await {
+            Ok(_) => Ok((RecoveryOutcome::Migrated, format!("{why}; removed the stopped container {name} here"))),
+            Err(e) => Err((RecoveryOutcome::InDoubt, format!("{why}, but removing the stopped container {name} here failed: {e}"))),
+        },
+        Err(e) => Err((RecoveryOutcome::InDoubt, format!("{why}, but Podman cannot say whether container {name} is here: {e}"))),
+    }
+}
+
+/// How long recovery lets Podman restore a container.
+const CONTAINER_RESTORE: Duration = Duration::from_secs(600);
+
+/// Address back, QPs resumed, SIGCONT (a container: restored from its checkpoint): the process
+/// runs here again.
+async fn resume_here(v: &SourceView) -> Result<String, (RecoveryOutcome, String)> {
     let mut done = vec![];
     if let Some(m) = &v.addr_removed {
         crate::netaddr::add(m).map_err(|e| (RecoveryOutcome::InDoubt, format!("taking {} back: {e}", m.addr)))?;
         done.push(format!("{} back on {}", m.addr, m.dev));
+    }
+    if let Some(name) = &v.container {
+        match v.podman.inspect(name).await {
+            // The checkpoint failed or never began: Podman left it running.
+            Ok(i) if i.status == "running" => done.push(format!("container {name} runs here (it was not checkpointed)")),
+            _ => {
+                let Some(dir) = &v.dir else {
+                    return Err((RecoveryOutcome::InDoubt, format!("container {name}: the journal does not say where the run kept its archive")));
+                };
+                let (archive, pre) = super::container::archives(dir);
+                let pre = v.pre_checkpoint.then_some(pre);
+                super::container::restore_here(&v.podman, name, v.tcp_established, &archive, pre.as_deref(), CONTAINER_RESTORE)
+                    .await
+                    .map_err(|e| (RecoveryOutcome::InDoubt, e))?;
+                done.push(format!("container {name} restored here"));
+            }
+        }
+        return Ok(done.join("; "));
     }
     match (v.process(), v.pid) {
         (Some(_), Some(pid)) => {
@@ -366,6 +422,33 @@ mod tests {
 
     fn state(pid: u32) -> char {
         crate::process::stat(pid as i32).unwrap().state
+    }
+
+    /// What a container's run records is what recovery restores it with.
+    #[test]
+    fn a_container_runs_journal_tells_recovery_how_to_restore_it() {
+        let d = tempfile::tempdir().unwrap();
+        let j = journal(d.path());
+        let id = MigrationId::new("m-00000000000000d1").unwrap();
+        let cid = "ab".repeat(32);
+        let begin = json!({
+            "container": "srv", "boot_id": crate::process::boot_id(), "to": "10.99.0.3:7800", "dir": "/tmp/rdmig-migrate/m-00000000000000d1",
+            "tcp_established": true, "containers_conf": "/etc/rdmig/containers.conf", "storage_conf": null,
+        });
+        j.record(&id, Role::Source, Phase::Begin, JOutcome::Started, Some(begin)).unwrap();
+        j.record(&id, Role::Source, Phase::Checks, JOutcome::Done, Some(json!({"move_addr": null, "container_id": cid, "container_pid": 4242}))).unwrap();
+        let v = SourceView::of(&j.with(|j| j.events_of(&id)).unwrap());
+        assert_eq!((v.container.as_deref(), v.container_id.as_deref(), v.pid), (Some("srv"), Some(cid.as_str()), None));
+        assert!(v.tcp_established && !v.pre_checkpoint && !v.frozen);
+        assert_eq!(v.podman, Podman { containers_conf: Some("/etc/rdmig/containers.conf".into()), storage_conf: None });
+        j.record(&id, Role::Source, Phase::PrecopyRound, JOutcome::Done, Some(json!({"round": 1, "bytes": 4096, "pre_checkpoint": true}))).unwrap();
+        j.record(&id, Role::Source, Phase::Freeze, JOutcome::Started, None).unwrap();
+        let v = SourceView::of(&j.with(|j| j.events_of(&id)).unwrap());
+        assert!(v.pre_checkpoint && v.frozen);
+        assert_eq!(plan(&v), Plan::Resume);
+        let (archive, pre) = crate::migrate::container::archives(v.dir.as_deref().unwrap());
+        assert!(archive.ends_with("m-00000000000000d1/final/container-checkpoint.tar"), "{}", archive.display());
+        assert!(pre.ends_with("m-00000000000000d1/pre-1/container-pre-checkpoint.tar"), "{}", pre.display());
     }
 
     #[test]

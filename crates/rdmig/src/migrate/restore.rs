@@ -31,7 +31,13 @@ impl Run<'_> {
         let limits = ch.limits();
         ch.set_limits(Limits { idle: Some(RESTORE_WAIT), ..limits });
         let req = match &self.ctr {
-            Some(c) => Request::RestoreContainer { id: self.id.clone(), archive: self.archive_rel(), container: c.reference(), opts: ropts },
+            Some(c) => Request::RestoreContainer {
+                id: self.id.clone(),
+                archive: self.archive_rel(),
+                container: c.reference(),
+                opts: ropts,
+                previous: self.pre_archive_rel(),
+            },
             None => Request::Restore { id: self.id.clone(), dir: RelPath::new("final").expect("valid"), opts: ropts },
         };
         let restored = call(ch, &req).await;
@@ -62,9 +68,8 @@ impl Run<'_> {
                     other if self.ctr.is_some() => {
                         return Restored::Unknown(format!(
                             "connection lost during restore ({e}) and the destination's state is {other:?}; container {} is left \
-                             checkpointed here (not running): if it does not run at the destination, `podman container restore \
-                             --tcp-established {}` here",
-                            self.ctr.as_ref().map(|c| c.name.to_string()).unwrap_or_default(),
+                             checkpointed here (not running): `rdmig recover` here (or this node's agent, within 30 s) asks the \
+                             destination and restores it here or finishes the move",
                             self.ctr.as_ref().map(|c| c.name.to_string()).unwrap_or_default(),
                         ));
                     }
