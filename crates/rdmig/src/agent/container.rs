@@ -126,16 +126,16 @@ pub(super) async fn restore(
     };
     let copy = Restored { podman: cfg.podman.clone(), id: c.id.clone() };
     match restored {
-        Ok(pid) if m.state == MigState::Restoring => {
-            let end = now_ns();
-            info!(%id, container = %c.name, pid, ms = (end - start) / 1_000_000, "container restored");
+        Ok((pid, end)) if m.state == MigState::Restoring => {
+            let checked_ms = now_ns().saturating_sub(end) / 1_000_000;
+            info!(%id, container = %c.name, pid, ms = (end - start) / 1_000_000, checked_ms, "container restored");
             m.state = MigState::Restored { pid };
             m.container = Some(copy);
             drop(t);
             table.note(id.as_str(), Phase::Restore, JOutcome::Done, Some(serde_json::json!({ "restored_pid": pid, "container": c.name.as_str() })));
             Reply::Restored { pid, start_ns: start, end_ns: end }
         }
-        Ok(pid) => {
+        Ok((pid, _)) => {
             // Aborted while Podman worked: the source takes its container back.
             let addr = opts.move_addr.clone();
             drop(t);
@@ -164,8 +164,9 @@ pub(super) async fn restore(
     }
 }
 
-/// The address, then Podman; the restored container's main process. On failure nothing the
-/// restore created is left (the address is the caller's).
+/// The address, then Podman; the restored container's main process, and when Podman's restore
+/// returned (the container ran from then: the restore's end; checking that it runs comes after).
+/// On failure nothing the restore created is left (the address is the caller's).
 async fn run(
     cfg: &AgentConfig,
     table: &Table,
@@ -174,7 +175,7 @@ async fn run(
     previous: Option<&std::path::Path>,
     c: &ContainerRef,
     opts: &RestoreOpts,
-) -> Result<i32, String> {
+) -> Result<(i32, u64), String> {
     let podman = &cfg.podman;
     // Checked again: a container of that name may have come since the checks. Nothing here is
     // touched if so.
@@ -192,12 +193,13 @@ async fn run(
         args.push("--tcp-established");
     }
     let restored = podman.run(&args, cfg.restore_timeout).await;
+    let ran = now_ns();
     let inspected = match restored {
         Ok(_) => podman.inspect(&c.id).await.map_err(|e| e.to_string()),
         Err(e) => Err(format!("podman container restore: {e}")),
     };
     match inspected {
-        Ok(i) if i.status == "running" && i.pid > 0 => Ok(i.pid),
+        Ok(i) if i.status == "running" && i.pid > 0 => Ok((i.pid, ran)),
         other => {
             let why = match other {
                 Ok(i) => format!("the restored container {} is {} (pid {}), not running", c.name, i.status, i.pid),
