@@ -388,8 +388,7 @@ fn hold_the_commit_while_node3s_agent_restarts(c: &Ctx) -> std::thread::JoinHand
         };
         let every = Duration::from_millis(100);
         // `[r]`, `[m]`: the patterns do not match the shell that runs pgrep or pkill.
-        let restore = "'container [r]estore --import'";
-        let (migrate_run, agent) = ("'[m]igrate --container ctr-srv'", "'[r]dmig agent --listen'");
+        let (restore, migrate_run) = ("'container [r]estore --import'", "'[m]igrate --container ctr-srv'");
         crate::harness::wait_until_every("Podman to restore ctr-srv at node3", Duration::from_secs(300), every, || {
             Ok(!sh("node3", &format!("pgrep -f {restore} || true"))?.is_empty())
         })?;
@@ -399,12 +398,7 @@ fn hold_the_commit_while_node3s_agent_restarts(c: &Ctx) -> std::thread::JoinHand
             crate::harness::wait_until_every("Podman's restore at node3 to end", Duration::from_secs(180), every, || {
                 Ok(sh("node3", &format!("pgrep -f {restore} || true"))?.is_empty())
             })?;
-            let old = sh("node3", &format!("pgrep -f {agent}"))?;
-            ensure!(sh("node3", &format!("pkill -KILL -f {agent} && echo killed"))? == "killed", "no agent to kill at node3");
-            crate::harness::wait_until_every("node3's agent to come back", Duration::from_secs(120), every, || {
-                let now = sh("node3", &format!("pgrep -f {agent} || true"))?;
-                Ok(!now.is_empty() && now != old && !sh("node3", "ss -Hltn 'sport = :7800'")?.is_empty())
-            })
+            crate::faults::kill_agent_until_back(&bin, "node3", Duration::from_secs(120))
         })();
         let resumed = sh("node1", &format!("pkill -CONT -f {migrate_run} && echo resumed"));
         restarted?;

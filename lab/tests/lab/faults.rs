@@ -68,11 +68,6 @@ pub(crate) fn stopped_probe(pid: i32) -> String {
     format!("ps -o stat= -p {pid} | grep '^ *[tT]' || true")
 }
 
-/// The pids of the migration agent on `node` (none while its supervisor restarts it).
-fn agent_pids(c: &Ctx, node: &str) -> Result<String> {
-    Ok(String::from_utf8_lossy(&c.rdmig(&["exec", node, "--", "pgrep", "-f", AGENT])?.stdout).trim().to_string())
-}
-
 /// Restarts the migration agent on `node` with `flags` added to the lab's (none: as the lab
 /// starts it), and waits until the new one listens.
 fn restart_agent(c: &Ctx, node: &str, flags: &[&str]) -> Result<()> {
@@ -82,12 +77,24 @@ fn restart_agent(c: &Ctx, node: &str, flags: &[&str]) -> Result<()> {
     } else {
         std::fs::write(&file, flags.join(" "))?;
     }
-    let old = agent_pids(c, node)?;
-    c.exec_ok(node, &["pkill", "-KILL", "-f", AGENT])?;
-    // Its supervisor starts the next one once the old one is gone.
-    wait_until(&format!("the agent on {node} to come back"), Duration::from_secs(30), || {
-        let now = agent_pids(c, node)?;
-        Ok(!now.is_empty() && now != old && !c.exec_ok(node, &["ss", "-Hltn", "sport = :7800"])?.trim().is_empty())
+    kill_agent_until_back(&c.bin, node, Duration::from_secs(30))
+}
+
+/// SIGKILLs the migration agent on `node` and waits until the next one, which its supervisor
+/// starts once the old one is gone, listens. Without a `Ctx`, for the threads that act while a
+/// migration runs (`bin`: the lab's command).
+pub(crate) fn kill_agent_until_back(bin: &std::path::Path, node: &str, within: Duration) -> Result<()> {
+    let sh = |script: &str| -> Result<String> {
+        let o = lab_exec(bin, node).args(["sh", "-c", script]).output()?;
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    // `[r]dmig`: the pattern does not match the shell that runs pgrep or pkill.
+    let agent = "'[r]dmig agent --listen'";
+    let old = sh(&format!("pgrep -f {agent}"))?;
+    ensure!(sh(&format!("pkill -KILL -f {agent} && echo killed"))? == "killed", "no agent to kill at {node}");
+    wait_until_every(&format!("{node}'s agent to come back"), within, Duration::from_millis(20), || {
+        let now = sh(&format!("pgrep -f {agent} || true"))?;
+        Ok(!now.is_empty() && now != old && !sh("ss -Hltn 'sport = :7800'")?.is_empty())
     })
 }
 
@@ -426,9 +433,8 @@ fn fault_destination_agent_killed_after_the_restore_before_the_commit(c: &Ctx) -
             Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
         };
         let until = |what: &str, within: Duration, f: &dyn Fn() -> Result<bool>| wait_until_every(what, within, Duration::from_millis(20), f);
-        // `[m]igrate`, `[r]dmig`: the patterns do not match the shell that runs pgrep or pkill.
+        // `[m]igrate`: the pattern does not match the shell that runs pgrep or pkill.
         let migrate_run = format!("'[m]igrate {pid} --json'");
-        let agent = "'[r]dmig agent --listen'";
         // In node2, every 20 ms for up to 180 s: CRIU's main process (the oldest `criu
         // restore`; the processes it forks start under the same name) stopped once it is there.
         let freeze_criu = "for i in $(seq 9000); do c=$(pgrep -o -f '^criu restore') && kill -STOP $c && echo $c && exit 0; sleep 0.02; done";
@@ -442,12 +448,7 @@ fn fault_destination_agent_killed_after_the_restore_before_the_commit(c: &Ctx) -
             until("the restored process, CRIU done, at node2", Duration::from_secs(120), &|| {
                 Ok(sh("node2", &format!("pgrep -f '^criu restore' >/dev/null || ps -o stat= -p {pid}"))?.starts_with(['T', 't']))
             })?;
-            let old = sh("node2", &format!("pgrep -f {agent}"))?;
-            ensure!(sh("node2", &format!("pkill -KILL -f {agent} && echo killed"))? == "killed", "no agent to kill at node2");
-            until("node2's agent to come back", Duration::from_secs(60), &|| {
-                let now = sh("node2", &format!("pgrep -f {agent} || true"))?;
-                Ok(!now.is_empty() && now != old && !sh("node2", "ss -Hltn 'sport = :7800'")?.is_empty())
-            })
+            kill_agent_until_back(&bin, "node2", Duration::from_secs(60))
         })();
         let resumed = sh("node1", &format!("pkill -CONT -f {migrate_run} && echo resumed"));
         held?;

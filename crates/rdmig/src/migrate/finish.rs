@@ -42,10 +42,12 @@ impl Run<'_> {
         match committed {
             Ok(resumed_ns) => {
                 // The copy ran from the commit's answer on (its time unknown when the answer was
-                // lost: the restore's end, a lower bound).
+                // lost: the restore's end, a lower bound); a container ran from its restore's end
+                // (Podman cannot restore it held), which is when its downtime ended.
                 if let Some(r) = self.restored_ns {
+                    let ran = if self.ctr.is_some() { r } else { resumed_ns.unwrap_or(r).max(r) };
                     self.remote_events.push((Phase::Resume, Edge::Start, r));
-                    self.remote_events.push((Phase::Resume, Edge::End, resumed_ns.unwrap_or(r).max(r)));
+                    self.remote_events.push((Phase::Resume, Edge::End, ran));
                 }
             }
             // The destination dropped its copy (the source was silent too long): run it here.
