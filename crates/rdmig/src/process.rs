@@ -63,13 +63,15 @@ fn command_lines_of(prog: &[u8]) -> Vec<Vec<Vec<u8>>> {
         .collect()
 }
 
-/// Whether a `podman container checkpoint` or `restore` of container `name` (or of its ID) runs
-/// here: a checkpoint that outlived the `rdmig migrate` that started it (CRIU, which runc
-/// starts as `criu swrk`, names no process on its command line).
-pub fn podman_works_on(name: &str, id: Option<&str>) -> bool {
+/// Whether a `podman container checkpoint` or `restore` runs here that names one of `words`
+/// (a container's name or ID) or a path beneath `dir` (a migration's directory, where its
+/// archives are: `restore --import` names no container). Such a run can outlive the `rdmig
+/// migrate` or agent that started it; CRIU, which runc starts as `criu swrk`, names nothing.
+pub fn podman_works_on(words: &[&str], dir: Option<&Path>) -> bool {
+    let under = dir.map(|d| d.as_os_str().as_encoded_bytes());
     command_lines_of(b"podman").iter().any(|args| {
         let has = |w: &str| args.iter().any(|a| a == w.as_bytes());
-        (has("checkpoint") || has("restore")) && (has(name) || id.is_some_and(has))
+        (has("checkpoint") || has("restore")) && (words.iter().any(|w| has(w)) || under.is_some_and(|u| args.iter().any(|a| a.starts_with(u))))
     })
 }
 
@@ -164,6 +166,27 @@ fn resume_qp(ctl: &rdmig_rxe::Ctl, dev: &str, qpn: u32) -> Result<(), rdmig_rxe:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process whose program is named `podman` (tail, renamed, following /dev/null; after
+    /// `--` the other arguments are files it cannot open), run as a `podman container restore
+    /// --import`.
+    #[test]
+    fn a_podman_restore_is_found_by_the_archive_beneath_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("m-1/final/container-checkpoint.tar");
+        let script = format!("exec -a podman tail -f -- /dev/null container restore --import {} 2>/dev/null", archive.display());
+        let mut p = std::process::Command::new("bash").args(["-c", &script]).spawn().unwrap();
+        let seen = (0..50).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            podman_works_on(&["srv"], Some(&dir.path().join("m-1")))
+        });
+        let other_dir = podman_works_on(&["srv"], Some(&dir.path().join("m-2")));
+        let by_name = podman_works_on(&["srv", "0123"], None);
+        p.kill().unwrap();
+        let _ = p.wait();
+        assert!(seen, "a podman restore of an archive beneath the directory was not seen");
+        assert!(!other_dir && !by_name, "another migration's directory ({other_dir}) or a name it does not carry ({by_name})");
+    }
 
     #[test]
     fn parses_a_command_with_spaces_and_parentheses() {

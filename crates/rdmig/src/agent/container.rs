@@ -38,14 +38,16 @@ impl Restored {
     }
 
     /// An agent that starts again with a migration whose container restore had begun takes the
-    /// copy up: a Podman restore that outlived the last agent is waited for (`grace` at most),
+    /// copy up: a Podman restore (of an archive in `dir`, the migration's directory) that
+    /// outlived the last agent is waited for (`grace` at most),
     /// then the container's process if it runs. Either way the copy is tracked by its ID, so
     /// that an abort (or the source's silence) removes whatever the restore made: a copy the new
     /// agent did not see running is never left to run beside the one the source restores.
     /// Blocking, as `remove_blocking`.
-    pub(super) fn adopt(podman: &Podman, name: Option<&str>, id: &str, grace: std::time::Duration) -> (Self, Option<i32>) {
+    pub(super) fn adopt(podman: &Podman, name: Option<&str>, id: &str, dir: &std::path::Path, grace: std::time::Duration) -> (Self, Option<i32>) {
         let until = std::time::Instant::now() + grace;
-        while crate::process::podman_works_on(name.unwrap_or(id), Some(id)) && std::time::Instant::now() < until {
+        let words: Vec<&str> = name.into_iter().chain([id]).collect();
+        while crate::process::podman_works_on(&words, Some(dir)) && std::time::Instant::now() < until {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         let copy = Restored { podman: podman.clone(), id: id.to_string() };

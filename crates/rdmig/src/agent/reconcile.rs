@@ -54,7 +54,7 @@ pub(super) fn adopt(j: &NodeJournal, work_dir: &Path, podman: &crate::podman::Po
         let container = f.get("container_id").and_then(|v| v.as_str()).filter(|_| restore_started);
         let mut copy = None;
         let state = if let Some(cid) = container {
-            let (c, running) = super::container::Restored::adopt(podman, f.get("container").and_then(|v| v.as_str()), cid, CRIU_GRACE);
+            let (c, running) = super::container::Restored::adopt(podman, f.get("container").and_then(|v| v.as_str()), cid, &dir, CRIU_GRACE);
             copy = Some(c);
             running.map_or(MigState::Receiving, |pid| MigState::Restored { pid })
         } else {

@@ -207,7 +207,8 @@ async fn recover_one(journal: &NodeJournal, m: &MigrationState, o: &RecoverOptio
         None => None,
     };
     // A checkpoint that outlived its run (Podman goes on when rdmig dies): wait for it.
-    if let Some(name) = v.container.as_deref().filter(|n| crate::process::podman_works_on(n, v.container_id.as_deref())) {
+    let words: Vec<&str> = v.container.iter().chain(&v.container_id).map(String::as_str).collect();
+    if let Some(name) = v.container.as_deref().filter(|_| crate::process::podman_works_on(&words, v.dir.as_deref())) {
         return done(RecoveryOutcome::Busy, format!("Podman still checkpoints or restores container {name}"));
     }
     // A dump that outlived its run still has the process: wait for CRIU to let go.
