@@ -426,25 +426,16 @@ fn killed_during_the_checkpoint_then_recovered(c: &Ctx) -> Result<()> {
     println!("  rdmig migrate killed during the checkpoint; ctr-srv on node1 is {st:?}");
 
     let t = Instant::now();
-    let o = c.rdmig(&["on", "node1", "--", "recover", "--json"])?;
-    let code = o.status.code().unwrap_or(-1);
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let (code, out) = crate::faults::on(c, "node1", &["recover", "--json"])?;
     println!("  rdmig recover (exit {code}, {:.1} s): {}", t.elapsed().as_secs_f64(), out.trim().replace('\n', " "));
-    ensure!(code == 0, "rdmig recover exit {code}: {out}{}", String::from_utf8_lossy(&o.stderr));
+    ensure!(code == 0, "rdmig recover exit {code}: {out}");
     let done: Vec<Value> = serde_json::from_str(&out).with_context(|| format!("recover printed {out:?}"))?;
     // The agent's periodic check may have come first; either way the journal ends it.
     ensure!(done.iter().all(|r| r["outcome"] == "resumed"), "recovery did not restore the container here: {out}");
     ensure!(state(c, "node1", "ctr-srv")?.as_deref() == Some("running"), "after recovery ctr-srv on node1 is not running");
     ensure!(state(c, "node3", "ctr-srv")?.is_none(), "a ctr-srv is on node3 after recovery");
     ensure!(c.exec_ok("node1", &["ip", "-4", "-o", "addr"])?.contains(&format!("{SERVICE_ADDR}/")), "{SERVICE_ADDR} is not on node1 after recovery");
-    let (code, status) = (|| -> Result<(i32, String)> {
-        let o = c.rdmig(&["on", "node1", "--", "status", "--json"])?;
-        Ok((o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned()))
-    })()?;
-    ensure!(code == 0, "rdmig status failed: {status}");
-    let nodes: Value = serde_json::from_str(&status)?;
-    let in_flight: usize = nodes.as_array().context("status is no list")?.iter().map(|n| n["migrations"].as_array().map_or(0, |m| m.len())).sum();
-    ensure!(in_flight == 0, "migrations still in flight after recovery: {status}");
+    crate::faults::no_migration_in_flight(c, "node1")?;
     println!("  recovered: ctr-srv runs on node1 again, node3 holds nothing");
     Ok(())
 }

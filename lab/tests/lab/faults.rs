@@ -234,8 +234,18 @@ fn fault_two_concurrent_migrations_of_one_process(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// `rdmig status --json` on `node` shows no migration in flight on any node (after recovery).
+pub(crate) fn no_migration_in_flight(c: &Ctx, node: &str) -> Result<()> {
+    let (code, status) = on(c, node, &["status", "--json"])?;
+    ensure!(code == 0, "rdmig status failed: {status}");
+    let nodes: Value = serde_json::from_str(&status)?;
+    let in_flight: usize = nodes.as_array().context("status is no list")?.iter().map(|n| n["migrations"].as_array().map_or(0, |m| m.len())).sum();
+    ensure!(in_flight == 0, "migrations still in flight after recovery: {status}");
+    Ok(())
+}
+
 /// `rdmig-lab on NODE -- ARGS`: (exit code, stdout).
-fn on(c: &Ctx, node: &str, args: &[&str]) -> Result<(i32, String)> {
+pub(crate) fn on(c: &Ctx, node: &str, args: &[&str]) -> Result<(i32, String)> {
     let mut a = vec!["on", node, "--"];
     a.extend_from_slice(args);
     let o = c.rdmig(&a)?;
@@ -287,11 +297,7 @@ fn fault_migrate_killed_after_the_freeze_then_recover(c: &Ctx) -> Result<()> {
     let st = proc_state(c, "node1", pid)?.context("the process is gone from the source after recovery")?;
     ensure!(!st.starts_with(['T', 't']), "the process is still stopped after recovery ({st})");
     ensure!(proc_state(c, "node2", pid)?.is_none(), "a copy runs at the destination too");
-    let (code, status) = on(c, "node1", &["status", "--json"])?;
-    ensure!(code == 0, "rdmig status failed: {status}");
-    let nodes: Value = serde_json::from_str(&status)?;
-    let in_flight: usize = nodes.as_array().context("status is no list")?.iter().map(|n| n["migrations"].as_array().map_or(0, |m| m.len())).sum();
-    ensure!(in_flight == 0, "migrations still in flight after recovery: {status}");
+    no_migration_in_flight(c, "node1")?;
     let v = verify_workload(c, "node1", pid, "w-killed.json")?;
     ensure!(v["ok"] == true && v["verified_pages"] == 16384 && v["bad_pages"] == 0, "memory after recovery: {v}");
 

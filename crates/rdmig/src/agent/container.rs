@@ -34,7 +34,7 @@ impl Restored {
     /// Removes the copy (`podman rm -f`), waiting for it: the source restores its own next.
     /// Blocking (an abort runs under no lock, but in the agent's runtime: it lends the thread).
     pub(super) fn remove_blocking(&self) -> Result<(), String> {
-        podman_blocking(&self.podman, &["rm", "--force", "--time", "0", &self.id]).map(drop)
+        blocking(self.podman.run(&["rm", "--force", "--time", "0", &self.id], crate::podman::SHORT))?.map(drop).map_err(|e| e.to_string())
     }
 
     /// An agent that starts again with a migration whose container restore had begun takes the
@@ -51,21 +51,23 @@ impl Restored {
             std::thread::sleep(std::time::Duration::from_millis(200));
         }
         let copy = Restored { podman: podman.clone(), id: id.to_string() };
-        let running = podman_blocking(podman, &["container", "inspect", "--format", "{{.State.Status}} {{.State.Pid}}", id]).ok().and_then(|out| {
-            match out.split_whitespace().collect::<Vec<_>>()[..] {
-                ["running", pid] => pid.parse().ok().filter(|&p: &i32| p > 0),
-                _ => None,
-            }
-        });
+        let running = match blocking(podman.inspect(id)) {
+            Ok(Ok(i)) if i.status == "running" && i.pid > 0 => Some(i.pid),
+            _ => None,
+        };
         (copy, running)
     }
 }
 
-/// `podman ARGS` from synchronous code, whatever runtime (if any) runs it: its stdout.
-fn podman_blocking(podman: &Podman, args: &[&str]) -> Result<String, String> {
+/// Runs a Podman call (`fut`) to its end from synchronous code, whatever runtime (if any) runs
+/// it. Err: no runtime could run it.
+fn blocking<F: std::future::Future + Send>(fut: F) -> Result<F::Output, String>
+where
+    F::Output: Send,
+{
     let work = || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-        rt.block_on(podman.run(args, crate::podman::SHORT)).map_err(|e| e.to_string())
+        Ok(rt.block_on(fut))
     };
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(work),
