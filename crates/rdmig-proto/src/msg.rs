@@ -18,6 +18,18 @@ pub struct Endpoint {
 /// Most RDMA lanes (QPs) one data stream may use.
 pub const MAX_LANES: usize = 4;
 
+/// What the RDMA data path does to each chunk; the source chooses (`--encrypt`) and says so in
+/// `RdmaSetup`, inside the TLS channel. Either way every chunk is checked, under a key of this
+/// data path alone and its number in the stream, before a byte of it is used.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkProtection {
+    /// A GMAC tag (AES-256-GCM with the chunk as additional data): the data travels in clear.
+    Authenticated,
+    /// AES-256-GCM over the data: encrypted and authenticated.
+    Encrypted,
+}
+
 /// One lane's ring at the receiver.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct LaneRing {
@@ -286,6 +298,7 @@ pub enum Request {
     /// Open the RDMA data path of this connection towards the sender's QPs, one lane each.
     RdmaSetup {
         eps: Vec<Endpoint>,
+        protection: ChunkProtection,
     },
     /// `len` bytes of throw-away data (over RDMA or as raw frames), then the check as for a
     /// file: to measure a transport.
@@ -504,7 +517,7 @@ impl Request {
                 }
             }
             Request::Commit { id } | Request::Abort { id } | Request::Status { id } => id.validate()?,
-            Request::RdmaSetup { eps } => {
+            Request::RdmaSetup { eps, .. } => {
                 if eps.is_empty() || eps.len() > MAX_LANES {
                     const _: () = assert!(MAX_LANES == 4, "update the message below");
                     return Err(MsgError::Invalid { what: "RDMA lanes", value: eps.len().to_string(), why: "1 to 4 QPs" });
@@ -853,7 +866,7 @@ mod tests {
             ("time", Request::Time),
             ("begin", Request::Begin { id: id.clone(), pid: 4242 }),
             ("put_file", Request::PutFile { id: id.clone(), rel: rel("pre-1/pages-1.img"), len: 1 << 20, via_rdma: true }),
-            ("rdma_setup", Request::RdmaSetup { eps: vec![ep(17), ep(18)] }),
+            ("rdma_setup", Request::RdmaSetup { eps: vec![ep(17), ep(18)], protection: ChunkProtection::Authenticated }),
             ("probe", Request::Probe { len: 1 << 24, via_rdma: false }),
             ("put_symlink", Request::PutSymlink { id: id.clone(), rel: rel("final/parent"), target: "../pre-1".into() }),
             ("page_stream", Request::PageStream { id: id.clone(), rel: rel("final"), parent: Some(rel("pre-1")), via_rdma: true }),

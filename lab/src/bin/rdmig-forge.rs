@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use rdmig::transport::rdma::{ChunkKey, RdmaSender, SLOT};
+use rdmig::transport::rdma::{ChunkKey, ChunkProtection, RdmaSender, SLOT};
 use rdmig::transport::DataSum;
 use rdmig_proto::msg::{MigrationId, RelPath, Reply, Request};
 use rdmig_proto::tls::Identity;
@@ -62,6 +62,9 @@ struct Args {
     id: String,
     #[arg(long, value_enum)]
     key: KeyChoice,
+    /// Encrypt the chunks (as `rdmig migrate --encrypt`); else they are authenticated only.
+    #[arg(long)]
+    encrypt: bool,
     /// The file's size in bytes (a few 1 MiB chunks by default).
     #[arg(long, default_value_t = 3 * SLOT as u64 / 2)]
     len: u64,
@@ -105,8 +108,9 @@ async fn run(a: &Args, data: &[u8]) -> Result<Answer> {
         KeyChoice::Session => session,
         KeyChoice::Forged => session.map(|b| !b),
     };
-    match ask(&mut ch, &Request::RdmaSetup { eps: rdma.eps.clone() }).await? {
-        Reply::RdmaReady(info) => rdma.connect(info, ChunkKey::new(&key))?,
+    let protection = if a.encrypt { ChunkProtection::Encrypted } else { ChunkProtection::Authenticated };
+    match ask(&mut ch, &Request::RdmaSetup { eps: rdma.eps.clone(), protection }).await? {
+        Reply::RdmaReady(info) => rdma.connect(info, ChunkKey::new(&key, protection))?,
         other => bail!("RdmaSetup: {other:?}"),
     }
     ch.send_msg(&Request::PutFile { id, rel: RelPath::new(&a.file)?, len: a.len, via_rdma: true }).await?;

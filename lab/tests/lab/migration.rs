@@ -178,7 +178,8 @@ fn span_ms(r: &Value, phase: &str, node_is_source: bool) -> f64 {
 pub fn migrate_128mib_over_rdma_and_tcp(c: &Ctx) -> Result<()> {
     let mut times = vec![];
     // Pages stream to the destination's page server while CRIU dumps (--page-stream), over each
-    // transport; then over TCP the default way (images written, then sent), for comparison.
+    // transport (RDMA's chunks encrypted, --encrypt); then over TCP the default way (images
+    // written, then sent), for comparison.
     for (transport, to, stream) in [("rdma", "node2", true), ("tcp", "node3", true), ("tcp", "node2", false)] {
         let report = format!("w-{transport}-{stream}.json");
         let pid = start_workload(c, "node1", "128M", "0", &report)?;
@@ -187,13 +188,15 @@ pub fn migrate_128mib_over_rdma_and_tcp(c: &Ctx) -> Result<()> {
             args.push("--page-stream");
         }
         if transport == "rdma" {
-            args.extend(["--rdma-qps", "3"]);
+            args.extend(["--rdma-qps", "3", "--encrypt"]);
         }
         let (code, r) = migrate(c, pid, "node1", to, &args)?;
         ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "{transport}: exit {code}, {}", r["outcome"]);
         ensure!(r["transport"]["used"] == transport, "{transport}: the report says {}", r["transport"]);
         let qps = if transport == "rdma" { serde_json::json!(3) } else { Value::Null };
         ensure!(r["transport"]["rdma_qps"] == qps, "{transport}: the report says {} QPs", r["transport"]["rdma_qps"]);
+        let protection = if transport == "rdma" { serde_json::json!("encrypted") } else { Value::Null };
+        ensure!(r["transport"]["rdma_protection"] == protection, "{transport}: the report says chunks {}", r["transport"]["rdma_protection"]);
         ensure!(r["pages_streamed"] == stream, "{transport}: pages_streamed is {}, expected {stream}", r["pages_streamed"]);
         let v = verify_workload(c, to, pid, &report)?;
         ensure!(v["ok"] == true && v["verified_pages"] == 32768, "{transport}: memory after migration: {v}");
@@ -250,6 +253,7 @@ pub fn rdma_page_stream_survives_packet_loss(c: &Ctx) -> Result<()> {
     );
     ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "exit {code}, {}", r["outcome"]);
     ensure!(r["transport"]["used"] == "rdma", "the report says {}", r["transport"]);
+    ensure!(r["transport"]["rdma_protection"] == "authenticated", "the default is authenticated chunks; the report says {}", r["transport"]);
     ensure!(went_back >= 10, "only {went_back} retries: the loss did not exercise rxe's retry path");
     let v = verify_workload(c, "node2", pid, "w-loss.json")?;
     ensure!(v["ok"] == true && v["verified_pages"] == 8192, "memory after migration: {v}");
@@ -517,7 +521,8 @@ pub fn agent_confines_a_symlink_escape(c: &Ctx) -> Result<()> {
 /// Issue 17: the agent opens every chunk of the RDMA data path before a byte of it is used.
 /// rdmig-forge on node1, with node1's valid certificate, opens a migration at node2's agent as
 /// `rdmig migrate` does and sends an image file over RDMA on real rxe. Sealed with the session's
-/// key (the control), the file arrives byte for byte. Sealed with any other key, as a chunk
+/// key (the controls: chunks authenticated, and encrypted as with `--encrypt`), the file arrives
+/// byte for byte. Sealed with any other key, as a chunk
 /// injected by whoever can put RoCE packets on the wire is, the agent refuses the first chunk,
 /// logs why and hangs up, and nothing of the file stays in the migration's directory.
 pub fn agent_refuses_a_forged_rdma_chunk(c: &Ctx) -> Result<()> {
@@ -533,25 +538,32 @@ pub fn agent_refuses_a_forged_rdma_chunk(c: &Ctx) -> Result<()> {
         let all = std::fs::read(&log).unwrap_or_default();
         String::from_utf8_lossy(all.get(from as usize..).unwrap_or_default()).into_owned()
     };
-    let send = |id: &str, key: &str| -> Result<Value> {
+    let send = |id: &str, key: &str, encrypt: bool| -> Result<Value> {
         let to = agent.to_string();
-        let argv = [forge.as_str(), "--to", &to, "--to-name", "node2", "--tls-dir", "/mnt/node/tls", "--rdma-addr", &rdma_addr, "--id", id, "--key", key];
+        let mut argv =
+            vec![forge.as_str(), "--to", &to, "--to-name", "node2", "--tls-dir", "/mnt/node/tls", "--rdma-addr", &rdma_addr, "--id", id, "--key", key];
+        if encrypt {
+            argv.push("--encrypt");
+        }
         let out = c.exec_ok("node1", &argv)?;
         let r: Value = serde_json::from_str(out.trim()).with_context(|| format!("rdmig-forge printed {out:?}"))?;
-        println!("  --key {key}: {}", r);
+        println!("  --key {key}{}: {}", if encrypt { " --encrypt" } else { "" }, r);
         Ok(r)
     };
     let file = |id: &str| format!("/tmp/rdmig-agent/{id}/pages-1.img");
 
-    // The control: the path and the tool work, so the refusal below is the key's doing.
-    let r = send("m-forge-session", "session")?;
-    ensure!(r["answer"] == "ack", "sealed with the session's key, the file was not taken: {r}");
-    let kept = c.exec_ok("node2", &["sha256sum", &file("m-forge-session")])?;
-    ensure!(kept.split_whitespace().next() == r["sha256"].as_str(), "the agent kept other bytes than were sent: {kept} against {}", r["sha256"]);
+    // The controls: the path and the tool work, chunks authenticated (the default) and
+    // encrypted (`--encrypt`), so the refusal below is the key's doing.
+    for (id, encrypt) in [("m-forge-session", false), ("m-forge-encrypted", true)] {
+        let r = send(id, "session", encrypt)?;
+        ensure!(r["answer"] == "ack", "sealed with the session's key (encrypt: {encrypt}), the file was not taken: {r}");
+        let kept = c.exec_ok("node2", &["sha256sum", &file(id)])?;
+        ensure!(kept.split_whitespace().next() == r["sha256"].as_str(), "the agent kept other bytes than were sent: {kept} against {}", r["sha256"]);
+    }
 
     // The forgery.
     let from = log_len();
-    let r = send("m-forge-forged", "forged")?;
+    let r = send("m-forge-forged", "forged", false)?;
     ensure!(r["answer"] == "gone" || r["answer"] == "failed", "a forged chunk was not refused: {r}");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !log_since(from).contains("failed authentication") {
@@ -563,7 +575,7 @@ pub fn agent_refuses_a_forged_rdma_chunk(c: &Ctx) -> Result<()> {
     println!("  node2's agent: {}", log_since(from).lines().find(|l| l.contains("failed authentication")).unwrap_or_default().trim());
 
     // Both migrations are dropped, as a source that gives up would have them dropped.
-    for id in ["m-forge-session", "m-forge-forged"] {
+    for id in ["m-forge-session", "m-forge-encrypted", "m-forge-forged"] {
         let r = c.ask_agent("node2", &Request::Abort { id: MigrationId::new(id)? }, Duration::from_secs(10))?;
         ensure!(matches!(r, Reply::Ack), "Abort of {id}: {r:?}");
     }

@@ -57,7 +57,7 @@ mod tests {
         let mut cfg = super::super::tests::config(d.path());
         cfg.listen = addr;
         cfg.tls = ca.node("dst", &["127.0.0.1"]).server().unwrap();
-        cfg.policy = Policy { peers: vec!["node1".into()], move_addr: vec![] };
+        cfg.policy = Policy { peers: vec!["node1".into()], ..Policy::default() };
         cfg.idle_timeout = Duration::from_secs(1);
         cfg.max_connections = max_connections;
         tokio::spawn(async move {

@@ -401,7 +401,7 @@ async fn handle(
         Request::CheckContainer { container } => container::check(cfg, &container).await,
         Request::Begin { id, pid } => session::begin(cfg, table, &id, (peer, pid)),
         Request::Status { id } => session::status(table, &id),
-        Request::RdmaSetup { eps } => receive::rdma_setup(cfg, ch, rdma, &eps).await,
+        Request::RdmaSetup { eps, protection } => receive::rdma_setup(cfg, ch, rdma, &eps, protection).await,
         Request::PutFile { id, rel, len, via_rdma } => receive::put_file(ch, rdma, table, &id, &rel, len, via_rdma).await?,
         Request::Probe { len, via_rdma } => receive::probe(ch, rdma, len, via_rdma).await?,
         Request::PutSymlink { id, rel, target } => receive::put_symlink(table, &id, &rel, &target),

@@ -8,7 +8,7 @@
 
 use std::net::Ipv4Addr;
 
-use rdmig_proto::msg::{MovedAddr, Request};
+use rdmig_proto::msg::{ChunkProtection, MovedAddr, Request};
 
 /// Which devices and subnets a moved address may use: `DEV=NET/PREFIX`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +66,9 @@ pub struct Policy {
     pub peers: Vec<String>,
     /// Where a moved address may go (none: migrations that move an address are refused).
     pub move_addr: Vec<AddrRule>,
+    /// Take RDMA data only encrypted (`--require-encryption`): a source must ask with
+    /// `--encrypt`, else its RDMA data path is refused (TCP, always encrypted, still serves).
+    pub require_encryption: bool,
 }
 
 impl Policy {
@@ -76,6 +79,14 @@ impl Policy {
         } else {
             Err(format!("node {peer:?} may not migrate to this agent (its --allow-peer list: {})", self.peers.join(", ")))
         }
+    }
+
+    /// May an RDMA data path protect its chunks so?
+    pub fn admits_rdma(&self, protection: ChunkProtection) -> Result<(), String> {
+        if self.require_encryption && protection != ChunkProtection::Encrypted {
+            return Err("this agent takes RDMA data only encrypted (--require-encryption): migrate with --encrypt, or over TCP".into());
+        }
+        Ok(())
     }
 
     /// May an admitted peer ask this? (Only what the policy restricts; `validate` did the rest.)
@@ -116,7 +127,7 @@ mod tests {
 
     #[test]
     fn peers_and_moved_addresses_follow_the_rules() {
-        let p = Policy { peers: vec!["node1".into(), "node3".into()], move_addr: vec!["vxlan0=10.0.1.0/24".parse().unwrap()] };
+        let p = Policy { peers: vec!["node1".into(), "node3".into()], move_addr: vec!["vxlan0=10.0.1.0/24".parse().unwrap()], require_encryption: false };
         assert!(p.admits("node1").is_ok() && p.admits("node3").is_ok());
         let e = p.admits("node2").unwrap_err();
         assert!(e.contains("\"node2\" may not migrate") && e.contains("node1, node3"), "{e}");
@@ -130,6 +141,11 @@ mod tests {
         }
         assert!(Policy::default().allows(&restore("10.0.1.7", 24, "vxlan0")).unwrap_err().contains("none"));
         assert!(Policy::default().allows(&Request::Time).is_ok());
+        // RDMA data in clear (authenticated chunks) unless the agent wants it encrypted.
+        assert!(p.admits_rdma(ChunkProtection::Authenticated).is_ok() && p.admits_rdma(ChunkProtection::Encrypted).is_ok());
+        let strict = Policy { require_encryption: true, ..p };
+        assert!(strict.admits_rdma(ChunkProtection::Encrypted).is_ok());
+        assert!(strict.admits_rdma(ChunkProtection::Authenticated).unwrap_err().contains("--encrypt"));
     }
 
     #[test]
@@ -169,7 +185,7 @@ mod tests {
     #[tokio::test]
     async fn an_agent_serves_allowed_peers_and_refuses_others_clearly() {
         let ca = TestCa::new();
-        let to = agent(&ca, Policy { peers: vec!["node1".into()], move_addr: vec!["vxlan0=10.0.1.0/24".parse().unwrap()] }).await;
+        let to = agent(&ca, Policy { peers: vec!["node1".into()], move_addr: vec!["vxlan0=10.0.1.0/24".parse().unwrap()], require_encryption: false }).await;
         // An allowed node is served.
         let mut ch = dial(&ca, "node1", to).await;
         ch.send_msg(&Request::Time).await.unwrap();
@@ -197,5 +213,33 @@ mod tests {
         let mut ch = Channel::client_within(sock, &intruder, intruder.server_name(to.ip()), Limits::idle(Duration::from_secs(5))).await.unwrap();
         let _ = ch.send_msg(&Request::Time).await;
         assert!(matches!(ch.recv_msg::<Reply>().await, Err(rdmig_proto::msg::MsgError::Wire(WireError::Tls(_)))));
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_requires_encryption_refuses_rdma_data_in_clear_and_stays_in_step() {
+        use rdmig_proto::msg::Endpoint;
+        let ca = TestCa::new();
+        let to = agent(&ca, Policy { peers: vec!["node1".into()], require_encryption: true, ..Policy::default() }).await;
+        let mut ch = dial(&ca, "node1", to).await;
+        let ep = Endpoint { qpn: 17, psn: 1, gid: [0; 16] };
+        // Chunks in clear are refused by the policy; encrypted ones pass it (and then meet this
+        // test agent's lack of RDMA).
+        for (protection, want) in [(ChunkProtection::Authenticated, "--encrypt"), (ChunkProtection::Encrypted, "no RDMA address")] {
+            // As `rdmig migrate` does: the data path's key first, then the request.
+            let _ = ch.next_stream_key();
+            ch.send_msg(&Request::RdmaSetup { eps: vec![ep], protection }).await.unwrap();
+            match ch.recv_msg::<Reply>().await.unwrap() {
+                Reply::Failed(e) => assert!(e.contains(want), "{protection:?}: {e}"),
+                other => panic!("{protection:?}: {other:?}"),
+            }
+        }
+        // Both ends still key their streams alike: a TCP probe's check matches.
+        ch.send_msg(&Request::Probe { len: 4096, via_rdma: false }).await.unwrap();
+        let mut sum = crate::transport::DataSum::for_sending(&ch);
+        let data = [7u8; 4096];
+        ch.send_raw(&data).await.unwrap();
+        sum.update(&data);
+        ch.send_raw(&sum.finish()).await.unwrap();
+        assert!(matches!(ch.recv_msg::<Reply>().await.unwrap(), Reply::Ack), "the probe's check did not match after the refusals");
     }
 }

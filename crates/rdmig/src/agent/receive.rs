@@ -12,7 +12,7 @@ use tracing::info;
 use super::seal::{Sealing, Seals};
 use super::{dir_of, AgentConfig, Table};
 use crate::criu;
-use crate::transport::rdma::{ChunkKey, RdmaReceiver};
+use crate::transport::rdma::{ChunkKey, ChunkProtection, RdmaReceiver};
 use crate::transport::DataSum;
 use rdmig_confine::Confined;
 use rdmig_proto::msg::{self, Endpoint, MigrationId, RelPath, Reply};
@@ -21,8 +21,17 @@ use rdmig_proto::wire::Channel;
 /// Opens this connection's RDMA data path towards the sender's QPs (one ring per lane); its
 /// chunks are opened with a key of its own from the TLS session (the source derives it as it
 /// asks, so this end does so first, whatever the answer).
-pub(super) async fn rdma_setup(cfg: &AgentConfig, ch: &Channel<TcpStream>, rdma: &mut Option<RdmaReceiver>, eps: &[Endpoint]) -> Reply {
-    let key = ChunkKey::new(&ch.next_stream_key());
+pub(super) async fn rdma_setup(
+    cfg: &AgentConfig,
+    ch: &Channel<TcpStream>,
+    rdma: &mut Option<RdmaReceiver>,
+    eps: &[Endpoint],
+    protection: ChunkProtection,
+) -> Reply {
+    let key = ChunkKey::new(&ch.next_stream_key(), protection);
+    if let Err(e) = cfg.policy.admits_rdma(protection) {
+        return Reply::Failed(e);
+    }
     let Some(addr) = cfg.rdma_addr else {
         return Reply::Failed("this agent has no RDMA address (--rdma-addr): TCP only".into());
     };

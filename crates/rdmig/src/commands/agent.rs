@@ -26,6 +26,11 @@ pub struct AgentArgs {
     /// refused.
     #[arg(long = "allow-move-addr", value_name = "DEV=NET/PREFIX", env = "RDMIG_ALLOW_MOVE_ADDR", value_delimiter = ',')]
     allow_move_addr: Vec<rdmig::agent::policy::AddrRule>,
+    /// Take RDMA data only encrypted: a source must migrate with --encrypt, else its RDMA data
+    /// path is refused (and `--transport auto` falls back to TCP, which TLS always encrypts).
+    /// Without it, RDMA chunks may come authenticated only (the data in clear).
+    #[arg(long, env = "RDMIG_REQUIRE_ENCRYPTION")]
+    require_encryption: bool,
     /// Where incoming images are kept until the migration is committed.
     #[arg(long, default_value = "/var/lib/rdmig/incoming")]
     work_dir: PathBuf,
@@ -80,6 +85,7 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         tls_dir,
         allow_peers,
         allow_move_addr,
+        require_encryption,
         work_dir,
         keep_images,
         rdma_addr,
@@ -97,7 +103,7 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         anyhow::ensure!(p == "*" || rdmig_proto::ca::valid_node_name(p), "--allow-peer {p:?}: not a node name ([a-z0-9-]) or *");
     }
     let id = rdmig_proto::tls::Identity::load(&tls_dir).with_context(|| format!("this node's TLS identity (--tls-dir {})", tls_dir.display()))?;
-    tracing::info!(node = id.name(), peers = ?allow_peers, move_addr = ?allow_move_addr.iter().map(|r| r.to_string()).collect::<Vec<_>>(), "TLS identity and policy");
+    tracing::info!(node = id.name(), peers = ?allow_peers, require_encryption, move_addr = ?allow_move_addr.iter().map(|r| r.to_string()).collect::<Vec<_>>(), "TLS identity and policy");
     rdmig::agent::serve(rdmig::agent::AgentConfig {
         listen,
         rdma_addr,
@@ -105,7 +111,7 @@ pub async fn run(a: AgentArgs) -> Result<ExitCode> {
         tls: id.server()?,
         // Recovering a source migration of this node, the agent asks its destination itself.
         client_tls: id.client(None)?,
-        policy: rdmig::agent::policy::Policy { peers: allow_peers, move_addr: allow_move_addr },
+        policy: rdmig::agent::policy::Policy { peers: allow_peers, move_addr: allow_move_addr, require_encryption },
         work_dir,
         keep_images,
         restore_timeout: Duration::from_secs(600),

@@ -32,13 +32,18 @@ enum BenchCmd {
 pub async fn run(a: BenchArgs) -> Result<ExitCode> {
     let BenchCmd::Transfer { peer, size_mib, transports, json } = a.cmd;
     let (to, tls) = (peer.addr()?, peer.tls()?);
-    let (rdma_addr, rdma_device) = (peer.rdma_addr, peer.rdma_device);
-    let r = rdmig::migrate::bench_transfer(to, &tls, rdma_addr, &rdma_device, peer.rdma_qps, size_mib << 20, &transports).await?;
+    let rdma = rdmig::migrate::RdmaSide { addr: peer.rdma_addr, device: &peer.rdma_device, qps: peer.rdma_qps, protection: peer.protection() };
+    let r = rdmig::migrate::bench_transfer(to, &tls, rdma, size_mib << 20, &transports).await?;
     if json {
         print_json(&r)?;
     } else {
         for row in &r {
-            let qps = row.rdma_qps.map(|n| format!(", {n} QP(s)")).unwrap_or_default();
+            let qps = match (row.rdma_qps, row.rdma_protection) {
+                (Some(n), Some(p)) => {
+                    format!(", {n} QP(s), chunks {}", if p == rdmig_proto::msg::ChunkProtection::Encrypted { "encrypted" } else { "authenticated" })
+                }
+                _ => String::new(),
+            };
             println!("{:5} {:>8.1} MB/s  ({} MiB in {:.2} s{qps})", row.transport, row.mb_s, row.bytes >> 20, row.secs);
         }
     }

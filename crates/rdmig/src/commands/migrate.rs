@@ -136,6 +136,7 @@ pub async fn run(a: MigrateArgs) -> Result<ExitCode> {
         rdma_addr: a.peer.rdma_addr,
         rdma_device: a.peer.rdma_device.clone(),
         rdma_qps: a.peer.rdma_qps,
+        rdma_protection: a.peer.protection(),
         progress: !a.json,
         tcp_established: a.tcp_established,
         move_addr: a.move_addr,

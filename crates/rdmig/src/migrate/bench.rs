@@ -20,21 +20,24 @@ pub struct BenchRow {
     pub transport: String,
     /// RDMA lanes (RC QPs) used; None for TCP.
     pub rdma_qps: Option<usize>,
+    /// RDMA chunks authenticated only, or encrypted too; None for TCP.
+    pub rdma_protection: Option<rdmig_proto::msg::ChunkProtection>,
     pub bytes: u64,
     pub secs: f64,
     pub mb_s: f64,
 }
 
+/// This end of the RDMA data path, as `rdmig migrate` would open it.
+pub struct RdmaSide<'a> {
+    /// Local address whose RoCE v2 GID carries the data (None: no RDMA).
+    pub addr: Option<std::net::Ipv4Addr>,
+    pub device: &'a str,
+    pub qps: usize,
+    pub protection: rdmig_proto::msg::ChunkProtection,
+}
+
 /// Moves `bytes` of probe data to the agent at `to` over each transport in turn.
-pub async fn bench_transfer(
-    to: SocketAddr,
-    tls: &ClientTls,
-    rdma_addr: Option<std::net::Ipv4Addr>,
-    rdma_device: &str,
-    rdma_qps: usize,
-    bytes: u64,
-    transports: &[TransportChoice],
-) -> anyhow::Result<Vec<BenchRow>> {
+pub async fn bench_transfer(to: SocketAddr, tls: &ClientTls, rdma: RdmaSide<'_>, bytes: u64, transports: &[TransportChoice]) -> anyhow::Result<Vec<BenchRow>> {
     let o = MigrateOptions {
         pid: 0,
         container: None,
@@ -50,9 +53,10 @@ pub async fn bench_transfer(
         allow_kernel_mismatch: false,
         transport: TransportChoice::Tcp,
         probe_max_age: Duration::ZERO,
-        rdma_addr,
-        rdma_device: rdma_device.to_string(),
-        rdma_qps,
+        rdma_addr: rdma.addr,
+        rdma_device: rdma.device.to_string(),
+        rdma_qps: rdma.qps,
+        rdma_protection: rdma.protection,
         progress: false,
         tcp_established: false,
         move_addr: None,
@@ -78,8 +82,9 @@ pub async fn bench_transfer(
             }
             _ => ("tcp", transfer::probe(&mut ch, None, bytes).await.map_err(|e| anyhow::anyhow!("{e}"))?),
         };
-        let rdma_qps = (name == "rdma").then_some(o.rdma_qps);
-        rows.push(BenchRow { transport: name.into(), rdma_qps, bytes, secs, mb_s: mb_s(bytes, secs) });
+        let rdma = name == "rdma";
+        let (rdma_qps, rdma_protection) = (rdma.then_some(o.rdma_qps), rdma.then_some(o.rdma_protection));
+        rows.push(BenchRow { transport: name.into(), rdma_qps, rdma_protection, bytes, secs, mb_s: mb_s(bytes, secs) });
     }
     Ok(rows)
 }

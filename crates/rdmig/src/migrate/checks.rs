@@ -18,7 +18,7 @@ use crate::timeline::{attrs, estimate_offset, ClockSample, Phase};
 use crate::transport::rdma::RdmaSender;
 use crate::transport::{mb_s, TransportChoice, TransportReport, Used};
 use crate::tsc;
-use rdmig_proto::msg::{MovedAddr, MsgError, Reply, Request};
+use rdmig_proto::msg::{ChunkProtection, MovedAddr, MsgError, Reply, Request};
 use rdmig_proto::wire::{Channel, Limits, WireError};
 
 fn rss_bytes(pid: i32) -> Option<u64> {
@@ -239,8 +239,8 @@ impl Run<'_> {
         let gid = rdmig_rxe::gid_index(&o.rdma_device, addr).map_err(|e| e.to_string())?;
         let mut s = RdmaSender::open(&o.rdma_device, gid, o.rdma_qps).await.map_err(|e| e.to_string())?;
         // The data path's chunk key, from the TLS session (the agent derives it as it is asked).
-        let key = crate::transport::rdma::ChunkKey::new(&ch.next_stream_key());
-        match call(ch, &Request::RdmaSetup { eps: s.eps.clone() }).await.map_err(|e| e.to_string())? {
+        let key = crate::transport::rdma::ChunkKey::new(&ch.next_stream_key(), o.rdma_protection);
+        match call(ch, &Request::RdmaSetup { eps: s.eps.clone(), protection: o.rdma_protection }).await.map_err(|e| e.to_string())? {
             Reply::RdmaReady(info) => s.connect(info, key).map_err(|e| e.to_string())?,
             Reply::Failed(e) => return Err(format!("the destination cannot: {e}")),
             other => return Err(format!("unexpected reply {other:?}")),
@@ -251,7 +251,9 @@ impl Run<'_> {
     /// Chooses the transport: as asked, or for `auto` the faster of the two over a short probe.
     async fn choose_transport(&mut self, ch: &mut Channel<TcpStream>) -> Result<(), Step> {
         let report = match self.o.transport {
-            TransportChoice::Tcp => TransportReport { used: Used::Tcp, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None },
+            TransportChoice::Tcp => {
+                TransportReport { used: Used::Tcp, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None, rdma_protection: None }
+            }
             TransportChoice::Scp => {
                 let host = self.o.ssh_host.clone().unwrap_or_else(|| self.o.to.ip().to_string());
                 let scp = scp::Scp::new(&host, self.o.ssh_config.clone()).map_err(Step::Refuse)?;
@@ -264,19 +266,27 @@ impl Run<'_> {
                     tcp_mb_s: None,
                     rdma_mb_s: None,
                     rdma_qps: None,
+                    rdma_protection: None,
                 }
             }
             TransportChoice::Rdma => {
                 let s = self.open_rdma(ch).await.map_err(|e| Step::Refuse(format!("RDMA transport: {e}")))?;
                 self.rdma = Some(s);
-                TransportReport { used: Used::Rdma, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None }
+                TransportReport { used: Used::Rdma, reason: "asked for".into(), tcp_mb_s: None, rdma_mb_s: None, rdma_qps: None, rdma_protection: None }
             }
             TransportChoice::Auto => self.probe_transports(ch).await?,
         };
         let mut report = report;
         report.rdma_qps = self.rdma.as_ref().map(|s| s.lanes());
+        report.rdma_protection = self.rdma.as_ref().map(|_| self.o.rdma_protection);
         match report.rdma_qps {
-            Some(n) => self.say(&format!("transport: {:?} over {n} QP(s) ({})", report.used, report.reason)),
+            Some(n) => {
+                let what = match self.o.rdma_protection {
+                    ChunkProtection::Authenticated => "chunks authenticated, data in clear",
+                    ChunkProtection::Encrypted => "chunks encrypted",
+                };
+                self.say(&format!("transport: {:?} over {n} QP(s), {what} ({})", report.used, report.reason))
+            }
             None => self.say(&format!("transport: {:?} ({})", report.used, report.reason)),
         }
         self.transport = Some(report);
@@ -291,9 +301,16 @@ impl Run<'_> {
         const PROBE: u64 = 16 << 20;
         const TRY: u64 = 1 << 20;
         let o = self.o;
-        let key = ProbeKey { to: o.to, rdma_device: o.rdma_device.clone(), rdma_addr: o.rdma_addr, rdma_qps: o.rdma_qps };
+        let key = ProbeKey { to: o.to, rdma_device: o.rdma_device.clone(), rdma_addr: o.rdma_addr, rdma_qps: o.rdma_qps, rdma_protection: o.rdma_protection };
         let kept = if o.probe_max_age.is_zero() { None } else { known::probe(&o.work_dir, &key, o.probe_max_age) };
-        let report = |used, reason, tcp: f64, rdma: Option<f64>| TransportReport { used, reason, tcp_mb_s: Some(tcp), rdma_mb_s: rdma, rdma_qps: None };
+        let report = |used, reason, tcp: f64, rdma: Option<f64>| TransportReport {
+            used,
+            reason,
+            tcp_mb_s: Some(tcp),
+            rdma_mb_s: rdma,
+            rdma_qps: None,
+            rdma_protection: None,
+        };
         if let Some(k) = kept {
             let ago = k.age().as_secs();
             if k.tcp_mb_s > k.rdma_mb_s {

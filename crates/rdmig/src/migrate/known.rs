@@ -88,12 +88,18 @@ pub struct ProbeKey {
     pub rdma_device: String,
     pub rdma_addr: Option<std::net::Ipv4Addr>,
     pub rdma_qps: usize,
+    /// RDMA chunks encrypted or only authenticated: the rates differ.
+    pub rdma_protection: rdmig_proto::msg::ChunkProtection,
 }
 
 impl ProbeKey {
     fn text(&self) -> String {
         let addr = self.rdma_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
-        format!("{} {} {} {}", self.to, self.rdma_device, addr, self.rdma_qps)
+        let protection = match self.rdma_protection {
+            rdmig_proto::msg::ChunkProtection::Authenticated => "authenticated",
+            rdmig_proto::msg::ChunkProtection::Encrypted => "encrypted",
+        };
+        format!("{} {} {} {} {protection}", self.to, self.rdma_device, addr, self.rdma_qps)
     }
 }
 
@@ -162,7 +168,13 @@ mod tests {
     use super::*;
 
     fn key(port: u16) -> ProbeKey {
-        ProbeKey { to: format!("10.0.0.2:{port}").parse().unwrap(), rdma_device: "rxe0".into(), rdma_addr: Some("10.0.1.1".parse().unwrap()), rdma_qps: 2 }
+        ProbeKey {
+            to: format!("10.0.0.2:{port}").parse().unwrap(),
+            rdma_device: "rxe0".into(),
+            rdma_addr: Some("10.0.1.1".parse().unwrap()),
+            rdma_qps: 2,
+            rdma_protection: rdmig_proto::msg::ChunkProtection::Authenticated,
+        }
     }
 
     #[test]
@@ -174,6 +186,8 @@ mod tests {
         assert_eq!((p.tcp_mb_s, p.rdma_mb_s), (10.0, 20.0));
         assert_eq!(probe(d.path(), &key(2), Duration::from_secs(600)), None, "another destination");
         assert_eq!(probe(d.path(), &ProbeKey { rdma_qps: 3, ..key(1) }, Duration::from_secs(600)), None, "another lane count");
+        let encrypted = ProbeKey { rdma_protection: rdmig_proto::msg::ChunkProtection::Encrypted, ..key(1) };
+        assert_eq!(probe(d.path(), &encrypted, Duration::from_secs(600)), None, "encrypted chunks");
         // Measured an hour ago: too old for 10 minutes, fresh enough for two hours.
         keep_probe(d.path(), &key(1), Probed { at: unix_now() - 3600, ..p });
         assert_eq!(probe(d.path(), &key(1), Duration::from_secs(600)), None);

@@ -64,7 +64,7 @@ use crate::transport::rdma::RdmaSender;
 use crate::transport::{TransportChoice, TransportReport};
 use rdmig_proto::msg::{HostFacts, MigrationId, MsgError};
 
-pub use bench::{bench_transfer, BenchRow};
+pub use bench::{bench_transfer, BenchRow, RdmaSide};
 pub use lock::LOCK_DIR;
 pub use recover::{recover, RecoverOptions, Recovered, RecoveryOutcome, ASK as RECOVER_ASK};
 
@@ -113,6 +113,8 @@ pub struct MigrateOptions {
     pub rdma_device: String,
     /// RDMA lanes (RC QPs) of the data path, 1 to `transport::rdma::MAX_LANES`.
     pub rdma_qps: usize,
+    /// What the RDMA data path does to each chunk: authenticate it, or encrypt it too.
+    pub rdma_protection: rdmig_proto::msg::ChunkProtection,
     /// Print a line per step on stderr.
     pub progress: bool,
     /// Checkpoint and restore the process's established TCP connections.
@@ -476,6 +478,7 @@ mod tests {
             rdma_addr: None,
             rdma_device: "rxe0".into(),
             rdma_qps: 1,
+            rdma_protection: rdmig_proto::msg::ChunkProtection::Authenticated,
             progress: false,
             tcp_established: false,
             move_addr: None,

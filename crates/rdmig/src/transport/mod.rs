@@ -91,6 +91,8 @@ pub struct TransportReport {
     pub rdma_mb_s: Option<f64>,
     /// RC QPs ("lanes") of the RDMA data path, when RDMA was used.
     pub rdma_qps: Option<usize>,
+    /// What the RDMA data path did to each chunk, when RDMA was used.
+    pub rdma_protection: Option<rdmig_proto::msg::ChunkProtection>,
 }
 
 /// MB/s (10^6 bytes per second) of `bytes` moved in `secs`.
