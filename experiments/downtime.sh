@@ -37,13 +37,17 @@
 #                 QP is paused while the workload's is stopped): what the peer saw;
 #   phases        rdmig's spans in the blackout (final_dump, transfer, restore, resume) and the
 #                 pre-copy rounds before it, and the same under MigrRDMA's (SIGCOMM 2025) names:
-#     DumpRDMA     null: the plugin saves the verbs objects inside CRIU's dump, and rdmig's
-#                  timeline has no span of its own for that part;
-#     DumpOthers   rdmig's final_dump span (CRIU's final dump, the plugin's verbs save included);
+#     DumpRDMA     the plugin's work in CRIU's final dump (saving the verbs objects): the
+#                  final_dump span's rdma_us attribute (rdmig_image::timing);
+#     DumpOthers   the rest of the final_dump span;
 #     Transfer     rdmig's transfer span (the final images; pre-copy rounds are before the freeze);
-#     RestoreRDMA  null: the plugin rebuilds the verbs objects inside CRIU's restore (restore span);
-#     FullRestore  rdmig's restore + resume spans (CRIU's restore at the destination, the commit
-#                  and the SIGCONT that let the process run).
+#     RestoreRDMA  the plugin's work in CRIU's restore (rebuilding the verbs objects, re-pinning
+#                  MRs, resuming QPs): the destination's restore span's rdma_us attribute;
+#     FullRestore  the rest of rdmig's restore + resume spans (CRIU's restore at the
+#                  destination, the commit and the SIGCONT that let the process run).
+#                  The five add up to the blackout's phases. Where a report has no plugin times
+#                  (no verbs state, or a build before them), DumpRDMA and RestoreRDMA are null
+#                  and their share stays in DumpOthers and FullRestore.
 #
 # Results: experiments/results/downtime-<UTC time>/ (or --out): runs.jsonl (one JSON row per
 # migration), each migration's report (report-N-*.json), env.json (kernel, qemu, CPU, git commit,
@@ -245,10 +249,17 @@ def span(phase):
     node = dst if phase in ("restore", "resume") else src
     v = [x["duration_ns"] for x in s["spans"] if x["phase"] == phase and x["node"] == node]
     return sum(v) / 1e6 if v else None
+# The CRIU plugin's share of a span (attribute rdma_us), ms; None when the report has none.
+def rdma_ms(phase):
+    node = dst if phase == "restore" else src
+    v = [x["attrs"]["rdma_us"] for x in s["spans"] if x["phase"] == phase and x["node"] == node and "rdma_us" in x.get("attrs", {})]
+    return sum(v) / 1e3 if v else None
 precopy = [x["duration_ns"] for x in s["spans"] if isinstance(x["phase"], dict) and "precopy_round" in x["phase"] and x["node"] == src]
 phases = {k: span(k) for k in ("check", "freeze", "final_dump", "transfer", "restore", "resume")}
 phases["precopy"] = sum(precopy) / 1e6 if precopy else 0.0
 full_restore = None if phases["restore"] is None else phases["restore"] + (phases["resume"] or 0.0)
+dump_rdma, restore_rdma = rdma_ms("final_dump"), rdma_ms("restore")
+minus = lambda whole, part: None if whole is None else whole - (part or 0.0)
 rd = w.get("rdma") or {}
 check_ok = bool(w["ok"] and rd.get("ok") and rd.get("peer_end") and p["ok"] and rd.get("writes_applied") == p["writes_completed"])
 row = {
@@ -259,8 +270,8 @@ row = {
     "downtime_ms": s["downtime_ns"] / 1e6,
     "downtime_uncertainty_ms": s["downtime_uncertainty_ns"] / 1e6 if s.get("downtime_uncertainty_ns") is not None else None,
     "peer_gap_ms": p["max_gap_ms"], "phases_ms": phases,
-    "migrrdma_ms": {"DumpRDMA": None, "DumpOthers": phases["final_dump"], "Transfer": phases["transfer"],
-                    "RestoreRDMA": None, "FullRestore": full_restore},
+    "migrrdma_ms": {"DumpRDMA": dump_rdma, "DumpOthers": minus(phases["final_dump"], dump_rdma), "Transfer": phases["transfer"],
+                    "RestoreRDMA": restore_rdma, "FullRestore": minus(full_restore, restore_rdma)},
     "check": {"ok": check_ok, "pages": w["verified_pages"], "bad_pages": w["bad_pages"], "first_bad": w.get("first_bad"),
               "own_pages_dirtied": w["dirtied_pages_total"], "peer_writes_applied": rd.get("writes_applied"),
               "peer_writes_completed": p["writes_completed"], "peer_end": rd.get("peer_end"), "in_flight_pages": rd.get("in_flight_pages"),
@@ -314,16 +325,17 @@ for k in keys:
 json.dump({"points": points, "runs": len(rows), "all_checks_ok": all(r["check"]["ok"] for r in rows)}, open(d + "/summary.json", "w"), indent=2)
 
 f = lambda v, fmt="%.0f": "-" if v is None else fmt % v
-lines = ["| MiB | CPU dirty/s | RDMA writes/s | ours downtime ms | baseline downtime ms | ours/baseline | ours peer gap ms | baseline peer gap ms | ours pre-copy rounds, MiB at freeze | ours DumpOthers / Transfer / FullRestore ms | baseline DumpOthers / Transfer / FullRestore ms | runs |",
+names = ("DumpRDMA", "DumpOthers", "Transfer", "RestoreRDMA", "FullRestore")
+lines = ["| MiB | CPU dirty/s | RDMA writes/s | ours downtime ms | baseline downtime ms | ours/baseline | ours peer gap ms | baseline peer gap ms | ours pre-copy rounds, MiB at freeze | ours " + " / ".join(names) + " ms | baseline " + " / ".join(names) + " ms | runs |",
          "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"]
 for p in points:
     o, b = p["ours"], p["baseline"]
-    m = lambda x: " / ".join(f(x["migrrdma_ms"][n]) for n in ("DumpOthers", "Transfer", "FullRestore"))
+    m = lambda x: " / ".join(f(x["migrrdma_ms"][n]) for n in names)
     lines.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s, %s | %s | %s | %d+%d |" % (
         p["size_mib"], p["cpu_rate"], p["rdma_rate"], f(o["downtime_ms"]), f(b["downtime_ms"]), f(p["downtime_ours_over_baseline"], "%.2f"),
         f(o["peer_gap_ms"]), f(b["peer_gap_ms"]), f(o["precopy_rounds"]), f(o["final_mib"], "%.1f"), m(o), m(b), o["runs"], b["runs"]))
 lines += ["", "Medians per point (runs: ours+baseline). Every migration's every byte was checked at the destination. "
-          "DumpRDMA and RestoreRDMA are not separable in rdmig's timeline (inside DumpOthers and FullRestore); see experiments/downtime.sh."]
+          "MigrRDMA's phases: DumpRDMA and RestoreRDMA are the CRIU plugin's own times (rdma_us), DumpOthers and FullRestore the rest; see experiments/downtime.sh."]
 open(d + "/table.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 
@@ -347,8 +359,9 @@ chart("downtime-vs-rdma-rate", "downtime against the peer's RDMA write rate (%d 
 mem = sorted([p for p in points if "memory" in p["axes"]], key=lambda p: p["size_mib"])
 if len(mem) >= 2:
     series = [{"name": "%s %s" % (s, n), "points": [[p["size_mib"], p[s]["migrrdma_ms"][n]] for p in mem if p[s]["migrrdma_ms"][n] is not None]}
-              for s in ("ours", "baseline") for n in ("DumpOthers", "Transfer", "FullRestore")]
-    json.dump({"title": "blackout phases against memory (MigrRDMA's names)", "subtitle": "DumpOthers = final_dump, Transfer = transfer, FullRestore = restore + resume",
+              for s in ("ours", "baseline") for n in names]
+    series = [x for x in series if x["points"]]
+    json.dump({"title": "blackout phases against memory (MigrRDMA's names)", "subtitle": "DumpRDMA, RestoreRDMA = the CRIU plugin's own times; DumpOthers = the rest of final_dump, FullRestore = the rest of restore + resume",
                "x_label": "workload memory, MiB", "y_label": "ms", "series": series}, open(d + "/phases-vs-memory.chart.json", "w"), indent=1)
 EOF
 for c in "$HERE"/*.chart.json; do

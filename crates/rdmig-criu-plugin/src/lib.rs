@@ -213,8 +213,12 @@ unsafe extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
             error!("file id {id}: criu_get_image_dir() gave no directory");
             return -1;
         };
+        let t = std::time::Instant::now();
         match dump::dump_file(fd, id as u32, dir) {
-            Ok(true) => 0,
+            Ok(true) => {
+                log::times(image::timing::Kind::DumpRdma, t.elapsed());
+                0
+            }
             Ok(false) => -libc::ENOTSUP,
             Err(e) => {
                 error!("cannot dump verbs state: {e}");
@@ -226,8 +230,12 @@ unsafe extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
 
 /// RESTORE_EXT_FILE(id): runs inside the restored task.
 unsafe extern "C" fn restore_ext_file(id: c_int) -> c_int {
+    let t = std::time::Instant::now();
     guard("restore_ext_file", -1, || match restore::restore_file(id as u32) {
-        Ok(Some(fd)) => fd,
+        Ok(Some(fd)) => {
+            log::times(image::timing::Kind::RestoreRdma, t.elapsed());
+            fd
+        }
         Ok(None) => -libc::ENOTSUP,
         Err(e) => {
             error!("cannot restore file id {id}: {e}; nothing is left on the device");
@@ -267,9 +275,13 @@ unsafe extern "C" fn update_vma_map(path: *const c_char, addr: u64, old_pgoff: u
 
 /// RESUME_DEVICES_LATE(pid): criu master, the task is stopped with its final memory layout.
 unsafe extern "C" fn resume_devices_late(pid: c_int) -> c_int {
+    let t = std::time::Instant::now();
     guard("resume_devices_late", -1, || match restore::resume_late(pid) {
         Ok(0) => -libc::ENOTSUP,
-        Ok(_) => 0,
+        Ok(_) => {
+            log::times(image::timing::Kind::RestoreRdma, t.elapsed());
+            0
+        }
         Err(e) => {
             // CRIU only logs this hook's failure and would let the process run with stopped
             // QPs and MRs on placeholder pages: kill it instead, so the failure is visible.

@@ -49,6 +49,34 @@ pub fn image_dir_fd() -> Option<libc::c_int> {
     (fd >= 0).then_some(fd)
 }
 
+/// Appends how long a hook's verbs work took to the images directory's times file
+/// (`rdmig_image::timing`, for rdmig's timeline). Best effort: a failure is logged at debug
+/// level and the hook goes on. The file is opened without following a link and without
+/// blocking, and written only if it is a regular file, whatever stands at its name.
+pub fn times(kind: rdmig_image::timing::Kind, took: std::time::Duration) {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    let Some(dir) = image_dir_fd() else { return };
+    let name = CString::new(rdmig_image::timing::FILE).expect("no NUL in the name");
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    // SAFETY: openat with CRIU's images directory fd and a NUL-terminated name that outlives
+    // the call; it only creates or opens that file.
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), flags, 0o600 as libc::c_uint) };
+    if fd < 0 {
+        log(Level::Debug, &format!("{}: {}", rdmig_image::timing::FILE, std::io::Error::last_os_error()));
+        return;
+    }
+    // SAFETY: openat just returned this descriptor, and nothing else owns it.
+    let f = unsafe { std::fs::File::from_raw_fd(fd) };
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return;
+    }
+    // One write: O_APPEND keeps the lines of several processes whole.
+    if let Err(e) = (&f).write_all(rdmig_image::timing::line(kind, took).as_bytes()) {
+        log(Level::Debug, &format!("{}: {e}", rdmig_image::timing::FILE));
+    }
+}
+
 pub fn log(level: Level, msg: &str) {
     let line = format!("rdmig_criu: {}\n", msg.replace('\0', " "));
     let p = PRINT_ON_LEVEL.load(Ordering::Relaxed);

@@ -28,6 +28,7 @@
 pub const HOLD_ENV: &str = "RDMIG_HOLD_QPS";
 
 pub mod show;
+pub mod timing;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

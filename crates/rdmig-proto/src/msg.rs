@@ -404,11 +404,13 @@ pub enum Reply {
         t1_ns: u64,
         t2_ns: u64,
     },
-    /// Restore finished: the process runs here now. Times on this host's monotonic clock.
+    /// Restore finished: the process runs here now. Times on this host's monotonic clock;
+    /// `rdma_us`: of it, the CRIU plugin's work on verbs objects (None: none, or not known).
     Restored {
         pid: i32,
         start_ns: u64,
         end_ns: u64,
+        rdma_us: Option<u64>,
     },
     RdmaReady(RingInfo),
     State(MigState),

@@ -214,7 +214,23 @@ fn e2e_migrate_ib_send_bw_server_one_way_rtr(c: &Ctx) -> Result<()> {
     ensure!(!probed || reason.contains(" s ago"), "a probe towards node3 was kept, but the transport's reason is {reason:?}");
     // The default skips pre-copy for a process this small, and says so.
     ensure!(r["stop_reason"].as_str().is_some_and(|s| s.starts_with("nothing to pre-copy")), "stop reason: {}", r["stop_reason"]);
+    // The CRIU plugin's share of the final dump and of the restore (MigrRDMA's DumpRDMA and
+    // RestoreRDMA) is in the spans: more than nothing, and within its span.
+    for (phase, at_source) in [("final_dump", true), ("restore", false)] {
+        let (span_ms, rdma_ms) =
+            plugin_share(&r, phase, at_source).with_context(|| format!("no {phase} span with the plugin's time in {}", r["summary"]["spans"]))?;
+        ensure!(rdma_ms > 0.0 && rdma_ms <= span_ms, "{phase}: the plugin's {rdma_ms} ms against the span's {span_ms} ms");
+        println!("  {phase}: {span_ms:.0} ms, of it the plugin's verbs work {rdma_ms:.1} ms");
+    }
     finish(c, &p, "node3", "node2")
+}
+
+/// A span's duration and the CRIU plugin's share of it (its `rdma_us` attribute), in ms; the
+/// span on the source's node or on the other one.
+fn plugin_share(r: &Value, phase: &str, at_source: bool) -> Option<(f64, f64)> {
+    let src = r["source"]["hostname"].as_str()?;
+    let s = r["summary"]["spans"].as_array()?.iter().find(|s| s["phase"] == phase && (s["node"].as_str() == Some(src)) == at_source)?;
+    Some((s["duration_ns"].as_f64()? / 1e6, s["attrs"][rdmig::timeline::RDMA_US].as_f64()? / 1e3))
 }
 
 /// The client moves instead, with its own address.

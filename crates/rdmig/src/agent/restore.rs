@@ -58,7 +58,8 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
         back_to_receiving(table, id);
         return Reply::Failed(e);
     }
-    let restored = run(cfg, table, id, &d.join(dir.as_str()), opts).await;
+    let images = d.join(dir.as_str());
+    let restored = run(cfg, table, id, &images, opts).await;
     let mut t = table.lock().expect("table lock");
     let Some(m) = t.get_mut(id.as_str()) else {
         return Reply::Failed(format!("migration {id} vanished during its restore"));
@@ -71,7 +72,9 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
             drop(t);
             let start_ticks = crate::process::stat(pid).map(|s| s.start_ticks);
             table.note(id.as_str(), Phase::Restore, JOutcome::Done, Some(serde_json::json!({ "restored_pid": pid, "start_ticks": start_ticks })));
-            Reply::Restored { pid, start_ns: start, end_ns: end }
+            // The plugin's part of the restore (MigrRDMA's RestoreRDMA), for the source's timeline.
+            let rdma_us = rdmig_image::timing::read_total(&images, rdmig_image::timing::Kind::RestoreRdma).map(|d| d.as_micros() as u64);
+            Reply::Restored { pid, start_ns: start, end_ns: end, rdma_us }
         }
         Ok(pid) => {
             // Aborted while CRIU worked: the source keeps (or takes back) its own copy.

@@ -15,7 +15,7 @@ use tracing::warn;
 use super::remote::{abort_remote, call, commit_again};
 use super::{Outcome, Run};
 use crate::journal::{Outcome as JOutcome, Phase as JPhase};
-use crate::timeline::{Edge, Phase};
+use crate::timeline::{Attrs, Edge, Phase};
 use rdmig_proto::msg::{MigState, Reply, Request};
 use rdmig_proto::wire::{Channel, Limits};
 
@@ -46,8 +46,8 @@ impl Run<'_> {
                 // (Podman cannot restore it held), which is when its downtime ended.
                 if let Some(r) = self.restored_ns {
                     let ran = if self.ctr.is_some() { r } else { resumed_ns.unwrap_or(r).max(r) };
-                    self.remote_events.push((Phase::Resume, Edge::Start, r));
-                    self.remote_events.push((Phase::Resume, Edge::End, ran));
+                    self.remote_events.push((Phase::Resume, Edge::Start, r, Attrs::new()));
+                    self.remote_events.push((Phase::Resume, Edge::End, ran, Attrs::new()));
                 }
             }
             // The destination dropped its copy (the source was silent too long): run it here.

@@ -10,7 +10,7 @@ use super::remote::busy;
 use super::{mib, Run, Step};
 use crate::criu::{self, DumpSpec};
 use crate::journal::{Outcome as JOutcome, Phase as JPhase};
-use crate::timeline::{attrs, Phase};
+use crate::timeline::{attrs, Phase, RDMA_US};
 use rdmig_proto::wire::Channel;
 
 impl Run<'_> {
@@ -44,7 +44,12 @@ impl Run<'_> {
         };
         let final_bytes = streamed.unwrap_or_else(|| criu::page_bytes(&final_dir));
         self.final_bytes = final_bytes;
-        self.rec.end_with(Phase::FinalDump, attrs([("bytes", final_bytes), ("pages", (final_bytes / 4096))]));
+        let mut a = attrs([("bytes", final_bytes), ("pages", (final_bytes / 4096))]);
+        // The plugin's part of the dump (saving the verbs objects): MigrRDMA's DumpRDMA.
+        if let Some(rdma) = rdmig_image::timing::read_total(&final_dir, rdmig_image::timing::Kind::DumpRdma) {
+            a.insert(RDMA_US.into(), (rdma.as_micros() as u64).into());
+        }
+        self.rec.end_with(Phase::FinalDump, a);
         self.say(&format!("frozen; final dump {} in {:.0} ms", mib(final_bytes), t.elapsed().as_secs_f64() * 1e3));
         Ok(())
     }

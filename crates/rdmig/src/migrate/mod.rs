@@ -59,7 +59,7 @@ use tracing::warn;
 
 use crate::criu;
 use crate::journal::{NodeJournal, Outcome as JOutcome, Phase as JPhase, Role};
-use crate::timeline::{ClockSample, Edge, Phase, Recorder};
+use crate::timeline::{Attrs, ClockSample, Edge, Phase, Recorder};
 use crate::transport::rdma::RdmaSender;
 use crate::transport::{TransportChoice, TransportReport};
 use rdmig_proto::msg::{HostFacts, MigrationId, MsgError};
@@ -221,7 +221,7 @@ struct Run<'a> {
     /// The TSC change at the move, once the checks compared the two hosts' counters.
     tsc: Option<crate::tsc::TscChange>,
     /// The destination's events, on its clock: (phase, edge, t_ns).
-    remote_events: Vec<(Phase, Edge, u64)>,
+    remote_events: Vec<(Phase, Edge, u64, Attrs)>,
     /// CRIU options of this migration (plugin for verbs state, TCP connections).
     copts: criu::Options,
     /// The address that moves with the process, once known.

@@ -58,13 +58,13 @@ impl Run<'_> {
             .remote_events
             .iter()
             .enumerate()
-            .map(|(i, (phase, edge, t))| Event {
+            .map(|(i, (phase, edge, t, attrs))| Event {
                 seq: i as u64,
                 node: remote_node.clone().unwrap_or_else(|| "destination".into()),
                 phase: phase.clone(),
                 edge: *edge,
                 t_ns: *t,
-                attrs: Default::default(),
+                attrs: attrs.clone(),
             })
             .collect();
         let timeline = match (&remote_node, estimate_offset(&self.clock)) {

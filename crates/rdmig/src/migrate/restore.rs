@@ -8,7 +8,7 @@ use tracing::warn;
 
 use super::remote::{ask_state, call, ASK_WINDOW, RESTORE_WAIT};
 use super::Run;
-use crate::timeline::{Edge, Phase};
+use crate::timeline::{attrs, Attrs, Edge, Phase, RDMA_US};
 use rdmig_proto::msg::{MigState, RelPath, Reply, Request, RestoreOpts};
 use rdmig_proto::wire::{Channel, Limits};
 
@@ -43,11 +43,11 @@ impl Run<'_> {
         let restored = call(ch, &req).await;
         ch.set_limits(limits);
         let pid = match restored {
-            Ok(Reply::Restored { pid, start_ns, end_ns }) => {
+            Ok(Reply::Restored { pid, start_ns, end_ns, rdma_us }) => {
                 // The copy is held (stopped) until the commit lets it run: its resume spans
                 // from here to the commit's answer (`finish`).
-                self.remote_events.push((Phase::Restore, Edge::Start, start_ns));
-                self.remote_events.push((Phase::Restore, Edge::End, end_ns));
+                self.remote_events.push((Phase::Restore, Edge::Start, start_ns, Attrs::new()));
+                self.remote_events.push((Phase::Restore, Edge::End, end_ns, attrs(rdma_us.map(|us| (RDMA_US, us)))));
                 self.restored_ns = Some(end_ns);
                 pid
             }

@@ -18,7 +18,8 @@
 //! JSON: `Phase` is `"check"`, `"freeze"`, ... for steps without data, `{"precopy_round": 3}`
 //! and `{"other": "name"}` for the others; `Edge` is `"start"`, `"end"` or `"instant"`.
 //! A pre-copy round's End (or Start) carries its work in the attributes `"pages"` and
-//! `"bytes"`.
+//! `"bytes"`. The final dump's End, and the destination's restore End, carry [`RDMA_US`]: the
+//! part of it the CRIU plugin spent on verbs objects (MigrRDMA's DumpRDMA and RestoreRDMA).
 //!
 //! `series` draws plain XY charts of experiment sweeps (downtime against memory size).
 //!
@@ -46,6 +47,10 @@ pub use event::{attrs, monotonic_ns, Attrs, Edge, Event, Phase, Recorder};
 pub use merge::{NodeClock, TimedEvent, Timeline};
 pub use plot::plot_png;
 pub use summary::{human_bytes, PrecopyRound, Span, Stop, Summary};
+
+/// Attribute of a `final_dump` or `restore` span: microseconds of it that the CRIU plugin spent
+/// saving or rebuilding verbs objects (`rdmig_image::timing`).
+pub const RDMA_US: &str = "rdma_us";
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TimelineError> {

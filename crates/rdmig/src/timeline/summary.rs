@@ -149,19 +149,26 @@ impl Summary {
         let _ = writeln!(o);
         let node_w = self.spans.iter().map(|s| s.node.chars().count()).max().unwrap_or(4).max(4);
         let phase_w = self.spans.iter().map(|s| s.phase.to_string().chars().count()).max().unwrap_or(5).max(5);
-        let _ = writeln!(o, "{:<phase_w$}  {:<node_w$}  {:>10}  {:>10}  {:>10}  {:>10}", "phase", "node", "start ms", "dur ms", "pages", "bytes");
+        let _ = writeln!(
+            o,
+            "{:<phase_w$}  {:<node_w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
+            "phase", "node", "start ms", "dur ms", "pages", "bytes", "verbs ms"
+        );
         for s in &self.spans {
             let pages = s.attrs.get("pages").and_then(|v| v.as_u64()).map(|p| p.to_string()).unwrap_or_default();
             let bytes = s.attrs.get("bytes").and_then(|v| v.as_u64()).map(human_bytes).unwrap_or_default();
+            // The CRIU plugin's share of a dump or restore (`super::RDMA_US`).
+            let verbs = s.attrs.get(super::RDMA_US).and_then(|v| v.as_u64()).map(|us| ms(us * 1000)).unwrap_or_default();
             let _ = writeln!(
                 o,
-                "{:<phase_w$}  {:<node_w$}  {:>10}  {:>10}  {:>10}  {:>10}",
+                "{:<phase_w$}  {:<node_w$}  {:>10}  {:>10}  {:>10}  {:>10}  {:>10}",
                 s.phase.to_string(),
                 s.node,
                 ms(s.start_ns - self.origin_ns),
                 ms(s.duration_ns),
                 pages,
-                bytes
+                bytes,
+                verbs
             );
         }
         o

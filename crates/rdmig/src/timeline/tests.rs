@@ -30,7 +30,7 @@ fn src_events() -> Vec<Event> {
         ev("src", 6, Freeze, Start, 1352, n()),
         ev("src", 7, Freeze, End, 1353, n()),
         ev("src", 8, FinalDump, Start, 1353, n()),
-        ev("src", 9, FinalDump, End, 1373, attrs([("pages", 512u64), ("bytes", 2 << 20)])),
+        ev("src", 9, FinalDump, End, 1373, attrs([("pages", 512u64), ("bytes", 2 << 20), (super::RDMA_US, 4500)])),
         ev("src", 10, Transfer, Start, 1373, n()),
         ev("src", 11, Other("note".into()), Instant, 1380, attrs([("why", "mark")])),
         ev("src", 12, Transfer, End, 1390, n()),
@@ -44,7 +44,7 @@ fn dst_events() -> Vec<Event> {
     let n = Attrs::new;
     vec![
         ev("dst", 0, Restore, Start, 6390, n()),
-        ev("dst", 1, Restore, End, 6410, n()),
+        ev("dst", 1, Restore, End, 6410, attrs([(super::RDMA_US, 7000u64)])),
         ev("dst", 2, Resume, Start, 6410, n()),
         ev("dst", 3, Resume, End, 6412, n()),
         ev("dst", 4, Cleanup, Start, 6412, n()),
@@ -270,7 +270,10 @@ fn summary_text() {
     assert!(text.contains("dst clock: offset +5000.000 ms"), "{text}");
     let line = text.lines().find(|l| l.starts_with("final_dump")).unwrap();
     let cols: Vec<&str> = line.split_whitespace().collect();
-    assert_eq!(cols, ["final_dump", "src", "353.0", "20.0", "512", "2.0", "MiB"]);
+    assert_eq!(cols, ["final_dump", "src", "353.0", "20.0", "512", "2.0", "MiB", "4.5"]);
+    // The plugin's share of the destination's restore, in its own column.
+    let line = text.lines().find(|l| l.starts_with("restore")).unwrap();
+    assert_eq!(line.split_whitespace().collect::<Vec<_>>(), ["restore", "dst", "390.0", "20.0", "7.0"]);
 }
 
 #[test]
