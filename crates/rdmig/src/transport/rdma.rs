@@ -16,9 +16,9 @@
 //! exported from the TLS session for this data path (`ChunkKey`): a GMAC tag by default, or
 //! encrypted with AES-256-GCM when the source asks (`--encrypt`), the nonce the chunk's number
 //! in the stream: numbers never restart on a data path, and a path's key is never used by
-//! another. The receiver opens each chunk (from a copy
-//! of its slot, so a later write into the slot cannot change what was checked) before it hands
-//! a byte on: an altered, injected, reordered or replayed chunk ends the stream with an error.
+//! another. The receiver opens each chunk (from a copy of its slot, so a later write into the
+//! slot cannot change what was checked) before it hands a byte on: an altered, injected,
+//! reordered or replayed chunk ends the stream with an error.
 //! Sealing and opening happen in the lanes' threads, off the async runtime.
 //!
 //! Verbs objects are not `Send`, so each lane's QP lives in a thread of its own; the async code
@@ -87,10 +87,6 @@ impl ChunkKey {
     pub fn new(key: &[u8; 32], protection: ChunkProtection) -> Self {
         let aead = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("a 32-byte key"));
         Self { aead: std::sync::Arc::new(aead), protection }
-    }
-
-    pub fn protection(&self) -> ChunkProtection {
-        self.protection
     }
 
     /// Chunk `n`'s nonce: numbers never repeat under one key (see the module's notes).
