@@ -30,6 +30,16 @@ pub enum ChunkProtection {
     Encrypted,
 }
 
+impl ChunkProtection {
+    /// Its name, as in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            ChunkProtection::Authenticated => "authenticated",
+            ChunkProtection::Encrypted => "encrypted",
+        }
+    }
+}
+
 /// One lane's ring at the receiver.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct LaneRing {

@@ -39,9 +39,7 @@ pub async fn run(a: BenchArgs) -> Result<ExitCode> {
     } else {
         for row in &r {
             let qps = match (row.rdma_qps, row.rdma_protection) {
-                (Some(n), Some(p)) => {
-                    format!(", {n} QP(s), chunks {}", if p == rdmig_proto::msg::ChunkProtection::Encrypted { "encrypted" } else { "authenticated" })
-                }
+                (Some(n), Some(p)) => format!(", {n} QP(s), chunks {}", p.name()),
                 _ => String::new(),
             };
             println!("{:5} {:>8.1} MB/s  ({} MiB in {:.2} s{qps})", row.transport, row.mb_s, row.bytes >> 20, row.secs);

@@ -95,11 +95,7 @@ pub struct ProbeKey {
 impl ProbeKey {
     fn text(&self) -> String {
         let addr = self.rdma_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
-        let protection = match self.rdma_protection {
-            rdmig_proto::msg::ChunkProtection::Authenticated => "authenticated",
-            rdmig_proto::msg::ChunkProtection::Encrypted => "encrypted",
-        };
-        format!("{} {} {} {} {protection}", self.to, self.rdma_device, addr, self.rdma_qps)
+        format!("{} {} {} {} {}", self.to, self.rdma_device, addr, self.rdma_qps, self.rdma_protection.name())
     }
 }
 
@@ -186,6 +182,10 @@ mod tests {
         assert_eq!((p.tcp_mb_s, p.rdma_mb_s), (10.0, 20.0));
         assert_eq!(probe(d.path(), &key(2), Duration::from_secs(600)), None, "another destination");
         assert_eq!(probe(d.path(), &ProbeKey { rdma_qps: 3, ..key(1) }, Duration::from_secs(600)), None, "another lane count");
+        // Keys and reports spell a protection as its JSON does.
+        for p in [rdmig_proto::msg::ChunkProtection::Authenticated, rdmig_proto::msg::ChunkProtection::Encrypted] {
+            assert_eq!(serde_json::to_value(p).unwrap(), p.name());
+        }
         let encrypted = ProbeKey { rdma_protection: rdmig_proto::msg::ChunkProtection::Encrypted, ..key(1) };
         assert_eq!(probe(d.path(), &encrypted, Duration::from_secs(600)), None, "encrypted chunks");
         // Measured an hour ago: too old for 10 minutes, fresh enough for two hours.
