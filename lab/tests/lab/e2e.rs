@@ -228,8 +228,7 @@ fn e2e_migrate_ib_send_bw_server_one_way_rtr(c: &Ctx) -> Result<()> {
 /// A span's duration and the CRIU plugin's share of it (its `rdma_us` attribute), in ms; the
 /// span on the source's node or on the other one.
 fn plugin_share(r: &Value, phase: &str, at_source: bool) -> Option<(f64, f64)> {
-    let src = r["source"]["hostname"].as_str()?;
-    let s = r["summary"]["spans"].as_array()?.iter().find(|s| s["phase"] == phase && (s["node"].as_str() == Some(src)) == at_source)?;
+    let s = crate::harness::span(r, phase, at_source)?;
     Some((s["duration_ns"].as_f64()? / 1e6, s["attrs"][rdmig::timeline::RDMA_US].as_f64()? / 1e3))
 }
 

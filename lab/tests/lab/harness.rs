@@ -327,6 +327,12 @@ pub fn main(groups: &[&[Scenario]]) -> ExitCode {
     }
 }
 
+/// The report's summary span of `phase` on the source's node (`at_source`) or on the other one.
+pub fn span<'a>(r: &'a serde_json::Value, phase: &str, at_source: bool) -> Option<&'a serde_json::Value> {
+    let src = r["source"]["hostname"].as_str().unwrap_or("");
+    r["summary"]["spans"].as_array()?.iter().find(|s| s["phase"] == phase && (s["node"].as_str() == Some(src)) == at_source)
+}
+
 /// The report's timeline as `phase s` per span, in order (where the time goes).
 pub fn spans(r: &serde_json::Value) -> String {
     let mut open: Vec<(String, f64)> = vec![];

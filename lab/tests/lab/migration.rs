@@ -163,13 +163,7 @@ pub fn migrate_128mib_precopy_vs_stop_and_copy(c: &Ctx) -> Result<()> {
 }
 
 fn span_ms(r: &Value, phase: &str, node_is_source: bool) -> f64 {
-    let src = r["source"]["hostname"].as_str().unwrap_or("");
-    r["summary"]["spans"]
-        .as_array()
-        .and_then(|spans| spans.iter().find(|sp| sp["phase"] == phase && (sp["node"].as_str() == Some(src)) == node_is_source))
-        .and_then(|sp| sp["duration_ns"].as_f64())
-        .unwrap_or(f64::NAN)
-        / 1e6
+    crate::harness::span(r, phase, node_is_source).and_then(|sp| sp["duration_ns"].as_f64()).unwrap_or(f64::NAN) / 1e6
 }
 
 /// Pages over RDMA: the same 128 MiB workload moves with stop-and-copy over RDMA (striped over
