@@ -17,6 +17,7 @@ a=$(realpath "$1")
 b=$(realpath "$2")
 if [ -n "${OUT:-}" ]; then OUT=$(realpath -m "$OUT"); fi
 cd "$(dirname "$0")/.."
+. experiments/host-netns.sh
 size=${3:-1024}
 rounds=${4:-6}
 for x in "$a" "$b"; do [ -x "$x" ] || { echo "$x: not an executable" >&2; exit 2; }; done
@@ -35,35 +36,13 @@ pids=()
 cleanup() {
 	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 	for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-	ip netns del "$NA" 2>/dev/null || true
-	ip netns del "$NB" 2>/dev/null || true
+	netns_del "$NA" "$NB"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
-ip netns del "$NA" 2>/dev/null || true
-ip netns del "$NB" 2>/dev/null || true
-ip netns add "$NA"
-ip netns add "$NB"
-ip -n "$NA" link add veth-ab-a type veth peer name veth-ab-b netns "$NB"
-ip -n "$NA" addr add "$ip_a/24" dev veth-ab-a
-ip -n "$NB" addr add "$ip_b/24" dev veth-ab-b
-for ns in "$NA" "$NB"; do ip -n "$ns" link set lo up; done
-ip -n "$NA" link set veth-ab-a up
-ip -n "$NB" link set veth-ab-b up
-ip netns exec "$NA" ping -c 1 -W 5 "$ip_b" >/dev/null
+netns_pair "$NA" veth-ab-a "$ip_a" "$NB" veth-ab-b "$ip_b"
+node_tls "$a" "$tmp" "$ip_a" "$ip_b"
 
-"$a" ca init "$tmp/ca" >/dev/null
-"$a" ca issue hb-a --dir "$tmp/ca" --ip "$ip_a" --out "$tmp/hb-a" >/dev/null
-"$a" ca issue hb-b --dir "$tmp/ca" --ip "$ip_b" --out "$tmp/hb-b" >/dev/null
-
-listening() { # NETNS PORT: waits 10 s at most
-	local _
-	for _ in $(seq 100); do
-		[ -n "$(ip netns exec "$1" ss -Hltn "sport = :$2")" ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
 declare -A bin=([A]=$a [B]=$b) port=([A]=7810 [B]=7811)
 for v in A B; do
 	mkdir -p "$tmp/work-$v"

@@ -25,6 +25,7 @@ set -euo pipefail
 if [ -n "${RDMIG:-}" ]; then RDMIG=$(realpath "$(command -v "$RDMIG")"); fi
 if [ -n "${OUT:-}" ]; then OUT=$(realpath -m "$OUT"); fi
 cd "$(dirname "$0")/.."
+. experiments/host-netns.sh
 size=${1:-512}
 rounds=${2:-3}
 port=7800      # the agent
@@ -54,41 +55,15 @@ iperf_pid=
 cleanup() {
 	for p in $agent_pid $iperf_pid; do kill "$p" 2>/dev/null || true; done
 	for p in $agent_pid $iperf_pid; do wait "$p" 2>/dev/null || true; done
-	ip netns del "$A" 2>/dev/null || true # the veth pair goes with its namespace
-	ip netns del "$B" 2>/dev/null || true
+	netns_del "$A" "$B"
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
 
-# Leftovers of a run that was killed (we hold the lock: no other run uses these names).
-ip netns del "$A" 2>/dev/null || true
-ip netns del "$B" 2>/dev/null || true
-ip netns add "$A"
-ip netns add "$B"
-ip -n "$A" link add veth-hb-a type veth peer name veth-hb-b netns "$B"
-ip -n "$A" addr add "$ip_a/24" dev veth-hb-a
-ip -n "$B" addr add "$ip_b/24" dev veth-hb-b
-for ns in "$A" "$B"; do
-	ip -n "$ns" link set lo up
-	ip -n "$ns" link set "veth-${ns#rdmig-}" up
-done
+netns_pair "$A" veth-hb-a "$ip_a" "$B" veth-hb-b "$ip_b"
 mtu=$(ip netns exec "$A" cat /sys/class/net/veth-hb-a/mtu)
-ip netns exec "$A" ping -c 1 -W 5 "$ip_b" >/dev/null
-
 # The cluster CA and the two nodes' TLS directories.
-"$RDMIG" ca init "$tmp/ca" >/dev/null
-"$RDMIG" ca issue hb-a --dir "$tmp/ca" --ip "$ip_a" --out "$tmp/hb-a" >/dev/null
-"$RDMIG" ca issue hb-b --dir "$tmp/ca" --ip "$ip_b" --out "$tmp/hb-b" >/dev/null
-
-# Waits (10 s at most) until something listens on TCP port $2 in namespace $1.
-listening() {
-	local _
-	for _ in $(seq 100); do
-		[ -n "$(ip netns exec "$1" ss -Hltn "sport = :$2")" ] && return 0
-		sleep 0.1
-	done
-	return 1
-}
+node_tls "$RDMIG" "$tmp" "$ip_a" "$ip_b"
 
 mkdir -p "$tmp/work"
 TMPDIR=$tmp ip netns exec "$B" "$RDMIG" agent --listen "$ip_b:$port" --tls-dir "$tmp/hb-b" --allow-peer hb-a \
