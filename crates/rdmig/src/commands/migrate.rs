@@ -38,7 +38,10 @@ pub struct MigrateArgs {
     /// Pre-copy rounds at most (a container's pre-copy is one round).
     #[arg(long, default_value_t = 8)]
     pub(crate) max_rounds: u32,
-    /// Pre-copy has converged when a round carries no more than this many MiB.
+    /// Pre-copy has converged when a round carries no more than this many MiB. No round runs
+    /// when the process's anonymous memory, less what it registered for RDMA (pinned pages stay
+    /// dirty to CRIU, so every round would carry them again), is within this: the report's
+    /// stop_reason says so.
     #[arg(long, default_value_t = 4)]
     pub(crate) converge_mib: u64,
     /// Where the source keeps images while they are sent.

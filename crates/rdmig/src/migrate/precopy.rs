@@ -28,12 +28,14 @@ impl Run<'_> {
         if self.ctr.is_some() {
             return self.precheckpoint_container(ch).await.map(Some);
         }
-        // A round that carries no more than the convergence threshold ends pre-copy; when all of
-        // the process's memory is that small, a round costs (a pre-dump, and a parent image the
-        // final dump and the restore must walk) without saving anything.
+        // A round that carries no more than the convergence threshold ends pre-copy; when all
+        // that pre-copy could move is that small, a round costs (a pre-dump, and a parent image
+        // the final dump and the restore must walk) without saving anything. Memory registered
+        // for RDMA is not movable in advance: its pages are pinned, and Linux 6.1 never clears
+        // the soft-dirty bit of a pinned page, so every round and the final dump carry it again.
         if let Some(anon) = anonymous_bytes(o.pid) {
-            if anon <= o.converge_bytes {
-                let why = format!("nothing to pre-copy: {} of anonymous memory, within --converge-mib ({})", mib(anon), mib(o.converge_bytes));
+            let registered = if self.copts.plugins.is_some() { registered_bytes(o.pid) } else { 0 };
+            if let Some(why) = nothing_to_precopy(anon, registered, o.converge_bytes) {
                 self.say(&why);
                 self.stop_reason = Some(why);
                 return Ok(None);
@@ -116,6 +118,58 @@ fn parse_anonymous(rollup: &str) -> Option<u64> {
     total
 }
 
+/// Why pre-copy would save nothing, if it would not: what it could move in advance, the
+/// process's anonymous memory less what is registered for RDMA, is within the convergence
+/// threshold.
+fn nothing_to_precopy(anon: u64, registered: u64, converge: u64) -> Option<String> {
+    let movable = anon.saturating_sub(registered);
+    if movable > converge {
+        return None;
+    }
+    Some(if registered == 0 {
+        format!("nothing to pre-copy: {} of anonymous memory, within --converge-mib ({})", mib(anon), mib(converge))
+    } else {
+        format!(
+            "nothing to pre-copy: of {} of anonymous memory, {} is registered for RDMA (pinned pages stay dirty to CRIU, so every round would carry them again), and the {} left is within --converge-mib ({})",
+            mib(anon),
+            mib(registered.min(anon)),
+            mib(movable),
+            mib(converge)
+        )
+    })
+}
+
+/// The bytes of process `pid`'s address space that its user MRs cover, overlaps counted once
+/// (the driver's status gives each MR's start and length); 0 when the status cannot be read.
+fn registered_bytes(pid: i32) -> u64 {
+    rdmig_rxe::status::read().map(|recs| covered(&mr_ranges(&recs, pid))).unwrap_or(0)
+}
+
+fn mr_ranges(recs: &[rdmig_rxe::status::Record], pid: i32) -> Vec<(u64, u64)> {
+    recs.iter()
+        .filter(|r| r.kind == "mr" && r.get("type") == Some("user") && r.num("pid") == Some(pid as u64))
+        .filter_map(|r| {
+            let (start, len) = (r.num("iova")?, r.num("length")?);
+            Some((start, start.checked_add(len)?))
+        })
+        .collect()
+}
+
+/// The length of the union of half-open ranges.
+fn covered(ranges: &[(u64, u64)]) -> u64 {
+    let mut v: Vec<(u64, u64)> = ranges.iter().copied().filter(|(a, b)| b > a).collect();
+    v.sort_unstable();
+    let (mut total, mut end) = (0u64, 0u64);
+    for (a, b) in v {
+        let a = a.max(end);
+        if b > a {
+            total += b - a;
+            end = b;
+        }
+    }
+    total
+}
+
 /// Clears the driver's dirty log of every MR of process `pid`.
 pub(super) fn clear_rdma_dirty_logs(pid: i32) {
     let (Ok(recs), Ok(ctl)) = (rdmig_rxe::status::read(), rdmig_rxe::Ctl::open()) else {
@@ -138,5 +192,38 @@ mod tests {
         assert_eq!(super::parse_anonymous(rollup), Some(576 * 1024));
         assert_eq!(super::parse_anonymous("Rss: 4 kB\n"), None);
         assert_eq!(super::parse_anonymous("Anonymous: x kB\n"), None);
+    }
+
+    #[test]
+    fn registered_memory_is_counted_once_and_only_for_the_process() {
+        let recs = rdmig_rxe::status::parse(
+            "mr dev=rxe0 index=5 type=user iova=0x10000 length=8192 pid=42\n\
+             mr dev=rxe0 index=6 type=user iova=0x11000 length=8192 pid=42\n\
+             mr dev=rxe0 index=7 type=user iova=0x40000 length=4096 pid=42\n\
+             mr dev=rxe0 index=8 type=user iova=0x10000 length=65536 pid=43\n\
+             mr dev=rxe0 index=9 type=dma iova=0x0 length=65536 pid=42\n\
+             mr dev=rxe0 index=10 type=user iova=0xffffffffffffffff length=2 pid=42\n",
+        );
+        let r = super::mr_ranges(&recs, 42);
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert_eq!(super::covered(&r), 12288 + 4096);
+        assert_eq!(super::covered(&[(0, 10), (2, 5), (10, 12), (20, 20)]), 12);
+        assert_eq!(super::covered(&[]), 0);
+    }
+
+    #[test]
+    fn pre_copy_is_skipped_when_registered_memory_leaves_nothing_to_move() {
+        const M: u64 = 1 << 20;
+        // Small, no RDMA: the old rule, the old words.
+        assert!(super::nothing_to_precopy(4 * M, 0, 8 * M).unwrap().starts_with("nothing to pre-copy: 4.0 MiB of anonymous memory"));
+        // Large and unregistered: pre-copy.
+        assert_eq!(super::nothing_to_precopy(256 * M, 0, 8 * M), None);
+        // Large, nearly all registered: skipped, and the reason says why.
+        let why = super::nothing_to_precopy(260 * M, 256 * M, 8 * M).unwrap();
+        assert!(why.contains("256.0 MiB is registered for RDMA") && why.contains("4.0 MiB left"), "{why}");
+        // Large, half registered: what is left is worth moving in advance.
+        assert_eq!(super::nothing_to_precopy(512 * M, 256 * M, 8 * M), None);
+        // Registered beyond the anonymous memory (MRs over file mappings): nothing left, no underflow.
+        assert!(super::nothing_to_precopy(M, 4 * M, 0).unwrap().contains("1.0 MiB is registered"));
     }
 }
