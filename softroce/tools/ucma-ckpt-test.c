@@ -317,7 +317,8 @@ int main(int argc, char **argv)
 	char want[512], addr_s[32];
 	struct pollfd pfd;
 	const char *text, *line;
-	int fd1, fd2, opt, ret, tos = 32, one = 1;
+	int fd1, fd2, opt, ret, one = 1;
+	uint8_t tos = 32;	/* RDMA_OPTION_ID_TOS takes a u8 */
 
 	while ((opt = getopt(argc, argv, "a:p:d:n:")) != -1) {
 		switch (opt) {
