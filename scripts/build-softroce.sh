@@ -1,5 +1,6 @@
 #!/bin/bash
-# Build the patched rdma_rxe.ko and ib_uverbs.ko (softroce/patches) out of tree.
+# Build the patched rdma_rxe.ko, ib_uverbs.ko and rdma_ucm.ko (softroce/patches)
+# out of tree.
 #
 #   scripts/build-softroce.sh [--kver KVER] [--out DIR] [--no-version-check]
 #
@@ -20,7 +21,7 @@ out=
 prepare_args=()
 
 usage() {
-	sed -n '2,9s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+	sed -n '2,10s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 die() {
@@ -59,13 +60,14 @@ kdir=/lib/modules/$kver/build
 
 src=$SOFTROCE/build/src/$kver
 uvsrc=$src-uverbs
+ucsrc=$src-ucma
 symvers=$kdir/Module.symvers
 start=$(date +%s)
 nwarn=0
 info "kernel $kver, headers $kdir"
 
 "$SOFTROCE/prepare-source.sh" --kver "$kver" --dest "$src" \
-	--uverbs-dest "$uvsrc" "${prepare_args[@]}"
+	--uverbs-dest "$uvsrc" --ucma-dest "$ucsrc" "${prepare_args[@]}"
 
 # build_module NAME DIR LOG [make variables...]: builds DIR/NAME.ko and
 # checks it: no modpost warnings, every undefined symbol exported by the
@@ -113,6 +115,10 @@ build_module() {
 
 build_module rdma_rxe "$src" "$SOFTROCE/build/build-$kver.log" CONFIG_RDMA_RXE=m
 build_module ib_uverbs "$uvsrc" "$SOFTROCE/build/build-uverbs-$kver.log"
+# rdma_ucm uses ib_uverbs' exports (ib_copy_*): modpost takes their CRCs
+# from our ib_uverbs (equal to the stock ones, checked below).
+build_module rdma_ucm "$ucsrc" "$SOFTROCE/build/build-ucma-$kver.log" \
+	KBUILD_EXTRA_SYMBOLS="$uvsrc/Module.symvers"
 
 # Our ib_uverbs replaces the stock one under the stock ib_core and below
 # modules built against the stock one (our rdma_rxe, rdma_ucm, mlx5_ib...):
@@ -128,7 +134,7 @@ $crcdiff"
 fi
 
 mkdir -p "$out"
-for ko in "$src/rdma_rxe.ko" "$uvsrc/ib_uverbs.ko"; do
+for ko in "$src/rdma_rxe.ko" "$uvsrc/ib_uverbs.ko" "$ucsrc/rdma_ucm.ko"; do
 	base=$(basename -- "$ko")
 	if cmp -s "$ko" "$out/$base"; then
 		info "$out/$base is up to date"

@@ -1,19 +1,22 @@
 #!/bin/sh
-# Prepare the patched rdma_rxe and ib_uverbs sources for one kernel.
+# Prepare the patched rdma_rxe, ib_uverbs and rdma_ucm sources for one kernel.
 #
 # Extracts drivers/infiniband/sw/rxe and drivers/infiniband/core from the
 # Debian linux-source-X.Y tarball that matches the kernel headers, applies
-# patches/*.patch in order (each patch touches rxe or core) and leaves two
+# patches/*.patch in order (each patch touches rxe or core) and leaves three
 # trees that build out of tree:
 #   make -C /lib/modules/KVER/build M=DEST CONFIG_RDMA_RXE=m modules
 #   make -C /lib/modules/KVER/build M=UVERBS_DEST modules
-# The second builds only ib_uverbs.ko, with uverbs/Kbuild. The headers the
-# sources include come from the linux-headers package.
+#   make -C /lib/modules/KVER/build M=UCMA_DEST \
+#       KBUILD_EXTRA_SYMBOLS=UVERBS_DEST/Module.symvers modules
+# The second builds only ib_uverbs.ko, with uverbs/Kbuild, the third only
+# rdma_ucm.ko, with ucma/Kbuild (both from the core directory). The headers
+# the sources include come from the linux-headers package.
 #
 # Used by scripts/build-softroce.sh and by DKMS (PRE_BUILD in dkms.conf),
 # so it must only use files under this directory.
 #
-# Idempotent: DEST carries a stamp of the source version and the patches
+# Idempotent: each tree carries a stamp of the source version and the patches
 # and is left alone (with its objects) when nothing changed.
 
 set -eu
@@ -26,14 +29,17 @@ PATCH_DIR=$SOFTROCE_DIR/patches
 ABI_DIR=$SOFTROCE_DIR/include/uapi/rdma
 RXE_ABI=$ABI_DIR/rxe_ctl_abi.h
 UVERBS_ABI=$ABI_DIR/uverbs_ckpt_abi.h
+UCMA_ABI=$ABI_DIR/ucma_ckpt_abi.h
 STAMP_NAME=.rdmig-stamp
 RXE_PATH=drivers/infiniband/sw/rxe
 CORE_PATH=drivers/infiniband/core
 UVERBS_KBUILD=$SOFTROCE_DIR/uverbs/Kbuild
+UCMA_KBUILD=$SOFTROCE_DIR/ucma/Kbuild
 
 kver=${KVER:-}
 dest=
 uverbs_dest=
+ucma_dest=
 tarball=${LINUX_SOURCE_TARBALL:-}
 version_check=1
 [ "${RDMIG_RXE_NO_VERSION_CHECK:-0}" = 1 ] && version_check=0
@@ -41,7 +47,7 @@ cache=
 
 usage() {
 	cat <<EOF
-usage: $0 [--kver KVER] [--dest DIR] [--uverbs-dest DIR]
+usage: $0 [--kver KVER] [--dest DIR] [--uverbs-dest DIR] [--ucma-dest DIR]
           [--source TARBALL] [--cache DIR] [--no-version-check]
 
   --kver KVER         kernel release (default: \$KVER, else the newest
@@ -50,6 +56,8 @@ usage: $0 [--kver KVER] [--dest DIR] [--uverbs-dest DIR]
                       (default: $SOFTROCE_DIR/build/src/KVER)
   --uverbs-dest DIR   where to put the patched ib_uverbs sources
                       (default: DEST-uverbs)
+  --ucma-dest DIR     where to put the patched rdma_ucm sources
+                      (default: DEST-ucma)
   --source TARBALL    kernel source tarball (default: \$LINUX_SOURCE_TARBALL,
                       else /usr/src/linux-source-X.Y.tar.xz)
   --cache DIR         where to keep the pristine extracted sources
@@ -74,6 +82,7 @@ while [ $# -gt 0 ]; do
 	--kver) [ $# -ge 2 ] || die "--kver needs an argument"; kver=$2; shift 2 ;;
 	--dest) [ $# -ge 2 ] || die "--dest needs an argument"; dest=$2; shift 2 ;;
 	--uverbs-dest) [ $# -ge 2 ] || die "--uverbs-dest needs an argument"; uverbs_dest=$2; shift 2 ;;
+	--ucma-dest) [ $# -ge 2 ] || die "--ucma-dest needs an argument"; ucma_dest=$2; shift 2 ;;
 	--source) [ $# -ge 2 ] || die "--source needs an argument"; tarball=$2; shift 2 ;;
 	--cache) [ $# -ge 2 ] || die "--cache needs an argument"; cache=$2; shift 2 ;;
 	--no-version-check) version_check=0; shift ;;
@@ -128,17 +137,21 @@ fi
 
 [ -n "$dest" ] || dest=$SOFTROCE_DIR/build/src/$kver
 [ -n "$uverbs_dest" ] || uverbs_dest=$dest-uverbs
+[ -n "$ucma_dest" ] || ucma_dest=$dest-ucma
 [ -f "$UVERBS_KBUILD" ] || die "$UVERBS_KBUILD is missing"
-[ -f "$RXE_ABI" ] && [ -f "$UVERBS_ABI" ] || die "$ABI_DIR must hold rxe_ctl_abi.h and uverbs_ckpt_abi.h"
+[ -f "$UCMA_KBUILD" ] || die "$UCMA_KBUILD is missing"
+[ -f "$RXE_ABI" ] && [ -f "$UVERBS_ABI" ] && [ -f "$UCMA_ABI" ] ||
+	die "$ABI_DIR must hold rxe_ctl_abi.h, uverbs_ckpt_abi.h and ucma_ckpt_abi.h"
 [ -n "$cache" ] || cache=$(dirname -- "$dest")/pristine
 
 set -- "$PATCH_DIR"/*.patch
 [ -e "$1" ] || die "no patches in $PATCH_DIR"
 
-# The stamp: what the trees in DEST and UVERBS_DEST were made from.
+# The stamp: what the trees in DEST, UVERBS_DEST and UCMA_DEST were made from.
 stamp=$( {
 	echo "source $src_pkg $src_ver"
-	for p in "$PATCH_DIR"/*.patch "$UVERBS_KBUILD" "$RXE_ABI" "$UVERBS_ABI"; do
+	for p in "$PATCH_DIR"/*.patch "$UVERBS_KBUILD" "$UCMA_KBUILD" \
+		"$RXE_ABI" "$UVERBS_ABI" "$UCMA_ABI"; do
 		sha256sum "$p" | sed "s|  .*/|  |"
 	done
 } | sha256sum | cut -d' ' -f1)
@@ -147,8 +160,9 @@ up_to_date() {
 	[ -f "$1/$STAMP_NAME" ] && [ "$(cat "$1/$STAMP_NAME")" = "$stamp" ]
 }
 if up_to_date "$dest" && [ -f "$dest/Makefile" ] &&
-   up_to_date "$uverbs_dest" && [ -f "$uverbs_dest/Kbuild" ]; then
-	info "$dest and $uverbs_dest are up to date ($src_pkg $src_ver, $# patches)"
+   up_to_date "$uverbs_dest" && [ -f "$uverbs_dest/Kbuild" ] &&
+   up_to_date "$ucma_dest" && [ -f "$ucma_dest/Kbuild" ]; then
+	info "$dest, $uverbs_dest and $ucma_dest are up to date ($src_pkg $src_ver, $# patches)"
 	exit 0
 fi
 
@@ -175,9 +189,11 @@ work=$dest.tmp
 rm -rf "$work"
 mkdir -p "$work"
 cp -R "$pristine/drivers" "$work/"
-# The headers the patches include ("rxe_ctl_abi.h", "uverbs_ckpt_abi.h") go in first.
+# The headers the patches include ("rxe_ctl_abi.h", "uverbs_ckpt_abi.h",
+# "ucma_ckpt_abi.h") go in first.
 cp "$RXE_ABI" "$work/$RXE_PATH/rxe_ctl_abi.h"
 cp "$UVERBS_ABI" "$work/$CORE_PATH/uverbs_ckpt_abi.h"
+cp "$UCMA_ABI" "$work/$CORE_PATH/ucma_ckpt_abi.h"
 for p in "$PATCH_DIR"/*.patch; do
 	info "applying $(basename -- "$p")"
 	if ! patch -p1 -d "$work" --batch --forward --fuzz=0 \
@@ -187,13 +203,19 @@ for p in "$PATCH_DIR"/*.patch; do
 	fi
 done
 
+# Two copies of the core directory: one builds ib_uverbs, one rdma_ucm.
+cp -R "$work/$CORE_PATH" "$work/ucma"
 cp "$UVERBS_KBUILD" "$work/$CORE_PATH/Kbuild"
+cp "$UCMA_KBUILD" "$work/ucma/Kbuild"
 
-rm -rf "$dest" "$uverbs_dest"
-mkdir -p "$(dirname -- "$dest")" "$(dirname -- "$uverbs_dest")"
+rm -rf "$dest" "$uverbs_dest" "$ucma_dest"
+mkdir -p "$(dirname -- "$dest")" "$(dirname -- "$uverbs_dest")" \
+	"$(dirname -- "$ucma_dest")"
 mv "$work/$RXE_PATH" "$dest"
 mv "$work/$CORE_PATH" "$uverbs_dest"
+mv "$work/ucma" "$ucma_dest"
 rm -rf "$work"
 echo "$stamp" >"$dest/$STAMP_NAME"
 echo "$stamp" >"$uverbs_dest/$STAMP_NAME"
-info "patched sources for $kver in $dest (rdma_rxe) and $uverbs_dest (ib_uverbs)"
+echo "$stamp" >"$ucma_dest/$STAMP_NAME"
+info "patched sources for $kver in $dest (rdma_rxe), $uverbs_dest (ib_uverbs) and $ucma_dest (rdma_ucm)"

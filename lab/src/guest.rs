@@ -289,8 +289,8 @@ fn setup(cfg: &GuestConfig, mut step: impl FnMut(&str)) -> anyhow::Result<()> {
         sh("modprobe", &["rdma_rxe"])?;
     } else {
         // Our modules replace the stock ones: load their stock dependencies first, then ours,
-        // before anything can pull in the stock rdma_rxe (or ib_uverbs, when we bring our own:
-        // nothing else here loads a module that needs it, e.g. rdma_ucm).
+        // before anything can pull in the stock rdma_rxe (or ib_uverbs and rdma_ucm, when we
+        // bring our own: nothing else here loads a module that needs them).
         let mut args = vec!["-a"];
         args.extend(stock_deps(&cfg.rxe_modules));
         sh("modprobe", &args)?;
@@ -311,10 +311,12 @@ fn setup(cfg: &GuestConfig, mut step: impl FnMut(&str)) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The stock modules to load before our own `modules`: what rdma_rxe needs, minus what we bring.
+/// The stock modules to load before our own `modules`: what rdma_rxe needs (and rdma_ucm, when
+/// we bring it: the RDMA CM with its IB and iWARP CMs), minus what we bring.
 fn stock_deps(modules: &[PathBuf]) -> Vec<&'static str> {
     let ours = |name: &str| modules.iter().any(|m| m.file_stem().is_some_and(|s| s == name));
-    ["ib_core", "ib_uverbs", "ip6_udp_tunnel", "udp_tunnel"].into_iter().filter(|d| !ours(d)).collect()
+    let ucma: &[&'static str] = if ours("rdma_ucm") { &["ib_cm", "iw_cm", "rdma_cm"] } else { &[] };
+    ["ib_core", "ib_uverbs", "ip6_udp_tunnel", "udp_tunnel"].into_iter().chain(ucma.iter().copied()).filter(|d| !ours(d)).collect()
 }
 
 async fn serve(sock: TcpStream, cfg: &GuestConfig, status: Arc<Mutex<NodeStatus>>) -> anyhow::Result<()> {
@@ -477,5 +479,7 @@ mod tests {
         assert_eq!(stock_deps(&ours), ["ib_core", "ip6_udp_tunnel", "udp_tunnel"]);
         let rxe_only = [PathBuf::from("/x/rdma_rxe.ko")];
         assert_eq!(stock_deps(&rxe_only), ["ib_core", "ib_uverbs", "ip6_udp_tunnel", "udp_tunnel"]);
+        let all = [PathBuf::from("/m/ib_uverbs.ko"), PathBuf::from("/m/rdma_rxe.ko"), PathBuf::from("/m/rdma_ucm.ko")];
+        assert_eq!(stock_deps(&all), ["ib_core", "ip6_udp_tunnel", "udp_tunnel", "ib_cm", "iw_cm", "rdma_cm"]);
     }
 }

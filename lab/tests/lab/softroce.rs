@@ -1,7 +1,8 @@
 //! softroce part 1 scenarios (issue 3): number control with unmodified perftest, reservations,
 //! exact numbers, and the dirty log of pages that rxe writes, all on our rdma_rxe in the nodes;
 //! and what a restore needs (patches 0007, 0008): ring offsets in the status, MR_REPIN, and our
-//! ib_uverbs accepting write() after an equivalent credential change (stock refusing it).
+//! ib_uverbs accepting write() after an equivalent credential change (stock refusing it); and
+//! our rdma_ucm (patch 0023): CM IDs in fdinfo, RDMIG_UCMA_IOC_CREATE_ID.
 
 use std::path::PathBuf;
 use std::thread;
@@ -21,6 +22,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("softroce_status_gives_the_ring_offsets_of_qps", softroce_status_gives_the_ring_offsets_of_qps),
     ("softroce_mr_repin_moves_an_mr_to_other_pages", softroce_mr_repin_moves_an_mr_to_other_pages),
     ("softroce_uverbs_write_after_equivalent_creds", softroce_uverbs_write_after_equivalent_creds),
+    ("softroce_ucma_shows_cm_ids_and_creates_one_at_a_number", softroce_ucma_shows_cm_ids_and_creates_one_at_a_number),
 ];
 
 fn bin(c: &Ctx) -> Result<String> {
@@ -204,15 +206,18 @@ fn staged_module(name: &str) -> String {
     format!("{}/modules/{name}", rdmig_lab::LAB_SHARE_IN_NODE)
 }
 
-/// Replaces node3's rxe0 and modules: rdma_rxe is always ours, ib_uverbs ours or Debian's.
+/// Replaces node3's rxe0 and modules: rdma_rxe and rdma_ucm are always ours (our rdma_ucm
+/// loads on Debian's ib_uverbs too: same symbol versions), ib_uverbs ours or Debian's.
 fn swap_uverbs(c: &Ctx, ours: bool) -> Result<()> {
     let uverbs = if ours { format!("insmod {}", staged_module("ib_uverbs.ko")) } else { "modprobe ib_uverbs".to_string() };
     let script = format!(
-        "set -e; rdma link delete rxe0; rmmod rdma_rxe ib_uverbs; {uverbs}; insmod {}; \
+        "set -e; rdma link delete rxe0; ucm=; if [ -e /sys/module/rdma_ucm ]; then ucm=1; rmmod rdma_ucm; fi; \
+         rmmod rdma_rxe ib_uverbs; {uverbs}; insmod {}; if [ -n \"$ucm\" ]; then insmod {}; fi; \
          rdma link add rxe0 type rxe netdev vxlan0; \
          for i in $(seq 200); do grep -q ACTIVE /sys/class/infiniband/rxe0/ports/1/state && exit 0; sleep 0.1; done; \
          echo rxe0 is not ACTIVE >&2; exit 1",
-        staged_module("rdma_rxe.ko")
+        staged_module("rdma_rxe.ko"),
+        staged_module("rdma_ucm.ko")
     );
     c.exec_ok("node3", &["sh", "-c", &script])?;
     Ok(())
@@ -245,5 +250,34 @@ fn softroce_uverbs_write_after_equivalent_creds(c: &Ctx) -> Result<()> {
     stock.context("with Debian's ib_uverbs")?;
     back.context("switching node3 back to our ib_uverbs")?;
     ensure!(taint(c, "ib_uverbs")?.contains('O'), "node3 did not get our ib_uverbs back");
+    Ok(())
+}
+
+/// Our rdma_ucm (patch 0023) on node3, with softroce/tools/ucma-ckpt-test: CM IDs made with
+/// write() (one bound to the node's overlay address and listening, one idle with REUSEADDR, one
+/// resolved with its event queued) appear in the file's fdinfo with their state, addresses,
+/// backlog and options, the event too until it is read; RDMIG_UCMA_IOC_CREATE_ID on a second
+/// file makes an ID at a chosen number with events_reported 5 (EBUSY for a number in use,
+/// EINVAL for reserved fields), which write() then binds and makes listen; a process without
+/// CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE gets EPERM but may still write (its credentials are
+/// within the opener's), one as nobody gets EPERM and EACCES.
+fn softroce_ucma_shows_cm_ids_and_creates_one_at_a_number(c: &Ctx) -> Result<()> {
+    ensure!(taint(c, "rdma_ucm")?.contains('O'), "node3 does not run our (out-of-tree) rdma_ucm");
+    let version = c.exec_ok("node3", &["cat", "/sys/module/rdma_ucm/version"])?;
+    ensure!(version.trim() == "0.1.0-rdmig", "node3's rdma_ucm has version {version:?}");
+    let holders = c.exec_ok("node3", &["ls", "/sys/module/ib_uverbs/holders"])?;
+    ensure!(holders.split_whitespace().any(|h| h == "rdma_ucm"), "rdma_ucm is not loaded on our ib_uverbs: {holders}");
+
+    let tool = c.bin.ancestors().nth(3).context("repo root")?.join("softroce/tools/ucma-ckpt-test");
+    ensure!(tool.is_file(), "{} is not built (scripts/setup.sh builds it: make -C softroce/tools)", tool.display());
+    let tool = c.stage(&tool)?;
+    let ip = c.lab.load()?.plan.node("node3")?.overlay_ip.to_string();
+    let o = c.rdmig(&["exec", "node3", "--timeout", "60", "--", &tool, "-a", &ip, "-p", "7471", "-d", "rxe0"])?;
+    let out = String::from_utf8_lossy(&o.stdout);
+    let summary = out.lines().rev().find(|l| l.contains(" passed, ")).unwrap_or("");
+    ensure!(o.status.success() && summary.ends_with(" 0 failed"), "ucma-ckpt-test: {summary}\n{out}{}", String::from_utf8_lossy(&o.stderr));
+    let passed: u32 = summary.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    ensure!(passed >= 60, "only {passed} checks of ucma-ckpt-test ran:\n{out}");
+    println!("{out}");
     Ok(())
 }

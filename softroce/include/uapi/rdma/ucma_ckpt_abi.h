@@ -23,22 +23,31 @@
  * disconnect addr_bound listen device_removal destroying. D is the bound
  * device's name and P its port ("-" and 0 for none). A is an address with
  * its port as %pISpc prints it (1.2.3.4:5, [fe80::1]:5), or "-" for none
- * or a family other than AF_INET and AF_INET6. B is the backlog of a
+ * (also the any address with port 0, the destination of a bound ID that
+ * was not resolved) or a family other than AF_INET and AF_INET6. An ID
+ * that is being closed (its CM ID destroyed or about to be) shows its
+ * id, uid and events_reported, state destroying and empty values for the
+ * rest (0, "-", tos=-1). B is the backlog of a
  * listening ID (0 otherwise), N the QP number the ID was connected or
  * accepted with (0 for none), E the events of the ID read so far (what
  * UCMA_CMD_DESTROY_ID reports and librdmacm waits for), R and F the
  * RDMA_OPTION_ID_REUSEADDR and _AFONLY options, O the type of service set
  * with RDMA_OPTION_ID_TOS (-1 when it was never set), M the number of
  * multicast groups the ID joined. EV is the event's enum rdma_cm_event_type
- * and ST its status.
+ * and ST its status; the event's ID is the one its struct
+ * rdma_ucm_event_resp carries: for RDMA_CM_EVENT_CONNECT_REQUEST the new
+ * ID's (whose cm_id line the file shows too), for multicast events the
+ * group's number.
  *
  * A reader must ignore lines and keys it does not know.
  *
  * Restoring: RDMIG_UCMA_IOC_CREATE_ID on an rdma_cm file, by a caller with
  * CAP_CHECKPOINT_RESTORE (or CAP_SYS_ADMIN) in the initial user namespace,
  * creates an ID as UCMA_CMD_CREATE_ID does (in the caller's network
- * namespace), but with the number @id, which must be free (EBUSY
- * otherwise), and with @events_reported already counted. The ID is then
+ * namespace), but with the number @id, which must be free in the whole
+ * system (numbers are global, not per file; EBUSY otherwise) and at most
+ * INT_MAX, as @events_reported (EINVAL otherwise), and with
+ * @events_reported already counted. The ID is then
  * bound, given its options and made to listen with the ordinary write()
  * commands.
  *

@@ -1,0 +1,452 @@
+// SPDX-License-Identifier: GPL-2.0 OR Linux-OpenIB
+/*
+ * Test of rdmig's rdma_ucm (patch 0023), run as root where it is loaded
+ * and an rxe device has the address ADDR:
+ *
+ *   ucma-ckpt-test -a ADDR [-p PORT] [-d rxe0] [-n ID]
+ *
+ * On one rdma_cm file it creates IDs with UCMA_CMD_CREATE_ID, binds one to
+ * ADDR:PORT with a type of service and makes it listen, sets REUSEADDR on
+ * another and resolves a third to ADDR (an event queued, then read), and
+ * checks the cm_id and event lines of /proc/self/fdinfo. On a second file
+ * RDMIG_UCMA_IOC_CREATE_ID creates an ID at number ID (default: a free one
+ * from the pid) with events_reported 5; fdinfo shows it, the same number
+ * again is EBUSY (on either file), reserved fields are EINVAL, the
+ * ordinary write() commands bind it and make it listen on PORT+1, and
+ * UCMA_CMD_DESTROY_ID reports 5 events. A child with fewer capabilities
+ * (no CAP_SYS_ADMIN, CAP_CHECKPOINT_RESTORE) gets EPERM from the ioctl but
+ * may still write (its credentials are within the opener's); a child set
+ * to uid nobody gets EPERM and EACCES.
+ *
+ * Prints the fdinfo it read, PASS/FAIL lines and "N passed, M failed";
+ * exits 1 if a check failed, 2 if the test could not run.
+ */
+
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <netinet/in.h>
+#include <linux/capability.h>
+#include <rdma/rdma_user_cm.h>
+
+#include "ucma_ckpt_abi.h"
+
+#define RDMA_CM_PATH "/dev/infiniband/rdma_cm"
+#define NOBODY 65534
+#define QPT_RC 2		/* enum ib_qp_type */
+#define QPT_UD 4
+#define CM_EVENT_ADDR_RESOLVED 0	/* enum rdma_cm_event_type (librdmacm) */
+
+static int failures, passes;
+
+#define CHECK(cond, ...)						\
+	do {								\
+		if (cond) {						\
+			passes++;					\
+			printf("PASS ");				\
+		} else {						\
+			failures++;					\
+			printf("FAIL ");				\
+		}							\
+		printf(__VA_ARGS__);					\
+		printf("\n");						\
+		fflush(stdout);						\
+	} while (0)
+
+static void die(const char *what)
+{
+	perror(what);
+	exit(2);
+}
+
+/* One write() command: the header, then @in; 0 or -errno. */
+static int ucma_cmd(int fd, uint32_t cmd, const void *in, size_t in_len,
+		    size_t out_len)
+{
+	char buf[sizeof(struct rdma_ucm_cmd_hdr) + 512];
+	struct rdma_ucm_cmd_hdr hdr = {
+		.cmd = cmd, .in = in_len, .out = out_len,
+	};
+
+	memcpy(buf, &hdr, sizeof(hdr));
+	memcpy(buf + sizeof(hdr), in, in_len);
+	if (write(fd, buf, sizeof(hdr) + in_len) != (ssize_t)(sizeof(hdr) + in_len))
+		return -errno;
+	return 0;
+}
+
+/* UCMA_CMD_CREATE_ID: the new ID's number in *id; 0 or -errno. */
+static int create_id(int fd, uint64_t uid, uint16_t ps, uint8_t qpt,
+		     uint32_t *id)
+{
+	struct rdma_ucm_create_id_resp resp = { 0 };
+	struct rdma_ucm_create_id cmd = {
+		.uid = uid, .response = (uintptr_t)&resp, .ps = ps,
+		.qp_type = qpt,
+	};
+	int ret = ucma_cmd(fd, RDMA_USER_CM_CMD_CREATE_ID, &cmd, sizeof(cmd),
+			   sizeof(resp));
+
+	if (!ret)
+		*id = resp.id;
+	return ret;
+}
+
+static int destroy_id(int fd, uint32_t id, uint32_t *events_reported)
+{
+	struct rdma_ucm_destroy_id_resp resp = { 0 };
+	struct rdma_ucm_destroy_id cmd = {
+		.response = (uintptr_t)&resp, .id = id,
+	};
+	int ret = ucma_cmd(fd, RDMA_USER_CM_CMD_DESTROY_ID, &cmd, sizeof(cmd),
+			   sizeof(resp));
+
+	if (!ret && events_reported)
+		*events_reported = resp.events_reported;
+	return ret;
+}
+
+static int bind_id(int fd, uint32_t id, struct in_addr a, uint16_t port)
+{
+	struct rdma_ucm_bind cmd = { .id = id };
+	struct sockaddr_in *sin = (struct sockaddr_in *)&cmd.addr;
+
+	sin->sin_family = AF_INET;
+	sin->sin_addr = a;
+	sin->sin_port = htons(port);
+	cmd.addr_size = sizeof(*sin);
+	return ucma_cmd(fd, RDMA_USER_CM_CMD_BIND, &cmd, sizeof(cmd), 0);
+}
+
+static int listen_id(int fd, uint32_t id, uint32_t backlog)
+{
+	struct rdma_ucm_listen cmd = { .id = id, .backlog = backlog };
+
+	return ucma_cmd(fd, RDMA_USER_CM_CMD_LISTEN, &cmd, sizeof(cmd), 0);
+}
+
+static int set_option(int fd, uint32_t id, uint32_t name, const void *val,
+		      uint32_t len)
+{
+	struct rdma_ucm_set_option cmd = {
+		.optval = (uintptr_t)val, .id = id, .level = RDMA_OPTION_ID,
+		.optname = name, .optlen = len,
+	};
+
+	return ucma_cmd(fd, RDMA_USER_CM_CMD_SET_OPTION, &cmd, sizeof(cmd), 0);
+}
+
+static int resolve_ip(int fd, uint32_t id, struct in_addr dst, uint16_t port)
+{
+	struct rdma_ucm_resolve_ip cmd = { .id = id, .timeout_ms = 2000 };
+	struct sockaddr_in *sin = (struct sockaddr_in *)&cmd.dst_addr;
+
+	sin->sin_family = AF_INET;
+	sin->sin_addr = dst;
+	sin->sin_port = htons(port);
+	return ucma_cmd(fd, RDMA_USER_CM_CMD_RESOLVE_IP, &cmd, sizeof(cmd), 0);
+}
+
+static int get_event(int fd, struct rdma_ucm_event_resp *ev)
+{
+	struct rdma_ucm_get_event cmd = { .response = (uintptr_t)ev };
+
+	return ucma_cmd(fd, RDMA_USER_CM_CMD_GET_EVENT, &cmd, sizeof(cmd),
+			sizeof(*ev));
+}
+
+static int ckpt_create(int fd, uint32_t id, uint64_t uid, uint16_t ps,
+		       uint8_t qpt, uint32_t events, uint8_t reserved0)
+{
+	struct rdmig_ucma_create_id req = {
+		.uid = uid, .id = id, .ps = ps, .qp_type = qpt,
+		.reserved0 = reserved0, .events_reported = events,
+	};
+
+	return ioctl(fd, RDMIG_UCMA_IOC_CREATE_ID, &req) ? -errno : 0;
+}
+
+/* /proc/self/fdinfo/FD, printed with a label. */
+static char *fdinfo(int fd, const char *label)
+{
+	static char buf[65536];
+	char path[64];
+	ssize_t n;
+	int f;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	f = open(path, O_RDONLY);
+	if (f < 0)
+		die(path);
+	n = read(f, buf, sizeof(buf) - 1);
+	if (n < 0)
+		die(path);
+	buf[n] = 0;
+	close(f);
+	printf("--- fdinfo (%s) ---\n%s--- end ---\n", label, buf);
+	return buf;
+}
+
+/* The line of @text that starts with @prefix (a copy), or "". */
+static const char *line_of(const char *text, const char *prefix)
+{
+	static char line[1024];
+	const char *p = text;
+
+	while (p && *p) {
+		const char *end = strchr(p, '\n');
+		size_t len = end ? (size_t)(end - p) : strlen(p);
+
+		if (!strncmp(p, prefix, strlen(prefix)) && len < sizeof(line)) {
+			memcpy(line, p, len);
+			line[len] = 0;
+			return line;
+		}
+		p = end ? end + 1 : NULL;
+	}
+	return "";
+}
+
+static const char *cm_id_line(const char *text, uint32_t id)
+{
+	char prefix[64];
+
+	snprintf(prefix, sizeof(prefix), "cm_id:\tid=%u ", id);
+	return line_of(text, prefix);
+}
+
+/* Whether @line has the field @kv ("key=value") as a whole word. */
+static int has(const char *line, const char *kv)
+{
+	size_t n = strlen(kv);
+	const char *p = line;
+
+	while ((p = strstr(p, kv))) {
+		if ((p == line || p[-1] == ' ' || p[-1] == '\t') &&
+		    (p[n] == ' ' || p[n] == 0))
+			return 1;
+		p += n;
+	}
+	return 0;
+}
+
+/* Checks each of the space-separated fields of @want in @line. */
+static void check_fields(const char *what, const char *line, const char *want)
+{
+	char copy[512], *save, *kv;
+
+	snprintf(copy, sizeof(copy), "%s", want);
+	for (kv = strtok_r(copy, " ", &save); kv; kv = strtok_r(NULL, " ", &save))
+		CHECK(has(line, kv), "%s: %s in \"%s\"", what, kv, line);
+}
+
+/* Drops CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE from all sets but the bounding one. */
+static int drop_ckpt_caps(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+	int i;
+
+	if (syscall(SYS_capget, &h, d))
+		return -1;
+	for (i = 0; i < 2; i++) {
+		uint32_t drop = 0;
+
+		if (CAP_SYS_ADMIN / 32 == i)
+			drop |= 1u << (CAP_SYS_ADMIN % 32);
+		if (CAP_CHECKPOINT_RESTORE / 32 == i)
+			drop |= 1u << (CAP_CHECKPOINT_RESTORE % 32);
+		d[i].effective &= ~drop;
+		d[i].permitted &= ~drop;
+		d[i].inheritable &= ~drop;
+	}
+	return syscall(SYS_capset, &h, d);
+}
+
+/* The exit status of child_try(): the ioctl's errno, and what write() did. */
+#define WRITE_EACCES 0x40
+#define WRITE_OTHER 0x80
+
+/*
+ * In a child: after dropping capabilities or becoming nobody, the ioctl
+ * and a CREATE_ID write on @fd. Returns the child's exit status: the
+ * ioctl's errno (0 if it worked), plus WRITE_EACCES or WRITE_OTHER if
+ * the write failed; 255 if the child could not change its credentials.
+ */
+static int child_try(int fd, int nobody, uint32_t id)
+{
+	int status, ioctl_err, write_err;
+	uint32_t wid;
+	pid_t pid = fork();
+
+	if (pid < 0)
+		die("fork");
+	if (!pid) {
+		if (nobody ? setuid(NOBODY) : drop_ckpt_caps())
+			_exit(255);
+		ioctl_err = -ckpt_create(fd, id, 0x5555, RDMA_PS_TCP, QPT_RC, 0, 0);
+		write_err = -create_id(fd, 0x6666, RDMA_PS_TCP, QPT_RC, &wid);
+		if (!write_err)
+			destroy_id(fd, wid, NULL);
+		_exit((ioctl_err & 0x3f) |
+		      (!write_err ? 0 : write_err == EACCES ? WRITE_EACCES : WRITE_OTHER));
+	}
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
+		die("waitpid");
+	return WEXITSTATUS(status);
+}
+
+int main(int argc, char **argv)
+{
+	const char *dev = "rxe0";
+	struct in_addr addr = { 0 };
+	unsigned int port = 7471;
+	uint32_t id_a, id_b, id_c, n = 0, n2, events;
+	struct rdma_ucm_event_resp ev;
+	char want[512], addr_s[32];
+	struct pollfd pfd;
+	const char *text, *line;
+	int fd1, fd2, opt, ret, one = 1;
+	uint8_t tos = 32;	/* RDMA_OPTION_ID_TOS takes a u8 */
+
+	while ((opt = getopt(argc, argv, "a:p:d:n:")) != -1) {
+		switch (opt) {
+		case 'a':
+			if (inet_pton(AF_INET, optarg, &addr) != 1) {
+				fprintf(stderr, "bad IPv4 address %s\n", optarg);
+				return 2;
+			}
+			break;
+		case 'p': port = strtoul(optarg, NULL, 0); break;
+		case 'd': dev = optarg; break;
+		case 'n': n = strtoul(optarg, NULL, 0); break;
+		default:
+			fprintf(stderr, "usage: %s -a ADDR [-p PORT] [-d DEV] [-n ID]\n", argv[0]);
+			return 2;
+		}
+	}
+	if (!addr.s_addr) {
+		fprintf(stderr, "-a ADDR (an address of the rxe device) is required\n");
+		return 2;
+	}
+	inet_ntop(AF_INET, &addr, addr_s, sizeof(addr_s));
+	/* IDs are numbered from 0 across all files: far above what others use */
+	if (!n)
+		n = 100000 + getpid() % 100000;
+
+	fd1 = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	if (fd1 < 0)
+		die(RDMA_CM_PATH);
+
+	/* 1. IDs made by write(), shown in fdinfo */
+	if (create_id(fd1, 0x1111, RDMA_PS_TCP, QPT_RC, &id_a) ||
+	    create_id(fd1, 0x2222, RDMA_PS_UDP, QPT_UD, &id_b) ||
+	    create_id(fd1, 0x4444, RDMA_PS_TCP, QPT_RC, &id_c))
+		die("UCMA_CMD_CREATE_ID");
+	ret = set_option(fd1, id_a, RDMA_OPTION_ID_TOS, &tos, sizeof(tos));
+	CHECK(!ret, "set TOS 32 on ID %u (%d)", id_a, ret);
+	ret = bind_id(fd1, id_a, addr, port);
+	CHECK(!ret, "bind ID %u to %s:%u (%d)", id_a, addr_s, port, ret);
+	ret = listen_id(fd1, id_a, 7);
+	CHECK(!ret, "listen on ID %u, backlog 7 (%d)", id_a, ret);
+	ret = set_option(fd1, id_b, RDMA_OPTION_ID_REUSEADDR, &one, sizeof(one));
+	CHECK(!ret, "set REUSEADDR on ID %u (%d)", id_b, ret);
+	ret = resolve_ip(fd1, id_c, addr, port);
+	CHECK(!ret, "resolve ID %u to %s:%u (%d)", id_c, addr_s, port, ret);
+	pfd = (struct pollfd){ .fd = fd1, .events = POLLIN };
+	CHECK(poll(&pfd, 1, 5000) == 1, "an event is queued within 5 s");
+
+	text = fdinfo(fd1, "first file, an event queued");
+	CHECK(strstr(text, "rdmig_ucma:\t1\n") != NULL, "rdmig_ucma:\\t1");
+	line = cm_id_line(text, id_a);
+	snprintf(want, sizeof(want),
+		 "uid=0x1111 ps=%u qp_type=%u state=listen dev=%s port=1 src=%s:%u dst=- backlog=7 qpn=0 events_reported=0 reuseaddr=0 afonly=1 tos=32 mc=0",
+		 RDMA_PS_TCP, QPT_RC, dev, addr_s, port);
+	check_fields("listening ID", line, want);
+	line = cm_id_line(text, id_b);
+	snprintf(want, sizeof(want),
+		 "uid=0x2222 ps=%u qp_type=%u state=idle dev=- port=0 src=- dst=- backlog=0 qpn=0 events_reported=0 reuseaddr=1 afonly=0 tos=-1 mc=0",
+		 RDMA_PS_UDP, QPT_UD);
+	check_fields("idle ID", line, want);
+	line = cm_id_line(text, id_c);
+	snprintf(want, sizeof(want),
+		 "uid=0x4444 state=addr_resolved dev=%s port=1 dst=%s:%u events_reported=0",
+		 dev, addr_s, port);
+	check_fields("resolved ID", line, want);
+	snprintf(want, sizeof(want), "event:\tid=%u event=%u status=0", id_c,
+		 CM_EVENT_ADDR_RESOLVED);
+	CHECK(strstr(text, want) != NULL, "\"%s\" queued", want);
+
+	ret = get_event(fd1, &ev);
+	CHECK(!ret && ev.id == id_c, "UCMA_CMD_GET_EVENT reads it (%d, id %u)", ret, ev.id);
+	text = fdinfo(fd1, "first file, the event read");
+	CHECK(!strstr(text, "event:\t"), "no event line after it was read");
+	check_fields("resolved ID", cm_id_line(text, id_c), "events_reported=1");
+
+	/* 2. An ID at a given number on a second file */
+	fd2 = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	if (fd2 < 0)
+		die(RDMA_CM_PATH);
+	ret = ckpt_create(fd2, n, 0x3333, RDMA_PS_TCP, QPT_RC, 5, 0);
+	CHECK(!ret, "RDMIG_UCMA_IOC_CREATE_ID at %u (%d)", n, ret);
+	text = fdinfo(fd2, "second file, the ID made by the ioctl");
+	snprintf(want, sizeof(want),
+		 "uid=0x3333 ps=%u qp_type=%u state=idle dev=- src=- dst=- events_reported=5",
+		 RDMA_PS_TCP, QPT_RC);
+	check_fields("ioctl's ID", cm_id_line(text, n), want);
+	CHECK(!cm_id_line(text, id_a)[0], "the second file does not show the first's IDs");
+	ret = ckpt_create(fd2, n, 0x3333, RDMA_PS_TCP, QPT_RC, 5, 0);
+	CHECK(ret == -EBUSY, "the same number again: EBUSY (%d)", ret);
+	ret = ckpt_create(fd1, n, 0x3333, RDMA_PS_TCP, QPT_RC, 5, 0);
+	CHECK(ret == -EBUSY, "the same number on the first file: EBUSY (%d)", ret);
+	ret = ckpt_create(fd2, id_a, 0x3333, RDMA_PS_TCP, QPT_RC, 0, 0);
+	CHECK(ret == -EBUSY, "a number that write() gave: EBUSY (%d)", ret);
+	ret = ckpt_create(fd2, n + 1, 0x3333, RDMA_PS_TCP, QPT_RC, 0, 1);
+	CHECK(ret == -EINVAL, "reserved0 != 0: EINVAL (%d)", ret);
+	ret = ckpt_create(fd2, n + 1, 0x3333, 0x9999, QPT_RC, 0, 0);
+	CHECK(ret == -EINVAL, "an unknown port space: EINVAL (%d)", ret);
+
+	ret = bind_id(fd2, n, addr, port + 1);
+	CHECK(!ret, "bind ID %u to %s:%u with write() (%d)", n, addr_s, port + 1, ret);
+	ret = listen_id(fd2, n, 3);
+	CHECK(!ret, "listen on ID %u with write() (%d)", n, ret);
+	ret = bind_id(fd1, n, addr, port + 2);
+	CHECK(ret == -EINVAL, "the first file cannot use ID %u: EINVAL (%d)", n, ret);
+	text = fdinfo(fd2, "second file, the ID bound and listening");
+	snprintf(want, sizeof(want),
+		 "uid=0x3333 state=listen dev=%s port=1 src=%s:%u backlog=3 events_reported=5",
+		 dev, addr_s, port + 1);
+	check_fields("ioctl's ID", cm_id_line(text, n), want);
+
+	/* 3. Who may use the ioctl, and write() */
+	ret = child_try(fd2, 0, n + 1);
+	CHECK(ret == EPERM,
+	      "without CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE: ioctl EPERM, write() works (exit %d)", ret);
+	ret = child_try(fd2, 1, n + 1);
+	CHECK(ret == (EPERM | WRITE_EACCES), "as nobody: ioctl EPERM, write() EACCES (exit %d)", ret);
+	text = fdinfo(fd2, "second file, after the children");
+	CHECK(!cm_id_line(text, n + 1)[0], "no ID %u was made", n + 1);
+
+	ret = destroy_id(fd2, n, &events);
+	CHECK(!ret && events == 5, "UCMA_CMD_DESTROY_ID of %u reports 5 events (%d, %u)", n, ret, events);
+	ret = ckpt_create(fd2, n, 0x3333, RDMA_PS_UDP, QPT_UD, 0, 0);
+	CHECK(!ret, "its number is free again (%d)", ret);
+	ret = create_id(fd2, 0x7777, RDMA_PS_TCP, QPT_RC, &n2);
+	CHECK(!ret && n2 != n, "write() still numbers new IDs itself (%d, %u)", ret, n2);
+
+	close(fd2);
+	close(fd1);
+	printf("%d passed, %d failed\n", passes, failures);
+	return failures ? 1 : 0;
+}
