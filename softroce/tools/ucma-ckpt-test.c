@@ -16,7 +16,10 @@
  * UCMA_CMD_DESTROY_ID reports 5 events. A child with fewer capabilities
  * (no CAP_SYS_ADMIN, CAP_CHECKPOINT_RESTORE) gets EPERM from the ioctl but
  * may still write (its credentials are within the opener's); a child set
- * to uid nobody gets EPERM and EACCES.
+ * to uid nobody gets EPERM and EACCES. RDMIG_UCMA_IOC_DEV_ALIAS (patch 0024)
+ * makes the second file's query of an ID on DEV give another GUID and no
+ * device index, and only that file's; fdinfo shows the alias, the same
+ * device again is EEXIST, a ninth alias ENOSPC.
  *
  * Prints the fdinfo it read, PASS/FAIL lines and "N passed, M failed";
  * exits 1 if a check failed, 2 if the test could not run.
@@ -24,6 +27,7 @@
 
 #define _GNU_SOURCE
 #include <arpa/inet.h>
+#include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -175,6 +179,47 @@ static int ckpt_create(int fd, uint32_t id, uint64_t uid, uint16_t ps,
 	};
 
 	return ioctl(fd, RDMIG_UCMA_IOC_CREATE_ID, &req) ? -errno : 0;
+}
+
+/* UCMA_CMD_QUERY of the ID's addresses and device: 0 or -errno. */
+static int query_addr(int fd, uint32_t id, struct rdma_ucm_query_addr_resp *resp)
+{
+	struct rdma_ucm_query cmd = {
+		.response = (uintptr_t)resp, .id = id,
+		.option = RDMA_USER_CM_QUERY_ADDR,
+	};
+
+	memset(resp, 0, sizeof(*resp));
+	return ucma_cmd(fd, RDMA_USER_CM_CMD_QUERY, &cmd, sizeof(cmd),
+			sizeof(*resp));
+}
+
+static int dev_alias(int fd, uint64_t guid, uint64_t alias)
+{
+	struct rdmig_ucma_dev_alias req = {
+		.node_guid = guid, .alias_guid = alias,
+	};
+
+	return ioctl(fd, RDMIG_UCMA_IOC_DEV_ALIAS, &req) ? -errno : 0;
+}
+
+/* The node GUID of device DEV as sysfs shows it, read as one number. */
+static uint64_t sysfs_guid(const char *dev)
+{
+	unsigned int g[4];
+	char path[256];
+	FILE *f;
+	int n;
+
+	snprintf(path, sizeof(path), "/sys/class/infiniband/%s/node_guid", dev);
+	f = fopen(path, "r");
+	if (!f)
+		die(path);
+	n = fscanf(f, "%4x:%4x:%4x:%4x", &g[0], &g[1], &g[2], &g[3]);
+	fclose(f);
+	if (n != 4)
+		die("node_guid");
+	return (uint64_t)g[0] << 48 | (uint64_t)g[1] << 32 | (uint64_t)g[2] << 16 | g[3];
 }
 
 /* /proc/self/fdinfo/FD, printed with a label. */
@@ -437,6 +482,42 @@ int main(int argc, char **argv)
 	CHECK(ret == (EPERM | WRITE_EACCES), "as nobody: ioctl EPERM, write() EACCES (exit %d)", ret);
 	text = fdinfo(fd2, "second file, after the children");
 	CHECK(!cm_id_line(text, n + 1)[0], "no ID %u was made", n + 1);
+
+	/* 4. Devices aliased for a restored process */
+	{
+		const uint64_t alias = 0x1122334455667788ULL;
+		uint64_t own = sysfs_guid(dev);
+		struct rdma_ucm_query_addr_resp qa;
+		int i;
+
+		ret = query_addr(fd2, n, &qa);
+		CHECK(!ret && be64toh(qa.node_guid) == own && qa.ibdev_index != UINT32_MAX,
+		      "before an alias, the query gives %s's GUID and index (%d, 0x%llx, %u)",
+		      dev, ret, (unsigned long long)be64toh(qa.node_guid), qa.ibdev_index);
+		ret = dev_alias(fd2, own, alias);
+		CHECK(!ret, "RDMIG_UCMA_IOC_DEV_ALIAS 0x%llx -> 0x%llx (%d)",
+		      (unsigned long long)own, (unsigned long long)alias, ret);
+		ret = query_addr(fd2, n, &qa);
+		CHECK(!ret && be64toh(qa.node_guid) == alias && qa.ibdev_index == UINT32_MAX,
+		      "then it gives the alias and no index (%d, 0x%llx, %u)",
+		      ret, (unsigned long long)be64toh(qa.node_guid), qa.ibdev_index);
+		ret = query_addr(fd1, id_a, &qa);
+		CHECK(!ret && be64toh(qa.node_guid) == own,
+		      "the first file still gives %s's own GUID (%d)", dev, ret);
+		text = fdinfo(fd2, "second file, with an alias");
+		snprintf(want, sizeof(want), "dev_alias:\tnode_guid=0x%016llx alias=0x%016llx\n",
+			 (unsigned long long)own, (unsigned long long)alias);
+		CHECK(strstr(text, want) != NULL, "fdinfo shows \"%.*s\"", (int)strlen(want) - 1, want);
+		ret = dev_alias(fd2, own, alias + 1);
+		CHECK(ret == -EEXIST, "the same device again: EEXIST (%d)", ret);
+		ret = dev_alias(fd2, 0, alias);
+		CHECK(ret == -EINVAL, "GUID 0: EINVAL (%d)", ret);
+		for (i = 1, ret = 0; i < RDMIG_UCMA_MAX_DEV_ALIASES && !ret; i++)
+			ret = dev_alias(fd2, own + i, alias + i);
+		CHECK(!ret, "%d aliases in all (%d)", RDMIG_UCMA_MAX_DEV_ALIASES, ret);
+		ret = dev_alias(fd2, own + i, alias + i);
+		CHECK(ret == -ENOSPC, "one more: ENOSPC (%d)", ret);
+	}
 
 	ret = destroy_id(fd2, n, &events);
 	CHECK(!ret && events == 5, "UCMA_CMD_DESTROY_ID of %u reports 5 events (%d, %u)", n, ret, events);

@@ -39,6 +39,11 @@
  * ID's (whose cm_id line the file shows too), for multicast events the
  * group's number.
  *
+ * A file whose devices were aliased (below) also shows, after the first
+ * line, one line per alias:
+ *
+ *   dev_alias:	node_guid=0xG alias=0xA
+ *
  * A reader must ignore lines and keys it does not know.
  *
  * Restoring: RDMIG_UCMA_IOC_CREATE_ID on an rdma_cm file, by a caller with
@@ -50,6 +55,19 @@
  * @events_reported already counted. The ID is then
  * bound, given its options and made to listen with the ordinary write()
  * commands.
+ *
+ * RDMIG_UCMA_IOC_DEV_ALIAS, by the same callers, makes the file name the
+ * device whose node GUID is @node_guid by @alias_guid instead, with no
+ * device index (-1), in the replies of UCMA_CMD_QUERY_ROUTE and
+ * UCMA_CMD_QUERY (RDMA_USER_CM_QUERY_ADDR and _GID). librdmacm finds the
+ * ibv_device of an ID by the GUID and index these replies give, among the
+ * devices it listed when the process started; a restored process listed
+ * those of the host it was checkpointed on, whose GUIDs differ. With no
+ * index, librdmacm matches by the GUID alone. GUIDs are numbers as sysfs
+ * shows them (node_guid, the groups of four hex digits read as one 64-bit
+ * number). An alias cannot be changed (EEXIST), there are at most
+ * RDMIG_UCMA_MAX_DEV_ALIASES per file (ENOSPC), and neither GUID may be 0
+ * (EINVAL).
  *
  * A write() to an rdma_cm file is also accepted from a task whose
  * credentials hold no privilege the opener's did not (as for ib_uverbs,
@@ -75,5 +93,14 @@ struct rdmig_ucma_create_id {
 };
 
 #define RDMIG_UCMA_IOC_CREATE_ID _IOW(0xB8, 0x50, struct rdmig_ucma_create_id)
+
+#define RDMIG_UCMA_MAX_DEV_ALIASES 8
+
+struct rdmig_ucma_dev_alias {
+	__u64 node_guid;	/* a device of this host, as sysfs shows it */
+	__u64 alias_guid;	/* the GUID the file's process knows it by */
+};
+
+#define RDMIG_UCMA_IOC_DEV_ALIAS _IOW(0xB8, 0x51, struct rdmig_ucma_dev_alias)
 
 #endif /* UCMA_CKPT_ABI_H */
