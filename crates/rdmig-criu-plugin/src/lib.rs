@@ -21,7 +21,9 @@
 //! - `RESTORE_EXT_FILE` (restore; inside the restored task): rebuilds the saved context on a new
 //!   uverbs file (completion channels, PDs, CQs, MRs, SRQs, QPs with their old handles, numbers and
 //!   keys; QPs loaded with the driver's image and left stopped) and puts the files at their old
-//!   descriptor numbers (see [`restore`]).
+//!   descriptor numbers (see [`restore`]); recreates the CM IDs of an rdma_cm file on a new one
+//!   with their numbers, options, addresses and backlogs, and returns it for CRIU to place (see
+//!   [`cm::restore`]).
 //! - `UPDATE_VMA_MAP` (restore; inside the restored task): maps the rings at their old addresses
 //!   from the new file.
 //! - `RESUME_DEVICES_LATE` (restore; once memory is final): re-pins MRs on the restored pages,
@@ -139,7 +141,7 @@ unsafe extern "C" fn plugin_init(stage: c_int) -> c_int {
         }
         dump::reset();
         info!(
-            "loaded for {} (image formats: verbs {}, rdma_cm {}; dump claims uverbs files, infinibandevent files, uverbs mappings and rdma_cm files)",
+            "loaded for {} (image formats: verbs {}, rdma_cm {}; claims uverbs files, infinibandevent files, uverbs mappings and rdma_cm files)",
             stage_name(stage),
             image::FORMAT_VERSION,
             image::ucma::FORMAT_VERSION
@@ -242,7 +244,8 @@ unsafe extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
     })
 }
 
-/// RESTORE_EXT_FILE(id): runs inside the restored task.
+/// RESTORE_EXT_FILE(id): runs inside the restored task; the new file's descriptor, which CRIU
+/// moves to the process's fd number.
 unsafe extern "C" fn restore_ext_file(id: c_int) -> c_int {
     let t = std::time::Instant::now();
     guard("restore_ext_file", -1, || match restore::restore_file(id as u32) {

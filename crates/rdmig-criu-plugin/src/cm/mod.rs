@@ -6,9 +6,12 @@
 //! saves them into `rdmig-ucma-<id>.img` ([`crate::image::ucma`]). This step moves IDs that
 //! hold no connection: idle, bound (`rdma_bind_addr`) and listening ones, without multicast
 //! groups and with no event waiting to be read; anything else is refused, naming the ID, its
-//! state and why.
+//! state and why. The restore ([`restore`]) recreates them on a new rdma_cm file with their old
+//! numbers, options, addresses and backlogs.
 
+pub mod abi;
 pub mod fdinfo;
+pub mod restore;
 
 use std::fs;
 use std::net::SocketAddr;
