@@ -67,7 +67,10 @@ pub enum ImageError {
     Truncated { path: PathBuf, what: &'static str },
     #[error("{path}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): the file was damaged")]
     Checksum { path: PathBuf, stored: u32, computed: u32 },
-    #[error("{path}: no rdmig verbs images ({FILE_PREFIX}<id>{FILE_SUFFIX}): the dump held no verbs state, or was not made with rdmig's CRIU plugin")]
+    #[error(
+        "{path}: no rdmig verbs or rdma_cm images ({FILE_PREFIX}<id>{FILE_SUFFIX}, {}<id>{FILE_SUFFIX}): the dump held no verbs state, or was not made with rdmig's CRIU plugin",
+        ucma::FILE_PREFIX
+    )]
     NoImages { path: PathBuf },
     #[error("{path}: {len} bytes, more than the {max} an image of its kind may have")]
     TooLarge { path: PathBuf, len: u64, max: u64 },

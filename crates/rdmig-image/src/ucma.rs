@@ -69,7 +69,7 @@ pub struct CmId {
 /// The states the plugin recreates, each with what it needs: a bound or listening ID has its
 /// source address, a listening one its backlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CmState {
     Idle,
     AddrBound { src: SocketAddr },
@@ -196,6 +196,59 @@ pub fn read_file(path: &Path) -> Result<Loaded, ImageError> {
     decode(path, &read_bytes_max(path, MAX_FILE_BYTES)?)
 }
 
+/// Every rdma_cm image file in a CRIU image directory, sorted by file id.
+pub fn read_dir(dir: &Path) -> Result<Vec<Loaded>, ImageError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| ImageError::Io { path: dir.to_path_buf(), source: e })?;
+    let mut ids = vec![];
+    for e in rd {
+        let e = e.map_err(|e| ImageError::Io { path: dir.to_path_buf(), source: e })?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_prefix(FILE_PREFIX).and_then(|r| r.strip_suffix(crate::FILE_SUFFIX)).and_then(|n| n.parse::<u32>().ok()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids.iter().map(|id| read_file(&dir.join(file_name(*id)))).collect()
+}
+
+/// What `rdmig image show` prints of an rdma_cm image.
+pub fn describe(l: &Loaded) -> String {
+    use std::fmt::Write as _;
+    let name = l.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let f = &l.file;
+    let mut out = format!("{name} (format {}): file id {}, rdma_cm file, pid {} fd {}, {} CM ID(s)\n", l.version, f.id, f.pid, f.fd, f.ids.len());
+    for c in &f.ids {
+        let state = match c.state {
+            CmState::Idle => "idle".to_string(),
+            CmState::AddrBound { src } => format!("addr_bound {src}"),
+            CmState::Listen { src, backlog } => format!("listen {src} backlog {backlog}"),
+        };
+        let o = c.options;
+        let mut opts = vec![];
+        if o.reuseaddr {
+            opts.push("reuseaddr".to_string());
+        }
+        if let Some(a) = o.afonly {
+            opts.push(format!("afonly={}", u8::from(a)));
+        }
+        if let Some(t) = o.tos {
+            opts.push(format!("tos={t}"));
+        }
+        let dev = c.dev.as_ref().map(|d| format!(" on {} port {}", d.name, d.port)).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  cm_id {} {state}{dev} ps {:?} qp_type {:?} uid {:#x} events read {}{}",
+            c.id,
+            c.ps,
+            c.qp_type,
+            c.uid,
+            c.events_reported,
+            if opts.is_empty() { String::new() } else { format!(" options {}", opts.join(",")) }
+        );
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,7 +307,7 @@ mod tests {
         // States, port spaces and QP types are words in the JSON, for `rdmig image show` and
         // people.
         let j = String::from_utf8_lossy(&bytes);
-        assert!(j.contains(r#""state":"listen","src":"10.0.0.1:18515","backlog":1024"#), "{j}");
+        assert!(j.contains(r#""state":{"kind":"listen","src":"10.0.0.1:18515","backlog":1024}"#), "{j}");
         assert!(j.contains(r#""ps":"tcp","qp_type":"rc""#), "{j}");
         assert_eq!(file_name(9), "rdmig-ucma-9.img");
     }
@@ -291,8 +344,8 @@ mod tests {
     fn states_and_numbers_outside_the_types_do_not_decode() {
         let json = serde_json::to_string(&sample()).unwrap();
         for (from, to, why) in [
-            (r#""state":"idle""#, r#""state":"connect""#, "unknown variant `connect`"),
-            (r#""state":"addr_bound","src":"[fe80::1%2]:7471""#, r#""state":"addr_bound""#, "missing field `src`"),
+            (r#""kind":"idle""#, r#""kind":"connect""#, "unknown variant `connect`"),
+            (r#""kind":"addr_bound","src":"[fe80::1%2]:7471""#, r#""kind":"addr_bound""#, "missing field `src`"),
             (r#","backlog":1024"#, "", "missing field `backlog`"),
             (r#""ps":"tcp""#, r#""ps":"sdp""#, "unknown variant `sdp`"),
             (r#""qp_type":"rc""#, r#""qp_type":"uc""#, "unknown variant `uc`"),
@@ -304,6 +357,26 @@ mod tests {
             let chain = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
             assert!(chain.contains(why), "{from} -> {to}: {chain}");
         }
+    }
+
+    #[test]
+    fn a_directory_lists_its_rdma_cm_images_only() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(file_name(12)), encode(&CmFile { id: 12, ..sample() })).unwrap();
+        std::fs::write(d.path().join(file_name(9)), encode(&sample())).unwrap();
+        std::fs::write(d.path().join(crate::file_name(9)), b"not ours").unwrap();
+        let all = read_dir(d.path()).unwrap();
+        assert_eq!(all.iter().map(|l| l.file.id).collect::<Vec<_>>(), vec![9, 12]);
+        let s = describe(&all[0]);
+        assert!(s.starts_with("rdmig-ucma-9.img (format 1): file id 9, rdma_cm file, pid 42 fd 5, 3 CM ID(s)\n"), "{s}");
+        assert!(
+            s.contains(
+                "  cm_id 3 listen 10.0.0.1:18515 backlog 1024 on rxe0 port 1 ps Tcp qp_type Rc uid 0x55d0c0de1000 events read 0 options reuseaddr,tos=32\n"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("  cm_id 4 addr_bound [fe80::1%2]:7471 ps Udp qp_type Ud uid 0x55d0c0de2000 events read 2 options afonly=1\n"), "{s}");
+        assert!(s.contains("  cm_id 5 idle ps Ib qp_type Ud uid 0x0 events read 0\n"), "{s}");
     }
 
     #[test]

@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn an_unknown_state_in_an_image_is_refused_by_the_decode() {
-        let json = serde_json::to_string(&file(vec![id(3, CmState::Idle)])).unwrap().replace(r#""state":"idle""#, r#""state":"connect""#);
+        let json = serde_json::to_string(&file(vec![id(3, CmState::Idle)])).unwrap().replace(r#""kind":"idle""#, r#""kind":"connect""#);
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join(ucma::file_name(9));
         // Framed and checksummed right: only the state is wrong.
