@@ -292,4 +292,26 @@ mod tests {
         assert!(e.contains("a symlink: refused"), "{e}");
         assert!(bind_hint(Some(libc::EADDRNOTAVAIL), &"10.0.0.1:18515".parse().unwrap()).contains("address 10.0.0.1:18515 is not on this host (was it moved?)"));
     }
+
+    /// The seeds of the fuzz target `ucma` (fuzz/corpus/ucma/): the fdinfo of a listening, a bound
+    /// and an idle ID, and the image the dump saves from it, which passes the restore's checks
+    /// (`RDMIG_WRITE_FUZZ_SEEDS=1 cargo test` rewrites them).
+    #[test]
+    fn fuzz_seeds_are_current() {
+        let text = crate::cm::fdinfo::tests::GOOD;
+        let ids = crate::cm::saved_ids(&crate::cm::fdinfo::parse(text).unwrap().unwrap()).unwrap();
+        let f = CmFile { id: 9, pid: 4242, fd: 5, ns_pid: Some(4242), flags: 0o4002, ids };
+        assert_eq!(check(&f), Ok(()));
+        for (name, bytes) in [("fdinfo.txt", text.as_bytes().to_vec()), ("file.img", ucma::encode(&f))] {
+            let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/ucma").join(name);
+            if std::env::var_os("RDMIG_WRITE_FUZZ_SEEDS").is_some() {
+                std::fs::write(&seed, &bytes).unwrap();
+            }
+            assert!(
+                std::fs::read(&seed).is_ok_and(|b| b == bytes),
+                "{} is not the seed this test builds: RDMIG_WRITE_FUZZ_SEEDS=1 cargo test rewrites it",
+                seed.display()
+            );
+        }
+    }
 }
