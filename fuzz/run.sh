@@ -19,7 +19,7 @@ if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
 	cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
 fi
 
-targets=(image_decode rxe_status fdinfo frame msg_decode pagestream_decode confine_model)
+targets=(image_decode rxe_status fdinfo ucma frame msg_decode pagestream_decode confine_model)
 # Safe Rust parsers: what is looked for is panics, unbounded time and unbounded memory, which
 # need no sanitizer; without one the build is much shorter.
 opts=(--sanitizer none)

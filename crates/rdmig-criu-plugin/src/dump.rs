@@ -14,6 +14,7 @@ use std::os::fd::RawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::Mutex;
 
+use crate::cm;
 pub use crate::common::DumpError;
 use crate::common::{EVENT_LINK, UVERBS_MAJOR};
 use crate::image::{self, Context, FileImage, FileKind};
@@ -44,18 +45,27 @@ pub fn reset() {
 /// What DUMP_EXT_FILE is looking at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
-    Uverbs { major: u32, minor: u32 },
+    Uverbs {
+        major: u32,
+        minor: u32,
+    },
     EventFile,
+    /// `/dev/infiniband/rdma_cm` (see [`crate::cm`]).
+    RdmaCm,
 }
 
-/// Whether a file (CRIU's copy of it) is ours: a uverbs char device or an infiniband event file.
+/// Whether a file (CRIU's copy of it) is ours: a uverbs or rdma_cm char device or an infiniband
+/// event file.
 pub fn classify(fd: RawFd) -> Option<Claim> {
     // SAFETY: fstat writes into the zeroed stat buffer we own.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: as above; fd is a valid descriptor passed by CRIU.
     if unsafe { libc::fstat(fd, &mut st) } == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFCHR {
         let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
-        return (major == UVERBS_MAJOR).then_some(Claim::Uverbs { major, minor });
+        if major == UVERBS_MAJOR {
+            return Some(Claim::Uverbs { major, minor });
+        }
+        return cm::is_rdma_cm(major, minor).then_some(Claim::RdmaCm);
     }
     let link = fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
     (link.as_os_str() == EVENT_LINK).then_some(Claim::EventFile)
@@ -71,6 +81,10 @@ pub fn dump_file(fd: RawFd, id: u32, dir: RawFd) -> Result<bool, DumpError> {
         }
         Some(Claim::EventFile) => {
             dump_event_file(fd, id, dir)?;
+            Ok(true)
+        }
+        Some(Claim::RdmaCm) => {
+            cm::dump_file(fd, id, dir)?;
             Ok(true)
         }
     }
@@ -202,8 +216,12 @@ fn dumped_context(pid: i32, file_token: &Option<String>) -> Option<(u32, u32)> {
 }
 
 fn write_image(dir: RawFd, img: &FileImage, blob: &[u8]) -> Result<(), DumpError> {
-    let name = image::file_name(img.id);
-    let c = CString::new(name.clone()).expect("no NUL");
+    write_bytes(dir, &image::file_name(img.id), &image::encode(img, blob))
+}
+
+/// Writes (and syncs) image file `name` into the images directory `dir`.
+pub fn write_bytes(dir: RawFd, name: &str, bytes: &[u8]) -> Result<(), DumpError> {
+    let c = CString::new(name).expect("no NUL");
     // SAFETY: openat with a NUL-terminated relative name on CRIU's images dir fd.
     let f = unsafe { libc::openat(dir, c.as_ptr(), libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC, 0o600) };
     if f < 0 {
@@ -211,8 +229,7 @@ fn write_image(dir: RawFd, img: &FileImage, blob: &[u8]) -> Result<(), DumpError
     }
     // SAFETY: f was just opened and is owned by this File from here on.
     let file = unsafe { <fs::File as std::os::fd::FromRawFd>::from_raw_fd(f) };
-    let bytes = image::encode(img, blob);
-    file.write_all_at(&bytes, 0).map_err(DumpError::sys(format!("write {name}")))?;
+    file.write_all_at(bytes, 0).map_err(DumpError::sys(format!("write {name}")))?;
     file.sync_all().map_err(DumpError::sys(format!("sync {name}")))?;
     Ok(())
 }

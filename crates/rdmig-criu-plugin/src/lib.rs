@@ -6,18 +6,24 @@
 //! What it claims, and nothing else (everything else gets `-ENOTSUP`, so CRIU behaves as without
 //! the plugin):
 //! - mappings of `/dev/infiniband/uverbs*` (char major 231): the rxe queue rings;
-//! - uverbs files (char major 231) and `anon_inode:[infinibandevent]` files.
+//! - uverbs files (char major 231) and `anon_inode:[infinibandevent]` files;
+//! - rdma_cm files (`/dev/infiniband/rdma_cm`, librdmacm's event channel: char major 10 and the
+//!   minor `/sys/class/misc/rdma_cm/dev` gives), with their CM IDs (see [`cm`]).
 //!
 //! Hooks:
 //! - `HANDLE_DEVICE_VMA` (dump, pre-dump; criu master): accepts uverbs mappings, so CRIU records
 //!   them as shared file mappings instead of refusing the process.
 //! - `DUMP_EXT_FILE` (dump; criu master): saves the verbs context of a uverbs file (see [`dump`])
-//!   or an event file into `rdmig-rxe-<id>.img` (format in [`image`]); refuses, naming the object
-//!   and the reason, what cannot be saved. CRIU then fails the dump and thaws the process.
+//!   or an event file into `rdmig-rxe-<id>.img` (format in [`image`]), and the CM IDs of an
+//!   rdma_cm file into `rdmig-ucma-<id>.img` ([`image::ucma`]; idle, bound and listening IDs
+//!   only, for now); refuses, naming the object and the reason, what cannot be saved. CRIU then
+//!   fails the dump and thaws the process.
 //! - `RESTORE_EXT_FILE` (restore; inside the restored task): rebuilds the saved context on a new
 //!   uverbs file (completion channels, PDs, CQs, MRs, SRQs, QPs with their old handles, numbers and
 //!   keys; QPs loaded with the driver's image and left stopped) and puts the files at their old
-//!   descriptor numbers (see [`restore`]).
+//!   descriptor numbers (see [`restore`]); recreates the CM IDs of an rdma_cm file on a new one
+//!   with their numbers, options, addresses and backlogs, and returns it for CRIU to place (see
+//!   [`cm::restore`]).
 //! - `UPDATE_VMA_MAP` (restore; inside the restored task): maps the rings at their old addresses
 //!   from the new file.
 //! - `RESUME_DEVICES_LATE` (restore; once memory is final): re-pins MRs on the restored pages,
@@ -34,6 +40,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 // object saves and restores itself in `objects`. `common` is what both sides share, `procfs`
 // the dump's look at the owning process, `handles` the restore's plan for the old handles;
 // `cmd`, `uverbs` and `fdinfo` speak the kernel's interfaces; `device` opens the devices.
+// `cm` is the rdma_cm file, on both sides (its own fdinfo lines, commands and image).
+pub mod cm;
 pub mod cmd;
 pub mod common;
 pub mod device;
@@ -132,7 +140,12 @@ unsafe extern "C" fn plugin_init(stage: c_int) -> c_int {
             return -1;
         }
         dump::reset();
-        info!("loaded for {} (image format {}, claims uverbs files, infinibandevent files and uverbs mappings)", stage_name(stage), image::FORMAT_VERSION);
+        info!(
+            "loaded for {} (image formats: verbs {}, rdma_cm {}; claims uverbs files, infinibandevent files, uverbs mappings and rdma_cm files)",
+            stage_name(stage),
+            image::FORMAT_VERSION,
+            image::ucma::FORMAT_VERSION
+        );
         0
     })
 }
@@ -203,12 +216,15 @@ unsafe extern "C" fn handle_device_vma(_fd: c_int, st: *const libc::stat) -> c_i
     })
 }
 
-/// DUMP_EXT_FILE(fd, id).
+/// DUMP_EXT_FILE(fd, id): CRIU calls it for every file it cannot dump itself; 0 when saved,
+/// -ENOTSUP when not ours, -1 (and the reason in the log) when ours but refused.
 unsafe extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
     guard("dump_ext_file", -1, || {
-        if dump::classify(fd).is_none() {
-            return -libc::ENOTSUP;
-        }
+        let what = match dump::classify(fd) {
+            None => return -libc::ENOTSUP,
+            Some(dump::Claim::RdmaCm) => "rdma_cm state",
+            Some(_) => "verbs state",
+        };
         let Some(dir) = log::image_dir_fd() else {
             error!("file id {id}: criu_get_image_dir() gave no directory");
             return -1;
@@ -221,14 +237,15 @@ unsafe extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
             }
             Ok(false) => -libc::ENOTSUP,
             Err(e) => {
-                error!("cannot dump verbs state: {e}");
+                error!("cannot dump {what}: {e}");
                 -1
             }
         }
     })
 }
 
-/// RESTORE_EXT_FILE(id): runs inside the restored task.
+/// RESTORE_EXT_FILE(id): runs inside the restored task; the new file's descriptor, which CRIU
+/// moves to the process's fd number.
 unsafe extern "C" fn restore_ext_file(id: c_int) -> c_int {
     let t = std::time::Instant::now();
     guard("restore_ext_file", -1, || match restore::restore_file(id as u32) {

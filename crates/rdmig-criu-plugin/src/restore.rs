@@ -63,7 +63,8 @@ pub fn restore_file(id: u32) -> Result<Option<RawFd>, RestoreError> {
     let dir = images_dir()?;
     let path = dir.join(image::file_name(id));
     if !path.exists() {
-        return Ok(None);
+        // Not a verbs file: an rdma_cm file, or none of ours.
+        return crate::cm::restore::restore_file(id, &dir);
     }
     let l = image::read_file(&path)?;
     if l.image.id != id {

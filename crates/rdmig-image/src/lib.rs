@@ -19,6 +19,9 @@
 //! are ignored, so fields can be added without a version bump (a removed or re-meant field
 //! needs one).
 //!
+//! An rdma_cm file (librdmacm's event channel) gets a file of its own, `rdmig-ucma-<id>.img`,
+//! framed the same way with magic `RDMIGUCM` and its own version: see [`ucma`].
+//!
 //! `show` renders the images for people (`rdmig image show`), as CRIU's `crit show` does for
 //! CRIU's own.
 
@@ -29,6 +32,7 @@ pub const HOLD_ENV: &str = "RDMIG_HOLD_QPS";
 
 pub mod show;
 pub mod timing;
+pub mod ucma;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -54,20 +58,26 @@ pub fn file_name(id: u32) -> String {
 pub enum ImageError {
     #[error("{path}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path}: not an rdmig verbs image (bad magic)")]
-    Magic { path: PathBuf },
-    #[error("{path}: format version {found}, this build reads up to {FORMAT_VERSION}")]
-    Version { path: PathBuf, found: u32 },
+    /// `kind` names what the file should have been (an rdmig verbs image, an rdmig rdma_cm image).
+    #[error("{path}: not an {kind} (bad magic)")]
+    Magic { path: PathBuf, kind: &'static str },
+    #[error("{path}: format version {found}, this build reads up to {max}")]
+    Version { path: PathBuf, found: u32, max: u32 },
     #[error("{path}: truncated ({what})")]
     Truncated { path: PathBuf, what: &'static str },
     #[error("{path}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x}): the file was damaged")]
     Checksum { path: PathBuf, stored: u32, computed: u32 },
-    #[error("{path}: no rdmig verbs images ({FILE_PREFIX}<id>{FILE_SUFFIX}): the dump held no verbs state, or was not made with rdmig's CRIU plugin")]
+    #[error(
+        "{path}: no rdmig verbs or rdma_cm images ({FILE_PREFIX}<id>{FILE_SUFFIX}, {}<id>{FILE_SUFFIX}): the dump held no verbs state, or was not made with rdmig's CRIU plugin",
+        ucma::FILE_PREFIX
+    )]
     NoImages { path: PathBuf },
-    #[error("{path}: {len} bytes, more than the {MAX_FILE_BYTES} an image may have")]
-    TooLarge { path: PathBuf, len: u64 },
+    #[error("{path}: {len} bytes, more than the {max} an image of its kind may have")]
+    TooLarge { path: PathBuf, len: u64, max: u64 },
     #[error("{path}: bad JSON header")]
     Json { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: {len} bytes after the JSON header, where this kind of image has none")]
+    Trailing { path: PathBuf, len: usize },
 }
 
 /// What one image file describes: the CRIU file it belongs to, and its verbs state.
@@ -420,36 +430,54 @@ pub struct Loaded {
     pub blob: Vec<u8>,
 }
 
-/// Encodes an image file: header, JSON, blob.
-pub fn encode(img: &FileImage, blob: &[u8]) -> Vec<u8> {
-    let json = serde_json::to_vec(img).expect("image types always serialize");
+/// The framing every image kind shares: magic, version, flags (0), JSON length, JSON, blob, and
+/// the CRC-32 of all of it.
+pub(crate) fn frame(magic: &[u8; 8], version: u32, json: &[u8], blob: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(24 + json.len() + blob.len() + 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(magic);
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u32.to_le_bytes());
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    out.extend_from_slice(&json);
+    out.extend_from_slice(json);
     out.extend_from_slice(blob);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     out
 }
 
-/// Decodes an image file's bytes (`path` only names it in errors).
-pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
+/// What a framed file holds, once its magic, version and checksum were checked.
+pub(crate) struct Framed<'a> {
+    pub version: u32,
+    pub json: &'a [u8],
+    pub blob: &'a [u8],
+}
+
+/// What [`unframe`] expects of one image kind.
+pub(crate) struct Framing {
+    pub magic: &'static [u8; 8],
+    /// For messages: "rdmig verbs image".
+    pub kind: &'static str,
+    pub max_version: u32,
+    /// The first version with the CRC-32 trailer.
+    pub checksummed_since: u32,
+}
+
+/// Checks a framed file's magic, version and (from `checksummed_since`) its CRC-32, before
+/// anything else of it is looked at, and splits it into JSON and blob.
+pub(crate) fn unframe<'a>(path: &Path, bytes: &'a [u8], f: &Framing) -> Result<Framed<'a>, ImageError> {
     let p = || path.to_path_buf();
-    if bytes.len() < 8 || &bytes[..8] != MAGIC {
-        return Err(ImageError::Magic { path: p() });
+    if bytes.len() < 8 || &bytes[..8] != f.magic {
+        return Err(ImageError::Magic { path: p(), kind: f.kind });
     }
     if bytes.len() < 24 {
         return Err(ImageError::Truncated { path: p(), what: "header" });
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
-    if version == 0 || version > FORMAT_VERSION {
-        return Err(ImageError::Version { path: p(), found: version });
+    if version == 0 || version > f.max_version {
+        return Err(ImageError::Version { path: p(), found: version, max: f.max_version });
     }
     // Verified before anything else of the file is looked at.
-    let bytes = if version >= CHECKSUMMED_SINCE {
+    let bytes = if version >= f.checksummed_since {
         let Some(body_len) = bytes.len().checked_sub(4).filter(|&n| n >= 24) else {
             return Err(ImageError::Truncated { path: p(), what: "checksum" });
         };
@@ -465,8 +493,23 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
     };
     let jlen = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
     let jend = 24u64.checked_add(jlen).filter(|&e| e <= bytes.len() as u64).ok_or(ImageError::Truncated { path: p(), what: "JSON header" })? as usize;
-    let image: FileImage = serde_json::from_slice(&bytes[24..jend]).map_err(|e| ImageError::Json { path: p(), source: e })?;
-    let blob = bytes[jend..].to_vec();
+    Ok(Framed { version, json: &bytes[24..jend], blob: &bytes[jend..] })
+}
+
+const VERBS: Framing = Framing { magic: MAGIC, kind: "rdmig verbs image", max_version: FORMAT_VERSION, checksummed_since: CHECKSUMMED_SINCE };
+
+/// Encodes an image file: header, JSON, blob.
+pub fn encode(img: &FileImage, blob: &[u8]) -> Vec<u8> {
+    let json = serde_json::to_vec(img).expect("image types always serialize");
+    frame(MAGIC, FORMAT_VERSION, &json, blob)
+}
+
+/// Decodes an image file's bytes (`path` only names it in errors).
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
+    let p = || path.to_path_buf();
+    let Framed { version, json, blob } = unframe(path, bytes, &VERBS)?;
+    let image: FileImage = serde_json::from_slice(json).map_err(|e| ImageError::Json { path: p(), source: e })?;
+    let blob = blob.to_vec();
     if let FileKind::Context(c) = &image.kind {
         for q in &c.queues {
             if q.blob_offset.checked_add(q.len).is_none_or(|e| e > blob.len() as u64) {
@@ -490,13 +533,19 @@ pub fn read_file(path: &Path) -> Result<Loaded, ImageError> {
 
 /// [`read_file`], refusing a file of more than `max` bytes without reading past them.
 fn read_file_max(path: &Path, max: u64) -> Result<Loaded, ImageError> {
+    decode(path, &read_bytes_max(path, max)?)
+}
+
+/// The bytes of the file at `path`, refusing one of more than `max` bytes without reading past
+/// them.
+pub(crate) fn read_bytes_max(path: &Path, max: u64) -> Result<Vec<u8>, ImageError> {
     let mut bytes = vec![];
     std::fs::File::open(path).and_then(|f| f.take(max + 1).read_to_end(&mut bytes)).map_err(|e| ImageError::Io { path: path.to_path_buf(), source: e })?;
     if bytes.len() as u64 > max {
         let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(bytes.len() as u64);
-        return Err(ImageError::TooLarge { path: path.to_path_buf(), len });
+        return Err(ImageError::TooLarge { path: path.to_path_buf(), len, max });
     }
-    decode(path, &bytes)
+    Ok(bytes)
 }
 
 pub fn write_file(path: &Path, img: &FileImage, blob: &[u8]) -> Result<(), ImageError> {

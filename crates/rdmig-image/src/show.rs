@@ -7,18 +7,20 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::{FileKind, ImageError, Loaded};
+use crate::{ucma, FileKind, ImageError, Loaded};
 
 type Result<T> = std::result::Result<T, ImageError>;
 
-/// Reads every plugin image in `dir`; an error if there is none (a directory without our images
-/// is either not a CRIU image dir or a process without verbs state: both worth saying).
-pub fn load(dir: &Path) -> Result<Vec<Loaded>> {
+/// Reads every plugin image in `dir`, verbs and rdma_cm; an error if there is none (a directory
+/// without our images is either not a CRIU image dir or a process without verbs state: both
+/// worth saying).
+pub fn load(dir: &Path) -> Result<(Vec<Loaded>, Vec<ucma::Loaded>)> {
     let all = crate::read_dir(dir)?;
-    if all.is_empty() {
+    let cm = ucma::read_dir(dir)?;
+    if all.is_empty() && cm.is_empty() {
         return Err(ImageError::NoImages { path: dir.to_path_buf() });
     }
-    Ok(all)
+    Ok((all, cm))
 }
 
 fn hex_preview(b: &[u8]) -> String {
@@ -28,7 +30,8 @@ fn hex_preview(b: &[u8]) -> String {
 /// Human-readable listing of the saved verbs objects.
 pub fn show(dir: &Path) -> Result<String> {
     let mut out = String::new();
-    for l in load(dir)? {
+    let (all, cm) = load(dir)?;
+    for l in all {
         let name = l.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let i = &l.image;
         match &i.kind {
@@ -158,14 +161,19 @@ pub fn show(dir: &Path) -> Result<String> {
             }
         }
     }
+    for l in &cm {
+        out.push_str(&ucma::describe(l));
+    }
     Ok(out)
 }
 
-/// The same as JSON: `{"dir", "images": [{"file", "format", ...the saved image...}]}` (queue
-/// contents are summarised by length, not included).
+/// The same as JSON: `{"dir", "images": [{"file", "format", ...the saved image...}], "rdma_cm":
+/// [{"file", "format", ...the saved rdma_cm file...}]}` (queue contents are summarised by length,
+/// not included).
 pub fn show_json(dir: &Path) -> Result<Value> {
     let mut images = vec![];
-    for l in load(dir)? {
+    let (all, cm) = load(dir)?;
+    for l in all {
         let mut v = serde_json::to_value(&l.image).expect("image types always serialize");
         if let Some(o) = v.as_object_mut() {
             o.insert("file".into(), json!(l.path.file_name().map(|n| n.to_string_lossy().into_owned())));
@@ -174,7 +182,18 @@ pub fn show_json(dir: &Path) -> Result<Value> {
         }
         images.push(v);
     }
-    Ok(json!({ "dir": dir.display().to_string(), "images": images }))
+    let cm: Vec<Value> = cm
+        .iter()
+        .map(|l| {
+            let mut v = serde_json::to_value(&l.file).expect("image types always serialize");
+            if let Some(o) = v.as_object_mut() {
+                o.insert("file".into(), json!(l.path.file_name().map(|n| n.to_string_lossy().into_owned())));
+                o.insert("format".into(), json!(l.version));
+            }
+            v
+        })
+        .collect();
+    Ok(json!({ "dir": dir.display().to_string(), "images": images, "rdma_cm": cm }))
 }
 
 #[cfg(test)]
@@ -185,7 +204,7 @@ mod tests {
     #[test]
     fn shows_what_the_plugin_wrote() {
         let d = tempfile::tempdir().unwrap();
-        assert!(show(d.path()).unwrap_err().to_string().contains("no rdmig verbs images"));
+        assert!(show(d.path()).unwrap_err().to_string().contains("no rdmig verbs or rdma_cm images (rdmig-rxe-<id>.img, rdmig-ucma-<id>.img)"));
         let ctx = FileImage {
             id: 9,
             pid: 100,
@@ -272,6 +291,37 @@ mod tests {
         let j = show_json(d.path()).unwrap();
         assert_eq!(j["images"][0]["kind"]["qps"][0]["qpn"], 17);
         assert_eq!(j["images"][1]["kind"]["role"], "async");
+        // rdma_cm images follow the verbs ones.
+        let cm = ucma::CmFile {
+            id: 11,
+            pid: 100,
+            fd: 5,
+            ns_pid: None,
+            flags: 2,
+            ids: vec![ucma::CmId {
+                id: 3,
+                uid: 0x10,
+                ps: ucma::PortSpace::Tcp,
+                qp_type: ucma::QpType::Rc,
+                events_reported: 0,
+                options: ucma::CmOptions::default(),
+                state: ucma::CmState::Listen { src: "10.0.0.1:18515".parse().unwrap(), backlog: 16 },
+                dev: None,
+            }],
+        };
+        std::fs::write(d.path().join(ucma::file_name(11)), ucma::encode(&cm)).unwrap();
+        let s = show(d.path()).unwrap();
+        assert!(
+            s.contains("rdmig-ucma-11.img (format 1): file id 11, rdma_cm file, pid 100 fd 5, 1 CM ID(s)\n  cm_id 3 listen 10.0.0.1:18515 backlog 16"),
+            "{s}"
+        );
+        let j = show_json(d.path()).unwrap();
+        assert_eq!(j["rdma_cm"][0]["ids"][0]["state"]["kind"], "listen");
+        assert_eq!(j["rdma_cm"][0]["file"], "rdmig-ucma-11.img");
+        // A directory with rdma_cm images only is shown too.
+        let only = tempfile::tempdir().unwrap();
+        std::fs::write(only.path().join(ucma::file_name(11)), ucma::encode(&cm)).unwrap();
+        assert!(show(only.path()).unwrap().starts_with("rdmig-ucma-11.img"));
         // A damaged image is an error naming the file, not a partial listing.
         std::fs::write(d.path().join(crate::file_name(11)), b"RDMIGRXE\x09\0\0\0").unwrap();
         let e = format!("{:#}", show(d.path()).unwrap_err());

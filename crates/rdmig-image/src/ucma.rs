@@ -1,0 +1,397 @@
+//! The image of an rdma_cm file (`/dev/infiniband/rdma_cm`, librdmacm's event channel): the CM
+//! IDs on it, as rdmig's rdma_ucm shows them (`ucma_ckpt_abi.h` of softroce), in the states the
+//! plugin can recreate.
+//!
+//! One file per dumped file id, `rdmig-ucma-<id>.img`, framed as the verbs images are (see the
+//! crate's documentation) with its own magic `RDMIGUCM` and version ([`FORMAT_VERSION`]), a JSON
+//! [`CmFile`] and no blob. A file of its own rather than a new kind of `rdmig-rxe-<id>.img`:
+//! readers of verbs images that predate it (`rdmig image show`, the plugin's restore listing a
+//! directory) pass over it instead of failing on a kind they do not know.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{frame, read_bytes_max, unframe, Framed, Framing, ImageError};
+
+pub const MAGIC: &[u8; 8] = b"RDMIGUCM";
+pub const FORMAT_VERSION: u32 = 1;
+pub const FILE_PREFIX: &str = "rdmig-ucma-";
+/// The largest rdma_cm image read: a CM ID takes a few hundred bytes of JSON, and the restore
+/// refuses files of more than a few thousand IDs anyway.
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
+const FRAMING: Framing = Framing { magic: MAGIC, kind: "rdmig rdma_cm image", max_version: FORMAT_VERSION, checksummed_since: 1 };
+
+/// Name of the rdma_cm image file of CRIU file id `id`.
+pub fn file_name(id: u32) -> String {
+    format!("{FILE_PREFIX}{id}{}", crate::FILE_SUFFIX)
+}
+
+/// An rdma_cm file and its CM IDs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmFile {
+    /// CRIU's file id (the `id` of DUMP_EXT_FILE / RESTORE_EXT_FILE).
+    pub id: u32,
+    /// The process that held the file, its fd number there and its pid in its own namespace, as
+    /// seen at the dump (for messages: CRIU puts the file back at its fd itself).
+    pub pid: i32,
+    pub fd: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<i32>,
+    /// The file's status flags (`F_GETFL`): CRIU does not restore those of a plugin's file, and a
+    /// non-blocking event channel (`O_NONBLOCK`) must stay one.
+    pub flags: i32,
+    pub ids: Vec<CmId>,
+}
+
+/// A CM ID: what `UCMA_CMD_CREATE_ID` was given, what was read of it, its options and state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmId {
+    /// The number the process names the ID by in its commands (global on a host).
+    pub id: u32,
+    /// The process's context for it (librdmacm's `struct cma_id_private *`), in every event.
+    pub uid: u64,
+    pub ps: PortSpace,
+    pub qp_type: QpType,
+    /// Events of the ID the process has read (what `UCMA_CMD_DESTROY_ID` reports and librdmacm
+    /// waits for).
+    pub events_reported: u32,
+    pub options: CmOptions,
+    pub state: CmState,
+    /// The device and port the ID was bound to at the dump (`None`: a wildcard address, or an
+    /// idle ID). Recorded to be shown: the bind finds the device from the address again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<BoundDev>,
+}
+
+/// The states the plugin recreates, each with what it needs: a bound or listening ID has its
+/// source address, a listening one its backlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CmState {
+    Idle,
+    AddrBound { src: SocketAddr },
+    Listen { src: SocketAddr, backlog: u32 },
+}
+
+impl CmState {
+    /// The kernel's name of the state (as rdma_ucm's fdinfo prints it).
+    pub fn name(&self) -> &'static str {
+        match self {
+            CmState::Idle => "idle",
+            CmState::AddrBound { .. } => "addr_bound",
+            CmState::Listen { .. } => "listen",
+        }
+    }
+
+    /// The address the ID is bound to.
+    pub fn src(&self) -> Option<SocketAddr> {
+        match self {
+            CmState::Idle => None,
+            CmState::AddrBound { src } | CmState::Listen { src, .. } => Some(*src),
+        }
+    }
+}
+
+/// `RDMA_OPTION_ID_*` options to set on the new ID before it is bound (`None`: leave the kernel's
+/// default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CmOptions {
+    pub reuseaddr: bool,
+    pub afonly: Option<bool>,
+    pub tos: Option<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundDev {
+    pub name: String,
+    pub port: u8,
+}
+
+/// `enum rdma_ucm_port_space`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortSpace {
+    Ipoib,
+    Ib,
+    Tcp,
+    Udp,
+}
+
+impl PortSpace {
+    pub const ALL: [PortSpace; 4] = [PortSpace::Ipoib, PortSpace::Ib, PortSpace::Tcp, PortSpace::Udp];
+
+    /// The kernel's number (`RDMA_PS_*`).
+    pub fn value(self) -> u16 {
+        match self {
+            PortSpace::Ipoib => 0x0002,
+            PortSpace::Ib => 0x013F,
+            PortSpace::Tcp => 0x0106,
+            PortSpace::Udp => 0x0111,
+        }
+    }
+
+    pub fn from_value(v: u16) -> Option<PortSpace> {
+        PortSpace::ALL.into_iter().find(|p| p.value() == v)
+    }
+
+    /// The QP types rdma_ucm lets an ID of this port space have (`ucma_get_qp_type`): TCP's are
+    /// RC, UDP's and IPoIB's UD, IB's either.
+    pub fn allows(self, t: QpType) -> bool {
+        match self {
+            PortSpace::Tcp => t == QpType::Rc,
+            PortSpace::Udp | PortSpace::Ipoib => t == QpType::Ud,
+            PortSpace::Ib => true,
+        }
+    }
+}
+
+/// The `enum ib_qp_type` values a CM ID can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QpType {
+    Rc,
+    Ud,
+}
+
+impl QpType {
+    pub fn value(self) -> u8 {
+        match self {
+            QpType::Rc => 2,
+            QpType::Ud => 4,
+        }
+    }
+
+    pub fn from_value(v: u8) -> Option<QpType> {
+        [QpType::Rc, QpType::Ud].into_iter().find(|t| t.value() == v)
+    }
+}
+
+/// A loaded rdma_cm image file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub path: PathBuf,
+    pub version: u32,
+    pub file: CmFile,
+}
+
+pub fn encode(f: &CmFile) -> Vec<u8> {
+    let json = serde_json::to_vec(f).expect("image types always serialize");
+    frame(MAGIC, FORMAT_VERSION, &json, &[])
+}
+
+/// Decodes an rdma_cm image file's bytes (`path` only names it in errors).
+pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
+    let Framed { version, json, blob } = unframe(path, bytes, &FRAMING)?;
+    if !blob.is_empty() {
+        return Err(ImageError::Trailing { path: path.to_path_buf(), len: blob.len() });
+    }
+    let file = serde_json::from_slice(json).map_err(|e| ImageError::Json { path: path.to_path_buf(), source: e })?;
+    Ok(Loaded { path: path.to_path_buf(), version, file })
+}
+
+pub fn read_file(path: &Path) -> Result<Loaded, ImageError> {
+    decode(path, &read_bytes_max(path, MAX_FILE_BYTES)?)
+}
+
+/// Every rdma_cm image file in a CRIU image directory, sorted by file id.
+pub fn read_dir(dir: &Path) -> Result<Vec<Loaded>, ImageError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| ImageError::Io { path: dir.to_path_buf(), source: e })?;
+    let mut ids = vec![];
+    for e in rd {
+        let e = e.map_err(|e| ImageError::Io { path: dir.to_path_buf(), source: e })?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_prefix(FILE_PREFIX).and_then(|r| r.strip_suffix(crate::FILE_SUFFIX)).and_then(|n| n.parse::<u32>().ok()) {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids.iter().map(|id| read_file(&dir.join(file_name(*id)))).collect()
+}
+
+/// What `rdmig image show` prints of an rdma_cm image.
+pub fn describe(l: &Loaded) -> String {
+    use std::fmt::Write as _;
+    let name = l.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let f = &l.file;
+    let mut out = format!("{name} (format {}): file id {}, rdma_cm file, pid {} fd {}, {} CM ID(s)\n", l.version, f.id, f.pid, f.fd, f.ids.len());
+    for c in &f.ids {
+        let state = match c.state {
+            CmState::Idle => "idle".to_string(),
+            CmState::AddrBound { src } => format!("addr_bound {src}"),
+            CmState::Listen { src, backlog } => format!("listen {src} backlog {backlog}"),
+        };
+        let o = c.options;
+        let mut opts = vec![];
+        if o.reuseaddr {
+            opts.push("reuseaddr".to_string());
+        }
+        if let Some(a) = o.afonly {
+            opts.push(format!("afonly={}", u8::from(a)));
+        }
+        if let Some(t) = o.tos {
+            opts.push(format!("tos={t}"));
+        }
+        let dev = c.dev.as_ref().map(|d| format!(" on {} port {}", d.name, d.port)).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  cm_id {} {state}{dev} ps {:?} qp_type {:?} uid {:#x} events read {}{}",
+            c.id,
+            c.ps,
+            c.qp_type,
+            c.uid,
+            c.events_reported,
+            if opts.is_empty() { String::new() } else { format!(" options {}", opts.join(",")) }
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> CmFile {
+        CmFile {
+            id: 9,
+            pid: 42,
+            fd: 5,
+            ns_pid: Some(42),
+            flags: 0o4002,
+            ids: vec![
+                CmId {
+                    id: 3,
+                    uid: 0x55d0_c0de_1000,
+                    ps: PortSpace::Tcp,
+                    qp_type: QpType::Rc,
+                    events_reported: 0,
+                    options: CmOptions { reuseaddr: true, afonly: None, tos: Some(32) },
+                    state: CmState::Listen { src: "10.0.0.1:18515".parse().unwrap(), backlog: 1024 },
+                    dev: Some(BoundDev { name: "rxe0".into(), port: 1 }),
+                },
+                CmId {
+                    id: 4,
+                    uid: 0x55d0_c0de_2000,
+                    ps: PortSpace::Udp,
+                    qp_type: QpType::Ud,
+                    events_reported: 2,
+                    options: CmOptions { reuseaddr: false, afonly: Some(true), tos: None },
+                    state: CmState::AddrBound { src: "[fe80::1%2]:7471".parse().unwrap() },
+                    dev: None,
+                },
+                CmId {
+                    id: 5,
+                    uid: 0,
+                    ps: PortSpace::Ib,
+                    qp_type: QpType::Ud,
+                    events_reported: 0,
+                    options: CmOptions::default(),
+                    state: CmState::Idle,
+                    dev: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&sample());
+        let l = decode(Path::new("x"), &bytes).unwrap();
+        assert_eq!(l.file, sample());
+        assert_eq!(l.version, FORMAT_VERSION);
+        // The scope of a link-local address survives (the bind needs it).
+        let CmState::AddrBound { src: SocketAddr::V6(a) } = l.file.ids[1].state else { panic!("{:?}", l.file.ids[1].state) };
+        assert_eq!(a.scope_id(), 2);
+        // States, port spaces and QP types are words in the JSON, for `rdmig image show` and
+        // people.
+        let j = String::from_utf8_lossy(&bytes);
+        assert!(j.contains(r#""state":{"kind":"listen","src":"10.0.0.1:18515","backlog":1024}"#), "{j}");
+        assert!(j.contains(r#""ps":"tcp","qp_type":"rc""#), "{j}");
+        assert_eq!(file_name(9), "rdmig-ucma-9.img");
+    }
+
+    #[test]
+    fn damage_and_foreign_files_are_refused() {
+        let bytes = encode(&sample());
+        for i in 8..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x10;
+            assert!(decode(Path::new("x"), &b).is_err(), "flipping byte {i} went unnoticed");
+        }
+        let mut b = bytes.clone();
+        b[30] ^= 1;
+        let e = decode(Path::new("x"), &b).unwrap_err();
+        assert!(matches!(e, ImageError::Checksum { .. }), "{e}");
+        assert!(e.to_string().contains("the file was damaged"), "{e}");
+        // A verbs image is not an rdma_cm image, and the other way round.
+        let e = decode(Path::new("x"), &crate::frame(crate::MAGIC, 2, b"{}", &[])).unwrap_err();
+        assert_eq!(e.to_string(), "x: not an rdmig rdma_cm image (bad magic)");
+        assert!(matches!(crate::decode(Path::new("x"), &bytes), Err(ImageError::Magic { kind: "rdmig verbs image", .. })));
+        let mut newer = bytes[..bytes.len() - 4].to_vec();
+        newer[8] = 2;
+        let crc = crc32fast::hash(&newer);
+        newer.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(Path::new("x"), &newer).unwrap_err().to_string(), "x: format version 2, this build reads up to 1");
+        // Bytes after the JSON (a blob this kind does not have).
+        let json = serde_json::to_vec(&sample()).unwrap();
+        let e = decode(Path::new("x"), &crate::frame(MAGIC, 1, &json, &[0])).unwrap_err();
+        assert!(matches!(e, ImageError::Trailing { len: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn states_and_numbers_outside_the_types_do_not_decode() {
+        let json = serde_json::to_string(&sample()).unwrap();
+        for (from, to, why) in [
+            (r#""kind":"idle""#, r#""kind":"connect""#, "unknown variant `connect`"),
+            (r#""kind":"addr_bound","src":"[fe80::1%2]:7471""#, r#""kind":"addr_bound""#, "missing field `src`"),
+            (r#","backlog":1024"#, "", "missing field `backlog`"),
+            (r#""ps":"tcp""#, r#""ps":"sdp""#, "unknown variant `sdp`"),
+            (r#""qp_type":"rc""#, r#""qp_type":"uc""#, "unknown variant `uc`"),
+            (r#""src":"10.0.0.1:18515""#, r#""src":"10.0.0.1""#, "invalid socket address"),
+        ] {
+            assert!(json.contains(from), "{from} not in {json}");
+            let bad = json.replacen(from, to, 1);
+            let e = decode(Path::new("x"), &crate::frame(MAGIC, 1, bad.as_bytes(), &[])).unwrap_err();
+            let chain = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+            assert!(chain.contains(why), "{from} -> {to}: {chain}");
+        }
+    }
+
+    #[test]
+    fn a_directory_lists_its_rdma_cm_images_only() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join(file_name(12)), encode(&CmFile { id: 12, ..sample() })).unwrap();
+        std::fs::write(d.path().join(file_name(9)), encode(&sample())).unwrap();
+        std::fs::write(d.path().join(crate::file_name(9)), b"not ours").unwrap();
+        let all = read_dir(d.path()).unwrap();
+        assert_eq!(all.iter().map(|l| l.file.id).collect::<Vec<_>>(), vec![9, 12]);
+        let s = describe(&all[0]);
+        assert!(s.starts_with("rdmig-ucma-9.img (format 1): file id 9, rdma_cm file, pid 42 fd 5, 3 CM ID(s)\n"), "{s}");
+        assert!(
+            s.contains(
+                "  cm_id 3 listen 10.0.0.1:18515 backlog 1024 on rxe0 port 1 ps Tcp qp_type Rc uid 0x55d0c0de1000 events read 0 options reuseaddr,tos=32\n"
+            ),
+            "{s}"
+        );
+        assert!(s.contains("  cm_id 4 addr_bound [fe80::1%2]:7471 ps Udp qp_type Ud uid 0x55d0c0de2000 events read 2 options afonly=1\n"), "{s}");
+        assert!(s.contains("  cm_id 5 idle ps Ib qp_type Ud uid 0x0 events read 0\n"), "{s}");
+    }
+
+    #[test]
+    fn kernel_numbers() {
+        assert_eq!(PortSpace::Tcp.value(), 0x0106);
+        assert_eq!(PortSpace::Udp.value(), 0x0111);
+        assert_eq!(PortSpace::Ipoib.value(), 0x0002);
+        assert_eq!(PortSpace::Ib.value(), 0x013F);
+        for p in PortSpace::ALL {
+            assert_eq!(PortSpace::from_value(p.value()), Some(p));
+        }
+        assert_eq!(PortSpace::from_value(0x0107), None);
+        assert_eq!((QpType::from_value(2), QpType::from_value(4), QpType::from_value(3)), (Some(QpType::Rc), Some(QpType::Ud), None));
+        assert!(PortSpace::Tcp.allows(QpType::Rc) && !PortSpace::Tcp.allows(QpType::Ud));
+        assert!(PortSpace::Udp.allows(QpType::Ud) && !PortSpace::Ipoib.allows(QpType::Rc));
+        assert!(PortSpace::Ib.allows(QpType::Rc) && PortSpace::Ib.allows(QpType::Ud));
+    }
+}
