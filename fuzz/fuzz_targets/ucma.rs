@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(Some(info)) = fdinfo::parse(&text) {
         if let Ok(ids) = cm::saved_ids(&info) {
             assert_eq!(ids.len(), info.ids.len());
-            restore_side(&CmFile { id: 1, pid: 2, fd: 3, ns_pid: None, flags: 2, ids });
+            restore_side(&CmFile { id: 1, pid: 2, fd: 3, ns_pid: None, flags: 2, ids, devices: Vec::new() });
         }
     }
     // As an image file.

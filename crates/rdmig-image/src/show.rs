@@ -308,6 +308,7 @@ mod tests {
                 state: ucma::CmState::Listen { src: "10.0.0.1:18515".parse().unwrap(), backlog: 16 },
                 dev: None,
             }],
+            devices: Vec::new(),
         };
         std::fs::write(d.path().join(ucma::file_name(11)), ucma::encode(&cm)).unwrap();
         let s = show(d.path()).unwrap();

@@ -44,6 +44,19 @@ pub struct CmFile {
     /// non-blocking event channel (`O_NONBLOCK`) must stay one.
     pub flags: i32,
     pub ids: Vec<CmId>,
+    /// The RDMA devices of the dumping host by the node GUIDs the process knows them by:
+    /// librdmacm finds an ID's device by GUID among those it listed when the process started,
+    /// so a restore elsewhere names the new host's devices by these (softroce patch 24).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<KnownDevice>,
+}
+
+/// A device by its name and the node GUID the process knows it by (a number as sysfs shows it:
+/// its four groups of hex digits read as one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownDevice {
+    pub name: String,
+    pub node_guid: u64,
 }
 
 /// A CM ID: what `UCMA_CMD_CREATE_ID` was given, what was read of it, its options and state.
@@ -292,6 +305,7 @@ mod tests {
                     dev: None,
                 },
             ],
+            devices: vec![KnownDevice { name: "rxe0".into(), node_guid: 0x3cd5_04ff_fe63_917b }],
         }
     }
 

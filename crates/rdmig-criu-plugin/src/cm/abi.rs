@@ -77,6 +77,17 @@ pub struct CreateId {
     pub reserved1: u32,
 }
 
+/// `struct rdmig_ucma_dev_alias` of `ucma_ckpt_abi.h`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DevAlias {
+    pub node_guid: u64,
+    pub alias_guid: u64,
+}
+
+/// `_IOW(0xB8, 0x51, struct rdmig_ucma_dev_alias)`.
+pub const IOC_DEV_ALIAS: libc::c_ulong = ((1u32 << 30) | ((std::mem::size_of::<DevAlias>() as u32) << 16) | (0xB8 << 8) | 0x51) as libc::c_ulong;
+
 /// `_IOW(0xB8, 0x50, struct rdmig_ucma_create_id)`.
 pub const IOC_CREATE_ID: libc::c_ulong = ((1u32 << 30) | ((std::mem::size_of::<CreateId>() as u32) << 16) | (0xB8 << 8) | 0x50) as libc::c_ulong;
 
@@ -207,10 +218,28 @@ pub fn create_id(fd: RawFd, c: &CreateId) -> io::Result<()> {
     Ok(())
 }
 
+/// RDMIG_UCMA_IOC_DEV_ALIAS.
+pub fn dev_alias(fd: RawFd, a: &DevAlias) -> io::Result<()> {
+    // SAFETY: `a` is a correctly laid out rdmig_ucma_dev_alias (layout asserted in the tests)
+    // that the kernel only reads during the call.
+    let r = unsafe { libc::ioctl(fd, IOC_DEV_ALIAS as _, a as *const DevAlias) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn dev_alias_is_the_kernels() {
+        assert_eq!((size_of::<DevAlias>(), offset_of!(DevAlias, alias_guid)), (16, 8));
+        // _IOW(0xB8, 0x51, 16 bytes)
+        assert_eq!(IOC_DEV_ALIAS, 0x4010_B851);
+    }
 
     #[test]
     fn layouts_are_the_kernels() {

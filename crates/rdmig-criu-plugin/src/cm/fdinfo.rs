@@ -89,6 +89,15 @@ pub struct EventLine {
 pub struct UcmaInfo {
     pub ids: Vec<CmIdLine>,
     pub events: Vec<EventLine>,
+    /// `dev_alias` lines: (a device's own node GUID, the GUID the file names it by).
+    pub aliases: Vec<(u64, u64)>,
+}
+
+impl UcmaInfo {
+    /// The GUID by which the file's process knows the device whose own GUID is `own`.
+    pub fn known_guid(&self, own: u64) -> u64 {
+        self.aliases.iter().find(|(g, _)| *g == own).map_or(own, |(_, a)| *a)
+    }
 }
 
 /// `enum rdma_cm_event_type`, for messages.
@@ -215,6 +224,11 @@ pub fn parse(text: &str) -> Result<Option<UcmaInfo>, String> {
                 let kv = Kv::new(line, rest);
                 i.events.push(EventLine { id: kv.num("id")?, event: kv.num("event")?, status: kv.int("status")? });
             }
+            "dev_alias" => {
+                let i = info.as_mut().ok_or("rdma_cm fdinfo: a dev_alias line before the rdmig_ucma line")?;
+                let kv = Kv::new(line, rest);
+                i.aliases.push((kv.num("node_guid")?, kv.num("alias")?));
+            }
             _ => {}
         }
     }
@@ -233,6 +247,19 @@ pub(crate) mod tests {
         cm_id:\tid=4 uid=0x55d0c0de2000 ps=0x111 qp_type=4 state=addr_bound dev=- port=0 src=[fe80::1%2]:7471 dst=[::]:0 backlog=0 qpn=0 events_reported=2 reuseaddr=0 afonly=1 tos=-1 mc=0\n\
         cm_id:\tid=5 uid=0x0 ps=319 qp_type=4 state=idle dev=- port=0 src=- dst=- backlog=0 qpn=0 events_reported=0 reuseaddr=0 afonly=0 tos=-1 mc=0\n\
         newline:\tx=1\n";
+
+    #[test]
+    fn device_aliases_name_devices_by_the_guids_the_process_knows() {
+        let text = GOOD.replace("rdmig_ucma:\t1\n", "rdmig_ucma:\t1\ndev_alias:\tnode_guid=0x3cd504fffe63917b alias=0x1122334455667788\n");
+        let i = parse(&text).unwrap().unwrap();
+        assert_eq!(i.aliases, vec![(0x3cd5_04ff_fe63_917b, 0x1122_3344_5566_7788)]);
+        assert_eq!(i.known_guid(0x3cd5_04ff_fe63_917b), 0x1122_3344_5566_7788);
+        assert_eq!(i.known_guid(7), 7);
+        assert!(parse(GOOD).unwrap().unwrap().aliases.is_empty());
+        let bad = GOOD.replace("rdmig_ucma:\t1\n", "rdmig_ucma:\t1\ndev_alias:\tnode_guid=x alias=0x1\n");
+        assert!(parse(&bad).unwrap_err().contains("node_guid=x"));
+        assert!(parse("dev_alias:\tnode_guid=0x1 alias=0x2\n").unwrap_err().contains("before the rdmig_ucma line"));
+    }
 
     #[test]
     fn good_lines() {

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::os::fd::RawFd;
 
 use crate::common::DumpError;
-use crate::image::ucma::{BoundDev, CmFile, CmId, CmOptions, CmState, PortSpace, QpType};
+use crate::image::ucma::{BoundDev, CmFile, CmId, CmOptions, CmState, KnownDevice, PortSpace, QpType};
 use crate::log::info;
 use crate::procfs;
 use fdinfo::{event_name, CmIdLine, KernelState, UcmaInfo};
@@ -26,6 +26,10 @@ use fdinfo::{event_name, CmIdLine, KernelState, UcmaInfo};
 /// Where the rdma_cm device is and where sysfs gives its number (its minor is dynamic).
 pub const DEV_PATH: &str = "/dev/infiniband/rdma_cm";
 pub const SYS_DEV: &str = "/sys/class/misc/rdma_cm/dev";
+/// Where the RDMA devices and their node GUIDs are.
+pub const SYS_IB: &str = "/sys/class/infiniband";
+/// The most devices an image names (the restore refuses more).
+pub const MAX_DEVICES: usize = 64;
 
 /// rdma_cm's device number on this host (`None`: rdma_ucm is not loaded).
 pub fn devno() -> Option<(u32, u32)> {
@@ -51,11 +55,37 @@ pub fn dump_file(fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {
     })?;
     let ids = saved_ids(&info).map_err(|e| DumpError::Unsupported(format!("{who}: {e}")))?;
     let summary = summary(&ids);
-    let img = CmFile { id, pid, fd: pfd, ns_pid: procfs::ns_pid(pid), flags: procfs::fd_flags(fd), ids };
+    let devices = known_devices(&info);
+    let img = CmFile { id, pid, fd: pfd, ns_pid: procfs::ns_pid(pid), flags: procfs::fd_flags(fd), ids, devices };
     let name = crate::image::ucma::file_name(id);
     crate::dump::write_bytes(dir, &name, &crate::image::ucma::encode(&img))?;
     info!("{who}: saved as {name}: {summary}");
     Ok(())
+}
+
+/// This host's RDMA devices by the GUIDs the file's process knows them by: their own, or those
+/// a restore aliased them to (the process came from elsewhere and knows the GUIDs of there).
+fn known_devices(info: &UcmaInfo) -> Vec<KnownDevice> {
+    let Ok(dir) = fs::read_dir(SYS_IB) else { return Vec::new() };
+    let mut v: Vec<KnownDevice> = dir
+        .filter_map(|e| {
+            let name = e.ok()?.file_name().into_string().ok()?;
+            let own = parse_node_guid(&fs::read_to_string(format!("{SYS_IB}/{name}/node_guid")).ok()?)?;
+            Some(KnownDevice { name, node_guid: info.known_guid(own) })
+        })
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v.truncate(MAX_DEVICES);
+    v
+}
+
+/// A node GUID as sysfs shows it (`0123:4567:89ab:cdef`), as one number.
+pub fn parse_node_guid(text: &str) -> Option<u64> {
+    let groups: Vec<&str> = text.trim().split(':').collect();
+    if groups.len() != 4 || groups.iter().any(|g| g.len() != 4 || !g.bytes().all(|b| b.is_ascii_hexdigit())) {
+        return None;
+    }
+    groups.iter().try_fold(0u64, |acc, g| Some(acc << 16 | u64::from_str_radix(g, 16).ok()?))
 }
 
 /// "2 CM ID(s): 3 listen on 10.0.0.1:18515, 5 idle".
@@ -273,5 +303,13 @@ mod tests {
         );
         let e = saved_ids(&parsed("rdmig_ucma:\t1\nevent:\tid=8 event=1 status=-110\n")).unwrap_err();
         assert!(e.starts_with("CM ID 8 has RDMA_CM_EVENT_ADDR_ERROR (status -110)"), "{e}");
+    }
+
+    #[test]
+    fn node_guids_read_as_sysfs_shows_them() {
+        assert_eq!(super::parse_node_guid("3cd5:04ff:fe63:917b\n"), Some(0x3cd5_04ff_fe63_917b));
+        for bad in ["", "3cd5:04ff:fe63", "3cd5:04ff:fe63:917b:0000", "3cd5:04ff:fe63:917", "3cd5:04ff:fe63:+17b", "zzzz:04ff:fe63:917b"] {
+            assert_eq!(super::parse_node_guid(bad), None, "{bad:?}");
+        }
     }
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use super::abi;
 use crate::common::RestoreError;
-use crate::image::ucma::{self, CmFile, CmId, CmState};
+use crate::image::ucma::{self, CmFile, CmId, CmState, KnownDevice};
 use crate::log::info;
 use crate::objects::limits;
 
@@ -38,12 +38,33 @@ pub fn restore_file(id: u32, dir: &Path) -> Result<Option<RawFd>, RestoreError> 
     check(&l.file).map_err(|e| RestoreError::Refused(format!("{name}: {e}")))?;
     let who = format!("rdma_cm file of pid {} fd {}", l.file.pid, l.file.fd);
     let file = open_rdma_cm().map_err(|e| e.within(&who))?;
+    alias_devices(file.as_raw_fd(), &l.file.devices).map_err(|e| e.within(&who))?;
     for cm in &l.file.ids {
         recreate(file.as_raw_fd(), cm).map_err(|e| e.within(&who))?;
     }
     set_flags(&file, l.file.flags).map_err(|e| e.within(&who))?;
     info!("{who}: recreated {} CM ID(s) with their numbers, options and addresses", l.file.ids.len());
     Ok(Some(file.into_raw_fd()))
+}
+
+/// Names this host's devices by the GUIDs the process knows (those of the image's devices with
+/// the same name), so that librdmacm finds its device for the IDs that reach them.
+fn alias_devices(fd: RawFd, devices: &[KnownDevice]) -> Result<(), RestoreError> {
+    for d in devices {
+        let Some(own) = std::fs::read_to_string(format!("{}/{}/node_guid", super::SYS_IB, d.name)).ok().and_then(|t| super::parse_node_guid(&t)) else {
+            info!("no RDMA device {} here: nothing to name by its GUID {:#018x}", d.name, d.node_guid);
+            continue;
+        };
+        if own == d.node_guid {
+            continue;
+        }
+        abi::dev_alias(fd, &abi::DevAlias { node_guid: own, alias_guid: d.node_guid }).map_err(|e| {
+            let hint = if e.raw_os_error() == Some(libc::ENOTTY) { " (this rdma_ucm lacks softroce patch 24: load rdmig's rdma_ucm)" } else { "" };
+            RestoreError::Refused(format!("naming device {} ({own:#018x}) by the GUID the process knows, {:#018x}: {e}{hint}", d.name, d.node_guid))
+        })?;
+        info!("device {} ({own:#018x}) is named {:#018x} to the process, as where it was dumped", d.name, d.node_guid);
+    }
+    Ok(())
 }
 
 /// An error's message followed by those of its sources.
@@ -65,6 +86,19 @@ pub fn check(f: &CmFile) -> Result<(), String> {
         return Err(format!("{} CM IDs, more than the {MAX_IDS} a file may have", f.ids.len()));
     }
     limits::fd("the rdma_cm file", f.fd)?;
+    if f.devices.len() > super::MAX_DEVICES {
+        return Err(format!("{} devices, more than {}", f.devices.len(), super::MAX_DEVICES));
+    }
+    for d in &f.devices {
+        // A name goes into a sysfs path: one plain component.
+        if d.name.is_empty()
+            || d.name.len() > MAX_DEV_NAME
+            || d.name.starts_with('.')
+            || !d.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(format!("device name {:?} is not a device name", d.name.chars().take(80).collect::<String>()));
+        }
+    }
     let mut seen = std::collections::BTreeSet::new();
     for c in &f.ids {
         if !seen.insert(c.id) {
@@ -197,7 +231,7 @@ mod tests {
     use crate::image::ucma::{CmOptions, PortSpace, QpType};
 
     fn file(ids: Vec<CmId>) -> CmFile {
-        CmFile { id: 9, pid: 42, fd: 5, ns_pid: None, flags: 2, ids }
+        CmFile { id: 9, pid: 42, fd: 5, ns_pid: None, flags: 2, ids, devices: Vec::new() }
     }
 
     fn id(n: u32, state: CmState) -> CmId {
@@ -222,6 +256,19 @@ mod tests {
         let mut f = file(vec![]);
         f.fd = -1;
         assert!(check(&f).unwrap_err().contains("is fd -1"));
+    }
+
+    #[test]
+    fn device_names_in_an_image_are_single_plain_components() {
+        let mut f = file(vec![id(3, CmState::Idle)]);
+        f.devices = vec![KnownDevice { name: "rxe0".into(), node_guid: 1 }, KnownDevice { name: "mlx5_0".into(), node_guid: 2 }];
+        assert!(check(&f).is_ok());
+        for bad in ["", "..", "../../etc", "rxe0/x", ".hidden", "a b", &"x".repeat(200)] {
+            f.devices = vec![KnownDevice { name: bad.into(), node_guid: 1 }];
+            assert!(check(&f).unwrap_err().contains("is not a device name"), "{bad:?}");
+        }
+        f.devices = (0..=super::super::MAX_DEVICES).map(|i| KnownDevice { name: format!("rxe{i}"), node_guid: 1 }).collect();
+        assert!(check(&f).unwrap_err().contains("devices, more than"));
     }
 
     #[test]
@@ -300,7 +347,7 @@ mod tests {
     fn fuzz_seeds_are_current() {
         let text = crate::cm::fdinfo::tests::GOOD;
         let ids = crate::cm::saved_ids(&crate::cm::fdinfo::parse(text).unwrap().unwrap()).unwrap();
-        let f = CmFile { id: 9, pid: 4242, fd: 5, ns_pid: Some(4242), flags: 0o4002, ids };
+        let f = CmFile { id: 9, pid: 4242, fd: 5, ns_pid: Some(4242), flags: 0o4002, ids, devices: Vec::new() };
         assert_eq!(check(&f), Ok(()));
         for (name, bytes) in [("fdinfo.txt", text.as_bytes().to_vec()), ("file.img", ucma::encode(&f))] {
             let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/ucma").join(name);
