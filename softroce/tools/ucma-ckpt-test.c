@@ -17,9 +17,13 @@
  * (no CAP_SYS_ADMIN, CAP_CHECKPOINT_RESTORE) gets EPERM from the ioctl but
  * may still write (its credentials are within the opener's); a child set
  * to uid nobody gets EPERM and EACCES. RDMIG_UCMA_IOC_DEV_ALIAS (patch 0024)
- * makes the second file's query of an ID on DEV give another GUID and no
- * device index, and only that file's; fdinfo shows the alias, the same
- * device again is EEXIST, a ninth alias ENOSPC.
+ * makes this process's queries of IDs on DEV give another GUID and no
+ * device index, on every rdma_cm file, also one opened afterwards, and not
+ * a child's; fdinfo shows the alias, the same device again is EEXIST, a
+ * ninth alias ENOSPC. With the sysctls
+ * net/rdma_ucm/id_min and id_max (patch 0025) set to a block, write()
+ * numbers new IDs within it (and from id_min on while id_max is below it);
+ * the old values are put back.
  *
  * Prints the fdinfo it read, PASS/FAIL lines and "N passed, M failed";
  * exits 1 if a check failed, 2 if the test could not run.
@@ -220,6 +224,31 @@ static uint64_t sysfs_guid(const char *dev)
 	if (n != 4)
 		die("node_guid");
 	return (uint64_t)g[0] << 48 | (uint64_t)g[1] << 32 | (uint64_t)g[2] << 16 | g[3];
+}
+
+/* A sysctl of net/rdma_ucm: its value, or -1. */
+static long long ucma_sysctl(const char *name, long long set)
+{
+	char path[128], buf[32];
+	long long v = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/sys/net/rdma_ucm/%s", name);
+	if (set >= 0) {
+		f = fopen(path, "w");
+		if (!f)
+			return -1;
+		fprintf(f, "%lld\n", set);
+		if (fclose(f))
+			return -1;
+	}
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	if (fgets(buf, sizeof(buf), f))
+		v = atoll(buf);
+	fclose(f);
+	return v;
 }
 
 /* /proc/self/fdinfo/FD, printed with a label. */
@@ -502,9 +531,37 @@ int main(int argc, char **argv)
 		      "then it gives the alias and no index (%d, 0x%llx, %u)",
 		      ret, (unsigned long long)be64toh(qa.node_guid), qa.ibdev_index);
 		ret = query_addr(fd1, id_a, &qa);
-		CHECK(!ret && be64toh(qa.node_guid) == own,
-		      "the first file still gives %s's own GUID (%d)", dev, ret);
-		text = fdinfo(fd2, "second file, with an alias");
+		CHECK(!ret && be64toh(qa.node_guid) == alias,
+		      "and so does the first file: the alias is the process's (%d)", ret);
+		{
+			int fd3 = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+			uint32_t id_d = 0;
+			pid_t pid;
+			int st = -1;
+
+			if (fd3 < 0)
+				die(RDMA_CM_PATH);
+			ret = create_id(fd3, 0x6666, RDMA_PS_TCP, QPT_RC, &id_d);
+			if (!ret)
+				ret = bind_id(fd3, id_d, addr, port + 3);
+			if (!ret)
+				ret = query_addr(fd3, id_d, &qa);
+			CHECK(!ret && be64toh(qa.node_guid) == alias && qa.ibdev_index == UINT32_MAX,
+			      "a file opened after the alias gives it too (%d)", ret);
+			pid = fork();
+			if (pid == 0) {
+				/* a child: not the restored process */
+				struct rdma_ucm_query_addr_resp q;
+
+				_exit(query_addr(fd3, id_d, &q) ? 2 : be64toh(q.node_guid) == own ? 0 : 1);
+			}
+			if (pid > 0)
+				waitpid(pid, &st, 0);
+			CHECK(pid > 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0,
+			      "a child's query gives %s's own GUID (status %d)", dev, st);
+			close(fd3);
+		}
+		text = fdinfo(fd1, "first file, its opener with an alias");
 		snprintf(want, sizeof(want), "dev_alias:\tnode_guid=0x%016llx alias=0x%016llx\n",
 			 (unsigned long long)own, (unsigned long long)alias);
 		CHECK(strstr(text, want) != NULL, "fdinfo shows \"%.*s\"", (int)strlen(want) - 1, want);
@@ -525,6 +582,30 @@ int main(int argc, char **argv)
 	CHECK(!ret, "its number is free again (%d)", ret);
 	ret = create_id(fd2, 0x7777, RDMA_PS_TCP, QPT_RC, &n2);
 	CHECK(!ret && n2 != n, "write() still numbers new IDs itself (%d, %u)", ret, n2);
+
+	/* 5. Where write() numbers new IDs from */
+	{
+		long long old_min = ucma_sysctl("id_min", -1), old_max = ucma_sysctl("id_max", -1);
+		uint32_t lo = n + 100000, got = 0;
+
+		CHECK(old_min >= 0 && old_max >= 0, "net/rdma_ucm/id_min and id_max exist (%lld, %lld)",
+		      old_min, old_max);
+		if (old_min >= 0 && old_max >= 0) {
+			CHECK(ucma_sysctl("id_min", lo) == lo && ucma_sysctl("id_max", lo + 9) == lo + 9,
+			      "set to %u-%u", lo, lo + 9);
+			ret = create_id(fd2, 0x8888, RDMA_PS_TCP, QPT_RC, &got);
+			CHECK(!ret && got >= lo && got <= lo + 9, "write() numbers within them (%d, %u)", ret, got);
+			CHECK(ucma_sysctl("id_max", lo - 1) == lo - 1, "id_max below id_min");
+			ret = create_id(fd2, 0x9999, RDMA_PS_TCP, QPT_RC, &got);
+			CHECK(!ret && got >= lo, "then from id_min on (%d, %u)", ret, got);
+			CHECK(ucma_sysctl("id_max", 1LL << 31) == -1 && ucma_sysctl("id_max", -1) == lo - 1,
+			      "id_max above INT_MAX is refused");
+			ucma_sysctl("id_max", old_max);
+			ucma_sysctl("id_min", old_min);
+			CHECK(ucma_sysctl("id_min", -1) == old_min && ucma_sysctl("id_max", -1) == old_max,
+			      "put back to %lld-%lld", old_min, old_max);
+		}
+	}
 
 	close(fd2);
 	close(fd1);

@@ -48,7 +48,9 @@ pub fn restore_file(id: u32, dir: &Path) -> Result<Option<RawFd>, RestoreError> 
 }
 
 /// Names this host's devices by the GUIDs the process knows (those of the image's devices with
-/// the same name), so that librdmacm finds its device for the IDs that reach them.
+/// the same name), so that librdmacm finds its device for the IDs that reach them. The aliases
+/// are the process's (the caller's: this runs in the restored task), for all of its rdma_cm
+/// files: the restore of an earlier file of the process has made them already (EEXIST).
 fn alias_devices(fd: RawFd, devices: &[KnownDevice]) -> Result<(), RestoreError> {
     for d in devices {
         let Some(own) = std::fs::read_to_string(format!("{}/{}/node_guid", super::SYS_IB, d.name)).ok().and_then(|t| super::parse_node_guid(&t)) else {
@@ -58,7 +60,11 @@ fn alias_devices(fd: RawFd, devices: &[KnownDevice]) -> Result<(), RestoreError>
         if own == d.node_guid {
             continue;
         }
-        abi::dev_alias(fd, &abi::DevAlias { node_guid: own, alias_guid: d.node_guid }).map_err(|e| {
+        match abi::dev_alias(fd, &abi::DevAlias { node_guid: own, alias_guid: d.node_guid }) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+            r => r,
+        }
+        .map_err(|e| {
             let hint = if e.raw_os_error() == Some(libc::ENOTTY) { " (this rdma_ucm lacks softroce patch 24: load rdmig's rdma_ucm)" } else { "" };
             RestoreError::Refused(format!("naming device {} ({own:#018x}) by the GUID the process knows, {:#018x}: {e}{hint}", d.name, d.node_guid))
         })?;

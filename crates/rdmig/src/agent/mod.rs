@@ -264,6 +264,13 @@ pub async fn serve(cfg: AgentConfig) -> Result<(), AgentError> {
         r.apply().map_err(|e| AgentError::Numbers(e.to_string()))?;
         let (q, m) = (r.block(rdmig_rxe::Obj::Qp), r.block(rdmig_rxe::Obj::Mr));
         info!(node = r.node, nodes = r.nodes, "QPNs {}-{} and MR indices {}-{} are this node's; the rest is reserved", q.0, q.1, m.0, m.1);
+        let (c0, c1) = r.cm_id_block();
+        match r.apply_cm_ids().map_err(AgentError::Numbers)? {
+            true => info!("new CM IDs are numbered {c0}-{c1} here"),
+            false => {
+                info!("rdma_ucm here does not number CM IDs from a range (stock, or not loaded): an rdma_cm process migrated in may find its numbers taken")
+            }
+        }
     }
     info!(listen = %cfg.listen, work = %cfg.work_dir.display(), idle_s = cfg.idle_timeout.as_secs(), orphan_s = cfg.orphan_after.as_secs(), "agent listening");
     // What the journal says was under way when the agent last stopped is taken up again: an

@@ -8,6 +8,10 @@
 //! restarted agent finds them and adds nothing, and the module can still be unloaded; unloading
 //! drops them).
 //!
+//! CM ID numbers (rdma_cm's, global on a host, kept by a restored process) are split the same
+//! way: the agent points rdma_ucm's numbering of new IDs (`/proc/sys/net/rdma_ucm/id_min` and
+//! `id_max`, softroce patch 25) at this node's block.
+//!
 //! The lowest [`MANUAL`] numbers of each space are nobody's block and never reserved: numbers
 //! chosen by hand, MigrOS style (`echo 64 > /proc/sys/net/rdma_rxe/last_qpn`), work on every
 //! node as before, and keeping them apart across nodes is then the user's business, as it was.
@@ -37,6 +41,9 @@ impl std::str::FromStr for NumberRange {
 /// Size of the hand-managed zone at the bottom of each number space.
 pub const MANUAL: u32 = 8192;
 
+/// rdma_ucm's sysctls of CM ID numbering (softroce patch 25).
+pub const CM_SYSCTL_DIR: &str = "/proc/sys/net/rdma_ucm";
+
 impl NumberRange {
     /// This node's block `[first, last]` of `obj`'s index space.
     pub fn block(&self, obj: Obj) -> (u32, u32) {
@@ -46,6 +53,32 @@ impl NumberRange {
         let first = min + (self.node - 1) * size;
         let last = if self.node == self.nodes { max } else { first + size - 1 };
         (first, last)
+    }
+
+    /// This node's block `[first, last]` of CM ID numbers (those write() can name: up to
+    /// `i32::MAX`).
+    pub fn cm_id_block(&self) -> (u32, u32) {
+        let (min, max) = (MANUAL, i32::MAX as u32);
+        let size = (max - min + 1) / self.nodes;
+        let first = min + (self.node - 1) * size;
+        let last = if self.node == self.nodes { max } else { first + size - 1 };
+        (first, last)
+    }
+
+    /// Makes rdma_ucm number new CM IDs from this node's block: `Ok(false)` when its sysctls are
+    /// not there (a stock rdma_ucm, or none loaded), and rdma_cm processes number from 0.
+    pub fn apply_cm_ids(&self) -> Result<bool, String> {
+        let dir = std::path::Path::new(CM_SYSCTL_DIR);
+        if !dir.join("id_min").exists() {
+            return Ok(false);
+        }
+        let (first, last) = self.cm_id_block();
+        // id_min first: while id_max is still above, the range only narrows.
+        for (name, v) in [("id_min", first), ("id_max", last)] {
+            let p = dir.join(name);
+            std::fs::write(&p, v.to_string()).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+        Ok(true)
     }
 
     /// Reserves the other nodes' blocks of QPNs and MR indices (unless reserved already) and
@@ -97,6 +130,20 @@ mod tests {
                 }
                 assert_eq!(next, max + 1);
             }
+        }
+    }
+
+    #[test]
+    fn cm_id_blocks_cover_what_write_can_name_without_overlap() {
+        for n in [1u32, 2, 3, 64] {
+            let mut next = MANUAL;
+            for i in 1..=n {
+                let (f, l) = NumberRange { node: i, nodes: n }.cm_id_block();
+                assert_eq!(f, next, "node {i}/{n}");
+                assert!(l >= f);
+                next = l + 1;
+            }
+            assert_eq!(next, i32::MAX as u32 + 1);
         }
     }
 

@@ -44,7 +44,8 @@ pub struct AgentArgs {
     rdma_device: String,
     /// This node's share of the QP and MR numbers, I/N (node I of N): the agent reserves
     /// the other nodes' shares in rdmig's rdma_rxe, so processes migrated between the N nodes
-    /// always find their numbers free.
+    /// always find their numbers free. With rdmig's rdma_ucm, new rdma_cm IDs are numbered
+    /// from this node's share too (net/rdma_ucm/id_min, id_max).
     #[arg(long, value_name = "I/N")]
     number_range: Option<rdmig::agent::numbers::NumberRange>,
     /// Seconds a connection may send nothing before it is closed (a busy source pings every

@@ -39,8 +39,8 @@
  * ID's (whose cm_id line the file shows too), for multicast events the
  * group's number.
  *
- * A file whose devices were aliased (below) also shows, after the first
- * line, one line per alias:
+ * When the process that opened the file has device aliases (below), the
+ * file also shows them, after the first line, one line each:
  *
  *   dev_alias:	node_guid=0xG alias=0xA
  *
@@ -56,18 +56,29 @@
  * bound, given its options and made to listen with the ordinary write()
  * commands.
  *
- * RDMIG_UCMA_IOC_DEV_ALIAS, by the same callers, makes the file name the
+ * RDMIG_UCMA_IOC_DEV_ALIAS, by the same callers, on any rdma_cm file, makes
+ * the replies of UCMA_CMD_QUERY_ROUTE and UCMA_CMD_QUERY
+ * (RDMA_USER_CM_QUERY_ADDR and _GID) to the calling process (its thread
+ * group, on all of its rdma_cm files, also those it opens later) name the
  * device whose node GUID is @node_guid by @alias_guid instead, with no
- * device index (-1), in the replies of UCMA_CMD_QUERY_ROUTE and
- * UCMA_CMD_QUERY (RDMA_USER_CM_QUERY_ADDR and _GID). librdmacm finds the
- * ibv_device of an ID by the GUID and index these replies give, among the
- * devices it listed when the process started; a restored process listed
- * those of the host it was checkpointed on, whose GUIDs differ. With no
- * index, librdmacm matches by the GUID alone. GUIDs are numbers as sysfs
- * shows them (node_guid, the groups of four hex digits read as one 64-bit
- * number). An alias cannot be changed (EEXIST), there are at most
- * RDMIG_UCMA_MAX_DEV_ALIASES per file (ENOSPC), and neither GUID may be 0
- * (EINVAL).
+ * device index (-1). librdmacm finds the ibv_device of an ID by the GUID
+ * and index these replies give, among the devices it listed when the
+ * process started; a restored process listed those of the host it was
+ * checkpointed on, whose GUIDs differ. With no index, librdmacm matches by
+ * the GUID alone. GUIDs are numbers as sysfs shows them (node_guid, the
+ * groups of four hex digits read as one 64-bit number). An alias cannot be
+ * changed (EEXIST), a process has at most RDMIG_UCMA_MAX_DEV_ALIASES
+ * (ENOSPC), and neither GUID may be 0 (EINVAL). A process's children do
+ * not inherit its aliases.
+ *
+ * Numbering: CM ID numbers are global on a host, and a restored process
+ * keeps its own, which another process of the new host must not hold.
+ * write() (UCMA_CMD_CREATE_ID) numbers new IDs from the lowest free number
+ * in [id_min, id_max], the sysctls /proc/sys/net/rdma_ucm/id_min and
+ * id_max (0 and INT_MAX by default, each at most INT_MAX; while id_max is
+ * below id_min, from id_min to INT_MAX). Giving each host of a cluster a
+ * block of its own keeps the numbers of processes that may meet apart.
+ * RDMIG_UCMA_IOC_CREATE_ID is not bound by them.
  *
  * A write() to an rdma_cm file is also accepted from a task whose
  * credentials hold no privilege the opener's did not (as for ib_uverbs,
