@@ -18,6 +18,8 @@ PACKAGES=(
 	qemu-system-x86 busybox-static kmod iproute2 iputils-ping iputils-arping python3
 	# RDMA user space and the reference application
 	rdma-core ibverbs-utils ibverbs-providers libibverbs-dev perftest iperf3
+	# librdmacm's example programs (rping, ucmatose, riostream): rdma_cm processes to migrate
+	rdmacm-utils
 	# checkpoint/restore (CRIU locks established TCP connections with iptables)
 	criu iptables
 	# containers: Podman with runc (Debian's crun cannot checkpoint), and Docker 20.10 for the

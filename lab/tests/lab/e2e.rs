@@ -25,7 +25,7 @@ pub const SCENARIOS: &[Scenario] = &[
 ];
 
 /// The address the migrated process's peers use; it moves with the process.
-const SERVICE_ADDR: &str = "10.0.1.7";
+pub(crate) const SERVICE_ADDR: &str = "10.0.1.7";
 /// The client's own movable address, for the scenario that moves the client.
 const CLIENT_ADDR: &str = "10.0.1.8";
 
@@ -34,21 +34,21 @@ fn gid(c: &Ctx, node: &str, ip: &str) -> Result<String> {
     Ok(c.exec_ok(node, &[&bin, "rxe", "gid-index", "--ip", ip])?.trim().to_string())
 }
 
-fn spawn(c: &Ctx, node: &str, log: &str, argv: &[&str]) -> Result<i32> {
+pub(crate) fn spawn(c: &Ctx, node: &str, log: &str, argv: &[&str]) -> Result<i32> {
     let _ = std::fs::remove_file(share().join(log));
     crate::harness::spawn(c, node, Some(&format!("/mnt/lab/{log}")), argv)
 }
 
 /// A running ib_send_bw pair: the server listens on SERVICE_ADDR (on `server_node`), the
 /// client on `client_node` connects to it.
-struct Pair {
-    server: i32,
-    client: i32,
-    iters: u64,
-    tag: String,
+pub(crate) struct Pair {
+    pub server: i32,
+    pub client: i32,
+    pub iters: u64,
+    pub tag: String,
     /// When the traffic was seen flowing: the margins (how long it ran before and after the
     /// migrations) are printed, so that iteration counts can be chosen from measurements.
-    started: std::time::Instant,
+    pub started: std::time::Instant,
 }
 
 fn start_pair(c: &Ctx, server_node: &str, client_node: &str, opts: &[&str], iters: u64, tag: &str) -> Result<Pair> {
@@ -94,8 +94,8 @@ fn start_pair_from(c: &Ctx, server_node: &str, client_node: &str, client_addr: O
 }
 
 /// `rdmig-lab on FROM --to-node TO -- migrate PID --json` with the flags an RDMA process with a TCP side
-/// channel on a movable address needs; returns the report, checked for success.
-fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, move_addr: Option<&str>, extra: &[&str]) -> Result<Value> {
+/// channel on a movable address needs; its exit code and report, whatever the outcome.
+pub(crate) fn migrate_run(c: &Ctx, pid: i32, from: &str, to: &str, move_addr: Option<&str>, extra: &[&str]) -> Result<(i32, Value)> {
     let p = pid.to_string();
     let mut a = vec!["--name", LAB_NAME, "--dir", LAB_BASE, "on", from, "--to-node", to, "--", "migrate", &p, "--json", "--tcp-established"];
     if let Some(m) = move_addr {
@@ -117,6 +117,12 @@ fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, move_addr: Option<&str>, ext
     if log.is_some() {
         println!("{}", String::from_utf8_lossy(&o.stderr));
     }
+    Ok((code, r))
+}
+
+/// [`migrate_run`], checked for success: the process runs at `to` only.
+pub(crate) fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, move_addr: Option<&str>, extra: &[&str]) -> Result<Value> {
+    let (code, r) = migrate_run(c, pid, from, to, move_addr, extra)?;
     ensure!(code == 0 && r["outcome"]["outcome"] == "migrated", "migration {from} -> {to}: exit {code}, {}", r["outcome"]);
     ensure!(proc_state(c, from, pid)?.is_none(), "the source copy still exists on {from}");
     ensure!(proc_state(c, to, pid)?.is_some(), "pid {pid} does not run on {to}");
@@ -138,7 +144,7 @@ fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, move_addr: Option<&str>, ext
 }
 
 /// Waits for both sides on their nodes and checks the exact iteration count and no error.
-fn finish(c: &Ctx, p: &Pair, server_node: &str, client_node: &str) -> Result<()> {
+pub(crate) fn finish(c: &Ctx, p: &Pair, server_node: &str, client_node: &str) -> Result<()> {
     for (node, pid) in [(server_node, p.server), (client_node, p.client)] {
         crate::harness::wait_gone(c, node, pid, Duration::from_secs(400))?;
     }
@@ -156,7 +162,7 @@ fn finish(c: &Ctx, p: &Pair, server_node: &str, client_node: &str) -> Result<()>
 
 /// Earlier scenarios write the MigrOS sysctls by hand (into the shared manual zone): put every
 /// node's allocation cursor back at the start of its own block, where its agent put it.
-fn reset_cursors(c: &Ctx) -> Result<()> {
+pub(crate) fn reset_cursors(c: &Ctx) -> Result<()> {
     use rdmig::agent::numbers::NumberRange;
     use rdmig_rxe::Obj;
     let bin = c.lab_tool("rdmig");
@@ -169,7 +175,7 @@ fn reset_cursors(c: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn clear_addrs(c: &Ctx) {
+pub(crate) fn clear_addrs(c: &Ctx) {
     for n in ["node1", "node2", "node3"] {
         for a in [SERVICE_ADDR, CLIENT_ADDR] {
             let _ = c.rdmig(&["addr", "del", n, a]);

@@ -16,6 +16,7 @@ mod installed;
 mod migration;
 mod plugin;
 mod qp;
+mod rdmacm;
 mod scenarios;
 mod softroce;
 
@@ -26,6 +27,7 @@ fn main() -> std::process::ExitCode {
         qp::SCENARIOS,
         plugin::SCENARIOS,
         e2e::SCENARIOS,
+        rdmacm::SCENARIOS,
         faults::SCENARIOS,
         installed::SCENARIOS,
         containers::SCENARIOS,
