@@ -65,6 +65,12 @@ const _: () = assert!(std::mem::size_of::<OpenHow>() == 24);
 /// Opens `path` read-write without following any symlink and checks with `fstat` that it is
 /// uverbs char device `major:minor`.
 pub fn open_checked(path: &str, major: u32, minor: u32) -> Result<OwnedFd, RestoreError> {
+    open_device(path, |mode, rdev| check_stat(mode, rdev, major, minor))
+}
+
+/// Opens device `path` read-write without following any symlink, and gives `check` the
+/// `st_mode` and `st_rdev` of what was opened (`fstat`): the file, or the reason `check` gives.
+pub fn open_device(path: &str, check: impl FnOnce(libc::mode_t, libc::dev_t) -> Result<(), String>) -> Result<OwnedFd, RestoreError> {
     let cpath = CString::new(path).map_err(|_| RestoreError::Refused(format!("device path {path:?} holds a NUL byte")))?;
     let flags = libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY;
     let how = OpenHow { flags: flags as u64, mode: 0, resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS };
@@ -91,7 +97,7 @@ pub fn open_checked(path: &str, major: u32, minor: u32) -> Result<OwnedFd, Resto
     if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
         return Err(RestoreError::sys(format!("fstat {path}"))(std::io::Error::last_os_error()));
     }
-    check_stat(st.st_mode, st.st_rdev, major, minor).map_err(|e| RestoreError::Refused(format!("{path} {e}")))?;
+    check(st.st_mode, st.st_rdev).map_err(|e| RestoreError::Refused(format!("{path} {e}")))?;
     Ok(file)
 }
 

@@ -554,17 +554,22 @@ pub fn write_file(path: &Path, img: &FileImage, blob: &[u8]) -> Result<(), Image
 
 /// Every image file of ours in a CRIU image directory, sorted by file id.
 pub fn read_dir(dir: &Path) -> Result<Vec<Loaded>, ImageError> {
+    file_ids(dir, FILE_PREFIX)?.iter().map(|id| read_file(&dir.join(file_name(*id)))).collect()
+}
+
+/// The file ids of the images `<prefix><id>.img` in `dir`, sorted.
+pub(crate) fn file_ids(dir: &Path, prefix: &str) -> Result<Vec<u32>, ImageError> {
     let rd = std::fs::read_dir(dir).map_err(|e| ImageError::Io { path: dir.to_path_buf(), source: e })?;
     let mut ids = vec![];
     for e in rd {
         let e = e.map_err(|e| ImageError::Io { path: dir.to_path_buf(), source: e })?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(id) = name.strip_prefix(FILE_PREFIX).and_then(|r| r.strip_suffix(FILE_SUFFIX)).and_then(|n| n.parse::<u32>().ok()) {
+        if let Some(id) = name.strip_prefix(prefix).and_then(|r| r.strip_suffix(FILE_SUFFIX)).and_then(|n| n.parse::<u32>().ok()) {
             ids.push(id);
         }
     }
     ids.sort_unstable();
-    ids.iter().map(|id| read_file(&dir.join(file_name(*id)))).collect()
+    Ok(ids)
 }
 
 #[cfg(test)]

@@ -211,17 +211,7 @@ pub fn read_file(path: &Path) -> Result<Loaded, ImageError> {
 
 /// Every rdma_cm image file in a CRIU image directory, sorted by file id.
 pub fn read_dir(dir: &Path) -> Result<Vec<Loaded>, ImageError> {
-    let rd = std::fs::read_dir(dir).map_err(|e| ImageError::Io { path: dir.to_path_buf(), source: e })?;
-    let mut ids = vec![];
-    for e in rd {
-        let e = e.map_err(|e| ImageError::Io { path: dir.to_path_buf(), source: e })?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(id) = name.strip_prefix(FILE_PREFIX).and_then(|r| r.strip_suffix(crate::FILE_SUFFIX)).and_then(|n| n.parse::<u32>().ok()) {
-            ids.push(id);
-        }
-    }
-    ids.sort_unstable();
-    ids.iter().map(|id| read_file(&dir.join(file_name(*id)))).collect()
+    crate::file_ids(dir, FILE_PREFIX)?.iter().map(|id| read_file(&dir.join(file_name(*id)))).collect()
 }
 
 /// What `rdmig image show` prints of an rdma_cm image.

@@ -5,7 +5,7 @@
 //! returned for CRIU to put at the process's fd. On any failure the new file is closed, which
 //! destroys every ID made on it.
 
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use super::abi;
@@ -196,27 +196,10 @@ pub fn open_rdma_cm() -> Result<OwnedFd, RestoreError> {
     open_checked(super::DEV_PATH, major, minor)
 }
 
-/// Opens `path` read-write with O_NOFOLLOW and checks with `fstat` that it is char device
-/// `major:minor`.
+/// Opens `path` read-write, following no symlink, and checks with `fstat` that it is char
+/// device `major:minor`.
 fn open_checked(path: &str, major: u32, minor: u32) -> Result<OwnedFd, RestoreError> {
-    let cpath = std::ffi::CString::new(path).map_err(|_| RestoreError::Refused(format!("device path {path:?} holds a NUL byte")))?;
-    // SAFETY: open with a NUL-terminated path; the result is owned right below.
-    let raw = unsafe { libc::open(cpath.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY) };
-    if raw < 0 {
-        let e = std::io::Error::last_os_error();
-        let why = if e.raw_os_error() == Some(libc::ELOOP) { " (a symlink: refused)" } else { "" };
-        return Err(RestoreError::Sys { what: format!("open {path}{why}"), source: e });
-    }
-    // SAFETY: raw is a fresh descriptor nobody else owns.
-    let file = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: fstat into an owned, zeroed buffer.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: a valid descriptor and stat buffer.
-    if unsafe { libc::fstat(file.as_raw_fd(), &mut st) } != 0 {
-        return Err(RestoreError::sys(format!("fstat {path}"))(std::io::Error::last_os_error()));
-    }
-    check_stat(st.st_mode, st.st_rdev, major, minor).map_err(|e| RestoreError::Refused(format!("{path} {e}")))?;
-    Ok(file)
+    crate::device::open_device(path, |mode, rdev| check_stat(mode, rdev, major, minor))
 }
 
 /// Whether a file's `st_mode` and `st_rdev` are those of char device `major:minor`.
