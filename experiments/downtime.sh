@@ -5,7 +5,7 @@
 #
 #   experiments/downtime.sh [--sizes 64,256,512] [--cpu-rates 1M] [--rdma-rates 1M]
 #                           [--rate-size MIB] [--rounds N] [--node-memory MIB] [--name LAB]
-#                           [--out DIR] [--keep]                                 (as root)
+#                           [--out DIR] [--keep] [--with-precopy]                (as root)
 #
 # The workload is rdmig-workload with --rdma-listen: SIZE MiB of memory, all of it registered as
 # one RDMA memory region; its peer (`rdmig-workload peer`, on node2) RDMA-WRITEs the first half
@@ -14,6 +14,10 @@
 # 10.0.1.7 (its QP's GID) and moves to node3 with
 #     rdmig migrate PID --move-addr 10.0.1.7                                  (ours: the defaults)
 #     rdmig migrate PID --move-addr 10.0.1.7 --strategy stop-and-copy --transport scp (baseline)
+# and with --with-precopy also
+#     rdmig migrate PID --move-addr 10.0.1.7 --converge-mib 0                   (precopy)
+# which forces the pre-copy rounds that the defaults skip for memory this registered (pinned
+# pages stay soft-dirty, so every round carries them again): the skip, measured side by side.
 # After every migration the peer is stopped (it sends its write count over the QP) and the
 # workload checks every byte at the destination: its own pages, the peer's pages against the
 # notices, and that every write the peer made arrived. A failed check, or a failed migration,
@@ -66,13 +70,14 @@ NODE_MEMORY=""
 LAB=downtime
 OUT=""
 KEEP=0
+WITH_PRECOPY=0
 LOCK=/tmp/rdmig-lab.lock
 SERVICE=10.0.1.7  # the workload's movable overlay address (its QP's GID)
 PEER_IP=10.0.1.12 # node2's own overlay address
 PORT=9400
 SETTLE=5          # seconds of traffic before each migration, and 3 after it
 
-usage() { sed -n '2,52s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,60s/^# \{0,1\}//p' "$0"; }
 log() { printf 'downtime: %s\n' "$*" >&2; }
 die() { printf 'downtime: error: %s\n' "$*" >&2; exit 1; }
 
@@ -87,6 +92,7 @@ while [ $# -gt 0 ]; do
 	--name) [ $# -ge 2 ] || die "--name needs a lab name"; LAB=$2; shift 2 ;;
 	--out) [ $# -ge 2 ] || die "--out needs a directory"; OUT=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
+	--with-precopy) WITH_PRECOPY=1; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
 	esac
@@ -204,6 +210,7 @@ one() {
 	n_run=$((n_run + 1))
 	tag=$n_run-$strategy-${size}M-cpu$cpu-rdma$rdma
 	[ "$strategy" = baseline ] && extra=(--strategy stop-and-copy --transport scp)
+	[ "$strategy" = precopy ] && extra=(--converge-mib 0)
 	log "[$tag] round $round: $size MiB, CPU $cpu/s, RDMA $rdma/s, $strategy"
 	for n in node1 node2 node3; do "$labctl" addr del "$n" "$SERVICE" >/dev/null 2>&1 || true; done
 	"$labctl" addr add node1 "$SERVICE" >/dev/null
@@ -289,6 +296,7 @@ for round in $(seq "$ROUNDS"); do
 	for pt in "${points[@]}"; do
 		read -r size cpu rdma <<<"$pt"
 		if [ $((round % 2)) -eq 1 ]; then order="ours baseline"; else order="baseline ours"; fi
+		[ "$WITH_PRECOPY" = 1 ] && order="$order precopy"
 		for strategy in $order; do
 			one "$strategy" "$round" "$size" "$cpu" "$rdma" "${point_axes[$pt]}"
 		done
@@ -309,7 +317,7 @@ for r in rows:
 points = []
 for k in keys:
     p = {"size_mib": k[0], "cpu_rate": k[1], "rdma_rate": k[2]}
-    for strat in ("ours", "baseline"):
+    for strat in ("ours", "baseline", "precopy"):
         rs = [r for r in rows if (r["size_mib"], r["cpu_rate"], r["rdma_rate"]) == k and r["strategy"] == strat]
         p["axes"] = rs[0]["axes"] if rs else p.get("axes")
         p["cpu_rate_bytes"], p["rdma_rate_bytes"] = (rs[0]["cpu_rate_bytes"], rs[0]["rdma_rate_bytes"]) if rs else (None, None)
@@ -321,6 +329,8 @@ for k in keys:
     p["downtime_ours_over_baseline"] = o / b if o and b else None
     og, bg = p["ours"]["peer_gap_ms"], p["baseline"]["peer_gap_ms"]
     p["peer_gap_ours_over_baseline"] = og / bg if og and bg else None
+    fp = p["precopy"]["downtime_ms"]
+    p["downtime_ours_over_forced_precopy"] = o / fp if o and fp else None
     points.append(p)
 json.dump({"points": points, "runs": len(rows), "all_checks_ok": all(r["check"]["ok"] for r in rows)}, open(d + "/summary.json", "w"), indent=2)
 
@@ -334,6 +344,14 @@ for p in points:
     lines.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s, %s | %s | %s | %d+%d |" % (
         p["size_mib"], p["cpu_rate"], p["rdma_rate"], f(o["downtime_ms"]), f(b["downtime_ms"]), f(p["downtime_ours_over_baseline"], "%.2f"),
         f(o["peer_gap_ms"]), f(b["peer_gap_ms"]), f(o["precopy_rounds"]), f(o["final_mib"], "%.1f"), m(o), m(b), o["runs"], b["runs"]))
+if any(p["precopy"]["runs"] for p in points):
+    lines += ["", "| MiB | CPU dirty/s | RDMA writes/s | ours downtime ms | forced pre-copy downtime ms | ours/forced | forced pre-copy rounds, MiB at freeze | runs |",
+              "|---:|---:|---:|---:|---:|---:|---|---:|"]
+    for p in points:
+        o, fp = p["ours"], p["precopy"]
+        lines.append("| %d | %s | %s | %s | %s | %s | %s, %s | %d+%d |" % (
+            p["size_mib"], p["cpu_rate"], p["rdma_rate"], f(o["downtime_ms"]), f(fp["downtime_ms"]), f(p["downtime_ours_over_forced_precopy"], "%.2f"),
+            f(fp["precopy_rounds"]), f(fp["final_mib"], "%.1f"), o["runs"], fp["runs"]))
 lines += ["", "Medians per point (runs: ours+baseline). Every migration's every byte was checked at the destination. "
           "MigrRDMA's phases: DumpRDMA and RestoreRDMA are the CRIU plugin's own times (rdma_us), DumpOthers and FullRestore the rest; see experiments/downtime.sh."]
 open(d + "/table.md", "w").write("\n".join(lines) + "\n")
