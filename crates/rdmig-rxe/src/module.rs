@@ -1,6 +1,6 @@
-//! Which `rdma_rxe` and `ib_uverbs` a host runs: rdmig's (softroce patch 0015 gives both a
-//! module version) or Debian's stock ones, loaded (`/sys/module`) and installed (what `modprobe`
-//! would load, from `modinfo`).
+//! Which `rdma_rxe`, `ib_uverbs` and `rdma_ucm` a host runs: rdmig's (softroce patches 0015
+//! and 0023 give them a module version) or Debian's stock ones, loaded (`/sys/module`) and
+//! installed (what `modprobe` would load, from `modinfo`).
 
 use std::path::Path;
 use std::process::Command;
@@ -11,8 +11,8 @@ use serde::Serialize;
 /// stock modules have none.
 pub const RDMIG_MODULE_VERSION: &str = "0.1.0-rdmig";
 
-/// The modules rdmig replaces, in load order.
-pub const MODULES: [&str; 2] = ["ib_uverbs", "rdma_rxe"];
+/// The modules rdmig replaces, in load order (rdma_ucm, for rdma_cm processes, on our ib_uverbs).
+pub const MODULES: [&str; 3] = ["ib_uverbs", "rdma_rxe", "rdma_ucm"];
 
 /// What to do when a stock module is in the way.
 pub const INSTALL_HINT: &str = "install rdmig's (dkms) modules: apt-get install rdmig-rxe-dkms (or `dkms install rdmig-rxe/0.1.0`, softroce/README.md), \
