@@ -106,11 +106,18 @@ fn rdmacm_connected_ib_send_bw_server_is_refused_and_keeps_running(c: &Ctx) -> R
     let mut cl = server_argv(&iters);
     cl.push(SERVICE_ADDR);
     let client = spawn(c, "node2", &format!("{tag}-client.log"), &cl)?;
+    // perftest -R connects twice: its control QP, then, after a handshake over it, the data QP.
+    // A freeze between the two makes the client's data connection find no listener, and its
+    // client gives up at the first reject (its retry reuses IDs it has destroyed): so the
+    // migration starts once both QPs run.
     let tool = c.lab_tool("rdmig");
-    wait_until("the transfer to start", Duration::from_secs(60), || {
+    wait_until("the data transfer to start", Duration::from_secs(60), || {
         let st = c.exec_ok("node1", &[&tool, "softroce", "status"])?;
-        Ok(st.lines().any(|l| l.starts_with("qp") && l.contains(&format!("pid={server}")) && (l.contains("state=rts") || l.contains("state=rtr"))))
+        let running =
+            st.lines().filter(|l| l.starts_with("qp") && l.contains(&format!("pid={server} ")) && (l.contains("state=rts") || l.contains("state=rtr")));
+        Ok(running.count() >= 2)
     })?;
+    std::thread::sleep(Duration::from_secs(2));
     let p = Pair { server, client, iters: n, tag: tag.into(), started: Instant::now() };
     let (code, r) = migrate_run(c, server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
     let reason = r["outcome"]["reason"].as_str().unwrap_or_default();
