@@ -281,8 +281,10 @@ pub struct EvCtl {
 
 const _: () = assert!(std::mem::size_of::<EvCtl>() == 40);
 
-/// `_IOW(0xB8, 0x40, struct rdmig_uverbs_ev_ctl)`.
-pub const IOC_EVENTS: libc::c_ulong = ((1u32 << 30) | (40 << 16) | (0xB8 << 8) | 0x40) as libc::c_ulong;
+/// `_IOW(0xB8, 0x40, struct rdmig_uverbs_ev_ctl)` (rdmig's ioctls share one magic).
+pub const IOC_EVENTS: crate::rxe::abi::IoctlNr = nix::request_code_write!(crate::rxe::abi::IOC_MAGIC, 0x40, std::mem::size_of::<EvCtl>());
+
+nix::ioctl_write_ptr_bad!(ioc_events, IOC_EVENTS, EvCtl);
 pub const EV_SET_COUNTERS: u32 = 1;
 pub const EV_QUEUE_COMP: u32 = 2;
 pub const EV_QUEUE_ASYNC: u32 = 3;
@@ -291,11 +293,7 @@ pub const EV_QUEUE_ASYNC: u32 = 3;
 pub fn events(fd: RawFd, c: &EvCtl) -> io::Result<()> {
     // SAFETY: `c` is a correctly laid out rdmig_uverbs_ev_ctl (size asserted above) that the
     // kernel only reads.
-    let r = unsafe { libc::ioctl(fd, IOC_EVENTS as _, c as *const EvCtl) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    unsafe { ioc_events(fd, c) }.map(drop).map_err(io::Error::from)
 }
 
 #[repr(C)]

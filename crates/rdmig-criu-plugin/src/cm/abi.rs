@@ -85,11 +85,14 @@ pub struct DevAlias {
     pub alias_guid: u64,
 }
 
-/// `_IOW(0xB8, 0x51, struct rdmig_ucma_dev_alias)`.
-pub const IOC_DEV_ALIAS: libc::c_ulong = ((1u32 << 30) | ((std::mem::size_of::<DevAlias>() as u32) << 16) | (0xB8 << 8) | 0x51) as libc::c_ulong;
+/// `_IOW(0xB8, 0x51, struct rdmig_ucma_dev_alias)` (rdmig's ioctls share one magic).
+pub const IOC_DEV_ALIAS: crate::rxe::abi::IoctlNr = nix::request_code_write!(crate::rxe::abi::IOC_MAGIC, 0x51, std::mem::size_of::<DevAlias>());
 
 /// `_IOW(0xB8, 0x50, struct rdmig_ucma_create_id)`.
-pub const IOC_CREATE_ID: libc::c_ulong = ((1u32 << 30) | ((std::mem::size_of::<CreateId>() as u32) << 16) | (0xB8 << 8) | 0x50) as libc::c_ulong;
+pub const IOC_CREATE_ID: crate::rxe::abi::IoctlNr = nix::request_code_write!(crate::rxe::abi::IOC_MAGIC, 0x50, std::mem::size_of::<CreateId>());
+
+nix::ioctl_write_ptr_bad!(ioc_create_id, IOC_CREATE_ID, CreateId);
+nix::ioctl_write_ptr_bad!(ioc_dev_alias, IOC_DEV_ALIAS, DevAlias);
 
 /// A `#[repr(C)]` struct of this module made of integers (and byte arrays) without padding
 /// (each one's size is asserted to be the sum of its fields' in the tests), so all of its bytes
@@ -211,22 +214,14 @@ pub fn set_tos(fd: RawFd, id: u32, tos: u8) -> io::Result<()> {
 pub fn create_id(fd: RawFd, c: &CreateId) -> io::Result<()> {
     // SAFETY: `c` is a correctly laid out rdmig_ucma_create_id (layout asserted in the tests)
     // that the kernel only reads during the call.
-    let r = unsafe { libc::ioctl(fd, IOC_CREATE_ID as _, c as *const CreateId) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    unsafe { ioc_create_id(fd, c) }.map(drop).map_err(io::Error::from)
 }
 
 /// RDMIG_UCMA_IOC_DEV_ALIAS.
 pub fn dev_alias(fd: RawFd, a: &DevAlias) -> io::Result<()> {
     // SAFETY: `a` is a correctly laid out rdmig_ucma_dev_alias (layout asserted in the tests)
     // that the kernel only reads during the call.
-    let r = unsafe { libc::ioctl(fd, IOC_DEV_ALIAS as _, a as *const DevAlias) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    unsafe { ioc_dev_alias(fd, a) }.map(drop).map_err(io::Error::from)
 }
 
 #[cfg(test)]
