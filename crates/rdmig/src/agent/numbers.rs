@@ -48,17 +48,17 @@ impl NumberRange {
     /// This node's block `[first, last]` of `obj`'s index space.
     pub fn block(&self, obj: Obj) -> (u32, u32) {
         let (min, max) = obj.range();
-        let min = min + MANUAL;
-        let size = (max - min + 1) / self.nodes;
-        let first = min + (self.node - 1) * size;
-        let last = if self.node == self.nodes { max } else { first + size - 1 };
-        (first, last)
+        self.share_of(min + MANUAL, max)
     }
 
     /// This node's block `[first, last]` of CM ID numbers (those write() can name: up to
     /// `i32::MAX`).
     pub fn cm_id_block(&self) -> (u32, u32) {
-        let (min, max) = (MANUAL, i32::MAX as u32);
+        self.share_of(MANUAL, i32::MAX as u32)
+    }
+
+    /// Block I of N of `[min, max]`: equal blocks, the last one taking the remainder.
+    fn share_of(&self, min: u32, max: u32) -> (u32, u32) {
         let size = (max - min + 1) / self.nodes;
         let first = min + (self.node - 1) * size;
         let last = if self.node == self.nodes { max } else { first + size - 1 };
