@@ -58,13 +58,7 @@ fn start_pair(c: &Ctx, server_node: &str, client_node: &str, opts: &[&str], iter
 /// The same; with `client_addr` the client uses that movable address (for RDMA, and for TCP
 /// through a host route to the server), so that it can move too.
 fn start_pair_from(c: &Ctx, server_node: &str, client_node: &str, client_addr: Option<&str>, opts: &[&str], iters: u64, tag: &str) -> Result<Pair> {
-    // A scenario that failed may have left its pair running, holding QP numbers.
-    for n in ["node1", "node2", "node3"] {
-        let _ = c.rdmig(&["exec", n, "--", "pkill", "-9", "ib_send_bw"]);
-    }
-    clear_addrs(c);
-    reset_cursors(c)?;
-    c.rdmig_ok(&["addr", "add", server_node, SERVICE_ADDR])?;
+    prepare(c, server_node)?;
     let client_ip = match client_addr {
         Some(a) => {
             c.rdmig_ok(&["addr", "add", client_node, a])?;
@@ -91,6 +85,19 @@ fn start_pair_from(c: &Ctx, server_node: &str, client_node: &str, client_addr: O
     let started = std::time::Instant::now();
     thread::sleep(Duration::from_secs(2));
     Ok(Pair { server, client, iters, tag: tag.to_string(), started })
+}
+
+/// A clean lab for a scenario: no perftest left from a failed one (it would hold QP numbers), no
+/// moved address, the number cursors where the agents put them, and the service address on
+/// `server_node`.
+pub(crate) fn prepare(c: &Ctx, server_node: &str) -> Result<()> {
+    for n in ["node1", "node2", "node3"] {
+        let _ = c.rdmig(&["exec", n, "--", "pkill", "-9", "ib_send_bw"]);
+    }
+    clear_addrs(c);
+    reset_cursors(c)?;
+    c.rdmig_ok(&["addr", "add", server_node, SERVICE_ADDR])?;
+    Ok(())
 }
 
 /// `rdmig-lab on FROM --to-node TO -- migrate PID --json` with the flags an RDMA process with a TCP side
@@ -162,7 +169,7 @@ pub(crate) fn finish(c: &Ctx, p: &Pair, server_node: &str, client_node: &str) ->
 
 /// Earlier scenarios write the MigrOS sysctls by hand (into the shared manual zone): put every
 /// node's allocation cursor back at the start of its own block, where its agent put it.
-pub(crate) fn reset_cursors(c: &Ctx) -> Result<()> {
+fn reset_cursors(c: &Ctx) -> Result<()> {
     use rdmig::agent::numbers::NumberRange;
     use rdmig_rxe::Obj;
     let bin = c.lab_tool("rdmig");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 
-use crate::e2e::{clear_addrs, finish, migrate, migrate_run, reset_cursors, spawn, Pair, SERVICE_ADDR};
+use crate::e2e::{clear_addrs, finish, migrate, migrate_run, prepare, spawn, Pair, SERVICE_ADDR};
 use crate::harness::{wait_until, Ctx, Scenario, PERFTEST_KEEP_GOING};
 
 pub const SCENARIOS: &[Scenario] = &[
@@ -37,18 +37,6 @@ fn listens(c: &Ctx, node: &str, pid: i32, port: &str) -> Result<bool> {
 
 fn server_argv(iters: &str) -> Vec<&str> {
     vec!["ib_send_bw", PERFTEST_KEEP_GOING, "-R", "-d", "rxe0", "-s", "4096", "-n", iters]
-}
-
-/// A clean lab for a scenario: no perftest left from a failed one, no moved address, the
-/// number cursors where the agents put them, and the service address on `node`.
-fn prepare(c: &Ctx, node: &str) -> Result<()> {
-    for n in ["node1", "node2", "node3"] {
-        let _ = c.rdmig(&["exec", n, "--", "pkill", "-9", "ib_send_bw"]);
-    }
-    clear_addrs(c);
-    reset_cursors(c)?;
-    c.rdmig_ok(&["addr", "add", node, SERVICE_ADDR])?;
-    Ok(())
 }
 
 /// A `ucmatose` server (rdma-core's test of librdmacm) waits for its clients on node1: its
