@@ -71,22 +71,12 @@ pub fn classify(fd: RawFd) -> Option<Claim> {
     (link.as_os_str() == EVENT_LINK).then_some(Claim::EventFile)
 }
 
-/// DUMP_EXT_FILE. `Ok(false)`: not ours. `Ok(true)`: saved. `Err`: ours but it cannot be saved.
-pub fn dump_file(fd: RawFd, id: u32, dir: RawFd) -> Result<bool, DumpError> {
-    match classify(fd) {
-        None => Ok(false),
-        Some(Claim::Uverbs { major, minor }) => {
-            dump_context(fd, id, dir, major, minor)?;
-            Ok(true)
-        }
-        Some(Claim::EventFile) => {
-            dump_event_file(fd, id, dir)?;
-            Ok(true)
-        }
-        Some(Claim::RdmaCm) => {
-            cm::dump_file(fd, id, dir)?;
-            Ok(true)
-        }
+/// DUMP_EXT_FILE for a file [`classify`] claimed: `Err` when it cannot be saved.
+pub fn dump_file(claim: Claim, fd: RawFd, id: u32, dir: RawFd) -> Result<(), DumpError> {
+    match claim {
+        Claim::Uverbs { major, minor } => dump_context(fd, id, dir, major, minor),
+        Claim::EventFile => dump_event_file(fd, id, dir),
+        Claim::RdmaCm => cm::dump_file(fd, id, dir),
     }
 }
 

@@ -220,22 +220,20 @@ unsafe extern "C" fn handle_device_vma(_fd: c_int, st: *const libc::stat) -> c_i
 /// -ENOTSUP when not ours, -1 (and the reason in the log) when ours but refused.
 unsafe extern "C" fn dump_ext_file(fd: c_int, id: c_int) -> c_int {
     guard("dump_ext_file", -1, || {
-        let what = match dump::classify(fd) {
-            None => return -libc::ENOTSUP,
-            Some(dump::Claim::RdmaCm) => "rdma_cm state",
-            Some(_) => "verbs state",
+        let Some(claim) = dump::classify(fd) else {
+            return -libc::ENOTSUP;
         };
+        let what = if claim == dump::Claim::RdmaCm { "rdma_cm state" } else { "verbs state" };
         let Some(dir) = log::image_dir_fd() else {
             error!("file id {id}: criu_get_image_dir() gave no directory");
             return -1;
         };
         let t = std::time::Instant::now();
-        match dump::dump_file(fd, id as u32, dir) {
-            Ok(true) => {
+        match dump::dump_file(claim, fd, id as u32, dir) {
+            Ok(()) => {
                 log::times(image::timing::Kind::DumpRdma, t.elapsed());
                 0
             }
-            Ok(false) => -libc::ENOTSUP,
             Err(e) => {
                 error!("cannot dump {what}: {e}");
                 -1
