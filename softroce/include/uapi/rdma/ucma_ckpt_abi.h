@@ -10,7 +10,7 @@
  * line per CM ID of the file and one per event queued on the file and not
  * yet read, in queue order:
  *
- *   rdmig_ucma:	1
+ *   rdmig_ucma:	2
  *   cm_id:	id=ID uid=0xU ps=PS qp_type=T state=S dev=D port=P src=A dst=A
  *   	backlog=B qpn=N events_reported=E reuseaddr=R afonly=F tos=O mc=M
  *   event:	id=ID event=EV status=ST
@@ -84,14 +84,82 @@
  * credentials hold no privilege the opener's did not (as for ib_uverbs,
  * patch 19): CRIU opens the file in the restored task with its own
  * credentials, before it gives the task its own.
+ *
+ * Connected IDs (version 2). For each ID in state connect, fdinfo shows,
+ * right after its cm_id line, one line (folded here):
+ *
+ *   cm_conn:	id=ID cm_state=CS role=R dmac=M hop_limit=H srq=Q
+ *   	local_comm_id=0xL remote_comm_id=0xR remote_qpn=N sq_psn=P rq_psn=P
+ *   	service_id=0xS path_mtu=U responder_resources=A initiator_depth=I
+ *   	retry_count=C rnr_retry_count=C max_cm_retries=C
+ *   	remote_cm_response_timeout=T local_cm_response_timeout=T
+ *   	service_timeout=T target_ack_delay=T packet_life_time=T pkey=0xK
+ *
+ * CS is the state of the ID's IB CM ID: established, or another state of
+ * enum ib_cm_state in lower case without the IB_CM_ prefix (req_sent,
+ * rep_rcvd, dreq_sent, ...; "none" without one); for any state but
+ * established with no load alternate path exchange under way
+ * (lap_state idle or uninit), the line ends after cm_state, the
+ * connection is being set up or torn down and cannot be recreated. R is
+ * "active" for an ID that connected (rdma_connect()) and holds its bound
+ * port, "passive" for one created by a connection request on a listening
+ * ID, which holds no port of its own. M is the peer's MAC as the ID's
+ * route has it (aa:bb:cc:dd:ee:ff), H the route's hop limit, Q 1 when
+ * the QP uses an SRQ. The rest is the IB CM ID's: L and R are the local
+ * and remote communication IDs as numbers in host order, N the peer's
+ * QP number, S the service ID; the others are the values the connection
+ * was set up with (enum ib_mtu, the REQ/REP fields, the address vector's
+ * timeout as packet_life_time, the P_Key).
+ *
+ * Events (version 2) also show their whole response: the event line ends
+ * with resp=HEX, the struct rdma_ucm_event_resp that UCMA_CMD_GET_EVENT
+ * would copy out for it, as lower-case hex without separators.
+ *
+ * A file marked moving (below) shows "moving:	1" after its first line.
+ *
+ * RDMIG_UCMA_IOC_CONNECT (same callers as CREATE_ID) makes ID @id of the
+ * file, just created by RDMIG_UCMA_IOC_CREATE_ID with port space TCP or IB
+ * and QP type RC, connected without a handshake: as a connection to @dst
+ * from @src whose IB CM state is the rest of struct rdmig_ucma_conn (the
+ * cm_conn line's values). An active ID must be bound (UCMA_CMD_BIND) to
+ * @src, port included, first; a passive one must be idle (it takes @src
+ * without a port of its own, as an accepted connection does). The options
+ * (UCMA_CMD_SET_OPTION: type of service, ACK timeout) are set before. The
+ * route is built as rdma_resolve_route() builds one for RoCE, from the
+ * device that holds @src in the caller's network namespace, @dst_mac and
+ * @hop_limit; the IB CM ID takes the local communication ID
+ * @local_comm_id (EADDRINUSE when another IB CM ID of this host has it)
+ * and is established; the ID's state is connect and its QP number @qpn.
+ * A later DREQ from the peer, or rdma_disconnect(), then ends the
+ * connection as it would have ended at the source. Errors: EINVAL (a
+ * field, state, role, port space or QP type the call cannot take),
+ * EADDRNOTAVAIL (@src is not an address of this host), ENODEV (no RDMA
+ * device for it), EADDRINUSE.
+ *
+ * RDMIG_UCMA_IOC_MOVING with a nonzero value marks the file moving: from
+ * then on, an ID of the file in state connect that is destroyed (by
+ * UCMA_CMD_DESTROY_ID, or because the file is closed when its process is
+ * killed) forgets its connection without telling the peer (no DREQ),
+ * because the connection now lives at the host the process moved to.
+ * Zero clears the mark (the process stays here: a failed or rolled back
+ * migration). Same callers as CREATE_ID.
+ *
+ * RDMIG_UCMA_IOC_QUEUE_EVENT (same callers) queues event @resp again on
+ * the file, for ID @id of the file, behind the events already queued:
+ * @resp.id must be @id and @resp.uid that ID's user context. Not for
+ * RDMA_CM_EVENT_CONNECT_REQUEST (its new ID would have to be recreated
+ * with it), the multicast events or RDMA_CM_EVENT_DEVICE_REMOVAL
+ * (EINVAL).
  */
 #ifndef UCMA_CKPT_ABI_H
 #define UCMA_CKPT_ABI_H
 
 #include <linux/types.h>
 #include <linux/ioctl.h>
+#include <linux/socket.h>
+#include <rdma/rdma_user_cm.h>
 
-#define RDMIG_UCMA_ABI_VERSION 1
+#define RDMIG_UCMA_ABI_VERSION 2
 
 struct rdmig_ucma_create_id {
 	__u64 uid;		/* the user's context, as in rdma_ucm_create_id */
@@ -113,5 +181,51 @@ struct rdmig_ucma_dev_alias {
 };
 
 #define RDMIG_UCMA_IOC_DEV_ALIAS _IOW(0xB8, 0x51, struct rdmig_ucma_dev_alias)
+
+#define RDMIG_UCMA_ROLE_ACTIVE	1
+#define RDMIG_UCMA_ROLE_PASSIVE	2
+
+struct rdmig_ucma_conn {
+	__u32 id;		/* the ID, created by CREATE_ID in this file */
+	__u8 role;		/* RDMIG_UCMA_ROLE_* */
+	__u8 hop_limit;		/* the route's */
+	__u8 dst_mac[6];	/* the peer's MAC */
+	__u8 reserved0[4];	/* must be 0 */
+	struct __kernel_sockaddr_storage src;	/* address and port */
+	struct __kernel_sockaddr_storage dst;	/* the peer's */
+	__u32 qpn;		/* the ID's QP */
+	__u32 local_comm_id;	/* IB CM, host order */
+	__u32 remote_comm_id;
+	__u32 remote_qpn;
+	__u32 sq_psn;
+	__u32 rq_psn;
+	__u64 service_id;	/* host order */
+	__u16 pkey;
+	__u8 srq;		/* 1: the QP uses an SRQ */
+	__u8 path_mtu;		/* enum ib_mtu */
+	__u8 responder_resources;
+	__u8 initiator_depth;
+	__u8 retry_count;
+	__u8 rnr_retry_count;
+	__u8 max_cm_retries;
+	__u8 remote_cm_response_timeout;
+	__u8 local_cm_response_timeout;
+	__u8 service_timeout;
+	__u8 target_ack_delay;
+	__u8 packet_life_time;
+	__u8 reserved1[10];	/* must be 0 */
+};
+
+#define RDMIG_UCMA_IOC_CONNECT _IOW(0xB8, 0x52, struct rdmig_ucma_conn)
+
+#define RDMIG_UCMA_IOC_MOVING _IOW(0xB8, 0x53, __u32)
+
+struct rdmig_ucma_event {
+	__u32 id;		/* the ID the event is for */
+	__u32 reserved;		/* must be 0 */
+	struct rdma_ucm_event_resp resp;
+};
+
+#define RDMIG_UCMA_IOC_QUEUE_EVENT _IOW(0xB8, 0x54, struct rdmig_ucma_event)
 
 #endif /* UCMA_CKPT_ABI_H */
