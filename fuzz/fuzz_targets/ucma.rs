@@ -44,7 +44,8 @@ fn restore_side(f: &CmFile) {
     for e in &f.events {
         let owner = f.ids.iter().find(|c| c.id == e.id).expect("the checks keep events to IDs of the file");
         assert_eq!((e.resp.id(), e.resp.uid()), (e.id, owner.uid));
-        let b = abi::bytes_of(&cm::restore::event_cmd(e));
+        let k = cm::restore::event_cmd(e);
+        let b = abi::bytes_of(&k);
         assert_eq!((b.len(), &b[8..]), (344, &e.resp.0[..]));
     }
 }

@@ -291,9 +291,10 @@ fn saved_id(l: &CmIdLine) -> Result<CmId, String> {
 /// values: REUSEADDR and TOS are off (never set) by default; AFONLY is 0 on an unbound ID, and
 /// the bind sets it to 1 on an IPv4 address and to the host's `net.ipv6.bindv6only` on an IPv6
 /// one (unless it was set), which the restoring host may have otherwise: an IPv6 ID's is always
-/// set.
+/// set. A passive connected ID is not bound by the restore (it is connected idle), so its AFONLY
+/// is set as an idle one's.
 fn options(l: &CmIdLine, state: &CmState) -> CmOptions {
-    let afonly = match state.src() {
+    let afonly = match state.bind_to() {
         None => l.afonly.then_some(true),
         Some(SocketAddr::V4(_)) => (!l.afonly).then_some(false),
         Some(SocketAddr::V6(_)) => Some(l.afonly),
@@ -428,6 +429,7 @@ mod tests {
         let passive = CONNECTED.replace("role=active", "role=passive").replace("ps=262", "ps=319");
         let s = saved(&parsed(&format!("rdmig_ucma:\t2\n{passive}"))).unwrap();
         assert!(matches!(s.ids[0].state, CmState::Connected { role: crate::image::ucma::Role::Passive, .. }), "{:?}", s.ids[0].state);
+        assert_eq!(s.ids[0].options.afonly, Some(true), "not bound by the restore: AFONLY set as on an idle ID");
         assert_eq!(s.ids[0].ps, PortSpace::Ib);
     }
 
