@@ -36,6 +36,7 @@ const OPTION_ID: u32 = 0;
 pub const OPTION_ID_TOS: u32 = 0;
 pub const OPTION_ID_REUSEADDR: u32 = 1;
 pub const OPTION_ID_AFONLY: u32 = 2;
+/// (Not restored: the fdinfo does not show an ID's ACK timeout.)
 pub const OPTION_ID_ACK_TIMEOUT: u32 = 3;
 
 /// `enum rdma_cm_event_type` values the restore cannot queue again (`RDMIG_UCMA_IOC_QUEUE_EVENT`
@@ -332,12 +333,6 @@ pub fn dev_alias(fd: RawFd, a: &DevAlias) -> io::Result<()> {
     // SAFETY: `a` is a correctly laid out rdmig_ucma_dev_alias (layout asserted in the tests)
     // that the kernel only reads during the call.
     unsafe { ioc_dev_alias(fd, a) }.map(drop).map_err(io::Error::from)
-}
-
-/// UCMA_CMD_SET_OPTION of the ACK timeout (`RDMA_OPTION_ID_ACK_TIMEOUT`, a `u8`).
-pub fn set_ack_timeout(fd: RawFd, id: u32, timeout: u8) -> io::Result<()> {
-    let c = SetOption { optval: &timeout as *const u8 as u64, id, level: OPTION_ID, optname: OPTION_ID_ACK_TIMEOUT, optlen: 1 };
-    write_cmd(fd, &c)
 }
 
 /// RDMIG_UCMA_IOC_CONNECT.
