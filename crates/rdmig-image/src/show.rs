@@ -309,11 +309,12 @@ mod tests {
                 dev: None,
             }],
             devices: Vec::new(),
+            events: Vec::new(),
         };
         std::fs::write(d.path().join(ucma::file_name(11)), ucma::encode(&cm)).unwrap();
         let s = show(d.path()).unwrap();
         assert!(
-            s.contains("rdmig-ucma-11.img (format 1): file id 11, rdma_cm file, pid 100 fd 5, 1 CM ID(s)\n  cm_id 3 listen 10.0.0.1:18515 backlog 16"),
+            s.contains("rdmig-ucma-11.img (format 2): file id 11, rdma_cm file, pid 100 fd 5, 1 CM ID(s)\n  cm_id 3 listen 10.0.0.1:18515 backlog 16"),
             "{s}"
         );
         let j = show_json(d.path()).unwrap();

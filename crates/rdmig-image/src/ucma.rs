@@ -1,6 +1,7 @@
 //! The image of an rdma_cm file (`/dev/infiniband/rdma_cm`, librdmacm's event channel): the CM
 //! IDs on it, as rdmig's rdma_ucm shows them (`ucma_ckpt_abi.h` of softroce), in the states the
-//! plugin can recreate.
+//! plugin can recreate (idle, bound, listening and, since format 2, connected), and the events
+//! queued on it and not read yet.
 //!
 //! One file per dumped file id, `rdmig-ucma-<id>.img`, framed as the verbs images are (see the
 //! crate's documentation) with its own magic `RDMIGUCM` and version ([`FORMAT_VERSION`]), a JSON
@@ -16,7 +17,9 @@ use serde::{Deserialize, Serialize};
 use crate::{frame, read_bytes_max, unframe, Framed, Framing, ImageError};
 
 pub const MAGIC: &[u8; 8] = b"RDMIGUCM";
-pub const FORMAT_VERSION: u32 = 1;
+/// 2: connected IDs and queued events. A format-1 image (idle, bound and listening IDs, no
+/// events) reads as one of format 2; a reader of format 1 refuses a format-2 image by its version.
+pub const FORMAT_VERSION: u32 = 2;
 pub const FILE_PREFIX: &str = "rdmig-ucma-";
 /// The largest rdma_cm image read: a CM ID takes a few hundred bytes of JSON, and the restore
 /// refuses files of more than a few thousand IDs anyway.
@@ -49,6 +52,93 @@ pub struct CmFile {
     /// so a restore elsewhere names the new host's devices by these (softroce patch 24).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub devices: Vec<KnownDevice>,
+    /// The events queued on the file and not read yet, in queue order (format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<QueuedEvent>,
+}
+
+/// An event queued on the file and not read yet: for ID `id`, the `struct rdma_ucm_event_resp`
+/// that `UCMA_CMD_GET_EVENT` would copy out for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedEvent {
+    pub id: u32,
+    pub resp: EventResp,
+}
+
+/// Size of `struct rdma_ucm_event_resp` (rdma/rdma_user_cm.h).
+pub const EVENT_RESP_LEN: usize = 336;
+
+/// A whole `struct rdma_ucm_event_resp`, in host order as the kernel copies it out; in the JSON
+/// as lower-case hex (the fdinfo's spelling), which must be exactly [`EVENT_RESP_LEN`] bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EventResp(pub [u8; EVENT_RESP_LEN]);
+
+impl EventResp {
+    /// Reads the fdinfo's (or the image's) hex: exactly `2 * EVENT_RESP_LEN` hex digits.
+    pub fn from_hex(h: &str) -> Result<EventResp, String> {
+        if h.len() != 2 * EVENT_RESP_LEN {
+            return Err(format!("{} hex digits, not the {} of a struct rdma_ucm_event_resp", h.len(), 2 * EVENT_RESP_LEN));
+        }
+        let mut b = [0u8; EVENT_RESP_LEN];
+        for (i, pair) in h.as_bytes().chunks(2).enumerate() {
+            let digit = |c: u8| (c as char).to_digit(16).ok_or_else(|| format!("{:?} is not a hex digit", c as char));
+            b[i] = (digit(pair[0])? << 4 | digit(pair[1])?) as u8;
+        }
+        Ok(EventResp(b))
+    }
+
+    pub fn to_hex(&self) -> String {
+        use std::fmt::Write as _;
+        self.0.iter().fold(String::with_capacity(2 * EVENT_RESP_LEN), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+    }
+
+    fn u32_at(&self, o: usize) -> u32 {
+        u32::from_ne_bytes([self.0[o], self.0[o + 1], self.0[o + 2], self.0[o + 3]])
+    }
+
+    /// The ID's user context (`uid`, offset 0).
+    pub fn uid(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[0..8]);
+        u64::from_ne_bytes(b)
+    }
+
+    /// The ID's number (`id`, offset 8).
+    pub fn id(&self) -> u32 {
+        self.u32_at(8)
+    }
+
+    /// `enum rdma_cm_event_type` (`event`, offset 12).
+    pub fn event(&self) -> u32 {
+        self.u32_at(12)
+    }
+
+    /// `status`, offset 16.
+    pub fn status(&self) -> i32 {
+        self.u32_at(16) as i32
+    }
+}
+
+impl std::fmt::Debug for EventResp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EventResp(uid {:#x} id {} event {} status {})", self.uid(), self.id(), self.event(), self.status())
+    }
+}
+
+impl Serialize for EventResp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for EventResp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EventResp, D::Error> {
+        let h = String::deserialize(d)?;
+        EventResp::from_hex(&h).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A device by its name and the node GUID the process knows it by (a number as sysfs shows it:
@@ -80,13 +170,15 @@ pub struct CmId {
 }
 
 /// The states the plugin recreates, each with what it needs: a bound or listening ID has its
-/// source address, a listening one its backlog.
+/// source address, a listening one its backlog, a connected one (kernel state `connect`, its IB
+/// CM ID established) its role, both ends, its QP and the IB CM's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CmState {
     Idle,
     AddrBound { src: SocketAddr },
     Listen { src: SocketAddr, backlog: u32 },
+    Connected { role: Role, src: SocketAddr, dst: SocketAddr, qpn: u32, conn: ConnParams },
 }
 
 impl CmState {
@@ -96,16 +188,86 @@ impl CmState {
             CmState::Idle => "idle",
             CmState::AddrBound { .. } => "addr_bound",
             CmState::Listen { .. } => "listen",
+            CmState::Connected { .. } => "connect",
         }
     }
 
-    /// The address the ID is bound to.
+    /// The ID's own address (for a passive connected ID, the one the connection came to).
     pub fn src(&self) -> Option<SocketAddr> {
         match self {
             CmState::Idle => None,
-            CmState::AddrBound { src } | CmState::Listen { src, .. } => Some(*src),
+            CmState::AddrBound { src } | CmState::Listen { src, .. } | CmState::Connected { src, .. } => Some(*src),
         }
     }
+
+    /// The address the restore binds the new ID to before what the state needs next: a
+    /// passive connected ID holds no port of its own and is connected unbound.
+    pub fn bind_to(&self) -> Option<SocketAddr> {
+        match self {
+            CmState::Connected { role: Role::Passive, .. } => None,
+            s => s.src(),
+        }
+    }
+}
+
+/// How a connected ID came to be (`RDMIG_UCMA_ROLE_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// It connected (`rdma_connect()`) and holds its bound port.
+    Active,
+    /// A connection request on a listening ID created it; it holds no port of its own.
+    Passive,
+}
+
+impl Role {
+    /// `RDMIG_UCMA_ROLE_*`.
+    pub fn value(self) -> u8 {
+        match self {
+            Role::Active => 1,
+            Role::Passive => 2,
+        }
+    }
+
+    /// The fdinfo's word.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "active" => Some(Role::Active),
+            "passive" => Some(Role::Passive),
+            _ => None,
+        }
+    }
+}
+
+/// The `cm_conn:` values of an established connection (`struct rdmig_ucma_conn` less the ID,
+/// role, addresses and QPN): the route's, and the IB CM ID's as it was set up. Numbers in host
+/// order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnParams {
+    /// The peer's MAC, as the route has it.
+    pub dmac: [u8; 6],
+    pub hop_limit: u8,
+    /// The QP uses an SRQ.
+    pub srq: bool,
+    pub local_comm_id: u32,
+    pub remote_comm_id: u32,
+    pub remote_qpn: u32,
+    pub sq_psn: u32,
+    pub rq_psn: u32,
+    pub service_id: u64,
+    /// `enum ib_mtu`.
+    pub path_mtu: u8,
+    pub responder_resources: u8,
+    pub initiator_depth: u8,
+    pub retry_count: u8,
+    pub rnr_retry_count: u8,
+    pub max_cm_retries: u8,
+    pub remote_cm_response_timeout: u8,
+    pub local_cm_response_timeout: u8,
+    pub service_timeout: u8,
+    pub target_ack_delay: u8,
+    pub packet_life_time: u8,
+    pub pkey: u16,
 }
 
 /// `RDMA_OPTION_ID_*` options to set on the new ID before it is bound (`None`: leave the kernel's
@@ -219,12 +381,31 @@ pub fn describe(l: &Loaded) -> String {
     use std::fmt::Write as _;
     let name = l.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let f = &l.file;
-    let mut out = format!("{name} (format {}): file id {}, rdma_cm file, pid {} fd {}, {} CM ID(s)\n", l.version, f.id, f.pid, f.fd, f.ids.len());
+    let mut out = format!(
+        "{name} (format {}): file id {}, rdma_cm file, pid {} fd {}, {} CM ID(s){}\n",
+        l.version,
+        f.id,
+        f.pid,
+        f.fd,
+        f.ids.len(),
+        if f.events.is_empty() { String::new() } else { format!(", {} queued event(s)", f.events.len()) }
+    );
     for c in &f.ids {
         let state = match c.state {
             CmState::Idle => "idle".to_string(),
             CmState::AddrBound { src } => format!("addr_bound {src}"),
             CmState::Listen { src, backlog } => format!("listen {src} backlog {backlog}"),
+            CmState::Connected { role, src, dst, qpn, conn } => format!(
+                "connected ({}) {src} -> {dst} qpn {qpn} peer qpn {} comm ids {:#x}/{:#x} peer mac {}",
+                match role {
+                    Role::Active => "active",
+                    Role::Passive => "passive",
+                },
+                conn.remote_qpn,
+                conn.local_comm_id,
+                conn.remote_comm_id,
+                conn.dmac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+            ),
         };
         let o = c.options;
         let mut opts = vec![];
@@ -249,7 +430,33 @@ pub fn describe(l: &Loaded) -> String {
             if opts.is_empty() { String::new() } else { format!(" options {}", opts.join(",")) }
         );
     }
+    for e in &f.events {
+        let _ = writeln!(out, "  event for cm_id {}: {} status {}", e.id, event_name(e.resp.event()), e.resp.status());
+    }
     out
+}
+
+/// `enum rdma_cm_event_type` by its name (`RDMA_CM_EVENT_ESTABLISHED`), for messages.
+pub fn event_name(e: u32) -> String {
+    const NAMES: [&str; 16] = [
+        "ADDR_RESOLVED",
+        "ADDR_ERROR",
+        "ROUTE_RESOLVED",
+        "ROUTE_ERROR",
+        "CONNECT_REQUEST",
+        "CONNECT_RESPONSE",
+        "CONNECT_ERROR",
+        "UNREACHABLE",
+        "REJECTED",
+        "ESTABLISHED",
+        "DISCONNECTED",
+        "DEVICE_REMOVAL",
+        "MULTICAST_JOIN",
+        "MULTICAST_ERROR",
+        "ADDR_CHANGE",
+        "TIMEWAIT_EXIT",
+    ];
+    NAMES.get(e as usize).map(|n| format!("RDMA_CM_EVENT_{n}")).unwrap_or_else(|| format!("event {e}"))
 }
 
 #[cfg(test)]
@@ -296,6 +503,123 @@ mod tests {
                 },
             ],
             devices: vec![KnownDevice { name: "rxe0".into(), node_guid: 0x3cd5_04ff_fe63_917b }],
+            events: vec![],
+        }
+    }
+
+    pub(crate) fn conn() -> ConnParams {
+        ConnParams {
+            dmac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            hop_limit: 64,
+            srq: false,
+            local_comm_id: 0x1234_5678,
+            remote_comm_id: 0x9abc_def0,
+            remote_qpn: 0x11,
+            sq_psn: 0x00ab_cdef,
+            rq_psn: 0x0012_3456,
+            service_id: 0x0106_0000_0000_4853,
+            path_mtu: 3,
+            responder_resources: 1,
+            initiator_depth: 1,
+            retry_count: 7,
+            rnr_retry_count: 7,
+            max_cm_retries: 15,
+            remote_cm_response_timeout: 20,
+            local_cm_response_timeout: 20,
+            service_timeout: 0,
+            target_ack_delay: 0,
+            packet_life_time: 18,
+            pkey: 0xffff,
+        }
+    }
+
+    fn resp(uid: u64, id: u32, event: u32, status: i32) -> EventResp {
+        let mut b = [0u8; EVENT_RESP_LEN];
+        b[0..8].copy_from_slice(&uid.to_ne_bytes());
+        b[8..12].copy_from_slice(&id.to_ne_bytes());
+        b[12..16].copy_from_slice(&event.to_ne_bytes());
+        b[16..20].copy_from_slice(&status.to_ne_bytes());
+        b[20..24].copy_from_slice(&0x11u32.to_ne_bytes());
+        EventResp(b)
+    }
+
+    /// A file with a connected (active) ID and its ESTABLISHED event not read yet.
+    fn connected() -> CmFile {
+        let mut f = sample();
+        f.ids.push(CmId {
+            id: 6,
+            uid: 0x55d0_c0de_3000,
+            ps: PortSpace::Tcp,
+            qp_type: QpType::Rc,
+            events_reported: 2,
+            options: CmOptions::default(),
+            state: CmState::Connected {
+                role: Role::Active,
+                src: "10.0.0.1:40000".parse().unwrap(),
+                dst: "10.0.0.2:18515".parse().unwrap(),
+                qpn: 0x12,
+                conn: conn(),
+            },
+            dev: Some(BoundDev { name: "rxe0".into(), port: 1 }),
+        });
+        f.events.push(QueuedEvent { id: 6, resp: resp(0x55d0_c0de_3000, 6, 9, 0) });
+        f
+    }
+
+    #[test]
+    fn connected_ids_and_queued_events_round_trip() {
+        let bytes = encode(&connected());
+        let l = decode(Path::new("x"), &bytes).unwrap();
+        assert_eq!(l.file, connected());
+        let e = &l.file.events[0];
+        assert_eq!((e.resp.uid(), e.resp.id(), e.resp.event(), e.resp.status()), (0x55d0_c0de_3000, 6, 9, 0));
+        let j = String::from_utf8_lossy(&bytes);
+        assert!(j.contains(r#""state":{"kind":"connected","role":"active","src":"10.0.0.1:40000","dst":"10.0.0.2:18515","qpn":18,"conn":{"#), "{j}");
+        assert!(j.contains(&format!(r#""resp":"{}""#, e.resp.to_hex())), "{j}");
+        assert_eq!(EventResp::from_hex(&e.resp.to_hex()).unwrap(), e.resp);
+        assert_eq!(
+            CmState::Connected { role: Role::Passive, src: "10.0.0.1:5".parse().unwrap(), dst: "10.0.0.2:6".parse().unwrap(), qpn: 1, conn: conn() }.bind_to(),
+            None
+        );
+        assert_eq!(l.file.ids[3].state.bind_to(), Some("10.0.0.1:40000".parse().unwrap()));
+        assert_eq!((Role::Active.value(), Role::Passive.value(), Role::parse("passive"), Role::parse("x")), (1, 2, Some(Role::Passive), None));
+
+        let s = describe(&l);
+        assert!(s.contains(", 4 CM ID(s), 1 queued event(s)\n"), "{s}");
+        assert!(
+            s.contains(
+                "  cm_id 6 connected (active) 10.0.0.1:40000 -> 10.0.0.2:18515 qpn 18 peer qpn 17 comm ids 0x12345678/0x9abcdef0 peer mac 52:54:00:12:34:56 on rxe0"
+            ),
+            "{s}"
+        );
+        assert!(s.ends_with("  event for cm_id 6: RDMA_CM_EVENT_ESTABLISHED status 0\n"), "{s}");
+    }
+
+    #[test]
+    fn a_format_1_image_reads_and_bad_connections_and_events_do_not() {
+        // What the previous plugin wrote: format 1, no events.
+        let json = serde_json::to_vec(&sample()).unwrap();
+        let l = decode(Path::new("x"), &crate::frame(MAGIC, 1, &json, &[])).unwrap();
+        assert_eq!((l.version, l.file), (1, sample()));
+
+        let json = serde_json::to_string(&connected()).unwrap();
+        let hex = connected().events[0].resp.to_hex();
+        for (from, to, why) in [
+            (r#""role":"active","#, "", "missing field `role`"),
+            (r#""role":"active""#, r#""role":"both""#, "unknown variant `both`"),
+            (r#""dst":"10.0.0.2:18515","#, "", "missing field `dst`"),
+            (r#""qpn":18,"#, r#""qpn":-1,"#, "invalid value"),
+            (r#""pkey":65535"#, r#""pkey":65536"#, "invalid value"),
+            (r#""dmac":[82,84,0,18,52,86]"#, r#""dmac":[82,84,0,18,52]"#, "invalid length 5"),
+            (&format!(r#""resp":"{hex}""#), &format!(r#""resp":"{}""#, &hex[2..]), "670 hex digits, not the 672 of a struct rdma_ucm_event_resp"),
+            (&format!(r#""resp":"{hex}""#), &format!(r#""resp":"zz{}""#, &hex[2..]), "'z' is not a hex digit"),
+            (r#""events":[{"id":6,"#, r#""events":[{"#, "missing field `id`"),
+        ] {
+            assert!(json.contains(from), "{from} not in {json}");
+            let bad = json.replacen(from, to, 1);
+            let e = decode(Path::new("x"), &crate::frame(MAGIC, 2, bad.as_bytes(), &[])).unwrap_err();
+            let chain = format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default());
+            assert!(chain.contains(why), "{from} -> {to}: {chain}");
         }
     }
 
@@ -334,10 +658,10 @@ mod tests {
         assert_eq!(e.to_string(), "x: not an rdmig rdma_cm image (bad magic)");
         assert!(matches!(crate::decode(Path::new("x"), &bytes), Err(ImageError::Magic { kind: "rdmig verbs image", .. })));
         let mut newer = bytes[..bytes.len() - 4].to_vec();
-        newer[8] = 2;
+        newer[8] = 3;
         let crc = crc32fast::hash(&newer);
         newer.extend_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode(Path::new("x"), &newer).unwrap_err().to_string(), "x: format version 2, this build reads up to 1");
+        assert_eq!(decode(Path::new("x"), &newer).unwrap_err().to_string(), "x: format version 3, this build reads up to 2");
         // Bytes after the JSON (a blob this kind does not have).
         let json = serde_json::to_vec(&sample()).unwrap();
         let e = decode(Path::new("x"), &crate::frame(MAGIC, 1, &json, &[0])).unwrap_err();
@@ -372,7 +696,7 @@ mod tests {
         let all = read_dir(d.path()).unwrap();
         assert_eq!(all.iter().map(|l| l.file.id).collect::<Vec<_>>(), vec![9, 12]);
         let s = describe(&all[0]);
-        assert!(s.starts_with("rdmig-ucma-9.img (format 1): file id 9, rdma_cm file, pid 42 fd 5, 3 CM ID(s)\n"), "{s}");
+        assert!(s.starts_with("rdmig-ucma-9.img (format 2): file id 9, rdma_cm file, pid 42 fd 5, 3 CM ID(s)\n"), "{s}");
         assert!(
             s.contains(
                 "  cm_id 3 listen 10.0.0.1:18515 backlog 1024 on rxe0 port 1 ps Tcp qp_type Rc uid 0x55d0c0de1000 events read 0 options reuseaddr,tos=32\n"

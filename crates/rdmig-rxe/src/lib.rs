@@ -11,6 +11,8 @@
 //! - [`gid`]: GID tables of rxe ports from sysfs.
 //! - [`lend`]: the agent's lending of the control device to CRIU inside containers.
 //! - [`module`]: which `rdma_rxe` and `ib_uverbs` are loaded and installed, rdmig's or stock.
+//! - [`ucma`]: rdmig's rdma_ucm (`ucma_ckpt_abi.h`): the rdma_cm commands and ioctls of the CRIU
+//!   plugin, and the moving mark rdmig clears on a process that stays.
 
 pub mod abi;
 pub mod ctl;
@@ -19,6 +21,7 @@ pub mod lend;
 pub mod module;
 pub mod status;
 pub mod sysctl;
+pub mod ucma;
 
 pub use abi::{
     ABI_VERSION, FEAT_MR_REPIN, FEAT_MW_BIND, FEAT_PAUSE_MAX, FEAT_QPMIG, FEAT_QP_EPOCH, QP_F_CQ, QP_F_DROP_FIRST, QP_F_LATE_PAUSE, QP_F_LOCAL, QP_F_SRQ,

@@ -108,9 +108,71 @@ pub fn resume(pid: i32) -> Result<(), String> {
         Ok(_) => {}
         Err(e) => tracing::warn!(pid, "unlocking the TCP connections: {e}"),
     }
+    // rdma_cm files a dump marked moving keep their connections again (before the process runs
+    // and may close them).
+    clear_rdma_cm_moving(pid);
     let qps = resume_stopped_qps(pid);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT).map_err(|e| format!("SIGCONT {pid}: {e}"))?;
     qps
+}
+
+/// Clears the moving mark (`RDMIG_UCMA_IOC_MOVING` 0, `ucma_ckpt_abi.h`) of every rdma_cm file
+/// of process `pid`: the plugin's dump marks a file with connected CM IDs moving, so that the
+/// source's copy, killed once the destination runs, forgets its connections without
+/// disconnecting the peers. A process that stays here (a failed dump, a rollback) must disconnect
+/// them as usual again. Each file is reached through `pidfd_getfd(2)`; a failure is a warning,
+/// never a reason not to resume. Nothing to do on a host without rdma_ucm.
+pub fn clear_rdma_cm_moving(pid: i32) {
+    let Some(dev) = rdmig_rxe::ucma::devno() else { return };
+    let fds = match char_dev_fds(pid, dev) {
+        Ok(f) if f.is_empty() => return,
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(pid, "looking for rdma_cm files to clear their moving mark: {e}");
+            return;
+        }
+    };
+    let pidfd = match crate::tcp_unlock::pidfd_open(pid) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(pid, "pidfd_open, to clear the moving mark of the rdma_cm files {fds:?}: {e}");
+            return;
+        }
+    };
+    for fd in fds {
+        let file = match crate::tcp_unlock::pidfd_getfd(&pidfd, fd) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(pid, fd, "pidfd_getfd of an rdma_cm file, to clear its moving mark: {e}");
+                continue;
+            }
+        };
+        match rdmig_rxe::ucma::set_moving(std::os::fd::AsRawFd::as_raw_fd(&file), false) {
+            Ok(()) => tracing::info!(pid, fd, "rdma_cm file: moving mark cleared, its connections are this process's again"),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
+                tracing::debug!(pid, fd, "rdma_cm file: this rdma_ucm has no moving mark (not rdmig's, or older)")
+            }
+            Err(e) => tracing::warn!(pid, fd, "rdma_cm file: clearing its moving mark: {e}"),
+        }
+    }
+}
+
+/// The descriptors of process `pid` that are character device `dev` (major, minor), in order.
+fn char_dev_fds(pid: i32, dev: (u32, u32)) -> Result<Vec<i32>, String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let dir = format!("/proc/{pid}/fd");
+    let mut fds = vec![];
+    for entry in std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))? {
+        let Ok(entry) = entry else { continue };
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        // The file the descriptor holds (stat follows the /proc link to it).
+        let Ok(m) = std::fs::metadata(entry.path()) else { continue };
+        if m.file_type().is_char_device() && (libc::major(m.rdev()), libc::minor(m.rdev())) == dev {
+            fds.push(fd);
+        }
+    }
+    fds.sort_unstable();
+    Ok(fds)
 }
 
 /// Resumes the stopped QPs of process `pid` (none for processes without verbs state).
@@ -186,6 +248,22 @@ mod tests {
         let _ = p.wait();
         assert!(seen, "a podman restore of an archive beneath the directory was not seen");
         assert!(!other_dir && !by_name, "another migration's directory ({other_dir}) or a name it does not carry ({by_name})");
+    }
+
+    #[test]
+    fn finds_the_descriptors_of_a_char_device() {
+        use std::os::fd::AsRawFd;
+        let null = std::fs::File::open("/dev/null").unwrap();
+        let zero = std::fs::File::open("/dev/zero").unwrap();
+        let regular = tempfile::tempfile().unwrap();
+        let me = std::process::id() as i32;
+        let fds = char_dev_fds(me, (1, 3)).unwrap();
+        assert!(fds.contains(&null.as_raw_fd()), "{fds:?}");
+        assert!(!fds.contains(&zero.as_raw_fd()) && !fds.contains(&regular.as_raw_fd()), "{fds:?}");
+        assert!(char_dev_fds(me, (1, 5)).unwrap().contains(&zero.as_raw_fd()));
+        assert!(char_dev_fds(-1, (1, 3)).unwrap_err().starts_with("/proc/-1/fd: "));
+        // A process with no rdma_cm file (or a host without rdma_ucm): nothing done, no failure.
+        clear_rdma_cm_moving(me);
     }
 
     #[test]

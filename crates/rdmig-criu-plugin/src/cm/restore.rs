@@ -1,7 +1,10 @@
 //! RESTORE_EXT_FILE of an rdma_cm file (inside the restored task, with CRIU's credentials): opens
 //! a new `/dev/infiniband/rdma_cm` and recreates every saved CM ID on it: the ID with its old
 //! number, user context and events read (`RDMIG_UCMA_IOC_CREATE_ID`), its options, its address
-//! (`UCMA_CMD_BIND`) and, for a listening one, its backlog (`UCMA_CMD_LISTEN`). The file is
+//! (`UCMA_CMD_BIND`; not for a passive connected ID, which holds no port of its own), for a
+//! listening one its backlog (`UCMA_CMD_LISTEN`), for a connected one its connection
+//! (`RDMIG_UCMA_IOC_CONNECT`, no handshake). Then the events the process had not read are queued
+//! again, in order (`RDMIG_UCMA_IOC_QUEUE_EVENT`), and O_NONBLOCK set where it was. The file is
 //! returned for CRIU to put at the process's fd. On any failure the new file is closed, which
 //! destroys every ID made on it.
 
@@ -10,13 +13,15 @@ use std::path::Path;
 
 use super::abi;
 use crate::common::RestoreError;
-use crate::image::ucma::{self, CmFile, CmId, CmState, KnownDevice};
+use crate::image::ucma::{self, CmFile, CmId, CmState, ConnParams, KnownDevice, QueuedEvent, Role};
 use crate::log::info;
 use crate::objects::limits;
 
 /// CM IDs of one file. librdmacm programs hold a handful (a listener, its connections); each
 /// ID is a kernel object the restore creates as root.
 pub const MAX_IDS: usize = 4096;
+/// Events queued on one file and not read yet that the dump saves and the restore queues again.
+pub const MAX_EVENTS: usize = 4096;
 /// Longest device name (`IB_DEVICE_NAME_MAX` - 1).
 const MAX_DEV_NAME: usize = limits::MAX_NAME;
 /// rdma_listen takes an `int`; rdma_ucm lowers anything above its `max_backlog` to it.
@@ -42,8 +47,17 @@ pub fn restore_file(id: u32, dir: &Path) -> Result<Option<RawFd>, RestoreError> 
     for cm in &l.file.ids {
         recreate(file.as_raw_fd(), cm).map_err(|e| e.within(&who))?;
     }
+    // After every ID: each event is for an ID of the file.
+    for (n, e) in l.file.events.iter().enumerate() {
+        requeue(file.as_raw_fd(), n, e).map_err(|e| e.within(&who))?;
+    }
     set_flags(&file, l.file.flags).map_err(|e| e.within(&who))?;
-    info!("{who}: recreated {} CM ID(s) with their numbers, options and addresses", l.file.ids.len());
+    let connected = l.file.ids.iter().filter(|c| matches!(c.state, CmState::Connected { .. })).count();
+    info!(
+        "{who}: recreated {} CM ID(s) ({connected} connected) with their numbers, options and addresses, and queued {} event(s) again",
+        l.file.ids.len(),
+        l.file.events.len()
+    );
     Ok(Some(file.into_raw_fd()))
 }
 
@@ -105,10 +119,19 @@ pub fn check(f: &CmFile) -> Result<(), String> {
             return Err(format!("device name {:?} is not a device name", d.name.chars().take(80).collect::<String>()));
         }
     }
-    let mut seen = std::collections::BTreeSet::new();
+    if f.events.len() > MAX_EVENTS {
+        return Err(format!("{} queued events, more than the {MAX_EVENTS} a file may have", f.events.len()));
+    }
+    let mut seen = std::collections::BTreeMap::new();
     for c in &f.ids {
-        if !seen.insert(c.id) {
+        if seen.insert(c.id, c.uid).is_some() {
             return Err(format!("CM ID {} is saved twice", c.id));
+        }
+        if c.id > i32::MAX as u32 {
+            return Err(format!("CM ID {} is above {}, the largest ID number", c.id, i32::MAX));
+        }
+        if let CmState::Connected { qpn, src, dst, conn, .. } = &c.state {
+            check_conn(c, *qpn, src, dst, conn).map_err(|e| format!("CM ID {} (connected to {dst}): {e}", c.id))?;
         }
         if !c.ps.allows(c.qp_type) {
             return Err(format!("CM ID {}: QP type {:?} in port space {:?}, which rdma_ucm does not create", c.id, c.qp_type, c.ps));
@@ -122,7 +145,108 @@ pub fn check(f: &CmFile) -> Result<(), String> {
             }
         }
     }
+    for (n, e) in f.events.iter().enumerate() {
+        let name = ucma::event_name(e.resp.event());
+        let Some(uid) = seen.get(&e.id) else {
+            return Err(format!("queued event {n} ({name}) is for CM ID {}, which the image does not hold", e.id));
+        };
+        if e.resp.id() != e.id || e.resp.uid() != *uid {
+            return Err(format!(
+                "queued event {n} ({name}) for CM ID {}: its response names ID {} with uid {:#x}, not that ID",
+                e.id,
+                e.resp.id(),
+                e.resp.uid()
+            ));
+        }
+        if matches!(e.resp.event(), abi::EVENT_CONNECT_REQUEST | abi::EVENT_DEVICE_REMOVAL | abi::EVENT_MULTICAST_JOIN | abi::EVENT_MULTICAST_ERROR) {
+            return Err(format!("queued event {n} for CM ID {} is {name}, which cannot be queued again", e.id));
+        }
+    }
     Ok(())
+}
+
+/// The values of a connected ID against what the IB CM can hold (the kernel checks them too;
+/// these are the ones whose width the IB spec fixes).
+fn check_conn(c: &CmId, qpn: u32, src: &std::net::SocketAddr, dst: &std::net::SocketAddr, p: &ConnParams) -> Result<(), String> {
+    if !matches!(c.ps, ucma::PortSpace::Tcp | ucma::PortSpace::Ib) || c.qp_type != ucma::QpType::Rc {
+        return Err(format!("QP type {:?} in port space {:?}: connections are RC in port space TCP or IB", c.qp_type, c.ps));
+    }
+    if src.is_ipv4() != dst.is_ipv4() {
+        return Err(format!("from {src}: addresses of two families"));
+    }
+    limits::range("QP number", qpn, 1, 0x00ff_ffff)?;
+    limits::range("remote QP number", p.remote_qpn, 0, 0x00ff_ffff)?;
+    limits::range("send PSN", p.sq_psn, 0, 0x00ff_ffff)?;
+    limits::range("receive PSN", p.rq_psn, 0, 0x00ff_ffff)?;
+    limits::range("path MTU", u32::from(p.path_mtu), 1, 5)?;
+    limits::range("retry count", u32::from(p.retry_count), 0, 7)?;
+    limits::range("RNR retry count", u32::from(p.rnr_retry_count), 0, 7)?;
+    limits::range("max CM retries", u32::from(p.max_cm_retries), 0, 15)?;
+    limits::range("remote CM response timeout", u32::from(p.remote_cm_response_timeout), 0, 31)?;
+    limits::range("local CM response timeout", u32::from(p.local_cm_response_timeout), 0, 31)?;
+    Ok(())
+}
+
+/// `struct rdmig_ucma_conn` for connected ID `id`: the one place its fields are filled.
+pub fn conn_cmd(id: u32, role: Role, src: &std::net::SocketAddr, dst: &std::net::SocketAddr, qpn: u32, p: &ConnParams) -> abi::Conn {
+    abi::Conn {
+        id,
+        role: role.value(),
+        hop_limit: p.hop_limit,
+        dst_mac: p.dmac,
+        reserved0: [0; 4],
+        src: abi::sockaddr(src).0,
+        dst: abi::sockaddr(dst).0,
+        qpn,
+        local_comm_id: p.local_comm_id,
+        remote_comm_id: p.remote_comm_id,
+        remote_qpn: p.remote_qpn,
+        sq_psn: p.sq_psn,
+        rq_psn: p.rq_psn,
+        service_id: p.service_id,
+        pkey: p.pkey,
+        srq: u8::from(p.srq),
+        path_mtu: p.path_mtu,
+        responder_resources: p.responder_resources,
+        initiator_depth: p.initiator_depth,
+        retry_count: p.retry_count,
+        rnr_retry_count: p.rnr_retry_count,
+        max_cm_retries: p.max_cm_retries,
+        remote_cm_response_timeout: p.remote_cm_response_timeout,
+        local_cm_response_timeout: p.local_cm_response_timeout,
+        service_timeout: p.service_timeout,
+        target_ack_delay: p.target_ack_delay,
+        packet_life_time: p.packet_life_time,
+        reserved1: [0; 10],
+    }
+}
+
+/// `struct rdmig_ucma_event` for a saved event.
+pub fn event_cmd(e: &QueuedEvent) -> abi::Event {
+    abi::Event { id: e.id, reserved: 0, resp: e.resp.0 }
+}
+
+/// Queues saved event `n` again on rdma_cm file `fd`.
+fn requeue(fd: RawFd, n: usize, e: &QueuedEvent) -> Result<(), RestoreError> {
+    abi::queue_event(fd, &event_cmd(e)).map_err(|err| {
+        let hint = match err.raw_os_error() {
+            Some(libc::ENOTTY) => ": this rdma_ucm has no RDMIG_UCMA_IOC_QUEUE_EVENT (older than the plugin): update rdmig's rdma_ucm",
+            _ => "",
+        };
+        RestoreError::Sys { what: format!("queueing event {n} ({}) for CM ID {} again{hint}", ucma::event_name(e.resp.event()), e.id), source: err }
+    })
+}
+
+/// What RDMIG_UCMA_IOC_CONNECT failing with `errno` means on the restoring host.
+fn connect_hint(errno: Option<i32>, src: &std::net::SocketAddr, local_comm_id: u32) -> String {
+    match errno {
+        Some(libc::EADDRNOTAVAIL) => format!("connecting: {src} is not an address of this host (was it moved?)"),
+        Some(libc::ENODEV) => format!("connecting: address {src} is on no RDMA device of this host"),
+        Some(libc::EADDRINUSE) => format!("connecting: another IB CM ID of this host has local communication ID {local_comm_id:#x}"),
+        Some(libc::ENOTTY) => "connecting: this rdma_ucm has no RDMIG_UCMA_IOC_CONNECT (older than the plugin): update rdmig's rdma_ucm".into(),
+        Some(libc::EINVAL) => "connecting: rdma_ucm refused a value of the connection (RDMIG_UCMA_IOC_CONNECT: EINVAL)".into(),
+        _ => "connecting (RDMIG_UCMA_IOC_CONNECT)".into(),
+    }
 }
 
 /// What the bind of an address failing with `errno` means on the restoring host.
@@ -161,8 +285,12 @@ fn recreate(fd: RawFd, c: &CmId) -> Result<(), RestoreError> {
     if let Some(t) = o.tos {
         abi::set_tos(fd, c.id, t).map_err(failed(format!("set RDMA_OPTION_ID_TOS to {t}")))?;
     }
-    if let Some(src) = c.state.src() {
+    // The ACK timeout (RDMA_OPTION_ID_ACK_TIMEOUT) is not in the fdinfo: left at the default.
+    if let Some(src) = c.state.bind_to() {
         abi::bind(fd, c.id, &src).map_err(|e| failed(bind_hint(e.raw_os_error(), &src))(e))?;
+    }
+    if let CmState::Connected { role, src, dst, qpn, conn } = &c.state {
+        abi::connect(fd, &conn_cmd(c.id, *role, src, dst, *qpn, conn)).map_err(|e| failed(connect_hint(e.raw_os_error(), src, conn.local_comm_id))(e))?;
     }
     if let CmState::Listen { src, backlog } = c.state {
         abi::listen(fd, c.id, backlog).map_err(|e| {
@@ -220,7 +348,7 @@ mod tests {
     use crate::image::ucma::{CmOptions, PortSpace, QpType};
 
     fn file(ids: Vec<CmId>) -> CmFile {
-        CmFile { id: 9, pid: 42, fd: 5, ns_pid: None, flags: 2, ids, devices: Vec::new() }
+        CmFile { id: 9, pid: 42, fd: 5, ns_pid: None, flags: 2, ids, devices: Vec::new(), events: Vec::new() }
     }
 
     fn id(n: u32, state: CmState) -> CmId {
@@ -245,6 +373,136 @@ mod tests {
         let mut f = file(vec![]);
         f.fd = -1;
         assert!(check(&f).unwrap_err().contains("is fd -1"));
+    }
+
+    fn connected(role: Role) -> CmState {
+        CmState::Connected {
+            role,
+            src: "10.0.0.1:40000".parse().unwrap(),
+            dst: "10.0.0.2:18515".parse().unwrap(),
+            qpn: 0x12,
+            conn: crate::cm::fdinfo::tests::conn(),
+        }
+    }
+
+    #[test]
+    fn a_connection_is_encoded_at_the_kernels_offsets() {
+        let p = crate::cm::fdinfo::tests::conn();
+        let c = conn_cmd(6, Role::Active, &"10.0.0.1:40000".parse().unwrap(), &"10.0.0.2:18515".parse().unwrap(), 0x12, &p);
+        let b = abi::bytes_of(&c);
+        assert_eq!(b.len(), 328);
+        let u32_at = |o: usize| u32::from_ne_bytes(b[o..o + 4].try_into().unwrap());
+        assert_eq!(u32_at(0), 6, "id@0");
+        assert_eq!((b[4], b[5]), (1, 64), "role@4 (active), hop_limit@5");
+        assert_eq!(&b[6..12], &[0x52, 0x54, 0, 0x12, 0x34, 0x56], "dst_mac@6");
+        assert_eq!(&b[12..16], &[0; 4], "reserved0@12");
+        // src@16: sockaddr_in AF_INET, port 40000 (0x9c40) big endian, 10.0.0.1.
+        assert_eq!(&b[16..18], &(libc::AF_INET as u16).to_ne_bytes());
+        assert_eq!(&b[18..24], &[0x9c, 0x40, 10, 0, 0, 1]);
+        assert!(b[24..144].iter().all(|x| *x == 0));
+        // dst@144: port 18515 (0x4853), 10.0.0.2.
+        assert_eq!(&b[146..152], &[0x48, 0x53, 10, 0, 0, 2]);
+        assert!(b[152..272].iter().all(|x| *x == 0));
+        assert_eq!(
+            [u32_at(272), u32_at(276), u32_at(280), u32_at(284), u32_at(288), u32_at(292)],
+            [0x12, 0x1234_5678, 0x9abc_def0, 17, 0x00ab_cdef, 0x0012_3456],
+            "qpn@272 local_comm_id@276 remote_comm_id@280 remote_qpn@284 sq_psn@288 rq_psn@292"
+        );
+        assert_eq!(u64::from_ne_bytes(b[296..304].try_into().unwrap()), 0x0106_0000_0000_4853, "service_id@296");
+        assert_eq!(u16::from_ne_bytes(b[304..306].try_into().unwrap()), 0xffff, "pkey@304");
+        // srq@306 path_mtu@307 responder_resources@308 initiator_depth@309 retry_count@310
+        // rnr_retry_count@311 max_cm_retries@312 remote_cm_response_timeout@313
+        // local_cm_response_timeout@314 service_timeout@315 target_ack_delay@316
+        // packet_life_time@317.
+        assert_eq!(&b[306..318], &[0, 3, 1, 1, 7, 7, 15, 20, 20, 0, 0, 18]);
+        assert_eq!(&b[318..328], &[0; 10], "reserved1@318");
+        let c = conn_cmd(7, Role::Passive, &"[2001:db8::1]:18515".parse().unwrap(), &"[2001:db8::2]:40000".parse().unwrap(), 1, &ConnParams { srq: true, ..p });
+        let b = abi::bytes_of(&c);
+        assert_eq!((b[4], b[306]), (2, 1), "passive, srq");
+        assert_eq!(&b[16..18], &(libc::AF_INET6 as u16).to_ne_bytes());
+        assert_eq!(&b[144..146], &(libc::AF_INET6 as u16).to_ne_bytes());
+
+        // An event: id@0 reserved@4 resp@8, 344 bytes.
+        let r = crate::cm::fdinfo::tests::resp(0x55d0_c0de_3000, 6, 9, 0);
+        let e = event_cmd(&QueuedEvent { id: 6, resp: r.clone() });
+        let b = abi::bytes_of(&e);
+        assert_eq!(b.len(), 344);
+        assert_eq!((&b[0..4], &b[4..8]), (&6u32.to_ne_bytes()[..], &[0u8; 4][..]));
+        assert_eq!(&b[8..], &r.0[..]);
+    }
+
+    #[test]
+    fn connections_and_events_in_an_image_are_checked_before_use() {
+        let uid = 0x10;
+        let ok = |f: &CmFile| check(f);
+        let mut f = file(vec![id(6, connected(Role::Active)), id(7, connected(Role::Passive))]);
+        f.events = vec![QueuedEvent { id: 6, resp: crate::cm::fdinfo::tests::resp(uid, 6, 9, 0) }];
+        assert_eq!(ok(&f), Ok(()));
+        let with = |edit: &dyn Fn(&mut CmState)| {
+            let mut g = f.clone();
+            edit(&mut g.ids[0].state);
+            check(&g).unwrap_err()
+        };
+        let conn = |edit: &dyn Fn(&mut ConnParams)| {
+            with(&|s: &mut CmState| {
+                if let CmState::Connected { conn, .. } = s {
+                    edit(conn)
+                }
+            })
+        };
+        assert_eq!(conn(&|c| c.path_mtu = 6), "CM ID 6 (connected to 10.0.0.2:18515): path MTU is 6, out of range (1..=5)");
+        assert!(conn(&|c| c.path_mtu = 0).contains("path MTU is 0"));
+        assert!(conn(&|c| c.remote_qpn = 1 << 24).contains("remote QP number is 16777216, out of range"));
+        assert!(conn(&|c| c.sq_psn = 1 << 24).contains("send PSN"));
+        assert!(conn(&|c| c.rq_psn = u32::MAX).contains("receive PSN"));
+        assert!(conn(&|c| c.retry_count = 8).contains("retry count is 8"));
+        assert!(conn(&|c| c.rnr_retry_count = 8).contains("RNR retry count is 8"));
+        assert!(conn(&|c| c.max_cm_retries = 16).contains("max CM retries is 16"));
+        assert!(conn(&|c| c.remote_cm_response_timeout = 32).contains("remote CM response timeout is 32"));
+        assert!(conn(&|c| c.local_cm_response_timeout = 255).contains("local CM response timeout is 255"));
+        assert!(with(&|s| if let CmState::Connected { qpn, .. } = s {
+            *qpn = 0
+        })
+        .contains("QP number is 0, out of range"));
+        assert!(with(&|s| if let CmState::Connected { dst, .. } = s {
+            *dst = "[::1]:5".parse().unwrap()
+        })
+        .contains("addresses of two families"));
+        let mut ud = f.clone();
+        ud.ids[0].ps = crate::image::ucma::PortSpace::Ib;
+        ud.ids[0].qp_type = crate::image::ucma::QpType::Ud;
+        assert!(check(&ud).unwrap_err().contains("QP type Ud in port space Ib: connections are RC in port space TCP or IB"));
+        let mut big = f.clone();
+        big.ids[1].id = i32::MAX as u32 + 1;
+        assert!(check(&big).unwrap_err().contains("is above 2147483647"));
+
+        // Events: for an ID of the file, whose number and uid their response carries, of a kind
+        // that can be queued again, and not too many.
+        let ev = |e: QueuedEvent| {
+            let mut g = f.clone();
+            g.events = vec![e];
+            check(&g)
+        };
+        let resp = crate::cm::fdinfo::tests::resp;
+        assert!(ev(QueuedEvent { id: 9, resp: resp(uid, 9, 9, 0) })
+            .unwrap_err()
+            .contains("queued event 0 (RDMA_CM_EVENT_ESTABLISHED) is for CM ID 9, which the image does not hold"));
+        assert!(ev(QueuedEvent { id: 6, resp: resp(uid, 7, 9, 0) }).unwrap_err().contains("its response names ID 7 with uid 0x10, not that ID"));
+        assert!(ev(QueuedEvent { id: 6, resp: resp(0x11, 6, 9, 0) }).unwrap_err().contains("its response names ID 6 with uid 0x11"));
+        for kind in [4, 11, 12, 13] {
+            assert!(ev(QueuedEvent { id: 6, resp: resp(uid, 6, kind, 0) }).unwrap_err().contains("which cannot be queued again"), "{kind}");
+        }
+        let mut many = f.clone();
+        many.events = vec![f.events[0].clone(); MAX_EVENTS + 1];
+        assert_eq!(check(&many).unwrap_err(), "4097 queued events, more than the 4096 a file may have");
+    }
+
+    #[test]
+    fn restore_order_binds_only_what_holds_a_port() {
+        assert_eq!(connected(Role::Active).bind_to(), Some("10.0.0.1:40000".parse().unwrap()));
+        assert_eq!(connected(Role::Passive).bind_to(), None, "a passive ID is connected idle");
+        assert!(connect_hint(Some(libc::EADDRINUSE), &"10.0.0.1:1".parse().unwrap(), 0x1234).contains("local communication ID 0x1234"));
+        assert!(connect_hint(Some(libc::EADDRNOTAVAIL), &"10.0.0.1:1".parse().unwrap(), 1).contains("10.0.0.1:1 is not an address of this host"));
     }
 
     #[test]
@@ -275,7 +533,7 @@ mod tests {
         bytes.extend_from_slice(&crc.to_le_bytes());
         std::fs::write(&p, &bytes).unwrap();
         let e = restore_file(9, d.path()).unwrap_err().to_string();
-        assert!(e.contains("rdmig-ucma-9.img: bad JSON header: unknown variant `connect`, expected one of `idle`, `addr_bound`, `listen`"), "{e}");
+        assert!(e.contains("rdmig-ucma-9.img: bad JSON header: unknown variant `connect`, expected one of `idle`, `addr_bound`, `listen`, `connected`"), "{e}");
     }
 
     /// CRC-32 (IEEE), bit by bit: the image's checksum without a dependency of the plugin.
@@ -329,14 +587,20 @@ mod tests {
         assert!(bind_hint(Some(libc::EADDRNOTAVAIL), &"10.0.0.1:18515".parse().unwrap()).contains("address 10.0.0.1:18515 is not on this host (was it moved?)"));
     }
 
-    /// The seeds of the fuzz target `ucma` (fuzz/corpus/ucma/): the fdinfo of a listening, a bound
-    /// and an idle ID, and the image the dump saves from it, which passes the restore's checks
-    /// (`RDMIG_WRITE_FUZZ_SEEDS=1 cargo test` rewrites them).
+    /// The seeds of the fuzz target `ucma` (fuzz/corpus/ucma/): the fdinfo of a listening, a
+    /// bound, an idle and a connected ID with a queued event, and the image the dump saves from
+    /// it, which passes the restore's checks (`RDMIG_WRITE_FUZZ_SEEDS=1 cargo test` rewrites them).
     #[test]
     fn fuzz_seeds_are_current() {
-        let text = crate::cm::fdinfo::tests::GOOD;
-        let ids = crate::cm::saved_ids(&crate::cm::fdinfo::parse(text).unwrap().unwrap()).unwrap();
-        let f = CmFile { id: 9, pid: 4242, fd: 5, ns_pid: Some(4242), flags: 0o4002, ids, devices: Vec::new() };
+        let text = format!(
+            "{}{}event:\tid=6 event=9 status=0 resp={}\n",
+            crate::cm::fdinfo::tests::GOOD,
+            crate::cm::fdinfo::tests::CONNECTED,
+            crate::cm::fdinfo::tests::resp_hex(0x55d0_c0de_3000, 6, 9, 0)
+        );
+        let crate::cm::Saved { ids, events } = crate::cm::saved(&crate::cm::fdinfo::parse(&text).unwrap().unwrap()).unwrap();
+        assert_eq!((ids.len(), events.len()), (4, 1));
+        let f = CmFile { id: 9, pid: 4242, fd: 5, ns_pid: Some(4242), flags: 0o4002, ids, devices: Vec::new(), events };
         assert_eq!(check(&f), Ok(()));
         for (name, bytes) in [("fdinfo.txt", text.as_bytes().to_vec()), ("file.img", ucma::encode(&f))] {
             let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/ucma").join(name);

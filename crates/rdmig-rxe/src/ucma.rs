@@ -1,11 +1,30 @@
-//! The rdma_ucm commands the restore issues on its new rdma_cm file: the write() commands of
-//! Linux's `rdma/rdma_user_cm.h` (`struct rdma_ucm_cmd_hdr`, then the command; none of these has
-//! a response) and rdmig's `RDMIG_UCMA_IOC_CREATE_ID` (`ucma_ckpt_abi.h` of softroce). Each
-//! kernel struct is defined once here, with its layout asserted by the tests.
+//! rdmig's rdma_ucm (`/dev/infiniband/rdma_cm`): the write() commands of Linux's
+//! `rdma/rdma_user_cm.h` that the CRIU plugin's restore issues on its new rdma_cm file (`struct
+//! rdma_ucm_cmd_hdr`, then the command; none of these has a response), `struct
+//! rdma_ucm_event_resp`, and rdmig's ioctls of `ucma_ckpt_abi.h` (softroce, version 2):
+//! `RDMIG_UCMA_IOC_CREATE_ID`, `_DEV_ALIAS`, `_CONNECT`, `_MOVING` and `_QUEUE_EVENT`. Each
+//! kernel struct is defined once here, with its layout asserted by the tests; the plugin (both
+//! sides) and rdmig (clearing the moving mark of a process that stays) use them.
 
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
+
+use nix::libc;
+
+/// Where sysfs gives the rdma_cm device's number (a misc device: its minor is dynamic).
+pub const SYS_DEV: &str = "/sys/class/misc/rdma_cm/dev";
+
+/// rdma_cm's device number on this host (`None`: rdma_ucm is not loaded).
+pub fn devno() -> Option<(u32, u32)> {
+    parse_devno(&std::fs::read_to_string(SYS_DEV).ok()?)
+}
+
+/// A device number as sysfs shows it (`10:123`).
+pub fn parse_devno(text: &str) -> Option<(u32, u32)> {
+    let (a, b) = text.trim().split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
 
 // enum of rdma_user_cm.h (RDMA_USER_CM_CMD_*).
 const CMD_LISTEN: u32 = 7;
@@ -17,6 +36,23 @@ const OPTION_ID: u32 = 0;
 pub const OPTION_ID_TOS: u32 = 0;
 pub const OPTION_ID_REUSEADDR: u32 = 1;
 pub const OPTION_ID_AFONLY: u32 = 2;
+/// (Not restored: the fdinfo does not show an ID's ACK timeout.)
+pub const OPTION_ID_ACK_TIMEOUT: u32 = 3;
+
+/// `enum rdma_cm_event_type` values the restore cannot queue again (`RDMIG_UCMA_IOC_QUEUE_EVENT`
+/// refuses them).
+pub const EVENT_CONNECT_REQUEST: u32 = 4;
+pub const EVENT_DEVICE_REMOVAL: u32 = 11;
+pub const EVENT_MULTICAST_JOIN: u32 = 12;
+pub const EVENT_MULTICAST_ERROR: u32 = 13;
+
+/// Size of `struct rdma_ucm_event_resp` (rdma_user_cm.h): uid@0 (u64), id@8, event@12,
+/// status@16, the connection or UD parameters@20, reserved@324, ece@328.
+pub const EVENT_RESP_LEN: usize = 336;
+
+/// `RDMIG_UCMA_ROLE_*`.
+pub const ROLE_ACTIVE: u8 = 1;
+pub const ROLE_PASSIVE: u8 = 2;
 
 /// `struct rdma_ucm_cmd_hdr`: `in` is the size in bytes of the command after the header.
 #[repr(C)]
@@ -85,14 +121,86 @@ pub struct DevAlias {
     pub alias_guid: u64,
 }
 
+/// `struct rdmig_ucma_conn` of `ucma_ckpt_abi.h`: a connection for `RDMIG_UCMA_IOC_CONNECT`.
+/// Numbers in host order except inside the sockaddrs.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Conn {
+    pub id: u32,
+    pub role: u8,
+    pub hop_limit: u8,
+    pub dst_mac: [u8; 6],
+    pub reserved0: [u8; 4],
+    pub src: SockaddrStorage,
+    pub dst: SockaddrStorage,
+    pub qpn: u32,
+    pub local_comm_id: u32,
+    pub remote_comm_id: u32,
+    pub remote_qpn: u32,
+    pub sq_psn: u32,
+    pub rq_psn: u32,
+    pub service_id: u64,
+    pub pkey: u16,
+    pub srq: u8,
+    pub path_mtu: u8,
+    pub responder_resources: u8,
+    pub initiator_depth: u8,
+    pub retry_count: u8,
+    pub rnr_retry_count: u8,
+    pub max_cm_retries: u8,
+    pub remote_cm_response_timeout: u8,
+    pub local_cm_response_timeout: u8,
+    pub service_timeout: u8,
+    pub target_ack_delay: u8,
+    pub packet_life_time: u8,
+    pub reserved1: [u8; 10],
+}
+
+/// `struct rdmig_ucma_event` of `ucma_ckpt_abi.h`: an event to queue again, its `struct
+/// rdma_ucm_event_resp` as bytes (aligned as the kernel's, whose `uid` is an `__aligned_u64`).
+#[repr(C, align(8))]
+#[derive(Debug, Clone, Copy)]
+pub struct Event {
+    pub id: u32,
+    pub reserved: u32,
+    pub resp: [u8; EVENT_RESP_LEN],
+}
+
+/// The header fields of a `struct rdma_ucm_event_resp` (host order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RespHead {
+    pub uid: u64,
+    pub id: u32,
+    pub event: u32,
+    pub status: i32,
+}
+
+/// The uid, id, event and status of a `struct rdma_ucm_event_resp`.
+pub fn resp_head(resp: &[u8; EVENT_RESP_LEN]) -> RespHead {
+    let u32_at = |o: usize| u32::from_ne_bytes([resp[o], resp[o + 1], resp[o + 2], resp[o + 3]]);
+    let mut uid = [0u8; 8];
+    uid.copy_from_slice(&resp[0..8]);
+    RespHead { uid: u64::from_ne_bytes(uid), id: u32_at(8), event: u32_at(12), status: u32_at(16) as i32 }
+}
+
 /// `_IOW(0xB8, 0x51, struct rdmig_ucma_dev_alias)` (rdmig's ioctls share one magic).
-pub const IOC_DEV_ALIAS: crate::rxe::abi::IoctlNr = nix::request_code_write!(crate::rxe::abi::IOC_MAGIC, 0x51, std::mem::size_of::<DevAlias>());
+pub const IOC_DEV_ALIAS: crate::abi::IoctlNr = nix::request_code_write!(crate::abi::IOC_MAGIC, 0x51, std::mem::size_of::<DevAlias>());
 
 /// `_IOW(0xB8, 0x50, struct rdmig_ucma_create_id)`.
-pub const IOC_CREATE_ID: crate::rxe::abi::IoctlNr = nix::request_code_write!(crate::rxe::abi::IOC_MAGIC, 0x50, std::mem::size_of::<CreateId>());
+pub const IOC_CREATE_ID: crate::abi::IoctlNr = nix::request_code_write!(crate::abi::IOC_MAGIC, 0x50, std::mem::size_of::<CreateId>());
+
+/// `_IOW(0xB8, 0x52, struct rdmig_ucma_conn)`.
+pub const IOC_CONNECT: crate::abi::IoctlNr = nix::request_code_write!(crate::abi::IOC_MAGIC, 0x52, std::mem::size_of::<Conn>());
+/// `_IOW(0xB8, 0x53, __u32)`.
+pub const IOC_MOVING: crate::abi::IoctlNr = nix::request_code_write!(crate::abi::IOC_MAGIC, 0x53, std::mem::size_of::<u32>());
+/// `_IOW(0xB8, 0x54, struct rdmig_ucma_event)`.
+pub const IOC_QUEUE_EVENT: crate::abi::IoctlNr = nix::request_code_write!(crate::abi::IOC_MAGIC, 0x54, std::mem::size_of::<Event>());
 
 nix::ioctl_write_ptr_bad!(ioc_create_id, IOC_CREATE_ID, CreateId);
 nix::ioctl_write_ptr_bad!(ioc_dev_alias, IOC_DEV_ALIAS, DevAlias);
+nix::ioctl_write_ptr_bad!(ioc_connect, IOC_CONNECT, Conn);
+nix::ioctl_write_ptr_bad!(ioc_moving, IOC_MOVING, u32);
+nix::ioctl_write_ptr_bad!(ioc_queue_event, IOC_QUEUE_EVENT, Event);
 
 /// A `#[repr(C)]` struct of this module made of integers (and byte arrays) without padding
 /// (each one's size is asserted to be the sum of its fields' in the tests), so all of its bytes
@@ -103,6 +211,8 @@ impl Plain for CmdHdr {}
 impl Plain for Bind {}
 impl Plain for Listen {}
 impl Plain for SetOption {}
+impl Plain for Conn {}
+impl Plain for Event {}
 
 /// A write() command.
 #[allow(private_bounds)]
@@ -120,8 +230,9 @@ impl Command for SetOption {
     const CMD: u32 = CMD_SET_OPTION;
 }
 
-/// The bytes of a plain struct.
-fn bytes_of<T: Plain>(v: &T) -> &[u8] {
+/// The bytes of a plain struct (what an ioctl or write() hands the kernel).
+#[allow(private_bounds)]
+pub fn bytes_of<T: Plain>(v: &T) -> &[u8] {
     // SAFETY: `Plain` types are `#[repr(C)]` structs of integers (and byte arrays) without
     // padding bytes, so every byte is initialised; the slice borrows `v`.
     unsafe { std::slice::from_raw_parts(v as *const T as *const u8, std::mem::size_of::<T>()) }
@@ -224,6 +335,27 @@ pub fn dev_alias(fd: RawFd, a: &DevAlias) -> io::Result<()> {
     unsafe { ioc_dev_alias(fd, a) }.map(drop).map_err(io::Error::from)
 }
 
+/// RDMIG_UCMA_IOC_CONNECT.
+pub fn connect(fd: RawFd, c: &Conn) -> io::Result<()> {
+    // SAFETY: `c` is a correctly laid out rdmig_ucma_conn (layout asserted in the tests) that
+    // the kernel only reads during the call.
+    unsafe { ioc_connect(fd, c) }.map(drop).map_err(io::Error::from)
+}
+
+/// RDMIG_UCMA_IOC_MOVING: marks the file moving (`true`) or clears the mark.
+pub fn set_moving(fd: RawFd, moving: bool) -> io::Result<()> {
+    let v = u32::from(moving);
+    // SAFETY: the kernel reads one __u32 from a live local during the call.
+    unsafe { ioc_moving(fd, &v) }.map(drop).map_err(io::Error::from)
+}
+
+/// RDMIG_UCMA_IOC_QUEUE_EVENT.
+pub fn queue_event(fd: RawFd, e: &Event) -> io::Result<()> {
+    // SAFETY: `e` is a correctly laid out rdmig_ucma_event (layout asserted in the tests) that
+    // the kernel only reads during the call.
+    unsafe { ioc_queue_event(fd, e) }.map(drop).map_err(io::Error::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +395,74 @@ mod tests {
         assert_eq!(size_of::<CmdHdr>(), 4 + 2 + 2);
         assert_eq!(size_of::<Listen>(), 4 + 4);
         assert_eq!(size_of::<CreateId>(), 8 + 4 + 2 + 1 + 1 + 4 + 4);
+    }
+
+    #[test]
+    fn connected_stage_layouts_are_the_kernels() {
+        assert_eq!((size_of::<Conn>(), align_of::<Conn>()), (328, 8));
+        assert_eq!(
+            [
+                offset_of!(Conn, id),
+                offset_of!(Conn, role),
+                offset_of!(Conn, hop_limit),
+                offset_of!(Conn, dst_mac),
+                offset_of!(Conn, reserved0),
+                offset_of!(Conn, src),
+                offset_of!(Conn, dst),
+                offset_of!(Conn, qpn),
+                offset_of!(Conn, local_comm_id),
+                offset_of!(Conn, remote_comm_id),
+                offset_of!(Conn, remote_qpn),
+                offset_of!(Conn, sq_psn),
+                offset_of!(Conn, rq_psn),
+                offset_of!(Conn, service_id),
+                offset_of!(Conn, pkey),
+                offset_of!(Conn, srq),
+                offset_of!(Conn, path_mtu),
+                offset_of!(Conn, responder_resources),
+                offset_of!(Conn, initiator_depth),
+                offset_of!(Conn, retry_count),
+                offset_of!(Conn, rnr_retry_count),
+                offset_of!(Conn, max_cm_retries),
+                offset_of!(Conn, remote_cm_response_timeout),
+                offset_of!(Conn, local_cm_response_timeout),
+                offset_of!(Conn, service_timeout),
+                offset_of!(Conn, target_ack_delay),
+                offset_of!(Conn, packet_life_time),
+                offset_of!(Conn, reserved1),
+            ],
+            [0, 4, 5, 6, 12, 16, 144, 272, 276, 280, 284, 288, 292, 296, 304, 306, 307, 308, 309, 310, 311, 312, 313, 314, 315, 316, 317, 318]
+        );
+        // No padding (bytes_of relies on it): the fields' sizes add up to the struct's.
+        assert_eq!(size_of::<Conn>(), 4 + 1 + 1 + 6 + 4 + 128 + 128 + 6 * 4 + 8 + 2 + 12 + 10);
+        assert_eq!((size_of::<Event>(), align_of::<Event>(), offset_of!(Event, reserved), offset_of!(Event, resp)), (344, 8, 4, 8));
+        assert_eq!(size_of::<Event>(), 4 + 4 + EVENT_RESP_LEN);
+        // _IOW(0xB8, nr, size)
+        assert_eq!(IOC_CONNECT, 0x4148_B852);
+        assert_eq!(IOC_MOVING, 0x4004_B853);
+        assert_eq!(IOC_QUEUE_EVENT, 0x4158_B854);
+    }
+
+    #[test]
+    fn device_numbers_read_as_sysfs_shows_them() {
+        assert_eq!(parse_devno("10:123\n"), Some((10, 123)));
+        assert_eq!(parse_devno("10"), None);
+        assert_eq!(parse_devno("x:1"), None);
+    }
+
+    #[test]
+    fn a_response_head_reads_in_host_order() {
+        let mut r = [0u8; EVENT_RESP_LEN];
+        r[0..8].copy_from_slice(&0x55d0_c0de_1000u64.to_ne_bytes());
+        r[8..12].copy_from_slice(&7u32.to_ne_bytes());
+        r[12..16].copy_from_slice(&9u32.to_ne_bytes());
+        r[16..20].copy_from_slice(&(-110i32).to_ne_bytes());
+        assert_eq!(resp_head(&r), RespHead { uid: 0x55d0_c0de_1000, id: 7, event: 9, status: -110 });
+        // The ioctls on a file without them fail with the errno, never succeed.
+        let f = std::fs::File::open("/dev/null").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        assert_eq!(set_moving(fd, true).unwrap_err().raw_os_error(), Some(libc::ENOTTY));
+        assert_eq!(queue_event(fd, &Event { id: 7, reserved: 0, resp: r }).unwrap_err().raw_os_error(), Some(libc::ENOTTY));
     }
 
     #[test]
