@@ -40,6 +40,10 @@
  * line in a new file (fdinfo shows the same values), and the passive
  * side's disconnect reaches the recreated ID (RDMA_CM_EVENT_DISCONNECTED):
  * the peer's DREQ found the restored IB CM ID. Its DREP comes back too.
+ * Then the passive side of a third connection (with its listener, in a
+ * file of its own) moves the same way: recreated idle, it takes its
+ * source and device as an accepted ID does, and the active side's
+ * disconnect reaches it.
  *
  * Prints the fdinfo it read, PASS/FAIL lines and "N passed, M failed";
  * exits 1 if a check failed, 2 if the test could not run.
@@ -609,6 +613,71 @@ static int connect_pair(int fda, int fdl, struct in_addr addr, unsigned int port
 	return ret ? -1 : 0;
 }
 
+/*
+ * The passive side of a connection moves: its listener's file (which
+ * holds it) marked moving and closed, the ID recreated idle in a new file
+ * from its saved lines; the active side's disconnect then reaches it.
+ */
+static void passive_moves(struct in_addr addr, unsigned int port)
+{
+	char id_line[1024], conn_line[1024];
+	struct rdma_ucm_event_resp ev;
+	struct rdmig_ucma_conn cp;
+	int fdl, fda, fdr, ret;
+	uint32_t lid, a, p;
+	const char *text, *line;
+
+	fdl = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	fda = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	if (fdl < 0 || fda < 0)
+		die(RDMA_CM_PATH);
+	if (create_id(fdl, 0xb000, RDMA_PS_TCP, QPT_RC, &lid) ||
+	    bind_id(fdl, lid, addr, port) || listen_id(fdl, lid, 4))
+		die("listener");
+	if (connect_pair(fda, fdl, addr, port, 0xb100, 0x2234, 0x2678, &a, &p))
+		return;
+	text = fdinfo(fdl, "connection 3, passive side");
+	snprintf(id_line, sizeof(id_line), "%s", cm_id_line(text, p));
+	snprintf(conn_line, sizeof(conn_line), "%s", cm_conn_line(text, p));
+	CHECK(!saved_conn(id_line, conn_line, p, &cp) && cp.role == RDMIG_UCMA_ROLE_PASSIVE,
+	      "connection 3: the passive side's values parse");
+	ret = set_moving(fdl, 1);
+	CHECK(!ret, "its file marked moving (%d)", ret);
+	close(fdl);
+	ret = wait_event(fda, 2000, &ev);
+	CHECK(ret == -ETIMEDOUT,
+	      "connection 3: the active side hears nothing within 2 s (%d, event %u)", ret, ev.event);
+
+	fdr = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	if (fdr < 0)
+		die(RDMA_CM_PATH);
+	ret = ckpt_create(fdr, p, 0xb101, RDMA_PS_TCP, QPT_RC, 1, 0);
+	CHECK(!ret, "RDMIG_UCMA_IOC_CREATE_ID %u in a new file (%d)", p, ret);
+	ret = ckpt_connect(fdr, &cp);
+	CHECK(!ret, "RDMIG_UCMA_IOC_CONNECT of the passive side into the idle ID (%d)", ret);
+	text = fdinfo(fdr, "the recreated passive side");
+	line = cm_conn_line(text, p);
+	CHECK(line[0] && !strcmp(strchr(line, ' '), strchr(conn_line, ' ')),
+	      "its cm_conn line is the saved one:\n  %s\n  %s", line, conn_line);
+	line = cm_id_line(text, p);
+	CHECK(!strcmp(field_s(line, "src"), field_s(id_line, "src")) &&
+	      !strcmp(field_s(line, "dev"), field_s(id_line, "dev")) &&
+	      field(line, "qpn") == 0x2678,
+	      "its source (the listener's port), device and QPN are the saved ones");
+	ret = disconnect_id(fda, a);
+	CHECK(!ret, "the active side disconnects (%d)", ret);
+	ret = wait_event(fdr, 5000, &ev);
+	CHECK(!ret && ev.event == CM_EVENT_DISCONNECTED && ev.id == p,
+	      "the RECREATED passive ID gets RDMA_CM_EVENT_DISCONNECTED (%d, event %u, id %u)",
+	      ret, ev.event, ev.id);
+	ret = disconnect_id(fdr, p);
+	ret = ret ? ret : wait_event(fda, 5000, &ev);
+	CHECK(!ret && ev.event == CM_EVENT_DISCONNECTED && ev.id == a,
+	      "its DREP reaches the active side (%d, event %u, id %u)", ret, ev.event, ev.id);
+	close(fdr);
+	close(fda);
+}
+
 /* The connected stage (see the top of the file). @n: a free ID number. */
 static void connected_ids(struct in_addr addr, const char *addr_s,
 			  unsigned int port, uint32_t n)
@@ -803,6 +872,8 @@ static void connected_ids(struct in_addr addr, const char *addr_s,
 	CHECK(!ret && events == 5, "the recreated ID's events: 5 (%d, %u)", ret, events);
 	close(fdr);
 	close(fdl);
+
+	passive_moves(addr, port + 1);
 }
 
 
