@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs softroce/README.md's DKMS steps ("With DKMS") as they are written there, for one kernel,
 # and checks what they leave: our rdma_rxe, ib_uverbs, ib_cm, rdma_cm and rdma_ucm in
-# /lib/modules/KVER/updates/dkms,
-# with `modinfo -k KVER` naming those files and their version (0.1.0-rdmig), as issue 21 asks.
+# /lib/modules/KVER/updates/dkms, with `modinfo -k KVER` naming those files and their version
+# (0.1.0-rdmig), as issue 21 asks.
 #
 #   scripts/check-dkms.sh [KVER]   as root; KVER: the newest 6.1 kernel with headers (the lab's)
 #
