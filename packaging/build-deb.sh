@@ -5,7 +5,7 @@
 #       /usr/lib/systemd/system/rdmig-agent.service and its settings /etc/rdmig/agent.env,
 #       a man page per command in /usr/share/man/man1 (rdmig manpages writes them)
 #   rdmig-rxe-dkms_VERSION-1_all.deb   packaging/rdmig-rxe-dkms/
-#       softroce/ as DKMS source in /usr/src/rdmig-rxe-VERSION (our rdma_rxe, ib_uverbs and rdma_ucm)
+#       softroce/ as DKMS source in /usr/src/rdmig-rxe-VERSION (our rdma_rxe, ib_uverbs and RDMA CM)
 #
 #   packaging/build-deb.sh [--profile release|dev] [--out DIR] [--install]
 #
@@ -15,7 +15,7 @@
 #                    --all-targets, as scripts/test.sh runs it); builds nothing
 # --out DIR          where the packages go (default target/debian)
 # --install          then install the rdmig package here with dpkg -i (not the DKMS package: it
-#                    replaces this machine's rdma_rxe, ib_uverbs and rdma_ucm for its 6.1 kernels)
+#                    replaces this machine's rdma_rxe, ib_uverbs and RDMA CM for its 6.1 kernels)
 set -euo pipefail
 shopt -s inherit_errexit # a failure inside $(build ...) stops the script too
 cd "$(dirname "$0")/.."

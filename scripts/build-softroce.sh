@@ -1,6 +1,6 @@
 #!/bin/bash
-# Build the patched rdma_rxe.ko, ib_uverbs.ko and rdma_ucm.ko (softroce/patches)
-# out of tree.
+# Build the patched rdma_rxe.ko, ib_uverbs.ko, ib_cm.ko, rdma_cm.ko and
+# rdma_ucm.ko (softroce/patches) out of tree.
 #
 #   scripts/build-softroce.sh [--kver KVER] [--out DIR] [--no-version-check]
 #
@@ -69,16 +69,15 @@ info "kernel $kver, headers $kdir"
 "$SOFTROCE/prepare-source.sh" --kver "$kver" --dest "$src" \
 	--uverbs-dest "$uvsrc" --ucma-dest "$ucsrc" "${prepare_args[@]}"
 
-# build_module NAME DIR LOG [make variables...]: builds DIR/NAME.ko and
-# checks it: no modpost warnings, every undefined symbol exported by the
-# kernel or its modules, the module name and the vermagic of KVER.
-build_module() {
-	local name=$1 dir=$2 log=$3 ko=$2/$1.ko n missing vermagic
-	shift 3
+# build_dir DIR LOG [make variables...]: builds the modules of DIR; no
+# modpost warnings.
+build_dir() {
+	local dir=$1 log=$2 n
+	shift 2
 	info "make -C $kdir M=$dir modules (log: $log)"
 	if ! make -C "$kdir" M="$dir" "$@" -j"$(nproc)" modules >"$log" 2>&1; then
 		grep -E 'error|Error' "$log" | head -n 30 >&2 || true
-		die "the build of $name.ko failed, see $log"
+		die "the build in $dir failed, see $log"
 	fi
 
 	# make only prints what it rebuilt, so warnings of an earlier run are
@@ -86,18 +85,27 @@ build_module() {
 	n=$(grep -c 'warning:' "$log" || true)
 	if [ "$n" -gt 0 ]; then
 		grep 'warning:' "$log" >&2
-		info "$n compiler warnings in $name (see $log)"
+		info "$n compiler warnings in $dir (see $log)"
 		nwarn=$((nwarn + n))
 	fi
 	if grep -q 'WARNING: modpost' "$log"; then
 		grep 'WARNING: modpost' "$log" >&2
-		die "modpost reported problems with $name (unresolved symbols?), see $log"
+		die "modpost reported problems in $dir (unresolved symbols?), see $log"
 	fi
+}
+
+# check_module NAME DIR [SYMVERS...]: DIR/NAME.ko exists, every undefined
+# symbol is exported by the kernel or its modules (or in one of the
+# SYMVERS files: our own modules' exports), the module name and the
+# vermagic are those of KVER.
+check_module() {
+	local name=$1 dir=$2 ko=$2/$1.ko missing vermagic
+	shift 2
 	[ -f "$ko" ] || die "make succeeded but $ko is missing"
 
 	if [ -f "$symvers" ]; then
 		missing=$(comm -23 <(nm -u "$ko" | awk '{print $2}' | sort -u) \
-			<(awk '{print $2}' "$symvers" | sort -u))
+			<(awk '{print $2}' "$symvers" "$@" | sort -u))
 		[ -z "$missing" ] ||
 			die "$name.ko needs symbols that $kver does not export: $missing"
 	else
@@ -113,12 +121,20 @@ build_module() {
 	esac
 }
 
-build_module rdma_rxe "$src" "$SOFTROCE/build/build-$kver.log" CONFIG_RDMA_RXE=m
-build_module ib_uverbs "$uvsrc" "$SOFTROCE/build/build-uverbs-$kver.log"
-# rdma_ucm uses ib_uverbs' exports (ib_copy_*): modpost takes their CRCs
-# from our ib_uverbs (equal to the stock ones, checked below).
-build_module rdma_ucm "$ucsrc" "$SOFTROCE/build/build-ucma-$kver.log" \
+build_dir "$src" "$SOFTROCE/build/build-$kver.log" CONFIG_RDMA_RXE=m
+check_module rdma_rxe "$src"
+build_dir "$uvsrc" "$SOFTROCE/build/build-uverbs-$kver.log"
+check_module ib_uverbs "$uvsrc"
+# The RDMA CM: ib_cm, rdma_cm and rdma_ucm in one build, so that modpost
+# resolves rdma_cm's use of ib_cm's rdmig exports and rdma_ucm's of
+# rdma_cm's (patches 27-29); rdma_ucm also uses ib_uverbs' exports
+# (ib_copy_*), whose CRCs modpost takes from our ib_uverbs (equal to the
+# stock ones, checked below).
+build_dir "$ucsrc" "$SOFTROCE/build/build-ucma-$kver.log" \
 	KBUILD_EXTRA_SYMBOLS="$uvsrc/Module.symvers"
+for m in ib_cm rdma_cm rdma_ucm; do
+	check_module "$m" "$ucsrc" "$ucsrc/Module.symvers"
+done
 
 # Our ib_uverbs replaces the stock one under the stock ib_core and below
 # modules built against the stock one (our rdma_rxe, rdma_ucm, mlx5_ib...):
@@ -131,10 +147,24 @@ if [ -f "$symvers" ]; then
 		die "the exports of our ib_uverbs.ko differ from the stock ones (symbol, CRC, kind, namespace):
 $crcdiff"
 	info "ib_uverbs.ko: $(wc -l <"$uvsrc/Module.symvers") exports, symbol CRCs equal to the stock module's"
+
+	# Our ib_cm and rdma_cm stand in for the stock ones below modules
+	# built against those (rpcrdma, nvme-rdma, ib_iser...): each stock
+	# export must be there with its CRC. Ours add the rdmig_* ones.
+	for m in ib_cm rdma_cm; do
+		crcdiff=$(comm -23 \
+			<(awk -F'\t' -v m="drivers/infiniband/core/$m" '$3 == m {print $2, $1, $4, $5}' "$symvers" | sort) \
+			<(awk -F'\t' -v m="$m" '$3 ~ ("/" m "$") {print $2, $1, $4, $5}' "$ucsrc/Module.symvers" | sort))
+		[ -z "$crcdiff" ] ||
+			die "our $m.ko lacks stock exports or has other CRCs (symbol, CRC, kind, namespace):
+$crcdiff"
+	done
+	info "ib_cm.ko, rdma_cm.ko: every stock export with the stock CRC"
 fi
 
 mkdir -p "$out"
-for ko in "$src/rdma_rxe.ko" "$uvsrc/ib_uverbs.ko" "$ucsrc/rdma_ucm.ko"; do
+for ko in "$src/rdma_rxe.ko" "$uvsrc/ib_uverbs.ko" "$ucsrc/ib_cm.ko" \
+	"$ucsrc/rdma_cm.ko" "$ucsrc/rdma_ucm.ko"; do
 	base=$(basename -- "$ko")
 	if cmp -s "$ko" "$out/$base"; then
 		info "$out/$base is up to date"

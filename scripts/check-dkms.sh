@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs softroce/README.md's DKMS steps ("With DKMS") as they are written there, for one kernel,
-# and checks what they leave: our rdma_rxe, ib_uverbs and rdma_ucm in /lib/modules/KVER/updates/dkms,
-# with `modinfo -k KVER` naming those files and their version (0.1.0-rdmig), as issue 21 asks.
+# and checks what they leave: our rdma_rxe, ib_uverbs, ib_cm, rdma_cm and rdma_ucm in
+# /lib/modules/KVER/updates/dkms, with `modinfo -k KVER` naming those files and their version
+# (0.1.0-rdmig), as issue 21 asks.
 #
 #   scripts/check-dkms.sh [KVER]   as root; KVER: the newest 6.1 kernel with headers (the lab's)
 #
@@ -70,7 +71,7 @@ done <<<"$steps"
 [ -s "$out" ] || die "the README's steps ran no modinfo"
 
 ok=1
-for m in rdma_rxe ib_uverbs rdma_ucm; do
+for m in rdma_rxe ib_uverbs ib_cm rdma_cm rdma_ucm; do
 	f=$(modinfo -k "$kver" -F filename "$m")
 	v=$(modinfo -k "$kver" -F version "$m")
 	case $f in
@@ -81,4 +82,4 @@ for m in rdma_rxe ib_uverbs rdma_ucm; do
 	grep -q "^filename: *$f\$" "$out" || { echo "check-dkms: the README's modinfo step did not name $f" >&2; ok=0; }
 done
 [ "$ok" = 1 ] || die "the README's DKMS steps did not leave our modules in updates/dkms"
-echo "check-dkms: ok in $(($(date +%s) - t0)) s: rdma_rxe, ib_uverbs and rdma_ucm 0.1.0-rdmig in /lib/modules/$kver/updates/dkms (overlays dropped; this machine unchanged)"
+echo "check-dkms: ok in $(($(date +%s) - t0)) s: rdma_rxe, ib_uverbs, ib_cm, rdma_cm and rdma_ucm 0.1.0-rdmig in /lib/modules/$kver/updates/dkms (overlays dropped; this machine unchanged)"

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Prepare the patched rdma_rxe, ib_uverbs and rdma_ucm sources for one kernel.
+# Prepare the patched rdma_rxe, ib_uverbs and RDMA CM (ib_cm, rdma_cm,
+# rdma_ucm) sources for one kernel.
 #
 # Extracts drivers/infiniband/sw/rxe and drivers/infiniband/core from the
 # Debian linux-source-X.Y tarball that matches the kernel headers, applies
@@ -9,8 +10,9 @@
 #   make -C /lib/modules/KVER/build M=UVERBS_DEST modules
 #   make -C /lib/modules/KVER/build M=UCMA_DEST \
 #       KBUILD_EXTRA_SYMBOLS=UVERBS_DEST/Module.symvers modules
-# The second builds only ib_uverbs.ko, with uverbs/Kbuild, the third only
-# rdma_ucm.ko, with ucma/Kbuild (both from the core directory). The headers
+# The second builds only ib_uverbs.ko, with uverbs/Kbuild, the third
+# ib_cm.ko, rdma_cm.ko and rdma_ucm.ko, with ucma/Kbuild (both from the core
+# directory). The headers
 # the sources include come from the linux-headers package.
 #
 # Used by scripts/build-softroce.sh and by DKMS (PRE_BUILD in dkms.conf),
@@ -56,7 +58,8 @@ usage: $0 [--kver KVER] [--dest DIR] [--uverbs-dest DIR] [--ucma-dest DIR]
                       (default: $SOFTROCE_DIR/build/src/KVER)
   --uverbs-dest DIR   where to put the patched ib_uverbs sources
                       (default: DEST-uverbs)
-  --ucma-dest DIR     where to put the patched rdma_ucm sources
+  --ucma-dest DIR     where to put the patched ib_cm, rdma_cm and rdma_ucm
+                      sources
                       (default: DEST-ucma)
   --source TARBALL    kernel source tarball (default: \$LINUX_SOURCE_TARBALL,
                       else /usr/src/linux-source-X.Y.tar.xz)
@@ -203,7 +206,8 @@ for p in "$PATCH_DIR"/*.patch; do
 	fi
 done
 
-# Two copies of the core directory: one builds ib_uverbs, one rdma_ucm.
+# Two copies of the core directory: one builds ib_uverbs, one the RDMA CM
+# (ib_cm, rdma_cm, rdma_ucm).
 cp -R "$work/$CORE_PATH" "$work/ucma"
 cp "$UVERBS_KBUILD" "$work/$CORE_PATH/Kbuild"
 cp "$UCMA_KBUILD" "$work/ucma/Kbuild"
@@ -218,4 +222,4 @@ rm -rf "$work"
 echo "$stamp" >"$dest/$STAMP_NAME"
 echo "$stamp" >"$uverbs_dest/$STAMP_NAME"
 echo "$stamp" >"$ucma_dest/$STAMP_NAME"
-info "patched sources for $kver in $dest (rdma_rxe), $uverbs_dest (ib_uverbs) and $ucma_dest (rdma_ucm)"
+info "patched sources for $kver in $dest (rdma_rxe), $uverbs_dest (ib_uverbs) and $ucma_dest (ib_cm, rdma_cm, rdma_ucm)"

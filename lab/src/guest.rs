@@ -289,8 +289,8 @@ fn setup(cfg: &GuestConfig, mut step: impl FnMut(&str)) -> anyhow::Result<()> {
         sh("modprobe", &["rdma_rxe"])?;
     } else {
         // Our modules replace the stock ones: load their stock dependencies first, then ours,
-        // before anything can pull in the stock rdma_rxe (or ib_uverbs and rdma_ucm, when we
-        // bring our own: nothing else here loads a module that needs them).
+        // before anything can pull in the stock rdma_rxe (or ib_uverbs, ib_cm, rdma_cm and
+        // rdma_ucm, when we bring our own: nothing else here loads a module that needs them).
         let mut args = vec!["-a"];
         args.extend(stock_deps(&cfg.rxe_modules));
         sh("modprobe", &args)?;
@@ -312,10 +312,11 @@ fn setup(cfg: &GuestConfig, mut step: impl FnMut(&str)) -> anyhow::Result<()> {
 }
 
 /// The stock modules to load before our own `modules`: what rdma_rxe needs (and rdma_ucm, when
-/// we bring it: the RDMA CM with its IB and iWARP CMs), minus what we bring.
+/// we bring it: the RDMA CM with its IB and iWARP CMs and configfs, which rdma_cm uses), minus
+/// what we bring (all but iw_cm and configfs, with our ib_cm and rdma_cm).
 fn stock_deps(modules: &[PathBuf]) -> Vec<&'static str> {
     let ours = |name: &str| modules.iter().any(|m| m.file_stem().is_some_and(|s| s == name));
-    let ucma: &[&'static str] = if ours("rdma_ucm") { &["ib_cm", "iw_cm", "rdma_cm"] } else { &[] };
+    let ucma: &[&'static str] = if ours("rdma_ucm") { &["ib_cm", "iw_cm", "configfs", "rdma_cm"] } else { &[] };
     ["ib_core", "ib_uverbs", "ip6_udp_tunnel", "udp_tunnel"].into_iter().chain(ucma.iter().copied()).filter(|d| !ours(d)).collect()
 }
 
@@ -480,6 +481,8 @@ mod tests {
         let rxe_only = [PathBuf::from("/x/rdma_rxe.ko")];
         assert_eq!(stock_deps(&rxe_only), ["ib_core", "ib_uverbs", "ip6_udp_tunnel", "udp_tunnel"]);
         let all = [PathBuf::from("/m/ib_uverbs.ko"), PathBuf::from("/m/rdma_rxe.ko"), PathBuf::from("/m/rdma_ucm.ko")];
-        assert_eq!(stock_deps(&all), ["ib_core", "ip6_udp_tunnel", "udp_tunnel", "ib_cm", "iw_cm", "rdma_cm"]);
+        assert_eq!(stock_deps(&all), ["ib_core", "ip6_udp_tunnel", "udp_tunnel", "ib_cm", "iw_cm", "configfs", "rdma_cm"]);
+        let cm = ["ib_cm", "rdma_cm", "ib_uverbs", "rdma_rxe", "rdma_ucm"].map(|m| PathBuf::from(format!("/m/{m}.ko")));
+        assert_eq!(stock_deps(&cm), ["ib_core", "ip6_udp_tunnel", "udp_tunnel", "iw_cm", "configfs"]);
     }
 }

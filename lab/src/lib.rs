@@ -99,15 +99,16 @@ pub enum RxeChoice {
     /// Debian's own module.
     Stock,
     /// Ours: softroce/ patches, built by scripts/build-softroce.sh for the lab's kernel: our
-    /// ib_uverbs.ko (on the stock ib_core), then our rdma_rxe.ko and rdma_ucm.ko (on the stock
-    /// rdma_cm).
+    /// ib_cm.ko and rdma_cm.ko (on the stock ib_core and iw_cm), ib_uverbs.ko, rdma_rxe.ko and
+    /// rdma_ucm.ko.
     Rdmig,
     /// These module files, in load order.
     Modules(Vec<PathBuf>),
 }
 
-/// Our modules for `kver` in load order, `ib_uverbs.ko`, `rdma_rxe.ko` and `rdma_ucm.ko`, found next to the
-/// rdmig binary's checkout (or under $RDMIG_SOFTROCE_DIR) in `softroce/build/out/<kver>/`.
+/// Our modules for `kver` in load order, `ib_cm.ko`, `rdma_cm.ko`, `ib_uverbs.ko`, `rdma_rxe.ko`
+/// and `rdma_ucm.ko`, found next to the rdmig binary's checkout (or under $RDMIG_SOFTROCE_DIR) in
+/// `softroce/build/out/<kver>/`.
 pub fn find_rdmig_rxe(kver: &str) -> Result<Vec<PathBuf>, LabError> {
     let rel = PathBuf::from("build/out").join(kver);
     let mut candidates = vec![];
@@ -119,9 +120,9 @@ pub fn find_rdmig_rxe(kver: &str) -> Result<Vec<PathBuf>, LabError> {
             candidates.push(dir.join("softroce").join(&rel));
         }
     }
-    let files = ["ib_uverbs.ko", "rdma_rxe.ko", "rdma_ucm.ko"];
+    let files = ["ib_cm.ko", "rdma_cm.ko", "ib_uverbs.ko", "rdma_rxe.ko", "rdma_ucm.ko"];
     let dir = candidates.iter().find(|d| files.iter().all(|f| d.join(f).is_file())).ok_or_else(|| LabError::Missing {
-        what: format!("rdmig's ib_uverbs.ko, rdma_rxe.ko and rdma_ucm.ko for {kver}"),
+        what: format!("rdmig's ib_cm.ko, rdma_cm.ko, ib_uverbs.ko, rdma_rxe.ko and rdma_ucm.ko for {kver}"),
         fix: "run scripts/build-softroce.sh (or start the lab with --rxe stock)".into(),
     })?;
     Ok(files.iter().map(|f| dir.join(f)).collect())

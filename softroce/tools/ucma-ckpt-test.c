@@ -25,6 +25,26 @@
  * numbers new IDs within it (and from id_min on while id_max is below it);
  * the old values are put back.
  *
+ * Connected IDs (patches 0026-0029, ABI version 2), on ONE node over
+ * loopback: a listener on ADDR:PORT+10 and two connections to it from this
+ * process (RC, fake QP numbers: the CM does not look at the QPs of user
+ * IDs). Both ends show cm_conn lines (active, passive, established, comm
+ * IDs crosswise); RDMIG_UCMA_IOC_QUEUE_EVENT queues an event that fdinfo
+ * shows whole (resp=) and GET_EVENT returns unchanged, and refuses what
+ * it must (EINVAL); RDMIG_UCMA_IOC_CONNECT refuses bad requests (EINVAL)
+ * and a comm ID that an ID of this host has (EADDRINUSE). The second
+ * connection's active file closed without RDMIG_UCMA_IOC_MOVING
+ * disconnects its peer. The first's, marked moving, closes without its
+ * peer hearing of it; then RDMIG_UCMA_IOC_CREATE_ID, BIND and
+ * RDMIG_UCMA_IOC_CONNECT recreate its active ID from the saved cm_conn
+ * line in a new file (fdinfo shows the same values), and the passive
+ * side's disconnect reaches the recreated ID (RDMA_CM_EVENT_DISCONNECTED):
+ * the peer's DREQ found the restored IB CM ID. Its DREP comes back too.
+ * Then the passive side of a third connection (with its listener, in a
+ * file of its own) moves the same way: recreated idle, it takes its
+ * source and device as an accepted ID does, and the active side's
+ * disconnect reaches it.
+ *
  * Prints the fdinfo it read, PASS/FAIL lines and "N passed, M failed";
  * exits 1 if a check failed, 2 if the test could not run.
  */
@@ -55,6 +75,13 @@
 #define QPT_RC 2		/* enum ib_qp_type */
 #define QPT_UD 4
 #define CM_EVENT_ADDR_RESOLVED 0	/* enum rdma_cm_event_type (librdmacm) */
+#define CM_EVENT_ROUTE_RESOLVED 2
+#define CM_EVENT_CONNECT_REQUEST 4
+#define CM_EVENT_CONNECT_RESPONSE 5
+#define CM_EVENT_ESTABLISHED 9
+#define CM_EVENT_DISCONNECTED 10
+#define CM_EVENT_DEVICE_REMOVAL 11
+#define CM_EVENT_MULTICAST_JOIN 12
 
 static int failures, passes;
 
@@ -325,6 +352,531 @@ static void check_fields(const char *what, const char *line, const char *want)
 		CHECK(has(line, kv), "%s: %s in \"%s\"", what, kv, line);
 }
 
+/* The value of key @key in @line as a number (base from its prefix), or -1. */
+static long long field(const char *line, const char *key)
+{
+	char k[64];
+	const char *p;
+
+	snprintf(k, sizeof(k), " %s=", key);
+	p = strstr(line, k);
+	if (!p)
+		return -1;
+	return strtoll(p + strlen(k), NULL, 0);
+}
+
+/* The value of key @key in @line as a string (a copy), or "". */
+static const char *field_s(const char *line, const char *key)
+{
+	static char v[128];
+	char k[64];
+	const char *p;
+	size_t n;
+
+	snprintf(k, sizeof(k), " %s=", key);
+	v[0] = 0;
+	p = strstr(line, k);
+	if (!p)
+		return v;
+	p += strlen(k);
+	n = strcspn(p, " \n");
+	if (n >= sizeof(v))
+		n = sizeof(v) - 1;
+	memcpy(v, p, n);
+	v[n] = 0;
+	return v;
+}
+
+static const char *cm_conn_line(const char *text, uint32_t id)
+{
+	char prefix[64];
+
+	snprintf(prefix, sizeof(prefix), "cm_conn:\tid=%u ", id);
+	return line_of(text, prefix);
+}
+
+static int resolve_route(int fd, uint32_t id)
+{
+	struct rdma_ucm_resolve_route cmd = { .id = id, .timeout_ms = 2000 };
+
+	return ucma_cmd(fd, RDMA_USER_CM_CMD_RESOLVE_ROUTE, &cmd, sizeof(cmd), 0);
+}
+
+static void conn_param(struct rdma_ucm_conn_param *p, uint32_t qpn)
+{
+	memset(p, 0, sizeof(*p));
+	p->qp_num = qpn;
+	p->responder_resources = 1;
+	p->initiator_depth = 1;
+	p->retry_count = 7;
+	p->rnr_retry_count = 7;
+	p->valid = 1;
+}
+
+static int connect_id(int fd, uint32_t id, uint32_t qpn)
+{
+	struct rdma_ucm_connect cmd = { .id = id };
+
+	conn_param(&cmd.conn_param, qpn);
+	return ucma_cmd(fd, RDMA_USER_CM_CMD_CONNECT, &cmd, sizeof(cmd), 0);
+}
+
+/* UCMA_CMD_ACCEPT: with a QPN for a connection request, 0 for the RTU. */
+static int accept_id(int fd, uint32_t id, uint64_t uid, uint32_t qpn)
+{
+	struct rdma_ucm_accept cmd = { .uid = uid, .id = id };
+
+	if (qpn)
+		conn_param(&cmd.conn_param, qpn);
+	return ucma_cmd(fd, RDMA_USER_CM_CMD_ACCEPT, &cmd, sizeof(cmd), 0);
+}
+
+static int disconnect_id(int fd, uint32_t id)
+{
+	struct rdma_ucm_disconnect cmd = { .id = id };
+
+	return ucma_cmd(fd, RDMA_USER_CM_CMD_DISCONNECT, &cmd, sizeof(cmd), 0);
+}
+
+/* The next event of @fd within @ms: 0, -ETIMEDOUT or -errno. */
+static int wait_event(int fd, int ms, struct rdma_ucm_event_resp *ev)
+{
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+
+	memset(ev, 0, sizeof(*ev));
+	if (poll(&p, 1, ms) != 1)
+		return -ETIMEDOUT;
+	return get_event(fd, ev);
+}
+
+static int queue_event(int fd, uint32_t id, uint32_t reserved,
+		       const struct rdma_ucm_event_resp *resp)
+{
+	struct rdmig_ucma_event req = { .id = id, .reserved = reserved };
+
+	req.resp = *resp;
+	return ioctl(fd, RDMIG_UCMA_IOC_QUEUE_EVENT, &req) ? -errno : 0;
+}
+
+static int set_moving(int fd, uint32_t moving)
+{
+	return ioctl(fd, RDMIG_UCMA_IOC_MOVING, &moving) ? -errno : 0;
+}
+
+static void hex(char *out, const void *p, size_t n)
+{
+	const unsigned char *b = p;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		sprintf(out + 2 * i, "%02x", b[i]);
+}
+
+/* "A.B.C.D:P" into @sa (IPv4); 0 or -1. */
+static int parse_sin(const char *s, struct __kernel_sockaddr_storage *sa)
+{
+	struct sockaddr_in *sin = (struct sockaddr_in *)sa;
+	const char *colon = strrchr(s, ':');
+	char a[64];
+
+	memset(sa, 0, sizeof(*sa));
+	if (!colon || (size_t)(colon - s) >= sizeof(a))
+		return -1;
+	memcpy(a, s, colon - s);
+	a[colon - s] = 0;
+	sin->sin_family = AF_INET;
+	sin->sin_port = htons(atoi(colon + 1));
+	return inet_pton(AF_INET, a, &sin->sin_addr) == 1 ? 0 : -1;
+}
+
+/*
+ * struct rdmig_ucma_conn for ID @id from its cm_id and cm_conn lines, as
+ * a restore reads them; 0, or -1 if a value is missing.
+ */
+static int saved_conn(const char *id_line, const char *conn_line,
+		      uint32_t id, struct rdmig_ucma_conn *c)
+{
+	static const char *const keys[] = {
+		"local_comm_id", "remote_comm_id", "remote_qpn", "sq_psn",
+		"rq_psn", "service_id", "pkey", "srq", "path_mtu",
+		"responder_resources", "initiator_depth", "retry_count",
+		"rnr_retry_count", "max_cm_retries",
+		"remote_cm_response_timeout", "local_cm_response_timeout",
+		"service_timeout", "target_ack_delay", "packet_life_time",
+		"hop_limit",
+	};
+	unsigned int m[6];
+	const char *role;
+	size_t i;
+
+	memset(c, 0, sizeof(*c));
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		if (field(conn_line, keys[i]) < 0)
+			return -1;
+	if (field(id_line, "qpn") < 0)
+		return -1;
+	if (sscanf(field_s(conn_line, "dmac"), "%x:%x:%x:%x:%x:%x",
+		   &m[0], &m[1], &m[2], &m[3], &m[4], &m[5]) != 6)
+		return -1;
+	for (i = 0; i < 6; i++)
+		c->dst_mac[i] = m[i];
+	role = field_s(conn_line, "role");
+	c->role = !strcmp(role, "active") ? RDMIG_UCMA_ROLE_ACTIVE :
+		  !strcmp(role, "passive") ? RDMIG_UCMA_ROLE_PASSIVE : 0;
+	if (!c->role || parse_sin(field_s(id_line, "src"), &c->src) ||
+	    parse_sin(field_s(id_line, "dst"), &c->dst))
+		return -1;
+	c->id = id;
+	c->hop_limit = field(conn_line, "hop_limit");
+	c->qpn = field(id_line, "qpn");
+	c->local_comm_id = field(conn_line, "local_comm_id");
+	c->remote_comm_id = field(conn_line, "remote_comm_id");
+	c->remote_qpn = field(conn_line, "remote_qpn");
+	c->sq_psn = field(conn_line, "sq_psn");
+	c->rq_psn = field(conn_line, "rq_psn");
+	c->service_id = field(conn_line, "service_id");
+	c->pkey = field(conn_line, "pkey");
+	c->srq = field(conn_line, "srq");
+	c->path_mtu = field(conn_line, "path_mtu");
+	c->responder_resources = field(conn_line, "responder_resources");
+	c->initiator_depth = field(conn_line, "initiator_depth");
+	c->retry_count = field(conn_line, "retry_count");
+	c->rnr_retry_count = field(conn_line, "rnr_retry_count");
+	c->max_cm_retries = field(conn_line, "max_cm_retries");
+	c->remote_cm_response_timeout = field(conn_line, "remote_cm_response_timeout");
+	c->local_cm_response_timeout = field(conn_line, "local_cm_response_timeout");
+	c->service_timeout = field(conn_line, "service_timeout");
+	c->target_ack_delay = field(conn_line, "target_ack_delay");
+	c->packet_life_time = field(conn_line, "packet_life_time");
+	return 0;
+}
+
+static int ckpt_connect(int fd, const struct rdmig_ucma_conn *c)
+{
+	return ioctl(fd, RDMIG_UCMA_IOC_CONNECT, c) ? -errno : 0;
+}
+
+/*
+ * Connect a new ID of @fda to the listener at @addr:@port, whose
+ * connection requests come to @fdl, with the fake QPNs @qpa and @qpp;
+ * the active ID in *a, the passive one in *p. 0, or -1 (a check failed).
+ */
+static int connect_pair(int fda, int fdl, struct in_addr addr, unsigned int port,
+			uint64_t uid, uint32_t qpa, uint32_t qpp,
+			uint32_t *a, uint32_t *p)
+{
+	struct rdma_ucm_event_resp ev = { 0 };
+	int ret;
+
+	ret = create_id(fda, uid, RDMA_PS_TCP, QPT_RC, a);
+	if (!ret)
+		ret = resolve_ip(fda, *a, addr, port);
+	if (!ret)
+		ret = wait_event(fda, 5000, &ev);
+	CHECK(!ret && ev.event == CM_EVENT_ADDR_RESOLVED,
+	      "connection 0x%llx: address resolved (%d, event %u)",
+	      (unsigned long long)uid, ret, ev.event);
+	if (ret)
+		return -1;
+	ret = resolve_route(fda, *a);
+	if (!ret)
+		ret = wait_event(fda, 5000, &ev);
+	CHECK(!ret && ev.event == CM_EVENT_ROUTE_RESOLVED,
+	      "connection 0x%llx: route resolved (%d, event %u)",
+	      (unsigned long long)uid, ret, ev.event);
+	if (ret)
+		return -1;
+	ret = connect_id(fda, *a, qpa);
+	if (!ret)
+		ret = wait_event(fdl, 5000, &ev);
+	CHECK(!ret && ev.event == CM_EVENT_CONNECT_REQUEST,
+	      "connection 0x%llx: the listener gets the request (%d, event %u)",
+	      (unsigned long long)uid, ret, ev.event);
+	if (ret)
+		return -1;
+	*p = ev.id;
+	ret = accept_id(fdl, *p, uid + 1, qpp);
+	if (!ret)
+		ret = wait_event(fda, 5000, &ev);
+	/* a user QP: the active side gets the REP as CONNECT_RESPONSE */
+	CHECK(!ret && ev.event == CM_EVENT_CONNECT_RESPONSE,
+	      "connection 0x%llx: accepted (%d, event %u)",
+	      (unsigned long long)uid, ret, ev.event);
+	if (ret)
+		return -1;
+	ret = accept_id(fda, *a, uid, 0);
+	if (!ret)
+		ret = wait_event(fdl, 5000, &ev);
+	CHECK(!ret && ev.event == CM_EVENT_ESTABLISHED && ev.id == *p,
+	      "connection 0x%llx: RTU sent, the passive side is established (%d, event %u)",
+	      (unsigned long long)uid, ret, ev.event);
+	return ret ? -1 : 0;
+}
+
+/*
+ * The passive side of a connection moves: its listener's file (which
+ * holds it) marked moving and closed, the ID recreated idle in a new file
+ * from its saved lines; the active side's disconnect then reaches it.
+ */
+static void passive_moves(struct in_addr addr, unsigned int port)
+{
+	char id_line[1024], conn_line[1024];
+	struct rdma_ucm_event_resp ev;
+	struct rdmig_ucma_conn cp;
+	int fdl, fda, fdr, ret;
+	uint32_t lid, a, p;
+	const char *text, *line;
+
+	fdl = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	fda = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	if (fdl < 0 || fda < 0)
+		die(RDMA_CM_PATH);
+	if (create_id(fdl, 0xb000, RDMA_PS_TCP, QPT_RC, &lid) ||
+	    bind_id(fdl, lid, addr, port) || listen_id(fdl, lid, 4))
+		die("listener");
+	if (connect_pair(fda, fdl, addr, port, 0xb100, 0x2234, 0x2678, &a, &p))
+		return;
+	text = fdinfo(fdl, "connection 3, passive side");
+	snprintf(id_line, sizeof(id_line), "%s", cm_id_line(text, p));
+	snprintf(conn_line, sizeof(conn_line), "%s", cm_conn_line(text, p));
+	CHECK(!saved_conn(id_line, conn_line, p, &cp) && cp.role == RDMIG_UCMA_ROLE_PASSIVE,
+	      "connection 3: the passive side's values parse");
+	ret = set_moving(fdl, 1);
+	CHECK(!ret, "its file marked moving (%d)", ret);
+	close(fdl);
+	ret = wait_event(fda, 2000, &ev);
+	CHECK(ret == -ETIMEDOUT,
+	      "connection 3: the active side hears nothing within 2 s (%d, event %u)", ret, ev.event);
+
+	fdr = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	if (fdr < 0)
+		die(RDMA_CM_PATH);
+	ret = ckpt_create(fdr, p, 0xb101, RDMA_PS_TCP, QPT_RC, 1, 0);
+	CHECK(!ret, "RDMIG_UCMA_IOC_CREATE_ID %u in a new file (%d)", p, ret);
+	ret = ckpt_connect(fdr, &cp);
+	CHECK(!ret, "RDMIG_UCMA_IOC_CONNECT of the passive side into the idle ID (%d)", ret);
+	text = fdinfo(fdr, "the recreated passive side");
+	line = cm_conn_line(text, p);
+	CHECK(line[0] && !strcmp(strchr(line, ' '), strchr(conn_line, ' ')),
+	      "its cm_conn line is the saved one:\n  %s\n  %s", line, conn_line);
+	line = cm_id_line(text, p);
+	CHECK(!strcmp(field_s(line, "src"), field_s(id_line, "src")) &&
+	      !strcmp(field_s(line, "dev"), field_s(id_line, "dev")) &&
+	      field(line, "qpn") == 0x2678,
+	      "its source (the listener's port), device and QPN are the saved ones");
+	ret = disconnect_id(fda, a);
+	CHECK(!ret, "the active side disconnects (%d)", ret);
+	ret = wait_event(fdr, 5000, &ev);
+	CHECK(!ret && ev.event == CM_EVENT_DISCONNECTED && ev.id == p,
+	      "the RECREATED passive ID gets RDMA_CM_EVENT_DISCONNECTED (%d, event %u, id %u)",
+	      ret, ev.event, ev.id);
+	ret = disconnect_id(fdr, p);
+	ret = ret ? ret : wait_event(fda, 5000, &ev);
+	CHECK(!ret && ev.event == CM_EVENT_DISCONNECTED && ev.id == a,
+	      "its DREP reaches the active side (%d, event %u, id %u)", ret, ev.event, ev.id);
+	close(fdr);
+	close(fda);
+}
+
+/* The connected stage (see the top of the file). @n: a free ID number. */
+static void connected_ids(struct in_addr addr, const char *addr_s,
+			  unsigned int port, uint32_t n)
+{
+	static char resp_hex[2 * sizeof(struct rdma_ucm_event_resp) + 1];
+	char want[512], a_id_line[1024], a_conn_line[1024], p_conn_line[1024];
+	uint32_t lid, a1, p1, a2, p2, events;
+	struct rdma_ucm_event_resp ev, q;
+	struct rdmig_ucma_conn ca, cp, bad;
+	int fdl, fda, fda2, fdr, fdx, ret;
+	const char *text, *line;
+
+	port += 10;
+	fdl = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	fda = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	fda2 = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	if (fdl < 0 || fda < 0 || fda2 < 0)
+		die(RDMA_CM_PATH);
+	if (create_id(fdl, 0xa000, RDMA_PS_TCP, QPT_RC, &lid) ||
+	    bind_id(fdl, lid, addr, port) || listen_id(fdl, lid, 4))
+		die("listener");
+	if (connect_pair(fda, fdl, addr, port, 0xa100, 0x1234, 0x5678, &a1, &p1) ||
+	    connect_pair(fda2, fdl, addr, port, 0xa200, 0x1236, 0x567a, &a2, &p2))
+		return;
+
+	/* 6. Both ends of a connection in fdinfo */
+	text = fdinfo(fda, "active side of connection 1");
+	snprintf(a_id_line, sizeof(a_id_line), "%s", cm_id_line(text, a1));
+	snprintf(a_conn_line, sizeof(a_conn_line), "%s", cm_conn_line(text, a1));
+	snprintf(want, sizeof(want), "state=connect dst=%s:%u qpn=%u events_reported=3",
+		 addr_s, port, 0x1234);
+	check_fields("active ID", a_id_line, want);
+	snprintf(want, sizeof(want),
+		 "cm_state=established role=active srq=0 remote_qpn=%u responder_resources=1 initiator_depth=1 retry_count=7 rnr_retry_count=7 pkey=0xffff",
+		 0x5678);
+	check_fields("active ID's connection", a_conn_line, want);
+	text = fdinfo(fdl, "listener, passive sides of both connections");
+	snprintf(p_conn_line, sizeof(p_conn_line), "%s", cm_conn_line(text, p1));
+	snprintf(want, sizeof(want), "cm_state=established role=passive srq=0 remote_qpn=%u",
+		 0x1234);
+	check_fields("passive ID's connection", p_conn_line, want);
+	snprintf(want, sizeof(want), "state=connect qpn=%u events_reported=1", 0x5678);
+	check_fields("passive ID", cm_id_line(text, p1), want);
+	CHECK(field(a_conn_line, "local_comm_id") == field(p_conn_line, "remote_comm_id") &&
+	      field(a_conn_line, "remote_comm_id") == field(p_conn_line, "local_comm_id") &&
+	      field(a_conn_line, "local_comm_id") > 0,
+	      "comm IDs crosswise (active 0x%llx/0x%llx, passive 0x%llx/0x%llx)",
+	      field(a_conn_line, "local_comm_id"), field(a_conn_line, "remote_comm_id"),
+	      field(p_conn_line, "local_comm_id"), field(p_conn_line, "remote_comm_id"));
+	CHECK(field(a_conn_line, "service_id") == field(p_conn_line, "service_id") &&
+	      field(a_conn_line, "sq_psn") == field(p_conn_line, "rq_psn") &&
+	      field(a_conn_line, "hop_limit") == field(p_conn_line, "hop_limit") &&
+	      !strcmp(field_s(a_conn_line, "dmac"), field_s(p_conn_line, "dmac")),
+	      "service ID, PSNs, hop limit and (loopback) MAC agree");
+	CHECK(!strstr(text, "moving:"), "no moving line");
+
+	/* 7. Events queued again */
+	memset(&q, 0, sizeof(q));
+	q.uid = 0xa100;
+	q.id = a1;
+	q.event = CM_EVENT_ESTABLISHED;
+	q.param.conn.qp_num = 0x4321;
+	q.param.conn.private_data_len = 3;
+	memcpy(q.param.conn.private_data, "abc", 3);
+	q.ece.vendor_id = 0x77;
+	ret = queue_event(fda, a1, 0, &q);
+	CHECK(!ret, "RDMIG_UCMA_IOC_QUEUE_EVENT (%d)", ret);
+	text = fdinfo(fda, "active side, an event queued again");
+	hex(resp_hex, &q, sizeof(q));
+	snprintf(want, sizeof(want), "event:\tid=%u event=%u status=0 resp=", a1,
+		 CM_EVENT_ESTABLISHED);
+	line = line_of(text, want);
+	CHECK(line[0] && !strcmp(line + strlen(want), resp_hex), "fdinfo shows it whole");
+	ret = wait_event(fda, 1000, &ev);
+	CHECK(!ret && !memcmp(&ev, &q, sizeof(q)), "UCMA_CMD_GET_EVENT returns it unchanged (%d)", ret);
+	check_fields("active ID", cm_id_line(fdinfo(fda, "active side, the event read"), a1),
+		     "events_reported=4");
+	ret = queue_event(fda, a1, 1, &q);
+	CHECK(ret == -EINVAL, "QUEUE_EVENT with reserved != 0: EINVAL (%d)", ret);
+	ret = queue_event(fda, a1 + 1, 0, &q);
+	CHECK(ret == -EINVAL, "QUEUE_EVENT whose resp.id is another ID: EINVAL (%d)", ret);
+	q.uid = 0xbad;
+	ret = queue_event(fda, a1, 0, &q);
+	CHECK(ret == -EINVAL, "QUEUE_EVENT with another uid: EINVAL (%d)", ret);
+	q.uid = 0xa100;
+	q.event = CM_EVENT_CONNECT_REQUEST;
+	ret = queue_event(fda, a1, 0, &q);
+	CHECK(ret == -EINVAL, "QUEUE_EVENT of a connection request: EINVAL (%d)", ret);
+	q.event = CM_EVENT_MULTICAST_JOIN;
+	ret = queue_event(fda, a1, 0, &q);
+	CHECK(ret == -EINVAL, "QUEUE_EVENT of a multicast join: EINVAL (%d)", ret);
+	q.event = CM_EVENT_DEVICE_REMOVAL;
+	ret = queue_event(fda, a1, 0, &q);
+	CHECK(ret == -EINVAL, "QUEUE_EVENT of a device removal: EINVAL (%d)", ret);
+	q.event = CM_EVENT_ESTABLISHED;
+	q.id = p1;
+	ret = queue_event(fda, p1, 0, &q);
+	CHECK(ret == -EINVAL, "QUEUE_EVENT for another file's ID: EINVAL (%d)", ret);
+
+	/* 8. RDMIG_UCMA_IOC_CONNECT's refusals */
+	CHECK(!saved_conn(a_id_line, a_conn_line, a1, &ca), "the active side's values parse");
+	text = fdinfo(fdl, "listener");
+	CHECK(!saved_conn(cm_id_line(text, p1), p_conn_line, n + 1, &cp),
+	      "the passive side's values parse");
+	fdx = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	if (fdx < 0)
+		die(RDMA_CM_PATH);
+	ret = ckpt_create(fdx, n + 1, 0xa300, RDMA_PS_TCP, QPT_RC, 0, 0);
+	CHECK(!ret, "an idle ID %u in a new file (%d)", n + 1, ret);
+	bad = cp;
+	bad.reserved1[0] = 1;
+	ret = ckpt_connect(fdx, &bad);
+	CHECK(ret == -EINVAL, "CONNECT with reserved1 != 0: EINVAL (%d)", ret);
+	bad = cp;
+	bad.role = 3;
+	ret = ckpt_connect(fdx, &bad);
+	CHECK(ret == -EINVAL, "CONNECT with an unknown role: EINVAL (%d)", ret);
+	bad = ca;
+	bad.id = n + 1;
+	ret = ckpt_connect(fdx, &bad);
+	CHECK(ret == -EINVAL, "CONNECT of an active side into an unbound ID: EINVAL (%d)", ret);
+	ret = ckpt_create(fdx, n + 2, 0xa301, RDMA_PS_UDP, QPT_UD, 0, 0);
+	bad = cp;
+	bad.id = n + 2;
+	ret = ret ? ret : ckpt_connect(fdx, &bad);
+	CHECK(ret == -EINVAL, "CONNECT of a UD ID: EINVAL (%d)", ret);
+	ret = ckpt_connect(fdx, &cp);
+	CHECK(ret == -EADDRINUSE,
+	      "CONNECT with the comm ID of a connection that is still here: EADDRINUSE (%d)", ret);
+	check_fields("the refused ID", cm_id_line(fdinfo(fdx, "the refused ID"), n + 1),
+		     "state=idle dev=- src=- dst=-");
+	close(fdx);
+
+	/* 9. Without MOVING, a close disconnects the peer */
+	close(fda2);
+	ret = wait_event(fdl, 5000, &ev);
+	CHECK(!ret && ev.event == CM_EVENT_DISCONNECTED && ev.id == p2,
+	      "connection 2: closing the active file disconnects the passive side (%d, event %u, id %u)",
+	      ret, ev.event, ev.id);
+
+	/* 10. MOVING: the close does not */
+	ret = set_moving(fda, 1);
+	CHECK(!ret && strstr(fdinfo(fda, "marked moving"), "\nmoving:\t1\n"),
+	      "RDMIG_UCMA_IOC_MOVING 1: fdinfo says moving (%d)", ret);
+	ret = set_moving(fda, 0);
+	CHECK(!ret && !strstr(fdinfo(fda, "mark cleared"), "moving:"), "MOVING 0 clears it (%d)", ret);
+	ret = set_moving(fda, 1);
+	CHECK(!ret, "MOVING 1 again (%d)", ret);
+	close(fda);
+	ret = wait_event(fdl, 2000, &ev);
+	CHECK(ret == -ETIMEDOUT,
+	      "connection 1: closing the moving file sends the passive side nothing within 2 s (%d, event %u)",
+	      ret, ev.event);
+	check_fields("passive ID after the close",
+		     cm_conn_line(fdinfo(fdl, "listener after the moving close"), p1),
+		     "cm_state=established");
+
+	/* 11. The active ID recreated from its saved values */
+	fdr = open(RDMA_CM_PATH, O_RDWR | O_CLOEXEC);
+	if (fdr < 0)
+		die(RDMA_CM_PATH);
+	ret = ckpt_create(fdr, a1, 0xa100, RDMA_PS_TCP, QPT_RC, 4, 0);
+	CHECK(!ret, "RDMIG_UCMA_IOC_CREATE_ID %u in a new file (%d)", a1, ret);
+	ret = bind_id(fdr, a1, addr, ntohs(((struct sockaddr_in *)&ca.src)->sin_port));
+	CHECK(!ret, "bound to the saved source %s (%d)", field_s(a_id_line, "src"), ret);
+	ret = ckpt_connect(fdr, &ca);
+	CHECK(!ret, "RDMIG_UCMA_IOC_CONNECT with the saved values (%d)", ret);
+	text = fdinfo(fdr, "the recreated active side");
+	line = cm_conn_line(text, a1);
+	CHECK(line[0] && !strcmp(strchr(line, ' '), strchr(a_conn_line, ' ')),
+	      "its cm_conn line is the saved one:\n  %s\n  %s", line, a_conn_line);
+	snprintf(want, sizeof(want), "state=connect dst=%s qpn=%u events_reported=4",
+		 field_s(a_id_line, "dst"), 0x1234);
+	check_fields("recreated ID", cm_id_line(text, a1), want);
+	snprintf(want, sizeof(want), "src=%s", field_s(a_id_line, "src"));
+	check_fields("recreated ID", cm_id_line(text, a1), want);
+
+	/* 12. The peer's DREQ reaches it */
+	ret = disconnect_id(fdl, p1);
+	CHECK(!ret, "the passive side disconnects (%d)", ret);
+	ret = wait_event(fdr, 5000, &ev);
+	CHECK(!ret && ev.event == CM_EVENT_DISCONNECTED && ev.id == a1,
+	      "the RECREATED active ID gets RDMA_CM_EVENT_DISCONNECTED (%d, event %u, id %u)",
+	      ret, ev.event, ev.id);
+	ret = disconnect_id(fdr, a1);
+	CHECK(!ret, "it answers with its disconnect (DREP) (%d)", ret);
+	ret = wait_event(fdl, 5000, &ev);
+	CHECK(!ret && ev.event == CM_EVENT_DISCONNECTED && ev.id == p1,
+	      "the passive side gets its DISCONNECTED: the DREP came back (%d, event %u, id %u)",
+	      ret, ev.event, ev.id);
+	ret = destroy_id(fdr, a1, &events);
+	CHECK(!ret && events == 5, "the recreated ID's events: 5 (%d, %u)", ret, events);
+	close(fdr);
+	close(fdl);
+
+	passive_moves(addr, port + 1);
+}
+
+
 /* Drops CAP_SYS_ADMIN and CAP_CHECKPOINT_RESTORE from all sets but the bounding one. */
 static int drop_ckpt_caps(void)
 {
@@ -442,7 +994,7 @@ int main(int argc, char **argv)
 	CHECK(poll(&pfd, 1, 5000) == 1, "an event is queued within 5 s");
 
 	text = fdinfo(fd1, "first file, an event queued");
-	CHECK(strstr(text, "rdmig_ucma:\t1\n") != NULL, "rdmig_ucma:\\t1");
+	CHECK(strstr(text, "rdmig_ucma:\t2\n") != NULL, "rdmig_ucma:\\t2");
 	line = cm_id_line(text, id_a);
 	snprintf(want, sizeof(want),
 		 "uid=0x1111 ps=%u qp_type=%u state=listen dev=%s port=1 src=%s:%u dst=- backlog=7 qpn=0 events_reported=0 reuseaddr=0 afonly=1 tos=32 mc=0",
@@ -609,6 +1161,8 @@ int main(int argc, char **argv)
 
 	close(fd2);
 	close(fd1);
+
+	connected_ids(addr, addr_s, port, n + 10);
 	printf("%d passed, %d failed\n", passes, failures);
 	return failures ? 1 : 0;
 }

@@ -1,6 +1,6 @@
-//! Which `rdma_rxe`, `ib_uverbs` and `rdma_ucm` a host runs: rdmig's (softroce patches 0015
-//! and 0023 give them a module version) or Debian's stock ones, loaded (`/sys/module`) and
-//! installed (what `modprobe` would load, from `modinfo`).
+//! Which `rdma_rxe`, `ib_uverbs`, `ib_cm`, `rdma_cm` and `rdma_ucm` a host runs: rdmig's
+//! (softroce patches 0015, 0023 and 0026 give them a module version) or Debian's stock ones,
+//! loaded (`/sys/module`) and installed (what `modprobe` would load, from `modinfo`).
 
 use std::path::Path;
 use std::process::Command;
@@ -11,12 +11,13 @@ use serde::Serialize;
 /// stock modules have none.
 pub const RDMIG_MODULE_VERSION: &str = "0.1.0-rdmig";
 
-/// The modules rdmig replaces, in load order (rdma_ucm, for rdma_cm processes, on our ib_uverbs).
-pub const MODULES: [&str; 3] = ["ib_uverbs", "rdma_rxe", "rdma_ucm"];
+/// The modules rdmig replaces, in load order (the RDMA CM, for rdma_cm processes: our ib_cm and
+/// rdma_cm, and rdma_ucm on them and our ib_uverbs).
+pub const MODULES: [&str; 5] = ["ib_cm", "rdma_cm", "ib_uverbs", "rdma_rxe", "rdma_ucm"];
 
 /// What to do when a stock module is in the way.
 pub const INSTALL_HINT: &str = "install rdmig's (dkms) modules: apt-get install rdmig-rxe-dkms (or `dkms install rdmig-rxe/0.1.0`, softroce/README.md), \
-                                then reload them: modprobe -r rdma_rxe rdma_ucm ib_uverbs; modprobe rdma_rxe";
+                                then reload them: modprobe -r rdma_rxe rdma_ucm rdma_cm ib_cm ib_uverbs; modprobe -a rdma_rxe rdma_ucm";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
