@@ -140,6 +140,11 @@ pub fn clear_rdma_cm_moving(pid: i32) {
         }
     };
     for fd in fds {
+        // Only files a dump marked (fdinfo `moving:\t1`): a restored process's files never are.
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        if !info.lines().any(|l| l == "moving:\t1") {
+            continue;
+        }
         let file = match crate::tcp_unlock::pidfd_getfd(&pidfd, fd) {
             Ok(f) => f,
             Err(e) => {
