@@ -142,7 +142,12 @@
  * killed) forgets its connection without telling the peer (no DREQ),
  * because the connection now lives at the host the process moved to.
  * Zero clears the mark (the process stays here: a failed or rolled back
- * migration). Same callers as CREATE_ID.
+ * migration) and binds each connected ID of the file, and its IB CM
+ * address vector, to the GID entry its source address has now: the
+ * address left this host and came back meanwhile, with new entries, and
+ * the old ones no longer send, so the ID's disconnect would never leave.
+ * The mark is cleared even when that fails for an ID; the call then
+ * returns the first ID's error. Same callers as CREATE_ID.
  *
  * RDMIG_UCMA_IOC_QUEUE_EVENT (same callers) queues event @resp again on
  * the file, for ID @id of the file, behind the events already queued:
