@@ -27,7 +27,7 @@ pub const SCENARIOS: &[Scenario] = &[
 /// The address the migrated process's peers use; it moves with the process.
 pub(crate) const SERVICE_ADDR: &str = "10.0.1.7";
 /// The client's own movable address, for the scenario that moves the client.
-const CLIENT_ADDR: &str = "10.0.1.8";
+pub(crate) const CLIENT_ADDR: &str = "10.0.1.8";
 
 fn gid(c: &Ctx, node: &str, ip: &str) -> Result<String> {
     let bin = c.lab.load()?.rdmig_bin.display().to_string();
@@ -92,7 +92,7 @@ fn start_pair_from(c: &Ctx, server_node: &str, client_node: &str, client_addr: O
 /// `server_node`.
 pub(crate) fn prepare(c: &Ctx, server_node: &str) -> Result<()> {
     for n in ["node1", "node2", "node3"] {
-        let _ = c.rdmig(&["exec", n, "--", "pkill", "-9", "ib_send_bw"]);
+        let _ = c.rdmig(&["exec", n, "--", "pkill", "-9", "-x", "ib_send_bw|ib_write_bw|ucmatose"]);
     }
     clear_addrs(c);
     reset_cursors(c)?;

@@ -23,7 +23,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("fault_destination_agent_killed_during_precopy", fault_destination_agent_killed_during_precopy),
 ];
 
-const AGENT: &str = "rdmig agent --listen";
+pub(crate) const AGENT: &str = "rdmig agent --listen";
 
 pub(crate) fn agent_log(node: &str) -> String {
     std::fs::read_to_string(PathBuf::from(LAB_BASE).join(LAB_NAME).join(node).join("share/migration-agent.log")).unwrap_or_default()
@@ -121,7 +121,7 @@ impl Drop for AgentFlags<'_> {
 
 /// In a thread: once process `pid` on `from` is stopped, stops (SIGSTOP) the migration agent on
 /// `to`.
-fn stop_agent_at_freeze(c: &Ctx, from: &'static str, pid: i32, to: &'static str) -> thread::JoinHandle<Result<bool>> {
+pub(crate) fn stop_agent_at_freeze(c: &Ctx, from: &'static str, pid: i32, to: &'static str) -> thread::JoinHandle<Result<bool>> {
     let act = ["pkill", "-STOP", "-f", AGENT].map(String::from).to_vec();
     when_seen(c, from, stopped_probe(pid), to, act, Duration::from_secs(120), Duration::from_millis(50))
 }
