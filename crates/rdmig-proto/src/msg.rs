@@ -254,6 +254,9 @@ pub struct HostFacts {
     pub pid_free: Option<bool>,
     /// Loaded rdma_rxe flavour, if any ("stock", "rdmig"), for RDMA processes.
     pub rxe: Option<String>,
+    /// The ABI version of rdmig's rdma_ucm loaded here (`ucma_ckpt_abi.h`), for rdma_cm
+    /// processes: None for a stock rdma_ucm, or none at all.
+    pub ucma: Option<u32>,
     /// The CPU's time-stamp counter, as the host measured it while answering (None where there
     /// is no TSC to read: not x86_64). A migrated process reads the destination's counter, so
     /// the source compares the two (rdmig's `tsc` module).
@@ -812,6 +815,7 @@ mod tests {
             disk_available: 40 << 30,
             pid_free: Some(true),
             rxe: Some("rdmig".into()),
+            ucma: Some(2),
             tsc: None,
         };
         let with = HostFacts {

@@ -26,6 +26,27 @@ pub fn parse_devno(text: &str) -> Option<(u32, u32)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
+/// The rdma_cm device librdmacm opens.
+pub const DEV_PATH: &str = "/dev/infiniband/rdma_cm";
+
+/// `RDMIG_UCMA_ABI_VERSION` of `ucma_ckpt_abi.h`: what the plugin reads and writes.
+pub const ABI_VERSION: u32 = 2;
+
+/// The version of rdmig's rdma_ucm loaded here, as the `rdmig_ucma:` line of an rdma_cm file's
+/// fdinfo says: opens [`DEV_PATH`] and reads its own fdinfo. `Ok(None)`: a stock rdma_ucm (no
+/// such line); an error: no rdma_cm device (rdma_ucm not loaded) or none this process may open.
+pub fn loaded_abi_version() -> io::Result<Option<u32>> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().read(true).write(true).open(DEV_PATH)?;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd()))?;
+    Ok(abi_version_of(&info))
+}
+
+/// The `rdmig_ucma:` version of an rdma_cm file's fdinfo text, if it has one.
+pub fn abi_version_of(fdinfo: &str) -> Option<u32> {
+    fdinfo.lines().find_map(|l| l.strip_prefix("rdmig_ucma:")).and_then(|v| v.trim().parse().ok())
+}
+
 // enum of rdma_user_cm.h (RDMA_USER_CM_CMD_*).
 const CMD_LISTEN: u32 = 7;
 const CMD_SET_OPTION: u32 = 14;
@@ -358,6 +379,14 @@ pub fn queue_event(fd: RawFd, e: &Event) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_abi_version_is_read_from_the_fdinfo_line() {
+        assert_eq!(abi_version_of("pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t7\nrdmig_ucma:\t2\ncm_id:\tid=1\n"), Some(2));
+        assert_eq!(abi_version_of("pos:\t0\nflags:\t02\n"), None);
+        assert_eq!(abi_version_of("rdmig_ucma:\tx\n"), None);
+    }
+
     use super::*;
     use std::mem::{align_of, offset_of, size_of};
 

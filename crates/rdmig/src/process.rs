@@ -163,7 +163,7 @@ pub fn clear_rdma_cm_moving(pid: i32) {
 }
 
 /// The descriptors of process `pid` that are character device `dev` (major, minor), in order.
-fn char_dev_fds(pid: i32, dev: (u32, u32)) -> Result<Vec<i32>, String> {
+pub(crate) fn char_dev_fds(pid: i32, dev: (u32, u32)) -> Result<Vec<i32>, String> {
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let dir = format!("/proc/{pid}/fd");
     let mut fds = vec![];

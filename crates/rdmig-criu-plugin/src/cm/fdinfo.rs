@@ -13,7 +13,7 @@ pub use crate::image::ucma::event_name;
 use crate::image::ucma::{ConnParams, EventResp, Role};
 
 /// Version of the fdinfo lines this plugin reads (`RDMIG_UCMA_ABI_VERSION`).
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = crate::rxe::ucma::ABI_VERSION;
 
 /// `enum rdma_cm_state`, by the names the fdinfo prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use crate::procfs;
 use fdinfo::{event_name, CmIdLine, KernelState, UcmaInfo};
 
 /// Where the rdma_cm device is and where sysfs gives its number (its minor is dynamic).
-pub const DEV_PATH: &str = "/dev/infiniband/rdma_cm";
+pub const DEV_PATH: &str = crate::rxe::ucma::DEV_PATH;
 pub const SYS_DEV: &str = crate::rxe::ucma::SYS_DEV;
 /// Where the RDMA devices and their node GUIDs are.
 pub const SYS_IB: &str = "/sys/class/infiniband";

@@ -49,6 +49,7 @@ pub async fn host_facts(work_dir: &Path, pid: Option<i32>) -> HostFacts {
         disk_available: disk_available(work_dir),
         pid_free: pid.map(|p| !Path::new(&format!("/proc/{p}")).exists()),
         rxe: rxe_flavour(),
+        ucma: rdmig_rxe::ucma::loaded_abi_version().ok().flatten(),
         tsc,
     }
 }

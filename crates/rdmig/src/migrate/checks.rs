@@ -180,6 +180,12 @@ impl Run<'_> {
                 }
             }
         }
+        // rdma_cm files: only rdmig's rdma_ucm (with its ib_cm and rdma_cm) recreates CM IDs.
+        if let Some(dev) = rdmig_rxe::ucma::devno() {
+            if crate::process::char_dev_fds(pid, dev).is_ok_and(|f| !f.is_empty()) {
+                ucma_fits(dst.ucma, &dst.hostname).map_err(Step::Refuse)?;
+            }
+        }
         // CPU features: CRIU's own comparison, run at the destination on our cpuinfo image
         // (dumped once per boot here; the agent there keeps its verdict per image).
         let t = Instant::now();
@@ -376,5 +382,34 @@ impl Run<'_> {
         warn!("RDMA probe failed: {e}; going on over TCP, on a new connection");
         *ch = connect(self.o.to, &self.o.tls, ch.limits()).await.map_err(Step::Refuse)?;
         Ok(())
+    }
+}
+
+/// Whether a destination whose rdma_ucm is `ucma` (its ABI version, None: stock or none) can
+/// recreate the CM IDs of a process that holds rdma_cm files.
+fn ucma_fits(ucma: Option<u32>, host: &str) -> Result<(), String> {
+    let want = rdmig_rxe::ucma::ABI_VERSION;
+    match ucma {
+        Some(v) if v == want => Ok(()),
+        Some(v) => Err(format!(
+            "the process holds rdma_cm files (librdmacm), and {host}'s rdmig rdma_ucm has ABI version {v}, this rdmig's {want}: \
+             install the same rdmig-rxe-dkms there (or scripts/build-softroce.sh) and reload the modules"
+        )),
+        None => Err(format!(
+            "the process holds rdma_cm files (librdmacm), but {host} has no rdmig rdma_ucm loaded (a stock one, or none), which \
+             cannot recreate its CM IDs: install rdmig-rxe-dkms there (or scripts/build-softroce.sh) and load rdmig's modules"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rdma_cm_processes_need_rdmig_s_rdma_ucm_of_the_same_abi_there() {
+        assert!(super::ucma_fits(Some(rdmig_rxe::ucma::ABI_VERSION), "node3").is_ok());
+        let stock = super::ucma_fits(None, "node3").unwrap_err();
+        assert!(stock.contains("node3 has no rdmig rdma_ucm") && stock.contains("rdmig-rxe-dkms"), "{stock}");
+        let old = super::ucma_fits(Some(1), "node3").unwrap_err();
+        assert!(old.contains("ABI version 1") && old.contains(&format!("this rdmig's {}", rdmig_rxe::ucma::ABI_VERSION)), "{old}");
     }
 }
