@@ -419,7 +419,13 @@ fn e2e_fault_source_agent_restarted_with_a_frozen_server(c: &Ctx) -> Result<()> 
     wait_until("node1's restarted agent to resume the server", Duration::from_secs(150), || {
         Ok(proc_state(c, "node1", p.server)?.is_some_and(|st| !st.starts_with(['T', 't'])))
     })?;
-    let log = agent_log("node1").get(log_before..).unwrap_or_default().to_string();
+    // The agent logs the recovery once its resume returned, a moment after the SIGCONT that the
+    // state above shows (f38 read the log in between once).
+    let mut log = String::new();
+    let _ = wait_until("node1's restarted agent to log the recovery", Duration::from_secs(15), || {
+        log = agent_log("node1").get(log_before..).unwrap_or_default().to_string();
+        Ok(log.lines().any(|l| l.contains("source recovery") && l.contains("Resumed")))
+    });
     ensure!(log.contains("agent listening"), "node1's agent was not restarted:\n{log}");
     let recovered = log.lines().find(|l| l.contains("source recovery") && l.contains("Resumed")).map(str::to_string);
     println!("  {}", recovered.as_deref().unwrap_or("(no recovery line)"));
