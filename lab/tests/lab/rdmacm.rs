@@ -21,6 +21,11 @@ pub const SCENARIOS: &[Scenario] = &[
     ("rdmacm_connected_ib_write_bw_server_moves_mid_run", rdmacm_connected_ib_write_bw_server_moves_mid_run),
     ("rdmacm_connected_ib_send_bw_client_moves_mid_run", rdmacm_connected_ib_send_bw_client_moves_mid_run),
     ("rdmacm_connected_ucmatose_rolled_back_still_tells_its_peer_when_killed", rdmacm_connected_ucmatose_rolled_back_still_tells_its_peer_when_killed),
+    (
+        "rdmacm_connected_ucmatose_client_killed_after_the_move_disconnects_the_server",
+        rdmacm_connected_ucmatose_client_killed_after_the_move_disconnects_the_server,
+    ),
+    ("rdmacm_riostream_server_moves_mid_run", rdmacm_riostream_server_moves_mid_run),
 ];
 
 /// perftest's port: its control and data connections both listen there.
@@ -287,6 +292,74 @@ fn rdmacm_connected_ucmatose_rolled_back_still_tells_its_peer_when_killed(c: &Ct
         .with_context(|| c.exec_ok("node2", &["rdma", "resource", "show", "cm_id"]).unwrap_or_default())?;
     println!("  the server, killed after the rollback, disconnected its client");
     let _ = c.rdmig(&["exec", "node2", "--", "kill", "-9", &client.to_string()]);
+    clear_addrs(c);
+    Ok(())
+}
+
+/// The client goes first after the server moved: a `ucmatose` server moves to node3 with its two
+/// connections, then its client on node2 is killed mid-transfer. The client's kernel destroys its
+/// IDs and sends their DREQs to the moved address: they reach the IB CM IDs recreated at node3,
+/// whose connections end (their CM IDs leave CONNECT), so the peer's disconnect tears the moved
+/// endpoint down as it would have at the source.
+fn rdmacm_connected_ucmatose_client_killed_after_the_move_disconnects_the_server(c: &Ctx) -> Result<()> {
+    prepare(c, "node1")?;
+    let tag = "rdmacm-ucmatose-cli-gone";
+    let args = ["-p", UCMATOSE_PORT, "-c", "2", "-C", "10000", "-S", "32768"];
+    let mut s = vec!["ucmatose"];
+    s.extend_from_slice(&args);
+    let server = spawn(c, "node1", &format!("{tag}-server.log"), &s)?;
+    wait_until("ucmatose to listen", Duration::from_secs(60), || listens(c, "node1", server, UCMATOSE_PORT))?;
+    let mut cl = vec!["ucmatose", "-s", SERVICE_ADDR];
+    cl.extend_from_slice(&args);
+    let client = spawn(c, "node2", &format!("{tag}-client.log"), &cl)?;
+    wait_until("both connections", Duration::from_secs(60), || Ok(connected(c, "node1", server)? >= 2))?;
+    migrate(c, server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
+    ensure!(connected(c, "node3", server)? >= 2, "node3 holds no connected CM IDs of the restored server");
+    c.exec_ok("node2", &["kill", "-9", &client.to_string()])?;
+    wait_until("the moved server's connections to end", Duration::from_secs(60), || Ok(connected(c, "node3", server)? == 0))
+        .with_context(|| c.exec_ok("node3", &["rdma", "resource", "show", "cm_id"]).unwrap_or_default())?;
+    println!("  the client, killed after the move, disconnected the moved server's 2 connections");
+    let _ = c.rdmig(&["exec", "node3", "--", "kill", "-9", &server.to_string()]);
+    clear_addrs(c);
+    Ok(())
+}
+
+/// rsockets (librdmacm's sockets over RDMA): a `riostream` server, whose rsocket's data moves
+/// by RDMA WRITEs into registered buffers (riomap) with credits in shared memory, moves to node3
+/// mid-run; every transfer is verified (`-T v`) on both sides, which both end with status 0.
+fn rdmacm_riostream_server_moves_mid_run(c: &Ctx) -> Result<()> {
+    prepare(c, "node1")?;
+    let tag = "rdmacm-riostream";
+    let args = ["-p", "7472", "-S", "32768", "-C", "10", "-I", "2000", "-T", "v"];
+    let mut s = vec!["riostream"];
+    s.extend_from_slice(&args);
+    let server = spawn(c, "node1", &format!("{tag}-server.log"), &s)?;
+    wait_until("riostream to listen", Duration::from_secs(60), || listens(c, "node1", server, "7472"))?;
+    let mut cl = vec!["riostream", "-s", SERVICE_ADDR];
+    cl.extend_from_slice(&args);
+    let client = spawn(c, "node2", &format!("{tag}-client.log"), &cl)?;
+    wait_until("the connection", Duration::from_secs(60), || Ok(connected(c, "node1", server)? >= 1))?;
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    ensure!(crate::harness::proc_state(c, "node2", client)?.is_some(), "riostream's client ended before the move:\n{}", logs(tag));
+    migrate(c, server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
+    let moved = started.elapsed();
+    for (node, pid) in [("node2", client), ("node3", server)] {
+        crate::harness::wait_gone(c, node, pid, Duration::from_secs(300)).with_context(|| logs(tag))?;
+    }
+    for who in ["server", "client"] {
+        let out = std::fs::read_to_string(crate::harness::share().join(format!("{tag}-{who}.log")))?;
+        // Its result line ("custom 32k 10 2k 1.2g ...": size, transfers, iterations, then the
+        // totals) comes only after the last transfer; any failure is a perror() line
+        // ("riowrite: ...") or a verify_buf() complaint.
+        let result = out.lines().any(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            w.windows(3).any(|x| x == ["32k", "10", "2k"])
+        });
+        let lower = out.to_lowercase();
+        ensure!(result && !lower.contains("fail") && !lower.contains("error") && !out.contains(": "), "riostream {who} did not end well:\n{out}");
+    }
+    println!("  every transfer verified on both sides ({:.0} s after the move started, {:.0} s in all)", moved.as_secs_f64(), started.elapsed().as_secs_f64());
     clear_addrs(c);
     Ok(())
 }
