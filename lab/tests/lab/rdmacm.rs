@@ -115,19 +115,12 @@ fn rdmacm_listening_ucmatose_server_moves_then_serves_its_clients(c: &Ctx) -> Re
     Ok(())
 }
 
-/// `ucmatose` with two connections moves to node3 while it streams messages to its client on
-/// node2: its rdma_cm file then holds a listening ID and two connected ones (passive: created
-/// by the client's requests), their QPs busy. After the move both sides finish every message on
-/// every connection, then the server disconnects: its DREQs leave from the IB CM IDs recreated
-/// at node3, the client sees both connections end and answers, and the server sees its
-/// disconnects complete. The client, whose rdma_cm watches the server's address, also sees that
-/// address change MAC mid-run without its connections being reported unreachable (patch 30).
-/// Both sides return status 0.
-fn rdmacm_connected_ucmatose_server_moves_mid_run_then_disconnects(c: &Ctx) -> Result<()> {
+/// A `ucmatose` server on node1 (the lab prepared, with the service address) and its client on
+/// node2 streaming to each other over 2 connections, once both are connected at the server.
+/// Measured without a move (2026-12-07): 10000 messages of 32 KiB each way take some 75 s,
+/// several times what a move takes to its freeze.
+fn ucmatose_streaming(c: &Ctx, tag: &str) -> Result<(i32, i32)> {
     prepare(c, "node1")?;
-    let tag = "rdmacm-ucmatose-mid";
-    // Measured without a move (2026-12-07): 10000 messages of 32 KiB each way on 2 connections
-    // take some 75 s, several times what the move takes to its freeze.
     let args = ["-p", UCMATOSE_PORT, "-c", "2", "-C", "10000", "-S", "32768"];
     let mut s = vec!["ucmatose"];
     s.extend_from_slice(&args);
@@ -137,6 +130,20 @@ fn rdmacm_connected_ucmatose_server_moves_mid_run_then_disconnects(c: &Ctx) -> R
     cl.extend_from_slice(&args);
     let client = spawn(c, "node2", &format!("{tag}-client.log"), &cl)?;
     wait_until("both connections", Duration::from_secs(60), || Ok(connected(c, "node1", server)? >= 2))?;
+    Ok((server, client))
+}
+
+/// `ucmatose` with two connections moves to node3 while it streams messages to its client on
+/// node2: its rdma_cm file then holds a listening ID and two connected ones (passive: created
+/// by the client's requests), their QPs busy. After the move both sides finish every message on
+/// every connection, then the server disconnects: its DREQs leave from the IB CM IDs recreated
+/// at node3, the client sees both connections end and answers, and the server sees its
+/// disconnects complete. The client, whose rdma_cm watches the server's address, also sees that
+/// address change MAC mid-run without its connections being reported unreachable (patch 30).
+/// Both sides return status 0.
+fn rdmacm_connected_ucmatose_server_moves_mid_run_then_disconnects(c: &Ctx) -> Result<()> {
+    let tag = "rdmacm-ucmatose-mid";
+    let (server, client) = ucmatose_streaming(c, tag)?;
     let started = Instant::now();
     std::thread::sleep(Duration::from_secs(2));
     migrate(c, server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
@@ -264,17 +271,8 @@ fn rdmacm_connected_ucmatose_rolled_back_still_tells_its_peer_when_killed(c: &Ct
     // The checks take 4-10 s here, then the freeze; the deadline passes while node3's agent is
     // stopped.
     const DEADLINE: &str = "30";
-    prepare(c, "node1")?;
     let tag = "rdmacm-ucmatose-back";
-    let args = ["-p", UCMATOSE_PORT, "-c", "2", "-C", "10000", "-S", "32768"];
-    let mut s = vec!["ucmatose"];
-    s.extend_from_slice(&args);
-    let server = spawn(c, "node1", &format!("{tag}-server.log"), &s)?;
-    wait_until("ucmatose to listen", Duration::from_secs(60), || listens(c, "node1", server, UCMATOSE_PORT))?;
-    let mut cl = vec!["ucmatose", "-s", SERVICE_ADDR];
-    cl.extend_from_slice(&args);
-    let client = spawn(c, "node2", &format!("{tag}-client.log"), &cl)?;
-    wait_until("both connections", Duration::from_secs(60), || Ok(connected(c, "node1", server)? >= 2))?;
+    let (server, client) = ucmatose_streaming(c, tag)?;
     let stopper = stop_agent_at_freeze(c, "node1", server, "node3");
     let res = migrate_run(c, server, "node1", "node3", Some(SERVICE_ADDR), &["--deadline", DEADLINE]);
     let stopped = stopper.join().map_err(|_| anyhow::anyhow!("stopper thread panicked"))?;
@@ -302,17 +300,8 @@ fn rdmacm_connected_ucmatose_rolled_back_still_tells_its_peer_when_killed(c: &Ct
 /// whose connections end (their CM IDs leave CONNECT), so the peer's disconnect tears the moved
 /// endpoint down as it would have at the source.
 fn rdmacm_connected_ucmatose_client_killed_after_the_move_disconnects_the_server(c: &Ctx) -> Result<()> {
-    prepare(c, "node1")?;
     let tag = "rdmacm-ucmatose-cli-gone";
-    let args = ["-p", UCMATOSE_PORT, "-c", "2", "-C", "10000", "-S", "32768"];
-    let mut s = vec!["ucmatose"];
-    s.extend_from_slice(&args);
-    let server = spawn(c, "node1", &format!("{tag}-server.log"), &s)?;
-    wait_until("ucmatose to listen", Duration::from_secs(60), || listens(c, "node1", server, UCMATOSE_PORT))?;
-    let mut cl = vec!["ucmatose", "-s", SERVICE_ADDR];
-    cl.extend_from_slice(&args);
-    let client = spawn(c, "node2", &format!("{tag}-client.log"), &cl)?;
-    wait_until("both connections", Duration::from_secs(60), || Ok(connected(c, "node1", server)? >= 2))?;
+    let (server, client) = ucmatose_streaming(c, tag)?;
     migrate(c, server, "node1", "node3", Some(SERVICE_ADDR), &[])?;
     ensure!(connected(c, "node3", server)? >= 2, "node3 holds no connected CM IDs of the restored server");
     c.exec_ok("node2", &["kill", "-9", &client.to_string()])?;
