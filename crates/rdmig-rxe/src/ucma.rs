@@ -42,6 +42,11 @@ pub fn loaded_abi_version() -> io::Result<Option<u32>> {
     Ok(abi_version_of(&info))
 }
 
+/// Whether an rdma_cm file's fdinfo text says the file is marked moving (`moving:\t1`).
+pub fn marked_moving(fdinfo: &str) -> bool {
+    fdinfo.lines().any(|l| l == "moving:\t1")
+}
+
 /// The `rdmig_ucma:` version of an rdma_cm file's fdinfo text, if it has one.
 pub fn abi_version_of(fdinfo: &str) -> Option<u32> {
     fdinfo.lines().find_map(|l| l.strip_prefix("rdmig_ucma:")).and_then(|v| v.trim().parse().ok())
@@ -66,6 +71,17 @@ pub const EVENT_CONNECT_REQUEST: u32 = 4;
 pub const EVENT_DEVICE_REMOVAL: u32 = 11;
 pub const EVENT_MULTICAST_JOIN: u32 = 12;
 pub const EVENT_MULTICAST_ERROR: u32 = 13;
+
+/// Why an event of type `event` cannot be queued again (`RDMIG_UCMA_IOC_QUEUE_EVENT` refuses
+/// it), or `None` when it can: the one list the dump's refusal and the restore's check share.
+pub fn not_requeueable(event: u32) -> Option<&'static str> {
+    match event {
+        EVENT_CONNECT_REQUEST => Some("an unaccepted connection request, whose new ID rdmig cannot recreate with it"),
+        EVENT_MULTICAST_JOIN | EVENT_MULTICAST_ERROR => Some("a multicast event, which rdmig cannot move"),
+        EVENT_DEVICE_REMOVAL => Some("the removal of its device, which rdmig cannot move"),
+        _ => None,
+    }
+}
 
 /// Size of `struct rdma_ucm_event_resp` (rdma_user_cm.h): uid@0 (u64), id@8, event@12,
 /// status@16, the connection or UD parameters@20, reserved@324, ece@328.
@@ -385,6 +401,8 @@ mod tests {
         assert_eq!(abi_version_of("pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t7\nrdmig_ucma:\t2\ncm_id:\tid=1\n"), Some(2));
         assert_eq!(abi_version_of("pos:\t0\nflags:\t02\n"), None);
         assert_eq!(abi_version_of("rdmig_ucma:\tx\n"), None);
+        assert!(marked_moving("pos:\t0\nrdmig_ucma:\t2\nmoving:\t1\ncm_id:\tid=1\n"));
+        assert!(!marked_moving("pos:\t0\nrdmig_ucma:\t2\ncm_id:\tid=1\n"));
     }
 
     use super::*;

@@ -142,7 +142,7 @@ pub fn clear_rdma_cm_moving(pid: i32) {
     for fd in fds {
         // Only files a dump marked (fdinfo `moving:\t1`): a restored process's files never are.
         let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
-        if !info.lines().any(|l| l == "moving:\t1") {
+        if !rdmig_rxe::ucma::marked_moving(&info) {
             continue;
         }
         let file = match crate::tcp_unlock::pidfd_getfd(&pidfd, fd) {

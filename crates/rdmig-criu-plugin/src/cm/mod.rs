@@ -159,13 +159,7 @@ fn saved_events(info: &UcmaInfo) -> Result<Vec<QueuedEvent>, String> {
         };
         let name = event_name(e.event);
         let what = format!("{whose} has {name} (status {}) queued and not read yet ({} event(s) queued on the file)", e.status, info.events.len());
-        let why = match e.event {
-            abi::EVENT_CONNECT_REQUEST => Some("an unaccepted connection request, whose new ID rdmig cannot recreate with it"),
-            abi::EVENT_MULTICAST_JOIN | abi::EVENT_MULTICAST_ERROR => Some("a multicast event, which rdmig cannot move"),
-            abi::EVENT_DEVICE_REMOVAL => Some("the removal of its device, which rdmig cannot move"),
-            _ => None,
-        };
-        if let Some(why) = why {
+        if let Some(why) = abi::not_requeueable(e.event) {
             return Err(format!("{what}: {why}; checkpoint when the process has read its events"));
         }
         let Some(l) = line else {

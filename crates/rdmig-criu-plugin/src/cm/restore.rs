@@ -158,7 +158,7 @@ pub fn check(f: &CmFile) -> Result<(), String> {
                 e.resp.uid()
             ));
         }
-        if matches!(e.resp.event(), abi::EVENT_CONNECT_REQUEST | abi::EVENT_DEVICE_REMOVAL | abi::EVENT_MULTICAST_JOIN | abi::EVENT_MULTICAST_ERROR) {
+        if abi::not_requeueable(e.resp.event()).is_some() {
             return Err(format!("queued event {n} for CM ID {} is {name}, which cannot be queued again", e.id));
         }
     }
