@@ -33,16 +33,23 @@ const PORT: &str = "18515";
 /// ucmatose's (its default).
 const UCMATOSE_PORT: &str = "7471";
 
-/// Whether `node`'s kernel lists a CM ID of `pid` listening on `port` (iproute2's
-/// `rdma resource show cm_id`, from the kernel's restrack: it shows what the kernel holds, not
-/// what the process thinks).
-fn listens(c: &Ctx, node: &str, pid: i32, port: &str) -> Result<bool> {
+/// The CM IDs of `pid` that `node`'s kernel holds, each as the words of its line in iproute2's
+/// `rdma resource show cm_id` (from the kernel's restrack: what the kernel holds, not what the
+/// process thinks).
+fn cm_ids(c: &Ctx, node: &str, pid: i32) -> Result<Vec<Vec<String>>> {
     let out = c.exec_ok(node, &["rdma", "resource", "show", "cm_id"])?;
     let pid = pid.to_string();
-    Ok(out.lines().any(|l| {
-        let w: Vec<&str> = l.split_whitespace().collect();
-        w.contains(&"LISTEN") && w.iter().any(|x| x.ends_with(&format!(":{port}"))) && w.windows(2).any(|p| p[0] == "pid" && p[1] == pid)
-    }))
+    Ok(out
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .filter(|w| w.windows(2).any(|p| p[0] == "pid" && p[1] == pid))
+        .collect())
+}
+
+/// Whether `node`'s kernel lists a CM ID of `pid` listening on `port`.
+fn listens(c: &Ctx, node: &str, pid: i32, port: &str) -> Result<bool> {
+    let port = format!(":{port}");
+    Ok(cm_ids(c, node, pid)?.iter().any(|w| w.iter().any(|x| x == "LISTEN") && w.iter().any(|x| x.ends_with(&port))))
 }
 
 /// Both sides' output so far, for a failure's message.
@@ -57,17 +64,9 @@ fn logs(tag: &str) -> String {
         .join("\n")
 }
 
-/// How many CM IDs of `pid` `node`'s kernel holds connected (state CONNECT in the restrack).
+/// How many CM IDs of `pid` `node`'s kernel holds connected (state CONNECT).
 fn connected(c: &Ctx, node: &str, pid: i32) -> Result<usize> {
-    let out = c.exec_ok(node, &["rdma", "resource", "show", "cm_id"])?;
-    let pid = pid.to_string();
-    Ok(out
-        .lines()
-        .filter(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            w.contains(&"CONNECT") && w.windows(2).any(|p| p[0] == "pid" && p[1] == pid)
-        })
-        .count())
+    Ok(cm_ids(c, node, pid)?.iter().filter(|w| w.iter().any(|x| x == "CONNECT")).count())
 }
 
 fn perftest_argv<'a>(tool: &'a str, iters: &'a str) -> Vec<&'a str> {
