@@ -3,13 +3,14 @@
 # own CPU writes, and RDMA WRITEs by its peer), rdmig's default migration against the MigrOS-style
 # baseline (stop-and-copy, images copied with scp) in the same run, on the same lab (issue 18).
 #
-#   experiments/downtime.sh [--sizes 64,256,512] [--cpu-rates 1M] [--rdma-rates 1M]
+#   experiments/downtime.sh [--sizes 64,256,512] [--cpu-rates 1M] [--rdma-rates 1M] [--qps 1]
 #                           [--rate-size MIB] [--rounds N] [--node-memory MIB] [--name LAB]
 #                           [--out DIR] [--keep] [--with-precopy]                (as root)
 #
 # The workload is rdmig-workload with --rdma-listen: SIZE MiB of memory, all of it registered as
 # one RDMA memory region; its peer (`rdmig-workload peer`, on node2) RDMA-WRITEs the first half
-# at the RDMA rate, each write followed on the same RC QP by a SEND naming it; the workload
+# at the RDMA rate over QPS RC QPs (each QP its own slice of that half, the writes going to the
+# QPs in turn), each write followed on the same QP by a SEND naming it; the workload
 # dirties the other half itself at the CPU rate. It runs on node1 on the movable overlay address
 # 10.0.1.7 (its QP's GID) and moves to node3 with
 #     rdmig migrate PID --move-addr 10.0.1.7                                  (ours: the defaults)
@@ -26,13 +27,15 @@
 # Sweeps (each point: ours and the baseline, ROUNDS times, the order alternating per round):
 #   memory:    every --sizes size, at the first CPU rate and the first RDMA rate;
 #   CPU rate:  every --cpu-rates rate, at --rate-size (default: the first size), first RDMA rate;
-#   RDMA rate: every --rdma-rates rate, at --rate-size, first CPU rate.
-# A point shared by two sweeps runs once. Rates take K, M suffixes (bytes per second); sizes are
-# MiB. The nodes get 6 x the largest size + 1024 MiB unless --node-memory: CRIU's images live
-# in the nodes' /tmp (a tmpfs of half their memory), and with the whole region registered every
-# pre-copy round dumps all of it again (measured: 64.1 of 64 MiB at the freeze after 2 rounds),
-# so the source holds about 3 x the size in images. 1-2 GiB need a host with that much memory.
-# Not swept yet: the number of QPs (the workload has one).
+#   RDMA rate: every --rdma-rates rate, at --rate-size, first CPU rate;
+#   QPs:       every --qps count (1 to 256), at --rate-size, first CPU rate, first RDMA rate.
+# The other sweeps use the first --qps count. A point shared by two sweeps runs once. Rates
+# take K, M suffixes (bytes per second); sizes are MiB. The nodes get 6 x the largest size +
+# 1024 MiB unless --node-memory: CRIU's images live in the nodes' /tmp (a tmpfs of half their
+# memory), and with the whole region registered every pre-copy round dumps all of it again
+# (measured: 64.1 of 64 MiB at the freeze after 2 rounds), so the source holds about 3 x the
+# size in images. 1-2 GiB need a host with that much memory.
+# Many QPs need peer pages: at least 24 per QP from 64 QPs up (388 for one QP), 4 KiB each.
 #
 # Measured per migration:
 #   downtime_ms   rdmig's report: freeze start -> resume end (summary.downtime_ns), same
@@ -56,14 +59,16 @@
 # Results: experiments/results/downtime-<UTC time>/ (or --out): runs.jsonl (one JSON row per
 # migration), each migration's report (report-N-*.json), env.json (kernel, qemu, CPU, git commit,
 # sizes and rates), summary.json, table.md, and the PNGs (downtime-vs-memory.png, phases-vs-
-# memory.png, and per rate sweep with more than one rate, downtime-vs-cpu-rate.png,
-# downtime-vs-rdma-rate.png), drawn with `rdmig plot series`.
+# memory.png, and per sweep with more than one value, downtime-vs-cpu-rate.png,
+# downtime-vs-rdma-rate.png, downtime-vs-qps.png, phases-vs-qps.png), drawn with `rdmig plot
+# series`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZES=64,256,512
 CPU_RATES=1M
 RDMA_RATES=1M
+QPS=1
 RATE_SIZE=""
 ROUNDS=1
 NODE_MEMORY=""
@@ -77,7 +82,7 @@ PEER_IP=10.0.1.12 # node2's own overlay address
 PORT=9400
 SETTLE=5          # seconds of traffic before each migration, and 3 after it
 
-usage() { sed -n '2,60s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,64s/^# \{0,1\}//p' "$0"; }
 log() { printf 'downtime: %s\n' "$*" >&2; }
 die() { printf 'downtime: error: %s\n' "$*" >&2; exit 1; }
 
@@ -86,6 +91,7 @@ while [ $# -gt 0 ]; do
 	--sizes) [ $# -ge 2 ] || die "--sizes needs a list"; SIZES=$2; shift 2 ;;
 	--cpu-rates) [ $# -ge 2 ] || die "--cpu-rates needs a list"; CPU_RATES=$2; shift 2 ;;
 	--rdma-rates) [ $# -ge 2 ] || die "--rdma-rates needs a list"; RDMA_RATES=$2; shift 2 ;;
+	--qps) [ $# -ge 2 ] || die "--qps needs a list"; QPS=$2; shift 2 ;;
 	--rate-size) [ $# -ge 2 ] || die "--rate-size needs MiB"; RATE_SIZE=$2; shift 2 ;;
 	--rounds) [ $# -ge 2 ] || die "--rounds needs a number"; ROUNDS=$2; shift 2 ;;
 	--node-memory) [ $# -ge 2 ] || die "--node-memory needs MiB"; NODE_MEMORY=$2; shift 2 ;;
@@ -100,6 +106,8 @@ done
 IFS=, read -r -a sizes <<<"$SIZES"
 IFS=, read -r -a cpu_rates <<<"$CPU_RATES"
 IFS=, read -r -a rdma_rates <<<"$RDMA_RATES"
+IFS=, read -r -a qps_list <<<"$QPS"
+for q in "${qps_list[@]}"; do [[ "$q" =~ ^[1-9][0-9]*$ && "$q" -le 256 ]] || die "--qps: '$q' is not a QP count from 1 to 256"; done
 for s in "${sizes[@]}"; do [[ "$s" =~ ^[1-9][0-9]*$ ]] || die "--sizes: '$s' is not a size in MiB"; done
 for r in "${cpu_rates[@]}" "${rdma_rates[@]}"; do [[ "$r" =~ ^[0-9]+[KMG]?$ ]] || die "rates: '$r' is not a rate (e.g. 0, 256K, 4M)"; done
 RATE_SIZE=${RATE_SIZE:-${sizes[0]}}
@@ -170,7 +178,7 @@ node3_underlay=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); pr
 on node1 ssh -F /mnt/lab/ssh/ssh_config "$node3_underlay" true || die "ssh from node1 to node3 does not work: the scp baseline needs it"
 
 # The environment, recorded before anything is measured.
-python3 - "$HERE/env.json" "$STAMP" "$NODE_MEMORY" "$SIZES" "$CPU_RATES" "$RDMA_RATES" "$RATE_SIZE" "$ROUNDS" \
+python3 - "$HERE/env.json" "$STAMP" "$NODE_MEMORY" "$SIZES" "$CPU_RATES" "$RDMA_RATES" "$RATE_SIZE" "$ROUNDS" "$QPS" \
 	"$(uname -r)" "$(on node1 uname -r)" "$(qemu-system-x86_64 --version | head -n1)" "$(criu --version 2>/dev/null | head -n1)" \
 	"$(git rev-parse HEAD)" "$(git status --porcelain --untracked-files=no | wc -l)" <<'EOF'
 import json, os, sys
@@ -179,19 +187,20 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 mem = next((int(l.split()[1]) // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), None)
 json.dump({"utc": a[1], "node_memory_mib": int(a[2]), "nodes": 3, "node_vcpus": 1, "sizes_mib": [int(x) for x in a[3].split(",")],
            "cpu_rates": a[4].split(","), "rdma_rates": a[5].split(","), "rate_size_mib": int(a[6]), "rounds": int(a[7]),
-           "host_kernel": a[8], "node_kernel": a[9], "qemu": a[10], "criu": a[11], "git_commit": a[12],
-           "git_tracked_changes": int(a[13]), "host_cpu": cpu, "host_cpus": os.cpu_count(), "host_memory_mib": mem,
-           "accel": "tcg (rdmig-lab)", "workload": "rdmig-workload --rdma-listen: the whole region one MR, the peer writes its first half",
+           "qps": [int(x) for x in a[8].split(",")],
+           "host_kernel": a[9], "node_kernel": a[10], "qemu": a[11], "criu": a[12], "git_commit": a[13],
+           "git_tracked_changes": int(a[14]), "host_cpu": cpu, "host_cpus": os.cpu_count(), "host_memory_mib": mem,
+           "accel": "tcg (rdmig-lab)", "workload": "rdmig-workload --rdma-listen --qps Q: the whole region one MR, the peer writes its first half over Q RC QPs",
            "ours": "rdmig migrate PID --move-addr 10.0.1.7 (defaults: pre-copy, transport auto)",
            "baseline": "rdmig migrate PID --move-addr 10.0.1.7 --strategy stop-and-copy --transport scp"},
           open(a[0], "w"), indent=2)
 EOF
 
-# The configurations: (sweeps it belongs to, size, CPU rate, RDMA rate), each once.
+# The configurations: (sweeps it belongs to, size, CPU rate, RDMA rate, QPs), each once.
 declare -A point_axes=()
 points=()
 add_point() {
-	local key="$2 $3 $4"
+	local key="$2 $3 $4 $5"
 	if [ -z "${point_axes[$key]:-}" ]; then
 		points+=("$key")
 		point_axes[$key]=$1
@@ -199,26 +208,28 @@ add_point() {
 		point_axes[$key]="${point_axes[$key]},$1"
 	fi
 }
-for s in "${sizes[@]}"; do add_point memory "$s" "${cpu_rates[0]}" "${rdma_rates[0]}"; done
-for r in "${cpu_rates[@]}"; do add_point cpu_rate "$RATE_SIZE" "$r" "${rdma_rates[0]}"; done
-for r in "${rdma_rates[@]}"; do add_point rdma_rate "$RATE_SIZE" "${cpu_rates[0]}" "$r"; done
+q0=${qps_list[0]}
+for s in "${sizes[@]}"; do add_point memory "$s" "${cpu_rates[0]}" "${rdma_rates[0]}" "$q0"; done
+for r in "${cpu_rates[@]}"; do add_point cpu_rate "$RATE_SIZE" "$r" "${rdma_rates[0]}" "$q0"; done
+for r in "${rdma_rates[@]}"; do add_point rdma_rate "$RATE_SIZE" "${cpu_rates[0]}" "$r" "$q0"; done
+for q in "${qps_list[@]}"; do add_point qps "$RATE_SIZE" "${cpu_rates[0]}" "${rdma_rates[0]}" "$q"; done
 
 n_run=0
-# one STRATEGY ROUND SIZE CPU_RATE RDMA_RATE AXES: one migration, checked; appends a row.
+# one STRATEGY ROUND SIZE CPU_RATE RDMA_RATE QPS AXES: one migration, checked; appends a row.
 one() {
-	local strategy=$1 round=$2 size=$3 cpu=$4 rdma=$5 axes=$6 sgid pgid wpid ppid rc extra=() tag
+	local strategy=$1 round=$2 size=$3 cpu=$4 rdma=$5 qps=$6 axes=$7 sgid pgid wpid ppid rc extra=() tag
 	n_run=$((n_run + 1))
-	tag=$n_run-$strategy-${size}M-cpu$cpu-rdma$rdma
+	tag=$n_run-$strategy-${size}M-cpu$cpu-rdma$rdma-qp$qps
 	[ "$strategy" = baseline ] && extra=(--strategy stop-and-copy --transport scp)
 	[ "$strategy" = precopy ] && extra=(--converge-mib 0)
-	log "[$tag] round $round: $size MiB, CPU $cpu/s, RDMA $rdma/s, $strategy"
+	log "[$tag] round $round: $size MiB, CPU $cpu/s, RDMA $rdma/s, $qps QP(s), $strategy"
 	for n in node1 node2 node3; do "$labctl" addr del "$n" "$SERVICE" >/dev/null 2>&1 || true; done
 	"$labctl" addr add node1 "$SERVICE" >/dev/null
 	sgid=$(on node1 "$BIN/rdmig" rxe gid-index --ip "$SERVICE") || die "no RoCE v2 GID for $SERVICE on node1"
 	pgid=$(on node2 "$BIN/rdmig" rxe gid-index --ip "$PEER_IP") || die "no RoCE v2 GID for $PEER_IP on node2"
 	rm -f "$HERE/w.json" "$HERE/p.json"
 	wpid=$(spawn node1 "$NODE/workload-$tag.log" "$BIN/rdmig-workload" --mem "${size}M" --dirty-rate "$cpu" \
-		--rdma-listen "$SERVICE:$PORT" --gid-index "$sgid" --report "$NODE/w.json")
+		--rdma-listen "$SERVICE:$PORT" --gid-index "$sgid" --qps "$qps" --report "$NODE/w.json")
 	wait_json "the workload's fill" $((120 + size)) "$HERE/w.json" 'r["phase"] == "filled"'
 	ppid=$(spawn node2 "$NODE/peer-$tag.log" "$BIN/rdmig-workload" peer --connect "$SERVICE:$PORT" --gid-index "$pgid" \
 		--rate "$rdma" --report "$NODE/p.json")
@@ -241,9 +252,9 @@ one() {
 	# The live reports become this run's; no scratch copy is left in the results.
 	mv "$HERE/w.json" "$HERE/check-$tag.json"
 	mv "$HERE/p.json" "$HERE/peer-$tag.json"
-	python3 - "$HERE" "$tag" "$strategy" "$round" "$size" "$cpu" "$rdma" "$axes" >>"$HERE/runs.jsonl" <<'EOF'
+	python3 - "$HERE" "$tag" "$strategy" "$round" "$size" "$cpu" "$rdma" "$qps" "$axes" >>"$HERE/runs.jsonl" <<'EOF'
 import json, sys
-d, tag, strategy, rnd, size, cpu, rdma, axes = sys.argv[1:]
+d, tag, strategy, rnd, size, cpu, rdma, qps, axes = sys.argv[1:]
 r = json.load(open("%s/report-%s.json" % (d, tag)))
 w = json.load(open("%s/check-%s.json" % (d, tag)))
 p = json.load(open("%s/peer-%s.json" % (d, tag)))
@@ -268,10 +279,11 @@ full_restore = None if phases["restore"] is None else phases["restore"] + (phase
 dump_rdma, restore_rdma = rdma_ms("final_dump"), rdma_ms("restore")
 minus = lambda whole, part: None if whole is None else whole - (part or 0.0)
 rd = w.get("rdma") or {}
-check_ok = bool(w["ok"] and rd.get("ok") and rd.get("peer_end") and p["ok"] and rd.get("writes_applied") == p["writes_completed"])
+check_ok = bool(w["ok"] and rd.get("ok") and rd.get("peer_end") and p["ok"] and rd.get("writes_applied") == p["writes_completed"]
+                and rd.get("qps") == int(qps) and p.get("qps") == int(qps))
 row = {
     "tag": tag, "strategy": strategy, "round": int(rnd), "axes": axes.split(","), "size_mib": int(size),
-    "cpu_rate": cpu, "cpu_rate_bytes": rate(cpu), "rdma_rate": rdma, "rdma_rate_bytes": rate(rdma),
+    "cpu_rate": cpu, "cpu_rate_bytes": rate(cpu), "rdma_rate": rdma, "rdma_rate_bytes": rate(rdma), "qps": int(qps),
     "outcome": r["outcome"]["outcome"], "strategy_used": r["strategy"], "transport": (r.get("transport") or {}).get("used"),
     "precopy_rounds": len(r.get("rounds") or []), "final_mib": r.get("final_bytes", 0) / 2**20,
     "downtime_ms": s["downtime_ns"] / 1e6,
@@ -294,31 +306,31 @@ EOF
 
 for round in $(seq "$ROUNDS"); do
 	for pt in "${points[@]}"; do
-		read -r size cpu rdma <<<"$pt"
+		read -r size cpu rdma qps <<<"$pt"
 		if [ $((round % 2)) -eq 1 ]; then order="ours baseline"; else order="baseline ours"; fi
 		[ "$WITH_PRECOPY" = 1 ] && order="$order precopy"
 		for strategy in $order; do
-			one "$strategy" "$round" "$size" "$cpu" "$rdma" "${point_axes[$pt]}"
+			one "$strategy" "$round" "$size" "$cpu" "$rdma" "$qps" "${point_axes[$pt]}"
 		done
 	done
 done
 
 # Medians per point and strategy, the table, the charts.
-python3 - "$HERE" "$RATE_SIZE" "${cpu_rates[0]}" "${rdma_rates[0]}" <<'EOF'
+python3 - "$HERE" "$RATE_SIZE" "${cpu_rates[0]}" "${rdma_rates[0]}" "$q0" <<'EOF'
 import json, statistics, sys
-d, rate_size, cpu0, rdma0 = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+d, rate_size, cpu0, rdma0, q0 = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5])
 rows = [json.loads(l) for l in open(d + "/runs.jsonl")]
 med = lambda v: statistics.median(v) if v else None
 keys = []
 for r in rows:
-    k = (r["size_mib"], r["cpu_rate"], r["rdma_rate"])
+    k = (r["size_mib"], r["cpu_rate"], r["rdma_rate"], r.get("qps", 1))
     if k not in keys:
         keys.append(k)
 points = []
 for k in keys:
-    p = {"size_mib": k[0], "cpu_rate": k[1], "rdma_rate": k[2]}
+    p = {"size_mib": k[0], "cpu_rate": k[1], "rdma_rate": k[2], "qps": k[3]}
     for strat in ("ours", "baseline", "precopy"):
-        rs = [r for r in rows if (r["size_mib"], r["cpu_rate"], r["rdma_rate"]) == k and r["strategy"] == strat]
+        rs = [r for r in rows if (r["size_mib"], r["cpu_rate"], r["rdma_rate"], r.get("qps", 1)) == k and r["strategy"] == strat]
         p["axes"] = rs[0]["axes"] if rs else p.get("axes")
         p["cpu_rate_bytes"], p["rdma_rate_bytes"] = (rs[0]["cpu_rate_bytes"], rs[0]["rdma_rate_bytes"]) if rs else (None, None)
         p[strat] = {"runs": len(rs), "downtime_ms": med([r["downtime_ms"] for r in rs]), "peer_gap_ms": med([r["peer_gap_ms"] for r in rs]),
@@ -336,21 +348,21 @@ json.dump({"points": points, "runs": len(rows), "all_checks_ok": all(r["check"][
 
 f = lambda v, fmt="%.0f": "-" if v is None else fmt % v
 names = ("DumpRDMA", "DumpOthers", "Transfer", "RestoreRDMA", "FullRestore")
-lines = ["| MiB | CPU dirty/s | RDMA writes/s | ours downtime ms | baseline downtime ms | ours/baseline | ours peer gap ms | baseline peer gap ms | ours pre-copy rounds, MiB at freeze | ours " + " / ".join(names) + " ms | baseline " + " / ".join(names) + " ms | runs |",
-         "|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"]
+lines = ["| MiB | CPU dirty/s | RDMA writes/s | QPs | ours downtime ms | baseline downtime ms | ours/baseline | ours peer gap ms | baseline peer gap ms | ours pre-copy rounds, MiB at freeze | ours " + " / ".join(names) + " ms | baseline " + " / ".join(names) + " ms | runs |",
+         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|---:|"]
 for p in points:
     o, b = p["ours"], p["baseline"]
     m = lambda x: " / ".join(f(x["migrrdma_ms"][n]) for n in names)
-    lines.append("| %d | %s | %s | %s | %s | %s | %s | %s | %s, %s | %s | %s | %d+%d |" % (
-        p["size_mib"], p["cpu_rate"], p["rdma_rate"], f(o["downtime_ms"]), f(b["downtime_ms"]), f(p["downtime_ours_over_baseline"], "%.2f"),
+    lines.append("| %d | %s | %s | %d | %s | %s | %s | %s | %s | %s, %s | %s | %s | %d+%d |" % (
+        p["size_mib"], p["cpu_rate"], p["rdma_rate"], p["qps"], f(o["downtime_ms"]), f(b["downtime_ms"]), f(p["downtime_ours_over_baseline"], "%.2f"),
         f(o["peer_gap_ms"]), f(b["peer_gap_ms"]), f(o["precopy_rounds"]), f(o["final_mib"], "%.1f"), m(o), m(b), o["runs"], b["runs"]))
 if any(p["precopy"]["runs"] for p in points):
-    lines += ["", "| MiB | CPU dirty/s | RDMA writes/s | ours downtime ms | forced pre-copy downtime ms | ours/forced | forced pre-copy rounds, MiB at freeze | runs |",
-              "|---:|---:|---:|---:|---:|---:|---|---:|"]
+    lines += ["", "| MiB | CPU dirty/s | RDMA writes/s | QPs | ours downtime ms | forced pre-copy downtime ms | ours/forced | forced pre-copy rounds, MiB at freeze | runs |",
+              "|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
     for p in points:
         o, fp = p["ours"], p["precopy"]
-        lines.append("| %d | %s | %s | %s | %s | %s | %s, %s | %d+%d |" % (
-            p["size_mib"], p["cpu_rate"], p["rdma_rate"], f(o["downtime_ms"]), f(fp["downtime_ms"]), f(p["downtime_ours_over_forced_precopy"], "%.2f"),
+        lines.append("| %d | %s | %s | %d | %s | %s | %s | %s, %s | %d+%d |" % (
+            p["size_mib"], p["cpu_rate"], p["rdma_rate"], p["qps"], f(o["downtime_ms"]), f(fp["downtime_ms"]), f(p["downtime_ours_over_forced_precopy"], "%.2f"),
             f(fp["precopy_rounds"]), f(fp["final_mib"], "%.1f"), o["runs"], fp["runs"]))
 lines += ["", "Medians per point (runs: ours+baseline). Every migration's every byte was checked at the destination. "
           "MigrRDMA's phases: DumpRDMA and RestoreRDMA are the CRIU plugin's own times (rdma_us), DumpOthers and FullRestore the rest; see experiments/downtime.sh."]
@@ -368,19 +380,25 @@ def chart(name, title, xl, sel, x):
         series.append({"name": label + ": peer gap", "points": [[x(p), p[strat]["peer_gap_ms"]] for p in ps if p[strat]["peer_gap_ms"] is not None]})
     json.dump({"title": title, "subtitle": "rdmig-workload with an RDMA peer, lab (TCG), medians; every byte checked after each migration",
                "x_label": xl, "y_label": "ms", "series": series}, open("%s/%s.chart.json" % (d, name), "w"), indent=1)
-chart("downtime-vs-memory", "downtime and peer-observed gap against memory (CPU %s/s, RDMA %s/s)" % (cpu0, rdma0), "workload memory, MiB",
+chart("downtime-vs-memory", "downtime and peer-observed gap against memory (CPU %s/s, RDMA %s/s, %d QPs)" % (cpu0, rdma0, q0), "workload memory, MiB",
       lambda p: "memory" in p["axes"], lambda p: p["size_mib"])
 chart("downtime-vs-cpu-rate", "downtime against the CPU dirty rate (%d MiB, RDMA %s/s)" % (rate_size, rdma0), "CPU dirty rate, MiB/s",
       lambda p: "cpu_rate" in p["axes"], lambda p: p["cpu_rate_bytes"] / 2**20)
 chart("downtime-vs-rdma-rate", "downtime against the peer's RDMA write rate (%d MiB, CPU %s/s)" % (rate_size, cpu0), "RDMA write rate, MiB/s",
       lambda p: "rdma_rate" in p["axes"], lambda p: p["rdma_rate_bytes"] / 2**20)
-mem = sorted([p for p in points if "memory" in p["axes"]], key=lambda p: p["size_mib"])
-if len(mem) >= 2:
-    series = [{"name": "%s %s" % (s, n), "points": [[p["size_mib"], p[s]["migrrdma_ms"][n]] for p in mem if p[s]["migrrdma_ms"][n] is not None]}
+chart("downtime-vs-qps", "downtime against the number of QPs (%d MiB, CPU %s/s, RDMA %s/s)" % (rate_size, cpu0, rdma0), "RC QPs between the workload and its peer",
+      lambda p: "qps" in p["axes"], lambda p: p["qps"])
+def phases(name, axis, xl, x):
+    ps = sorted([p for p in points if axis in p["axes"]], key=x)
+    if len(ps) < 2:
+        return
+    series = [{"name": "%s %s" % (s, n), "points": [[x(p), p[s]["migrrdma_ms"][n]] for p in ps if p[s]["migrrdma_ms"][n] is not None]}
               for s in ("ours", "baseline") for n in names]
     series = [x for x in series if x["points"]]
-    json.dump({"title": "blackout phases against memory (MigrRDMA's names)", "subtitle": "DumpRDMA, RestoreRDMA = the CRIU plugin's own times; DumpOthers = the rest of final_dump, FullRestore = the rest of restore + resume",
-               "x_label": "workload memory, MiB", "y_label": "ms", "series": series}, open(d + "/phases-vs-memory.chart.json", "w"), indent=1)
+    json.dump({"title": "blackout phases against %s (MigrRDMA's names)" % xl, "subtitle": "DumpRDMA, RestoreRDMA = the CRIU plugin's own times; DumpOthers = the rest of final_dump, FullRestore = the rest of restore + resume",
+               "x_label": xl, "y_label": "ms", "series": series}, open("%s/%s.chart.json" % (d, name), "w"), indent=1)
+phases("phases-vs-memory", "memory", "workload memory, MiB", lambda p: p["size_mib"])
+phases("phases-vs-qps", "qps", "RC QPs", lambda p: p["qps"])
 EOF
 for c in "$HERE"/*.chart.json; do
 	[ -e "$c" ] || continue

@@ -60,19 +60,22 @@ sleeps. Sizes take K, M, G, T suffixes (powers of 1024): 256M, 8M, 1G.
 update, a zeroed page, a page copied over another, a lost RDMA WRITE, a lost notice, a peer's
 write count the workload never saw) and exits 0 only if the checker caught each.
 
-RDMA (--rdma-listen ADDR:PORT --gid-index N): the whole region is registered as one memory region
-(remote write), on an RC QP polled from the main loop (no completion channel, so rdmig's CRIU
-plugin can save it). The first --rdma-mem bytes (default half of --mem) belong to the peer: the
+RDMA (--rdma-listen ADDR:PORT --gid-index N [--qps Q]): the whole region is registered as one
+memory region (remote write), on Q RC QPs (default 1) polled from the main loop (no completion
+channel, so rdmig's CRIU plugin can save it). The first --rdma-mem bytes (default half of --mem) belong to the peer: the
 workload's own dirtying never touches them. It listens on ADDR:PORT (TCP) after the fill, takes
-one peer (`rdmig-workload peer --connect ADDR:PORT`), exchanges QP endpoints and the region's
-address and key, and closes both sockets: from then on it holds no socket, and ADDR (an address
-that moves with the process, --move-addr) only matters as the QP's GID. The peer's n-th write
-goes to page n mod P (P = the peer's pages) with generation n div P + 1, and is followed by a
-SEND carrying n; the workload applies notices in order (a gap is an error). A check first applies
-what has arrived, and takes a page that holds its next generation as a write still in flight (RC
-places a WRITE before its notice). After the peer's last write it sends its total; the workload
-then requires that every one of them was applied. The report gets an \"rdma\" object: peer_pages,
-writes_applied, peer_total, peer_end, in_flight_pages, notice_errors, wc_errors, first_error, ok.
+one peer (`rdmig-workload peer --connect ADDR:PORT`, which opens as many QPs), exchanges QP
+endpoints and the region's address and key, and closes both sockets: from then on it holds no
+socket, and ADDR (an address that moves with the process, --move-addr) only matters as the QPs'
+GID. With Q QPs the peer's pages are split into Q slices (lanes), one per QP, and its writes go
+to the lanes in turn; each lane is checked on its own, as one QP is. A lane's n-th write goes
+to its page n mod P (P = the lane's pages) with generation n div P + 1, and is followed on the
+same QP by a SEND carrying n; the workload applies a lane's notices in order (a gap is an
+error). A check first applies what has arrived, and takes a page that holds its next generation
+as a write still in flight (RC places a WRITE before its notice). After the peer's last write it
+sends each lane's total on its QP; the workload then requires that every one of them was
+applied. The report gets an \"rdma\" object: qps, peer_pages, writes_applied, peer_total,
+peer_end, in_flight_pages, notice_errors, wc_errors, first_error, ok.
 
 The peer (`rdmig-workload peer --connect ADDR:PORT --gid-index N --rate 4M --report PATH`)
 writes --rate bytes per second (whole pages; no catching up after a pause), keeps at most
@@ -125,6 +128,10 @@ struct Cli {
     /// Bytes at the start of the region that the peer writes (default: half of --mem).
     #[arg(long, value_parser = parse_size)]
     rdma_mem: Option<u64>,
+    /// RC QPs between the workload and its peer, 1 to 256 (the peer opens as many); the peer's
+    /// pages are split among them and its writes go to each in turn.
+    #[arg(long, default_value_t = 1, requires = "rdma_listen")]
+    qps: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -493,16 +500,45 @@ const NOTICE: usize = 32;
 const NOTICE_MAGIC: u32 = 0x5244_574b; // "RDWK"
 const KIND_WRITE: u32 = 1;
 const KIND_END: u32 = 2;
-/// Receives the workload keeps posted.
+/// Receives the workload keeps posted, shared among its QPs.
 const RECV_DEPTH: usize = 128;
 /// The peer's --window at most.
 const MAX_WINDOW: usize = 64;
-/// How many writes past the last applied notice may have been placed already: the posted
+/// QPs between the workload and its peer at most (--qps).
+const MAX_QPS: usize = 256;
+
+// With several QPs the peer's pages are split into one slice per QP (a lane), each with its own
+// write sequence and notices on its own QP: RC orders a lane's WRITEs and SENDs, and nothing
+// orders two lanes, so each lane is checked on its own, exactly as one QP is.
+
+/// Receives the workload keeps posted on each of `qps` QPs.
+fn lane_recv_depth(qps: usize) -> usize {
+    (RECV_DEPTH / qps).max(8)
+}
+
+/// Work requests the peer keeps in flight on each of `qps` QPs at most (even: a write and its
+/// notice are two).
+fn lane_window_max(qps: usize) -> usize {
+    ((MAX_WINDOW / qps) & !1).max(2)
+}
+
+/// How many writes past a lane's last applied notice may have been placed already: the posted
 /// receives (notices that may sit in the CQ) and the peer's window, with a margin.
-const IN_FLIGHT_MAX: u64 = (RECV_DEPTH + MAX_WINDOW + 2) as u64;
-/// The peer needs at least this many pages, so that no page can be two writes ahead of its
-/// last notice (a second look then knows the one generation it may hold).
-const MIN_PEER_PAGES: u64 = 2 * IN_FLIGHT_MAX;
+fn in_flight_max(qps: usize) -> u64 {
+    (lane_recv_depth(qps) + lane_window_max(qps) + 2) as u64
+}
+
+/// Each lane needs at least this many pages, so that no page can be two writes ahead of its
+/// lane's last notice (a second look then knows the one generation it may hold).
+fn min_lane_pages(qps: usize) -> u64 {
+    2 * in_flight_max(qps)
+}
+
+/// Lane `q`'s slice of the peer's `pages`: (first page, pages).
+fn lane_pages(pages: u64, qps: usize, q: usize) -> (u64, u64) {
+    let at = |i: usize| i as u64 * pages / qps as u64;
+    (at(q), at(q + 1) - at(q))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Notice {
@@ -543,8 +579,9 @@ impl Notice {
     }
 }
 
-/// Where the peer's write number `seq` goes and which generation it writes there, for `pages`
-/// peer pages: a sweep over them, one generation per sweep.
+/// Where a lane's write number `seq` goes (relative to the lane's first page) and which
+/// generation it writes there, for a lane of `pages` pages: a sweep over them, one generation
+/// per sweep.
 fn peer_target(pages: u64, seq: u64) -> (u64, u32) {
     (seq % pages, (seq / pages + 1) as u32)
 }
@@ -561,8 +598,11 @@ fn page_words(seed: u64, page: u64, generation: u32, out: &mut [u64]) {
 /// drive it without a NIC.
 #[derive(Debug, Default, Clone)]
 struct RemoteBook {
-    /// The peer's pages: [0, pages) of the region.
+    /// The lane's pages: [first, first + pages) of the region.
+    first: u64,
     pages: u64,
+    /// `in_flight_max` of the lane count.
+    in_flight_max: u64,
     /// Notices applied, i.e. the number of the next write expected.
     next_seq: u64,
     /// The total the peer sent at its end.
@@ -572,6 +612,14 @@ struct RemoteBook {
 }
 
 impl RemoteBook {
+    fn new(first: u64, pages: u64, in_flight_max: u64) -> Self {
+        Self { first, pages, in_flight_max, ..Default::default() }
+    }
+
+    fn holds(&self, page: u64) -> bool {
+        (self.first..self.first + self.pages).contains(&page)
+    }
+
     fn error(&mut self, m: String) {
         self.notice_errors += 1;
         if self.first_error.is_none() {
@@ -605,7 +653,7 @@ impl RemoteBook {
                 // Writes in between (if a notice was lost) moved their pages on as well.
                 for s in self.next_seq..=seq {
                     let (page, generation) = peer_target(self.pages, s);
-                    w.gens[page as usize] = generation;
+                    w.gens[(self.first + page) as usize] = generation;
                     w.remote_applied += 1;
                 }
                 self.next_seq = seq + 1;
@@ -616,11 +664,11 @@ impl RemoteBook {
     /// A second look at a peer page that does not match: it may hold the generation of a write
     /// whose notice has not been applied yet (RC placed the WRITE, the SEND is still coming).
     fn in_flight(&self, w: &Workload, page: u64) -> bool {
-        if self.pages == 0 || page >= self.pages {
+        if self.pages == 0 || !self.holds(page) {
             return false;
         }
-        let ahead = (page + self.pages - self.next_seq % self.pages) % self.pages;
-        if ahead >= IN_FLIGHT_MAX {
+        let ahead = (page - self.first + self.pages - self.next_seq % self.pages) % self.pages;
+        if ahead >= self.in_flight_max {
             return false;
         }
         let (_, generation) = peer_target(self.pages, self.next_seq + ahead);
@@ -633,14 +681,22 @@ impl RemoteBook {
     }
 }
 
-/// The RDMA side of the workload: its QP, the region's registration, the receive slots.
-struct Remote {
+/// One of the workload's QPs and the account of the peer's writes on it.
+struct Lane {
     qp: RcQp,
+    book: RemoteBook,
+}
+
+/// The RDMA side of the workload: its QPs (one lane each), the region's registration, the
+/// receive slots (lane q's are `depth` slots from q * depth).
+struct Remote {
+    // Dropped in this order: the QPs, then the receive slots, then the region's registration.
+    lanes: Vec<Lane>,
     rx: rdmig::verbs::Region,
+    depth: usize,
     // Deregistered before the workload's region is unmapped: `Remote` is declared after the
     // `Workload` in `run`, so it is dropped first.
     mr: Registration,
-    book: RemoteBook,
     wc_errors: u64,
     first_wc_error: Option<String>,
     wcs: Vec<Completion>,
@@ -649,36 +705,51 @@ struct Remote {
 /// Exchanged over TCP once, before the QPs connect; then the sockets close.
 #[derive(Serialize, Deserialize, Debug)]
 enum Hello {
-    /// Peer -> workload.
-    Peer { ep: Endpoint },
-    /// Workload -> peer: where to write and how to make pages the workload will accept.
-    Offer { ep: Endpoint, addr: u64, rkey: u32, page_size: u64, pages: u64, seed: u64 },
-    /// Peer -> workload: connected, about to write.
+    /// Workload -> peer: its QPs (as many as the peer must open), where to write and how to make
+    /// pages the workload will accept.
+    Offer { eps: Vec<Endpoint>, addr: u64, rkey: u32, page_size: u64, pages: u64, seed: u64 },
+    /// Peer -> workload: its QPs, connected to the workload's, in the same order.
+    Peer { eps: Vec<Endpoint> },
+    /// Workload -> peer: connected, write.
     Ready,
 }
 
 impl Remote {
-    /// Registers the whole region, posts the receives, and listens (non-blocking: `accept`
-    /// polls, so that SIGTERM still ends a workload nobody connects to).
-    fn setup(w: &mut Workload, listen: SocketAddr, gid_index: u32, device: &str, peer_bytes: u64) -> Result<(Remote, TcpListener)> {
+    /// Opens `qps` QPs, registers the whole region, posts the receives, and listens
+    /// (non-blocking: `accept` polls, so that SIGTERM still ends a workload nobody connects to).
+    fn setup(w: &mut Workload, listen: SocketAddr, gid_index: u32, device: &str, peer_bytes: u64, qps: usize) -> Result<(Remote, TcpListener)> {
+        ensure!((1..=MAX_QPS).contains(&qps), "--qps must be 1 to {MAX_QPS}");
         let pages = peer_bytes.div_ceil(w.page_size()).min(w.pages);
-        ensure!(pages >= MIN_PEER_PAGES, "--rdma-mem must give the peer at least {MIN_PEER_PAGES} pages ({} bytes)", MIN_PEER_PAGES * w.page_size());
+        let need = min_lane_pages(qps) * qps as u64;
+        ensure!(pages >= need, "--rdma-mem must give the peer at least {need} pages ({} bytes) with {qps} QP(s)", need * w.page_size());
         w.first_local = pages;
+        let depth = lane_recv_depth(qps);
         // No completion channel: rdmig's CRIU plugin cannot restore one yet; the main loop polls.
-        let mut qp = RcQp::open(RcConfig { device: device.into(), gid_index, events: false, ..Default::default() }).context("opening the RDMA device")?;
+        // The workload posts no sends; its receives are the lane's depth.
+        let cfg = RcConfig { device: device.into(), gid_index, events: false, max_send_wr: 16, max_recv_wr: depth as u32, ..Default::default() };
+        let first = RcQp::open(cfg).context("opening the RDMA device")?;
+        let mut qs = vec![first];
+        for i in 1..qps {
+            let qp = qs[0].sibling().with_context(|| format!("opening QP {} of {qps}", i + 1))?;
+            qs.push(qp);
+        }
         let bytes = w.mem.words * 8;
         // SAFETY: the workload's region stays mapped for as long as the process runs: `Remote`
         // (and so this registration) is dropped before the `Workload` that owns the mapping.
-        let mr = unsafe { qp.register(w.mem.ptr.as_ptr().cast(), bytes, true) }.with_context(|| format!("registering {bytes} bytes"))?;
-        let rx = qp.region(RECV_DEPTH * NOTICE, false).context("the receive slots")?;
-        for i in 0..RECV_DEPTH {
-            qp.post_recv(i as u64, &rx, i * NOTICE, NOTICE)?;
+        let mr = unsafe { qs[0].register(w.mem.ptr.as_ptr().cast(), bytes, true) }.with_context(|| format!("registering {bytes} bytes"))?;
+        let rx = qs[0].region(qps * depth * NOTICE, false).context("the receive slots")?;
+        let mut lanes = Vec::with_capacity(qps);
+        for (q, mut qp) in qs.into_iter().enumerate() {
+            for i in q * depth..(q + 1) * depth {
+                qp.post_recv(i as u64, &rx, i * NOTICE, NOTICE)?;
+            }
+            let (first, count) = lane_pages(pages, qps, q);
+            lanes.push(Lane { qp, book: RemoteBook::new(first, count, in_flight_max(qps)) });
         }
         let listener = TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
         listener.set_nonblocking(true)?;
-        note(&format!("RDMA: {} MiB registered (rkey {:#x}), the peer's first {pages} pages; listening on {listen}", bytes >> 20, mr.rkey()));
-        let book = RemoteBook { pages, ..Default::default() };
-        Ok((Remote { qp, rx, mr, book, wc_errors: 0, first_wc_error: None, wcs: Vec::new() }, listener))
+        note(&format!("RDMA: {} MiB registered (rkey {:#x}), the peer's first {pages} pages over {qps} QP(s); listening on {listen}", bytes >> 20, mr.rkey()));
+        Ok((Remote { lanes, rx, depth, mr, wc_errors: 0, first_wc_error: None, wcs: Vec::new() }, listener))
     }
 
     /// Takes one peer, connects the QPs, and closes both sockets. Ok(false): asked to stop first.
@@ -698,41 +769,54 @@ impl Remote {
         sock.set_read_timeout(Some(Duration::from_secs(60)))?;
         let mut ctl = BufReader::new(sock.try_clone()?);
         let mut sock: TcpStream = sock;
-        let Hello::Peer { ep } = recv_line(&mut ctl)? else { bail!("the peer did not start with its endpoint") };
-        self.qp.connect(&ep).context("connecting the QP to the peer")?;
-        let offer =
-            Hello::Offer { ep: self.qp.endpoint(), addr: self.mr.addr(), rkey: self.mr.rkey(), page_size: w.page_size(), pages: self.book.pages, seed: w.seed };
+        let pages = self.lanes.iter().map(|l| l.book.pages).sum();
+        let eps = self.lanes.iter().map(|l| l.qp.endpoint()).collect();
+        let offer = Hello::Offer { eps, addr: self.mr.addr(), rkey: self.mr.rkey(), page_size: w.page_size(), pages, seed: w.seed };
         send_line(&mut sock, &offer)?;
-        let Hello::Ready = recv_line(&mut ctl)? else { bail!("the peer did not confirm") };
-        note(&format!("RDMA: peer QPN {:#x} connected to QPN {:#x}", ep.qpn, self.qp.qp_number()));
+        let Hello::Peer { eps } = recv_line(&mut ctl)? else { bail!("the peer did not answer with its QPs") };
+        ensure!(eps.len() == self.lanes.len(), "the peer opened {} QPs, not {}", eps.len(), self.lanes.len());
+        for (i, (lane, ep)) in self.lanes.iter_mut().zip(&eps).enumerate() {
+            lane.qp.connect(ep).with_context(|| format!("connecting QP {} to the peer", i + 1))?;
+        }
+        send_line(&mut sock, &Hello::Ready)?;
+        note(&format!("RDMA: peer QPN {:#x} connected to QPN {:#x} ({} QPs)", eps[0].qpn, self.lanes[0].qp.qp_number(), eps.len()));
         Ok(true)
     }
 
     /// Applies every notice that has arrived and gives its receive back.
     fn drain(&mut self, w: &mut Workload) {
-        loop {
-            self.wcs.clear();
-            if self.qp.poll(&mut self.wcs) == 0 {
-                return;
-            }
-            for i in 0..self.wcs.len() {
-                let wc = self.wcs[i];
-                if !wc.ok() {
-                    self.wc_errors += 1;
-                    if self.first_wc_error.is_none() {
-                        let m = format!("receive {} completed with status {}", wc.wr_id, wc.status);
-                        note(&m);
-                        self.first_wc_error = Some(m);
-                    }
-                    continue;
+        for q in 0..self.lanes.len() {
+            loop {
+                self.wcs.clear();
+                if self.lanes[q].qp.poll(&mut self.wcs) == 0 {
+                    break;
                 }
-                let off = wc.wr_id as usize * NOTICE;
-                let msg = self.rx.bytes()[off..off + (wc.byte_len as usize).min(NOTICE)].to_vec();
-                self.book.apply(w, &msg);
-                if let Err(e) = self.qp.post_recv(wc.wr_id, &self.rx, off, NOTICE) {
-                    self.wc_errors += 1;
-                    if self.first_wc_error.is_none() {
-                        self.first_wc_error = Some(format!("reposting receive {}: {e}", wc.wr_id));
+                for i in 0..self.wcs.len() {
+                    let wc = self.wcs[i];
+                    if !wc.ok() {
+                        self.wc_errors += 1;
+                        if self.first_wc_error.is_none() {
+                            let m = format!("receive {} on QP {} completed with status {}", wc.wr_id, q + 1, wc.status);
+                            note(&m);
+                            self.first_wc_error = Some(m);
+                        }
+                        continue;
+                    }
+                    let slot = wc.wr_id as usize;
+                    if !(q * self.depth..(q + 1) * self.depth).contains(&slot) {
+                        self.wc_errors += 1;
+                        self.first_wc_error.get_or_insert_with(|| format!("a receive completion of QP {} names slot {slot}", q + 1));
+                        continue;
+                    }
+                    let off = slot * NOTICE;
+                    let msg = self.rx.bytes()[off..off + (wc.byte_len as usize).min(NOTICE)].to_vec();
+                    let lane = &mut self.lanes[q];
+                    lane.book.apply(w, &msg);
+                    if let Err(e) = lane.qp.post_recv(wc.wr_id, &self.rx, off, NOTICE) {
+                        self.wc_errors += 1;
+                        if self.first_wc_error.is_none() {
+                            self.first_wc_error = Some(format!("reposting receive {}: {e}", wc.wr_id));
+                        }
                     }
                 }
             }
@@ -742,15 +826,13 @@ impl Remote {
     /// A second look at a page of the peer's that did not match: apply what arrived since, and
     /// look again a few times (a WRITE placed while the page was being read leaves it torn).
     fn second_look(&mut self, w: &mut Workload, page: u64) -> Look {
-        if page >= self.book.pages {
-            return Look::Bad;
-        }
+        let Some(q) = self.lanes.iter().position(|l| l.book.holds(page)) else { return Look::Bad };
         for _ in 0..20 {
             self.drain(w);
             if w.mismatch(page, w.gens[page as usize]).is_none() {
                 return Look::Good;
             }
-            if self.book.in_flight(w, page) {
+            if self.lanes[q].book.in_flight(w, page) {
                 return Look::InFlight;
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -761,6 +843,7 @@ impl Remote {
 
 #[derive(Serialize, Debug)]
 struct RdmaReport {
+    qps: usize,
     peer_pages: u64,
     writes_applied: u64,
     peer_total: Option<u64>,
@@ -772,22 +855,25 @@ struct RdmaReport {
     ok: bool,
 }
 
-/// Checks every page, the peer's with a second look, and reports what the RDMA side saw.
+/// Checks every page, the peer's with a second look, and reports what the RDMA side saw (over
+/// all lanes: the peer's total is the sum of the lanes' ends, there once every lane has ended).
 fn verify_all(w: &mut Workload, remote: Option<&mut Remote>) -> (Verification, Option<RdmaReport>) {
     let Some(r) = remote else { return (w.verify(), None) };
     r.drain(w);
     let v = w.verify_with(|w, p| r.second_look(w, p));
-    let ok = r.book.ok() && r.wc_errors == 0;
+    let books = || r.lanes.iter().map(|l| &l.book);
+    let peer_end = books().all(|b| b.peer_total.is_some());
     let rep = RdmaReport {
-        peer_pages: r.book.pages,
-        writes_applied: r.book.next_seq,
-        peer_total: r.book.peer_total,
-        peer_end: r.book.peer_total.is_some(),
+        qps: r.lanes.len(),
+        peer_pages: books().map(|b| b.pages).sum(),
+        writes_applied: books().map(|b| b.next_seq).sum(),
+        peer_total: if peer_end { Some(books().filter_map(|b| b.peer_total).sum()) } else { None },
+        peer_end,
         in_flight_pages: v.in_flight,
-        notice_errors: r.book.notice_errors,
+        notice_errors: books().map(|b| b.notice_errors).sum(),
         wc_errors: r.wc_errors,
-        first_error: r.book.first_error.clone().or_else(|| r.first_wc_error.clone()),
-        ok,
+        first_error: books().find_map(|b| b.first_error.clone()).or_else(|| r.first_wc_error.clone()),
+        ok: books().all(|b| b.ok()) && r.wc_errors == 0,
     };
     (v, Some(rep))
 }
@@ -799,6 +885,7 @@ fn verify_all(w: &mut Workload, remote: Option<&mut Remote>) -> (Verification, O
 struct PeerReport {
     phase: &'static str,
     pid: u32,
+    qps: usize,
     qpn: u32,
     peer_qpn: u32,
     rate: u64,
@@ -850,120 +937,200 @@ fn unix_ms(t: SystemTime) -> u64 {
 /// The end notice's work request: odd, so it is not counted as a write.
 const END_WR_ID: u64 = u64::MAX;
 
+/// One of the peer's QPs: its slice of the workload's pages and its own write sequence.
+struct PeerLane {
+    qp: RcQp,
+    first: u64,
+    pages: u64,
+    /// The next write's number on this lane.
+    seq: u64,
+    /// Work requests posted and not completed.
+    inflight: usize,
+    /// Writes whose notice completed (RC acknowledged both).
+    completed: u64,
+}
+
+/// What the peer's reaping updates besides the lanes.
+struct PeerTally<'a> {
+    inflight: usize,
+    rep: &'a mut PeerReport,
+    gaps: GapMeter,
+    wcs: Vec<Completion>,
+}
+
+impl PeerTally<'_> {
+    /// Takes the completions of every lane; with `wait`, waits up to that long for at least one
+    /// (one QP sleeps on its completion channel, several are polled with short naps).
+    fn reap(&mut self, lanes: &mut [PeerLane], wait: Option<Duration>) -> Result<()> {
+        let deadline = wait.map(|t| Instant::now() + t);
+        loop {
+            let mut got = 0;
+            for lane in lanes.iter_mut() {
+                self.wcs.clear();
+                got += match (wait, lane.qp.config().events) {
+                    (Some(t), true) => lane.qp.poll_wait(&mut self.wcs, t)?,
+                    _ => lane.qp.poll(&mut self.wcs),
+                };
+                let now = Instant::now();
+                for wc in &self.wcs {
+                    lane.inflight -= 1;
+                    self.inflight -= 1;
+                    self.gaps.completed(now, self.inflight);
+                    if !wc.ok() {
+                        self.rep.wc_errors += 1;
+                        if self.rep.first_error.is_none() {
+                            let m = format!("work request {:#x} completed with status {}", wc.wr_id, wc.status);
+                            note(&format!("peer: {m}"));
+                            self.rep.first_error = Some(m);
+                        }
+                    } else if wc.wr_id & 1 == 0 {
+                        lane.completed += 1;
+                        self.rep.writes_completed += 1;
+                    }
+                }
+            }
+            if got > 0 || deadline.is_none_or(|d| Instant::now() >= d) || lanes.iter().all(|l| l.qp.config().events) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
 fn peer(a: &PeerArgs) -> Result<i32> {
     ensure!(a.window % 2 == 0 && (2..=MAX_WINDOW).contains(&a.window), "--window must be even, 2 to {MAX_WINDOW}");
     install_handlers()?;
     let t0 = Instant::now();
-    let mut qp = RcQp::open(RcConfig { device: a.device.clone(), gid_index: a.gid_index, ..Default::default() }).context("opening the RDMA device")?;
     let sock = TcpStream::connect(a.connect).with_context(|| format!("connecting to the workload at {}", a.connect))?;
     sock.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut ctl = BufReader::new(sock.try_clone()?);
     let mut sock = sock;
-    send_line(&mut sock, &Hello::Peer { ep: qp.endpoint() })?;
-    let Hello::Offer { ep, addr, rkey, page_size, pages, seed } = recv_line(&mut ctl)? else { bail!("the workload did not offer its region") };
-    ensure!(page_size % 8 == 0 && page_size >= 64 && pages >= MIN_PEER_PAGES, "the workload offered {pages} pages of {page_size} bytes");
-    qp.connect(&ep).context("connecting the QP to the workload")?;
-    send_line(&mut sock, &Hello::Ready)?;
+    let Hello::Offer { eps, addr, rkey, page_size, pages, seed } = recv_line(&mut ctl)? else { bail!("the workload did not offer its region") };
+    let n = eps.len();
+    ensure!((1..=MAX_QPS).contains(&n), "the workload offered {n} QPs");
+    ensure!(
+        page_size % 8 == 0 && page_size >= 64 && pages >= min_lane_pages(n) * n as u64,
+        "the workload offered {pages} pages of {page_size} bytes over {n} QPs"
+    );
+    // Per lane: at most its share of the window, and never more than the whole window.
+    let window = a.window.min(lane_window_max(n));
+    // One QP sleeps on a completion channel; several are polled (a channel per QP would need
+    // a wait on all of them).
+    let cfg = RcConfig {
+        device: a.device.clone(),
+        gid_index: a.gid_index,
+        events: n == 1,
+        max_send_wr: (window + 2).max(16) as u32,
+        max_recv_wr: 16,
+        ..Default::default()
+    };
+    let first = RcQp::open(cfg).context("opening the RDMA device")?;
+    let mut qps = vec![first];
+    for i in 1..n {
+        let qp = qps[0].sibling().with_context(|| format!("opening QP {} of {n}", i + 1))?;
+        qps.push(qp);
+    }
+    for (i, (qp, ep)) in qps.iter_mut().zip(&eps).enumerate() {
+        qp.connect(ep).with_context(|| format!("connecting QP {} to the workload", i + 1))?;
+    }
+    send_line(&mut sock, &Hello::Peer { eps: qps.iter().map(|q| q.endpoint()).collect() })?;
+    let Hello::Ready = recv_line(&mut ctl)? else { bail!("the workload did not confirm") };
     drop((ctl, sock));
     let ps = page_size as usize;
-    let slots = a.window / 2;
-    let mut src = qp.region(slots * ps, false)?;
-    let mut notes = qp.region(slots * NOTICE, false)?;
+    // Lane q's slots are `slots` from q * slots, in the source pages and in the notices.
+    let slots = window / 2;
+    let mut src = qps[0].region(n * slots * ps, false)?;
+    let mut notes = qps[0].region(n * slots * NOTICE, false)?;
     let mut rep = PeerReport {
         phase: "connected",
         pid: std::process::id(),
-        qpn: qp.qp_number(),
-        peer_qpn: ep.qpn,
+        qps: n,
+        qpn: qps[0].qp_number(),
+        peer_qpn: eps[0].qpn,
         rate: a.rate,
         page_size,
         peer_pages: pages,
         ..Default::default()
     };
     write_atomically(&a.report, &serde_json::to_vec_pretty(&rep)?)?;
-    note(&format!("peer: QPN {:#x} connected to {:#x}; writing {} B/s into {pages} pages", qp.qp_number(), ep.qpn, a.rate));
+    note(&format!("peer: QPN {:#x} connected to {:#x} ({n} QPs); writing {} B/s into {pages} pages", qps[0].qp_number(), eps[0].qpn, a.rate));
+    let mut lanes: Vec<PeerLane> = qps
+        .into_iter()
+        .enumerate()
+        .map(|(q, qp)| {
+            let (first, pages) = lane_pages(pages, n, q);
+            PeerLane { qp, first, pages, seq: 0, inflight: 0, completed: 0 }
+        })
+        .collect();
 
-    let mut inflight = 0usize;
-    let mut gaps = GapMeter { mark: None, max: Duration::ZERO, max_end: SystemTime::now() };
-    let mut wcs: Vec<Completion> = Vec::new();
-    let mut reap = |qp: &RcQp, inflight: &mut usize, rep: &mut PeerReport, gaps: &mut GapMeter, wait: Option<Duration>| -> Result<()> {
-        wcs.clear();
-        match wait {
-            Some(t) => qp.poll_wait(&mut wcs, t)?,
-            None => qp.poll(&mut wcs),
-        };
-        let now = Instant::now();
-        for wc in &wcs {
-            *inflight -= 1;
-            gaps.completed(now, *inflight);
-            if !wc.ok() {
-                rep.wc_errors += 1;
-                if rep.first_error.is_none() {
-                    let m = format!("work request {:#x} completed with status {}", wc.wr_id, wc.status);
-                    note(&format!("peer: {m}"));
-                    rep.first_error = Some(m);
-                }
-            } else if wc.wr_id & 1 == 0 {
-                rep.writes_completed += 1; // the notice's completion: RC acknowledged both
-            }
-        }
-        Ok(())
-    };
+    let mut t = PeerTally { inflight: 0, rep: &mut rep, gaps: GapMeter { mark: None, max: Duration::ZERO, max_end: SystemTime::now() }, wcs: Vec::new() };
     let mut pacer = Pacer::new(a.rate, page_size, Instant::now());
     let mut words = vec![0u64; ps / 8];
-    let mut seq = 0u64;
+    // Writes go to the lanes in turn.
+    let mut turn = 0usize;
     'run: loop {
-        if STOP_REQUESTED.load(Ordering::SeqCst) || rep.wc_errors > 0 {
+        if STOP_REQUESTED.load(Ordering::SeqCst) || t.rep.wc_errors > 0 {
             break;
         }
         let due = if a.rate > 0 { pacer.due(Instant::now()) } else { 0 };
         for _ in 0..due {
-            while inflight + 2 > a.window {
+            let q = turn % n;
+            turn += 1;
+            while lanes[q].inflight + 2 > window || t.inflight + 2 > a.window {
                 if STOP_REQUESTED.load(Ordering::SeqCst) {
                     break 'run;
                 }
-                reap(&qp, &mut inflight, &mut rep, &mut gaps, Some(Duration::from_millis(200)))?;
+                t.reap(&mut lanes, Some(Duration::from_millis(200)))?;
             }
-            // A slot is reused after `slots` steps; fewer than `slots` steps are ever in flight
-            // and RC completes in order, so its previous write is done.
-            let slot = (seq % slots as u64) as usize;
-            let (page, generation) = peer_target(pages, seq);
+            let lane = &mut lanes[q];
+            // A slot is reused after `slots` steps of its lane; fewer than `slots` steps are
+            // ever in flight on a lane and RC completes in order, so its previous write is done.
+            let slot = q * slots + (lane.seq % slots as u64) as usize;
+            let (rel, generation) = peer_target(lane.pages, lane.seq);
+            let page = lane.first + rel;
             page_words(seed, page, generation, &mut words);
             for (b, w) in src.bytes_mut()[slot * ps..(slot + 1) * ps].chunks_exact_mut(8).zip(&words) {
                 b.copy_from_slice(&w.to_ne_bytes());
             }
-            notes.bytes_mut()[slot * NOTICE..(slot + 1) * NOTICE].copy_from_slice(&Notice::Write(seq).encode());
-            let now = Instant::now();
-            gaps.posted(now, inflight);
-            qp.post_write(seq << 1 | 1, &src, slot * ps, ps, rkey, addr + page * page_size)?;
-            qp.post_send(seq << 1, &notes, slot * NOTICE, NOTICE)?;
-            inflight += 2;
-            rep.writes_posted += 1;
-            seq += 1;
+            notes.bytes_mut()[slot * NOTICE..(slot + 1) * NOTICE].copy_from_slice(&Notice::Write(lane.seq).encode());
+            t.gaps.posted(Instant::now(), t.inflight);
+            lane.qp.post_write(lane.seq << 1 | 1, &src, slot * ps, ps, rkey, addr + page * page_size)?;
+            lane.qp.post_send(lane.seq << 1, &notes, slot * NOTICE, NOTICE)?;
+            lane.inflight += 2;
+            t.inflight += 2;
+            t.rep.writes_posted += 1;
+            lane.seq += 1;
         }
-        if inflight > 0 {
-            reap(&qp, &mut inflight, &mut rep, &mut gaps, Some(TICK))?;
+        if t.inflight > 0 {
+            t.reap(&mut lanes, Some(TICK))?;
         } else {
             std::thread::sleep(TICK);
         }
     }
-    // Everything posted must complete before the total is sent (however long a migration of
-    // the workload holds it up: its QP pauses ours).
+    // Everything posted must complete before the totals are sent (however long a migration of
+    // the workload holds it up: its QPs pause ours).
     let deadline = Instant::now() + Duration::from_secs(900);
-    while inflight > 0 {
-        ensure!(Instant::now() < deadline, "{inflight} work requests still in flight after 15 min");
-        reap(&qp, &mut inflight, &mut rep, &mut gaps, Some(Duration::from_millis(500)))?;
+    while t.inflight > 0 {
+        ensure!(Instant::now() < deadline, "{} work requests still in flight after 15 min", t.inflight);
+        t.reap(&mut lanes, Some(Duration::from_millis(500)))?;
     }
-    if rep.wc_errors == 0 {
-        notes.bytes_mut()[..NOTICE].copy_from_slice(&Notice::End(rep.writes_completed).encode());
-        gaps.posted(Instant::now(), 0);
-        qp.post_send(END_WR_ID, &notes, 0, NOTICE)?;
-        inflight = 1;
-        while inflight > 0 {
-            ensure!(Instant::now() < deadline, "the end notice did not complete");
-            reap(&qp, &mut inflight, &mut rep, &mut gaps, Some(Duration::from_millis(500)))?;
+    if t.rep.wc_errors == 0 {
+        // Each lane's end: its own total, on its own QP, after all of its notices.
+        t.gaps.posted(Instant::now(), 0);
+        for (q, lane) in lanes.iter_mut().enumerate() {
+            let slot = q * slots;
+            notes.bytes_mut()[slot * NOTICE..(slot + 1) * NOTICE].copy_from_slice(&Notice::End(lane.completed).encode());
+            lane.qp.post_send(END_WR_ID, &notes, slot * NOTICE, NOTICE)?;
+            lane.inflight += 1;
+            t.inflight += 1;
         }
-        rep.end_sent = rep.wc_errors == 0;
+        while t.inflight > 0 {
+            ensure!(Instant::now() < deadline, "the end notices did not complete");
+            t.reap(&mut lanes, Some(Duration::from_millis(500)))?;
+        }
+        t.rep.end_sent = t.rep.wc_errors == 0;
     }
+    let gaps = t.gaps;
     rep.phase = "done";
     rep.max_gap_ms = (gaps.max.as_secs_f64() * 1e6).round() / 1e3;
     rep.max_gap_end_unix_ms = unix_ms(gaps.max_end);
@@ -1085,7 +1252,7 @@ fn run(cli: &Cli) -> Result<i32> {
     let mut listener = None;
     if let Some(listen) = cli.rdma_listen {
         let gid = cli.gid_index.context("--rdma-listen needs --gid-index")?;
-        let (r, l) = Remote::setup(&mut w, listen, gid, &cli.device, cli.rdma_mem.unwrap_or(mem / 2))?;
+        let (r, l) = Remote::setup(&mut w, listen, gid, &cli.device, cli.rdma_mem.unwrap_or(mem / 2), cli.qps)?;
         ensure!(w.first_local < w.pages || cli.dirty_rate == 0, "--rdma-mem leaves the workload no pages of its own to dirty");
         remote = Some(r);
         listener = Some(l);
@@ -1186,11 +1353,11 @@ fn self_test(seed: u64) -> Result<bool> {
 /// or repeat one. Returns (checks as expected, checks).
 fn self_test_rdma(seed: u64) -> Result<(usize, usize)> {
     let page_size = 64;
-    let peer_pages = MIN_PEER_PAGES;
+    let peer_pages = min_lane_pages(1);
     let mut w = Workload::new((peer_pages + 64) * page_size, page_size, seed, false)?;
     w.first_local = peer_pages;
     w.fill();
-    let mut book = RemoteBook { pages: peer_pages, ..Default::default() };
+    let mut book = RemoteBook::new(0, peer_pages, in_flight_max(1));
     let pw = w.page_words;
     // What the NIC does for the peer's write `seq`.
     let place = |w: &mut Workload, seq: u64| {
@@ -1336,6 +1503,62 @@ mod tests {
         assert_eq!(peer_target(10, 9), (9, 1));
         assert_eq!(peer_target(10, 10), (0, 2));
         assert_eq!(peer_target(10, 35), (5, 4));
+    }
+
+    #[test]
+    fn lanes_split_the_peers_pages_and_keep_one_qps_bounds() {
+        // One QP: the bounds the workload had before it had lanes.
+        assert_eq!((in_flight_max(1), min_lane_pages(1)), (194, 388));
+        for qps in [1, 2, 3, 16, 64, 255, MAX_QPS] {
+            let mut next = 0;
+            for q in 0..qps {
+                let (first, pages) = lane_pages(10_000, qps, q);
+                assert_eq!(first, next, "lanes are contiguous");
+                next = first + pages;
+            }
+            assert_eq!(next, 10_000);
+            assert!(lane_window_max(qps) % 2 == 0 && lane_window_max(qps) >= 2);
+            assert!(lane_recv_depth(qps) * qps <= RECV_DEPTH.max(8 * qps));
+        }
+    }
+
+    #[test]
+    fn each_lane_is_checked_on_its_own() {
+        let qps = 2;
+        let per = min_lane_pages(qps);
+        let mut w = Workload::new((2 * per + 8) * 64, 64, 5, false).unwrap();
+        w.first_local = 2 * per;
+        w.fill();
+        let mut books: Vec<RemoteBook> = (0..qps)
+            .map(|q| {
+                let (first, pages) = lane_pages(2 * per, qps, q);
+                RemoteBook::new(first, pages, in_flight_max(qps))
+            })
+            .collect();
+        let place = |w: &mut Workload, b: &RemoteBook, seq: u64| {
+            let (rel, generation) = peer_target(b.pages, seq);
+            let start = (b.first + rel) as usize * w.page_words;
+            page_words(5, b.first + rel, generation, &mut w.mem.words_mut()[start..start + w.page_words]);
+        };
+        // Lane 1 runs ahead of lane 0: each lane's notices apply to its own pages only.
+        for seq in 0..3 {
+            place(&mut w, &books[0], seq);
+            books[0].apply(&mut w, &Notice::Write(seq).encode());
+        }
+        for seq in 0..per + 5 {
+            place(&mut w, &books[1], seq);
+            books[1].apply(&mut w, &Notice::Write(seq).encode());
+        }
+        let v = w.verify_with(|w, p| if books.iter().any(|b| b.in_flight(w, p)) { Look::InFlight } else { Look::Bad });
+        assert_eq!((v.bad_pages, v.in_flight), (0, 0));
+        assert!(books.iter().all(|b| b.ok()));
+        // A write placed in lane 0 whose notice has not come is in flight there, not bad.
+        place(&mut w, &books[0], 3);
+        assert!(books[0].in_flight(&w, books[0].first + 3) && !books[1].in_flight(&w, books[0].first + 3));
+        // Lane 1's end with its own total; lane 0's with one write too many.
+        books[1].apply(&mut w, &Notice::End(per + 5).encode());
+        books[0].apply(&mut w, &Notice::End(4).encode());
+        assert!(books[1].ok() && !books[0].ok());
     }
 
     #[test]

@@ -673,13 +673,15 @@ pub fn migrate_over_scp(c: &Ctx) -> Result<()> {
 }
 
 /// The workload's memory is one RDMA memory region that a peer on node2 writes by RDMA WRITE
-/// (each write named by a SEND after it) while the workload dirties its own half: after a
+/// over 8 RC QPs (each write named by a SEND after it on its QP; each QP writes its own slice)
+/// while the workload dirties its own half: after a
 /// pre-copy migration node1 -> node3 (its address, its QP's GID, moving with it) and back with
 /// the defaults (which skip pre-copy for memory this registered), the peer drains and sends its
 /// total, and every byte checks where the workload ends, the peer's pages and the count of its
 /// writes included (issue 18).
 pub fn migrate_workload_written_by_an_rdma_peer(c: &Ctx) -> Result<()> {
     const ADDR: &str = "10.0.1.7";
+    const QPS: u64 = 8;
     let (wr, pr) = ("w-rdmapeer.json", "p-rdmapeer.json");
     for n in ["node1", "node2", "node3"] {
         let _ = c.rdmig(&["addr", "del", n, ADDR]);
@@ -707,6 +709,8 @@ pub fn migrate_workload_written_by_an_rdma_peer(c: &Ctx) -> Result<()> {
         &listen,
         "--gid-index",
         &sg,
+        "--qps",
+        &QPS.to_string(),
         "--report",
         &format!("/mnt/lab/{wr}"),
     ])?;
@@ -741,6 +745,7 @@ pub fn migrate_workload_written_by_an_rdma_peer(c: &Ctx) -> Result<()> {
     kill(c, "node1", pid);
     let _ = c.rdmig(&["addr", "del", "node1", ADDR]);
     ensure!(v["ok"] == true && v["rdma"]["peer_end"] == true, "memory after migration: {v}");
+    ensure!(v["rdma"]["qps"] == QPS && p["qps"] == QPS, "QPs: the workload {}, the peer {}", v["rdma"]["qps"], p["qps"]);
     ensure!(
         v["rdma"]["writes_applied"] == p["writes_completed"],
         "the workload applied {} writes, the peer made {}",

@@ -219,6 +219,19 @@ impl RcQp {
         let gid = ctx.query_gid(cfg.port, cfg.gid_index).map_err(op("query GID"))?;
         let spare_pds = (0..cfg.spare_pds).map(|_| ctx.alloc_pd().map_err(op("allocate a spare PD"))).collect::<Result<Vec<_>, _>>()?;
         let pd = ctx.alloc_pd().map_err(op("allocate PD"))?;
+        Self::on_pd(ctx, pd, spare_pds, cfg, gid)
+    }
+
+    /// Another RC QP on this one's device context and PD, with a CQ (and, if the configuration
+    /// asks for one, a completion channel) of its own: regions registered through either QP serve
+    /// both. For processes that hold many QPs towards one peer, as applications with a QP per
+    /// thread or per connection do.
+    pub fn sibling(&self) -> Result<Self, VerbsError> {
+        Self::on_pd(Arc::clone(&self.ctx), Arc::clone(&self.pd), Vec::new(), self.cfg.clone(), self.gid)
+    }
+
+    /// The CQ, QP and INIT transition of `open` and `sibling`, on a PD that exists already.
+    fn on_pd(ctx: Arc<DeviceContext>, pd: Arc<ProtectionDomain>, spare_pds: Vec<Arc<ProtectionDomain>>, cfg: RcConfig, gid: Gid) -> Result<Self, VerbsError> {
         let channel = if cfg.events {
             let ch = CompletionChannel::new(&ctx).map_err(op("create completion channel"))?;
             ch.set_nonblocking(true).map_err(op("make completion channel non-blocking"))?;
