@@ -331,8 +331,9 @@ for k in keys:
     p = {"size_mib": k[0], "cpu_rate": k[1], "rdma_rate": k[2], "qps": k[3]}
     for strat in ("ours", "baseline", "precopy"):
         rs = [r for r in rows if (r["size_mib"], r["cpu_rate"], r["rdma_rate"], r.get("qps", 1)) == k and r["strategy"] == strat]
-        p["axes"] = rs[0]["axes"] if rs else p.get("axes")
-        p["cpu_rate_bytes"], p["rdma_rate_bytes"] = (rs[0]["cpu_rate_bytes"], rs[0]["rdma_rate_bytes"]) if rs else (None, None)
+        if rs:  # (a strategy that did not run, e.g. precopy without --with-precopy, keeps what the others set)
+            p["axes"] = rs[0]["axes"]
+            p["cpu_rate_bytes"], p["rdma_rate_bytes"] = rs[0]["cpu_rate_bytes"], rs[0]["rdma_rate_bytes"]
         p[strat] = {"runs": len(rs), "downtime_ms": med([r["downtime_ms"] for r in rs]), "peer_gap_ms": med([r["peer_gap_ms"] for r in rs]),
                     "final_mib": med([r["final_mib"] for r in rs]), "precopy_rounds": med([r["precopy_rounds"] for r in rs]),
                     "migrrdma_ms": {n: med([r["migrrdma_ms"][n] for r in rs if r["migrrdma_ms"][n] is not None])
