@@ -31,6 +31,8 @@ pub const FEAT_QP_EPOCH: u32 = 1 << 5;
 pub const FEAT_MW_BIND: u32 = 1 << 6;
 /// The module ends a pause that no RESUME ends (`pause_max_sec`, patch 0017).
 pub const FEAT_PAUSE_MAX: u32 = 1 << 7;
+/// `RXE_CTL_IOC_MR_WRPROTECT` (patch 0032): soft-dirty tracking of MR pages.
+pub const FEAT_MR_WRPROTECT: u32 = 1 << 8;
 
 /// RESERVE and EXPECT: keep after close().
 pub const F_PERSIST: u32 = 1 << 0;
@@ -159,6 +161,20 @@ pub struct MrRepin {
     pub npages: u64,
 }
 
+/// `struct rxe_ctl_mr_wrprotect`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct MrWrprotect {
+    pub ibdev: [u8; IBDEV_NAME_MAX],
+    pub index: u32,
+    pub pid: i32,
+    pub flags: u32,
+    pub reserved: u32,
+    pub npages: u64,
+    pub protected: u64,
+    pub skipped: u64,
+}
+
 /// `struct rxe_ctl_mw_bind`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -188,6 +204,7 @@ pub const IOC_QP_RESUME: IoctlNr = nix::request_code_readwrite!(IOC_MAGIC, 0x08,
 pub const IOC_QP_QUERY: IoctlNr = nix::request_code_readwrite!(IOC_MAGIC, 0x09, size_of::<Qp>());
 pub const IOC_MR_REPIN: IoctlNr = nix::request_code_readwrite!(IOC_MAGIC, 0x0a, size_of::<MrRepin>());
 pub const IOC_MW_BIND: IoctlNr = nix::request_code_write!(IOC_MAGIC, 0x0b, size_of::<MwBind>());
+pub const IOC_MR_WRPROTECT: IoctlNr = nix::request_code_readwrite!(IOC_MAGIC, 0x0c, size_of::<MrWrprotect>());
 
 /// Every struct with its size and the offset of every field, as the header's comments state
 /// them; `tests/abi_layout.rs` checks the same table against the compiled header.
@@ -282,6 +299,20 @@ pub const LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[
         ],
     ),
     (
+        "rxe_ctl_mr_wrprotect",
+        size_of::<MrWrprotect>(),
+        &[
+            ("ibdev", offset_of!(MrWrprotect, ibdev)),
+            ("index", offset_of!(MrWrprotect, index)),
+            ("pid", offset_of!(MrWrprotect, pid)),
+            ("flags", offset_of!(MrWrprotect, flags)),
+            ("reserved", offset_of!(MrWrprotect, reserved)),
+            ("npages", offset_of!(MrWrprotect, npages)),
+            ("protected", offset_of!(MrWrprotect, protected)),
+            ("skipped", offset_of!(MrWrprotect, skipped)),
+        ],
+    ),
+    (
         "rxe_ctl_mw_bind",
         size_of::<MwBind>(),
         &[
@@ -312,6 +343,7 @@ pub const IOCTLS: &[(&str, IoctlNr)] = &[
     ("RXE_CTL_IOC_QP_QUERY", IOC_QP_QUERY),
     ("RXE_CTL_IOC_MR_REPIN", IOC_MR_REPIN),
     ("RXE_CTL_IOC_MW_BIND", IOC_MW_BIND),
+    ("RXE_CTL_IOC_MR_WRPROTECT", IOC_MR_WRPROTECT),
 ];
 
 /// Constants by their header names, for `tests/abi_layout.rs`.
@@ -330,6 +362,7 @@ pub const CONSTANTS: &[(&str, u64)] = &[
     ("RXE_CTL_FEAT_QP_EPOCH", FEAT_QP_EPOCH as u64),
     ("RXE_CTL_FEAT_MW_BIND", FEAT_MW_BIND as u64),
     ("RXE_CTL_FEAT_PAUSE_MAX", FEAT_PAUSE_MAX as u64),
+    ("RXE_CTL_FEAT_MR_WRPROTECT", FEAT_MR_WRPROTECT as u64),
     ("RXE_CTL_F_PERSIST", F_PERSIST as u64),
     ("RXE_CTL_F_KEY", F_KEY as u64),
     ("RXE_CTL_DROP_F_ALL", DROP_F_ALL as u64),
@@ -380,6 +413,16 @@ const _: () = assert!(
         && offset_of!(MrRepin, npages) == 88
 );
 const _: () = assert!(
+    size_of::<MrWrprotect>() == 104
+        && offset_of!(MrWrprotect, index) == 64
+        && offset_of!(MrWrprotect, pid) == 68
+        && offset_of!(MrWrprotect, flags) == 72
+        && offset_of!(MrWrprotect, reserved) == 76
+        && offset_of!(MrWrprotect, npages) == 80
+        && offset_of!(MrWrprotect, protected) == 88
+        && offset_of!(MrWrprotect, skipped) == 96
+);
+const _: () = assert!(
     size_of::<MwBind>() == 104
         && offset_of!(MwBind, index) == 64
         && offset_of!(MwBind, rkey) == 68
@@ -406,5 +449,6 @@ mod tests {
         assert_eq!(IOC_QP_RESUME, 0xc080b808);
         assert_eq!(IOC_MR_REPIN, 0xc060b80a);
         assert_eq!(IOC_MW_BIND, 0x4068b80b);
+        assert_eq!(IOC_MR_WRPROTECT, 0xc068b80c);
     }
 }

@@ -21,6 +21,7 @@ nix::ioctl_readwrite_bad!(ioc_qp_restore, abi::IOC_QP_RESTORE, abi::Qp);
 nix::ioctl_readwrite_bad!(ioc_qp_resume, abi::IOC_QP_RESUME, abi::Qp);
 nix::ioctl_readwrite_bad!(ioc_qp_query, abi::IOC_QP_QUERY, abi::Qp);
 nix::ioctl_readwrite_bad!(ioc_mr_repin, abi::IOC_MR_REPIN, abi::MrRepin);
+nix::ioctl_readwrite_bad!(ioc_mr_wrprotect, abi::IOC_MR_WRPROTECT, abi::MrWrprotect);
 nix::ioctl_write_ptr_bad!(ioc_mw_bind, abi::IOC_MW_BIND, abi::MwBind);
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +139,18 @@ pub struct CtlVersion {
     pub features: u32,
     pub page_shift: u32,
     pub dirty_log: bool,
+}
+
+/// What `mr_wrprotect` did to an MR's pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct MrWrprotected {
+    /// Pages of the MR.
+    pub npages: u64,
+    /// Page table entries write-protected now (the others were read-only already or skipped).
+    pub protected: u64,
+    /// Pages left as they were (huge mappings, not present, not exclusive anonymous): they stay
+    /// soft-dirty, so every round carries them.
+    pub skipped: u64,
 }
 
 /// Dirty pages of one MR, as page numbers within the MR.
@@ -375,6 +388,16 @@ impl Ctl {
         // SAFETY: m matches the kernel's struct (abi.rs asserts its layout).
         unsafe { ioc_mr_repin(self.file.as_raw_fd(), &mut m) }.map_err(Self::err(format!("MR_REPIN of MR {index} on {dev} to {va:#x} of pid {pid}")))?;
         Ok(m.npages)
+    }
+
+    /// Takes the write permission away from the page table entries of MR `index` (of process
+    /// `pid`), so that the next `clear_refs` clears their soft-dirty bits, which Linux 6.1
+    /// never does for pinned pages otherwise (`RXE_CTL_IOC_MR_WRPROTECT`, patch 0032).
+    pub fn mr_wrprotect(&self, dev: &str, index: u32, pid: i32) -> Result<MrWrprotected, CtlError> {
+        let mut m = abi::MrWrprotect { ibdev: devname(dev)?, index, pid, flags: 0, reserved: 0, npages: 0, protected: 0, skipped: 0 };
+        // SAFETY: m matches the kernel's struct (abi.rs asserts its layout).
+        unsafe { ioc_mr_wrprotect(self.file.as_raw_fd(), &mut m) }.map_err(Self::err(format!("MR_WRPROTECT of MR {index} on {dev} of pid {pid}")))?;
+        Ok(MrWrprotected { npages: m.npages, protected: m.protected, skipped: m.skipped })
     }
 
     /// Binds the unbound MW `rkey` to MR `mr_index` (and a type 2 MW to QP `qpn`) without a

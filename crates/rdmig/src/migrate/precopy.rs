@@ -31,10 +31,14 @@ impl Run<'_> {
         // A round that carries no more than the convergence threshold ends pre-copy; when all
         // that pre-copy could move is that small, a round costs (a pre-dump, and a parent image
         // the final dump and the restore must walk) without saving anything. Memory registered
-        // for RDMA is not movable in advance: its pages are pinned, and Linux 6.1 never clears
-        // the soft-dirty bit of a pinned page, so every round and the final dump carry it again.
+        // for RDMA is pinned, and Linux 6.1's clear_refs never clears the soft-dirty bit of a
+        // pinned page while its page table entry is writable. rdmig's rdma_rxe (patch 0032)
+        // write-protects those entries before each round, so that CRIU's clear_refs does; a
+        // driver without it leaves every MR page dirty, and every round and the final dump
+        // carry the MRs again: then registered memory is not movable in advance.
+        let tracked = self.copts.plugins.is_some() && mr_wrprotect_supported();
         if let Some(anon) = anonymous_bytes(o.pid) {
-            let registered = if self.copts.plugins.is_some() { registered_bytes(o.pid) } else { 0 };
+            let registered = if self.copts.plugins.is_some() && !tracked { registered_bytes(o.pid) } else { 0 };
             if let Some(why) = nothing_to_precopy(anon, registered, o.converge_bytes) {
                 self.say(&why);
                 self.stop_reason = Some(why);
@@ -50,10 +54,17 @@ impl Run<'_> {
             let phase = Phase::PrecopyRound(round);
             self.rec.start(phase.clone());
             let t = Instant::now();
-            if self.copts.plugins.is_some() {
+            if self.copts.plugins.is_some() && round == 1 {
                 // rxe writes into registered memory behind soft-dirty's back: from here on its
                 // dirty log records those pages, and the plugin marks them at the final dump.
+                // Cleared once, before the first round: a page RDMA wrote after some round's
+                // pre-dump must reach the final dump even if no later round carries it.
                 clear_rdma_dirty_logs(o.pid);
+            }
+            if tracked {
+                // Before the pre-dump, whose clear_refs then clears the MR pages' soft-dirty
+                // bits too; a page the process writes meanwhile faults and stays dirty.
+                wrprotect_mrs(o.pid);
             }
             let spec = DumpSpec {
                 pid: o.pid,
@@ -168,6 +179,35 @@ fn covered(ranges: &[(u64, u64)]) -> u64 {
         }
     }
     total
+}
+
+/// Whether this host's rdma_rxe write-protects MR pages for soft-dirty tracking (patch 0032).
+fn mr_wrprotect_supported() -> bool {
+    rdmig_rxe::Ctl::open().and_then(|c| c.version()).is_ok_and(|v| v.features & rdmig_rxe::abi::FEAT_MR_WRPROTECT != 0)
+}
+
+/// Write-protects the page table entries of every user MR of process `pid` (see `precopy`).
+/// Failures are warnings: an MR left writable only stays dirty, and every round carries it.
+fn wrprotect_mrs(pid: i32) {
+    let (Ok(recs), Ok(ctl)) = (rdmig_rxe::status::read(), rdmig_rxe::Ctl::open()) else {
+        return;
+    };
+    let (mut mrs, mut protected, mut skipped) = (0, 0, 0);
+    for r in recs.iter().filter(|r| r.kind == "mr" && r.get("type") == Some("user") && r.num("pid") == Some(pid as u64)) {
+        if let (Some(dev), Some(idx)) = (r.get("dev"), r.get("index").and_then(|i| i.parse::<u32>().ok())) {
+            match ctl.mr_wrprotect(dev, idx, pid) {
+                Ok(w) => {
+                    mrs += 1;
+                    protected += w.protected;
+                    skipped += w.skipped;
+                }
+                Err(e) => warn!(pid, mr = idx, "write-protecting the MR's pages for soft-dirty tracking: {e}"),
+            }
+        }
+    }
+    if mrs > 0 {
+        tracing::info!(pid, mrs, protected, skipped, "MR pages write-protected before the pre-dump (skipped ones stay dirty)");
+    }
 }
 
 /// Clears the driver's dirty log of every MR of process `pid`.

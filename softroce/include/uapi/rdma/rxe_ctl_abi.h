@@ -31,6 +31,7 @@
 #define RXE_CTL_FEAT_QP_EPOCH	(1U << 5)	/* PAUSE/RESUME epochs */
 #define RXE_CTL_FEAT_MW_BIND	(1U << 6)	/* MW_BIND, MW and AH status */
 #define RXE_CTL_FEAT_PAUSE_MAX	(1U << 7)	/* pauses end (pause_max_sec) */
+#define RXE_CTL_FEAT_MR_WRPROTECT (1U << 8)	/* MR_WRPROTECT */
 
 struct rxe_ctl_version {
 	__u32	abi_version;	/* out: RXE_CTL_ABI_VERSION */
@@ -186,6 +187,34 @@ struct rxe_ctl_mw_bind {
 	__u32	flags;		/* in: 100: 0 */
 };
 
+/*
+ * RXE_CTL_IOC_MR_WRPROTECT takes the write permission away from the page
+ * table entries that map the pages of a user MR in the address space of
+ * process pid (the MR's), so that soft-dirty tracking can follow them.
+ * Linux 6.1's clear_refs ("4" > /proc/PID/clear_refs) leaves the writable
+ * entries of pinned pages alone, so every page of an MR stays soft-dirty
+ * and every pre-dump carries it again. An entry this call write-protected
+ * is cleared by the next clear_refs like any other (which also flushes
+ * the TLB), and the process's next write to it faults and sets the bit
+ * again; the fault reuses the page in place, as it does for every
+ * exclusive anonymous page (and pinned anonymous pages are exclusive), so
+ * the MR keeps its pages. Only present, writable 4 KiB entries of
+ * exclusive anonymous pages are changed; the TLB is not flushed (a stale
+ * writable entry only leaves its page soft-dirty until clear_refs
+ * flushes). Pages mapped otherwise (huge pages, other kinds) are counted
+ * in skipped and stay as they were: soft-dirty, i.e. always carried.
+ */
+struct rxe_ctl_mr_wrprotect {
+	char	ibdev[RXE_CTL_IBDEV_NAME_MAX];	/* in:  0: rxe device name */
+	__u32	index;		/* in: 64: MR index, lkey >> 8 */
+	__s32	pid;		/* in: 68: the process that holds the MR */
+	__u32	flags;		/* in: 72: 0 */
+	__u32	reserved;	/* in: 76: 0 */
+	__u64	npages;		/* out: 80: pages of the MR */
+	__u64	protected;	/* out: 88: entries write-protected now */
+	__u64	skipped;	/* out: 96: pages left as they were */
+};
+
 #define RXE_CTL_IOC_MAGIC	0xB8
 
 #define RXE_CTL_IOC_VERSION	_IOR(RXE_CTL_IOC_MAGIC, 0x00, struct rxe_ctl_version)
@@ -200,5 +229,6 @@ struct rxe_ctl_mw_bind {
 #define RXE_CTL_IOC_QP_QUERY	_IOWR(RXE_CTL_IOC_MAGIC, 0x09, struct rxe_ctl_qp)
 #define RXE_CTL_IOC_MR_REPIN	_IOWR(RXE_CTL_IOC_MAGIC, 0x0a, struct rxe_ctl_mr_repin)
 #define RXE_CTL_IOC_MW_BIND	_IOW(RXE_CTL_IOC_MAGIC, 0x0b, struct rxe_ctl_mw_bind)
+#define RXE_CTL_IOC_MR_WRPROTECT _IOWR(RXE_CTL_IOC_MAGIC, 0x0c, struct rxe_ctl_mr_wrprotect)
 
 #endif /* RXE_CTL_ABI_H */
