@@ -17,8 +17,10 @@
 #     rdmig migrate PID --move-addr 10.0.1.7 --strategy stop-and-copy --transport scp (baseline)
 # and with --with-precopy also
 #     rdmig migrate PID --move-addr 10.0.1.7 --converge-mib 0                   (precopy)
-# which forces the pre-copy rounds that the defaults skip for memory this registered (pinned
-# pages stay soft-dirty, so every round carries them again): the skip, measured side by side.
+# which forces pre-copy rounds even where the defaults skip them. (Until softroce patch 0032
+# pinned MR pages stayed soft-dirty, every round carried them again, and the defaults skipped
+# pre-copy for memory this registered; with it the defaults pre-copy, and MR pages are sent
+# once, then only as they are written.)
 # After every migration the peer is stopped (it sends its write count over the QP) and the
 # workload checks every byte at the destination: its own pages, the peer's pages against the
 # notices, and that every write the peer made arrived. A failed check, or a failed migration,

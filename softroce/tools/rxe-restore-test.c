@@ -12,6 +12,11 @@
  *	READ, WRITE, SEND and local access use B afterwards, keys, iova and
  *	dirty log are kept, VmPin is accounted; EBUSY with a bound MW,
  *	ENOENT, EINVAL, ESRCH, EFAULT, ENODEV
+ *   rxe-restore-test wrprotect [-d rxe0] [-g GID_INDEX]
+ *	RXE_CTL_IOC_MR_WRPROTECT (patch 0032): clear_refs leaves the pinned
+ *	pages of an MR soft-dirty until they are write-protected, then clears
+ *	them; a write sets the bit of that page only, and RDMA READ and WRITE
+ *	still reach the process's pages; counts, EINVAL, ENOENT
  *   rxe-restore-test creds [-d rxe0] [-g GID_INDEX] [-s]
  *	ibv_post_send() (librxe rings the doorbell with write()) works
  *	after the process changed its credentials to equivalent ones
@@ -597,6 +602,163 @@ static const char *err_name(int err)
 	return buf;
 }
 
+/* ----- MR_WRPROTECT ----- */
+
+/* bit 55 of the page's /proc/self/pagemap entry */
+static int soft_dirty(const void *addr)
+{
+	uint64_t e;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+
+	if (fd < 0)
+		die("/proc/self/pagemap");
+	if (pread(fd, &e, sizeof(e), (uintptr_t)addr / PAGE * sizeof(e)) !=
+	    sizeof(e))
+		die("pagemap");
+	close(fd);
+	return (int)((e >> 55) & 1);
+}
+
+static void clear_refs(void)
+{
+	int fd = open("/proc/self/clear_refs", O_WRONLY);
+
+	if (fd < 0 || write(fd, "4", 1) != 1)
+		die("/proc/self/clear_refs");
+	close(fd);
+}
+
+/* soft-dirty bits of pages 0..n-1 of p, as a bit mask */
+static unsigned int dirty_mask(const unsigned char *p, int n)
+{
+	unsigned int m = 0;
+	int i;
+
+	for (i = 0; i < n; i++)
+		m |= (unsigned int)soft_dirty(p + i * PAGE) << i;
+	return m;
+}
+
+static int wrprotect(int ctl, const char *dev, uint32_t index, int32_t pid,
+		     uint32_t flags, struct rxe_ctl_mr_wrprotect *out)
+{
+	struct rxe_ctl_mr_wrprotect req;
+
+	memset(&req, 0, sizeof(req));
+	snprintf(req.ibdev, sizeof(req.ibdev), "%s", dev);
+	req.index = index;
+	req.pid = pid;
+	req.flags = flags;
+	if (ioctl(ctl, RXE_CTL_IOC_MR_WRPROTECT, &req))
+		return -errno;
+	if (out)
+		*out = req;
+	return 0;
+}
+
+static int test_wrprotect(void)
+{
+	const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+			   IBV_ACCESS_REMOTE_READ;
+	struct rxe_ctl_mr_wrprotect w;
+	struct rxe_ctl_version ver;
+	unsigned char *a, *l, *other;
+	struct ibv_mr *m, *ml;
+	struct conn c;
+	pid_t child;
+	int ctl, ret;
+
+	conn_open(&c);
+	ctl = open("/dev/rxe_ctl", O_RDWR);
+	if (ctl < 0)
+		die("/dev/rxe_ctl");
+	CHECK(!ioctl(ctl, RXE_CTL_IOC_VERSION, &ver) &&
+	      (ver.features & RXE_CTL_FEAT_MR_WRPROTECT),
+	      "VERSION features %#x has RXE_CTL_FEAT_MR_WRPROTECT", ver.features);
+
+	a = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	other = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	l = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (a == MAP_FAILED || other == MAP_FAILED || l == MAP_FAILED)
+		die("mmap");
+	/* 4 KiB pages: a huge page would be skipped (and the checks below fail) */
+	madvise(a, 4 * PAGE, MADV_NOHUGEPAGE);
+	fill(a, 4 * PAGE, 4);
+	memset(other, 1, PAGE);
+	memset(l, 0, PAGE);
+	ml = ibv_reg_mr(c.pd, l, PAGE, access);
+	m = ibv_reg_mr(c.pd, a, 4 * PAGE, access);
+	if (!ml || !m)
+		die("reg_mr");
+
+	/* what Linux 6.1 does without the ioctl */
+	clear_refs();
+	CHECK(dirty_mask(a, 4) == 0xf && !soft_dirty(other),
+	      "clear_refs leaves the pinned MR pages soft-dirty (mask %#x), not others (%d)",
+	      dirty_mask(a, 4), soft_dirty(other));
+
+	ret = wrprotect(ctl, ibdev_name, m->lkey >> 8, getpid(), 0, &w);
+	CHECK(!ret && w.npages == 4 && w.protected == 4 && w.skipped == 0,
+	      "MR_WRPROTECT -> %s: %llu pages, %llu protected, %llu skipped (want 4, 4, 0)",
+	      err_name(ret), (unsigned long long)w.npages,
+	      (unsigned long long)w.protected, (unsigned long long)w.skipped);
+	clear_refs();
+	CHECK(dirty_mask(a, 4) == 0, "after MR_WRPROTECT clear_refs cleans them (mask %#x)",
+	      dirty_mask(a, 4));
+
+	/* the process writes page 1: that page only is dirty, in place */
+	a[PAGE + 7] = 0x5a;
+	CHECK(dirty_mask(a, 4) == 0x2, "a write to page 1 makes it (only) soft-dirty (mask %#x)",
+	      dirty_mask(a, 4));
+	ret = post(c.qa, IBV_WR_RDMA_READ, (uintptr_t)l, 64, ml->lkey,
+		   (uintptr_t)a + PAGE, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(l, a + PAGE, 64) &&
+	      l[7] == 0x5a,
+	      "RDMA READ of page 1 sees the process's write: the MR kept the page");
+	fill(l, 32, 9);
+	ret = post(c.qa, IBV_WR_RDMA_WRITE, (uintptr_t)l, 32, ml->lkey,
+		   (uintptr_t)a + 2 * PAGE + 100, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(a + 2 * PAGE + 100, l, 32),
+	      "RDMA WRITE to page 2 lands in the process's memory");
+	CHECK(!soft_dirty(a + 2 * PAGE),
+	      "rxe's write leaves page 2 clean to soft-dirty (the dirty log has it)");
+
+	/* only page 1 is writable again */
+	ret = wrprotect(ctl, ibdev_name, m->lkey >> 8, getpid(), 0, &w);
+	CHECK(!ret && w.protected == 1 && w.skipped == 0,
+	      "MR_WRPROTECT again -> %s: %llu protected (want 1, page 1)",
+	      err_name(ret), (unsigned long long)w.protected);
+
+	/* errors */
+	ret = wrprotect(ctl, ibdev_name, m->lkey >> 8, getpid(), 1, NULL);
+	CHECK(ret == -EINVAL, "MR_WRPROTECT with flags -> %s (want EINVAL)", err_name(ret));
+	ret = wrprotect(ctl, ibdev_name, m->lkey >> 8, 0, 0, NULL);
+	CHECK(ret == -EINVAL, "MR_WRPROTECT for pid 0 -> %s (want EINVAL)", err_name(ret));
+	ret = wrprotect(ctl, ibdev_name, 500000, getpid(), 0, NULL);
+	CHECK(ret == -ENOENT, "MR_WRPROTECT of a missing MR -> %s (want ENOENT)", err_name(ret));
+	child = fork();
+	if (child < 0)
+		die("fork");
+	if (!child) {
+		pause();
+		_exit(0);
+	}
+	ret = wrprotect(ctl, ibdev_name, m->lkey >> 8, child, 0, NULL);
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	CHECK(ret == -EINVAL, "MR_WRPROTECT naming another process -> %s (want EINVAL)",
+	      err_name(ret));
+
+	ibv_dereg_mr(m);
+	ibv_dereg_mr(ml);
+	close(ctl);
+	conn_close(&c);
+	return 0;
+}
+
 static int test_repin(void)
 {
 	const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
@@ -943,7 +1105,7 @@ static int test_creds(int stock)
 
 static void usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s offsets|repin|creds [-d ibdev] [-g gid_index] [-s]\n",
+	fprintf(stderr, "usage: %s offsets|repin|wrprotect|creds [-d ibdev] [-g gid_index] [-s]\n",
 		prog);
 	exit(2);
 }
@@ -978,6 +1140,8 @@ int main(int argc, char **argv)
 		test_offsets();
 	else if (!strcmp(cmd, "repin"))
 		test_repin();
+	else if (!strcmp(cmd, "wrprotect"))
+		test_wrprotect();
 	else if (!strcmp(cmd, "creds"))
 		test_creds(stock);
 	else

@@ -21,6 +21,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("softroce_remote_writes_mark_exactly_their_pages", softroce_remote_writes_mark_exactly_their_pages),
     ("softroce_status_gives_the_ring_offsets_of_qps", softroce_status_gives_the_ring_offsets_of_qps),
     ("softroce_mr_repin_moves_an_mr_to_other_pages", softroce_mr_repin_moves_an_mr_to_other_pages),
+    ("softroce_mr_wrprotect_lets_soft_dirty_track_mr_pages", softroce_mr_wrprotect_lets_soft_dirty_track_mr_pages),
     ("softroce_uverbs_write_after_equivalent_creds", softroce_uverbs_write_after_equivalent_creds),
     ("softroce_ucma_shows_cm_ids_and_creates_one_at_a_number", softroce_ucma_shows_cm_ids_and_creates_one_at_a_number),
 ];
@@ -198,6 +199,15 @@ fn softroce_status_gives_the_ring_offsets_of_qps(c: &Ctx) -> Result<()> {
 /// stays balanced; EBUSY while an MW is bound, and ENOENT, ENODEV, EINVAL, ESRCH, EFAULT.
 fn softroce_mr_repin_moves_an_mr_to_other_pages(c: &Ctx) -> Result<()> {
     restore_test(c, "node3", &["repin"], 27)?;
+    Ok(())
+}
+
+/// MR_WRPROTECT (patch 0032): clear_refs leaves an MR's pinned pages soft-dirty until they are
+/// write-protected, then cleans them; a write by the process dirties that page only and the
+/// MR keeps its pages (RDMA READ sees the write, RDMA WRITE lands in the process); counts,
+/// EINVAL (flags, pid 0, another process), ENOENT.
+fn softroce_mr_wrprotect_lets_soft_dirty_track_mr_pages(c: &Ctx) -> Result<()> {
+    restore_test(c, "node3", &["wrprotect"], 12)?;
     Ok(())
 }
 

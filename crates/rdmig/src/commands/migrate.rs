@@ -39,8 +39,9 @@ pub struct MigrateArgs {
     #[arg(long, default_value_t = 8)]
     pub(crate) max_rounds: u32,
     /// Pre-copy has converged when a round carries no more than this many MiB. No round runs
-    /// when the process's anonymous memory, less what it registered for RDMA (pinned pages stay
-    /// dirty to CRIU, so every round would carry them again), is within this: the report's
+    /// when the process's anonymous memory is within this, less what it registered for RDMA if
+    /// this host's rdma_rxe cannot have its pages tracked (before softroce patch 0032 pinned
+    /// pages stay dirty to CRIU, so every round would carry them again): the report's
     /// stop_reason says so.
     #[arg(long, default_value_t = 4)]
     pub(crate) converge_mib: u64,
