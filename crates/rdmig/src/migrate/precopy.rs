@@ -156,9 +156,18 @@ fn registered_bytes(pid: i32) -> u64 {
     rdmig_rxe::status::read().map(|recs| covered(&mr_ranges(&recs, pid))).unwrap_or(0)
 }
 
+/// The driver status's records of the user MRs of process `pid`.
+fn user_mrs(recs: &[rdmig_rxe::status::Record], pid: i32) -> impl Iterator<Item = &rdmig_rxe::status::Record> {
+    recs.iter().filter(move |r| r.kind == "mr" && r.get("type") == Some("user") && r.num("pid") == Some(pid as u64))
+}
+
+/// A user MR's device and index, as the control device's MR commands name it.
+fn dev_index(r: &rdmig_rxe::status::Record) -> Option<(&str, u32)> {
+    Some((r.get("dev")?, r.get("index")?.parse().ok()?))
+}
+
 fn mr_ranges(recs: &[rdmig_rxe::status::Record], pid: i32) -> Vec<(u64, u64)> {
-    recs.iter()
-        .filter(|r| r.kind == "mr" && r.get("type") == Some("user") && r.num("pid") == Some(pid as u64))
+    user_mrs(recs, pid)
         .filter_map(|r| {
             let (start, len) = (r.num("iova")?, r.num("length")?);
             Some((start, start.checked_add(len)?))
@@ -193,8 +202,8 @@ fn wrprotect_mrs(pid: i32) {
         return;
     };
     let (mut mrs, mut protected, mut skipped) = (0, 0, 0);
-    for r in recs.iter().filter(|r| r.kind == "mr" && r.get("type") == Some("user") && r.num("pid") == Some(pid as u64)) {
-        if let (Some(dev), Some(idx)) = (r.get("dev"), r.get("index").and_then(|i| i.parse::<u32>().ok())) {
+    for r in user_mrs(&recs, pid) {
+        if let Some((dev, idx)) = dev_index(r) {
             match ctl.mr_wrprotect(dev, idx, pid) {
                 Ok(w) => {
                     mrs += 1;
@@ -215,8 +224,8 @@ pub(super) fn clear_rdma_dirty_logs(pid: i32) {
     let (Ok(recs), Ok(ctl)) = (rdmig_rxe::status::read(), rdmig_rxe::Ctl::open()) else {
         return;
     };
-    for r in recs.iter().filter(|r| r.kind == "mr" && r.fields.get("pid").is_some_and(|p| *p == pid.to_string())) {
-        if let (Some(dev), Some(idx)) = (r.fields.get("dev"), r.fields.get("index").and_then(|i| i.parse::<u32>().ok())) {
+    for r in user_mrs(&recs, pid) {
+        if let Some((dev, idx)) = dev_index(r) {
             if let Err(e) = ctl.dirty(dev, idx, true) {
                 warn!(pid, mr = idx, "clearing the MR's dirty log: {e}");
             }
