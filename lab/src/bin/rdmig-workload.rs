@@ -534,6 +534,17 @@ fn min_lane_pages(qps: usize) -> u64 {
     2 * in_flight_max(qps)
 }
 
+/// `n` RC QPs on one device context and PD (so that one registration serves all), for the
+/// workload's and the peer's lanes.
+fn open_qps(cfg: RcConfig, n: usize) -> Result<Vec<RcQp>> {
+    let mut qps = vec![RcQp::open(cfg).context("opening the RDMA device")?];
+    for i in 1..n {
+        let qp = qps[0].sibling().with_context(|| format!("opening QP {} of {n}", i + 1))?;
+        qps.push(qp);
+    }
+    Ok(qps)
+}
+
 /// Lane `q`'s slice of the peer's `pages`: (first page, pages).
 fn lane_pages(pages: u64, qps: usize, q: usize) -> (u64, u64) {
     let at = |i: usize| i as u64 * pages / qps as u64;
@@ -727,12 +738,7 @@ impl Remote {
         // No completion channel: rdmig's CRIU plugin cannot restore one yet; the main loop polls.
         // The workload posts no sends; its receives are the lane's depth.
         let cfg = RcConfig { device: device.into(), gid_index, events: false, max_send_wr: 16, max_recv_wr: depth as u32, ..Default::default() };
-        let first = RcQp::open(cfg).context("opening the RDMA device")?;
-        let mut qs = vec![first];
-        for i in 1..qps {
-            let qp = qs[0].sibling().with_context(|| format!("opening QP {} of {qps}", i + 1))?;
-            qs.push(qp);
-        }
+        let qs = open_qps(cfg, qps)?;
         let bytes = w.mem.words * 8;
         // SAFETY: the workload's region stays mapped for as long as the process runs: `Remote`
         // (and so this registration) is dropped before the `Workload` that owns the mapping.
@@ -1024,12 +1030,7 @@ fn peer(a: &PeerArgs) -> Result<i32> {
         max_recv_wr: 16,
         ..Default::default()
     };
-    let first = RcQp::open(cfg).context("opening the RDMA device")?;
-    let mut qps = vec![first];
-    for i in 1..n {
-        let qp = qps[0].sibling().with_context(|| format!("opening QP {} of {n}", i + 1))?;
-        qps.push(qp);
-    }
+    let mut qps = open_qps(cfg, n)?;
     for (i, (qp, ep)) in qps.iter_mut().zip(&eps).enumerate() {
         qp.connect(ep).with_context(|| format!("connecting QP {} to the workload", i + 1))?;
     }

@@ -740,7 +740,6 @@ pub fn migrate_workload_written_by_an_rdma_peer(c: &Ctx) -> Result<()> {
         downtimes.push(downtime_ms(&r));
         thread::sleep(Duration::from_secs(2));
     }
-    thread::sleep(Duration::from_secs(2));
     c.exec_ok("node2", &["kill", "-TERM", &peer.to_string()])?;
     let p = wait_report(pr, Duration::from_secs(120), |r| r["phase"] == "done")?;
     ensure!(p["ok"] == true && p["writes_completed"].as_u64().unwrap_or(0) > 0, "the peer: {p}");

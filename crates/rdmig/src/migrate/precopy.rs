@@ -161,9 +161,17 @@ fn user_mrs(recs: &[rdmig_rxe::status::Record], pid: i32) -> impl Iterator<Item 
     recs.iter().filter(move |r| r.kind == "mr" && r.get("type") == Some("user") && r.num("pid") == Some(pid as u64))
 }
 
-/// A user MR's device and index, as the control device's MR commands name it.
-fn dev_index(r: &rdmig_rxe::status::Record) -> Option<(&str, u32)> {
-    Some((r.get("dev")?, r.get("index")?.parse().ok()?))
+/// Calls `f` with the control device and each user MR of process `pid` (its device and index);
+/// nothing when the driver's status or control device cannot be opened.
+fn each_user_mr(pid: i32, mut f: impl FnMut(&rdmig_rxe::Ctl, &str, u32)) {
+    let (Ok(recs), Ok(ctl)) = (rdmig_rxe::status::read(), rdmig_rxe::Ctl::open()) else {
+        return;
+    };
+    for r in user_mrs(&recs, pid) {
+        if let (Some(dev), Some(idx)) = (r.get("dev"), r.get("index").and_then(|i| i.parse().ok())) {
+            f(&ctl, dev, idx);
+        }
+    }
 }
 
 fn mr_ranges(recs: &[rdmig_rxe::status::Record], pid: i32) -> Vec<(u64, u64)> {
@@ -198,22 +206,15 @@ fn mr_wrprotect_supported() -> bool {
 /// Write-protects the page table entries of every user MR of process `pid` (see `precopy`).
 /// Failures are warnings: an MR left writable only stays dirty, and every round carries it.
 fn wrprotect_mrs(pid: i32) {
-    let (Ok(recs), Ok(ctl)) = (rdmig_rxe::status::read(), rdmig_rxe::Ctl::open()) else {
-        return;
-    };
     let (mut mrs, mut protected, mut skipped) = (0, 0, 0);
-    for r in user_mrs(&recs, pid) {
-        if let Some((dev, idx)) = dev_index(r) {
-            match ctl.mr_wrprotect(dev, idx, pid) {
-                Ok(w) => {
-                    mrs += 1;
-                    protected += w.protected;
-                    skipped += w.skipped;
-                }
-                Err(e) => warn!(pid, mr = idx, "write-protecting the MR's pages for soft-dirty tracking: {e}"),
-            }
+    each_user_mr(pid, |ctl, dev, idx| match ctl.mr_wrprotect(dev, idx, pid) {
+        Ok(w) => {
+            mrs += 1;
+            protected += w.protected;
+            skipped += w.skipped;
         }
-    }
+        Err(e) => warn!(pid, mr = idx, "write-protecting the MR's pages for soft-dirty tracking: {e}"),
+    });
     if mrs > 0 {
         tracing::info!(pid, mrs, protected, skipped, "MR pages write-protected before the pre-dump (skipped ones stay dirty)");
     }
@@ -221,16 +222,11 @@ fn wrprotect_mrs(pid: i32) {
 
 /// Clears the driver's dirty log of every MR of process `pid`.
 pub(super) fn clear_rdma_dirty_logs(pid: i32) {
-    let (Ok(recs), Ok(ctl)) = (rdmig_rxe::status::read(), rdmig_rxe::Ctl::open()) else {
-        return;
-    };
-    for r in user_mrs(&recs, pid) {
-        if let Some((dev, idx)) = dev_index(r) {
-            if let Err(e) = ctl.dirty(dev, idx, true) {
-                warn!(pid, mr = idx, "clearing the MR's dirty log: {e}");
-            }
+    each_user_mr(pid, |ctl, dev, idx| {
+        if let Err(e) = ctl.dirty(dev, idx, true) {
+            warn!(pid, mr = idx, "clearing the MR's dirty log: {e}");
         }
-    }
+    });
 }
 
 #[cfg(test)]
