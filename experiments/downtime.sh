@@ -34,9 +34,10 @@
 # The other sweeps use the first --qps count. A point shared by two sweeps runs once. Rates
 # take K, M suffixes (bytes per second); sizes are MiB. The nodes get 6 x the largest size +
 # 1024 MiB unless --node-memory: CRIU's images live in the nodes' /tmp (a tmpfs of half their
-# memory), and with the whole region registered every pre-copy round dumps all of it again
-# (measured: 64.1 of 64 MiB at the freeze after 2 rounds), so the source holds about 3 x the
-# size in images. 1-2 GiB need a host with that much memory.
+# memory). Without softroce patch 0032 every pre-copy round dumps the whole registered region
+# again (measured: 64.1 of 64 MiB at the freeze after 2 rounds), so the source holds about 3 x
+# the size in images; with it, about 1 x (1024 MiB ran in nodes of 5120 MiB, and rdmig's checks
+# refused nodes of 4096 MiB). 1-2 GiB need a host with that much memory.
 # Many QPs need peer pages: at least 24 per QP from 64 QPs up (388 for one QP), 4 KiB each.
 #
 # Measured per migration:
@@ -84,7 +85,7 @@ PEER_IP=10.0.1.12 # node2's own overlay address
 PORT=9400
 SETTLE=5          # seconds of traffic before each migration, and 3 after it
 
-usage() { sed -n '2,64s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,67s/^# \{0,1\}//p' "$0"; }
 log() { printf 'downtime: %s\n' "$*" >&2; }
 die() { printf 'downtime: error: %s\n' "$*" >&2; exit 1; }
 
