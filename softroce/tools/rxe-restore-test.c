@@ -16,7 +16,9 @@
  *	RXE_CTL_IOC_MR_WRPROTECT (patch 0032): clear_refs leaves the pinned
  *	pages of an MR soft-dirty until they are write-protected, then clears
  *	them; a write sets the bit of that page only, and RDMA READ and WRITE
- *	still reach the process's pages; counts, EINVAL, ENOENT
+ *	still reach the process's pages; with F_LOG (patch 0033) the pages
+ *	the dirty log holds become soft-dirty without a write and leave the
+ *	log, and a later RDMA WRITE is logged again; counts, EINVAL, ENOENT
  *   rxe-restore-test creds [-d rxe0] [-g GID_INDEX] [-s]
  *	ibv_post_send() (librxe rings the doorbell with write()) works
  *	after the process changed its credentials to equivalent ones
@@ -656,6 +658,22 @@ static int wrprotect(int ctl, const char *dev, uint32_t index, int32_t pid,
 	return 0;
 }
 
+/* the dirty log of MR m (its first 64 pages), without clearing it */
+static uint64_t mr_log(int ctl, const struct ibv_mr *m)
+{
+	struct rxe_ctl_dirty dirty;
+	uint64_t bits = 0;
+
+	memset(&dirty, 0, sizeof(dirty));
+	snprintf(dirty.ibdev, sizeof(dirty.ibdev), "%s", ibdev_name);
+	dirty.index = m->lkey >> 8;
+	dirty.npages = 64;
+	dirty.bitmap = (uintptr_t)&bits;
+	if (ioctl(ctl, RXE_CTL_IOC_DIRTY, &dirty))
+		die("DIRTY");
+	return bits;
+}
+
 static int test_wrprotect(void)
 {
 	const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
@@ -673,8 +691,9 @@ static int test_wrprotect(void)
 	if (ctl < 0)
 		die("/dev/rxe_ctl");
 	CHECK(!ioctl(ctl, RXE_CTL_IOC_VERSION, &ver) &&
-	      (ver.features & RXE_CTL_FEAT_MR_WRPROTECT),
-	      "VERSION features %#x has RXE_CTL_FEAT_MR_WRPROTECT", ver.features);
+	      (ver.features & RXE_CTL_FEAT_MR_WRPROTECT) &&
+	      (ver.features & RXE_CTL_FEAT_MR_WRPROTECT_LOG),
+	      "VERSION features %#x has RXE_CTL_FEAT_MR_WRPROTECT and _LOG", ver.features);
 
 	a = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -726,15 +745,44 @@ static int test_wrprotect(void)
 	CHECK(!soft_dirty(a + 2 * PAGE),
 	      "rxe's write leaves page 2 clean to soft-dirty (the dirty log has it)");
 
-	/* only page 1 is writable again */
-	ret = wrprotect(ctl, ibdev_name, m->lkey >> 8, getpid(), 0, &w);
-	CHECK(!ret && w.protected == 1 && w.skipped == 0,
-	      "MR_WRPROTECT again -> %s: %llu protected (want 1, page 1)",
-	      err_name(ret), (unsigned long long)w.protected);
+	CHECK(mr_log(ctl, m) == 1ull << 2, "the dirty log holds page 2 only (%#llx)",
+	      (unsigned long long)mr_log(ctl, m));
+
+	/*
+	 * only page 1 is writable again; with F_LOG the log's page 2 becomes
+	 * soft-dirty, without a write, and leaves the log
+	 */
+	ret = wrprotect(ctl, ibdev_name, m->lkey >> 8, getpid(),
+			RXE_CTL_MR_WRPROTECT_F_LOG, &w);
+	CHECK(!ret && w.protected == 1 && w.skipped == 0 && w.logged == 1,
+	      "MR_WRPROTECT with F_LOG -> %s: %llu protected (want 1, page 1), %u logged (want 1, page 2)",
+	      err_name(ret), (unsigned long long)w.protected, w.logged);
+	CHECK(dirty_mask(a, 4) == 0x6 && mr_log(ctl, m) == 0,
+	      "pages 1 (written) and 2 (logged) are soft-dirty (mask %#x), the log is empty (%#llx)",
+	      dirty_mask(a, 4), (unsigned long long)mr_log(ctl, m));
+	CHECK(!memcmp(a + 2 * PAGE + 100, l, 32) && a[PAGE + 7] == 0x5a,
+	      "marking changed no data");
+	clear_refs();
+	CHECK(dirty_mask(a, 4) == 0, "the next clear_refs cleans both (mask %#x)",
+	      dirty_mask(a, 4));
+	ret = wrprotect(ctl, ibdev_name, m->lkey >> 8, getpid(),
+			RXE_CTL_MR_WRPROTECT_F_LOG, &w);
+	CHECK(!ret && w.protected == 0 && w.logged == 0 && dirty_mask(a, 4) == 0,
+	      "F_LOG with an empty log -> %s: %llu protected, %u logged, mask %#x (want 0, 0, 0)",
+	      err_name(ret), (unsigned long long)w.protected, w.logged,
+	      dirty_mask(a, 4));
+	/* a page rxe writes after the move is logged again */
+	fill(l, 32, 11);
+	ret = post(c.qa, IBV_WR_RDMA_WRITE, (uintptr_t)l, 32, ml->lkey,
+		   (uintptr_t)a + 3 * PAGE, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && mr_log(ctl, m) == 1ull << 3 &&
+	      !soft_dirty(a + 3 * PAGE),
+	      "an RDMA WRITE to page 3 afterwards is logged again (%#llx), not soft-dirty",
+	      (unsigned long long)mr_log(ctl, m));
 
 	/* errors */
-	ret = wrprotect(ctl, ibdev_name, m->lkey >> 8, getpid(), 1, NULL);
-	CHECK(ret == -EINVAL, "MR_WRPROTECT with flags -> %s (want EINVAL)", err_name(ret));
+	ret = wrprotect(ctl, ibdev_name, m->lkey >> 8, getpid(), 1u << 1, NULL);
+	CHECK(ret == -EINVAL, "MR_WRPROTECT with an unknown flag -> %s (want EINVAL)", err_name(ret));
 	ret = wrprotect(ctl, ibdev_name, m->lkey >> 8, 0, 0, NULL);
 	CHECK(ret == -EINVAL, "MR_WRPROTECT for pid 0 -> %s (want EINVAL)", err_name(ret));
 	ret = wrprotect(ctl, ibdev_name, 500000, getpid(), 0, NULL);

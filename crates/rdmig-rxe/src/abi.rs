@@ -33,6 +33,12 @@ pub const FEAT_MW_BIND: u32 = 1 << 6;
 pub const FEAT_PAUSE_MAX: u32 = 1 << 7;
 /// `RXE_CTL_IOC_MR_WRPROTECT` (patch 0032): soft-dirty tracking of MR pages.
 pub const FEAT_MR_WRPROTECT: u32 = 1 << 8;
+/// `RXE_CTL_MR_WRPROTECT_F_LOG` (patch 0033): MR_WRPROTECT moves the dirty log into the page
+/// tables' soft-dirty bits.
+pub const FEAT_MR_WRPROTECT_LOG: u32 = 1 << 9;
+
+/// MR_WRPROTECT: first move the MR's dirty log into the soft-dirty bits of its pages.
+pub const MR_WRPROTECT_F_LOG: u32 = 1 << 0;
 
 /// RESERVE and EXPECT: keep after close().
 pub const F_PERSIST: u32 = 1 << 0;
@@ -169,7 +175,7 @@ pub struct MrWrprotect {
     pub index: u32,
     pub pid: i32,
     pub flags: u32,
-    pub reserved: u32,
+    pub logged: u32,
     pub npages: u64,
     pub protected: u64,
     pub skipped: u64,
@@ -306,7 +312,7 @@ pub const LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[
             ("index", offset_of!(MrWrprotect, index)),
             ("pid", offset_of!(MrWrprotect, pid)),
             ("flags", offset_of!(MrWrprotect, flags)),
-            ("reserved", offset_of!(MrWrprotect, reserved)),
+            ("logged", offset_of!(MrWrprotect, logged)),
             ("npages", offset_of!(MrWrprotect, npages)),
             ("protected", offset_of!(MrWrprotect, protected)),
             ("skipped", offset_of!(MrWrprotect, skipped)),
@@ -363,6 +369,8 @@ pub const CONSTANTS: &[(&str, u64)] = &[
     ("RXE_CTL_FEAT_MW_BIND", FEAT_MW_BIND as u64),
     ("RXE_CTL_FEAT_PAUSE_MAX", FEAT_PAUSE_MAX as u64),
     ("RXE_CTL_FEAT_MR_WRPROTECT", FEAT_MR_WRPROTECT as u64),
+    ("RXE_CTL_FEAT_MR_WRPROTECT_LOG", FEAT_MR_WRPROTECT_LOG as u64),
+    ("RXE_CTL_MR_WRPROTECT_F_LOG", MR_WRPROTECT_F_LOG as u64),
     ("RXE_CTL_F_PERSIST", F_PERSIST as u64),
     ("RXE_CTL_F_KEY", F_KEY as u64),
     ("RXE_CTL_DROP_F_ALL", DROP_F_ALL as u64),
@@ -417,7 +425,7 @@ const _: () = assert!(
         && offset_of!(MrWrprotect, index) == 64
         && offset_of!(MrWrprotect, pid) == 68
         && offset_of!(MrWrprotect, flags) == 72
-        && offset_of!(MrWrprotect, reserved) == 76
+        && offset_of!(MrWrprotect, logged) == 76
         && offset_of!(MrWrprotect, npages) == 80
         && offset_of!(MrWrprotect, protected) == 88
         && offset_of!(MrWrprotect, skipped) == 96

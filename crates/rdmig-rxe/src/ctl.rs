@@ -151,6 +151,8 @@ pub struct MrWrprotected {
     /// Pages left as they were (huge mappings, not present, not exclusive anonymous): they stay
     /// soft-dirty, so every round carries them.
     pub skipped: u64,
+    /// With the dirty log moved (`log`): pages rxe had written, now soft-dirty and off the log.
+    pub logged: u64,
 }
 
 /// Dirty pages of one MR, as page numbers within the MR.
@@ -392,12 +394,16 @@ impl Ctl {
 
     /// Takes the write permission away from the page table entries of MR `index` (of process
     /// `pid`), so that the next `clear_refs` clears their soft-dirty bits, which Linux 6.1
-    /// never does for pinned pages otherwise (`RXE_CTL_IOC_MR_WRPROTECT`, patch 0032).
-    pub fn mr_wrprotect(&self, dev: &str, index: u32, pid: i32) -> Result<MrWrprotected, CtlError> {
-        let mut m = abi::MrWrprotect { ibdev: devname(dev)?, index, pid, flags: 0, reserved: 0, npages: 0, protected: 0, skipped: 0 };
+    /// never does for pinned pages otherwise (`RXE_CTL_IOC_MR_WRPROTECT`, patch 0032). With
+    /// `log` (`FEAT_MR_WRPROTECT_LOG`, patch 0033) it first moves the MR's dirty log into the
+    /// soft-dirty bits of those pages, so that the next incremental dump carries what rxe wrote
+    /// while the process ran; a page it cannot mark stays on the log.
+    pub fn mr_wrprotect(&self, dev: &str, index: u32, pid: i32, log: bool) -> Result<MrWrprotected, CtlError> {
+        let flags = if log { abi::MR_WRPROTECT_F_LOG } else { 0 };
+        let mut m = abi::MrWrprotect { ibdev: devname(dev)?, index, pid, flags, logged: 0, npages: 0, protected: 0, skipped: 0 };
         // SAFETY: m matches the kernel's struct (abi.rs asserts its layout).
         unsafe { ioc_mr_wrprotect(self.file.as_raw_fd(), &mut m) }.map_err(Self::err(format!("MR_WRPROTECT of MR {index} on {dev} of pid {pid}")))?;
-        Ok(MrWrprotected { npages: m.npages, protected: m.protected, skipped: m.skipped })
+        Ok(MrWrprotected { npages: m.npages, protected: m.protected, skipped: m.skipped, logged: u64::from(m.logged) })
     }
 
     /// Binds the unbound MW `rkey` to MR `mr_index` (and a type 2 MW to QP `qpn`) without a

@@ -723,8 +723,10 @@ pub fn migrate_workload_written_by_an_rdma_peer(c: &Ctx) -> Result<()> {
     thread::sleep(Duration::from_secs(3));
     // Its memory is nearly all one MR, pinned: pre-copy only helps if soft-dirty tracking sees
     // the MR's pages (patch 0032 write-protects them before each round); the peer's RDMA
-    // writes between rounds reach the final dump through the driver's dirty log. There and
-    // back with the defaults: each move's final dump must carry less than the MR.
+    // writes between rounds are moved from the driver's dirty log to soft-dirty before each
+    // round (patch 0033), and those after the last round reach the final dump through the log.
+    // There and back with the defaults: each move's final dump must carry less than the MR,
+    // and every round after the first must carry pages the peer wrote meanwhile.
     let mut downtimes = vec![];
     for (from, to) in [("node1", "node3"), ("node3", "node1")] {
         let (code, r) = migrate(c, pid, from, to, &["--move-addr", ADDR])?;
@@ -736,7 +738,16 @@ pub fn migrate_workload_written_by_an_rdma_peer(c: &Ctx) -> Result<()> {
             final_bytes < 16 << 20,
             "{from} -> {to}: the final dump carried {final_bytes} bytes of a 32 MiB process that is one MR (rounds {rounds:?}): the MR's pages were not tracked"
         );
-        println!("  {from} -> {to}: pre-copy rounds {rounds:?} bytes, final {final_bytes} bytes ({}), downtime {:.0} ms", r["stop_reason"], downtime_ms(&r));
+        let logged: Vec<u64> = r["rounds"].as_array().map(|a| a.iter().filter_map(|x| x["rdma_logged_pages"].as_u64()).collect()).unwrap_or_default();
+        ensure!(
+            logged.len() == rounds.len() && logged.iter().skip(1).all(|&n| n > 0),
+            "{from} -> {to}: rounds after the first carried no pages from the dirty log ({logged:?}), though the peer writes all along"
+        );
+        println!(
+            "  {from} -> {to}: pre-copy rounds {rounds:?} bytes ({logged:?} pages of them from the dirty log), final {final_bytes} bytes ({}), downtime {:.0} ms",
+            r["stop_reason"],
+            downtime_ms(&r)
+        );
         downtimes.push(downtime_ms(&r));
         thread::sleep(Duration::from_secs(2));
     }

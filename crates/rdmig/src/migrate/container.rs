@@ -144,7 +144,7 @@ impl Run<'_> {
         self.rec.end_with(phase, attrs([("bytes", bytes)]));
         self.say(&format!("container {name} pre-checkpointed: {} archive in {dump_ms:.0} ms, sent in {send_ms:.0} ms", super::mib(bytes)));
         // A compressed archive: its pages are not counted.
-        self.rounds.push(super::Round { round: 1, bytes, pages: 0, dump_ms, send_ms });
+        self.rounds.push(super::Round { round: 1, bytes, pages: 0, dump_ms, send_ms, rdma_logged_pages: 0 });
         // Recovery restores from the archive against it if Podman lost its checkpoint.
         self.note(JPhase::PrecopyRound, JOutcome::Done, Some(serde_json::json!({ "round": 1, "bytes": bytes, "pre_checkpoint": true })));
         self.stop_reason = Some("one round: Podman keeps one pre-checkpoint per container".into());

@@ -145,6 +145,10 @@ pub struct Round {
     pub pages: u64,
     pub dump_ms: f64,
     pub send_ms: f64,
+    /// Pages RDMA wrote into the process's MRs since the last round, which this round carries:
+    /// moved from the driver's dirty log to soft-dirty before the pre-dump (softroce patch
+    /// 0033; 0 without it, and then they all reach the final dump).
+    pub rdma_logged_pages: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -36,7 +36,8 @@ impl Run<'_> {
         // write-protects those entries before each round, so that CRIU's clear_refs does; a
         // driver without it leaves every MR page dirty, and every round and the final dump
         // carry the MRs again: then registered memory is not movable in advance.
-        let tracked = self.copts.plugins.is_some() && mr_wrprotect_supported();
+        let tracking = if self.copts.plugins.is_some() { mr_tracking() } else { MrTracking::None };
+        let tracked = tracking != MrTracking::None;
         if let Some(anon) = anonymous_bytes(o.pid) {
             let registered = if self.copts.plugins.is_some() && !tracked { registered_bytes(o.pid) } else { 0 };
             if let Some(why) = nothing_to_precopy(anon, registered, o.converge_bytes) {
@@ -57,14 +58,20 @@ impl Run<'_> {
             if self.copts.plugins.is_some() && round == 1 {
                 // rxe writes into registered memory behind soft-dirty's back: from here on its
                 // dirty log records those pages, and the plugin marks them at the final dump.
-                // Cleared once, before the first round: a page RDMA wrote after some round's
-                // pre-dump must reach the final dump even if no later round carries it.
+                // Cleared once, before the first round (which carries every MR page anyway):
+                // a page RDMA wrote after some round's pre-dump must reach the final dump even
+                // if no later round carries it, so only a driver that moves the log into the
+                // soft-dirty bits (below) may empty it later.
                 clear_rdma_dirty_logs(o.pid);
             }
+            let mut logged = 0;
             if tracked {
                 // Before the pre-dump, whose clear_refs then clears the MR pages' soft-dirty
-                // bits too; a page the process writes meanwhile faults and stays dirty.
-                wrprotect_mrs(o.pid);
+                // bits too; a page the process writes meanwhile faults and stays dirty. With
+                // patch 0033 the pages RDMA wrote since the last round are marked soft-dirty
+                // first, so this round carries them and the final dump only what RDMA wrote
+                // after it, instead of everything since the first round.
+                logged = wrprotect_mrs(o.pid, tracking == MrTracking::WithLog);
             }
             let spec = DumpSpec {
                 pid: o.pid,
@@ -86,10 +93,15 @@ impl Run<'_> {
             self.send_dir(ch, &name).await?;
             let send_ms = t.elapsed().as_secs_f64() * 1e3;
             let pages = bytes / 4096;
-            self.rec.end_with(phase, attrs([("bytes", bytes), ("pages", pages)]));
-            self.say(&format!("pre-copy round {round}: {} ({pages} pages) dumped in {:.0} ms, sent in {:.0} ms", mib(bytes), dump_ms, send_ms));
-            self.rounds.push(Round { round, bytes, pages, dump_ms, send_ms });
-            self.note(JPhase::PrecopyRound, JOutcome::Done, Some(serde_json::json!({ "round": round, "bytes": bytes, "pages": pages })));
+            self.rec.end_with(phase, attrs([("bytes", bytes), ("pages", pages), ("rdma_logged_pages", logged)]));
+            let by_rdma = if logged > 0 { format!(", {logged} of them written by RDMA since the last round") } else { String::new() };
+            self.say(&format!("pre-copy round {round}: {} ({pages} pages{by_rdma}) dumped in {:.0} ms, sent in {:.0} ms", mib(bytes), dump_ms, send_ms));
+            self.rounds.push(Round { round, bytes, pages, dump_ms, send_ms, rdma_logged_pages: logged });
+            self.note(
+                JPhase::PrecopyRound,
+                JOutcome::Done,
+                Some(serde_json::json!({ "round": round, "bytes": bytes, "pages": pages, "rdma_logged_pages": logged })),
+            );
             parent = Some(name);
             // Stop rules: the remaining dirty set is small, or it no longer shrinks (the process
             // dirties memory as fast as we copy it), or enough rounds were spent.
@@ -198,26 +210,58 @@ fn covered(ranges: &[(u64, u64)]) -> u64 {
     total
 }
 
-/// Whether this host's rdma_rxe write-protects MR pages for soft-dirty tracking (patch 0032).
-fn mr_wrprotect_supported() -> bool {
-    rdmig_rxe::Ctl::open().and_then(|c| c.version()).is_ok_and(|v| v.features & rdmig_rxe::abi::FEAT_MR_WRPROTECT != 0)
+/// How far this host's rdma_rxe lets soft-dirty tracking follow the pages of MRs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MrTracking {
+    /// Not at all: every MR page is dirty in every round.
+    None,
+    /// The process's own writes (MR_WRPROTECT, patch 0032); RDMA's reach the final dump through
+    /// the dirty log.
+    Wrprotect,
+    /// Also RDMA's, round by round (MR_WRPROTECT_F_LOG, patch 0033).
+    WithLog,
 }
 
-/// Write-protects the page table entries of every user MR of process `pid` (see `precopy`).
-/// Failures are warnings: an MR left writable only stays dirty, and every round carries it.
-fn wrprotect_mrs(pid: i32) {
-    let (mut mrs, mut protected, mut skipped) = (0, 0, 0);
-    each_user_mr(pid, |ctl, dev, idx| match ctl.mr_wrprotect(dev, idx, pid) {
+fn mr_tracking() -> MrTracking {
+    let features = rdmig_rxe::Ctl::open().and_then(|c| c.version()).map_or(0, |v| v.features);
+    tracking_of(features)
+}
+
+fn tracking_of(features: u32) -> MrTracking {
+    use rdmig_rxe::abi::{FEAT_MR_WRPROTECT, FEAT_MR_WRPROTECT_LOG};
+    match (features & FEAT_MR_WRPROTECT != 0, features & FEAT_MR_WRPROTECT_LOG != 0) {
+        (false, _) => MrTracking::None,
+        (true, false) => MrTracking::Wrprotect,
+        (true, true) => MrTracking::WithLog,
+    }
+}
+
+/// Write-protects the page table entries of every user MR of process `pid`, and with `log`
+/// first moves each MR's dirty log into their soft-dirty bits (see `precopy`). Failures are
+/// warnings: an MR left writable only stays dirty, and every round carries it; a log left in
+/// place reaches the final dump. Returns the pages moved from the logs.
+fn wrprotect_mrs(pid: i32, log: bool) -> u64 {
+    let (mut mrs, mut protected, mut skipped, mut logged) = (0, 0, 0, 0);
+    each_user_mr(pid, |ctl, dev, idx| match ctl.mr_wrprotect(dev, idx, pid, log) {
         Ok(w) => {
             mrs += 1;
             protected += w.protected;
             skipped += w.skipped;
+            logged += w.logged;
         }
         Err(e) => warn!(pid, mr = idx, "write-protecting the MR's pages for soft-dirty tracking: {e}"),
     });
     if mrs > 0 {
-        tracing::info!(pid, mrs, protected, skipped, "MR pages write-protected before the pre-dump (skipped ones stay dirty)");
+        tracing::info!(
+            pid,
+            mrs,
+            protected,
+            skipped,
+            logged,
+            "MR pages write-protected before the pre-dump (skipped ones stay dirty; logged ones RDMA wrote, now soft-dirty)"
+        );
     }
+    logged
 }
 
 /// Clears the driver's dirty log of every MR of process `pid`.
@@ -231,6 +275,17 @@ pub(super) fn clear_rdma_dirty_logs(pid: i32) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mr_tracking_follows_the_driver_features() {
+        use super::MrTracking;
+        use rdmig_rxe::abi::{FEAT_MR_WRPROTECT as W, FEAT_MR_WRPROTECT_LOG as L};
+        assert_eq!(super::tracking_of(0), MrTracking::None);
+        // the log flag alone means nothing without the ioctl it belongs to
+        assert_eq!(super::tracking_of(L), MrTracking::None);
+        assert_eq!(super::tracking_of(W), MrTracking::Wrprotect);
+        assert_eq!(super::tracking_of(W | L | 1), MrTracking::WithLog);
+    }
+
     #[test]
     fn anonymous_memory_counts_resident_and_swapped() {
         let rollup = "55d0c8e0a000-7ffd5a1f2000 ---p 00000000 00:00 0    [rollup]\nRss:                2048 kB\nAnonymous:           512 kB\nLazyFree:              0 kB\nAnonHugePages:         0 kB\nSwap:                 64 kB\nSwapPss:              64 kB\n";

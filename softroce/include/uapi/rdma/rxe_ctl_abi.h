@@ -32,6 +32,7 @@
 #define RXE_CTL_FEAT_MW_BIND	(1U << 6)	/* MW_BIND, MW and AH status */
 #define RXE_CTL_FEAT_PAUSE_MAX	(1U << 7)	/* pauses end (pause_max_sec) */
 #define RXE_CTL_FEAT_MR_WRPROTECT (1U << 8)	/* MR_WRPROTECT */
+#define RXE_CTL_FEAT_MR_WRPROTECT_LOG (1U << 9)	/* MR_WRPROTECT_F_LOG */
 
 struct rxe_ctl_version {
 	__u32	abi_version;	/* out: RXE_CTL_ABI_VERSION */
@@ -203,13 +204,24 @@ struct rxe_ctl_mw_bind {
  * writable entry only leaves its page soft-dirty until clear_refs
  * flushes). Pages mapped otherwise (huge pages, other kinds) are counted
  * in skipped and stay as they were: soft-dirty, i.e. always carried.
+ *
+ * With RXE_CTL_MR_WRPROTECT_F_LOG (feature RXE_CTL_FEAT_MR_WRPROTECT_LOG)
+ * the call first moves the MR's dirty log (see RXE_CTL_IOC_DIRTY) into the
+ * page tables: each page the log holds loses its bit there and gets its
+ * entry marked soft-dirty, without a write to the page, so the next
+ * incremental dump carries what rxe wrote to the MR while the process ran.
+ * A page rxe writes afterwards is logged again. A page whose entry cannot
+ * be marked (not present, huge) keeps its bit. logged counts the marked
+ * pages. EOPNOTSUPP on a kernel without soft-dirty tracking.
  */
+#define RXE_CTL_MR_WRPROTECT_F_LOG	(1U << 0)
+
 struct rxe_ctl_mr_wrprotect {
 	char	ibdev[RXE_CTL_IBDEV_NAME_MAX];	/* in:  0: rxe device name */
 	__u32	index;		/* in: 64: MR index, lkey >> 8 */
 	__s32	pid;		/* in: 68: the process that holds the MR */
-	__u32	flags;		/* in: 72: 0 */
-	__u32	reserved;	/* in: 76: 0 */
+	__u32	flags;		/* in: 72: RXE_CTL_MR_WRPROTECT_F_LOG */
+	__u32	logged;		/* in: 76: 0, out: pages moved from the log */
 	__u64	npages;		/* out: 80: pages of the MR */
 	__u64	protected;	/* out: 88: entries write-protected now */
 	__u64	skipped;	/* out: 96: pages left as they were */
