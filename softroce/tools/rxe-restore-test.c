@@ -12,6 +12,12 @@
  *	READ, WRITE, SEND and local access use B afterwards, keys, iova and
  *	dirty log are kept, VmPin is accounted; EBUSY with a bound MW,
  *	ENOENT, EINVAL, ESRCH, EFAULT, ENODEV
+ *   rxe-restore-test hollow [-d rxe0] [-g GID_INDEX]
+ *	an MR expected with RXE_CTL_F_HOLLOW (patch 0034) registers on an
+ *	unmapped range (which fails without it) with its expected key, counts
+ *	in VmPin, refuses RDMA READ and MR_WRPROTECT (EBUSY) until MR_REPIN
+ *	moves it onto the process's pages, then READ and WRITE reach them;
+ *	EINVAL for other objects, VmPin back after deregistration
  *   rxe-restore-test wrprotect [-d rxe0] [-g GID_INDEX]
  *	RXE_CTL_IOC_MR_WRPROTECT (patch 0032): clear_refs leaves the pinned
  *	pages of an MR soft-dirty until they are write-protected, then clears
@@ -807,6 +813,146 @@ static int test_wrprotect(void)
 	return 0;
 }
 
+/* ----- hollow MRs (EXPECT with RXE_CTL_F_HOLLOW) ----- */
+
+static int expect_mr(int ctl, uint32_t index, uint32_t key, uint32_t flags)
+{
+	struct rxe_ctl_expect e;
+
+	memset(&e, 0, sizeof(e));
+	e.obj = RXE_CTL_OBJ_MR;
+	e.flags = RXE_CTL_F_KEY | flags;
+	e.index = index;
+	e.key = key;
+	snprintf(e.ibdev, sizeof(e.ibdev), "%s", ibdev_name);
+	if (ioctl(ctl, RXE_CTL_IOC_EXPECT, &e))
+		return -errno;
+	return 0;
+}
+
+static int test_hollow(void)
+{
+	const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
+			   IBV_ACCESS_REMOTE_READ;
+	const size_t off = 100, len = 3 * PAGE;	/* 4 pages */
+	struct rxe_ctl_mr_wrprotect w;
+	struct rxe_ctl_version ver;
+	struct ibv_qp *qc, *qd;
+	unsigned char *r, *l;
+	struct ibv_mr *m, *ml, *probe;
+	uint32_t index, key;
+	union ibv_gid gid;
+	long pin0, pin1;
+	struct conn c;
+	uint64_t npages = 0;
+	int ctl, ret;
+
+	conn_open(&c);
+	ctl = open("/dev/rxe_ctl", O_RDWR);
+	if (ctl < 0)
+		die("/dev/rxe_ctl");
+	CHECK(!ioctl(ctl, RXE_CTL_IOC_VERSION, &ver) &&
+	      (ver.features & RXE_CTL_FEAT_MR_HOLLOW),
+	      "VERSION features %#x has RXE_CTL_FEAT_MR_HOLLOW", ver.features);
+
+	l = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	r = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (l == MAP_FAILED || r == MAP_FAILED)
+		die("mmap");
+	memset(l, 0, PAGE);
+	ml = ibv_reg_mr(c.pd, l, PAGE, access);
+	/* a number and key to expect: those of an MR registered and gone */
+	probe = ibv_reg_mr(c.pd, r, PAGE, access);
+	if (!ml || !probe)
+		die("reg_mr");
+	index = probe->lkey >> 8;
+	key = probe->lkey & 0xff;
+	ibv_dereg_mr(probe);
+	/* the MR's range is not mapped: only a hollow MR can be registered */
+	munmap(r, 4 * PAGE);
+	probe = ibv_reg_mr(c.pd, r + off, len, access);
+	CHECK(!probe, "REG_MR on an unmapped range fails without F_HOLLOW (%s)",
+	      probe ? "it did not" : strerror(errno));
+	if (probe)
+		ibv_dereg_mr(probe);
+
+	ret = expect_mr(ctl, index, key, RXE_CTL_F_HOLLOW);
+	CHECK(!ret, "EXPECT MR %u with F_HOLLOW -> %s", index, err_name(ret));
+	pin0 = vm_pin_kb();
+	m = ibv_reg_mr(c.pd, r + off, len, access);
+	pin1 = vm_pin_kb();
+	CHECK(m && m->lkey == (index << 8 | key),
+	      "with F_HOLLOW it succeeds, with the expected lkey (%#x, want %#x)",
+	      m ? m->lkey : 0, index << 8 | key);
+	if (!m)
+		die("hollow reg_mr");
+	CHECK(pin1 - pin0 == 16, "VmPin %ld kB -> %ld kB: counted as 4 pinned pages",
+	      pin0, pin1);
+	ret = wrprotect(ctl, ibdev_name, index, getpid(), 0, &w);
+	CHECK(ret == -EBUSY, "MR_WRPROTECT of a hollow MR -> %s (want EBUSY)",
+	      err_name(ret));
+	ret = post(c.qa, IBV_WR_RDMA_READ, (uintptr_t)l, 64, ml->lkey,
+		   (uintptr_t)r + off, m->rkey);
+	CHECK(!ret && wait_cq(c.cq, 1) == -1,
+	      "RDMA READ of the hollow MR fails (the completion error above)");
+
+	/* the process's memory arrives, the MR moves onto it */
+	r = mmap(r, 4 * PAGE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	if (r == MAP_FAILED)
+		die("mmap fixed");
+	fill(r, 4 * PAGE, 5);
+	ret = repin(ctl, ibdev_name, index, getpid(), (uintptr_t)r + off, 0,
+		    &npages);
+	CHECK(!ret && npages == 4 && vm_pin_kb() == pin1,
+	      "MR_REPIN onto the process's pages -> %s, %llu pages, VmPin %ld kB (want 0, 4, %ld)",
+	      err_name(ret), (unsigned long long)npages, vm_pin_kb(), pin1);
+
+	/* new QPs in the same PD: the first pair is in the error state */
+	if (ibv_query_gid(c.ctx, 1, gid_index, &gid))
+		die("query_gid");
+	qc = create_qp(c.pd, c.cq);
+	qd = create_qp(c.pd, c.cq);
+	connect_qp(qc, qd->qp_num, &gid);
+	connect_qp(qd, qc->qp_num, &gid);
+	ret = post(qc, IBV_WR_RDMA_READ, (uintptr_t)l, 256, ml->lkey,
+		   (uintptr_t)r + off + PAGE, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(l, r + off + PAGE, 256),
+	      "RDMA READ now reads the process's pages");
+	fill(l, 64, 6);
+	ret = post(qc, IBV_WR_RDMA_WRITE, (uintptr_t)l, 64, ml->lkey,
+		   (uintptr_t)r + off + 2 * PAGE, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(l, r + off + 2 * PAGE, 64),
+	      "RDMA WRITE lands in them");
+	ret = wrprotect(ctl, ibdev_name, index, getpid(), 0, &w);
+	CHECK(!ret && w.npages == 4, "MR_WRPROTECT takes it now -> %s, %llu pages",
+	      err_name(ret), (unsigned long long)w.npages);
+
+	{
+		struct rxe_ctl_expect e;
+
+		memset(&e, 0, sizeof(e));
+		e.obj = RXE_CTL_OBJ_QP;
+		e.flags = RXE_CTL_F_HOLLOW;
+		e.index = 100;
+		ret = ioctl(ctl, RXE_CTL_IOC_EXPECT, &e) ? -errno : 0;
+		CHECK(ret == -EINVAL, "EXPECT of a QP with F_HOLLOW -> %s (want EINVAL)",
+		      err_name(ret));
+	}
+	ibv_dereg_mr(m);
+	CHECK(vm_pin_kb() == pin0, "deregistered: VmPin %ld kB (want %ld)",
+	      vm_pin_kb(), pin0);
+
+	ibv_destroy_qp(qc);
+	ibv_destroy_qp(qd);
+	ibv_dereg_mr(ml);
+	close(ctl);
+	conn_close(&c);
+	return 0;
+}
+
 static int test_repin(void)
 {
 	const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
@@ -1153,7 +1299,7 @@ static int test_creds(int stock)
 
 static void usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s offsets|repin|wrprotect|creds [-d ibdev] [-g gid_index] [-s]\n",
+	fprintf(stderr, "usage: %s offsets|repin|hollow|wrprotect|creds [-d ibdev] [-g gid_index] [-s]\n",
 		prog);
 	exit(2);
 }
@@ -1188,6 +1334,8 @@ int main(int argc, char **argv)
 		test_offsets();
 	else if (!strcmp(cmd, "repin"))
 		test_repin();
+	else if (!strcmp(cmd, "hollow"))
+		test_hollow();
 	else if (!strcmp(cmd, "wrprotect"))
 		test_wrprotect();
 	else if (!strcmp(cmd, "creds"))

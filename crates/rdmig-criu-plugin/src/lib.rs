@@ -299,7 +299,7 @@ unsafe extern "C" fn resume_devices_late(pid: c_int) -> c_int {
         }
         Err(e) => {
             // CRIU only logs this hook's failure and would let the process run with stopped
-            // QPs and MRs on placeholder pages: kill it instead, so the failure is visible.
+            // QPs and MRs without the process's pages: kill it instead, so the failure is visible.
             error!("cannot finish the verbs restore of pid {pid}: {e}; killing it");
             // SAFETY: kill has no memory effects.
             unsafe { libc::kill(pid, libc::SIGKILL) };

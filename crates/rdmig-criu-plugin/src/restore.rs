@@ -10,8 +10,9 @@
 //!    QPs and MRs with their old numbers and keys (`/dev/rxe_ctl` EXPECT), QPs moved through
 //!    their states with their old attributes and, when they were connected, loaded with the
 //!    driver's state image (QP_RESTORE: queues, PSNs, responder resources); they stay stopped.
-//!    MRs are registered with their old iova and keys on placeholder pages, because the
-//!    process's pages are not at their final addresses yet. The new files are put at the fd
+//!    MRs are registered with their old iova and keys without pages (hollow, softroce patch
+//!    0034; on a driver without it, on placeholder pages), because the process's pages are not
+//!    at their final addresses yet. The new files are put at the fd
 //!    numbers the process had, and CRIU keeps them there.
 //! 2. `UPDATE_VMA_MAP` (same task): the rings are mapped at their old addresses from the new
 //!    file, at the page offsets the driver gave the new rings.
@@ -159,7 +160,6 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     }
     objects::check_image(&l).map_err(|e| RestoreError::Refused(format!("{name} (verbs context of pid {}): {e}", l.image.pid)))?;
     let who = format!("verbs context of pid {} fd {} ({}, {})", l.image.pid, l.image.fd, c.path, c.ibdev);
-    mr::check_pinnable(c, ram_bytes()).map_err(|e| RestoreError::Refused(format!("{who}: {e}")))?;
     // The async event file of this context, to put its new fd at the old number.
     let ev_images = image::read_dir(dir)?;
     for e in &ev_images {
@@ -178,7 +178,11 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     // SAFETY: GET_CONTEXT returned a new descriptor that we own.
     let afile = unsafe { OwnedFd::from_raw_fd(afd) };
     let ctl = device::open_ctl(crate::log::image_dir_fd()).map_err(|e| e.within(&who))?;
-    let cx = RestoreCx { fd, ctl: &ctl, c, blob: &l.blob };
+    let hollow_mrs = mr::hollow_supported(&ctl);
+    if !hollow_mrs {
+        mr::check_pinnable(c, ram_bytes()).map_err(|e| RestoreError::Refused(format!("{who}: {e}")))?;
+    }
+    let cx = RestoreCx { fd, ctl: &ctl, c, blob: &l.blob, hollow_mrs };
 
     // Completion channels first: CREATE_CQ names its channel by fd.
     let chans = events::create_channels(fd, c).map_err(|e| e.within(&who))?;

@@ -36,6 +36,8 @@ pub const FEAT_MR_WRPROTECT: u32 = 1 << 8;
 /// `RXE_CTL_MR_WRPROTECT_F_LOG` (patch 0033): MR_WRPROTECT moves the dirty log into the page
 /// tables' soft-dirty bits.
 pub const FEAT_MR_WRPROTECT_LOG: u32 = 1 << 9;
+/// EXPECT with `F_HOLLOW` (patch 0034): an MR registered without pages until MR_REPIN.
+pub const FEAT_MR_HOLLOW: u32 = 1 << 10;
 
 /// MR_WRPROTECT: first move the MR's dirty log into the soft-dirty bits of its pages.
 pub const MR_WRPROTECT_F_LOG: u32 = 1 << 0;
@@ -44,6 +46,8 @@ pub const MR_WRPROTECT_F_LOG: u32 = 1 << 0;
 pub const F_PERSIST: u32 = 1 << 0;
 /// EXPECT: `key` is valid.
 pub const F_KEY: u32 = 1 << 1;
+/// EXPECT of an MR: its REG_MR pins no pages (patch 0034).
+pub const F_HOLLOW: u32 = 1 << 2;
 /// DROP with id 0: of all owners.
 pub const DROP_F_ALL: u32 = 1 << 0;
 /// DIRTY: clear the bits read.
@@ -373,6 +377,8 @@ pub const CONSTANTS: &[(&str, u64)] = &[
     ("RXE_CTL_MR_WRPROTECT_F_LOG", MR_WRPROTECT_F_LOG as u64),
     ("RXE_CTL_F_PERSIST", F_PERSIST as u64),
     ("RXE_CTL_F_KEY", F_KEY as u64),
+    ("RXE_CTL_F_HOLLOW", F_HOLLOW as u64),
+    ("RXE_CTL_FEAT_MR_HOLLOW", FEAT_MR_HOLLOW as u64),
     ("RXE_CTL_DROP_F_ALL", DROP_F_ALL as u64),
     ("RXE_CTL_DIRTY_F_CLEAR", DIRTY_F_CLEAR as u64),
     ("RXE_CTL_DIRTY_MAX_PAGES", DIRTY_MAX_PAGES),

@@ -225,6 +225,16 @@ impl Ctl {
         Ok(e.id)
     }
 
+    /// The next MR that process `pid` (0: the caller) registers gets `index` and `key`, and pins
+    /// no pages: it refuses every access until `mr_repin` gives it the pages of its process
+    /// (`RXE_CTL_F_HOLLOW`, patch 0034). For a restore, where the memory is not in place yet.
+    pub fn expect_hollow_mr(&self, pid: i32, index: u32, key: u8, dev: &str) -> Result<u32, CtlError> {
+        let mut e = abi::Expect { obj: Obj::Mr as u32, flags: F_KEY | abi::F_HOLLOW, pid, index, key: key.into(), id: 0, ibdev: devname(dev)? };
+        // SAFETY: as above.
+        unsafe { ioc_expect(self.file.as_raw_fd(), &mut e) }.map_err(Self::err(format!("EXPECT hollow MR {index} for pid {pid}")))?;
+        Ok(e.id)
+    }
+
     /// Drops one reservation or request by id; returns how many were dropped.
     pub fn drop_id(&self, id: u32) -> Result<i32, CtlError> {
         let d = abi::DropEntry { id, flags: 0 };

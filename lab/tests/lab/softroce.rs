@@ -21,6 +21,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("softroce_remote_writes_mark_exactly_their_pages", softroce_remote_writes_mark_exactly_their_pages),
     ("softroce_status_gives_the_ring_offsets_of_qps", softroce_status_gives_the_ring_offsets_of_qps),
     ("softroce_mr_repin_moves_an_mr_to_other_pages", softroce_mr_repin_moves_an_mr_to_other_pages),
+    ("softroce_hollow_mr_pins_nothing_until_repin", softroce_hollow_mr_pins_nothing_until_repin),
     ("softroce_mr_wrprotect_lets_soft_dirty_track_mr_pages", softroce_mr_wrprotect_lets_soft_dirty_track_mr_pages),
     ("softroce_uverbs_write_after_equivalent_creds", softroce_uverbs_write_after_equivalent_creds),
     ("softroce_ucma_shows_cm_ids_and_creates_one_at_a_number", softroce_ucma_shows_cm_ids_and_creates_one_at_a_number),
@@ -199,6 +200,15 @@ fn softroce_status_gives_the_ring_offsets_of_qps(c: &Ctx) -> Result<()> {
 /// stays balanced; EBUSY while an MW is bound, and ENOENT, ENODEV, EINVAL, ESRCH, EFAULT.
 fn softroce_mr_repin_moves_an_mr_to_other_pages(c: &Ctx) -> Result<()> {
     restore_test(c, "node3", &["repin"], 27)?;
+    Ok(())
+}
+
+/// A hollow MR (EXPECT with RXE_CTL_F_HOLLOW, patch 0034; what a restore registers before
+/// the process's memory is in place): it registers on an unmapped range with its expected key,
+/// counts in VmPin, refuses RDMA READ and MR_WRPROTECT until MR_REPIN moves it onto the
+/// process's pages, and then RDMA READ and WRITE reach them; EINVAL for a QP.
+fn softroce_hollow_mr_pins_nothing_until_repin(c: &Ctx) -> Result<()> {
+    restore_test(c, "node3", &["hollow"], 13)?;
     Ok(())
 }
 

@@ -154,6 +154,9 @@ pub struct RestoreCx<'a> {
     /// The saved context, and its image's blob (QP state images, ring contents).
     pub c: &'a Context,
     pub blob: &'a [u8],
+    /// The driver registers MRs without pages until MR_REPIN (softroce patch 0034), so they
+    /// need no placeholder pages.
+    pub hollow_mrs: bool,
 }
 
 /// Checks, before anything of it is used, that context image `l` holds only values the restore

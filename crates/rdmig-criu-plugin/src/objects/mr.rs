@@ -132,8 +132,15 @@ pub fn check_image_access(c: &Context) -> Result<(), String> {
     Ok(())
 }
 
-/// The MRs of context `c` are pinned on placeholder pages until the process's memory is in
-/// place: refuses MRs that together are larger than this node's memory (`ram` bytes).
+/// Whether this node's rdma_rxe registers an MR without pages until MR_REPIN gives it the
+/// process's (`RXE_CTL_F_HOLLOW`, softroce patch 0034).
+pub fn hollow_supported(ctl: &Ctl) -> bool {
+    ctl.version().is_ok_and(|v| v.features & rxe::abi::FEAT_MR_HOLLOW != 0)
+}
+
+/// Without hollow MRs, the MRs of context `c` are pinned on placeholder pages until the
+/// process's memory is in place: refuses MRs that together are larger than this node's memory
+/// (`ram` bytes).
 pub fn check_pinnable(c: &Context, ram: u64) -> Result<(), String> {
     let total = c.mrs.iter().fold(0u64, |t, m| t.saturating_add(m.length.saturating_add(PAGE)));
     if total > ram {
@@ -144,15 +151,29 @@ pub fn check_pinnable(c: &Context, ram: u64) -> Result<(), String> {
 
 // ---- restore ----
 
-/// Registers MR `m` with its old number, key and iova on placeholder pages (re-pinned to the
-/// process's pages by [`repin`]); returns its handle.
+/// Registers MR `m` with its old number, key and iova, without pages (hollow) or on
+/// placeholder pages, to be moved onto the process's pages by [`repin`]; returns its handle.
 pub fn create(cx: &RestoreCx, m: &Mr) -> Result<u32, RestoreError> {
     let pd = pd_of(cx.c, m).ok_or_else(|| RestoreError::Refused("an MR without a PD".into()))?;
-    cx.ctl.expect(rxe::Obj::Mr, 0, m.lkey >> 8, Some((m.lkey & 0xff) as u8), &cx.c.ibdev, false).map_err(RestoreError::sys(format!(
-        "EXPECT MR index {} key {:#x}",
-        m.lkey >> 8,
-        m.lkey & 0xff
-    )))?;
+    let (index, key) = (m.lkey >> 8, (m.lkey & 0xff) as u8);
+    let expected =
+        if cx.hollow_mrs { cx.ctl.expect_hollow_mr(0, index, key, &cx.c.ibdev) } else { cx.ctl.expect(rxe::Obj::Mr, 0, index, Some(key), &cx.c.ibdev, false) };
+    expected.map_err(RestoreError::sys(format!("EXPECT MR index {index} key {key:#x}")))?;
+    // Hollow: registered on its own range, which is not mapped yet and need not be; the MR
+    // refuses every access until the re-pin. Allocating and zeroing placeholder pages as large
+    // as the MR would cost as much time inside the blackout as CRIU's filling of the process.
+    let start = if cx.hollow_mrs { m.iova } else { placeholder(m)? };
+    let r = cmd::reg_mr(cx.fd, pd, start, m.length, m.iova, m.access.unwrap_or(0))
+        .map_err(RestoreError::sys(format!("REG_MR lkey {:#x} ({} bytes at iova {:#x})", m.lkey, m.length, m.iova)))?;
+    if r.lkey != m.lkey || r.rkey != m.rkey {
+        return Err(RestoreError::Refused(format!("MR got lkey {:#x}/rkey {:#x} instead of {:#x}/{:#x}", r.lkey, r.rkey, m.lkey, m.rkey)));
+    }
+    Ok(r.mr_handle)
+}
+
+/// Fresh pages for MR `m` to be registered on until the re-pin, at its offset within a page;
+/// returns the address to register.
+fn placeholder(m: &Mr) -> Result<u64, RestoreError> {
     let in_page = m.iova % PAGE;
     let len = (in_page + m.length).div_ceil(PAGE) * PAGE;
     // SAFETY: a fresh private anonymous mapping; nothing else refers to it. It is left mapped:
@@ -162,12 +183,7 @@ pub fn create(cx: &RestoreCx, m: &Mr) -> Result<u32, RestoreError> {
     if base == libc::MAP_FAILED {
         return Err(RestoreError::sys(format!("placeholder pages for MR lkey {:#x} ({len} bytes)", m.lkey))(std::io::Error::last_os_error()));
     }
-    let r = cmd::reg_mr(cx.fd, pd, base as u64 + in_page, m.length, m.iova, m.access.unwrap_or(0))
-        .map_err(RestoreError::sys(format!("REG_MR lkey {:#x} ({} bytes at iova {:#x})", m.lkey, m.length, m.iova)))?;
-    if r.lkey != m.lkey || r.rkey != m.rkey {
-        return Err(RestoreError::Refused(format!("MR got lkey {:#x}/rkey {:#x} instead of {:#x}/{:#x}", r.lkey, r.rkey, m.lkey, m.rkey)));
-    }
-    Ok(r.mr_handle)
+    Ok(base as u64 + in_page)
 }
 
 /// Moves every MR of context `c` from its placeholder pages onto the pages of process `pid` at

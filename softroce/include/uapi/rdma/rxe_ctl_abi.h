@@ -33,6 +33,7 @@
 #define RXE_CTL_FEAT_PAUSE_MAX	(1U << 7)	/* pauses end (pause_max_sec) */
 #define RXE_CTL_FEAT_MR_WRPROTECT (1U << 8)	/* MR_WRPROTECT */
 #define RXE_CTL_FEAT_MR_WRPROTECT_LOG (1U << 9)	/* MR_WRPROTECT_F_LOG */
+#define RXE_CTL_FEAT_MR_HOLLOW	(1U << 10)	/* EXPECT RXE_CTL_F_HOLLOW */
 
 struct rxe_ctl_version {
 	__u32	abi_version;	/* out: RXE_CTL_ABI_VERSION */
@@ -44,6 +45,7 @@ struct rxe_ctl_version {
 /* flags of RXE_CTL_IOC_RESERVE and RXE_CTL_IOC_EXPECT */
 #define RXE_CTL_F_PERSIST	(1U << 0)	/* keep after close() */
 #define RXE_CTL_F_KEY		(1U << 1)	/* EXPECT: key is valid */
+#define RXE_CTL_F_HOLLOW	(1U << 2)	/* EXPECT of an MR: pin no pages */
 
 /*
  * Reserve the indices first..last of one object type on all rxe devices:
@@ -64,10 +66,18 @@ struct rxe_ctl_reserve {
  * on rxe device ibdev gets index, and for MRs and MWs the key byte key,
  * or the creation fails with EBUSY if index is in use. Reservations do
  * not apply to expected objects.
+ *
+ * RXE_CTL_F_HOLLOW (MRs only, feature RXE_CTL_FEAT_MR_HOLLOW): the user MR
+ * registered with this number pins no pages. The range it is registered
+ * on need not be mapped; it counts in the process's pinned memory as
+ * usual, and the MR refuses every access (and MR_WRPROTECT, EBUSY) until
+ * RXE_CTL_IOC_MR_REPIN gives it the pages of its process. For a restore,
+ * where the process's memory is not in place yet when its MRs are
+ * registered: pinning other pages first would only cost their allocation.
  */
 struct rxe_ctl_expect {
 	__u32	obj;		/* in: RXE_CTL_OBJ_* */
-	__u32	flags;		/* in: RXE_CTL_F_PERSIST, RXE_CTL_F_KEY */
+	__u32	flags;		/* in: RXE_CTL_F_PERSIST, _KEY, _HOLLOW */
 	__s32	pid;		/* in: process (thread group), 0 = caller */
 	__u32	index;		/* in: index of the object */
 	__u32	key;		/* in: key byte 0..255 if RXE_CTL_F_KEY */
@@ -156,7 +166,8 @@ struct rxe_ctl_qp {
  * have the same offset within a page as the address the MR was
  * registered at, and pid must be the process that registered it. No QP
  * may use the MR during the call (e.g. the QPs are stopped, or not
- * connected yet), else EBUSY or failed requests.
+ * connected yet), else EBUSY or failed requests. A hollow MR (EXPECT with
+ * RXE_CTL_F_HOLLOW) becomes valid here.
  */
 struct rxe_ctl_mr_repin {
 	char	ibdev[RXE_CTL_IBDEV_NAME_MAX];	/* in:  0: rxe device name */
