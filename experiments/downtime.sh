@@ -5,7 +5,7 @@
 #
 #   experiments/downtime.sh [--sizes 64,256,512] [--cpu-rates 1M] [--rdma-rates 1M] [--qps 1]
 #                           [--rate-size MIB] [--rounds N] [--node-memory MIB] [--name LAB]
-#                           [--out DIR] [--keep] [--with-precopy]                (as root)
+#                           [--out DIR] [--keep] [--with-precopy] [--warm]       (as root)
 #
 # The workload is rdmig-workload with --rdma-listen: SIZE MiB of memory, all of it registered as
 # one RDMA memory region; its peer (`rdmig-workload peer`, on node2) RDMA-WRITEs the first half
@@ -32,13 +32,20 @@
 #   RDMA rate: every --rdma-rates rate, at --rate-size, first CPU rate;
 #   QPs:       every --qps count (1 to 256), at --rate-size, first CPU rate, first RDMA rate.
 # The other sweeps use the first --qps count. A point shared by two sweeps runs once. Rates
-# take K, M suffixes (bytes per second); sizes are MiB. The nodes get 6 x the largest size +
+# take K, M suffixes (bytes per second); sizes are MiB. The nodes get 4 x the largest size +
 # 1024 MiB unless --node-memory: CRIU's images live in the nodes' /tmp (a tmpfs of half their
-# memory). Without softroce patch 0032 every pre-copy round dumps the whole registered region
-# again (measured: 64.1 of 64 MiB at the freeze after 2 rounds), so the source holds about 3 x
-# the size in images; with it, about 1 x (1024 MiB ran in nodes of 5120 MiB, and rdmig's checks
-# refused nodes of 4096 MiB). 1-2 GiB need a host with that much memory.
+# memory), and rdmig's checks want room for 2 x the process's memory there on both sides (1024
+# MiB ran in nodes of 5120 MiB, nodes of 4096 MiB were refused). Without softroce patch 0032
+# every pre-copy round dumps the whole registered region again (measured: 64.1 of 64 MiB at the
+# freeze after 2 rounds), so the source holds about 3 x the size in images; with it, about 1 x.
+# Without patch 0034 the destination also pins placeholder pages as large as the MR during the
+# restore. 1-2 GiB need a host with that much memory.
 # Many QPs need peer pages: at least 24 per QP from 64 QPs up (388 for one QP), 4 KiB each.
+# --warm touches all but 256 MiB of node1's and node3's memory once before anything is
+# measured. Under TCG, qemu allocates a node's memory on its first touch, which costs about
+# 2.3 s per GiB here (a 1 GiB MR registered on fresh memory: 2.9 s, on memory touched before:
+# 0.6 s); a restore into a fresh node pays it inside the blackout, real hardware does not. Both
+# strategies restore into warmed memory then. The host then holds 2 x the node memory for them.
 #
 # Measured per migration:
 #   downtime_ms   rdmig's report: freeze start -> resume end (summary.downtime_ns), same
@@ -79,13 +86,14 @@ LAB=downtime
 OUT=""
 KEEP=0
 WITH_PRECOPY=0
+WARM=0
 LOCK=/tmp/rdmig-lab.lock
 SERVICE=10.0.1.7  # the workload's movable overlay address (its QP's GID)
 PEER_IP=10.0.1.12 # node2's own overlay address
 PORT=9400
 SETTLE=5          # seconds of traffic before each migration, and 3 after it
 
-usage() { sed -n '2,67s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,74s/^# \{0,1\}//p' "$0"; }
 log() { printf 'downtime: %s\n' "$*" >&2; }
 die() { printf 'downtime: error: %s\n' "$*" >&2; exit 1; }
 
@@ -102,6 +110,7 @@ while [ $# -gt 0 ]; do
 	--out) [ $# -ge 2 ] || die "--out needs a directory"; OUT=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
 	--with-precopy) WITH_PRECOPY=1; shift ;;
+	--warm) WARM=1; shift ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown argument: $1" ;;
 	esac
@@ -117,9 +126,14 @@ RATE_SIZE=${RATE_SIZE:-${sizes[0]}}
 [[ "$RATE_SIZE" =~ ^[1-9][0-9]*$ && "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rate-size and --rounds must be positive numbers"
 max=$RATE_SIZE
 for s in "${sizes[@]}"; do [ "$s" -gt "$max" ] && max=$s; done
-NODE_MEMORY=${NODE_MEMORY:-$((max * 6 + 1024))}
+NODE_MEMORY=${NODE_MEMORY:-$((max * 4 + 1024))}
 [[ "$NODE_MEMORY" =~ ^[1-9][0-9]*$ ]] || die "--node-memory must be MiB"
 [ "$(id -u)" -eq 0 ] || die "run as root: the lab needs network namespaces and VMs"
+if [ "$WARM" = 1 ]; then
+	host_avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+	[ "$host_avail" -ge $((NODE_MEMORY * 2 + 2048)) ] ||
+		die "--warm: node1 and node3 would hold $((NODE_MEMORY * 2)) MiB of this host's $host_avail MiB available (and node2 and the host need about 2048 more): use a smaller --node-memory or leave out --warm"
+fi
 
 scripts/setup.sh
 cargo build --workspace --locked
@@ -179,11 +193,21 @@ for n in node1 node2 node3; do
 done
 node3_underlay=$(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print([n["underlay_ip"] for n in s["plan"]["nodes"] if n["name"]=="node3"][0])' "$RDMIG_LAB_DIR/$LAB/state.json")
 on node1 ssh -F /mnt/lab/ssh/ssh_config "$node3_underlay" true || die "ssh from node1 to node3 does not work: the scp baseline needs it"
+if [ "$WARM" = 1 ]; then
+	# One read of /dev/zero into a buffer of all but 256 MiB of what is available touches every
+	# page of it once; the memory is free again when dd exits, but stays allocated in qemu.
+	for n in node1 node3; do
+		t0=$SECONDS
+		on "$n" sh -c 'mib=$(awk "/^MemAvailable:/ { print int(\$2 / 1024) - 256 }" /proc/meminfo); dd if=/dev/zero of=/dev/null bs=${mib}M count=1 iflag=fullblock status=none' ||
+			die "warming $n's memory failed"
+		log "$n: memory warmed in $((SECONDS - t0)) s"
+	done
+fi
 
 # The environment, recorded before anything is measured.
 python3 - "$HERE/env.json" "$STAMP" "$NODE_MEMORY" "$SIZES" "$CPU_RATES" "$RDMA_RATES" "$RATE_SIZE" "$ROUNDS" "$QPS" \
 	"$(uname -r)" "$(on node1 uname -r)" "$(qemu-system-x86_64 --version | head -n1)" "$(criu --version 2>/dev/null | head -n1)" \
-	"$(git rev-parse HEAD)" "$(git status --porcelain --untracked-files=no | wc -l)" <<'EOF'
+	"$(git rev-parse HEAD)" "$(git status --porcelain --untracked-files=no | wc -l)" "$WARM" <<'EOF'
 import json, os, sys
 a = sys.argv[1:]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
@@ -192,7 +216,7 @@ json.dump({"utc": a[1], "node_memory_mib": int(a[2]), "nodes": 3, "node_vcpus": 
            "cpu_rates": a[4].split(","), "rdma_rates": a[5].split(","), "rate_size_mib": int(a[6]), "rounds": int(a[7]),
            "qps": [int(x) for x in a[8].split(",")],
            "host_kernel": a[9], "node_kernel": a[10], "qemu": a[11], "criu": a[12], "git_commit": a[13],
-           "git_tracked_changes": int(a[14]), "host_cpu": cpu, "host_cpus": os.cpu_count(), "host_memory_mib": mem,
+           "git_tracked_changes": int(a[14]), "warmed_nodes": ["node1", "node3"] if a[15] == "1" else [], "host_cpu": cpu, "host_cpus": os.cpu_count(), "host_memory_mib": mem,
            "accel": "tcg (rdmig-lab)", "workload": "rdmig-workload --rdma-listen --qps Q: the whole region one MR, the peer writes its first half over Q RC QPs",
            "ours": "rdmig migrate PID --move-addr 10.0.1.7 (defaults: pre-copy, transport auto)",
            "baseline": "rdmig migrate PID --move-addr 10.0.1.7 --strategy stop-and-copy --transport scp"},
