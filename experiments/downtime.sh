@@ -4,7 +4,8 @@
 # baseline (stop-and-copy, images copied with scp) in the same run, on the same lab (issue 18).
 #
 #   experiments/downtime.sh [--sizes 64,256,512] [--cpu-rates 1M] [--rdma-rates 1M] [--qps 1]
-#                           [--rate-size MIB] [--rounds N] [--node-memory MIB] [--name LAB]
+#                           [--rate-size MIB] [--rounds N] [--node-memory MIB] [--peer-memory MIB]
+#                           [--name LAB]
 #                           [--out DIR] [--keep] [--with-precopy] [--warm]       (as root)
 #
 # The workload is rdmig-workload with --rdma-listen: SIZE MiB of memory, all of it registered as
@@ -39,7 +40,8 @@
 # every pre-copy round dumps the whole registered region again (measured: 64.1 of 64 MiB at the
 # freeze after 2 rounds), so the source holds about 3 x the size in images; with it, about 1 x.
 # Without patch 0034 the destination also pins placeholder pages as large as the MR during the
-# restore. 1-2 GiB need a host with that much memory.
+# restore. node2, which only runs the peer, gets --peer-memory (default 1536 MiB). 2 GiB needs
+# nodes of 9216 MiB, and a host with about 20.5 GiB for the lab.
 # Many QPs need peer pages: at least 24 per QP from 64 QPs up (388 for one QP), 4 KiB each.
 # --warm touches all but 256 MiB of node1's and node3's memory once before anything is
 # measured. Under TCG, qemu allocates a node's memory on its first touch, which costs about
@@ -82,6 +84,7 @@ QPS=1
 RATE_SIZE=""
 ROUNDS=1
 NODE_MEMORY=""
+PEER_MEMORY=1536
 LAB=downtime
 OUT=""
 KEEP=0
@@ -93,7 +96,7 @@ PEER_IP=10.0.1.12 # node2's own overlay address
 PORT=9400
 SETTLE=5          # seconds of traffic before each migration, and 3 after it
 
-usage() { sed -n '2,74s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '2,76s/^# \{0,1\}//p' "$0"; }
 log() { printf 'downtime: %s\n' "$*" >&2; }
 die() { printf 'downtime: error: %s\n' "$*" >&2; exit 1; }
 
@@ -106,6 +109,7 @@ while [ $# -gt 0 ]; do
 	--rate-size) [ $# -ge 2 ] || die "--rate-size needs MiB"; RATE_SIZE=$2; shift 2 ;;
 	--rounds) [ $# -ge 2 ] || die "--rounds needs a number"; ROUNDS=$2; shift 2 ;;
 	--node-memory) [ $# -ge 2 ] || die "--node-memory needs MiB"; NODE_MEMORY=$2; shift 2 ;;
+	--peer-memory) [ $# -ge 2 ] || die "--peer-memory needs MiB"; PEER_MEMORY=$2; shift 2 ;;
 	--name) [ $# -ge 2 ] || die "--name needs a lab name"; LAB=$2; shift 2 ;;
 	--out) [ $# -ge 2 ] || die "--out needs a directory"; OUT=$2; shift 2 ;;
 	--keep) KEEP=1; shift ;;
@@ -127,7 +131,7 @@ RATE_SIZE=${RATE_SIZE:-${sizes[0]}}
 max=$RATE_SIZE
 for s in "${sizes[@]}"; do [ "$s" -gt "$max" ] && max=$s; done
 NODE_MEMORY=${NODE_MEMORY:-$((max * 4 + 1024))}
-[[ "$NODE_MEMORY" =~ ^[1-9][0-9]*$ ]] || die "--node-memory must be MiB"
+[[ "$NODE_MEMORY" =~ ^[1-9][0-9]*$ && "$PEER_MEMORY" =~ ^[1-9][0-9]*$ ]] || die "--node-memory and --peer-memory must be MiB"
 [ "$(id -u)" -eq 0 ] || die "run as root: the lab needs network namespaces and VMs"
 if [ "$WARM" = 1 ]; then
 	host_avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
@@ -183,9 +187,9 @@ wait_json() {
 	done
 }
 
-log "starting lab '$LAB' (3 nodes of $NODE_MEMORY MiB)"
+log "starting lab '$LAB' (node1 and node3 of $NODE_MEMORY MiB, node2 of $PEER_MEMORY MiB)"
 # The lock descriptor is not passed to qemu (it would hold the lock for as long as the VMs run).
-"$labctl" up --from-build --nodes 3 --memory "$NODE_MEMORY" 9>&-
+"$labctl" up --from-build --nodes 3 --memory "$NODE_MEMORY" --node-memory "node2=$PEER_MEMORY" 9>&-
 mkdir -p "$HERE"
 # The first run of criu, the plugin and ssh reads them in over 9p: not inside the first downtime.
 for n in node1 node2 node3; do
@@ -207,12 +211,12 @@ fi
 # The environment, recorded before anything is measured.
 python3 - "$HERE/env.json" "$STAMP" "$NODE_MEMORY" "$SIZES" "$CPU_RATES" "$RDMA_RATES" "$RATE_SIZE" "$ROUNDS" "$QPS" \
 	"$(uname -r)" "$(on node1 uname -r)" "$(qemu-system-x86_64 --version | head -n1)" "$(criu --version 2>/dev/null | head -n1)" \
-	"$(git rev-parse HEAD)" "$(git status --porcelain --untracked-files=no | wc -l)" "$WARM" <<'EOF'
+	"$(git rev-parse HEAD)" "$(git status --porcelain --untracked-files=no | wc -l)" "$WARM" "$PEER_MEMORY" <<'EOF'
 import json, os, sys
 a = sys.argv[1:]
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 mem = next((int(l.split()[1]) // 1024 for l in open("/proc/meminfo") if l.startswith("MemTotal")), None)
-json.dump({"utc": a[1], "node_memory_mib": int(a[2]), "nodes": 3, "node_vcpus": 1, "sizes_mib": [int(x) for x in a[3].split(",")],
+json.dump({"utc": a[1], "node_memory_mib": int(a[2]), "peer_node_memory_mib": int(a[16]), "nodes": 3, "node_vcpus": 1, "sizes_mib": [int(x) for x in a[3].split(",")],
            "cpu_rates": a[4].split(","), "rdma_rates": a[5].split(","), "rate_size_mib": int(a[6]), "rounds": int(a[7]),
            "qps": [int(x) for x in a[8].split(",")],
            "host_kernel": a[9], "node_kernel": a[10], "qemu": a[11], "criu": a[12], "git_commit": a[13],

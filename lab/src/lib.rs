@@ -74,6 +74,9 @@ pub enum Product {
 pub struct UpOptions {
     pub nodes: usize,
     pub memory_mb: u32,
+    /// Nodes that get other memory than `memory_mb` (name, MiB): an experiment's large source
+    /// and destination beside a small peer.
+    pub memory_of: Vec<(String, u32)>,
     pub cpus: u32,
     pub accel: Accel,
     /// QEMU's `-cpu` under TCG ([`vm::TCG_CPU`] unless an experiment compares others).
@@ -90,6 +93,13 @@ pub struct UpOptions {
     pub product: Product,
     /// How the nodes cache the host's root.
     pub root_cache: RootCache,
+}
+
+impl UpOptions {
+    /// The memory of node `name`, MiB.
+    pub fn memory_mb_of(&self, name: &str) -> u32 {
+        self.memory_of.iter().rev().find(|(n, _)| n == name).map_or(self.memory_mb, |(_, m)| *m)
+    }
 }
 
 /// Which rdma_rxe the lab's nodes load.
@@ -509,12 +519,19 @@ impl Lab {
         if rdmig_bin.to_string_lossy().chars().any(char::is_whitespace) {
             return Err(LabError::Invalid(format!("the rdmig binary's path {} contains white space; the guests cannot be told it", rdmig_bin.display())));
         }
-        let need = o.nodes as u64 * (o.memory_mb as u64 + 128);
+        for (name, _) in &o.memory_of {
+            let known = name.strip_prefix("node").and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| (1..=o.nodes).contains(&i));
+            if !known {
+                return Err(LabError::Invalid(format!("--node-memory {name}=...: the lab's nodes are node1 .. node{}", o.nodes)));
+            }
+        }
+        let need: u64 = (1..=o.nodes).map(|i| o.memory_mb_of(&format!("node{i}")) as u64 + 128).sum();
         if let Some(avail) = mem_available_mb() {
             if avail < need {
                 return Err(LabError::Invalid(format!(
-                    "{} nodes of {} MiB need about {need} MiB but only {avail} MiB are available; use fewer nodes or --memory",
-                    o.nodes, o.memory_mb
+                    "{} nodes of {} MiB need about {need} MiB but only {avail} MiB are available; use fewer nodes, --memory or --node-memory",
+                    o.nodes,
+                    (1..=o.nodes).map(|i| o.memory_mb_of(&format!("node{i}")).to_string()).collect::<Vec<_>>().join("+")
                 )));
             }
         }
@@ -661,7 +678,7 @@ impl Lab {
                 kernel: &kernel_img,
                 initrd: &initrd,
                 lab_bin: &bins.lab,
-                memory_mb: o.memory_mb,
+                memory_mb: o.memory_mb_of(&node.name),
                 cpus: o.cpus,
                 accel,
                 tcg_cpu: &o.tcg_cpu,
@@ -997,6 +1014,29 @@ fn parse_ip_addr_show(text: &str) -> Vec<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_gets_its_own_memory_or_the_lab_s() {
+        let o = UpOptions {
+            nodes: 3,
+            memory_mb: 4096,
+            memory_of: vec![("node2".into(), 1024), ("node3".into(), 512), ("node3".into(), 2048)],
+            cpus: 1,
+            accel: Accel::Tcg,
+            tcg_cpu: TCG_CPU.into(),
+            kernel: None,
+            boot_timeout: Duration::from_secs(1),
+            keep_on_failure: false,
+            rxe: RxeChoice::Rdmig,
+            progress: false,
+            product: Product::Build,
+            root_cache: RootCache::Loose,
+        };
+        assert_eq!(o.memory_mb_of("node1"), 4096);
+        assert_eq!(o.memory_mb_of("node2"), 1024);
+        // the last one given wins, as for any repeated option
+        assert_eq!(o.memory_mb_of("node3"), 2048);
+    }
 
     /// What `find_installed` looks for is where the rdmig package's file list puts it: the unit in
     /// a systemd unit directory, its ExecStart program, its EnvironmentFile as a conffile, and the

@@ -85,6 +85,9 @@ enum LabCmd {
         /// Memory of each node, MiB.
         #[arg(long, default_value_t = 1024)]
         memory: u32,
+        /// Memory of one node instead, MiB (repeat for several): `--node-memory node2=1024`.
+        #[arg(long = "node-memory", value_name = "NODE=MIB", value_parser = parse_node_memory)]
+        node_memory: Vec<(String, u32)>,
         /// Virtual CPUs of each node.
         #[arg(long, default_value_t = 1)]
         cpus: u32,
@@ -271,6 +274,16 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
+/// `NODE=MIB` of `up --node-memory`.
+fn parse_node_memory(s: &str) -> Result<(String, u32), String> {
+    let (node, mib) = s.split_once('=').ok_or_else(|| format!("{s:?} is not NODE=MIB"))?;
+    let mib: u32 = mib.parse().map_err(|_| format!("{mib:?} is not a number of MiB"))?;
+    if node.is_empty() || mib < 256 {
+        return Err(format!("{s:?}: a node name and at least 256 MiB"));
+    }
+    Ok((node.to_string(), mib))
+}
+
 fn print_json<T: Serialize>(v: &T) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -285,6 +298,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
         LabCmd::Up {
             nodes,
             memory,
+            node_memory,
             cpus,
             accel,
             tcg_cpu,
@@ -308,6 +322,7 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
             let o = UpOptions {
                 nodes,
                 memory_mb: memory,
+                memory_of: node_memory,
                 cpus,
                 accel,
                 tcg_cpu,
@@ -320,7 +335,9 @@ async fn lab(args: LabArgs) -> Result<ExitCode> {
                 root_cache,
             };
             if !json {
-                eprintln!("starting lab {:?}: {nodes} nodes, {memory} MiB each", lab.name);
+                let other: Vec<String> = o.memory_of.iter().map(|(n, m)| format!("{n} {m} MiB")).collect();
+                let other = if other.is_empty() { String::new() } else { format!(" ({})", other.join(", ")) };
+                eprintln!("starting lab {:?}: {nodes} nodes, {memory} MiB each{other}", lab.name);
             }
             let r = lab.up(&o).await.context("lab up")?;
             if json {

@@ -917,10 +917,11 @@ static int test_hollow(void)
 	qd = create_qp(c.pd, c.cq);
 	connect_qp(qc, qd->qp_num, &gid);
 	connect_qp(qd, qc->qp_num, &gid);
+	/* across the boundary of pages 1 and 2: every page's place in the map */
 	ret = post(qc, IBV_WR_RDMA_READ, (uintptr_t)l, 256, ml->lkey,
-		   (uintptr_t)r + off + PAGE, m->rkey);
-	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(l, r + off + PAGE, 256),
-	      "RDMA READ now reads the process's pages");
+		   (uintptr_t)r + 2 * PAGE - 128, m->rkey);
+	CHECK(!ret && !wait_cq(c.cq, 1) && !memcmp(l, r + 2 * PAGE - 128, 256),
+	      "RDMA READ now reads the process's pages, across a page boundary");
 	fill(l, 64, 6);
 	ret = post(qc, IBV_WR_RDMA_WRITE, (uintptr_t)l, 64, ml->lkey,
 		   (uintptr_t)r + off + 2 * PAGE, m->rkey);
