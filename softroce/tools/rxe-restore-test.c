@@ -610,6 +610,20 @@ static const char *err_name(int err)
 	return buf;
 }
 
+/* /dev/rxe_ctl, once a check says whether the driver has all of @features */
+static int ctl_with(uint32_t features, const char *names)
+{
+	struct rxe_ctl_version ver;
+	int ctl = open("/dev/rxe_ctl", O_RDWR);
+
+	if (ctl < 0)
+		die("/dev/rxe_ctl");
+	CHECK(!ioctl(ctl, RXE_CTL_IOC_VERSION, &ver) &&
+	      (ver.features & features) == features,
+	      "VERSION features %#x has %s", ver.features, names);
+	return ctl;
+}
+
 /* ----- MR_WRPROTECT ----- */
 
 /* bit 55 of the page's /proc/self/pagemap entry */
@@ -685,7 +699,6 @@ static int test_wrprotect(void)
 	const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
 			   IBV_ACCESS_REMOTE_READ;
 	struct rxe_ctl_mr_wrprotect w;
-	struct rxe_ctl_version ver;
 	unsigned char *a, *l, *other;
 	struct ibv_mr *m, *ml;
 	struct conn c;
@@ -693,13 +706,8 @@ static int test_wrprotect(void)
 	int ctl, ret;
 
 	conn_open(&c);
-	ctl = open("/dev/rxe_ctl", O_RDWR);
-	if (ctl < 0)
-		die("/dev/rxe_ctl");
-	CHECK(!ioctl(ctl, RXE_CTL_IOC_VERSION, &ver) &&
-	      (ver.features & RXE_CTL_FEAT_MR_WRPROTECT) &&
-	      (ver.features & RXE_CTL_FEAT_MR_WRPROTECT_LOG),
-	      "VERSION features %#x has RXE_CTL_FEAT_MR_WRPROTECT and _LOG", ver.features);
+	ctl = ctl_with(RXE_CTL_FEAT_MR_WRPROTECT | RXE_CTL_FEAT_MR_WRPROTECT_LOG,
+		       "RXE_CTL_FEAT_MR_WRPROTECT and _LOG");
 
 	a = mmap(NULL, 4 * PAGE, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -836,7 +844,6 @@ static int test_hollow(void)
 			   IBV_ACCESS_REMOTE_READ;
 	const size_t off = 100, len = 3 * PAGE;	/* 4 pages */
 	struct rxe_ctl_mr_wrprotect w;
-	struct rxe_ctl_version ver;
 	struct ibv_qp *qc, *qd;
 	unsigned char *r, *l;
 	struct ibv_mr *m, *ml, *probe;
@@ -848,12 +855,7 @@ static int test_hollow(void)
 	int ctl, ret;
 
 	conn_open(&c);
-	ctl = open("/dev/rxe_ctl", O_RDWR);
-	if (ctl < 0)
-		die("/dev/rxe_ctl");
-	CHECK(!ioctl(ctl, RXE_CTL_IOC_VERSION, &ver) &&
-	      (ver.features & RXE_CTL_FEAT_MR_HOLLOW),
-	      "VERSION features %#x has RXE_CTL_FEAT_MR_HOLLOW", ver.features);
+	ctl = ctl_with(RXE_CTL_FEAT_MR_HOLLOW, "RXE_CTL_FEAT_MR_HOLLOW");
 
 	l = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -965,7 +967,6 @@ static int test_repin(void)
 	struct ibv_mr *m, *ml;
 	struct ibv_mw *mw;
 	struct ibv_mw_bind bind;
-	struct rxe_ctl_version ver;
 	uint64_t iova, npages = 0, bits;
 	long pin0, pin1, pin2, pin3;
 	struct conn c;
@@ -973,12 +974,7 @@ static int test_repin(void)
 	int ctl, ret;
 
 	conn_open(&c);
-	ctl = open("/dev/rxe_ctl", O_RDWR);
-	if (ctl < 0)
-		die("/dev/rxe_ctl");
-	CHECK(!ioctl(ctl, RXE_CTL_IOC_VERSION, &ver) &&
-	      (ver.features & RXE_CTL_FEAT_MR_REPIN),
-	      "VERSION features %#x has RXE_CTL_FEAT_MR_REPIN", ver.features);
+	ctl = ctl_with(RXE_CTL_FEAT_MR_REPIN, "RXE_CTL_FEAT_MR_REPIN");
 
 	a = mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE,
 		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
