@@ -126,8 +126,14 @@ impl Run<'_> {
         let path = archive.to_str().ok_or_else(|| Step::Fail("the work directory is not UTF-8".into()))?.to_string();
         let name = self.ctr.as_ref().expect("found by the checks").name.clone();
         // As for a process: rxe's dirty log records what RDMA writes from here on, and the
-        // plugin marks those pages at the final dump (soft-dirty does not see them).
+        // plugin marks those pages at the final dump (soft-dirty does not see them); and where
+        // the driver can, the MRs' page table entries are write-protected so that the
+        // pre-checkpoint's clear_refs cleans their pages too and the checkpoint carries only
+        // what changed of them (patch 0032). One round: the log was just cleared, nothing to move.
         super::precopy::clear_rdma_dirty_logs(self.pid());
+        if super::precopy::mr_tracking() != super::precopy::MrTracking::None {
+            super::precopy::wrprotect_mrs(self.pid(), false);
+        }
         let t = std::time::Instant::now();
         let args = ["container", "checkpoint", "--pre-checkpoint", "--export", &path, name.as_str()];
         let podman = self.o.podman.clone();

@@ -212,7 +212,7 @@ fn covered(ranges: &[(u64, u64)]) -> u64 {
 
 /// How far this host's rdma_rxe lets soft-dirty tracking follow the pages of MRs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MrTracking {
+pub(super) enum MrTracking {
     /// Not at all: every MR page is dirty in every round.
     None,
     /// The process's own writes (MR_WRPROTECT, patch 0032); RDMA's reach the final dump through
@@ -222,7 +222,7 @@ enum MrTracking {
     WithLog,
 }
 
-fn mr_tracking() -> MrTracking {
+pub(super) fn mr_tracking() -> MrTracking {
     let features = rdmig_rxe::Ctl::open().and_then(|c| c.version()).map_or(0, |v| v.features);
     tracking_of(features)
 }
@@ -240,7 +240,7 @@ fn tracking_of(features: u32) -> MrTracking {
 /// first moves each MR's dirty log into their soft-dirty bits (see `precopy`). Failures are
 /// warnings: an MR left writable only stays dirty, and every round carries it; a log left in
 /// place reaches the final dump. Returns the pages moved from the logs.
-fn wrprotect_mrs(pid: i32, log: bool) -> u64 {
+pub(super) fn wrprotect_mrs(pid: i32, log: bool) -> u64 {
     let (mut mrs, mut protected, mut skipped, mut logged) = (0, 0, 0, 0);
     each_user_mr(pid, |ctl, dev, idx| match ctl.mr_wrprotect(dev, idx, pid, log) {
         Ok(w) => {
