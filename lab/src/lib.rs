@@ -520,18 +520,17 @@ impl Lab {
             return Err(LabError::Invalid(format!("the rdmig binary's path {} contains white space; the guests cannot be told it", rdmig_bin.display())));
         }
         for (name, _) in &o.memory_of {
-            let known = name.strip_prefix("node").and_then(|i| i.parse::<usize>().ok()).is_some_and(|i| (1..=o.nodes).contains(&i));
-            if !known {
-                return Err(LabError::Invalid(format!("--node-memory {name}=...: the lab's nodes are node1 .. node{}", o.nodes)));
-            }
+            plan.node(name)?;
         }
-        let need: u64 = (1..=o.nodes).map(|i| o.memory_mb_of(&format!("node{i}")) as u64 + 128).sum();
+        let memory: Vec<u32> = plan.nodes.iter().map(|n| o.memory_mb_of(&n.name)).collect();
+        let need: u64 = memory.iter().map(|&m| m as u64 + 128).sum();
         if let Some(avail) = mem_available_mb() {
             if avail < need {
+                let each: Vec<String> = memory.iter().map(u32::to_string).collect();
                 return Err(LabError::Invalid(format!(
                     "{} nodes of {} MiB need about {need} MiB but only {avail} MiB are available; use fewer nodes, --memory or --node-memory",
                     o.nodes,
-                    (1..=o.nodes).map(|i| o.memory_mb_of(&format!("node{i}")).to_string()).collect::<Vec<_>>().join("+")
+                    each.join("+")
                 )));
             }
         }

@@ -823,13 +823,15 @@ static int test_wrprotect(void)
 
 /* ----- hollow MRs (EXPECT with RXE_CTL_F_HOLLOW) ----- */
 
-static int expect_mr(int ctl, uint32_t index, uint32_t key, uint32_t flags)
+/* EXPECT object @obj at @index with @flags (and @key with RXE_CTL_F_KEY) */
+static int expect(int ctl, uint32_t obj, uint32_t index, uint32_t key,
+		  uint32_t flags)
 {
 	struct rxe_ctl_expect e;
 
 	memset(&e, 0, sizeof(e));
-	e.obj = RXE_CTL_OBJ_MR;
-	e.flags = RXE_CTL_F_KEY | flags;
+	e.obj = obj;
+	e.flags = flags;
 	e.index = index;
 	e.key = key;
 	snprintf(e.ibdev, sizeof(e.ibdev), "%s", ibdev_name);
@@ -880,7 +882,8 @@ static int test_hollow(void)
 	if (probe)
 		ibv_dereg_mr(probe);
 
-	ret = expect_mr(ctl, index, key, RXE_CTL_F_HOLLOW);
+	ret = expect(ctl, RXE_CTL_OBJ_MR, index, key,
+		     RXE_CTL_F_KEY | RXE_CTL_F_HOLLOW);
 	CHECK(!ret, "EXPECT MR %u with F_HOLLOW -> %s", index, err_name(ret));
 	pin0 = vm_pin_kb();
 	m = ibv_reg_mr(c.pd, r + off, len, access);
@@ -933,17 +936,9 @@ static int test_hollow(void)
 	CHECK(!ret && w.npages == 4, "MR_WRPROTECT takes it now -> %s, %llu pages",
 	      err_name(ret), (unsigned long long)w.npages);
 
-	{
-		struct rxe_ctl_expect e;
-
-		memset(&e, 0, sizeof(e));
-		e.obj = RXE_CTL_OBJ_QP;
-		e.flags = RXE_CTL_F_HOLLOW;
-		e.index = 100;
-		ret = ioctl(ctl, RXE_CTL_IOC_EXPECT, &e) ? -errno : 0;
-		CHECK(ret == -EINVAL, "EXPECT of a QP with F_HOLLOW -> %s (want EINVAL)",
-		      err_name(ret));
-	}
+	ret = expect(ctl, RXE_CTL_OBJ_QP, 100, 0, RXE_CTL_F_HOLLOW);
+	CHECK(ret == -EINVAL, "EXPECT of a QP with F_HOLLOW -> %s (want EINVAL)",
+	      err_name(ret));
 	ibv_dereg_mr(m);
 	CHECK(vm_pin_kb() == pin0, "deregistered: VmPin %ld kB (want %ld)",
 	      vm_pin_kb(), pin0);
