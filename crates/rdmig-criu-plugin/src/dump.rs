@@ -18,7 +18,7 @@ use crate::cm;
 pub use crate::common::DumpError;
 use crate::common::{EVENT_LINK, UVERBS_MAJOR};
 use crate::image::{self, Context, FileImage, FileKind};
-use crate::log::info;
+use crate::log::{info, Steps};
 use crate::objects::{self, ah, cq, events, mr, mw, pd, qp, rings, srq, DumpCx};
 use crate::procfs;
 
@@ -83,8 +83,10 @@ pub fn dump_file(claim: Claim, fd: RawFd, id: u32, dir: RawFd) -> Result<(), Dum
 /// Saves the verbs context of uverbs file `fd` (CRIU file id `id`) into the images directory
 /// `dir`. Everything that can be refused is refused before any QP is stopped.
 fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Result<(), DumpError> {
+    let mut steps = Steps::new(image::timing::Kind::DumpRdma);
     // Claim: the process holding the file, its rxe device, the driver's status.
     let cx = DumpCx::claim(fd, id, major, minor)?;
+    steps.mark("claim");
 
     // The objects as the device and the driver list them. PDs first: every verbs device has PDs.
     let pds = pd::save(&cx)?;
@@ -113,13 +115,17 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     rings::forget(&mut vmas, &numbered.foreign);
     let (mut qps, wiring) = qp::save(&cx, uv, &pds, &mut srqs, &numbered, &vmas)?;
     srq::refuse_unused(&cx, &srqs)?;
+    steps.mark("objects");
 
     // Every connected QP is stopped, then each is dumped: QPs share CQs (and SRQs), and a QP's
     // image carries those rings, which other QPs still running would keep filling.
     let ctl = qp::stop(&cx, &qps, &wiring, |qpn| STOPPED.lock().unwrap_or_else(|e| e.into_inner()).push((cx.ibdev.clone(), qpn)))?;
+    steps.mark("stop_qp");
     let mut blob = vec![];
     qp::save_driver_state(&cx, &mut qps, &wiring, ctl.as_ref(), &mut blob)?;
+    steps.mark("qp_state");
     mr::mark_rdma_written(&cx, &mrs)?;
+    steps.mark("mr_log");
 
     // Now that nothing changes them: the rings, then what is read from them (CQs), and the
     // events queued on the channels and the async event file.
@@ -133,6 +139,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     let carried = qp::carried_rings(&qps, &wiring);
     qp::link(&cx, uv, &mut qps, &wiring, &cqs, &carried, &saved)?;
     cq::refuse_unconnected(&cx, &cqs, &carried, &saved)?;
+    steps.mark("rings_events");
 
     // The image.
     let DumpCx { pid, pfd, path, ibdev, who, .. } = cx;
@@ -172,6 +179,8 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     );
     let img = FileImage { id, pid, fd: pfd, ns_pid: procfs::ns_pid(pid), kind: FileKind::Context(Box::new(ctx)) };
     write_image(dir, &img, &blob)?;
+    steps.mark("write");
+    steps.write();
     CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).insert((pid, file_token), (id, comp_channels));
     info!("{who}: saved verbs context as {}: {summary}", image::file_name(id));
     Ok(())

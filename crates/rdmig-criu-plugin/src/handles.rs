@@ -54,6 +54,19 @@ impl<'a> Obj<'a> {
         }
     }
 
+    /// The restore's step that creates an object of this kind (`rdmig_image::timing`).
+    pub fn step_name(&self) -> &'static str {
+        match self {
+            Obj::Pd(_) => "create_pd",
+            Obj::Cq(_) => "create_cq",
+            Obj::Mr(_) => "create_mr",
+            Obj::Srq(_) => "create_srq",
+            Obj::Ah(_) => "create_ah",
+            Obj::Mw(_) => "create_mw",
+            Obj::Qp(_) => "create_qp",
+        }
+    }
+
     /// What the object is, for messages.
     pub fn what(&self) -> String {
         match self {

@@ -140,6 +140,9 @@ unsafe extern "C" fn plugin_init(stage: c_int) -> c_int {
             return -1;
         }
         dump::reset();
+        if stage == STAGE_RESTORE {
+            restore::preload();
+        }
         info!(
             "loaded for {} (image formats: verbs {}, rdma_cm {}; claims uverbs files, infinibandevent files, uverbs mappings and rdma_cm files)",
             stage_name(stage),

@@ -50,10 +50,48 @@ pub fn image_dir_fd() -> Option<libc::c_int> {
 }
 
 /// Appends how long a hook's verbs work took to the images directory's times file
-/// (`rdmig_image::timing`, for rdmig's timeline). Best effort: a failure is logged at debug
-/// level and the hook goes on. The file is opened without following a link and without
-/// blocking, and written only if it is a regular file, whatever stands at its name.
+/// (`rdmig_image::timing`, for rdmig's timeline).
 pub fn times(kind: rdmig_image::timing::Kind, took: std::time::Duration) {
+    append_times(&rdmig_image::timing::line(kind, took));
+}
+
+/// The steps of one hook call's verbs work, timed one after the other, for the times file's
+/// step lines (`rdmig_image::timing::step_line`). A step marked more than once is summed.
+pub struct Steps {
+    kind: rdmig_image::timing::Kind,
+    last: std::time::Instant,
+    sums: Vec<(&'static str, std::time::Duration)>,
+}
+
+impl Steps {
+    pub fn new(kind: rdmig_image::timing::Kind) -> Self {
+        Steps { kind, last: std::time::Instant::now(), sums: vec![] }
+    }
+
+    /// Ends the step that ran since the last mark (or since [`Steps::new`]) as `name`.
+    pub fn mark(&mut self, name: &'static str) {
+        let now = std::time::Instant::now();
+        let took = now - self.last;
+        self.last = now;
+        match self.sums.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, sum)) => *sum += took,
+            None => self.sums.push((name, took)),
+        }
+    }
+
+    /// Appends the steps' lines, in one write.
+    pub fn write(self) {
+        let text: String = self.sums.iter().map(|(n, d)| rdmig_image::timing::step_line(self.kind, n, *d)).collect();
+        if !text.is_empty() {
+            append_times(&text);
+        }
+    }
+}
+
+/// Appends `text` to the times file. Best effort: a failure is logged at debug level and the
+/// hook goes on. The file is opened without following a link and without blocking, and written
+/// only if it is a regular file, whatever stands at its name.
+fn append_times(text: &str) {
     use std::io::Write;
     use std::os::fd::FromRawFd;
     let Some(dir) = image_dir_fd() else { return };
@@ -72,7 +110,7 @@ pub fn times(kind: rdmig_image::timing::Kind, took: std::time::Duration) {
         return;
     }
     // One write: O_APPEND keeps the lines of several processes whole.
-    if let Err(e) = (&f).write_all(rdmig_image::timing::line(kind, took).as_bytes()) {
+    if let Err(e) = (&f).write_all(text.as_bytes()) {
         log(Level::Debug, &format!("{}: {e}", rdmig_image::timing::FILE));
     }
 }

@@ -28,14 +28,14 @@
 use rdmig_image::HOLD_ENV;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::cmd;
 pub use crate::common::RestoreError;
 use crate::device;
 use crate::handles::{self, Obj, Step};
 use crate::image::{self, Context, FileKind, Loaded};
-use crate::log::{debug, info};
+use crate::log::{debug, info, Steps};
 use crate::objects::{self, ah, cq, events, limits, mr, mw, pd, qp, rings, srq, RestoreCx};
 
 /// A context rebuilt in this task.
@@ -54,6 +54,57 @@ struct Built {
 
 static BUILT: Mutex<Vec<Built>> = Mutex::new(Vec::new());
 
+/// The images directory's verbs images, read once: CRIU calls RESTORE_EXT_FILE once per file id,
+/// and each call, the context's build and RESUME_DEVICES_LATE used to read (and check the
+/// checksum of, and parse) every image again. In the lab a context image of 64 QPs is 2.5 MB
+/// and took about 50 ms each time, inside the blackout. [`preload`] reads them in CRIU's master
+/// before it forks the tasks, which inherit them.
+static IMAGES: Mutex<Option<Arc<Vec<Loaded>>>> = Mutex::new(None);
+
+/// The verbs images in `dir` (this process's images directory), read on first use.
+fn images(dir: &Path) -> Result<Arc<Vec<Loaded>>, RestoreError> {
+    let mut cached = IMAGES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(all) = &*cached {
+        return Ok(Arc::clone(all));
+    }
+    let all = Arc::new(image::read_dir(dir)?);
+    *cached = Some(Arc::clone(&all));
+    Ok(all)
+}
+
+/// Reads the images at the start of a restore (the plugin's init, in CRIU's master). Best
+/// effort: when they cannot be read, nothing is kept, and the hooks that need them read them
+/// again and say why they cannot.
+/// The time counts in RestoreRDMA (`rdmig_image::timing`), as step `read_images`.
+pub fn preload() {
+    let Ok(dir) = images_dir() else { return };
+    let mut steps = Steps::new(image::timing::Kind::RestoreRdma);
+    let t = std::time::Instant::now();
+    match images(&dir) {
+        Ok(all) if !all.is_empty() => {
+            steps.mark("read_images");
+            crate::log::times(image::timing::Kind::RestoreRdma, t.elapsed());
+            steps.write();
+            debug!("read {} verbs image(s) for the restore", all.len());
+        }
+        Ok(_) => {}
+        Err(e) => debug!("verbs images not read ahead: {e}"),
+    }
+}
+
+/// The image of file `id` among `all`: the one at the file's name, which must hold that id;
+/// None when there is none. Matched by the name alone: the directory is named through a
+/// descriptor whose number may differ between CRIU's master, which read the images, and the
+/// task.
+fn image_of(all: &[Loaded], id: u32) -> Result<Option<&Loaded>, RestoreError> {
+    let name = image::file_name(id);
+    let Some(l) = all.iter().find(|l| l.path.file_name().is_some_and(|n| n == name.as_str())) else { return Ok(None) };
+    if l.image.id != id {
+        return Err(RestoreError::Refused(format!("{name}: holds file id {}, not {id}", l.image.id)));
+    }
+    Ok(Some(l))
+}
+
 fn images_dir() -> Result<PathBuf, RestoreError> {
     let fd = crate::log::image_dir_fd().ok_or_else(|| RestoreError::Refused("criu_get_image_dir() gave no directory".into()))?;
     Ok(PathBuf::from(format!("/proc/self/fd/{fd}")))
@@ -62,15 +113,11 @@ fn images_dir() -> Result<PathBuf, RestoreError> {
 /// RESTORE_EXT_FILE: `Ok(None)` when the file id is not ours.
 pub fn restore_file(id: u32) -> Result<Option<RawFd>, RestoreError> {
     let dir = images_dir()?;
-    let path = dir.join(image::file_name(id));
-    if !path.exists() {
+    let all = images(&dir)?;
+    let Some(l) = image_of(&all, id)? else {
         // Not a verbs file: an rdma_cm file, or none of ours.
         return crate::cm::restore::restore_file(id, &dir);
-    }
-    let l = image::read_file(&path)?;
-    if l.image.id != id {
-        return Err(RestoreError::Refused(format!("{}: holds file id {}, not {id}", path.display(), l.image.id)));
-    }
+    };
     match &l.image.kind {
         FileKind::Context(_) => Ok(Some(ensure_built(id, &dir)?.0)),
         FileKind::EventFile(e) => {
@@ -79,9 +126,9 @@ pub fn restore_file(id: u32) -> Result<Option<RawFd>, RestoreError> {
             // The event file may have been dumped before its context was: then its pid names it.
             let ctx = match e.context_id {
                 Some(c) => c,
-                None => image::read_dir(&dir)?
+                None => all
                     .iter()
-                    .find(|o| events::belongs_to(&l, o))
+                    .find(|o| events::belongs_to(l, o))
                     .map(|o| o.image.id)
                     .ok_or_else(|| RestoreError::Refused(format!("{name}: no verbs context of pid {} in the images", l.image.pid)))?,
             };
@@ -151,25 +198,25 @@ fn context_of(l: &Loaded) -> Result<&Context, RestoreError> {
 /// level at their old handles, the connected QPs' driver state, the event state, and the files
 /// at their old fd numbers. Any error drops the new file, which destroys what was made on it.
 fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
-    let l = image::read_file(&dir.join(image::file_name(ctx_id)))?;
-    let c = context_of(&l)?;
+    let mut steps = Steps::new(image::timing::Kind::RestoreRdma);
+    let ev_images = images(dir)?;
+    let l =
+        image_of(&ev_images, ctx_id)?.ok_or_else(|| RestoreError::Refused(format!("{}: no such image in the images directory", image::file_name(ctx_id))))?;
+    let c = context_of(l)?;
     // Nothing of the image is used before it is checked; until then it is named by its file.
     let name = image::file_name(ctx_id);
-    if l.image.id != ctx_id {
-        return Err(RestoreError::Refused(format!("{name}: holds file id {}, not {ctx_id}", l.image.id)));
-    }
-    objects::check_image(&l).map_err(|e| RestoreError::Refused(format!("{name} (verbs context of pid {}): {e}", l.image.pid)))?;
+    objects::check_image(l).map_err(|e| RestoreError::Refused(format!("{name} (verbs context of pid {}): {e}", l.image.pid)))?;
     let who = format!("verbs context of pid {} fd {} ({}, {})", l.image.pid, l.image.fd, c.path, c.ibdev);
     // The async event file of this context, to put its new fd at the old number.
-    let ev_images = image::read_dir(dir)?;
-    for e in &ev_images {
+    for e in ev_images.iter() {
         if let FileKind::EventFile(ev) = &e.image.kind {
-            if events::belongs_to(e, &l) {
+            if events::belongs_to(e, l) {
                 limits::check_event_file(&e.image, ev).map_err(|why| RestoreError::Refused(format!("{who}: {}: {why}", image::file_name(e.image.id))))?;
             }
         }
     }
-    let async_target = events::async_target(&ev_images, &l);
+    let async_target = events::async_target(&ev_images, l);
+    steps.mark("images");
 
     // Dropping the file (on any error below) destroys every object created on it.
     let file = device::open_uverbs(&c.path, c.rdev_major, c.rdev_minor, &c.ibdev).map_err(|e| e.within(&who))?;
@@ -183,9 +230,11 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         mr::check_pinnable(c, ram_bytes()).map_err(|e| RestoreError::Refused(format!("{who}: {e}")))?;
     }
     let cx = RestoreCx { fd, ctl: &ctl, c, blob: &l.blob, hollow_mrs };
+    steps.mark("open");
 
     // Completion channels first: CREATE_CQ names its channel by fd.
     let chans = events::create_channels(fd, c).map_err(|e| e.within(&who))?;
+    steps.mark("channels");
 
     // PDs and CQs, then MRs, SRQs, AHs and MWs, then QPs, each at its old handle.
     let objs = Obj::all(c);
@@ -194,10 +243,12 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         let h = match step {
             Step::Filler(want) => {
                 pd::fill(fd, want).map_err(|e| e.within(&who))?;
+                steps.mark("fillers");
                 continue;
             }
             Step::FreeFiller(h) => {
                 pd::free_filler(fd, h).map_err(|e| e.within(&who))?;
+                steps.mark("fillers");
                 continue;
             }
             Step::Create(h) => h,
@@ -218,13 +269,15 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
             return Err(RestoreError::Refused(format!("{who}: {what} got handle {got} instead of {}", o.handle())));
         }
         debug!("{who}: recreated {what} as handle {got}");
+        steps.mark(o.step_name());
     }
     // Connected QPs get their driver state; then the event counters and queued events.
     qp::load_driver_state(&cx).map_err(|e| e.within(&who))?;
+    steps.mark("qp_state");
     let nev = events::restore_counters(fd, c).map_err(|e| e.within(&who))?;
 
     // The event files' status flags, and every file at the fd number the process had.
-    events::set_flags(&afile, &chans, &ev_images, &l).map_err(|e| e.within(&who))?;
+    events::set_flags(&afile, &chans, &ev_images, l).map_err(|e| e.within(&who))?;
     let target = l.image.fd;
     let cmd_fd = place(file, target);
     let async_fd = match async_target {
@@ -232,6 +285,8 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         None => std::os::fd::IntoRawFd::into_raw_fd(afile),
     };
     let channels: Vec<(String, RawFd)> = chans.into_iter().map(|ch| (ch.token, place(ch.file, ch.target))).collect();
+    steps.mark("events");
+    steps.write();
     info!(
         "{who}: recreated {} PD, {} CQ, {} MR, {} SRQ, {} AH, {} MW, {} QP with their handles, numbers and keys, {} completion channel(s) and {nev} event \
          counter(s) and queued event(s); QPs stay stopped until the process's memory is in place",
@@ -268,8 +323,7 @@ pub fn vma_map(addr: u64, old_offset: u64) -> Option<(u64, RawFd)> {
 /// RESUME_DEVICES_LATE for `pid`: re-pin MRs, copy the rings the QP images do not carry, bind
 /// MWs, resume the QPs. Returns how many contexts were finished.
 pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
-    let dir = crate::log::image_dir_fd().ok_or_else(|| RestoreError::Refused("criu_get_image_dir() gave no directory".into()))?;
-    let all = image::read_dir(Path::new(&format!("/proc/self/fd/{dir}")))?;
+    let all = images(&images_dir()?)?;
     // CRIU names the task by its pid on this host; a container's task has another one than at
     // the dump (its pid in the container's namespace is the same), so images are matched by
     // the namespace pid when they carry it.
@@ -280,21 +334,28 @@ pub fn resume_late(pid: i32) -> Result<usize, RestoreError> {
         // The same checks as when it was rebuilt (that was another process: CRIU's restored task).
         objects::check_image(l).map_err(|e| RestoreError::Refused(format!("{} (verbs context of pid {pid}): {e}", image::file_name(l.image.id))))?;
         let who = format!("pid {pid}, verbs context fd {} on {}", l.image.fd, c.ibdev);
+        let mut steps = Steps::new(image::timing::Kind::RestoreRdma);
         let ctl = device::open_ctl(None).map_err(|e| e.within(&who))?;
         mr::repin(&ctl, c, pid, &who)?;
+        steps.mark("repin_mr");
         // Rings of QPs that were not connected, and their CQs: copied back as saved (the dump
         // checked that the driver's private index of each is still 0).
         rings::copy_back(c, &l.blob, &qp::carried_rings_of(c), pid, &who)?;
+        steps.mark("copy_rings");
         // MWs are bound once their MRs are on the final pages, before any QP can use them.
         mw::bind(&ctl, c, &who)?;
+        steps.mark("bind_mw");
         // A held restore (rdmig's agent, until the migration commits): the QPs stay stopped
         // with the process; whoever restored it resumes both.
         if std::env::var_os(HOLD_ENV).is_some() {
             info!("{who}: {} MR(s) pinned on the restored pages, QPs left stopped ({HOLD_ENV})", c.mrs.len());
+            steps.write();
             n += 1;
             continue;
         }
         let resumed = qp::resume(&ctl, c, &who)?;
+        steps.mark("resume_qp");
+        steps.write();
         info!("{who}: {} MR(s) pinned on the restored pages, {resumed} QP(s) resumed", c.mrs.len());
         n += 1;
     }
@@ -331,6 +392,22 @@ mod tests {
         assert!(restored_as(&img(700, None), 700, Some(700)));
         assert!(!restored_as(&img(700, None), 701, Some(700)));
     }
+    #[test]
+    fn an_image_is_found_by_its_file_name_whatever_names_the_directory() {
+        let loaded = |dir: &str, name_id: u32, id: u32| Loaded {
+            path: PathBuf::from(format!("/proc/self/fd/{dir}")).join(image::file_name(name_id)),
+            version: image::FORMAT_VERSION,
+            image: image::FileImage { id, pid: 7, fd: 3, ns_pid: None, kind: image::FileKind::EventFile(event_file()) },
+            blob: vec![],
+        };
+        // Read by CRIU's master through its descriptor 12; the task may have it at another number.
+        let all = vec![loaded("12", 4, 4), loaded("12", 9, 10)];
+        assert_eq!(image_of(&all, 4).unwrap().map(|l| l.image.id), Some(4));
+        assert!(image_of(&all, 5).unwrap().is_none(), "no such file: not ours");
+        assert!(image_of(&all, 9).is_err(), "the file of id 9 holds id 10");
+        assert!(image_of(&all, 10).unwrap().is_none(), "id 10 is held by another file's name");
+    }
+
     use crate::common::PAGE;
     use std::collections::BTreeMap;
 

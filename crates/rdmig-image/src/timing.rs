@@ -8,6 +8,12 @@
 //! `write` each (`O_APPEND`: lines from the restored tasks and from CRIU's master do not mix).
 //! The name ends in `.log` so the file stays on its node, as CRIU's logs do: rdmig sends no
 //! `*.log` file. After CRIU ends, rdmig sums a kind's lines ([`read_total`]).
+//!
+//! Where the time went inside a kind is told by step lines, `<kind>.<step> <microseconds>\n`
+//! ([`step_line`]): the restore's opening of the device, creation of each kind of object, the
+//! QPs' driver state, the re-pinning of MRs and so on. They do not count in the kind's total
+//! (their time is already inside it); rdmig logs them ([`read_steps`]), so that a researcher can
+//! see which part of RestoreRDMA grows with the number of QPs or the size of the MRs.
 
 use std::io::Read;
 use std::path::Path;
@@ -43,6 +49,31 @@ pub fn line(kind: Kind, took: Duration) -> String {
     format!("{} {}\n", kind.name(), took.as_micros())
 }
 
+/// The line for one step of a hook's work (see the module's documentation). `step` is one of
+/// the plugin's own names: letters, digits and `_`.
+pub fn step_line(kind: Kind, step: &str, took: Duration) -> String {
+    format!("{}.{step} {}\n", kind.name(), took.as_micros())
+}
+
+/// The steps of `kind` in `text`, each step's lines summed, in the order each step first
+/// appears. Lines that do not parse are skipped, as in [`total`].
+pub fn steps(text: &str, kind: Kind) -> Vec<(String, Duration)> {
+    let mut out: Vec<(String, u64)> = vec![];
+    for l in text.lines() {
+        let Some((k, us)) = l.split_once(' ') else { continue };
+        let Some(step) = k.strip_prefix(kind.name()).and_then(|r| r.strip_prefix('.')) else { continue };
+        if step.is_empty() || !step.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            continue;
+        }
+        let Ok(us) = us.parse::<u64>() else { continue };
+        match out.iter_mut().find(|(s, _)| s == step) {
+            Some((_, sum)) => *sum = sum.saturating_add(us),
+            None => out.push((step.to_string(), us)),
+        }
+    }
+    out.into_iter().map(|(s, us)| (s, Duration::from_micros(us))).collect()
+}
+
 /// The sum of `kind`'s lines in `text`; None if it has none. Other kinds and lines that do not
 /// parse (a line cut short by a crash) are skipped.
 pub fn total(text: &str, kind: Kind) -> Option<Duration> {
@@ -62,13 +93,25 @@ pub fn total(text: &str, kind: Kind) -> Option<Duration> {
 /// The sum of `kind`'s lines in `dir`'s times file; None when it has none, or the file is
 /// missing, unreadable or not a regular file (a link is not followed).
 pub fn read_total(dir: &Path, kind: Kind) -> Option<Duration> {
+    total(&read_text(dir)?, kind)
+}
+
+/// [`steps`] of `dir`'s times file; empty when it has none, or as [`read_total`] would give
+/// None.
+pub fn read_steps(dir: &Path, kind: Kind) -> Vec<(String, Duration)> {
+    read_text(dir).map(|t| steps(&t, kind)).unwrap_or_default()
+}
+
+/// At most [`MAX_READ`] bytes of `dir`'s times file, if it is a regular file (a link is not
+/// followed).
+fn read_text(dir: &Path) -> Option<String> {
     let path = dir.join(FILE);
     if !std::fs::symlink_metadata(&path).ok()?.is_file() {
         return None;
     }
     let mut text = String::new();
     std::fs::File::open(&path).ok()?.take(MAX_READ).read_to_string(&mut text).ok()?;
-    total(&text, kind)
+    Some(text)
 }
 
 #[cfg(test)]
@@ -92,6 +135,25 @@ mod tests {
     }
 
     #[test]
+    fn steps_are_summed_per_step_and_left_out_of_the_total() {
+        let text = [
+            line(Kind::RestoreRdma, Duration::from_micros(900)),
+            step_line(Kind::RestoreRdma, "open", Duration::from_micros(100)),
+            step_line(Kind::RestoreRdma, "create_qp", Duration::from_micros(300)),
+            step_line(Kind::DumpRdma, "create_qp", Duration::from_micros(7)),
+            step_line(Kind::RestoreRdma, "create_qp", Duration::from_micros(200)),
+            "restore_rdma.bad-name 5\nrestore_rdma. 5\nrestore_rdma.x\nrestore_rdma.y z\nrestore_rdmax.open 3\n".to_string(),
+        ]
+        .concat();
+        assert_eq!(
+            steps(&text, Kind::RestoreRdma),
+            vec![("open".to_string(), Duration::from_micros(100)), ("create_qp".to_string(), Duration::from_micros(500))]
+        );
+        assert_eq!(steps(&text, Kind::DumpRdma), vec![("create_qp".to_string(), Duration::from_micros(7))]);
+        assert_eq!(total(&text, Kind::RestoreRdma), Some(Duration::from_micros(900)), "steps are inside the total, not added to it");
+    }
+
+    #[test]
     fn the_file_is_read_only_when_it_is_a_regular_file() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(read_total(d.path(), Kind::DumpRdma), None, "no file");
@@ -101,5 +163,6 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(d.path().join(FILE), other.path().join(FILE)).unwrap();
         assert_eq!(read_total(other.path(), Kind::DumpRdma), None, "a link is not followed");
+        assert!(read_steps(other.path(), Kind::DumpRdma).is_empty(), "a link is not followed");
     }
 }

@@ -49,6 +49,9 @@ impl Run<'_> {
         if let Some(rdma) = rdmig_image::timing::read_total(&final_dir, rdmig_image::timing::Kind::DumpRdma) {
             a.insert(RDMA_US.into(), (rdma.as_micros() as u64).into());
         }
+        if let Some(steps) = crate::timeline::rdma_steps(&final_dir, rdmig_image::timing::Kind::DumpRdma) {
+            a.insert(crate::timeline::RDMA_STEPS_US.into(), steps);
+        }
         self.rec.end_with(Phase::FinalDump, a);
         self.say(&format!("frozen; final dump {} in {:.0} ms", mib(final_bytes), t.elapsed().as_secs_f64() * 1e3));
         Ok(())

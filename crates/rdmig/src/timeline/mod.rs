@@ -52,6 +52,17 @@ pub use summary::{human_bytes, PrecopyRound, Span, Stop, Summary};
 /// saving or rebuilding verbs objects (`rdmig_image::timing`).
 pub const RDMA_US: &str = "rdma_us";
 
+/// Attribute of a `final_dump` span, and field of the destination's journal note of a restore:
+/// where the plugin's time went, microseconds per step (`rdmig_image::timing::steps`).
+pub const RDMA_STEPS_US: &str = "rdma_steps_us";
+
+/// The plugin's steps of `kind` in images directory `dir`, as a JSON object of microseconds per
+/// step; None when it wrote none.
+pub fn rdma_steps(dir: &Path, kind: rdmig_image::timing::Kind) -> Option<serde_json::Value> {
+    let steps = rdmig_image::timing::read_steps(dir, kind);
+    (!steps.is_empty()).then(|| steps.into_iter().map(|(s, d)| (s, serde_json::Value::from(d.as_micros() as u64))).collect::<serde_json::Map<_, _>>().into())
+}
+
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), TimelineError> {
     crate::atomic_file::replace(path, bytes).map_err(|e| TimelineError::Io { path: path.display().to_string(), source: e })
