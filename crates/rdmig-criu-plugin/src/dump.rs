@@ -98,6 +98,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     let (comp_channels, async_event_files) = events::count(&cx)?;
     mw::refuse_foreign_bindings(&cx, &mws, &mrs)?;
     mr::refuse_unlisted(&cx, &mrs)?;
+    steps.mark("list");
 
     // Their links and event state, from the fdinfo of rdmig's ib_uverbs (none from a stock one).
     let uvinfo = cx.read_fdinfo()?;
@@ -108,14 +109,16 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     mw::link(&cx, uv, &pds, &mut mws)?;
     ah::link(&cx, uv, &pds, &mut ahs)?;
     srq::link(&cx, uv, &pds, &mut srqs)?;
+    steps.mark("fdinfo");
 
     // QPs, with the rings they name among the file's mappings (SRQs get theirs here).
     let mut vmas = rings::mappings(&cx)?;
     let numbered = qp::number(&cx, uv)?;
     rings::forget(&mut vmas, &numbered.foreign);
+    steps.mark("qp_number");
     let (mut qps, wiring) = qp::save(&cx, uv, &pds, &mut srqs, &numbered, &vmas)?;
     srq::refuse_unused(&cx, &srqs)?;
-    steps.mark("objects");
+    steps.mark("qp_query");
 
     // Every connected QP is stopped, then each is dumped: QPs share CQs (and SRQs), and a QP's
     // image carries those rings, which other QPs still running would keep filling.
@@ -129,7 +132,7 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
 
     // Now that nothing changes them: the rings, then what is read from them (CQs), and the
     // events queued on the channels and the async event file.
-    let queues = rings::read(&cx, &vmas, &mut blob)?;
+    let mut queues = rings::read(&cx, &vmas, &mut blob)?;
     let saved = rings::Saved { queues: &queues, blob: &blob };
     let cqs = cq::save(&cx, uv, &vmas, &qp::queue_rings(&wiring), &saved)?;
     let (channels, async_pending) = events::save(&cx, uv, file_token.as_deref(), comp_channels)?;
@@ -139,6 +142,9 @@ fn dump_context(fd: RawFd, id: u32, dir: RawFd, major: u32, minor: u32) -> Resul
     let carried = qp::carried_rings(&qps, &wiring);
     qp::link(&cx, uv, &mut qps, &wiring, &cqs, &carried, &saved)?;
     cq::refuse_unconnected(&cx, &cqs, &carried, &saved)?;
+    // What the QPs' driver images carry is not saved twice (image version 3).
+    let qp_images_end = qps.iter().filter_map(|q| q.mig_image).map(|m| m.offset.saturating_add(m.len)).max().unwrap_or(0);
+    rings::leave_out(&mut queues, &mut blob, &carried, qp_images_end);
     steps.mark("rings_events");
 
     // The image.

@@ -10,8 +10,14 @@
 //! | 12 | 4 | flags (0) |
 //! | 16 | 8 | length J of the JSON header |
 //! | 24 | J | JSON: one [`FileImage`] |
-//! | 24+J | B | blob: saved queue contents, addressed by [`QueueVma::blob_offset`] |
-//! | 24+J+B | 4 | (version 2) CRC-32 (IEEE) of every byte before it |
+//! | 24+J | B | blob: QP state images and saved queue contents, addressed by [`QueueVma::blob_offset`] |
+//! | 24+J+B | 4 | (version 2 and later) CRC-32 (IEEE) of every byte before it |
+//!
+//! Version 3 leaves out the contents of the rings a QP's driver state image carries (a connected
+//! QP's queues and CQs, [`RingContents::InQpImage`]): the restore loads them with the QP and never
+//! copied them back, and at 64 QPs they were 1.5 of the image's 2.5 MB, which the destination
+//! reads inside the blackout. Version 2 readers would find those rings outside the blob, so
+//! the version says it.
 //!
 //! A reader refuses another magic, a newer version, or (version 2) a checksum that does not
 //! match, before it parses anything: a flipped byte on disk or on the way is found, as in
@@ -40,7 +46,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub const MAGIC: &[u8; 8] = b"RDMIGRXE";
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// The first version with the CRC-32 trailer.
 const CHECKSUMMED_SINCE: u32 = 2;
 /// The largest image file read: rings and QP state images of one verbs context are far smaller;
@@ -400,9 +406,32 @@ pub struct QueueVma {
     /// Page offset of the mapping in the uverbs file (rxe's mmap cookie >> page shift).
     pub pgoff: u64,
     pub prot: String,
-    /// Where the saved contents are in the blob, and how many bytes (end - start).
+    /// Where the saved contents are in the blob (with [`RingContents::Blob`]), and how many
+    /// bytes the mapping has (end - start).
     pub blob_offset: u64,
     pub len: u64,
+    /// Whether the contents are in the blob. Images before version 3 saved every ring.
+    #[serde(default)]
+    pub contents: RingContents,
+}
+
+/// Where a saved ring's contents are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RingContents {
+    /// At `blob_offset`, `len` bytes.
+    #[default]
+    Blob,
+    /// In the driver state image of the QP that uses the ring (a connected QP's send and receive
+    /// queues and CQs): nothing in the blob; `blob_offset` is 0.
+    InQpImage,
+}
+
+impl QueueVma {
+    /// Whether the ring's contents are in the blob.
+    pub fn in_blob(&self) -> bool {
+        self.contents == RingContents::Blob
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -511,7 +540,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
     let image: FileImage = serde_json::from_slice(json).map_err(|e| ImageError::Json { path: p(), source: e })?;
     let blob = blob.to_vec();
     if let FileKind::Context(c) = &image.kind {
-        for q in &c.queues {
+        for q in c.queues.iter().filter(|q| q.in_blob()) {
             if q.blob_offset.checked_add(q.len).is_none_or(|e| e > blob.len() as u64) {
                 return Err(ImageError::Truncated { path: p(), what: "queue contents" });
             }
@@ -608,7 +637,7 @@ mod tests {
                 events_saved: true,
                 channels: vec![Channel { token: "ab".into(), fd: 5, pending: vec![2] }],
                 async_pending: vec![AsyncEvent { event_type: 18, element: 1, object: 0, handle: None }],
-                queues: vec![QueueVma { start: 0x1000, end: 0x2000, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4 }],
+                queues: vec![QueueVma { start: 0x1000, end: 0x2000, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4, contents: Default::default() }],
                 file_token: Some("f00d".into()),
             })),
         }
@@ -654,10 +683,27 @@ mod tests {
         assert!(decode(Path::new("x"), &v1).is_ok());
         assert!(matches!(decode(Path::new("x"), &v1[..v1.len() - 1]), Err(ImageError::Truncated { .. })));
         assert!(matches!(decode(Path::new("x"), &bytes[..20]), Err(ImageError::Truncated { .. })));
-        bytes[8] = 3;
-        assert!(matches!(decode(Path::new("x"), &bytes), Err(ImageError::Version { found: 3, .. })));
+        bytes[8] = FORMAT_VERSION as u8 + 1;
+        assert!(matches!(decode(Path::new("x"), &bytes), Err(ImageError::Version { found, .. }) if found == FORMAT_VERSION + 1));
         bytes[0] = b'X';
         assert!(matches!(decode(Path::new("x"), &bytes), Err(ImageError::Magic { .. })));
+    }
+
+    #[test]
+    fn rings_left_out_of_the_blob_are_not_looked_for_in_it() {
+        let mut img = sample();
+        let FileKind::Context(c) = &mut img.kind else { unreachable!() };
+        c.queues[0].len = 1 << 20;
+        // Saved in the blob, a ring must be within it; carried by its QP's image, it is not in it.
+        assert!(matches!(decode(Path::new("x"), &encode(&img, &[1, 2, 3, 4])), Err(ImageError::Truncated { what: "queue contents", .. })));
+        let FileKind::Context(c) = &mut img.kind else { unreachable!() };
+        c.queues[0].contents = RingContents::InQpImage;
+        let l = decode(Path::new("x"), &encode(&img, &[1, 2, 3, 4])).unwrap();
+        let FileKind::Context(c) = &l.image.kind else { unreachable!() };
+        assert!(!c.queues[0].in_blob());
+        // Images before version 3 have no such field: every ring was saved.
+        let old: QueueVma = serde_json::from_str(r#"{"start":4096,"end":8192,"pgoff":1,"prot":"rw-s","blob_offset":0,"len":4096}"#).unwrap();
+        assert!(old.in_blob());
     }
 
     #[test]

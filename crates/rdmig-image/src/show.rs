@@ -140,6 +140,14 @@ pub fn show(dir: &Path) -> Result<String> {
                     let _ = writeln!(out, "  async event file: {} queued event(s)", c.async_pending.len());
                 }
                 for q in &c.queues {
+                    if !q.in_blob() {
+                        let _ = writeln!(
+                            out,
+                            "  vma  {:#x}-{:#x} {} pgoff {:#x}: {} bytes, carried by its QP's state image",
+                            q.start, q.end, q.prot, q.pgoff, q.len
+                        );
+                        continue;
+                    }
                     let data = &l.blob[q.blob_offset as usize..(q.blob_offset + q.len) as usize];
                     let _ =
                         writeln!(out, "  vma  {:#x}-{:#x} {} pgoff {:#x}: {} bytes saved ({}...)", q.start, q.end, q.prot, q.pgoff, q.len, hex_preview(data));
@@ -256,7 +264,7 @@ mod tests {
                 channels: vec![],
                 async_pending: vec![],
                 async_event_files: 1,
-                queues: vec![QueueVma { start: 0x1000, end: 0x1004, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4 }],
+                queues: vec![QueueVma { start: 0x1000, end: 0x1004, pgoff: 1, prot: "rw-s".into(), blob_offset: 0, len: 4, contents: Default::default() }],
                 file_token: Some("00000000feedf00d".into()),
             })),
         };

@@ -170,7 +170,11 @@ pub fn check_queues(c: &Context, blob_len: u64) -> Result<(), String> {
         if q.pgoff > u64::MAX / PAGE {
             return Err(format!("{what}: pgoff is out of range"));
         }
-        if q.blob_offset.checked_add(q.len).is_none_or(|e| e > blob_len) {
+        if !q.in_blob() {
+            if q.blob_offset != 0 {
+                return Err(format!("{what}: saved without its contents, but with blob_offset {:#x}", q.blob_offset));
+            }
+        } else if q.blob_offset.checked_add(q.len).is_none_or(|e| e > blob_len) {
             return Err(format!("{what}: blob_offset {:#x} + len {:#x} is beyond the blob ({blob_len} bytes)", q.blob_offset, q.len));
         }
         if !pgoffs.insert(q.pgoff) {
@@ -257,6 +261,7 @@ mod tests {
                     prot: "rw-s".into(),
                     blob_offset: i as u64 * PAGE,
                     len: PAGE,
+                    contents: Default::default(),
                 })
                 .collect(),
             file_token: None,

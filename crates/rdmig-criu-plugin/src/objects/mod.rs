@@ -181,6 +181,7 @@ pub fn check_restorable(c: &Context) -> Result<(), String> {
     srq::check_image(c)?;
     qp::check_image_refs(c)?;
     cq::check_image(c)?;
+    rings::check_contents(c)?;
     mr::check_image_access(c)
 }
 
@@ -536,7 +537,7 @@ mod tests {
             .enumerate()
             .map(|(i, o)| {
                 let start = 0x7f00_0000_0000 + i as u64 * PAGE;
-                QueueVma { start, end: start + PAGE, pgoff: *o, prot: "rw-s".into(), blob_offset: i as u64 * PAGE, len: PAGE }
+                QueueVma { start, end: start + PAGE, pgoff: *o, prot: "rw-s".into(), blob_offset: i as u64 * PAGE, len: PAGE, contents: Default::default() }
             })
             .collect();
         c.file_token = Some("00000000feedf00d".into());

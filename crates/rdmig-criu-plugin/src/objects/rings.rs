@@ -11,7 +11,7 @@ use std::os::unix::fs::FileExt;
 use super::DumpCx;
 use crate::cmd;
 use crate::common::{DumpError, RestoreError, PAGE};
-use crate::image::{Context, QueueVma};
+use crate::image::{Context, QueueVma, RingContents};
 
 /// Byte offsets in `struct rxe_queue_buf` (rdma_user_rxe.h): index mask, producer, consumer.
 pub const RING_INDEX_MASK: usize = 4;
@@ -68,10 +68,66 @@ pub fn read(cx: &DumpCx, vmas: &[Vma], blob: &mut Vec<u8>) -> Result<Vec<QueueVm
         let mut buf = vec![0u8; len as usize];
         mem.read_exact_at(&mut buf, *start)
             .map_err(|e| DumpError::Unsupported(format!("{who}: cannot read the queue mapping {start:#x}-{end:#x} from /proc/{pid}/mem: {e}")))?;
-        queues.push(QueueVma { start: *start, end: *end, pgoff: *pgoff, prot: prot.clone(), blob_offset: blob.len() as u64, len });
+        queues.push(QueueVma {
+            start: *start,
+            end: *end,
+            pgoff: *pgoff,
+            prot: prot.clone(),
+            blob_offset: blob.len() as u64,
+            len,
+            contents: RingContents::Blob,
+        });
         blob.extend_from_slice(&buf);
     }
     Ok(queues)
+}
+
+/// Leaves the contents of the rings at page offsets `carried` out of `blob` (image version 3):
+/// the QPs' driver state images carry them, and the restore never reads them from the blob.
+/// Called once the dump has read what it needs from them. [`read`] appended the rings after
+/// everything else (which ends at `others_end`: the QPs' state images), so the blob is cut at
+/// the first ring and the kept rings are appended again; when it is not laid out so, nothing is
+/// left out.
+pub fn leave_out(queues: &mut [QueueVma], blob: &mut Vec<u8>, carried: &[u64], others_end: u64) {
+    let Some(cut) = queues.iter().filter(|q| q.in_blob()).map(|q| q.blob_offset).min() else { return };
+    let Some(cut_at) = usize::try_from(cut).ok().filter(|&c| c <= blob.len() && others_end <= cut) else { return };
+    // Where each ring's contents go: (index, new offset, or None when left out).
+    let mut kept = vec![];
+    let mut plan = vec![];
+    for (i, q) in queues.iter().enumerate().filter(|(_, q)| q.in_blob()) {
+        let Some(bytes) = usize::try_from(q.blob_offset).ok().zip(usize::try_from(q.len).ok()).and_then(|(s, n)| blob.get(s..s.checked_add(n)?)) else {
+            return;
+        };
+        if carried.contains(&q.pgoff) {
+            plan.push((i, None));
+        } else {
+            plan.push((i, Some(cut + kept.len() as u64)));
+            kept.extend_from_slice(bytes);
+        }
+    }
+    blob.truncate(cut_at);
+    blob.append(&mut kept);
+    for (i, at) in plan {
+        let q = &mut queues[i];
+        match at {
+            Some(at) => q.blob_offset = at,
+            None => {
+                q.blob_offset = 0;
+                q.contents = RingContents::InQpImage;
+            }
+        }
+    }
+}
+
+/// Refuses an image whose ring contents are left out where no QP's driver image carries them.
+pub fn check_contents(c: &Context) -> Result<(), String> {
+    let carried = super::qp::carried_rings_of(c);
+    match c.queues.iter().find(|q| !q.in_blob() && !carried.contains(&q.pgoff)) {
+        Some(q) => {
+            Err(format!("ring mapping {:#x}-{:#x} (page offset {:#x}) was saved without its contents, and no connected QP carries it", q.start, q.end, q.pgoff))
+        }
+        None => Ok(()),
+    }
 }
 
 /// The saved rings, to read their indices.
@@ -151,7 +207,9 @@ pub fn copy_back(c: &Context, blob: &[u8], carried: &[u64], pid: i32, who: &str)
         fs::OpenOptions::new().read(true).write(true).open(format!("/proc/{pid}/mem")).map_err(RestoreError::sys(format!("{who}: open /proc/{pid}/mem")))?;
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(RestoreError::sys(format!("{who}: read /proc/{pid}/maps")))?;
     for q in c.queues.iter().filter(|q| !carried.contains(&q.pgoff)) {
-        let data = super::qp::blob_range(blob, q.blob_offset, q.len)
+        let data = Some(q)
+            .filter(|q| q.in_blob())
+            .and_then(|q| super::qp::blob_range(blob, q.blob_offset, q.len))
             .filter(|d| d.len() >= RING_HEADER)
             .ok_or_else(|| RestoreError::Refused(format!("{who}: the saved ring at {:#x} is not a whole ring within the blob", q.start)))?;
         // Written only where the process maps a uverbs file, exactly as saved: the ring.
@@ -172,6 +230,79 @@ pub fn copy_back(c: &Context, blob: &[u8], carried: &[u64], pid: i32, who: &str)
 mod tests {
     use super::*;
 
+    fn ring(pgoff: u64, blob_offset: u64, pages: u64) -> QueueVma {
+        let start = 0x7f00_0000_0000 + pgoff * PAGE;
+        QueueVma { start, end: start + pages * PAGE, pgoff, prot: "rw-s".into(), blob_offset, len: pages * PAGE, contents: RingContents::Blob }
+    }
+
+    #[test]
+    fn carried_rings_are_left_out_of_the_blob_and_the_others_move_up() {
+        // 100 bytes of QP state image, then rings 0x10 (1 page), 0x20 (2 pages), 0x30 (1 page).
+        let p = PAGE as usize;
+        let mut blob = vec![7u8; 100];
+        for (fill, pages) in [(1u8, 1), (2, 2), (3, 1)] {
+            blob.extend(std::iter::repeat_n(fill, pages * p));
+        }
+        let mut queues = vec![ring(0x10, 100, 1), ring(0x20, 100 + PAGE, 2), ring(0x30, 100 + 3 * PAGE, 1)];
+        leave_out(&mut queues, &mut blob, &[0x10, 0x30], 100);
+        assert_eq!(blob.len(), 100 + 2 * p, "the QP image and ring 0x20");
+        assert_eq!(&blob[..100], &[7u8; 100][..]);
+        assert_eq!(queues[1].blob_offset, 100);
+        assert!(blob[100..].iter().all(|&b| b == 2), "ring 0x20's contents, moved up");
+        for q in [&queues[0], &queues[2]] {
+            assert_eq!((q.contents, q.blob_offset), (RingContents::InQpImage, 0));
+        }
+        assert_eq!(queues[1].contents, RingContents::Blob);
+        assert_eq!(queues[1].len, 2 * PAGE, "the mapping's length stays");
+
+        // A blob not laid out as read() lays it out, or a ring beyond it: left as it is.
+        let mut blob = vec![0u8; 100 + p];
+        let mut queues = vec![ring(0x10, 100, 1)];
+        leave_out(&mut queues, &mut blob, &[0x10], 200);
+        assert_eq!((blob.len(), queues[0].contents), (100 + p, RingContents::Blob), "a QP image after the first ring");
+        let mut queues = vec![ring(0x10, 100, 2)];
+        leave_out(&mut queues, &mut blob, &[0x10], 100);
+        assert_eq!((blob.len(), queues[0].contents), (100 + p, RingContents::Blob), "a ring beyond the blob");
+    }
+
+    #[test]
+    fn a_ring_without_contents_must_be_carried_by_a_connected_qp() {
+        use crate::image::{BlobRef, Cq, Qp, QpLinks};
+        let mut c = Context {
+            path: "/dev/infiniband/uverbs0".into(),
+            rdev_major: 231,
+            rdev_minor: 192,
+            ibdev: "rxe0".into(),
+            flags: 2,
+            pds: vec![],
+            srqs: vec![],
+            mrs: vec![],
+            mws: vec![],
+            ahs: vec![],
+            comp_channels: 0,
+            async_event_files: 1,
+            events_saved: true,
+            channels: vec![],
+            async_pending: vec![],
+            file_token: None,
+            cqs: vec![Cq { handle: 1, pgoff: Some(0x10), ..Default::default() }],
+            qps: vec![Qp {
+                handle: 2,
+                qpn: 17,
+                links: Some(QpLinks { pd: 0, send_cq: 1, recv_cq: 1, sq_pgoff: 0x20, rq_pgoff: 0x30, srq: None }),
+                mig_image: Some(BlobRef { offset: 0, len: 8 }),
+                ..Default::default()
+            }],
+            queues: vec![ring(0x10, 0, 1), ring(0x20, 0, 1), ring(0x30, 0, 1)],
+        };
+        for q in &mut c.queues {
+            q.contents = RingContents::InQpImage;
+        }
+        assert_eq!(check_contents(&c), Ok(()));
+        c.qps[0].mig_image = None;
+        assert!(check_contents(&c).unwrap_err().contains("no connected QP carries it"), "an unconnected QP's rings are copied back from the blob");
+    }
+
     #[test]
     fn only_uverbs_mappings_are_rings() {
         let maps = "55d0c0de0000-55d0c0de1000 r--p 00000000 08:01 1234 /usr/bin/x\n\
@@ -186,7 +317,7 @@ mod tests {
 
     #[test]
     fn saved_words_out_of_the_blob_are_none() {
-        let queues = [QueueVma { start: 0, end: PAGE, pgoff: 1, prot: "rw-s".into(), blob_offset: u64::MAX, len: PAGE }];
+        let queues = [QueueVma { start: 0, end: PAGE, pgoff: 1, prot: "rw-s".into(), blob_offset: u64::MAX, len: PAGE, contents: Default::default() }];
         let saved = Saved { queues: &queues, blob: &[0; 16] };
         assert_eq!(saved.word(1, RING_PRODUCER), None);
         assert_eq!(saved.word(2, 0), None);
