@@ -67,6 +67,10 @@
 #                  The five add up to the blackout's phases. Where a report has no plugin times
 #                  (no verbs state, or a build before them), DumpRDMA and RestoreRDMA are null
 #                  and their share stays in DumpOthers and FullRestore.
+#   rdma_steps_us  where DumpRDMA and RestoreRDMA went, per step of the plugin (reading the
+#                  images, creating each kind of object, loading QP state, re-pinning MRs...):
+#                  the rdma_steps_us attributes of the final_dump and restore spans; medians
+#                  in table.md.
 #
 # Results: experiments/results/downtime-<UTC time>/ (or --out): runs.jsonl (one JSON row per
 # migration), each migration's report (report-N-*.json), env.json (kernel, qemu, CPU, git commit,
@@ -308,6 +312,11 @@ phases = {k: span(k) for k in ("check", "freeze", "final_dump", "transfer", "res
 phases["precopy"] = sum(precopy) / 1e6 if precopy else 0.0
 full_restore = None if phases["restore"] is None else phases["restore"] + (phases["resume"] or 0.0)
 dump_rdma, restore_rdma = rdma_ms("final_dump"), rdma_ms("restore")
+# Where the plugin's time went, microseconds per step (rdmig_image::timing), from the spans.
+def rdma_steps(phase):
+    node = dst if phase == "restore" else src
+    return next((x["attrs"]["rdma_steps_us"] for x in s["spans"] if x["phase"] == phase and x["node"] == node and "rdma_steps_us" in x.get("attrs", {})), None)
+dump_steps, restore_steps = rdma_steps("final_dump"), rdma_steps("restore")
 minus = lambda whole, part: None if whole is None else whole - (part or 0.0)
 rd = w.get("rdma") or {}
 check_ok = bool(w["ok"] and rd.get("ok") and rd.get("peer_end") and p["ok"] and rd.get("writes_applied") == p["writes_completed"]
@@ -322,6 +331,7 @@ row = {
     "peer_gap_ms": p["max_gap_ms"], "phases_ms": phases,
     "migrrdma_ms": {"DumpRDMA": dump_rdma, "DumpOthers": minus(phases["final_dump"], dump_rdma), "Transfer": phases["transfer"],
                     "RestoreRDMA": restore_rdma, "FullRestore": minus(full_restore, restore_rdma)},
+    "rdma_steps_us": {"dump": dump_steps, "restore": restore_steps},
     "check": {"ok": check_ok, "pages": w["verified_pages"], "bad_pages": w["bad_pages"], "first_bad": w.get("first_bad"),
               "own_pages_dirtied": w["dirtied_pages_total"], "peer_writes_applied": rd.get("writes_applied"),
               "peer_writes_completed": p["writes_completed"], "peer_end": rd.get("peer_end"), "in_flight_pages": rd.get("in_flight_pages"),
@@ -368,7 +378,10 @@ for k in keys:
         p[strat] = {"runs": len(rs), "downtime_ms": med([r["downtime_ms"] for r in rs]), "peer_gap_ms": med([r["peer_gap_ms"] for r in rs]),
                     "final_mib": med([r["final_mib"] for r in rs]), "precopy_rounds": med([r["precopy_rounds"] for r in rs]),
                     "migrrdma_ms": {n: med([r["migrrdma_ms"][n] for r in rs if r["migrrdma_ms"][n] is not None])
-                                    for n in ("DumpRDMA", "DumpOthers", "Transfer", "RestoreRDMA", "FullRestore")}}
+                                    for n in ("DumpRDMA", "DumpOthers", "Transfer", "RestoreRDMA", "FullRestore")},
+                    "rdma_steps_ms": {k: {st: med([r["rdma_steps_us"][k][st] / 1e3 for r in rs if (r.get("rdma_steps_us") or {}).get(k) and st in r["rdma_steps_us"][k]])
+                                          for st in dict.fromkeys(st for r in rs for st in ((r.get("rdma_steps_us") or {}).get(k) or {}))}
+                                      for k in ("dump", "restore")}}
     o, b = p["ours"]["downtime_ms"], p["baseline"]["downtime_ms"]
     p["downtime_ours_over_baseline"] = o / b if o and b else None
     og, bg = p["ours"]["peer_gap_ms"], p["baseline"]["peer_gap_ms"]
@@ -396,6 +409,11 @@ if any(p["precopy"]["runs"] for p in points):
         lines.append("| %d | %s | %s | %d | %s | %s | %s | %s, %s | %d+%d |" % (
             p["size_mib"], p["cpu_rate"], p["rdma_rate"], p["qps"], f(o["downtime_ms"]), f(fp["downtime_ms"]), f(p["downtime_ours_over_forced_precopy"], "%.2f"),
             f(fp["precopy_rounds"]), f(fp["final_mib"], "%.1f"), o["runs"], fp["runs"]))
+steps = lambda x: ", ".join("%s %s" % (st, f(v, "%.1f")) for st, v in sorted(x.items(), key=lambda kv: -(kv[1] or 0))) or "-"
+lines += ["", "Where ours' DumpRDMA and RestoreRDMA went, ms per step of the plugin (medians; rdmig_image::timing):", ""]
+for p in points:
+    rs = p["ours"].get("rdma_steps_ms") or {}
+    lines.append("- %d MiB, %d QP(s): dump: %s; restore: %s" % (p["size_mib"], p["qps"], steps(rs.get("dump") or {}), steps(rs.get("restore") or {})))
 lines += ["", "Medians per point (runs: ours+baseline). Every migration's every byte was checked at the destination. "
           "MigrRDMA's phases: DumpRDMA and RestoreRDMA are the CRIU plugin's own times (rdma_us), DumpOthers and FullRestore the rest; see experiments/downtime.sh."]
 open(d + "/table.md", "w").write("\n".join(lines) + "\n")

@@ -418,12 +418,15 @@ pub enum Reply {
         t2_ns: u64,
     },
     /// Restore finished: the process runs here now. Times on this host's monotonic clock;
-    /// `rdma_us`: of it, the CRIU plugin's work on verbs objects (None: none, or not known).
+    /// `rdma_us`: of it, the CRIU plugin's work on verbs objects (None: none, or not known);
+    /// `rdma_steps_us`: where that went, microseconds per step of the plugin
+    /// (`rdmig_image::timing`; empty when not known).
     Restored {
         pid: i32,
         start_ns: u64,
         end_ns: u64,
         rdma_us: Option<u64>,
+        rdma_steps_us: Vec<(String, u64)>,
     },
     RdmaReady(RingInfo),
     State(MigState),

@@ -138,7 +138,7 @@ pub(super) async fn restore(
             drop(t);
             table.note(id.as_str(), Phase::Restore, JOutcome::Done, Some(serde_json::json!({ "restored_pid": pid, "container": c.name.as_str() })));
             // Podman's CRIU restores from its own copy of the images: the plugin's times stay there.
-            Reply::Restored { pid, start_ns: start, end_ns: end, rdma_us: None }
+            Reply::Restored { pid, start_ns: start, end_ns: end, rdma_us: None, rdma_steps_us: vec![] }
         }
         Ok((pid, _)) => {
             // Aborted while Podman worked: the source takes its container back.

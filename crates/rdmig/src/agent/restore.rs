@@ -71,10 +71,11 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
             m.state = MigState::Restored { pid };
             drop(t);
             let start_ticks = crate::process::stat(pid).map(|s| s.start_ticks);
-            // The plugin's part of the restore (MigrRDMA's RestoreRDMA), for the source's timeline,
-            // and where it went (logged and noted here only: the reply's format has no room).
+            // The plugin's part of the restore (MigrRDMA's RestoreRDMA) and where it went, for the
+            // source's timeline, this agent's log and its journal.
             let rdma_us = rdmig_image::timing::read_total(&images, rdmig_image::timing::Kind::RestoreRdma).map(|d| d.as_micros() as u64);
-            let steps = crate::timeline::rdma_steps(&images, rdmig_image::timing::Kind::RestoreRdma);
+            let rdma_steps_us = crate::timeline::rdma_steps_us(&images, rdmig_image::timing::Kind::RestoreRdma);
+            let steps = crate::timeline::steps_json(&rdma_steps_us);
             if let Some(s) = &steps {
                 info!(%id, rdma_us, steps = %s, "the plugin's restore steps (microseconds)");
             }
@@ -84,7 +85,7 @@ pub(super) async fn restore(cfg: &AgentConfig, table: &Table, id: &MigrationId, 
                 JOutcome::Done,
                 Some(serde_json::json!({ "restored_pid": pid, "start_ticks": start_ticks, "rdma_us": rdma_us, crate::timeline::RDMA_STEPS_US: steps })),
             );
-            Reply::Restored { pid, start_ns: start, end_ns: end, rdma_us }
+            Reply::Restored { pid, start_ns: start, end_ns: end, rdma_us, rdma_steps_us }
         }
         Ok(pid) => {
             // Aborted while CRIU worked: the source keeps (or takes back) its own copy.

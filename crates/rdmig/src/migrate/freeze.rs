@@ -49,7 +49,7 @@ impl Run<'_> {
         if let Some(rdma) = rdmig_image::timing::read_total(&final_dir, rdmig_image::timing::Kind::DumpRdma) {
             a.insert(RDMA_US.into(), (rdma.as_micros() as u64).into());
         }
-        if let Some(steps) = crate::timeline::rdma_steps(&final_dir, rdmig_image::timing::Kind::DumpRdma) {
+        if let Some(steps) = crate::timeline::steps_json(&crate::timeline::rdma_steps_us(&final_dir, rdmig_image::timing::Kind::DumpRdma)) {
             a.insert(crate::timeline::RDMA_STEPS_US.into(), steps);
         }
         self.rec.end_with(Phase::FinalDump, a);

@@ -43,11 +43,15 @@ impl Run<'_> {
         let restored = call(ch, &req).await;
         ch.set_limits(limits);
         let pid = match restored {
-            Ok(Reply::Restored { pid, start_ns, end_ns, rdma_us }) => {
+            Ok(Reply::Restored { pid, start_ns, end_ns, rdma_us, rdma_steps_us }) => {
                 // The copy is held (stopped) until the commit lets it run: its resume spans
                 // from here to the commit's answer (`finish`).
                 self.remote_events.push((Phase::Restore, Edge::Start, start_ns, Attrs::new()));
-                self.remote_events.push((Phase::Restore, Edge::End, end_ns, attrs(rdma_us.map(|us| (RDMA_US, us)))));
+                let mut a = attrs(rdma_us.map(|us| (RDMA_US, us)));
+                if let Some(steps) = crate::timeline::steps_json(&rdma_steps_us) {
+                    a.insert(crate::timeline::RDMA_STEPS_US.into(), steps);
+                }
+                self.remote_events.push((Phase::Restore, Edge::End, end_ns, a));
                 self.restored_ns = Some(end_ns);
                 pid
             }

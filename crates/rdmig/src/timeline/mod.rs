@@ -52,15 +52,28 @@ pub use summary::{human_bytes, PrecopyRound, Span, Stop, Summary};
 /// saving or rebuilding verbs objects (`rdmig_image::timing`).
 pub const RDMA_US: &str = "rdma_us";
 
-/// Attribute of a `final_dump` span, and field of the destination's journal note of a restore:
-/// where the plugin's time went, microseconds per step (`rdmig_image::timing::steps`).
+/// Attribute of a `final_dump` or `restore` span, and field of the destination's journal note
+/// of a restore: where the plugin's time went, microseconds per step
+/// (`rdmig_image::timing::steps`).
 pub const RDMA_STEPS_US: &str = "rdma_steps_us";
 
-/// The plugin's steps of `kind` in images directory `dir`, as a JSON object of microseconds per
-/// step; None when it wrote none.
-pub fn rdma_steps(dir: &Path, kind: rdmig_image::timing::Kind) -> Option<serde_json::Value> {
-    let steps = rdmig_image::timing::read_steps(dir, kind);
-    (!steps.is_empty()).then(|| steps.into_iter().map(|(s, d)| (s, serde_json::Value::from(d.as_micros() as u64))).collect::<serde_json::Map<_, _>>().into())
+/// At most this many steps, with names of at most [`MAX_STEP_NAME`] bytes, are taken from a
+/// peer's reply into the timeline; the plugin has about twenty.
+pub const MAX_STEPS: usize = 64;
+pub const MAX_STEP_NAME: usize = 32;
+
+/// The plugin's steps of `kind` in images directory `dir`, microseconds per step.
+pub fn rdma_steps_us(dir: &Path, kind: rdmig_image::timing::Kind) -> Vec<(String, u64)> {
+    rdmig_image::timing::read_steps(dir, kind).into_iter().map(|(s, d)| (s, d.as_micros() as u64)).collect()
+}
+
+/// Steps as a JSON object for a span's attributes; None when there are none. Steps past
+/// [`MAX_STEPS`] and names that are not the plugin's kind (lower-case letters, digits and `_`,
+/// at most [`MAX_STEP_NAME`] bytes) are left out: the steps can come from a peer.
+pub fn steps_json(steps: &[(String, u64)]) -> Option<serde_json::Value> {
+    let ok = |n: &str| !n.is_empty() && n.len() <= MAX_STEP_NAME && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    let m: serde_json::Map<_, _> = steps.iter().filter(|(n, _)| ok(n)).take(MAX_STEPS).map(|(n, us)| (n.clone(), serde_json::Value::from(*us))).collect();
+    (!m.is_empty()).then(|| m.into())
 }
 
 /// Writes through a temporary file and a rename, so a reader never sees half a file.

@@ -395,3 +395,15 @@ fn png_is_written() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary file left behind");
 }
+
+#[test]
+fn plugin_steps_from_a_peer_are_capped_and_only_plugin_names_pass() {
+    let steps =
+        vec![("create_qp".to_string(), 46_000), ("read_images".to_string(), 71_000), ("Bad Name".to_string(), 1), ("x".repeat(33), 2), (String::new(), 3)];
+    let v = super::steps_json(&steps).unwrap();
+    assert_eq!(v, serde_json::json!({ "create_qp": 46_000, "read_images": 71_000 }));
+    assert_eq!(super::steps_json(&[]), None);
+    assert_eq!(super::steps_json(&[("../x".to_string(), 1)]), None);
+    let many: Vec<(String, u64)> = (0..100).map(|i| (format!("s{i}"), i)).collect();
+    assert_eq!(super::steps_json(&many).unwrap().as_object().unwrap().len(), super::MAX_STEPS);
+}
