@@ -40,6 +40,7 @@ static CONTEXTS: Mutex<BTreeMap<ContextKey, (u32, u32)>> = Mutex::new(BTreeMap::
 
 pub fn reset() {
     CONTEXTS.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    procfs::forget_candidates();
 }
 
 /// What DUMP_EXT_FILE is looking at.

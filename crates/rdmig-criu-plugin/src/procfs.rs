@@ -5,37 +5,75 @@
 
 use std::fs;
 use std::os::fd::RawFd;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use crate::common::{DumpError, EVENT_LINK};
+
+/// The fds that can hold the files CRIU hands us, (pid, fd, link), gathered once per dump: the tasks
+/// are frozen while CRIU dumps them, and every verbs file, event file and rdma_cm file used to
+/// scan every fd of every process again (in the lab, tens of ms each).
+static CANDIDATES: Mutex<Option<Arc<Vec<Candidate>>>> = Mutex::new(None);
+
+/// An fd of a process: (pid, fd, what its link in `/proc` says).
+type Candidate = (i32, i32, PathBuf);
+
+/// Forgets the fds gathered for a dump (at the start and the end of one).
+pub fn forget_candidates() {
+    *CANDIDATES.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
 
 /// Every (pid, fd) in the system whose open file is the same `struct file` as our `fd`.
 fn owners(fd: RawFd) -> Vec<(i32, i32)> {
     let me = std::process::id() as i32;
     let Ok(link) = fs::read_link(format!("/proc/self/fd/{fd}")) else { return vec![] };
-    let mut found = vec![];
-    let Ok(procs) = fs::read_dir("/proc") else { return vec![] };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = fs::read_dir(p.path().join("fd")) else { continue };
-        for f in fds.flatten() {
-            let Some(n) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-            if fs::read_link(f.path()).ok().as_ref() != Some(&link) {
-                continue;
-            }
-            // SAFETY: kcmp only compares kernel objects; the arguments are plain integers.
-            let r = unsafe {
-                libc::syscall(libc::SYS_kcmp, me, pid, 0 /* KCMP_FILE */, fd, n)
-            };
-            if r == 0 {
-                found.push((pid, n));
-            }
-        }
-    }
+    let mut found: Vec<(i32, i32)> = candidates(me)
+        .iter()
+        .filter(|(_, _, l)| *l == link)
+        // SAFETY: kcmp only compares kernel objects; the arguments are plain integers.
+        .filter(|(pid, n, _)| unsafe { libc::syscall(libc::SYS_kcmp, me, *pid, 0 /* KCMP_FILE */, fd, *n) } == 0)
+        .map(|(pid, n, _)| (*pid, *n))
+        .collect();
     found.sort_unstable();
     found
+}
+
+/// The gathered fds (see [`CANDIDATES`]): those of the processes this CRIU has seized (their
+/// `TracerPid` is ours: the tasks it dumps, which hold every file it hands us), or of every
+/// process when none is seized by us (a plugin called otherwise).
+fn candidates(me: i32) -> Arc<Vec<Candidate>> {
+    let mut cached = CANDIDATES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = &*cached {
+        return Arc::clone(c);
+    }
+    let pids: Vec<i32> = fs::read_dir("/proc")
+        .map(|d| d.flatten().filter_map(|p| p.file_name().to_str().and_then(|s| s.parse::<i32>().ok())).filter(|&p| p != me).collect())
+        .unwrap_or_default();
+    let seized: Vec<i32> = pids.iter().copied().filter(|&p| tracer_pid(p) == Some(me)).collect();
+    let scan = if seized.is_empty() { &pids } else { &seized };
+    let mut all = vec![];
+    for &pid in scan {
+        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
+        for f in fds.flatten() {
+            let Some(n) = f.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+            // Every fd, whatever its link says: a container's device node can read otherwise
+            // than /dev/infiniband/... from here.
+            let Ok(l) = fs::read_link(f.path()) else { continue };
+            all.push((pid, n, l));
+        }
+    }
+    let all = Arc::new(all);
+    *cached = Some(Arc::clone(&all));
+    all
+}
+
+/// The `TracerPid` of process `pid`; None when it cannot be read.
+fn tracer_pid(pid: i32) -> Option<i32> {
+    parse_tracer_pid(&fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+fn parse_tracer_pid(status: &str) -> Option<i32> {
+    status.lines().find_map(|l| l.strip_prefix("TracerPid:"))?.trim().parse().ok()
 }
 
 /// Which owner to describe: the first (lowest pid) one. Several owners happen after fork; CRIU
@@ -106,6 +144,35 @@ pub fn event_fds(pid: i32) -> Result<Vec<i32>, DumpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tracer_is_read_from_the_status() {
+        assert_eq!(parse_tracer_pid("Name:\tx\nTracerPid:\t4242\nUid:\t0\n"), Some(4242));
+        assert_eq!(parse_tracer_pid("TracerPid:\t0\n"), Some(0));
+        assert_eq!(parse_tracer_pid("Name:\tx\n"), None);
+        assert_eq!(parse_tracer_pid("TracerPid:\tx\n"), None);
+    }
+
+    #[test]
+    fn our_own_fds_are_found_by_their_file() {
+        // Outside CRIU nobody is seized by this test: every process is scanned, and another
+        // process holding our pipe is found by kcmp (this one is left out by design).
+        forget_candidates();
+        let (r, _w) = std::io::pipe().unwrap();
+        let child = Killed(std::process::Command::new("sleep").arg("5").stdin(r.try_clone().unwrap()).spawn().unwrap());
+        let found = owners(std::os::fd::AsRawFd::as_raw_fd(&r));
+        forget_candidates();
+        assert!(found.contains(&(child.0.id() as i32, 0)), "{found:?}");
+    }
+
+    /// A child killed and reaped when the test ends, passed or not.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 
     #[test]
     fn ns_pid_is_the_innermost_of_nspid() {
