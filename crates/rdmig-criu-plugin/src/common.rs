@@ -1,7 +1,9 @@
 //! What the dump side, the restore side and the object modules share: the errors each side
 //! reports, a few constants of the device, and the GID table as sysfs shows it.
 
+use std::collections::BTreeMap;
 use std::fs;
+use std::sync::Mutex;
 
 use crate::image;
 
@@ -68,15 +70,34 @@ pub fn gid(ibdev: &str, port: u8, index: u8) -> std::io::Result<(String, String)
     Ok((g, t))
 }
 
+/// Where [`gid_index`] found a GID: (device, port, GID, type) -> index.
+static FOUND_GIDS: Mutex<BTreeMap<(String, u8, String, String), u8>> = Mutex::new(BTreeMap::new());
+
 /// The GID index on this node of the GID an object used (text and type as [`gid`] gave them at
 /// the dump). An address that was just added reaches the GID table a little later (ib_core
 /// updates it from a work queue), so a missing GID is waited for, briefly.
+///
+/// Where a GID was found is remembered and read first the next time (the one entry is read again,
+/// so a table that changed is scanned again): every QP of a process looks up the same GID, and
+/// the scan reads two sysfs files per index below it.
 pub fn gid_index(ibdev: &str, port: u8, gid_text: &str, typ: &str) -> Result<u8, RestoreError> {
+    let matches = |(g, t): &(String, String)| g == gid_text && (typ.is_empty() || t == typ);
+    let key = (ibdev.to_string(), port, gid_text.to_string(), typ.to_string());
+    let remembered = FOUND_GIDS.lock().unwrap_or_else(|e| e.into_inner()).get(&key).copied();
+    if let Some(i) = remembered {
+        if gid(ibdev, port, i).is_ok_and(|e| matches(&e)) {
+            return Ok(i);
+        }
+    }
+    let found = |i: u8| {
+        FOUND_GIDS.lock().unwrap_or_else(|e| e.into_inner()).insert(key.clone(), i);
+        Ok(i)
+    };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
     loop {
         for i in 0..=255u8 {
             match gid(ibdev, port, i) {
-                Ok((g, t)) if g == gid_text && (typ.is_empty() || t == typ) => return Ok(i),
+                Ok(e) if matches(&e) => return found(i),
                 Ok(_) => {}
                 Err(_) if i > 0 => break,
                 Err(e) => return Err(RestoreError::sys(format!("read the GID table of {ibdev} port {port}"))(e)),
