@@ -186,11 +186,12 @@ pub fn check_restorable(c: &Context) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::image::{AsyncEvent, Channel, Cq, Handle, Mr, Qp, QpLinks, Srq};
 
-    fn ctx() -> Context {
+    /// A small context that passes every check: a PD, a CQ, an MR and a connected RC QP.
+    pub(crate) fn ctx() -> Context {
         Context {
             path: "/dev/infiniband/uverbs0".into(),
             rdev_major: 231,

@@ -267,34 +267,12 @@ mod tests {
 
     #[test]
     fn a_ring_without_contents_must_be_carried_by_a_connected_qp() {
-        use crate::image::{BlobRef, Cq, Qp, QpLinks};
-        let mut c = Context {
-            path: "/dev/infiniband/uverbs0".into(),
-            rdev_major: 231,
-            rdev_minor: 192,
-            ibdev: "rxe0".into(),
-            flags: 2,
-            pds: vec![],
-            srqs: vec![],
-            mrs: vec![],
-            mws: vec![],
-            ahs: vec![],
-            comp_channels: 0,
-            async_event_files: 1,
-            events_saved: true,
-            channels: vec![],
-            async_pending: vec![],
-            file_token: None,
-            cqs: vec![Cq { handle: 1, pgoff: Some(0x10), ..Default::default() }],
-            qps: vec![Qp {
-                handle: 2,
-                qpn: 17,
-                links: Some(QpLinks { pd: 0, send_cq: 1, recv_cq: 1, sq_pgoff: 0x20, rq_pgoff: 0x30, srq: None }),
-                mig_image: Some(BlobRef { offset: 0, len: 8 }),
-                ..Default::default()
-            }],
-            queues: vec![ring(0x10, 0, 1), ring(0x20, 0, 1), ring(0x30, 0, 1)],
-        };
+        use crate::image::{BlobRef, Cq, QpLinks};
+        let mut c = crate::objects::tests::ctx();
+        c.cqs = vec![Cq { handle: 1, pgoff: Some(0x10), ..Default::default() }];
+        c.qps[0].links = Some(QpLinks { pd: 0, send_cq: 1, recv_cq: 1, sq_pgoff: 0x20, rq_pgoff: 0x30, srq: None });
+        c.qps[0].mig_image = Some(BlobRef { offset: 0, len: 8 });
+        c.queues = vec![ring(0x10, 0, 1), ring(0x20, 0, 1), ring(0x30, 0, 1)];
         for q in &mut c.queues {
             q.contents = RingContents::InQpImage;
         }
