@@ -41,48 +41,17 @@ impl Gate {
 
 #[cfg(test)]
 mod tests {
-    use super::super::policy::Policy;
+    use super::super::tests::{agent, dial};
     use super::*;
     use rdmig_proto::msg::{Reply, Request};
     use rdmig_proto::tls::testing::TestCa;
-    use rdmig_proto::wire::{Channel, Limits};
     use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    /// An agent (`serve`) on a free port of 127.0.0.1 with this connection cap and a one-second
-    /// handshake limit.
-    async fn agent(ca: &TestCa, max_connections: usize) -> std::net::SocketAddr {
-        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let d = tempfile::tempdir().unwrap();
-        let mut cfg = super::super::tests::config(d.path());
-        cfg.listen = addr;
-        cfg.tls = ca.node("dst", &["127.0.0.1"]).server().unwrap();
-        cfg.policy = Policy { peers: vec!["node1".into()], ..Policy::default() };
-        cfg.idle_timeout = Duration::from_secs(1);
-        cfg.max_connections = max_connections;
-        tokio::spawn(async move {
-            let _d = d;
-            let _ = super::super::serve(cfg).await;
-        });
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        addr
-    }
 
     /// Whether the agent hangs up on `s` within `within` (EOF or reset, without sending).
     async fn hung_up(s: &mut tokio::net::TcpStream, within: Duration) -> bool {
         let mut b = [0u8; 1];
         matches!(tokio::time::timeout(within, s.read(&mut b)).await, Ok(Ok(0)) | Ok(Err(_)))
-    }
-
-    async fn dial(ca: &TestCa, to: std::net::SocketAddr) -> Result<Channel<tokio::net::TcpStream>, rdmig_proto::wire::WireError> {
-        let tls = ca.node("node1", &[]).client(None).unwrap();
-        let sock = tokio::net::TcpStream::connect(to).await.unwrap();
-        Channel::client_within(sock, &tls, tls.server_name(to.ip()), Limits::idle(Duration::from_secs(5))).await
     }
 
     #[tokio::test]

@@ -437,8 +437,48 @@ fn dir_of(table: &Table, id: &MigrationId) -> Result<PathBuf, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use rdmig_proto::tls::testing::TestCa;
+    use rdmig_proto::wire::{Channel, Limits};
+
+    /// An agent (`serve`) on a free port of 127.0.0.1 with this connection cap and a one-second
+    /// handshake limit.
+    pub(crate) async fn agent(ca: &TestCa, max_connections: usize) -> std::net::SocketAddr {
+        let d = tempfile::tempdir().unwrap();
+        let work = d.path().to_path_buf();
+        agent_at(ca, max_connections, &work, Some(d)).await
+    }
+
+    /// [`agent`] with its work directory at `work`; `keep` (the directory's owner) lives as
+    /// long as the agent's task.
+    pub(crate) async fn agent_at(ca: &TestCa, max_connections: usize, work: &std::path::Path, keep: Option<tempfile::TempDir>) -> std::net::SocketAddr {
+        let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut cfg = config(work);
+        cfg.listen = addr;
+        cfg.tls = ca.node("dst", &["127.0.0.1"]).server().unwrap();
+        cfg.policy = policy::Policy { peers: vec!["node1".into()], ..policy::Policy::default() };
+        cfg.idle_timeout = Duration::from_secs(1);
+        cfg.max_connections = max_connections;
+        tokio::spawn(async move {
+            let _keep = keep;
+            let _ = serve(cfg).await;
+        });
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        addr
+    }
+
+    /// A client of `ca` named node1 (the one peer [`agent`]'s policy allows), connected to `to`.
+    pub(crate) async fn dial(ca: &TestCa, to: std::net::SocketAddr) -> Result<Channel<tokio::net::TcpStream>, rdmig_proto::wire::WireError> {
+        let tls = ca.node("node1", &[]).client(None).unwrap();
+        let sock = tokio::net::TcpStream::connect(to).await.unwrap();
+        Channel::client_within(sock, &tls, tls.server_name(to.ip()), Limits::idle(Duration::from_secs(5))).await
+    }
 
     pub(super) fn config(work: &std::path::Path) -> AgentConfig {
         AgentConfig {

@@ -50,19 +50,44 @@ pub(super) fn image_entries(dir: &Path) -> Result<Vec<Entry>, Step> {
 
 /// Recreates link `<dir>/<name>` at the destination.
 pub(super) async fn put_link(ch: &mut Channel<TcpStream>, id: &MigrationId, dir: &str, name: &str, target: String) -> Result<(), Step> {
-    let rel = RelPath::new(&format!("{dir}/{name}")).map_err(|err| Step::Fail(format!("image file {name:?}: {err}")))?;
-    ch.send_msg(&Request::PutSymlink { id: id.clone(), rel, target }).await?;
+    send_link(ch, id, dir, name, target).await?;
     expect_ack(ch.recv_msg().await?, &format!("link {name}"))
 }
 
+/// Asks for link `<dir>/<name>`; its answer is read by the caller.
+async fn send_link(ch: &mut Channel<TcpStream>, id: &MigrationId, dir: &str, name: &str, target: String) -> Result<(), Step> {
+    let rel = RelPath::new(&format!("{dir}/{name}")).map_err(|err| Step::Fail(format!("image file {name:?}: {err}")))?;
+    ch.send_msg(&Request::PutSymlink { id: id.clone(), rel, target }).await?;
+    Ok(())
+}
+
+/// At most this many files and links of a directory are sent before their answers are read:
+/// the destination answers each in order, and the answers wait in the socket's buffers, which
+/// this keeps far from full.
+const IN_FLIGHT: usize = 16;
+
 /// Sends `<root>/<name>` (files and CRIU's `parent` link); returns the bytes sent. File data goes
-/// over `rdma` when given, else as frames on the channel.
+/// over `rdma` when given, else as frames on the channel. The next file is sent while the
+/// destination still writes the last one: a dump's directory holds some 20 files, and waiting
+/// for each answer before sending the next put one round trip per file into the blackout. The
+/// destination reads every file's data whatever it answers, so a refusal does not upset the
+/// ones after it: the first refusal, in order, is the error, and no more files are sent once it
+/// is read, but the answers still owed are read before it is returned, so that what the caller
+/// sends next (an abort) gets its own answer.
 pub(super) async fn send_dir(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>, id: &MigrationId, root: &Path, name: &str) -> Result<u64, Step> {
     let mut total = 0u64;
+    // What each unanswered request was, oldest first.
+    let mut waiting: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     for entry in image_entries(&root.join(name))? {
+        if waiting.len() >= IN_FLIGHT {
+            if let Err(refused) = answer(ch, waiting.pop_front().expect("not empty")).await? {
+                return Err(drained(ch, waiting, refused).await);
+            }
+        }
         let (fname, path, len) = match entry {
             Entry::Link { name: link, target } => {
-                put_link(ch, id, name, &link, target).await?;
+                send_link(ch, id, name, &link, target).await?;
+                waiting.push_back(format!("link {link}"));
                 continue;
             }
             Entry::File { name, path, len } => (name, path, len),
@@ -80,14 +105,36 @@ pub(super) async fn send_dir(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSend
             left -= want as u64;
         }
         ch.send_raw(&sum.finish()).await.map_err(|err| Step::Fail(format!("destination: {err}")))?;
-        match ch.recv_msg().await? {
-            Reply::Ack => {}
-            Reply::Failed(err) => return Err(Step::Fail(format!("destination refused {fname}: {err}"))),
-            other => return Err(Step::Fail(format!("{fname}: unexpected reply {other:?}"))),
-        }
+        waiting.push_back(fname);
         total += len;
     }
+    while let Some(what) = waiting.pop_front() {
+        if let Err(refused) = answer(ch, what).await? {
+            return Err(drained(ch, waiting, refused).await);
+        }
+    }
     Ok(total)
+}
+
+/// Reads the destination's answer to the file or link `what`: `Err` when the channel failed,
+/// `Ok(Err)` when the destination refused it.
+async fn answer(ch: &mut Channel<TcpStream>, what: String) -> Result<Result<(), Step>, Step> {
+    Ok(match ch.recv_msg().await? {
+        Reply::Ack => Ok(()),
+        Reply::Failed(err) => Err(Step::Fail(format!("destination refused {what}: {err}"))),
+        other => Err(Step::Fail(format!("{what}: unexpected reply {other:?}"))),
+    })
+}
+
+/// After `refused`: reads the answers still owed for `waiting`; returns `refused`, or how the
+/// channel failed meanwhile.
+async fn drained(ch: &mut Channel<TcpStream>, mut waiting: std::collections::VecDeque<String>, refused: Step) -> Step {
+    while let Some(what) = waiting.pop_front() {
+        if let Err(broken) = answer(ch, what).await {
+            return broken;
+        }
+    }
+    refused
 }
 
 async fn send_chunk(ch: &mut Channel<TcpStream>, rdma: Option<&RdmaSender>, data: &[u8], sum: &mut DataSum) -> Result<(), Step> {
@@ -201,5 +248,59 @@ impl Run<'_> {
             Reply::Failed(e) => Err(Step::Fail(format!("destination: {e}"))),
             other => Err(Step::Fail(format!("destination: unexpected reply {other:?}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::tests::{agent_at, dial};
+    use rdmig_proto::tls::testing::TestCa;
+
+    /// A directory of `n` files of assorted sizes (empty, one chunk and more) and CRIU's parent
+    /// link; their names and contents.
+    fn image_dir(root: &Path, name: &str, n: usize) -> Vec<(String, Vec<u8>)> {
+        let dir = root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::os::unix::fs::symlink("../r0", dir.join("parent")).unwrap();
+        (0..n)
+            .map(|i| {
+                let len = [0, 1, 4096, CHUNK, CHUNK + 1, 3 * CHUNK / 2][i % 6];
+                let data: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+                let fname = format!("f{i:03}.img");
+                std::fs::write(dir.join(&fname), &data).unwrap();
+                (fname, data)
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn files_go_in_flight_and_a_refusal_leaves_the_channel_in_step() {
+        let ca = TestCa::new();
+        let work = tempfile::tempdir().unwrap();
+        let to = agent_at(&ca, 8, work.path(), None).await;
+        let mut ch = dial(&ca, to).await.unwrap();
+        let id = MigrationId::new("m-in-flight").unwrap();
+        ch.send_msg(&Request::Begin { id: id.clone(), pid: 4242 }).await.unwrap();
+        expect_ack(ch.recv_msg().await.unwrap(), "begin").unwrap();
+        let src = tempfile::tempdir().unwrap();
+        // More files than may be in flight at once.
+        let files = image_dir(src.path(), "r1", 3 * IN_FLIGHT + 1);
+        let sent = send_dir(&mut ch, None, &id, src.path(), "r1").await.unwrap();
+        assert_eq!(sent, files.iter().map(|f| f.1.len() as u64).sum::<u64>());
+        let got = work.path().join("m-in-flight/r1");
+        for (name, data) in &files {
+            assert_eq!(&std::fs::read(got.join(name)).unwrap(), data, "{name}");
+        }
+        assert_eq!(std::fs::read_link(got.join("parent")).unwrap(), Path::new("../r0"));
+        // Sent again, every file is refused (it exists): the first refusal, in order, is the
+        // error, and every answer owed is read, so the next request gets its own answer.
+        let e = send_dir(&mut ch, None, &id, src.path(), "r1").await.unwrap_err();
+        assert!(format!("{e:?}").contains("destination refused f000.img"), "{e:?}");
+        ch.send_msg(&Request::Ping).await.unwrap();
+        expect_ack(ch.recv_msg().await.unwrap(), "ping").unwrap();
+        let more = image_dir(src.path(), "r2", 5);
+        send_dir(&mut ch, None, &id, src.path(), "r2").await.unwrap();
+        assert_eq!(std::fs::read(work.path().join("m-in-flight/r2/f004.img")).unwrap(), more[4].1);
     }
 }
