@@ -474,20 +474,39 @@ fn fault_destination_agent_killed_after_the_restore_before_the_commit(c: &Ctx) -
 /// runs at the source alone with every page intact, and the damaged images are gone.
 fn fault_image_byte_flipped_on_the_destination_disk(c: &Ctx) -> Result<()> {
     let pid = start_workload(c, "node1", "64M", "1M", "w-flip.json")?;
-    let probe = "ls -d /tmp/rdmig-agent/m-*/pre-2 2>/dev/null || true".to_string();
-    // The largest page image of round 1; the byte in its middle is XORed with 1.
-    let flip = r#"f=$(ls -S /tmp/rdmig-agent/m-*/pre-1/pages-*.img | head -n1)
-off=$(( $(stat -c %s "$f") / 2 ))
-b=$(dd if="$f" bs=1 skip=$off count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
-printf "$(printf '\\%03o' $(( b ^ 1 )))" | dd of="$f" bs=1 seek=$off conv=notrunc 2>/dev/null
-echo "$f at $off: $b -> $(dd if="$f" bs=1 skip=$off count=1 2>/dev/null | od -An -tu1 | tr -d ' ')" > /mnt/lab/flipped"#;
-    let _ = std::fs::remove_file(PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared/flipped"));
-    let act = vec!["sh".to_string(), "-c".to_string(), flip.to_string()];
-    let flipper = when_seen(c, "node2", probe, "node2", act, Duration::from_secs(180), Duration::from_millis(100));
+    // Migrations node2 holds already (another scenario's, being dropped) are not this one.
+    let before = c.exec_ok("node2", &["sh", "-c", "echo $(ls -d /tmp/rdmig-agent/m-* 2>/dev/null)"])?;
+    // Watched from inside node2, every 20 ms: a probe from here costs a `rdmig lab exec` round
+    // trip each time, and on a loaded host the flip then came after the restore had checked the
+    // images. The largest page image of this migration's round 1 gets the byte in its middle
+    // XORed with 1.
+    let flip = format!(
+        r#"before=" {} "
+for i in $(seq 9000); do
+  for d in /tmp/rdmig-agent/m-*/pre-2; do
+    [ -d "$d" ] || continue
+    m=${{d%/pre-2}}
+    case "$before" in *" $m "*) continue ;; esac
+    f=$(ls -S "$m"/pre-1/pages-*.img | head -n1)
+    off=$(( $(stat -c %s "$f") / 2 ))
+    b=$(dd if="$f" bs=1 skip=$off count=1 2>/dev/null | od -An -tu1 | tr -d ' ')
+    printf "$(printf '\\%03o' $(( b ^ 1 )))" | dd of="$f" bs=1 seek=$off conv=notrunc 2>/dev/null
+    echo "$f at $off: $b -> $(dd if="$f" bs=1 skip=$off count=1 2>/dev/null | od -An -tu1 | tr -d ' ')"
+    exit 0
+  done
+  sleep 0.02
+done"#,
+        before.trim()
+    );
+    let bin = c.bin.clone();
+    let flipper = thread::spawn(move || -> Result<String> {
+        let o = lab_exec(&bin, "node2").args(["sh", "-c", &flip]).output()?;
+        Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    });
     let res = migrate(c, pid, "node1", "node2", &["--strategy", "precopy", "--transport", "tcp", "--max-rounds", "4"]);
-    ensure!(flipper.join().map_err(|_| anyhow::anyhow!("flipper thread panicked"))??, "no second pre-copy round was seen at node2, so no byte was flipped");
-    let flipped = std::fs::read_to_string(PathBuf::from(LAB_BASE).join(LAB_NAME).join("shared/flipped")).unwrap_or_default();
-    println!("  flipped {}", flipped.trim());
+    let flipped = flipper.join().map_err(|_| anyhow::anyhow!("flipper thread panicked"))??;
+    ensure!(!flipped.is_empty(), "no second pre-copy round was seen at node2, so no byte was flipped");
+    println!("  flipped {flipped}");
     let (code, r) = res?;
     println!("  rdmig migrate: exit {code}, {} {}", r["outcome"]["outcome"], r["outcome"]["reason"]);
     ensure!(code == 3 && r["outcome"]["outcome"] == "rolled_back", "expected a rollback: exit {code}, {}", r["outcome"]);

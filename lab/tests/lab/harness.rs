@@ -111,6 +111,15 @@ impl Ctx {
     }
 }
 
+/// `text` on one line, cut to at most `max` characters (a failure's reason in the summary).
+fn in_brief(text: &str, max: usize) -> String {
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(max) {
+        Some((at, _)) => format!("{} [...]", &line[..at]),
+        None => line,
+    }
+}
+
 /// Polls `f` every 300 ms until it says true; an error naming `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: std::time::Duration, f: impl FnMut() -> Result<bool>) -> Result<()> {
     wait_until_every(what, timeout, std::time::Duration::from_millis(300), f)
@@ -258,7 +267,9 @@ pub fn main(groups: &[&[Scenario]]) -> ExitCode {
     );
     let t0 = Instant::now();
     let (mut passed, mut failed) = (0, 0);
-    let mut failures = vec![];
+    // Each failed run's name and why, repeated at the end: CI may show only the output's tail,
+    // and the logs dumped after a failure push its reason far from there.
+    let mut failures: Vec<(&str, String)> = vec![];
     // Per scenario: runs, failures, seconds.
     let mut stats: Vec<(&str, usize, usize, f64)> = vec![];
     for (name, f) in selected {
@@ -274,13 +285,13 @@ pub fn main(groups: &[&[Scenario]]) -> ExitCode {
             Ok(Err(e)) => {
                 failed += 1;
                 println!("lab {name} ... FAILED ({secs:.1} s)\n  {e:#}");
-                failures.push(*name);
+                failures.push((*name, format!("{e:#}")));
                 ctx.dump_logs();
             }
             Err(_) => {
                 failed += 1;
                 println!("lab {name} ... FAILED ({secs:.1} s): panicked");
-                failures.push(*name);
+                failures.push((*name, "panicked (its message is above)".into()));
                 ctx.dump_logs();
             }
         }
@@ -317,7 +328,11 @@ pub fn main(groups: &[&[Scenario]]) -> ExitCode {
     }
     println!("lab scenarios took {total:.1} s");
     if !failures.is_empty() {
-        println!("failed: {}", failures.join(", "));
+        let names: Vec<&str> = failures.iter().map(|f| f.0).collect();
+        println!("failed: {}", names.join(", "));
+        for (name, why) in &failures {
+            println!("  {name}: {}", in_brief(why, 600));
+        }
     }
     println!("{passed} passed, {failed} failed");
     if failed == 0 {

@@ -43,19 +43,26 @@ pub const LAST: &[Scenario] = &[("up_cleans_a_stale_lab", up_cleans_a_stale_lab)
 
 /// What a new user hits first is refused before anything starts, naming the fix.
 fn refusals_before_boot(c: &Ctx) -> Result<()> {
-    // Not root.
+    // Not root. The user runs a copy that it can reach whatever the checkout's directories let
+    // others do (a CI's checkout may sit under a directory only root can enter).
+    let copy = tempfile::Builder::new().prefix("rdmig-nonroot-").tempdir()?;
+    std::fs::set_permissions(copy.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let bin = copy.path().join("rdmig-lab");
+    std::fs::copy(&c.bin, &bin)?;
     let o = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&c.bin)
+        .arg(&bin)
         .args(["--name", crate::harness::LAB_NAME, "--dir", "/tmp/rdmig-nonroot", "up", "--nodes", "1"])
         .output()?;
     let err = String::from_utf8_lossy(&o.stderr);
-    ensure!(!o.status.success() && err.contains("needs root"), "not root: {err}");
+    ensure!(!o.status.success() && err.contains("needs root"), "not root: exit {:?}, {err}", o.status.code());
     // A kernel that is not installed.
     let o = c.rdmig(&["up", "--nodes", "1", "--kernel", "6.1.0-0-none"])?;
     let err = String::from_utf8_lossy(&o.stderr);
     ensure!(!o.status.success() && err.contains("apt-get install linux-image-6.1.0-0-none"), "kernel: {err}");
-    ensure!(c.rdmig(&["up", "--nodes", "0"])?.stderr.ends_with(b"1 to 16 nodes, not 0\n"));
+    let o = c.rdmig(&["up", "--nodes", "0"])?;
+    let err = String::from_utf8_lossy(&o.stderr);
+    ensure!(!o.status.success() && err.ends_with("1 to 16 nodes, not 0\n"), "no nodes: {err}");
     // A network namespace of the lab's name that rdmig did not make is not deleted but refused.
     let ns = c.lab.netns();
     std::process::Command::new("ip").args(["netns", "add", &ns]).status()?;
