@@ -37,6 +37,10 @@ fn holds_images(c: &Ctx, node: &str, id: &str) -> Result<bool> {
 /// In a thread: runs the shell command `probe` on `watch` every `every` until it prints
 /// something, then runs `act` on `act_on`. Its result says whether that happened within `within`.
 /// (The migration under test runs meanwhile, in the calling thread.)
+///
+/// When both are one node, the loop runs inside it: a probe from here costs a `rdmig lab exec`
+/// round trip each time (some hundred milliseconds on a loaded host), and a window that lasts
+/// about that long, a round or a restore, could pass unseen or be acted on too late.
 pub(crate) fn when_seen(
     c: &Ctx,
     watch: &'static str,
@@ -48,6 +52,15 @@ pub(crate) fn when_seen(
 ) -> thread::JoinHandle<Result<bool>> {
     let bin = c.bin.clone();
     thread::spawn(move || -> Result<bool> {
+        if watch == act_on {
+            let o = lab_exec(&bin, watch).args(["sh", "-c", &watch_in_node(&probe, &act, within, every)]).output()?;
+            let out = String::from_utf8_lossy(&o.stdout);
+            if !out.lines().any(|l| l == SEEN) {
+                return Ok(false);
+            }
+            ensure!(o.status.success(), "`{}` on {act_on} failed ({}): {}", act.join(" "), o.status, String::from_utf8_lossy(&o.stderr).trim());
+            return Ok(true);
+        }
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             let o = lab_exec(&bin, watch).args(["sh", "-c", &probe]).output()?;
@@ -60,6 +73,23 @@ pub(crate) fn when_seen(
         }
         Ok(false)
     })
+}
+
+/// What `watch_in_node`'s script prints once the probe saw something, before it acts.
+const SEEN: &str = "rdmig-lab: seen";
+
+/// A shell script that runs `probe` every `every` for up to `within` and, once it prints
+/// something, prints `SEEN` and runs `act` (its exit status is the script's).
+fn watch_in_node(probe: &str, act: &[String], within: Duration, every: Duration) -> String {
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let act: Vec<String> = act.iter().map(|a| quote(a)).collect();
+    let tries = (within.as_millis() / every.as_millis().max(1)).max(1);
+    format!(
+        "i=0; while [ $i -lt {tries} ]; do if [ -n \"$(sh -c {probe})\" ]; then echo '{SEEN}'; exec {act}; fi; sleep {secs}; i=$((i + 1)); done; exit 0",
+        probe = quote(probe),
+        act = act.join(" "),
+        secs = every.as_secs_f64()
+    )
 }
 
 /// The shell probe that prints something once process `pid` is stopped (CRIU's ptrace stop of
