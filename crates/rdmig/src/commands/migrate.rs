@@ -178,6 +178,9 @@ pub async fn run(a: MigrateArgs) -> Result<ExitCode> {
         if let Some(s) = &r.summary {
             print!("{}", s.render_text());
         }
+        if let Some(why) = &r.summary_error {
+            println!("downtime not known: {why}");
+        }
     }
     Ok(ExitCode::from(match r.outcome {
         Outcome::Migrated { .. } => 0,

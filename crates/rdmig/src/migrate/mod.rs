@@ -188,6 +188,9 @@ pub struct MigrationReport {
     pub outcome: Outcome,
     pub timeline: crate::timeline::Timeline,
     pub summary: Option<crate::timeline::Summary>,
+    /// Why there is no summary (no downtime to report), when there is none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub summary_error: Option<String>,
 }
 
 /// How a step failed: before anything was touched (refuse), or after.
@@ -542,6 +545,10 @@ mod tests {
             Outcome::Refused { reason } => assert!(reason.contains("the deadline passed"), "{reason}"),
             other => panic!("{other:?}"),
         }
+        // No freeze, no downtime: the report says why there are no numbers.
+        assert!(r.summary.is_none());
+        let why = r.summary_error.as_deref().unwrap_or_default();
+        assert!(why.contains("never frozen"), "{why}");
         assert_ne!(state(app.id()), 'T');
         // The lock went with the run.
         drop(lock::MigrationLock::take(&o.lock_dir, &lock::Subject::Pid(o.pid), "m-next").unwrap());

@@ -67,13 +67,31 @@ impl Run<'_> {
                 attrs: attrs.clone(),
             })
             .collect();
+        // Why the destination's events are not in the timeline, when they are not.
+        let mut without_remote = None;
         let timeline = match (&remote_node, estimate_offset(&self.clock)) {
-            (Some(rn), Ok(off)) if !remote.is_empty() => Timeline::merge(&local_node, local.clone(), rn, remote, &off),
-            _ => Timeline::single(&local_node, local.clone()),
+            (Some(rn), Ok(off)) if !remote.is_empty() => Timeline::merge(&local_node, local.clone(), rn, remote, &off).map_err(|e| {
+                without_remote = Some(format!("the destination's events did not line up with ours ({e})"));
+                e
+            }),
+            (Some(_), Err(e)) if !remote.is_empty() => {
+                without_remote = Some(format!("no clock offset to the destination ({e})"));
+                Timeline::single(&local_node, local.clone())
+            }
+            _ => {
+                if self.dst.is_some() && remote.is_empty() {
+                    without_remote = Some("the destination sent no events (its agent restarted during the migration, or it never restored)".into());
+                }
+                Timeline::single(&local_node, local.clone())
+            }
         }
         .or_else(|_| Timeline::single(&local_node, local))
         .expect("a single node's own events always form a timeline");
-        let summary = Summary::from_timeline(&timeline).ok();
+        // A report without numbers says why, rather than leaving a researcher a blank.
+        let (summary, summary_error) = match Summary::from_timeline(&timeline) {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(without_remote.map_or_else(|| e.to_string(), |why| format!("{e}; {why}")))),
+        };
         // Once a transport was chosen, every dump of this migration went the same way.
         let pages_streamed = self.streams_pages() && self.transport.is_some();
         MigrationReport {
@@ -93,6 +111,7 @@ impl Run<'_> {
             outcome,
             timeline,
             summary,
+            summary_error,
         }
     }
 }

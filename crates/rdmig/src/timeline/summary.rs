@@ -253,7 +253,7 @@ fn stops(tl: &Timeline) -> Result<Vec<Stop>, TimelineError> {
     }
     if resumes.len() < freezes.len() {
         return Err(TimelineError::MissingResume(format!(
-            "{} freeze start(s) but {} resume end(s): the application was left stopped",
+            "{} freeze start(s) but {} resume end(s): the application was left stopped, or its resume was not recorded",
             freezes.len(),
             resumes.len()
         )));
