@@ -85,6 +85,11 @@ pub(crate) fn migrate(c: &Ctx, pid: i32, from: &str, to: &str, args: &[&str]) ->
     let code = o.status.code().unwrap_or(-1);
     let r: Value = serde_json::from_slice(&o.stdout)
         .with_context(|| format!("migrate printed no report (exit {code}):\n{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))?;
+    // Every second of the run in a named phase: one that got to its steps begins with the
+    // process's own start.
+    if let Some(first) = r["timeline"]["events"].as_array().and_then(|e| e.first()) {
+        ensure!(first["event"]["phase"] == "startup" && first["event"]["edge"] == "start", "the timeline does not begin with `startup`: {first}");
+    }
     Ok((code, r))
 }
 

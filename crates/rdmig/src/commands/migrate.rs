@@ -150,6 +150,7 @@ pub async fn run(a: MigrateArgs) -> Result<ExitCode> {
         deadline: Duration::from_secs(a.deadline),
         lock_dir: PathBuf::from(rdmig::migrate::LOCK_DIR),
         journal: a.journal.clone(),
+        started_ns: rdmig::timeline::process_start_ns(),
     };
     let r = rdmig::migrate::migrate(&o).await;
     if let Some(t) = &a.timeline {

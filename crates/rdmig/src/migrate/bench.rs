@@ -67,6 +67,7 @@ pub async fn bench_transfer(to: SocketAddr, tls: &ClientTls, rdma: RdmaSide<'_>,
         lock_dir: std::env::temp_dir(),
         // Nothing is migrated: no journal is opened.
         journal: PathBuf::new(),
+        started_ns: None,
     };
     if transports.contains(&TransportChoice::Scp) {
         anyhow::bail!("bench transfer measures rdmig's own transports (rdma, tcp); scp is measured by a migration with --transport scp");

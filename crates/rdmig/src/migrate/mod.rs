@@ -136,6 +136,10 @@ pub struct MigrateOptions {
     /// This node's journal (`journal::DEFAULT_PATH`): every step is recorded there before it
     /// takes effect, for `rdmig recover` and `rdmig events`.
     pub journal: PathBuf,
+    /// When the process running this migration started (this node's CLOCK_MONOTONIC, ns): the
+    /// timeline then begins with a `startup` span from there. Only for a process started to
+    /// run this one migration (the CLI); None elsewhere.
+    pub started_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -348,6 +352,10 @@ impl<'a> Run<'a> {
     /// refused before anything was touched, rolled back once it was, in doubt when only the
     /// destination knows.
     async fn go(&mut self) -> Outcome {
+        // Every second of the run in a named phase: what came before its first step too.
+        if let Some(t) = self.o.started_ns {
+            self.rec.since(Phase::Startup, t);
+        }
         // The journal knows of the migration before anything is asked of the destination.
         if let Err(e) = self.must_note(JPhase::Begin, Some(self.begin_details())) {
             return Outcome::Refused { reason: e };
@@ -495,6 +503,7 @@ mod tests {
             deadline,
             lock_dir: dir.join("locks"),
             journal: dir.join("journal.db"),
+            started_ns: None,
         }
     }
 

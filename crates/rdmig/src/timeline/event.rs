@@ -20,6 +20,9 @@ pub fn attrs<K: Into<String>, V: Into<serde_json::Value>>(pairs: impl IntoIterat
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// From the start of the `rdmig migrate` process to its first step: the program loading,
+    /// the options read, the lock taken, the journal opened.
+    Startup,
     Check,
     PrecopyRound(u32),
     Freeze,
@@ -36,6 +39,7 @@ impl Phase {
     /// The phase without its data: all pre-copy rounds share one name (one row of a chart).
     pub fn kind(&self) -> &str {
         match self {
+            Phase::Startup => "startup",
             Phase::Check => "check",
             Phase::PrecopyRound(_) => "precopy",
             Phase::Freeze => "freeze",
@@ -91,6 +95,32 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// When this process started, on CLOCK_MONOTONIC in ns: its start in /proc/self/stat (clock
+/// ticks since boot, on CLOCK_BOOTTIME) moved onto the monotonic clock by the two clocks'
+/// current difference (the time spent suspended). Resolution one tick (10 ms); None when it
+/// cannot be read.
+pub fn process_start_ns() -> Option<u64> {
+    let ticks = start_ticks_of(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok()??;
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+    let started_boot = ticks.checked_mul(1_000_000_000)? / hz;
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to write into; CLOCK_BOOTTIME exists since Linux 2.6.39.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return None;
+    }
+    let boot_now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    monotonic_ns().checked_sub(boot_now.checked_sub(started_boot)?)
+}
+
+/// Field 22 of a /proc/PID/stat line, the start time in clock ticks. The command name (field 2)
+/// is in parentheses and may hold spaces and parentheses itself: fields are counted after the
+/// last ')'.
+pub(super) fn start_ticks_of(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 struct State {
     next_seq: u64,
     events: Vec<Event>,
@@ -121,6 +151,23 @@ impl Recorder {
         st.next_seq += 1;
         st.events.push(Event { seq, node: self.node.clone(), phase, edge, t_ns, attrs });
         seq
+    }
+
+    /// Records `phase` as having started at `start_ns` (this node's clock) and ending now: for
+    /// what began before the recorder could see it. The start is taken no earlier than the last
+    /// event and no later than now, so sequence order and time order still agree. Returns the
+    /// end's sequence number.
+    pub fn since(&self, phase: Phase, start_ns: u64) -> u64 {
+        let mut st = self.lock();
+        let now = monotonic_ns();
+        let floor = st.events.last().map_or(0, |e| e.t_ns);
+        let start = start_ns.clamp(floor, now);
+        for (edge, t_ns) in [(Edge::Start, start), (Edge::End, now)] {
+            let seq = st.next_seq;
+            st.next_seq += 1;
+            st.events.push(Event { seq, node: self.node.clone(), phase: phase.clone(), edge, t_ns, attrs: Attrs::new() });
+        }
+        st.next_seq - 1
     }
 
     pub fn start(&self, phase: Phase) -> u64 {

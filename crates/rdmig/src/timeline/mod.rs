@@ -43,7 +43,7 @@ use std::path::Path;
 
 pub use clock::{estimate_offset, ClockSample, OffsetEstimate};
 pub use error::TimelineError;
-pub use event::{attrs, monotonic_ns, Attrs, Edge, Event, Phase, Recorder};
+pub use event::{attrs, monotonic_ns, process_start_ns, Attrs, Edge, Event, Phase, Recorder};
 pub use merge::{NodeClock, TimedEvent, Timeline};
 pub use plot::plot_png;
 pub use summary::{human_bytes, PrecopyRound, Span, Stop, Summary};

@@ -22,6 +22,7 @@ const DOWNTIME: RGBColor = RGBColor(210, 30, 30);
 
 fn color(phase: &Phase, alternate: bool) -> RGBColor {
     let c = match phase {
+        Phase::Startup => RGBColor(190, 190, 190),
         Phase::Check => RGBColor(140, 140, 140),
         Phase::PrecopyRound(_) => RGBColor(60, 110, 200),
         Phase::Freeze => RGBColor(230, 140, 30),

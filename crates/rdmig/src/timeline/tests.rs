@@ -407,3 +407,38 @@ fn plugin_steps_from_a_peer_are_capped_and_only_plugin_names_pass() {
     let many: Vec<(String, u64)> = (0..100).map(|i| (format!("s{i}"), i)).collect();
     assert_eq!(super::steps_json(&many).unwrap().as_object().unwrap().len(), super::MAX_STEPS);
 }
+
+#[test]
+fn a_process_start_is_read_after_the_command_name_whatever_it_holds() {
+    let line = "4242 (a (b) ) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 3 1 0 0 20 0 1 0 123456 1000 10 18446744073709551615";
+    assert_eq!(event::start_ticks_of(line), Some(123456));
+    assert_eq!(event::start_ticks_of("4242 (x) S 1"), None, "a short line");
+    assert_eq!(event::start_ticks_of("no parenthesis at all"), None);
+}
+
+#[test]
+fn this_process_started_before_now_and_not_long_ago() {
+    let start = process_start_ns().expect("/proc/self/stat and CLOCK_BOOTTIME are readable");
+    let now = monotonic_ns();
+    assert!(start <= now, "started {start} after now {now}");
+    // A test binary starts seconds before its tests run; an hour would be a wrong clock.
+    assert!(now - start < 3600 * 1_000_000_000, "started {} s ago", (now - start) / 1_000_000_000);
+}
+
+#[test]
+fn a_phase_since_an_earlier_time_keeps_sequence_and_time_in_order() {
+    let rec = Recorder::new("src");
+    // Before any event: the span starts where it was asked to.
+    let t0 = monotonic_ns().saturating_sub(5_000_000);
+    rec.since(Phase::Startup, t0);
+    rec.start(Phase::Check);
+    // After other events, an earlier start is moved up to the last one's time.
+    rec.since(Phase::Other("late".into()), 0);
+    let ev = rec.events();
+    assert_eq!(ev.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
+    assert_eq!((ev[0].phase.clone(), ev[0].edge, ev[0].t_ns), (Phase::Startup, Edge::Start, t0));
+    assert_eq!((ev[1].phase.clone(), ev[1].edge), (Phase::Startup, Edge::End));
+    assert!(ev.windows(2).all(|w| w[0].t_ns <= w[1].t_ns), "{ev:?}");
+    assert_eq!(ev[3].t_ns, ev[2].t_ns, "the late span starts at the last event, not before it");
+    assert_eq!(serde_json::to_value(&ev[0].phase).unwrap(), json!("startup"));
+}
