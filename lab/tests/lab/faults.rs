@@ -419,6 +419,15 @@ fn exactly_once_after_the_agent_restart(c: &Ctx, pid: i32, res: Result<(i32, Val
     let (code, r) = res?;
     println!("  rdmig migrate: exit {code}, {} {}", r["outcome"]["outcome"], r["outcome"]["reason"]);
     ensure!(agent_log("node2").contains("taken up from the journal"), "the restarted agent did not take the migration up from its journal");
+    if code == 0 {
+        // Held stopped until the commit, the copy's stop ended at the commit's answer, which
+        // the restarted agent gives: the downtime is known even when the restore's answer was lost.
+        match r["summary"]["downtime_ns"].as_f64() {
+            Some(ns) => println!("  downtime {:.1} s", ns / 1e9),
+            None => println!("  downtime not known: {}", r["summary_error"]),
+        }
+        ensure!(r["summary"].is_object() || r["summary_error"].is_string(), "the report has neither a summary nor why it has none");
+    }
     if code == 4 {
         // In doubt: recovery on the source decides (the restarted agent knows the answer).
         let (rc, out) = on(c, "node1", &["recover", "--json"])?;

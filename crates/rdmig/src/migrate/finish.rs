@@ -44,10 +44,20 @@ impl Run<'_> {
                 // The copy ran from the commit's answer on (its time unknown when the answer was
                 // lost: the restore's end, a lower bound); a container ran from its restore's end
                 // (Podman cannot restore it held), which is when its downtime ended.
-                if let Some(r) = self.restored_ns {
-                    let ran = if self.ctr.is_some() { r } else { resumed_ns.unwrap_or(r).max(r) };
-                    self.remote_events.push((Phase::Resume, Edge::Start, r, Attrs::new()));
-                    self.remote_events.push((Phase::Resume, Edge::End, ran, Attrs::new()));
+                match (self.restored_ns, resumed_ns) {
+                    (Some(r), _) => {
+                        let ran = if self.ctr.is_some() { r } else { resumed_ns.unwrap_or(r).max(r) };
+                        self.remote_events.push((Phase::Resume, Edge::Start, r, Attrs::new()));
+                        self.remote_events.push((Phase::Resume, Edge::End, ran, Attrs::new()));
+                    }
+                    // The restore's answer was lost (its agent restarted), the commit's was not:
+                    // a process is held stopped until the commit, so its stop ended exactly there.
+                    // (A container ran from its restore's end, which is not known then.)
+                    (None, Some(ran)) if self.ctr.is_none() => {
+                        self.remote_events.push((Phase::Resume, Edge::Start, ran, Attrs::new()));
+                        self.remote_events.push((Phase::Resume, Edge::End, ran, Attrs::new()));
+                    }
+                    _ => {}
                 }
             }
             // The destination dropped its copy (the source was silent too long): run it here.
