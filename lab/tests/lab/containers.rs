@@ -18,6 +18,7 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 
 use crate::harness::{perftest_calibration, perftest_iterations, share, spans, Ctx, Scenario, LAB_BASE, LAB_NAME, PERFTEST_KEEP_GOING};
+use crate::migration::downtime;
 
 pub const SCENARIOS: &[Scenario] = &[
     ("container_rdmig_migrate_podman_server_rolled_back_refused_then_moved", container_rdmig_migrate_podman_server_rolled_back_refused_then_moved),
@@ -440,14 +441,4 @@ fn killed_during_the_checkpoint_then_recovered(c: &Ctx) -> Result<()> {
 fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// A migrated report's downtime, or why it has none: a report without numbers must say why (the
-/// restarted agent of one scenario had lost the destination's events, and the report was blank).
-fn downtime(r: &Value) -> Result<String> {
-    if let Some(ns) = r["summary"]["downtime_ns"].as_f64() {
-        return Ok(format!("downtime {:.1} s", ns / 1e9));
-    }
-    let why = r["summary_error"].as_str().context("the report has neither a summary nor why it has none")?;
-    Ok(format!("downtime not known: {why}"))
 }

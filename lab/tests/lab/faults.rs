@@ -10,7 +10,7 @@ use anyhow::{ensure, Context as _, Result};
 use serde_json::Value;
 
 use crate::harness::{lab_exec, proc_state, wait_until, wait_until_every, Ctx, Scenario, LAB_BASE, LAB_NAME};
-use crate::migration::{kill, migrate, phases, start_workload, verify_workload};
+use crate::migration::{downtime, kill, migrate, phases, start_workload, verify_workload};
 
 pub const SCENARIOS: &[Scenario] = &[
     ("fault_destination_agent_stopped_after_the_freeze", fault_destination_agent_stopped_after_the_freeze),
@@ -422,11 +422,7 @@ fn exactly_once_after_the_agent_restart(c: &Ctx, pid: i32, res: Result<(i32, Val
     if code == 0 {
         // Held stopped until the commit, the copy's stop ended at the commit's answer, which
         // the restarted agent gives: the downtime is known even when the restore's answer was lost.
-        match r["summary"]["downtime_ns"].as_f64() {
-            Some(ns) => println!("  downtime {:.1} s", ns / 1e9),
-            None => println!("  downtime not known: {}", r["summary_error"]),
-        }
-        ensure!(r["summary"].is_object() || r["summary_error"].is_string(), "the report has neither a summary nor why it has none");
+        println!("  {}", downtime(&r)?);
     }
     if code == 4 {
         // In doubt: recovery on the source decides (the restarted agent knows the answer).

@@ -102,6 +102,16 @@ fn downtime_ms(r: &Value) -> f64 {
     r["summary"]["downtime_ns"].as_f64().unwrap_or(f64::NAN) / 1e6
 }
 
+/// A report's downtime, or why it has none: a report without numbers must say why (a restarted
+/// destination agent can lose the destination's events, and the report was then blank).
+pub(crate) fn downtime(r: &Value) -> Result<String> {
+    if let Some(ns) = r["summary"]["downtime_ns"].as_f64() {
+        return Ok(format!("downtime {:.1} s", ns / 1e9));
+    }
+    let why = r["summary_error"].as_str().context("the report has neither a summary nor why it has none")?;
+    Ok(format!("downtime not known: {why}"))
+}
+
 pub(crate) fn phases(r: &Value) -> Vec<String> {
     r["timeline"]["events"].as_array().map(|evs| evs.iter().map(|e| e["event"]["phase"].to_string()).collect()).unwrap_or_default()
 }
