@@ -474,11 +474,12 @@ pub(crate) fn frame(magic: &[u8; 8], version: u32, json: &[u8], blob: &[u8]) -> 
     out
 }
 
-/// What a framed file holds, once its magic, version and checksum were checked.
-pub(crate) struct Framed<'a> {
+/// What a framed file holds, once its magic, version and checksum were checked: its version,
+/// and where its JSON and its blob are among the file's bytes.
+pub(crate) struct Framed {
     pub version: u32,
-    pub json: &'a [u8],
-    pub blob: &'a [u8],
+    pub json: std::ops::Range<usize>,
+    pub blob: std::ops::Range<usize>,
 }
 
 /// What [`unframe`] expects of one image kind.
@@ -492,8 +493,8 @@ pub(crate) struct Framing {
 }
 
 /// Checks a framed file's magic, version and (from `checksummed_since`) its CRC-32, before
-/// anything else of it is looked at, and splits it into JSON and blob.
-pub(crate) fn unframe<'a>(path: &Path, bytes: &'a [u8], f: &Framing) -> Result<Framed<'a>, ImageError> {
+/// anything else of it is looked at, and finds its JSON and its blob.
+pub(crate) fn unframe(path: &Path, bytes: &[u8], f: &Framing) -> Result<Framed, ImageError> {
     let p = || path.to_path_buf();
     if bytes.len() < 8 || &bytes[..8] != f.magic {
         return Err(ImageError::Magic { path: p(), kind: f.kind });
@@ -506,7 +507,7 @@ pub(crate) fn unframe<'a>(path: &Path, bytes: &'a [u8], f: &Framing) -> Result<F
         return Err(ImageError::Version { path: p(), found: version, max: f.max_version });
     }
     // Verified before anything else of the file is looked at.
-    let bytes = if version >= f.checksummed_since {
+    let body_len = if version >= f.checksummed_since {
         let Some(body_len) = bytes.len().checked_sub(4).filter(|&n| n >= 24) else {
             return Err(ImageError::Truncated { path: p(), what: "checksum" });
         };
@@ -516,13 +517,13 @@ pub(crate) fn unframe<'a>(path: &Path, bytes: &'a [u8], f: &Framing) -> Result<F
         if stored != computed {
             return Err(ImageError::Checksum { path: p(), stored, computed });
         }
-        body
+        body_len
     } else {
-        bytes
+        bytes.len()
     };
     let jlen = u64::from_le_bytes(bytes[16..24].try_into().expect("8 bytes"));
-    let jend = 24u64.checked_add(jlen).filter(|&e| e <= bytes.len() as u64).ok_or(ImageError::Truncated { path: p(), what: "JSON header" })? as usize;
-    Ok(Framed { version, json: &bytes[24..jend], blob: &bytes[jend..] })
+    let jend = 24u64.checked_add(jlen).filter(|&e| e <= body_len as u64).ok_or(ImageError::Truncated { path: p(), what: "JSON header" })? as usize;
+    Ok(Framed { version, json: 24..jend, blob: jend..body_len })
 }
 
 const VERBS: Framing = Framing { magic: MAGIC, kind: "rdmig verbs image", max_version: FORMAT_VERSION, checksummed_since: CHECKSUMMED_SINCE };
@@ -535,10 +536,19 @@ pub fn encode(img: &FileImage, blob: &[u8]) -> Vec<u8> {
 
 /// Decodes an image file's bytes (`path` only names it in errors).
 pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
+    decode_owned(path, bytes.to_vec())
+}
+
+/// [`decode`] of bytes it may keep: the blob stays in the buffer it was read into rather than
+/// being copied out (the destination reads the images inside the blackout, and a 64-QP
+/// image's blob is 2.5 MB; see `examples/read_cost.rs`).
+pub fn decode_owned(path: &Path, mut bytes: Vec<u8>) -> Result<Loaded, ImageError> {
     let p = || path.to_path_buf();
-    let Framed { version, json, blob } = unframe(path, bytes, &VERBS)?;
-    let image: FileImage = serde_json::from_slice(json).map_err(|e| ImageError::Json { path: p(), source: e })?;
-    let blob = blob.to_vec();
+    let Framed { version, json, blob } = unframe(path, &bytes, &VERBS)?;
+    let image: FileImage = serde_json::from_slice(&bytes[json]).map_err(|e| ImageError::Json { path: p(), source: e })?;
+    bytes.truncate(blob.end);
+    bytes.drain(..blob.start);
+    let blob = bytes;
     if let FileKind::Context(c) = &image.kind {
         for q in c.queues.iter().filter(|q| q.in_blob()) {
             if q.blob_offset.checked_add(q.len).is_none_or(|e| e > blob.len() as u64) {
@@ -562,14 +572,19 @@ pub fn read_file(path: &Path) -> Result<Loaded, ImageError> {
 
 /// [`read_file`], refusing a file of more than `max` bytes without reading past them.
 fn read_file_max(path: &Path, max: u64) -> Result<Loaded, ImageError> {
-    decode(path, &read_bytes_max(path, max)?)
+    decode_owned(path, read_bytes_max(path, max)?)
 }
 
 /// The bytes of the file at `path`, refusing one of more than `max` bytes without reading past
 /// them.
 pub(crate) fn read_bytes_max(path: &Path, max: u64) -> Result<Vec<u8>, ImageError> {
-    let mut bytes = vec![];
-    std::fs::File::open(path).and_then(|f| f.take(max + 1).read_to_end(&mut bytes)).map_err(|e| ImageError::Io { path: path.to_path_buf(), source: e })?;
+    let io = |e| ImageError::Io { path: path.to_path_buf(), source: e };
+    let f = std::fs::File::open(path).map_err(io)?;
+    // Sized once from the file's length (capped: the length is only a hint) instead of grown,
+    // and copied, as the bytes come.
+    let hint = f.metadata().map_or(0, |m| m.len()).min(max.saturating_add(1));
+    let mut bytes = Vec::with_capacity(usize::try_from(hint).unwrap_or(0));
+    f.take(max + 1).read_to_end(&mut bytes).map_err(io)?;
     if bytes.len() as u64 > max {
         let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(bytes.len() as u64);
         return Err(ImageError::TooLarge { path: path.to_path_buf(), len, max });
@@ -714,6 +729,21 @@ mod tests {
         let len = std::fs::metadata(&p).unwrap().len();
         assert!(read_file_max(&p, len).is_ok());
         assert!(matches!(read_file_max(&p, len - 1), Err(ImageError::TooLarge { len: l, .. }) if l == len));
+    }
+
+    #[test]
+    fn a_file_read_keeps_its_blob_where_it_was_read() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(file_name(7));
+        let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        write_file(&p, &sample(), &blob).unwrap();
+        let l = read_file(&p).unwrap();
+        assert_eq!((l.image, l.blob), (sample(), blob));
+        // Without a checksum (version 1) the blob runs to the file's end.
+        let mut v1 = encode(&sample(), &[9, 8, 7, 6]);
+        v1.truncate(v1.len() - 4);
+        v1[8] = 1;
+        assert_eq!(decode_owned(&p, v1).unwrap().blob, vec![9, 8, 7, 6]);
     }
 
     #[test]

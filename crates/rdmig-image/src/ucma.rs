@@ -363,7 +363,7 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<Loaded, ImageError> {
     if !blob.is_empty() {
         return Err(ImageError::Trailing { path: path.to_path_buf(), len: blob.len() });
     }
-    let file = serde_json::from_slice(json).map_err(|e| ImageError::Json { path: path.to_path_buf(), source: e })?;
+    let file = serde_json::from_slice(&bytes[json]).map_err(|e| ImageError::Json { path: path.to_path_buf(), source: e })?;
     Ok(Loaded { path: path.to_path_buf(), version, file })
 }
 
