@@ -38,6 +38,9 @@ pub const FEAT_MR_WRPROTECT: u32 = 1 << 8;
 pub const FEAT_MR_WRPROTECT_LOG: u32 = 1 << 9;
 /// EXPECT with `F_HOLLOW` (patch 0034): an MR registered without pages until MR_REPIN.
 pub const FEAT_MR_HOLLOW: u32 = 1 << 10;
+/// ADOPT, and MR_REPIN of a hollow MR into another process (patch 0035): a restore takes over
+/// objects made ahead for it.
+pub const FEAT_ADOPT: u32 = 1 << 11;
 
 /// MR_WRPROTECT: first move the MR's dirty log into the soft-dirty bits of its pages.
 pub const MR_WRPROTECT_F_LOG: u32 = 1 << 0;
@@ -185,6 +188,16 @@ pub struct MrWrprotect {
     pub skipped: u64,
 }
 
+/// `struct rxe_ctl_adopt`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Adopt {
+    pub pid: i32,
+    pub flags: u32,
+    pub count: u32,
+    pub reserved: u32,
+}
+
 /// `struct rxe_ctl_mw_bind`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -215,6 +228,7 @@ pub const IOC_QP_QUERY: IoctlNr = nix::request_code_readwrite!(IOC_MAGIC, 0x09, 
 pub const IOC_MR_REPIN: IoctlNr = nix::request_code_readwrite!(IOC_MAGIC, 0x0a, size_of::<MrRepin>());
 pub const IOC_MW_BIND: IoctlNr = nix::request_code_write!(IOC_MAGIC, 0x0b, size_of::<MwBind>());
 pub const IOC_MR_WRPROTECT: IoctlNr = nix::request_code_readwrite!(IOC_MAGIC, 0x0c, size_of::<MrWrprotect>());
+pub const IOC_ADOPT: IoctlNr = nix::request_code_readwrite!(IOC_MAGIC, 0x0d, size_of::<Adopt>());
 
 /// Every struct with its size and the offset of every field, as the header's comments state
 /// them; `tests/abi_layout.rs` checks the same table against the compiled header.
@@ -296,6 +310,11 @@ pub const LAYOUT: &[(&str, usize, &[(&str, usize)])] = &[
         ],
     ),
     (
+        "rxe_ctl_adopt",
+        size_of::<Adopt>(),
+        &[("pid", offset_of!(Adopt, pid)), ("flags", offset_of!(Adopt, flags)), ("count", offset_of!(Adopt, count)), ("reserved", offset_of!(Adopt, reserved))],
+    ),
+    (
         "rxe_ctl_mr_repin",
         size_of::<MrRepin>(),
         &[
@@ -354,6 +373,7 @@ pub const IOCTLS: &[(&str, IoctlNr)] = &[
     ("RXE_CTL_IOC_MR_REPIN", IOC_MR_REPIN),
     ("RXE_CTL_IOC_MW_BIND", IOC_MW_BIND),
     ("RXE_CTL_IOC_MR_WRPROTECT", IOC_MR_WRPROTECT),
+    ("RXE_CTL_IOC_ADOPT", IOC_ADOPT),
 ];
 
 /// Constants by their header names, for `tests/abi_layout.rs`.
@@ -379,6 +399,7 @@ pub const CONSTANTS: &[(&str, u64)] = &[
     ("RXE_CTL_F_KEY", F_KEY as u64),
     ("RXE_CTL_F_HOLLOW", F_HOLLOW as u64),
     ("RXE_CTL_FEAT_MR_HOLLOW", FEAT_MR_HOLLOW as u64),
+    ("RXE_CTL_FEAT_ADOPT", FEAT_ADOPT as u64),
     ("RXE_CTL_DROP_F_ALL", DROP_F_ALL as u64),
     ("RXE_CTL_DIRTY_F_CLEAR", DIRTY_F_CLEAR as u64),
     ("RXE_CTL_DIRTY_MAX_PAGES", DIRTY_MAX_PAGES),
@@ -436,6 +457,7 @@ const _: () = assert!(
         && offset_of!(MrWrprotect, protected) == 88
         && offset_of!(MrWrprotect, skipped) == 96
 );
+const _: () = assert!(size_of::<Adopt>() == 16 && offset_of!(Adopt, flags) == 4 && offset_of!(Adopt, count) == 8 && offset_of!(Adopt, reserved) == 12);
 const _: () = assert!(
     size_of::<MwBind>() == 104
         && offset_of!(MwBind, index) == 64
@@ -464,5 +486,6 @@ mod tests {
         assert_eq!(IOC_MR_REPIN, 0xc060b80a);
         assert_eq!(IOC_MW_BIND, 0x4068b80b);
         assert_eq!(IOC_MR_WRPROTECT, 0xc068b80c);
+        assert_eq!(IOC_ADOPT, 0xc010b80d);
     }
 }

@@ -12,6 +12,7 @@ pub use crate::abi::ABI_VERSION;
 
 nix::ioctl_read_bad!(ioc_version, abi::IOC_VERSION, abi::Version);
 nix::ioctl_readwrite_bad!(ioc_reserve, abi::IOC_RESERVE, abi::Reserve);
+nix::ioctl_readwrite_bad!(ioc_adopt, abi::IOC_ADOPT, abi::Adopt);
 nix::ioctl_readwrite_bad!(ioc_expect, abi::IOC_EXPECT, abi::Expect);
 nix::ioctl_write_ptr_bad!(ioc_drop, abi::IOC_DROP, abi::DropEntry);
 nix::ioctl_readwrite_bad!(ioc_dirty, abi::IOC_DIRTY, abi::Dirty);
@@ -414,6 +415,16 @@ impl Ctl {
         // SAFETY: m matches the kernel's struct (abi.rs asserts its layout).
         unsafe { ioc_mr_wrprotect(self.file.as_raw_fd(), &mut m) }.map_err(Self::err(format!("MR_WRPROTECT of MR {index} on {dev} of pid {pid}")))?;
         Ok(MrWrprotected { npages: m.npages, protected: m.protected, skipped: m.skipped, logged: u64::from(m.logged) })
+    }
+
+    /// Makes the caller the creator of every user QP, MR, MW and AH that process `pid` created
+    /// (`RXE_CTL_IOC_ADOPT`, patch 0035): a restore that took over objects made ahead for it.
+    /// Returns how many objects it adopted.
+    pub fn adopt(&self, pid: i32) -> Result<u32, CtlError> {
+        let mut a = abi::Adopt { pid, ..Default::default() };
+        // SAFETY: a matches the kernel's struct (abi.rs asserts its layout).
+        unsafe { ioc_adopt(self.file.as_raw_fd(), &mut a) }.map_err(Self::err(format!("ADOPT of the objects of pid {pid}")))?;
+        Ok(a.count)
     }
 
     /// Binds the unbound MW `rkey` to MR `mr_index` (and a type 2 MW to QP `qpn`) without a

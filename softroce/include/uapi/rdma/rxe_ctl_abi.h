@@ -34,6 +34,7 @@
 #define RXE_CTL_FEAT_MR_WRPROTECT (1U << 8)	/* MR_WRPROTECT */
 #define RXE_CTL_FEAT_MR_WRPROTECT_LOG (1U << 9)	/* MR_WRPROTECT_F_LOG */
 #define RXE_CTL_FEAT_MR_HOLLOW	(1U << 10)	/* EXPECT RXE_CTL_F_HOLLOW */
+#define RXE_CTL_FEAT_ADOPT	(1U << 11)	/* ADOPT, hollow MRs re-pinned into another process */
 
 struct rxe_ctl_version {
 	__u32	abi_version;	/* out: RXE_CTL_ABI_VERSION */
@@ -167,7 +168,9 @@ struct rxe_ctl_qp {
  * registered at, and pid must be the process that registered it. No QP
  * may use the MR during the call (e.g. the QPs are stopped, or not
  * connected yet), else EBUSY or failed requests. A hollow MR (EXPECT with
- * RXE_CTL_F_HOLLOW) becomes valid here.
+ * RXE_CTL_F_HOLLOW) becomes valid here; it may go to any process
+ * (feature RXE_CTL_FEAT_ADOPT), as it holds no pages of the one that
+ * registered it.
  */
 struct rxe_ctl_mr_repin {
 	char	ibdev[RXE_CTL_IBDEV_NAME_MAX];	/* in:  0: rxe device name */
@@ -238,6 +241,21 @@ struct rxe_ctl_mr_wrprotect {
 	__u64	skipped;	/* out: 96: pages left as they were */
 };
 
+/*
+ * RXE_CTL_IOC_ADOPT (feature RXE_CTL_FEAT_ADOPT): the caller becomes the
+ * creator of every user QP, MR, MW and AH that process @pid (in the
+ * caller's pid namespace) created, on every rxe device: the status names
+ * the caller, as for objects it created itself. For a restore that took
+ * over the descriptors of objects another process made for it ahead of
+ * time (with EXPECT). EINVAL for the caller itself, ESRCH for no process.
+ */
+struct rxe_ctl_adopt {
+	__s32	pid;		/* in:  0: the process that created them */
+	__u32	flags;		/* in:  4: 0 */
+	__u32	count;		/* out: 8: objects adopted */
+	__u32	reserved;	/* in: 12: 0 */
+};
+
 #define RXE_CTL_IOC_MAGIC	0xB8
 
 #define RXE_CTL_IOC_VERSION	_IOR(RXE_CTL_IOC_MAGIC, 0x00, struct rxe_ctl_version)
@@ -253,5 +271,6 @@ struct rxe_ctl_mr_wrprotect {
 #define RXE_CTL_IOC_MR_REPIN	_IOWR(RXE_CTL_IOC_MAGIC, 0x0a, struct rxe_ctl_mr_repin)
 #define RXE_CTL_IOC_MW_BIND	_IOW(RXE_CTL_IOC_MAGIC, 0x0b, struct rxe_ctl_mw_bind)
 #define RXE_CTL_IOC_MR_WRPROTECT _IOWR(RXE_CTL_IOC_MAGIC, 0x0c, struct rxe_ctl_mr_wrprotect)
+#define RXE_CTL_IOC_ADOPT	_IOWR(RXE_CTL_IOC_MAGIC, 0x0d, struct rxe_ctl_adopt)
 
 #endif /* RXE_CTL_ABI_H */
