@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds rdmig's two Debian packages from this workspace with dpkg-deb:
 #   rdmig_VERSION-1_amd64.deb          packaging/rdmig/ (control, files, maintainer scripts)
-#       /usr/bin/rdmig, the CRIU plugin /usr/lib/criu/librdmig_criu.so, the agent's unit
+#       /usr/bin/rdmig, the CRIU plugin /usr/lib/criu/librdmig_criu.so and its pre-setup helper
+#       /usr/lib/rdmig/rdmig-presetup, the agent's unit
 #       /usr/lib/systemd/system/rdmig-agent.service and its settings /etc/rdmig/agent.env,
 #       a man page per command in /usr/share/man/man1 (rdmig manpages writes them)
 #   rdmig-rxe-dkms_VERSION-1_all.deb   packaging/rdmig-rxe-dkms/
@@ -59,7 +60,7 @@ if [ "$profile" = release ]; then
 	bin=$target_dir/release
 else
 	bin=$target_dir/debug
-	for f in rdmig librdmig_criu.so; do
+	for f in rdmig librdmig_criu.so rdmig-presetup; do
 		[ -f "$bin/$f" ] || die "$bin/$f is missing: --profile dev packages the workspace's build (cargo build --workspace --all-targets --locked)"
 	done
 fi
@@ -151,7 +152,7 @@ find "$work/debian/rdmig" -type d -exec chmod 0755 {} +
 # The libraries the binaries link (libc6, libgcc-s1), with the versions their symbols need:
 # dpkg-shlibdeps, run as in a source package (debian/control, the files under debian/rdmig).
 printf 'Source: rdmig\n\nPackage: rdmig\nArchitecture: amd64\n' >"$work/debian/control"
-shlibs=$(cd "$work" && dpkg-shlibdeps -O debian/rdmig/usr/bin/rdmig debian/rdmig/usr/lib/criu/librdmig_criu.so | sed -n 's/^shlibs:Depends=//p')
+shlibs=$(cd "$work" && dpkg-shlibdeps -O debian/rdmig/usr/bin/rdmig debian/rdmig/usr/lib/criu/librdmig_criu.so debian/rdmig/usr/lib/rdmig/rdmig-presetup | sed -n 's/^shlibs:Depends=//p')
 [ -n "$shlibs" ] || die "dpkg-shlibdeps found no library dependencies of rdmig"
 deb=$(build rdmig amd64 "$shlibs")
 log "made $deb"

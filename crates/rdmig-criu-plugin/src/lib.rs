@@ -50,6 +50,7 @@ pub mod fdinfo;
 pub mod handles;
 mod log;
 pub mod objects;
+pub mod presetup;
 pub mod procfs;
 pub mod restore;
 pub mod uverbs;

@@ -243,59 +243,25 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     let async_target = events::async_target(&ev_images, l);
     steps.mark("images");
 
-    // Dropping the file (on any error below) destroys every object created on it.
-    let file = device::open_uverbs(&c.path, c.rdev_major, c.rdev_minor, &c.ibdev).map_err(|e| e.within(&who))?;
-    let fd = file.as_raw_fd();
-    let afd = cmd::get_context(fd).map_err(RestoreError::sys(format!("{who}: GET_CONTEXT")))?;
-    // SAFETY: GET_CONTEXT returned a new descriptor that we own.
-    let afile = unsafe { OwnedFd::from_raw_fd(afd) };
     let ctl = device::open_ctl(crate::log::image_dir_fd()).map_err(|e| e.within(&who))?;
     let hollow_mrs = mr::hollow_supported(&ctl);
     if !hollow_mrs {
         mr::check_pinnable(c, ram_bytes()).map_err(|e| RestoreError::Refused(format!("{who}: {e}")))?;
     }
+    // Built before the blackout by `rdmig-presetup` (see [`crate::presetup`]) when it matches
+    // this image; else built here. Dropping the files (on any error below) destroys every
+    // object created on them.
+    let made = match crate::presetup::adopt(dir, l, &ctl, &who) {
+        Some(made) => {
+            steps.mark("adopt");
+            made
+        }
+        None => create_objects(c, &l.blob, &ctl, hollow_mrs, &who, &mut steps)?,
+    };
+    let Made { file, afile, chans, offsets } = made;
+    let fd = file.as_raw_fd();
     let cx = RestoreCx { fd, ctl: &ctl, c, blob: &l.blob, hollow_mrs };
-    steps.mark("open");
 
-    // Completion channels first: CREATE_CQ names its channel by fd.
-    let chans = events::create_channels(fd, c).map_err(|e| e.within(&who))?;
-    steps.mark("channels");
-
-    // PDs and CQs, then MRs, SRQs, AHs and MWs, then QPs, each at its old handle.
-    let objs = Obj::all(c);
-    let mut rings = rings::NewRings::new(c);
-    for step in handles::plan_for(&objs) {
-        let h = match step {
-            Step::Filler(want) => {
-                pd::fill(fd, want).map_err(|e| e.within(&who))?;
-                steps.mark("fillers");
-                continue;
-            }
-            Step::FreeFiller(h) => {
-                pd::free_filler(fd, h).map_err(|e| e.within(&who))?;
-                steps.mark("fillers");
-                continue;
-            }
-            Step::Create(h) => h,
-        };
-        let o = objs.binary_search_by_key(&h, Obj::handle).map(|i| &objs[i]).expect("the plan creates only objects of the image");
-        let got = match o {
-            Obj::Pd(_) => pd::create(fd),
-            Obj::Cq(q) => cq::create(fd, q, &chans, &mut rings),
-            Obj::Mr(m) => mr::create(&cx, m),
-            Obj::Srq(q) => srq::create(fd, q, &mut rings),
-            Obj::Ah(a) => ah::create(&cx, a),
-            Obj::Mw(w) => mw::create(&cx, w),
-            Obj::Qp(q) => qp::create(&cx, q, &mut rings),
-        }
-        .map_err(|e| e.within(&who))?;
-        let what = o.what();
-        if got != o.handle() {
-            return Err(RestoreError::Refused(format!("{who}: {what} got handle {got} instead of {}", o.handle())));
-        }
-        debug!("{who}: recreated {what} as handle {got}");
-        steps.mark(o.step_name());
-    }
     // Connected QPs get their driver state; then the event counters and queued events.
     qp::load_driver_state(&cx).map_err(|e| e.within(&who))?;
     steps.mark("qp_state");
@@ -324,7 +290,73 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
         c.qps.len(),
         channels.len()
     );
-    Ok(Built { ctx_id, target_fd: target, cmd_fd, async_fd, channels, pgoffs: rings.offsets })
+    Ok(Built { ctx_id, target_fd: target, cmd_fd, async_fd, channels, pgoffs: offsets })
+}
+
+/// A context's new files and objects, made by [`create_objects`] (here, or before the blackout
+/// in `rdmig-presetup`): the uverbs file, its async event file, the completion channels, and
+/// where the new rings are.
+pub struct Made {
+    pub file: OwnedFd,
+    pub afile: OwnedFd,
+    pub chans: Vec<events::NewChannel>,
+    pub offsets: rings::Offsets,
+}
+
+/// Opens a new uverbs file for context `c` (whose image's blob is `blob`) and creates its
+/// channels and objects level by level at their old handles, numbers and keys; the QPs are
+/// moved through their states and stay stopped. Any error drops the new file, which destroys
+/// what was made on it.
+pub fn create_objects(c: &Context, blob: &[u8], ctl: &crate::rxe::Ctl, hollow_mrs: bool, who: &str, steps: &mut Steps) -> Result<Made, RestoreError> {
+    let file = device::open_uverbs(&c.path, c.rdev_major, c.rdev_minor, &c.ibdev).map_err(|e| e.within(who))?;
+    let fd = file.as_raw_fd();
+    let afd = cmd::get_context(fd).map_err(RestoreError::sys(format!("{who}: GET_CONTEXT")))?;
+    // SAFETY: GET_CONTEXT returned a new descriptor that we own.
+    let afile = unsafe { OwnedFd::from_raw_fd(afd) };
+    let cx = RestoreCx { fd, ctl, c, blob, hollow_mrs };
+    steps.mark("open");
+
+    // Completion channels first: CREATE_CQ names its channel by fd.
+    let chans = events::create_channels(fd, c).map_err(|e| e.within(who))?;
+    steps.mark("channels");
+
+    // PDs and CQs, then MRs, SRQs, AHs and MWs, then QPs, each at its old handle.
+    let objs = Obj::all(c);
+    let mut rings = rings::NewRings::new(c);
+    for step in handles::plan_for(&objs) {
+        let h = match step {
+            Step::Filler(want) => {
+                pd::fill(fd, want).map_err(|e| e.within(who))?;
+                steps.mark("fillers");
+                continue;
+            }
+            Step::FreeFiller(h) => {
+                pd::free_filler(fd, h).map_err(|e| e.within(who))?;
+                steps.mark("fillers");
+                continue;
+            }
+            Step::Create(h) => h,
+        };
+        let o = objs.binary_search_by_key(&h, Obj::handle).map(|i| &objs[i]).expect("the plan creates only objects of the image");
+        let got = match o {
+            Obj::Pd(_) => pd::create(fd),
+            Obj::Cq(q) => cq::create(fd, q, &chans, &mut rings),
+            Obj::Mr(m) => mr::create(&cx, m),
+            Obj::Srq(q) => srq::create(fd, q, &mut rings),
+            Obj::Ah(a) => ah::create(&cx, a),
+            Obj::Mw(w) => mw::create(&cx, w),
+            Obj::Qp(q) => qp::create(&cx, q, &mut rings),
+        }
+        .map_err(|e| e.within(who))?;
+        let what = o.what();
+        if got != o.handle() {
+            return Err(RestoreError::Refused(format!("{who}: {what} got handle {got} instead of {}", o.handle())));
+        }
+        debug!("{who}: recreated {what} as handle {got}");
+        steps.mark(o.step_name());
+    }
+    let offsets = rings.offsets;
+    Ok(Made { file, afile, chans, offsets })
 }
 
 /// This node's memory in bytes (`sysinfo`), the most the MRs' placeholder pages can take.

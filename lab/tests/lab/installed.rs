@@ -43,7 +43,9 @@ fn build_id(path: &Path) -> Result<String> {
 /// checks this tree's code and not whatever package was installed before.
 pub(crate) fn installed_is_this_build(c: &Ctx) -> Result<()> {
     let built = c.bin.parent().context("rdmig-lab has no directory")?;
-    for (installed, name) in [("/usr/bin/rdmig", "rdmig"), ("/usr/lib/criu/librdmig_criu.so", "librdmig_criu.so")] {
+    for (installed, name) in
+        [("/usr/bin/rdmig", "rdmig"), ("/usr/lib/criu/librdmig_criu.so", "librdmig_criu.so"), ("/usr/lib/rdmig/rdmig-presetup", "rdmig-presetup")]
+    {
         ensure!(Path::new(installed).is_file(), "{installed} is missing: the rdmig package is not installed on this host: {INSTALL}");
         let (i, b) = (build_id(Path::new(installed))?, build_id(&built.join(name))?);
         ensure!(i == b, "the installed {installed} (build ID {i}) is not this build's {} ({b}): {INSTALL}", built.join(name).display());

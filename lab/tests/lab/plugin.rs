@@ -21,6 +21,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("plugin_restores_waiting_ib_send_bw", plugin_restores_waiting_ib_send_bw),
     ("plugin_leave_running_mid_run_resumes_the_qp", plugin_leave_running_mid_run_resumes_the_qp),
     ("plugin_ib_send_bw_dump_kill_restore_same_node", plugin_ib_send_bw_dump_kill_restore_same_node),
+    ("plugin_restore_takes_over_objects_made_ahead", plugin_restore_takes_over_objects_made_ahead),
     ("plugin_ib_send_bw_events_dump_kill_restore_same_node", plugin_ib_send_bw_events_dump_kill_restore_same_node),
     ("plugin_ib_send_bw_restored_on_another_node", plugin_ib_send_bw_restored_on_another_node),
     ("plugin_vtest_checked_traffic_survives_dump_and_restore", plugin_vtest_checked_traffic_survives_dump_and_restore),
@@ -388,6 +389,55 @@ fn plugin_ib_send_bw_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
     println!("  restore took {:?}", t0.elapsed());
     ensure!(log.contains("QP(s) resumed"), "the plugin did not resume the QP:\n{log}");
     both_finish(c, srv, cli, iters, "plugin-mid")
+}
+
+/// Pre-setup (issue 18): a bidirectional `ib_send_bw -q 4` server is dumped mid-run and killed;
+/// before `criu restore`, `rdmig-presetup` makes its verbs objects from the images (the 4 QPs
+/// with their numbers, moved to RTS, their CQs, the MR hollow) and hands them off. The restore
+/// takes them over instead of making them (its log says so), loads their state, adopts them
+/// (softroce patch 0035) and ends the helper. The restored server is then saved again with
+/// `--leave-running`, which needs its objects to be its own; both sides finish every iteration.
+fn plugin_restore_takes_over_objects_made_ahead(c: &Ctx) -> Result<()> {
+    let plugins = plugin_dir(c)?;
+    let g = gids(c)?;
+    let dir = image_dir("plugin-pre")?;
+    let iters = 30000;
+    let (srv, cli) = send_bw_pair_running(c, &g, &["-n", &iters.to_string(), "-b", "-q", "4"], "plugin-pre")?;
+    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &dir, "-L", plugins, "--tcp-established", "-v4", "-o", "dump.log"])?;
+    ensure!(o.status.success(), "dump mid-run failed: {}\n{}", text(&o), log_of("plugin-pre", "dump.log"));
+    ensure!(proc_state(c, "node1", srv)?.is_none(), "the dumped server still runs");
+    let helper_log = "plugin-pre-helper.log";
+    let _ = std::fs::remove_file(share().join(helper_log));
+    // The package's helper, or the build's (`up --from-build`).
+    let presetup = if c.lab.load()?.installed.is_some() { "/usr/lib/rdmig/rdmig-presetup".to_string() } else { c.lab_tool("rdmig-presetup") };
+    let helper = spawn(c, "node1", Some(&format!("/mnt/lab/{helper_log}")), &[&presetup, &dir, "--hold", "300"])?;
+    let helper_said = || std::fs::read_to_string(share().join(helper_log)).unwrap_or_default();
+    wait_until("rdmig-presetup to make the objects", Duration::from_secs(60), || {
+        ensure!(proc_state(c, "node1", helper)?.is_some() || helper_said().contains("ready"), "rdmig-presetup ended: {}", helper_said());
+        Ok(helper_said().contains("ready 1"))
+    })?;
+    let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
+    let log = log_of("plugin-pre", "restore.log");
+    ensure!(o.status.success(), "restore failed: {}\n{log}\nrdmig-presetup: {}", text(&o), helper_said());
+    ensure!(
+        log.contains(&format!("took the objects pid {helper} made ahead")) && log.contains("4 QP(s) resumed"),
+        "the restore did not take over the objects made ahead and resume the 4 QPs:\n{log}\nrdmig-presetup: {}",
+        helper_said()
+    );
+    // Taken over, the objects are the restored process's: the restore ended the helper, and
+    // the driver names the restored server as their creator, so it can be saved again (the
+    // dump finds a process's QPs and MRs by its pid) while it keeps running.
+    wait_exit(c, "node1", helper, Duration::from_secs(10))?;
+    let again = image_dir("plugin-pre-again")?;
+    thread::sleep(Duration::from_secs(1));
+    let o = criu(c, "node1", &["dump", "-t", &srv.to_string(), "-D", &again, "-L", plugins, "--leave-running", "--tcp-established", "-v4", "-o", "dump.log"])?;
+    let log = log_of("plugin-pre-again", "dump.log");
+    ensure!(o.status.success(), "the restored server could not be saved again: {}\n{log}", text(&o));
+    ensure!(log.contains("4 QP"), "the second dump did not save the 4 QPs:\n{log}");
+    let times = std::fs::read_to_string(share().join("plugin-pre").join(rdmig_image::timing::FILE)).unwrap_or_default();
+    println!("  the plugin's restore steps:\n{}", times.lines().filter(|l| l.contains("restore")).map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"));
+    // perftest counts the iterations of all its QPs.
+    both_finish(c, srv, cli, iters * 4, "plugin-pre")
 }
 
 /// The same with `ib_send_bw -e`: both sides sleep on a completion channel (ibv_get_cq_event,
