@@ -422,8 +422,16 @@ fn killed_during_the_checkpoint_then_recovered(c: &Ctx) -> Result<()> {
     let st = state(c, "node1", "ctr-srv")?;
     println!("  rdmig migrate killed during the checkpoint; ctr-srv on node1 is {st:?}");
 
+    // The agent's periodic check may be recovering the same migration right now: it holds the
+    // migration's lock meanwhile, and `rdmig recover` answers "busy" (exit 5). Asked again once
+    // that recovery is over, it finds the migration ended.
     let t = Instant::now();
-    let (code, out) = crate::faults::on(c, "node1", &["recover", "--json"])?;
+    let (mut code, mut out) = crate::faults::on(c, "node1", &["recover", "--json"])?;
+    while code == 5 && out.contains("\"busy\"") && t.elapsed() < Duration::from_secs(90) {
+        println!("  rdmig recover: busy ({}), asking again", out.trim().replace('\n', " "));
+        std::thread::sleep(Duration::from_secs(2));
+        (code, out) = crate::faults::on(c, "node1", &["recover", "--json"])?;
+    }
     println!("  rdmig recover (exit {code}, {:.1} s): {}", t.elapsed().as_secs_f64(), out.trim().replace('\n', " "));
     ensure!(code == 0, "rdmig recover exit {code}: {out}");
     let done: Vec<Value> = serde_json::from_str(&out).with_context(|| format!("recover printed {out:?}"))?;
