@@ -13,9 +13,11 @@
 //! - [`adopt`] (in the restored task, RESTORE_EXT_FILE): when a hand-off names the context, the
 //!   image it was built from must describe the same objects as the one restored (what changes
 //!   while a process runs, PSNs, event counts, ring contents, is left out of the comparison, and
-//!   the QP state images loaded next carry it). Then the files are taken from the helper with
-//!   `pidfd_getfd` (the restore runs as root), each checked for what it must be: the uverbs
-//!   device of the image, event files, and the objects the image lists at their handles. Anything
+//!   the QP state images loaded next carry it), and the process the hand-off names must be
+//!   `rdmig-presetup` run by root (a hand-off is only a file beside the images, and the restore
+//!   runs as root: it takes files from, and ends, no other process). Then the files are taken
+//!   from the helper with `pidfd_getfd`, each checked for what it must be: the uverbs device of
+//!   the image, event files, and the objects the image lists at their handles. Anything
 //!   amiss: the helper is killed, its objects go with it, and the restore builds the context
 //!   itself as without a hand-off.
 //!
@@ -158,6 +160,12 @@ pub fn adopt(dir: &Path, l: &Loaded, ctl: &Ctl, who: &str) -> Option<Made> {
             return None;
         }
     };
+    // The hand-off is a file beside the images, and the restore runs as root: it takes files
+    // from, and ends, only a process that is rdmig's helper run by root.
+    if let Err(why) = is_helper(h.pid) {
+        info!("{who}: objects made ahead not used: {why}");
+        return None;
+    }
     match take(dir, &h, l, ctl) {
         Ok(made) => {
             // The helper's copies of the files go; ours keep the objects.
@@ -176,6 +184,26 @@ pub fn adopt(dir: &Path, l: &Loaded, ctl: &Ctl, who: &str) -> Option<Made> {
     }
 }
 
+/// The helper's program name.
+pub const HELPER: &str = "rdmig-presetup";
+
+/// Whether process `pid` is `rdmig-presetup` run by root.
+fn is_helper(pid: i32) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if pid <= 1 {
+        return Err(format!("pid {pid} cannot be a helper"));
+    }
+    let exe = fs::read_link(format!("/proc/{pid}/exe")).map_err(|e| format!("pid {pid}: {e}"))?;
+    if exe.file_name().is_none_or(|n| n != HELPER) {
+        return Err(format!("pid {pid} runs {}, not {HELPER}", exe.display()));
+    }
+    let uid = fs::metadata(format!("/proc/{pid}")).map_err(|e| format!("pid {pid}: {e}"))?.uid();
+    if uid != 0 {
+        return Err(format!("pid {pid} runs as uid {uid}, not root"));
+    }
+    Ok(())
+}
+
 /// Takes the files of hand-off `h` for image `l`, checking each, and adopts the objects.
 fn take(dir: &Path, h: &Handoff, l: &Loaded, ctl: &Ctl) -> Result<Made, String> {
     if h.version != HANDOFF_VERSION {
@@ -183,9 +211,6 @@ fn take(dir: &Path, h: &Handoff, l: &Loaded, ctl: &Ctl) -> Result<Made, String> 
     }
     if h.ctx_id != l.image.id {
         return Err(format!("the hand-off is for file id {}", h.ctx_id));
-    }
-    if h.pid <= 1 {
-        return Err(format!("pid {} cannot be a helper", h.pid));
     }
     let FileKind::Context(c) = &l.image.kind else { return Err("not a verbs context image".into()) };
     // The image the objects were made from: this one (nothing to compare), or an earlier one
@@ -413,6 +438,16 @@ mod tests {
         let mut b = a.clone();
         b.qps.clear();
         assert!(same_objects(&a, &b).is_err(), "a QP made ahead that the process no longer has");
+    }
+
+    #[test]
+    fn only_rdmig_presetup_run_by_root_is_a_helper() {
+        // This test's own process is not the helper, whoever runs it.
+        let me = std::process::id() as i32;
+        let e = is_helper(me).unwrap_err();
+        assert!(e.contains("not rdmig-presetup"), "{e}");
+        assert!(is_helper(1).is_err() && is_helper(0).is_err() && is_helper(-5).is_err());
+        assert!(is_helper(i32::MAX).is_err(), "no such process");
     }
 
     #[test]
