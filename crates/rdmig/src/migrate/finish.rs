@@ -45,8 +45,8 @@ impl Run<'_> {
                 // lost: the restore's end, a lower bound); a container ran from its restore's end
                 // (Podman cannot restore it held), which is when its downtime ended.
                 match (self.restored_ns, resumed_ns) {
-                    (Some(r), _) => {
-                        let ran = if self.ctr.is_some() { r } else { resumed_ns.unwrap_or(r).max(r) };
+                    (Some(r), resumed) => {
+                        let ran = if self.ctr.is_some() { r } else { resumed.unwrap_or(r).max(r) };
                         self.remote_events.push((Phase::Resume, Edge::Start, r, Attrs::new()));
                         self.remote_events.push((Phase::Resume, Edge::End, ran, Attrs::new()));
                     }
