@@ -29,12 +29,15 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::common::{RestoreError, EVENT_LINK, UVERBS_MAJOR};
+use rustix::process::{pidfd_getfd, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, PidfdGetfdFlags, Signal};
+
+use crate::common::RestoreError;
+use crate::dump::{classify, Claim};
 use crate::image::{self, Context, FileKind, Loaded};
 use crate::log::{debug, info, Steps};
 use crate::objects::{self, events, mr};
@@ -162,23 +165,23 @@ pub fn adopt(dir: &Path, l: &Loaded, ctl: &Ctl, who: &str) -> Option<Made> {
     };
     // The hand-off is a file beside the images, and the restore runs as root: it takes files
     // from, and ends, only a process that is rdmig's helper run by root.
-    if let Err(why) = is_helper(h.pid) {
-        info!("{who}: objects made ahead not used: {why}");
-        return None;
-    }
-    match take(dir, &h, l, ctl) {
+    let helper = match open_helper(h.pid) {
+        Ok(p) => p,
+        Err(why) => {
+            info!("{who}: objects made ahead not used: {why}");
+            return None;
+        }
+    };
+    match take(dir, &h, l, ctl, &helper) {
         Ok(made) => {
             // The helper's copies of the files go; ours keep the objects.
-            if let Ok(pidfd) = pidfd_open(h.pid) {
-                // SAFETY: pidfd_send_signal with a pidfd we own, a signal number and no siginfo.
-                unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGTERM, std::ptr::null::<libc::siginfo_t>(), 0) };
-            }
+            let _ = pidfd_send_signal(&helper, Signal::TERM);
             info!("{who}: took the objects pid {} made ahead from {}", h.pid, h.built_from);
             Some(made)
         }
         Err(why) => {
             info!("{who}: objects made ahead by pid {} not used: {why}; making them here", h.pid);
-            discard(h.pid);
+            discard(&helper, h.pid);
             None
         }
     }
@@ -186,6 +189,15 @@ pub fn adopt(dir: &Path, l: &Loaded, ctl: &Ctl, who: &str) -> Option<Made> {
 
 /// The helper's program name.
 pub const HELPER: &str = "rdmig-presetup";
+
+/// A pidfd of process `pid` once it is known to be `rdmig-presetup` run by root: checked after
+/// the pidfd is open, so the files taken and the signals sent through it reach that process.
+fn open_helper(pid: i32) -> Result<OwnedFd, String> {
+    let p = Pid::from_raw(pid).filter(|_| pid > 1).ok_or_else(|| format!("pid {pid} cannot be a helper"))?;
+    let pidfd = pidfd_open(p, PidfdFlags::empty()).map_err(|e| format!("pidfd_open({pid}): {e}"))?;
+    is_helper(pid)?;
+    Ok(pidfd)
+}
 
 /// Whether process `pid` is `rdmig-presetup` run by root.
 fn is_helper(pid: i32) -> Result<(), String> {
@@ -205,7 +217,7 @@ fn is_helper(pid: i32) -> Result<(), String> {
 }
 
 /// Takes the files of hand-off `h` for image `l`, checking each, and adopts the objects.
-fn take(dir: &Path, h: &Handoff, l: &Loaded, ctl: &Ctl) -> Result<Made, String> {
+fn take(dir: &Path, h: &Handoff, l: &Loaded, ctl: &Ctl, helper: &OwnedFd) -> Result<Made, String> {
     if h.version != HANDOFF_VERSION {
         return Err(format!("hand-off format {}, this plugin reads {HANDOFF_VERSION}", h.version));
     }
@@ -225,15 +237,15 @@ fn take(dir: &Path, h: &Handoff, l: &Loaded, ctl: &Ctl) -> Result<Made, String> 
         same_objects(from, c)?;
     }
 
-    let pidfd = pidfd_open(h.pid).map_err(|e| format!("pidfd_open({}): {e}", h.pid))?;
-    let file = pidfd_getfd(&pidfd, h.cmd_fd).map_err(|e| format!("the uverbs file (fd {} of pid {}): {e}", h.cmd_fd, h.pid))?;
+    let getfd = |fd: RawFd| pidfd_getfd(helper, fd, PidfdGetfdFlags::empty());
+    let file = getfd(h.cmd_fd).map_err(|e| format!("the uverbs file (fd {} of pid {}): {e}", h.cmd_fd, h.pid))?;
     is_uverbs(&file, c)?;
-    let afile = pidfd_getfd(&pidfd, h.async_fd).map_err(|e| format!("the async event file (fd {} of pid {}): {e}", h.async_fd, h.pid))?;
+    let afile = getfd(h.async_fd).map_err(|e| format!("the async event file (fd {} of pid {}): {e}", h.async_fd, h.pid))?;
     is_event_file(&afile)?;
     let mut chans = vec![];
     for ch in &c.channels {
         let (_, fd) = h.channels.iter().find(|(t, _)| t == &ch.token).ok_or_else(|| format!("no completion channel {}", ch.token))?;
-        let f = pidfd_getfd(&pidfd, *fd).map_err(|e| format!("completion channel {} (fd {fd} of pid {}): {e}", ch.token, h.pid))?;
+        let f = getfd(*fd).map_err(|e| format!("completion channel {} (fd {fd} of pid {}): {e}", ch.token, h.pid))?;
         is_event_file(&f)?;
         chans.push(events::NewChannel { token: ch.token.clone(), file: f, target: ch.fd });
     }
@@ -330,23 +342,18 @@ pub fn same_objects(a: &Context, b: &Context) -> Result<(), String> {
 
 /// `f` is the uverbs device `c` was saved on.
 fn is_uverbs(f: &OwnedFd, c: &Context) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let m = fs::metadata(format!("/proc/self/fd/{}", f.as_raw_fd())).map_err(|e| format!("the uverbs file: {e}"))?;
-    let rdev = m.rdev();
-    let (major, minor) = (libc::major(rdev), libc::minor(rdev));
-    if (m.mode() & libc::S_IFMT) != libc::S_IFCHR || major != UVERBS_MAJOR || (major, minor) != (c.rdev_major, c.rdev_minor) {
-        return Err(format!("the helper's fd is char device {major}:{minor}, not {}:{} ({})", c.rdev_major, c.rdev_minor, c.path));
+    match classify(f.as_raw_fd()) {
+        Some(Claim::Uverbs { major, minor }) if (major, minor) == (c.rdev_major, c.rdev_minor) => Ok(()),
+        other => Err(format!("the helper's fd is {other:?}, not the uverbs device {}:{} ({})", c.rdev_major, c.rdev_minor, c.path)),
     }
-    Ok(())
 }
 
 /// `f` is an infiniband event file.
 fn is_event_file(f: &OwnedFd) -> Result<(), String> {
-    let link = fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd())).map_err(|e| format!("an event file: {e}"))?;
-    if link.as_os_str() != EVENT_LINK {
-        return Err(format!("the helper's fd is {}, not an infiniband event file", link.display()));
+    match classify(f.as_raw_fd()) {
+        Some(Claim::EventFile) => Ok(()),
+        other => Err(format!("the helper's fd is {other:?}, not an infiniband event file")),
     }
-    Ok(())
 }
 
 /// The uverbs file holds exactly the objects `c` lists, at their handles.
@@ -370,37 +377,14 @@ fn has_the_objects(f: &OwnedFd, c: &Context) -> Result<(), String> {
     Ok(())
 }
 
-/// A pidfd of process `pid`.
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
-/// A duplicate of descriptor `fd` of the process behind `pidfd` (the same open file).
-fn pidfd_getfd(pidfd: &OwnedFd, fd: RawFd) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_getfd takes a pidfd, a descriptor number of that process and flags, and
-    // returns a new descriptor (close-on-exec) or -1.
-    let n = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
-    if n < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(n as RawFd) })
-}
-
 /// Kills the helper and waits (2 s at most) until it is gone, and with it the objects it made,
 /// whose numbers and keys the restore is about to take.
-fn discard(pid: i32) {
-    let Ok(pidfd) = pidfd_open(pid) else { return };
-    // SAFETY: pidfd_send_signal with a pidfd we own, a signal number and no siginfo.
-    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, std::ptr::null::<libc::siginfo_t>(), 0) };
+fn discard(helper: &OwnedFd, pid: i32) {
+    if pidfd_send_signal(helper, Signal::KILL).is_err() {
+        return;
+    }
     // A pidfd turns readable once its process has exited (its files are closed by then).
-    let mut p = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut p = libc::pollfd { fd: helper.as_raw_fd(), events: libc::POLLIN, revents: 0 };
     // SAFETY: one valid pollfd for the duration of the call.
     let n = unsafe { libc::poll(&mut p, 1, 2000) };
     if n != 1 {
