@@ -41,6 +41,8 @@ pub const FEAT_MR_HOLLOW: u32 = 1 << 10;
 /// ADOPT, and MR_REPIN of a hollow MR into another process (patch 0035): a restore takes over
 /// objects made ahead for it.
 pub const FEAT_ADOPT: u32 = 1 << 11;
+/// QP_DUMP takes `QP_F_NO_CQ` and `QP_F_NO_SRQ` (patch 0036).
+pub const FEAT_QP_DUMP_SHARED: u32 = 1 << 12;
 
 /// MR_WRPROTECT: first move the MR's dirty log into the soft-dirty bits of its pages.
 pub const MR_WRPROTECT_F_LOG: u32 = 1 << 0;
@@ -69,6 +71,10 @@ pub const QP_F_DROP_FIRST: u32 = 1 << 3;
 /// QP_RESUME: after the RESUME_ACK, send one PAUSE of the stop that the resume ends, which the
 /// peer must ignore (fault injection for tests, patch 0009).
 pub const QP_F_LATE_PAUSE: u32 = 1 << 4;
+/// QP_DUMP: leave the CQ rings out of the image (a QP whose CQs an earlier QP's image carries).
+pub const QP_F_NO_CQ: u32 = 1 << 5;
+/// QP_DUMP: leave the SRQ ring out of the image (a QP whose SRQ an earlier QP's image carries).
+pub const QP_F_NO_SRQ: u32 = 1 << 6;
 
 /// `rxe_ctl_qp.state` bits.
 pub const QP_S_STOPPED: u32 = 1 << 0;
@@ -400,6 +406,7 @@ pub const CONSTANTS: &[(&str, u64)] = &[
     ("RXE_CTL_F_HOLLOW", F_HOLLOW as u64),
     ("RXE_CTL_FEAT_MR_HOLLOW", FEAT_MR_HOLLOW as u64),
     ("RXE_CTL_FEAT_ADOPT", FEAT_ADOPT as u64),
+    ("RXE_CTL_FEAT_QP_DUMP_SHARED", FEAT_QP_DUMP_SHARED as u64),
     ("RXE_CTL_DROP_F_ALL", DROP_F_ALL as u64),
     ("RXE_CTL_DIRTY_F_CLEAR", DIRTY_F_CLEAR as u64),
     ("RXE_CTL_DIRTY_MAX_PAGES", DIRTY_MAX_PAGES),
@@ -408,6 +415,8 @@ pub const CONSTANTS: &[(&str, u64)] = &[
     ("RXE_CTL_QP_F_LOCAL", QP_F_LOCAL as u64),
     ("RXE_CTL_QP_F_DROP_FIRST", QP_F_DROP_FIRST as u64),
     ("RXE_CTL_QP_F_LATE_PAUSE", QP_F_LATE_PAUSE as u64),
+    ("RXE_CTL_QP_F_NO_CQ", QP_F_NO_CQ as u64),
+    ("RXE_CTL_QP_F_NO_SRQ", QP_F_NO_SRQ as u64),
     ("RXE_CTL_QP_S_STOPPED", QP_S_STOPPED as u64),
     ("RXE_CTL_QP_S_RESUMING", QP_S_RESUMING as u64),
     ("RXE_CTL_QP_S_PAUSED", QP_S_PAUSED as u64),

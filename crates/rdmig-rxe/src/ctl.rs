@@ -356,12 +356,14 @@ impl Ctl {
     }
 
     /// The state image of a stopped QP (opaque; for `qp_restore` with the same module build).
-    pub fn qp_dump(&self, dev: &str, qpn: u32) -> Result<Vec<u8>, CtlError> {
+    /// `flags`: `QP_F_NO_CQ`, `QP_F_NO_SRQ` (feature `FEAT_QP_DUMP_SHARED`) leave out rings that
+    /// another QP's image carries.
+    pub fn qp_dump(&self, dev: &str, qpn: u32, flags: u32) -> Result<Vec<u8>, CtlError> {
         loop {
-            let (q, r) = self.qp_ioctl(ioc_qp_dump, dev, qpn, 0, 0, 0)?;
+            let (q, r) = self.qp_ioctl(ioc_qp_dump, dev, qpn, flags, 0, 0)?;
             r.map_err(Self::err(format!("QP_DUMP (size) of QP {qpn} on {dev}")))?;
             let mut buf = vec![0u8; q.len as usize];
-            let (q2, r) = self.qp_ioctl(ioc_qp_dump, dev, qpn, 0, buf.as_mut_ptr() as u64, buf.len() as u64)?;
+            let (q2, r) = self.qp_ioctl(ioc_qp_dump, dev, qpn, flags, buf.as_mut_ptr() as u64, buf.len() as u64)?;
             match r {
                 Ok(()) => {
                     buf.truncate(q2.len as usize);

@@ -473,7 +473,7 @@ fn stop_and_save(ctl: &Ctl, side: Side, c: &Common, peer: Endpoint, state: &Path
     let qpn = side.qp.qp_number();
     let stopped_at_ms = now_ms();
     ctl.qp_stop(&c.device, qpn)?;
-    let image = ctl.qp_dump(&c.device, qpn)?;
+    let image = ctl.qp_dump(&c.device, qpn, 0)?;
     let peer_qpn = peer.qpn;
     let st = MoverState {
         common: c.clone(),

@@ -263,7 +263,8 @@ fn plugin_vtest_two_contexts_dump_kill_restore(c: &Ctx) -> Result<()> {
 
 /// An `ib_send_bw --use-srq -q 2` server (two RC QPs receiving from one SRQ) is dumped mid-run,
 /// killed and restored on the same node: the image holds the SRQ (its ring, limit and PD) and
-/// which QPs use it, the driver's QP images carry the SRQ ring once, and both sides finish with
+/// which QPs use it, the driver's QP images carry the SRQ ring and the shared CQ's rings once
+/// (the second QP's image leaves them out, softroce patch 0036), and both sides finish with
 /// exactly N iterations per QP and no error.
 fn plugin_ib_send_bw_srq_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
     let plugins = plugin_dir(c)?;
@@ -285,6 +286,16 @@ fn plugin_ib_send_bw_srq_dump_kill_restore_same_node(c: &Ctx) -> Result<()> {
         qps.len() == 2 && qps.iter().all(|q| q["links"]["srq"] == srqs[0]["handle"] && q["mig_image"].is_object()),
         "the QPs are not saved on the SRQ with their driver state: {k}"
     );
+    // perftest gives both QPs one CQ: the first QP's image carries its ring and the SRQ's, the
+    // second leaves them out
+    let image_len = |q: &serde_json::Value| q["mig_image"]["len"].as_u64().unwrap_or(0);
+    ensure!(
+        log.contains("its CQs' and SRQ's rings in an earlier QP's") && image_len(&qps[1]) > 0 && image_len(&qps[1]) < image_len(&qps[0]),
+        "the second QP's driver image did not leave out the rings the first carries ({} and {} bytes):\n{log}",
+        image_len(&qps[0]),
+        image_len(&qps[1])
+    );
+    println!("  driver images of {} and {} bytes: the shared rings saved once", image_len(&qps[0]), image_len(&qps[1]));
     let o = criu(c, "node1", &["restore", "-D", &dir, "-L", plugins, "-d", "--tcp-established", "-v4", "-o", "restore.log"])?;
     let log = log_of("plugin-srq", "restore.log");
     ensure!(o.status.success(), "restore failed: {}\n{log}", text(&o));

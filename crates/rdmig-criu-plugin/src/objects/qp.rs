@@ -213,16 +213,82 @@ pub fn stop(cx: &DumpCx, qps: &[Qp], wiring: &[Wiring], mut on_stopped: impl FnM
     Ok(qctl)
 }
 
-/// Appends the driver's state image of every connected (stopped) QP to `blob`.
+/// Where the rings of a connected QP's CQs are in the driver images: several QPs may share
+/// CQs (perftest `-q N` gives all its QPs one), and one image carrying a CQ's ring is enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CqRings {
+    /// Neither CQ is in an earlier QP's image: this one carries both.
+    Here,
+    /// Both are in earlier QPs' images: this one may leave them out.
+    Earlier,
+    /// One of two distinct CQs is in an earlier image and the other is not. The driver restores
+    /// both CQs of a QP or none, so this image carries both and the restore refuses it.
+    Split,
+}
+
+/// Which rings each connected QP's driver image is to carry, in the order the dump takes the
+/// images and the restore loads them (the image's QP order): a CQ's and an SRQ's ring go with
+/// the first QP that uses them. Each item is a QP's send and receive CQ and its SRQ, by any key
+/// that tells them apart (ring offsets at the dump, handles at the restore). Returns, for
+/// each, how its CQ rings are carried and whether it carries its SRQ's ring.
+pub fn shared_rings<C: PartialEq + Copy, S: PartialEq + Copy>(qps: impl IntoIterator<Item = ([C; 2], Option<S>)>) -> Vec<(CqRings, bool)> {
+    let mut cqs_seen: Vec<C> = vec![];
+    let mut srqs_seen: Vec<S> = vec![];
+    qps.into_iter()
+        .map(|(cqs, srq)| {
+            let cq = match cqs.iter().filter(|c| cqs_seen.contains(c)).count() {
+                0 => CqRings::Here,
+                n if n == 2 || cqs[0] == cqs[1] => CqRings::Earlier,
+                _ => CqRings::Split,
+            };
+            cqs_seen.extend(cqs);
+            let carries_srq = match srq {
+                Some(s) if !srqs_seen.contains(&s) => {
+                    srqs_seen.push(s);
+                    true
+                }
+                _ => false,
+            };
+            (cq, carries_srq)
+        })
+        .collect()
+}
+
+/// Set in CRIU's environment, every QP's image carries its CQ and SRQ rings, as before patch
+/// 0036: for `experiments/shared-rings.sh`, which compares the two in one run.
+pub const EVERY_RING_ENV: &str = "RDMIG_DUMP_EVERY_RING";
+
+/// Appends the driver's state image of every connected (stopped) QP to `blob`. A QP whose CQs
+/// (or SRQ) an earlier image carries leaves their rings out where the driver can (patch 0036):
+/// with 64 QPs on one CQ of 1 MB the images were 64 MB, written and read inside the blackout.
 pub fn save_driver_state(cx: &DumpCx, qps: &mut [Qp], wiring: &[Wiring], ctl: Option<&Ctl>, blob: &mut Vec<u8>) -> Result<(), DumpError> {
-    for (i, w) in wiring.iter().enumerate() {
-        let Some(state) = &w.connected else { continue };
+    let Some(c) = ctl else {
+        debug_assert!(wiring.iter().all(|w| w.connected.is_none()), "a QP to dump was stopped through the ctl");
+        return Ok(());
+    };
+    let leave_out = c.version().is_ok_and(|v| v.features & rxe::FEAT_QP_DUMP_SHARED != 0) && std::env::var_os(EVERY_RING_ENV).is_none();
+    let connected: Vec<(usize, &Wiring)> = wiring.iter().enumerate().filter(|(_, w)| w.connected.is_some()).collect();
+    let rings = shared_rings(connected.iter().map(|(_, w)| ([w.scq, w.rcq], w.srq)));
+    for ((i, w), (cq, carries_srq)) in connected.into_iter().zip(rings) {
+        let state = w.connected.as_deref().unwrap_or_default();
         let qpn = qps[i].qpn;
-        let c = ctl.expect("a QP to dump was stopped through it");
-        let img = c.qp_dump(&cx.ibdev, qpn).map_err(DumpError::sys(format!("{}: dump QP {qpn} (RXE_CTL_IOC_QP_DUMP)", cx.who)))?;
+        let mut flags = 0;
+        if leave_out && cq == CqRings::Earlier {
+            flags |= rxe::QP_F_NO_CQ;
+        }
+        if leave_out && w.srq.is_some() && !carries_srq {
+            flags |= rxe::QP_F_NO_SRQ;
+        }
+        let img = c.qp_dump(&cx.ibdev, qpn, flags).map_err(DumpError::sys(format!("{}: dump QP {qpn} (RXE_CTL_IOC_QP_DUMP)", cx.who)))?;
         qps[i].mig_image = Some(BlobRef { offset: blob.len() as u64, len: img.len() as u64 });
         blob.extend_from_slice(&img);
-        info!("{}: stopped QP {qpn} ({state}) and saved its driver state ({} bytes)", cx.who, img.len());
+        let left_out = match flags {
+            0 => "",
+            f if f == rxe::QP_F_NO_CQ => ", its CQs' rings in an earlier QP's",
+            f if f == rxe::QP_F_NO_SRQ => ", its SRQ's ring in an earlier QP's",
+            _ => ", its CQs' and SRQ's rings in an earlier QP's",
+        };
+        info!("{}: stopped QP {qpn} ({state}) and saved its driver state ({} bytes{left_out})", cx.who, img.len());
     }
     Ok(())
 }
@@ -469,31 +535,24 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
 /// Loads the driver state image of every connected QP (QP_RESTORE: queues, PSNs, responder
 /// resources); CQs and SRQs shared by several QPs are loaded once. The QPs stay stopped.
 pub fn load_driver_state(cx: &RestoreCx) -> Result<(), RestoreError> {
-    let mut cqs_done: Vec<u32> = vec![];
-    let mut srqs_done: Vec<u32> = vec![];
-    for q in &cx.c.qps {
-        let (Some(m), Some(links)) = (q.mig_image, q.links) else { continue };
+    let loaded: Vec<(&Qp, BlobRef, QpLinks)> = cx.c.qps.iter().filter_map(|q| Some((q, q.mig_image?, q.links?))).collect();
+    let rings = shared_rings(loaded.iter().map(|(_, _, l)| ([l.send_cq, l.recv_cq], l.srq)));
+    for ((q, m, _), (cq, carries_srq)) in loaded.into_iter().zip(rings) {
         let img = blob_range(cx.blob, m.offset, m.len).ok_or_else(|| RestoreError::Refused(format!("QP {}: its state image is not within the blob", q.qpn)))?;
-        let cqs = [links.send_cq, links.recv_cq];
-        let flags = match cqs.iter().filter(|h| cqs_done.contains(h)).count() {
-            0 => rxe::QP_F_CQ,
-            n if n == 2 || (links.send_cq == links.recv_cq) => 0,
-            _ => {
+        let mut flags = match cq {
+            CqRings::Here => rxe::QP_F_CQ,
+            CqRings::Earlier => 0,
+            CqRings::Split => {
                 return Err(RestoreError::Refused(format!(
                     "QP {} shares one of its two CQs with an earlier QP; the driver restores both CQs of a QP or none",
                     q.qpn
                 )))
             }
         };
-        let flags = match links.srq {
-            Some(s) if !srqs_done.contains(&s) => {
-                srqs_done.push(s);
-                flags | rxe::QP_F_SRQ
-            }
-            _ => flags,
-        };
+        if carries_srq {
+            flags |= rxe::QP_F_SRQ;
+        }
         cx.ctl.qp_restore(&cx.c.ibdev, q.qpn, img, flags).map_err(RestoreError::sys(format!("QP_RESTORE of QP {}", q.qpn)))?;
-        cqs_done.extend(cqs);
     }
     Ok(())
 }
@@ -527,4 +586,24 @@ pub fn resume(ctl: &Ctl, c: &Context, who: &str) -> Result<usize, RestoreError> 
         n += 1;
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_qp_of_a_cq_or_srq_carries_its_ring() {
+        // perftest -q 3: three QPs, one CQ for sending and receiving, no SRQ
+        let one_cq = shared_rings([([7u64, 7], None::<u32>); 3]);
+        assert_eq!(one_cq, vec![(CqRings::Here, false), (CqRings::Earlier, false), (CqRings::Earlier, false)]);
+        // two QPs on their own CQ pairs, a third on the first pair, all on SRQ 5
+        let pairs = shared_rings([([1u32, 2], Some(5u32)), ([3, 4], Some(5)), ([1, 2], Some(5))]);
+        assert_eq!(pairs, vec![(CqRings::Here, true), (CqRings::Here, false), (CqRings::Earlier, false)]);
+        // the same rings, the other way round: a QP whose receive CQ is another's send CQ
+        assert_eq!(shared_rings([([1u32, 2], None::<u32>), ([2, 1], None)])[1].0, CqRings::Earlier);
+        // one CQ carried and one not: carried whole, which the restore refuses
+        assert_eq!(shared_rings([([1u32, 2], None::<u32>), ([2, 3], None)])[1].0, CqRings::Split);
+        assert!(shared_rings(std::iter::empty::<([u32; 2], Option<u32>)>()).is_empty());
+    }
 }

@@ -35,6 +35,7 @@
 #define RXE_CTL_FEAT_MR_WRPROTECT_LOG (1U << 9)	/* MR_WRPROTECT_F_LOG */
 #define RXE_CTL_FEAT_MR_HOLLOW	(1U << 10)	/* EXPECT RXE_CTL_F_HOLLOW */
 #define RXE_CTL_FEAT_ADOPT	(1U << 11)	/* ADOPT, hollow MRs re-pinned into another process */
+#define RXE_CTL_FEAT_QP_DUMP_SHARED (1U << 12)	/* QP_DUMP_F_NO_CQ, _F_NO_SRQ */
 
 struct rxe_ctl_version {
 	__u32	abi_version;	/* out: RXE_CTL_ABI_VERSION */
@@ -130,6 +131,14 @@ struct rxe_ctl_dirty {
 #define RXE_CTL_QP_F_LOCAL	(1U << 2)	/* RESUME: no RESUME packet */
 #define RXE_CTL_QP_F_DROP_FIRST	(1U << 3)	/* RESUME: drop the first one */
 #define RXE_CTL_QP_F_LATE_PAUSE	(1U << 4)	/* RESUME: stale PAUSE after ack */
+/*
+ * DUMP (feature RXE_CTL_FEAT_QP_DUMP_SHARED): leave the CQ rings (send
+ * and receive CQ), or the SRQ ring, out of the image. For QPs that share
+ * a CQ or SRQ with a QP whose image carries it: RESTORE of such an image
+ * with RXE_CTL_QP_F_CQ (or _SRQ) fails with EINVAL.
+ */
+#define RXE_CTL_QP_F_NO_CQ	(1U << 5)
+#define RXE_CTL_QP_F_NO_SRQ	(1U << 6)
 
 /* rxe_ctl_qp.state bits */
 #define RXE_CTL_QP_S_STOPPED	(1U << 0)	/* stopped or restored */
