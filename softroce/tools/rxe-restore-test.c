@@ -951,6 +951,125 @@ static int test_hollow(void)
 	return 0;
 }
 
+/* ----- EXPECT with F_STOPPED ----- */
+
+/* QP_QUERY (or another QP_* command) of QP @qpn into @q; 0 or -errno */
+static int qp_cmd(int ctl, unsigned long cmd, uint32_t qpn, uint32_t flags,
+		  struct rxe_ctl_qp *q)
+{
+	memset(q, 0, sizeof(*q));
+	snprintf(q->ibdev, sizeof(q->ibdev), "%s", ibdev_name);
+	q->qpn = qpn;
+	q->flags = flags;
+	if (ioctl(ctl, cmd, q))
+		return -errno;
+	return 0;
+}
+
+static int test_stopped(void)
+{
+	const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+	unsigned char *r, *l, zero[64];
+	struct ibv_mr *mr, *ml;
+	struct ibv_qp *probe, *qs, *qp;
+	struct ibv_qp_attr attr;
+	struct ibv_qp_init_attr init;
+	struct rxe_ctl_qp q;
+	union ibv_gid gid;
+	struct conn c;
+	uint32_t qpn;
+	int ctl, ret, i;
+
+	conn_open(&c);
+	ctl = ctl_with(RXE_CTL_FEAT_QP_STOPPED, "RXE_CTL_FEAT_QP_STOPPED");
+	if (ibv_query_gid(c.ctx, 1, gid_index, &gid))
+		die("query_gid");
+
+	ret = expect(ctl, RXE_CTL_OBJ_MR, 100, 0, RXE_CTL_F_STOPPED);
+	CHECK(ret == -EINVAL, "EXPECT of an MR with F_STOPPED -> %s (want EINVAL)",
+	      err_name(ret));
+
+	/* a number to expect: that of a QP created and gone */
+	probe = create_qp(c.pd, c.cq);
+	qpn = probe->qp_num;
+	ibv_destroy_qp(probe);
+	ret = expect(ctl, RXE_CTL_OBJ_QP, qpn, 0, RXE_CTL_F_STOPPED);
+	CHECK(!ret, "EXPECT QP %u with F_STOPPED -> %s", qpn, err_name(ret));
+	qs = create_qp(c.pd, c.cq);
+	qp = create_qp(c.pd, c.cq);
+	CHECK(qs->qp_num == qpn, "the QP gets number %u (want %u)", qs->qp_num,
+	      qpn);
+	connect_qp(qs, qp->qp_num, &gid);
+	connect_qp(qp, qs->qp_num, &gid);
+	ret = qp_cmd(ctl, RXE_CTL_IOC_QP_QUERY, qs->qp_num, 0, &q);
+	CHECK(!ret && (q.state & RXE_CTL_QP_S_STOPPED),
+	      "connected, it is stopped (QP_QUERY -> %s, state %#x)",
+	      err_name(ret), q.state);
+
+	l = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	r = mmap(NULL, PAGE, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (l == MAP_FAILED || r == MAP_FAILED)
+		die("mmap");
+	memset(r, 0, PAGE);
+	memset(zero, 0, sizeof(zero));
+	fill(l, 64, 9);
+	ml = ibv_reg_mr(c.pd, l, PAGE, access);
+	mr = ibv_reg_mr(c.pd, r, PAGE, access);
+	if (!ml || !mr)
+		die("reg_mr");
+
+	/* its peer writes to it: an invalid rkey, executed, would be an error */
+	ret = post(qp, IBV_WR_RDMA_WRITE, (uintptr_t)l, 64, ml->lkey,
+		   (uintptr_t)r, mr->rkey ^ 0x1);
+	if (!ret)
+		ret = post(qp, IBV_WR_RDMA_WRITE, (uintptr_t)l, 64, ml->lkey,
+			   (uintptr_t)r, mr->rkey);
+	CHECK(!ret, "the peer posts two RDMA WRITEs to it (a bad rkey first)");
+	for (i = 0; i < 200; i++) {
+		if (qp_cmd(ctl, RXE_CTL_IOC_QP_QUERY, qs->qp_num, 0, &q))
+			break;
+		if (q.pauses_sent)
+			break;
+		usleep(10000);
+	}
+	CHECK(q.pauses_sent > 0 && (q.state & RXE_CTL_QP_S_STOPPED),
+	      "it answers them with PAUSE (%u sent) and stays stopped",
+	      q.pauses_sent);
+	CHECK(!memcmp(r, zero, sizeof(zero)), "nothing was written");
+	memset(&attr, 0, sizeof(attr));
+	ret = ibv_query_qp(qs, &attr, IBV_QP_STATE, &init);
+	CHECK(!ret && attr.qp_state == IBV_QPS_RTS,
+	      "it stays in RTS (state %d, want %d): the bad rkey did not move it to the error state",
+	      attr.qp_state, IBV_QPS_RTS);
+
+	ret = qp_cmd(ctl, RXE_CTL_IOC_QP_RESUME, qs->qp_num, RXE_CTL_QP_F_LOCAL,
+		     &q);
+	CHECK(!ret, "QP_RESUME -> %s", err_name(ret));
+	ret = qp_cmd(ctl, RXE_CTL_IOC_QP_QUERY, qs->qp_num, 0, &q);
+	CHECK(!ret && !(q.state & RXE_CTL_QP_S_STOPPED),
+	      "then it is not stopped (state %#x)", q.state);
+
+	/* a QP created without the flag (the expectation was used) is not */
+	probe = create_qp(c.pd, c.cq);
+	connect_qp(probe, qp->qp_num, &gid);
+	ret = qp_cmd(ctl, RXE_CTL_IOC_QP_QUERY, probe->qp_num, 0, &q);
+	CHECK(!ret && !(q.state & RXE_CTL_QP_S_STOPPED),
+	      "the next QP is not stopped (state %#x)", q.state);
+
+	ibv_destroy_qp(probe);
+	ibv_destroy_qp(qs);
+	ibv_destroy_qp(qp);
+	ibv_dereg_mr(mr);
+	ibv_dereg_mr(ml);
+	munmap(l, PAGE);
+	munmap(r, PAGE);
+	close(ctl);
+	conn_close(&c);
+	return 0;
+}
+
 static int test_repin(void)
 {
 	const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
@@ -1291,7 +1410,7 @@ static int test_creds(int stock)
 
 static void usage(const char *prog)
 {
-	fprintf(stderr, "usage: %s offsets|repin|hollow|wrprotect|creds [-d ibdev] [-g gid_index] [-s]\n",
+	fprintf(stderr, "usage: %s offsets|repin|hollow|stopped|wrprotect|creds [-d ibdev] [-g gid_index] [-s]\n",
 		prog);
 	exit(2);
 }
@@ -1328,6 +1447,8 @@ int main(int argc, char **argv)
 		test_repin();
 	else if (!strcmp(cmd, "hollow"))
 		test_hollow();
+	else if (!strcmp(cmd, "stopped"))
+		test_stopped();
 	else if (!strcmp(cmd, "wrprotect"))
 		test_wrprotect();
 	else if (!strcmp(cmd, "creds"))

@@ -43,6 +43,8 @@ pub const FEAT_MR_HOLLOW: u32 = 1 << 10;
 pub const FEAT_ADOPT: u32 = 1 << 11;
 /// QP_DUMP takes `QP_F_NO_CQ` and `QP_F_NO_SRQ` (patch 0036).
 pub const FEAT_QP_DUMP_SHARED: u32 = 1 << 12;
+/// EXPECT takes `F_STOPPED` (patch 0037).
+pub const FEAT_QP_STOPPED: u32 = 1 << 13;
 
 /// MR_WRPROTECT: first move the MR's dirty log into the soft-dirty bits of its pages.
 pub const MR_WRPROTECT_F_LOG: u32 = 1 << 0;
@@ -53,6 +55,8 @@ pub const F_PERSIST: u32 = 1 << 0;
 pub const F_KEY: u32 = 1 << 1;
 /// EXPECT of an MR: its REG_MR pins no pages (patch 0034).
 pub const F_HOLLOW: u32 = 1 << 2;
+/// EXPECT of an RC QP: it starts stopped (answers requests with PAUSE and drops them) until QP_RESUME.
+pub const F_STOPPED: u32 = 1 << 3;
 /// DROP with id 0: of all owners.
 pub const DROP_F_ALL: u32 = 1 << 0;
 /// DIRTY: clear the bits read.
@@ -404,9 +408,11 @@ pub const CONSTANTS: &[(&str, u64)] = &[
     ("RXE_CTL_F_PERSIST", F_PERSIST as u64),
     ("RXE_CTL_F_KEY", F_KEY as u64),
     ("RXE_CTL_F_HOLLOW", F_HOLLOW as u64),
+    ("RXE_CTL_F_STOPPED", F_STOPPED as u64),
     ("RXE_CTL_FEAT_MR_HOLLOW", FEAT_MR_HOLLOW as u64),
     ("RXE_CTL_FEAT_ADOPT", FEAT_ADOPT as u64),
     ("RXE_CTL_FEAT_QP_DUMP_SHARED", FEAT_QP_DUMP_SHARED as u64),
+    ("RXE_CTL_FEAT_QP_STOPPED", FEAT_QP_STOPPED as u64),
     ("RXE_CTL_DROP_F_ALL", DROP_F_ALL as u64),
     ("RXE_CTL_DIRTY_F_CLEAR", DIRTY_F_CLEAR as u64),
     ("RXE_CTL_DIRTY_MAX_PAGES", DIRTY_MAX_PAGES),

@@ -236,6 +236,16 @@ impl Ctl {
         Ok(e.id)
     }
 
+    /// The next RC QP that process `pid` (0: the caller) creates gets number `index` and starts
+    /// stopped (`RXE_CTL_F_STOPPED`, patch 0037): it acts on none of its peer's requests until
+    /// `qp_resume`. For a restore, where the QP's state is loaded after it is connected.
+    pub fn expect_stopped_qp(&self, pid: i32, index: u32, dev: &str) -> Result<u32, CtlError> {
+        let mut e = abi::Expect { obj: Obj::Qp as u32, flags: abi::F_STOPPED, pid, index, key: 0, id: 0, ibdev: devname(dev)? };
+        // SAFETY: as above.
+        unsafe { ioc_expect(self.file.as_raw_fd(), &mut e) }.map_err(Self::err(format!("EXPECT stopped QP {index} for pid {pid}")))?;
+        Ok(e.id)
+    }
+
     /// Drops one reservation or request by id; returns how many were dropped.
     pub fn drop_id(&self, id: u32) -> Result<i32, CtlError> {
         let d = abi::DropEntry { id, flags: 0 };

@@ -24,8 +24,8 @@ pub mod sysctl;
 pub mod ucma;
 
 pub use abi::{
-    ABI_VERSION, FEAT_MR_REPIN, FEAT_MW_BIND, FEAT_PAUSE_MAX, FEAT_QPMIG, FEAT_QP_DUMP_SHARED, FEAT_QP_EPOCH, QP_F_CQ, QP_F_DROP_FIRST, QP_F_LATE_PAUSE,
-    QP_F_LOCAL, QP_F_NO_CQ, QP_F_NO_SRQ, QP_F_SRQ, QP_S_PAUSED, QP_S_REQ_HELD, QP_S_RESUMING, QP_S_STOPPED,
+    ABI_VERSION, FEAT_MR_REPIN, FEAT_MW_BIND, FEAT_PAUSE_MAX, FEAT_QPMIG, FEAT_QP_DUMP_SHARED, FEAT_QP_EPOCH, FEAT_QP_STOPPED, QP_F_CQ, QP_F_DROP_FIRST,
+    QP_F_LATE_PAUSE, QP_F_LOCAL, QP_F_NO_CQ, QP_F_NO_SRQ, QP_F_SRQ, QP_S_PAUSED, QP_S_REQ_HELD, QP_S_RESUMING, QP_S_STOPPED,
 };
 pub use ctl::{Ctl, CtlError, CtlVersion, DirtyPages, MrWrprotected, Obj, QpMigState, CTL_DEV};
 pub use gid::{find_gid, gid_index, gid_table, ipv4_mapped_gid, GidEntry, RxeError};

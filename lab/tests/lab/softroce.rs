@@ -22,6 +22,7 @@ pub const SCENARIOS: &[Scenario] = &[
     ("softroce_status_gives_the_ring_offsets_of_qps", softroce_status_gives_the_ring_offsets_of_qps),
     ("softroce_mr_repin_moves_an_mr_to_other_pages", softroce_mr_repin_moves_an_mr_to_other_pages),
     ("softroce_hollow_mr_pins_nothing_until_repin", softroce_hollow_mr_pins_nothing_until_repin),
+    ("softroce_restored_qp_starts_stopped", softroce_restored_qp_starts_stopped),
     ("softroce_mr_wrprotect_lets_soft_dirty_track_mr_pages", softroce_mr_wrprotect_lets_soft_dirty_track_mr_pages),
     ("softroce_uverbs_write_after_equivalent_creds", softroce_uverbs_write_after_equivalent_creds),
     ("softroce_ucma_shows_cm_ids_and_creates_one_at_a_number", softroce_ucma_shows_cm_ids_and_creates_one_at_a_number),
@@ -209,6 +210,14 @@ fn softroce_mr_repin_moves_an_mr_to_other_pages(c: &Ctx) -> Result<()> {
 /// process's pages, and then RDMA READ and WRITE reach them; EINVAL for a QP.
 fn softroce_hollow_mr_pins_nothing_until_repin(c: &Ctx) -> Result<()> {
     restore_test(c, "node3", &["hollow"], 13)?;
+    Ok(())
+}
+
+/// EXPECT with F_STOPPED (patch 0037): the QP created with the number starts stopped; connected,
+/// it answers its peer's RDMA WRITEs (one with a bad rkey) with PAUSE, writes nothing and stays
+/// in RTS, until QP_RESUME; EINVAL for an MR, and the next QP is not stopped.
+fn softroce_restored_qp_starts_stopped(c: &Ctx) -> Result<()> {
+    restore_test(c, "node3", &["stopped"], 11)?;
     Ok(())
 }
 

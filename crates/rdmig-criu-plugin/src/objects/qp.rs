@@ -446,7 +446,15 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
         "ud" => 4,
         t => return Err(RestoreError::Refused(format!("QP {} is of type {t}", q.qpn))),
     };
-    ctl.expect(rxe::Obj::Qp, 0, q.qpn, None, ibdev, false).map_err(RestoreError::sys(format!("EXPECT QPN {}", q.qpn)))?;
+    // A connected RC QP starts stopped where the driver can (patch 0037): its peer may have
+    // missed the PAUSE and retransmit into it before its state is loaded, and acted on, such a
+    // request would break the restore (a fresh responder, MRs not in place: the error state).
+    let stopped = q.mig_image.is_some() && qp_type == 2 && ctl.version().is_ok_and(|v| v.features & rxe::FEAT_QP_STOPPED != 0);
+    if stopped {
+        ctl.expect_stopped_qp(0, q.qpn, ibdev).map_err(RestoreError::sys(format!("EXPECT QPN {} (stopped)", q.qpn)))?;
+    } else {
+        ctl.expect(rxe::Obj::Qp, 0, q.qpn, None, ibdev, false).map_err(RestoreError::sys(format!("EXPECT QPN {}", q.qpn)))?;
+    }
     let r = cmd::create_qp(
         fd,
         cmd::CreateQp {

@@ -36,6 +36,7 @@
 #define RXE_CTL_FEAT_MR_HOLLOW	(1U << 10)	/* EXPECT RXE_CTL_F_HOLLOW */
 #define RXE_CTL_FEAT_ADOPT	(1U << 11)	/* ADOPT, hollow MRs re-pinned into another process */
 #define RXE_CTL_FEAT_QP_DUMP_SHARED (1U << 12)	/* QP_DUMP_F_NO_CQ, _F_NO_SRQ */
+#define RXE_CTL_FEAT_QP_STOPPED	(1U << 13)	/* EXPECT RXE_CTL_F_STOPPED */
 
 struct rxe_ctl_version {
 	__u32	abi_version;	/* out: RXE_CTL_ABI_VERSION */
@@ -48,6 +49,7 @@ struct rxe_ctl_version {
 #define RXE_CTL_F_PERSIST	(1U << 0)	/* keep after close() */
 #define RXE_CTL_F_KEY		(1U << 1)	/* EXPECT: key is valid */
 #define RXE_CTL_F_HOLLOW	(1U << 2)	/* EXPECT of an MR: pin no pages */
+#define RXE_CTL_F_STOPPED	(1U << 3)	/* EXPECT of a QP: start stopped */
 
 /*
  * Reserve the indices first..last of one object type on all rxe devices:
@@ -76,10 +78,19 @@ struct rxe_ctl_reserve {
  * RXE_CTL_IOC_MR_REPIN gives it the pages of its process. For a restore,
  * where the process's memory is not in place yet when its MRs are
  * registered: pinning other pages first would only cost their allocation.
+ *
+ * RXE_CTL_F_STOPPED (QPs only, feature RXE_CTL_FEAT_QP_STOPPED): an RC QP
+ * created with this number starts stopped, as after RXE_CTL_IOC_QP_STOP:
+ * once connected, its responder answers its peer's requests with a PAUSE
+ * NAK (of epoch 0 until QP_RESTORE gives it the saved one) and drops them,
+ * and it sends nothing, until RXE_CTL_IOC_QP_RESUME. For a restore: a peer
+ * that missed its PAUSE retransmits into the new QP before its state is
+ * loaded; executed, such a request meets a fresh responder and MRs not in
+ * place yet, and moves the QP to the error state. Other QP types ignore it.
  */
 struct rxe_ctl_expect {
 	__u32	obj;		/* in: RXE_CTL_OBJ_* */
-	__u32	flags;		/* in: RXE_CTL_F_PERSIST, _KEY, _HOLLOW */
+	__u32	flags;		/* in: RXE_CTL_F_PERSIST, _KEY, _HOLLOW, _STOPPED */
 	__s32	pid;		/* in: process (thread group), 0 = caller */
 	__u32	index;		/* in: index of the object */
 	__u32	key;		/* in: key byte 0..255 if RXE_CTL_F_KEY */
