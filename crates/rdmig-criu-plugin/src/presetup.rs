@@ -141,7 +141,7 @@ fn write_new(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), RestoreError> {
 
 /// Whether the driver lets a process adopt objects another made (softroce patch 0035).
 pub fn adopt_supported(ctl: &Ctl) -> bool {
-    ctl.version().is_ok_and(|v| v.features & crate::rxe::abi::FEAT_ADOPT != 0)
+    ctl.has_features(crate::rxe::abi::FEAT_ADOPT)
 }
 
 /// The files and rings of context image `l` made ahead by a helper, if a hand-off in `dir` names

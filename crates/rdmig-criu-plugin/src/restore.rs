@@ -260,7 +260,7 @@ fn build(ctx_id: u32, dir: &Path) -> Result<Built, RestoreError> {
     };
     let Made { file, afile, chans, offsets } = made;
     let fd = file.as_raw_fd();
-    let cx = RestoreCx { fd, ctl: &ctl, c, blob: &l.blob, hollow_mrs };
+    let cx = RestoreCx { fd, ctl: &ctl, c, blob: &l.blob, hollow_mrs, stopped_qps: qp::stopped_supported(&ctl) };
 
     // Connected QPs get their driver state; then the event counters and queued events.
     qp::load_driver_state(&cx).map_err(|e| e.within(&who))?;
@@ -313,7 +313,7 @@ pub fn create_objects(c: &Context, blob: &[u8], ctl: &crate::rxe::Ctl, hollow_mr
     let afd = cmd::get_context(fd).map_err(RestoreError::sys(format!("{who}: GET_CONTEXT")))?;
     // SAFETY: GET_CONTEXT returned a new descriptor that we own.
     let afile = unsafe { OwnedFd::from_raw_fd(afd) };
-    let cx = RestoreCx { fd, ctl, c, blob, hollow_mrs };
+    let cx = RestoreCx { fd, ctl, c, blob, hollow_mrs, stopped_qps: qp::stopped_supported(ctl) };
     steps.mark("open");
 
     // Completion channels first: CREATE_CQ names its channel by fd.

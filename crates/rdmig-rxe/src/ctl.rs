@@ -214,15 +214,27 @@ impl Ctl {
         Ok((r.id, r.nbusy))
     }
 
+    /// Whether the driver has every feature bit of `features` (`FEAT_*`); false if it cannot
+    /// be asked.
+    pub fn has_features(&self, features: u32) -> bool {
+        self.version().is_ok_and(|v| v.features & features == features)
+    }
+
     /// The next `obj` that process `pid` (0: the caller) creates gets `index` (and `key`).
     pub fn expect(&self, obj: Obj, pid: i32, index: u32, key: Option<u8>, dev: &str, persist: bool) -> Result<u32, CtlError> {
         let mut flags = if persist { F_PERSIST } else { 0 };
         if key.is_some() {
             flags |= F_KEY;
         }
-        let mut e = abi::Expect { obj: obj as u32, flags, pid, index, key: key.unwrap_or(0) as u32, id: 0, ibdev: devname(dev)? };
+        self.expect_with(obj, flags, pid, index, key.unwrap_or(0), dev, &format!("EXPECT {obj:?} {index} for pid {pid}"))
+    }
+
+    /// EXPECT with `flags` (`F_*`); `what` names the request in an error.
+    #[allow(clippy::too_many_arguments)]
+    fn expect_with(&self, obj: Obj, flags: u32, pid: i32, index: u32, key: u8, dev: &str, what: &str) -> Result<u32, CtlError> {
+        let mut e = abi::Expect { obj: obj as u32, flags, pid, index, key: key.into(), id: 0, ibdev: devname(dev)? };
         // SAFETY: as above.
-        unsafe { ioc_expect(self.file.as_raw_fd(), &mut e) }.map_err(Self::err(format!("EXPECT {obj:?} {index} for pid {pid}")))?;
+        unsafe { ioc_expect(self.file.as_raw_fd(), &mut e) }.map_err(Self::err(what.to_string()))?;
         Ok(e.id)
     }
 
@@ -230,20 +242,14 @@ impl Ctl {
     /// no pages: it refuses every access until `mr_repin` gives it the pages of its process
     /// (`RXE_CTL_F_HOLLOW`, patch 0034). For a restore, where the memory is not in place yet.
     pub fn expect_hollow_mr(&self, pid: i32, index: u32, key: u8, dev: &str) -> Result<u32, CtlError> {
-        let mut e = abi::Expect { obj: Obj::Mr as u32, flags: F_KEY | abi::F_HOLLOW, pid, index, key: key.into(), id: 0, ibdev: devname(dev)? };
-        // SAFETY: as above.
-        unsafe { ioc_expect(self.file.as_raw_fd(), &mut e) }.map_err(Self::err(format!("EXPECT hollow MR {index} for pid {pid}")))?;
-        Ok(e.id)
+        self.expect_with(Obj::Mr, F_KEY | abi::F_HOLLOW, pid, index, key, dev, &format!("EXPECT hollow MR {index} for pid {pid}"))
     }
 
     /// The next RC QP that process `pid` (0: the caller) creates gets number `index` and starts
     /// stopped (`RXE_CTL_F_STOPPED`, patch 0037): it acts on none of its peer's requests until
     /// `qp_resume`. For a restore, where the QP's state is loaded after it is connected.
     pub fn expect_stopped_qp(&self, pid: i32, index: u32, dev: &str) -> Result<u32, CtlError> {
-        let mut e = abi::Expect { obj: Obj::Qp as u32, flags: abi::F_STOPPED, pid, index, key: 0, id: 0, ibdev: devname(dev)? };
-        // SAFETY: as above.
-        unsafe { ioc_expect(self.file.as_raw_fd(), &mut e) }.map_err(Self::err(format!("EXPECT stopped QP {index} for pid {pid}")))?;
-        Ok(e.id)
+        self.expect_with(Obj::Qp, abi::F_STOPPED, pid, index, 0, dev, &format!("EXPECT stopped QP {index} for pid {pid}"))
     }
 
     /// Drops one reservation or request by id; returns how many were dropped.

@@ -157,6 +157,8 @@ pub struct RestoreCx<'a> {
     /// The driver registers MRs without pages until MR_REPIN (softroce patch 0034), so they
     /// need no placeholder pages.
     pub hollow_mrs: bool,
+    /// The driver creates a QP stopped when asked (softroce patch 0037): connected QPs are.
+    pub stopped_qps: bool,
 }
 
 /// Checks, before anything of it is used, that context image `l` holds only values the restore

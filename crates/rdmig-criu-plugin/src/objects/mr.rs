@@ -135,7 +135,7 @@ pub fn check_image_access(c: &Context) -> Result<(), String> {
 /// Whether this node's rdma_rxe registers an MR without pages until MR_REPIN gives it the
 /// process's (`RXE_CTL_F_HOLLOW`, softroce patch 0034).
 pub fn hollow_supported(ctl: &Ctl) -> bool {
-    ctl.version().is_ok_and(|v| v.features & rxe::abi::FEAT_MR_HOLLOW != 0)
+    ctl.has_features(rxe::abi::FEAT_MR_HOLLOW)
 }
 
 /// Without hollow MRs, the MRs of context `c` are pinned on placeholder pages until the

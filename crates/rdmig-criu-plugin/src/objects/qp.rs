@@ -6,8 +6,6 @@
 //! moved through their states with their old attributes, connected ones loaded with their
 //! driver image (QP_RESTORE) and left stopped; they resume once memory is final.
 
-use std::os::fd::RawFd;
-
 use super::rings::{self, NewRings, Vma};
 use super::{limits, pd, DumpCx, RestoreCx};
 use crate::cmd;
@@ -266,7 +264,7 @@ pub fn save_driver_state(cx: &DumpCx, qps: &mut [Qp], wiring: &[Wiring], ctl: Op
         debug_assert!(wiring.iter().all(|w| w.connected.is_none()), "a QP to dump was stopped through the ctl");
         return Ok(());
     };
-    let leave_out = c.version().is_ok_and(|v| v.features & rxe::FEAT_QP_DUMP_SHARED != 0) && std::env::var_os(EVERY_RING_ENV).is_none();
+    let leave_out = c.has_features(rxe::FEAT_QP_DUMP_SHARED) && std::env::var_os(EVERY_RING_ENV).is_none();
     let connected: Vec<(usize, &Wiring)> = wiring.iter().enumerate().filter(|(_, w)| w.connected.is_some()).collect();
     let rings = shared_rings(connected.iter().map(|(_, w)| ([w.scq, w.rcq], w.srq)));
     for ((i, w), (cq, carries_srq)) in connected.into_iter().zip(rings) {
@@ -427,7 +425,7 @@ pub fn check_image_values(c: &Context) -> Result<(), String> {
 /// Creates QP `q` and records where its new send queue (and receive queue, without an SRQ) is;
 /// returns its handle.
 pub fn create(cx: &RestoreCx, q: &Qp, rings: &mut NewRings) -> Result<u32, RestoreError> {
-    let (h, r) = create_qp(cx.fd, cx.ctl, &cx.c.ibdev, q)?;
+    let (h, r) = create_qp(cx, q)?;
     let links = q.links.expect("checked");
     rings.add(&format!("QP {} send queue", q.qpn), links.sq_pgoff, &r.sq_mi)?;
     if links.srq.is_none() {
@@ -436,9 +434,16 @@ pub fn create(cx: &RestoreCx, q: &Qp, rings: &mut NewRings) -> Result<u32, Resto
     Ok(h)
 }
 
+/// Whether this node's rdma_rxe creates a QP stopped when asked (`RXE_CTL_F_STOPPED`, softroce
+/// patch 0037).
+pub fn stopped_supported(ctl: &Ctl) -> bool {
+    ctl.has_features(rxe::FEAT_QP_STOPPED)
+}
+
 /// Creates QP `q` with its old number (EXPECT) on its PD, CQs and SRQ, and moves it through its
 /// states with its old attributes up to the one it had; returns its handle and the driver's answer.
-fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::CreateQpResp), RestoreError> {
+fn create_qp(cx: &RestoreCx, q: &Qp) -> Result<(u32, cmd::CreateQpResp), RestoreError> {
+    let (fd, ctl, ibdev) = (cx.fd, cx.ctl, cx.c.ibdev.as_str());
     let links = q.links.expect("checked");
     let a = &q.attr;
     let qp_type = match q.qp_type.as_str() {
@@ -449,7 +454,7 @@ fn create_qp(fd: RawFd, ctl: &Ctl, ibdev: &str, q: &Qp) -> Result<(u32, cmd::Cre
     // A connected RC QP starts stopped where the driver can (patch 0037): its peer may have
     // missed the PAUSE and retransmit into it before its state is loaded, and acted on, such a
     // request would break the restore (a fresh responder, MRs not in place: the error state).
-    let stopped = q.mig_image.is_some() && qp_type == 2 && ctl.version().is_ok_and(|v| v.features & rxe::FEAT_QP_STOPPED != 0);
+    let stopped = cx.stopped_qps && q.mig_image.is_some() && qp_type == 2;
     if stopped {
         ctl.expect_stopped_qp(0, q.qpn, ibdev).map_err(RestoreError::sys(format!("EXPECT QPN {} (stopped)", q.qpn)))?;
     } else {
