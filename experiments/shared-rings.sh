@@ -29,38 +29,8 @@ iters=${SHARED_RINGS_ITERS:-15000}
 log() { echo "shared-rings: $*" >&2; }
 out=experiments/results/shared-rings-$(date -u +%Y%m%dT%H%M%SZ).json
 # The failed round's files (logs) are kept in experiments/results.
-keep=
-die() {
-	log "error: $*"
-	if [ -n "$keep" ] && [ -d "$keep" ]; then
-		mkdir -p "${out%.json}-failed" && cp -a "$keep" "${out%.json}-failed/" && log "its files: ${out%.json}-failed/"
-	fi
-	exit 1
-}
-scripts/setup.sh
-cargo build --locked --workspace
-R=$PWD/target/debug/rdmig-lab
-export RDMIG_LAB=rings
-export RDMIG_LAB_DIR=${RDMIG_LAB_DIR:-/run/rdmig}
-SHARE=$RDMIG_LAB_DIR/$RDMIG_LAB/shared
-mkdir -p experiments/results
-runs=$(mktemp)
-
-. scripts/lab-lock.sh
-take_lab_lock /tmp/rdmig-lab.lock
-trap '"$R" down >/dev/null 2>&1 || true; rm -f "$runs"' EXIT
-log "starting lab '$RDMIG_LAB' (2 nodes)"
-# The lock descriptor is not passed to qemu (it would hold the lock for as long as the VMs run).
-"$R" up --from-build --nodes 2 9>&- >/dev/null
-mkdir -p "$SHARE/criu-plugins"
-cp target/debug/librdmig_criu.so "$SHARE/criu-plugins/"
-on() {
-	local n=$1
-	shift
-	"$R" exec "$n" --timeout 600 -- "$@"
-}
-gid1=$(on node1 /mnt/lab/bin/rdmig rxe gid-index --ip 10.0.1.11)
-gid2=$(on node2 /mnt/lab/bin/rdmig rxe gid-index --ip 10.0.1.12)
+. scripts/plugin-lab.sh
+plugin_lab rings 600
 # The first run of criu and the plugin reads them in over 9p: not inside the first dump.
 on node1 sh -c 'criu check >/dev/null 2>&1; cat /mnt/lab/criu-plugins/*.so >/dev/null; true'
 keep_going=$(sed -n 's/^pub const KEEP_GOING: &str = "\(.*\)";/\1/p' lab/src/perftest.rs)

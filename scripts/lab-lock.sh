@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Sourced by scripts that bring up a lab (scripts/demo.sh, experiments/downtime.sh): labs on one
-# machine take turns on one lock file.
+# Sourced by scripts that bring up a lab (scripts/demo.sh, experiments/downtime.sh,
+# scripts/plugin-lab.sh): labs on one machine take turns on one lock file.
 #
 # take_lab_lock LOCKFILE: returns holding the lock on descriptor 9, unless the caller already
 # holds it (`flock LOCKFILE script` passes its locked descriptor down; locking a second
